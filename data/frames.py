@@ -1,0 +1,242 @@
+"""Validate raw institution frames against a `Schema` and split them, seeded and stratified.
+
+Validation is strict on purpose: nothing is silently coerced. A non-numeric value in a numeric
+column, a missing value where the schema says `missing = "error"`, a label that is not binary,
+a file that is missing a schema column: each stops the run before training, naming the file,
+the column and the first offending rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from jointcredit.data.errors import DataValidationError
+from jointcredit.data.schema import Schema
+
+log = logging.getLogger(__name__)
+
+# Cells read as missing. Categorical columns keep any other string as a category.
+MISSING_TOKENS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Features (schema order, validated types) and the binary label (1 = default)."""
+
+    x: pd.DataFrame
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class InstitutionData:
+    institution: str
+    train: Split
+    test: Split
+
+
+@dataclass(frozen=True)
+class FederatedData:
+    """Every institution's splits. Only simulations and tests ever hold more than one."""
+
+    schema: Schema
+    institutions: dict[str, InstitutionData]
+    description: str
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.institutions)
+
+    def pooled_test(self) -> Split:
+        """The union of all test splits: a simulation-only measurement set."""
+        parts = list(self.institutions.values())
+        return Split(
+            x=pd.concat([p.test.x for p in parts], ignore_index=True),
+            y=np.concatenate([p.test.y for p in parts]),
+        )
+
+    def pooled_train(self) -> Split:
+        parts = list(self.institutions.values())
+        return Split(
+            x=pd.concat([p.train.x for p in parts], ignore_index=True),
+            y=np.concatenate([p.train.y for p in parts]),
+        )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one institution file; CSV cells are read as text so that typing stays ours."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DataValidationError(
+            f"unsupported file type {suffix!r} (use .csv or .parquet)", source=str(path)
+        )
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=list(MISSING_TOKENS)
+            )
+        return pd.read_parquet(path)
+    except FileNotFoundError as exc:
+        raise DataValidationError("file not found", source=str(path)) from exc
+    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
+        raise DataValidationError(f"cannot read file: {exc}", source=str(path)) from exc
+
+
+def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:
+    # Row numbers as a user sees them in a CSV: header is line 1, first data row is line 2.
+    idx = np.flatnonzero(np.asarray(mask))[:limit]
+    return ", ".join(str(i + 2) for i in idx)
+
+
+def _numeric(col: pd.Series, name: str, source: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(col):
+        raise DataValidationError("boolean values in a numeric column", source=source, column=name)
+    if pd.api.types.is_numeric_dtype(col):
+        out = col.astype("float64")
+    else:
+        as_text = col.astype("string").str.strip()
+        out = pd.to_numeric(as_text.where(~as_text.isin(MISSING_TOKENS)), errors="coerce")
+        bad = out.isna() & as_text.notna() & ~as_text.isin(MISSING_TOKENS)
+        if bad.any():
+            example = as_text[bad].iloc[0]
+            raise DataValidationError(
+                f"non-numeric value {example!r} in a numeric column "
+                f"({int(bad.sum())} rows, first at line(s) {_rows(bad)})",
+                source=source,
+                column=name,
+            )
+        out = out.astype("float64")
+    if np.isinf(out.to_numpy()).any():
+        raise DataValidationError("infinite value in a numeric column", source=source, column=name)
+    return out
+
+
+def _categorical(col: pd.Series) -> pd.Series:
+    text = col.astype("string").str.strip()
+    text = text.where(~text.isin(MISSING_TOKENS))
+    return text.astype(object).where(text.notna(), None)
+
+
+def _label(col: pd.Series, schema: Schema, source: str) -> np.ndarray:
+    name = schema.label
+    if col.isna().any():
+        raise DataValidationError(
+            f"missing label values ({int(col.isna().sum())} rows, first at line(s) "
+            f"{_rows(col.isna())}); labels are never imputed",
+            source=source,
+            column=name,
+        )
+    if isinstance(schema.positive, int):
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            values = col
+        else:
+            values = pd.to_numeric(col.astype("string").str.strip(), errors="coerce")
+            if values.isna().any():
+                bad = values.isna()
+                raise DataValidationError(
+                    f"schema says positive = {schema.positive} (an integer) but the label "
+                    f"holds {col[bad].iloc[0]!r} (line(s) {_rows(bad)})",
+                    source=source,
+                    column=name,
+                )
+        if (values != np.round(values)).any():
+            raise DataValidationError("label values must be integers", source=source, column=name)
+        values = values.astype("int64")
+    else:
+        values = col.astype("string").str.strip()
+    distinct = sorted(map(str, pd.unique(values)))
+    if len(distinct) > 2:
+        raise DataValidationError(
+            f"label is not binary: {len(distinct)} distinct values ({', '.join(distinct[:6])})",
+            source=source,
+            column=name,
+        )
+    return (values == schema.positive).to_numpy().astype(np.int64)
+
+
+def validate_frame(raw: pd.DataFrame, schema: Schema, *, source: str) -> Split:
+    """Check one institution's raw rows against the schema; return typed features + label."""
+    missing_cols = [c for c in schema.columns if c not in raw.columns]
+    if missing_cols:
+        raise DataValidationError(
+            f"schema column(s) missing from the file: {', '.join(missing_cols)}", source=source
+        )
+    known = {*schema.columns, *([schema.id] if schema.id else [])}
+    extra = [c for c in raw.columns if c not in known]
+    if extra:
+        log.warning("%s: ignoring columns not in the schema: %s", source, ", ".join(map(str, extra)))
+    if len(raw) == 0:
+        raise DataValidationError("file has no rows", source=source)
+
+    feats: dict[str, pd.Series] = {}
+    for name, spec in schema.features.items():
+        col = raw[name].reset_index(drop=True)
+        series = _numeric(col, name, source) if spec.type == "numeric" else _categorical(col)
+        missing = series.isna()
+        if missing.any() and spec.missing == "error":
+            raise DataValidationError(
+                f"{int(missing.sum())} missing value(s) (first at line(s) {_rows(missing)}); "
+                'set missing = "impute" in the schema to allow them',
+                source=source,
+                column=name,
+            )
+        feats[name] = series
+    y = _label(raw[schema.label].reset_index(drop=True), schema, source)
+    return Split(x=pd.DataFrame(feats), y=y)
+
+
+def split_institution(
+    institution: str, data: Split, *, test_fraction: float, seed: int
+) -> InstitutionData:
+    """Stratified, seeded train/test split inside one institution."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
+    counts = np.bincount(data.y, minlength=2)
+    # Stratify only when each class can appear on both sides; otherwise a plain split.
+    stratify = data.y if counts.min() >= 2 else None
+    idx = np.arange(len(data.y))
+    tr, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
+    tr, te = np.sort(tr), np.sort(te)
+    return InstitutionData(
+        institution=institution,
+        train=Split(x=data.x.iloc[tr].reset_index(drop=True), y=data.y[tr]),
+        test=Split(x=data.x.iloc[te].reset_index(drop=True), y=data.y[te]),
+    )
+
+
+def check_federation(
+    splits: Mapping[str, Split],
+    schema: Schema,
+    *,
+    min_rows: int,
+    sources: Mapping[str, str],
+    require_both_classes: bool = True,
+) -> None:
+    """Federation-wide checks: enough rows everywhere, both label classes somewhere."""
+    for inst, s in splits.items():
+        if len(s) < min_rows:
+            raise DataValidationError(
+                f"institution {inst!r} has {len(s)} rows; at least {min_rows} are needed",
+                source=sources.get(inst, inst),
+            )
+    if not require_both_classes:
+        return
+    positives = sum(int(s.y.sum()) for s in splits.values())
+    total = sum(len(s) for s in splits.values())
+    if positives == 0 or positives == total:
+        only = "positive" if positives else "negative"
+        raise DataValidationError(
+            f"label has one class in the whole federation (all {only}; positive = "
+            f"{schema.positive!r}): nothing to learn",
+            column=schema.label,
+        )

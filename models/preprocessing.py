@@ -1,0 +1,220 @@
+"""Federated preprocessing: agreed from per-institution summaries, never from pooled rows.
+
+Each institution summarises its own training rows (`summarize`): per numeric feature the count,
+sum and sum of squares of the (transformed) values and the number missing; per categorical
+feature the counts of its values, bounded (only values seen at least `min_count` times locally,
+at most `max_categories` of them), so rare values never leave the institution. The server adds
+the summaries up (`agree`) into a `PreprocessingSpec`: standardisation statistics, category
+vocabularies, imputation values. The spec travels inside the model artifact, so scoring applies
+exactly the transformation training used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from jointcredit.data.schema import Schema
+
+OTHER = "__other__"
+MISSING = "__missing__"
+CLIP = 5.0  # standardised values beyond +-5 sd are clipped: robust to outliers, keeps SGD stable
+
+
+def apply_transform(values: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log1p":
+        # Signed log keeps the sign of negative amounts instead of failing on them.
+        return np.sign(values) * np.log1p(np.abs(values))
+    return values
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+class NumericSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    count: int
+    total: float
+    total_sq: float
+    missing: int
+
+
+class CategoricalSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    counts: dict[str, int]
+    missing: int
+
+
+class InstitutionSummary(BaseModel):
+    """What one institution reveals to agree preprocessing: aggregates only."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: int
+    positives: int
+    numeric: dict[str, NumericSummary]
+    categorical: dict[str, CategoricalSummary]
+
+
+def summarize(
+    x: pd.DataFrame, y: np.ndarray, schema: Schema, *, max_categories: int, min_count: int
+) -> InstitutionSummary:
+    numeric: dict[str, NumericSummary] = {}
+    categorical: dict[str, CategoricalSummary] = {}
+    for name, spec in schema.features.items():
+        col = x[name]
+        if spec.type == "numeric":
+            raw = col.to_numpy(dtype="float64")
+            present = ~np.isnan(raw)
+            v = apply_transform(raw[present], spec.transform)
+            numeric[name] = NumericSummary(
+                count=int(present.sum()),
+                total=float(v.sum()),
+                total_sq=float(np.square(v).sum()),
+                missing=int((~present).sum()),
+            )
+        else:
+            counts = col.dropna().value_counts()
+            counts = counts[counts >= min_count]
+            # Largest first, ties by value, so the bound is deterministic.
+            top = sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0])))
+            categorical[name] = CategoricalSummary(
+                counts={str(k): int(v) for k, v in top[:max_categories]},
+                missing=int(col.isna().sum()),
+            )
+    return InstitutionSummary(
+        rows=len(y), positives=int(np.sum(y)), numeric=numeric, categorical=categorical
+    )
+
+
+# --------------------------------------------------------------------------- agreed spec
+
+
+class NumericFeature(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["numeric"] = "numeric"
+    name: str
+    transform: Literal["none", "log1p"] = "none"
+    mean: float
+    std: float
+    impute: bool = False  # missing -> mean, plus a `<name>__missing` indicator column
+
+
+class CategoricalFeature(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["categorical"] = "categorical"
+    name: str
+    categories: list[str]
+    impute: bool = False  # missing -> its own `__missing__` level
+
+
+Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+
+
+class PreprocessingSpec(BaseModel):
+    """The agreed feature transformation; part of the model artifact."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: Literal[1] = 1
+    features: list[Feature]
+    clip: float = CLIP
+    rows: int = 0  # training rows behind the statistics (informational)
+
+    @property
+    def output_names(self) -> list[str]:
+        names: list[str] = []
+        for f in self.features:
+            if isinstance(f, NumericFeature):
+                names.append(f.name)
+                if f.impute:
+                    names.append(f"{f.name}__missing")
+            else:
+                levels = [*f.categories, OTHER, *([MISSING] if f.impute else [])]
+                names.extend(f"{f.name}={c}" for c in levels)
+        return names
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.output_names)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def transform(self, x: pd.DataFrame) -> np.ndarray:
+        """Rows -> float32 design matrix (columns in `output_names` order)."""
+        n = len(x)
+        blocks: list[np.ndarray] = []
+        for f in self.features:
+            col = x[f.name]
+            if isinstance(f, NumericFeature):
+                raw = col.to_numpy(dtype="float64")
+                miss = np.isnan(raw)
+                if miss.any() and not f.impute:
+                    raise ValueError(f"feature {f.name!r} has missing values and no imputation")
+                z = (apply_transform(np.where(miss, 0.0, raw), f.transform) - f.mean) / f.std
+                z = np.clip(np.where(miss, 0.0, z), -self.clip, self.clip)
+                blocks.append(z[:, None])
+                if f.impute:
+                    blocks.append(miss.astype("float64")[:, None])
+            else:
+                levels = [*f.categories, OTHER, *([MISSING] if f.impute else [])]
+                index = {c: i for i, c in enumerate(levels)}
+                miss = col.isna().to_numpy()
+                if miss.any() and not f.impute:
+                    raise ValueError(f"feature {f.name!r} has missing values and no imputation")
+                mapped = col.astype(object).map(index).to_numpy(dtype="float64")
+                codes = np.where(np.isnan(mapped), index[OTHER], mapped).astype(np.int64)
+                if f.impute:
+                    codes[miss] = index[MISSING]
+                onehot = np.zeros((n, len(levels)), dtype="float64")
+                onehot[np.arange(n), codes] = 1.0
+                blocks.append(onehot)
+        return np.hstack(blocks).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
+
+
+def agree(
+    summaries: Sequence[InstitutionSummary],
+    schema: Schema,
+    *,
+    max_categories: int,
+    min_count: int,
+) -> PreprocessingSpec:
+    """Server side: add the institutions' summaries up into one preprocessing spec."""
+    if not summaries:
+        raise ValueError("no institution summaries to agree preprocessing from")
+    features: list[NumericFeature | CategoricalFeature] = []
+    for name, spec in schema.features.items():
+        impute = spec.missing == "impute"
+        if spec.type == "numeric":
+            count = sum(s.numeric[name].count for s in summaries)
+            total = sum(s.numeric[name].total for s in summaries)
+            total_sq = sum(s.numeric[name].total_sq for s in summaries)
+            mean = total / count if count else 0.0
+            var = max(total_sq / count - mean * mean, 0.0) if count else 0.0
+            std = math.sqrt(var) if var > 1e-12 else 1.0
+            features.append(
+                NumericFeature(
+                    name=name, transform=spec.transform, mean=mean, std=std, impute=impute
+                )
+            )
+        else:
+            merged: dict[str, int] = {}
+            for s in summaries:
+                for value, c in s.categorical[name].counts.items():
+                    merged[value] = merged.get(value, 0) + c
+            kept = sorted(
+                (kv for kv in merged.items() if kv[1] >= min_count), key=lambda kv: (-kv[1], kv[0])
+            )[:max_categories]
+            features.append(
+                CategoricalFeature(name=name, categories=sorted(k for k, _ in kept), impute=impute)
+            )
+    return PreprocessingSpec(features=features, rows=sum(s.rows for s in summaries))
