@@ -195,3 +195,18 @@ def load_federation(config: DataConfig) -> FederatedData:
         institutions={inst: source.split(inst, d) for inst, d in validated.items()},
         description=source.description,
     )
+
+
+def load_institution_file(
+    path: Path, schema: Schema, config: DataConfig, *, institution: str | None = None
+) -> InstitutionData:
+    """Deployment: a node reads exactly one file of its own (institution id = file stem)."""
+    inst = institution or path.stem
+    data = validate_frame(read_table(path), schema, source=str(path))
+    check_federation(
+        {inst: data}, schema, min_rows=config.min_rows, sources={inst: str(path)},
+        require_both_classes=False,
+    )
+    return split_institution(
+        inst, data, test_fraction=config.test_fraction, seed=_split_seed(config.seed, inst)
+    )

@@ -1,0 +1,144 @@
+"""The institution's ClientApp: its rows stay here, only aggregates and model updates leave.
+
+Three message handlers:
+- `query`: summarise own training rows for federated preprocessing (counts, sums, bounded
+  category counts; see `jointcredit.models.preprocessing`).
+- `train`: train the global model on own rows for a few local epochs (FedProx term when the
+  server sends `proximal-mu`) and return the updated weights.
+- `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
+Every reply carries an `identity` ConfigRecord with the institution id, so the server can order
+replies deterministically and report per institution.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from jointcredit.client.data import NodeData, node_data
+from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.preprocessing import PreprocessingSpec, summarize
+from jointcredit.models.settings import RunSettings
+from jointcredit.models.training import predict_pd, train
+
+# Small models on 2 cores: one intra-op thread per client avoids oversubscription.
+torch.set_num_threads(1)
+
+app = ClientApp()
+
+
+def _setup(context: Context) -> tuple[RunSettings, NodeData]:
+    settings = RunSettings.from_run_config(context.run_config)
+    return settings, node_data(dict(context.node_config), settings)
+
+
+def _seed(settings: RunSettings, institution: str, server_round: int, salt: int = 0) -> int:
+    return (
+        settings.seed * 1_000_003 + server_round * 7919 + salt + zlib.crc32(institution.encode())
+    ) % (2**31)
+
+
+def _identity(node: NodeData) -> ConfigRecord:
+    return ConfigRecord({"institution": node.institution})
+
+
+def _model_from(msg: Message, settings: RunSettings) -> tuple[torch.nn.Module, PreprocessingSpec]:
+    config = msg.content["config"]
+    spec = PreprocessingSpec.model_validate_json(str(config["preprocessing"]))
+    model = build_model(architecture(settings.model, spec.n_outputs))
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict(), strict=True)
+    return model, spec
+
+
+def _nan(v: float | None) -> float:
+    return math.nan if v is None else v
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    settings, node = _setup(context)
+    config = msg.content["config"]
+    summary = summarize(
+        node.data.train.x,
+        node.data.train.y,
+        node.schema,
+        max_categories=int(config["max-categories"]),  # type: ignore[arg-type]
+        min_count=int(config["min-category-count"]),  # type: ignore[arg-type]
+    )
+    content = RecordDict(
+        {
+            "summary": ConfigRecord(
+                {"json": summary.model_dump_json(), "schema": node.schema.model_dump_json()}
+            ),
+            "identity": _identity(node),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+@app.train()
+def train_handler(msg: Message, context: Context) -> Message:
+    settings, node = _setup(context)
+    model, spec = _model_from(msg, settings)
+    config = msg.content["config"]
+    server_round = int(config["server-round"])  # type: ignore[arg-type]
+    mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
+    global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+    loss = train(
+        model,
+        node.matrix(spec, "train"),
+        node.data.train.y,
+        settings.train_config(seed=_seed(settings, node.institution, server_round), mu=mu),
+        global_params=global_params,
+    )
+    metrics = MetricRecord({"train-loss": loss, "num-examples": len(node.data.train.y)})
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": metrics,
+            "identity": _identity(node),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_handler(msg: Message, context: Context) -> Message:
+    settings, node = _setup(context)
+    model, spec = _model_from(msg, settings)
+    x_test, y_test = node.matrix(spec, "test"), node.data.test.y
+    m = risk_metrics(y_test, predict_pd(model, x_test))
+    values: dict[str, float | int] = {
+        "auc": _nan(m["auc"]),
+        "ks": _nan(m["ks"]),
+        "brier": _nan(m["brier"]),
+        "num-examples": len(y_test),
+    }
+    config = msg.content["config"]
+    finetune = int(config.get("finetune-epochs", 0))  # type: ignore[arg-type]
+    if finetune > 0:
+        # Personalisation: fine-tune a copy of the global model on own training rows only.
+        server_round = int(config["server-round"])  # type: ignore[arg-type]
+        train(
+            model,
+            node.matrix(spec, "train"),
+            node.data.train.y,
+            settings.train_config(
+                seed=_seed(settings, node.institution, server_round, salt=1), epochs=finetune
+            ),
+        )
+        p = risk_metrics(y_test, predict_pd(model, x_test))
+        values.update(
+            {
+                "auc-personalized": _nan(p["auc"]),
+                "ks-personalized": _nan(p["ks"]),
+                "brier-personalized": _nan(p["brier"]),
+            }
+        )
+    content = RecordDict({"metrics": MetricRecord(values), "identity": _identity(node)})
+    return Message(content, reply_to=msg)

@@ -1,0 +1,73 @@
+"""Which institution this node is, and its rows (cached for the life of the process).
+
+Simulation: `partition-id` in the node config indexes the dataset's institutions.
+Deployment: the node config names its own file, e.g.
+`flower-supernode --node-config "data-file='/srv/bank0.parquet' schema='/srv/schema.toml'
+institution='bank0'"`. A node never opens another institution's file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jointcredit.data.catalog import load_institution, load_institution_file, resolve
+from jointcredit.data.frames import InstitutionData
+from jointcredit.data.schema import Schema, load_schema
+from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.settings import RunSettings
+
+
+@dataclass
+class NodeData:
+    data: InstitutionData
+    schema: Schema
+    # Design matrices per preprocessing digest: the spec is fixed for a run, so transform once.
+    _matrices: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    @property
+    def institution(self) -> str:
+        return self.data.institution
+
+    def matrix(self, spec: PreprocessingSpec, part: str) -> np.ndarray:
+        key = (spec.digest(), part)
+        if key not in self._matrices:
+            split = self.data.train if part == "train" else self.data.test
+            self._matrices[key] = spec.transform(split.x)
+        return self._matrices[key]
+
+
+_CACHE: dict[tuple[object, ...], NodeData] = {}
+
+
+def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData:
+    key = (tuple(sorted(node_config.items())), settings.data)
+    if key in _CACHE:
+        return _CACHE[key]
+    cfg = settings.data
+    if "data-file" in node_config:
+        schema_path = node_config.get("schema") or settings.schema_file
+        if not schema_path:
+            raise ValueError("node config has data-file but no schema (node config or run config)")
+        inst = node_config.get("institution")
+        schema = load_schema(Path(str(schema_path)))
+        data = load_institution_file(
+            Path(str(node_config["data-file"])),
+            schema,
+            cfg,
+            institution=str(inst) if inst else None,
+        )
+    else:
+        source = resolve(cfg)
+        pid = int(str(node_config["partition-id"]))
+        if pid >= len(source.ids):
+            raise ValueError(
+                f"partition {pid} but the dataset has {len(source.ids)} institutions"
+            )
+        data = load_institution(cfg, source.ids[pid])
+        schema = source.schema
+    _CACHE.clear()  # one run per process at a time; do not keep old runs' rows around
+    _CACHE[key] = NodeData(data=data, schema=schema)
+    return _CACHE[key]

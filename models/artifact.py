@@ -1,0 +1,165 @@
+"""The model artifact: everything needed to score, and nothing of the training code's state.
+
+Layout of a model directory::
+
+    weights.npz          model parameters (NumPy, loaded with allow_pickle=False: no code runs)
+    preprocessing.json   the federated `PreprocessingSpec`
+    model.json           `ModelCard`: architecture, score scale, schema, institutions,
+                         training config, headline metrics, digests of the two files above
+
+Files are written with canonical JSON so that their bytes, and so their digests, are stable:
+the signing step (manifest over these digests) builds on that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from jointcredit.data.schema import Schema
+from jointcredit.models.nets import Architecture, build_model
+from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.scorecard import ScoreScale
+from jointcredit.models.training import predict_pd
+
+FORMAT = "jointcredit-model"
+WEIGHTS = "weights.npz"
+PREPROCESSING = "preprocessing.json"
+CARD = "model.json"
+
+
+class ArtifactError(ValueError):
+    """A model directory that is missing, incomplete or inconsistent."""
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: str = FORMAT
+    version: int = 1
+    architecture: Architecture
+    score_scale: ScoreScale
+    data_schema: Schema
+    institutions: list[str]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    weights_sha256: str
+    preprocessing_sha256: str
+    created_at: str
+
+
+def canonical_json(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+def weights_bytes(state: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    # Sorted names + uncompressed npz: identical weights give identical bytes.
+    np.savez(buf, **{k: np.ascontiguousarray(state[k]) for k in sorted(state)})
+    return buf.getvalue()
+
+
+def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def save_artifact(
+    out: Path,
+    *,
+    state: dict[str, np.ndarray],
+    spec: PreprocessingSpec,
+    architecture: Architecture,
+    schema: Schema,
+    institutions: list[str],
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    created_at: str,
+    score_scale: ScoreScale | None = None,
+) -> ModelCard:
+    out.mkdir(parents=True, exist_ok=True)
+    wbytes = weights_bytes(state)
+    pbytes = canonical_json(spec.model_dump(mode="json"))
+    card = ModelCard(
+        architecture=architecture,
+        score_scale=score_scale or ScoreScale(),
+        data_schema=schema,
+        institutions=institutions,
+        training=training,
+        metrics=metrics,
+        weights_sha256=hashlib.sha256(wbytes).hexdigest(),
+        preprocessing_sha256=hashlib.sha256(pbytes).hexdigest(),
+        created_at=created_at,
+    )
+    (out / WEIGHTS).write_bytes(wbytes)
+    (out / PREPROCESSING).write_bytes(pbytes)
+    (out / CARD).write_bytes(canonical_json(card.model_dump(mode="json")))
+    return card
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A loaded artifact: preprocessing + network + score scale."""
+
+    card: ModelCard
+    spec: PreprocessingSpec
+    model: nn.Module
+
+    def predict_pd(self, x: pd.DataFrame) -> np.ndarray:
+        return predict_pd(self.model, self.spec.transform(x))
+
+    def score(self, x: pd.DataFrame) -> np.ndarray:
+        return self.card.score_scale.score(self.predict_pd(x))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path}: missing") from exc
+
+
+def load_artifact(directory: Path) -> ScoringModel:
+    """Load and cross-check a model directory (digests, shapes, architecture)."""
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not a model directory")
+    try:
+        card = ModelCard.model_validate_json(_read(directory / CARD))
+    except ValueError as exc:
+        raise ArtifactError(f"{directory / CARD}: invalid model card: {exc}") from exc
+    if card.format != FORMAT:
+        raise ArtifactError(f"{directory / CARD}: not a {FORMAT} artifact")
+    wbytes = _read(directory / WEIGHTS)
+    pbytes = _read(directory / PREPROCESSING)
+    for name, data, expected in (
+        (WEIGHTS, wbytes, card.weights_sha256),
+        (PREPROCESSING, pbytes, card.preprocessing_sha256),
+    ):
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ArtifactError(
+                f"{directory / name}: SHA-256 {actual} does not match model.json ({expected})"
+            )
+    spec = PreprocessingSpec.model_validate_json(pbytes)
+    if spec.n_outputs != card.architecture.n_features:
+        raise ArtifactError(
+            f"{directory}: preprocessing yields {spec.n_outputs} features, "
+            f"the model expects {card.architecture.n_features}"
+        )
+    with np.load(io.BytesIO(wbytes), allow_pickle=False) as npz:
+        state = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    model = build_model(card.architecture)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{directory / WEIGHTS}: weights do not fit the model: {exc}") from exc
+    model.eval()
+    return ScoringModel(card=card, spec=spec, model=model)

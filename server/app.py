@@ -1,0 +1,249 @@
+"""The coordinator's ServerApp: agree preprocessing, run the strategy, write the artifact.
+
+    1. wait for the institution nodes, agree preprocessing from their summaries (query round);
+    2. FedAvg or FedProx (Flower strategies) for `rounds` rounds, federated evaluation each
+       round and, in simulation, central evaluation on the pooled test split;
+    3. one last evaluate round where each institution also fine-tunes a copy (personalisation);
+    4. write OUT/model/ (artifact) and OUT/metrics.json.
+Replies pass through `InstitutionGrid`, which orders them so a seeded run is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import UTC, datetime
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from jointcredit.data.catalog import load_institution
+from jointcredit.data.frames import Split
+from jointcredit.models.artifact import save_artifact
+from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.settings import RunSettings
+from jointcredit.models.training import predict_pd
+from jointcredit.server import events
+from jointcredit.server.grid import Exchange, InstitutionGrid, metric_rows, nan_weighted_mean
+from jointcredit.server.preprocessing import FederationError, agree_preprocessing, wait_for_nodes
+
+app = ServerApp()
+
+
+def default_out_dir(run_id: int) -> Path:
+    return Path.home() / ".jointcredit" / "runs" / str(run_id)
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe: NaN (undefined metric) becomes null."""
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()
+    }
+
+
+def _central_evaluator(
+    settings: RunSettings, institutions: list[str], spec: PreprocessingSpec
+) -> tuple[Split, np.ndarray] | None:
+    """Simulation only: the union of the participating institutions' test splits.
+
+    A real coordinator holds no rows; this exists because a simulation holds all of them and
+    researchers want the pooled view. Off with `central-eval=false` (deployment).
+    """
+    if not settings.central_eval:
+        return None
+    try:
+        parts = [load_institution(settings.data, inst).test for inst in institutions]
+    except Exception as exc:  # no data on this machine: say so and go on without it
+        log(WARNING, "Central evaluation disabled: %s", exc)
+        return None
+    pooled = Split(
+        x=pd.concat([p.x for p in parts], ignore_index=True), y=np.concatenate([p.y for p in parts])
+    )
+    return pooled, spec.transform(pooled.x)
+
+
+def _round_records(grid: InstitutionGrid, central: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    rounds: dict[int, dict[str, Any]] = {}
+    for ex in grid.exchanges:
+        if ex.server_round is None or ex.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+            continue
+        rec = rounds.setdefault(ex.server_round, {"round": ex.server_round, "errors": {}})
+        if ex.message_type == MessageType.TRAIN:
+            losses = {i: m["train-loss"] for i, m in ex.metrics.items()}
+            weights = {i: m["num-examples"] for i, m in ex.metrics.items()}
+            total = sum(weights.values())
+            rec["train_loss"] = (
+                sum(losses[i] * weights[i] for i in losses) / total if total else None
+            )
+            rec["train_institutions"] = sorted(ex.metrics)
+        else:
+            rec["per_institution_auc"] = _clean({i: m.get("auc", math.nan) for i, m in ex.metrics.items()})
+        rec["errors"].update({f"{ex.message_type}:{i}": e for i, e in ex.errors.items()})
+    for r, values in central.items():
+        if r in rounds:
+            rounds[r]["central"] = values
+    return [rounds[r] for r in sorted(rounds)]
+
+
+def _check_exchange(ex: Exchange, minimum: int) -> None:
+    if len(ex.metrics) < minimum:
+        reasons = "; ".join(f"{i}: {e}" for i, e in sorted(ex.errors.items())) or "no replies"
+        raise FederationError(
+            f"round {ex.server_round} {ex.message_type}: {len(ex.metrics)} valid replies, "
+            f"{minimum} needed ({reasons})"
+        )
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = RunSettings.from_run_config(context.run_config)
+    started = time.monotonic()
+    igrid = InstitutionGrid(grid)
+    out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(context.run_id)
+
+    # 1. Institutions and the agreed preprocessing.
+    events.emit(events.ServerEvent("preprocessing", total_rounds=settings.rounds))
+    nodes = wait_for_nodes(igrid, settings.min_nodes, timeout=settings.round_timeout)
+    spec, schema, node_inst, _ = agree_preprocessing(igrid, nodes, settings)
+    institutions = sorted(node_inst.values())
+    log(INFO, "Institutions: %s", ", ".join(institutions))
+
+    arch = architecture(settings.model, spec.n_outputs)
+    initial = build_model(arch, seed=settings.seed)
+    central = _central_evaluator(settings, institutions, spec)
+    central_by_round: dict[int, dict[str, Any]] = {}
+    round_started = [time.monotonic()]
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        # Also the per-round progress hook: Flower calls it after every round.
+        values: dict[str, Any] = {}
+        if central is not None:
+            model = build_model(arch)
+            model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+            pooled, x = central
+            values = risk_metrics(pooled.y, predict_pd(model, x))
+            central_by_round[server_round] = values
+        if server_round > 0:
+            last = [e for e in igrid.exchanges if e.server_round == server_round]
+            for ex in last:
+                _check_exchange(ex, len(nodes))
+            events.emit(
+                events.ServerEvent(
+                    "round",
+                    server_round,
+                    settings.rounds,
+                    {**values, "seconds": time.monotonic() - round_started[0]},
+                )
+            )
+            round_started[0] = time.monotonic()
+        defined = {k: float(v) for k, v in values.items() if v is not None}
+        return MetricRecord(defined) if defined else None
+
+    # 2. Federated training with a Flower strategy.
+    common: dict[str, Any] = {
+        "fraction_train": 1.0,
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": len(nodes),
+        "min_evaluate_nodes": len(nodes),
+        "min_available_nodes": len(nodes),
+        "evaluate_metrics_aggr_fn": lambda rds, key: MetricRecord(
+            nan_weighted_mean(metric_rows(rds), key)
+        ),
+    }
+    strategy = (
+        FedProx(proximal_mu=settings.proximal_mu, **common)
+        if settings.strategy == "fedprox"
+        else FedAvg(**common)
+    )
+    train_config = ConfigRecord({"preprocessing": spec.to_json()})
+    result = strategy.start(
+        grid=igrid,
+        initial_arrays=ArrayRecord(initial.state_dict()),
+        num_rounds=settings.rounds,
+        timeout=settings.round_timeout,
+        train_config=train_config,
+        evaluate_config=ConfigRecord({"preprocessing": spec.to_json()}),
+        evaluate_fn=evaluate_fn,
+    )
+    trained_rounds = {e.server_round for e in igrid.exchanges if e.message_type == MessageType.TRAIN}
+    if trained_rounds != set(range(1, settings.rounds + 1)):
+        raise FederationError(f"training rounds missing: ran {sorted(trained_rounds)}")
+
+    # 3. Personalisation: each institution fine-tunes a copy of the final model on its own rows.
+    events.emit(events.ServerEvent("personalization", settings.rounds, settings.rounds))
+    config = ConfigRecord(
+        {
+            "preprocessing": spec.to_json(),
+            "finetune-epochs": settings.finetune_epochs,
+            "server-round": settings.rounds + 1,
+        }
+    )
+    final_msgs = [
+        Message(
+            RecordDict({"arrays": result.arrays, "config": config}),
+            dst_node_id=n,
+            message_type=MessageType.EVALUATE,
+        )
+        for n in nodes
+    ]
+    list(igrid.send_and_receive(final_msgs, timeout=settings.round_timeout))
+    final = igrid.exchanges[-1]
+    _check_exchange(final, len(nodes))
+
+    # 4. Outputs.
+    per_institution = {
+        inst: _clean(
+            {
+                "auc": m.get("auc"),
+                "ks": m.get("ks"),
+                "brier": m.get("brier"),
+                "auc_personalized": m.get("auc-personalized"),
+                "n_test": int(m["num-examples"]),
+            }
+        )
+        for inst, m in final.metrics.items()
+    }
+    fed_eval = _clean(nan_weighted_mean(list(final.metrics.values()), "num-examples"))
+    headline = central_by_round.get(settings.rounds) or {
+        k: fed_eval.get(k) for k in ("auc", "ks", "brier")
+    }
+    metrics: dict[str, Any] = {
+        "run_id": context.run_id,
+        "config": settings.to_run_config(),
+        "institutions": institutions,
+        "preprocessing": {"n_features": spec.n_outputs, "sha256": spec.digest()},
+        "federated": {
+            **{k: headline.get(k) for k in ("auc", "ks", "brier")},
+            "evaluated_on": "pooled test split" if central is not None else "institutions (weighted)",
+        },
+        "federated_eval": fed_eval,
+        "per_institution": per_institution,
+        "rounds": _round_records(igrid, central_by_round),
+        "timing": {"server_seconds": round(time.monotonic() - started, 3)},
+    }
+    state = {k: v.numpy() for k, v in result.arrays.to_torch_state_dict().items()}
+    save_artifact(
+        out_dir / "model",
+        state=state,
+        spec=spec,
+        architecture=arch,
+        schema=schema,
+        institutions=institutions,
+        training=settings.to_run_config(),
+        metrics={"federated": metrics["federated"]},
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log(INFO, "Wrote %s and %s", out_dir / "model", out_dir / "metrics.json")
+    events.emit(events.ServerEvent("done", settings.rounds, settings.rounds, metrics["federated"]))

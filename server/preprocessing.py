@@ -1,0 +1,102 @@
+"""Agree the preprocessing with the institutions before training (a Flower `query` round)."""
+
+from __future__ import annotations
+
+import time
+from logging import INFO
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from jointcredit.data.schema import Schema
+from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
+from jointcredit.models.settings import RunSettings
+from jointcredit.server.grid import institution_of
+
+
+class FederationError(RuntimeError):
+    """The federation cannot proceed; the message says which institution and why."""
+
+
+def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
+    """Wait until `minimum` nodes are connected, then briefly for the count to settle."""
+    deadline = time.monotonic() + timeout
+    nodes = sorted(grid.get_node_ids())
+    while len(nodes) < minimum:
+        if time.monotonic() > deadline:
+            raise FederationError(
+                f"only {len(nodes)} of at least {minimum} institution nodes connected "
+                f"within {timeout:.0f} s"
+            )
+        time.sleep(0.2)
+        nodes = sorted(grid.get_node_ids())
+    stable_since = time.monotonic()
+    settle_deadline = time.monotonic() + 3.0
+    while time.monotonic() - stable_since < 0.5 and time.monotonic() < settle_deadline:
+        time.sleep(0.1)
+        now = sorted(grid.get_node_ids())
+        if now != nodes:
+            nodes, stable_since = now, time.monotonic()
+    return nodes
+
+
+def agree_preprocessing(
+    grid: Grid, nodes: list[int], settings: RunSettings
+) -> tuple[PreprocessingSpec, Schema, dict[int, str], list[InstitutionSummary]]:
+    """Ask every node for its schema and summary; fail loudly, naming institutions, on error.
+
+    The schema is not secret, but every institution must hold the same one: the server
+    compares them instead of trusting a file of its own.
+    """
+    config = ConfigRecord(
+        {
+            "max-categories": settings.max_categories,
+            "min-category-count": settings.min_category_count,
+        }
+    )
+    messages = [
+        Message(RecordDict({"config": config}), dst_node_id=n, message_type=MessageType.QUERY)
+        for n in nodes
+    ]
+    replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+    errors = [
+        f"{institution_of(r, {})}: {r.error.reason}" for r in replies if r.has_error()
+    ]
+    if errors or len(replies) < len(nodes):
+        missing = len(nodes) - len(replies)
+        detail = "; ".join(errors) + (f"; {missing} node(s) did not answer" if missing else "")
+        raise FederationError(f"federated preprocessing failed: {detail.strip('; ')}")
+    node_inst: dict[int, str] = {}
+    summaries: list[InstitutionSummary] = []
+    schemas: dict[str, Schema] = {}
+    for r in replies:
+        inst = institution_of(r, {})
+        if inst in node_inst.values():
+            raise FederationError(f"two nodes claim institution {inst!r}")
+        node_inst[r.metadata.src_node_id] = inst
+        record = r.content["summary"]
+        schemas[inst] = Schema.model_validate_json(str(record["schema"]))
+        summaries.append(InstitutionSummary.model_validate_json(str(record["json"])))
+    first_inst, schema = next(iter(schemas.items()))
+    differing = [i for i, s in schemas.items() if s != schema]
+    if differing:
+        raise FederationError(
+            f"institutions disagree on the data schema: {', '.join(differing)} differ from "
+            f"{first_inst}"
+        )
+    positives = sum(s.positives for s in summaries)
+    rows = sum(s.rows for s in summaries)
+    if positives in (0, rows):
+        raise FederationError(
+            f"label {schema.label!r} has one class across the whole federation "
+            f"({positives} positives in {rows} training rows): nothing to learn"
+        )
+    spec = agree(
+        summaries,
+        schema,
+        max_categories=settings.max_categories,
+        min_count=settings.min_category_count,
+    )
+    log(INFO, "Agreed preprocessing: %d input features from %d rows", spec.n_outputs, rows)
+    return spec, schema, node_inst, summaries
