@@ -1,1 +1,1 @@
-"""jointcredit cli."""
+"""The `jointcredit` command line: thin wiring over the other parts."""

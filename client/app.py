@@ -16,7 +16,15 @@ import math
 import zlib
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from jointcredit.client.data import NodeData, node_data
@@ -51,7 +59,7 @@ def _model_from(msg: Message, settings: RunSettings) -> tuple[torch.nn.Module, P
     config = msg.content["config"]
     spec = PreprocessingSpec.model_validate_json(str(config["preprocessing"]))
     model = build_model(architecture(settings.model, spec.n_outputs))
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict(), strict=True)
+    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict(), strict=True)
     return model, spec
 
 
@@ -61,7 +69,7 @@ def _nan(v: float | None) -> float:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    settings, node = _setup(context)
+    _, node = _setup(context)
     config = msg.content["config"]
     summary = summarize(
         node.data.train.x,
@@ -113,7 +121,7 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     model, spec = _model_from(msg, settings)
     x_test, y_test = node.matrix(spec, "test"), node.data.test.y
     m = risk_metrics(y_test, predict_pd(model, x_test))
-    values: dict[str, float | int] = {
+    values: dict[str, MetricRecordValues] = {
         "auc": _nan(m["auc"]),
         "ks": _nan(m["ks"]),
         "brier": _nan(m["brier"]),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jointcredit.data.catalog import load_institution, load_institution_file, resolve
+from jointcredit.data.catalog import DataConfig, load_institution, load_institution_file, resolve
 from jointcredit.data.frames import InstitutionData
 from jointcredit.data.schema import Schema, load_schema
 from jointcredit.models.preprocessing import PreprocessingSpec
@@ -39,11 +39,17 @@ class NodeData:
         return self._matrices[key]
 
 
+# In simulation one process (a Ray actor) plays every simulated node in turn, so the cache holds
+# each node's rows for the current data config and is dropped when a new config arrives.
 _CACHE: dict[tuple[object, ...], NodeData] = {}
+_CACHE_CONFIG: list[DataConfig] = []
 
 
 def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData:
-    key = (tuple(sorted(node_config.items())), settings.data)
+    key = tuple(sorted(node_config.items()))
+    if [settings.data] != _CACHE_CONFIG:
+        _CACHE.clear()
+        _CACHE_CONFIG[:] = [settings.data]
     if key in _CACHE:
         return _CACHE[key]
     cfg = settings.data
@@ -63,11 +69,8 @@ def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData
         source = resolve(cfg)
         pid = int(str(node_config["partition-id"]))
         if pid >= len(source.ids):
-            raise ValueError(
-                f"partition {pid} but the dataset has {len(source.ids)} institutions"
-            )
+            raise ValueError(f"partition {pid} but the dataset has {len(source.ids)} institutions")
         data = load_institution(cfg, source.ids[pid])
         schema = source.schema
-    _CACHE.clear()  # one run per process at a time; do not keep old runs' rows around
     _CACHE[key] = NodeData(data=data, schema=schema)
     return _CACHE[key]

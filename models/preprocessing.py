@@ -31,7 +31,8 @@ CLIP = 5.0  # standardised values beyond +-5 sd are clipped: robust to outliers,
 def apply_transform(values: np.ndarray, transform: str) -> np.ndarray:
     if transform == "log1p":
         # Signed log keeps the sign of negative amounts instead of failing on them.
-        return np.sign(values) * np.log1p(np.abs(values))
+        out: np.ndarray = np.sign(values) * np.log1p(np.abs(values))
+        return out
     return values
 
 

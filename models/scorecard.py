@@ -30,7 +30,8 @@ class ScoreScale(BaseModel):
     def score(self, pd_: np.ndarray | float) -> np.ndarray:
         p = np.clip(np.asarray(pd_, dtype="float64"), 1e-9, 1 - 1e-9)
         raw = self.base_score + self.pdo / np.log(2) * np.log((1 - p) / p / self.base_odds)
-        return np.clip(np.rint(raw), self.min_score, self.max_score).astype(np.int64)
+        out: np.ndarray = np.clip(np.rint(raw), self.min_score, self.max_score).astype(np.int64)
+        return out
 
     def pd_at(self, score: float) -> float:
         """Inverse of `score` (before clipping/rounding): the PD a score stands for."""

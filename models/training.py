@@ -50,11 +50,10 @@ def train(
             loss = loss_fn(model(xt[idx]), yt[idx])
             if anchor is not None and cfg.proximal_mu > 0:
                 prox = sum(
-                    torch.sum((p - a) ** 2)
-                    for p, a in zip(model.parameters(), anchor, strict=True)
+                    torch.sum((p - a) ** 2) for p, a in zip(model.parameters(), anchor, strict=True)
                 )
                 loss = loss + 0.5 * cfg.proximal_mu * prox
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)

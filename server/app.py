@@ -20,8 +20,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
-from flwr.app import RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MessageType,
+    MetricRecord,
+    MetricRecordValues,
+    RecordDict,
+)
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
@@ -47,9 +55,7 @@ def default_out_dir(run_id: int) -> Path:
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe: NaN (undefined metric) becomes null."""
-    return {
-        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()
-    }
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
 
 def _central_evaluator(
@@ -73,10 +79,17 @@ def _central_evaluator(
     return pooled, spec.transform(pooled.x)
 
 
-def _round_records(grid: InstitutionGrid, central: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+def _round_records(
+    grid: InstitutionGrid, central: dict[int, dict[str, Any]], num_rounds: int
+) -> list[dict[str, Any]]:
     rounds: dict[int, dict[str, Any]] = {}
     for ex in grid.exchanges:
-        if ex.server_round is None or ex.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+        if ex.server_round is None or ex.server_round > num_rounds:
+            continue
+        if ex.message_type not in (
+            MessageType.TRAIN,
+            MessageType.EVALUATE,
+        ):
             continue
         rec = rounds.setdefault(ex.server_round, {"round": ex.server_round, "errors": {}})
         if ex.message_type == MessageType.TRAIN:
@@ -88,7 +101,9 @@ def _round_records(grid: InstitutionGrid, central: dict[int, dict[str, Any]]) ->
             )
             rec["train_institutions"] = sorted(ex.metrics)
         else:
-            rec["per_institution_auc"] = _clean({i: m.get("auc", math.nan) for i, m in ex.metrics.items()})
+            rec["per_institution_auc"] = _clean(
+                {i: m.get("auc", math.nan) for i, m in ex.metrics.items()}
+            )
         rec["errors"].update({f"{ex.message_type}:{i}": e for i, e in ex.errors.items()})
     for r, values in central.items():
         if r in rounds:
@@ -103,6 +118,12 @@ def _check_exchange(ex: Exchange, minimum: int) -> None:
             f"round {ex.server_round} {ex.message_type}: {len(ex.metrics)} valid replies, "
             f"{minimum} needed ({reasons})"
         )
+
+
+def _aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    # Undefined metrics (one-class test split) arrive as NaN; skip them instead of poisoning.
+    mean: dict[str, MetricRecordValues] = dict(nan_weighted_mean(metric_rows(records), weight_key))
+    return MetricRecord(mean)
 
 
 @app.main()
@@ -147,7 +168,9 @@ def main(grid: Grid, context: Context) -> None:
                 )
             )
             round_started[0] = time.monotonic()
-        defined = {k: float(v) for k, v in values.items() if v is not None}
+        defined: dict[str, MetricRecordValues] = {
+            k: float(v) for k, v in values.items() if v is not None
+        }
         return MetricRecord(defined) if defined else None
 
     # 2. Federated training with a Flower strategy.
@@ -157,9 +180,7 @@ def main(grid: Grid, context: Context) -> None:
         "min_train_nodes": len(nodes),
         "min_evaluate_nodes": len(nodes),
         "min_available_nodes": len(nodes),
-        "evaluate_metrics_aggr_fn": lambda rds, key: MetricRecord(
-            nan_weighted_mean(metric_rows(rds), key)
-        ),
+        "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,
     }
     strategy = (
         FedProx(proximal_mu=settings.proximal_mu, **common)
@@ -176,7 +197,11 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_config=ConfigRecord({"preprocessing": spec.to_json()}),
         evaluate_fn=evaluate_fn,
     )
-    trained_rounds = {e.server_round for e in igrid.exchanges if e.message_type == MessageType.TRAIN}
+    trained_rounds = {
+        e.server_round
+        for e in igrid.exchanges
+        if e.message_type == MessageType.TRAIN and e.server_round is not None
+    }
     if trained_rounds != set(range(1, settings.rounds + 1)):
         raise FederationError(f"training rounds missing: ran {sorted(trained_rounds)}")
 
@@ -225,11 +250,13 @@ def main(grid: Grid, context: Context) -> None:
         "preprocessing": {"n_features": spec.n_outputs, "sha256": spec.digest()},
         "federated": {
             **{k: headline.get(k) for k in ("auc", "ks", "brier")},
-            "evaluated_on": "pooled test split" if central is not None else "institutions (weighted)",
+            "evaluated_on": "pooled test split"
+            if central is not None
+            else "institutions (weighted)",
         },
         "federated_eval": fed_eval,
         "per_institution": per_institution,
-        "rounds": _round_records(igrid, central_by_round),
+        "rounds": _round_records(igrid, central_by_round, settings.rounds),
         "timing": {"server_seconds": round(time.monotonic() - started, 3)},
     }
     state = {k: v.numpy() for k, v in result.arrays.to_torch_state_dict().items()}

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import Message, RecordDict
-from flwr.proto.node_pb2 import NodeInfo  # type: ignore[attr-defined]
+from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
@@ -84,7 +84,9 @@ class InstitutionGrid(Grid):
         for r in replies:
             if not r.has_error() and IDENTITY in r.content.config_records:
                 self.node_institution[r.metadata.src_node_id] = institution_of(r, {})
-        replies.sort(key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id))
+        replies.sort(
+            key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id)
+        )
         self._record(sent, replies)
         return replies
 
@@ -101,7 +103,7 @@ class InstitutionGrid(Grid):
         for r in replies:
             inst = institution_of(r, self.node_institution)
             if r.has_error():
-                ex.errors[inst] = r.error.reason
+                ex.errors[inst] = r.error.reason or "error without a reason"
                 continue
             values: dict[str, float] = {}
             for record in r.content.metric_records.values():
@@ -111,7 +113,9 @@ class InstitutionGrid(Grid):
             ex.metrics[inst] = values
         answered = set(ex.metrics) | set(ex.errors)
         for m in sent:
-            inst = self.node_institution.get(m.metadata.dst_node_id, f"node-{m.metadata.dst_node_id}")
+            inst = self.node_institution.get(
+                m.metadata.dst_node_id, f"node-{m.metadata.dst_node_id}"
+            )
             if inst not in answered:
                 ex.errors[inst] = "no reply before the timeout"
         self.exchanges.append(ex)

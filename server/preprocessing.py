@@ -60,9 +60,7 @@ def agree_preprocessing(
         for n in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-    errors = [
-        f"{institution_of(r, {})}: {r.error.reason}" for r in replies if r.has_error()
-    ]
+    errors = [f"{institution_of(r, {})}: {r.error.reason}" for r in replies if r.has_error()]
     if errors or len(replies) < len(nodes):
         missing = len(nodes) - len(replies)
         detail = "; ".join(errors) + (f"; {missing} node(s) did not answer" if missing else "")

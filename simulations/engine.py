@@ -67,7 +67,7 @@ def run_simulation(settings: RunSettings, *, num_nodes: int, cpus_per_client: in
 
     # Every private name comes from the module `flwr run`'s simulation uses, so an upgrade that
     # moves them fails here, at import, not halfway through a run.
-    from flwr.simulation.run_simulation import (
+    from flwr.simulation.run_simulation import (  # type: ignore[attr-defined]
         NOOP_FEDERATION_ID,
         RUN_ID_NUM_BYTES,
         SUPERLINK_NODE_ID,

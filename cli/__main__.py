@@ -1,0 +1,3 @@
+from jointcredit.cli.main import main
+
+main()

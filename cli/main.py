@@ -1,0 +1,213 @@
+"""`jointcredit ...` commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from jointcredit.data.errors import DataValidationError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated credit scoring.")
+data_app = typer.Typer(no_args_is_help=True, help="Check datasets before training.")
+app.add_typer(data_app, name="data")
+console = Console()
+err = Console(stderr=True)
+
+
+class Strategy(StrEnum):
+    fedavg = "fedavg"
+    fedprox = "fedprox"
+
+
+class ModelKind(StrEnum):
+    logreg = "logreg"
+    mlp = "mlp"
+
+
+def _quiet_flower(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.getLogger("flwr").setLevel(level)
+
+
+@app.command()
+def simulate(
+    dataset: Annotated[
+        str, typer.Option(help="sba (shipped sample), sba-full, synthetic, or a directory")
+    ] = "sba",
+    schema: Annotated[
+        Path | None, typer.Option(help="schema file for a directory (default DIR/schema.toml)")
+    ] = None,
+    institutions: Annotated[
+        int | None, typer.Option(help="number of institutions (largest first); default all")
+    ] = None,
+    rounds: Annotated[int, typer.Option(min=1)] = 20,
+    strategy: Strategy = Strategy.fedavg,
+    model: ModelKind = ModelKind.logreg,
+    seed: int = 42,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/latest"),
+    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="default: 0.01 logreg, 0.001 mlp")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    proximal_mu: Annotated[float, typer.Option(min=0.0, help="FedProx mu")] = 0.01,
+    heterogeneity: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="synthetic: how non-IID institutions are")
+    ] = 0.5,
+    synthetic_rows: Annotated[int, typer.Option(min=200)] = 3000,
+    baselines: Annotated[bool, typer.Option(help="also train centralized and local-only")] = True,
+    verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
+) -> None:
+    """Run a Flower simulation of the federation and compare it with its baselines."""
+    from jointcredit.models.settings import RunSettings
+    from jointcredit.server import events
+    from jointcredit.simulations.report import comparison_table, institution_table
+    from jointcredit.simulations.simulate import simulate as run
+
+    _quiet_flower(verbose)
+    lr = learning_rate if learning_rate is not None else (0.001 if model is ModelKind.mlp else 0.01)
+    try:
+        settings = RunSettings.from_run_config(
+            {
+                "dataset": dataset,
+                "schema": str(schema) if schema else "",
+                "institutions": institutions or 0,
+                "rounds": rounds,
+                "strategy": strategy.value,
+                "model": model.value,
+                "seed": seed,
+                "out-dir": str(out.resolve()),
+                "local-epochs": local_epochs,
+                "learning-rate": lr,
+                "batch-size": batch_size,
+                "proximal-mu": proximal_mu,
+                "synthetic-heterogeneity": heterogeneity,
+                "synthetic-rows": synthetic_rows,
+            }
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+    task = progress.add_task("federation", total=rounds, status="starting")
+
+    def on_event(ev: events.ServerEvent) -> None:
+        if ev.phase == "preprocessing":
+            progress.update(task, status="agreeing preprocessing")
+        elif ev.phase == "round":
+            auc = ev.metrics.get("auc")
+            status = f"round {ev.server_round}: pooled AUC {auc:.4f}" if auc else ""
+            progress.update(task, completed=ev.server_round, status=status)
+        elif ev.phase == "personalization":
+            progress.update(task, status="personalisation round")
+        elif ev.phase == "done":
+            progress.update(task, status="done")
+
+    unsubscribe = events.subscribe(on_event)
+    try:
+        with progress:
+            metrics = run(settings, with_baselines=baselines)
+    except DataValidationError as exc:
+        err.print(f"[red]data error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        err.print(f"[red]simulation failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        unsubscribe()
+    console.print(comparison_table(metrics))
+    console.print(institution_table(metrics))
+    console.print(
+        f"{len(metrics['institutions'])} institutions x {rounds} rounds in "
+        f"{metrics['timing']['total_seconds']:.1f} s. Model: {out / 'model'}  "
+        f"Metrics: {out / 'metrics.json'}"
+    )
+
+
+@app.command()
+def score(
+    model_dir: Annotated[Path, typer.Argument(help="a model directory (OUT/model)")],
+    input_file: Annotated[
+        Path | None, typer.Option("--input", help="CSV/Parquet of applicants (schema features)")
+    ] = None,
+    sample: Annotated[
+        int, typer.Option(help="without --input: score N shipped SBA test loans")
+    ] = 5,
+) -> None:
+    """Score applicants with a model artifact: probability of default and 350-950 score."""
+    from rich.table import Table
+
+    from jointcredit.data.catalog import DataConfig, load_federation
+    from jointcredit.data.frames import read_table, validate_frame
+    from jointcredit.models.artifact import ArtifactError, load_artifact
+
+    try:
+        model = load_artifact(model_dir)
+        if input_file is not None:
+            schema = model.card.data_schema
+            raw = read_table(input_file)
+            if schema.label not in raw.columns:  # applicants have no outcome yet
+                raw = raw.assign(**{schema.label: schema.positive})
+            x = validate_frame(raw, schema, source=str(input_file)).x
+        else:
+            fed = load_federation(DataConfig(dataset="sba"))
+            x = fed.pooled_test().x.sample(n=sample, random_state=0).reset_index(drop=True)
+    except (ArtifactError, DataValidationError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    pd_ = model.predict_pd(x)
+    scores = model.card.score_scale.score(pd_)
+    table = Table(title=f"Scores from {model_dir}")
+    shown = list(x.columns[:4])
+    for col in ["#", *shown, "PD", "score"]:
+        table.add_column(col)
+    for i in range(len(x)):
+        table.add_row(str(i), *[str(x.iloc[i][c]) for c in shown], f"{pd_[i]:.3f}", str(scores[i]))
+    console.print(table)
+
+
+@data_app.command("check")
+def data_check(
+    directory: Path,
+    schema: Annotated[Path | None, typer.Option(help="default DIR/schema.toml")] = None,
+    min_rows: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """Validate a bring-your-own-data directory without training."""
+    from jointcredit.data.catalog import DataConfig, load_federation
+
+    try:
+        fed = load_federation(
+            DataConfig(dataset=str(directory), schema=str(schema or ""), min_rows=min_rows)
+        )
+    except DataValidationError as exc:
+        err.print(f"[red]data error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for inst, d in fed.institutions.items():
+        n = len(d.train) + len(d.test)
+        rate = (d.train.y.sum() + d.test.y.sum()) / n
+        console.print(f"{inst}: {n} rows, default rate {rate:.3f}")
+    console.print(
+        f"[green]ok[/green]: {len(fed.ids)} institutions, {len(fed.schema.features)} features"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,67 @@
+"""Shared fixtures. The Flower-internal bit (TaskIdentity) is isolated here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture
+def task_identity() -> Iterator[None]:
+    """Building a Flower `Message` outside a runtime needs a task identity (internal API)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("_run_id", "_node_id", "_task_id")
+    saved = [getattr(TaskIdentity, n) for n in names]
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
+    yield
+    for name, value in zip(names, saved, strict=True):
+        setattr(TaskIdentity, name, value)
+
+
+SCHEMA_TOML = """\
+label = "defaulted"
+positive = 1
+id = "applicant_id"
+
+[features]
+age = "numeric"
+income = { type = "numeric", missing = "impute" }
+sector = "categorical"
+"""
+
+
+def make_institution(seed: int, rows: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.integers(21, 70, rows)
+    income = rng.lognormal(8 + 0.1 * seed, 0.5, rows)
+    sector = rng.choice(["retail", "education", "manufacturing"], rows)
+    logit = -1.0 - 0.03 * (age - 40) - 0.5 * (np.log(income) - 8) + (sector == "retail") * 0.8
+    y = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame = pd.DataFrame(
+        {
+            "applicant_id": [f"a{seed}-{i}" for i in range(rows)],
+            "age": age,
+            "income": income.round(2),
+            "sector": sector,
+            "defaulted": y,
+        }
+    )
+    frame.loc[rng.random(rows) < 0.05, "income"] = np.nan
+    return frame
+
+
+@pytest.fixture
+def byod_dir(tmp_path: Path) -> Path:
+    """A valid bring-your-own-data directory: three institutions, CSV and Parquet."""
+    d = tmp_path / "byod"
+    d.mkdir()
+    (d / "schema.toml").write_text(SCHEMA_TOML)
+    make_institution(1).to_csv(d / "bank-a.csv", index=False)
+    make_institution(2).to_csv(d / "bank-b.csv", index=False)
+    make_institution(3).to_parquet(d / "lender-c.parquet", index=False)
+    return d

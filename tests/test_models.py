@@ -1,0 +1,131 @@
+"""Models, score scaling, metrics and the artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jointcredit.data.catalog import DataConfig, load_federation
+from jointcredit.models.artifact import ArtifactError, load_artifact, save_artifact, state_to_numpy
+from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.preprocessing import agree, summarize
+from jointcredit.models.scorecard import ScoreScale
+from jointcredit.models.training import TrainConfig, predict_pd, train
+
+
+def test_score_scale_documented_points() -> None:
+    scale = ScoreScale()
+    assert scale.score(0.10) == 660  # base: odds 9:1
+    assert scale.score(1 / (1 + 18)) == 710  # odds doubled: +PDO
+    assert scale.score(1 / (1 + 4.5)) == 610  # odds halved: -PDO
+    assert scale.score(0.9999) == 350 and scale.score(1e-7) == 950  # clipped to the range
+    pds = np.linspace(0.001, 0.999, 200)
+    assert np.all(np.diff(scale.score(pds)) <= 0)  # riskier never scores higher
+    assert scale.pd_at(660) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        ScoreScale(pdo=0)
+
+
+def test_metrics_match_definitions() -> None:
+    y = np.array([0, 0, 1, 1])
+    m = risk_metrics(y, np.array([0.1, 0.4, 0.35, 0.8]))
+    assert m["auc"] == pytest.approx(0.75)
+    assert m["ks"] == pytest.approx(0.5)
+    assert m["brier"] == pytest.approx(np.mean((np.array([0.1, 0.4, 0.35, 0.8]) - y) ** 2))
+    one_class = risk_metrics(np.zeros(3, dtype=int), np.array([0.1, 0.2, 0.3]))
+    assert one_class["auc"] is None and one_class["ks"] is None
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, object]:
+    fed = load_federation(DataConfig(dataset="sba", institutions=3))
+    spec = agree(
+        [
+            summarize(d.train.x, d.train.y, fed.schema, max_categories=64, min_count=5)
+            for d in fed.institutions.values()
+        ],
+        fed.schema,
+        max_categories=64,
+        min_count=5,
+    )
+    pooled = fed.pooled_train()
+    arch = architecture("logreg", spec.n_outputs)
+    model = build_model(arch, seed=0)
+    x = spec.transform(pooled.x)
+    before = risk_metrics(
+        fed.pooled_test().y, predict_pd(model, spec.transform(fed.pooled_test().x))
+    )
+    train(model, x, pooled.y, TrainConfig(epochs=3, learning_rate=0.01, seed=0))
+    out = tmp_path_factory.mktemp("art") / "model"
+    save_artifact(
+        out,
+        state=state_to_numpy(model),
+        spec=spec,
+        architecture=arch,
+        schema=fed.schema,
+        institutions=fed.ids,
+        training={},
+        metrics={},
+        created_at="2026-11-29T00:00:00+00:00",
+    )
+    expected = predict_pd(model, spec.transform(fed.pooled_test().x))
+    after = risk_metrics(fed.pooled_test().y, expected)
+    assert after["auc"] > before["auc"] + 0.1 and after["auc"] > 0.72  # it learned something
+    return out, expected, fed
+
+
+def test_artifact_round_trip_scores_identically(trained: tuple[Path, np.ndarray, object]) -> None:
+    out, expected, fed = trained
+    loaded = load_artifact(out)
+    np.testing.assert_allclose(loaded.predict_pd(fed.pooled_test().x), expected, rtol=1e-6)  # type: ignore[attr-defined]
+    scores = loaded.score(fed.pooled_test().x)  # type: ignore[attr-defined]
+    assert scores.min() >= 350 and scores.max() <= 950
+
+
+def test_artifact_detects_changed_weights(
+    trained: tuple[Path, np.ndarray, object], tmp_path: Path
+) -> None:
+    out, _, _ = trained
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for f in out.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    data = bytearray((copy / "weights.npz").read_bytes())
+    data[-200] ^= 0x01
+    (copy / "weights.npz").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"weights\.npz: SHA-256"):
+        load_artifact(copy)
+    (copy / "weights.npz").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_artifact(copy)
+
+
+def test_mlp_and_fedprox_term() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int)
+    mlp = build_model(architecture("mlp", 5), seed=1)
+    train(mlp, x, y, TrainConfig(epochs=30, learning_rate=0.01, seed=1))
+    assert risk_metrics(y, predict_pd(mlp, x))["auc"] > 0.9  # finds the interaction
+    # A huge proximal term keeps the weights at the anchor.
+    lin = build_model(architecture("logreg", 5), seed=1)
+    anchor = [p.detach().clone() for p in lin.parameters()]
+    train(
+        lin,
+        x,
+        y,
+        TrainConfig(epochs=2, proximal_mu=1e4, learning_rate=0.01, seed=1),
+        global_params=anchor,
+    )
+    drift = sum(
+        float((p.detach() - a).abs().max()) for p, a in zip(lin.parameters(), anchor, strict=True)
+    )
+    free = build_model(architecture("logreg", 5), seed=1)
+    train(free, x, y, TrainConfig(epochs=2, learning_rate=0.01, seed=1))
+    free_drift = sum(
+        float((p.detach() - a).abs().max()) for p, a in zip(free.parameters(), anchor, strict=True)
+    )
+    assert drift < free_drift / 5

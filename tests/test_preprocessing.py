@@ -1,0 +1,130 @@
+"""Federated preprocessing must equal the pooled statistics it replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jointcredit.data.catalog import DataConfig, load_federation
+from jointcredit.data.schema import parse_schema
+from jointcredit.models.preprocessing import (
+    MISSING,
+    OTHER,
+    CategoricalFeature,
+    NumericFeature,
+    agree,
+    apply_transform,
+    summarize,
+)
+
+UNBOUNDED = {"max_categories": 10_000, "min_count": 1}
+
+
+def test_federated_statistics_equal_pooled_on_sba() -> None:
+    fed = load_federation(DataConfig(dataset="sba"))
+    summaries = [
+        summarize(d.train.x, d.train.y, fed.schema, **UNBOUNDED) for d in fed.institutions.values()
+    ]
+    spec = agree(summaries, fed.schema, **UNBOUNDED)
+    pooled = fed.pooled_train()
+    for f in spec.features:
+        col = pooled.x[f.name]
+        if isinstance(f, NumericFeature):
+            values = apply_transform(col.dropna().to_numpy(dtype="float64"), f.transform)
+            assert f.mean == pytest.approx(values.mean(), rel=1e-9, abs=1e-9)
+            assert f.std == pytest.approx(values.std(ddof=0), rel=1e-7)
+        else:
+            assert isinstance(f, CategoricalFeature)
+            assert f.categories == sorted(col.dropna().unique().tolist())
+    # And the design matrix from the agreed spec equals one built from a single pooled summary.
+    pooled_spec = agree(
+        [summarize(pooled.x, pooled.y, fed.schema, **UNBOUNDED)], fed.schema, **UNBOUNDED
+    )
+    np.testing.assert_allclose(
+        spec.transform(pooled.x), pooled_spec.transform(pooled.x), rtol=1e-5, atol=1e-6
+    )
+
+
+SCHEMA = parse_schema(
+    {
+        "label": "y",
+        "positive": 1,
+        "features": {
+            "amount": {"type": "numeric", "transform": "log1p", "missing": "impute"},
+            "sector": {"type": "categorical", "missing": "impute"},
+            "region": "categorical",
+        },
+    }
+)
+
+
+def _frame(
+    amounts: list[float | None], sectors: list[str | None], regions: list[str]
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "amount": pd.Series(amounts, dtype="float64"),
+            "sector": pd.Series(sectors, dtype=object),
+            "region": regions,
+        }
+    )
+
+
+def test_layout_imputation_and_unknown_categories() -> None:
+    a = _frame([100.0, None, 1000.0], ["retail", "retail", None], ["north", "north", "south"])
+    b = _frame([10.0, 10.0, 10.0], ["farm", "retail", "retail"], ["south", "south", "south"])
+    s = [summarize(f, np.array([0, 1, 0]), SCHEMA, max_categories=10, min_count=1) for f in (a, b)]
+    spec = agree(s, SCHEMA, max_categories=10, min_count=1)
+    assert spec.output_names == [
+        "amount", "amount__missing",
+        "sector=farm", "sector=retail", f"sector={OTHER}", f"sector={MISSING}",
+        "region=north", "region=south", f"region={OTHER}",
+    ]  # fmt: skip
+    x = spec.transform(_frame([None, 50.0], [None, "mining"], ["west", "north"]))
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x[0], [0, 1, 0, 0, 0, 1, 0, 0, 1])  # missing -> mean + flag
+    assert x[1, 1] == 0 and x[1, 4] == 1 and x[1, 6] == 1  # unseen sector -> __other__
+    # Imputed value is the federated mean of the transformed amounts (5 present values).
+    present = apply_transform(np.array([100.0, 1000.0, 10.0, 10.0, 10.0]), "log1p")
+    assert spec.features[0].mean == pytest.approx(present.mean())
+
+
+def test_rare_categories_never_leave_the_institution() -> None:
+    frame = _frame([1.0] * 7, ["a"] * 5 + ["rare", "rare"], ["n"] * 7)
+    summary = summarize(frame, np.zeros(7, dtype=int), SCHEMA, max_categories=10, min_count=3)
+    assert summary.categorical["sector"].counts == {"a": 5}
+    bounded = summarize(frame, np.zeros(7, dtype=int), SCHEMA, max_categories=1, min_count=1)
+    assert list(bounded.categorical["sector"].counts) == ["a"]
+
+
+def test_missing_without_imputation_is_refused() -> None:
+    spec = agree(
+        [
+            summarize(
+                _frame([1.0], ["a"], ["n"]), np.array([1]), SCHEMA, max_categories=5, min_count=1
+            )
+        ],
+        SCHEMA,
+        max_categories=5,
+        min_count=1,
+    )
+    with pytest.raises(ValueError, match="region"):
+        spec.transform(pd.DataFrame({"amount": [1.0], "sector": ["a"], "region": [None]}))
+
+
+def test_spec_digest_is_stable_and_sensitive() -> None:
+    s = [
+        summarize(
+            _frame([1.0, 2.0], ["a", "b"], ["n", "s"]),
+            np.array([0, 1]),
+            SCHEMA,
+            max_categories=5,
+            min_count=1,
+        )
+    ]
+    one = agree(s, SCHEMA, max_categories=5, min_count=1)
+    two = agree(s, SCHEMA, max_categories=5, min_count=1)
+    assert one.digest() == two.digest()
+    fewer = agree(s, SCHEMA, max_categories=1, min_count=1)
+    assert fewer.digest() != one.digest()
