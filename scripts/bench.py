@@ -1,0 +1,179 @@
+"""`make bench`: real runs, measured, written to docs/BENCHMARKS.md.
+
+Each case runs `jointcredit simulate` as a subprocess while a sampler sums the resident memory
+of the whole process tree (driver, Ray's processes, ClientApp actors) every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Case:
+    name: str
+    args: list[str]
+
+
+CASES = [
+    Case("default run (README): sba sample, 20 lenders x 20 rounds, logreg", []),
+    Case("full data: sba-full, 20 lenders x 20 rounds, logreg", ["--dataset", "sba-full"]),
+    Case("full data: sba-full, 20 lenders x 20 rounds, mlp",
+         ["--dataset", "sba-full", "--model", "mlp"]),
+]  # fmt: skip
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants (Linux /proc; no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            pid, ppid = int(entry.name), int(fields[1])
+            rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            children.setdefault(ppid, []).append(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def measure(cmd: list[str]) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    done.set()
+    t.join()
+    return (
+        time.monotonic() - start,
+        peak,
+        subprocess.CompletedProcess(cmd, proc.returncode, out, err),
+    )
+
+
+def fmt(v: Any, d: int = 4) -> str:
+    return "-" if v is None else f"{v:.{d}f}"
+
+
+def section(case: Case, cmd: list[str], wall: float, peak: int, m: dict[str, Any]) -> str:
+    fed, cen, lo = m["federated"], m["centralized"], m["local_only"]
+    rows = "\n".join(
+        f"| {inst} | {fmt(r.get('auc_local_only'), 3)} | {fmt(r.get('auc'), 3)} | "
+        f"{fmt(r.get('auc_personalized'), 3)} |"
+        for inst, r in m["per_institution"].items()
+    )
+    beats = sum(
+        1 for r in m["per_institution"].values()
+        if r.get("auc_personalized") is not None and r.get("auc_local_only") is not None
+        and r["auc_personalized"] > r["auc_local_only"]
+    )  # fmt: skip
+    t = m["timing"]
+    return f"""### {case.name}
+
+`{" ".join(cmd[2:])}`
+
+- wall time {wall:.1f} s (federation {t["simulation_seconds"]:.1f} s, baselines
+  {t.get("baselines_seconds", 0):.1f} s); peak memory of the process tree
+  {peak / 2**30:.2f} GiB
+- {len(m["institutions"])} institutions, {len(m["rounds"])} rounds, {m["dataset"]}
+
+| model (pooled test split) | AUC | KS | Brier |
+|---|---:|---:|---:|
+| federated | {fmt(fed["auc"])} | {fmt(fed["ks"])} | {fmt(fed["brier"])} |
+| centralized | {fmt(cen["auc"])} | {fmt(cen["ks"])} | {fmt(cen["brier"])} |
+| local-only (mean over institutions) | {fmt(lo["mean_auc"])} | {fmt(lo["mean_ks"])} | \
+{fmt(lo["mean_brier"])} |
+
+Federated - centralized AUC: {fed["auc"] - cen["auc"]:+.4f}. Mean own-test AUC of local-only
+models: {fmt(lo["mean_own_auc"])}. Personalised beats local-only at {beats} of
+{len(m["per_institution"])} institutions.
+
+<details><summary>Per institution: AUC on its own test split</summary>
+
+| institution | local-only | global federated | personalised |
+|---|---:|---:|---:|
+{rows}
+
+</details>
+"""
+
+
+def mem_gib() -> float:
+    with open("/proc/meminfo") as fh:
+        return int(fh.readline().split()[1]) / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    ap.add_argument("--cases", default="all", help="comma-separated case numbers (1-based)")
+    args = ap.parse_args()
+    chosen = CASES if args.cases == "all" else [CASES[int(i) - 1] for i in args.cases.split(",")]
+    parts = []
+    for i, case in enumerate(chosen):
+        out = ROOT / "runs" / f"bench-{i}"
+        cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", *case.args, "--out", str(out)]
+        print(f"running: {' '.join(cmd[2:])}", flush=True)
+        wall, peak, proc = measure(cmd)
+        if proc.returncode != 0:
+            raise SystemExit(f"{case.name} failed:\n{proc.stderr[-4000:]}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        parts.append(section(case, cmd, wall, peak, metrics))
+        print(
+            f"  {wall:.1f} s, peak {peak / 2**30:.2f} GiB, federated AUC "
+            f"{metrics['federated']['auc']:.4f}, centralized {metrics['centralized']['auc']:.4f}"
+        )
+    cpu = platform.processor() or platform.machine()
+    header = f"""# Benchmarks
+
+Written by `make bench` (`python scripts/bench.py`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC;
+{os.cpu_count()} cores ({cpu}), {mem_gib():.0f} GiB RAM, no GPU,
+Python {platform.python_version()}. Every number below comes from that run.
+
+Targets (issue 2): federated AUC within 0.005 of centralized with the same model and features;
+federated far above local-only; personalised beats local-only at every lender; the full
+20 x 20 simulation under 3 minutes and 3 GiB; the README's default run under 2 minutes.
+References measured outside the project on the 20 largest lenders, pooled: logistic regression
+AUC 0.794, MLP 0.816, gradient-boosted trees 0.818; each lender alone 0.725 on the pooled test.
+
+"""
+    args.out.write_text(header + "\n".join(parts), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

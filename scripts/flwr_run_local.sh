@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `flwr run .` as a Flower user would, with the traps of flwr 1.42 handled:
+# - runtime dependency installation is disabled (it would download a CUDA torch per run);
+# - the detached local SuperLink that `flwr run` starts is stopped afterwards, also on failure;
+# - `flwr run --stream` exits 0 even when the ServerApp fails, so the run's real final status
+#   is read back with `flwr ls` and this script exits non-zero unless it is finished:completed.
+# Usage: scripts/flwr_run_local.sh [NUM_NODES] [extra run-config, e.g. "rounds=3 model='mlp'"]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+nodes="${1:-20}"
+extra="${2:-}"
+export FLWR_HOME="${FLWR_HOME:-$PWD/runs/flwr-home}"
+export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
+mkdir -p "$FLWR_HOME"
+out="${OUT:-$PWD/runs/flwr-run}"
+flwr="${FLWR:-$(dirname "$(command -v python)")/flwr}"
+[ -x "$flwr" ] || flwr=.venv/bin/flwr
+
+stop_superlink() {
+  pkill -TERM -f "flower-superlink.*--database $FLWR_HOME/local-superlink/state.db" 2>/dev/null || true
+}
+trap stop_superlink EXIT
+
+log="$FLWR_HOME/last-run.log"
+"$flwr" run . local --stream \
+  --federation-config "num-supernodes=$nodes client-resources-num-cpus=$(nproc)" \
+  --run-config "min-nodes=$nodes out-dir='$out' $extra" 2>&1 | tee "$log"
+run_id=$(grep -oE "Successfully started run [0-9]+" "$log" | grep -oE "[0-9]+$" || true)
+if [ -z "$run_id" ]; then
+  echo "flwr run did not start a run" >&2
+  exit 1
+fi
+status=$("$flwr" ls local --run-id "$run_id" --format json |
+  python -c 'import json,sys; print(json.load(sys.stdin)["runs"][0]["status"])')
+echo "run $run_id: $status"
+[ "$status" = "finished:completed" ] || exit 1
+echo "model: $out/model  metrics: $out/metrics.json"

@@ -1,0 +1,66 @@
+"""`flwr run .` works as Flower users expect: real SuperLink, real status, nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _running(flwr_home: Path) -> bool:
+    probe = subprocess.run(["pgrep", "-f", f"flower-superlink.*{flwr_home}"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep")
+def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "OUT": str(tmp_path / "out"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["bash", "scripts/flwr_run_local.sh", "2", "rounds=1 finetune-epochs=1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "finished:completed" in proc.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert len(metrics["institutions"]) == 2 and len(metrics["rounds"]) == 1
+    deadline = time.monotonic() + 20
+    while _running(tmp_path / "flwr-home") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _running(tmp_path / "flwr-home")
+
+
+def test_failed_run_is_reported_as_failure(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "flwr-home"),
+        "OUT": str(tmp_path / "out"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["bash", "scripts/flwr_run_local.sh", "2", "rounds=1 strategy='nope'"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "finished:failed" in proc.stdout
