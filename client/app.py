@@ -30,6 +30,7 @@ from flwr.clientapp import ClientApp
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.personalize import personalize
 from jointcredit.models.preprocessing import PreprocessingSpec, summarize
 from jointcredit.models.settings import RunSettings
 from jointcredit.models.training import predict_pd, train
@@ -130,22 +131,23 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     finetune = int(config.get("finetune-epochs", 0))  # type: ignore[arg-type]
     if finetune > 0:
-        # Personalisation: fine-tune a copy of the global model on own training rows only.
-        server_round = int(config["server-round"])  # type: ignore[arg-type]
-        train(
+        # Personalisation on own training rows only, its strength chosen on own validation rows.
+        seed = _seed(settings, node.institution, int(config["server-round"]), salt=1)  # type: ignore[arg-type]
+        fit, val = node.validation_split(seed)
+        x_train, y_train = node.matrix(spec, "train"), node.data.train.y
+        chosen = personalize(
             model,
-            node.matrix(spec, "train"),
-            node.data.train.y,
-            settings.train_config(
-                seed=_seed(settings, node.institution, server_round, salt=1), epochs=finetune
-            ),
+            (x_train[fit], y_train[fit]),
+            (x_train[val], y_train[val]),
+            settings.train_config(seed=seed, epochs=finetune),
         )
-        p = risk_metrics(y_test, predict_pd(model, x_test))
+        p = risk_metrics(y_test, predict_pd(chosen.model, x_test))
         values.update(
             {
                 "auc-personalized": _nan(p["auc"]),
                 "ks-personalized": _nan(p["ks"]),
                 "brier-personalized": _nan(p["brier"]),
+                "personalized-mu": -1.0 if chosen.mu is None else chosen.mu,
             }
         )
     content = RecordDict({"metrics": MetricRecord(values), "identity": _identity(node)})

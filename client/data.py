@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from jointcredit.data.catalog import DataConfig, load_institution, load_institution_file, resolve
 from jointcredit.data.frames import InstitutionData
@@ -37,6 +38,14 @@ class NodeData:
             split = self.data.train if part == "train" else self.data.test
             self._matrices[key] = spec.transform(split.x)
         return self._matrices[key]
+
+    def validation_split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (fit, validation) inside the training split, for choosing personalisation."""
+        y = self.data.train.y
+        idx = np.arange(len(y))
+        stratify = y if np.bincount(y, minlength=2).min() >= 2 else None
+        fit, val = train_test_split(idx, test_size=0.2, random_state=seed, stratify=stratify)
+        return np.sort(fit), np.sort(val)
 
 
 # In simulation one process (a Ray actor) plays every simulated node in turn, so the cache holds

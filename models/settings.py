@@ -35,7 +35,7 @@ class RunSettings(BaseModel):
     proximal_mu: float = Field(0.01, alias="proximal-mu", ge=0)
     test_fraction: float = Field(0.2, alias="test-fraction", gt=0, lt=1)
     central_eval: bool = Field(True, alias="central-eval")
-    finetune_epochs: int = Field(2, alias="finetune-epochs", ge=0)
+    finetune_epochs: int = Field(5, alias="finetune-epochs", ge=0)
     min_rows: int = Field(100, alias="min-rows", ge=1)
     max_categories: int = Field(64, alias="max-categories", ge=1)
     min_category_count: int = Field(5, alias="min-category-count", ge=1)

@@ -234,6 +234,8 @@ def main(grid: Grid, context: Context) -> None:
                 "ks": m.get("ks"),
                 "brier": m.get("brier"),
                 "auc_personalized": m.get("auc-personalized"),
+                # Proximal strength the institution chose on its validation rows (-1: global).
+                "personalized_mu": m.get("personalized-mu"),
                 "n_test": int(m["num-examples"]),
             }
         )
