@@ -373,7 +373,8 @@ def generate(
 
 
 def _codes(frame: pd.DataFrame, column: str, categories: tuple[str, ...]) -> np.ndarray:
-    codes: np.ndarray = pd.Index(categories).get_indexer(frame[column])  # -1: not a category
+    # -1: not one of the categories
+    codes: np.ndarray = pd.Index(categories).get_indexer(pd.Index(frame[column]))
     if (codes < 0).any():
         unknown = sorted({str(v) for v in frame.loc[codes < 0, column].unique()})
         raise ValueError(f"column {column!r} has unknown or missing categories: {unknown}")
