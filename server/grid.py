@@ -9,6 +9,7 @@ reported, per exchange, for `metrics.json`. Update verification (signatures) hoo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,20 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 IDENTITY = "identity"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def short_reason(reason: str | None) -> str:
+    """The institution's own error message, without the Ray/Flower traceback around it."""
+    if not reason:
+        return "error without a reason"
+    text = _ANSI.sub("", reason)
+    if "Message: " in text:  # Flower's ClientAppException wraps the original message so
+        text = text.rsplit("Message: ", 1)[1]
+    lines = [ln.strip() for ln in text.strip().strip("'>").splitlines() if ln.strip()]
+    return lines[-1] if lines else "error without a reason"
 
 
 def institution_of(reply: Message, fallback: dict[int, str]) -> str:
@@ -103,7 +118,7 @@ class InstitutionGrid(Grid):
         for r in replies:
             inst = institution_of(r, self.node_institution)
             if r.has_error():
-                ex.errors[inst] = r.error.reason or "error without a reason"
+                ex.errors[inst] = short_reason(r.error.reason)
                 continue
             values: dict[str, float] = {}
             for record in r.content.metric_records.values():

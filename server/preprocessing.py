@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 from jointcredit.data.schema import Schema
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
 from jointcredit.models.settings import RunSettings
-from jointcredit.server.grid import institution_of
+from jointcredit.server.grid import institution_of, short_reason
 
 
 class FederationError(RuntimeError):
@@ -60,7 +60,9 @@ def agree_preprocessing(
         for n in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-    errors = [f"{institution_of(r, {})}: {r.error.reason}" for r in replies if r.has_error()]
+    errors = [
+        f"{institution_of(r, {})}: {short_reason(r.error.reason)}" for r in replies if r.has_error()
+    ]
     if errors or len(replies) < len(nodes):
         missing = len(nodes) - len(replies)
         detail = "; ".join(errors) + (f"; {missing} node(s) did not answer" if missing else "")

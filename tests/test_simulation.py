@@ -122,3 +122,15 @@ def test_cli_reports_bad_data_before_training(byod_dir: Path, tmp_path: Path) ->
     assert proc.returncode == 2
     assert "bank-a.csv" in proc.stderr and "'age'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_a_failing_institution_fails_the_run_loudly(tmp_path: Path) -> None:
+    from jointcredit.simulations.engine import run_simulation
+
+    # Three simulated nodes but only two institutions: node 3 cannot find its data.
+    settings = RunSettings.from_run_config(
+        {"institutions": 2, "rounds": 1, "min-nodes": 3, "out-dir": str(tmp_path)}
+    )
+    with pytest.raises(Exception, match=r"federated preprocessing failed.*partition 2"):
+        run_simulation(settings, num_nodes=3)
+    assert not (tmp_path / "metrics.json").exists()

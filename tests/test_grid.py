@@ -1,0 +1,76 @@
+"""InstitutionGrid: replies ordered by institution, recorded per institution."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pytest
+from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from jointcredit.server.grid import InstitutionGrid, nan_weighted_mean, short_reason
+
+
+class FakeGrid:
+    """Answers every message, in reverse order, as institutions z..a would."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        self.names = names
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        replies = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = f"id-{m.metadata.dst_node_id}"
+            node = m.metadata.dst_node_id
+            content = RecordDict(
+                {
+                    "metrics": MetricRecord({"auc": 0.5 + node / 100, "num-examples": 10}),
+                    "identity": ConfigRecord({"institution": self.names[node]}),
+                }
+            )
+            reply = Message(content, reply_to=m)
+            reply.metadata.__dict__["_src_node_id"] = node
+            replies.append(reply)
+        return list(reversed(replies))
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_replies_are_sorted_and_recorded_per_institution() -> None:
+    names = {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
+    grid = InstitutionGrid(FakeGrid(names))  # type: ignore[arg-type]
+    cfg = ConfigRecord({"server-round": 4})
+    msgs = [
+        Message(RecordDict({"config": cfg}), dst_node_id=n, message_type=MessageType.EVALUATE)
+        for n in (1, 2, 3)
+    ]
+    replies = list(grid.send_and_receive(msgs))
+    order = [str(r.content["identity"]["institution"]) for r in replies]
+    assert order == ["alpha-bank", "mid-lender", "zeta-bank"]
+    ex = grid.exchanges[-1]
+    assert ex.server_round == 4 and ex.message_type == MessageType.EVALUATE
+    assert ex.metrics["alpha-bank"]["auc"] == pytest.approx(0.52)
+    assert grid.node_institution == {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
+
+
+def test_nan_weighted_mean_skips_undefined_metrics() -> None:
+    rows = [
+        {"auc": 0.8, "brier": 0.1, "num-examples": 100.0},
+        {"auc": math.nan, "brier": 0.3, "num-examples": 300.0},
+    ]
+    mean = nan_weighted_mean(rows, "num-examples")
+    assert mean["auc"] == pytest.approx(0.8)
+    assert mean["brier"] == pytest.approx(0.25)
+    assert mean["num-examples"] == 400
+
+
+def test_short_reason_unwraps_flower_client_exceptions() -> None:
+    wrapped = (
+        "<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::run()\x1b[39m\n"
+        "  File x, line 3\nValueError: inner\n\nException ClientAppException occurred. "
+        "Message: file bank.csv, column 'age': non-numeric value 'x'\n'>"
+    )
+    assert short_reason(wrapped) == "file bank.csv, column 'age': non-numeric value 'x'"
+    assert short_reason(None) == "error without a reason"
+    assert short_reason("plain failure") == "plain failure"
