@@ -6,7 +6,7 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,18 @@ err = Console(stderr=True)
 class Strategy(StrEnum):
     fedavg = "fedavg"
     fedprox = "fedprox"
+    fedavgm = "fedavgm"
+
+
+class Optimizer(StrEnum):
+    sgd = "sgd"
+    adam = "adam"
+
+
+class Schedule(StrEnum):
+    constant = "constant"
+    linear = "linear"
+    cosine = "cosine"
 
 
 class ModelKind(StrEnum):
@@ -48,13 +60,25 @@ def simulate(
         int | None, typer.Option(help="number of institutions (largest first); default all")
     ] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 20,
-    strategy: Strategy = Strategy.fedavg,
+    strategy: Annotated[
+        Strategy | None, typer.Option(help="Flower strategy [default: fedavgm; mlp: fedavg]")
+    ] = None,
     model: ModelKind = ModelKind.logreg,
     seed: int = 42,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/latest"),
-    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
-    learning_rate: Annotated[
-        float | None, typer.Option(help="default: 0.01 logreg, 0.001 mlp")
+    optimizer: Annotated[
+        Optimizer | None, typer.Option(help="client optimiser [default: sgd; mlp: adam]")
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="[default: 0.3; mlp: 0.001]")] = None,
+    lr_schedule: Annotated[
+        Schedule | None, typer.Option(help="by round [default: linear; mlp: constant]")
+    ] = None,
+    local_steps: Annotated[
+        int | None, typer.Option(min=0, help="per round; 0 = full epochs [default 36; mlp 0]")
+    ] = None,
+    local_epochs: Annotated[int, typer.Option(min=1, help="when local steps = 0")] = 1,
+    server_momentum: Annotated[
+        float | None, typer.Option(min=0.0, max=0.99, help="FedAvgM [default 0.7]")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     proximal_mu: Annotated[float, typer.Option(min=0.0, help="FedProx mu")] = 0.01,
@@ -66,26 +90,37 @@ def simulate(
     verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines."""
-    from jointcredit.models.settings import RunSettings
+    from jointcredit.models.settings import MLP_RECIPE, RunSettings
     from jointcredit.server import events
     from jointcredit.simulations.report import comparison_table, institution_table
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
-    lr = learning_rate if learning_rate is not None else (0.001 if model is ModelKind.mlp else 0.01)
+    # Unset options take the model's recipe (settings defaults; MLP_RECIPE for the MLP).
+    config: dict[str, Any] = dict(MLP_RECIPE) if model is ModelKind.mlp else {}
+    chosen = {
+        "strategy": strategy,
+        "optimizer": optimizer,
+        "learning-rate": learning_rate,
+        "lr-schedule": lr_schedule,
+        "local-steps": local_steps,
+        "server-momentum": server_momentum,
+    }
+    config.update(
+        {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in chosen.items() if v is not None}
+    )
     try:
         settings = RunSettings.from_run_config(
             {
+                **config,
                 "dataset": dataset,
                 "schema": str(schema) if schema else "",
                 "institutions": institutions or 0,
                 "rounds": rounds,
-                "strategy": strategy.value,
                 "model": model.value,
                 "seed": seed,
                 "out-dir": str(out.resolve()),
                 "local-epochs": local_epochs,
-                "learning-rate": lr,
                 "batch-size": batch_size,
                 "proximal-mu": proximal_mu,
                 "synthetic-heterogeneity": heterogeneity,

@@ -102,7 +102,9 @@ def train_handler(msg: Message, context: Context) -> Message:
         model,
         node.matrix(spec, "train"),
         node.data.train.y,
-        settings.train_config(seed=_seed(settings, node.institution, server_round), mu=mu),
+        settings.train_config(
+            seed=_seed(settings, node.institution, server_round), server_round=server_round, mu=mu
+        ),
         global_params=global_params,
     )
     metrics = MetricRecord({"train-loss": loss, "num-examples": len(node.data.train.y)})

@@ -105,6 +105,7 @@ class NumericFeature(BaseModel):
     mean: float
     std: float
     impute: bool = False  # missing -> mean, plus a `<name>__missing` indicator column
+    missing_rate: float | None = None  # set: the indicator column is standardised with it
 
 
 class CategoricalFeature(BaseModel):
@@ -113,6 +114,20 @@ class CategoricalFeature(BaseModel):
     name: str
     categories: list[str]
     impute: bool = False  # missing -> its own `__missing__` level
+    # Set: federated frequency of each level (categories, __other__, [__missing__]); the one-hot
+    # columns are then standardised, (indicator - p) / sqrt(p (1 - p)), so every input column
+    # has unit variance. Plain SGD needs that: rare levels otherwise learn 100x slower.
+    frequencies: list[float] | None = None
+
+    @property
+    def levels(self) -> list[str]:
+        return [*self.categories, OTHER, *([MISSING] if self.impute else [])]
+
+
+def _standardise_indicator(block: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    out: np.ndarray = (block - p) / np.sqrt(p * (1 - p))
+    return out
 
 
 Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
@@ -136,8 +151,7 @@ class PreprocessingSpec(BaseModel):
                 if f.impute:
                     names.append(f"{f.name}__missing")
             else:
-                levels = [*f.categories, OTHER, *([MISSING] if f.impute else [])]
-                names.extend(f"{f.name}={c}" for c in levels)
+                names.extend(f"{f.name}={c}" for c in f.levels)
         return names
 
     @property
@@ -165,9 +179,16 @@ class PreprocessingSpec(BaseModel):
                 z = np.clip(np.where(miss, 0.0, z), -self.clip, self.clip)
                 blocks.append(z[:, None])
                 if f.impute:
-                    blocks.append(miss.astype("float64")[:, None])
+                    flag = miss.astype("float64")[:, None]
+                    if f.missing_rate is not None:
+                        flag = np.clip(
+                            _standardise_indicator(flag, np.array([f.missing_rate])),
+                            -self.clip,
+                            self.clip,
+                        )
+                    blocks.append(flag)
             else:
-                levels = [*f.categories, OTHER, *([MISSING] if f.impute else [])]
+                levels = f.levels
                 index = {c: i for i, c in enumerate(levels)}
                 miss = col.isna().to_numpy()
                 if miss.any() and not f.impute:
@@ -178,6 +199,12 @@ class PreprocessingSpec(BaseModel):
                     codes[miss] = index[MISSING]
                 onehot = np.zeros((n, len(levels)), dtype="float64")
                 onehot[np.arange(n), codes] = 1.0
+                if f.frequencies is not None:
+                    onehot = np.clip(
+                        _standardise_indicator(onehot, np.asarray(f.frequencies)),
+                        -self.clip,
+                        self.clip,
+                    )
                 blocks.append(onehot)
         return np.hstack(blocks).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
 
@@ -188,10 +215,12 @@ def agree(
     *,
     max_categories: int,
     min_count: int,
+    standardize_indicators: bool = False,
 ) -> PreprocessingSpec:
     """Server side: add the institutions' summaries up into one preprocessing spec."""
     if not summaries:
         raise ValueError("no institution summaries to agree preprocessing from")
+    rows = sum(s.rows for s in summaries)
     features: list[NumericFeature | CategoricalFeature] = []
     for name, spec in schema.features.items():
         impute = spec.missing == "impute"
@@ -202,9 +231,15 @@ def agree(
             mean = total / count if count else 0.0
             var = max(total_sq / count - mean * mean, 0.0) if count else 0.0
             std = math.sqrt(var) if var > 1e-12 else 1.0
+            n_missing = sum(s.numeric[name].missing for s in summaries)
             features.append(
                 NumericFeature(
-                    name=name, transform=spec.transform, mean=mean, std=std, impute=impute
+                    name=name,
+                    transform=spec.transform,
+                    mean=mean,
+                    std=std,
+                    impute=impute,
+                    missing_rate=n_missing / rows if standardize_indicators and impute else None,
                 )
             )
         else:
@@ -215,7 +250,18 @@ def agree(
             kept = sorted(
                 (kv for kv in merged.items() if kv[1] >= min_count), key=lambda kv: (-kv[1], kv[0])
             )[:max_categories]
+            categories = sorted(k for k, _ in kept)
+            frequencies = None
+            if standardize_indicators:
+                # Levels suppressed at some institution (rare there) count as __other__ here:
+                # a slightly off scale for that column, never a wrong category.
+                missing_share = sum(s.categorical[name].missing for s in summaries) / rows
+                known = [merged[c] / rows for c in categories]
+                other = max(1.0 - sum(known) - missing_share, 0.0)
+                frequencies = [*known, other, *([missing_share] if impute else [])]
             features.append(
-                CategoricalFeature(name=name, categories=sorted(k for k, _ in kept), impute=impute)
+                CategoricalFeature(
+                    name=name, categories=categories, impute=impute, frequencies=frequencies
+                )
             )
-    return PreprocessingSpec(features=features, rows=sum(s.rows for s in summaries))
+    return PreprocessingSpec(features=features, rows=rows)

@@ -7,10 +7,13 @@ that baselines differ from federation only in which rows they see.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+
+Optimizer = Literal["adam", "sgd"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,29 @@ class TrainConfig:
     learning_rate: float = 0.01
     proximal_mu: float = 0.0  # FedProx: the client adds (mu / 2) * ||w - w_global||^2 itself
     seed: int = 0
+    optimizer: Optimizer = "adam"
+    steps: int = 0  # > 0: exactly this many minibatch steps instead of `epochs` full passes
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.learning_rate)
+    return torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+
+
+def _batches(n: int, cfg: TrainConfig, gen: torch.Generator) -> list[list[torch.Tensor]]:
+    """Minibatch indices grouped by pass; with `steps`, passes repeat until the count is met."""
+    passes: list[list[torch.Tensor]] = []
+    remaining = cfg.steps
+    while True:
+        order = torch.randperm(n, generator=gen)
+        chunks = list(torch.split(order, cfg.batch_size))
+        if cfg.steps > 0:
+            chunks = chunks[:remaining]
+            remaining -= len(chunks)
+        passes.append(chunks)
+        if (cfg.steps > 0 and remaining <= 0) or (cfg.steps == 0 and len(passes) >= cfg.epochs):
+            return passes
 
 
 def train(
@@ -30,22 +56,20 @@ def train(
     *,
     global_params: list[torch.Tensor] | None = None,
 ) -> float:
-    """Adam on binary cross-entropy; returns the mean loss of the last epoch."""
+    """Minimise binary cross-entropy; returns the mean loss of the last pass."""
     if len(y) == 0:
         raise ValueError("no training rows")
     gen = torch.Generator().manual_seed(cfg.seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    opt = _optimizer(model, cfg)
     loss_fn = nn.BCEWithLogitsLoss()
     anchor = [p.detach().clone() for p in global_params] if global_params else None
     model.train()
     last = 0.0
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(yt), generator=gen)
+    for batches in _batches(len(yt), cfg, gen):
         total, seen = 0.0, 0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for idx in batches:
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xt[idx]), yt[idx])
             if anchor is not None and cfg.proximal_mu > 0:

@@ -32,7 +32,7 @@ from flwr.app import (
 )
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
 
 from jointcredit.data.catalog import load_institution
 from jointcredit.data.frames import Split
@@ -182,11 +182,13 @@ def main(grid: Grid, context: Context) -> None:
         "min_available_nodes": len(nodes),
         "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,
     }
-    strategy = (
-        FedProx(proximal_mu=settings.proximal_mu, **common)
-        if settings.strategy == "fedprox"
-        else FedAvg(**common)
-    )
+    strategy: FedAvg
+    if settings.strategy == "fedprox":
+        strategy = FedProx(proximal_mu=settings.proximal_mu, **common)
+    elif settings.strategy == "fedavgm":
+        strategy = FedAvgM(server_momentum=settings.server_momentum, **common)
+    else:
+        strategy = FedAvg(**common)
     train_config = ConfigRecord({"preprocessing": spec.to_json()})
     result = strategy.start(
         grid=igrid,

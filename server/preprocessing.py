@@ -97,6 +97,7 @@ def agree_preprocessing(
         schema,
         max_categories=settings.max_categories,
         min_count=settings.min_category_count,
+        standardize_indicators=settings.standardize_indicators,
     )
     log(INFO, "Agreed preprocessing: %d input features from %d rows", spec.n_outputs, rows)
     return spec, schema, node_inst, summaries

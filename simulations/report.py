@@ -22,6 +22,8 @@ def comparison_table(metrics: dict[str, Any]) -> Table:
     if "centralized" in metrics:
         c = metrics["centralized"]
         table.add_row("centralized (all rows pooled)", _f(c["auc"]), _f(c["ks"]), _f(c["brier"]))
+        if c.get("optimum_auc") is not None:
+            table.add_row("centralized, converged optimum", _f(c["optimum_auc"]), "", "")
     if "local_only" in metrics:
         lo = metrics["local_only"]
         table.add_row(

@@ -128,3 +128,21 @@ def test_spec_digest_is_stable_and_sensitive() -> None:
     assert one.digest() == two.digest()
     fewer = agree(s, SCHEMA, max_categories=1, min_count=1)
     assert fewer.digest() != one.digest()
+
+
+def test_standardised_indicators_have_zero_mean_unit_variance() -> None:
+    fed = load_federation(DataConfig(dataset="sba", institutions=5))
+    summaries = [
+        summarize(d.train.x, d.train.y, fed.schema, **UNBOUNDED) for d in fed.institutions.values()
+    ]
+    spec = agree(summaries, fed.schema, **UNBOUNDED, standardize_indicators=True)
+    x = spec.transform(fed.pooled_train().x)
+    names = spec.output_names
+    for j, name in enumerate(names):
+        col = x[:, j].astype("float64")
+        if "=" not in name or col.std() == 0 or abs(col).max() >= spec.clip:
+            continue  # levels so rare their standardised value hits the clip are skipped
+        assert abs(col.mean()) < 1e-4, name
+        assert col.std() == pytest.approx(1.0, abs=1e-3), name
+    plain = agree(summaries, fed.schema, **UNBOUNDED)
+    assert plain.output_names == names  # same layout, only the scale differs
