@@ -14,6 +14,7 @@ import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from torch import nn
 
 from jointcredit.models.metrics import risk_metrics
@@ -27,6 +28,17 @@ class Personalized:
     model: nn.Module
     mu: float | None  # None: the global model itself won on validation
     validation_auc: float | None
+
+
+def _fine_tune(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig, anchor: list[torch.Tensor]
+) -> None:
+    """`cfg.epochs` passes with the learning rate decaying linearly, so the result settles
+    instead of ending on a full-size noisy step."""
+    for e in range(cfg.epochs):
+        lr = cfg.learning_rate * (1 - e / cfg.epochs)
+        step = replace(cfg, epochs=1, steps=0, learning_rate=lr, seed=cfg.seed + e)
+        train(model, x, y, step, global_params=anchor)
 
 
 def _auc(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
@@ -47,7 +59,7 @@ def personalize(
     best = Personalized(global_model, None, _auc(global_model, x_val, y_val))
     for mu in mus:  # strongest pull first: on ties the model closer to the global one wins
         candidate = copy.deepcopy(global_model)
-        train(candidate, fit[0], fit[1], replace(cfg, proximal_mu=mu), global_params=anchor)
+        _fine_tune(candidate, fit[0], fit[1], replace(cfg, proximal_mu=mu), anchor)
         auc = _auc(candidate, x_val, y_val)
         if best.validation_auc is None or auc > best.validation_auc:
             best = Personalized(candidate, mu, auc)
@@ -56,5 +68,5 @@ def personalize(
     # The choice is made; now use every own training row for the final personal model.
     final = copy.deepcopy(global_model)
     x_all, y_all = np.concatenate([fit[0], x_val]), np.concatenate([fit[1], y_val])
-    train(final, x_all, y_all, replace(cfg, proximal_mu=best.mu), global_params=anchor)
+    _fine_tune(final, x_all, y_all, replace(cfg, proximal_mu=best.mu), anchor)
     return Personalized(final, best.mu, best.validation_auc)

@@ -21,22 +21,26 @@ def _running(flwr_home: Path) -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep")
-def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
+def _flwr_run(tmp_path: Path, run_config: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "FLWR_HOME": str(tmp_path / "flwr-home"),
         "OUT": str(tmp_path / "out"),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    proc = subprocess.run(
-        ["bash", "scripts/flwr_run_local.sh", "2", "rounds=1 finetune-epochs=1"],
+    return subprocess.run(
+        ["bash", "scripts/flwr_run_local.sh", "2", run_config],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+@pytest.mark.skipif(shutil.which("pgrep") is None, reason="needs pgrep")
+def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
+    proc = _flwr_run(tmp_path, "rounds=1 finetune-epochs=1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "finished:completed" in proc.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -48,19 +52,6 @@ def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
 
 
 def test_failed_run_is_reported_as_failure(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(tmp_path / "flwr-home"),
-        "OUT": str(tmp_path / "out"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    proc = subprocess.run(
-        ["bash", "scripts/flwr_run_local.sh", "2", "rounds=1 strategy='nope'"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _flwr_run(tmp_path, "rounds=1 strategy='nope'")
     assert proc.returncode != 0
     assert "finished:failed" in proc.stdout
