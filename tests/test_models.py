@@ -144,7 +144,7 @@ def test_personalisation_adapts_to_a_different_book_and_keeps_a_good_global() ->
     w_global, w_local = np.array([2.0, -1.0, 0.0]), np.array([0.0, -1.0, 2.0])
     glob = build_model(architecture("logreg", 3), seed=0)
     train(glob, *_population(rng, 4000, w_global), TrainConfig(epochs=5, seed=0))
-    cfg = TrainConfig(epochs=5, seed=1)
+    cfg = TrainConfig(epochs=20, learning_rate=0.05, seed=1)
     # A lender whose borrowers default for other reasons: personalisation must move.
     fit, val, test = (_population(rng, n, w_local) for n in (800, 200, 2000))
     chosen = personalize(glob, fit, val, cfg)
