@@ -80,23 +80,16 @@ def test_same_seed_same_model(run: tuple[Path, dict[str, Any]], tmp_path: Path) 
     ).read_bytes()
 
 
+def _cli_simulate(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
 def test_cli_on_bring_your_own_data(byod_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "jointcredit.cli",
-        "simulate",
-        "--dataset",
-        str(byod_dir),
-        "--rounds",
-        "2",
-        "--strategy",
-        "fedprox",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = _cli_simulate(
+        "--dataset", str(byod_dir), "--rounds", "2", "--strategy", "fedprox", "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "centralized (all rows pooled)" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -108,17 +101,7 @@ def test_cli_on_bring_your_own_data(byod_dir: Path, tmp_path: Path) -> None:
 
 def test_cli_reports_bad_data_before_training(byod_dir: Path, tmp_path: Path) -> None:
     (byod_dir / "bank-a.csv").write_text("age,income,sector,defaulted\nold,1,retail,0\n")
-    cmd = [
-        sys.executable,
-        "-m",
-        "jointcredit.cli",
-        "simulate",
-        "--dataset",
-        str(byod_dir),
-        "--out",
-        str(tmp_path / "x"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = _cli_simulate("--dataset", str(byod_dir), "--out", str(tmp_path / "x"), timeout=120)
     assert proc.returncode == 2
     assert "bank-a.csv" in proc.stderr and "'age'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x" / "metrics.json").exists()
