@@ -29,11 +29,11 @@ from jointcredit.models.training import Optimizer, TrainConfig
 # The MLP has its own recipe (`MLP_RECIPE`), applied by the CLI when `--model mlp`.
 MLP_RECIPE: dict[str, Any] = {
     "optimizer": "adam",
-    "learning-rate": 0.001,
-    "lr-schedule": "constant",
+    "learning-rate": 0.003,
+    "lr-schedule": "linear",
     "local-steps": 0,
-    "strategy": "fedavg",
-    "server-momentum": 0.0,
+    "strategy": "fedavgm",
+    "server-momentum": 0.5,
 }
 
 

@@ -14,15 +14,19 @@ simulations.
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from jointcredit.data.catalog import load_federation
 from jointcredit.data.frames import FederatedData
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
@@ -98,3 +102,29 @@ def local_only(
         "mean_own_auc": mean("auc_own"),
         "per_institution": per,
     }
+
+
+def _centralized_job(settings: RunSettings, spec_json: str) -> dict[str, Any]:
+    """Runs in a fresh process: reloads (and re-validates) the same seeded splits itself, so
+    no pooled matrix is pickled across the process boundary."""
+    torch.set_num_threads(1)
+    fed = load_federation(settings.data)
+    spec = PreprocessingSpec.model_validate_json(spec_json)
+    return centralized(fed, spec, settings, spec.transform(fed.pooled_test().x))
+
+
+def both(
+    fed: FederatedData, spec: PreprocessingSpec, settings: RunSettings
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(centralized, local_only), computed side by side: the centralized baseline in a spawned
+    process, local-only here, one core each (the federation's workers have exited by now)."""
+    spawn = multiprocessing.get_context("spawn")  # never fork a process that has run torch
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        pooled = pool.submit(_centralized_job, settings, spec.model_dump_json())
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            local = local_only(fed, spec, settings, spec.transform(fed.pooled_test().x))
+        finally:
+            torch.set_num_threads(threads)
+        return pooled.result(), local

@@ -45,9 +45,7 @@ def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str,
     if with_baselines:
         t = time.monotonic()
         spec = load_artifact(out / "model").spec
-        x_test = spec.transform(fed.pooled_test().x)
-        metrics["centralized"] = baselines.centralized(fed, spec, run_settings, x_test)
-        metrics["local_only"] = baselines.local_only(fed, spec, run_settings, x_test)
+        metrics["centralized"], metrics["local_only"] = baselines.both(fed, spec, run_settings)
         for inst, row in metrics["per_institution"].items():
             row["auc_local_only"] = metrics["local_only"]["per_institution"][inst]["auc_own"]
         metrics["timing"]["baselines_seconds"] = round(time.monotonic() - t, 3)
