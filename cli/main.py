@@ -12,11 +12,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
 from jointcredit.data.errors import DataValidationError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated credit scoring.")
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets before training.")
 app.add_typer(data_app, name="data")
+app.add_typer(keys_app, name="keys")
+app.add_typer(trust_app, name="trust")
+app.command("verify")(verify)
 console = Console()
 err = Console(stderr=True)
 
@@ -61,7 +65,7 @@ def simulate(
     ] = None,
     rounds: Annotated[int, typer.Option(min=1)] = 20,
     strategy: Annotated[
-        Strategy | None, typer.Option(help="Flower strategy [default: fedavgm; mlp: fedavg]")
+        Strategy | None, typer.Option(help="Flower strategy [default: fedavgm]")
     ] = None,
     model: ModelKind = ModelKind.logreg,
     seed: int = 42,
@@ -69,16 +73,14 @@ def simulate(
     optimizer: Annotated[
         Optimizer | None, typer.Option(help="client optimiser [default: sgd; mlp: adam]")
     ] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="[default: 0.3; mlp: 0.001]")] = None,
-    lr_schedule: Annotated[
-        Schedule | None, typer.Option(help="by round [default: linear; mlp: constant]")
-    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="[default: 0.3; mlp: 0.003]")] = None,
+    lr_schedule: Annotated[Schedule | None, typer.Option(help="by round [default: linear]")] = None,
     local_steps: Annotated[
         int | None, typer.Option(min=0, help="per round; 0 = full epochs [default 36; mlp 0]")
     ] = None,
     local_epochs: Annotated[int, typer.Option(min=1, help="when local steps = 0")] = 1,
     server_momentum: Annotated[
-        float | None, typer.Option(min=0.0, max=0.99, help="FedAvgM [default 0.7]")
+        float | None, typer.Option(min=0.0, max=0.99, help="FedAvgM [default 0.7; mlp 0.5]")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 128,
     proximal_mu: Annotated[float, typer.Option(min=0.0, help="FedProx mu")] = 0.01,
@@ -87,6 +89,18 @@ def simulate(
     ] = 0.5,
     synthetic_rows: Annotated[int, typer.Option(min=200)] = 3000,
     baselines: Annotated[bool, typer.Option(help="also train centralized and local-only")] = True,
+    min_valid_fraction: Annotated[
+        float,
+        typer.Option(min=0.01, max=1.0, help="share of verified replies a round needs"),
+    ] = 0.5,
+    adversary: Annotated[
+        str,
+        typer.Option(
+            help="misbehaving institutions, e.g. 'bank-a:tamper-array' (attacks: unsigned, "
+            "tamper-array, tamper-metric, replay, foreign-key, impersonate, key-swap, "
+            "truncate, forge, arrays-only)"
+        ),
+    ] = "",
     verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines."""
@@ -125,8 +139,14 @@ def simulate(
                 "proximal-mu": proximal_mu,
                 "synthetic-heterogeneity": heterogeneity,
                 "synthetic-rows": synthetic_rows,
+                "min-valid-fraction": min_valid_fraction,
+                "adversary": adversary,
             }
         )
+        if adversary:
+            from jointcredit.client.adversary import parse_adversary
+
+            parse_adversary(adversary)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -167,6 +187,12 @@ def simulate(
         unsubscribe()
     console.print(comparison_table(metrics))
     console.print(institution_table(metrics))
+    security = metrics["security"]
+    console.print(
+        f"Signed updates: {security['verified_replies']} replies verified, "
+        f"{security['rejected_replies']} rejected"
+        + (f" {security['rejected_by_reason']}" if security["rejected_replies"] else "")
+    )
     console.print(
         f"{len(metrics['institutions'])} institutions x {rounds} rounds in "
         f"{metrics['timing']['total_seconds']:.1f} s. Model: {out / 'model'}  "
@@ -183,6 +209,9 @@ def score(
     sample: Annotated[
         int, typer.Option(help="without --input: score N shipped SBA test loans")
     ] = 5,
+    trust: Annotated[
+        Path | None, typer.Option(help="trust store (default: trust.json beside MODEL_DIR)")
+    ] = None,
 ) -> None:
     """Score applicants with a model artifact: probability of default and 350-950 score."""
     from rich.table import Table
@@ -190,9 +219,11 @@ def score(
     from jointcredit.data.catalog import DataConfig, load_federation
     from jointcredit.data.frames import read_table, validate_frame
     from jointcredit.models.artifact import ArtifactError, load_artifact
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.store import load_store
 
     try:
-        model = load_artifact(model_dir)
+        model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
         if input_file is not None:
             schema = model.card.data_schema
             raw = read_table(input_file)
@@ -202,7 +233,7 @@ def score(
         else:
             fed = load_federation(DataConfig(dataset="sba"))
             x = fed.pooled_test().x.sample(n=sample, random_state=0).reset_index(drop=True)
-    except (ArtifactError, DataValidationError) as exc:
+    except (ArtifactError, DataValidationError, TrustError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     pd_ = model.predict_pd(x)

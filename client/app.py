@@ -7,7 +7,8 @@ Three message handlers:
   server sends `proximal-mu`) and return the updated weights.
 - `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
 Every reply carries an `identity` ConfigRecord with the institution id, so the server can order
-replies deterministically and report per institution.
+replies deterministically and report per institution, and is signed on the way out by the
+outermost mod (`jointcredit.client.signing`).
 """
 
 from __future__ import annotations
@@ -27,18 +28,24 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
+from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
+from jointcredit.client.signing import signing_mod
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.personalize import personalize
 from jointcredit.models.preprocessing import PreprocessingSpec, summarize
 from jointcredit.models.settings import RunSettings
 from jointcredit.models.training import predict_pd, train
+from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
 
 # Small models on 2 cores: one intra-op thread per client avoids oversubscription.
 torch.set_num_threads(1)
 
-app = ClientApp()
+# Mods run outermost first: signing wraps the handlers (and any handler-specific mods), so it
+# signs exactly what leaves; the simulation-only adversary sits outside it, as a network
+# attacker or a dishonest node's own code would.
+app = ClientApp(mods=[adversary_mod, signing_mod])
 
 
 def _setup(context: Context) -> tuple[RunSettings, NodeData]:
@@ -84,7 +91,7 @@ def query(msg: Message, context: Context) -> Message:
             "summary": ConfigRecord(
                 {"json": summary.model_dump_json(), "schema": node.schema.model_dump_json()}
             ),
-            "identity": _identity(node),
+            IDENTITY: _identity(node),
         }
     )
     return Message(content, reply_to=msg)
@@ -112,7 +119,7 @@ def train_handler(msg: Message, context: Context) -> Message:
         {
             "arrays": ArrayRecord(model.state_dict()),
             "metrics": metrics,
-            "identity": _identity(node),
+            IDENTITY: _identity(node),
         }
     )
     return Message(content, reply_to=msg)
@@ -152,5 +159,5 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
                 "personalized-mu": -1.0 if chosen.mu is None else chosen.mu,
             }
         )
-    content = RecordDict({"metrics": MetricRecord(values), "identity": _identity(node)})
+    content = RecordDict({"metrics": MetricRecord(values), IDENTITY: _identity(node)})
     return Message(content, reply_to=msg)

@@ -6,16 +6,18 @@ Layout of a model directory::
     preprocessing.json   the federated `PreprocessingSpec`
     model.json           `ModelCard`: architecture, score scale, schema, institutions,
                          training config, headline metrics, digests of the two files above
+    manifest.json        digests of the three files, training and privacy settings, metrics,
+                         each round's accepted update digests, the trust store's digest
+    manifest.sig         the coordinator's Ed25519 signature over manifest.json
 
-Files are written with canonical JSON so that their bytes, and so their digests, are stable:
-the signing step (manifest over these digests) builds on that.
+There is no unverified load path: `load_artifact` checks the coordinator's signature against a
+verified trust store before it reads a single weight.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
@@ -31,6 +34,10 @@ from jointcredit.models.nets import Architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import predict_pd
+from jointcredit.trust.canonical import canonical_json
+from jointcredit.trust.errors import TrustError
+from jointcredit.trust.manifest import Verified, sign_directory, verify_directory
+from jointcredit.trust.store import TrustStore
 
 FORMAT = "jointcredit-model"
 WEIGHTS = "weights.npz"
@@ -57,10 +64,6 @@ class ModelCard(BaseModel):
     created_at: str
 
 
-def canonical_json(obj: Any) -> bytes:
-    return (json.dumps(obj, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
-
-
 def weights_bytes(state: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     # Sorted names + uncompressed npz: identical weights give identical bytes.
@@ -84,8 +87,13 @@ def save_artifact(
     training: dict[str, Any],
     metrics: dict[str, Any],
     created_at: str,
+    signer: Ed25519PrivateKey,
+    trust: TrustStore,
+    provenance: dict[str, Any],
     score_scale: ScoreScale | None = None,
 ) -> ModelCard:
+    """Write the artifact and sign it; `provenance` goes into the signed manifest (round,
+    privacy settings, accepted update digests per round...)."""
     out.mkdir(parents=True, exist_ok=True)
     wbytes = weights_bytes(state)
     pbytes = canonical_json(spec.model_dump(mode="json"))
@@ -103,6 +111,20 @@ def save_artifact(
     (out / WEIGHTS).write_bytes(wbytes)
     (out / PREPROCESSING).write_bytes(pbytes)
     (out / CARD).write_bytes(canonical_json(card.model_dump(mode="json")))
+    sign_directory(
+        out,
+        [WEIGHTS, PREPROCESSING, CARD],
+        {
+            **provenance,
+            "kind": FORMAT,
+            "training": training,
+            "metrics": metrics,
+            "institutions": institutions,
+            "created_at": created_at,
+        },
+        signer,
+        trust,
+    )
     return card
 
 
@@ -113,6 +135,7 @@ class ScoringModel:
     card: ModelCard
     spec: PreprocessingSpec
     model: nn.Module
+    verified: Verified
 
     def predict_pd(self, x: pd.DataFrame) -> np.ndarray:
         return predict_pd(self.model, self.spec.transform(x))
@@ -121,25 +144,30 @@ class ScoringModel:
         return self.card.score_scale.score(self.predict_pd(x))
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path}: missing") from exc
-
-
-def load_artifact(directory: Path) -> ScoringModel:
-    """Load and cross-check a model directory (digests, shapes, architecture)."""
+def verify_artifact(directory: Path, trust: TrustStore) -> Verified:
+    """The coordinator's signature and every digest; raises ArtifactError naming the failure."""
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: not a model directory")
     try:
-        card = ModelCard.model_validate_json(_read(directory / CARD))
+        verified = verify_directory(directory, trust)
+    except TrustError as exc:
+        raise ArtifactError(str(exc)) from exc
+    missing = {WEIGHTS, PREPROCESSING, CARD} - set(verified.manifest["files"])
+    if missing:
+        raise ArtifactError(f"{directory}: the signed manifest does not cover {sorted(missing)}")
+    return verified
+
+
+def load_artifact(directory: Path, trust: TrustStore) -> ScoringModel:
+    """Verify, then load and cross-check a model directory (digests, shapes, architecture)."""
+    verified = verify_artifact(directory, trust)
+    try:
+        card = ModelCard.model_validate_json(verified.contents[CARD])
     except ValueError as exc:
         raise ArtifactError(f"{directory / CARD}: invalid model card: {exc}") from exc
     if card.format != FORMAT:
         raise ArtifactError(f"{directory / CARD}: not a {FORMAT} artifact")
-    wbytes = _read(directory / WEIGHTS)
-    pbytes = _read(directory / PREPROCESSING)
+    wbytes, pbytes = verified.contents[WEIGHTS], verified.contents[PREPROCESSING]
     for name, data, expected in (
         (WEIGHTS, wbytes, card.weights_sha256),
         (PREPROCESSING, pbytes, card.preprocessing_sha256),
@@ -163,4 +191,4 @@ def load_artifact(directory: Path) -> ScoringModel:
     except RuntimeError as exc:
         raise ArtifactError(f"{directory / WEIGHTS}: weights do not fit the model: {exc}") from exc
     model.eval()
-    return ScoringModel(card=card, spec=spec, model=model)
+    return ScoringModel(card=card, spec=spec, model=model, verified=verified)

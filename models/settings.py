@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,6 +36,10 @@ MLP_RECIPE: dict[str, Any] = {
     "strategy": "fedavgm",
     "server-momentum": 0.5,
 }
+
+
+def default_run_dir(run_id: int) -> Path:
+    return Path.home() / ".jointcredit" / "runs" / str(run_id)
 
 
 class RunSettings(BaseModel):
@@ -70,6 +75,19 @@ class RunSettings(BaseModel):
     synthetic_heterogeneity: float = Field(0.5, alias="synthetic-heterogeneity", ge=0, le=1)
     round_timeout: float = Field(600.0, alias="round-timeout", gt=0)
     min_nodes: int = Field(2, alias="min-nodes", ge=1)
+    # A training or evaluation round goes on when at least this share of the institutions sent
+    # a reply that verified; otherwise it fails, naming every rejection.
+    min_valid_fraction: float = Field(0.5, alias="min-valid-fraction", gt=0, le=1)
+    # Identities. Deployment: `trust-file` + `coordinator-key` on the coordinator, each node's
+    # `signing-key` in its node config. Simulation: `keys-dir` with trust.json,
+    # coordinator.key and <institution>.key; left empty, keys are generated for the run.
+    keys_dir: str = Field("", alias="keys-dir")
+    trust_file: str = Field("", alias="trust-file")
+    coordinator_key: str = Field("", alias="coordinator-key")
+    coordinator_key_passphrase_env: str = Field("", alias="coordinator-key-passphrase-env")
+    checkpoints: bool = True  # a signed artifact per round under OUT/checkpoints/
+    # Simulation only: "institution:attack,..." misbehaving nodes (see client/adversary.py).
+    adversary: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -96,6 +114,10 @@ class RunSettings(BaseModel):
             synthetic_rows=self.synthetic_rows,
             synthetic_heterogeneity=self.synthetic_heterogeneity,
         )
+
+    def run_dir(self, run_id: int) -> Path:
+        """Where this run writes (OUT): `out-dir`, or ~/.jointcredit/runs/<run id>."""
+        return Path(self.out_dir) if self.out_dir else default_run_dir(run_id)
 
     def lr_at(self, server_round: int) -> float:
         """Learning rate of round `server_round` (1-based); never zero, the last round trains."""

@@ -1,11 +1,13 @@
 """The coordinator's ServerApp: agree preprocessing, run the strategy, write the artifact.
 
     1. wait for the institution nodes, agree preprocessing from their summaries (query round);
-    2. FedAvg or FedProx (Flower strategies) for `rounds` rounds, federated evaluation each
-       round and, in simulation, central evaluation on the pooled test split;
+    2. FedAvg, FedProx or FedAvgM (Flower strategies) for `rounds` rounds, federated evaluation
+       each round and, in simulation, central evaluation on the pooled test split; a signed
+       checkpoint per round;
     3. one last evaluate round where each institution also fine-tunes a copy (personalisation);
-    4. write OUT/model/ (artifact) and OUT/metrics.json.
-Replies pass through `InstitutionGrid`, which orders them so a seeded run is reproducible.
+    4. write the signed OUT/model/, OUT/trust.json and OUT/metrics.json.
+Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
+strategy sees it and orders replies so a seeded run is reproducible.
 """
 
 from __future__ import annotations
@@ -43,14 +45,21 @@ from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.settings import RunSettings
 from jointcredit.models.training import predict_pd
 from jointcredit.server import events
-from jointcredit.server.grid import Exchange, InstitutionGrid, metric_rows, nan_weighted_mean
-from jointcredit.server.preprocessing import FederationError, agree_preprocessing, wait_for_nodes
+from jointcredit.server.errors import FederationError
+from jointcredit.server.grid import InstitutionGrid, metric_rows, nan_weighted_mean
+from jointcredit.server.identity import (
+    CoordinatorIdentity,
+    coordinator_identity,
+    discard_generated,
+)
+from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
+from jointcredit.server.verify import UpdateVerifier
 
 app = ServerApp()
 
 
-def default_out_dir(run_id: int) -> Path:
-    return Path.home() / ".jointcredit" / "runs" / str(run_id)
+# Until the privacy settings land, every run is plain federated training.
+PRIVACY: dict[str, Any] = {"setting": "none", "epsilon": None, "delta": None}
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
@@ -105,19 +114,50 @@ def _round_records(
                 {i: m.get("auc", math.nan) for i, m in ex.metrics.items()}
             )
         rec["errors"].update({f"{ex.message_type}:{i}": e for i, e in ex.errors.items()})
+        rec.setdefault("rejected", {}).update(
+            {f"{ex.message_type}:{i}": e for i, e in ex.rejected.items()}
+        )
     for r, values in central.items():
         if r in rounds:
             rounds[r]["central"] = values
     return [rounds[r] for r in sorted(rounds)]
 
 
-def _check_exchange(ex: Exchange, minimum: int) -> None:
-    if len(ex.metrics) < minimum:
-        reasons = "; ".join(f"{i}: {e}" for i, e in sorted(ex.errors.items())) or "no replies"
-        raise FederationError(
-            f"round {ex.server_round} {ex.message_type}: {len(ex.metrics)} valid replies, "
-            f"{minimum} needed ({reasons})"
-        )
+def _accepted_updates(grid: InstitutionGrid, up_to: int) -> list[dict[str, Any]]:
+    """Per training round, the signed digest of each institution's aggregated update."""
+    return [
+        {"round": ex.server_round, "accepted": dict(sorted(ex.accepted.items()))}
+        for ex in grid.exchanges
+        if ex.message_type == MessageType.TRAIN
+        and ex.server_round is not None
+        and ex.server_round <= up_to
+    ]
+
+
+def _security(
+    grid: InstitutionGrid, verifier: UpdateVerifier, identity: CoordinatorIdentity
+) -> dict[str, Any]:
+    rejections = [
+        {
+            "round": ex.server_round,
+            "message_type": ex.message_type,
+            "institution": inst,
+            "reason": reason.split(":", 1)[0],
+            "detail": reason.split(":", 1)[-1].strip(),
+        }
+        for ex in grid.exchanges
+        for inst, reason in sorted(ex.rejected.items())
+    ]
+    return {
+        "verified_replies": verifier.accepted,
+        "rejected_replies": len(rejections),
+        "rejected_by_reason": dict(sorted(verifier.rejected.items())),
+        "rejections": rejections,
+        "trust_store_sha256": identity.trust.digest(),
+        "coordinator_key_id": identity.trust.coordinator.key_id,
+        "signing_seconds": round(verifier.sign_seconds, 6),
+        "verification_seconds": round(verifier.verify_seconds, 6),
+    }
 
 
 def _aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -129,9 +169,22 @@ def _aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str) -> M
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings = RunSettings.from_run_config(context.run_config)
+    identity = coordinator_identity(settings, context.run_id)
+    try:
+        _run(grid, context, settings, identity)
+    finally:
+        discard_generated(identity)  # simulation keys made for this run only
+
+
+def _run(
+    grid: Grid, context: Context, settings: RunSettings, identity: CoordinatorIdentity
+) -> None:
     started = time.monotonic()
-    igrid = InstitutionGrid(grid)
-    out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(context.run_id)
+    verifier = UpdateVerifier(identity.trust, run_id=context.run_id)
+    igrid = InstitutionGrid(grid, verifier, settings.min_valid_fraction)
+    out_dir = settings.run_dir(context.run_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "trust.json").write_bytes(identity.trust.to_bytes())
 
     # 1. Institutions and the agreed preprocessing.
     events.emit(events.ServerEvent("preprocessing", total_rounds=settings.rounds))
@@ -145,6 +198,29 @@ def main(grid: Grid, context: Context) -> None:
     central = _central_evaluator(settings, institutions, spec)
     central_by_round: dict[int, dict[str, Any]] = {}
     round_started = [time.monotonic()]
+    round_seconds: list[float] = []
+
+    def signed_artifact(
+        path: Path, arrays: ArrayRecord, server_round: int, metrics: dict[str, Any]
+    ) -> None:
+        save_artifact(
+            path,
+            state={k: v.numpy() for k, v in arrays.to_torch_state_dict().items()},
+            spec=spec,
+            architecture=arch,
+            schema=schema,
+            institutions=institutions,
+            training=settings.to_run_config(),
+            metrics=metrics,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            signer=identity.key,
+            trust=identity.trust,
+            provenance={
+                "round": server_round,
+                "privacy": PRIVACY,
+                "updates": _accepted_updates(igrid, server_round),
+            },
+        )
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         # Also the per-round progress hook: Flower calls it after every round.
@@ -156,15 +232,18 @@ def main(grid: Grid, context: Context) -> None:
             values = risk_metrics(pooled.y, predict_pd(model, x))
             central_by_round[server_round] = values
         if server_round > 0:
-            last = [e for e in igrid.exchanges if e.server_round == server_round]
-            for ex in last:
-                _check_exchange(ex, len(nodes))
+            seconds = time.monotonic() - round_started[0]
+            round_seconds.append(seconds)
+            if settings.checkpoints:
+                signed_artifact(
+                    out_dir / "checkpoints" / f"round-{server_round:03d}",
+                    arrays,
+                    server_round,
+                    {"central": _clean(values)},
+                )
             events.emit(
                 events.ServerEvent(
-                    "round",
-                    server_round,
-                    settings.rounds,
-                    {**values, "seconds": time.monotonic() - round_started[0]},
+                    "round", server_round, settings.rounds, {**values, "seconds": seconds}
                 )
             )
             round_started[0] = time.monotonic()
@@ -226,7 +305,6 @@ def main(grid: Grid, context: Context) -> None:
     ]
     list(igrid.send_and_receive(final_msgs, timeout=settings.round_timeout))
     final = igrid.exchanges[-1]
-    _check_exchange(final, len(nodes))
 
     # 4. Outputs.
     per_institution = {
@@ -261,19 +339,17 @@ def main(grid: Grid, context: Context) -> None:
         "federated_eval": fed_eval,
         "per_institution": per_institution,
         "rounds": _round_records(igrid, central_by_round, settings.rounds),
-        "timing": {"server_seconds": round(time.monotonic() - started, 3)},
+        "security": _security(igrid, verifier, identity),
+        "privacy": PRIVACY,
+        "timing": {
+            "server_seconds": round(time.monotonic() - started, 3),
+            "round_seconds": [round(s, 3) for s in round_seconds],
+        },
     }
-    state = {k: v.numpy() for k, v in result.arrays.to_torch_state_dict().items()}
-    save_artifact(
-        out_dir / "model",
-        state=state,
-        spec=spec,
-        architecture=arch,
-        schema=schema,
-        institutions=institutions,
-        training=settings.to_run_config(),
-        metrics={"federated": metrics["federated"]},
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    for inst, row in per_institution.items():
+        row["rejected_replies"] = sum(1 for ex in igrid.exchanges if inst in ex.rejected)
+    signed_artifact(
+        out_dir / "model", result.arrays, settings.rounds, {"federated": metrics["federated"]}
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     log(INFO, "Wrote %s and %s", out_dir / "model", out_dir / "metrics.json")

@@ -1,9 +1,12 @@
 """A Grid wrapper that sees every reply before any strategy does.
 
-Flower strategies aggregate replies in arrival order, and float32 sums depend on order, so two
-runs with the same seed would differ. Wrapping the Grid (instead of subclassing each strategy)
-orders replies by institution for every strategy alike and records what each institution
-reported, per exchange, for `metrics.json`. Update verification (signatures) hooks in here too.
+Wrapping the Grid (instead of subclassing each strategy) gives every strategy alike (FedAvg,
+FedProx, FedAvgM, the robust ones, DP wrappers) three things:
+- verification: each reply's signature is checked as it arrives; a rejected reply is dropped
+  before aggregation and recorded with its reason, and a training or evaluation exchange with
+  too few valid replies fails loudly, listing every reason;
+- determinism: replies ordered by institution (float32 sums depend on order);
+- the record of what each institution reported, per exchange, for `metrics.json`.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message, MessageType, RecordDict
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-IDENTITY = "identity"
-
+from jointcredit.server.errors import FederationError
+from jointcredit.server.verify import UpdateVerifier
+from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
+from jointcredit.trust.updates import Rejected
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -35,11 +40,14 @@ def short_reason(reason: str | None) -> str:
     return lines[-1] if lines else "error without a reason"
 
 
-def institution_of(reply: Message, fallback: dict[int, str]) -> str:
-    if not reply.has_error() and IDENTITY in reply.content.config_records:
-        return str(reply.content.config_records[IDENTITY]["institution"])
+def institution_of(reply: Message, known: dict[int, str]) -> str:
+    """The node's verified institution if known, else what the reply claims."""
     node = reply.metadata.src_node_id
-    return fallback.get(node, f"node-{node}")
+    if node in known:
+        return known[node]
+    if reply.has_content() and IDENTITY in reply.content.config_records:
+        return str(reply.content.config_records[IDENTITY]["institution"])
+    return f"node-{node}"
 
 
 @dataclass
@@ -50,15 +58,25 @@ class Exchange:
     server_round: int | None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # institution -> "reason: detail"
+    accepted: dict[str, str] = field(default_factory=dict)  # institution -> signed digest (hex)
 
 
 class InstitutionGrid(Grid):
-    """Delegates to the real Grid; orders replies by institution and records their metrics."""
+    """Delegates to the real Grid; verifies, orders and records every reply."""
 
-    def __init__(self, inner: Grid) -> None:
+    def __init__(
+        self, inner: Grid, verifier: UpdateVerifier | None = None, min_valid_fraction: float = 1.0
+    ) -> None:
         self.inner = inner
-        self.node_institution: dict[int, str] = {}
+        self.verifier = verifier
+        self.min_valid_fraction = min_valid_fraction
         self.exchanges: list[Exchange] = []
+        self._claimed: dict[int, str] = {}  # unverified runs only: what replies said
+
+    @property
+    def node_institution(self) -> dict[int, str]:
+        return self.verifier.node_institution if self.verifier is not None else self._claimed
 
     # -- plain delegation
     def set_run(self, run: Run) -> None:
@@ -96,25 +114,56 @@ class InstitutionGrid(Grid):
     ) -> Iterable[Message]:
         sent = list(messages)
         replies = list(self.inner.send_and_receive(sent, timeout=timeout))
-        for r in replies:
-            if not r.has_error() and IDENTITY in r.content.config_records:
-                self.node_institution[r.metadata.src_node_id] = institution_of(r, {})
-        replies.sort(
-            key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id)
-        )
-        self._record(sent, replies)
-        return replies
-
-    def _record(self, sent: list[Message], replies: list[Message]) -> None:
         if not sent:
-            return
-        first = sent[0]
+            return replies
+        ex = self._exchange(sent[0])
+        by_node = {m.metadata.dst_node_id: m for m in sent}
+        valid: list[Message] = []
+        for r in replies:
+            if r.has_error():
+                valid.append(r)  # errors are recorded below and ignored by the strategies
+                continue
+            if self.verifier is None:
+                self._claimed.setdefault(r.metadata.src_node_id, institution_of(r, {}))
+                valid.append(r)
+                continue
+            try:
+                accepted = self.verifier.check(r, by_node.get(r.metadata.src_node_id))
+            except Rejected as exc:
+                ex.rejected[institution_of(r, self.node_institution)] = str(exc)
+                continue
+            ex.accepted[accepted.institution] = accepted.digest.hex()
+            valid.append(r)
+        valid.sort(key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id))
+        self._record(ex, sent, valid)
+        self._require_enough(ex, len(sent))
+        return valid
+
+    @staticmethod
+    def _exchange(first: Message) -> Exchange:
         config = first.content.config_records.get("config")
         rnd = config.get("server-round") if config is not None else None
-        ex = Exchange(
+        return Exchange(
             message_type=first.metadata.message_type,
             server_round=int(rnd) if isinstance(rnd, int) else None,
         )
+
+    def _require_enough(self, ex: Exchange, asked: int) -> None:
+        """Training and evaluation go on with a quorum of verified replies, never silently
+        with too few. (The preprocessing query needs every node: `agree_preprocessing`.)"""
+        if ex.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
+            return
+        needed = max(1, math.ceil(self.min_valid_fraction * asked))
+        if len(ex.metrics) >= needed:
+            return
+        problems = {**ex.errors, **ex.rejected}
+        reasons = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
+        raise FederationError(
+            f"round {ex.server_round} {ex.message_type}: {len(ex.metrics)} valid replies of "
+            f"{asked}, {needed} needed ({reasons})"
+        )
+
+    def _record(self, ex: Exchange, sent: list[Message], replies: list[Message]) -> None:
         for r in replies:
             inst = institution_of(r, self.node_institution)
             if r.has_error():
@@ -126,7 +175,7 @@ class InstitutionGrid(Grid):
                     if isinstance(v, int | float) and not isinstance(v, bool):
                         values[k] = float(v)
             ex.metrics[inst] = values
-        answered = set(ex.metrics) | set(ex.errors)
+        answered = set(ex.metrics) | set(ex.errors) | set(ex.rejected)
         for m in sent:
             inst = self.node_institution.get(
                 m.metadata.dst_node_id, f"node-{m.metadata.dst_node_id}"

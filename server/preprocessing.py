@@ -12,11 +12,10 @@ from flwr.serverapp import Grid
 from jointcredit.data.schema import Schema
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
 from jointcredit.models.settings import RunSettings
-from jointcredit.server.grid import institution_of, short_reason
+from jointcredit.server.errors import FederationError
+from jointcredit.server.grid import InstitutionGrid, institution_of
 
-
-class FederationError(RuntimeError):
-    """The federation cannot proceed; the message says which institution and why."""
+__all__ = ["FederationError", "agree_preprocessing", "wait_for_nodes"]
 
 
 def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
@@ -42,7 +41,7 @@ def wait_for_nodes(grid: Grid, minimum: int, timeout: float) -> list[int]:
 
 
 def agree_preprocessing(
-    grid: Grid, nodes: list[int], settings: RunSettings
+    grid: InstitutionGrid, nodes: list[int], settings: RunSettings
 ) -> tuple[PreprocessingSpec, Schema, dict[int, str], list[InstitutionSummary]]:
     """Ask every node for its schema and summary; fail loudly, naming institutions, on error.
 
@@ -60,18 +59,16 @@ def agree_preprocessing(
         for n in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-    errors = [
-        f"{institution_of(r, {})}: {short_reason(r.error.reason)}" for r in replies if r.has_error()
-    ]
-    if errors or len(replies) < len(nodes):
-        missing = len(nodes) - len(replies)
-        detail = "; ".join(errors) + (f"; {missing} node(s) did not answer" if missing else "")
-        raise FederationError(f"federated preprocessing failed: {detail.strip('; ')}")
+    exchange = grid.exchanges[-1]
+    problems = {**exchange.errors, **exchange.rejected}
+    if problems or len(replies) < len(nodes):
+        detail = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
+        raise FederationError(f"federated preprocessing failed: {detail}")
     node_inst: dict[int, str] = {}
     summaries: list[InstitutionSummary] = []
     schemas: dict[str, Schema] = {}
     for r in replies:
-        inst = institution_of(r, {})
+        inst = institution_of(r, grid.node_institution)
         if inst in node_inst.values():
             raise FederationError(f"two nodes claim institution {inst!r}")
         node_inst[r.metadata.src_node_id] = inst

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from jointcredit.models.artifact import load_artifact
 from jointcredit.models.settings import RunSettings
 from jointcredit.simulations import baselines
 from jointcredit.simulations.engine import run_simulation
+from jointcredit.trust.keyset import create_key_set
+from jointcredit.trust.store import load_store
 
 
 def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str, Any]:
@@ -34,7 +37,18 @@ def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str,
     run_settings = settings.model_copy(
         update={"institutions": len(fed.ids), "min_nodes": len(fed.ids), "out_dir": str(out)}
     )
-    run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
+    if settings.keys_dir or settings.trust_file:
+        run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
+    else:
+        # Fresh keys per run, outside OUT and gone afterwards; OUT/trust.json keeps the public
+        # half (written by the ServerApp).
+        with tempfile.TemporaryDirectory(prefix="jointcredit-keys-") as keys_dir:
+            create_key_set(Path(keys_dir), list(fed.ids), federation="simulation")
+            run_simulation(
+                run_settings.model_copy(update={"keys_dir": keys_dir}),
+                num_nodes=len(fed.ids),
+                cpus_per_client=os.cpu_count() or 1,
+            )
     sim_seconds = time.monotonic() - started
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():
@@ -44,7 +58,7 @@ def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str,
 
     if with_baselines:
         t = time.monotonic()
-        spec = load_artifact(out / "model").spec
+        spec = load_artifact(out / "model", load_store(out / "trust.json")).spec
         metrics["centralized"], metrics["local_only"] = baselines.both(fed, spec, run_settings)
         for inst, row in metrics["per_institution"].items():
             row["auc_local_only"] = metrics["local_only"]["per_institution"][inst]["auc_own"]

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from jointcredit.client.app import app
+from jointcredit.data.catalog import resolve
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import InstitutionSummary, agree
 from jointcredit.models.settings import RunSettings
+from jointcredit.trust.keyset import create_key_set
+from jointcredit.trust.store import TrustStore
+from jointcredit.trust.updates import SIGNATURE_RECORD
 
 SETTINGS = RunSettings.from_run_config({"institutions": 3, "rounds": 1, "seed": 5})
+KEYS: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def key_set(tmp_path_factory: pytest.TempPathFactory) -> TrustStore:
+    """The run's key set, as `jointcredit simulate` makes one."""
+    directory = tmp_path_factory.mktemp("keys")
+    KEYS[:] = [directory]
+    return create_key_set(directory, resolve(SETTINGS.data).ids, federation="test")
 
 
 def _context(partition: int) -> Context:
@@ -21,7 +35,7 @@ def _context(partition: int) -> Context:
         node_id=100 + partition,
         node_config={"partition-id": partition, "num-partitions": 3},
         state=RecordDict(),
-        run_config=SETTINGS.to_run_config(),
+        run_config={**SETTINGS.to_run_config(), "keys-dir": str(KEYS[0])},
     )
 
 
@@ -72,6 +86,8 @@ def test_query_train_evaluate_round_trip() -> None:
     m = ev.content["metrics"]
     assert 0.5 < float(m["auc"]) <= 1 and not math.isnan(float(m["auc-personalized"]))
     assert set(m) >= {"auc", "ks", "brier", "num-examples", "auc-personalized"}
+    # Every reply left the node signed.
+    assert all(SIGNATURE_RECORD in r.content.config_records for r in [*replies, reply, ev])
 
 
 @pytest.mark.usefixtures("task_identity")

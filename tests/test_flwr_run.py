@@ -45,6 +45,15 @@ def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
     assert "finished:completed" in proc.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert len(metrics["institutions"]) == 2 and len(metrics["rounds"]) == 1
+    # Keys were generated for the run, every reply verified, the model is signed, and no
+    # private key outlives the run.
+    from jointcredit.models.artifact import load_artifact
+    from jointcredit.trust.store import load_store
+
+    out = tmp_path / "out"
+    assert metrics["security"]["verified_replies"] == 2 * 4
+    load_artifact(out / "model", load_store(out / "trust.json"))
+    assert not (out / "keys").exists()
     deadline = time.monotonic() + 20
     while _running(tmp_path / "flwr-home") and time.monotonic() < deadline:
         time.sleep(0.5)

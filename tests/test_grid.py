@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid, nan_weighted_mean, short_reason
+from jointcredit.server.verify import UpdateVerifier
+from jointcredit.trust.keyset import create_key_set
 
 
 class FakeGrid:
@@ -52,6 +56,28 @@ def test_replies_are_sorted_and_recorded_per_institution() -> None:
     assert ex.server_round == 4 and ex.message_type == MessageType.EVALUATE
     assert ex.metrics["alpha-bank"]["auc"] == pytest.approx(0.52)
     assert grid.node_institution == {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_too_few_verified_replies_fail_the_round_naming_each_reason(tmp_path: Path) -> None:
+    names = {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
+    trust = create_key_set(tmp_path, sorted(names.values()), federation="t")
+    grid = InstitutionGrid(
+        FakeGrid(names),  # type: ignore[arg-type]
+        UpdateVerifier(trust, run_id=7),
+        min_valid_fraction=0.5,
+    )
+    cfg = ConfigRecord({"server-round": 2})
+    msgs = [
+        Message(RecordDict({"config": cfg}), dst_node_id=n, message_type=MessageType.TRAIN)
+        for n in (1, 2, 3)
+    ]
+    with pytest.raises(FederationError) as info:
+        grid.send_and_receive(msgs)
+    text = str(info.value)
+    assert "round 2 train: 0 valid replies of 3, 2 needed" in text
+    assert all(f"{n}: unsigned: the reply carries no signature" in text for n in names.values())
+    assert grid.exchanges[-1].rejected.keys() == set(names.values())
 
 
 def test_nan_weighted_mean_skips_undefined_metrics() -> None:

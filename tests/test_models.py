@@ -14,6 +14,9 @@ from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import TrainConfig, predict_pd, train
+from jointcredit.trust import store
+from jointcredit.trust.keys import load_private_key
+from jointcredit.trust.keyset import create_key_set
 
 
 def test_score_scale_documented_points() -> None:
@@ -60,6 +63,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray,
     )
     train(model, x, pooled.y, TrainConfig(epochs=3, learning_rate=0.01, seed=0))
     out = tmp_path_factory.mktemp("art") / "model"
+    trust = create_key_set(out.parent / "keys", fed.ids, federation="test")
     save_artifact(
         out,
         state=state_to_numpy(model),
@@ -70,7 +74,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray,
         training={},
         metrics={},
         created_at="2026-11-29T00:00:00+00:00",
+        signer=load_private_key(out.parent / "keys" / "coordinator.key"),
+        trust=trust,
+        provenance={"round": 3},
     )
+    store.save_store(out.parent / "trust.json", trust)
     expected = predict_pd(model, spec.transform(fed.pooled_test().x))
     after = risk_metrics(fed.pooled_test().y, expected)
     assert after["auc"] > before["auc"] + 0.1 and after["auc"] > 0.72  # it learned something
@@ -79,7 +87,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray,
 
 def test_artifact_round_trip_scores_identically(trained: tuple[Path, np.ndarray, object]) -> None:
     out, expected, fed = trained
-    loaded = load_artifact(out)
+    loaded = load_artifact(out, store.load_store(out.parent / "trust.json"))
+    assert loaded.verified.manifest["round"] == 3
     np.testing.assert_allclose(loaded.predict_pd(fed.pooled_test().x), expected, rtol=1e-6)  # type: ignore[attr-defined]
     scores = loaded.score(fed.pooled_test().x)  # type: ignore[attr-defined]
     assert scores.min() >= 350 and scores.max() <= 950
@@ -93,14 +102,15 @@ def test_artifact_detects_changed_weights(
     copy.mkdir()
     for f in out.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
+    trust = store.load_store(out.parent / "trust.json")
     data = bytearray((copy / "weights.npz").read_bytes())
     data[-200] ^= 0x01
     (copy / "weights.npz").write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"weights\.npz: SHA-256"):
-        load_artifact(copy)
+    with pytest.raises(ArtifactError, match=r"weights\.npz: SHA-256 .* signed manifest"):
+        load_artifact(copy, trust)
     (copy / "weights.npz").unlink()
     with pytest.raises(ArtifactError, match="missing"):
-        load_artifact(copy)
+        load_artifact(copy, trust)
 
 
 def test_mlp_and_fedprox_term() -> None:

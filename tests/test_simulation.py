@@ -13,6 +13,7 @@ import pytest
 from jointcredit.models.artifact import load_artifact
 from jointcredit.models.settings import RunSettings
 from jointcredit.simulations.simulate import simulate
+from jointcredit.trust.store import load_store
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,49 @@ def test_outputs_follow_the_contract(run: tuple[Path, dict[str, Any]]) -> None:
         row = metrics["per_institution"][inst]
         assert row["auc"] > 0.5 and row["auc_local_only"] > 0.5 and row["auc_personalized"] > 0.5
     assert metrics["config"]["rounds"] == 3
-    model = load_artifact(out / "model")
+    trust = load_store(out / "trust.json")
+    model = load_artifact(out / "model", trust)
     assert model.card.institutions == metrics["institutions"]
+
+
+def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, Any]]) -> None:
+    out, metrics = run
+    security = metrics["security"]
+    # 4 institutions: query + 3 train + 3 evaluate + the personalisation round.
+    assert security["verified_replies"] == 4 * 8 and security["rejected_replies"] == 0
+    trust = load_store(out / "trust.json")
+    assert security["trust_store_sha256"] == trust.digest()
+    assert sorted(trust.institutions) == metrics["institutions"]
+    manifest = load_artifact(out / "model", trust).verified.manifest
+    assert manifest["round"] == 3 and manifest["privacy"]["setting"] == "none"
+    assert [u["round"] for u in manifest["updates"]] == [1, 2, 3]
+    assert all(sorted(u["accepted"]) == metrics["institutions"] for u in manifest["updates"])
+    for r in (1, 2, 3):  # each round's checkpoint is a signed artifact of its own
+        checkpoint = load_artifact(out / "checkpoints" / f"round-{r:03d}", trust)
+        assert checkpoint.verified.manifest["round"] == r
+    assert not any(p.suffix == ".key" for p in out.rglob("*"))  # no private key left in OUT
+
+
+def test_malicious_institutions_are_rejected_and_the_run_completes(tmp_path: Path) -> None:
+    from jointcredit.data.catalog import resolve
+
+    ids = resolve(_settings(tmp_path).data).ids
+    attackers = {ids[1]: "tamper-array", ids[2]: "impersonate"}
+    out = tmp_path / "attacked"
+    metrics = simulate(
+        _settings(out, rounds=2, adversary=",".join(f"{i}:{a}" for i, a in attackers.items())),
+        with_baselines=False,
+    )
+    honest = sorted(set(ids) - set(attackers))
+    for r in metrics["rounds"]:
+        assert r["train_institutions"] == honest
+        assert r["rejected"][f"train:{ids[1]}"].startswith("tampered: content differs")
+        assert r["rejected"][f"train:{ids[2]}"].startswith("wrong-institution")
+    assert metrics["security"]["rejected_by_reason"] == {"tampered": 2, "wrong-institution": 2}
+    assert metrics["per_institution"][ids[1]]["rejected_replies"] == 2
+    manifest = load_artifact(out / "model", load_store(out / "trust.json")).verified.manifest
+    assert all(sorted(u["accepted"]) == honest for u in manifest["updates"])
+    assert metrics["federated"]["auc"] > 0.7
 
 
 def test_federation_beats_local_only_and_nears_centralized(
@@ -96,7 +138,8 @@ def test_cli_on_bring_your_own_data(byod_dir: Path, tmp_path: Path) -> None:
     assert metrics["institutions"] == ["bank-a", "bank-b", "lender-c"]
     assert metrics["config"]["strategy"] == "fedprox"
     # The imputed feature got its missing-indicator column.
-    assert "income__missing" in load_artifact(out / "model").spec.output_names
+    model = load_artifact(out / "model", load_store(out / "trust.json"))
+    assert "income__missing" in model.spec.output_names
 
 
 def test_cli_reports_bad_data_before_training(byod_dir: Path, tmp_path: Path) -> None:

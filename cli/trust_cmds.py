@@ -1,0 +1,193 @@
+"""`jointcredit keys ...`, `jointcredit trust ...` and `jointcredit verify`.
+
+Passphrases are read from an environment variable named by `--passphrase-env` (never from the
+command line, which other users can read in the process list).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.console import Console
+from rich.table import Table
+
+from jointcredit.trust import keys, store
+from jointcredit.trust.errors import TrustError
+from jointcredit.trust.keyset import COORDINATOR
+
+keys_app = typer.Typer(no_args_is_help=True, help="Update-signing keys (Ed25519).")
+trust_app = typer.Typer(no_args_is_help=True, help="The federation trust store.")
+console = Console()
+err = Console(stderr=True)
+
+PassphraseEnv = Annotated[
+    str | None,
+    typer.Option(help="environment variable holding the private key's passphrase"),
+]
+CoordinatorKey = Annotated[
+    Path, typer.Option("--coordinator-key", help="the coordinator's private key (signs the store)")
+]
+TrustFile = Annotated[Path, typer.Option("--trust", help="trust store file (trust.json)")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # paths must stay copyable
+    return typer.Exit(2)
+
+
+@keys_app.command("new")
+def keys_new(
+    out: Annotated[Path, typer.Option(help="directory for ID.key (0600) and ID.pub")],
+    institution: Annotated[str | None, typer.Option(help="institution id")] = None,
+    coordinator: Annotated[bool, typer.Option(help="the coordinator's key instead")] = False,
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Generate an Ed25519 key pair for an institution (or the coordinator)."""
+    if (institution is None) == (not coordinator):
+        raise _fail(ValueError("give exactly one of --institution ID or --coordinator"))
+    name = COORDINATOR if coordinator else str(institution)
+    try:
+        store.check_institution_id(name)
+        passphrase = keys.passphrase_from_env(passphrase_env)
+        key = keys.generate()
+        keys.write_private_key(out / f"{name}.key", key, passphrase)
+        keys.write_public_key(out / f"{name}.pub", key.public_key())
+    except TrustError as exc:
+        raise _fail(exc) from exc
+    console.print(
+        f"{name}: key id {keys.key_id(key)}\n  private {out / f'{name}.key'} (0600"
+        f"{', encrypted' if passphrase else ''})\n  public  {out / f'{name}.pub'}"
+    )
+
+
+def _coordinator(path: Path, passphrase_env: str | None) -> Ed25519PrivateKey:
+    return keys.load_private_key(path, keys.passphrase_from_env(passphrase_env))
+
+
+@trust_app.command("init")
+def trust_init(
+    out: Annotated[Path, typer.Option(help="trust store file to create")],
+    coordinator_key: CoordinatorKey,
+    federation: Annotated[str, typer.Option(help="federation name")] = "jointcredit",
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Start an empty trust store signed by the coordinator."""
+    if out.exists():
+        raise _fail(TrustError(f"{out}: already exists"))
+    try:
+        trust = store.create(federation, _coordinator(coordinator_key, passphrase_env))
+        store.save_store(out, trust)
+    except TrustError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{out}: federation {federation}, coordinator key {trust.coordinator.key_id}")
+
+
+@trust_app.command("add")
+def trust_add(
+    trust_file: TrustFile,
+    institution: Annotated[str, typer.Option(help="institution id")],
+    public_key: Annotated[Path, typer.Option(help="the institution's ID.pub")],
+    coordinator_key: CoordinatorKey,
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Register an institution's public key (an institution may hold several, for rotation)."""
+    try:
+        trust = store.load_store(trust_file)
+        pub = keys.load_public_key(public_key)
+        trust = store.add_key(
+            trust, institution, pub, _coordinator(coordinator_key, passphrase_env)
+        )
+        store.save_store(trust_file, trust)
+    except TrustError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{trust_file}: added {institution} key {keys.key_id(pub)} (v{trust.version})")
+
+
+@trust_app.command("revoke")
+def trust_revoke(
+    trust_file: TrustFile,
+    coordinator_key: CoordinatorKey,
+    key_id: Annotated[str | None, typer.Option(help="revoke this key")] = None,
+    institution: Annotated[str | None, typer.Option(help="revoke all its keys")] = None,
+    reason: Annotated[str, typer.Option(help="recorded in the store")] = "",
+    passphrase_env: PassphraseEnv = None,
+) -> None:
+    """Revoke a key (or every key of an institution); its updates are rejected from then on."""
+    try:
+        trust = store.load_store(trust_file)
+        trust, revoked = store.revoke(
+            trust,
+            _coordinator(coordinator_key, passphrase_env),
+            key_id=key_id,
+            institution=institution,
+            reason=reason,
+        )
+        store.save_store(trust_file, trust)
+    except TrustError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{trust_file}: revoked {', '.join(revoked)} (v{trust.version})")
+
+
+@trust_app.command("show")
+def trust_show(
+    trust_file: Annotated[Path, typer.Argument(help="trust store file")],
+    coordinator_key_id: Annotated[
+        str | None, typer.Option(help="pin: the coordinator key id you expect")
+    ] = None,
+) -> None:
+    """Verify a trust store and list its keys."""
+    try:
+        trust = store.load_store(trust_file, pin=coordinator_key_id)
+    except TrustError as exc:
+        raise _fail(exc) from exc
+    table = Table(
+        title=f"{trust.federation} v{trust.version} (coordinator {trust.coordinator.key_id}; "
+        f"signature OK)"
+    )
+    for col in ("institution", "key id", "added", "status"):
+        table.add_column(col)
+    for inst, entries in sorted(trust.institutions.items()):
+        for e in entries:
+            status = f"revoked {e.revoked_at}" if e.revoked else "active"
+            if e.revoked and e.revoked_reason:
+                status += f" ({e.revoked_reason})"
+            table.add_row(inst, e.key_id, e.added_at, status)
+    console.print(table)
+    console.print(f"sha256 {trust.digest()}")
+
+
+def verify(
+    artifact: Annotated[Path, typer.Argument(help="a model directory, e.g. OUT/model")],
+    trust_file: TrustFile,
+    coordinator_key_id: Annotated[
+        str | None, typer.Option(help="pin: the coordinator key id you expect")
+    ] = None,
+) -> None:
+    """Verify a signed model artifact: trust store, coordinator signature, every digest."""
+    from jointcredit.models.artifact import ArtifactError, load_artifact
+
+    try:
+        trust = store.load_store(trust_file, pin=coordinator_key_id)
+        model = load_artifact(artifact, trust)
+    except (TrustError, ArtifactError) as exc:
+        err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    manifest = model.verified.manifest
+    console.print(f"[green]OK[/green] {artifact}")
+    console.print(f"  signed by coordinator key {model.verified.key_id} ({trust.federation})")
+    for name, digest in manifest["files"].items():
+        console.print(f"  {name}: sha256 {digest}", soft_wrap=True)
+    updates = manifest.get("updates", [])
+    accepted = sum(len(u["accepted"]) for u in updates)
+    console.print(
+        f"  round {manifest.get('round')}, {len(manifest.get('institutions', []))} institutions,"
+        f" {accepted} signed updates accepted over {len(updates)} rounds"
+    )
+    if not model.verified.same_trust_store:
+        console.print(
+            "  [yellow]note[/yellow]: signed under another version of the trust store "
+            f"({manifest.get('trust_store_sha256')}); the coordinator key is the same"
+        )

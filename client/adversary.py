@@ -1,0 +1,183 @@
+"""Misbehaving institutions for simulations: what the coordinator's verification must catch.
+
+`adversary = "bank-a:tamper-array,bank-b:replay"` in the run config makes those simulated
+nodes alter their signed train replies on the way out (this mod sits outside the signing mod).
+It is refused outside simulations: a deployed node (no `partition-id`) never misbehaves on
+purpose. Data-poisoning attacks (sign flips, label flips...) belong to the robust-aggregation
+work; these are protocol attacks on the signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import Array, ConfigRecord, Context, Message, MessageType
+from flwr.clientapp.typing import ClientAppCallable
+
+from jointcredit.client.signing import binding_for, signing_key
+from jointcredit.models.settings import RunSettings
+from jointcredit.trust import keys
+from jointcredit.trust.updates import (
+    DOMAIN,
+    SIGNATURE_RECORD,
+    content_parts,
+    sign_content,
+    update_digest,
+)
+from jointcredit.trust.updates import (
+    IDENTITY_RECORD as IDENTITY,
+)
+
+REPLAY_PREFIX = "adversary-replay-"
+
+
+def parse_adversary(spec: str) -> dict[str, str]:
+    """`"inst:attack,inst:attack"` -> {inst: attack}; unknown attacks fail loudly."""
+    plan: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        inst, sep, attack = item.partition(":")
+        if not sep or not inst or attack not in ATTACKS:
+            raise ValueError(
+                f"adversary {item!r}: expected institution:attack with attack one of "
+                f"{', '.join(sorted(ATTACKS))}"
+            )
+        plan[inst] = attack
+    return plan
+
+
+@cache
+def _stranger() -> Ed25519PrivateKey:
+    return keys.generate()
+
+
+def _signature(reply: Message) -> ConfigRecord:
+    return reply.content.config_records[SIGNATURE_RECORD]
+
+
+def _unsigned(msg: Message, reply: Message, context: Context) -> None:
+    del reply.content[SIGNATURE_RECORD]
+
+
+def _tamper_array(msg: Message, reply: Message, context: Context) -> None:
+    record = reply.content.array_records["arrays"]
+    name = next(iter(record))
+    old = record[name]
+    data = bytearray(old.data)
+    data[-1] ^= 0x01  # one bit of one weight
+    record[name] = Array(dtype=old.dtype, shape=old.shape, stype=old.stype, data=bytes(data))
+
+
+def _tamper_metric(msg: Message, reply: Message, context: Context) -> None:
+    metrics = reply.content.metric_records["metrics"]
+    metrics["num-examples"] = int(metrics["num-examples"]) * 10  # type: ignore[arg-type]
+
+
+def _resign(
+    msg: Message, reply: Message, context: Context, key: Ed25519PrivateKey, as_: str
+) -> None:
+    del reply.content[SIGNATURE_RECORD]
+    reply.content[SIGNATURE_RECORD] = sign_content(
+        reply.content, binding_for(msg, context, as_), key
+    )
+
+
+def _foreign_key(msg: Message, reply: Message, context: Context) -> None:
+    """Sign with a key the federation never registered."""
+    own = str(reply.content.config_records[IDENTITY]["institution"])
+    _resign(msg, reply, context, _stranger(), own)
+
+
+def _truncate(msg: Message, reply: Message, context: Context) -> None:
+    sig = _signature(reply)
+    sig["signature"] = bytes(sig["signature"])[:32]  # type: ignore[arg-type]
+
+
+def _forge(msg: Message, reply: Message, context: Context) -> None:
+    sig = _signature(reply)
+    sig["signature"] = bytes(64)
+
+
+def _key_swap(msg: Message, reply: Message, context: Context) -> None:
+    """Keep its own signature but name another institution's key and identity."""
+    settings = RunSettings.from_run_config(context.run_config)
+    own = str(reply.content.config_records[IDENTITY]["institution"])
+    victim = _others(settings, own)[0]
+    sig = _signature(reply)
+    sig["key-id"] = keys.key_id(signing_key(context, victim))
+    sig["institution"] = victim
+
+
+def _impersonate(msg: Message, reply: Message, context: Context) -> None:
+    """Sign, correctly, with another institution's key (a stolen key)."""
+    settings = RunSettings.from_run_config(context.run_config)
+    own = str(reply.content.config_records[IDENTITY]["institution"])
+    victim = _others(settings, own)[0]
+    _resign(msg, reply, context, signing_key(context, victim), victim)
+
+
+def _arrays_only(msg: Message, reply: Message, context: Context) -> None:
+    """An honest key and signature, but over a digest of the arrays only (not the metrics)."""
+    institution = str(reply.content.config_records[IDENTITY]["institution"])
+    key = signing_key(context, institution)
+    sig = _signature(reply)
+    parts = {n: d for n, d in content_parts(reply.content).items() if n.startswith("array:")}
+    binding = binding_for(msg, context, institution)
+    digest = update_digest(parts, binding)
+    sig["nonce"] = binding.nonce
+    sig["parts"] = list(parts)
+    sig["part-digests"] = list(parts.values())
+    sig["digest"] = digest
+    sig["signature"] = key.sign(DOMAIN + digest)
+
+
+def _replay(msg: Message, reply: Message, context: Context) -> None:
+    """Send the previous round's (validly signed) reply again instead of this one."""
+    state = context.state
+    previous = {k[len(REPLAY_PREFIX) :]: v for k, v in state.items() if k.startswith(REPLAY_PREFIX)}
+    current = dict(reply.content.items())
+    for name, record in current.items():
+        state[REPLAY_PREFIX + name] = record
+    if not previous:
+        return  # the first round: nothing to replay yet
+    for name in list(reply.content.keys()):
+        del reply.content[name]
+    for name, record in previous.items():
+        reply.content[name] = record
+
+
+def _others(settings: RunSettings, own: str) -> list[str]:
+    from jointcredit.data.catalog import resolve
+
+    return [i for i in resolve(settings.data).ids if i != own]
+
+
+ATTACKS: dict[str, Callable[[Message, Message, Context], None]] = {
+    "unsigned": _unsigned,
+    "tamper-array": _tamper_array,
+    "tamper-metric": _tamper_metric,
+    "foreign-key": _foreign_key,
+    "truncate": _truncate,
+    "forge": _forge,
+    "key-swap": _key_swap,
+    "impersonate": _impersonate,
+    "arrays-only": _arrays_only,
+    "replay": _replay,
+}
+
+
+def adversary_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    reply = call_next(msg, context)
+    settings = RunSettings.from_run_config(context.run_config)
+    if not settings.adversary or not reply.has_content():
+        return reply
+    if "partition-id" not in context.node_config:
+        raise RuntimeError("the adversary setting exists for simulations only")
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return reply
+    institution = str(reply.content.config_records[IDENTITY]["institution"])
+    attack = parse_adversary(settings.adversary).get(institution)
+    if attack is not None:
+        ATTACKS[attack](msg, reply, context)
+    return reply

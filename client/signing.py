@@ -1,0 +1,76 @@
+"""The outermost client mod: signs every reply exactly as it leaves the node.
+
+Registered app-wide (`ClientApp(mods=[..., signing_mod])`), so it wraps the handler and any
+handler-specific mods (DP clipping, ...): what it signs is what the coordinator receives. Error
+replies carry no content and go unsigned; the coordinator records them as errors.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flwr.app import Context, Message
+from flwr.clientapp.typing import ClientAppCallable
+
+from jointcredit.models.settings import RunSettings
+from jointcredit.trust import keys
+from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, private_key_path
+from jointcredit.trust.updates import (
+    IDENTITY_RECORD,
+    SIGNATURE_RECORD,
+    Binding,
+    fresh_nonce,
+    sign_content,
+)
+
+
+@cache
+def _load(path: str, passphrase_env: str) -> Ed25519PrivateKey:
+    return keys.load_private_key(Path(path), keys.passphrase_from_env(passphrase_env or None))
+
+
+def signing_key(context: Context, institution: str) -> Ed25519PrivateKey:
+    """Deployment: the node config's `signing-key`. Simulation: the run's key set
+    (`keys-dir`, or the keys the ServerApp generated under the run directory)."""
+    node = context.node_config
+    if "signing-key" in node:
+        return _load(str(node["signing-key"]), str(node.get("signing-key-passphrase-env", "")))
+    settings = RunSettings.from_run_config(context.run_config)
+    if "partition-id" not in node and not settings.keys_dir:
+        raise RuntimeError(
+            "no update-signing key: set signing-key='/path/to/<institution>.key' in the node "
+            "config (flower-supernode --node-config)"
+        )
+    directory = (
+        Path(settings.keys_dir)
+        if settings.keys_dir
+        else settings.run_dir(context.run_id) / RUN_KEYS_SUBDIR
+    )
+    return _load(str(private_key_path(directory, institution)), "")
+
+
+def binding_for(msg: Message, context: Context, institution: str) -> Binding:
+    config = msg.content.config_records.get("config") if msg.has_content() else None
+    server_round = config.get("server-round", 0) if config is not None else 0
+    return Binding(
+        run_id=msg.metadata.run_id,
+        server_round=int(server_round),  # type: ignore[arg-type]
+        node_id=context.node_id,
+        institution=institution,
+        message_type=msg.metadata.message_type,
+        nonce=fresh_nonce(),
+    )
+
+
+def signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    reply = call_next(msg, context)
+    if not reply.has_content():
+        return reply
+    institution = str(reply.content.config_records[IDENTITY_RECORD]["institution"])
+    key = signing_key(context, institution)
+    reply.content[SIGNATURE_RECORD] = sign_content(
+        reply.content, binding_for(msg, context, institution), key
+    )
+    return reply

@@ -1,0 +1,132 @@
+"""Signed directories: a manifest listing each file's SHA-256 plus whatever the producer wants
+to vouch for (training config, metrics, accepted update digests...), signed by the coordinator.
+
+    manifest.json   canonical JSON: {"format", "files": {name: sha256}, "trust_store_sha256",
+                    "signed_by", ...body}
+    manifest.sig    canonical JSON: {"scheme": "ed25519", "key_id", "signature": base64}
+
+The signature covers the exact bytes of manifest.json, which covers every listed file by
+digest, so changing any byte anywhere is caught and named.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from jointcredit.trust import keys
+from jointcredit.trust.canonical import canonical_json
+from jointcredit.trust.errors import TrustError
+from jointcredit.trust.store import TrustStore
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+FORMAT = "jointcredit-manifest/1"
+SCHEME = "ed25519"
+
+
+@dataclass(frozen=True)
+class Verified:
+    manifest: dict[str, Any]
+    key_id: str
+    same_trust_store: bool  # False: signed under another version of the trust store
+    # The bytes that were checked: use these, never re-read the files (no swap after the check).
+    contents: dict[str, bytes]
+
+
+def sign_directory(
+    directory: Path,
+    files: list[str],
+    body: dict[str, Any],
+    coordinator: Ed25519PrivateKey,
+    store: TrustStore,
+) -> dict[str, Any]:
+    kid = keys.key_id(coordinator)
+    if kid != store.coordinator.key_id:
+        raise TrustError(f"key {kid} is not the trust store's coordinator key")
+    reserved = {"format", "files", "trust_store_sha256", "signed_by"} & set(body)
+    if reserved:
+        raise ValueError(f"manifest body may not set {sorted(reserved)}")
+    digests = {name: hashlib.sha256((directory / name).read_bytes()).hexdigest() for name in files}
+    manifest = {
+        **body,
+        "format": FORMAT,
+        "files": dict(sorted(digests.items())),
+        "trust_store_sha256": store.digest(),
+        "signed_by": kid,
+    }
+    data = canonical_json(manifest)
+    sig = {
+        "scheme": SCHEME,
+        "key_id": kid,
+        "signature": base64.b64encode(coordinator.sign(data)).decode(),
+    }
+    (directory / MANIFEST).write_bytes(data)
+    (directory / SIGNATURE).write_bytes(canonical_json(sig))
+    return manifest
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise TrustError(f"{path}: missing ({what})") from exc
+
+
+def verify_directory(directory: Path, store: TrustStore) -> Verified:
+    """Check the coordinator's signature and every file digest; raise naming what failed."""
+    if not directory.is_dir():
+        raise TrustError(f"{directory}: not a directory")
+    data = _read(directory / MANIFEST, "the directory is not signed")
+    raw_sig = _read(directory / SIGNATURE, "the manifest has no signature")
+    try:
+        sig = json.loads(raw_sig)
+        signature = base64.b64decode(str(sig["signature"]), validate=True)
+        signer = str(sig["key_id"])
+        scheme = str(sig["scheme"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrustError(f"{directory / SIGNATURE}: malformed signature file ({exc})") from exc
+    if scheme != SCHEME:
+        raise TrustError(f"{directory / SIGNATURE}: unknown scheme {scheme!r}")
+    if signer != store.coordinator.key_id:
+        raise TrustError(
+            f"{directory / SIGNATURE}: signed by key {signer}, not by the coordinator key "
+            f"{store.coordinator.key_id} of the trust store"
+        )
+    if len(signature) != keys.SIGNATURE_BYTES or not keys.verify(
+        store.coordinator_public(), signature, data
+    ):
+        raise TrustError(
+            f"{directory / SIGNATURE}: the coordinator's signature over {MANIFEST} does not "
+            f"verify ({MANIFEST} was changed after signing, or the signature was)"
+        )
+    try:
+        manifest: dict[str, Any] = json.loads(data)
+        files: dict[str, str] = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as exc:  # signed but unreadable: a producer bug
+        raise TrustError(f"{directory / MANIFEST}: malformed manifest ({exc})") from exc
+    if manifest.get("format") != FORMAT:
+        raise TrustError(f"{directory / MANIFEST}: format {manifest.get('format')!r}")
+    contents: dict[str, bytes] = {}
+    for name, expected in sorted(files.items()):
+        if Path(name).name != name:  # a signed manifest never points outside its directory
+            raise TrustError(f"{directory / MANIFEST}: file name {name!r} leaves the directory")
+        contents[name] = _read(directory / name, "listed in the manifest")
+        actual = hashlib.sha256(contents[name]).hexdigest()
+        if actual != expected:
+            raise TrustError(
+                f"{directory / name}: SHA-256 {actual} does not match the signed manifest "
+                f"({expected})"
+            )
+    return Verified(
+        manifest=manifest,
+        key_id=signer,
+        same_trust_store=manifest.get("trust_store_sha256") == store.digest(),
+        contents=contents,
+    )
