@@ -15,8 +15,10 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from logging import WARNING
 
 from flwr.app import Message, MessageType, RecordDict
+from flwr.common.logger import log
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
@@ -130,7 +132,9 @@ class InstitutionGrid(Grid):
             try:
                 accepted = self.verifier.check(r, by_node.get(r.metadata.src_node_id))
             except Rejected as exc:
-                ex.rejected[institution_of(r, self.node_institution)] = str(exc)
+                inst = institution_of(r, self.node_institution)
+                ex.rejected[inst] = str(exc)
+                log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, exc)
                 continue
             ex.accepted[accepted.institution] = accepted.digest.hex()
             valid.append(r)

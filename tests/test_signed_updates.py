@@ -207,3 +207,42 @@ def test_signature_record_fields_are_bound(federation: Federation) -> None:
         sent, reply = federation.train(0)
         reply.content.config_records[SIGNATURE_RECORD][field] = value
         assert _rejected(federation, sent, reply).reason is Reason.MALFORMED
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_deployed_node_signs_with_the_key_in_its_node_config(
+    federation: Federation, keys_dir: Path, institutions: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A deployed node has no partition-id and no run-wide key set: its node config names its
+    own (here passphrase-encrypted) key, and nothing else is used."""
+    from jointcredit.client.data import NodeData, node_data
+
+    key = keys.load_private_key(keys_dir / f"{institutions[0]}.key")
+    keys.write_private_key(tmp_path / "own.key", key, b"s3cret")
+    monkeypatch.setenv("BANK_KEY_PASS", "s3cret")
+    simulated: NodeData = node_data({"partition-id": 0}, SETTINGS)  # same rows, own file below
+    data_file = tmp_path / f"{institutions[0]}.parquet"
+    frame = simulated.data.train.x.assign(**{simulated.schema.label: simulated.data.train.y})
+    frame.to_parquet(data_file)
+    schema_file = tmp_path / "schema.toml"
+    from jointcredit.data.sba import SAMPLE_DIR
+
+    schema_file.write_text((SAMPLE_DIR / "schema.toml").read_text())
+    node_config = {
+        "data-file": str(data_file),
+        "schema": str(schema_file),
+        "signing-key": str(tmp_path / "own.key"),
+        "signing-key-passphrase-env": "BANK_KEY_PASS",
+    }
+    context = Context(
+        run_id=RUN_ID, node_id=100, node_config=node_config, state=RecordDict(),
+        run_config=SETTINGS.to_run_config(),
+    )  # fmt: skip
+    sent = federation.train_message(0)
+    accepted = federation.verifier.check(app(sent, context), sent)
+    assert accepted.institution == institutions[0]
+
+    del node_config["signing-key"]
+    with pytest.raises(Exception, match="no update-signing key"):
+        app(federation.train_message(0), context)
