@@ -52,7 +52,7 @@ def signing_key(context: Context, institution: str) -> Ed25519PrivateKey:
 
 
 def binding_for(msg: Message, context: Context, institution: str) -> Binding:
-    config = msg.content.config_records.get("config") if msg.has_content() else None
+    config = msg.content.get("config") if msg.has_content() else None
     server_round = config.get("server-round", 0) if config is not None else 0
     return Binding(
         run_id=msg.metadata.run_id,
@@ -68,7 +68,7 @@ def signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
     reply = call_next(msg, context)
     if not reply.has_content():
         return reply
-    institution = str(reply.content.config_records[IDENTITY_RECORD]["institution"])
+    institution = str(reply.content[IDENTITY_RECORD]["institution"])
     key = signing_key(context, institution)
     reply.content[SIGNATURE_RECORD] = sign_content(
         reply.content, binding_for(msg, context, institution), key

@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from jointcredit.data.errors import DataValidationError
-from jointcredit.data.schema import Schema
+from jointcredit.data.schema import FeatureSpec, Schema
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,24 @@ def _numeric(col: pd.Series, name: str, source: str) -> pd.Series:
     return out
 
 
+def _check_range(series: pd.Series, spec: FeatureSpec, name: str, source: str) -> None:
+    checks = (
+        (spec.min, "below the schema's min", series.lt),
+        (spec.max, "above the schema's max", series.gt),
+    )
+    for bound, word, outside in checks:
+        if bound is None:
+            continue
+        bad = outside(bound).fillna(False).astype(bool)
+        if bad.any():
+            raise DataValidationError(
+                f"value {float(series[bad].iloc[0])!r} {word} {bound} "
+                f"({int(bad.sum())} rows, first at line(s) {_rows(bad)})",
+                source=source,
+                column=name,
+            )
+
+
 def _categorical(col: pd.Series) -> pd.Series:
     text = col.astype("string").str.strip()
     text = text.where(~text.isin(MISSING_TOKENS))
@@ -185,6 +203,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, *, source: str) -> Split:
     for name, spec in schema.features.items():
         col = raw[name].reset_index(drop=True)
         series = _numeric(col, name, source) if spec.type == "numeric" else _categorical(col)
+        _check_range(series, spec, name, source)
         missing = series.isna()
         if missing.any() and spec.missing == "error":
             raise DataValidationError(

@@ -42,12 +42,12 @@ SBA_SCHEMA: Schema = parse_schema(
         "label": "charged_off",
         "positive": 1,
         "features": {
-            "gross_approved": {"type": "numeric", "transform": "log1p"},
-            "sba_approved": {"type": "numeric", "transform": "log1p"},
-            "sba_share": "numeric",
-            "employees": {"type": "numeric", "transform": "log1p"},
-            "jobs_created": {"type": "numeric", "transform": "log1p"},
-            "jobs_retained": {"type": "numeric", "transform": "log1p"},
+            "gross_approved": {"type": "numeric", "transform": "log1p", "min": 0},
+            "sba_approved": {"type": "numeric", "transform": "log1p", "min": 0},
+            "sba_share": {"type": "numeric", "min": 0, "max": 1},
+            "employees": {"type": "numeric", "transform": "log1p", "min": 0},
+            "jobs_created": {"type": "numeric", "transform": "log1p", "min": 0},
+            "jobs_retained": {"type": "numeric", "transform": "log1p", "min": 0},
             # Vintage as a category: defaults swing with the economy (2005-2008 loans went bad),
             # which a single linear year term cannot express (pooled logreg AUC 0.755 -> 0.787).
             "approval_year": "categorical",
@@ -156,7 +156,9 @@ def full_dir(cache_root: Path | None = None) -> Path:
     root = cache_root or Path(
         os.environ.get("JOINTCREDIT_CACHE", Path.home() / ".cache" / "jointcredit")
     )
-    key = hashlib.sha256(f"{csv.stat().st_size}:{MIN_APPROVAL_FY}:v2".encode()).hexdigest()[:12]
+    # The key covers everything the derived files depend on, the schema included.
+    recipe = f"{csv.stat().st_size}:{MIN_APPROVAL_FY}:{SBA_SCHEMA.to_toml()}:v2"
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     out = root / f"sba-full-{key}"
     if (out / "schema.toml").is_file():
         return out

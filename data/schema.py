@@ -11,7 +11,8 @@ Shape (kept exactly as documented in the README)::
     sector = "categorical"
 
 Additions over that shape (all optional): `transform = "log1p"` on a numeric feature
-(signed log, for heavy-tailed money amounts).
+(signed log, for heavy-tailed money amounts); `min` / `max` on a numeric feature (the valid
+range: rows outside it are rejected by data validation, and so are scoring requests).
 """
 
 from __future__ import annotations
@@ -37,11 +38,17 @@ class FeatureSpec(BaseModel):
     type: FeatureType
     missing: MissingPolicy = "error"
     transform: Transform = "none"
+    min: float | None = None
+    max: float | None = None
 
     @model_validator(mode="after")
-    def _transform_only_numeric(self) -> FeatureSpec:
-        if self.type == "categorical" and self.transform != "none":
-            raise ValueError("transform applies to numeric features only")
+    def _numeric_options(self) -> FeatureSpec:
+        if self.type == "categorical" and (
+            self.transform != "none" or self.min is not None or self.max is not None
+        ):
+            raise ValueError("transform, min and max apply to numeric features only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
         return self
 
 
@@ -109,6 +116,8 @@ class Schema(BaseModel):
                 extra.append(f'missing = "{spec.missing}"')
             if spec.transform != "none":
                 extra.append(f'transform = "{spec.transform}"')
+            bounds = (("min", spec.min), ("max", spec.max))
+            extra += [f"{k} = {v!r}" for k, v in bounds if v is not None]
             if extra:
                 inner = ", ".join([f'type = "{spec.type}"', *extra])
                 lines.append(f'"{name}" = {{ {inner} }}')

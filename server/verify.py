@@ -54,7 +54,7 @@ class UpdateVerifier:
         node = reply.metadata.src_node_id
         if sent is None:
             raise Rejected(Reason.REPLAYED, f"node {node} was not asked in this exchange")
-        config = sent.content.config_records.get("config") if sent.has_content() else None
+        config = sent.content.get("config") if sent.has_content() else None
         server_round = config.get("server-round", 0) if config is not None else 0
         expected = Expected(
             run_id=self.run_id,
@@ -64,7 +64,7 @@ class UpdateVerifier:
             institution=self.node_institution.get(node),
         )
         accepted = check_content(reply.content, expected, self.trust)
-        identity = reply.content.config_records.get(IDENTITY_RECORD)
+        identity = reply.content.get(IDENTITY_RECORD)
         claimed = str(identity["institution"]) if identity is not None else None
         if claimed != accepted.institution:
             raise Rejected(

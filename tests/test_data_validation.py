@@ -63,6 +63,14 @@ def test_schema_shorthand_and_table_forms() -> None:
             "missing",
         ),
         ("label = \n", "not valid TOML"),
+        (
+            'label = "y"\npositive = 1\n[features]\na = { type = "numeric", min = 2, max = 1 }\n',
+            "above max",
+        ),
+        (
+            'label = "y"\npositive = 1\n[features]\na = { type = "categorical", min = 0 }\n',
+            "numeric features only",
+        ),
     ],
 )
 def test_bad_schema_is_named(tmp_path: Path, toml: str, needle: str) -> None:
@@ -89,6 +97,21 @@ def test_non_numeric_value_names_file_column_and_line(byod_dir: Path) -> None:
         _load(byod_dir)
     msg = str(info.value)
     assert "bank-b.csv" in msg and "'age'" in msg and "'forty'" in msg and "line(s) 9" in msg
+
+
+def test_value_outside_the_schema_range_names_file_column_and_line(byod_dir: Path) -> None:
+    schema = (byod_dir / "schema.toml").read_text()
+    (byod_dir / "schema.toml").write_text(
+        schema.replace('age = "numeric"', 'age = { type = "numeric", min = 18, max = 120 }')
+    )
+    frame = make_institution(5)
+    frame.loc[4, "age"] = 7
+    frame.to_csv(byod_dir / "bank-b.csv", index=False)
+    with pytest.raises(DataValidationError) as info:
+        _load(byod_dir)
+    msg = str(info.value)
+    assert "bank-b.csv" in msg and "'age'" in msg and "7.0 below the schema's min 18" in msg
+    assert "line(s) 6" in msg
 
 
 def test_missing_value_where_schema_says_error(byod_dir: Path) -> None:
