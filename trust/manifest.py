@@ -38,6 +38,7 @@ class Verified:
     same_trust_store: bool  # False: signed under another version of the trust store
     # The bytes that were checked: use these, never re-read the files (no swap after the check).
     contents: dict[str, bytes]
+    manifest_sha256: str = ""  # the artifact's version: SHA-256 of the signed manifest
 
 
 def sign_directory(
@@ -129,4 +130,5 @@ def verify_directory(directory: Path, store: TrustStore) -> Verified:
         key_id=signer,
         same_trust_store=manifest.get("trust_store_sha256") == store.digest(),
         contents=contents,
+        manifest_sha256=hashlib.sha256(data).hexdigest(),
     )

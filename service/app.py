@@ -1,0 +1,293 @@
+"""The eligibility service's HTTP API (FastAPI).
+
+    POST /v1/decisions            one applicant -> decision, PD, score, reasons, flags
+    POST /v1/decisions:batch      up to 10,000 applicants in one call
+    GET  /v1/decisions/{id}       progress: received, scored, under review, decided
+    GET  /v1/reviews              the caller's referred applications awaiting review
+    POST /v1/reviews/{id}         resolve one with a reviewer note (audited)
+    GET  /healthz /readyz /metrics (Prometheus) /docs (OpenAPI, with valid examples)
+
+Each calling institution authenticates with `Authorization: Bearer <key>` and sees only its
+own decisions and review items. Errors never carry stack traces: 422 names the field and the
+reason, 413 refuses oversized bodies, anything unexpected is a bare 500 with an error id.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
+# runtime, and the request models are built per model/policy inside `create_app`.
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jointcredit.service.audit import AuditLog, DecisionRow, Entry, canonical, now
+from jointcredit.service.auth import Authenticator, AuthError
+from jointcredit.service.decide import Decider, Decision
+from jointcredit.service.schemas import BatchOut, DecisionOut, ModelInfo, request_models
+
+log = logging.getLogger("jointcredit.service")
+
+MAX_BODY = 8 * 2**20  # a full 10,000-applicant batch is ~3 MB
+
+
+@dataclass
+class Service:
+    decider: Decider
+    audit: AuditLog
+    auth: Authenticator
+    model_info: ModelInfo
+    example: dict[str, Any]
+
+
+class ReviewIn(BaseModel):
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [
+        {"final_decision": "approve", "reviewer": "officer-17",
+         "note": "Bank statements show steady card revenue; approved at a reduced limit."}
+    ]}}  # fmt: skip
+    final_decision: Literal["approve", "decline"]
+    reviewer: str = Field(min_length=1, max_length=128)
+    note: str = Field(min_length=1, max_length=4000)
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await JSONResponse({"detail": "request body too large"}, 413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await JSONResponse({"detail": "request body too large"}, 413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def create_app(service: Service) -> FastAPI:
+    decider = service.decider
+    policy = decider.policy
+    Single, Batch = request_models(decider.model.card.data_schema, policy, service.example)
+    registry = CollectorRegistry()
+    decisions_total = Counter(
+        "jointcredit_decisions", "Decisions made", ["decision"], registry=registry
+    )
+    latency = Histogram(
+        "jointcredit_request_seconds", "Request latency", ["endpoint"], registry=registry,
+        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
+    )  # fmt: skip
+    errors_total = Counter("jointcredit_errors", "Error responses", ["status"], registry=registry)
+
+    app = FastAPI(
+        title="jointcredit eligibility service",
+        version=policy.version,
+        description="Decisions with reasons from a verified, signed federated model.",
+    )
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors_total.labels("422").inc()
+        detail = [{"field": _field(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail[:50]}, 422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s", error_id, exc_info=exc)
+        errors_total.labels("500").inc()
+        return JSONResponse({"detail": "internal error", "error_id": error_id}, 500)
+
+    def caller(authorization: str | None = Header(None)) -> str:
+        try:
+            return service.auth.institution(authorization)
+        except AuthError as exc:
+            errors_total.labels("401").inc()
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+    def run(items: list[Any], institution: str) -> list[DecisionOut]:
+        received = now()
+        decisions = decider.decide(
+            [dict(i.applicant.model_dump()) for i in items],
+            [i.context.model_dump(exclude_none=True) if i.context else {} for i in items],
+            [i.stance for i in items],
+        )
+        scored = now()
+        outs: list[DecisionOut] = []
+        entries: list[Entry] = []
+        views: list[DecisionRow | None] = []
+        for item, d in zip(items, decisions, strict=True):
+            out = _response(d, item.reference, service.model_info, policy.version, scored)
+            request = item.model_dump(mode="json")
+            payload = {
+                "request_sha256": hashlib.sha256(canonical(request).encode()).hexdigest(),
+                "features": request["applicant"],
+                "context": request.get("context"),
+                "response": out.model_dump(mode="json"),
+                "received_at": received,
+                "scored_at": scored,
+            }
+            entries.append(Entry("decision", out.decision_id, institution, payload))
+            views.append(
+                DecisionRow(
+                    decision_id=out.decision_id, institution=institution, status=out.status,
+                    decision=out.decision,
+                    final_decision=None if out.decision == "refer" else out.decision,
+                    created_at=scored, updated_at=scored,
+                    response=json.dumps(out.model_dump(mode="json")),
+                )
+            )  # fmt: skip
+            outs.append(out)
+            decisions_total.labels(out.decision).inc()
+        service.audit.append(entries, views)
+        return outs
+
+    @app.post("/v1/decisions", response_model=DecisionOut, tags=["decisions"])
+    async def decide_one(body: Single, institution: str = Depends(caller)) -> DecisionOut:  # type: ignore[valid-type]
+        t = time.perf_counter()
+        out = run([body], institution)[0]
+        latency.labels("decision").observe(time.perf_counter() - t)
+        return out
+
+    @app.post("/v1/decisions:batch", response_model=BatchOut, tags=["decisions"])
+    async def decide_batch(body: Batch, institution: str = Depends(caller)) -> BatchOut:  # type: ignore[valid-type]
+        t = time.perf_counter()
+        outs = run(list(body.applications), institution)  # type: ignore[attr-defined]
+        latency.labels("batch").observe(time.perf_counter() - t)
+        return BatchOut(decisions=outs)
+
+    @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
+    async def progress(decision_id: str, institution: str = Depends(caller)) -> dict[str, Any]:
+        row = service.audit.get(decision_id)
+        if row is None or row.institution != institution:
+            raise HTTPException(404, "no such decision")  # never confirm another's id
+        response = json.loads(row.response)
+        stages = [
+            {"stage": "received", "at": response["created_at"]},
+            {"stage": "scored", "at": response["created_at"]},
+        ]
+        if response["decision"] == "refer":
+            stages.append({"stage": "under_review", "at": response["created_at"]})
+        if row.status == "decided":
+            stages.append({"stage": "decided", "at": row.updated_at})
+        return {
+            "decision_id": decision_id,
+            "status": row.status,
+            "decision": row.decision,
+            "final_decision": row.final_decision,
+            "progress": stages,
+            "response": response,
+        }
+
+    @app.get("/v1/reviews", tags=["reviews"])
+    async def review_queue(institution: str = Depends(caller), limit: int = 100) -> dict[str, Any]:
+        rows = service.audit.list_status(institution, "under_review", max(1, min(limit, 1000)))
+        return {
+            "items": [
+                {
+                    "decision_id": r.decision_id,
+                    "created_at": r.created_at,
+                    "response": json.loads(r.response),
+                }
+                for r in rows
+            ]
+        }
+
+    @app.post("/v1/reviews/{decision_id}", tags=["reviews"])
+    async def resolve(
+        decision_id: str, body: ReviewIn, institution: str = Depends(caller)
+    ) -> dict[str, Any]:
+        row = service.audit.get(decision_id)
+        if row is None or row.institution != institution:
+            raise HTTPException(404, "no such decision")
+        if row.status != "under_review":
+            raise HTTPException(409, f"decision {decision_id} is not awaiting review")
+        at = now()
+        row.status, row.final_decision, row.updated_at = "decided", body.final_decision, at
+        service.audit.append([Entry("review", decision_id, institution, body.model_dump())], [row])
+        return {"decision_id": decision_id, "status": "decided",
+                "final_decision": body.final_decision, "decided_at": at}  # fmt: skip
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> dict[str, Any]:
+        seq, head = service.audit.head()
+        return {
+            "status": "ready",
+            "model": service.model_info.model_dump(),
+            "policy_version": policy.version,
+            "audit_head": {"seq": seq, "sha256": head},
+        }
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _response(
+    d: Decision, reference: str | None, model: ModelInfo, policy_version: str, at: str
+) -> DecisionOut:
+    return DecisionOut.model_validate(
+        {
+            "decision_id": uuid.uuid4().hex,
+            "status": "under_review" if d.decision == "refer" else "decided",
+            "decision": d.decision,
+            "probability_of_default": round(d.probability_of_default, 6),
+            "score": d.score,
+            "policy_score": d.policy_score,
+            "stance": d.stance,
+            "reasons": [r.__dict__ for r in d.reasons],
+            "policy_flags": [f.__dict__ for f in d.flags],
+            "rules_not_evaluated": d.not_evaluated,
+            "unseen_values": d.unknown_values,
+            "model": model,
+            "policy_version": policy_version,
+            "reference": reference,
+            "created_at": at,
+        }
+    )

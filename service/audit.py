@@ -1,0 +1,255 @@
+"""The decision log: every decision and every review, hash-chained (SQLAlchemy; SQLite file by
+default, PostgreSQL by URL).
+
+`audit_log` is append-only: each row stores a canonical JSON payload, the previous row's hash
+and its own hash = SHA-256(previous hash + payload). Editing any stored field, deleting or
+reordering rows breaks the chain; `chain_head` (the last sequence number and hash, updated in
+the same transaction) also catches truncation of the newest rows. `jointcredit audit verify`
+walks it. A hash chain proves nothing against someone who rewrites the whole chain
+consistently: export the head hash (`/readyz`, `audit verify`) to somewhere they cannot write.
+
+`decisions` is the current view (status after reviews) that the API reads; it is derived data,
+and `audit verify` checks it against the chain too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+GENESIS = "0" * 64
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))
+    decision_id: Mapped[str] = mapped_column(String(64), index=True)
+    institution: Mapped[str] = mapped_column(String(128), index=True)
+    created_at: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainHead(Base):
+    __tablename__ = "chain_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    institution: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    final_decision: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[str] = mapped_column(String(40))
+    response: Mapped[str] = mapped_column(Text)
+    last_seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"))
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(prev: str, seq: int, kind: str, decision_id: str, institution: str,
+               created_at: str, payload: str) -> str:  # fmt: skip
+    h = hashlib.sha256()
+    for part in (prev, str(seq), kind, decision_id, institution, created_at, payload):
+        data = part.encode()
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "decision" | "review"
+    decision_id: str
+    institution: str
+    payload: dict[str, Any]
+
+
+class AuditError(RuntimeError):
+    pass
+
+
+class AuditLog:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        if not create and url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+            if not Path(path).is_file():
+                raise AuditError(f"no audit log at {url}")
+        self.engine: Engine = create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            # WAL + NORMAL: readers do not block the writer, one fsync per checkpoint instead
+            # of per commit; a power cut can lose the last commits but never corrupts the file.
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+        if create:
+            Base.metadata.create_all(self.engine)
+        elif not inspect(self.engine).has_table(AuditRow.__tablename__):
+            raise AuditError(f"{url} holds no jointcredit audit log")
+        # The chain is sequential by nature: one writer at a time in this process. (Several
+        # service processes on one database would need a database-level lock instead.)
+        self._lock = threading.Lock()
+
+    def head(self) -> tuple[int, str]:
+        with Session(self.engine) as s:
+            head = s.get(ChainHead, 1)
+            return (head.seq, head.hash) if head else (0, GENESIS)
+
+    def append(self, entries: list[Entry], decisions: list[DecisionRow | None]) -> list[int]:
+        """Append entries (and their current-view rows) in one transaction; returns seqs."""
+        with self._lock, Session(self.engine) as s, s.begin():
+            head = s.get(ChainHead, 1)
+            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+            seqs = []
+            for entry, view in zip(entries, decisions, strict=True):
+                seq += 1
+                created = now()
+                payload = canonical(entry.payload)
+                digest = chain_hash(
+                    prev, seq, entry.kind, entry.decision_id, entry.institution, created, payload
+                )
+                s.add(
+                    AuditRow(
+                        seq=seq, kind=entry.kind, decision_id=entry.decision_id,
+                        institution=entry.institution, created_at=created, payload=payload,
+                        prev_hash=prev, hash=digest,
+                    )
+                )  # fmt: skip
+                s.flush()
+                if view is not None:
+                    view.last_seq = seq
+                    s.merge(view)
+                prev = digest
+                seqs.append(seq)
+            if head is None:
+                s.add(ChainHead(id=1, seq=seq, hash=prev))
+            else:
+                head.seq, head.hash = seq, prev
+        return seqs
+
+    def get(self, decision_id: str) -> DecisionRow | None:
+        with Session(self.engine) as s:
+            return s.get(DecisionRow, decision_id)
+
+    def list_status(self, institution: str, status: str, limit: int) -> list[DecisionRow]:
+        with Session(self.engine) as s:
+            rows = s.scalars(
+                select(DecisionRow)
+                .where(DecisionRow.institution == institution, DecisionRow.status == status)
+                .order_by(DecisionRow.created_at)
+                .limit(limit)
+            )
+            return list(rows)
+
+    def rows(self) -> Iterator[AuditRow]:
+        with Session(self.engine) as s:
+            yield from s.scalars(select(AuditRow).order_by(AuditRow.seq)).yield_per(1000)
+
+    def verify(self) -> tuple[int, str]:
+        """Walk the chain; raise AuditError naming the first broken row. Returns the head."""
+        prev, expected_seq = GENESIS, 1
+        expected_views: dict[str, dict[str, Any]] = {}
+        for row in self.rows():
+            if row.seq != expected_seq:
+                raise AuditError(f"row {expected_seq} is missing (next row is {row.seq})")
+            if row.prev_hash != prev:
+                raise AuditError(f"row {row.seq}: previous-hash link broken")
+            digest = chain_hash(
+                prev, row.seq, row.kind, row.decision_id, row.institution, row.created_at,
+                row.payload,
+            )  # fmt: skip
+            if digest != row.hash:
+                raise AuditError(f"row {row.seq} ({row.kind} {row.decision_id}): edited")
+            prev, expected_seq = row.hash, expected_seq + 1
+            expected_views[row.decision_id] = replay(
+                expected_views.get(row.decision_id), row.kind, json.loads(row.payload), row.seq
+            )
+        head_seq, head_hash = self.head()
+        if (head_seq, head_hash) != (expected_seq - 1, prev):
+            raise AuditError(
+                f"chain head says row {head_seq}, the log ends at row {expected_seq - 1}: "
+                "rows were deleted or appended outside the service"
+            )
+        with Session(self.engine) as s:
+            views = {v.decision_id: v for v in s.scalars(select(DecisionRow))}
+        for decision_id in sorted(set(views) | set(expected_views)):
+            view, want = views.get(decision_id), expected_views.get(decision_id)
+            if view is None or want is None:
+                raise AuditError(f"decision {decision_id}: in only one of log and decisions table")
+            got = {
+                "status": view.status,
+                "decision": view.decision,
+                "final_decision": view.final_decision,
+                "response": json.loads(view.response),
+                "last_seq": view.last_seq,
+            }
+            if got != want:
+                changed = sorted(k for k in want if got[k] != want[k])
+                raise AuditError(
+                    f"decision {decision_id}: decisions table differs from the log ({changed})"
+                )
+        return head_seq, head_hash
+
+
+def replay(
+    state: dict[str, Any] | None, kind: str, payload: dict[str, Any], seq: int
+) -> dict[str, Any]:
+    """The current-view fields a decision has after this log entry."""
+    if kind == "decision":
+        response = payload["response"]
+        return {
+            "status": response["status"],
+            "decision": response["decision"],
+            "final_decision": None if response["decision"] == "refer" else response["decision"],
+            "response": response,
+            "last_seq": seq,
+        }
+    if state is None:
+        raise AuditError(f"row {seq}: a review of a decision the log does not have")
+    return {
+        **state,
+        "status": "decided",
+        "final_decision": payload["final_decision"],
+        "last_seq": seq,
+    }

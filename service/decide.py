@@ -1,0 +1,180 @@
+"""From a validated application to a decision: score, reasons, policy.
+
+`Decider` holds a verified model and a policy; `decide` works on a batch (one applicant is a
+batch of one) so the model runs once per request whatever its size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from jointcredit.models.artifact import ScoringModel
+from jointcredit.models.training import predict_pd
+from jointcredit.service.explain import attributions, feature_columns
+from jointcredit.service.policy import Policy, Rule, Stance
+
+Outcome = Literal["approve", "decline", "refer"]
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    text: str
+    kind: Literal["policy", "model"]
+    feature: str | None = None
+    contribution: float | None = None  # log-odds pushed toward default (model reasons)
+
+
+@dataclass(frozen=True)
+class Flag:
+    code: str
+    action: str
+    text: str
+    points: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: Outcome
+    probability_of_default: float
+    score: int
+    policy_score: int
+    stance: Stance
+    reasons: list[Reason]
+    flags: list[Flag]
+    not_evaluated: list[str]  # rules whose fields the request did not carry
+    unknown_values: dict[str, str] = field(default_factory=dict)  # category not seen in training
+
+
+def _matches(rule: Rule, values: dict[str, Any], policy_score: int) -> bool | None:
+    """True/False, or None when a field the rule needs is absent."""
+    if any(values.get(f) is None and f not in values for f in rule.when):
+        return None
+    if rule.below_score is not None and policy_score >= rule.below_score:
+        return False
+    return all(cond.holds(values.get(f)) for f, cond in rule.when.items())
+
+
+class Decider:
+    def __init__(self, model: ScoringModel, policy: Policy) -> None:
+        self.model = model
+        self.policy = policy
+        # The preprocessing's order, which is the attribution columns' order (the model card's
+        # schema is canonical JSON, its keys sorted).
+        self.features = [f.name for f in model.spec.features]
+        policy.check_fields(set(self.features))
+        self.columns = feature_columns(model.spec)
+        self.kind = model.card.architecture.kind
+        self.known_levels = {
+            f.name: set(f.categories) for f in model.spec.features if hasattr(f, "categories")
+        }
+
+    def decide(
+        self,
+        applicants: list[dict[str, Any]],
+        contexts: list[dict[str, Any]],
+        stances: list[Stance | None],
+    ) -> list[Decision]:
+        frame = pd.DataFrame(applicants, columns=self.features)
+        for name, spec in self.model.card.data_schema.features.items():
+            if spec.type == "numeric":
+                frame[name] = frame[name].astype("float64")
+            else:
+                frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+        x = self.model.spec.transform(frame)
+        pds = predict_pd(self.model.model, x)
+        scores = self.model.card.score_scale.score(pds)
+        contrib = attributions(self.model.model, self.kind, x, self.columns)
+        return [
+            self._one(
+                applicants[i], contexts[i], stances[i], float(pds[i]), int(scores[i]), contrib[i]
+            )
+            for i in range(len(applicants))
+        ]
+
+    def _one(
+        self,
+        applicant: dict[str, Any],
+        context: dict[str, Any],
+        stance: Stance | None,
+        pd_: float,
+        score: int,
+        contrib: np.ndarray,
+    ) -> Decision:
+        policy = self.policy
+        stance = stance or policy.stance
+        values = {**applicant, **context}
+        flags: list[Flag] = []
+        not_evaluated: list[str] = []
+        policy_score = score
+        for rule in policy.rules:  # adjustments first: they move what the cut-offs compare
+            if rule.action != "adjust":
+                continue
+            hit = _matches(rule, values, policy_score)
+            if hit is None:
+                not_evaluated.append(rule.code)
+            elif hit:
+                policy_score += rule.points
+                flags.append(Flag(rule.code, rule.action, rule.reason, rule.points))
+        policy_score = max(350, min(950, policy_score))
+        for rule in policy.rules:
+            if rule.action == "adjust":
+                continue
+            hit = _matches(rule, values, policy_score)
+            if hit is None:
+                not_evaluated.append(rule.code)
+            elif hit:
+                flags.append(Flag(rule.code, rule.action, rule.reason))
+        cut = policy.cutoffs_for(stance)
+        actions = {f.action for f in flags}
+        outcome: Outcome
+        if "decline" in actions:
+            outcome = "decline"
+        elif "refer" in actions:
+            outcome = "refer"
+        elif policy_score >= cut.approve:
+            outcome = "approve"
+        elif policy_score < cut.decline:
+            outcome = "decline"
+        else:
+            outcome = "refer"
+
+        reasons = [
+            Reason(f.code, f.text, "policy")
+            for f in flags
+            if f.action == outcome or (f.action == "adjust" and outcome != "approve")
+        ]
+        ranked = sorted(
+            ((float(c), name) for c, name in zip(contrib, self.features, strict=True) if c > 0),
+            reverse=True,
+        )
+        for c, name in ranked[: policy.max_reasons]:
+            text_for = policy.feature_reasons.get(name)
+            value = applicant.get(name)
+            text = (
+                text_for.render(value)
+                if text_for is not None
+                else f"{name} = {value} raised the estimated risk"
+            )
+            reasons.append(Reason(f"F_{name.upper()}", text, "model", name, round(c, 4)))
+        unknown = {
+            name: str(applicant[name])
+            for name, levels in self.known_levels.items()
+            if applicant.get(name) is not None and str(applicant[name]) not in levels
+        }
+        return Decision(
+            decision=outcome,
+            probability_of_default=pd_ if math.isfinite(pd_) else 1.0,
+            score=score,
+            policy_score=policy_score,
+            stance=stance,
+            reasons=reasons,
+            flags=flags,
+            not_evaluated=not_evaluated,
+            unknown_values=unknown,
+        )

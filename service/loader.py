@@ -1,0 +1,130 @@
+"""Start-up: the service refuses to run on anything it cannot vouch for.
+
+It loads only a verified signed artifact (`load_artifact` checks the coordinator's signature
+against the trust store), and refuses, naming the reason, a model that is degenerate (non-finite
+or all-zero weights, the same output for every probe applicant) or whose preprocessing does not
+match its schema, and a policy whose rules name fields the model does not know.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
+from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
+from jointcredit.service.app import Service
+from jointcredit.service.audit import AuditLog
+from jointcredit.service.auth import Authenticator, KeyFile, load_keys
+from jointcredit.service.decide import Decider
+from jointcredit.service.policy import load_policy
+from jointcredit.service.schemas import ModelInfo
+from jointcredit.trust.errors import TrustError
+from jointcredit.trust.store import load_store
+
+
+class StartupError(RuntimeError):
+    """The service must not start; the message says why."""
+
+
+def _typical(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> dict[str, Any]:
+    """The average applicant in the data's own units (an example and the probes' base)."""
+    row: dict[str, Any] = {}
+    for f in spec.features:
+        if isinstance(f, NumericFeature):
+            value = math.expm1(f.mean) if f.transform == "log1p" else f.mean
+            bounds = schema_features[f.name]
+            lo = bounds.min if bounds.min is not None else -math.inf
+            hi = bounds.max if bounds.max is not None else math.inf
+            row[f.name] = round(min(max(value, lo), hi), 4)
+        else:
+            freqs = f.frequencies or [1.0] * len(f.levels)
+            best = max(range(len(f.categories)), key=lambda i: freqs[i]) if f.categories else 0
+            row[f.name] = f.categories[best] if f.categories else None
+    return row
+
+
+def probes(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> pd.DataFrame:
+    """The average applicant, then one feature at a time moved: numeric features to +-2 std
+    (in the model's units), categorical ones through each known level."""
+    base = _typical(spec, schema_features)
+    rows = [base]
+    for f in spec.features:
+        if isinstance(f, NumericFeature):
+            for k in (-2.0, 2.0):
+                t = f.mean + k * f.std
+                rows.append({**base, f.name: math.expm1(t) if f.transform == "log1p" else t})
+        else:
+            rows.extend({**base, f.name: c} for c in f.categories)
+    return pd.DataFrame(rows, columns=[f.name for f in spec.features])
+
+
+def check_model(model: ScoringModel) -> None:
+    schema = model.card.data_schema
+    names = [f.name for f in model.spec.features]
+    if sorted(names) != sorted(schema.features):
+        raise StartupError(
+            f"preprocessing features {names} do not match the model's schema "
+            f"{list(schema.features)}"
+        )
+    weights = [p.detach().numpy() for p in model.model.parameters()]
+    if not all(np.isfinite(w).all() for w in weights):
+        raise StartupError("the model has non-finite weights")
+    if all(not w.any() for w in weights):
+        raise StartupError("the model's weights are all zero")
+    pds = model.predict_pd(probes(model.spec, schema.features))
+    if not np.isfinite(pds).all():
+        raise StartupError("the model gives non-finite outputs on probe applicants")
+    if float(pds.max() - pds.min()) < 1e-6:
+        raise StartupError(
+            f"the model gives the same output ({pds[0]:.6f}) for every probe applicant: degenerate"
+        )
+
+
+def load_service(
+    model_dir: Path,
+    trust_file: Path,
+    *,
+    policy_file: Path | None = None,
+    db_url: str | None = None,
+    api_keys: Path | None = None,
+    coordinator_key_id: str | None = None,
+) -> Service:
+    try:
+        trust = load_store(trust_file, pin=coordinator_key_id)
+        model = load_artifact(model_dir, trust)
+    except (TrustError, ArtifactError) as exc:
+        raise StartupError(f"model does not verify: {exc}") from exc
+    check_model(model)
+    try:
+        policy = load_policy(policy_file)
+        decider = Decider(model, policy)
+    except ValueError as exc:
+        raise StartupError(f"policy: {exc}") from exc
+    keys = load_keys(api_keys) if api_keys is not None else KeyFile()
+    if not keys.keys:
+        raise StartupError("no API keys: create one with `jointcredit apikey new`")
+    url = db_url or f"sqlite:///{(model_dir.resolve().parent / 'decisions.sqlite')}"
+    manifest = model.verified.manifest
+    info = ModelInfo(
+        version=model.verified.manifest_sha256,
+        signing_key=model.verified.key_id,
+        kind=model.card.architecture.kind,
+        trained_round=manifest.get("round"),
+    )
+    example = {
+        "applicant": _typical(model.spec, model.card.data_schema.features),
+        "context": {},
+        "reference": "application-0001",
+    }
+    return Service(
+        decider=decider,
+        audit=AuditLog(url),
+        auth=Authenticator(keys),
+        model_info=info,
+        example=example,
+    )

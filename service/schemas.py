@@ -1,0 +1,142 @@
+"""Request and response bodies. The applicant schema is generated from the model's own feature
+schema, so the service accepts exactly what the model was trained on.
+
+Every feature is required (a missing key is a 422, never a silent zero or default); `null` is
+accepted only where the data schema says `missing = "impute"`, because that is what the model
+was trained to handle. Numbers must be finite and inside the schema's `min`/`max`; categories
+are strings (integers are accepted and read as their decimal text, e.g. a year). Unknown fields
+are rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from jointcredit.data.schema import Schema
+from jointcredit.service.policy import Policy
+
+MAX_BATCH = 10_000
+
+
+def _category(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a category must be a string, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+Category = Annotated[str, BeforeValidator(_category), Field(min_length=1, max_length=128)]
+
+
+def applicant_model(schema: Schema) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, spec in schema.features.items():
+        if spec.type == "numeric":
+            base: Any = Annotated[
+                float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)
+            ]
+        else:
+            base = Category
+        typ = base | None if spec.missing == "impute" else base
+        fields[name] = (typ, Field(..., description=f"{spec.type} feature"))
+    return create_model(
+        "Applicant",
+        __config__=ConfigDict(extra="forbid", frozen=True),
+        **fields,
+    )
+
+
+def context_model(policy: Policy) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, spec in policy.context.items():
+        kind: Any = {"integer": int, "number": float, "string": str}[spec.type]
+        constraints: dict[str, Any] = {"description": spec.description}
+        if spec.type != "string":
+            constraints.update(ge=spec.min, le=spec.max)
+        if spec.type == "number":
+            constraints["allow_inf_nan"] = False
+        fields[name] = (kind | None, Field(None, **constraints))
+    return create_model("Context", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
+
+
+def request_models(
+    schema: Schema, policy: Policy, example: dict[str, Any]
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(DecisionRequest, BatchRequest) for this model and policy, with a valid example."""
+    applicant = applicant_model(schema)
+    context: Any = context_model(policy) | None
+    stance: Any = Literal["normal", "conservative"] | None
+    fields: dict[str, Any] = {
+        "applicant": (applicant, Field(..., description="the model's features, all required")),
+        "context": (context, Field(None, description="policy signals the model does not use")),
+        "stance": (stance, Field(None, description="default: the policy's stance")),
+        "reference": (str | None, Field(None, max_length=128, description="your own reference")),
+    }
+    single = create_model(
+        "DecisionRequest",
+        __config__=ConfigDict(
+            extra="forbid", frozen=True, json_schema_extra={"examples": [example]}
+        ),
+        **fields,
+    )
+    batch = create_model(
+        "BatchDecisionRequest",
+        __config__=ConfigDict(
+            extra="forbid",
+            frozen=True,
+            json_schema_extra={"examples": [{"applications": [example, example]}]},
+        ),
+        applications=(list[single], Field(..., min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+    )
+    return single, batch
+
+
+class ReasonOut(BaseModel):
+    code: str
+    text: str
+    kind: Literal["policy", "model"]
+    feature: str | None = None
+    contribution: float | None = Field(
+        None, description="log-odds this feature added toward default vs the average applicant"
+    )
+
+
+class FlagOut(BaseModel):
+    code: str
+    action: str
+    text: str
+    points: int = 0
+
+
+class ModelInfo(BaseModel):
+    version: str = Field(description="SHA-256 of the signed manifest")
+    signing_key: str = Field(description="key id of the coordinator that signed the model")
+    kind: str
+    trained_round: int | None
+
+
+class DecisionOut(BaseModel):
+    decision_id: str
+    status: Literal["decided", "under_review"]
+    decision: Literal["approve", "decline", "refer"]
+    probability_of_default: float
+    score: int = Field(description="350-950; 660 = PD 10 %, +50 per doubling of the odds")
+    policy_score: int = Field(description="score after policy adjustments (what cut-offs use)")
+    stance: str
+    reasons: list[ReasonOut]
+    policy_flags: list[FlagOut]
+    rules_not_evaluated: list[str]
+    unseen_values: dict[str, str] = Field(
+        description="categories the model never saw in training (scored as 'other')"
+    )
+    model: ModelInfo
+    policy_version: str
+    reference: str | None = None
+    created_at: str
+
+
+class BatchOut(BaseModel):
+    decisions: list[DecisionOut]
