@@ -9,6 +9,9 @@ import typer
 from rich.console import Console
 
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys of the calling institutions.")
+exposure_app = typer.Typer(
+    no_args_is_help=True, help="Secure-sum exposure endpoints of the institutions."
+)
 audit_app = typer.Typer(no_args_is_help=True, help="The decision audit log.")
 console = Console()
 err = Console(stderr=True)
@@ -27,6 +30,12 @@ def serve(
     coordinator_key_id: Annotated[
         str | None, typer.Option(help="pin: the coordinator key id you expect")
     ] = None,
+    exposure_registry: Annotated[
+        Path | None, typer.Option(help="institutions' exposure endpoints (joint limits)")
+    ] = None,
+    federation_key: Annotated[
+        Path | None, typer.Option(help="federation HMAC key file (applicant pseudonyms)")
+    ] = None,
 ) -> None:
     """Serve eligibility decisions from a verified signed model."""
     import uvicorn
@@ -43,6 +52,8 @@ def serve(
             db_url=db,
             api_keys=api_keys,
             coordinator_key_id=coordinator_key_id,
+            exposure_registry=exposure_registry,
+            federation_key=federation_key,
         )
     except (StartupError, AuthError) as exc:
         err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
@@ -87,3 +98,82 @@ def audit_verify(
         err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     console.print(f"OK: {seq} entries, head sha256 {head}", soft_wrap=True)
+
+
+@exposure_app.command("federation-key")
+def exposure_federation_key(
+    out: Annotated[Path, typer.Option(help="file for the federation's HMAC key (0600)")],
+) -> None:
+    """Create the key the service and every institution use for applicant pseudonyms."""
+    import os
+
+    from jointcredit.service.exposure import new_federation_key
+
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        err.print(f"[red]error:[/red] {out} exists")
+        raise typer.Exit(2) from exc
+    with os.fdopen(fd, "w") as f:
+        f.write(new_federation_key() + "\n")
+    console.print(f"wrote {out}")
+
+
+@exposure_app.command("keygen")
+def exposure_keygen(
+    institution: Annotated[str, typer.Option(help="institution id")],
+    out: Annotated[Path, typer.Option(help="directory for ID.exposure.key (0600)")],
+    url: Annotated[str, typer.Option(help="where its exposure endpoint will answer")],
+) -> None:
+    """Create an institution's X25519 exposure key; prints its registry entry."""
+    import json
+
+    from jointcredit.service.exposure import public_b64, write_exposure_key
+    from jointcredit.trust.store import check_institution_id
+
+    check_institution_id(institution)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        public = write_exposure_key(out / f"{institution}.exposure.key")
+    except FileExistsError as exc:
+        err.print(f"[red]error:[/red] {out / f'{institution}.exposure.key'} exists")
+        raise typer.Exit(2) from exc
+    entry = {institution: {"url": url, "x25519_public": public_b64(public)}}
+    print(json.dumps(entry))
+
+
+@exposure_app.command("serve")
+def exposure_serve(
+    institution: Annotated[str, typer.Option(help="this institution's id")],
+    key: Annotated[Path, typer.Option(help="its ID.exposure.key")],
+    registry: Annotated[Path, typer.Option(help="the federation's exposure registry")],
+    ledger: Annotated[Path, typer.Option(help="JSON {applicant id: outstanding amount}")],
+    federation_key: Annotated[Path, typer.Option(help="federation HMAC key file")],
+    host: str = "127.0.0.1",
+    port: int = 9000,
+) -> None:
+    """Answer secure-sum exposure queries with masked shares of this institution's figures."""
+    import uvicorn
+
+    from jointcredit.service.exposure import (
+        ExposureError,
+        Institution,
+        Ledger,
+        institution_app,
+        load_exposure_key,
+        load_federation_key,
+        load_registry,
+    )
+
+    try:
+        fed_key = load_federation_key(federation_key)
+        node = Institution(
+            institution,
+            load_exposure_key(key),
+            load_registry(registry),
+            Ledger.load(ledger, fed_key),
+        )
+    except ExposureError as exc:
+        err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(institution_app(node), host=host, port=port, log_level="warning")

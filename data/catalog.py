@@ -9,6 +9,8 @@ baselines may load all of them (`load_federation`).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -166,8 +168,28 @@ def resolve(config: DataConfig) -> Source:
     return Source(config, f"directory {path}", path)
 
 
+# Data a simulation driver already validated, shared with code running in the same process
+# (the in-process ServerApp's central evaluation) for the duration of `pinned()`.
+_PINNED: dict[tuple[DataConfig, str], InstitutionData] = {}
+
+
+@contextmanager
+def pinned(config: DataConfig, fed: FederatedData) -> Iterator[None]:
+    """Within the block, `load_institution(config, inst)` returns `fed`'s split instead of
+    reading and validating the file again (a snapshot: the run uses the data it validated)."""
+    added = {(config, inst): data for inst, data in fed.institutions.items()}
+    _PINNED.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            _PINNED.pop(key, None)
+
+
 def load_institution(config: DataConfig, institution: str) -> InstitutionData:
     """One institution's validated train/test split: all a federated client ever reads."""
+    if (config, institution) in _PINNED:
+        return _PINNED[(config, institution)]
     source = resolve(config)
     data = source.validated(institution)
     check_federation(

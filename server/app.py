@@ -269,6 +269,7 @@ def _run(
     else:
         strategy = FedAvg(**common)
     train_config = ConfigRecord({"preprocessing": spec.to_json()})
+    training_started = time.monotonic()
     result = strategy.start(
         grid=igrid,
         initial_arrays=ArrayRecord(initial.state_dict()),
@@ -287,6 +288,7 @@ def _run(
         raise FederationError(f"training rounds missing: ran {sorted(trained_rounds)}")
 
     # 3. Personalisation: each institution fine-tunes a copy of the final model on its own rows.
+    personalization_started = time.monotonic()
     events.emit(events.ServerEvent("personalization", settings.rounds, settings.rounds))
     config = ConfigRecord(
         {
@@ -307,6 +309,11 @@ def _run(
     final = igrid.exchanges[-1]
 
     # 4. Outputs.
+    phases = {
+        "setup_seconds": round(training_started - started, 3),
+        "training_seconds": round(personalization_started - training_started, 3),
+        "personalization_seconds": round(time.monotonic() - personalization_started, 3),
+    }
     per_institution = {
         inst: _clean(
             {
@@ -343,6 +350,7 @@ def _run(
         "privacy": PRIVACY,
         "timing": {
             "server_seconds": round(time.monotonic() - started, 3),
+            **phases,
             "round_seconds": [round(s, 3) for s in round_seconds],
         },
     }

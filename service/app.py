@@ -14,12 +14,13 @@ reason, 413 refuses oversized bodies, anything unexpected is a bare 500 with an 
 
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations at
 # runtime, and the request models are built per model/policy inside `create_app`.
+import asyncio
 import hashlib
 import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
@@ -37,7 +38,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jointcredit.service.audit import AuditLog, DecisionRow, Entry, canonical, now
 from jointcredit.service.auth import Authenticator, AuthError
-from jointcredit.service.decide import Decider, Decision
+from jointcredit.service.decide import Decider, Decision, Flag, Reason
+from jointcredit.service.exposure import ExposureResult, Registry, federation_exposure
+from jointcredit.service.joint import JointOut, joint_limit
 from jointcredit.service.schemas import BatchOut, DecisionOut, ModelInfo, request_models
 
 log = logging.getLogger("jointcredit.service")
@@ -52,6 +55,8 @@ class Service:
     auth: Authenticator
     model_info: ModelInfo
     example: dict[str, Any]
+    registry: Registry | None = None  # exposure endpoints; None: joint limits are referred
+    federation_key: bytes | None = None  # HMAC key for applicant pseudonyms
 
 
 class ReviewIn(BaseModel):
@@ -145,7 +150,32 @@ def create_app(service: Service) -> FastAPI:
             errors_total.labels("401").inc()
             raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 
-    def run(items: list[Any], institution: str) -> list[DecisionOut]:
+    async def exposures(items: list[Any]) -> list[ExposureResult | None]:
+        """Secure sums for the items that ask for a joint limit (concurrently)."""
+
+        async def one(item: Any) -> ExposureResult | None:
+            if item.joint is None:
+                return None
+            if service.registry is None or service.federation_key is None:
+                return ExposureResult(None, {"*": "no exposure registry configured"})
+            unknown = sorted(
+                set(item.joint.participating_lenders) - set(service.registry.institutions)
+            )
+            if unknown:
+                raise HTTPException(
+                    422,
+                    [{"field": "joint.participating_lenders",
+                      "reason": f"not in the federation: {', '.join(unknown)}"}],
+                )  # fmt: skip
+            return await federation_exposure(
+                service.registry, service.federation_key, item.joint.applicant_id
+            )
+
+        return list(await asyncio.gather(*(one(i) for i in items)))
+
+    def run(
+        items: list[Any], institution: str, exposure: list[ExposureResult | None]
+    ) -> list[DecisionOut]:
         received = now()
         decisions = decider.decide(
             [dict(i.applicant.model_dump()) for i in items],
@@ -156,8 +186,9 @@ def create_app(service: Service) -> FastAPI:
         outs: list[DecisionOut] = []
         entries: list[Entry] = []
         views: list[DecisionRow | None] = []
-        for item, d in zip(items, decisions, strict=True):
-            out = _response(d, item.reference, service.model_info, policy.version, scored)
+        for item, d0, ex in zip(items, decisions, exposure, strict=True):
+            d, joint = _joint(d0, item, ex, policy)
+            out = _response(d, item.reference, service.model_info, policy.version, scored, joint)
             request = item.model_dump(mode="json")
             payload = {
                 "request_sha256": hashlib.sha256(canonical(request).encode()).hexdigest(),
@@ -185,14 +216,15 @@ def create_app(service: Service) -> FastAPI:
     @app.post("/v1/decisions", response_model=DecisionOut, tags=["decisions"])
     async def decide_one(body: Single, institution: str = Depends(caller)) -> DecisionOut:  # type: ignore[valid-type]
         t = time.perf_counter()
-        out = run([body], institution)[0]
+        out = run([body], institution, await exposures([body]))[0]
         latency.labels("decision").observe(time.perf_counter() - t)
         return out
 
     @app.post("/v1/decisions:batch", response_model=BatchOut, tags=["decisions"])
     async def decide_batch(body: Batch, institution: str = Depends(caller)) -> BatchOut:  # type: ignore[valid-type]
         t = time.perf_counter()
-        outs = run(list(body.applications), institution)  # type: ignore[attr-defined]
+        items = list(body.applications)  # type: ignore[attr-defined]
+        outs = run(items, institution, await exposures(items))
         latency.labels("batch").observe(time.perf_counter() - t)
         return BatchOut(decisions=outs)
 
@@ -269,8 +301,48 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
+EXPOSURE_UNAVAILABLE = (
+    "The lenders' existing exposure to the applicant could not be established, so the joint "
+    "limit needs a loan officer's review"
+)
+
+
+def _joint(
+    d: Decision, item: Any, exposure: ExposureResult | None, policy: Any
+) -> tuple[Decision, JointOut | None]:
+    """Add the joint limit; without a trustworthy exposure total there is no automatic limit:
+    the application is referred with the reason (a declined one stays declined)."""
+    if item.joint is None or exposure is None:
+        return d, None
+    if exposure.total_cents is None:
+        who = "; ".join(f"{i}: {why}" for i, why in sorted(exposure.unavailable.items()))
+        flag = Flag("EXPOSURE_UNAVAILABLE", "refer", f"{EXPOSURE_UNAVAILABLE} ({who})")
+        reason = Reason("EXPOSURE_UNAVAILABLE", flag.text, "policy")
+        if d.decision != "decline":
+            d = replace(d, decision="refer", reasons=[reason, *d.reasons], flags=[*d.flags, flag])
+        else:
+            d = replace(d, flags=[*d.flags, flag])
+    joint = joint_limit(
+        item.joint,
+        d.probability_of_default,
+        exposure.total_cents,
+        declined=d.decision == "decline",
+        policy=policy.joint,
+    )
+    if d.decision == "refer":  # a limit is proposed only once the application is approved
+        joint = joint.model_copy(
+            update={"available": 0.0, "allocations": dict.fromkeys(joint.allocations, 0.0)}
+        )
+    return d, joint
+
+
 def _response(
-    d: Decision, reference: str | None, model: ModelInfo, policy_version: str, at: str
+    d: Decision,
+    reference: str | None,
+    model: ModelInfo,
+    policy_version: str,
+    at: str,
+    joint: JointOut | None = None,
 ) -> DecisionOut:
     return DecisionOut.model_validate(
         {
@@ -288,6 +360,7 @@ def _response(
             "model": model,
             "policy_version": policy_version,
             "reference": reference,
+            "joint_credit": joint,
             "created_at": at,
         }
     )

@@ -21,6 +21,7 @@ from jointcredit.service.app import Service
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
+from jointcredit.service.exposure import ExposureError, load_federation_key, load_registry
 from jointcredit.service.policy import load_policy
 from jointcredit.service.schemas import ModelInfo
 from jointcredit.trust.errors import TrustError
@@ -93,6 +94,8 @@ def load_service(
     db_url: str | None = None,
     api_keys: Path | None = None,
     coordinator_key_id: str | None = None,
+    exposure_registry: Path | None = None,
+    federation_key: Path | None = None,
 ) -> Service:
     try:
         trust = load_store(trust_file, pin=coordinator_key_id)
@@ -105,6 +108,13 @@ def load_service(
         decider = Decider(model, policy)
     except ValueError as exc:
         raise StartupError(f"policy: {exc}") from exc
+    if (exposure_registry is None) != (federation_key is None):
+        raise StartupError("joint limits need both --exposure-registry and --federation-key")
+    try:
+        registry = load_registry(exposure_registry) if exposure_registry else None
+        fed_key = load_federation_key(federation_key) if federation_key else None
+    except ExposureError as exc:
+        raise StartupError(str(exc)) from exc
     keys = load_keys(api_keys) if api_keys is not None else KeyFile()
     if not keys.keys:
         raise StartupError("no API keys: create one with `jointcredit apikey new`")
@@ -127,4 +137,6 @@ def load_service(
         auth=Authenticator(keys),
         model_info=info,
         example=example,
+        registry=registry,
+        federation_key=fed_key,
     )

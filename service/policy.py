@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from jointcredit.service.joint import JointPolicy
+
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
 Action = Literal["decline", "refer", "adjust"]
@@ -145,6 +147,7 @@ class Policy(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     feature_reasons: dict[str, FeatureReason] = Field(default_factory=dict)
     max_reasons: int = Field(4, ge=1, le=10)
+    joint: JointPolicy = JointPolicy()
 
     @model_validator(mode="after")
     def _unique_codes(self) -> Policy:

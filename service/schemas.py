@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from jointcredit.data.schema import Schema
+from jointcredit.service.joint import JointOut, JointRequest
 from jointcredit.service.policy import Policy
 
 MAX_BATCH = 10_000
@@ -74,6 +75,10 @@ def request_models(
         "context": (context, Field(None, description="policy signals the model does not use")),
         "stance": (stance, Field(None, description="default: the policy's stance")),
         "reference": (str | None, Field(None, max_length=128, description="your own reference")),
+        "joint": (
+            JointRequest | None,
+            Field(None, description="ask for a joint credit limit across participating lenders"),
+        ),
     }
     single = create_model(
         "DecisionRequest",
@@ -135,6 +140,7 @@ class DecisionOut(BaseModel):
     model: ModelInfo
     policy_version: str
     reference: str | None = None
+    joint_credit: JointOut | None = None
     created_at: str
 
 

@@ -57,7 +57,12 @@ def fit_alone(
 
 
 def centralized(
-    fed: FederatedData, spec: PreprocessingSpec, settings: RunSettings, x_test: np.ndarray
+    fed: FederatedData,
+    spec: PreprocessingSpec,
+    settings: RunSettings,
+    x_test: np.ndarray,
+    *,
+    with_optimum: bool = True,
 ) -> dict[str, Any]:
     pooled = fed.pooled_train()
     y_test = fed.pooled_test().y
@@ -65,12 +70,17 @@ def centralized(
     model = build_model(architecture(settings.model, spec.n_outputs), seed=settings.seed)
     best = fit_alone(model, x, pooled.y, settings, settings.seed)
     out: dict[str, Any] = risk_metrics(y_test, predict_pd(best, x_test))
-    if settings.model == "logreg":
-        # The exact optimum of the same logistic model on the same features (C=1e4: barely
-        # regularised, only to keep L-BFGS finite on separable rare levels).
-        opt = LogisticRegression(C=1e4, max_iter=2000).fit(x, pooled.y)
-        out["optimum_auc"] = risk_metrics(y_test, opt.predict_proba(x_test)[:, 1])["auc"]
+    if with_optimum and settings.model == "logreg":
+        out["optimum_auc"] = optimum_auc(fed, spec, x_test)
     return out
+
+
+def optimum_auc(fed: FederatedData, spec: PreprocessingSpec, x_test: np.ndarray) -> float | None:
+    """The exact optimum of the same logistic model on the same pooled features (C=1e4:
+    barely regularised, only to keep L-BFGS finite on separable rare levels)."""
+    pooled = fed.pooled_train()
+    opt = LogisticRegression(C=1e4, max_iter=2000).fit(spec.transform(pooled.x), pooled.y)
+    return risk_metrics(fed.pooled_test().y, opt.predict_proba(x_test)[:, 1])["auc"]
 
 
 def local_only(
@@ -110,21 +120,27 @@ def _centralized_job(settings: RunSettings, spec_json: str) -> dict[str, Any]:
     torch.set_num_threads(1)
     fed = load_federation(settings.data)
     spec = PreprocessingSpec.model_validate_json(spec_json)
-    return centralized(fed, spec, settings, spec.transform(fed.pooled_test().x))
+    return centralized(fed, spec, settings, spec.transform(fed.pooled_test().x), with_optimum=False)
 
 
 def both(
     fed: FederatedData, spec: PreprocessingSpec, settings: RunSettings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(centralized, local_only), computed side by side: the centralized baseline in a spawned
-    process, local-only here, one core each (the federation's workers have exited by now)."""
+    """(centralized, local_only), computed side by side, one core each (the federation's
+    workers have exited by now): the early-stopped centralized model in a spawned process;
+    local-only and then the converged logistic optimum here, which balances the two halves."""
     spawn = multiprocessing.get_context("spawn")  # never fork a process that has run torch
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         pooled = pool.submit(_centralized_job, settings, spec.model_dump_json())
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            local = local_only(fed, spec, settings, spec.transform(fed.pooled_test().x))
+            x_test = spec.transform(fed.pooled_test().x)
+            local = local_only(fed, spec, settings, x_test)
+            optimum = optimum_auc(fed, spec, x_test) if settings.model == "logreg" else None
         finally:
             torch.set_num_threads(threads)
-        return pooled.result(), local
+        central = pooled.result()
+        if optimum is not None:
+            central["optimum_auc"] = optimum
+        return central, local

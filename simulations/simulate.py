@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jointcredit.data.catalog import load_federation
+from jointcredit.data.catalog import load_federation, pinned
 from jointcredit.models.artifact import load_artifact
 from jointcredit.models.settings import RunSettings
 from jointcredit.simulations import baselines
@@ -37,18 +37,22 @@ def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str,
     run_settings = settings.model_copy(
         update={"institutions": len(fed.ids), "min_nodes": len(fed.ids), "out_dir": str(out)}
     )
-    if settings.keys_dir or settings.trust_file:
-        run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
-    else:
-        # Fresh keys per run, outside OUT and gone afterwards; OUT/trust.json keeps the public
-        # half (written by the ServerApp).
-        with tempfile.TemporaryDirectory(prefix="jointcredit-keys-") as keys_dir:
-            create_key_set(Path(keys_dir), list(fed.ids), federation="simulation")
+    # The in-process ServerApp's central evaluation reuses the splits validated above.
+    with pinned(run_settings.data, fed):
+        if settings.keys_dir or settings.trust_file:
             run_simulation(
-                run_settings.model_copy(update={"keys_dir": keys_dir}),
-                num_nodes=len(fed.ids),
-                cpus_per_client=os.cpu_count() or 1,
+                run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1
             )
+        else:
+            # Fresh keys per run, outside OUT and gone afterwards; OUT/trust.json keeps the
+            # public half (written by the ServerApp).
+            with tempfile.TemporaryDirectory(prefix="jointcredit-keys-") as keys_dir:
+                create_key_set(Path(keys_dir), list(fed.ids), federation="simulation")
+                run_simulation(
+                    run_settings.model_copy(update={"keys_dir": keys_dir}),
+                    num_nodes=len(fed.ids),
+                    cpus_per_client=os.cpu_count() or 1,
+                )
     sim_seconds = time.monotonic() - started
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,49 +14,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from service_helpers import free_port as _free_port
+from service_helpers import signed_artifact as _artifact
 
 from jointcredit.data.catalog import DataConfig, load_federation
-from jointcredit.models.artifact import save_artifact, state_to_numpy
-from jointcredit.models.nets import architecture, build_model
-from jointcredit.models.preprocessing import agree, summarize
-from jointcredit.models.training import TrainConfig, train
 from jointcredit.service.auth import new_key
-from jointcredit.trust import keys, store
-from jointcredit.trust.keyset import create_key_set
-
-
-def _artifact(root: Path, *, zero: bool = False) -> Path:
-    """A signed logistic scorecard trained on the shipped sample (a few seconds)."""
-    fed = load_federation(DataConfig(dataset="sba", institutions=4))
-    schema = fed.schema
-    summaries = [
-        summarize(d.train.x, d.train.y, schema, max_categories=64, min_count=5)
-        for d in fed.institutions.values()
-    ]
-    spec = agree(summaries, schema, max_categories=64, min_count=5, standardize_indicators=True)
-    arch = architecture("logreg", spec.n_outputs)
-    model = build_model(arch, seed=0)
-    pooled = fed.pooled_train()
-    if not zero:
-        train(model, spec.transform(pooled.x), pooled.y, TrainConfig(epochs=2, learning_rate=0.05))
-    state = state_to_numpy(model)
-    if zero:
-        state = {k: np.zeros_like(v) for k, v in state.items()}
-    trust = create_key_set(root / "keys", fed.ids, federation="svc")
-    store.save_store(root / "trust.json", trust)
-    save_artifact(
-        root / "model", state=state, spec=spec, architecture=arch, schema=schema,
-        institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
-        signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
-        provenance={"round": 2},
-    )  # fmt: skip
-    return root / "model"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(args: list[str], port: int) -> subprocess.Popen[str]:
