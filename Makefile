@@ -27,7 +27,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/jointcredit simulate --out runs/demo
 	$(VENV)/bin/jointcredit verify runs/demo/model --trust runs/demo/trust.json
-	$(VENV)/bin/jointcredit score runs/demo/model --sample 5
+	$(VENV)/bin/jointcredit decide runs/demo/model --sample 5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
+from jointcredit.cli.service_cmds import apikey_app, audit_app, decide, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
 from jointcredit.data.errors import DataValidationError
 
@@ -23,6 +23,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 app.command("verify")(verify)
 app.command("serve")(serve)
+app.command("decide")(decide)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(audit_app, name="audit")
 app.add_typer(exposure_app, name="exposure")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -177,3 +177,50 @@ def exposure_serve(
         err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     uvicorn.run(institution_app(node), host=host, port=port, log_level="warning")
+
+
+def decide(
+    model_dir: Annotated[Path, typer.Argument(help="signed model directory, e.g. OUT/model")],
+    trust: Annotated[
+        Path | None, typer.Option(help="trust store (default: trust.json beside MODEL_DIR)")
+    ] = None,
+    policy: Annotated[Path | None, typer.Option(help="policy TOML (default: shipped)")] = None,
+    sample: Annotated[int, typer.Option(min=1, help="shipped SBA test loans to decide")] = 5,
+) -> None:
+    """Eligibility decisions for a few shipped applicants, without starting the service."""
+    import math
+
+    from rich.table import Table
+
+    from jointcredit.data.catalog import DataConfig, load_federation
+    from jointcredit.models.artifact import ArtifactError, load_artifact
+    from jointcredit.service.decide import Decider
+    from jointcredit.service.loader import StartupError, check_model
+    from jointcredit.service.policy import load_policy
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.store import load_store
+
+    try:
+        model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
+        check_model(model)
+        decider = Decider(model, load_policy(policy))
+    except (ArtifactError, TrustError, StartupError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    x = load_federation(DataConfig(dataset="sba")).pooled_test().x
+    rows = x.sample(n=sample, random_state=1).to_dict(orient="records")
+    applicants: list[dict[str, Any]] = [
+        {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
+    decisions = decider.decide(applicants, [{}] * len(applicants), [None] * len(applicants))
+    table = Table(title=f"Eligibility decisions ({decider.policy.version})")
+    for col in ("#", "sector", "amount", "PD", "score", "decision", "first reason"):
+        table.add_column(col)
+    for i, (a, d) in enumerate(zip(applicants, decisions, strict=True)):
+        reason = d.reasons[0].text if d.reasons else "-"
+        table.add_row(
+            str(i), str(a.get("sector")), f"{a.get('gross_approved', 0):,.0f}",
+            f"{d.probability_of_default:.3f}", str(d.score), d.decision, reason,
+        )  # fmt: skip
+    console.print(table)

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from jointcredit.models.artifact import ScoringModel
 from jointcredit.models.training import predict_pd
@@ -80,13 +79,7 @@ class Decider:
         contexts: list[dict[str, Any]],
         stances: list[Stance | None],
     ) -> list[Decision]:
-        frame = pd.DataFrame(applicants, columns=self.features)
-        for name, spec in self.model.card.data_schema.features.items():
-            if spec.type == "numeric":
-                frame[name] = frame[name].astype("float64")
-            else:
-                frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-        x = self.model.spec.transform(frame)
+        x = self.model.spec.transform_rows(applicants)
         pds = predict_pd(self.model.model, x)
         scores = self.model.card.score_scale.score(pds)
         contrib = attributions(self.model.model, self.kind, x, self.columns)
@@ -144,11 +137,9 @@ class Decider:
         else:
             outcome = "refer"
 
-        reasons = [
-            Reason(f.code, f.text, "policy")
-            for f in flags
-            if f.action == outcome or (f.action == "adjust" and outcome != "approve")
-        ]
+        # The rule that decided comes first, then the model's factors (largest push toward
+        # default first), then policy adjustments that moved the score.
+        reasons = [Reason(f.code, f.text, "policy") for f in flags if f.action == outcome]
         ranked = sorted(
             ((float(c), name) for c, name in zip(contrib, self.features, strict=True) if c > 0),
             reverse=True,
@@ -162,6 +153,8 @@ class Decider:
                 else f"{name} = {value} raised the estimated risk"
             )
             reasons.append(Reason(f"F_{name.upper()}", text, "model", name, round(c, 4)))
+        if outcome != "approve":
+            reasons += [Reason(f.code, f.text, "policy") for f in flags if f.action == "adjust"]
         unknown = {
             name: str(applicant[name])
             for name, levels in self.known_levels.items()

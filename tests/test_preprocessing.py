@@ -146,3 +146,25 @@ def test_standardised_indicators_have_zero_mean_unit_variance() -> None:
         assert col.std() == pytest.approx(1.0, abs=1e-3), name
     plain = agree(summaries, fed.schema, **UNBOUNDED)
     assert plain.output_names == names  # same layout, only the scale differs
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_record_path_equals_the_dataframe_path(standardize: bool) -> None:
+    """The service's pandas-free `transform_rows` must give exactly `transform`'s matrix,
+    missing values, unseen categories and all."""
+    fed = load_federation(DataConfig(dataset="sba", institutions=3))
+    summaries = [
+        summarize(d.train.x, d.train.y, fed.schema, max_categories=64, min_count=5)
+        for d in fed.institutions.values()
+    ]
+    spec = agree(
+        summaries, fed.schema, max_categories=64, min_count=5, standardize_indicators=standardize
+    )
+    x = fed.pooled_test().x.head(500).copy()
+    x.loc[3, "sector"] = "never-seen"
+    records = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in x.to_dict(orient="records")
+    ]
+    assert any(r["sector"] is None for r in records)  # the sample has missing sectors
+    np.testing.assert_array_equal(spec.transform_rows(records), spec.transform(x))

@@ -1,0 +1,188 @@
+"""Benchmark of the eligibility service (part of `make bench`): single decisions (throughput,
+p50/p99 latency, audit log on) and batch scoring (applicants/s), each also against a bare
+FastAPI endpoint on the same machine. The load generator runs in its own process (this one);
+the server is `jointcredit serve` in another.
+
+Usage: python scripts/bench_service.py --run runs/bench-0 [--seconds 15] [--concurrency 16]
+Prints a markdown section (also returned by `section()` for scripts/bench.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE_APP = textwrap.dedent(
+    """
+    from fastapi import FastAPI
+    from pydantic import BaseModel, ConfigDict
+
+    class Body(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+    app = FastAPI()
+
+    @app.post("/v1/decisions")
+    async def one(body: Body) -> dict:
+        return {"decision": "approve"}
+
+    @app.post("/v1/decisions:batch")
+    async def batch(body: Body) -> dict:
+        return {"decisions": [{"decision": "approve"} for _ in body.applications]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+    """
+)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+async def _load(url: str, body: bytes, headers: dict[str, str], seconds: float,
+                concurrency: int) -> tuple[int, list[float], int]:  # fmt: skip
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                r = await client.post(url, content=body, headers=headers)
+                latencies.append(time.perf_counter() - t)
+                errors += r.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return round(len(latencies) / elapsed), latencies, errors
+
+
+def _measure(base: str, one: bytes, batch: bytes, n_batch: int, headers: dict[str, str],
+             seconds: float, concurrency: int) -> dict[str, Any]:  # fmt: skip
+    asyncio.run(_load(f"{base}/v1/decisions", one, headers, 2, concurrency))  # warm-up
+    rps, lat, err1 = asyncio.run(_load(f"{base}/v1/decisions", one, headers, seconds, concurrency))
+    bps, _, err2 = asyncio.run(_load(f"{base}/v1/decisions:batch", batch, headers, seconds, 2))
+    ms = np.array(lat) * 1000
+    return {
+        "rps": rps,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "batch_aps": bps * n_batch,
+        "errors": err1 + err2,
+    }
+
+
+def section(run: Path, seconds: float = 15, concurrency: int = 16, n_batch: int = 1000) -> str:
+    tmp = Path(tempfile.mkdtemp())
+    from jointcredit.service.auth import new_key
+
+    token = new_key(tmp / "keys.json", "bank-a")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    from jointcredit.data.catalog import DataConfig, load_federation
+
+    x = load_federation(DataConfig(dataset="sba")).pooled_test().x.head(n_batch)
+    apps = [
+        {"applicant": {k: (None if isinstance(v, float) and math.isnan(v) else v)
+                       for k, v in row.items()}}
+        for row in x.to_dict(orient="records")
+    ]  # fmt: skip
+    one = json.dumps(apps[0]).encode()
+    batch = json.dumps({"applications": apps}).encode()
+    results: dict[str, dict[str, Any]] = {}
+    (tmp / "bare.py").write_text(BARE_APP)
+    servers = {
+        "jointcredit serve": [
+            sys.executable, "-m", "jointcredit.cli", "serve", "--model", str(run / "model"),
+            "--trust", str(run / "trust.json"), "--api-keys", str(tmp / "keys.json"),
+            "--db", f"sqlite:///{tmp / 'audit.sqlite'}",
+        ],
+        "bare FastAPI": [
+            sys.executable, "-m", "uvicorn", "bare:app", "--app-dir", str(tmp),
+            "--log-level", "warning",
+        ],
+    }  # fmt: skip
+    for name, cmd in servers.items():
+        port = _port()
+        args = [*cmd, "--port", str(port)]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait(f"{base}/healthz", proc)
+            results[name] = _measure(base, one, batch, n_batch, headers, seconds, concurrency)
+            print(name, results[name], flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    js, bare = results["jointcredit serve"], results["bare FastAPI"]
+    rows = "\n".join(
+        f"| {name} | {r['rps']:,} | {r['p50']:.1f} | {r['p99']:.1f} | {r['batch_aps']:,} | "
+        f"{r['errors']} |"
+        for name, r in results.items()
+    )
+    shown = run.relative_to(ROOT) if run.is_absolute() else run
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    return f"""### eligibility service: decisions over HTTP (audit log on)
+
+`python scripts/bench_service.py --run {shown}` (measured {when} UTC)
+(load generator: {concurrency} concurrent keep-alive connections for {seconds:.0f} s, httpx in
+its own process; batch: {n_batch} applicants per request, 2 connections; both servers one
+uvicorn process on the same 2 cores as the generator)
+
+| server | decisions/s | p50 ms | p99 ms | batch applicants/s | errors |
+|---|---:|---:|---:|---:|---:|
+{rows}
+
+Ratio to the bare endpoint: single decisions {js["rps"] / bare["rps"]:.2f}, batch
+{js["batch_aps"] / max(bare["batch_aps"], 1):.2f}. Goals (issue 4): 1,000 decisions/s with p99
+under 20 ms, 50,000 applicants/s in batch. The bare endpoint's own numbers show the load
+generator (httpx, same 2 cores) limits what can be measured here.
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-0")
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    print(section(args.run, args.seconds, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()
