@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -214,19 +214,23 @@ def create_app(service: Service) -> FastAPI:
         return outs
 
     @app.post("/v1/decisions", response_model=DecisionOut, tags=["decisions"])
-    async def decide_one(body: Single, institution: str = Depends(caller)) -> DecisionOut:  # type: ignore[valid-type]
+    async def decide_one(body: Single, institution: str = Depends(caller)) -> Response:  # type: ignore[valid-type]
         t = time.perf_counter()
         out = run([body], institution, await exposures([body]))[0]
         latency.labels("decision").observe(time.perf_counter() - t)
-        return out
+        # Already a validated DecisionOut: serialise once instead of FastAPI re-validating it.
+        return Response(out.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/decisions:batch", response_model=BatchOut, tags=["decisions"])
-    async def decide_batch(body: Batch, institution: str = Depends(caller)) -> BatchOut:  # type: ignore[valid-type]
+    async def decide_batch(body: Batch, institution: str = Depends(caller)) -> Response:  # type: ignore[valid-type]
         t = time.perf_counter()
         items = list(body.applications)  # type: ignore[attr-defined]
         outs = run(items, institution, await exposures(items))
         latency.labels("batch").observe(time.perf_counter() - t)
-        return BatchOut(decisions=outs)
+        return Response(
+            BatchOut.model_construct(decisions=outs).model_dump_json(),
+            media_type="application/json",
+        )
 
     @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
     async def progress(decision_id: str, institution: str = Depends(caller)) -> dict[str, Any]:
