@@ -52,7 +52,7 @@ class Decision:
 
 def _matches(rule: Rule, values: dict[str, Any], policy_score: int) -> bool | None:
     """True/False, or None when a field the rule needs is absent."""
-    if any(values.get(f) is None and f not in values for f in rule.when):
+    if any(f not in values for f in rule.when):
         return None
     if rule.below_score is not None and policy_score >= rule.below_score:
         return False
