@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Annotated, Literal
 
 import numpy as np
@@ -123,6 +124,12 @@ class CategoricalFeature(BaseModel):
     def levels(self) -> list[str]:
         return [*self.categories, OTHER, *([MISSING] if self.impute else [])]
 
+    @cached_property
+    def level_index(self) -> dict[str, int]:
+        # Cached: the service transforms one applicant per call, rebuilding this each time
+        # was a visible share of a decision.
+        return {c: i for i, c in enumerate(self.levels)}
+
 
 def _standardise_indicator(block: np.ndarray, p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
@@ -160,6 +167,23 @@ class PreprocessingSpec(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @cached_property
+    def _onehot_tables(self) -> dict[str, np.ndarray]:
+        """Per categorical feature, row i = the (standardised, clipped) encoding of level i:
+        encoding a column is then one lookup, the same for 1 row or 1 million."""
+        tables: dict[str, np.ndarray] = {}
+        for f in self.features:
+            if isinstance(f, CategoricalFeature):
+                table = np.eye(len(f.levels), dtype="float64")
+                if f.frequencies is not None:
+                    table = np.clip(
+                        _standardise_indicator(table, np.asarray(f.frequencies)),
+                        -self.clip,
+                        self.clip,
+                    )
+                tables[f.name] = table
+        return tables
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
@@ -212,8 +236,7 @@ class PreprocessingSpec(BaseModel):
                         )
                     blocks.append(flag)
             else:
-                levels = f.levels
-                index = {c: i for i, c in enumerate(levels)}
+                index = f.level_index
                 other = index[OTHER]
                 miss = np.fromiter((_missing(v) for v in col), dtype=bool, count=n)
                 if miss.any() and not f.impute:
@@ -221,15 +244,7 @@ class PreprocessingSpec(BaseModel):
                 codes = np.fromiter((index.get(v, other) for v in col), dtype=np.int64, count=n)
                 if f.impute:
                     codes[miss] = index[MISSING]
-                onehot = np.zeros((n, len(levels)), dtype="float64")
-                onehot[np.arange(n), codes] = 1.0
-                if f.frequencies is not None:
-                    onehot = np.clip(
-                        _standardise_indicator(onehot, np.asarray(f.frequencies)),
-                        -self.clip,
-                        self.clip,
-                    )
-                blocks.append(onehot)
+                blocks.append(self._onehot_tables[f.name][codes])
         return np.hstack(blocks).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
 
 

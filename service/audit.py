@@ -14,6 +14,8 @@ and `audit verify` checks it against the chain too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -77,8 +79,13 @@ class DecisionRow(Base):
     last_seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"))
 
 
-def _row_dict(view: DecisionRow) -> dict[str, Any]:
-    return {c.name: getattr(view, c.name) for c in DecisionRow.__table__.columns}
+# A `decisions` row as plain column values. Appends take these rather than ORM objects:
+# constructing a mapped instance costs ~0.4 ms of SQLAlchemy instrumentation per decision.
+View = dict[str, Any]
+
+
+def as_view(row: DecisionRow) -> View:
+    return {c.name: getattr(row, c.name) for c in DecisionRow.__table__.columns}
 
 
 def canonical(obj: Any) -> str:
@@ -142,7 +149,7 @@ class AuditLog:
             head = s.get(ChainHead, 1)
             return (head.seq, head.hash) if head else (0, GENESIS)
 
-    def append(self, entries: list[Entry], decisions: list[DecisionRow | None]) -> list[int]:
+    def append(self, entries: list[Entry], decisions: list[View | None]) -> list[int]:
         """Append entries (and their current-view rows) in one transaction; returns seqs.
         Core statements on one connection, not the ORM: a 10,000-applicant batch is a handful
         of statements, a single decision a few hundred microseconds."""
@@ -167,14 +174,14 @@ class AuditLog:
                      "payload": payload, "prev_hash": prev, "hash": digest}
                 )  # fmt: skip
                 if view is not None:
-                    view.last_seq = seq
+                    view = {**view, "last_seq": seq}
                     if entry.kind == "decision":
-                        new_views.append(_row_dict(view))
+                        new_views.append(view)
                     else:
                         conn.execute(
                             update(DecisionRow)
-                            .where(DecisionRow.decision_id == view.decision_id)
-                            .values(_row_dict(view))
+                            .where(DecisionRow.decision_id == view["decision_id"])
+                            .values(view)
                         )
                 prev = digest
                 seqs.append(seq)
@@ -249,6 +256,72 @@ class AuditLog:
                     f"decision {decision_id}: decisions table differs from the log ({changed})"
                 )
         return head_seq, head_hash
+
+
+@dataclass
+class _Pending:
+    entries: list[Entry]
+    views: list[View | None]
+    done: asyncio.Future[list[int]]
+
+
+class AuditWriter:
+    """Group commit for concurrent requests: each request awaits its entries being durable,
+    and whatever arrives while one transaction commits goes into the next, so a loaded service
+    pays one commit per group instead of one per decision. Written here because SQLAlchemy
+    has no group commit; the chain stays strictly sequential (one writer).
+
+    A failed transaction fails every request of its group (none of them was audited, so none
+    may be answered); a request whose caller went away is still written (it was decided)."""
+
+    def __init__(self, log: AuditLog, max_entries: int = 20_000) -> None:
+        self.log = log
+        self.max_entries = max_entries
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0  # transactions committed (for /metrics and tests)
+
+    async def append(self, entries: list[Entry], views: list[View | None]) -> list[int]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            # First use on this event loop (tests may run several loops one after another).
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._task = loop.create_task(self._run(self._queue))
+        assert self._queue is not None
+        pending = _Pending(entries, views, loop.create_future())
+        self._queue.put_nowait(pending)
+        return await asyncio.shield(pending.done)
+
+    async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
+        while True:
+            group = [await queue.get()]
+            size = len(group[0].entries)
+            while not queue.empty() and size < self.max_entries:
+                group.append(queue.get_nowait())
+                size += len(group[-1].entries)
+            entries = [e for p in group for e in p.entries]
+            views = [v for p in group for v in p.views]
+            try:
+                seqs = await asyncio.to_thread(self.log.append, entries, views)
+            except Exception as exc:  # handed to every waiting request
+                for p in group:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+                continue
+            self.groups += 1
+            start = 0
+            for p in group:
+                if not p.done.done():
+                    p.done.set_result(seqs[start : start + len(p.entries)])
+                start += len(p.entries)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 def replay(
