@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from fastapi.testclient import TestClient
 
 from jointcredit.data.catalog import DataConfig, load_federation
@@ -66,6 +67,25 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def decide_cases(
+    client: TestClient, headers: dict[str, str], test: pd.DataFrame, scores: np.ndarray
+) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(case, request, response) per case: the test-split loan in the case's sectors whose
+    score is closest to the case's target, sent with the case's context."""
+    out = []
+    for n, case in enumerate(CASES, start=1):
+        mask = test["sector"].isin(case["sectors"]).to_numpy()
+        idx = np.flatnonzero(mask)
+        best = int(idx[np.argmin(np.abs(scores[idx] - case["target"]))])
+        applicant = {k: _clean(v) for k, v in test.iloc[best].to_dict().items()}
+        body: dict[str, Any] = {"applicant": applicant, "context": case["context"],
+                                "reference": f"example-{n}"}  # fmt: skip
+        r = client.post("/v1/decisions", json=body, headers=headers)
+        r.raise_for_status()
+        out.append((case, body, r.json()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "demo")
@@ -94,16 +114,7 @@ def main() -> None:
         "and responses below are the service's real ones (decision ids and times differ per "
         "run).\n",
     ]
-    for n, case in enumerate(CASES, start=1):
-        mask = test["sector"].isin(case["sectors"]).to_numpy()
-        idx = np.flatnonzero(mask)
-        best = int(idx[np.argmin(np.abs(scores[idx] - case["target"]))])
-        applicant = {k: _clean(v) for k, v in test.iloc[best].to_dict().items()}
-        body: dict[str, Any] = {"applicant": applicant, "context": case["context"],
-                                "reference": f"example-{n}"}  # fmt: skip
-        r = client.post("/v1/decisions", json=body, headers=headers)
-        r.raise_for_status()
-        response = r.json()
+    for n, (case, body, response) in enumerate(decide_cases(client, headers, test, scores), 1):
         parts.append(f"\n## {n}. {case['title']}\n")
         parts.append(
             f"Score {response['score']} (PD {response['probability_of_default']:.1%}); "

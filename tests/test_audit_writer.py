@@ -74,3 +74,27 @@ def test_a_failed_commit_fails_its_group_and_the_writer_goes_on(
     assert all(isinstance(r, RuntimeError) for r in first)  # none of them was audited
     assert after == [1]  # nothing of the failed group reached the chain
     assert log.verify()[0] == 1
+
+
+def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) -> None:
+    # Two AuditLog objects stand for two processes: neither's in-process lock covers the other.
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    logs = [AuditLog(url), AuditLog(url)]
+    errors: list[BaseException] = []
+
+    def write(log: AuditLog, base: int) -> None:
+        try:
+            for i in range(100):
+                log.append(*_decision(base + i))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(log, 1000 * k)) for k, log in enumerate(logs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert logs[0].verify()[0] == 200
