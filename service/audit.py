@@ -126,6 +126,9 @@ class AuditLog:
             if not Path(path).is_file():
                 raise AuditError(f"no audit log at {url}")
         self.engine: Engine = create_engine(url, future=True)
+        # Appends read the chain head and write after it: they must hold the database's write
+        # lock from the start, or two service processes on one database read the same head.
+        self._writes: Engine = self.engine
         if url.startswith("sqlite"):
             # WAL + NORMAL: readers do not block the writer, one fsync per checkpoint instead
             # of per commit; a power cut can lose the last commits but never corrupts the file.
@@ -136,12 +139,25 @@ class AuditLog:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
 
+            # SQLite has no SELECT ... FOR UPDATE: writes go through an engine whose
+            # transactions start with BEGIN IMMEDIATE (SQLAlchemy's documented pysqlite
+            # recipe: the driver's own implicit BEGIN is switched off).
+            self._writes = create_engine(url, future=True)
+
+            @event.listens_for(self._writes, "connect")
+            def _immediate(conn: Any, _: Any) -> None:
+                _pragmas(conn, _)
+                conn.isolation_level = None
+
+            @event.listens_for(self._writes, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
         if create:
             Base.metadata.create_all(self.engine)
         elif not inspect(self.engine).has_table(AuditRow.__tablename__):
             raise AuditError(f"{url} holds no jointcredit audit log")
-        # The chain is sequential by nature: one writer at a time in this process. (Several
-        # service processes on one database would need a database-level lock instead.)
+        # One writer at a time within this process (the database lock orders processes).
         self._lock = threading.Lock()
 
     def head(self) -> tuple[int, str]:
@@ -153,9 +169,11 @@ class AuditLog:
         """Append entries (and their current-view rows) in one transaction; returns seqs.
         Core statements on one connection, not the ORM: a 10,000-applicant batch is a handful
         of statements, a single decision a few hundred microseconds."""
-        with self._lock, self.engine.begin() as conn:
+        with self._lock, self._writes.begin() as conn:
             # Read the head inside the write transaction (another process may have written).
-            row = conn.execute(select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1))
+            row = conn.execute(
+                select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1).with_for_update()
+            )
             found = row.first()
             seq, prev = (found[0], found[1]) if found else (0, GENESIS)
             log_rows: list[dict[str, Any]] = []

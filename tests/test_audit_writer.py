@@ -88,7 +88,7 @@ def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) ->
         try:
             for i in range(100):
                 log.append(*_decision(base + i))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(log, 1000 * k)) for k, log in enumerate(logs)]
