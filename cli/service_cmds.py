@@ -36,6 +36,9 @@ def serve(
     federation_key: Annotated[
         Path | None, typer.Option(help="federation HMAC key file (applicant pseudonyms)")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="worker processes (they share the audit log safely)")
+    ] = 1,
 ) -> None:
     """Serve eligibility decisions from a verified signed model."""
     import uvicorn
@@ -44,17 +47,16 @@ def serve(
     from jointcredit.service.auth import AuthError
     from jointcredit.service.loader import StartupError, load_service
 
+    args: dict[str, Any] = {
+        "policy_file": policy,
+        "db_url": db,
+        "api_keys": api_keys,
+        "coordinator_key_id": coordinator_key_id,
+        "exposure_registry": exposure_registry,
+        "federation_key": federation_key,
+    }
     try:
-        service = load_service(
-            model,
-            trust,
-            policy_file=policy,
-            db_url=db,
-            api_keys=api_keys,
-            coordinator_key_id=coordinator_key_id,
-            exposure_registry=exposure_registry,
-            federation_key=federation_key,
-        )
+        service = load_service(model, trust, **args)
     except (StartupError, AuthError) as exc:
         err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
@@ -64,7 +66,22 @@ def serve(
         f"policy {service.decider.policy.version}, audit {service.audit.url}",
         soft_wrap=True,
     )
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    if workers == 1:
+        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        return
+    from jointcredit.service.workers import export_args
+
+    # Checked once here so a bad model fails before any worker starts; every worker then
+    # loads and checks it again, with the same audit log (its URL, now resolved).
+    export_args({"model_dir": model, "trust_file": trust, **args, "db_url": service.audit.url})
+    uvicorn.run(
+        "jointcredit.service.workers:app_from_env",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="warning",
+    )
 
 
 @apikey_app.command("new")

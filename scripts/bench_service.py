@@ -152,6 +152,11 @@ def section(run: Path, seconds: float = 15, concurrency: int = 16, n_batch: int 
             "--trust", str(run / "trust.json"), "--api-keys", str(tmp / "keys.json"),
             "--db", f"sqlite:///{tmp / 'audit.sqlite'}",
         ],
+        "jointcredit serve --workers 2": [
+            sys.executable, "-m", "jointcredit.cli", "serve", "--model", str(run / "model"),
+            "--trust", str(run / "trust.json"), "--api-keys", str(tmp / "keys.json"),
+            "--db", f"sqlite:///{tmp / 'audit2.sqlite'}", "--workers", "2",
+        ],
         "bare FastAPI": [
             sys.executable, "-m", "uvicorn", "bare:app", "--app-dir", str(tmp),
             "--log-level", "warning",
@@ -182,7 +187,7 @@ def section(run: Path, seconds: float = 15, concurrency: int = 16, n_batch: int 
 `python scripts/bench_service.py --run {shown}` (measured {when} UTC)
 (load generator: {concurrency} concurrent keep-alive connections for {seconds:.0f} s, raw
 asyncio HTTP/1.1 in its own process; batch: {n_batch} applicants per request, 2 connections;
-both servers one uvicorn process on the same 2 cores as the generator)
+one uvicorn process per server unless `--workers`, on the same 2 cores as the generator)
 
 | server | decisions/s | p50 ms | p99 ms | batch applicants/s | errors |
 |---|---:|---:|---:|---:|---:|

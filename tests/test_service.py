@@ -238,3 +238,41 @@ def test_no_api_keys_no_service(tmp_path: Path) -> None:
                   _free_port())  # fmt: skip
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "apikey new" in err
+
+
+def test_two_workers_share_one_audit_chain(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model_dir = _artifact(tmp_path)
+    keys_file = tmp_path / "api-keys.json"
+    key = new_key(keys_file, "bank-a")
+    db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    port = _free_port()
+    proc = _serve(
+        ["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"), "--api-keys",
+         str(keys_file), "--db", db, "--workers", "2"],
+        port,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    served = {"base": base, "a": key}
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.3)
+        body = _example(served)
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: _post(served, body).status_code, range(60)))
+        assert codes == [200] * 60
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    cli = [sys.executable, "-m", "jointcredit.cli", "audit", "verify", "--db", db]
+    ok = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "60" in ok.stdout, ok.stdout + ok.stderr
