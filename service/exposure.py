@@ -15,9 +15,11 @@ no maintained library offers it as an HTTP exchange.)
 
 Consequences the protocol enforces: every institution of the registry must answer for the
 total to mean anything (one institution down -> no total, and the decision is referred); an
-institution refuses a query with fewer than two other participants (its share would be nearly
-unmasked) or naming institutions outside the registry, and refuses a query id it has answered
-before (re-asking with another participant set could otherwise cancel masks selectively).
+institution answers only a query naming exactly the registry's institutions (with a subset its
+share would be masked toward those few only, and two of them colluding could unmask it; with
+the whole registry, learning one institution's figure takes all the others colluding, as it
+must for any sum), and refuses a query id it has answered before (re-asking could otherwise
+cancel masks selectively).
 """
 
 from __future__ import annotations
@@ -237,6 +239,13 @@ class Institution:
         outsiders = sorted(members - set(self.registry.institutions))
         if outsiders:
             raise ExposureError(f"not in the registry: {', '.join(outsiders)}")
+        # Only the whole registry: with a subset, this share is masked only toward the named
+        # few, and two of them colluding (asking with participants {us, them}) would unmask it.
+        absent = sorted(set(self.registry.institutions) - members)
+        if absent:
+            raise ExposureError(
+                f"every institution of the registry must take part (missing: {', '.join(absent)})"
+            )
         if request.query_id in self._answered:
             raise ExposureError("query id already answered")
         self._answered.add(request.query_id)

@@ -90,6 +90,41 @@ def test_masked_shares_sum_to_the_total_and_hide_each_figure(tmp_path: Path) -> 
         nodes[0].share(outsider)
 
 
+def test_only_the_whole_registry_may_ask(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    # Four lenders: bank-b and cf-c collude and ask bank-a with participants {a, b, c}. Were it
+    # answered, bank-a's share would carry only the masks b and c know: they could unmask it.
+    fed_key = bytes.fromhex(new_federation_key())
+    keys = {**_keys(tmp_path), "mf-d": X25519PrivateKey.generate()}
+    registry = _registry(keys)
+    ledger = Ledger({pseudonym(fed_key, "TIN-1"): 12000000})
+    bank_a = Institution("bank-a", keys["bank-a"], registry, ledger)
+    subset = ShareRequest(
+        query_id="12" * 16, pseudonym=pseudonym(fed_key, "TIN-1"), participants=INSTITUTIONS
+    )
+    with pytest.raises(ExposureError, match=r"every institution .* \(missing: mf-d\)"):
+        bank_a.share(subset)
+    # What the refusal prevents: the share a subset query would have drawn is bank-a's figure
+    # plus the two masks b and c share with it, which they can compute and remove.
+    from jointcredit.service.exposure import mask, masked_share, pairwise_key
+
+    colluders = {
+        other: pairwise_key(keys[other], keys["bank-a"].public_key(), other, "bank-a")
+        for other in ("bank-b", "cf-c")
+    }
+    would_be = masked_share(
+        "bank-a", 12000000, INSTITUTIONS, bank_a.pairwise, subset.query_id, subset.pseudonym
+    )
+    known = sum(mask(k, subset.query_id, subset.pseudonym) for k in colluders.values())
+    assert (would_be - known) % MODULUS == 12000000
+    # With the whole registry the mask toward mf-d still hides it from them.
+    whole = ShareRequest(query_id="34" * 16, pseudonym=subset.pseudonym, participants=sorted(keys))
+    share = int(bank_a.share(whole).share)
+    known = sum(mask(k, whole.query_id, whole.pseudonym) for k in colluders.values())
+    assert (share - known) % MODULUS != 12000000  # the mask toward mf-d still hides it
+
+
 def test_joint_limit_rule() -> None:
     policy = JointPolicy()
     request = JointRequest(
