@@ -31,7 +31,8 @@ def serve(
         str | None, typer.Option(help="pin: the coordinator key id you expect")
     ] = None,
     exposure_registry: Annotated[
-        Path | None, typer.Option(help="institutions' exposure endpoints (joint limits)")
+        Path | None,
+        typer.Option(help="signed registry of the institutions' exposure endpoints"),
     ] = None,
     federation_key: Annotated[
         Path | None, typer.Option(help="federation HMAC key file (applicant pseudonyms)")
@@ -60,6 +61,8 @@ def serve(
     except (StartupError, AuthError) as exc:
         err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    if exposure_registry is not None and not exposure_registry.is_dir():
+        err.print(UNSIGNED_REGISTRY.format(path=exposure_registry), soft_wrap=True)
     info = service.model_info
     console.print(
         f"model {info.version[:16]} ({info.kind}, signed by {info.signing_key}), "
@@ -159,15 +162,55 @@ def exposure_keygen(
     print(json.dumps(entry))
 
 
+UNSIGNED_REGISTRY = (
+    "[yellow]warning:[/yellow] {path} is an unsigned exposure registry: whoever can edit it can "
+    "swap an institution's listed keys and read its figures. Sign it with `jointcredit exposure "
+    "registry-sign` and pass the signed directory."
+)
+
+
+@exposure_app.command("registry-sign")
+def exposure_registry_sign(
+    registry: Annotated[Path, typer.Option(help="registry.json to sign")],
+    trust: Annotated[Path, typer.Option(help="the federation's trust store")],
+    coordinator_key: Annotated[Path, typer.Option(help="the coordinator's private key")],
+    out: Annotated[Path, typer.Option(help="directory for the signed registry")],
+    passphrase_env: Annotated[
+        str | None, typer.Option(help="environment variable holding the key's passphrase")
+    ] = None,
+) -> None:
+    """Sign the exposure registry with the coordinator key (verified by every party)."""
+    from jointcredit.service.exposure import ExposureError, sign_registry
+    from jointcredit.trust import keys
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.store import load_store
+
+    try:
+        key = keys.load_private_key(coordinator_key, keys.passphrase_from_env(passphrase_env))
+        signed = sign_registry(registry, out, key, load_store(trust))
+    except (ExposureError, TrustError) as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    console.print(
+        f"signed {out} ({len(signed.institutions)} institutions of {signed.federation})",
+        soft_wrap=True,
+    )
+
+
 @exposure_app.command("serve")
 def exposure_serve(
     institution: Annotated[str, typer.Option(help="this institution's id")],
     key: Annotated[Path, typer.Option(help="its ID.exposure.key")],
-    registry: Annotated[Path, typer.Option(help="the federation's exposure registry")],
+    registry: Annotated[
+        Path, typer.Option(help="the signed registry directory (or, unsigned, registry.json)")
+    ],
     ledger: Annotated[Path, typer.Option(help="JSON {applicant id: outstanding amount}")],
     federation_key: Annotated[Path, typer.Option(help="federation HMAC key file")],
     host: str = "127.0.0.1",
     port: int = 9000,
+    trust: Annotated[
+        Path | None, typer.Option(help="trust store that verifies a signed registry")
+    ] = None,
 ) -> None:
     """Answer secure-sum exposure queries with masked shares of this institution's figures."""
     import uvicorn
@@ -180,19 +223,24 @@ def exposure_serve(
         load_exposure_key,
         load_federation_key,
         load_registry,
+        registry_is_signed,
     )
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.store import load_store
 
     try:
         fed_key = load_federation_key(federation_key)
         node = Institution(
             institution,
             load_exposure_key(key),
-            load_registry(registry),
+            load_registry(registry, load_store(trust) if trust else None),
             Ledger.load(ledger, fed_key),
         )
-    except ExposureError as exc:
+    except (ExposureError, TrustError) as exc:
         err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    if not registry_is_signed(registry):
+        err.print(UNSIGNED_REGISTRY.format(path=registry), soft_wrap=True)
     uvicorn.run(institution_app(node), host=host, port=port, log_level="warning")
 
 

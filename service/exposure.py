@@ -35,11 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jointcredit.trust.store import check_institution_id
+from jointcredit.trust.errors import TrustError
+from jointcredit.trust.manifest import sign_directory, verify_directory
+from jointcredit.trust.store import TrustStore, check_institution_id
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -99,17 +102,69 @@ class Registry(BaseModel):
         return X25519PublicKey.from_public_bytes(raw)
 
 
-def load_registry(path: Path) -> Registry:
+REGISTRY_FILE = "registry.json"
+REGISTRY_KIND = "jointcredit-exposure-registry"
+
+
+def parse_registry(data: bytes, source: str) -> Registry:
     try:
-        registry = Registry.model_validate_json(path.read_bytes())
-    except FileNotFoundError as exc:
-        raise ExposureError(f"{path}: exposure registry not found") from exc
+        registry = Registry.model_validate_json(data)
     except ValidationError as exc:
-        raise ExposureError(f"{path}: invalid exposure registry: {exc.errors()[0]}") from exc
+        raise ExposureError(f"{source}: invalid exposure registry: {exc.errors()[0]}") from exc
     for inst in registry.institutions:
         check_institution_id(inst)
     if len(registry.institutions) < 3:
-        raise ExposureError(f"{path}: secure sums need at least 3 institutions")
+        raise ExposureError(f"{source}: secure sums need at least 3 institutions")
+    return registry
+
+
+def load_registry(path: Path, trust: TrustStore | None = None) -> Registry:
+    """A signed registry directory (verified against the trust store's coordinator key), or,
+    for development, a plain registry.json (see `registry_is_signed`).
+
+    Why sign it: an institution computes its masks from the public keys listed here. Whoever
+    can swap those keys for their own can remove that institution's masks and read its figure."""
+    if path.is_dir():
+        if trust is None:
+            raise ExposureError(f"{path}: a signed registry needs the trust store to verify it")
+        try:
+            verified = verify_directory(path, trust)
+        except TrustError as exc:
+            raise ExposureError(f"{path}: exposure registry does not verify: {exc}") from exc
+        if verified.manifest.get("kind") != REGISTRY_KIND or REGISTRY_FILE not in verified.contents:
+            raise ExposureError(f"{path}: not a signed exposure registry")
+        return parse_registry(verified.contents[REGISTRY_FILE], str(path / REGISTRY_FILE))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ExposureError(f"{path}: exposure registry not found") from exc
+    return parse_registry(data, str(path))
+
+
+def registry_is_signed(path: Path) -> bool:
+    return path.is_dir()
+
+
+def sign_registry(
+    registry_file: Path, out: Path, coordinator: Ed25519PrivateKey, trust: TrustStore
+) -> Registry:
+    """Write OUT/registry.json (the same bytes) with the coordinator's signed manifest."""
+    data = registry_file.read_bytes() if registry_file.is_file() else b""
+    registry = parse_registry(data, str(registry_file))
+    if registry.federation != trust.federation:
+        raise ExposureError(
+            f"{registry_file}: registry of federation {registry.federation!r}, "
+            f"trust store of {trust.federation!r}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REGISTRY_FILE).write_bytes(data)
+    try:
+        sign_directory(
+            out, [REGISTRY_FILE], {"kind": REGISTRY_KIND, "federation": registry.federation},
+            coordinator, trust,
+        )  # fmt: skip
+    except TrustError as exc:
+        raise ExposureError(str(exc)) from exc
     return registry
 
 

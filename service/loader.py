@@ -111,7 +111,7 @@ def load_service(
     if (exposure_registry is None) != (federation_key is None):
         raise StartupError("joint limits need both --exposure-registry and --federation-key")
     try:
-        registry = load_registry(exposure_registry) if exposure_registry else None
+        registry = load_registry(exposure_registry, trust) if exposure_registry else None
         fed_key = load_federation_key(federation_key) if federation_key else None
     except ExposureError as exc:
         raise StartupError(str(exc)) from exc

@@ -174,25 +174,32 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         )  # fmt: skip
         registry["institutions"].update(json.loads(out.stdout))
         (root / inst / "ledger.json").write_text(json.dumps(LEDGERS[inst]))
-    (root / "registry.json").write_text(json.dumps(registry))
+    (root / "registry.json").write_text(json.dumps({**registry, "federation": "svc"}))
+    model_dir = signed_artifact(root / "run")  # its trust store is the federation's ("svc")
+    trust = root / "run" / "trust.json"
+    subprocess.run(
+        _cli("exposure", "registry-sign", "--registry", str(root / "registry.json"),
+             "--trust", str(trust), "--coordinator-key", str(root / "run" / "keys" /
+             "coordinator.key"), "--out", str(root / "registry")),
+        check=True,
+    )  # fmt: skip
     procs: dict[str, subprocess.Popen[str]] = {}
     try:
         for inst in INSTITUTIONS:
             procs[inst] = subprocess.Popen(
                 _cli("exposure", "serve", "--institution", inst,
                      "--key", str(root / inst / f"{inst}.exposure.key"),
-                     "--registry", str(root / "registry.json"),
+                     "--registry", str(root / "registry"), "--trust", str(trust),
                      "--ledger", str(root / inst / "ledger.json"),
                      "--federation-key", str(root / "fed.key"), "--port", str(ports[inst])),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )  # fmt: skip
-        model_dir = signed_artifact(root / "run")
         token = new_key(root / "api.json", "bank-a")
         port = free_port()
         procs["service"] = subprocess.Popen(
             _cli("serve", "--model", str(model_dir), "--trust", str(root / "run" / "trust.json"),
                  "--api-keys", str(root / "api.json"), "--db", f"sqlite:///{root / 'a.sqlite'}",
-                 "--exposure-registry", str(root / "registry.json"),
+                 "--exposure-registry", str(root / "registry"),
                  "--federation-key", str(root / "fed.key"), "--port", str(port)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -245,3 +252,27 @@ def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[st
         assert d["reasons"][0]["code"] == "EXPOSURE_UNAVAILABLE"
     assert d["joint_credit"]["existing_exposure"] is None
     assert d["joint_credit"]["available"] == 0
+
+
+def test_signed_registry_verifies_and_a_swapped_key_is_refused(tmp_path: Path) -> None:
+    from jointcredit.service.exposure import load_registry, sign_registry
+    from jointcredit.trust import keys, store
+
+    coordinator = keys.generate()
+    trust = store.create("test", coordinator)
+    (tmp_path / "registry.json").write_text(_registry(_keys(tmp_path)).model_dump_json())
+    signed = tmp_path / "signed"
+    sign_registry(tmp_path / "registry.json", signed, coordinator, trust)
+    assert set(load_registry(signed, trust).institutions) == set(INSTITUTIONS)
+    with pytest.raises(ExposureError, match="needs the trust store"):
+        load_registry(signed, None)
+    # Someone swaps bank-b's listed key for their own: the signature no longer covers it.
+    data = json.loads((signed / "registry.json").read_text())
+    data["institutions"]["bank-b"]["x25519_public"] = data["institutions"]["cf-c"]["x25519_public"]
+    (signed / "registry.json").write_text(json.dumps(data))
+    with pytest.raises(ExposureError, match="does not verify"):
+        load_registry(signed, trust)
+    # Another federation's coordinator cannot sign for this one.
+    other = keys.generate()
+    with pytest.raises(ExposureError):
+        sign_registry(tmp_path / "registry.json", tmp_path / "x", other, trust)
