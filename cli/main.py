@@ -53,6 +53,22 @@ class ModelKind(StrEnum):
     mlp = "mlp"
 
 
+class AggregatorChoice(StrEnum):
+    fedavg = "fedavg"
+    median = "median"
+    trimmed = "trimmed"
+    krum = "krum"
+    multikrum = "multikrum"
+    bulyan = "bulyan"
+
+
+class AttackChoice(StrEnum):
+    none = "none"
+    sign_flip = "sign-flip"
+    scale = "scale"
+    label_flip = "label-flip"
+
+
 def _quiet_flower(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.getLogger("flwr").setLevel(level)
@@ -107,6 +123,25 @@ def simulate(
             "truncate, forge, arrays-only)"
         ),
     ] = "",
+    aggregator: Annotated[
+        AggregatorChoice,
+        typer.Option(help="aggregation rule: fedavg (= --strategy) or a robust Flower strategy"),
+    ] = AggregatorChoice.fedavg,
+    attackers: Annotated[
+        int, typer.Option(min=0, help="institutions that poison their updates (drawn by seed)")
+    ] = 0,
+    attack: Annotated[AttackChoice, typer.Option(help="what the attackers do")] = (
+        AttackChoice.none
+    ),
+    attack_scale: Annotated[
+        float, typer.Option(min=0.0, help="sign-flip/scale factor on the honest update")
+    ] = 10.0,
+    assumed_attackers: Annotated[
+        int, typer.Option(min=-1, help="Krum/MultiKrum/Bulyan f (-1: --attackers, at least 1)")
+    ] = -1,
+    trim_fraction: Annotated[
+        float, typer.Option(min=0.0, max=0.49, help="trimmed mean: share cut at each end")
+    ] = 0.2,
     verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines."""
@@ -147,8 +182,16 @@ def simulate(
                 "synthetic-rows": synthetic_rows,
                 "min-valid-fraction": min_valid_fraction,
                 "adversary": adversary,
+                "aggregator": aggregator.value,
+                "attackers": attackers,
+                "attack": attack.value,
+                "attack-scale": attack_scale,
+                "assumed-attackers": assumed_attackers,
+                "trim-fraction": trim_fraction,
             }
         )
+        if (attackers > 0) != (attack is not AttackChoice.none):
+            raise ValueError("--attackers N and --attack KIND go together")
         if adversary:
             from jointcredit.client.adversary import parse_adversary
 

@@ -4,7 +4,8 @@ Three message handlers:
 - `query`: summarise own training rows for federated preprocessing (counts, sums, bounded
   category counts; see `jointcredit.models.preprocessing`).
 - `train`: train the global model on own rows for a few local epochs (FedProx term when the
-  server sends `proximal-mu`) and return the updated weights.
+  server sends `proximal-mu`) and return the updated weights (in a simulated attack, the
+  attacking institutions poison theirs; see `jointcredit.privacy.robust`).
 - `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
 Every reply carries an `identity` ConfigRecord with the institution id, so the server can order
 replies deterministically and report per institution, and is signed on the way out by the
@@ -29,14 +30,15 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from jointcredit.client.adversary import adversary_mod
-from jointcredit.client.data import NodeData, node_data
+from jointcredit.client.data import NodeData, node_data, simulated_institutions
 from jointcredit.client.signing import signing_mod
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.personalize import personalize
 from jointcredit.models.preprocessing import PreprocessingSpec, summarize
-from jointcredit.models.settings import RunSettings
+from jointcredit.models.settings import Attack, RunSettings
 from jointcredit.models.training import predict_pd, train
+from jointcredit.privacy.robust import attacker_ids, poison_update
 from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
 
 # Small models on 2 cores: one intra-op thread per client avoids oversubscription.
@@ -105,16 +107,23 @@ def train_handler(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"])  # type: ignore[arg-type]
     mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
     global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+    attack = simulated_attack(settings, node, dict(context.node_config))
+    global_state = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
+    y = node.data.train.y
     loss = train(
         model,
         node.matrix(spec, "train"),
-        node.data.train.y,
+        1 - y if attack == "label-flip" else y,
         settings.train_config(
             seed=_seed(settings, node.institution, server_round), server_round=server_round, mu=mu
         ),
         global_params=global_params,
     )
-    metrics = MetricRecord({"train-loss": loss, "num-examples": len(node.data.train.y)})
+    if attack in ("sign-flip", "scale"):
+        trained = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        poisoned = poison_update(global_state, trained, attack, settings.attack_scale)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in poisoned.items()})
+    metrics = MetricRecord({"train-loss": loss, "num-examples": len(y)})
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
@@ -123,6 +132,18 @@ def train_handler(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=msg)
+
+
+def simulated_attack(
+    settings: RunSettings, node: NodeData, node_config: dict[str, object]
+) -> Attack:
+    """The poisoning this node plays in a simulated attack (`none` for honest nodes). It signs
+    its poisoned update with its own valid key: only the aggregation rule can stop it."""
+    if settings.attack == "none" or settings.attackers == 0:
+        return "none"
+    everyone = simulated_institutions(settings, node_config)
+    attackers = attacker_ids(everyone, settings.attackers, settings.seed)
+    return settings.attack if node.institution in attackers else "none"
 
 
 @app.evaluate()

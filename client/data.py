@@ -83,3 +83,11 @@ def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData
         schema = source.schema
     _CACHE[key] = NodeData(data=data, schema=schema)
     return _CACHE[key]
+
+
+def simulated_institutions(settings: RunSettings, node_config: dict[str, object]) -> list[str]:
+    """Every institution of a simulated run (partition ids index this list). Simulated attacks
+    are drawn from it; a deployed node knows only itself, so it refuses."""
+    if "data-file" in node_config:
+        raise ValueError("simulated attacks (--attack) run only in simulation")
+    return resolve(settings.data).ids

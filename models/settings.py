@@ -38,6 +38,12 @@ MLP_RECIPE: dict[str, Any] = {
 }
 
 
+# Robust aggregation (Flower's strategies) and the simulated attacks it is measured against;
+# see jointcredit.privacy.robust.
+Aggregator = Literal["fedavg", "median", "trimmed", "krum", "multikrum", "bulyan"]
+Attack = Literal["none", "sign-flip", "scale", "label-flip"]
+
+
 def default_run_dir(run_id: int) -> Path:
     return Path.home() / ".jointcredit" / "runs" / str(run_id)
 
@@ -88,6 +94,16 @@ class RunSettings(BaseModel):
     checkpoints: bool = True  # a signed artifact per round under OUT/checkpoints/
     # Simulation only: "institution:attack,..." misbehaving nodes (see client/adversary.py).
     adversary: str = ""
+    # Robust aggregation: `fedavg` keeps `strategy`; the others are Flower's FedMedian,
+    # FedTrimmedAvg (cutting `trim-fraction` at each end), Krum, MultiKrum, Bulyan, guarding
+    # against `assumed-attackers` (-1: as many as are simulated, at least 1).
+    aggregator: Aggregator = "fedavg"
+    trim_fraction: float = Field(0.2, alias="trim-fraction", ge=0, lt=0.5)
+    assumed_attackers: int = Field(-1, alias="assumed-attackers", ge=-1)
+    # Simulation only: this many institutions (drawn with the seed) poison their updates.
+    attackers: int = Field(0, ge=0)
+    attack: Attack = "none"
+    attack_scale: float = Field(10.0, alias="attack-scale", gt=0)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:

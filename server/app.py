@@ -1,7 +1,8 @@
 """The coordinator's ServerApp: agree preprocessing, run the strategy, write the artifact.
 
     1. wait for the institution nodes, agree preprocessing from their summaries (query round);
-    2. FedAvg, FedProx or FedAvgM (Flower strategies) for `rounds` rounds, federated evaluation
+    2. FedAvg, FedProx or FedAvgM - or a robust rule: FedMedian, FedTrimmedAvg, Krum, MultiKrum,
+       Bulyan (Flower strategies) - for `rounds` rounds, federated evaluation
        each round and, in simulation, central evaluation on the pooled test split; a signed
        checkpoint per round;
     3. one last evaluate round where each institution also fine-tunes a copy (personalisation);
@@ -34,7 +35,6 @@ from flwr.app import (
 )
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx
 
 from jointcredit.data.catalog import load_institution
 from jointcredit.data.frames import Split
@@ -53,6 +53,7 @@ from jointcredit.server.identity import (
     discard_generated,
 )
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
+from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.verify import UpdateVerifier
 
 app = ServerApp()
@@ -192,6 +193,7 @@ def _run(
     spec, schema, node_inst, _ = agree_preprocessing(igrid, nodes, settings)
     institutions = sorted(node_inst.values())
     log(INFO, "Institutions: %s", ", ".join(institutions))
+    privacy = {**PRIVACY, **robustness_record(settings, institutions)}
 
     arch = architecture(settings.model, spec.n_outputs)
     initial = build_model(arch, seed=settings.seed)
@@ -217,7 +219,7 @@ def _run(
             trust=identity.trust,
             provenance={
                 "round": server_round,
-                "privacy": PRIVACY,
+                "privacy": privacy,
                 "updates": _accepted_updates(igrid, server_round),
             },
         )
@@ -261,13 +263,7 @@ def _run(
         "min_available_nodes": len(nodes),
         "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,
     }
-    strategy: FedAvg
-    if settings.strategy == "fedprox":
-        strategy = FedProx(proximal_mu=settings.proximal_mu, **common)
-    elif settings.strategy == "fedavgm":
-        strategy = FedAvgM(server_momentum=settings.server_momentum, **common)
-    else:
-        strategy = FedAvg(**common)
+    strategy = build_strategy(settings, len(nodes), common)
     train_config = ConfigRecord({"preprocessing": spec.to_json()})
     training_started = time.monotonic()
     result = strategy.start(
@@ -347,7 +343,7 @@ def _run(
         "per_institution": per_institution,
         "rounds": _round_records(igrid, central_by_round, settings.rounds),
         "security": _security(igrid, verifier, identity),
-        "privacy": PRIVACY,
+        "privacy": privacy,
         "timing": {
             "server_seconds": round(time.monotonic() - started, 3),
             **phases,
