@@ -69,6 +69,18 @@ class AttackChoice(StrEnum):
     label_flip = "label-flip"
 
 
+def _progress() -> Progress:
+    """A bar with a status line (rounds of a federation, cells of a sweep)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+
+
 def _quiet_flower(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.getLogger("flwr").setLevel(level)
@@ -200,14 +212,7 @@ def simulate(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-    )
+    progress = _progress()
     task = progress.add_task("federation", total=rounds, status="starting")
 
     def on_event(ev: events.ServerEvent) -> None:
@@ -294,6 +299,44 @@ def score(
     for i in range(len(x)):
         table.add_row(str(i), *[str(x.iloc[i][c]) for c in shown], f"{pd_[i]:.3f}", str(scores[i]))
     console.print(table)
+
+
+@app.command()
+def sweep(
+    grid: Annotated[Path, typer.Option(help="grid file (TOML: seeds, base, grid)")],
+    out: Annotated[Path, typer.Option(help="output directory (re-run to resume)")],
+    verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
+) -> None:
+    """Run a grid of settings x seeds; write results.csv/json, summary.md, plots, report.md."""
+    from jointcredit.simulations.sweep import Cell, cells, load_grid, run_sweep
+    from jointcredit.simulations.sweep_report import write_outputs
+
+    _quiet_flower(verbose)
+    try:
+        spec = load_grid(grid)
+        total = len(cells(spec, out))  # validates every cell before the first one runs
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    progress = _progress()
+    task = progress.add_task("sweep", total=total, status="")
+
+    def on_cell(cell: Cell, status: str) -> None:
+        label = ", ".join(f"{k}={v}" for k, v in cell.setting.items())
+        if status != "running":
+            progress.advance(task)
+            console.print(f"{label} seed {cell.seed}: {status}", soft_wrap=True)
+        progress.update(task, status=f"{label} seed {cell.seed}: {status}")
+
+    with progress:
+        rows = run_sweep(spec, out, on_cell=on_cell, verbose=verbose)
+    command = f"jointcredit sweep --grid {grid} --out {out}"
+    paths = write_outputs(rows, spec, grid.read_text(encoding="utf-8"), out, command)
+    console.print(f"Report: {paths['report']}  results: {paths['csv']}", soft_wrap=True)
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    if failed:
+        err.print(f"[red]{failed} of {len(rows)} runs failed[/red] (see the report)")
+        raise typer.Exit(1)
 
 
 @data_app.command("check")

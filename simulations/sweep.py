@@ -1,0 +1,185 @@
+"""`jointcredit sweep`: a grid of run settings x seeds, each cell a full simulation, then tables,
+plots and a report that compare them.
+
+Grid file (TOML)::
+
+    seeds = [1, 2]             # every setting runs once per seed
+    baselines = false          # also train centralized / local-only per cell (slower)
+    [base]                     # run-config keys every cell shares
+    dataset = "sba"
+    rounds = 10
+    [grid]                     # each key a list of values: every combination runs
+    aggregator = ["fedavg", "median", "krum"]
+    attack = ["none", "sign-flip"]
+    attackers = [2]
+
+Keys are the Flower run-config keys (`[tool.flwr.app.config]` in pyproject.toml); every cell is
+validated before the first one runs. A cell without an attack has no attackers (so `attack =
+["none", ...]` with `attackers = [2]` does not run a pointless "2 attackers doing nothing").
+
+Resumable: a cell's outputs live in OUT/cells/<id>/ (id = digest of its settings); a cell whose
+metrics.json is there is not run again. Each cell runs in a fresh process (a federation leaves
+Ray and torch state behind; a fresh process also frees its memory).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jointcredit.models.settings import RunSettings
+
+Scalar = str | int | float | bool
+
+
+class SweepGrid(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
+    baselines: bool = False
+    base: dict[str, Scalar] = Field(default_factory=dict)
+    grid: dict[str, list[Scalar]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str
+    setting: dict[str, Scalar]  # the grid values of this cell (what varies)
+    seed: int
+    settings: RunSettings
+
+
+def load_grid(path: Path) -> SweepGrid:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        grid = SweepGrid.model_validate(raw)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path}: grid file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise ValueError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from exc
+    for key, values in grid.grid.items():
+        if not values:
+            raise ValueError(f"{path}: grid.{key} is an empty list")
+    clash = {"seed", "out-dir"} & (set(grid.base) | set(grid.grid))
+    if clash:
+        raise ValueError(f"{path}: set {sorted(clash)} through `seeds` and --out, not the grid")
+    return grid
+
+
+def _normalise(config: dict[str, Scalar]) -> dict[str, Scalar]:
+    if config.get("attack", "none") == "none":
+        config = {**config, "attack": "none", "attackers": 0}
+    return config
+
+
+def cells(grid: SweepGrid, out: Path) -> list[Cell]:
+    """Every (setting, seed) of the grid, validated, duplicates removed, in grid order."""
+    keys = list(grid.grid)
+    found: dict[str, Cell] = {}
+    for values in product(*(grid.grid[k] for k in keys)):
+        setting = _normalise(dict(zip(keys, values, strict=True)))
+        for seed in grid.seeds:
+            config = _normalise({**grid.base, **setting, "seed": seed})
+            digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+            cell_out = out / "cells" / digest
+            try:
+                settings = RunSettings.from_run_config({**config, "out-dir": str(cell_out)})
+            except ValueError as exc:
+                raise ValueError(f"grid cell {setting} (seed {seed}): {exc}") from exc
+            shown = {k: setting[k] for k in keys}
+            found.setdefault(digest, Cell(digest, shown, seed, settings))
+    return list(found.values())
+
+
+def _run_cell(settings: RunSettings, baselines: bool, verbose: bool) -> float:
+    """In a fresh process: one full simulation; returns its wall time."""
+    from jointcredit.simulations.simulate import simulate
+
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+    started = time.monotonic()
+    simulate(settings, with_baselines=baselines)
+    return time.monotonic() - started
+
+
+def _row(
+    cell: Cell, metrics: dict[str, Any] | None, status: str, error: str = ""
+) -> dict[str, Any]:
+    m = metrics or {}
+    privacy = m.get("privacy", {})
+    security = m.get("security", {})
+    return {
+        "cell": cell.id,
+        **cell.setting,
+        "seed": cell.seed,
+        "status": status,
+        "auc": m.get("federated", {}).get("auc"),
+        "ks": m.get("federated", {}).get("ks"),
+        "brier": m.get("federated", {}).get("brier"),
+        "centralized_auc": (m.get("centralized") or {}).get("auc"),
+        "local_only_auc": (m.get("local_only") or {}).get("mean_auc"),
+        "epsilon_spent": privacy.get("epsilon_spent"),
+        "mia_auc": privacy.get("mia_auc"),
+        "attacker_ids": " ".join(privacy.get("attack", {}).get("attackers", [])),
+        "rejected_replies": security.get("rejected_replies"),
+        "wall_seconds": m.get("sweep_wall_seconds"),
+        "error": error,
+    }
+
+
+def run_sweep(
+    grid: SweepGrid,
+    out: Path,
+    *,
+    on_cell: Callable[[Cell, str], None] = lambda cell, status: None,
+    verbose: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every cell not already done; returns one result row per cell (failed cells too)."""
+    todo = cells(grid, out)
+    rows: list[dict[str, Any]] = []
+    spawn = multiprocessing.get_context("spawn")
+    for cell in todo:
+        metrics_path = Path(cell.settings.out_dir) / "metrics.json"
+        if metrics_path.is_file():
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            rows.append(_row(cell, metrics, "done"))
+            on_cell(cell, "skipped (done before)")
+            continue
+        on_cell(cell, "running")
+        try:
+            with ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
+                wall = pool.submit(_run_cell, cell.settings, grid.baselines, verbose).result()
+        except Exception as exc:  # one failed cell must not lose the others
+            rows.append(_row(cell, None, "failed", f"{type(exc).__name__}: {exc}"))
+            on_cell(cell, "failed")
+            continue
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics["sweep_wall_seconds"] = round(wall, 2)
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        rows.append(_row(cell, metrics, "done"))
+        on_cell(cell, "done")
+    return rows
+
+
+def iter_settings(
+    rows: list[dict[str, Any]], keys: list[str]
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Rows grouped by setting (the grid values), in first-seen order, with a readable label."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        label = ", ".join(f"{k}={row[k]}" for k in keys) or "default"
+        groups.setdefault(label, []).append(row)
+    yield from groups.items()
