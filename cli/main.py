@@ -247,6 +247,13 @@ def simulate(
         f"{security['rejected_replies']} rejected"
         + (f" {security['rejected_by_reason']}" if security["rejected_replies"] else "")
     )
+    privacy = metrics["privacy"]
+    if privacy["aggregator"] != "fedavg" or privacy["attack"]["kind"] != "none":
+        who = ", ".join(privacy["attack"]["attackers"]) or "nobody"
+        console.print(
+            f"Aggregation: {privacy['aggregator']}; attack: {privacy['attack']['kind']} by {who}",
+            soft_wrap=True,
+        )
     console.print(
         f"{len(metrics['institutions'])} institutions x {rounds} rounds in "
         f"{metrics['timing']['total_seconds']:.1f} s. Model: {out / 'model'}  "

@@ -114,6 +114,7 @@ def test_cli_attack_and_robust_rule_end_to_end(tmp_path: Path) -> None:
            "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Aggregation: median; attack: scale by" in proc.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     privacy = metrics["privacy"]
     assert privacy["aggregator"] == "median"
