@@ -108,7 +108,12 @@ def train_handler(msg: Message, context: Context) -> Message:
     mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
     global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     attack = simulated_attack(settings, node, dict(context.node_config))
-    global_state = {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
+    poisons_update = attack in ("sign-flip", "scale")
+    global_state = (
+        {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}
+        if poisons_update
+        else {}
+    )
     y = node.data.train.y
     loss = train(
         model,
@@ -119,7 +124,7 @@ def train_handler(msg: Message, context: Context) -> Message:
         ),
         global_params=global_params,
     )
-    if attack in ("sign-flip", "scale"):
+    if poisons_update:
         trained = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         poisoned = poison_update(global_state, trained, attack, settings.attack_scale)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in poisoned.items()})
