@@ -6,7 +6,7 @@ knowledge (what small lenders need), a weak one lets a large lender fit its own 
 institution picks mu on a validation split of its own training rows, with the unchanged
 global model as a candidate too, so personalisation never knowingly makes things worse.
 Hand-written because Flower ships no personalisation step; the candidates train side by side
-(`train_together`), so trying four strengths costs about what one did.
+(`train_together`): for the logistic scorecard four strengths cost about what one did.
 """
 
 from __future__ import annotations
