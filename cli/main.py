@@ -69,6 +69,18 @@ class AttackChoice(StrEnum):
     label_flip = "label-flip"
 
 
+class PrivacyChoice(StrEnum):
+    none = "none"
+    dp_record = "dp-record"
+    dp_institution = "dp-institution"
+    secagg = "secagg"
+
+
+class ClippingSide(StrEnum):
+    server = "server"
+    client = "client"
+
+
 def _progress() -> Progress:
     """A bar with a status line (rounds of a federation, cells of a sweep)."""
     return Progress(
@@ -123,6 +135,9 @@ def simulate(
     ] = 0.5,
     synthetic_rows: Annotated[int, typer.Option(min=200)] = 3000,
     baselines: Annotated[bool, typer.Option(help="also train centralized and local-only")] = True,
+    audit: Annotated[
+        bool, typer.Option(help="membership-inference audit of the final model")
+    ] = True,
     min_valid_fraction: Annotated[
         float,
         typer.Option(min=0.01, max=1.0, help="share of verified replies a round needs"),
@@ -132,7 +147,7 @@ def simulate(
         typer.Option(
             help="misbehaving institutions, e.g. 'bank-a:tamper-array' (attacks: unsigned, "
             "tamper-array, tamper-metric, replay, foreign-key, impersonate, key-swap, "
-            "truncate, forge, arrays-only)"
+            "truncate, forge, arrays-only; secagg-dropout)"
         ),
     ] = "",
     aggregator: Annotated[
@@ -154,17 +169,53 @@ def simulate(
     trim_fraction: Annotated[
         float, typer.Option(min=0.0, max=0.49, help="trimmed mean: share cut at each end")
     ] = 0.2,
+    privacy: Annotated[
+        PrivacyChoice,
+        typer.Option(
+            help="none; dp-record: DP-SGD in each institution (protects borrowers); "
+            "dp-institution: noise on the average of clipped updates (protects institutions); "
+            "secagg: Flower SecAgg+, the coordinator sees only the sum of masked updates"
+        ),
+    ] = PrivacyChoice.none,
+    epsilon: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="budget: per institution (dp-record; inf: clip only) or federation"
+        ),
+    ] = 1.0,
+    delta: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1e-5,
+    noise_multiplier: Annotated[
+        float,
+        typer.Option(min=0.0, help="fixed DP-SGD noise (0: calibrated to spend the budget)"),
+    ] = 0.0,
+    max_grad_norm: Annotated[
+        float, typer.Option(min=0.0, help="DP-SGD per-row gradient clipping bound")
+    ] = 1.0,
+    clipping_norm: Annotated[
+        float, typer.Option(min=0.0, help="dp-institution: bound on each update's L2 norm")
+    ] = 1.0,
+    dp_clipping: Annotated[
+        ClippingSide, typer.Option(help="dp-institution: who clips (client: before signing)")
+    ] = ClippingSide.server,
+    secagg_shares: Annotated[
+        float, typer.Option(min=0.0, help="secagg: key shares per institution (<= 1: a share)")
+    ] = 1.0,
+    secagg_threshold: Annotated[
+        float, typer.Option(min=0.0, help="secagg: shares that rebuild a key (<= 1: a share)")
+    ] = 0.5,
     verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines."""
     from jointcredit.models.settings import MLP_RECIPE, RunSettings
     from jointcredit.server import events
-    from jointcredit.simulations.report import comparison_table, institution_table
+    from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
     # Unset options take the model's recipe (settings defaults; MLP_RECIPE for the MLP).
     config: dict[str, Any] = dict(MLP_RECIPE) if model is ModelKind.mlp else {}
+    if privacy is PrivacyChoice.dp_institution:
+        config["strategy"] = "fedavg"  # Flower accounts only for plain FedAvg
     chosen = {
         "strategy": strategy,
         "optimizer": optimizer,
@@ -200,6 +251,15 @@ def simulate(
                 "attack-scale": attack_scale,
                 "assumed-attackers": assumed_attackers,
                 "trim-fraction": trim_fraction,
+                "privacy": privacy.value,
+                "epsilon": epsilon,
+                "delta": delta,
+                "noise-multiplier": noise_multiplier,
+                "max-grad-norm": max_grad_norm,
+                "clipping-norm": clipping_norm,
+                "dp-clipping": dp_clipping.value,
+                "secagg-shares": secagg_shares,
+                "secagg-threshold": secagg_threshold,
             }
         )
         if (attackers > 0) != (attack is not AttackChoice.none):
@@ -230,7 +290,7 @@ def simulate(
     unsubscribe = events.subscribe(on_event)
     try:
         with progress:
-            metrics = run(settings, with_baselines=baselines)
+            metrics = run(settings, with_baselines=baselines, with_audit=audit)
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -247,13 +307,15 @@ def simulate(
         f"{security['rejected_replies']} rejected"
         + (f" {security['rejected_by_reason']}" if security["rejected_replies"] else "")
     )
-    privacy = metrics["privacy"]
-    if privacy["aggregator"] != "fedavg" or privacy["attack"]["kind"] != "none":
-        who = ", ".join(privacy["attack"]["attackers"]) or "nobody"
+    privacy_info = metrics["privacy"]
+    if privacy_info["aggregator"] != "fedavg" or privacy_info["attack"]["kind"] != "none":
+        who = ", ".join(privacy_info["attack"]["attackers"]) or "nobody"
         console.print(
-            f"Aggregation: {privacy['aggregator']}; attack: {privacy['attack']['kind']} by {who}",
+            f"Aggregation: {privacy_info['aggregator']}; attack: "
+            f"{privacy_info['attack']['kind']} by {who}",
             soft_wrap=True,
         )
+    console.print(privacy_line(privacy_info), soft_wrap=True)
     console.print(
         f"{len(metrics['institutions'])} institutions x {rounds} rounds in "
         f"{metrics['timing']['total_seconds']:.1f} s. Model: {out / 'model'}  "

@@ -2,9 +2,10 @@
 
 `adversary = "bank-a:tamper-array,bank-b:replay"` in the run config makes those simulated
 nodes alter their signed train replies on the way out (this mod sits outside the signing mod).
-It is refused outside simulations: a deployed node (no `partition-id`) never misbehaves on
-purpose. Data-poisoning attacks (sign flips, label flips...) belong to the robust-aggregation
-work; these are protocol attacks on the signatures.
+`secagg-dropout` makes a node crash at SecAgg+'s masked-vector stage instead (the protocol
+must recover its masks from the others' shares). It is refused outside simulations: a
+deployed node (no `partition-id`) never misbehaves on purpose. Data-poisoning attacks (sign
+flips, label flips...) belong to the robust-aggregation work; these are protocol attacks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from functools import cache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Array, ConfigRecord, Context, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
+from jointcredit.client.data import node_data
 from jointcredit.client.signing import binding_for, signing_key
 from jointcredit.models.settings import RunSettings
 from jointcredit.trust import keys
@@ -31,6 +34,9 @@ from jointcredit.trust.updates import (
 )
 
 REPLAY_PREFIX = "adversary-replay-"
+# Acts before the node answers rather than on its reply: crash at SecAgg+'s masked-vector
+# stage, after sharing its keys.
+DROPOUT = "secagg-dropout"
 
 
 def parse_adversary(spec: str) -> dict[str, str]:
@@ -164,12 +170,25 @@ ATTACKS: dict[str, Callable[[Message, Message, Context], None]] = {
     "impersonate": _impersonate,
     "arrays-only": _arrays_only,
     "replay": _replay,
+    DROPOUT: lambda msg, reply, context: None,  # acts before the reply: see adversary_mod
 }
 
 
-def adversary_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    reply = call_next(msg, context)
+def _dropping_out(msg: Message, context: Context, institution: str) -> bool:
     settings = RunSettings.from_run_config(context.run_config)
+    if parse_adversary(settings.adversary).get(institution) != DROPOUT:
+        return False
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    return configs is not None and configs.get(Key.STAGE) == Stage.COLLECT_MASKED_VECTORS
+
+
+def adversary_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    settings = RunSettings.from_run_config(context.run_config)
+    if settings.adversary and msg.metadata.message_type == MessageType.TRAIN:
+        institution = node_data(dict(context.node_config), settings).institution
+        if _dropping_out(msg, context, institution):
+            raise RuntimeError(f"{institution} dropped out (simulated)")
+    reply = call_next(msg, context)
     if not settings.adversary or not reply.has_content():
         return reply
     if "partition-id" not in context.node_config:
@@ -178,6 +197,6 @@ def adversary_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
         return reply
     institution = str(reply.content.config_records[IDENTITY]["institution"])
     attack = parse_adversary(settings.adversary).get(institution)
-    if attack is not None:
+    if attack is not None and attack != DROPOUT:
         ATTACKS[attack](msg, reply, context)
     return reply

@@ -4,8 +4,9 @@ Three message handlers:
 - `query`: summarise own training rows for federated preprocessing (counts, sums, bounded
   category counts; see `jointcredit.models.preprocessing`).
 - `train`: train the global model on own rows for a few local epochs (FedProx term when the
-  server sends `proximal-mu`) and return the updated weights (in a simulated attack, the
-  attacking institutions poison theirs; see `jointcredit.privacy.robust`).
+  server sends `proximal-mu`) and return the updated weights - with DP-SGD and an enforced
+  budget under record-level DP (`jointcredit.client.record_dp`); in a simulated attack, the
+  attacking institutions poison theirs (`jointcredit.privacy.robust`).
 - `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
 Every reply carries an `identity` ConfigRecord with the institution id, so the server can order
 replies deterministically and report per institution, and is signed on the way out by the
@@ -28,15 +29,20 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data, simulated_institutions
+from jointcredit.client.record_dp import record_dp_round
+from jointcredit.client.secagg import LocalUpdate, secagg_train
 from jointcredit.client.signing import signing_mod
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.personalize import personalize
 from jointcredit.models.preprocessing import PreprocessingSpec, summarize
-from jointcredit.models.settings import Attack, RunSettings
+from jointcredit.models.settings import UNIT_WEIGHT, Attack, RunSettings
 from jointcredit.models.training import predict_pd, train
 from jointcredit.privacy.robust import attacker_ids, poison_update
 from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
@@ -99,13 +105,55 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-@app.train()
+def institution_clipping_mod(
+    msg: Message, context: Context, call_next: ClientAppCallable
+) -> Message:
+    """Flower's `fixedclipping_mod` when the coordinator asks for client-side clipping
+    (institution-level DP sends the clipping norm in the train config); otherwise nothing.
+    On the training handler only (app-wide it breaks evaluate: see Flower's notes), and
+    inside the signing mod, so the signature covers the clipped update."""
+    config = msg.content.config_records.get("config")
+    if config is not None and KEY_CLIPPING_NORM in config:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+@app.train(mods=[institution_clipping_mod])
 def train_handler(msg: Message, context: Context) -> Message:
     settings, node = _setup(context)
+    if settings.privacy == "secagg":
+        # Every SecAgg+ stage arrives as a train message; Flower's secaggplus_mod runs the
+        # protocol and calls `local_update` (through a NumPyClient) at the masking stage.
+        return secagg_train(msg, context, settings, node, local_update)
     model, spec = _model_from(msg, settings)
     config = msg.content["config"]
-    server_round = int(config["server-round"])  # type: ignore[arg-type]
-    mu = float(config.get("proximal-mu", 0.0))  # type: ignore[arg-type]
+    update = local_update(
+        model,
+        spec,
+        settings,
+        node,
+        context,
+        server_round=int(config["server-round"]),  # type: ignore[arg-type]
+        mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+    )
+    content = RecordDict({"metrics": MetricRecord(update.metrics), IDENTITY: _identity(node)})
+    if not update.withheld:
+        content["arrays"] = ArrayRecord(model.state_dict())
+    return Message(content, reply_to=msg)
+
+
+def local_update(
+    model: torch.nn.Module,
+    spec: PreprocessingSpec,
+    settings: RunSettings,
+    node: NodeData,
+    context: Context,
+    *,
+    server_round: int,
+    mu: float,
+) -> LocalUpdate:
+    """One round of local training of `model` (in place) on this institution's rows: plain,
+    or DP-SGD under record-level DP; in a simulated attack, poisoned."""
     global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     attack = simulated_attack(settings, node, dict(context.node_config))
     poisons_update = attack in ("sign-flip", "scale")
@@ -115,28 +163,32 @@ def train_handler(msg: Message, context: Context) -> Message:
         else {}
     )
     y = node.data.train.y
-    loss = train(
-        model,
-        node.matrix(spec, "train"),
-        1 - y if attack == "label-flip" else y,
-        settings.train_config(
-            seed=_seed(settings, node.institution, server_round), server_round=server_round, mu=mu
-        ),
-        global_params=global_params,
+    x = node.matrix(spec, "train")
+    labels = 1 - y if attack == "label-flip" else y
+    cfg = settings.train_config(
+        seed=_seed(settings, node.institution, server_round), server_round=server_round, mu=mu
     )
+    values: dict[str, MetricRecordValues] = {"num-examples": len(y)}
+    if settings.privacy == "dp-institution":
+        values[UNIT_WEIGHT] = 1.0  # Flower's accounted DP averages institutions equally
+    if settings.privacy == "dp-record":
+        dp = record_dp_round(
+            model, x, labels, cfg, settings, context.state, global_params=global_params
+        )
+        values.update(dp.metrics())
+        if dp.steps == 0:
+            # Budget spent: the institution stops contributing. Its signed reply carries no
+            # update, only its accounting, so the coordinator can say who stopped and when.
+            return LocalUpdate({**values, "num-examples": 0}, withheld=True)
+        loss = dp.loss
+    else:
+        loss = train(model, x, labels, cfg, global_params=global_params)
     if poisons_update:
         trained = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         poisoned = poison_update(global_state, trained, attack, settings.attack_scale)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in poisoned.items()})
-    metrics = MetricRecord({"train-loss": loss, "num-examples": len(y)})
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord(model.state_dict()),
-            "metrics": metrics,
-            IDENTITY: _identity(node),
-        }
-    )
-    return Message(content, reply_to=msg)
+    values["train-loss"] = loss
+    return LocalUpdate(values, withheld=False)
 
 
 def simulated_attack(
@@ -163,6 +215,8 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
         "brier": _nan(m["brier"]),
         "num-examples": len(y_test),
     }
+    if settings.privacy == "dp-institution":
+        values[UNIT_WEIGHT] = 1.0  # the strategy validates its weight key on every reply
     config = msg.content["config"]
     finetune = int(config.get("finetune-epochs", 0))  # type: ignore[arg-type]
     if finetune > 0:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.data.catalog import DataConfig
 from jointcredit.models.nets import ModelKind
@@ -42,6 +42,15 @@ MLP_RECIPE: dict[str, Any] = {
 # see jointcredit.privacy.robust.
 Aggregator = Literal["fedavg", "median", "trimmed", "krum", "multikrum", "bulyan"]
 Attack = Literal["none", "sign-flip", "scale", "label-flip"]
+# Privacy settings (see jointcredit.privacy): plain federated training; DP-SGD inside each
+# institution (protects each borrower's row); Gaussian noise on the average of clipped
+# institution updates (protects an institution's participation).
+PrivacySetting = Literal["none", "dp-record", "dp-institution", "secagg"]
+# Secure aggregation (Flower SecAgg+) hides each institution's update from the coordinator.
+# Institution-level DP weighs every institution equally: Flower's accountant requires it, and a
+# size-weighted average would let a large lender's update exceed its clipped share. Clients
+# report this metric = 1 and the strategy averages by it.
+UNIT_WEIGHT = "unit-weight"
 
 
 def default_run_dir(run_id: int) -> Path:
@@ -104,6 +113,38 @@ class RunSettings(BaseModel):
     attackers: int = Field(0, ge=0)
     attack: Attack = "none"
     attack_scale: float = Field(10.0, alias="attack-scale", gt=0)
+    # Privacy. `epsilon` and `delta` are each institution's budget (dp-record) or the
+    # federation's (dp-institution); `epsilon = inf` clips without noise. `noise-multiplier`
+    # 0 calibrates the noise to spend the budget over the planned rounds; a fixed value makes
+    # the enforced budget stop institutions that run out. `max-grad-norm`: per-row gradient
+    # clipping bound of DP-SGD.
+    privacy: PrivacySetting = "none"
+    epsilon: float = Field(1.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    noise_multiplier: float = Field(0.0, alias="noise-multiplier", ge=0)
+    max_grad_norm: float = Field(1.0, alias="max-grad-norm", gt=0)
+    # Institution-level DP: each update's L2 bound, and who clips it (the coordinator, or the
+    # institution before signing with Flower's fixedclipping_mod).
+    clipping_norm: float = Field(1.0, alias="clipping-norm", gt=0)
+    dp_clipping: Literal["server", "client"] = Field("server", alias="dp-clipping")
+    # SecAgg+ (Flower's convention: <= 1 is a share, > 1 a count): how many neighbours hold a
+    # share of each institution's key, how many shares rebuild it (dropout tolerance vs
+    # collusion), and the range parameters are clipped to before quantisation.
+    secagg_shares: float = Field(1.0, alias="secagg-shares", gt=0)
+    secagg_threshold: float = Field(0.5, alias="secagg-threshold", gt=0)
+    secagg_clipping_range: float = Field(8.0, alias="secagg-clipping-range", gt=0)
+
+    @model_validator(mode="after")
+    def _privacy_combinations(self) -> RunSettings:
+        """Settings that cannot work together fail before anything runs."""
+        if self.privacy in ("secagg", "dp-institution") and self.aggregator != "fedavg":
+            raise ValueError(
+                f"aggregator {self.aggregator} needs each institution's own update, which "
+                f"{self.privacy} does not give the coordinator: use aggregator fedavg"
+            )
+        if self.privacy == "dp-institution" and math.isinf(self.epsilon):
+            raise ValueError("dp-institution needs a finite epsilon")
+        return self
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
@@ -111,7 +152,9 @@ class RunSettings(BaseModel):
             return cls.model_validate(dict(run_config))
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors()
             )
             raise ValueError(f"invalid run config: {problems}") from exc
 
@@ -134,6 +177,12 @@ class RunSettings(BaseModel):
     def run_dir(self, run_id: int) -> Path:
         """Where this run writes (OUT): `out-dir`, or ~/.jointcredit/runs/<run id>."""
         return Path(self.out_dir) if self.out_dir else default_run_dir(run_id)
+
+    def steps_per_round(self, n_rows: int) -> int:
+        """Local optimiser steps of one round for an institution with `n_rows` training rows."""
+        if self.local_steps > 0:
+            return self.local_steps
+        return self.local_epochs * max(1, math.ceil(n_rows / self.batch_size))
 
     def lr_at(self, server_round: int) -> float:
         """Learning rate of round `server_round` (1-based); never zero, the last round trains."""

@@ -31,10 +31,10 @@ class TrainConfig:
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return _optimizer_for(list(model.parameters()), cfg)
+    return optimizer_for(list(model.parameters()), cfg)
 
 
-def _optimizer_for(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+def optimizer_for(params: Sequence[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.learning_rate)
     return torch.optim.Adam(params, lr=cfg.learning_rate)
@@ -125,7 +125,7 @@ def train_together(
     gen = torch.Generator().manual_seed(cfg.seed)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=np.float32))
-    opt = _optimizer_for(list(params.values()), cfg)
+    opt = optimizer_for(list(params.values()), cfg)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     with_prox = bool((mu > 0).any())
     for batches in _batches(len(yt), cfg, gen):

@@ -35,6 +35,7 @@ from flwr.app import (
 )
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from jointcredit.data.catalog import load_institution
 from jointcredit.data.frames import Split
@@ -46,21 +47,19 @@ from jointcredit.models.settings import RunSettings
 from jointcredit.models.training import predict_pd
 from jointcredit.server import events
 from jointcredit.server.errors import FederationError
-from jointcredit.server.grid import InstitutionGrid, metric_rows, nan_weighted_mean
+from jointcredit.server.grid import BudgetSpent, InstitutionGrid, metric_rows, nan_weighted_mean
 from jointcredit.server.identity import (
     CoordinatorIdentity,
     coordinator_identity,
     discard_generated,
 )
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
+from jointcredit.server.privacy import privacy_record, round_epsilons
+from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.verify import UpdateVerifier
 
 app = ServerApp()
-
-
-# Until the privacy settings land, every run is plain federated training.
-PRIVACY: dict[str, Any] = {"setting": "none", "epsilon": None, "delta": None}
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +89,10 @@ def _central_evaluator(
 
 
 def _round_records(
-    grid: InstitutionGrid, central: dict[int, dict[str, Any]], num_rounds: int
+    grid: InstitutionGrid,
+    central: dict[int, dict[str, Any]],
+    num_rounds: int,
+    central_epsilon: dict[int, float],
 ) -> list[dict[str, Any]]:
     rounds: dict[int, dict[str, Any]] = {}
     for ex in grid.exchanges:
@@ -110,6 +112,11 @@ def _round_records(
                 sum(losses[i] * weights[i] for i in losses) / total if total else None
             )
             rec["train_institutions"] = sorted(ex.metrics)
+            if ex.withheld:
+                rec["withheld"] = sorted(ex.withheld)  # privacy budget spent: no update
+            epsilons = round_epsilons(ex)
+            if epsilons:
+                rec["epsilon_per_institution"] = epsilons
         else:
             rec["per_institution_auc"] = _clean(
                 {i: m.get("auc", math.nan) for i, m in ex.metrics.items()}
@@ -121,6 +128,9 @@ def _round_records(
     for r, values in central.items():
         if r in rounds:
             rounds[r]["central"] = values
+    for r, eps in central_epsilon.items():
+        if r in rounds:
+            rounds[r]["epsilon"] = eps  # institution-level DP, the federation's accountant
     return [rounds[r] for r in sorted(rounds)]
 
 
@@ -182,7 +192,13 @@ def _run(
 ) -> None:
     started = time.monotonic()
     verifier = UpdateVerifier(identity.trust, run_id=context.run_id)
-    igrid = InstitutionGrid(grid, verifier, settings.min_valid_fraction)
+    client_clipped = settings.privacy == "dp-institution" and settings.dp_clipping == "client"
+    igrid = InstitutionGrid(
+        grid,
+        verifier,
+        settings.min_valid_fraction,
+        update_bound=settings.clipping_norm if client_clipped else None,
+    )
     out_dir = settings.run_dir(context.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "trust.json").write_bytes(identity.trust.to_bytes())
@@ -190,15 +206,20 @@ def _run(
     # 1. Institutions and the agreed preprocessing.
     events.emit(events.ServerEvent("preprocessing", total_rounds=settings.rounds))
     nodes = wait_for_nodes(igrid, settings.min_nodes, timeout=settings.round_timeout)
-    spec, schema, node_inst, _ = agree_preprocessing(igrid, nodes, settings)
+    spec, schema, node_inst, summaries = agree_preprocessing(igrid, nodes, settings)
     institutions = sorted(node_inst.values())
     log(INFO, "Institutions: %s", ", ".join(institutions))
-    privacy = {**PRIVACY, **robustness_record(settings, institutions)}
+    privacy: dict[str, Any] = {
+        **privacy_record(settings, [], institutions),
+        **robustness_record(settings, institutions),
+    }
 
     arch = architecture(settings.model, spec.n_outputs)
     initial = build_model(arch, seed=settings.seed)
     central = _central_evaluator(settings, institutions, spec)
     central_by_round: dict[int, dict[str, Any]] = {}
+    latest: dict[int, ArrayRecord] = {}  # the last aggregated global model, by round
+    central_epsilon: dict[int, float] = {}  # institution-level DP: epsilon after each round
     round_started = [time.monotonic()]
     round_seconds: list[float] = []
 
@@ -227,6 +248,11 @@ def _run(
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         # Also the per-round progress hook: Flower calls it after every round.
         values: dict[str, Any] = {}
+        latest.clear()
+        latest[server_round] = arrays
+        spent = getattr(strategy, "privacy_spent", lambda: None)()
+        if spent is not None and server_round > 0:
+            central_epsilon[server_round] = float(spent.epsilon)
         if central is not None:
             model = build_model(arch)
             model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
@@ -263,25 +289,59 @@ def _run(
         "min_available_nodes": len(nodes),
         "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,
     }
-    strategy = build_strategy(settings, len(nodes), common)
+    strategy = (
+        None if settings.privacy == "secagg" else build_strategy(settings, len(nodes), common)
+    )
     train_config = ConfigRecord({"preprocessing": spec.to_json()})
     training_started = time.monotonic()
-    result = strategy.start(
-        grid=igrid,
-        initial_arrays=ArrayRecord(initial.state_dict()),
-        num_rounds=settings.rounds,
-        timeout=settings.round_timeout,
-        train_config=train_config,
-        evaluate_config=ConfigRecord({"preprocessing": spec.to_json()}),
-        evaluate_fn=evaluate_fn,
-    )
+    stopped: dict[str, Any] | None = None
+    secagg: dict[str, Any] | None = None
+    try:
+        if strategy is None:
+            final_arrays, secagg = run_secagg(
+                igrid,
+                context,
+                settings,
+                initial=ArrayRecord(initial.state_dict()),
+                train_config={"preprocessing": spec.to_json()},
+                n_nodes=len(nodes),
+                max_examples=max(s.rows for s in summaries),
+                evaluate_fn=evaluate_fn,
+            )
+        else:
+            final_arrays = strategy.start(
+                grid=igrid,
+                initial_arrays=ArrayRecord(initial.state_dict()),
+                num_rounds=settings.rounds,
+                timeout=settings.round_timeout,
+                train_config=train_config,
+                evaluate_config=ConfigRecord({"preprocessing": spec.to_json()}),
+                evaluate_fn=evaluate_fn,
+            ).arrays
+        last_round = settings.rounds
+    except (BudgetSpent, PrivacyBudgetExhausted) as exc:
+        # An enforced budget: nobody may train (record-level) or no further aggregate may be
+        # released (institution-level). The model stands as it was after the last round that
+        # trained; the run says so and goes on to its outputs.
+        ((last_round, final_arrays),) = latest.items()
+        stopped = {"after_round": last_round, "reason": str(exc)}
+        log(WARNING, "Training stopped after round %s: %s", last_round, exc)
     trained_rounds = {
         e.server_round
         for e in igrid.exchanges
         if e.message_type == MessageType.TRAIN and e.server_round is not None
     }
-    if trained_rounds != set(range(1, settings.rounds + 1)):
+    # A stopped run may have asked for one more round (record-level: everyone withheld).
+    expected = set(range(1, last_round + 1))
+    if not expected <= trained_rounds <= expected | ({last_round + 1} if stopped else set()):
         raise FederationError(f"training rounds missing: ran {sorted(trained_rounds)}")
+    privacy.update(
+        privacy_record(settings, igrid.exchanges, institutions, strategy, central_epsilon)
+    )
+    if secagg is not None:
+        privacy["secagg"] = secagg
+    if stopped is not None:
+        privacy["stopped"] = stopped
 
     # 3. Personalisation: each institution fine-tunes a copy of the final model on its own rows.
     personalization_started = time.monotonic()
@@ -295,7 +355,7 @@ def _run(
     )
     final_msgs = [
         Message(
-            RecordDict({"arrays": result.arrays, "config": config}),
+            RecordDict({"arrays": final_arrays, "config": config}),
             dst_node_id=n,
             message_type=MessageType.EVALUATE,
         )
@@ -325,7 +385,7 @@ def _run(
         for inst, m in final.metrics.items()
     }
     fed_eval = _clean(nan_weighted_mean(list(final.metrics.values()), "num-examples"))
-    headline = central_by_round.get(settings.rounds) or {
+    headline = central_by_round.get(last_round) or {
         k: fed_eval.get(k) for k in ("auc", "ks", "brier")
     }
     metrics: dict[str, Any] = {
@@ -341,7 +401,8 @@ def _run(
         },
         "federated_eval": fed_eval,
         "per_institution": per_institution,
-        "rounds": _round_records(igrid, central_by_round, settings.rounds),
+        "rounds": _round_records(igrid, central_by_round, settings.rounds, central_epsilon),
+        "trained_rounds": last_round,
         "security": _security(igrid, verifier, identity),
         "privacy": privacy,
         "timing": {
@@ -353,7 +414,7 @@ def _run(
     for inst, row in per_institution.items():
         row["rejected_replies"] = sum(1 for ex in igrid.exchanges if inst in ex.rejected)
     signed_artifact(
-        out_dir / "model", result.arrays, settings.rounds, {"federated": metrics["federated"]}
+        out_dir / "model", final_arrays, last_round, {"federated": metrics["federated"]}
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     log(INFO, "Wrote %s and %s", out_dir / "model", out_dir / "metrics.json")

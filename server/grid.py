@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import WARNING
 
+import numpy as np
 from flwr.app import Message, MessageType, RecordDict
 from flwr.common.logger import log
 from flwr.proto.node_pb2 import NodeInfo
@@ -62,17 +63,32 @@ class Exchange:
     errors: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # institution -> "reason: detail"
     accepted: dict[str, str] = field(default_factory=dict)  # institution -> signed digest (hex)
+    # Verified training replies without an update (record-level DP budget spent): their
+    # metrics, kept apart so no strategy aggregates them.
+    withheld: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class BudgetSpent(FederationError):
+    """Every institution asked to train has spent its privacy budget: training is over."""
 
 
 class InstitutionGrid(Grid):
     """Delegates to the real Grid; verifies, orders and records every reply."""
 
     def __init__(
-        self, inner: Grid, verifier: UpdateVerifier | None = None, min_valid_fraction: float = 1.0
+        self,
+        inner: Grid,
+        verifier: UpdateVerifier | None = None,
+        min_valid_fraction: float = 1.0,
+        *,
+        update_bound: float | None = None,
     ) -> None:
         self.inner = inner
         self.verifier = verifier
         self.min_valid_fraction = min_valid_fraction
+        # Client-side clipping (institution-level DP): the DP guarantee assumes every update's
+        # L2 norm is at most this; an institution that did not clip is rejected, not averaged.
+        self.update_bound = update_bound
         self.exchanges: list[Exchange] = []
         self._claimed: dict[int, str] = {}  # unverified runs only: what replies said
 
@@ -127,25 +143,44 @@ class InstitutionGrid(Grid):
                 continue
             if self.verifier is None:
                 self._claimed.setdefault(r.metadata.src_node_id, institution_of(r, {}))
-                valid.append(r)
+                inst = institution_of(r, self._claimed)
+            else:
+                try:
+                    accepted = self.verifier.check(r, by_node.get(r.metadata.src_node_id))
+                except Rejected as exc:
+                    inst = institution_of(r, self.node_institution)
+                    ex.rejected[inst] = str(exc)
+                    log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, exc)
+                    continue
+                inst = accepted.institution
+                ex.accepted[inst] = accepted.digest.hex()
+            if ex.message_type == MessageType.TRAIN and _withheld(r.content):
+                ex.withheld[inst] = _numbers(r.content)
                 continue
-            try:
-                accepted = self.verifier.check(r, by_node.get(r.metadata.src_node_id))
-            except Rejected as exc:
-                inst = institution_of(r, self.node_institution)
-                ex.rejected[inst] = str(exc)
-                log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, exc)
+            problem = self._unclipped(ex, by_node.get(r.metadata.src_node_id), r)
+            if problem:
+                ex.rejected[inst] = problem
+                log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, problem)
                 continue
-            ex.accepted[accepted.institution] = accepted.digest.hex()
             valid.append(r)
         valid.sort(key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id))
         self._record(ex, sent, valid)
         self._require_enough(ex, len(sent))
         return valid
 
+    def _unclipped(self, ex: Exchange, sent: Message | None, reply: Message) -> str | None:
+        if self.update_bound is None or ex.message_type != MessageType.TRAIN or sent is None:
+            return None
+        norm = update_norm(sent.content, reply.content)
+        if norm <= self.update_bound * (1 + 1e-4):  # float32 rounding of a clipped update
+            return None
+        return f"unclipped: update norm {norm:.4g} > clipping norm {self.update_bound:g}"
+
     @staticmethod
     def _exchange(first: Message) -> Exchange:
-        config = first.content.config_records.get("config")
+        records = first.content.config_records
+        # Message API strategies send "config"; legacy workflows (SecAgg+) "fitins.config".
+        config = records.get("config") or records.get("fitins.config")
         rnd = config.get("server-round") if config is not None else None
         return Exchange(
             message_type=first.metadata.message_type,
@@ -157,6 +192,11 @@ class InstitutionGrid(Grid):
         with too few. (The preprocessing query needs every node: `agree_preprocessing`.)"""
         if ex.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
             return
+        if ex.withheld and len(ex.withheld) == asked:
+            raise BudgetSpent(
+                f"round {ex.server_round}: every institution has spent its privacy budget"
+            )
+        asked -= len(ex.withheld)  # they answered, legitimately without an update
         needed = max(1, math.ceil(self.min_valid_fraction * asked))
         if len(ex.metrics) >= needed:
             return
@@ -173,13 +213,8 @@ class InstitutionGrid(Grid):
             if r.has_error():
                 ex.errors[inst] = short_reason(r.error.reason)
                 continue
-            values: dict[str, float] = {}
-            for record in r.content.metric_records.values():
-                for k, v in record.items():
-                    if isinstance(v, int | float) and not isinstance(v, bool):
-                        values[k] = float(v)
-            ex.metrics[inst] = values
-        answered = set(ex.metrics) | set(ex.errors) | set(ex.rejected)
+            ex.metrics[inst] = _numbers(r.content)
+        answered = set(ex.metrics) | set(ex.errors) | set(ex.rejected) | set(ex.withheld)
         for m in sent:
             inst = self.node_institution.get(
                 m.metadata.dst_node_id, f"node-{m.metadata.dst_node_id}"
@@ -187,6 +222,42 @@ class InstitutionGrid(Grid):
             if inst not in answered:
                 ex.errors[inst] = "no reply before the timeout"
         self.exchanges.append(ex)
+
+
+def update_norm(sent: RecordDict, reply: RecordDict) -> float:
+    """L2 norm of (returned weights - sent weights) over every array, as Flower clips it."""
+    before = next(iter(sent.array_records.values())).to_numpy_ndarrays()
+    after = next(iter(reply.array_records.values())).to_numpy_ndarrays()
+    return float(
+        np.sqrt(
+            sum(
+                float(np.sum((a.astype(np.float64) - b) ** 2))
+                for a, b in zip(after, before, strict=True)
+            )
+        )
+    )
+
+
+def _withheld(content: RecordDict) -> bool:
+    """A training reply that deliberately carries no update (record-level DP budget spent)."""
+    return not content.array_records and _numbers(content).get("dp-steps") == 0
+
+
+# Legacy replies (SecAgg+'s masking stage) carry the client's metrics as a ConfigRecord.
+_LEGACY_METRICS = "fitres.metrics"
+
+
+def _numbers(content: RecordDict) -> dict[str, float]:
+    values: dict[str, float] = {}
+    records = list(content.metric_records.values())
+    legacy = content.config_records.get(_LEGACY_METRICS)
+    if legacy is not None:
+        records.append(legacy)  # type: ignore[arg-type]
+    for record in records:
+        for k, v in record.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                values[k] = float(v)
+    return values
 
 
 def nan_weighted_mean(rows: list[dict[str, float]], weight_key: str) -> dict[str, float]:

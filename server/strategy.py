@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from flwr.serverapp.strategy import (
     Bulyan,
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
     FedAvg,
     FedAvgM,
     FedMedian,
@@ -15,12 +18,19 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.models.settings import UNIT_WEIGHT, RunSettings
+from jointcredit.privacy import institution_dp
 from jointcredit.privacy.robust import assumed_attackers, attacker_ids, check_aggregator
 
+DPStrategy = DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping
 
-def build_strategy(settings: RunSettings, n_nodes: int, common: dict[str, Any]) -> FedAvg:
+
+def build_strategy(
+    settings: RunSettings, n_nodes: int, common: dict[str, Any]
+) -> FedAvg | DPStrategy:
     """`common`: the FedAvg arguments every strategy shares (fractions, minimums, metrics)."""
+    if settings.privacy == "dp-institution":
+        return institution_dp_strategy(settings, n_nodes, common)
     if settings.aggregator == "fedavg":
         if settings.strategy == "fedprox":
             return FedProx(proximal_mu=settings.proximal_mu, **common)
@@ -38,6 +48,35 @@ def build_strategy(settings: RunSettings, n_nodes: int, common: dict[str, Any]) 
     if settings.aggregator == "multikrum":
         return MultiKrum(num_malicious_nodes=f, num_nodes_to_select=n_nodes - f, **common)
     return Bulyan(num_malicious_nodes=f, **common)
+
+
+def institution_dp_strategy(
+    settings: RunSettings, n_nodes: int, common: dict[str, Any]
+) -> DPStrategy:
+    """Flower's fixed-clipping DP wrapper around plain, equally weighted FedAvg, with Flower's
+    RDP accountant enforcing `epsilon` (it refuses a release that would exceed it)."""
+    if settings.aggregator != "fedavg" or settings.strategy != "fedavg":
+        raise ValueError(
+            "dp-institution needs plain FedAvg (--strategy fedavg, --aggregator fedavg): "
+            "Flower accounts only for equally weighted FedAvg"
+        )
+    noise = settings.noise_multiplier or institution_dp.calibrate_noise(
+        settings.epsilon, settings.delta, settings.rounds, n_nodes
+    )
+    wrapper = (
+        DifferentialPrivacyServerSideFixedClipping
+        if settings.dp_clipping == "server"
+        else DifferentialPrivacyClientSideFixedClipping
+    )
+    return wrapper(
+        FedAvg(weighted_by_key=UNIT_WEIGHT, **common),
+        noise_multiplier=noise,
+        clipping_norm=settings.clipping_norm,
+        num_sampled_clients=n_nodes,
+        accountant=institution_dp.accountant(
+            n_nodes, settings.delta, None if math.isinf(settings.epsilon) else settings.epsilon
+        ),
+    )
 
 
 def robustness_record(settings: RunSettings, institutions: list[str]) -> dict[str, Any]:

@@ -48,3 +48,50 @@ def institution_table(metrics: dict[str, Any]) -> Table:
             _f(row.get("auc_personalized")),
         )
     return table
+
+
+def privacy_line(privacy: dict[str, Any]) -> str:
+    """One line on what the privacy setting spent (and who stopped for lack of budget)."""
+    setting = privacy["setting"]
+    mia = (
+        f"; membership inference AUC {privacy['mia_auc']:.3f}, TPR at 1% FPR "
+        f"{privacy['mia_tpr_at_1pct_fpr']:.3f}"
+        if privacy.get("mia_auc") is not None
+        else ""
+    )
+    if setting == "dp-institution":
+        dp = privacy["institution_dp"]
+        return (
+            f"Privacy: dp-institution (clipped by the {dp['clipping']} at "
+            f"{dp['clipping_norm']:g}, noise multiplier {dp['noise_multiplier']:.3g}), budget "
+            f"epsilon {privacy['epsilon']:g} at delta {privacy['delta']:g} for the federation; "
+            f"spent {_f(privacy['epsilon_spent'])}"
+            + (
+                f"; stopped after round {privacy['stopped']['after_round']}"
+                if "stopped" in privacy
+                else ""
+            )
+            + mia
+        )
+    if setting == "secagg":
+        sa = privacy["secagg"]
+        return (
+            f"Privacy: secagg (Flower SecAgg+: {sa['num_shares']} shares per key, "
+            f"{sa['reconstruction_threshold']} rebuild one; the coordinator saw only sums)" + mia
+        )
+    if setting != "dp-record":
+        return f"Privacy: {setting}{mia}"
+    if privacy["epsilon"] is None:
+        line = "Privacy: dp-record with clipping only (epsilon = inf: no noise, no guarantee)"
+    else:
+        line = (
+            f"Privacy: dp-record, budget epsilon {privacy['epsilon']:g} at delta "
+            f"{privacy['delta']:g} per institution; spent at most {_f(privacy['epsilon_spent'])}"
+        )
+    exhausted = privacy.get("record_dp", {}).get("budget_exhausted_round", {})
+    if exhausted:
+        who = ", ".join(f"{i} (round {r})" for i, r in exhausted.items())
+        line += f"; budget reached by {who}"
+    if "stopped" in privacy:
+        line += f"; training stopped after round {privacy['stopped']['after_round']}"
+    return line + mia

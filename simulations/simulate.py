@@ -3,7 +3,8 @@
 Output directory (contract)::
 
     OUT/model/        the model artifact (weights, agreed preprocessing, model card)
-    OUT/metrics.json  federated, centralized, local_only, per_institution, rounds, config
+    OUT/metrics.json  federated, centralized, local_only, per_institution, rounds, config,
+                      privacy (setting, epsilon spent, membership-inference audit)
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from jointcredit.data.catalog import load_federation, pinned
 from jointcredit.models.artifact import load_artifact
 from jointcredit.models.settings import RunSettings
 from jointcredit.simulations import baselines
+from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import run_simulation
 from jointcredit.trust.keyset import create_key_set
 from jointcredit.trust.store import load_store
 
 
-def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str, Any]:
+def simulate(
+    settings: RunSettings, *, with_baselines: bool = True, with_audit: bool = True
+) -> dict[str, Any]:
     """Run everything; returns the metrics also written to OUT/metrics.json."""
     started = time.monotonic()
     # Every institution's file is validated before any training starts.
@@ -60,13 +64,20 @@ def simulate(settings: RunSettings, *, with_baselines: bool = True) -> dict[str,
     metrics: dict[str, Any] = json.loads(metrics_path.read_text(encoding="utf-8"))
     metrics["dataset"] = fed.description
 
+    final = load_artifact(out / "model", load_store(out / "trust.json"))
     if with_baselines:
         t = time.monotonic()
-        spec = load_artifact(out / "model", load_store(out / "trust.json")).spec
+        spec = final.spec
         metrics["centralized"], metrics["local_only"] = baselines.both(fed, spec, run_settings)
         for inst, row in metrics["per_institution"].items():
             row["auc_local_only"] = metrics["local_only"]["per_institution"][inst]["auc_own"]
         metrics["timing"]["baselines_seconds"] = round(time.monotonic() - t, 3)
+    if with_audit:
+        audit = membership_audit(fed, final.spec, final.model, run_settings)
+        metrics["privacy"].update(audit)
+        metrics["timing"]["audit_seconds"] = audit["mia"]["seconds"]
+    else:
+        metrics["privacy"].update({"mia_auc": None, "mia_tpr_at_1pct_fpr": None})
     metrics["timing"]["simulation_seconds"] = round(sim_seconds, 3)
     metrics["timing"]["total_seconds"] = round(time.monotonic() - started, 3)
     tmp = metrics_path.with_suffix(".json.tmp")

@@ -12,10 +12,12 @@ Grid file (TOML)::
     aggregator = ["fedavg", "median", "krum"]
     attack = ["none", "sign-flip"]
     attackers = [2]
+    # or: privacy = ["none", "dp-record"], epsilon = [0.5, 1, 2, 4, 8, inf]
 
 Keys are the Flower run-config keys (`[tool.flwr.app.config]` in pyproject.toml); every cell is
 validated before the first one runs. A cell without an attack has no attackers (so `attack =
-["none", ...]` with `attackers = [2]` does not run a pointless "2 attackers doing nothing").
+["none", ...]` with `attackers = [2]` does not run a pointless "2 attackers doing nothing"), and
+a non-private cell has no epsilon (the reference runs once, shown with "-").
 
 Resumable: a cell's outputs live in OUT/cells/<id>/ (id = digest of its settings); a cell whose
 metrics.json is there is not run again. Each cell runs in a fresh process (a federation leaves
@@ -80,9 +82,29 @@ def load_grid(path: Path) -> SweepGrid:
     return grid
 
 
+# Keys that mean nothing without DP: a non-private cell drops them, so `privacy = ["none",
+# "dp-record"]` x `epsilon = [1, 8]` runs the non-private reference once, not twice.
+_DP_KEYS = (
+    "epsilon",
+    "delta",
+    "noise-multiplier",
+    "max-grad-norm",
+    "clipping-norm",
+    "dp-clipping",
+)
+_SECAGG_KEYS = ("secagg-shares", "secagg-threshold", "secagg-clipping-range")
+
+
 def _normalise(config: dict[str, Scalar]) -> dict[str, Scalar]:
     if config.get("attack", "none") == "none":
         config = {**config, "attack": "none", "attackers": 0}
+    privacy = config.get("privacy", "none")
+    if privacy in ("none", "secagg"):
+        config = {k: v for k, v in config.items() if k not in _DP_KEYS}
+    if privacy != "secagg":
+        config = {k: v for k, v in config.items() if k not in _SECAGG_KEYS}
+    if config.get("privacy") == "dp-institution":
+        config = {"strategy": "fedavg", **config}  # Flower accounts only for plain FedAvg
     return config
 
 
@@ -100,7 +122,7 @@ def cells(grid: SweepGrid, out: Path) -> list[Cell]:
                 settings = RunSettings.from_run_config({**config, "out-dir": str(cell_out)})
             except ValueError as exc:
                 raise ValueError(f"grid cell {setting} (seed {seed}): {exc}") from exc
-            shown = {k: setting[k] for k in keys}
+            shown = {k: setting.get(k, "-") for k in keys}
             found.setdefault(digest, Cell(digest, shown, seed, settings))
     return list(found.values())
 
@@ -131,8 +153,11 @@ def _row(
         "brier": m.get("federated", {}).get("brier"),
         "centralized_auc": (m.get("centralized") or {}).get("auc"),
         "local_only_auc": (m.get("local_only") or {}).get("mean_auc"),
+        "privacy_setting": privacy.get("setting"),
+        "epsilon_target": privacy.get("epsilon"),
         "epsilon_spent": privacy.get("epsilon_spent"),
         "mia_auc": privacy.get("mia_auc"),
+        "mia_tpr_at_1pct_fpr": privacy.get("mia_tpr_at_1pct_fpr"),
         "attacker_ids": " ".join(privacy.get("attack", {}).get("attackers", [])),
         "rejected_replies": security.get("rejected_replies"),
         "wall_seconds": m.get("sweep_wall_seconds"),

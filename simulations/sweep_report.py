@@ -37,8 +37,16 @@ def summary(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]
             "runs": len(done),
             "failed": len(group) - len(done),
         }
-        for key in ("auc", "ks", "brier", "epsilon_spent", "mia_auc", "wall_seconds"):
-            entry[key] = _stat([r[key] for r in done])
+        for key in (
+            "auc",
+            "ks",
+            "brier",
+            "epsilon_spent",
+            "mia_auc",
+            "mia_tpr_at_1pct_fpr",
+            "wall_seconds",
+        ):
+            entry[key] = _stat([r.get(key) for r in done])
         entry["values"] = {k: group[0][k] for k in keys}
         out.append(entry)
     return out
@@ -46,15 +54,16 @@ def summary(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]
 
 def markdown_table(entries: list[dict[str, Any]]) -> str:
     lines = [
-        "| setting | runs | AUC | KS | Brier | epsilon | MIA AUC | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| setting | runs | AUC | KS | Brier | epsilon | MIA AUC | MIA TPR@1%FPR | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in entries:
         runs = f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
         lines.append(
             f"| {e['setting']} | {runs} | {_fmt(e['auc'])} | {_fmt(e['ks'])} | "
             f"{_fmt(e['brier'])} | {_fmt(e['epsilon_spent'], digits=2)} | "
-            f"{_fmt(e['mia_auc'])} | {_fmt(e['wall_seconds'], digits=1)} |"
+            f"{_fmt(e['mia_auc'])} | {_fmt(e['mia_tpr_at_1pct_fpr'])} | "
+            f"{_fmt(e['wall_seconds'], digits=1)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -82,23 +91,9 @@ def _plots(rows: list[dict[str, Any]], entries: list[dict[str, Any]], out: Path)
         plt.close(fig)
         made.append("auc_under_attack.png")
 
-    if done["epsilon_spent"].notna().any():
-        for measure, name, label in (
-            ("auc", "auc_vs_epsilon.png", "federated AUC"),
-            ("mia_auc", "mia_vs_epsilon.png", "membership-inference AUC"),
-        ):
-            points = done[done["epsilon_spent"].notna() & done[measure].notna()]
-            if points.empty:
-                continue
-            fig, ax = plt.subplots(figsize=(6, 4))
-            ax.scatter(points["epsilon_spent"], points[measure])
-            ax.set_xscale("log")
-            ax.set_xlabel("epsilon spent (largest over institutions)")
-            ax.set_ylabel(label)
-            fig.tight_layout()
-            fig.savefig(out / name, dpi=120)
-            plt.close(fig)
-            made.append(name)
+    private = {"dp-record", "dp-institution"}
+    if "privacy_setting" in done and done["privacy_setting"].isin(private).any():
+        made.extend(_epsilon_plots(done, out, plt))
 
     walls = [(e["setting"], e["wall_seconds"][0]) for e in entries if e["wall_seconds"][0]]
     if walls:
@@ -110,6 +105,54 @@ def _plots(rows: list[dict[str, Any]], entries: list[dict[str, Any]], out: Path)
         fig.savefig(out / "wall_time.png", dpi=120)
         plt.close(fig)
         made.append("wall_time.png")
+    return made
+
+
+_DP_LABELS = {"dp-record": "record-level DP", "dp-institution": "institution-level DP"}
+
+
+def _epsilon_plots(done: pd.DataFrame, out: Path, plt: Any) -> list[str]:
+    """Utility and measured leakage against the target epsilon (mean ± sd over seeds), one
+    line per DP setting, with the non-private run and clipping without noise (epsilon = inf)
+    as reference lines."""
+    made: list[str] = []
+    for measure, name, label in (
+        ("auc", "auc_vs_epsilon.png", "federated AUC (pooled test)"),
+        ("mia_auc", "mia_vs_epsilon.png", "membership-inference AUC"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        drawn = False
+        for setting, line_label in _DP_LABELS.items():
+            dp = done[(done["privacy_setting"] == setting) & done["epsilon_target"].notna()]
+            points = dp[dp[measure].notna()]
+            if points.empty:
+                continue
+            stats = points.groupby("epsilon_target")[measure].agg(["mean", "std"]).sort_index()
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o",
+                        capsize=3, label=line_label)  # fmt: skip
+            drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        clip_only = done[(done["privacy_setting"] == "dp-record") & done["epsilon_target"].isna()]
+        references = [
+            ("non-private", done[done["privacy_setting"] == "none"], "--"),
+            ("clipping only (epsilon = inf)", clip_only, ":"),
+        ]
+        for ref_label, ref, style in references:
+            if ref[measure].notna().any():
+                ax.axhline(float(ref[measure].mean()), linestyle=style, color="grey",
+                           label=ref_label)  # fmt: skip
+        if measure == "mia_auc":
+            ax.axhline(0.5, color="black", linewidth=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("epsilon (per institution for record-level DP; delta as configured)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        made.append(name)
     return made
 
 

@@ -1,0 +1,110 @@
+"""The institution's side of secure aggregation (Flower SecAgg+).
+
+SecAgg+ exists only on Flower's legacy API: the coordinator's `SecAggPlusWorkflow` drives four
+stages (setup, key sharing, masked-vector collection, unmasking), each a train message, and
+the client's `secaggplus_mod` answers them, calling a legacy `NumPyClient.fit` at the masking
+stage. This module bridges that to our Message API app: the same `local_update` as plain
+training, through a NumPyClient; every stage reply names the institution so that the
+outermost signing mod signs it (the coordinator verifies each stage reply, masked vector
+included, before the workflow uses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecordValues
+from flwr.client import NumPyClient
+from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
+from flwr.client.mod import secaggplus_mod
+from flwr.common.typing import NDArrays, Scalar
+
+from jointcredit.client.data import NodeData
+from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.settings import RunSettings
+from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """What one round of local training reports; `withheld`: no update (budget spent)."""
+
+    metrics: dict[str, MetricRecordValues]
+    withheld: bool
+
+
+class LocalUpdateFn(Protocol):
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        spec: PreprocessingSpec,
+        settings: RunSettings,
+        node: NodeData,
+        context: Context,
+        *,
+        server_round: int,
+        mu: float,
+    ) -> LocalUpdate: ...
+
+
+class _Institution(NumPyClient):
+    """Legacy view of one institution, for `secaggplus_mod`'s masking stage only."""
+
+    def __init__(
+        self, settings: RunSettings, node: NodeData, context: Context, update: LocalUpdateFn
+    ) -> None:
+        self.settings, self.node, self.ctx, self.update = settings, node, context, update
+
+    def fit(
+        self, parameters: NDArrays, config: dict[str, Scalar]
+    ) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        spec = PreprocessingSpec.model_validate_json(str(config["preprocessing"]))
+        model = build_model(architecture(self.settings.model, spec.n_outputs))
+        names = list(model.state_dict())
+        if len(names) != len(parameters):
+            raise ValueError(f"expected {len(names)} arrays, got {len(parameters)}")
+        model.load_state_dict(
+            {n: torch.from_numpy(np.array(a)) for n, a in zip(names, parameters, strict=True)}
+        )
+        result = self.update(
+            model,
+            spec,
+            self.settings,
+            self.node,
+            self.ctx,
+            server_round=int(config["server-round"]),
+            mu=float(config.get("proximal-mu", 0.0)),
+        )
+        if result.withheld:
+            raise RuntimeError("no update to send: privacy budget spent")
+        metrics: dict[str, Scalar] = {
+            k: v for k, v in result.metrics.items() if isinstance(v, int | float)
+        }
+        arrays: NDArrays = [v.detach().numpy() for v in model.state_dict().values()]
+        return arrays, len(self.node.data.train.y), metrics
+
+
+def secagg_train(
+    msg: Message,
+    context: Context,
+    settings: RunSettings,
+    node: NodeData,
+    update: LocalUpdateFn,
+) -> Message:
+    """Answer one SecAgg+ stage message."""
+
+    def legacy_fit(m: Message, c: Context) -> Message:
+        client: Callable[[Context], object] = lambda ctx: _Institution(  # noqa: E731
+            settings, node, ctx, update
+        ).to_client()
+        return handle_legacy_message_from_msgtype(client, m, c)  # type: ignore[arg-type]
+
+    reply = secaggplus_mod(msg, context, legacy_fit)
+    if reply.has_content():
+        reply.content[IDENTITY] = ConfigRecord({"institution": node.institution})
+    return reply

@@ -1,0 +1,151 @@
+"""Secure aggregation: the training rounds run as Flower's SecAgg+ workflow.
+
+SecAgg+ exists only on Flower's legacy API (see ../shared notes and Flower's docs), so the
+training phase of a `--privacy secagg` run is a `DefaultWorkflow(fit_workflow=
+SecAggPlusWorkflow(...))` over a `LegacyContext` with the legacy FedAvg / FedAvgM: the
+coordinator only ever sees masked vectors and their sum, never one institution's update. The
+rest of the run (preprocessing query, final evaluation and personalisation, artifacts) stays
+on the Message API.
+
+Signing with masking: each institution signs every stage reply - its public keys, its
+encrypted key shares, its masked vector, its unmasking shares - bound to run, node and
+institution, and `InstitutionGrid` verifies each before the workflow uses it. What a
+signature proves under SecAgg+ is who contributed which masked vector (nobody can inject or
+swap one), not what the unmasked update was: no party ever sees that.
+
+The workflow reports failure only in its logs and history (a round whose unmasking fails keeps
+the previous model silently), so `run_secagg` checks the history: every round must have
+aggregated the expected institutions, or the run fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, MetricRecord
+from flwr.common import ndarrays_to_parameters
+from flwr.common.typing import NDArrays, Scalar
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.strategy import FedAvg as LegacyFedAvg
+from flwr.server.strategy import FedAvgM as LegacyFedAvgM
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+from jointcredit.models.settings import RunSettings
+from jointcredit.server.errors import FederationError
+from jointcredit.server.grid import InstitutionGrid
+
+AGGREGATED = "institutions-aggregated"
+
+
+def shares_and_threshold(settings: RunSettings, n: int) -> tuple[int, int]:
+    """Flower's convention: a value <= 1 is a share of the institutions (of the shares). The
+    number of shares is odd (SecAgg+ needs it) and at least 3."""
+    shares = settings.secagg_shares
+    num = round(shares * n) if shares <= 1 else int(shares)
+    num = max(3, min(n, num))
+    if num % 2 == 0:  # each key's shares sit on a ring: itself and k neighbours each side
+        num = num - 1 if num > 3 else min(n, num + 1)
+    thr = settings.secagg_threshold
+    threshold = math.ceil(thr * num) if thr <= 1 else int(thr)
+    return num, max(2, min(num, threshold))
+
+
+def run_secagg(
+    grid: InstitutionGrid,
+    context: Context,
+    settings: RunSettings,
+    *,
+    initial: ArrayRecord,
+    train_config: dict[str, Scalar],
+    n_nodes: int,
+    max_examples: int,
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
+) -> tuple[ArrayRecord, dict[str, Any]]:
+    """Run `settings.rounds` SecAgg+ training rounds; returns the final global arrays and the
+    record for metrics.json."""
+    if settings.aggregator != "fedavg":
+        raise ValueError(
+            f"--aggregator {settings.aggregator} needs each institution's update, which "
+            "secure aggregation hides from the coordinator: use fedavg with secagg"
+        )
+    names = list(initial.keys())
+
+    def arrays_of(ndarrays: NDArrays) -> ArrayRecord:
+        return ArrayRecord(
+            {n: Array(np.ascontiguousarray(a)) for n, a in zip(names, ndarrays, strict=True)}
+        )
+
+    def legacy_evaluate(
+        server_round: int, ndarrays: NDArrays, config: dict[str, Scalar]
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        metrics = evaluate_fn(server_round, arrays_of(ndarrays))
+        values = {k: float(v) for k, v in (metrics or {}).items()}  # type: ignore[arg-type]
+        return values.get("brier", 0.0), values  # type: ignore[return-value]
+
+    def fit_config(server_round: int) -> dict[str, Scalar]:
+        config = {**train_config, "server-round": server_round}
+        if settings.strategy == "fedprox":
+            config["proximal-mu"] = settings.proximal_mu
+        return config
+
+    def aggregate_fit_metrics(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
+        total = sum(n for n, _ in results)
+        loss = sum(n * float(m.get("train-loss", math.nan)) for n, m in results)
+        return {AGGREGATED: len(results), "train-loss": loss / total if total else math.nan}
+
+    common: dict[str, Any] = {
+        "fraction_fit": 1.0,
+        "fraction_evaluate": 0.0,  # federated evaluation runs on the Message API afterwards
+        "min_fit_clients": n_nodes,
+        "min_available_clients": n_nodes,
+        "evaluate_fn": legacy_evaluate,
+        "on_fit_config_fn": fit_config,
+        "initial_parameters": ndarrays_to_parameters(
+            [np.asarray(a.numpy()) for a in initial.values()]
+        ),
+        "fit_metrics_aggregation_fn": aggregate_fit_metrics,
+    }
+    strategy = (
+        LegacyFedAvgM(server_momentum=settings.server_momentum, **common)
+        if settings.strategy == "fedavgm"
+        else LegacyFedAvg(**common)
+    )
+    num_shares, threshold = shares_and_threshold(settings, n_nodes)
+    legacy = LegacyContext(
+        context,
+        config=ServerConfig(num_rounds=settings.rounds, round_timeout=settings.round_timeout),
+        strategy=strategy,
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=num_shares,
+            reconstruction_threshold=threshold,
+            max_weight=float(max_examples),
+            clipping_range=settings.secagg_clipping_range,
+            timeout=settings.round_timeout,
+        )
+    )
+    workflow(grid, legacy)
+
+    aggregated = dict(legacy.history.metrics_distributed_fit.get(AGGREGATED, []))
+    missing = [r for r in range(1, settings.rounds + 1) if r not in aggregated]
+    if missing:
+        raise FederationError(
+            f"SecAgg+ produced no aggregate in round(s) {missing} (the workflow does not raise: "
+            "too few institutions answered a stage, or unmasking failed; see the log)"
+        )
+    final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
+    record = {
+        "num_shares": num_shares,
+        "reconstruction_threshold": threshold,
+        "clipping_range": settings.secagg_clipping_range,
+        "max_weight": max_examples,
+        "institutions_aggregated": {int(r): int(n) for r, n in sorted(aggregated.items())},
+        "signed": "every stage reply (public keys, encrypted shares, masked vector, unmasking "
+        "shares) is signed by its institution and verified before the workflow uses it",
+    }
+    return arrays_of(final), record
