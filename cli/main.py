@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from jointcredit.cli.deploy_cmds import link_app, node_app, provision
 from jointcredit.cli.service_cmds import apikey_app, audit_app, decide, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
 from jointcredit.data.errors import DataValidationError
@@ -27,6 +28,9 @@ app.command("decide")(decide)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(audit_app, name="audit")
 app.add_typer(exposure_app, name="exposure")
+app.add_typer(link_app, name="link")
+app.add_typer(node_app, name="node")
+app.command()(provision)
 console = Console()
 err = Console(stderr=True)
 

@@ -35,9 +35,8 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data, simulated_institutions
-from jointcredit.client.record_dp import record_dp_round
-from jointcredit.client.secagg import LocalUpdate, secagg_train
 from jointcredit.client.signing import signing_mod
+from jointcredit.client.update import LocalUpdate
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.personalize import personalize
@@ -47,7 +46,9 @@ from jointcredit.models.training import predict_pd, train
 from jointcredit.privacy.robust import attacker_ids, poison_update
 from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
 
-# Small models on 2 cores: one intra-op thread per client avoids oversubscription.
+# Small models on 2 cores: one intra-op thread per client avoids oversubscription. In
+# deployment every message starts a fresh ClientApp process, so optional stacks (Opacus,
+# Flower's legacy SecAgg+ client) are imported only by the runs that use them.
 torch.set_num_threads(1)
 
 # Mods run outermost first: signing wraps the handlers (and any handler-specific mods), so it
@@ -124,6 +125,8 @@ def train_handler(msg: Message, context: Context) -> Message:
     if settings.privacy == "secagg":
         # Every SecAgg+ stage arrives as a train message; Flower's secaggplus_mod runs the
         # protocol and calls `local_update` (through a NumPyClient) at the masking stage.
+        from jointcredit.client.secagg import secagg_train  # Flower's legacy stack: only here
+
         return secagg_train(msg, context, settings, node, local_update)
     model, spec = _model_from(msg, settings)
     config = msg.content["config"]
@@ -172,6 +175,8 @@ def local_update(
     if settings.privacy == "dp-institution":
         values[UNIT_WEIGHT] = 1.0  # Flower's accounted DP averages institutions equally
     if settings.privacy == "dp-record":
+        from jointcredit.client.record_dp import record_dp_round  # Opacus: only when used
+
         dp = record_dp_round(
             model, x, labels, cfg, settings, context.state, global_params=global_params
         )

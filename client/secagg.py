@@ -12,30 +12,22 @@ included, before the workflow uses it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecordValues
+from flwr.app import ConfigRecord, Context, Message
 from flwr.client import NumPyClient
 from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
 from flwr.client.mod import secaggplus_mod
 from flwr.common.typing import NDArrays, Scalar
 
 from jointcredit.client.data import NodeData
+from jointcredit.client.update import LocalUpdate
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.settings import RunSettings
 from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
-
-
-@dataclass(frozen=True)
-class LocalUpdate:
-    """What one round of local training reports; `withheld`: no update (budget spent)."""
-
-    metrics: dict[str, MetricRecordValues]
-    withheld: bool
 
 
 class LocalUpdateFn(Protocol):

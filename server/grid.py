@@ -164,7 +164,7 @@ class InstitutionGrid(Grid):
                 continue
             valid.append(r)
         valid.sort(key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id))
-        self._record(ex, sent, valid)
+        self._record(ex, sent, valid, {r.metadata.src_node_id for r in replies})
         self._require_enough(ex, len(sent))
         return valid
 
@@ -207,19 +207,19 @@ class InstitutionGrid(Grid):
             f"{asked}, {needed} needed ({reasons})"
         )
 
-    def _record(self, ex: Exchange, sent: list[Message], replies: list[Message]) -> None:
+    def _record(
+        self, ex: Exchange, sent: list[Message], replies: list[Message], replied: set[int]
+    ) -> None:
         for r in replies:
             inst = institution_of(r, self.node_institution)
             if r.has_error():
                 ex.errors[inst] = short_reason(r.error.reason)
                 continue
             ex.metrics[inst] = _numbers(r.content)
-        answered = set(ex.metrics) | set(ex.errors) | set(ex.rejected) | set(ex.withheld)
-        for m in sent:
-            inst = self.node_institution.get(
-                m.metadata.dst_node_id, f"node-{m.metadata.dst_node_id}"
-            )
-            if inst not in answered:
+        for m in sent:  # by node: a rejected reply's sender may have no verified name yet
+            if m.metadata.dst_node_id not in replied:
+                node = m.metadata.dst_node_id
+                inst = self.node_institution.get(node, f"node-{node}")
                 ex.errors[inst] = "no reply before the timeout"
         self.exchanges.append(ex)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from logging import INFO
+from logging import INFO, WARNING
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.common.logger import log
@@ -61,9 +62,20 @@ def agree_preprocessing(
     replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
     exchange = grid.exchanges[-1]
     problems = {**exchange.errors, **exchange.rejected}
-    if problems or len(replies) < len(nodes):
+    # A node whose reply fails verification (unknown, revoked or forged key) is left out of
+    # the federation - its rows shape nothing, its later updates are rejected too - and the
+    # run goes on if enough verified institutions remain. Errors (bad data, a crash) and
+    # missing replies still stop the run: they are the institution's to fix, loudly.
+    needed = max(1, math.ceil(settings.min_valid_fraction * len(nodes)))
+    if (
+        exchange.errors
+        or len(replies) + len(exchange.rejected) < len(nodes)
+        or (len(replies) < needed)
+    ):
         detail = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
         raise FederationError(f"federated preprocessing failed: {detail}")
+    for inst, reason in sorted(exchange.rejected.items()):
+        log(WARNING, "Left out of the federation, its reply was rejected: %s (%s)", inst, reason)
     node_inst: dict[int, str] = {}
     summaries: list[InstitutionSummary] = []
     schemas: dict[str, Schema] = {}

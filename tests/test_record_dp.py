@@ -63,6 +63,16 @@ def test_mixed_history_and_json_round_trip() -> None:
     assert again.epsilon(DELTA) == pytest.approx(expected, rel=1e-3)
 
 
+def test_cached_ledger_equals_opacus_accountant() -> None:
+    """The ledger composes a cached one-step RDP; it must equal Opacus's own accountant."""
+    from opacus.accountants import RDPAccountant
+
+    for history in ([(5.94, 0.053, 720)], [(1.2, 0.05, 30), (3.0, 0.02, 30)], [(0.6, 0.05, 3)]):
+        accountant = RDPAccountant()
+        accountant.history = list(history)
+        assert PrivacyLedger(history).epsilon(DELTA) == accountant.get_epsilon(delta=DELTA)
+
+
 def test_calibrated_noise_spends_the_budget_and_no_more() -> None:
     noise = calibrate_noise(1.0, DELTA, 0.053, 720)
     spent = reference_epsilon([(noise, 0.053, 720)])

@@ -1,0 +1,151 @@
+"""`jointcredit provision`, `jointcredit link ...` (coordinator) and `jointcredit node ...`
+(institution): deployment across partner machines. How-to: docs/DEPLOYMENT.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from jointcredit.deploy import kits, processes
+
+link_app = typer.Typer(no_args_is_help=True, help="The coordinator's SuperLink and runs.")
+node_app = typer.Typer(no_args_is_help=True, help="An institution's SuperNode.")
+console = Console()
+err = Console(stderr=True)
+
+Kit = Annotated[Path, typer.Option("--kit", help="this party's kit directory (from provision)")]
+FlwrHome = Annotated[
+    Path, typer.Option(help="the flwr CLI's home (its connections file is written there)")
+]
+CONNECTION = "jointcredit"
+
+
+def _fail(exc: Exception, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def provision(
+    federation: Annotated[str, typer.Option(help="federation name")],
+    institutions: Annotated[str, typer.Option(help="comma-separated institution ids")],
+    superlink: Annotated[str, typer.Option(help="HOST:PORT the nodes reach the SuperLink at")],
+    out: Annotated[Path, typer.Option(help="new directory for every party's kit")],
+    extra_host: Annotated[
+        list[str] | None, typer.Option(help="another name or address in the TLS certificate")
+    ] = None,
+) -> None:
+    """Create the federation's CA, the SuperLink's TLS certificate, each institution's kit
+    (node-authentication key, update-signing key, trust store, CA) and the coordinator's."""
+    ids = [i.strip() for i in institutions.split(",") if i.strip()]
+    try:
+        done = kits.provision(federation, ids, superlink, out, extra_hosts=extra_host or [])
+    except (ValueError, OSError) as exc:
+        raise _fail(exc) from exc
+    console.print(f"Federation {federation!r}: CA sha256 {done.federation.ca_sha256[:16]}...")
+    console.print(f"  coordinator kit: {done.coordinator}")
+    for inst in ids:
+        console.print(f"  {inst}: {done.kit(inst)}")
+    console.print(f"  CA key (keep offline): {out / kits.PROVISIONER_DIR / kits.CA_KEY}")
+
+
+@link_app.command("start")
+def link_start(
+    kit: Kit,
+    state: Annotated[Path, typer.Option(help="directory for the SuperLink's state")] = Path(
+        "superlink-state"
+    ),
+    listen: Annotated[
+        str | None, typer.Option(help="address to listen on [default: 0.0.0.0]")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the command instead")] = False,
+) -> None:
+    """Run the SuperLink with TLS and node authentication (replaces this process)."""
+    try:
+        cmd = processes.superlink_command(kit, state, listen)
+    except ValueError as exc:
+        raise _fail(exc) from exc
+    if dry_run:
+        console.print(processes.shell_line(cmd), soft_wrap=True)
+        return
+    processes.exec_process(cmd, processes.flower_env())
+
+
+@link_app.command("register")
+def link_register(
+    kit: Kit,
+    flwr_home: FlwrHome = Path("flwr-home"),
+    address: Annotated[str | None, typer.Option(help="SuperLink address if not the kit's")] = None,
+    institution: Annotated[
+        list[str] | None, typer.Option(help="register only these (default: all)")
+    ] = None,
+) -> None:
+    """Register every institution's node key with the SuperLink (`flwr supernode register`)."""
+    try:
+        processes.write_connection(kit, flwr_home, CONNECTION, address)
+        done = processes.register_nodes(kit, flwr_home, CONNECTION, institution)
+    except (ValueError, RuntimeError) as exc:
+        raise _fail(exc, 1) from exc
+    for inst in done:
+        console.print(f"registered {inst}")
+
+
+@link_app.command("run")
+def link_run(
+    kit: Kit,
+    app_dir: Annotated[Path, typer.Option("--app", help="the jointcredit app directory")] = Path(
+        "."
+    ),
+    out: Annotated[Path, typer.Option(help="where the ServerApp writes model and metrics")] = Path(
+        "runs/deployed"
+    ),
+    rounds: Annotated[int, typer.Option(min=1)] = 20,
+    run_config: Annotated[
+        str, typer.Option(help="more run-config overrides, e.g. \"privacy='dp-record'\"")
+    ] = "",
+    flwr_home: FlwrHome = Path("flwr-home"),
+    address: Annotated[str | None, typer.Option(help="SuperLink address if not the kit's")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 3600.0,
+) -> None:
+    """Start a training run on the registered nodes and wait for its real final status."""
+    extra: dict[str, object] = {"rounds": rounds}
+    for item in run_config.split():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise _fail(ValueError(f"--run-config {item!r}: expected key=value"))
+        extra[key] = value.strip("'\"")
+    try:
+        processes.write_connection(kit, flwr_home, CONNECTION, address)
+        config = processes.run_config(kit, out, extra)
+        run_id, status = processes.start_run(app_dir, flwr_home, CONNECTION, config, timeout)
+    except (ValueError, RuntimeError) as exc:
+        raise _fail(exc, 1) from exc
+    console.print(f"run {run_id}: {status}")
+    if status != "finished:completed":
+        raise typer.Exit(1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    console.print(f"model: {out / 'model'}  AUC (institutions): {metrics['federated']['auc']:.4f}")
+
+
+@node_app.command("start")
+def node_start(
+    kit: Kit,
+    data: Annotated[Path, typer.Option(help="this institution's data file (CSV or Parquet)")],
+    schema: Annotated[Path | None, typer.Option(help="schema.toml of the federation")] = None,
+    port: Annotated[int, typer.Option(help="this SuperNode's local runtime port")] = 9094,
+    superlink: Annotated[str | None, typer.Option(help="override the kit's address")] = None,
+    dry_run: Annotated[bool, typer.Option(help="print the command instead")] = False,
+) -> None:
+    """Run this institution's SuperNode (replaces this process): TLS to the federation's
+    SuperLink, authenticated with the kit's node key, reading only --data."""
+    try:
+        cmd = processes.supernode_command(kit, data, schema=schema, port=port, superlink=superlink)
+    except ValueError as exc:
+        raise _fail(exc) from exc
+    if dry_run:
+        console.print(processes.shell_line(cmd), soft_wrap=True)
+        return
+    processes.exec_process(cmd, processes.flower_env())

@@ -1,0 +1,1 @@
+"""Deployment across partner machines: provisioning kits and the Flower processes."""

@@ -1,0 +1,281 @@
+"""The Flower processes of a deployment, started from a kit: thin wrappers that always turn on
+TLS and node authentication and always turn off runtime dependency installation.
+
+`jointcredit link start` / `node start` replace themselves with `flower-superlink` /
+`flower-supernode` (exec), so a process manager's SIGTERM reaches Flower directly and Flower
+shuts down cleanly. `link register` runs `flwr supernode register` once per institution, and
+`link run` runs the app with `flwr run` and reads back the run's real final status (`flwr run
+--stream` exits 0 even when the ServerApp fails).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from jointcredit.deploy.kits import (
+    CA_CERT,
+    COORDINATOR,
+    NODE_AUTH_KEY,
+    SIGNING_KEY,
+    SUPERLINK_CERT,
+    SUPERLINK_KEY,
+    TRUST_FILE,
+    load_federation,
+    load_node,
+)
+
+# Quiet, contained Flower processes; never a per-run `uv sync` (it would fetch a CUDA torch).
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+def flower_bin(name: str) -> str:
+    """A Flower executable from this interpreter's environment (then PATH)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{name} not found (is flwr installed in this environment?)")
+    return found
+
+
+def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
+    """The environment for Flower's processes: ours, plus this interpreter's bin directory
+    first on PATH (Flower starts flwr-clientapp / flwr-serverapp helpers by name)."""
+    env = {**os.environ, **FLOWER_ENV}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
+def _require(kit: Path, *names: str) -> None:
+    missing = [n for n in names if not (kit / n).is_file()]
+    if missing:
+        raise ValueError(f"{kit}: missing {', '.join(missing)} (is this the right kit?)")
+
+
+def superlink_command(kit: Path, state: Path, listen: str | None = None) -> list[str]:
+    """flower-superlink with the kit's TLS certificate, node authentication on, its state in
+    `state/`; listening on `listen` (default: the federation address's port on all
+    interfaces - restrict who can reach it: see docs/DEPLOYMENT.md)."""
+    _require(kit, CA_CERT, SUPERLINK_CERT, SUPERLINK_KEY)
+    fed = load_federation(kit)
+    state.mkdir(parents=True, exist_ok=True)
+    return [
+        flower_bin("flower-superlink"),
+        "--ssl-ca-certfile",
+        str(kit / CA_CERT),
+        "--ssl-certfile",
+        str(kit / SUPERLINK_CERT),
+        "--ssl-keyfile",
+        str(kit / SUPERLINK_KEY),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--database",
+        str(state / "state.db"),
+        "--host",
+        listen or "0.0.0.0",
+        "--port",
+        str(fed.port),
+    ]
+
+
+def node_config(kit: Path, data: Path, schema: Path | None) -> str:
+    """The node config string: who this node is, its one data file, its signing key."""
+    node = load_node(kit)
+    values: dict[str, str] = {
+        "institution": node.institution,
+        "data-file": str(data.resolve()),
+        "signing-key": str((kit / SIGNING_KEY).resolve()),
+    }
+    if schema is not None:
+        values["schema"] = str(schema.resolve())
+    for key, value in values.items():
+        if "'" in value or '"' in value:
+            raise ValueError(f"{key}: quotes are not allowed in paths here ({value})")
+    return " ".join(f"{k}='{v}'" for k, v in values.items())
+
+
+def supernode_command(
+    kit: Path,
+    data: Path,
+    *,
+    schema: Path | None = None,
+    port: int = 9094,
+    superlink: str | None = None,
+    max_retries: int | None = None,
+) -> list[str]:
+    """flower-supernode for one institution: TLS to the federation's SuperLink only (the
+    kit's CA), authenticated with the kit's node key; it reads only `data`."""
+    _require(kit, CA_CERT, NODE_AUTH_KEY, SIGNING_KEY)
+    if not data.is_file():
+        raise ValueError(f"{data}: data file not found")
+    if schema is not None and not schema.is_file():
+        raise ValueError(f"{schema}: schema file not found")
+    fed = load_federation(kit)
+    cmd = [
+        flower_bin("flower-supernode"),
+        "--root-certificates",
+        str(kit / CA_CERT),
+        "--superlink",
+        superlink or fed.superlink,
+        "--auth-supernode-private-key",
+        str(kit / NODE_AUTH_KEY),
+        "--node-config",
+        node_config(kit, data, schema),
+        "--port",
+        str(port),
+    ]
+    if max_retries is not None:
+        cmd += ["--max-retries", str(max_retries), "--max-wait-time", "15"]
+    return cmd
+
+
+def exec_process(cmd: list[str], env: dict[str, str]) -> None:
+    """Become `cmd` (SIGTERM then goes to Flower itself)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(cmd[0], cmd, env)
+
+
+# -- the coordinator's tools (flwr CLI against the SuperLink's Control API)
+
+
+def write_connection(kit: Path, flwr_home: Path, name: str, address: str | None = None) -> None:
+    """Add [superlink.NAME] (TLS with the kit's CA) to FLWR_HOME/config.toml."""
+    fed = load_federation(kit)
+    path = flwr_home / "config.toml"
+    config: dict[str, Any] = {}
+    if path.is_file():
+        import tomllib
+
+        config = tomllib.loads(path.read_text())
+    config.setdefault("superlink", {})[name] = {
+        "address": address or fed.superlink,
+        "root-certificates": str((kit / CA_CERT).resolve()),
+    }
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(config))
+
+
+def register_nodes(
+    kit: Path, flwr_home: Path, connection: str, only: list[str] | None = None
+) -> dict[str, str]:
+    """`flwr supernode register` for each institution's node key; returns the output per
+    institution. Fails on the first key the SuperLink refuses."""
+    fed = load_federation(kit)
+    done: dict[str, str] = {}
+    for inst in only or fed.institutions:
+        pub = kit / "nodes" / f"{inst}.pub"
+        if not pub.is_file():
+            raise ValueError(f"{pub}: no node key for {inst} in this kit")
+        proc = subprocess.run(
+            [flower_bin("flwr"), "supernode", "register", str(pub), connection, "--name", inst],
+            env=flower_env(flwr_home),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"registering {inst} failed: {proc.stdout}{proc.stderr}".strip())
+        done[inst] = proc.stdout.strip()
+    return done
+
+
+def run_config(kit: Path, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
+    """The coordinator's run config: its identity from the kit, no pooled central evaluation
+    (a coordinator holds no rows), wait for every institution."""
+    _require(kit, TRUST_FILE, f"{COORDINATOR}.key")
+    fed = load_federation(kit)
+    return {
+        "trust-file": str((kit / TRUST_FILE).resolve()),
+        "coordinator-key": str((kit / f"{COORDINATOR}.key").resolve()),
+        "central-eval": False,
+        "min-nodes": len(fed.institutions),
+        "out-dir": str(out.resolve()),
+        **extra,
+    }
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "") + "'"
+
+
+def start_run(
+    app: Path, flwr_home: Path, connection: str, config: dict[str, Any], timeout: float
+) -> tuple[int, str]:
+    """`flwr run APP CONNECTION --stream` until the run ends; returns (run id, final status
+    read back with `flwr ls`, e.g. finished:completed)."""
+    overrides = " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
+    env = flower_env(flwr_home)
+    proc = subprocess.run(
+        [flower_bin("flwr"), "run", str(app), connection, "--stream", "--run-config", overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    found = re.search(r"Successfully started run (\d+)", proc.stdout + proc.stderr)
+    if found is None:
+        raise RuntimeError("flwr run did not start a run:\n" + (proc.stdout + proc.stderr)[-3000:])
+    run_id = int(found.group(1))
+    # The streamed ServerApp log: where a failed run says why.
+    (flwr_home / f"run-{run_id}.log").write_text(proc.stdout + proc.stderr)
+    return run_id, run_status(flwr_home, connection, run_id)
+
+
+def run_status(flwr_home: Path, connection: str, run_id: int) -> str:
+    proc = subprocess.run(
+        [flower_bin("flwr"), "ls", connection, "--run-id", str(run_id), "--format", "json"],
+        env=flower_env(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        return str(json.loads(proc.stdout)["runs"][0]["status"])
+    except (ValueError, KeyError, IndexError) as exc:
+        raise RuntimeError(f"flwr ls gave no status: {proc.stdout}{proc.stderr}") from exc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for local demos and tests)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, host: str = "127.0.0.1", timeout: float = 60) -> None:
+    """Wait until something accepts connections on host:port (a starting SuperLink)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+def shell_line(cmd: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)

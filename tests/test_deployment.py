@@ -1,0 +1,219 @@
+"""A real multi-process federation: provisioned kits, one SuperLink and three institutions'
+SuperNodes on 127.0.0.1 with TLS and node authentication, each node with its own data file, a
+training run through `flwr run`, its real final status, the signed artifact verified and used
+to score. In the same run a fourth, registered node signs with a key the trust store does not
+hold: its replies are rejected and the run goes on (one run for both: every Flower message
+starts a fresh ClientApp process, so each run costs minutes). Plus the refusals: an
+unregistered node, a node trusting another CA, plain HTTP.
+
+Every process started here is stopped (SIGTERM, then SIGKILL) also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from jointcredit.deploy import kits, pki, processes
+from jointcredit.trust import keys
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sba_sample"
+SCHEMA = SAMPLE / "schema.toml"
+# Three of the shipped lenders play three institutions, each with only its own file.
+LENDERS = {
+    "bank-a": "banco-popular-north-america",
+    "bank-b": "bank-of-america-natl-assoc",
+    "cf-c": "bbcn-bank",
+}
+ROGUE = "rogue-d"  # registered node, unknown update-signing key
+ROGUE_DATA = "branch-bk-tr-co"
+pytestmark = pytest.mark.slow
+
+
+def _run_log(federation: Federation, run_id: int) -> str:
+    return (federation.flwr_home / f"run-{run_id}.log").read_text()[-4000:]
+
+
+@dataclass
+class Processes:
+    """Every process a test starts, stopped at the end whatever happened."""
+
+    logs: Path
+    env: dict[str, str]
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.started.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self, grace: float = 15) -> None:
+        for _, proc in self.started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for _, proc in self.started:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+@dataclass
+class Federation:
+    root: Path
+    kits: kits.Provisioned
+    port: int
+    flwr_home: Path
+    procs: Processes
+
+    def node(self, inst: str, port: int, kit: Path | None = None, **kw: object) -> list[str]:
+        return processes.supernode_command(
+            kit or self.kits.kit(inst),
+            SAMPLE / f"{LENDERS.get(inst, ROGUE_DATA)}.parquet",
+            schema=SCHEMA,
+            port=port,
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("deploy")
+    port = processes.free_port()
+    provisioned = kits.provision("testfed", [*LENDERS, ROGUE], f"127.0.0.1:{port}", root / "kits")
+    flwr_home = root / "flwr-home"
+    procs = Processes(root, processes.flower_env(flwr_home))
+    fed = Federation(root, provisioned, port, flwr_home, procs)
+    try:
+        procs.start(
+            "superlink",
+            processes.superlink_command(provisioned.coordinator, root / "state", "127.0.0.1"),
+        )
+        processes.wait_listening(port)
+        processes.write_connection(provisioned.coordinator, flwr_home, "fed")
+        processes.register_nodes(provisioned.coordinator, flwr_home, "fed")
+        yield fed
+    finally:
+        procs.stop_all()
+
+
+def test_kits_keep_private_keys_apart(federation: Federation) -> None:
+    out = federation.kits.out
+    for inst in [*LENDERS, ROGUE]:
+        kit = out / inst
+        for secret in (kits.NODE_AUTH_KEY, kits.SIGNING_KEY):
+            assert (kit / secret).stat().st_mode & 0o777 == 0o600
+        own = {p.name for p in kit.iterdir()}
+        assert own == {
+            kits.CA_CERT, kits.FEDERATION_FILE, kits.NODE_AUTH_KEY, kits.NODE_AUTH_PUB,
+            kits.NODE_FILE, kits.SIGNING_KEY, kits.TRUST_FILE,
+        }  # fmt: skip
+    coordinator = {p.name for p in federation.kits.coordinator.iterdir()}
+    assert kits.CA_KEY not in coordinator and kits.SIGNING_KEY not in coordinator
+    assert (out / kits.PROVISIONER_DIR / kits.CA_KEY).stat().st_mode & 0o777 == 0o600
+    with pytest.raises(ValueError, match="not empty"):
+        kits.provision("again", ["x"], "127.0.0.1:1", out)
+
+
+def test_three_node_tls_federation_trains_a_signed_model(federation: Federation) -> None:
+    from jointcredit.models.artifact import load_artifact
+    from jointcredit.trust.store import load_store
+
+    procs = federation.procs
+    for inst in LENDERS:
+        procs.start(inst, federation.node(inst, processes.free_port()))
+    rogue = federation.root / "rogue-kit"
+    shutil.copytree(federation.kits.kit(ROGUE), rogue)
+    (rogue / kits.SIGNING_KEY).unlink()
+    keys.write_private_key(rogue / kits.SIGNING_KEY, keys.generate())  # not in the store
+    procs.start(ROGUE, federation.node(ROGUE, processes.free_port(), kit=rogue))
+    out = federation.root / "run"
+    config = processes.run_config(
+        federation.kits.coordinator,
+        out,
+        {"rounds": 2, "finetune-epochs": 1, "checkpoints": False, "schema": str(SCHEMA)},
+    )
+    started = time.monotonic()
+    run_id, status = processes.start_run(ROOT, federation.flwr_home, "fed", config, timeout=900)
+    seconds = time.monotonic() - started
+    assert status == "finished:completed", _run_log(federation, run_id)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The three institutions trained; the rogue node was connected and authenticated, but
+    # every reply it signed was rejected (query, 2 x train, 2 x evaluate, final evaluate).
+    assert metrics["institutions"] == sorted(LENDERS)
+    assert len(metrics["rounds"]) == 2
+    assert metrics["federated"]["evaluated_on"] == "institutions (weighted)"
+    rejections = metrics["security"]["rejections"]
+    assert {(r["institution"], r["reason"]) for r in rejections} == {(ROGUE, "unknown-key")}
+    assert len(rejections) == 6
+    for rnd in metrics["rounds"]:
+        assert rnd["train_institutions"] == sorted(LENDERS)
+    trust = load_store(federation.kits.coordinator / kits.TRUST_FILE)
+    model = load_artifact(out / "model", trust)
+    import pandas as pd
+
+    applicant = pd.read_parquet(SAMPLE / f"{LENDERS['bank-a']}.parquet").head(1)
+    score = model.score(applicant)
+    assert 350 <= float(score[0]) <= 950
+    (federation.root / "timing.json").write_text(json.dumps({"run_seconds": seconds}))
+
+
+def test_unregistered_node_is_refused(federation: Federation) -> None:
+    stranger = federation.root / "stranger-kit"
+    kit = federation.kits.kit("bank-a")
+    stranger.mkdir()
+    for name in (kits.CA_CERT, kits.FEDERATION_FILE, kits.NODE_FILE, kits.SIGNING_KEY):
+        (stranger / name).write_bytes((kit / name).read_bytes())
+    (stranger / kits.SIGNING_KEY).chmod(0o600)
+    auth = pki.node_auth_key("stranger")
+    (stranger / kits.NODE_AUTH_KEY).write_bytes(auth.private_openssh)
+    (stranger / kits.NODE_AUTH_KEY).chmod(0o600)
+    cmd = federation.node("bank-a", processes.free_port(), kit=stranger, max_retries=1)
+    proc = federation.procs.start("stranger", cmd)
+    assert proc.wait(timeout=120) != 0
+    assert "2004" in federation.procs.log("stranger") or "Failed to activate" in (
+        federation.procs.log("stranger")
+    )
+
+
+def test_node_trusting_another_ca_is_refused(federation: Federation) -> None:
+    other = kits.provision("otherfed", ["bank-a"], "127.0.0.1:1", federation.root / "other")
+    kit = federation.root / "mixed-kit"
+    kit.mkdir()
+    for name in (kits.FEDERATION_FILE, kits.NODE_FILE, kits.SIGNING_KEY, kits.NODE_AUTH_KEY):
+        (kit / name).write_bytes((federation.kits.kit("bank-a") / name).read_bytes())
+        (kit / name).chmod(0o600)
+    (kit / kits.CA_CERT).write_bytes((other.kit("bank-a") / kits.CA_CERT).read_bytes())
+    proc = federation.procs.start(
+        "other-ca", federation.node("bank-a", processes.free_port(), kit=kit, max_retries=1)
+    )
+    assert proc.wait(timeout=120) != 0
+
+
+def test_plain_http_to_the_tls_port_is_refused(federation: Federation) -> None:
+    import httpx
+
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{federation.port}/", timeout=10)
+    insecure = federation.node("bank-a", processes.free_port(), max_retries=1)
+    insecure[1:3] = ["--insecure"]  # replace --root-certificates CA
+    proc = federation.procs.start("insecure", insecure)
+    assert proc.wait(timeout=120) != 0
