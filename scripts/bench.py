@@ -402,7 +402,8 @@ Issue 3: signing plus verification under 2 % of round time at 20 institutions. I
 eligibility service at 1,000 decisions/s with p99 under 20 ms, 50,000 applicants/s in batch.
 Issue 5: AUC drop at record-level epsilon = 1 (delta 1e-5) vs non-private at most 0.02;
 membership-inference AUC at epsilon <= 1 at most 0.52; robust aggregators' AUC with 2 of 20
-institutions attacking; SecAgg+ time overhead at 20 institutions.
+institutions attacking; SecAgg+ time overhead at 20 institutions. Issue 6: wall time and peak
+memory of the 3-node TLS + node-authentication federation for a few rounds.
 References measured outside the project on the 20 largest lenders, pooled: logistic regression
 AUC 0.794, MLP 0.816, gradient-boosted trees 0.818; each lender alone 0.725 on the pooled test.
 

@@ -175,6 +175,36 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     assert 350 <= float(score[0]) <= 950
     (federation.root / "timing.json").write_text(json.dumps({"run_seconds": seconds}))
 
+    # The eligibility service serves the deployed model like a simulated one.
+    import math
+
+    from fastapi.testclient import TestClient
+
+    from jointcredit.service.app import create_app
+    from jointcredit.service.auth import new_key
+    from jointcredit.service.loader import load_service
+
+    token = new_key(federation.root / "api-keys.json", "bank-a")
+    service = load_service(
+        out / "model",
+        federation.kits.coordinator / kits.TRUST_FILE,
+        api_keys=federation.root / "api-keys.json",
+        db_url=f"sqlite:///{federation.root / 'audit.sqlite'}",
+    )
+    values = {
+        k: (None if isinstance(v, float) and math.isnan(v) else v)
+        for k, v in applicant.iloc[0].to_dict().items()
+        if k in model.card.data_schema.features
+    }
+    with TestClient(create_app(service)) as client:
+        r = client.post(
+            "/v1/decisions",
+            json={"applicant": values, "reference": "deployed-1"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] in ("approve", "decline", "refer")
+
 
 def test_unregistered_node_is_refused(federation: Federation) -> None:
     stranger = federation.root / "stranger-kit"
@@ -217,3 +247,42 @@ def test_plain_http_to_the_tls_port_is_refused(federation: Federation) -> None:
     insecure[1:3] = ["--insecure"]  # replace --root-certificates CA
     proc = federation.procs.start("insecure", insecure)
     assert proc.wait(timeout=120) != 0
+
+
+def test_wrappers_always_turn_on_tls_and_node_auth(federation: Federation) -> None:
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    runner = CliRunner()
+    kit = federation.kits.coordinator
+    link = runner.invoke(app, ["link", "start", "--kit", str(kit), "--dry-run"])
+    assert link.exit_code == 0, link.output
+    for flag in ("--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certfile", "--enable-supernode-auth",
+                 "--disable-runtime-dependency-installation"):  # fmt: skip
+        assert flag in link.output
+    assert "--insecure" not in link.output
+    data = SAMPLE / f"{LENDERS['bank-a']}.parquet"
+    node = runner.invoke(
+        app,
+        ["node", "start", "--kit", str(federation.kits.kit("bank-a")), "--data", str(data),
+         "--schema", str(SCHEMA), "--dry-run"],
+    )  # fmt: skip
+    assert node.exit_code == 0, node.output
+    for flag in ("--root-certificates", "--auth-supernode-private-key", "data-file="):
+        assert flag in node.output
+    missing = runner.invoke(
+        app, ["node", "start", "--kit", str(federation.kits.kit("bank-a")), "--data", "/nope"]
+    )
+    assert missing.exit_code == 2 and "data file not found" in missing.output
+
+
+def test_processes_stop_cleanly_on_sigterm(federation: Federation) -> None:
+    """Last: SIGTERM to the SuperLink and every node still running; each exits by itself."""
+    running = [(n, p) for n, p in federation.procs.started if p.poll() is None]
+    assert any(n == "superlink" for n, _ in running)
+    for _, proc in running:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for name, proc in running:
+        code = proc.wait(timeout=30)
+        assert code != -signal.SIGKILL, name
