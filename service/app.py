@@ -25,9 +25,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -124,7 +126,10 @@ def create_app(service: Service) -> FastAPI:
         "jointcredit_request_seconds", "Request latency", ["endpoint"], registry=registry,
         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
     )  # fmt: skip
+    latency_one, latency_batch = latency.labels("decision"), latency.labels("batch")
     errors_total = Counter("jointcredit_errors", "Error responses", ["status"], registry=registry)
+    counted = {o: decisions_total.labels(o) for o in ("approve", "decline", "refer")}
+    model_info = service.model_info.model_dump(mode="json")
 
     writer = AuditWriter(service.audit)
     Gauge(
@@ -158,8 +163,15 @@ def create_app(service: Service) -> FastAPI:
         errors_total.labels("500").inc()
         return JSONResponse({"detail": "internal error", "error_id": error_id}, 500)
 
-    # async: a plain `def` dependency would cost a thread-pool hop per request.
-    async def caller(authorization: str | None = Header(None)) -> str:
+    bearer = HTTPBearer(auto_error=False, description="an institution's API key")
+
+    # async: a plain `def` dependency would cost a thread-pool hop per request. The key is
+    # read through HTTPBearer (documents the scheme in OpenAPI; a `Header` parameter cost
+    # ~100 us per request in FastAPI's parameter analysis).
+    async def caller(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> str:
+        authorization = None if credentials is None else f"Bearer {credentials.credentials}"
         try:
             return service.auth.institution(authorization)
         except AuthError as exc:
@@ -191,7 +203,7 @@ def create_app(service: Service) -> FastAPI:
 
     async def run(
         items: list[Any], institution: str, exposure: list[ExposureResult | None]
-    ) -> list[str]:
+    ) -> list[bytes]:
         """Decide, audit (awaiting the group commit), return each decision as JSON."""
         received = now()
         decisions = decider.decide(
@@ -200,15 +212,14 @@ def create_app(service: Service) -> FastAPI:
             [i.stance for i in items],
         )
         scored = now()
-        outs: list[str] = []
+        outs: list[bytes] = []
         entries: list[Entry] = []
         views: list[View | None] = []
         for item, d0, ex in zip(items, decisions, exposure, strict=True):
             d, joint = _joint(d0, item, ex, policy)
-            out = _response(d, item.reference, service.model_info, policy.version, scored, joint)
+            response = _response(d, item.reference, model_info, policy.version, scored, joint)
+            response_json = orjson.dumps(response)
             request = item.model_dump(mode="json")
-            response = out.model_dump(mode="json")
-            response_json = json.dumps(response, separators=(",", ":"))
             payload = {
                 "request_sha256": hashlib.sha256(canonical(request).encode()).hexdigest(),
                 "features": request["applicant"],
@@ -217,15 +228,16 @@ def create_app(service: Service) -> FastAPI:
                 "received_at": received,
                 "scored_at": scored,
             }
-            entries.append(Entry("decision", out.decision_id, institution, payload))
+            decision_id, outcome = response["decision_id"], response["decision"]
+            entries.append(Entry("decision", decision_id, institution, payload))
             views.append(
-                {"decision_id": out.decision_id, "institution": institution,
-                 "status": out.status, "decision": out.decision,
-                 "final_decision": None if out.decision == "refer" else out.decision,
-                 "created_at": scored, "updated_at": scored, "response": response_json}
+                {"decision_id": decision_id, "institution": institution,
+                 "status": response["status"], "decision": outcome,
+                 "final_decision": None if outcome == "refer" else outcome,
+                 "created_at": scored, "updated_at": scored, "response": response_json.decode()}
             )  # fmt: skip
             outs.append(response_json)
-            decisions_total.labels(out.decision).inc()
+            counted[outcome].inc()
         await writer.append(entries, views)
         return outs
 
@@ -233,8 +245,8 @@ def create_app(service: Service) -> FastAPI:
     async def decide_one(body: Single, institution: str = Depends(caller)) -> Response:  # type: ignore[valid-type]
         t = time.perf_counter()
         out = (await run([body], institution, await exposures([body])))[0]
-        latency.labels("decision").observe(time.perf_counter() - t)
-        # Already a validated DecisionOut: serialised once instead of FastAPI re-validating it.
+        latency_one.observe(time.perf_counter() - t)
+        # Built to DecisionOut's shape (tested) and serialised once, not re-validated per call.
         return Response(out, media_type="application/json")
 
     @app.post("/v1/decisions:batch", response_model=BatchOut, tags=["decisions"])
@@ -242,8 +254,8 @@ def create_app(service: Service) -> FastAPI:
         t = time.perf_counter()
         items = list(body.applications)  # type: ignore[attr-defined]
         outs = await run(items, institution, await exposures(items))
-        latency.labels("batch").observe(time.perf_counter() - t)
-        return Response('{"decisions":[' + ",".join(outs) + "]}", media_type="application/json")
+        latency_batch.observe(time.perf_counter() - t)
+        return Response(b'{"decisions":[' + b",".join(outs) + b"]}", media_type="application/json")
 
     @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
     async def progress(decision_id: str, institution: str = Depends(caller)) -> dict[str, Any]:
@@ -357,28 +369,40 @@ def _joint(
 def _response(
     d: Decision,
     reference: str | None,
-    model: ModelInfo,
+    model: dict[str, Any],
     policy_version: str,
     at: str,
     joint: JointOut | None = None,
-) -> DecisionOut:
-    return DecisionOut.model_validate(
-        {
-            "decision_id": uuid.uuid4().hex,
-            "status": "under_review" if d.decision == "refer" else "decided",
-            "decision": d.decision,
-            "probability_of_default": round(d.probability_of_default, 6),
-            "score": d.score,
-            "policy_score": d.policy_score,
-            "stance": d.stance,
-            "reasons": [r.__dict__ for r in d.reasons],
-            "policy_flags": [f.__dict__ for f in d.flags],
-            "rules_not_evaluated": d.not_evaluated,
-            "unseen_values": d.unknown_values,
-            "model": model,
-            "policy_version": policy_version,
-            "reference": reference,
-            "joint_credit": joint,
-            "created_at": at,
-        }
-    )
+) -> dict[str, Any]:
+    """A decision as `DecisionOut`'s JSON (field for field; a test validates it). Built as a
+    plain dict: pydantic validation and dumping were ~35 us of every decision."""
+    return {
+        "decision_id": uuid.uuid4().hex,
+        "status": "under_review" if d.decision == "refer" else "decided",
+        "decision": d.decision,
+        "probability_of_default": round(d.probability_of_default, 6),
+        "score": d.score,
+        "policy_score": d.policy_score,
+        "stance": d.stance,
+        "reasons": [
+            {
+                "code": r.code,
+                "text": r.text,
+                "kind": r.kind,
+                "feature": r.feature,
+                "contribution": r.contribution,
+            }
+            for r in d.reasons
+        ],
+        "policy_flags": [
+            {"code": f.code, "action": f.action, "text": f.text, "points": f.points}
+            for f in d.flags
+        ],
+        "rules_not_evaluated": d.not_evaluated,
+        "unseen_values": d.unknown_values,
+        "model": model,
+        "policy_version": policy_version,
+        "reference": reference,
+        "joint_credit": None if joint is None else joint.model_dump(mode="json"),
+        "created_at": at,
+    }

@@ -19,22 +19,30 @@ import contextlib
 import hashlib
 import json
 import threading
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's own locking orders writers
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import orjson
 from sqlalchemy import (
     Engine,
     ForeignKey,
     Integer,
     String,
     Text,
+    bindparam,
     create_engine,
     event,
     insert,
     inspect,
+    literal_column,
     select,
     update,
 )
@@ -89,7 +97,10 @@ def as_view(row: DecisionRow) -> View:
 
 
 def canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no whitespace, UTF-8 text (orjson: a decision's payload is ~3 KB and the
+    stdlib encoder spent ~60 us on each). The chain hashes the stored text, so verifying never
+    re-encodes and an encoder change cannot break old rows."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def chain_hash(prev: str, seq: int, kind: str, decision_id: str, institution: str,
@@ -126,6 +137,9 @@ class AuditLog:
             if not Path(path).is_file():
                 raise AuditError(f"no audit log at {url}")
         self.engine: Engine = create_engine(url, future=True)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        database = self.engine.url.database
+        self._path = database if self._sqlite and database not in (None, "", ":memory:") else None
         # Appends read the chain head and write after it: they must hold the database's write
         # lock from the start, or two service processes on one database read the same head.
         self._writes: Engine = self.engine
@@ -144,14 +158,14 @@ class AuditLog:
             # recipe: the driver's own implicit BEGIN is switched off).
             self._writes = create_engine(url, future=True)
 
+            # Checkpoints (copying the WAL into the database file, with an fsync) run in a
+            # background thread, not inside whichever commit crosses the WAL's size limit:
+            # that commit took tens of milliseconds and so did every request waiting on it.
             @event.listens_for(self._writes, "connect")
             def _immediate(conn: Any, _: Any) -> None:
                 _pragmas(conn, _)
+                conn.execute("PRAGMA wal_autocheckpoint=0")
                 conn.isolation_level = None
-
-            @event.listens_for(self._writes, "begin")
-            def _begin(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         if create:
             Base.metadata.create_all(self.engine)
@@ -159,6 +173,13 @@ class AuditLog:
             raise AuditError(f"{url} holds no jointcredit audit log")
         # One writer at a time within this process (the database lock orders processes).
         self._lock = threading.Lock()
+        self._sql = _Statements(self._writes.dialect)
+        self._lock_file: IO[bytes] | None = None
+        self._checkpointer: _Checkpointer | None = None
+        if self._sqlite and self._path is not None:
+            if fcntl is not None:
+                self._lock_file = open(f"{self._path}.lock", "ab")  # noqa: SIM115 (held open)
+            self._checkpointer = _Checkpointer(self.engine)
 
     def head(self) -> tuple[int, str]:
         with Session(self.engine) as s:
@@ -167,50 +188,85 @@ class AuditLog:
 
     def append(self, entries: list[Entry], decisions: list[View | None]) -> list[int]:
         """Append entries (and their current-view rows) in one transaction; returns seqs.
-        Core statements on one connection, not the ORM: a 10,000-applicant batch is a handful
-        of statements, a single decision a few hundred microseconds."""
-        with self._lock, self._writes.begin() as conn:
-            # Read the head inside the write transaction (another process may have written).
-            row = conn.execute(
-                select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == 1).with_for_update()
-            )
-            found = row.first()
-            seq, prev = (found[0], found[1]) if found else (0, GENESIS)
-            log_rows: list[dict[str, Any]] = []
-            new_views: list[dict[str, Any]] = []
-            seqs = []
-            for entry, view in zip(entries, decisions, strict=True):
-                seq += 1
-                created = now()
-                payload = canonical(entry.payload)
-                digest = chain_hash(
-                    prev, seq, entry.kind, entry.decision_id, entry.institution, created, payload
-                )
-                log_rows.append(
-                    {"seq": seq, "kind": entry.kind, "decision_id": entry.decision_id,
-                     "institution": entry.institution, "created_at": created,
-                     "payload": payload, "prev_hash": prev, "hash": digest}
-                )  # fmt: skip
-                if view is not None:
-                    view = {**view, "last_seq": seq}
-                    if entry.kind == "decision":
-                        new_views.append(view)
-                    else:
-                        conn.execute(
-                            update(DecisionRow)
-                            .where(DecisionRow.decision_id == view["decision_id"])
-                            .values(view)
+
+        Statements compiled once by SQLAlchemy for this database's dialect and run through the
+        driver's cursor: the Core/ORM execution path cost ~0.5 ms of CPU per transaction and
+        ~60 us per row, more than SQLite's own work, on the service's hot path."""
+        sql = self._sql
+        with self._lock, self._file_lock():
+            raw = self._writes.raw_connection()
+            try:
+                cur = raw.cursor()
+                if self._sqlite:
+                    cur.execute("BEGIN IMMEDIATE")
+                # Read the head inside the write transaction (another process may have written).
+                cur.execute(sql.head.sql)
+                found = cur.fetchone()
+                seq, prev = (int(found[0]), str(found[1])) if found else (0, GENESIS)
+                log_rows: list[Any] = []
+                new_views: list[Any] = []
+                seqs = []
+                for entry, view in zip(entries, decisions, strict=True):
+                    seq += 1
+                    created = now()
+                    payload = canonical(entry.payload)
+                    digest = chain_hash(
+                        prev, seq, entry.kind, entry.decision_id, entry.institution, created,
+                        payload,
+                    )  # fmt: skip
+                    log_rows.append(
+                        sql.log.params(
+                            {"seq": seq, "kind": entry.kind, "decision_id": entry.decision_id,
+                             "institution": entry.institution, "created_at": created,
+                             "payload": payload, "prev_hash": prev, "hash": digest}
                         )
-                prev = digest
-                seqs.append(seq)
-            conn.execute(insert(AuditRow), log_rows)
-            if new_views:
-                conn.execute(insert(DecisionRow), new_views)
-            if found is None:
-                conn.execute(insert(ChainHead).values(id=1, seq=seq, hash=prev))
-            else:
-                conn.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=seq, hash=prev))
+                    )  # fmt: skip
+                    if view is not None:
+                        view = {**view, "last_seq": seq}
+                        if entry.kind == "decision":
+                            new_views.append(sql.view.params(view))
+                        else:
+                            cur.execute(sql.update_view.sql, sql.update_view.params(view))
+                    prev = digest
+                    seqs.append(seq)
+                cur.executemany(sql.log.sql, log_rows)
+                if new_views:
+                    cur.executemany(sql.view.sql, new_views)
+                head = sql.update_head if found else sql.insert_head
+                cur.execute(head.sql, head.params({"id": 1, "seq": seq, "hash": prev}))
+                raw.commit()
+            except BaseException:
+                raw.rollback()
+                raise
+            finally:
+                raw.close()  # back to the pool
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
         return seqs
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """SQLite: processes queue for the write lock in the kernel. Without it a process
+        that finds the database locked polls in SQLite's busy handler, sleeping up to 100 ms
+        between tries, while each transaction holds the lock ~1-2 ms (two service workers had
+        a p99 of 140 ms)."""
+        if self._lock_file is None:
+            yield
+            return
+        fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        self._writes.dispose()
+        self.engine.dispose()
 
     def get(self, decision_id: str) -> DecisionRow | None:
         with Session(self.engine) as s:
@@ -274,6 +330,87 @@ class AuditLog:
                     f"decision {decision_id}: decisions table differs from the log ({changed})"
                 )
         return head_seq, head_hash
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement compiled for one dialect: its SQL text and how to order its parameters."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # positional paramstyles (qmark, format); None: named
+    renames: tuple[tuple[str, str], ...] = ()  # (parameter, the column value it takes)
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Any, **renames: str) -> _Compiled:
+        compiled = statement.compile(dialect=dialect)
+        positions = tuple(compiled.positiontup) if compiled.positional else None
+        return cls(str(compiled), positions, tuple(renames.items()))
+
+    def params(self, values: dict[str, Any]) -> Any:
+        if self.renames:
+            values = {**values, **{new: values[old] for new, old in self.renames}}
+        if self.positions is None:
+            return values
+        return tuple(values[name] for name in self.positions)
+
+
+class _Statements:
+    def __init__(self, dialect: Any) -> None:
+        view_columns = [c.name for c in DecisionRow.__table__.columns if c.name != "decision_id"]
+        head = select(ChainHead.seq, ChainHead.hash).where(ChainHead.id == literal_column("1"))
+        self.head = _Compiled(str(head.with_for_update().compile(dialect=dialect)), None)
+        self.log = _Compiled.of(insert(AuditRow), dialect)
+        self.view = _Compiled.of(insert(DecisionRow), dialect)
+        self.insert_head = _Compiled.of(insert(ChainHead), dialect)
+        # Renamed parameters: SQLAlchemy reserves a column's own name in a SET clause.
+        self.update_view = _Compiled.of(
+            update(DecisionRow)
+            .where(DecisionRow.decision_id == bindparam("decision_id_"))
+            .values({c: bindparam(c) for c in view_columns}),
+            dialect,
+            decision_id_="decision_id",
+        )
+        self.update_head = _Compiled.of(
+            update(ChainHead)
+            .where(ChainHead.id == bindparam("id_"))
+            .values(seq=bindparam("seq_"), hash=bindparam("hash_")),
+            dialect,
+            id_="id",
+            seq_="seq",
+            hash_="hash",
+        )
+
+
+class _Checkpointer:
+    """Copies the SQLite WAL into the database file off the request path, at most every
+    `interval` seconds and only after commits. PASSIVE never blocks readers or writers; once
+    everything is copied the next writer starts the WAL from its beginning again, so it stays
+    a few MB."""
+
+    def __init__(self, engine: Engine, interval: float = 0.5) -> None:
+        self.engine, self.interval = engine, interval
+        self._dirty = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._dirty = True
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            if not self._dirty:
+                continue
+            self._dirty = False
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception:  # e.g. database locked: nothing lost, try again next time
+                self._dirty = True
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
 
 
 @dataclass

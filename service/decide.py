@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from jointcredit.models.artifact import ScoringModel
-from jointcredit.models.training import predict_pd
-from jointcredit.service.explain import attributions, feature_columns
+from jointcredit.service.explain import feature_columns, kernel
 from jointcredit.service.policy import Policy, Rule, Stance
 
 Outcome = Literal["approve", "decline", "refer"]
@@ -67,8 +66,9 @@ class Decider:
         # schema is canonical JSON, its keys sorted).
         self.features = [f.name for f in model.spec.features]
         policy.check_fields(set(self.features))
-        self.columns = feature_columns(model.spec)
         self.kind = model.card.architecture.kind
+        self.kernel = kernel(model.model, self.kind, feature_columns(model.spec))
+        self.cutoffs = {s: policy.cutoffs_for(s) for s in get_args(Stance)}
         self.known_levels = {
             f.name: set(f.categories) for f in model.spec.features if hasattr(f, "categories")
         }
@@ -80,9 +80,8 @@ class Decider:
         stances: list[Stance | None],
     ) -> list[Decision]:
         x = self.model.spec.transform_rows(applicants)
-        pds = predict_pd(self.model.model, x)
+        pds, contrib = self.kernel(x)
         scores = self.model.card.score_scale.score(pds)
-        contrib = attributions(self.model.model, self.kind, x, self.columns)
         return [
             self._one(
                 applicants[i], contexts[i], stances[i], float(pds[i]), int(scores[i]), contrib[i]
@@ -123,7 +122,7 @@ class Decider:
                 not_evaluated.append(rule.code)
             elif hit:
                 flags.append(Flag(rule.code, rule.action, rule.reason))
-        cut = policy.cutoffs_for(stance)
+        cut = self.cutoffs[stance]
         actions = {f.action for f in flags}
         outcome: Outcome
         if "decline" in actions:

@@ -19,6 +19,7 @@ response says which rules could not be evaluated.
 from __future__ import annotations
 
 import tomllib
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -75,10 +76,18 @@ class Condition(_Strict):
                 {"lt": num < bound, "le": num <= bound, "gt": num > bound, "ge": num >= bound}[op]
             )
         if self.in_ is not None:
-            checks.append(text in {str(v) for v in self.in_})
+            checks.append(text in self._in_text)
         if self.not_in is not None:
-            checks.append(text not in {str(v) for v in self.not_in})
+            checks.append(text not in self._not_in_text)
         return all(checks)
+
+    @cached_property
+    def _in_text(self) -> frozenset[str]:
+        return frozenset(str(v) for v in self.in_ or ())
+
+    @cached_property
+    def _not_in_text(self) -> frozenset[str]:
+        return frozenset(str(v) for v in self.not_in or ())
 
 
 class Rule(_Strict):

@@ -167,4 +167,25 @@ def test_record_path_equals_the_dataframe_path(standardize: bool) -> None:
         for r in x.to_dict(orient="records")
     ]
     assert any(r["sector"] is None for r in records)  # the sample has missing sectors
-    np.testing.assert_array_equal(spec.transform_rows(records), spec.transform(x))
+    expected = spec.transform(x)
+    np.testing.assert_array_equal(spec.transform_rows(records), expected)  # the column path
+    few = np.concatenate([spec.transform_rows(records[i : i + 3]) for i in range(0, 500, 3)])
+    np.testing.assert_array_equal(few, expected)  # the per-record path
+
+
+def test_record_path_refuses_missing_values_without_imputation() -> None:
+    fed = load_federation(DataConfig(dataset="sba", institutions=3))
+    summaries = [
+        summarize(d.train.x, d.train.y, fed.schema, max_categories=64, min_count=5)
+        for d in fed.institutions.values()
+    ]
+    spec = agree(summaries, fed.schema, max_categories=64, min_count=5)
+    strict = next(f for f in spec.features if not f.impute)
+    record = {
+        k: (None if isinstance(v, float) and np.isnan(v) else v)
+        for k, v in fed.pooled_test().x.head(1).to_dict(orient="records")[0].items()
+    }
+    record[strict.name] = None
+    for rows in ([record], [record] * 20):  # both paths
+        with pytest.raises(ValueError, match=f"{strict.name!r} has missing values"):
+            spec.transform_rows(rows)

@@ -19,6 +19,7 @@ from service_helpers import signed_artifact as _artifact
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.service.auth import new_key
+from jointcredit.service.schemas import BatchOut, DecisionOut
 
 
 def _serve(args: list[str], port: int) -> subprocess.Popen[str]:
@@ -83,6 +84,8 @@ def test_openapi_example_is_a_valid_request_and_gets_a_full_decision(
     r = _post(served, _example(served))
     assert r.status_code == 200, r.text
     d = r.json()
+    DecisionOut.model_validate(d, strict=True)  # the hand-built response keeps the schema
+    assert list(d) == list(DecisionOut.model_fields)
     assert d["decision"] in {"approve", "decline", "refer"}
     assert 0 < d["probability_of_default"] < 1 and 350 <= d["score"] <= 950
     model_reasons = [x for x in d["reasons"] if x["kind"] == "model"]
@@ -165,6 +168,7 @@ def test_batch(served: dict[str, Any]) -> None:
     r = _post(served, {"applications": apps}, path="/v1/decisions:batch")
     assert r.status_code == 200, r.text[:1000]
     out = r.json()["decisions"]
+    BatchOut.model_validate(r.json(), strict=True)
     assert len(out) == 50 and len({d["decision_id"] for d in out}) == 50
     assert len({d["score"] for d in out}) > 5  # the model discriminates
 
