@@ -119,10 +119,15 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    kind: str  # "decision" | "review"
-    decision_id: str
+    """One chain row. A `decision` covers one decision, a `batch` every decision of one batch
+    request (payload `decisions`: one record per decision, in request order; one canonical
+    encoding and one hash instead of thousands), a `review` one reviewer's resolution."""
+
+    kind: str  # "decision" | "batch" | "review"
+    decision_id: str  # a batch: the batch's own id
     institution: str
     payload: dict[str, Any]
+    views: tuple[View, ...] = ()  # decision/batch: `decisions` rows to add; review: to update
 
 
 class AuditError(RuntimeError):
@@ -186,7 +191,7 @@ class AuditLog:
             head = s.get(ChainHead, 1)
             return (head.seq, head.hash) if head else (0, GENESIS)
 
-    def append(self, entries: list[Entry], decisions: list[View | None]) -> list[int]:
+    def append(self, entries: list[Entry]) -> list[int]:
         """Append entries (and their current-view rows) in one transaction; returns seqs.
 
         Statements compiled once by SQLAlchemy for this database's dialect and run through the
@@ -206,7 +211,7 @@ class AuditLog:
                 log_rows: list[Any] = []
                 new_views: list[Any] = []
                 seqs = []
-                for entry, view in zip(entries, decisions, strict=True):
+                for entry in entries:
                     seq += 1
                     created = now()
                     payload = canonical(entry.payload)
@@ -221,12 +226,14 @@ class AuditLog:
                              "payload": payload, "prev_hash": prev, "hash": digest}
                         )
                     )  # fmt: skip
-                    if view is not None:
-                        view = {**view, "last_seq": seq}
-                        if entry.kind == "decision":
-                            new_views.append(sql.view.params(view))
+                    for view in entry.views:
+                        if entry.kind == "review":
+                            cur.execute(
+                                sql.update_view.sql,
+                                sql.update_view.params({**view, "last_seq": seq}),
+                            )
                         else:
-                            cur.execute(sql.update_view.sql, sql.update_view.params(view))
+                            new_views.append(sql.view.params({**view, "last_seq": seq}))
                     prev = digest
                     seqs.append(seq)
                 cur.executemany(sql.log.sql, log_rows)
@@ -302,9 +309,15 @@ class AuditLog:
             if digest != row.hash:
                 raise AuditError(f"row {row.seq} ({row.kind} {row.decision_id}): edited")
             prev, expected_seq = row.hash, expected_seq + 1
-            expected_views[row.decision_id] = replay(
-                expected_views.get(row.decision_id), row.kind, json.loads(row.payload), row.seq
-            )
+            payload = json.loads(row.payload)
+            if row.kind == "batch":
+                for record in payload["decisions"]:
+                    decision_id = record["response"]["decision_id"]
+                    expected_views[decision_id] = replay(None, "decision", record, row.seq)
+            else:
+                expected_views[row.decision_id] = replay(
+                    expected_views.get(row.decision_id), row.kind, payload, row.seq
+                )
         head_seq, head_hash = self.head()
         if (head_seq, head_hash) != (expected_seq - 1, prev):
             raise AuditError(
@@ -416,7 +429,6 @@ class _Checkpointer:
 @dataclass
 class _Pending:
     entries: list[Entry]
-    views: list[View | None]
     done: asyncio.Future[list[int]]
 
 
@@ -437,28 +449,27 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self.groups = 0  # transactions committed (for /metrics and tests)
 
-    async def append(self, entries: list[Entry], views: list[View | None]) -> list[int]:
+    async def append(self, entries: list[Entry]) -> list[int]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._task is None or self._task.done():
             # First use on this event loop (tests may run several loops one after another).
             self._loop, self._queue = loop, asyncio.Queue()
             self._task = loop.create_task(self._run(self._queue))
         assert self._queue is not None
-        pending = _Pending(entries, views, loop.create_future())
+        pending = _Pending(entries, loop.create_future())
         self._queue.put_nowait(pending)
         return await asyncio.shield(pending.done)
 
     async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
         while True:
             group = [await queue.get()]
-            size = len(group[0].entries)
+            size = _rows(group[0])
             while not queue.empty() and size < self.max_entries:
                 group.append(queue.get_nowait())
-                size += len(group[-1].entries)
+                size += _rows(group[-1])
             entries = [e for p in group for e in p.entries]
-            views = [v for p in group for v in p.views]
             try:
-                seqs = await asyncio.to_thread(self.log.append, entries, views)
+                seqs = await asyncio.to_thread(self.log.append, entries)
             except Exception as exc:  # handed to every waiting request
                 for p in group:
                     if not p.done.done():
@@ -477,6 +488,10 @@ class AuditWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def _rows(pending: _Pending) -> int:
+    return sum(max(1, len(e.views)) for e in pending.entries)
 
 
 def replay(

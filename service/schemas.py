@@ -10,9 +10,10 @@ are rejected.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
 
 from jointcredit.data.schema import Schema
 from jointcredit.service.joint import JointOut, JointRequest
@@ -21,15 +22,39 @@ from jointcredit.service.policy import Policy
 MAX_BATCH = 10_000
 
 
-def _category(value: object) -> object:
-    if isinstance(value, bool):
-        raise ValueError("a category must be a string, not a boolean")
-    if isinstance(value, int):
-        return str(value)
-    return value
+# A category is a string, or an integer read as its decimal text (e.g. a year); never a
+# boolean or a float. Both branches are strict core types, with no Python validator: a Python
+# callback per categorical field made validation ~4x slower (27 vs 7 us per applicant).
+# `category_text` turns the integers into text after validation; `collapse_errors` turns the
+# union's two messages into one.
+Category = Annotated[
+    Annotated[str, Strict(), Field(min_length=1, max_length=128)] | Annotated[int, Strict()],
+    Field(union_mode="left_to_right"),
+]
+CATEGORY_ERROR = "a category must be a string (or an integer code such as a year)"
+_UNION_TAGS = ("constrained-str", "int")
 
 
-Category = Annotated[str, BeforeValidator(_category), Field(min_length=1, max_length=128)]
+def category_text(value: object) -> object:
+    return str(value) if isinstance(value, int) else value
+
+
+def collapse_errors(errors: Sequence[Mapping[str, Any]]) -> list[tuple[tuple[Any, ...], str]]:
+    """(location, message) per problem; a category's two union branches become one."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for e in errors:
+        loc = tuple(e["loc"])
+        if loc and loc[-1] in _UNION_TAGS:
+            loc = loc[:-1]
+            if loc in seen:
+                continue
+            seen.add(loc)
+            too = e["type"] in ("string_too_short", "string_too_long")
+            out.append((loc, e["msg"] if too else CATEGORY_ERROR))
+        else:
+            out.append((loc, e["msg"]))
+    return out
 
 
 def applicant_model(schema: Schema) -> type[BaseModel]:

@@ -6,25 +6,41 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from jointcredit.service.audit import AuditLog, AuditWriter, Entry, View, now
+from jointcredit.service.audit import AuditError, AuditLog, AuditWriter, Entry, View, now
 
 
-def _decision(i: int) -> tuple[list[Entry], list[View | None]]:
-    decision_id = f"d{i:04d}"
-    response = {"status": "decided", "decision": "approve", "i": i}
-    entry = Entry("decision", decision_id, "bank-a", {"response": response})
+def _view(decision_id: str, response: dict[str, Any]) -> View:
     at = now()
-    view: View = {
+    return {
         "decision_id": decision_id, "institution": "bank-a", "status": "decided",
         "decision": "approve", "final_decision": "approve", "created_at": at,
         "updated_at": at, "response": json.dumps(response),
     }  # fmt: skip
-    return [entry], [view]
+
+
+def _decision(i: int) -> list[Entry]:
+    decision_id = f"d{i:04d}"
+    response = {"decision_id": decision_id, "status": "decided", "decision": "approve", "i": i}
+    return [
+        Entry("decision", decision_id, "bank-a", {"response": response},
+              (_view(decision_id, response),))
+    ]  # fmt: skip
+
+
+def _batch(i: int, n: int) -> list[Entry]:
+    records, views = [], []
+    for k in range(n):
+        decision_id = f"b{i:04d}-{k:04d}"
+        response = {"decision_id": decision_id, "status": "decided", "decision": "approve"}
+        records.append({"response": response})
+        views.append(_view(decision_id, response))
+    return [Entry("batch", f"batch-{i}", "bank-a", {"decisions": records}, tuple(views))]
 
 
 def test_concurrent_appends_share_commits_and_keep_the_chain(tmp_path: Path) -> None:
@@ -32,7 +48,7 @@ def test_concurrent_appends_share_commits_and_keep_the_chain(tmp_path: Path) -> 
     writer = AuditWriter(log)
 
     async def main() -> list[list[int]]:
-        seqs = await asyncio.gather(*(writer.append(*_decision(i)) for i in range(200)))
+        seqs = await asyncio.gather(*(writer.append(_decision(i)) for i in range(200)))
         await writer.close()
         return list(seqs)
 
@@ -54,19 +70,19 @@ def test_a_failed_commit_fails_its_group_and_the_writer_goes_on(
     real = log.append
     calls = {"n": 0}
 
-    def flaky(entries: list[Entry], views: list[Any]) -> list[int]:
+    def flaky(entries: list[Entry]) -> list[int]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("disk full")
-        return real(entries, views)
+        return real(entries)
 
     monkeypatch.setattr(log, "append", flaky)
 
     async def main() -> tuple[list[Any], list[int]]:
         first = await asyncio.gather(
-            *(writer.append(*_decision(i)) for i in range(5)), return_exceptions=True
+            *(writer.append(_decision(i)) for i in range(5)), return_exceptions=True
         )
-        after = await writer.append(*_decision(99))
+        after = await writer.append(_decision(99))
         await writer.close()
         return list(first), after
 
@@ -87,7 +103,7 @@ def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) ->
     def write(log: AuditLog, base: int) -> None:
         try:
             for i in range(100):
-                log.append(*_decision(base + i))
+                log.append(_decision(base + i))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -98,3 +114,33 @@ def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) ->
         t.join()
     assert not errors, errors[:3]
     assert logs[0].verify()[0] == 200
+
+
+def test_a_batch_is_one_chain_row_and_verify_checks_each_of_its_decisions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.sqlite"
+    log = AuditLog(f"sqlite:///{path}")
+    log.append(_decision(1))
+    assert log.append(_batch(2, 300)) == [2]  # 300 decisions, one chained row
+    log.append(_decision(3))
+    assert log.verify() == log.head() and log.head()[0] == 3
+    row = log.get("b0002-0123")
+    assert row is not None and row.last_seq == 2
+    con = sqlite3.connect(path)
+    # A decision of the batch edited in the log: the batch row's hash breaks.
+    payload = con.execute("SELECT payload FROM audit_log WHERE seq = 2").fetchone()[0]
+    con.execute(
+        "UPDATE audit_log SET payload = ? WHERE seq = 2",
+        (payload.replace('"approve"', '"decline"', 1),),
+    )
+    con.commit()
+    with pytest.raises(AuditError, match=r"row 2 .*edited"):
+        log.verify()
+    con.execute("UPDATE audit_log SET payload = ? WHERE seq = 2", (payload,))
+    # One of its decisions deleted from the current view: named.
+    con.execute("DELETE FROM decisions WHERE decision_id = 'b0002-0200'")
+    con.commit()
+    with pytest.raises(AuditError, match="b0002-0200"):
+        log.verify()
+    con.close()

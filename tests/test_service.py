@@ -107,7 +107,9 @@ def test_openapi_example_is_a_valid_request_and_gets_a_full_decision(
         (lambda a: a.update(sba_share=1.5), "applicant.sba_share", "less than or equal to 1"),
         (lambda a: a.update(gross_approved="lots"), "applicant.gross_approved", "valid number"),
         (lambda a: a.update(gross_approved=None), "applicant.gross_approved", "valid number"),
-        (lambda a: a.update(franchise=True), "applicant.franchise", "not a boolean"),
+        (lambda a: a.update(franchise=True), "applicant.franchise", "must be a string"),
+        (lambda a: a.update(state=12.5), "applicant.state", "must be a string"),
+        (lambda a: a.update(state=""), "applicant.state", "at least 1 character"),
     ],
 )
 def test_bad_applicants_are_422_naming_the_field(
@@ -118,6 +120,16 @@ def test_bad_applicants_are_422_naming_the_field(
     r = _post(served, body)
     assert r.status_code == 422, r.text
     assert any(e["field"] == field and reason in e["reason"] for e in r.json()["detail"]), r.text
+
+
+def test_an_integer_category_reads_as_its_text(served: dict[str, Any]) -> None:
+    body = _example(served)
+    year = body["applicant"]["approval_year"]
+    assert year.isdigit()
+    as_text = _post(served, body).json()
+    body["applicant"]["approval_year"] = int(year)
+    as_int = _post(served, body).json()
+    assert as_int["score"] == as_text["score"] and as_int["unseen_values"] == {}
 
 
 @pytest.mark.parametrize(
