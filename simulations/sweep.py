@@ -42,6 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jointcredit.models.settings import RunSettings
+from jointcredit.privacy.robust import assumed_attackers, check_aggregator
 
 Scalar = str | int | float | bool
 
@@ -137,6 +138,14 @@ def _run_cell(settings: RunSettings, baselines: bool, verbose: bool) -> float:
     return time.monotonic() - started
 
 
+def _check_feasible(settings: RunSettings) -> None:
+    """The coordinator's own check (robust rules need enough institutions), made before the
+    run when the institution count is set; 0 (every institution of the dataset) is left to it."""
+    if settings.institutions > 0 and settings.aggregator != "fedavg":
+        assumed = assumed_attackers(settings.assumed_attackers, settings.attackers)
+        check_aggregator(settings.aggregator, settings.institutions, assumed)
+
+
 def _row(
     cell: Cell, metrics: dict[str, Any] | None, status: str, error: str = ""
 ) -> dict[str, Any]:
@@ -182,6 +191,12 @@ def run_sweep(
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
             rows.append(_row(cell, metrics, "done"))
             on_cell(cell, "skipped (done before)")
+            continue
+        try:  # a rule that cannot work with this many institutions fails now, not after a start
+            _check_feasible(cell.settings)
+        except ValueError as exc:
+            rows.append(_row(cell, None, "failed", f"{type(exc).__name__}: {exc}"))
+            on_cell(cell, "failed")
             continue
         on_cell(cell, "running")
         try:
