@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jointcredit.service.audit import AuditError, AuditLog, AuditWriter, Entry, View, now
+from jointcredit.service.audit import AuditError, AuditLog, AuditWriter, Busy, Entry, View, now
 
 
 def _view(decision_id: str, response: dict[str, Any]) -> View:
@@ -70,11 +70,11 @@ def test_a_failed_commit_fails_its_group_and_the_writer_goes_on(
     real = log.append
     calls = {"n": 0}
 
-    def flaky(entries: list[Entry]) -> list[int]:
+    def flaky(entries: list[Entry], *, wait: bool = True) -> list[int]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("disk full")
-        return real(entries)
+        return real(entries, wait=wait)
 
     monkeypatch.setattr(log, "append", flaky)
 
@@ -144,3 +144,31 @@ def test_a_batch_is_one_chain_row_and_verify_checks_each_of_its_decisions(
     with pytest.raises(AuditError, match="b0002-0200"):
         log.verify()
     con.close()
+
+
+def test_a_busy_lock_moves_the_wait_off_the_event_loop(tmp_path: Path) -> None:
+    """Another process holding the SQLite write lock: `wait=False` refuses at once and writes
+    nothing; the writer then waits in a thread and the append lands."""
+    import fcntl
+
+    path = tmp_path / "a.sqlite"
+    log = AuditLog(f"sqlite:///{path}")
+    other = open(f"{path}.lock", "ab")  # noqa: SIM115 (a second open file: another process)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    with pytest.raises(Busy):
+        log.append(_decision(1), wait=False)
+    assert log.head()[0] == 0
+    writer = AuditWriter(log)
+
+    async def main() -> list[int]:
+        task = asyncio.ensure_future(writer.append(_decision(2)))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # waiting for the lock, in a thread: the loop still runs
+        fcntl.flock(other, fcntl.LOCK_UN)
+        seqs = await task
+        await writer.close()
+        return seqs
+
+    assert asyncio.run(main()) == [1]
+    other.close()
+    assert log.verify()[0] == 1
