@@ -46,6 +46,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 GENESIS = "0" * 64
@@ -178,6 +179,14 @@ class AuditLog:
 
         if create:
             Base.metadata.create_all(self.engine)
+            # The head row exists from the start: `SELECT ... FOR UPDATE` on an empty table
+            # locks nothing, and two first appends would both write row 1.
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(select(ChainHead.id)).first() is None:
+                        conn.execute(insert(ChainHead).values(id=1, seq=0, hash=GENESIS))
+            except IntegrityError:
+                pass  # another process created it first
         elif not inspect(self.engine).has_table(AuditRow.__tablename__):
             raise AuditError(f"{url} holds no jointcredit audit log")
         # One writer at a time within this process (the database lock orders processes).
@@ -223,6 +232,7 @@ class AuditLog:
             seq, prev = (int(found[0]), str(found[1])) if found else (0, GENESIS)
             log_rows: list[Any] = []
             new_views: list[Any] = []
+            changed_views: list[Any] = []
             seqs = []
             for entry in entries:
                 seq += 1
@@ -241,17 +251,17 @@ class AuditLog:
                 )  # fmt: skip
                 for view in entry.views:
                     if entry.kind == "review":
-                        cur.execute(
-                            sql.update_view.sql,
-                            sql.update_view.params({**view, "last_seq": seq}),
-                        )
+                        changed_views.append(sql.update_view.params({**view, "last_seq": seq}))
                     else:
                         new_views.append(sql.view.params({**view, "last_seq": seq}))
                 prev = digest
                 seqs.append(seq)
+            # Log rows first: view rows point at them (a foreign key PostgreSQL enforces).
             cur.executemany(sql.log.sql, log_rows)
             if new_views:
                 cur.executemany(sql.view.sql, new_views)
+            if changed_views:
+                cur.executemany(sql.update_view.sql, changed_views)
             head = sql.update_head if found else sql.insert_head
             cur.execute(head.sql, head.params({"id": 1, "seq": seq, "hash": prev}))
             raw.commit()

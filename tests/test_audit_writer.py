@@ -92,17 +92,15 @@ def test_a_failed_commit_fails_its_group_and_the_writer_goes_on(
     assert log.verify()[0] == 1
 
 
-def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) -> None:
-    # Two AuditLog objects stand for two processes: neither's in-process lock covers the other.
+def write_concurrently(logs: list[AuditLog], per_log: int) -> None:
+    """Each log appends `per_log` decisions from its own thread, all at once."""
     import threading
 
-    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
-    logs = [AuditLog(url), AuditLog(url)]
     errors: list[BaseException] = []
 
     def write(log: AuditLog, base: int) -> None:
         try:
-            for i in range(100):
+            for i in range(per_log):
                 log.append(_decision(base + i))
         except BaseException as exc:  # reported below
             errors.append(exc)
@@ -113,6 +111,13 @@ def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) ->
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) -> None:
+    # Two AuditLog objects stand for two processes: neither's in-process lock covers the other.
+    url = f"sqlite:///{tmp_path / 'a.sqlite'}"
+    logs = [AuditLog(url), AuditLog(url)]
+    write_concurrently(logs, 100)
     assert logs[0].verify()[0] == 200
 
 
