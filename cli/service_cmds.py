@@ -246,7 +246,7 @@ def exposure_serve(
         raise typer.Exit(2) from exc
     if not registry_is_signed(registry):
         err.print(UNSIGNED_REGISTRY.format(path=registry), soft_wrap=True)
-    uvicorn.run(institution_app(node), host=host, port=port, log_level="warning")
+    uvicorn.run(institution_app(node, fed_key), host=host, port=port, log_level="warning")
 
 
 def decide(

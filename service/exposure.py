@@ -30,6 +30,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request  # module level: FastAPI resolves the endpoint's annotation
 
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.manifest import sign_directory, verify_directory
@@ -189,6 +191,18 @@ def pseudonym(federation_key: bytes, applicant_id: str) -> str:
     return hmac.new(federation_key, applicant_id.encode(), hashlib.sha256).hexdigest()
 
 
+def request_key(federation_key: bytes) -> bytes:
+    """The key that authenticates share requests: derived from the federation key, which only
+    the service and the lenders hold (separate from the pseudonym key by HKDF's info)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"jointcredit-exposure/1|request"
+    ).derive(federation_key)
+
+
+def request_mac(key: bytes, issued_at: int, body: bytes) -> str:
+    return hmac.new(key, str(issued_at).encode() + b"|" + body, hashlib.sha256).hexdigest()
+
+
 def pairwise_key(own: X25519PrivateKey, other: X25519PublicKey, a: str, b: str) -> bytes:
     first, second = sorted((a, b))
     return HKDF(
@@ -320,16 +334,42 @@ class Institution:
 # -- over HTTP --------------------------------------------------------------------------------
 
 
-def institution_app(institution: Institution) -> FastAPI:
-    """The endpoint each institution runs: POST /v1/exposure/share -> its masked share."""
+MAC_HEADER = "X-Jointcredit-Mac"
+ISSUED_HEADER = "X-Jointcredit-Issued-At"
+MAX_AGE = 60  # seconds a signed request stays valid (clocks of the parties may drift a little)
+
+
+def institution_app(institution: Institution, federation_key: bytes) -> FastAPI:
+    """The endpoint each institution runs: POST /v1/exposure/share -> its masked share.
+
+    Only a holder of the federation key (the service, the lenders) may ask: each request
+    carries an HMAC over its issue time and exact body, with a key derived from the federation
+    key; unauthenticated, altered or stale requests get 401 and consume no query id."""
     from fastapi import FastAPI, HTTPException
 
     app = FastAPI(title=f"jointcredit exposure endpoint ({institution.institution})")
+    key = request_key(federation_key)
 
-    @app.post("/v1/exposure/share", response_model=ShareResponse)
-    async def share(request: ShareRequest) -> ShareResponse:
+    @app.post(
+        "/v1/exposure/share", response_model=ShareResponse,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": ShareRequest.model_json_schema()}}}},
+    )  # fmt: skip
+    async def share(request: Request) -> ShareResponse:
+        body = await request.body()
+        mac, issued = request.headers.get(MAC_HEADER, ""), request.headers.get(ISSUED_HEADER, "")
+        if not issued.isdigit() or not hmac.compare_digest(
+            mac.encode(), request_mac(key, int(issued), body).encode()
+        ):
+            raise HTTPException(401, "not signed with the federation's request key")
+        if abs(time.time() - int(issued)) > MAX_AGE:
+            raise HTTPException(401, f"request issued more than {MAX_AGE} s from now")
         try:
-            return institution.share(request)
+            parsed = ShareRequest.model_validate_json(body)
+        except ValidationError as exc:
+            raise HTTPException(422, "not a share request") from exc
+        try:
+            return institution.share(parsed)
         except ExposureError as exc:
             raise HTTPException(409, str(exc)) from exc
 
@@ -360,12 +400,18 @@ async def federation_exposure(
         pseudonym=pseudonym(federation_key, applicant_id),
         participants=sorted(registry.institutions),
     )
-    body = request.model_dump()
+    body = request.model_dump_json().encode()
+    issued = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        MAC_HEADER: request_mac(request_key(federation_key), issued, body),
+        ISSUED_HEADER: str(issued),
+    }
 
     async def ask(client: httpx.AsyncClient, inst: str) -> int | str:
         url = registry.institutions[inst].url.rstrip("/") + "/v1/exposure/share"
         try:
-            r = await client.post(url, json=body)
+            r = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return f"unreachable ({type(exc).__name__})"
         if r.status_code != 200:

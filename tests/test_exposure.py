@@ -207,7 +207,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
             _wait(f"http://127.0.0.1:{ports[inst]}/healthz", procs[inst])
         base = f"http://127.0.0.1:{port}"
         _wait(f"{base}/healthz", procs["service"])
-        yield {"base": base, "token": token, "procs": procs}
+        yield {"base": base, "token": token, "procs": procs, "ports": ports,
+               "federation_key": root / "fed.key"}  # fmt: skip
     finally:
         for p in procs.values():
             p.terminate()
@@ -238,6 +239,38 @@ def test_joint_limit_subtracts_the_secure_sum_of_exposure(federation: dict[str, 
     assert set(joint["allocations"]) == {"bank-a", "cf-c"}
     fresh = _request(federation["base"], federation["token"], "TIN-404")["joint_credit"]
     assert fresh["existing_exposure"] == 0.0
+
+
+def test_only_holders_of_the_federation_key_may_ask_for_a_share(
+    federation: dict[str, Any],
+) -> None:
+    from jointcredit.service.exposure import (
+        ISSUED_HEADER,
+        MAC_HEADER,
+        load_federation_key,
+        request_key,
+        request_mac,
+    )
+
+    url = f"http://127.0.0.1:{federation['ports']['bank-a']}/v1/exposure/share"
+    key = request_key(load_federation_key(federation["federation_key"]))
+    body = json.dumps({"query_id": "ab" * 16, "pseudonym": "0" * 64,
+                       "participants": sorted(INSTITUTIONS)}).encode()  # fmt: skip
+    now = int(time.time())
+
+    def post(mac: str, issued: int, content: bytes = body) -> httpx.Response:
+        headers = {MAC_HEADER: mac, ISSUED_HEADER: str(issued), "Content-Type": "application/json"}
+        return httpx.post(url, content=content, headers=headers, timeout=10)
+
+    assert httpx.post(url, content=body, timeout=10).status_code == 401  # unsigned
+    assert post(request_mac(b"x" * 32, now, body), now).status_code == 401  # another key
+    altered = body.replace(b'"0000', b'"1111', 1)
+    assert post(request_mac(key, now, body), now, altered).status_code == 401  # body changed
+    old = now - 3600
+    assert post(request_mac(key, old, body), old).status_code == 401  # stale
+    ok = post(request_mac(key, now, body), now)  # none of the refused ones used the query id
+    assert ok.status_code == 200, ok.text
+    assert post(request_mac(key, now, body), now).status_code == 409  # replay: already answered
 
 
 def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[str, Any]) -> None:
