@@ -226,10 +226,12 @@ def create_app(service: Service) -> FastAPI:
         """Decide, audit (awaiting the group commit), return each decision as JSON."""
         exposure = await exposures(items)
         received = now()
+        # Dumped once (JSON types: what is audited and digested) and read from there.
+        requests = [i.model_dump(mode="json") for i in items]
         decisions = decider.decide(
-            [{k: str(v) if type(v) is int else v for k, v in i.applicant.model_dump().items()}
-             for i in items],
-            [i.context.model_dump(exclude_none=True) if i.context else {} for i in items],
+            [{k: str(v) if type(v) is int else v for k, v in r["applicant"].items()}
+             for r in requests],
+            [{k: v for k, v in (r["context"] or {}).items() if v is not None} for r in requests],
             [i.stance for i in items],
         )  # fmt: skip
         scored = now()
@@ -238,14 +240,14 @@ def create_app(service: Service) -> FastAPI:
         records: list[dict[str, Any]] = []
         views: list[View] = []
         outcomes: collections.Counter[str] = collections.Counter()
-        for k, (item, d0, ex) in enumerate(zip(items, decisions, exposure, strict=True)):
+        rows = zip(items, requests, decisions, exposure, strict=True)
+        for k, (item, request, d0, ex) in enumerate(rows):
             d, joint = _joint(d0, item, ex, policy)
             decision_id = ids[32 * k : 32 * k + 32]
             response = _response(
                 decision_id, d, item.reference, model_info, policy.version, scored, joint
             )
             response_json = orjson.dumps(response)
-            request = item.model_dump(mode="json")
             records.append(
                 {"request_sha256": hashlib.sha256(canonical(request).encode()).hexdigest(),
                  "features": request["applicant"], "context": request.get("context"),

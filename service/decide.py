@@ -17,7 +17,9 @@ from jointcredit.service.policy import Policy, Rule, Stance
 Outcome = Literal["approve", "decline", "refer"]
 
 
-@dataclass(frozen=True)
+# Plain slotted dataclasses, not frozen ones: a frozen dataclass's __init__ pays
+# object.__setattr__ per field, and a decision builds a dozen of these. Nothing mutates them.
+@dataclass(slots=True)
 class Reason:
     code: str
     text: str
@@ -26,7 +28,7 @@ class Reason:
     contribution: float | None = None  # log-odds pushed toward default (model reasons)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Flag:
     code: str
     action: str
@@ -34,7 +36,7 @@ class Flag:
     points: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     decision: Outcome
     probability_of_default: float
@@ -76,6 +78,8 @@ class Decider:
         self.known_levels = {
             f.name: set(f.categories) for f in model.spec.features if hasattr(f, "categories")
         }
+        self.adjust_rules = [r for r in policy.rules if r.action == "adjust"]
+        self.other_rules = [r for r in policy.rules if r.action != "adjust"]
 
     def decide(
         self,
@@ -106,9 +110,7 @@ class Decider:
         flags: list[Flag] = []
         not_evaluated: list[str] = []
         policy_score = score
-        for rule in policy.rules:  # adjustments first: they move what the cut-offs compare
-            if rule.action != "adjust":
-                continue
+        for rule in self.adjust_rules:  # first: they move what the cut-offs compare
             hit = _matches(rule, values, policy_score)
             if hit is None:
                 not_evaluated.append(rule.code)
@@ -116,9 +118,7 @@ class Decider:
                 policy_score += rule.points
                 flags.append(Flag(rule.code, rule.action, rule.reason, rule.points))
         policy_score = max(350, min(950, policy_score))
-        for rule in policy.rules:
-            if rule.action == "adjust":
-                continue
+        for rule in self.other_rules:
             hit = _matches(rule, values, policy_score)
             if hit is None:
                 not_evaluated.append(rule.code)
@@ -156,11 +156,11 @@ class Decider:
             reasons.append(Reason(f"F_{name.upper()}", text, "model", name, round(c, 4)))
         if outcome != "approve":
             reasons += [Reason(f.code, f.text, "policy") for f in flags if f.action == "adjust"]
-        unknown = {
-            name: str(applicant[name])
-            for name, levels in self.known_levels.items()
-            if applicant.get(name) is not None and str(applicant[name]) not in levels
-        }
+        unknown: dict[str, str] = {}
+        for name, levels in self.known_levels.items():
+            value = applicant.get(name)
+            if value is not None and (text := str(value)) not in levels:
+                unknown[name] = text
         return Decision(
             decision=outcome,
             probability_of_default=pd_ if math.isfinite(pd_) else 1.0,
