@@ -247,9 +247,9 @@ time of the server's processes per decision)
 {rows}
 
 {best} Goal (issue 4): 1,000 decisions/s with p99 under 20 ms. Highest throughput vs the bare
-endpoint: {js:,} vs {bare:,} ({js / bare:.2f}). One run: on this shared 2-core VM the same
-server at the same level has varied by up to ~40 % between runs (e.g. one process at 8
-connections: 766-1,131 decisions/s over four runs of the same code).
+endpoint: {js:,} vs {bare:,} ({js / bare:.2f}). One run: on this shared 2-core VM repeated
+runs of the same code at the same level have differed by up to ~40 %; the load generator
+shares the cores with the server.
 
 | server | batch applicants/s | server CPU us/applicant | errors |
 |---|---:|---:|---:|
