@@ -115,8 +115,7 @@ async def _load(url: str, body: bytes, headers: dict[str, str], seconds: float,
 
 
 def _cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process and its children that exited (uvicorn's workers are
-    children of the supervisor; see _tree_cpu for live ones)."""
+    """user + system CPU of one process (its own, not its children's)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -54,6 +54,7 @@ from jointcredit.service.schemas import (
     BatchOut,
     DecisionOut,
     ModelInfo,
+    category_text,
     collapse_errors,
     request_models,
 )
@@ -183,8 +184,8 @@ def create_app(service: Service) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="an institution's API key")
 
     # async: a plain `def` dependency would cost a thread-pool hop per request. The key is
-    # read through HTTPBearer (documents the scheme in OpenAPI; a `Header` parameter cost
-    # ~100 us per request in FastAPI's parameter analysis).
+    # read through HTTPBearer (documents the scheme in OpenAPI; a `Header` parameter showed up
+    # in profiles as FastAPI's per-request parameter analysis).
     async def caller(
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
     ) -> str:
@@ -229,8 +230,7 @@ def create_app(service: Service) -> FastAPI:
         # Dumped once (JSON types: what is audited and digested) and read from there.
         requests = [i.model_dump(mode="json") for i in items]
         decisions = decider.decide(
-            [{k: str(v) if type(v) is int else v for k, v in r["applicant"].items()}
-             for r in requests],
+            [{k: category_text(v) for k, v in r["applicant"].items()} for r in requests],
             [{k: v for k, v in (r["context"] or {}).items() if v is not None} for r in requests],
             [i.stance for i in items],
         )  # fmt: skip

@@ -170,7 +170,7 @@ class AuditLog:
 
             # Checkpoints (copying the WAL into the database file, with an fsync) run in a
             # background thread, not inside whichever commit crosses the WAL's size limit:
-            # that commit took tens of milliseconds and so did every request waiting on it.
+            # that commit paid the copy and the fsync, and so did every request waiting on it.
             @event.listens_for(self._writes, "connect")
             def _immediate(conn: Any, _: Any) -> None:
                 _pragmas(conn, _)
@@ -192,13 +192,17 @@ class AuditLog:
         # One writer at a time within this process (the database lock orders processes).
         self._lock = threading.Lock()
         self._sql = _Statements(self._writes.dialect)
-        self.local = self._sqlite  # appends touch only a local file (see AuditWriter)
         self._lock_file: IO[bytes] | None = None
         self._checkpointer: _Checkpointer | None = None
         if self._sqlite and self._path is not None:
             if fcntl is not None:
                 self._lock_file = open(f"{self._path}.lock", "ab")  # noqa: SIM115 (held open)
             self._checkpointer = _Checkpointer(self.engine)
+
+    @property
+    def local(self) -> bool:
+        """Appends touch only a local file (SQLite): see AuditWriter."""
+        return self._sqlite
 
     def head(self) -> tuple[int, str]:
         with Session(self.engine) as s:
@@ -209,8 +213,9 @@ class AuditLog:
         """Append entries (and their current-view rows) in one transaction; returns seqs.
 
         Statements compiled once by SQLAlchemy for this database's dialect and run through the
-        driver's cursor: the Core/ORM execution path cost ~0.5 ms of CPU per transaction and
-        ~60 us per row, more than SQLite's own work, on the service's hot path."""
+        driver's cursor: through SQLAlchemy's execution path an append cost ~0.5 ms of CPU per
+        transaction plus ~100 us per row (190 vs 70 us per decision in groups of 16, measured),
+        more than SQLite's own work, on the service's hot path."""
         if not self._lock.acquire(blocking=wait):
             raise Busy("another append of this process is running")
         try:
