@@ -6,7 +6,7 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,6 +39,7 @@ class Strategy(StrEnum):
     fedavg = "fedavg"
     fedprox = "fedprox"
     fedavgm = "fedavgm"
+    scaffold = "scaffold"
 
 
 class Optimizer(StrEnum):
@@ -210,14 +211,14 @@ def simulate(
     verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines."""
-    from jointcredit.models.settings import MLP_RECIPE, RunSettings
+    from jointcredit.models.settings import RunSettings, model_recipe
     from jointcredit.server import events
     from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
     # Unset options take the model's recipe (settings defaults; MLP_RECIPE for the MLP).
-    config: dict[str, Any] = dict(MLP_RECIPE) if model is ModelKind.mlp else {}
+    config = model_recipe(model.value, privacy.value, aggregator.value)
     if privacy is PrivacyChoice.dp_institution:
         config["strategy"] = "fedavg"  # Flower accounts only for plain FedAvg
     chosen = {

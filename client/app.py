@@ -4,7 +4,8 @@ Three message handlers:
 - `query`: summarise own training rows for federated preprocessing (counts, sums, bounded
   category counts; see `jointcredit.models.preprocessing`).
 - `train`: train the global model on own rows for a few local epochs (FedProx term when the
-  server sends `proximal-mu`) and return the updated weights - with DP-SGD and an enforced
+  server sends `proximal-mu`, SCAFFOLD drift correction when it sends a control variate) and
+  return the updated weights - with DP-SGD and an enforced
   budget under record-level DP (`jointcredit.client.record_dp`); in a simulated attack, the
   attacking institutions poison theirs (`jointcredit.privacy.robust`).
 - `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
@@ -37,12 +38,13 @@ from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data, simulated_institutions
 from jointcredit.client.signing import signing_mod
 from jointcredit.client.update import LocalUpdate
+from jointcredit.models import control
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.personalize import personalize
 from jointcredit.models.preprocessing import PreprocessingSpec, summarize
 from jointcredit.models.settings import UNIT_WEIGHT, Attack, RunSettings
-from jointcredit.models.training import predict_pd, train
+from jointcredit.models.training import DriftControl, predict_pd, train
 from jointcredit.privacy.robust import attacker_ids, poison_update
 from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
 
@@ -72,12 +74,32 @@ def _identity(node: NodeData) -> ConfigRecord:
     return ConfigRecord({"institution": node.institution})
 
 
-def _model_from(msg: Message, settings: RunSettings) -> tuple[torch.nn.Module, PreprocessingSpec]:
+def _model_from(
+    msg: Message, settings: RunSettings
+) -> tuple[torch.nn.Module, PreprocessingSpec, ArrayRecord]:
+    """The global model, its preprocessing, and the federation's SCAFFOLD control variate
+    (empty unless the strategy is `scaffold`)."""
     config = msg.content["config"]
     spec = PreprocessingSpec.model_validate_json(str(config["preprocessing"]))
     model = build_model(architecture(settings.model, spec.n_outputs))
-    model.load_state_dict(msg.content.array_records["arrays"].to_torch_state_dict(), strict=True)
-    return model, spec
+    weights, federation_control = control.split(msg.content.array_records["arrays"])
+    model.load_state_dict(weights.to_torch_state_dict(), strict=True)
+    return model, spec, federation_control
+
+
+def _drift_control(
+    model: torch.nn.Module, federation_control: ArrayRecord, context: Context
+) -> DriftControl:
+    """SCAFFOLD's correction c - c_i; c_i is this institution's mean gradient of the last
+    round it trained in (kept in its own Flower state), zero before its first."""
+    names = [name for name, _ in model.named_parameters()]
+    c = control.tensors(federation_control, names)
+    own = context.state.get(control.STATE_KEY)
+    if isinstance(own, ArrayRecord) and set(own.keys()) == set(names):
+        c_i = control.tensors(own, names)
+    else:
+        c_i = [torch.zeros_like(t) for t in c]
+    return DriftControl([a - b for a, b in zip(c, c_i, strict=True)])
 
 
 def _nan(v: float | None) -> float:
@@ -128,7 +150,8 @@ def train_handler(msg: Message, context: Context) -> Message:
         from jointcredit.client.secagg import secagg_train  # Flower's legacy stack: only here
 
         return secagg_train(msg, context, settings, node, local_update)
-    model, spec = _model_from(msg, settings)
+    model, spec, federation_control = _model_from(msg, settings)
+    drift = _drift_control(model, federation_control, context) if federation_control else None
     config = msg.content["config"]
     update = local_update(
         model,
@@ -138,10 +161,17 @@ def train_handler(msg: Message, context: Context) -> Message:
         context,
         server_round=int(config["server-round"]),  # type: ignore[arg-type]
         mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
+        drift=drift,
     )
     content = RecordDict({"metrics": MetricRecord(update.metrics), IDENTITY: _identity(node)})
     if not update.withheld:
-        content["arrays"] = ArrayRecord(model.state_dict())
+        arrays = ArrayRecord(model.state_dict())
+        if drift is not None:
+            assert drift.mean_gradient is not None
+            own = control.record([n for n, _ in model.named_parameters()], drift.mean_gradient)
+            context.state[control.STATE_KEY] = own
+            arrays = control.join(arrays, own)
+        content["arrays"] = arrays
     return Message(content, reply_to=msg)
 
 
@@ -154,6 +184,7 @@ def local_update(
     *,
     server_round: int,
     mu: float,
+    drift: DriftControl | None = None,
 ) -> LocalUpdate:
     """One round of local training of `model` (in place) on this institution's rows: plain,
     or DP-SGD under record-level DP; in a simulated attack, poisoned."""
@@ -187,7 +218,7 @@ def local_update(
             return LocalUpdate({**values, "num-examples": 0}, withheld=True)
         loss = dp.loss
     else:
-        loss = train(model, x, labels, cfg, global_params=global_params)
+        loss = train(model, x, labels, cfg, global_params=global_params, control=drift)
     if poisons_update:
         trained = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         poisoned = poison_update(global_state, trained, attack, settings.attack_scale)
@@ -211,7 +242,7 @@ def simulated_attack(
 @app.evaluate()
 def evaluate_handler(msg: Message, context: Context) -> Message:
     settings, node = _setup(context)
-    model, spec = _model_from(msg, settings)
+    model, spec, _ = _model_from(msg, settings)
     x_test, y_test = node.matrix(spec, "test"), node.data.test.y
     m = risk_metrics(y_test, predict_pd(model, x_test))
     values: dict[str, MetricRecordValues] = {

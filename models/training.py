@@ -30,6 +30,19 @@ class TrainConfig:
     steps: int = 0  # > 0: exactly this many minibatch steps instead of `epochs` full passes
 
 
+@dataclass
+class DriftControl:
+    """SCAFFOLD's control variates for one local round (Karimireddy et al., 2020, with Adam
+    as the local optimiser): `correction` (c - c_i, the federation's mean gradient minus this
+    institution's, both from the previous round) is added to every minibatch gradient, so
+    local steps follow the federation's objective instead of drifting toward the
+    institution's own. `train` fills `mean_gradient` with this round's mean minibatch gradient
+    of the loss alone: the institution's next c_i."""
+
+    correction: list[torch.Tensor]
+    mean_gradient: list[torch.Tensor] | None = None
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return optimizer_for(list(model.parameters()), cfg)
 
@@ -62,6 +75,7 @@ def train(
     cfg: TrainConfig,
     *,
     global_params: list[torch.Tensor] | None = None,
+    control: DriftControl | None = None,
 ) -> float:
     """Minimise binary cross-entropy; returns the mean loss of the last pass."""
     if len(y) == 0:
@@ -72,6 +86,15 @@ def train(
     opt = _optimizer(model, cfg)
     loss_fn = nn.BCEWithLogitsLoss()
     anchor = [p.detach().clone() for p in global_params] if global_params else None
+    params = list(model.parameters())
+    if control is not None and len(control.correction) != len(params):
+        raise ValueError(
+            f"drift correction has {len(control.correction)} tensors, the model {len(params)}"
+        )
+    if control is not None and anchor is not None and cfg.proximal_mu > 0:
+        raise ValueError("a drift correction and a proximal term do not go together")
+    gradient_sums = [torch.zeros_like(p) for p in params] if control is not None else []
+    steps = 0
     model.train()
     last = 0.0
     for batches in _batches(len(yt), cfg, gen):
@@ -85,10 +108,18 @@ def train(
                 )
                 loss = loss + 0.5 * cfg.proximal_mu * prox
             loss.backward()
+            if control is not None:
+                for p, s, c in zip(params, gradient_sums, control.correction, strict=True):
+                    assert p.grad is not None
+                    s.add_(p.grad)
+                    p.grad.add_(c)
+                steps += 1
             opt.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         last = total / seen
+    if control is not None:
+        control.mean_gradient = [s / max(steps, 1) for s in gradient_sums]
     return last
 
 

@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import (
 from jointcredit.models.settings import UNIT_WEIGHT, RunSettings
 from jointcredit.privacy import institution_dp
 from jointcredit.privacy.robust import assumed_attackers, attacker_ids, check_aggregator
+from jointcredit.server.scaffold import Scaffold
 
 DPStrategy = DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping
 
@@ -36,6 +37,8 @@ def build_strategy(
             return FedProx(proximal_mu=settings.proximal_mu, **common)
         if settings.strategy == "fedavgm":
             return FedAvgM(server_momentum=settings.server_momentum, **common)
+        if settings.strategy == "scaffold":
+            return Scaffold(**common)
         return FedAvg(**common)
     f = assumed_attackers(settings.assumed_attackers, settings.attackers)
     check_aggregator(settings.aggregator, n_nodes, f)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from jointcredit.client.app import app
 from jointcredit.data.catalog import resolve
+from jointcredit.models import control
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import InstitutionSummary, agree
 from jointcredit.models.settings import RunSettings
@@ -101,3 +103,51 @@ def test_bad_preprocessing_is_an_error_not_a_silent_result() -> None:
     )
     with pytest.raises(ValueError):
         _send(content, MessageType.TRAIN, 1)
+
+
+def _spec() -> tuple[str, int]:
+    cfg = ConfigRecord({"max-categories": 64, "min-category-count": 5})
+    replies = [_send(RecordDict({"config": cfg}), MessageType.QUERY, p) for p in range(3)]
+    from jointcredit.data.schema import Schema
+
+    schema = Schema.model_validate_json(str(replies[0].content["summary"]["schema"]))
+    summaries = [
+        InstitutionSummary.model_validate_json(str(r.content["summary"]["json"])) for r in replies
+    ]
+    spec = agree(summaries, schema, max_categories=64, min_count=5)
+    return spec.to_json(), spec.n_outputs
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_scaffold_control_variate_is_kept_by_the_institution_between_rounds() -> None:
+    spec, n = _spec()
+    model = ArrayRecord(build_model(architecture("logreg", n), seed=0).state_dict())
+    context = _context(0)
+
+    def train_msg(arrays: ArrayRecord, server_round: int, ctx: Context) -> Message:
+        cfg = ConfigRecord({"preprocessing": spec, "server-round": server_round})
+        msg = Message(
+            RecordDict({"arrays": arrays, "config": cfg}),
+            dst_node_id=100,
+            message_type=MessageType.TRAIN,
+        )
+        msg.metadata.__dict__["_message_id"] = f"m-train-{server_round}"
+        reply = app(msg, ctx)
+        assert not reply.has_error()
+        return reply
+
+    first = train_msg(control.join(model, control.zeros(model)), 1, context)
+    trained, c_i = control.split(first.content["arrays"])  # type: ignore[arg-type]
+    assert set(c_i.keys()) == set(model.keys())
+    assert any(np.abs(a.numpy()).max() > 0 for a in c_i.values())  # a real mean gradient
+    assert context.state[control.STATE_KEY] == c_i  # kept where the next round finds it
+
+    # Round 2 with c equal to this institution's own c_i: the correction c - c_i is zero,
+    # so the update equals plain training; a node that lost its c_i would be pulled by c.
+    with_own = train_msg(control.join(trained, c_i), 2, context)
+    plain = train_msg(trained, 2, _context(0))
+    forgetful = train_msg(control.join(trained, c_i), 2, _context(0))
+    got = control.split(with_own.content["arrays"])[0]  # type: ignore[arg-type]
+    assert all(np.array_equal(got[k].numpy(), plain.content["arrays"][k].numpy()) for k in got)  # type: ignore[index]
+    other = control.split(forgetful.content["arrays"])[0]  # type: ignore[arg-type]
+    assert not all(np.array_equal(got[k].numpy(), other[k].numpy()) for k in got)
