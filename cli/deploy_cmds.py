@@ -29,6 +29,14 @@ def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _exec(cmd: list[str], dry_run: bool) -> None:
+    """Replace this process with `cmd` (Flower's own process), or only print it."""
+    if dry_run:
+        console.print(processes.shell_line(cmd), soft_wrap=True)
+        return
+    processes.exec_process(cmd, processes.flower_env())
+
+
 def provision(
     federation: Annotated[str, typer.Option(help="federation name")],
     institutions: Annotated[str, typer.Option(help="comma-separated institution ids")],
@@ -68,10 +76,7 @@ def link_start(
         cmd = processes.superlink_command(kit, state, listen)
     except ValueError as exc:
         raise _fail(exc) from exc
-    if dry_run:
-        console.print(processes.shell_line(cmd), soft_wrap=True)
-        return
-    processes.exec_process(cmd, processes.flower_env())
+    _exec(cmd, dry_run)
 
 
 @link_app.command("register")
@@ -145,7 +150,4 @@ def node_start(
         cmd = processes.supernode_command(kit, data, schema=schema, port=port, superlink=superlink)
     except ValueError as exc:
         raise _fail(exc) from exc
-    if dry_run:
-        console.print(processes.shell_line(cmd), soft_wrap=True)
-        return
-    processes.exec_process(cmd, processes.flower_env())
+    _exec(cmd, dry_run)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from grid_helpers import AnsweringGrid
 
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid, nan_weighted_mean, short_reason
@@ -15,35 +15,25 @@ from jointcredit.server.verify import UpdateVerifier
 from jointcredit.trust.keyset import create_key_set
 
 
-class FakeGrid:
-    """Answers every message, in reverse order, as institutions z..a would."""
+def answers_as(names: dict[int, str]) -> AnsweringGrid:
+    """Every node answers, in reverse order, as institutions z..a would."""
 
-    def __init__(self, names: dict[int, str]) -> None:
-        self.names = names
+    def answer(m: Message) -> RecordDict:
+        node = m.metadata.dst_node_id
+        return RecordDict(
+            {
+                "metrics": MetricRecord({"auc": 0.5 + node / 100, "num-examples": 10}),
+                "identity": ConfigRecord({"institution": names[node]}),
+            }
+        )
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
-        replies = []
-        for m in messages:
-            m.metadata.__dict__["_message_id"] = f"id-{m.metadata.dst_node_id}"
-            node = m.metadata.dst_node_id
-            content = RecordDict(
-                {
-                    "metrics": MetricRecord({"auc": 0.5 + node / 100, "num-examples": 10}),
-                    "identity": ConfigRecord({"institution": self.names[node]}),
-                }
-            )
-            reply = Message(content, reply_to=m)
-            reply.metadata.__dict__["_src_node_id"] = node
-            replies.append(reply)
-        return list(reversed(replies))
+    return AnsweringGrid(answer, reverse=True)
 
 
 @pytest.mark.usefixtures("task_identity")
 def test_replies_are_sorted_and_recorded_per_institution() -> None:
     names = {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
-    grid = InstitutionGrid(FakeGrid(names))  # type: ignore[arg-type]
+    grid = InstitutionGrid(answers_as(names))  # type: ignore[arg-type]
     cfg = ConfigRecord({"server-round": 4})
     msgs = [
         Message(RecordDict({"config": cfg}), dst_node_id=n, message_type=MessageType.EVALUATE)
@@ -63,7 +53,7 @@ def test_too_few_verified_replies_fail_the_round_naming_each_reason(tmp_path: Pa
     names = {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
     trust = create_key_set(tmp_path, sorted(names.values()), federation="t")
     grid = InstitutionGrid(
-        FakeGrid(names),  # type: ignore[arg-type]
+        answers_as(names),  # type: ignore[arg-type]
         UpdateVerifier(trust, run_id=7),
         min_valid_fraction=0.5,
     )

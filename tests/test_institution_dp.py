@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
 )
+from grid_helpers import AnsweringGrid
 from opacus.accountants.analysis import rdp as opacus_rdp
 
 from jointcredit.models.settings import RunSettings
@@ -75,38 +75,28 @@ def test_strategy_is_flowers_wrapper_around_equal_fedavg() -> None:
         RunSettings.from_run_config({**base, "epsilon": math.inf})
 
 
-class EchoGrid:
+def echo_step(norms: dict[int, float]) -> AnsweringGrid:
     """Each node returns the weights it was sent plus a fixed step of the given L2 norm."""
 
-    def __init__(self, norms: dict[int, float]) -> None:
-        self.norms = norms
+    def answer(m: Message) -> RecordDict:
+        node = m.metadata.dst_node_id
+        w = m.content.array_records["arrays"]["w"].numpy()
+        step = np.full_like(w, norms[node] / math.sqrt(w.size))
+        return RecordDict(
+            {
+                "arrays": ArrayRecord({"w": Array(w + step)}),
+                "metrics": MetricRecord({"num-examples": 10}),
+                "identity": ConfigRecord({"institution": f"bank-{node}"}),
+            }
+        )
 
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
-        replies = []
-        for m in messages:
-            m.metadata.__dict__["_message_id"] = f"id-{m.metadata.dst_node_id}"
-            node = m.metadata.dst_node_id
-            w = m.content.array_records["arrays"]["w"].numpy()
-            step = np.full_like(w, self.norms[node] / math.sqrt(w.size))
-            content = RecordDict(
-                {
-                    "arrays": ArrayRecord({"w": Array(w + step)}),
-                    "metrics": MetricRecord({"num-examples": 10}),
-                    "identity": ConfigRecord({"institution": f"bank-{node}"}),
-                }
-            )
-            reply = Message(content, reply_to=m)
-            reply.metadata.__dict__["_src_node_id"] = node
-            replies.append(reply)
-        return replies
+    return AnsweringGrid(answer)
 
 
 @pytest.mark.usefixtures("task_identity")
 def test_unclipped_update_is_rejected_before_aggregation() -> None:
     grid = InstitutionGrid(
-        EchoGrid({1: 0.99, 2: 1.5, 3: 0.2}),  # type: ignore[arg-type]
+        echo_step({1: 0.99, 2: 1.5, 3: 0.2}),  # type: ignore[arg-type]
         min_valid_fraction=0.5,
         update_bound=1.0,
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from grid_helpers import AnsweringGrid
 from torch import nn
 
 from jointcredit.models import control
@@ -142,47 +142,36 @@ def test_control_variates_ride_in_the_one_array_record() -> None:
         control.join(model, ArrayRecord({"other": zero["net.0.weight"]}))
 
 
-class _Grid:
-    """Every node trains: its reply is the sent model + `delta[node]`, its c_i = `grad[node]`."""
+def _trainers(with_control: bool = True) -> AnsweringGrid:
+    """Nodes 1 and 2 (30 and 10 rows) train: each returns the sent model + 1.0 / -1.0 and,
+    as its c_i, 0.4 / 1.0 everywhere."""
+    delta, grad, examples = {1: 1.0, 2: -1.0}, {1: 0.4, 2: 1.0}, {1: 30, 2: 10}
 
-    def __init__(
-        self, delta: dict[int, float], grad: dict[int, float], examples: dict[int, int]
-    ) -> None:
-        self.delta, self.grad, self.examples = delta, grad, examples
-        self.sent: list[ArrayRecord] = []
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.delta)
-
-
-def _reply(msg: Message, grid: _Grid, with_control: bool = True) -> Message:
-    node = msg.metadata.dst_node_id
-    model, _ = control.split(msg.content["arrays"])  # type: ignore[arg-type]
-    trained = ArrayRecord({k: type(a)(a.numpy() + grid.delta[node]) for k, a in model.items()})
-    if with_control:
-        c_i = ArrayRecord(
-            {k: type(a)(np.full_like(a.numpy(), grid.grad[node])) for k, a in model.items()}
+    def answer(msg: Message) -> RecordDict:
+        node = msg.metadata.dst_node_id
+        model, _ = control.split(msg.content["arrays"])  # type: ignore[arg-type]
+        trained = ArrayRecord({k: Array(a.numpy() + delta[node]) for k, a in model.items()})
+        if with_control:
+            c_i = ArrayRecord(
+                {k: Array(np.full_like(a.numpy(), grad[node])) for k, a in model.items()}
+            )
+            trained = control.join(trained, c_i)
+        return RecordDict(
+            {"arrays": trained, "metrics": MetricRecord({"num-examples": examples[node]})}
         )
-        trained = control.join(trained, c_i)
-    content = RecordDict(
-        {"arrays": trained, "metrics": MetricRecord({"num-examples": grid.examples[node]})}
-    )
-    reply = Message(content, reply_to=msg)
-    reply.metadata.__dict__["_src_node_id"] = node
-    return reply
+
+    return AnsweringGrid(answer, nodes=[1, 2])
 
 
 @pytest.mark.usefixtures("task_identity")
 def test_strategy_sends_c_and_keeps_the_example_weighted_mean_of_the_replies() -> None:
-    grid = _Grid(delta={1: 1.0, 2: -1.0}, grad={1: 0.4, 2: 1.0}, examples={1: 30, 2: 10})
+    grid = _trainers()
     strategy = Scaffold(fraction_train=1.0, min_train_nodes=2, min_available_nodes=2)
     initial = ArrayRecord(build_model(architecture("logreg", 3), seed=0).state_dict())
     sent = list(strategy.configure_train(1, initial, ConfigRecord({}), grid))  # type: ignore[arg-type]
     _, c = control.split(sent[0].content["arrays"])  # type: ignore[arg-type]
     assert all((c[k].numpy() == 0).all() for k in c)  # round 1: c = 0
-    for msg in sent:
-        msg.metadata.__dict__["_message_id"] = f"m{msg.metadata.dst_node_id}"
-    arrays, _ = strategy.aggregate_train(1, [_reply(m, grid) for m in sent])
+    arrays, _ = strategy.aggregate_train(1, grid.send_and_receive(sent))
     assert arrays is not None and list(arrays.keys()) == list(initial.keys())  # model only
     w = initial["linear.weight"].numpy()
     np.testing.assert_allclose(
@@ -191,10 +180,8 @@ def test_strategy_sends_c_and_keeps_the_example_weighted_mean_of_the_replies() -
     nxt = list(strategy.configure_train(2, arrays, ConfigRecord({}), grid))  # type: ignore[arg-type]
     _, c2 = control.split(nxt[0].content["arrays"])  # type: ignore[arg-type]
     np.testing.assert_allclose(c2["linear.weight"].numpy(), 0.75 * 0.4 + 0.25 * 1.0, rtol=1e-6)
-    for msg in nxt:
-        msg.metadata.__dict__["_message_id"] = f"n{msg.metadata.dst_node_id}"
     with pytest.raises(ValueError, match="without SCAFFOLD control variates"):
-        strategy.aggregate_train(2, [_reply(m, grid, with_control=False) for m in nxt])
+        strategy.aggregate_train(2, _trainers(with_control=False).send_and_receive(nxt))
 
 
 def test_scaffold_refuses_settings_its_control_variates_would_bypass() -> None:

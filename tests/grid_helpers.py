@@ -1,0 +1,40 @@
+"""A stand-in for Flower's Grid in unit tests: every node answers at once, in process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from flwr.app import Message, RecordDict
+
+
+def reply_from_node(message: Message, content: RecordDict) -> Message:
+    """`content` as the reply of the node `message` was sent to (ids as the runtime sets them)."""
+    node = message.metadata.dst_node_id
+    message.metadata.__dict__["_message_id"] = f"id-{node}"
+    reply = Message(content, reply_to=message)
+    reply.metadata.__dict__["_src_node_id"] = node
+    return reply
+
+
+class AnsweringGrid:
+    """Answers each message with `answer(message)`; `nodes` for strategies that sample."""
+
+    def __init__(
+        self,
+        answer: Callable[[Message], RecordDict],
+        *,
+        nodes: Iterable[int] = (),
+        reverse: bool = False,
+    ) -> None:
+        self.answer = answer
+        self.nodes = list(nodes)
+        self.reverse = reverse
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        replies = [reply_from_node(m, self.answer(m)) for m in messages]
+        return list(reversed(replies)) if self.reverse else replies
