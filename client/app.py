@@ -89,17 +89,18 @@ def _model_from(
 
 def _drift_control(
     model: torch.nn.Module, federation_control: ArrayRecord, context: Context
-) -> DriftControl:
-    """SCAFFOLD's correction c - c_i; c_i is this institution's mean gradient of the last
-    round it trained in (kept in its own Flower state), zero before its first."""
+) -> tuple[DriftControl, bool]:
+    """SCAFFOLD's correction c - c_i, and whether c_i was this institution's own: its mean
+    gradient of the last round it trained in, kept in its Flower state (zero before its first
+    round, or when the node lost its state)."""
     names = [name for name, _ in model.named_parameters()]
     c = control.tensors(federation_control, names)
     own = context.state.get(control.STATE_KEY)
     if isinstance(own, ArrayRecord) and set(own.keys()) == set(names):
-        c_i = control.tensors(own, names)
+        c_i, kept = control.tensors(own, names), True
     else:
-        c_i = [torch.zeros_like(t) for t in c]
-    return DriftControl([a - b for a, b in zip(c, c_i, strict=True)])
+        c_i, kept = [torch.zeros_like(t) for t in c], False
+    return DriftControl([a - b for a, b in zip(c, c_i, strict=True)]), kept
 
 
 def _nan(v: float | None) -> float:
@@ -151,8 +152,13 @@ def train_handler(msg: Message, context: Context) -> Message:
 
         return secagg_train(msg, context, settings, node, local_update)
     model, spec, federation_control = _model_from(msg, settings)
-    drift = _drift_control(model, federation_control, context) if federation_control else None
     config = msg.content["config"]
+    drift, extra = None, {}
+    if federation_control:
+        drift, kept = _drift_control(model, federation_control, context)
+        # Reported so the coordinator can tell a node that lost its state (restarted, moved)
+        # from one that corrects with its own c_i.
+        extra["scaffold-own-control"] = float(kept)
     update = local_update(
         model,
         spec,
@@ -163,7 +169,8 @@ def train_handler(msg: Message, context: Context) -> Message:
         mu=float(config.get("proximal-mu", 0.0)),  # type: ignore[arg-type]
         drift=drift,
     )
-    content = RecordDict({"metrics": MetricRecord(update.metrics), IDENTITY: _identity(node)})
+    metrics = MetricRecord({**update.metrics, **extra})
+    content = RecordDict({"metrics": metrics, IDENTITY: _identity(node)})
     if not update.withheld:
         arrays = ArrayRecord(model.state_dict())
         if drift is not None:

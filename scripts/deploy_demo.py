@@ -4,6 +4,7 @@ file from the shipped SBA sample), register the nodes, train with `jointcredit l
 machinery, verify the signed model, stop everything. Prints a JSON summary.
 
     python scripts/deploy_demo.py --out runs/deploy-demo [--rounds 3] [--institutions 3]
+        [--model logreg|mlp]
 
 Used by `make bench` for the deployment numbers (wall time and memory of the process tree).
 """
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from jointcredit.deploy import kits, processes
+from jointcredit.models.settings import model_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sba_sample"
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "deploy-demo")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--institutions", type=int, default=3)
+    ap.add_argument("--model", choices=["logreg", "mlp"], default="logreg")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     lenders = sorted(p.stem for p in SAMPLE.glob("*.parquet"))[: args.institutions]
@@ -73,7 +76,13 @@ def main() -> None:
         config = processes.run_config(
             fed.coordinator,
             out,
-            {"rounds": args.rounds, "schema": str(SAMPLE / "schema.toml"), "checkpoints": False},
+            {
+                **model_recipe(args.model, "none", "fedavg"),
+                "model": args.model,
+                "rounds": args.rounds,
+                "schema": str(SAMPLE / "schema.toml"),
+                "checkpoints": False,
+            },
         )
         run_started = time.monotonic()
         run_id, status = processes.start_run(ROOT, flwr_home, "demo", config, timeout=1800)
@@ -89,6 +98,9 @@ def main() -> None:
             metrics = json.loads((out / "metrics.json").read_text())
             summary |= {"auc": metrics["federated"]["auc"], "verified_model": True,
                         "verified_replies": metrics["security"]["verified_replies"]}  # fmt: skip
+            fresh = [r.get("scaffold_fresh_control") for r in metrics["rounds"]]
+            if any(f is not None for f in fresh):
+                summary["scaffold_fresh_control"] = fresh
     finally:
         for p in procs:
             if p.poll() is None:

@@ -112,6 +112,12 @@ def _round_records(
                 sum(losses[i] * weights[i] for i in losses) / total if total else None
             )
             rec["train_institutions"] = sorted(ex.metrics)
+            if any("scaffold-own-control" in m for m in ex.metrics.values()):
+                # SCAFFOLD: who corrected with a zero c_i (everyone in round 1; later, only a
+                # node that lost its state).
+                rec["scaffold_fresh_control"] = sorted(
+                    i for i, m in ex.metrics.items() if m.get("scaffold-own-control") == 0.0
+                )
             if ex.withheld:
                 rec["withheld"] = sorted(ex.withheld)  # privacy budget spent: no update
             epsilons = round_epsilons(ex)

@@ -141,12 +141,15 @@ def test_scaffold_control_variate_is_kept_by_the_institution_between_rounds() ->
     assert set(c_i.keys()) == set(model.keys())
     assert any(np.abs(a.numpy()).max() > 0 for a in c_i.values())  # a real mean gradient
     assert context.state[control.STATE_KEY] == c_i  # kept where the next round finds it
+    assert first.content["metrics"]["scaffold-own-control"] == 0.0
 
     # Round 2 with c equal to this institution's own c_i: the correction c - c_i is zero,
     # so the update equals plain training; a node that lost its c_i would be pulled by c.
     with_own = train_msg(control.join(trained, c_i), 2, context)
     plain = train_msg(trained, 2, _context(0))
     forgetful = train_msg(control.join(trained, c_i), 2, _context(0))
+    assert with_own.content["metrics"]["scaffold-own-control"] == 1.0
+    assert forgetful.content["metrics"]["scaffold-own-control"] == 0.0
     got = control.split(with_own.content["arrays"])[0]  # type: ignore[arg-type]
     assert all(np.array_equal(got[k].numpy(), plain.content["arrays"][k].numpy()) for k in got)  # type: ignore[index]
     other = control.split(forgetful.content["arrays"])[0]  # type: ignore[arg-type]

@@ -184,6 +184,9 @@ def test_mlp_recipe_federates_with_scaffold(tmp_path: Path) -> None:
     )  # fmt: skip
     metrics = simulate(settings)
     assert metrics["config"]["strategy"] == "scaffold"
+    # Everyone starts from a zero c_i; from round 2 on each institution corrects with its own.
+    fresh = [r["scaffold_fresh_control"] for r in metrics["rounds"]]
+    assert fresh == [metrics["institutions"], [], []]
     assert metrics["federated"]["auc"] > metrics["local_only"]["mean_auc"]
     # The artifact holds the model alone, not the control variates.
     model = load_artifact(tmp_path / "model", load_store(tmp_path / "trust.json")).model
