@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from jointcredit.deploy import kits, processes
+from jointcredit.trust import keys
+from jointcredit.trust.keyset import TRUST_FILE
 
 link_app = typer.Typer(no_args_is_help=True, help="The coordinator's SuperLink and runs.")
 node_app = typer.Typer(no_args_is_help=True, help="An institution's SuperNode.")
@@ -38,16 +40,55 @@ def _exec(cmd: list[str], dry_run: bool) -> None:
 
 
 def provision(
-    federation: Annotated[str, typer.Option(help="federation name")],
-    institutions: Annotated[str, typer.Option(help="comma-separated institution ids")],
-    superlink: Annotated[str, typer.Option(help="HOST:PORT the nodes reach the SuperLink at")],
     out: Annotated[Path, typer.Option(help="new directory for every party's kit")],
+    federation: Annotated[str | None, typer.Option(help="federation name")] = None,
+    institutions: Annotated[
+        str | None, typer.Option(help="comma-separated institution ids")
+    ] = None,
+    superlink: Annotated[
+        str | None, typer.Option(help="HOST:PORT the nodes reach the SuperLink at")
+    ] = None,
     extra_host: Annotated[
         list[str] | None, typer.Option(help="another name or address in the TLS certificate")
     ] = None,
+    add: Annotated[
+        str | None,
+        typer.Option(help="add this institution to the federation already provisioned in --out"),
+    ] = None,
+    coordinator_key_passphrase_env: Annotated[
+        str | None, typer.Option(help="with --add: env variable holding the key's passphrase")
+    ] = None,
 ) -> None:
     """Create the federation's CA, the SuperLink's TLS certificate, each institution's kit
-    (node-authentication key, update-signing key, trust store, CA) and the coordinator's."""
+    (node-authentication key, update-signing key, trust store, CA) and the coordinator's; or,
+    with --add, one more institution's kit in an existing federation."""
+    if add is not None:
+        if federation or institutions or superlink or extra_host:
+            raise _fail(ValueError("--add takes only --out (the existing federation)"))
+        try:
+            passphrase = keys.passphrase_from_env(coordinator_key_passphrase_env)
+            kit = kits.add_institution(out, add, passphrase=passphrase)
+        except (ValueError, OSError) as exc:
+            raise _fail(exc) from exc
+        coord = out / kits.COORDINATOR_DIR
+        console.print(f"{add}: {kit}")
+        console.print(
+            f"  register its node key: jointcredit link register --kit {coord} --institution {add}"
+        )
+        console.print(
+            f"  hand {coord / TRUST_FILE} and {coord / kits.FEDERATION_FILE} to every party "
+            "(their kits under --out are updated)"
+        )
+        return
+    missing = [
+        name
+        for name, value in (("--federation", federation), ("--institutions", institutions),
+                            ("--superlink", superlink))
+        if not value
+    ]  # fmt: skip
+    if missing:
+        raise _fail(ValueError(f"a new federation needs {', '.join(missing)}"))
+    assert federation and institutions and superlink
     ids = [i.strip() for i in institutions.split(",") if i.strip()]
     try:
         done = kits.provision(federation, ids, superlink, out, extra_hosts=extra_host or [])

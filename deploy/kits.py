@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.deploy import pki
@@ -144,18 +145,9 @@ def provision(
     trust = store.create(federation, coordinator_key)
 
     for inst in names:
-        key = keys.generate()
-        trust = store.add_key(trust, inst, key.public_key(), coordinator_key)
-        kit = out / inst
-        keys.write_private_key(kit / SIGNING_KEY, key)
-        auth = pki.node_auth_key(f"{federation}:{inst}")
-        _write(kit / NODE_AUTH_KEY, auth.private_openssh, 0o600)
-        _write(kit / NODE_AUTH_PUB, auth.public_openssh)
-        _write(coord / "nodes" / f"{inst}.pub", auth.public_openssh)
-        _write(kit / CA_CERT, ca.cert_pem())
-        _write(kit / FEDERATION_FILE, fed_toml)
-        node = NodeKit(institution=inst, federation=federation, superlink=superlink)
-        _write(kit / NODE_FILE, tomli_w.dumps(node.model_dump()).encode())
+        signing = _institution_kit(out, inst, fed, ca.cert_pem())
+        trust = store.add_key(trust, inst, signing, coordinator_key)
+        _write(out / inst / FEDERATION_FILE, fed_toml)
     # The final trust store (every key added, signed once more) goes to every party.
     store.save_store(coord / TRUST_FILE, trust)
     for inst in names:
@@ -163,6 +155,59 @@ def provision(
     for directory in (coord, out / PROVISIONER_DIR, *(out / i for i in names)):
         directory.chmod(0o700)
     return Provisioned(out, fed)
+
+
+def add_institution(out: Path, institution: str, *, passphrase: bytes | None = None) -> Path:
+    """Provision one more institution into a federation `provision` made under `out`: its kit
+    (new signing and node-authentication keys, the CA, the updated trust store), its node key
+    for the coordinator to register, and the coordinator's federation.toml and trust.json
+    updated (the next `link run` waits for it too). Kits of the other institutions found under
+    `out` get the new trust.json and federation.toml; kits already handed out need them too.
+    Returns the new kit's directory."""
+    coord = out / COORDINATOR_DIR
+    fed = load_federation(coord)
+    inst = store.check_institution_id(institution)
+    if inst in {COORDINATOR_DIR, PROVISIONER_DIR, COORDINATOR}:
+        raise ValueError(f"institution id {inst!r} is reserved")
+    if inst in fed.institutions or (out / inst).exists():
+        raise ValueError(f"{inst} is already in federation {fed.name!r}")
+    coordinator_key = keys.load_private_key(coord / f"{COORDINATOR}.key", passphrase)
+    trust = store.load_store(coord / TRUST_FILE, pin=keys.key_id(coordinator_key))
+    ca_pem = (coord / CA_CERT).read_bytes()
+
+    signing = _institution_kit(out, inst, fed, ca_pem)
+    trust = store.add_key(trust, inst, signing, coordinator_key)
+    fed = fed.model_copy(update={"institutions": [*fed.institutions, inst]})
+    fed_toml = tomli_w.dumps(fed.model_dump()).encode()
+    kit = out / inst
+    kit.chmod(0o700)
+    for party in (coord, *(out / i for i in fed.institutions)):
+        if (party / FEDERATION_FILE).exists() or party == kit:
+            _replace(party / FEDERATION_FILE, fed_toml)
+            store.save_store(party / TRUST_FILE, trust)
+    return kit
+
+
+def _institution_kit(out: Path, inst: str, fed: Federation, ca_pem: bytes) -> Ed25519PublicKey:
+    """An institution's own keys, CA and node config under out/<inst>, and its node key for the
+    coordinator to register; returns its update-signing public key for the trust store."""
+    kit = out / inst
+    key = keys.generate()
+    keys.write_private_key(kit / SIGNING_KEY, key)
+    auth = pki.node_auth_key(f"{fed.name}:{inst}")
+    _write(kit / NODE_AUTH_KEY, auth.private_openssh, 0o600)
+    _write(kit / NODE_AUTH_PUB, auth.public_openssh)
+    _write(out / COORDINATOR_DIR / "nodes" / f"{inst}.pub", auth.public_openssh)
+    _write(kit / CA_CERT, ca_pem)
+    node = NodeKit(institution=inst, federation=fed.name, superlink=fed.superlink)
+    _write(kit / NODE_FILE, tomli_w.dumps(node.model_dump()).encode())
+    return key.public_key()
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def load_federation(kit: Path) -> Federation:

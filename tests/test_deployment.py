@@ -25,6 +25,7 @@ import pytest
 
 from jointcredit.deploy import kits, pki, processes
 from jointcredit.trust import keys
+from jointcredit.trust.store import load_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sba_sample"
@@ -98,7 +99,9 @@ class Federation:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("deploy")
     port = processes.free_port()
-    provisioned = kits.provision("testfed", [*LENDERS, ROGUE], f"127.0.0.1:{port}", root / "kits")
+    first, added = ["bank-a", "bank-b", ROGUE], "cf-c"  # cf-c joins later: `provision --add`
+    provisioned = kits.provision("testfed", first, f"127.0.0.1:{port}", root / "kits")
+    kits.add_institution(root / "kits", added)
     flwr_home = root / "flwr-home"
     procs = Processes(root, processes.flower_env(flwr_home))
     fed = Federation(root, provisioned, port, flwr_home, procs)
@@ -131,6 +134,31 @@ def test_kits_keep_private_keys_apart(federation: Federation) -> None:
     assert (out / kits.PROVISIONER_DIR / kits.CA_KEY).stat().st_mode & 0o777 == 0o600
     with pytest.raises(ValueError, match="not empty"):
         kits.provision("again", ["x"], "127.0.0.1:1", out)
+
+
+def test_added_institution_gets_a_kit_and_everyone_the_new_trust_store(
+    federation: Federation, tmp_path: Path
+) -> None:
+    out = federation.kits.out
+    fed = kits.load_federation(out / kits.COORDINATOR_DIR)
+    assert fed.institutions == ["bank-a", "bank-b", ROGUE, "cf-c"]  # the next run waits for it
+    trust = (out / kits.COORDINATOR_DIR / kits.TRUST_FILE).read_bytes()
+    for inst in fed.institutions:
+        assert (out / inst / kits.TRUST_FILE).read_bytes() == trust
+        assert kits.load_federation(out / inst) == fed
+    store = load_store(out / kits.COORDINATOR_DIR / kits.TRUST_FILE)
+    signing = keys.load_private_key(out / "cf-c" / kits.SIGNING_KEY)
+    assert store.find(keys.key_id(signing)) is not None
+    assert (out / kits.COORDINATOR_DIR / "nodes" / "cf-c.pub").read_bytes() == (
+        out / "cf-c" / kits.NODE_AUTH_PUB
+    ).read_bytes()
+    # Nothing changes when the request is wrong.
+    for bad, why in (("cf-c", "already in"), ("coordinator", "reserved"), ("Bad Id", "")):
+        with pytest.raises(ValueError, match=why):
+            kits.add_institution(out, bad)
+    assert (out / kits.COORDINATOR_DIR / kits.TRUST_FILE).read_bytes() == trust
+    with pytest.raises(ValueError, match="not a jointcredit kit"):
+        kits.add_institution(tmp_path, "bank-z")
 
 
 def test_three_node_tls_federation_trains_a_signed_model(federation: Federation) -> None:
@@ -286,3 +314,24 @@ def test_processes_stop_cleanly_on_sigterm(federation: Federation) -> None:
     for name, proc in running:
         code = proc.wait(timeout=30)
         assert code != -signal.SIGKILL, name
+
+
+def test_cli_provisions_then_adds_an_institution(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "kits"
+    new = ["provision", "--federation", "f", "--institutions", "bank-a,bank-b",
+           "--superlink", "127.0.0.1:9092", "--out", str(out)]  # fmt: skip
+    assert runner.invoke(app, new).exit_code == 0
+    added = runner.invoke(app, ["provision", "--out", str(out), "--add", "bank-c"])
+    assert added.exit_code == 0, added.output
+    assert "link register" in added.output and (out / "bank-c" / kits.SIGNING_KEY).exists()
+    mixed = runner.invoke(app, ["provision", "--out", str(out), "--add", "x", "--federation", "g"])
+    assert mixed.exit_code == 2 and "--add takes only --out" in mixed.output
+    incomplete = runner.invoke(app, ["provision", "--out", str(tmp_path / "other")])
+    assert incomplete.exit_code == 2 and "needs --federation, --institutions, --superlink" in (
+        incomplete.output
+    )
