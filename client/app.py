@@ -5,9 +5,9 @@ Three message handlers:
   category counts; see `jointcredit.models.preprocessing`).
 - `train`: train the global model on own rows for a few local epochs (FedProx term when the
   server sends `proximal-mu`, SCAFFOLD drift correction when it sends a control variate) and
-  return the updated weights - with DP-SGD and an enforced
-  budget under record-level DP (`jointcredit.client.record_dp`); in a simulated attack, the
-  attacking institutions poison theirs (`jointcredit.privacy.robust`).
+  return the updated weights - with DP-SGD and an enforced budget under record-level DP
+  (`jointcredit.client.record_dp`); in a simulated attack, the attacking institutions poison
+  theirs (`jointcredit.privacy.robust`).
 - `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
 Every reply carries an `identity` ConfigRecord with the institution id, so the server can order
 replies deterministically and report per institution, and is signed on the way out by the
