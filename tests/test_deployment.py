@@ -177,7 +177,7 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     config = processes.run_config(
         federation.kits.coordinator,
         out,
-        {"rounds": 2, "finetune-epochs": 1, "checkpoints": False, "schema": str(SCHEMA)},
+        {"rounds": 1, "finetune-epochs": 1, "checkpoints": False, "schema": str(SCHEMA)},
     )
     started = time.monotonic()
     run_id, status = processes.start_run(ROOT, federation.flwr_home, "fed", config, timeout=900)
@@ -185,13 +185,15 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     assert status == "finished:completed", _run_log(federation, run_id)
     metrics = json.loads((out / "metrics.json").read_text())
     # The three institutions trained; the rogue node was connected and authenticated, but
-    # every reply it signed was rejected (query, 2 x train, 2 x evaluate, final evaluate).
+    # every reply it signed was rejected (query, train, evaluate, final evaluate). One round:
+    # every message costs each node a fresh ClientApp process (~6 s of imports); several
+    # rounds are the simulation tests' job.
     assert metrics["institutions"] == sorted(LENDERS)
-    assert len(metrics["rounds"]) == 2
+    assert len(metrics["rounds"]) == 1
     assert metrics["federated"]["evaluated_on"] == "institutions (weighted)"
     rejections = metrics["security"]["rejections"]
     assert {(r["institution"], r["reason"]) for r in rejections} == {(ROGUE, "unknown-key")}
-    assert len(rejections) == 6
+    assert len(rejections) == 4
     for rnd in metrics["rounds"]:
         assert rnd["train_institutions"] == sorted(LENDERS)
     trust = load_store(federation.kits.coordinator / kits.TRUST_FILE)
