@@ -2,6 +2,7 @@
 
     POST /v1/decisions            one applicant -> decision, PD, score, reasons, flags
     POST /v1/decisions:batch      up to 10,000 applicants in one call
+    POST /v1/decisions:columnar   the same, one list per feature (bulk scoring; columns.py)
     GET  /v1/decisions/{id}       progress: received, scored, under review, decided
     GET  /v1/reviews              the caller's referred applications awaiting review
     POST /v1/reviews/{id}         resolve one with a reviewer note (audited)
@@ -45,17 +46,29 @@ from prometheus_client import (
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jointcredit.service.audit import AuditLog, AuditWriter, Entry, View, as_view, canonical, now
+from jointcredit.service.audit import (
+    AuditLog,
+    AuditWriter,
+    DecisionRow,
+    Entry,
+    View,
+    as_view,
+    canonical,
+    now,
+)
 from jointcredit.service.auth import Authenticator, AuthError
+from jointcredit.service.columns import batch_id, decision_ids, output_columns, row_response
 from jointcredit.service.decide import Decider, Decision, Flag, Reason
 from jointcredit.service.exposure import ExposureResult, Registry, federation_exposure
 from jointcredit.service.joint import JointOut, joint_limit
 from jointcredit.service.schemas import (
     BatchOut,
+    ColumnarOut,
     DecisionOut,
     ModelInfo,
     category_text,
     collapse_errors,
+    columnar_model,
     request_models,
 )
 
@@ -128,7 +141,9 @@ def _field(loc: tuple[Any, ...]) -> str:
 def create_app(service: Service) -> FastAPI:
     decider = service.decider
     policy = decider.policy
+    features_schema = decider.model.card.data_schema.features
     Single, Batch = request_models(decider.model.card.data_schema, policy, service.example)
+    Columnar = columnar_model(decider.model.card.data_schema, policy, service.example)
     registry = CollectorRegistry()
     decisions_total = Counter(
         "jointcredit_decisions", "Decisions made", ["decision"], registry=registry
@@ -223,36 +238,58 @@ def create_app(service: Service) -> FastAPI:
                 out[k] = result
         return out
 
-    async def run(items: list[Any], institution: str, *, batch: bool) -> list[bytes]:
-        """Decide, audit (awaiting the group commit), return each decision as JSON."""
+    categorical = [f for f, spec in features_schema.items() if spec.type == "categorical"]
+
+    def columns(items: list[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """The validated features and context signals of a batch, column by column (what the
+        decider's column path takes and the batch's audit record stores)."""
+        applicants = [i.applicant.__dict__ for i in items]  # pydantic keeps fields there
+        features = {f: [a[f] for a in applicants] for f in decider.features}
+        for f in categorical:
+            features[f] = [category_text(v) for v in features[f]]
+        contexts = [i.context for i in items]
+        context = {
+            c: [None if x is None else x.__dict__[c] for x in contexts] for c in policy.context
+        }
+        return features, context
+
+    async def run(items: list[Any], institution: str, *, body: bytes | None = None) -> list[bytes]:
+        """Decide, audit (awaiting the group commit), return each decision as JSON. `body`:
+        the raw batch request (a batch is decided column by column and audited as one
+        record: the body's digest, the features and signals as columns, every response)."""
         exposure = await exposures(items)
         received = now()
-        # Dumped once (JSON types: what is audited and digested) and read from there.
-        requests = [i.model_dump(mode="json") for i in items]
-        decisions = decider.decide(
-            [{k: category_text(v) for k, v in r["applicant"].items()} for r in requests],
-            [{k: v for k, v in (r["context"] or {}).items() if v is not None} for r in requests],
-            [i.stance for i in items],
-        )  # fmt: skip
+        requests: list[dict[str, Any]] = []
+        if body is None:
+            # Dumped once (JSON types: what is audited and digested) and read from there.
+            requests = [i.model_dump(mode="json") for i in items]
+            decisions = decider.decide(
+                [{k: category_text(v) for k, v in r["applicant"].items()} for r in requests],
+                [{k: v for k, v in (r["context"] or {}).items() if v is not None}
+                 for r in requests],
+                [i.stance for i in items],
+            )  # fmt: skip
+        else:
+            features, context = columns(items)
+            table = decider.decide_columns(features, context, [i.stance for i in items])
+            decisions = table.decisions()
         scored = now()
         ids = os.urandom(16 * len(items)).hex()  # one system call, not one per decision
         outs: list[bytes] = []
         records: list[dict[str, Any]] = []
         views: list[View] = []
         outcomes: collections.Counter[str] = collections.Counter()
-        rows = zip(items, requests, decisions, exposure, strict=True)
-        for k, (item, request, d0, ex) in enumerate(rows):
+        for k, (item, d0, ex) in enumerate(zip(items, decisions, exposure, strict=True)):
             d, joint = _joint(d0, item, ex, policy)
             decision_id = ids[32 * k : 32 * k + 32]
             response = _response(
                 decision_id, d, item.reference, model_info, policy.version, scored, joint
             )
             response_json = orjson.dumps(response)
-            records.append(
-                {"request_sha256": hashlib.sha256(canonical(request).encode()).hexdigest(),
-                 "features": request["applicant"], "context": request.get("context"),
-                 "response": response}
-            )  # fmt: skip
+            record: dict[str, Any] = {"response": response}
+            if item.joint is not None:
+                record["joint"] = item.joint.model_dump(mode="json")
+            records.append(record)
             outcome = d.decision
             views.append(
                 {"decision_id": decision_id, "institution": institution,
@@ -263,13 +300,21 @@ def create_app(service: Service) -> FastAPI:
             outs.append(response_json)
             outcomes[outcome] += 1
         times = {"received_at": received, "scored_at": scored}
-        if batch:
+        if body is not None:
             batch_id = "batch-" + os.urandom(12).hex()
-            entry = Entry("batch", batch_id, institution, {**times, "decisions": records},
-                          tuple(views))  # fmt: skip
+            payload: dict[str, Any] = {
+                **times, "request_sha256": hashlib.sha256(body).hexdigest(),
+                "features": features, "context": context, "decisions": records,
+            }  # fmt: skip
+            entry = Entry("batch", batch_id, institution, payload, tuple(views))
         else:
-            entry = Entry("decision", views[0]["decision_id"], institution,
-                          {**records[0], **times}, (views[0],))  # fmt: skip
+            request = requests[0]
+            payload = {
+                "request_sha256": hashlib.sha256(canonical(request).encode()).hexdigest(),
+                "features": request["applicant"], "context": request.get("context"),
+                **records[0], **times,
+            }  # fmt: skip
+            entry = Entry("decision", views[0]["decision_id"], institution, payload, (views[0],))
         await writer.append([entry])
         for name, n in outcomes.items():
             counted[name].inc(n)
@@ -297,7 +342,7 @@ def create_app(service: Service) -> FastAPI:
     async def decide_one(request: Request, institution: str = Depends(caller)) -> Response:
         t = time.perf_counter()
         body = await parse(request, Single)
-        out = (await run([body], institution, batch=False))[0]
+        out = (await run([body], institution))[0]
         latency_one.observe(time.perf_counter() - t)
         # Built to DecisionOut's shape (tested) and serialised once, not re-validated per call.
         return Response(out, media_type="application/json")
@@ -308,10 +353,61 @@ def create_app(service: Service) -> FastAPI:
     )  # fmt: skip
     async def decide_batch(request: Request, institution: str = Depends(caller)) -> Response:
         t = time.perf_counter()
+        raw = await request.body()
         body = await parse(request, Batch)
-        outs = await run(list(body.applications), institution, batch=True)
+        outs = await run(list(body.applications), institution, body=raw)
         latency_batch.observe(time.perf_counter() - t)
         return Response(b'{"decisions":[' + b",".join(outs) + b"]}", media_type="application/json")
+
+    @app.post(
+        "/v1/decisions:columnar", response_model=ColumnarOut, tags=["decisions"],
+        openapi_extra=body_of(Columnar.__name__),
+    )  # fmt: skip
+    async def decide_columnar(request: Request, institution: str = Depends(caller)) -> Response:
+        """Bulk scoring, one list per feature in and one list per output field out (see
+        service/columns.py). No joint limits here: those need a secure sum per applicant."""
+        t = time.perf_counter()
+        raw = await request.body()
+        body = await parse(request, Columnar)
+        received = now()
+        n = len(next(iter(body.columns.__dict__.values())))
+        features = dict(body.columns.__dict__)
+        for f in categorical:  # integers read as their text (category_text), inline: 10k rows
+            features[f] = [str(v) if type(v) is int else v for v in features[f]]
+        given = {} if body.context is None else body.context.__dict__
+        context = {c: given.get(c) or [None] * n for c in policy.context}
+        stances = body.stance or [None] * n
+        table = decider.decide_columns(features, context, stances)
+        scored = now()
+        token = os.urandom(12).hex()
+        out = output_columns(decision_ids(token, n), table, body.reference or [None] * n)
+        # Referred decisions get their view row now (the review queue works on those rows);
+        # the others are final and are read back from the chained batch record.
+        views = []
+        for k, outcome in enumerate(table.decision):
+            if outcome == "refer":
+                response = row_response(out, k, model_info, policy.version, scored)
+                views.append(
+                    {"decision_id": response["decision_id"], "institution": institution,
+                     "status": "under_review", "decision": outcome, "final_decision": None,
+                     "created_at": scored, "updated_at": scored,
+                     "response": orjson.dumps(response).decode()}
+                )  # fmt: skip
+        payload = {
+            "format": "columns", "request_sha256": hashlib.sha256(raw).hexdigest(),
+            "received_at": received, "scored_at": scored, "features": features,
+            "context": context, "stance": body.stance, "model": model_info,
+            "policy_version": policy.version, "decisions": out,
+        }  # fmt: skip
+        await writer.append([Entry("batch", batch_id(token), institution, payload, tuple(views))])
+        for name, count in collections.Counter(table.decision).items():
+            counted[name].inc(count)
+        latency_batch.observe(time.perf_counter() - t)
+        return Response(
+            orjson.dumps({"count": n, "decisions": out, "model": model_info,
+                          "policy_version": policy.version, "created_at": scored}),
+            media_type="application/json",
+        )  # fmt: skip
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema plus the request bodies the two decision endpoints validate
@@ -322,7 +418,7 @@ def create_app(service: Service) -> FastAPI:
                 routes=app.routes,
             )  # fmt: skip
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in (Single, Batch):
+            for model in (Single, Batch, Columnar):
                 js = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(js.pop("$defs", {}))
                 components[model.__name__] = js
@@ -334,9 +430,19 @@ def create_app(service: Service) -> FastAPI:
     @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
     async def progress(decision_id: str, institution: str = Depends(caller)) -> dict[str, Any]:
         row = service.audit.get(decision_id)
-        if row is None or row.institution != institution:
-            raise HTTPException(404, "no such decision")  # never confirm another's id
-        response = json.loads(row.response)
+        if row is None:
+            found = service.audit.batch_decision(decision_id)  # columnar, decided at once
+            if found is None or found[0] != institution:
+                raise HTTPException(404, "no such decision")  # never confirm another's id
+            response = found[1]
+            row = DecisionRow(
+                status=response["status"], decision=response["decision"],
+                final_decision=response["decision"], updated_at=response["created_at"],
+            )  # fmt: skip
+        elif row.institution != institution:
+            raise HTTPException(404, "no such decision")
+        else:
+            response = json.loads(row.response)
         stages = [
             {"stage": "received", "at": response["created_at"]},
             {"stage": "scored", "at": response["created_at"]},

@@ -49,6 +49,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from jointcredit.service.columns import locate, row_response
+
 GENESIS = "0" * 64
 
 
@@ -121,7 +123,8 @@ def now() -> str:
 @dataclass(frozen=True)
 class Entry:
     """One chain row. A `decision` covers one decision, a `batch` every decision of one batch
-    request (payload `decisions`: one record per decision, in request order; one canonical
+    request (payload `decisions`: one record per decision, in request order, or with
+    `format = "columns"` one list per output field (service/columns.py); one canonical
     encoding and one hash instead of thousands), a `review` one reviewer's resolution."""
 
     kind: str  # "decision" | "batch" | "review"
@@ -189,6 +192,7 @@ class AuditLog:
                 pass  # another process created it first
         elif not inspect(self.engine).has_table(AuditRow.__tablename__):
             raise AuditError(f"{url} holds no jointcredit audit log")
+        self._batches: dict[int, dict[str, Any]] = {}  # parsed columnar batch records by seq
         # One writer at a time within this process (the database lock orders processes).
         self._lock = threading.Lock()
         self._sql = _Statements(self._writes.dialect)
@@ -310,6 +314,34 @@ class AuditLog:
         with Session(self.engine) as s:
             return s.get(DecisionRow, decision_id)
 
+    def batch_decision(self, decision_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(institution, response) of a decision made in a columnar batch, from its chained
+        batch record; None when the id is not one."""
+        where = locate(decision_id)
+        if where is None:
+            return None
+        batch, k = where
+        with Session(self.engine) as s:
+            row = s.scalars(
+                select(AuditRow).where(AuditRow.decision_id == batch, AuditRow.kind == "batch")
+            ).first()
+            if row is None:
+                return None
+            institution, seq, text = row.institution, row.seq, row.payload
+        payload = self._batches.get(seq)
+        if payload is None:
+            payload = json.loads(text)
+            self._batches[seq] = payload
+            while len(self._batches) > 8:  # the most recently read batches, ~MBs each
+                self._batches.pop(next(iter(self._batches)))
+        if payload.get("format") != "columns" or k >= len(payload["decisions"]["decision_id"]):
+            return None
+        cols = payload["decisions"]
+        response = row_response(
+            cols, k, payload["model"], payload["policy_version"], payload["scored_at"]
+        )
+        return institution, response
+
     def list_status(self, institution: str, status: str, limit: int) -> list[DecisionRow]:
         with Session(self.engine) as s:
             rows = s.scalars(
@@ -341,7 +373,18 @@ class AuditLog:
                 raise AuditError(f"row {row.seq} ({row.kind} {row.decision_id}): edited")
             prev, expected_seq = row.hash, expected_seq + 1
             payload = json.loads(row.payload)
-            if row.kind == "batch":
+            if row.kind == "batch" and payload.get("format") == "columns":
+                cols = payload["decisions"]
+                for k, decision_id in enumerate(cols["decision_id"]):
+                    if cols["decision"][k] != "refer":
+                        continue  # final: no view row, read from this record
+                    response = row_response(
+                        cols, k, payload["model"], payload["policy_version"], payload["scored_at"]
+                    )
+                    expected_views[decision_id] = replay(
+                        None, "decision", {"response": response}, row.seq
+                    )
+            elif row.kind == "batch":
                 for record in payload["decisions"]:
                     decision_id = record["response"]["decision_id"]
                     expected_views[decision_id] = replay(None, "decision", record, row.seq)

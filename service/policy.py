@@ -18,11 +18,15 @@ response says which rules could not be evaluated.
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.service.joint import JointPolicy
@@ -64,9 +68,9 @@ class Condition(_Strict):
         text = str(value)
         checks: list[bool] = []
         if self.eq is not None:
-            checks.append(text == str(self.eq) if num is None else num == float(self.eq))
+            checks.append(text == str(self.eq) if num is None else num == _float_or_nan(self.eq))
         if self.ne is not None:
-            checks.append(text != str(self.ne) if num is None else num != float(self.ne))
+            checks.append(text != str(self.ne) if num is None else num != _float_or_nan(self.ne))
         for bound, op in ((self.lt, "lt"), (self.le, "le"), (self.gt, "gt"), (self.ge, "ge")):
             if bound is None:
                 continue
@@ -81,6 +85,23 @@ class Condition(_Strict):
             checks.append(text not in self._not_in_text)
         return all(checks)
 
+    def holds_column(self, col: Column) -> np.ndarray:
+        """`holds` for every value of a column at once (same answers, tested)."""
+        ok = ~col.none
+        if self.eq is not None:
+            ok &= np.where(col.is_num, col.num == _float_or_nan(self.eq), col.text == str(self.eq))
+        if self.ne is not None:
+            ok &= np.where(col.is_num, col.num != _float_or_nan(self.ne), col.text != str(self.ne))
+        for bound, op in ((self.lt, np.less), (self.le, np.less_equal),
+                          (self.gt, np.greater), (self.ge, np.greater_equal)):  # fmt: skip
+            if bound is not None:
+                ok &= col.is_num & op(col.num, bound)
+        if self.in_ is not None:
+            ok &= np.array([t in self._in_text for t in col.text], dtype=bool)
+        if self.not_in is not None:
+            ok &= np.array([t not in self._not_in_text for t in col.text], dtype=bool)
+        return ok
+
     @cached_property
     def _in_text(self) -> frozenset[str]:
         return frozenset(str(v) for v in self.in_ or ())
@@ -88,6 +109,37 @@ class Condition(_Strict):
     @cached_property
     def _not_in_text(self) -> frozenset[str]:
         return frozenset(str(v) for v in self.not_in or ())
+
+
+def _float_or_nan(value: Value) -> float:
+    """A condition's value as a number, NaN (equal to nothing) when it is text: `holds` never
+    compares a number with a text value."""
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
+
+
+@dataclass(frozen=True)
+class Column:
+    """One field's values across a batch, in the forms conditions compare: as numbers (NaN
+    where not a number), as text (str(value), as `holds` reads it) and where absent."""
+
+    num: np.ndarray  # float64
+    is_num: np.ndarray  # bool: int or float, never bool
+    text: np.ndarray  # object (str; "None" where absent)
+    none: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, values: Sequence[object]) -> Column:
+        # List comprehensions, not generators into np.fromiter: half the time per value.
+        numeric = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
+        num = np.array([v if m else math.nan for v, m in zip(values, numeric, strict=True)],
+                       dtype=np.float64)  # fmt: skip
+        text = np.empty(len(values), dtype=object)
+        text[:] = list(map(str, values))
+        none = np.array([v is None for v in values], dtype=bool)
+        return cls(num, np.array(numeric, dtype=bool), text, none)
 
 
 class Rule(_Strict):

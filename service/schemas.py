@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
 
 from jointcredit.data.schema import Schema
 from jointcredit.service.joint import JointOut, JointRequest
@@ -60,14 +60,7 @@ def collapse_errors(errors: Sequence[Mapping[str, Any]]) -> list[tuple[tuple[Any
 def applicant_model(schema: Schema) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, spec in schema.features.items():
-        if spec.type == "numeric":
-            base: Any = Annotated[
-                float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)
-            ]
-        else:
-            base = Category
-        typ = base | None if spec.missing == "impute" else base
-        fields[name] = (typ, Field(..., description=f"{spec.type} feature"))
+        fields[name] = (_feature_type(spec), Field(..., description=f"{spec.type} feature"))
     return create_model(
         "Applicant",
         __config__=ConfigDict(extra="forbid", frozen=True),
@@ -75,16 +68,86 @@ def applicant_model(schema: Schema) -> type[BaseModel]:
     )
 
 
+def _feature_type(spec: Any) -> Any:
+    if spec.type == "numeric":
+        base: Any = Annotated[
+            float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)
+        ]
+    else:
+        base = Category
+    return base | None if spec.missing == "impute" else base
+
+
+def _context_type(spec: Any) -> Any:
+    kind: Any = {"integer": int, "number": float, "string": str}[spec.type]
+    constraints: dict[str, Any] = {}
+    if spec.type != "string":
+        constraints.update(ge=spec.min, le=spec.max)
+    if spec.type == "number":
+        constraints["allow_inf_nan"] = False
+    return Annotated[kind, Field(**constraints)] | None
+
+
+def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> type[BaseModel]:
+    """The columnar batch request (service/columns.py): one list per feature, optional lists
+    of context signals, stances and references; all the same length."""
+    rows = Field(..., min_length=1, max_length=MAX_BATCH)
+    feature_fields: dict[str, Any] = {
+        name: (list[_feature_type(spec)], rows)  # type: ignore[misc]
+        for name, spec in schema.features.items()
+    }
+    features = create_model(
+        "FeatureColumns", __config__=ConfigDict(extra="forbid", frozen=True), **feature_fields
+    )
+    optional = Field(None, min_length=1, max_length=MAX_BATCH)
+    context_fields: dict[str, Any] = {
+        name: (list[_context_type(spec)] | None, optional)  # type: ignore[misc]
+        for name, spec in policy.context.items()
+    }
+    context: Any = create_model(
+        "ContextColumns", __config__=ConfigDict(extra="forbid", frozen=True), **context_fields
+    )
+
+    def same_length(self: Any) -> Any:
+        n = len(next(iter(self.columns.__dict__.values())))
+        named = [(f"columns.{k}", v) for k, v in self.columns.__dict__.items()]
+        if self.context is not None:
+            named += [(f"context.{k}", v) for k, v in self.context.__dict__.items()]
+        named += [("stance", self.stance), ("reference", self.reference)]
+        for name, values in named:
+            if values is not None and len(values) != n:
+                raise ValueError(f"{name} has {len(values)} values; the batch has {n} applicants")
+        return self
+
+    columns_example: dict[str, Any] = {
+        "columns": {k: [v, v] for k, v in example["applicant"].items()},
+        "context": {k: [v, None] for k, v in (example.get("context") or {}).items()},
+        "stance": [None, "conservative"],
+        "reference": ["app-1", "app-2"],
+    }
+    validators: dict[str, Any] = {"same_length": model_validator(mode="after")(same_length)}
+    stance: Any = list[Literal["normal", "conservative"] | None] | None
+    reference: Any = list[Annotated[str, Field(max_length=128)] | None] | None
+    fields: dict[str, Any] = {
+        "columns": (features, Field(..., description="one list per model feature, all required")),
+        "context": (context | None, Field(None, description="policy signals; null: not sent")),
+        "stance": (stance, Field(None, description="per applicant; null: the policy's stance")),
+        "reference": (reference, Field(None, description="your own reference per applicant")),
+    }
+    return create_model(
+        "ColumnarDecisionRequest",
+        __config__=ConfigDict(
+            extra="forbid", frozen=True, json_schema_extra={"examples": [columns_example]}
+        ),
+        __validators__=validators,
+        **fields,
+    )
+
+
 def context_model(policy: Policy) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, spec in policy.context.items():
-        kind: Any = {"integer": int, "number": float, "string": str}[spec.type]
-        constraints: dict[str, Any] = {"description": spec.description}
-        if spec.type != "string":
-            constraints.update(ge=spec.min, le=spec.max)
-        if spec.type == "number":
-            constraints["allow_inf_nan"] = False
-        fields[name] = (kind | None, Field(None, **constraints))
+        fields[name] = (_context_type(spec), Field(None, description=spec.description))
     return create_model("Context", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
 
 
@@ -171,3 +234,28 @@ class DecisionOut(BaseModel):
 
 class BatchOut(BaseModel):
     decisions: list[DecisionOut]
+
+
+class ColumnarDecisions(BaseModel):
+    """One list per field of `DecisionOut`, one entry per applicant in request order."""
+
+    decision_id: list[str]
+    status: list[Literal["decided", "under_review"]]
+    decision: list[Literal["approve", "decline", "refer"]]
+    probability_of_default: list[float]
+    score: list[int]
+    policy_score: list[int]
+    stance: list[str]
+    reasons: list[list[ReasonOut]]
+    policy_flags: list[list[FlagOut]]
+    rules_not_evaluated: list[list[str]]
+    unseen_values: list[dict[str, str]]
+    reference: list[str | None]
+
+
+class ColumnarOut(BaseModel):
+    count: int
+    decisions: ColumnarDecisions
+    model: ModelInfo
+    policy_version: str
+    created_at: str
