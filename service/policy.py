@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -120,26 +119,37 @@ def _float_or_nan(value: Value) -> float:
         return math.nan
 
 
-@dataclass(frozen=True)
 class Column:
     """One field's values across a batch, in the forms conditions compare: as numbers (NaN
-    where not a number), as text (str(value), as `holds` reads it) and where absent."""
+    where not a number), as text (str(value), as `holds` reads it; built only when a condition
+    compares text) and where absent."""
 
-    num: np.ndarray  # float64
-    is_num: np.ndarray  # bool: int or float, never bool
-    text: np.ndarray  # object (str; "None" where absent)
-    none: np.ndarray  # bool
+    def __init__(self, values: Sequence[object]) -> None:
+        self.values = values
+        self.none = np.array([v is None for v in values], dtype=bool)
+        if set(map(type, values)) <= _PLAIN_NUMBERS:  # the usual numeric column: one C pass
+            self.is_num = ~self.none
+            self.num = np.array(values, dtype=np.float64)  # None -> NaN
+        else:
+            numeric = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
+            self.is_num = np.array(numeric, dtype=bool)
+            self.num = np.array(
+                [v if m else math.nan for v, m in zip(values, numeric, strict=True)],
+                dtype=np.float64,
+            )
 
     @classmethod
     def of(cls, values: Sequence[object]) -> Column:
-        # List comprehensions, not generators into np.fromiter: half the time per value.
-        numeric = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
-        num = np.array([v if m else math.nan for v, m in zip(values, numeric, strict=True)],
-                       dtype=np.float64)  # fmt: skip
-        text = np.empty(len(values), dtype=object)
-        text[:] = list(map(str, values))
-        none = np.array([v is None for v in values], dtype=bool)
-        return cls(num, np.array(numeric, dtype=bool), text, none)
+        return cls(values)
+
+    @cached_property
+    def text(self) -> np.ndarray:
+        out = np.empty(len(self.values), dtype=object)
+        out[:] = list(map(str, self.values))
+        return out
+
+
+_PLAIN_NUMBERS = {int, float, type(None)}
 
 
 class Rule(_Strict):

@@ -169,9 +169,11 @@ def test_adjustments_chain_in_order(decider: Decider) -> None:
      {"gt": 1, "le": 10}, {"in": [5, "x", "5.0"]}, {"not_in": ["None", 5]}],
 )  # fmt: skip
 def test_a_condition_reads_a_column_as_it_reads_a_value(cond: dict[str, Any]) -> None:
-    values: list[object] = [5, 5.0, "5", "x", None, True, 2, 2.5, 11, "abc", 0, -1.5]
     c = Condition.model_validate(cond)
-    assert c.holds_column(Column.of(values)).tolist() == [c.holds(v) for v in values]
+    mixed: list[object] = [5, 5.0, "5", "x", None, True, 2, 2.5, 11, "abc", 0, -1.5]
+    numbers: list[object] = [5, 5.0, None, 2, 2.5, 11, 0, -1.5]  # the all-numeric fast path
+    for values in (mixed, numbers):
+        assert c.holds_column(Column.of(values)).tolist() == [c.holds(v) for v in values]
 
 
 def test_a_single_row_takes_the_row_path(decider: Decider, monkeypatch: Any) -> None:
