@@ -221,9 +221,7 @@ class PreprocessingSpec(BaseModel):
         for f in self.features:
             values = columns[f.name]
             if isinstance(f, NumericFeature):
-                arrays[f.name] = np.array(
-                    [math.nan if v is None else v for v in values], dtype="float64"
-                )
+                arrays[f.name] = np.array(values, dtype="float64")  # None -> NaN
             else:
                 arrays[f.name] = np.array(values, dtype=object)
         return self._matrix(arrays, n)

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from service_helpers import signed_artifact
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import load_artifact
 from jointcredit.service.decide import FEW_ROWS, Decider
 from jointcredit.service.policy import DEFAULT_POLICY, Column, Condition, Policy
 from jointcredit.trust.store import load_store
-from tests.service_helpers import signed_artifact
 
 RULES = """
 [context.lenders]
