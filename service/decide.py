@@ -91,11 +91,6 @@ class DecisionTable:
         )
 
 
-def _round4(c: float) -> float:
-    """numpy's rounding, as the column path rounds a whole array at once."""
-    return float(np.round(c, 4))
-
-
 FEW_ROWS = 16  # up to this many applicants, row by row beats the column path (measured)
 
 
@@ -258,7 +253,6 @@ class Decider:
         top_c = np.take_along_axis(contrib, top, axis=1)
         top_list: list[list[int]] = top.tolist()
         top_c_list: list[list[float]] = top_c.tolist()
-        shown: list[list[float]] = np.round(top_c, 4).tolist()  # as `_one` rounds
         texts: dict[tuple[int, type, Any], str] = {}
         names, codes, reason_text = self.features, self._codes, self._reason_text
         columns = [features[f] for f in names]
@@ -284,7 +278,7 @@ class Decider:
                     if code >> j & 1 and rules[j].action == "adjust"
                 ]  # fmt: skip
             row = list(lead)
-            for j, c, c4 in zip(top_list[k], top_c_list[k], shown[k], strict=True):
+            for j, c in zip(top_list[k], top_c_list[k], strict=True):
                 if not c > 0:
                     break
                 value = columns[j][k]
@@ -293,7 +287,7 @@ class Decider:
                 if text is None:
                     text = texts[tkey] = reason_text(names[j], value)
                 row.append({"code": codes[j], "text": text, "kind": "model", "feature": names[j],
-                            "contribution": c4})  # fmt: skip
+                            "contribution": round(c, 4)})  # fmt: skip
             row += tail_sets[key]
             reasons.append(row)
             flags.append(row_flags)
@@ -391,7 +385,7 @@ class Decider:
         )
         for c, name in ranked[: policy.max_reasons]:
             text = self._reason_text(name, applicant.get(name))
-            reasons.append(Reason(f"F_{name.upper()}", text, "model", name, _round4(c)))
+            reasons.append(Reason(f"F_{name.upper()}", text, "model", name, round(c, 4)))
         if outcome != "approve":
             reasons += [Reason(f.code, f.text, "policy") for f in flags if f.action == "adjust"]
         unknown: dict[str, str] = {}
