@@ -172,6 +172,7 @@ def create_app(service: Service) -> FastAPI:
         gc.freeze()
         yield
         await writer.close()
+        service.audit.close()  # stops the checkpoint thread, releases the lock file
 
     app = FastAPI(
         lifespan=lifespan,

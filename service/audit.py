@@ -484,6 +484,10 @@ class _Checkpointer:
     def poke(self) -> None:
         self._dirty = True
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
             if not self._dirty:

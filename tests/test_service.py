@@ -321,6 +321,30 @@ def test_metrics_and_readiness(served: dict[str, Any]) -> None:
     assert "jointcredit_decisions_total" in text and "jointcredit_request_seconds" in text
 
 
+def test_shutdown_closes_the_audit_log(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from jointcredit.service.app import create_app
+    from jointcredit.service.audit import AuditLog
+    from jointcredit.service.loader import load_service
+
+    model_dir = _artifact(tmp_path)
+    token = new_key(tmp_path / "keys.json", "bank-a")
+    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    service = load_service(
+        model_dir, tmp_path / "trust.json", api_keys=tmp_path / "keys.json", db_url=url
+    )
+    checkpointer = service.audit._checkpointer
+    assert checkpointer is not None and checkpointer.running
+    with TestClient(create_app(service)) as client:
+        example = client.get("/openapi.json").json()["components"]["schemas"]
+        body = example["DecisionRequest"]["examples"][0]
+        r = client.post("/v1/decisions", json=body, headers=_h(token))
+        assert r.status_code == 200, r.text
+    assert not checkpointer.running and service.audit._lock_file is None
+    assert AuditLog(url, create=False).verify()[0] == 1
+
+
 def test_refuses_to_start_on_a_tampered_or_degenerate_model(tmp_path: Path) -> None:
     model_dir = _artifact(tmp_path / "ok")
     keys_file = tmp_path / "keys.json"
