@@ -302,12 +302,12 @@ def create_app(service: Service) -> FastAPI:
             outcomes[outcome] += 1
         times = {"received_at": received, "scored_at": scored}
         if body is not None:
-            batch_id = "batch-" + os.urandom(12).hex()
             payload: dict[str, Any] = {
                 **times, "request_sha256": hashlib.sha256(body).hexdigest(),
                 "features": features, "context": context, "decisions": records,
             }  # fmt: skip
-            entry = Entry("batch", batch_id, institution, payload, tuple(views))
+            entry = Entry("batch", batch_id(os.urandom(12).hex()), institution, payload,
+                          tuple(views))  # fmt: skip
         else:
             request = requests[0]
             payload = {

@@ -332,7 +332,7 @@ class AuditLog:
         if payload is None:
             payload = json.loads(text)
             self._batches[seq] = payload
-            while len(self._batches) > 8:  # the most recently read batches, ~MBs each
+            while len(self._batches) > 8:  # the last 8 batches parsed, ~MBs each
                 self._batches.pop(next(iter(self._batches)))
         if payload.get("format") != "columns" or k >= len(payload["decisions"]["decision_id"]):
             return None

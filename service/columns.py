@@ -3,11 +3,11 @@ feature, decisions as one list per output field.
 
 Bulk scoring of a portfolio is what batches are for, and a column per field is how model
 servers take bulk input (KServe's Open Inference Protocol, TensorFlow Serving's columnar
-`inputs`): the body is a quarter of the rows format's size, pydantic validates a list of floats
-far faster than a list of objects (~1 vs ~11 us per applicant, measured), and the decider works
-on columns anyway. Validation is as strict as for single decisions: every feature column
-present, every value typed and in range, every column the same length; a 422 names the column
-and the row (`columns.<feature>.<row>`).
+`inputs`): the body is under a third of the rows format's size (98 vs 317 kB for 1,000
+applicants), pydantic validates a list of floats far faster than a list of objects (~1 vs ~11
+us per applicant, measured), and the decider works on columns anyway. Validation is as strict
+as for single decisions: every feature column present, every value typed and in range, every
+column the same length; a 422 names the column and the row (`columns.<feature>.<row>`).
 
 Every decision is audited: the batch's chain record holds the request's digest, the feature and
 context columns and every output column. A decision's id is `<batch token>-<row>`; referred
@@ -24,12 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the audit log reads responses back without loading the model code
     from jointcredit.service.decide import DecisionTable
-
-# The output columns, in `DecisionOut`'s field order.
-OUTPUT_COLUMNS = (
-    "decision_id", "status", "decision", "probability_of_default", "score", "policy_score",
-    "stance", "reasons", "policy_flags", "rules_not_evaluated", "unseen_values", "reference",
-)  # fmt: skip
 
 
 def decision_ids(token: str, n: int) -> list[str]:
