@@ -138,10 +138,6 @@ class Column:
                 dtype=np.float64,
             )
 
-    @classmethod
-    def of(cls, values: Sequence[object]) -> Column:
-        return cls(values)
-
     @cached_property
     def text(self) -> np.ndarray:
         out = np.empty(len(self.values), dtype=object)

@@ -173,7 +173,7 @@ def test_a_condition_reads_a_column_as_it_reads_a_value(cond: dict[str, Any]) ->
     mixed: list[object] = [5, 5.0, "5", "x", None, True, 2, 2.5, 11, "abc", 0, -1.5]
     numbers: list[object] = [5, 5.0, None, 2, 2.5, 11, 0, -1.5]  # the all-numeric fast path
     for values in (mixed, numbers):
-        assert c.holds_column(Column.of(values)).tolist() == [c.holds(v) for v in values]
+        assert c.holds_column(Column(values)).tolist() == [c.holds(v) for v in values]
 
 
 def test_a_single_row_takes_the_row_path(decider: Decider, monkeypatch: Any) -> None:
