@@ -19,7 +19,6 @@ import asyncio
 import collections
 import gc
 import hashlib
-import json
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -47,6 +46,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jointcredit.service.audit import (
+    IN_BATCH,
     AuditLog,
     AuditWriter,
     DecisionRow,
@@ -57,7 +57,7 @@ from jointcredit.service.audit import (
     now,
 )
 from jointcredit.service.auth import Authenticator, AuthError
-from jointcredit.service.columns import batch_id, decision_ids, output_columns, row_response
+from jointcredit.service.columns import batch_id, decision_ids, output_columns
 from jointcredit.service.decide import Decider, Decision, Flag, Reason
 from jointcredit.service.exposure import ExposureResult, Registry, federation_exposure
 from jointcredit.service.joint import JointOut, joint_limit
@@ -364,7 +364,16 @@ def create_app(service: Service) -> FastAPI:
         "/v1/decisions:columnar", response_model=ColumnarOut, tags=["decisions"],
         openapi_extra=body_of(Columnar.__name__),
     )  # fmt: skip
-    async def decide_columnar(request: Request, institution: str = Depends(caller)) -> Response:
+    async def decide_columnar(
+        request: Request,
+        institution: str = Depends(caller),
+        expand: bool = Query(
+            False,
+            description="also give each applicant's `reasons`, `policy_flags` and "
+            "`rules_not_evaluated` in full, as single decisions do (by default they are ids "
+            "into the response's `reason_table` and `rules`)",
+        ),
+    ) -> Response:
         """Bulk scoring, one list per feature in and one list per output field out (see
         service/columns.py). No joint limits here: those need a secure sum per applicant."""
         t = time.perf_counter()
@@ -382,31 +391,36 @@ def create_app(service: Service) -> FastAPI:
         scored = now()
         token = os.urandom(12).hex()
         out = output_columns(decision_ids(token, n), table, body.reference or [None] * n)
-        # Referred decisions get their view row now (the review queue works on those rows);
-        # the others are final and are read back from the chained batch record.
-        views = []
-        for k, outcome in enumerate(table.decision):
-            if outcome == "refer":
-                response = row_response(out, k, model_info, policy.version, scored)
-                views.append(
-                    {"decision_id": response["decision_id"], "institution": institution,
-                     "status": "under_review", "decision": outcome, "final_decision": None,
-                     "created_at": scored, "updated_at": scored,
-                     "response": orjson.dumps(response).decode()}
-                )  # fmt: skip
+        tables = {"rules": table.rules, "reason_table": table.reason_table,
+                  "contribution_features": table.features}  # fmt: skip
         payload = {
             "format": "columns", "request_sha256": hashlib.sha256(raw).hexdigest(),
             "received_at": received, "scored_at": scored, "features": features,
             "context": context, "stance": body.stance, "model": model_info,
-            "policy_version": policy.version, "decisions": out,
+            "policy_version": policy.version, "decisions": out, **tables,
         }  # fmt: skip
+        # Referred decisions get their view row now (the review queue works on those rows),
+        # their response kept in the chained record; the others are final and are read back
+        # from that record alone.
+        views = [
+            {"decision_id": decision_id, "institution": institution, "status": "under_review",
+             "decision": "refer", "final_decision": None, "created_at": scored,
+             "updated_at": scored, "response": IN_BATCH}
+            for decision_id, outcome in zip(out["decision_id"], table.decision, strict=True)
+            if outcome == "refer"
+        ]  # fmt: skip
         await writer.append([Entry("batch", batch_id(token), institution, payload, tuple(views))])
         for name, count in collections.Counter(table.decision).items():
             counted[name].inc(count)
         latency_batch.observe(time.perf_counter() - t)
+        if expand:
+            out["reasons"] = [table.reasons(k) for k in range(n)]
+            out["policy_flags"] = [table.policy_flags(k) for k in range(n)]
+            out["rules_not_evaluated"] = [table.rules_not_evaluated(k) for k in range(n)]
         return Response(
-            orjson.dumps({"count": n, "decisions": out, "model": model_info,
-                          "policy_version": policy.version, "created_at": scored}),
+            orjson.dumps({"count": n, "decisions": out, **tables, "model": model_info,
+                          "policy_version": policy.version, "created_at": scored},
+                         option=orjson.OPT_SERIALIZE_NUMPY),
             media_type="application/json",
         )  # fmt: skip
 
@@ -443,7 +457,7 @@ def create_app(service: Service) -> FastAPI:
         elif row.institution != institution:
             raise HTTPException(404, "no such decision")
         else:
-            response = json.loads(row.response)
+            response = service.audit.response(row)
         stages = [
             {"stage": "received", "at": response["created_at"]},
             {"stage": "scored", "at": response["created_at"]},
@@ -469,7 +483,7 @@ def create_app(service: Service) -> FastAPI:
                 {
                     "decision_id": r.decision_id,
                     "created_at": r.created_at,
-                    "response": json.loads(r.response),
+                    "response": service.audit.response(r),
                 }
                 for r in rows
             ]

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
 from jointcredit.models.artifact import ScoringModel
+from jointcredit.service.columns import reason_objects
 from jointcredit.service.explain import feature_columns, kernel
 from jointcredit.service.policy import Column, Policy, Rule, Stance
 
@@ -58,17 +59,25 @@ class Decision:
 
 @dataclass(slots=True)
 class DecisionTable:
-    """A batch's decisions column by column; reasons and flags in their JSON form
-    (`DecisionOut`'s), shared between rows that raise the same rules: read, never mutate."""
+    """A batch's decisions column by column. Reasons as ids into `reason_table` (the policy's
+    rule reasons, then each distinct model reason text of the batch) with every feature's
+    contribution as a matrix: per applicant that is a short list of ints instead of a few
+    dicts, which is what a batch's response and audit record carry (see service/columns.py).
+    Flags and unevaluated rules likewise as ids into `rules`. Lists are shared between rows
+    (rows raising the same rules share one): read, never mutate."""
 
     decision: list[str]
     probability_of_default: list[float]
     score: list[int]
     policy_score: list[int]
     stance: list[Stance]
-    reasons: list[list[dict[str, Any]]]
-    flags: list[list[dict[str, Any]]]
-    not_evaluated: list[list[str]]
+    reason_ids: list[list[int]]
+    reason_table: list[dict[str, Any]]  # ReasonOut's fields but `contribution`
+    features: list[str]  # the contribution matrix's columns
+    contributions: np.ndarray  # (applicants, features), log-odds rounded to 4 places
+    rules: list[dict[str, Any]]  # the policy's rules as flags (FlagOut's JSON)
+    flag_ids: list[list[int]]  # rules each applicant raised, ids into `rules`
+    not_evaluated_ids: list[list[int]]  # rules whose fields the request did not carry
     unknown_values: list[dict[str, str]]
 
     def __len__(self) -> int:
@@ -77,6 +86,18 @@ class DecisionTable:
     def decisions(self) -> list[Decision]:
         return [self.row(k) for k in range(len(self))]
 
+    def reasons(self, k: int) -> list[dict[str, Any]]:
+        """Applicant `k`'s reasons in `DecisionOut`'s JSON form."""
+        return reason_objects(
+            self.reason_ids[k], self.reason_table, self.contributions[k], self.features
+        )
+
+    def policy_flags(self, k: int) -> list[dict[str, Any]]:
+        return [self.rules[i] for i in self.flag_ids[k]]
+
+    def rules_not_evaluated(self, k: int) -> list[str]:
+        return [self.rules[i]["code"] for i in self.not_evaluated_ids[k]]
+
     def row(self, k: int) -> Decision:
         return Decision(
             decision=self.decision[k],  # type: ignore[arg-type]
@@ -84,9 +105,9 @@ class DecisionTable:
             score=self.score[k],
             policy_score=self.policy_score[k],
             stance=self.stance[k],
-            reasons=[Reason(**r) for r in self.reasons[k]],
-            flags=[Flag(**f) for f in self.flags[k]],
-            not_evaluated=list(self.not_evaluated[k]),
+            reasons=[Reason(**r) for r in self.reasons(k)],
+            flags=[Flag(**f) for f in self.policy_flags(k)],
+            not_evaluated=self.rules_not_evaluated(k),
             unknown_values=dict(self.unknown_values[k]),
         )
 
@@ -134,11 +155,11 @@ class Decider:
             {"code": r.code, "action": r.action, "text": r.reason, "points": r.points}
             for r in self._rules
         ]
-        self._reason_json = [
-            {"code": r.code, "text": r.reason, "kind": "policy", "feature": None,
-             "contribution": None}
+        # A batch's reason table starts with one entry per rule, in `_rules`' order.
+        self._rule_reasons = [
+            {"code": r.code, "text": r.reason, "kind": "policy", "feature": None}
             for r in self._rules
-        ]  # fmt: skip
+        ]
         self._codes = [f"F_{name.upper()}" for name in self.features]
 
     def decide(
@@ -167,8 +188,10 @@ class Decider:
         scores = self.model.card.score_scale.score(pds)
         # Python floats from here on: iterating numpy arrays yields numpy scalars, slower in
         # every comparison and conversion the policy makes.
+        # Contributions shown rounded as the column path rounds them (numpy's rounding, which
+        # can differ from round() in the last place).
         rows = zip(applicants, contexts, stances, pds.tolist(), scores.tolist(), contrib.tolist(),
-                   strict=True)  # fmt: skip
+                   np.round(contrib, 4).tolist(), strict=True)  # fmt: skip
         return [self._one(*row) for row in rows]
 
     def decide_columns(
@@ -235,81 +258,88 @@ class Decider:
         ).tolist()
 
         # Which rules fired / could not be evaluated, as one integer per row: a batch has few
-        # distinct patterns, so each pattern's flags and reasons are built once.
+        # distinct patterns, so each pattern's flags and policy reasons are built once.
         bits = 1 << np.arange(len(rules), dtype=np.int64)
         hit_code: list[int] = (hits @ bits).tolist() if rules else [0] * n
         skip_code: list[int] = (skipped @ bits).tolist() if rules else [0] * n
-        flag_sets: dict[int, list[dict[str, Any]]] = {}
-        lead_sets: dict[tuple[int, str], list[dict[str, Any]]] = {}  # reasons before the model's
-        tail_sets: dict[tuple[int, str], list[dict[str, Any]]] = {}  # adjustments, after
-        skip_sets: dict[int, list[str]] = {}
-
-        # Model reasons: the largest positive contributions, ties broken as `_one` breaks them
-        # (sorted by (contribution, name), descending): a stable sort over the features put in
-        # descending name order.
-        by_name = sorted(range(len(self.features)), key=lambda j: self.features[j], reverse=True)
-        order = np.argsort(-contrib[:, by_name], axis=1, kind="stable")[:, : policy.max_reasons]
-        top = np.asarray(by_name)[order]
-        top_c = np.take_along_axis(contrib, top, axis=1)
-        top_list: list[list[int]] = top.tolist()
-        top_c_list: list[list[float]] = top_c.tolist()
-        texts: dict[tuple[int, type, Any], str] = {}
-        names, codes, reason_text = self.features, self._codes, self._reason_text
-        columns = [features[f] for f in names]
-        reasons: list[list[dict[str, Any]]] = []
-        flags: list[list[dict[str, Any]]] = []
-        not_evaluated: list[list[str]] = []
+        model_ids, table = self._model_reasons(features, contrib)
+        flag_sets: dict[int, list[int]] = {}
+        # Reason ids before the model's (the rules that decided) and after (adjustments).
+        around: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
+        skip_sets: dict[int, list[int]] = {}
+        reason_ids: list[list[int]] = []
+        flags: list[list[int]] = []
+        not_evaluated: list[list[int]] = []
         for k in range(n):
             code, decision = hit_code[k], outcome[k]
-            row_flags = flag_sets.get(code)
-            if row_flags is None:
-                row_flags = flag_sets[code] = [
-                    self._flag_json[j] for j in range(len(rules)) if code >> j & 1
-                ]
-            key = (code, decision)
-            lead = lead_sets.get(key)
-            if lead is None:
-                lead = lead_sets[key] = [
-                    self._reason_json[j] for j in range(len(rules))
-                    if code >> j & 1 and rules[j].action == decision
-                ]  # fmt: skip
-                tail_sets[key] = [] if decision == "approve" else [
-                    self._reason_json[j] for j in range(len(rules))
-                    if code >> j & 1 and rules[j].action == "adjust"
-                ]  # fmt: skip
-            row = list(lead)
-            for j, c in zip(top_list[k], top_c_list[k], strict=True):
-                if not c > 0:
-                    break
-                value = columns[j][k]
-                tkey = (j, type(value), value)
-                text = texts.get(tkey)
-                if text is None:
-                    text = texts[tkey] = reason_text(names[j], value)
-                row.append({"code": codes[j], "text": text, "kind": "model", "feature": names[j],
-                            "contribution": round(c, 4)})  # fmt: skip
-            row += tail_sets[key]
-            reasons.append(row)
-            flags.append(row_flags)
+            fired = flag_sets.get(code)
+            if fired is None:
+                fired = flag_sets[code] = [j for j in range(len(rules)) if code >> j & 1]
+            lead_tail = around.get((code, decision))
+            if lead_tail is None:
+                lead_tail = around[code, decision] = (
+                    [j for j in fired if rules[j].action == decision],
+                    [] if decision == "approve" else
+                    [j for j in fired if rules[j].action == "adjust"],
+                )  # fmt: skip
+            lead, tail = lead_tail
+            reason_ids.append(lead + model_ids[k] + tail if lead or tail else model_ids[k])
+            flags.append(fired)
             skip = skip_code[k]
             unchecked = skip_sets.get(skip)
             if unchecked is None:
-                unchecked = skip_sets[skip] = [
-                    rules[j].code for j in range(len(rules)) if skip >> j & 1
-                ]
+                unchecked = skip_sets[skip] = [j for j in range(len(rules)) if skip >> j & 1]
             not_evaluated.append(unchecked)
         unknown = self._unknown_columns(features)
+        none: dict[str, str] = {}
         return DecisionTable(
             decision=outcome,
             probability_of_default=np.where(np.isfinite(pds), pds, 1.0).tolist(),
             score=scores.tolist(),
             policy_score=policy_score.tolist(),
             stance=row_stance,
-            reasons=reasons,
-            flags=flags,
-            not_evaluated=not_evaluated,
-            unknown_values=[unknown.get(k, {}) for k in range(n)],
+            reason_ids=reason_ids,
+            reason_table=table,
+            features=self.features,
+            contributions=np.round(contrib, 4),
+            rules=self._flag_json,
+            flag_ids=flags,
+            not_evaluated_ids=not_evaluated,
+            unknown_values=[unknown.get(k, none) for k in range(n)],
         )
+
+    def _model_reasons(
+        self, features: Mapping[str, Sequence[Any]], contrib: np.ndarray
+    ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """Each applicant's model reasons as ids into the batch's reason table (the rules'
+        reasons, then one entry per distinct (feature, value) among the batch's reasons): the
+        largest positive contributions, ties broken as `_one` breaks them (sorted by
+        (contribution, name), descending: a stable sort over the features put in descending
+        name order). Feature by feature, so the per-reason Python work is one dict lookup."""
+        table = list(self._rule_reasons)
+        names = self.features
+        by_name = sorted(range(len(names)), key=lambda j: names[j], reverse=True)
+        order = np.argsort(-contrib[:, by_name], axis=1, kind="stable")
+        top = np.asarray(by_name)[order[:, : self.policy.max_reasons]]
+        # Ranked descending with NaN last, so the positive ones are a prefix of each row.
+        shown = np.take_along_axis(contrib, top, axis=1) > 0
+        ids = np.full(top.shape, -1, dtype=np.int64)
+        for j in np.unique(top[shown]).tolist():
+            rows, slots = np.nonzero(shown & (top == j))
+            name, code = names[j], self._codes[j]
+            values = list(map(features[name].__getitem__, rows.tolist()))
+            # (type, value): 1, 1.0 and True are equal keys but not equal texts.
+            keys = list(zip(map(type, values), values, strict=True))
+            known = dict.fromkeys(keys, 0)  # the distinct ones, in first-seen order
+            for key in known:
+                known[key] = len(table)
+                table.append({"code": code, "text": self._reason_text(name, key[1]),
+                              "kind": "model", "feature": name})  # fmt: skip
+            ids[rows, slots] = list(map(known.__getitem__, keys))
+        counts: list[int] = shown.sum(axis=1).tolist()
+        width = min(self.policy.max_reasons, len(names))  # the ids matrix's width
+        per_row = cast(list[list[int]], ids.tolist())  # numpy's stubs: tolist() -> Any | int
+        return [r if c == width else r[:c] for r, c in zip(per_row, counts, strict=True)], table
 
     def _unknown_columns(self, features: Mapping[str, Sequence[Any]]) -> dict[int, dict[str, str]]:
         """Rows with categories the model never saw: row -> {feature: value}."""
@@ -339,6 +369,7 @@ class Decider:
         pd_: float,
         score: int,
         contrib: list[float],
+        shown: list[float],
     ) -> Decision:
         policy = self.policy
         stance = stance or policy.stance
@@ -378,12 +409,13 @@ class Decider:
         # default first), then policy adjustments that moved the score.
         reasons = [Reason(f.code, f.text, "policy") for f in flags if f.action == outcome]
         ranked = sorted(
-            [(c, name) for c, name in zip(contrib, self.features, strict=True) if c > 0],
+            [(c, name, r) for c, name, r in zip(contrib, self.features, shown, strict=True)
+             if c > 0],
             reverse=True,
-        )
-        for c, name in ranked[: policy.max_reasons]:
+        )  # fmt: skip
+        for _, name, r in ranked[: policy.max_reasons]:
             text = self._reason_text(name, applicant.get(name))
-            reasons.append(Reason(f"F_{name.upper()}", text, "model", name, round(c, 4)))
+            reasons.append(Reason(f"F_{name.upper()}", text, "model", name, r))
         if outcome != "approve":
             reasons += [Reason(f.code, f.text, "policy") for f in flags if f.action == "adjust"]
         unknown: dict[str, str] = {}

@@ -246,16 +246,46 @@ class ColumnarDecisions(BaseModel):
     score: list[int]
     policy_score: list[int]
     stance: list[str]
-    reasons: list[list[ReasonOut]]
-    policy_flags: list[list[FlagOut]]
-    rules_not_evaluated: list[list[str]]
+    reason_ids: list[list[int]] = Field(
+        description="each applicant's reasons, ranked as in `DecisionOut.reasons`, as indexes "
+        "into `reason_table`"
+    )
+    contributions: list[list[float | None]] = Field(
+        description="each applicant's log-odds pushed toward default by every feature, in "
+        "`contribution_features` order (a model reason's `contribution`)"
+    )
+    flag_ids: list[list[int]] = Field(
+        description="each applicant's policy flags as indexes into `rules`"
+    )
+    not_evaluated_ids: list[list[int]] = Field(
+        description="rules whose fields the applicant's request did not carry, as indexes "
+        "into `rules`"
+    )
+    reasons: list[list[ReasonOut]] | None = Field(None, description="only with `?expand=true`")
+    policy_flags: list[list[FlagOut]] | None = Field(None, description="only with `?expand=true`")
+    rules_not_evaluated: list[list[str]] | None = Field(
+        None, description="only with `?expand=true`"
+    )
     unseen_values: list[dict[str, str]]
     reference: list[str | None]
+
+
+class ReasonEntry(BaseModel):
+    code: str
+    text: str
+    kind: Literal["policy", "model"]
+    feature: str | None = None
 
 
 class ColumnarOut(BaseModel):
     count: int
     decisions: ColumnarDecisions
+    reason_table: list[ReasonEntry] = Field(
+        description="the batch's distinct reasons: the policy's rules, then each model reason "
+        "text given to some applicant"
+    )
+    contribution_features: list[str]
+    rules: list[FlagOut] = Field(description="the policy's rules, as flags show them")
     model: ModelInfo
     policy_version: str
     created_at: str

@@ -18,6 +18,7 @@ from service_helpers import free_port as _free_port
 from service_helpers import signed_artifact as _artifact
 
 from jointcredit.data.catalog import DataConfig, load_federation
+from jointcredit.service.audit import AuditError, AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.schemas import BatchOut, DecisionOut
 
@@ -219,12 +220,30 @@ def test_columnar_batch_decides_like_rows_and_is_audited(served: dict[str, Any])
     assert out["count"] == 60 and len(set(cols["decision_id"])) == 60
     # The same applicants as rows: the same decisions, field for field.
     rows = _post(served, {"applications": apps}, path="/v1/decisions:batch").json()["decisions"]
+    table, features = out["reason_table"], out["contribution_features"]
     for k, d in enumerate(rows):
         for field in ("decision", "status", "probability_of_default", "score", "policy_score",
-                      "stance", "reasons", "policy_flags", "rules_not_evaluated",
-                      "unseen_values", "reference"):  # fmt: skip
+                      "stance", "unseen_values", "reference"):  # fmt: skip
             assert cols[field][k] == d[field], (k, field)
+        assert [out["rules"][i] for i in cols["flag_ids"][k]] == d["policy_flags"], k
+        not_evaluated = [out["rules"][i]["code"] for i in cols["not_evaluated_ids"][k]]
+        assert not_evaluated == d["rules_not_evaluated"], k
+        # Reasons as ids into the batch's table, contributions per feature: the same reasons.
+        reasons = [{**table[i], "contribution": None} for i in cols["reason_ids"][k]]
+        for r in reasons:
+            if r["kind"] == "model":
+                r["contribution"] = cols["contributions"][k][features.index(r["feature"])]
+        assert reasons == d["reasons"], k
     assert {"approve", "refer"} <= set(cols["decision"])
+    assert any(r["kind"] == "model" for d in rows for r in d["reasons"])
+    assert any(r["kind"] == "policy" for d in rows for r in d["reasons"])
+    assert len(table) < sum(len(ids) for ids in cols["reason_ids"])  # shared entries
+    assert any(cols["flag_ids"]) and any(cols["not_evaluated_ids"])
+    full = _post(served, body, path="/v1/decisions:columnar?expand=true").json()
+    for field in ("reasons", "policy_flags", "rules_not_evaluated"):
+        assert full["decisions"][field] == [d[field] for d in rows], field
+    ColumnarOut.model_validate(full, strict=True)
+    assert _post(served, body, path="/v1/decisions:columnar?expand=maybe").status_code == 422
 
     # Each decision is addressable: decided ones read back from the chained batch record,
     # referred ones wait in the review queue; another institution sees neither.
@@ -232,15 +251,21 @@ def test_columnar_batch_decides_like_rows_and_is_audited(served: dict[str, Any])
     decided = cols["decision"].index("approve")
     got = httpx.get(f"{url}/{cols['decision_id'][decided]}", headers=_h(served["a"])).json()
     assert got["status"] == "decided" and got["response"]["reference"] == f"r{decided}"
+    assert got["response"]["reasons"] == rows[decided]["reasons"]
     DecisionOut.model_validate(got["response"], strict=True)
     assert [s["stage"] for s in got["progress"]] == ["received", "scored", "decided"]
     theirs = httpx.get(f"{url}/{cols['decision_id'][decided]}", headers=_h(served["b"]))
     assert theirs.status_code == 404
     fake = cols["decision_id"][decided].rsplit("-", 1)[0] + "-999"
     assert httpx.get(f"{url}/{fake}", headers=_h(served["a"])).status_code == 404
-    referred = cols["decision_id"][cols["decision"].index("refer")]
+    k_referred = cols["decision"].index("refer")
+    referred = cols["decision_id"][k_referred]
     queue = httpx.get(f"{served['base']}/v1/reviews?limit=1000", headers=_h(served["a"]))
-    assert referred in {i["decision_id"] for i in queue.json()["items"]}
+    listed = {i["decision_id"]: i["response"] for i in queue.json()["items"]}
+    assert listed[referred] == {**rows[k_referred], "decision_id": referred,
+                                "created_at": out["created_at"]}  # fmt: skip
+    before = httpx.get(f"{url}/{referred}", headers=_h(served["a"])).json()
+    assert before["status"] == "under_review" and before["response"] == listed[referred]
     review = {"final_decision": "decline", "reviewer": "officer-2", "note": "no statements"}
     resolved = httpx.post(f"{served['base']}/v1/reviews/{referred}", json=review,
                           headers=_h(served["a"]))  # fmt: skip
@@ -251,6 +276,21 @@ def test_columnar_batch_decides_like_rows_and_is_audited(served: dict[str, Any])
     cli = [sys.executable, "-m", "jointcredit.cli", "audit", "verify", "--db", served["db"]]
     ok = subprocess.run(cli, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr
+
+    # A referred columnar decision's view row keeps its response in the batch record: giving
+    # it another response, or deleting it, is caught like any other edit.
+    other = cols["decision_id"][[k for k, d in enumerate(cols["decision"]) if d == "refer"][1]]
+    for n, edit in enumerate((
+        ("UPDATE decisions SET response = ? WHERE decision_id = ?", (json.dumps(rows[0]), other)),
+        ("DELETE FROM decisions WHERE decision_id = ?", (other,)),
+    )):  # fmt: skip
+        copy = served["root"] / f"tampered-{n}.sqlite"
+        source = served["db"].removeprefix("sqlite:///")
+        with sqlite3.connect(source) as src, sqlite3.connect(copy) as dst:
+            src.backup(dst)
+            dst.execute(*edit)
+        with pytest.raises(AuditError, match=other):
+            AuditLog(f"sqlite:///{copy}", create=False).verify()
 
 
 def test_columnar_errors_name_the_column_and_row(served: dict[str, Any]) -> None:
