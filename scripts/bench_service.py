@@ -172,7 +172,12 @@ def _one_level(base: str, one: bytes, headers: dict[str, str], seconds: float,
 
 def section(run: Path, seconds: float = 10, levels: tuple[int, ...] = (4, 8, 16, 32),
             n_batch: int = 1000) -> str:  # fmt: skip
-    tmp = Path(tempfile.mkdtemp())
+    # The audit logs grow by GBs over a run at these rates: removed afterwards.
+    with tempfile.TemporaryDirectory(prefix="jointcredit-bench-") as tmp:
+        return _section(Path(tmp), run, seconds, levels, n_batch)
+
+
+def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_batch: int) -> str:
     from jointcredit.service.auth import new_key
 
     token = new_key(tmp / "keys.json", "bank-a")
