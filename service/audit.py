@@ -148,7 +148,7 @@ class Busy(RuntimeError):
 
 
 class AuditLog:
-    def __init__(self, url: str, *, create: bool = True, wal_limit: int = 64 << 20) -> None:
+    def __init__(self, url: str, *, create: bool = True, wal_limit: int = 256 << 20) -> None:
         self.url = url
         if not create and url.startswith("sqlite:///"):
             path = url.removeprefix("sqlite:///")
@@ -481,19 +481,25 @@ class _Statements:
 
 class _Checkpointer:
     """Copies the SQLite WAL into the database file off the request path, at most every
-    `interval` seconds and only after commits. PASSIVE never blocks readers or writers, but
-    the WAL only starts again from its beginning when a writer finds everything copied, which
-    under steady load never happens (a commit always lands between a checkpoint's end and the
-    next write): it grew to 2.5 GB over one service benchmark run (~1.5 min of load). So an
-    append that finds it past `wal_limit` bytes, holding the write locks anyway, finishes the
-    copy as a TRUNCATE checkpoint (the passive ones have done most of it) and empties the file.
-    Taking the locks from this thread instead lost to a busy appender for seconds."""
+    `interval` seconds and only after commits.
+
+    PASSIVE never blocks readers or writers, but the WAL only starts again from its beginning
+    when a writer finds everything copied, which under steady load never happens (a commit
+    always lands between a checkpoint's end and the next write): it grew to 2.5 GB over one
+    service benchmark run (~1.5 min of load). So when a passive checkpoint finds more than
+    `wal_limit` bytes of log, the next append, which holds the write locks anyway, finishes the
+    copy as a RESTART checkpoint (the passive ones have done most of it; ~6-80 ms measured
+    under load) and the log starts again from the file's beginning, reusing it. TRUNCATE would
+    shrink the file too but cost ~370 ms per 256 MB here; it is kept for when the file passes
+    4x the limit anyway (this thread lagging behind a burst). Taking the write locks from this
+    thread instead lost to a busy appender for seconds."""
 
     def __init__(
-        self, engine: Engine, wal: Path, interval: float = 0.5, wal_limit: int = 64 << 20
+        self, engine: Engine, wal: Path, interval: float = 0.5, wal_limit: int = 256 << 20
     ) -> None:
         self.engine, self.wal, self.interval, self.wal_limit = engine, wal, interval, wal_limit
-        self.truncations = 0
+        self.restart_due = False
+        self.restarts = 0  # RESTART or TRUNCATE checkpoints that completed
         self._dirty = False
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-checkpoint", daemon=True)
@@ -507,33 +513,44 @@ class _Checkpointer:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        page = 0
         while not self._stopped.wait(self.interval):
             if not self._dirty:
                 continue
             self._dirty = False
             try:
                 with self.engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                    page = page or int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+                    # (busy, frames in the log, frames copied)
+                    _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
             except Exception:  # e.g. database locked: nothing lost, try again next time
                 self._dirty = True
+                continue
+            if frames * page > self.wal_limit:
+                self.restart_due = True
 
     def after_commit(self, cursor: Any) -> None:
-        """Called by an appender holding the write locks, after its commit: a TRUNCATE
-        checkpoint when the WAL is past the limit, waiting at most 200 ms for readers of older
-        snapshots (else the next append tries). Never raises: the append has committed."""
-        if self._wal_size() <= self.wal_limit:
+        """Called by an appender holding the write locks, after its commit. Waits at most 200
+        ms for readers of older snapshots, else the next append tries. Never raises: the
+        append has committed."""
+        if self.restart_due:
+            mode = "RESTART"
+        elif self._wal_size() > 4 * self.wal_limit:
+            mode = "TRUNCATE"
+        else:
             return
         try:
             timeout = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
             cursor.execute("PRAGMA busy_timeout = 200")
             try:
-                busy = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                busy = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
             finally:
                 cursor.execute(f"PRAGMA busy_timeout = {int(timeout)}")
         except Exception:
             return
         if not busy:
-            self.truncations += 1
+            self.restart_due = False
+            self.restarts += 1
 
     def _wal_size(self) -> int:
         try:
