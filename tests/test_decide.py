@@ -10,11 +10,14 @@ import tomllib
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from service_helpers import signed_artifact
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import load_artifact
+from jointcredit.service.audit import canonical
+from jointcredit.service.columns import decision_ids, output_columns, row_response
 from jointcredit.service.decide import FEW_ROWS, Decider
 from jointcredit.service.policy import DEFAULT_POLICY, Column, Condition, Policy
 from jointcredit.trust.store import load_store
@@ -184,3 +187,41 @@ def test_a_single_row_takes_the_row_path(decider: Decider, monkeypatch: Any) -> 
 
     monkeypatch.setattr(decider, "decide_columns", fail)
     assert len(decider.decide(rows, contexts, stances)) == 3
+
+
+def test_a_columnar_record_reads_back_each_decision(decider: Decider) -> None:
+    """`row_response` on a batch record as stored (JSON) gives each applicant's decision as
+    the row path gives it; a record written before reasons were ids (objects in full) reads
+    back the same."""
+    rows, contexts, stances = _applications(decider, 120)
+    table = decider.decide_columns(
+        {f: [r[f] for r in rows] for f in decider.features},
+        {c: [ctx.get(c) for ctx in contexts] for c in decider.policy.context},
+        stances,
+    )
+    out = output_columns(decision_ids("a" * 24, len(rows)), table, [None] * len(rows))
+    record = {"decisions": out, "rules": table.rules, "reason_table": table.reason_table,
+              "contribution_features": table.features, "model": {}, "policy_version": "p",
+              "scored_at": "t"}  # fmt: skip
+    stored = orjson.loads(canonical(record))
+    old = {**stored, "decisions": {
+        **{k: v for k, v in stored["decisions"].items()
+           if k not in ("reason_ids", "contributions", "flag_ids", "not_evaluated_ids")},
+        "reasons": [table.reasons(k) for k in range(len(rows))],
+        "policy_flags": [table.policy_flags(k) for k in range(len(rows))],
+        "rules_not_evaluated": [table.rules_not_evaluated(k) for k in range(len(rows))],
+    }}  # fmt: skip
+    by_row = decider._by_row(rows, contexts, stances)
+    for k, d in enumerate(by_row):
+        got = row_response(stored, k)
+        assert got == row_response(old, k), k
+        assert got["reasons"] == [
+            {"code": r.code, "text": r.text, "kind": r.kind, "feature": r.feature,
+             "contribution": r.contribution} for r in d.reasons
+        ], k  # fmt: skip
+        assert got["policy_flags"] == [
+            {"code": f.code, "action": f.action, "text": f.text, "points": f.points}
+            for f in d.flags
+        ], k
+        assert got["rules_not_evaluated"] == d.not_evaluated, k
+        assert (got["decision"], got["score"]) == (d.decision, d.score), k
