@@ -29,8 +29,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 if TYPE_CHECKING:  # the audit log reads responses back without loading the model code
     from jointcredit.service.decide import DecisionTable
 
@@ -79,7 +77,7 @@ def output_columns(
         "decision_id": ids,
         "status": ["under_review" if d == "refer" else "decided" for d in table.decision],
         "decision": table.decision,
-        "probability_of_default": np.round(table.probability_of_default, 6),
+        "probability_of_default": [round(p, 6) for p in table.probability_of_default],
         "score": table.score,
         "policy_score": table.policy_score,
         "stance": table.stance,
