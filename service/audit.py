@@ -486,12 +486,13 @@ class _Checkpointer:
     PASSIVE never blocks readers or writers, but the WAL only starts again from its beginning
     when a writer finds everything copied, which under steady load never happens (a commit
     always lands between a checkpoint's end and the next write): it grew to 2.5 GB over one
-    service benchmark run (~1.5 min of load). So when a passive checkpoint finds more than
-    `wal_limit` bytes of log, the next append, which holds the write locks anyway, finishes the
-    copy as a RESTART checkpoint (the passive ones have done most of it; ~6-80 ms measured
-    under load) and the log starts again from the file's beginning, reusing it. TRUNCATE would
-    shrink the file too but cost ~370 ms per 256 MB here; it is kept for when the file passes
-    4x the limit anyway (this thread lagging behind a burst). Taking the write locks from this
+    service benchmark run (about a minute of load per server). So when a passive checkpoint
+    finds more than `wal_limit` bytes of log, the next append, which holds the write locks
+    anyway, finishes the copy as a RESTART checkpoint (the passive ones have done most of it;
+    6 and 82 ms in two restarts measured under load) and the log starts again from the file's
+    beginning, reusing it. TRUNCATE would shrink the file too but cost 366-387 ms per 256 MB
+    here; it is kept for when the file passes 4x the limit anyway (this thread lagging behind
+    a burst). Taking the write locks from this
     thread instead lost to a busy appender for seconds."""
 
     def __init__(

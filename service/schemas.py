@@ -187,11 +187,16 @@ def request_models(
     return single, batch
 
 
-class ReasonOut(BaseModel):
+class ReasonEntry(BaseModel):
+    """A reason without its contribution: an entry of a columnar batch's `reason_table`."""
+
     code: str
     text: str
     kind: Literal["policy", "model"]
     feature: str | None = None
+
+
+class ReasonOut(ReasonEntry):
     contribution: float | None = Field(
         None, description="log-odds this feature added toward default vs the average applicant"
     )
@@ -268,13 +273,6 @@ class ColumnarDecisions(BaseModel):
     )
     unseen_values: list[dict[str, str]]
     reference: list[str | None]
-
-
-class ReasonEntry(BaseModel):
-    code: str
-    text: str
-    kind: Literal["policy", "model"]
-    feature: str | None = None
 
 
 class ColumnarOut(BaseModel):
