@@ -199,6 +199,9 @@ def test_the_wal_stays_bounded_under_steady_appends(tmp_path: Path) -> None:
         if i % 20 == 0:
             time.sleep(0.03)  # let the checkpointer look
     assert checkpointer.restarts >= 5
-    assert peak < (4 << 20) + (100 << 10), peak
+    # Without the restarts it reaches ~35 MB. The truncation bound is 4x the limit, but the
+    # file can pass it by what is appended before the checkpointer thread next looks: 4.7 MB
+    # once on a loaded machine. 8 MB still fails an unbounded WAL by far.
+    assert peak < 8 << 20, peak
     assert log.verify()[0] == 800
     log.close()
