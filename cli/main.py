@@ -58,6 +58,12 @@ class ModelKind(StrEnum):
     mlp = "mlp"
 
 
+class PersonalizationChoice(StrEnum):
+    auto = "auto"
+    ditto = "ditto"
+    hierarchical = "hierarchical"
+
+
 class AggregatorChoice(StrEnum):
     fedavg = "fedavg"
     median = "median"
@@ -208,6 +214,13 @@ def simulate(
     secagg_threshold: Annotated[
         float, typer.Option(min=0.0, help="secagg: shares that rebuild a key (<= 1: a share)")
     ] = 0.5,
+    personalization: Annotated[
+        PersonalizationChoice,
+        typer.Option(
+            help="how institutions personalise the final model (docs/PERSONALISATION.md); "
+            "auto: hierarchical for logreg without privacy or robust rules, else ditto"
+        ),
+    ] = PersonalizationChoice.auto,
     verbose: Annotated[bool, typer.Option(help="show Flower's own logs")] = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines."""
@@ -265,6 +278,7 @@ def simulate(
                 "dp-clipping": dp_clipping.value,
                 "secagg-shares": secagg_shares,
                 "secagg-threshold": secagg_threshold,
+                "personalization": personalization.value,
             }
         )
         if (attackers > 0) != (attack is not AttackChoice.none):

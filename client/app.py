@@ -8,7 +8,9 @@ Three message handlers:
   return the updated weights - with DP-SGD and an enforced budget under record-level DP
   (`jointcredit.client.record_dp`); in a simulated attack, the attacking institutions poison
   theirs (`jointcredit.privacy.robust`).
-- `evaluate`: score own test rows; optionally also fine-tune a copy first (personalisation).
+- `query.prior`: how far this institution's own fit strays from the final global model, per
+  coefficient (squared), for the hierarchical personalisation prior.
+- `evaluate`: score own test rows; optionally also personalise a copy first.
 Every reply carries an `identity` ConfigRecord with the institution id, so the server can order
 replies deterministically and report per institution, and is signed on the way out by the
 outermost mod (`jointcredit.client.signing`).
@@ -16,11 +18,14 @@ outermost mod (`jointcredit.client.signing`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 
+import numpy as np
 import torch
 from flwr.app import (
+    Array,
     ArrayRecord,
     ConfigRecord,
     Context,
@@ -41,7 +46,15 @@ from jointcredit.client.update import LocalUpdate
 from jointcredit.models import control
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
-from jointcredit.models.personalize import personalize
+from jointcredit.models.personalize import (
+    PRIOR,
+    PRIOR_ACTION,
+    PRIOR_COUNT,
+    Personalized,
+    personalize,
+    personalize_hierarchical,
+    prior_deviation,
+)
 from jointcredit.models.preprocessing import PreprocessingSpec, summarize
 from jointcredit.models.settings import UNIT_WEIGHT, Attack, RunSettings
 from jointcredit.models.training import DriftControl, predict_pd, train
@@ -127,6 +140,77 @@ def query(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=msg)
+
+
+OWN_PRIOR_MODEL = "prior-own-model"  # node state: which global model the kept deviation is of
+
+
+@app.query(PRIOR_ACTION)
+def prior_query(msg: Message, context: Context) -> Message:
+    settings, node = _setup(context)
+    model, spec, _ = _model_from(msg, settings)
+    deviation = prior_deviation(model, node.matrix(spec, "train"), node.data.train.y)
+    names = [name for name, _ in model.named_parameters()]
+    record = ArrayRecord({n: Array(d) for n, d in zip(names, deviation, strict=True)})
+    # Kept for the final evaluate message, which subtracts it from the federation's sum.
+    context.state[PRIOR] = record
+    context.state[OWN_PRIOR_MODEL] = ConfigRecord({"sha256": _digest(model)})
+    return Message(RecordDict({PRIOR: record, IDENTITY: _identity(node)}), reply_to=msg)
+
+
+def _digest(model: torch.nn.Module) -> str:
+    return hashlib.sha256(
+        b"".join(p.detach().numpy().tobytes() for p in model.parameters())
+    ).hexdigest()
+
+
+def _own_deviation(
+    context: Context, model: torch.nn.Module, x: np.ndarray, y: np.ndarray
+) -> list[np.ndarray]:
+    """What `prior_query` sent for this model, from the node's state; recomputed (the fit is
+    deterministic) when the state was lost."""
+    names = [name for name, _ in model.named_parameters()]
+    kept, about = context.state.get(PRIOR), context.state.get(OWN_PRIOR_MODEL)
+    if (
+        isinstance(kept, ArrayRecord)
+        and isinstance(about, ConfigRecord)
+        and about.get("sha256") == _digest(model)
+        and set(kept.keys()) == set(names)
+    ):
+        return [kept[n].numpy() for n in names]
+    return prior_deviation(model, x, y)
+
+
+def _personalize(
+    msg: Message,
+    context: Context,
+    settings: RunSettings,
+    node: NodeData,
+    model: torch.nn.Module,
+    spec: PreprocessingSpec,
+    finetune: int,
+) -> Personalized:
+    """On own training rows only: under the federation's hierarchical prior when the
+    coordinator sent its deviation totals, otherwise Ditto with its strength chosen on own
+    validation rows."""
+    x_train, y_train = node.matrix(spec, "train"), node.data.train.y
+    if PRIOR in msg.content.array_records:
+        names = [name for name, _ in model.named_parameters()]
+        totals = msg.content.array_records[PRIOR]
+        count = int(msg.content["config"][PRIOR_COUNT])  # type: ignore[arg-type]
+        if set(totals.keys()) != set(names):
+            raise ValueError(f"prior totals name {sorted(totals.keys())}, the model {names}")
+        own = _own_deviation(context, model, x_train, y_train)
+        others = [totals[n].numpy() - d for n, d in zip(names, own, strict=True)]
+        return personalize_hierarchical(model, x_train, y_train, others, count - 1)
+    seed = _seed(settings, node.institution, int(msg.content["config"]["server-round"]), salt=1)  # type: ignore[arg-type]
+    fit, val = node.validation_split(seed)
+    return personalize(
+        model,
+        (x_train[fit], y_train[fit]),
+        (x_train[val], y_train[val]),
+        settings.train_config(seed=seed, epochs=finetune),
+    )
 
 
 def institution_clipping_mod(
@@ -263,24 +347,16 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     finetune = int(config.get("finetune-epochs", 0))  # type: ignore[arg-type]
     if finetune > 0:
-        # Personalisation on own training rows only, its strength chosen on own validation rows.
-        seed = _seed(settings, node.institution, int(config["server-round"]), salt=1)  # type: ignore[arg-type]
-        fit, val = node.validation_split(seed)
-        x_train, y_train = node.matrix(spec, "train"), node.data.train.y
-        chosen = personalize(
-            model,
-            (x_train[fit], y_train[fit]),
-            (x_train[val], y_train[val]),
-            settings.train_config(seed=seed, epochs=finetune),
-        )
+        chosen = _personalize(msg, context, settings, node, model, spec, finetune)
         p = risk_metrics(y_test, predict_pd(chosen.model, x_test))
         values.update(
             {
                 "auc-personalized": _nan(p["auc"]),
                 "ks-personalized": _nan(p["ks"]),
                 "brier-personalized": _nan(p["brier"]),
-                "personalized-mu": -1.0 if chosen.mu is None else chosen.mu,
             }
         )
+        if chosen.method != "hierarchical":  # Ditto's chosen strength, -1: the global model
+            values["personalized-mu"] = -1.0 if chosen.mu is None else chosen.mu
     content = RecordDict({"metrics": MetricRecord(values), IDENTITY: _identity(node)})
     return Message(content, reply_to=msg)

@@ -41,11 +41,15 @@ class NodeData:
 
     def validation_split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices (fit, validation) inside the training split, for choosing personalisation."""
-        y = self.data.train.y
-        idx = np.arange(len(y))
-        stratify = y if np.bincount(y, minlength=2).min() >= 2 else None
-        fit, val = train_test_split(idx, test_size=0.2, random_state=seed, stratify=stratify)
-        return np.sort(fit), np.sort(val)
+        return validation_split(self.data.train.y, seed)
+
+
+def validation_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, validation) of labels `y`: 20 %, stratified when both classes allow."""
+    idx = np.arange(len(y))
+    stratify = y if np.bincount(y, minlength=2).min() >= 2 else None
+    fit, val = train_test_split(idx, test_size=0.2, random_state=seed, stratify=stratify)
+    return np.sort(fit), np.sort(val)
 
 
 # In simulation one process (a Ray actor) plays every simulated node in turn, so the cache holds

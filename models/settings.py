@@ -99,7 +99,10 @@ class RunSettings(BaseModel):
     proximal_mu: float = Field(0.01, alias="proximal-mu", ge=0)
     test_fraction: float = Field(0.2, alias="test-fraction", gt=0, lt=1)
     central_eval: bool = Field(True, alias="central-eval")
-    finetune_epochs: int = Field(5, alias="finetune-epochs", ge=0)
+    finetune_epochs: int = Field(5, alias="finetune-epochs", ge=0)  # 0: no personalisation
+    # How each institution personalises (models/personalize.py); `auto`: hierarchical for the
+    # logistic scorecard without privacy settings or a robust rule, otherwise ditto.
+    personalization: Literal["auto", "ditto", "hierarchical"] = "auto"
     min_rows: int = Field(100, alias="min-rows", ge=1)
     max_categories: int = Field(64, alias="max-categories", ge=1)
     min_category_count: int = Field(5, alias="min-category-count", ge=1)
@@ -159,6 +162,12 @@ class RunSettings(BaseModel):
                 f"aggregator {self.aggregator} needs each institution's own update, which "
                 f"{self.privacy} does not give the coordinator: use aggregator fedavg"
             )
+        if self.personalization == "hierarchical" and not self._hierarchical_allowed:
+            raise ValueError(
+                "personalization hierarchical needs model logreg, privacy none and aggregator "
+                "fedavg: each institution's deviations reach the coordinator unnoised and "
+                "unmasked, and the prior's fits are exact only for the convex scorecard"
+            )
         if self.privacy == "dp-institution" and math.isinf(self.epsilon):
             raise ValueError("dp-institution needs a finite epsilon")
         if self.strategy == "scaffold" and (self.privacy != "none" or self.aggregator != "fedavg"):
@@ -169,6 +178,19 @@ class RunSettings(BaseModel):
                 f"fedavg (got privacy {self.privacy}, aggregator {self.aggregator})"
             )
         return self
+
+    @property
+    def _hierarchical_allowed(self) -> bool:
+        return self.model == "logreg" and self.privacy == "none" and self.aggregator == "fedavg"
+
+    @property
+    def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:
+        """What the final round runs (None: no personalisation)."""
+        if self.finetune_epochs == 0:
+            return None
+        if self.personalization == "auto":
+            return "hierarchical" if self._hierarchical_allowed else "ditto"
+        return self.personalization
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:

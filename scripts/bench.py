@@ -278,6 +278,8 @@ def section(case: Case, cmd: list[str], wall: float, peak: int, m: dict[str, Any
         f"{fmt(r.get('auc_personalized'), 3)} |"
         for inst, r in m["per_institution"].items()
     )
+    # Runs from before the hierarchical prior have no `personalization` record: they ran Ditto.
+    method = (m.get("personalization") or {}).get("method") or "ditto"
     beats = sum(
         1 for r in m["per_institution"].values()
         if r.get("auc_personalized") is not None and r.get("auc_local_only") is not None
@@ -315,8 +317,8 @@ round time ({100 * crypto / t["server_seconds"]:.2f} % of the whole federation);
 {sec["rejected_replies"]} rejected.
 
 {privacy_lines(m)}Federated - centralized AUC: {fed["auc"] - cen["auc"]:+.4f}. Mean own-test AUC of
-local-only models: {fmt(lo["mean_own_auc"])}. Personalised beats local-only at {beats} of
-{len(m["per_institution"])} institutions.
+local-only models: {fmt(lo["mean_own_auc"])}. Personalised ({method}) beats local-only at
+{beats} of {len(m["per_institution"])} institutions (docs/PERSONALISATION.md).
 
 <details><summary>Per institution: AUC on its own test split</summary>
 

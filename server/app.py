@@ -5,7 +5,8 @@
        Bulyan (Flower strategies) - for `rounds` rounds, federated evaluation
        each round and, in simulation, central evaluation on the pooled test split; a signed
        checkpoint per round;
-    3. one last evaluate round where each institution also fine-tunes a copy (personalisation);
+    3. one last evaluate round where each institution also personalises a copy (hierarchical
+       prior: a `query.prior` round first, `server.personalization`);
     4. write the signed OUT/model/, OUT/trust.json and OUT/metrics.json.
 Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
 strategy sees it and orders replies so a seeded run is reproducible.
@@ -42,6 +43,7 @@ from jointcredit.data.frames import Split
 from jointcredit.models.artifact import save_artifact
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.personalize import PRIOR, PRIOR_COUNT
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.settings import RunSettings
 from jointcredit.models.training import predict_pd
@@ -53,6 +55,7 @@ from jointcredit.server.identity import (
     coordinator_identity,
     discard_generated,
 )
+from jointcredit.server.personalization import federation_prior
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record, round_epsilons
 from jointcredit.server.secagg import run_secagg
@@ -359,9 +362,24 @@ def _run(
             "server-round": settings.rounds + 1,
         }
     )
+    final_content: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
+        "arrays": final_arrays,
+        "config": config,
+    }
+    personalization: dict[str, Any] = {"method": settings.personalization_method}
+    if settings.personalization_method == "hierarchical":
+        shapes = {n: tuple(p.shape) for n, p in initial.named_parameters()}
+        query_config = ConfigRecord({"preprocessing": spec.to_json()})
+        prior = federation_prior(igrid, nodes, final_arrays, shapes, query_config, settings)
+        if prior is None:
+            personalization["method"] = "ditto"
+        else:
+            final_content[PRIOR] = prior[0]
+            config[PRIOR_COUNT] = len(prior[1])
+            personalization["prior_institutions"] = prior[1]
     final_msgs = [
         Message(
-            RecordDict({"arrays": final_arrays, "config": config}),
+            RecordDict(final_content),
             dst_node_id=n,
             message_type=MessageType.EVALUATE,
         )
@@ -383,9 +401,9 @@ def _run(
                 "ks": m.get("ks"),
                 "brier": m.get("brier"),
                 "auc_personalized": m.get("auc-personalized"),
-                # Proximal strength the institution chose on its validation rows (-1: global).
-                "personalized_mu": m.get("personalized-mu"),
                 "n_test": int(m["num-examples"]),
+                # Ditto only: the strength chosen on own validation rows (-1: the global model).
+                **({"personalized_mu": m["personalized-mu"]} if "personalized-mu" in m else {}),
             }
         )
         for inst, m in final.metrics.items()
@@ -407,6 +425,7 @@ def _run(
         },
         "federated_eval": fed_eval,
         "per_institution": per_institution,
+        "personalization": personalization,
         "rounds": _round_records(igrid, central_by_round, settings.rounds, central_epsilon),
         "trained_rounds": last_round,
         "security": _security(igrid, verifier, identity),

@@ -37,7 +37,9 @@ def comparison_table(metrics: dict[str, Any]) -> Table:
 
 def institution_table(metrics: dict[str, Any]) -> Table:
     table = Table(title="Per institution: AUC on its own test split")
-    for col in ("institution", "test rows", "local-only", "global", "personalised"):
+    method = (metrics.get("personalization") or {}).get("method")
+    personalised = f"personalised ({method})" if method else "personalised"
+    for col in ("institution", "test rows", "local-only", "global", personalised):
         table.add_column(col, justify="left" if col == "institution" else "right")
     for inst, row in metrics["per_institution"].items():
         table.add_row(

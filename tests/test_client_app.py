@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from jointcredit.client.app import app
 from jointcredit.data.catalog import resolve
@@ -90,6 +90,66 @@ def test_query_train_evaluate_round_trip() -> None:
     assert set(m) >= {"auc", "ks", "brier", "num-examples", "auc-personalized"}
     # Every reply left the node signed.
     assert all(SIGNATURE_RECORD in r.content.config_records for r in [*replies, reply, ev])
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_prior_query_and_hierarchical_personalisation() -> None:
+    """`query.prior` returns signed squared deviations, one per parameter; the final evaluate
+    message with the federation's sum personalises under that prior (no Ditto strength), and a
+    sum that does not fit the model is an error, not a silent Ditto."""
+    from jointcredit.models.personalize import PRIOR, PRIOR_COUNT
+
+    spec, n = _spec()
+    arrays = ArrayRecord(build_model(architecture("logreg", n), seed=0).state_dict())
+    cfg = ConfigRecord({"preprocessing": spec})
+    replies = [
+        _send(RecordDict({"arrays": arrays, "config": cfg}), "query.prior", p) for p in range(3)
+    ]
+    assert all(SIGNATURE_RECORD in r.content.config_records for r in replies)
+    devs = [r.content.array_records[PRIOR] for r in replies]
+    assert all(set(d.keys()) == {"linear.weight", "linear.bias"} for d in devs)
+    assert all((d["linear.weight"].numpy() >= 0).all() for d in devs)
+    assert devs[0]["linear.weight"].numpy().shape == (1, n)
+    assert not np.array_equal(devs[0]["linear.weight"].numpy(), devs[1]["linear.weight"].numpy())
+    total = ArrayRecord(
+        {k: Array(sum(d[k].numpy() for d in devs)) for k in ("linear.weight", "linear.bias")}
+    )
+
+    def evaluate(prior: ArrayRecord) -> Message:
+        ev_cfg = ConfigRecord(
+            {"preprocessing": spec, "server-round": 2, "finetune-epochs": 1, PRIOR_COUNT: 3}
+        )
+        content = RecordDict({"arrays": arrays, "config": ev_cfg, PRIOR: prior})
+        return _send(content, MessageType.EVALUATE, 0)
+
+    m = evaluate(total).content["metrics"]
+    assert float(m["auc-personalized"]) > float(m["auc"]) and "personalized-mu" not in m
+    # A node that kept its query.prior answer in its state uses it; one that lost its state
+    # recomputes the same deviation: the same personalised model.
+    ctx = _context(0)
+    query = Message(
+        RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=100, message_type="query.prior"
+    )
+    query.metadata.__dict__["_message_id"] = "m-prior-kept"
+    app(query, ctx)
+    assert PRIOR in ctx.state.array_records
+    ev_cfg = ConfigRecord(
+        {"preprocessing": spec, "server-round": 2, "finetune-epochs": 1, PRIOR_COUNT: 3}
+    )
+    ev = Message(
+        RecordDict({"arrays": arrays, "config": ev_cfg, PRIOR: total}),
+        dst_node_id=100,
+        message_type=MessageType.EVALUATE,
+    )
+    ev.metadata.__dict__["_message_id"] = "m-eval-kept"
+    assert app(ev, ctx).content["metrics"]["auc-personalized"] == m["auc-personalized"]
+    # (and it is the kept one that is used: a different kept deviation changes the prior)
+    kept = ctx.state.array_records[PRIOR]
+    ctx.state[PRIOR] = ArrayRecord({k: Array(kept[k].numpy() * 0) for k in kept})
+    ev.metadata.__dict__["_message_id"] = "m-eval-zeroed"
+    assert app(ev, ctx).content["metrics"]["auc-personalized"] != m["auc-personalized"]
+    with pytest.raises(ValueError, match="prior totals"):
+        evaluate(ArrayRecord({"linear.weight": total["linear.weight"]}))
 
 
 @pytest.mark.usefixtures("task_identity")

@@ -185,7 +185,8 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     assert status == "finished:completed", _run_log(federation, run_id)
     metrics = json.loads((out / "metrics.json").read_text())
     # The three institutions trained; the rogue node was connected and authenticated, but
-    # every reply it signed was rejected (query, train, evaluate, final evaluate). One round:
+    # every reply it signed was rejected (query, train, evaluate, the personalisation prior's
+    # query, final evaluate), and its deviation is not in the prior. One round:
     # every message costs each node a fresh ClientApp process (~6 s of imports); several
     # rounds are the simulation tests' job.
     assert metrics["institutions"] == sorted(LENDERS)
@@ -193,7 +194,12 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     assert metrics["federated"]["evaluated_on"] == "institutions (weighted)"
     rejections = metrics["security"]["rejections"]
     assert {(r["institution"], r["reason"]) for r in rejections} == {(ROGUE, "unknown-key")}
-    assert len(rejections) == 4
+    assert len(rejections) == 5
+    assert "query.prior" in {r["message_type"] for r in rejections}
+    assert metrics["personalization"] == {
+        "method": "hierarchical",
+        "prior_institutions": sorted(LENDERS),
+    }
     for rnd in metrics["rounds"]:
         assert rnd["train_institutions"] == sorted(LENDERS)
     trust = load_store(federation.kits.coordinator / kits.TRUST_FILE)

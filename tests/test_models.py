@@ -201,3 +201,75 @@ def test_training_candidates_together_equals_training_each_alone(kind: str, opti
         for m in together
     ]
     assert 0 < moved[0] < moved[1] < moved[2]
+
+
+def test_map_fit_is_the_exact_optimum() -> None:
+    """Nearly no prior: sklearn's converged logistic regression; the prior's gradient balances
+    the data's at the returned point."""
+    from sklearn.linear_model import LogisticRegression
+
+    from jointcredit.models.personalize import map_fit
+
+    rng = np.random.default_rng(11)
+    x, y = _population(rng, 3000, np.array([1.5, -0.5, 0.8]))
+    glob = build_model(architecture("logreg", 3), seed=0)
+    center = [p.detach() for p in glob.parameters()]
+    free = map_fit(glob, x, y, center, [torch.full_like(c, 1e-9) for c in center])
+    ref = LogisticRegression(C=1e6, tol=1e-10, max_iter=1000).fit(x, y)
+    got = np.concatenate(
+        [free.linear.weight.detach().numpy()[0], free.linear.bias.detach().numpy()]
+    )
+    want = np.concatenate([ref.coef_[0], ref.intercept_])
+    assert np.abs(got - want).max() < 1e-3
+    # A strong prior on the first coefficient only: it stays at the center, and the objective's
+    # gradient (data + prior) vanishes at the returned point.
+    strong = [torch.tensor([[1e4, 0.0, 0.0]], dtype=torch.float64), torch.zeros(1)]
+    pulled = map_fit(glob, x, y, center, strong)
+    assert abs(float(pulled.linear.weight[0, 0] - center[0][0, 0])) < 1e-3
+    params = [p.detach().double().requires_grad_(True) for p in pulled.parameters()]
+    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y).double()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        xt @ params[0][0] + params[1], yt
+    ) + sum(
+        0.5 * torch.sum(k * (p - c.double()) ** 2)
+        for p, c, k in zip(params, center, strong, strict=True)
+    )
+    grads = torch.autograd.grad(loss, params)
+    assert max(float(g.abs().max()) for g in grads) < 1e-4
+
+
+def test_hierarchical_prior_pulls_where_lenders_agree_and_frees_where_they_differ() -> None:
+    from jointcredit.models.personalize import map_fit, personalize_hierarchical, prior_deviation
+
+    rng = np.random.default_rng(4)
+    w_global = np.array([2.0, -1.0, 0.0])
+    glob = build_model(architecture("logreg", 3), seed=0)
+    train(glob, *_population(rng, 20000, w_global), TrainConfig(epochs=5, seed=0))
+    # A lender like the federation deviates little; one with another book deviates on the
+    # first and last coefficient.
+    same = prior_deviation(glob, *_population(rng, 2000, w_global))
+    other = prior_deviation(glob, *_population(rng, 2000, np.array([0.0, -1.0, 2.0])))
+    assert [d.shape for d in same] == [(1, 3), (1,)] and all((d >= 0).all() for d in same)
+    assert other[0][0, 0] > 10 * same[0][0, 0] and other[0][0, 2] > 10 * same[0][0, 2]
+    # The others agree on coefficients 0 and 1 and differ on 2: a small lender, whose book
+    # differs on 2 only, keeps the federation's 0 and 1 and its own rows decide 2.
+    others_total = [np.array([[0.0, 0.0, 8.0]]), np.zeros(1)]
+    x, y = _population(rng, 800, np.array([2.0, -1.0, 2.0]))
+    chosen = personalize_hierarchical(glob, x, y, others_total, others=4)
+    assert chosen.method == "hierarchical" and chosen.mu is None
+    w = chosen.model.linear.weight.detach().numpy()[0]
+    g = glob.linear.weight.detach().numpy()[0]
+    center = [p.detach() for p in glob.parameters()]
+    own = map_fit(glob, x, y, center, [torch.full_like(c, 1e-9) for c in center])
+    free = own.linear.weight.detach().numpy()[0]
+    assert abs(w[0] - g[0]) < 0.01 and abs(w[1] - g[1]) < 0.01  # prior variance at the floor
+    assert abs(free[0] - g[0]) > 0.02  # (which the lender's own rows alone would not keep)
+    # Coefficient 2 (prior variance 2) lands where no prior on it at all would put it.
+    floor = 1 / (800 * 1e-4)
+    loose = [torch.tensor([[floor, floor, 0.0]], dtype=torch.float64), torch.full((1,), floor)]
+    ref = map_fit(glob, x, y, center, loose).linear.weight.detach().numpy()[0]
+    assert abs(w[2] - ref[2]) < 0.02 < abs(w[2] - g[2])
+    with pytest.raises(ValueError, match="do not match"):
+        personalize_hierarchical(glob, x, y, [np.zeros((1, 2)), np.zeros(1)], others=4)
+    with pytest.raises(ValueError, match="at least one other"):
+        personalize_hierarchical(glob, x, y, others_total, others=0)

@@ -31,3 +31,16 @@ def test_unknown_or_invalid_run_config_is_rejected() -> None:
         RunSettings.from_run_config({"roundz": 3})
     with pytest.raises(ValueError, match="strategy"):
         RunSettings.from_run_config({"strategy": "fedsgd"})
+
+
+def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
+    assert RunSettings().personalization_method == "hierarchical"  # logreg, no privacy
+    assert RunSettings(model="mlp").personalization_method == "ditto"
+    assert RunSettings(privacy="dp-record").personalization_method == "ditto"
+    assert RunSettings(privacy="secagg").personalization_method == "ditto"
+    assert RunSettings(aggregator="krum").personalization_method == "ditto"
+    assert RunSettings(personalization="ditto").personalization_method == "ditto"
+    assert RunSettings.model_validate({"finetune-epochs": 0}).personalization_method is None
+    for bad in ({"model": "mlp"}, {"privacy": "dp-institution"}, {"aggregator": "median"}):
+        with pytest.raises(ValueError, match="personalization hierarchical needs"):
+            RunSettings.from_run_config({**bad, "personalization": "hierarchical"})

@@ -54,6 +54,11 @@ def test_outputs_follow_the_contract(run: tuple[Path, dict[str, Any]]) -> None:
     for inst in metrics["institutions"]:
         row = metrics["per_institution"][inst]
         assert row["auc"] > 0.5 and row["auc_local_only"] > 0.5 and row["auc_personalized"] > 0.5
+        assert "personalized_mu" not in row  # Ditto's strength: not chosen here
+    assert metrics["personalization"] == {
+        "method": "hierarchical",
+        "prior_institutions": metrics["institutions"],
+    }
     assert metrics["config"]["rounds"] == 3
     trust = load_store(out / "trust.json")
     model = load_artifact(out / "model", trust)
@@ -63,8 +68,9 @@ def test_outputs_follow_the_contract(run: tuple[Path, dict[str, Any]]) -> None:
 def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, Any]]) -> None:
     out, metrics = run
     security = metrics["security"]
-    # 4 institutions: query + 3 train + 3 evaluate + the personalisation round.
-    assert security["verified_replies"] == 4 * 8 and security["rejected_replies"] == 0
+    # 4 institutions: query + 3 train + 3 evaluate + the personalisation prior's query + the
+    # personalisation round.
+    assert security["verified_replies"] == 4 * 9 and security["rejected_replies"] == 0
     trust = load_store(out / "trust.json")
     assert security["trust_store_sha256"] == trust.digest()
     assert sorted(trust.institutions) == metrics["institutions"]
