@@ -44,8 +44,9 @@ DEFAULT_MUS = (1.0, 0.1, 0.01, 0.0)
 PRIOR_ACTION = "prior"
 PRIOR = "prior-deviation"
 PRIOR_COUNT = "prior-count"
-# The weak pull of the deviation fits: keeps coefficients of levels a lender never sees at
-# the global value instead of drifting (their deviation then says nothing).
+# The pull of the deviation fits toward the global model, on the mean loss: negligible for
+# coefficients a lender's rows determine, but it keeps those of levels it sees rarely or
+# never near the global value instead of drifting (their deviation would say nothing).
 DEVIATION_PULL = 1e-3
 # Smallest prior variance per coefficient: a coefficient every lender agrees on exactly still
 # moves a little for a lender whose rows insist.
@@ -145,7 +146,7 @@ def map_fit(
         loss.backward()  # type: ignore[no-untyped-call]
         return loss
 
-    for _ in range(5):  # L-BFGS restarts: each step() stops at max_iter or a tolerance
+    for _ in range(5):  # step() stops at max_iter or a tolerance; a converged one returns at once
         opt.step(closure)  # type: ignore[no-untyped-call]
     return fitted.float()
 

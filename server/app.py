@@ -367,6 +367,8 @@ def _run(
         "config": config,
     }
     personalization: dict[str, Any] = {"method": settings.personalization_method}
+    in_prior: set[str] = set()
+    prior_sum: ArrayRecord | None = None
     if settings.personalization_method == "hierarchical":
         shapes = {n: tuple(p.shape) for n, p in initial.named_parameters()}
         query_config = ConfigRecord({"preprocessing": spec.to_json()})
@@ -374,12 +376,19 @@ def _run(
         if prior is None:
             personalization["method"] = "ditto"
         else:
-            final_content[PRIOR] = prior[0]
-            config[PRIOR_COUNT] = len(prior[1])
+            prior_sum, in_prior = prior[0], set(prior[1])
+            config[PRIOR_COUNT] = len(in_prior)
             personalization["prior_institutions"] = prior[1]
+            personalization["ditto_institutions"] = sorted(set(institutions) - in_prior)
+    # Only an institution whose deviation is in the sum gets it (it subtracts its own);
+    # one whose prior reply failed or was rejected personalises with Ditto.
     final_msgs = [
         Message(
-            RecordDict(final_content),
+            RecordDict(
+                {**final_content, PRIOR: prior_sum}
+                if prior_sum is not None and node_inst.get(n) in in_prior
+                else final_content
+            ),
             dst_node_id=n,
             message_type=MessageType.EVALUATE,
         )

@@ -199,6 +199,7 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     assert metrics["personalization"] == {
         "method": "hierarchical",
         "prior_institutions": sorted(LENDERS),
+        "ditto_institutions": [],
     }
     for rnd in metrics["rounds"]:
         assert rnd["train_institutions"] == sorted(LENDERS)

@@ -58,6 +58,7 @@ def test_outputs_follow_the_contract(run: tuple[Path, dict[str, Any]]) -> None:
     assert metrics["personalization"] == {
         "method": "hierarchical",
         "prior_institutions": metrics["institutions"],
+        "ditto_institutions": [],
     }
     assert metrics["config"]["rounds"] == 3
     trust = load_store(out / "trust.json")
