@@ -128,8 +128,9 @@ def map_fit(
     with torch.no_grad():
         for p, c in zip(params, centers, strict=True):
             p.copy_(c)
-    # A gradient (of the mean loss) below 1e-6 moves no lender's own-test AUC in the 6th
-    # decimal here, and ends Bank of America's fit after 73 evaluations instead of 94.
+    # Gradient tolerance 1e-6 (mean loss) instead of 1e-9: Bank of America's fit takes 73
+    # evaluations instead of 94 with the same own-test AUC to 6 decimals, and the full-data
+    # run's mean personalised gain moved from 0.0057237 to 0.0057242.
     opt = torch.optim.LBFGS(
         params,
         max_iter=500,
