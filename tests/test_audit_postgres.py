@@ -20,6 +20,8 @@ from test_audit_writer import _batch, _decision, write_concurrently
 
 from jointcredit.service.audit import AuditError, AuditLog, AuditWriter, Entry, as_view
 
+pytestmark = pytest.mark.e2e
+
 
 def _bin(name: str) -> str | None:
     found = shutil.which(name) or next(

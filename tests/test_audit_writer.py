@@ -114,6 +114,7 @@ def write_concurrently(logs: list[AuditLog], per_log: int) -> None:
     assert not errors, errors[:3]
 
 
+@pytest.mark.e2e
 def test_two_service_processes_on_one_database_keep_one_chain(tmp_path: Path) -> None:
     # Two AuditLog objects stand for two processes: neither's in-process lock covers the other.
     url = f"sqlite:///{tmp_path / 'a.sqlite'}"

@@ -38,7 +38,7 @@ LENDERS = {
 }
 ROGUE = "rogue-d"  # registered node, unknown update-signing key
 ROGUE_DATA = "branch-bk-tr-co"
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 def _run_log(federation: Federation, run_id: int) -> str:

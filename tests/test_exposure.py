@@ -38,6 +38,8 @@ LEDGERS = {
     "cf-c": {"TIN-3": 999.0},
 }
 
+pytestmark = pytest.mark.e2e
+
 
 def _keys(tmp: Path) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey

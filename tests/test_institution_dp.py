@@ -119,6 +119,7 @@ def test_unclipped_update_is_rejected_before_aggregation() -> None:
     assert grid.exchanges[-1].rejected["bank-2"].startswith("unclipped: update norm 1.5 ")
 
 
+@pytest.mark.integration
 def test_federation_budget_stops_release(tmp_path: Path) -> None:
     """Client-side clipping and a fixed noise that the budget allows for two releases only:
     the run stops after round 2, says so, every update is within the bound, and the signed

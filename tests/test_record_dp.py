@@ -172,6 +172,7 @@ def test_dp_sgd_clips_each_row_and_adds_noise() -> None:
     assert not torch.allclose(runs[0], runs[1])
 
 
+@pytest.mark.integration
 def test_federation_spends_its_budget_and_stops(tmp_path: Path) -> None:
     """A real simulation with record-level DP: calibrated noise spends at most the budget in
     the planned rounds; a fixed noise too small for the budget stops everyone, the run says so

@@ -106,6 +106,7 @@ def test_attackers_are_drawn_by_seed_and_rules_check_their_quorum() -> None:
         check_aggregator("krum", 4, 1)
 
 
+@pytest.mark.e2e
 def test_cli_attack_and_robust_rule_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", "--dataset", "synthetic",

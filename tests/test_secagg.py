@@ -24,6 +24,8 @@ BASE: dict[str, Any] = {
     "finetune-epochs": 0,
 }
 
+pytestmark = pytest.mark.integration
+
 
 def _run(out: Path, **extra: Any) -> dict[str, Any]:
     settings = RunSettings.model_validate({**BASE, **extra, "out-dir": str(out)})

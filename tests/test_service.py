@@ -22,6 +22,8 @@ from jointcredit.service.audit import AuditError, AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.schemas import BatchOut, DecisionOut
 
+pytestmark = pytest.mark.e2e
+
 
 def _serve(args: list[str], port: int) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "jointcredit.cli", "serve", *args, "--port", str(port)]

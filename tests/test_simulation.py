@@ -15,7 +15,7 @@ from jointcredit.models.settings import MLP_RECIPE, RunSettings
 from jointcredit.simulations.simulate import simulate
 from jointcredit.trust.store import load_store
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 def _settings(out: Path, **extra: Any) -> RunSettings:

@@ -53,6 +53,7 @@ def test_grid_is_checked_and_deduplicated(tmp_path: Path) -> None:
         load_grid(_grid(tmp_path, "[base]\nseed = 3\n"))
 
 
+@pytest.mark.e2e
 def test_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "jointcredit.cli", "sweep", "--grid",

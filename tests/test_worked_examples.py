@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from service_helpers import signed_artifact
 
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from worked_examples import decide_cases
 
 
+@pytest.mark.integration
 def test_worked_examples_keep_their_decisions_and_reasons(tmp_path: Path) -> None:
     model_dir = signed_artifact(tmp_path)
     token = new_key(tmp_path / "keys.json", "bank-a")
