@@ -38,7 +38,7 @@ lint: $(STAMP)
 # checks a symlinked view of the tree laid out as installed (jointcredit/<part> -> <part>).
 typecheck: $(STAMP)
 	rm -rf .typecheck && mkdir -p .typecheck/jointcredit
-	for p in server client models privacy simulations data cli trust service; do ln -s ../../$$p .typecheck/jointcredit/$$p; done
+	for p in server client models privacy simulations data cli trust federation service deploy; do ln -s ../../$$p .typecheck/jointcredit/$$p; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p jointcredit
 
 pytest: $(STAMP)

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from jointcredit.cli.options import parse_run_config
 from jointcredit.deploy import kits, processes
+from jointcredit.federation.metrics import RunMetrics
+from jointcredit.federation.settings import SettingsError
 from jointcredit.trust import keys
 from jointcredit.trust.keyset import TRUST_FILE
 
@@ -156,24 +158,26 @@ def link_run(
     address: Annotated[str | None, typer.Option(help="SuperLink address if not the kit's")] = None,
     timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 3600.0,
 ) -> None:
-    """Start a training run on the registered nodes and wait for its real final status."""
-    extra: dict[str, object] = {"rounds": rounds}
-    for item in run_config.split():
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise _fail(ValueError(f"--run-config {item!r}: expected key=value"))
-        extra[key] = value.strip("'\"")
+    """Start a training run on the registered nodes and wait for its real final status.
+    The settings are resolved and checked here first, as the coordinator will resolve them:
+    a run that could not work is refused (exit 2) before anything starts."""
+    try:
+        extra = {**parse_run_config([run_config] if run_config else None), "rounds": rounds}
+        config = processes.run_config(kit, out, extra)
+        processes.resolved_settings(app_dir, kit, config)
+    except (SettingsError, ValueError) as exc:
+        raise _fail(exc) from exc
     try:
         processes.write_connection(kit, flwr_home, CONNECTION, address)
-        config = processes.run_config(kit, out, extra)
         run_id, status = processes.start_run(app_dir, flwr_home, CONNECTION, config, timeout)
     except (ValueError, RuntimeError) as exc:
         raise _fail(exc, 1) from exc
     console.print(f"run {run_id}: {status}")
     if status != "finished:completed":
         raise typer.Exit(1)
-    metrics = json.loads((out / "metrics.json").read_text())
-    console.print(f"model: {out / 'model'}  AUC (institutions): {metrics['federated']['auc']:.4f}")
+    auc = RunMetrics.read(out / "metrics.json").federated.auc
+    shown = "-" if auc is None else f"{auc:.4f}"
+    console.print(f"model: {out / 'model'}  AUC (institutions): {shown}")
 
 
 @node_app.command("start")

@@ -20,37 +20,16 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from jointcredit.client.data import node_data
 from jointcredit.client.signing import binding_for, signing_key
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation import protocol
+from jointcredit.federation.protocol import ARRAYS, METRICS, NUM_EXAMPLES, SIGNATURE, NodeConfig
+from jointcredit.federation.settings import ADVERSARY_ATTACKS, RunSettings, parse_adversary
 from jointcredit.trust import keys
-from jointcredit.trust.updates import (
-    DOMAIN,
-    SIGNATURE_RECORD,
-    content_parts,
-    sign_content,
-    update_digest,
-)
-from jointcredit.trust.updates import (
-    IDENTITY_RECORD as IDENTITY,
-)
+from jointcredit.trust.updates import DOMAIN, Field, content_parts, sign_content, update_digest
 
 REPLAY_PREFIX = "adversary-replay-"
 # Acts before the node answers rather than on its reply: crash at SecAgg+'s masked-vector
 # stage, after sharing its keys.
 DROPOUT = "secagg-dropout"
-
-
-def parse_adversary(spec: str) -> dict[str, str]:
-    """`"inst:attack,inst:attack"` -> {inst: attack}; unknown attacks fail loudly."""
-    plan: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        inst, sep, attack = item.partition(":")
-        if not sep or not inst or attack not in ATTACKS:
-            raise ValueError(
-                f"adversary {item!r}: expected institution:attack with attack one of "
-                f"{', '.join(sorted(ATTACKS))}"
-            )
-        plan[inst] = attack
-    return plan
 
 
 @cache
@@ -59,15 +38,19 @@ def _stranger() -> Ed25519PrivateKey:
 
 
 def _signature(reply: Message) -> ConfigRecord:
-    return reply.content.config_records[SIGNATURE_RECORD]
+    return reply.content.config_records[SIGNATURE]
 
 
 def _unsigned(msg: Message, reply: Message, context: Context) -> None:
-    del reply.content[SIGNATURE_RECORD]
+    del reply.content[SIGNATURE]
+
+
+def _own(reply: Message) -> str:
+    return protocol.claimed_institution(reply.content) or ""
 
 
 def _tamper_array(msg: Message, reply: Message, context: Context) -> None:
-    record = reply.content.array_records["arrays"]
+    record = reply.content.array_records[ARRAYS]
     name = next(iter(record))
     old = record[name]
     data = bytearray(old.data)
@@ -76,66 +59,61 @@ def _tamper_array(msg: Message, reply: Message, context: Context) -> None:
 
 
 def _tamper_metric(msg: Message, reply: Message, context: Context) -> None:
-    metrics = reply.content.metric_records["metrics"]
-    metrics["num-examples"] = int(metrics["num-examples"]) * 10  # type: ignore[arg-type]
+    metrics = reply.content.metric_records[METRICS]
+    metrics[NUM_EXAMPLES] = int(metrics[NUM_EXAMPLES]) * 10  # type: ignore[arg-type]
 
 
 def _resign(
     msg: Message, reply: Message, context: Context, key: Ed25519PrivateKey, as_: str
 ) -> None:
-    del reply.content[SIGNATURE_RECORD]
-    reply.content[SIGNATURE_RECORD] = sign_content(
-        reply.content, binding_for(msg, context, as_), key
-    )
+    del reply.content[SIGNATURE]
+    reply.content[SIGNATURE] = sign_content(reply.content, binding_for(msg, context, as_), key)
 
 
 def _foreign_key(msg: Message, reply: Message, context: Context) -> None:
     """Sign with a key the federation never registered."""
-    own = str(reply.content.config_records[IDENTITY]["institution"])
-    _resign(msg, reply, context, _stranger(), own)
+    _resign(msg, reply, context, _stranger(), _own(reply))
 
 
 def _truncate(msg: Message, reply: Message, context: Context) -> None:
     sig = _signature(reply)
-    sig["signature"] = bytes(sig["signature"])[:32]  # type: ignore[arg-type]
+    sig[Field.SIGNATURE] = bytes(sig[Field.SIGNATURE])[:32]  # type: ignore[arg-type]
 
 
 def _forge(msg: Message, reply: Message, context: Context) -> None:
     sig = _signature(reply)
-    sig["signature"] = bytes(64)
+    sig[Field.SIGNATURE] = bytes(64)
 
 
 def _key_swap(msg: Message, reply: Message, context: Context) -> None:
     """Keep its own signature but name another institution's key and identity."""
     settings = RunSettings.from_run_config(context.run_config)
-    own = str(reply.content.config_records[IDENTITY]["institution"])
-    victim = _others(settings, own)[0]
+    victim = _others(settings, _own(reply))[0]
     sig = _signature(reply)
-    sig["key-id"] = keys.key_id(signing_key(context, victim))
-    sig["institution"] = victim
+    sig[Field.KEY_ID] = keys.key_id(signing_key(context, victim))
+    sig[Field.INSTITUTION] = victim
 
 
 def _impersonate(msg: Message, reply: Message, context: Context) -> None:
     """Sign, correctly, with another institution's key (a stolen key)."""
     settings = RunSettings.from_run_config(context.run_config)
-    own = str(reply.content.config_records[IDENTITY]["institution"])
-    victim = _others(settings, own)[0]
+    victim = _others(settings, _own(reply))[0]
     _resign(msg, reply, context, signing_key(context, victim), victim)
 
 
 def _arrays_only(msg: Message, reply: Message, context: Context) -> None:
     """An honest key and signature, but over a digest of the arrays only (not the metrics)."""
-    institution = str(reply.content.config_records[IDENTITY]["institution"])
+    institution = _own(reply)
     key = signing_key(context, institution)
     sig = _signature(reply)
     parts = {n: d for n, d in content_parts(reply.content).items() if n.startswith("array:")}
     binding = binding_for(msg, context, institution)
     digest = update_digest(parts, binding)
-    sig["nonce"] = binding.nonce
-    sig["parts"] = list(parts)
-    sig["part-digests"] = list(parts.values())
-    sig["digest"] = digest
-    sig["signature"] = key.sign(DOMAIN + digest)
+    sig[Field.NONCE] = binding.nonce
+    sig[Field.PARTS] = list(parts)
+    sig[Field.PART_DIGESTS] = list(parts.values())
+    sig[Field.DIGEST] = digest
+    sig[Field.SIGNATURE] = key.sign(DOMAIN + digest)
 
 
 def _replay(msg: Message, reply: Message, context: Context) -> None:
@@ -172,6 +150,8 @@ ATTACKS: dict[str, Callable[[Message, Message, Context], None]] = {
     "replay": _replay,
     DROPOUT: lambda msg, reply, context: None,  # acts before the reply: see adversary_mod
 }
+if set(ATTACKS) != set(ADVERSARY_ATTACKS):  # the settings validate names against that list
+    raise RuntimeError("client.adversary and federation.settings list different attacks")
 
 
 def _dropping_out(msg: Message, context: Context, institution: str) -> bool:
@@ -191,11 +171,11 @@ def adversary_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
     reply = call_next(msg, context)
     if not settings.adversary or not reply.has_content():
         return reply
-    if "partition-id" not in context.node_config:
+    if not NodeConfig.parse(context.node_config, "node config").simulated:
         raise RuntimeError("the adversary setting exists for simulations only")
     if msg.metadata.message_type != MessageType.TRAIN:
         return reply
-    institution = str(reply.content.config_records[IDENTITY]["institution"])
+    institution = _own(reply)
     attack = parse_adversary(settings.adversary).get(institution)
     if attack is not None and attack != DROPOUT:
         ATTACKS[attack](msg, reply, context)

@@ -12,13 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from flwr.app import ArrayRecord
 from sklearn.model_selection import train_test_split
 
 from jointcredit.data.catalog import DataConfig, load_institution, load_institution_file, resolve
 from jointcredit.data.frames import InstitutionData
 from jointcredit.data.schema import Schema, load_schema
+from jointcredit.federation import control
+from jointcredit.federation.protocol import ModelMessage, NodeConfig
+from jointcredit.federation.settings import RunSettings
+from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.settings import RunSettings
 
 
 @dataclass
@@ -27,10 +32,29 @@ class NodeData:
     schema: Schema
     # Design matrices per preprocessing digest: the spec is fixed for a run, so transform once.
     _matrices: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _specs: dict[str, PreprocessingSpec] = field(default_factory=dict)
 
     @property
     def institution(self) -> str:
         return self.data.institution
+
+    def spec(self, ins: ModelMessage) -> PreprocessingSpec:
+        """The agreed preprocessing a message carries (parsed once per run)."""
+        text = ins.config.preprocessing
+        if text not in self._specs:
+            self._specs[text] = PreprocessingSpec.model_validate_json(text)
+        return self._specs[text]
+
+    def model(
+        self, ins: ModelMessage, settings: RunSettings
+    ) -> tuple[torch.nn.Module, ArrayRecord]:
+        """The global model a message carries, and the federation's SCAFFOLD control variate
+        (empty unless the strategy is `scaffold`)."""
+        spec = self.spec(ins)
+        model = build_model(architecture(settings.model, spec.n_outputs))
+        weights, federation_control = control.split(ins.arrays)
+        model.load_state_dict(weights.to_torch_state_dict(), strict=True)
+        return model, federation_control
 
     def matrix(self, spec: PreprocessingSpec, part: str) -> np.ndarray:
         key = (spec.digest(), part)
@@ -66,21 +90,20 @@ def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData
     if key in _CACHE:
         return _CACHE[key]
     cfg = settings.data
-    if "data-file" in node_config:
-        schema_path = node_config.get("schema") or settings.schema_file
+    node = NodeConfig.parse(node_config, "node config")
+    if node.data_file is not None:
+        schema_path = node.schema_file or settings.schema_file
         if not schema_path:
             raise ValueError("node config has data-file but no schema (node config or run config)")
-        inst = node_config.get("institution")
-        schema = load_schema(Path(str(schema_path)))
+        schema = load_schema(Path(schema_path))
         data = load_institution_file(
-            Path(str(node_config["data-file"])),
-            schema,
-            cfg,
-            institution=str(inst) if inst else None,
+            Path(node.data_file), schema, cfg, institution=node.institution or None
         )
     else:
         source = resolve(cfg)
-        pid = int(str(node_config["partition-id"]))
+        if node.partition_id is None:
+            raise ValueError("node config names neither a data file nor a simulated partition")
+        pid = node.partition_id
         if pid >= len(source.ids):
             raise ValueError(f"partition {pid} but the dataset has {len(source.ids)} institutions")
         data = load_institution(cfg, source.ids[pid])
@@ -89,9 +112,9 @@ def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData
     return _CACHE[key]
 
 
-def simulated_institutions(settings: RunSettings, node_config: dict[str, object]) -> list[str]:
+def simulated_institutions(settings: RunSettings, node_config: NodeConfig) -> list[str]:
     """Every institution of a simulated run (partition ids index this list). Simulated attacks
     are drawn from it; a deployed node knows only itself, so it refuses."""
-    if "data-file" in node_config:
+    if not node_config.simulated:
         raise ValueError("simulated attacks (--attack) run only in simulation")
     return resolve(settings.data).ids

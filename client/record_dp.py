@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.protocol import STATE_RECORD_DP
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.training import TrainConfig
 from jointcredit.privacy.record_dp import DPSGDPlan, PrivacyLedger, plan, train_dp_sgd
-
-STATE_RECORD = "jc-record-dp"
 
 
 @dataclass(frozen=True)
@@ -33,21 +32,21 @@ class RoundOutcome:
     def exhausted(self) -> bool:
         return self.steps < self.planned
 
-    def metrics(self) -> dict[str, float]:
-        """What the institution reports (signed with its reply). Infinite epsilon (no noise)
-        travels as -1: metric records carry finite numbers."""
+    def reported(self) -> dict[str, float]:
+        """What the institution reports with its signed reply (`TrainMetrics` fields).
+        Infinite epsilon (no noise) travels as -1: metric records carry finite numbers."""
         return {
-            "dp-epsilon": self.epsilon if math.isfinite(self.epsilon) else -1.0,
-            "dp-steps": float(self.steps),
-            "dp-planned-steps": float(self.planned),
-            "dp-noise-multiplier": self.plan.noise_multiplier,
-            "dp-sample-rate": self.plan.sample_rate,
-            "dp-exhausted": 1.0 if self.exhausted else 0.0,
+            "dp_epsilon": self.epsilon if math.isfinite(self.epsilon) else -1.0,
+            "dp_steps": float(self.steps),
+            "dp_planned_steps": float(self.planned),
+            "dp_noise_multiplier": self.plan.noise_multiplier,
+            "dp_sample_rate": self.plan.sample_rate,
+            "dp_exhausted": 1.0 if self.exhausted else 0.0,
         }
 
 
 def _load(state: RecordDict, settings: RunSettings, n_rows: int) -> tuple[DPSGDPlan, PrivacyLedger]:
-    record = state.config_records.get(STATE_RECORD)
+    record = state.config_records.get(STATE_RECORD_DP)
     if record is not None:
         saved = DPSGDPlan(**{k: record[k] for k in DPSGDPlan.__dataclass_fields__})  # type: ignore[arg-type]
         return saved, PrivacyLedger.from_json(str(record["history"]))
@@ -65,7 +64,7 @@ def _load(state: RecordDict, settings: RunSettings, n_rows: int) -> tuple[DPSGDP
 
 
 def _save(state: RecordDict, dp: DPSGDPlan, ledger: PrivacyLedger) -> None:
-    state[STATE_RECORD] = ConfigRecord({**asdict(dp), "history": ledger.to_json()})
+    state[STATE_RECORD_DP] = ConfigRecord({**asdict(dp), "history": ledger.to_json()})
 
 
 def record_dp_round(
@@ -87,7 +86,7 @@ def record_dp_round(
         loss = train_dp_sgd(model, x, y, cfg, dp, steps, global_params=global_params)
         ledger.record(dp, steps)
         _save(state, dp, ledger)
-    elif STATE_RECORD not in state.config_records:
+    elif STATE_RECORD_DP not in state.config_records:
         _save(state, dp, ledger)
     return RoundOutcome(
         steps=steps,

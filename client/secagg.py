@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message
+from flwr.app import Context, Message
 from flwr.client import NumPyClient
 from flwr.client.message_handler.message_handler import handle_legacy_message_from_msgtype
 from flwr.client.mod import secaggplus_mod
@@ -24,10 +24,11 @@ from flwr.common.typing import NDArrays, Scalar
 
 from jointcredit.client.data import NodeData
 from jointcredit.client.update import LocalUpdate
+from jointcredit.federation import protocol
+from jointcredit.federation.protocol import IDENTITY, RoundConfig
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.settings import RunSettings
-from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
 
 
 class LocalUpdateFn(Protocol):
@@ -55,7 +56,10 @@ class _Institution(NumPyClient):
     def fit(
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        spec = PreprocessingSpec.model_validate_json(str(config["preprocessing"]))
+        round_config = RoundConfig.parse(config, "round config")
+        if round_config.server_round is None:
+            raise protocol.ProtocolError("a SecAgg+ fit message needs its server round")
+        spec = PreprocessingSpec.model_validate_json(round_config.preprocessing)
         model = build_model(architecture(self.settings.model, spec.n_outputs))
         names = list(model.state_dict())
         if len(names) != len(parameters):
@@ -69,14 +73,12 @@ class _Institution(NumPyClient):
             self.settings,
             self.node,
             self.ctx,
-            server_round=int(config["server-round"]),
-            mu=float(config.get("proximal-mu", 0.0)),
+            server_round=round_config.server_round,
+            mu=round_config.proximal_mu or 0.0,
         )
         if result.withheld:
             raise RuntimeError("no update to send: privacy budget spent")
-        metrics: dict[str, Scalar] = {
-            k: v for k, v in result.metrics.items() if isinstance(v, int | float)
-        }
+        metrics: dict[str, Scalar] = dict(result.metrics.values())
         arrays: NDArrays = [v.detach().numpy() for v in model.state_dict().values()]
         return arrays, len(self.node.data.train.y), metrics
 
@@ -98,5 +100,5 @@ def secagg_train(
 
     reply = secaggplus_mod(msg, context, legacy_fit)
     if reply.has_content():
-        reply.content[IDENTITY] = ConfigRecord({"institution": node.institution})
+        reply.content[IDENTITY] = protocol.identity_record(node.institution)
     return reply

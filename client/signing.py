@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation import protocol
+from jointcredit.federation.protocol import NodeConfig
+from jointcredit.federation.settings import RunSettings
 from jointcredit.trust import keys
 from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, private_key_path
 from jointcredit.trust.updates import (
-    IDENTITY_RECORD,
     SIGNATURE_RECORD,
     Binding,
     fresh_nonce,
@@ -34,11 +35,11 @@ def _load(path: str, passphrase_env: str) -> Ed25519PrivateKey:
 def signing_key(context: Context, institution: str) -> Ed25519PrivateKey:
     """Deployment: the node config's `signing-key`. Simulation: the run's key set
     (`keys-dir`, or the keys the ServerApp generated under the run directory)."""
-    node = context.node_config
-    if "signing-key" in node:
-        return _load(str(node["signing-key"]), str(node.get("signing-key-passphrase-env", "")))
+    node = NodeConfig.parse(context.node_config, "node config")
+    if node.signing_key:
+        return _load(node.signing_key, node.signing_key_passphrase_env or "")
     settings = RunSettings.from_run_config(context.run_config)
-    if "partition-id" not in node and not settings.keys_dir:
+    if not node.simulated and not settings.keys_dir:
         raise RuntimeError(
             "no update-signing key: set signing-key='/path/to/<institution>.key' in the node "
             "config (flower-supernode --node-config)"
@@ -52,11 +53,10 @@ def signing_key(context: Context, institution: str) -> Ed25519PrivateKey:
 
 
 def binding_for(msg: Message, context: Context, institution: str) -> Binding:
-    config = msg.content.get("config") if msg.has_content() else None
-    server_round = config.get("server-round", 0) if config is not None else 0
+    server_round = protocol.server_round(msg.content) if msg.has_content() else None
     return Binding(
         run_id=msg.metadata.run_id,
-        server_round=int(server_round),  # type: ignore[arg-type]
+        server_round=server_round or 0,
         node_id=context.node_id,
         institution=institution,
         message_type=msg.metadata.message_type,
@@ -68,7 +68,9 @@ def signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
     reply = call_next(msg, context)
     if not reply.has_content():
         return reply
-    institution = str(reply.content[IDENTITY_RECORD]["institution"])
+    institution = protocol.claimed_institution(reply.content)
+    if institution is None:
+        raise protocol.ProtocolError("a reply must name its institution before it is signed")
     key = signing_key(context, institution)
     reply.content[SIGNATURE_RECORD] = sign_content(
         reply.content, binding_for(msg, context, institution), key

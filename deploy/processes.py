@@ -23,18 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from flwr.common.config import get_fused_config_from_dir
 
 from jointcredit.deploy.kits import (
     CA_CERT,
-    COORDINATOR,
     NODE_AUTH_KEY,
     SIGNING_KEY,
     SUPERLINK_CERT,
     SUPERLINK_KEY,
-    TRUST_FILE,
     load_federation,
     load_node,
 )
+from jointcredit.federation.protocol import NodeConfig
+from jointcredit.federation.settings import RunSettings
+from jointcredit.trust.keyset import COORDINATOR, TRUST_FILE
 
 # Quiet, contained Flower processes; never a per-run `uv sync` (it would fetch a CUDA torch).
 FLOWER_ENV = {
@@ -100,13 +102,12 @@ def superlink_command(kit: Path, state: Path, listen: str | None = None) -> list
 def node_config(kit: Path, data: Path, schema: Path | None) -> str:
     """The node config string: who this node is, its one data file, its signing key."""
     node = load_node(kit)
-    values: dict[str, str] = {
-        "institution": node.institution,
-        "data-file": str(data.resolve()),
-        "signing-key": str((kit / SIGNING_KEY).resolve()),
-    }
-    if schema is not None:
-        values["schema"] = str(schema.resolve())
+    values: dict[str, str] = NodeConfig(
+        institution=node.institution,
+        data_file=str(data.resolve()),
+        signing_key=str((kit / SIGNING_KEY).resolve()),
+        schema_file=str(schema.resolve()) if schema is not None else None,
+    ).values()
     for key, value in values.items():
         if "'" in value or '"' in value:
             raise ValueError(f"{key}: quotes are not allowed in paths here ({value})")
@@ -204,14 +205,23 @@ def run_config(kit: Path, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
     (a coordinator holds no rows), wait for every institution."""
     _require(kit, TRUST_FILE, f"{COORDINATOR}.key")
     fed = load_federation(kit)
-    return {
-        "trust-file": str((kit / TRUST_FILE).resolve()),
-        "coordinator-key": str((kit / f"{COORDINATOR}.key").resolve()),
-        "central-eval": False,
-        "min-nodes": len(fed.institutions),
-        "out-dir": str(out.resolve()),
-        **extra,
+    own = {
+        "trust_file": str((kit / TRUST_FILE).resolve()),
+        "coordinator_key": str((kit / f"{COORDINATOR}.key").resolve()),
+        "central_eval": False,
+        "min_nodes": len(fed.institutions),
+        "out_dir": str(out.resolve()),
     }
+    return {**RunSettings.model_validate(own).model_dump(by_alias=True, include=set(own)), **extra}
+
+
+def resolved_settings(app: Path, kit: Path, config: dict[str, Any]) -> RunSettings:
+    """What the ServerApp will run: the app's `[tool.flwr.app.config]` with `config` over it
+    (as `flwr run` fuses them), for every institution of the kit. Raises `SettingsError`
+    naming the keys when the run could not work, before anything is started."""
+    institutions = len(load_federation(kit).institutions)
+    fused = get_fused_config_from_dir(app, config)
+    return RunSettings.from_run_config(fused).with_institutions(institutions)
 
 
 def _toml_value(value: Any) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-Optimizer = Literal["adam", "sgd"]
+from jointcredit.federation.settings import Optimizer, RunSettings
 
 
 @dataclass(frozen=True)
@@ -28,6 +27,28 @@ class TrainConfig:
     seed: int = 0
     optimizer: Optimizer = "adam"
     steps: int = 0  # > 0: exactly this many minibatch steps instead of `epochs` full passes
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RunSettings,
+        *,
+        seed: int,
+        server_round: int | None = None,
+        epochs: int | None = None,
+        mu: float = 0.0,
+    ) -> TrainConfig:
+        """Local training of round `server_round` (None: the base learning rate, full
+        epochs)."""
+        return cls(
+            epochs=settings.local_epochs if epochs is None else epochs,
+            steps=settings.local_steps if epochs is None and server_round is not None else 0,
+            batch_size=settings.batch_size,
+            learning_rate=settings.lr_at(server_round) if server_round else settings.learning_rate,
+            proximal_mu=mu,
+            seed=seed,
+            optimizer=settings.optimizer,
+        )
 
 
 @dataclass

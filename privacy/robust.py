@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jointcredit.models.settings import Aggregator, Attack
+from jointcredit.federation.settings import Attack
 
 
 def attacker_ids(institutions: Sequence[str], n: int, seed: int) -> list[str]:
@@ -48,19 +48,3 @@ def poison_update(
         g = np.asarray(global_state[name])
         out[name] = (g + factor * (np.asarray(w) - g)).astype(np.asarray(w).dtype)
     return out
-
-
-def assumed_attackers(configured: int, attackers: int) -> int:
-    """How many attackers Krum/MultiKrum/Bulyan guard against: the configured number, or when
-    left at -1 the number actually simulated (at least 1, so the rules do something)."""
-    return configured if configured >= 0 else max(attackers, 1)
-
-
-def check_aggregator(aggregator: Aggregator, institutions: int, assumed: int) -> None:
-    """Refuse, before any training, a rule that cannot work with this many institutions."""
-    need = {"krum": 2 * assumed + 3, "multikrum": 2 * assumed + 3, "bulyan": 4 * assumed + 3}
-    if aggregator in need and institutions < need[aggregator]:
-        raise ValueError(
-            f"{aggregator} against {assumed} attacker(s) needs at least {need[aggregator]} "
-            f"institutions, the run has {institutions}"
-        )

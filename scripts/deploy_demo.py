@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from jointcredit.deploy import kits, processes
-from jointcredit.models.settings import model_recipe
+from jointcredit.federation.metrics import RunMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sba_sample"
@@ -77,8 +77,7 @@ def main() -> None:
             fed.coordinator,
             out,
             {
-                **model_recipe(args.model, "none", "fedavg"),
-                "model": args.model,
+                "model": args.model,  # the recipe of the model applies (settings resolve it)
                 "rounds": args.rounds,
                 "schema": str(SAMPLE / "schema.toml"),
                 "checkpoints": False,
@@ -95,10 +94,10 @@ def main() -> None:
             from jointcredit.trust.store import load_store
 
             load_artifact(out / "model", load_store(fed.coordinator / kits.TRUST_FILE))
-            metrics = json.loads((out / "metrics.json").read_text())
-            summary |= {"auc": metrics["federated"]["auc"], "verified_model": True,
-                        "verified_replies": metrics["security"]["verified_replies"]}  # fmt: skip
-            fresh = [r.get("scaffold_fresh_control") for r in metrics["rounds"]]
+            metrics = RunMetrics.read(out / "metrics.json")
+            summary |= {"auc": metrics.federated.auc, "verified_model": True,
+                        "verified_replies": metrics.security.verified_replies}  # fmt: skip
+            fresh = [r.scaffold_fresh_control for r in metrics.rounds]
             if any(f is not None for f in fresh):
                 summary["scaffold_fresh_control"] = fresh
     finally:

@@ -33,6 +33,7 @@ from torch import nn
 from jointcredit.client.app import _seed
 from jointcredit.client.data import validation_split
 from jointcredit.data.catalog import load_federation
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import WEIGHTS
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.personalize import (
@@ -42,8 +43,7 @@ from jointcredit.models.personalize import (
     prior_deviation,
 )
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.settings import RunSettings
-from jointcredit.models.training import predict_pd
+from jointcredit.models.training import TrainConfig, predict_pd
 from jointcredit.simulations.baselines import fit_alone
 
 MUS = (1e-7, 1e-5, 1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -108,7 +108,7 @@ def main() -> None:
             glob,
             (x[fit], y[fit]),
             (x[val], y[val]),
-            settings.train_config(seed=node_seed, epochs=settings.finetune_epochs),
+            TrainConfig.from_settings(settings, seed=node_seed, epochs=settings.finetune_epochs),
         ).model
         others = [t - d for t, d in zip(total, deviations[inst], strict=True)]
         hier = personalize_hierarchical(glob, x, y, others, len(data) - 1).model

@@ -24,9 +24,9 @@ from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from jointcredit.federation import protocol
 from jointcredit.server.errors import FederationError
 from jointcredit.server.verify import UpdateVerifier
-from jointcredit.trust.updates import IDENTITY_RECORD as IDENTITY
 from jointcredit.trust.updates import Rejected
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -48,9 +48,8 @@ def institution_of(reply: Message, known: dict[int, str]) -> str:
     node = reply.metadata.src_node_id
     if node in known:
         return known[node]
-    if reply.has_content() and IDENTITY in reply.content.config_records:
-        return str(reply.content.config_records[IDENTITY]["institution"])
-    return f"node-{node}"
+    claimed = protocol.claimed_institution(reply.content) if reply.has_content() else None
+    return claimed if claimed is not None else f"node-{node}"
 
 
 @dataclass
@@ -154,8 +153,8 @@ class InstitutionGrid(Grid):
                     continue
                 inst = accepted.institution
                 ex.accepted[inst] = accepted.digest.hex()
-            if ex.message_type == MessageType.TRAIN and _withheld(r.content):
-                ex.withheld[inst] = _numbers(r.content)
+            if ex.message_type == MessageType.TRAIN and protocol.withheld(r.content):
+                ex.withheld[inst] = protocol.numbers(r.content)
                 continue
             problem = self._unclipped(ex, by_node.get(r.metadata.src_node_id), r)
             if problem:
@@ -178,13 +177,9 @@ class InstitutionGrid(Grid):
 
     @staticmethod
     def _exchange(first: Message) -> Exchange:
-        records = first.content.config_records
-        # Message API strategies send "config"; legacy workflows (SecAgg+) "fitins.config".
-        config = records.get("config") or records.get("fitins.config")
-        rnd = config.get("server-round") if config is not None else None
         return Exchange(
             message_type=first.metadata.message_type,
-            server_round=int(rnd) if isinstance(rnd, int) else None,
+            server_round=protocol.server_round(first.content),
         )
 
     def _require_enough(self, ex: Exchange, asked: int) -> None:
@@ -215,7 +210,7 @@ class InstitutionGrid(Grid):
             if r.has_error():
                 ex.errors[inst] = short_reason(r.error.reason)
                 continue
-            ex.metrics[inst] = _numbers(r.content)
+            ex.metrics[inst] = protocol.numbers(r.content)
         for m in sent:  # by node: a rejected reply's sender may have no verified name yet
             if m.metadata.dst_node_id not in replied:
                 node = m.metadata.dst_node_id
@@ -236,28 +231,6 @@ def update_norm(sent: RecordDict, reply: RecordDict) -> float:
             )
         )
     )
-
-
-def _withheld(content: RecordDict) -> bool:
-    """A training reply that deliberately carries no update (record-level DP budget spent)."""
-    return not content.array_records and _numbers(content).get("dp-steps") == 0
-
-
-# Legacy replies (SecAgg+'s masking stage) carry the client's metrics as a ConfigRecord.
-_LEGACY_METRICS = "fitres.metrics"
-
-
-def _numbers(content: RecordDict) -> dict[str, float]:
-    values: dict[str, float] = {}
-    records = list(content.metric_records.values())
-    legacy = content.config_records.get(_LEGACY_METRICS)
-    if legacy is not None:
-        records.append(legacy)  # type: ignore[arg-type]
-    for record in records:
-        for k, v in record.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                values[k] = float(v)
-    return values
 
 
 def nan_weighted_mean(rows: list[dict[str, float]], weight_key: str) -> dict[str, float]:

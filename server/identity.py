@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.settings import RunSettings
 from jointcredit.server.errors import FederationError
 from jointcredit.trust import keys
 from jointcredit.trust.errors import TrustError

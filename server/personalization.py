@@ -1,4 +1,6 @@
-"""The hierarchical personalisation prior: one `query.prior` round before the final evaluation.
+"""The final round: each institution evaluates the final model and personalises a copy.
+
+Under the hierarchical prior a `query.prior` round comes first.
 
 Each institution fits the final global model to its own rows and replies with its squared
 deviation per coefficient (`jointcredit.models.personalize.prior_deviation`); the coordinator
@@ -14,12 +16,59 @@ from __future__ import annotations
 from logging import WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message
 from flwr.common.logger import log
+from torch import nn
 
-from jointcredit.models.personalize import PRIOR, PRIOR_ACTION
-from jointcredit.models.settings import RunSettings
-from jointcredit.server.grid import InstitutionGrid, institution_of
+from jointcredit.federation import protocol
+from jointcredit.federation.metrics import Personalization
+from jointcredit.federation.protocol import ModelMessage, RoundConfig
+from jointcredit.federation.settings import RunSettings
+from jointcredit.server.grid import Exchange, InstitutionGrid, institution_of
+
+
+def final_round(
+    grid: InstitutionGrid,
+    nodes: list[int],
+    node_inst: dict[int, str],
+    final_arrays: ArrayRecord,
+    initial: nn.Module,
+    round_config: RoundConfig,
+    settings: RunSettings,
+) -> tuple[Exchange, Personalization]:
+    """The final evaluate exchange, with personalisation when the settings ask for it."""
+    config = round_config.model_copy(
+        update={"finetune_epochs": settings.finetune_epochs, "server_round": settings.rounds + 1}
+    )
+    personalization = Personalization(method=settings.personalization_method)
+    in_prior: set[str] = set()
+    prior_sum: ArrayRecord | None = None
+    if settings.personalization_method == "hierarchical":
+        shapes = {n: tuple(p.shape) for n, p in initial.named_parameters()}
+        prior = federation_prior(grid, nodes, final_arrays, shapes, round_config, settings)
+        if prior is None:
+            personalization.method = "ditto"
+        else:
+            prior_sum, in_prior = prior[0], set(prior[1])
+            config = config.model_copy(update={"prior_count": len(in_prior)})
+            personalization.prior_institutions = prior[1]
+            personalization.ditto_institutions = sorted(set(node_inst.values()) - in_prior)
+    # Only an institution whose deviation is in the sum gets it (it subtracts its own); one
+    # whose prior reply failed or was rejected personalises with Ditto.
+    messages = [
+        Message(
+            ModelMessage(
+                final_arrays,
+                config,
+                prior_sum if prior_sum is not None and node_inst.get(n) in in_prior else None,
+            ).to_content(),
+            dst_node_id=n,
+            message_type=protocol.EVALUATE,
+        )
+        for n in nodes
+    ]
+    list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+    return grid.exchanges[-1], personalization
 
 
 def federation_prior(
@@ -27,16 +76,16 @@ def federation_prior(
     nodes: list[int],
     arrays: ArrayRecord,
     shapes: dict[str, tuple[int, ...]],
-    config: ConfigRecord,
+    config: RoundConfig,
     settings: RunSettings,
 ) -> tuple[ArrayRecord, list[str]] | None:
     """(sum of the institutions' squared deviations, who it covers); None when fewer than two
     institutions answered usably (then there is no "others" to learn from: Ditto runs)."""
     messages = [
         Message(
-            RecordDict({"arrays": arrays, "config": config}),
+            ModelMessage(arrays, config).to_content(),
             dst_node_id=n,
-            message_type=f"query.{PRIOR_ACTION}",
+            message_type=protocol.PRIOR_QUERY,
         )
         for n in nodes
     ]
@@ -51,7 +100,8 @@ def federation_prior(
         if problem:
             log(WARNING, "Prior deviation of %s left out: %s", inst, problem)
             continue
-        record = reply.content.array_records[PRIOR]
+        record = protocol.prior_of(reply.content)
+        assert record is not None  # checked by _problem
         for name in shapes:
             total[name] += record[name].numpy()
         covered.append(inst)
@@ -65,9 +115,9 @@ def federation_prior(
 
 
 def _problem(reply: Message, shapes: dict[str, tuple[int, ...]]) -> str:
-    if PRIOR not in reply.content.array_records:
+    record = protocol.prior_of(reply.content)
+    if record is None:
         return "no deviation record"
-    record = reply.content.array_records[PRIOR]
     if set(record.keys()) != set(shapes):
         return f"names {sorted(record.keys())}, expected {sorted(shapes)}"
     for name, shape in shapes.items():

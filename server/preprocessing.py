@@ -6,13 +6,15 @@ import math
 import time
 from logging import INFO, WARNING
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from jointcredit.data.schema import Schema
+from jointcredit.federation import protocol
+from jointcredit.federation.protocol import SummaryQuery
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
-from jointcredit.models.settings import RunSettings
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid, institution_of
 
@@ -49,14 +51,11 @@ def agree_preprocessing(
     The schema is not secret, but every institution must hold the same one: the server
     compares them instead of trusting a file of its own.
     """
-    config = ConfigRecord(
-        {
-            "max-categories": settings.max_categories,
-            "min-category-count": settings.min_category_count,
-        }
+    query = SummaryQuery(
+        max_categories=settings.max_categories, min_category_count=settings.min_category_count
     )
     messages = [
-        Message(RecordDict({"config": config}), dst_node_id=n, message_type=MessageType.QUERY)
+        Message(protocol.summary_query(query), dst_node_id=n, message_type=protocol.QUERY)
         for n in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
@@ -84,9 +83,12 @@ def agree_preprocessing(
         if inst in node_inst.values():
             raise FederationError(f"two nodes claim institution {inst!r}")
         node_inst[r.metadata.src_node_id] = inst
-        record = r.content["summary"]
-        schemas[inst] = Schema.model_validate_json(str(record["schema"]))
-        summaries.append(InstitutionSummary.model_validate_json(str(record["json"])))
+        try:
+            record = protocol.parse_summary_reply(r.content)
+            schemas[inst] = Schema.model_validate_json(record.data_schema)
+            summaries.append(InstitutionSummary.model_validate_json(record.summary))
+        except ValueError as exc:
+            raise FederationError(f"{inst}: unreadable preprocessing summary: {exc}") from exc
     first_inst, schema = next(iter(schemas.items()))
     differing = [i for i, s in schemas.items() if s != schema]
     if differing:

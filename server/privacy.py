@@ -12,7 +12,9 @@ from typing import Any
 
 from flwr.app import MessageType
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.metrics import InstitutionDP, RecordDP
+from jointcredit.federation.protocol import TrainMetrics
+from jointcredit.federation.settings import RunSettings
 from jointcredit.server.grid import Exchange
 
 
@@ -24,14 +26,15 @@ def _train_exchanges(exchanges: list[Exchange]) -> list[Exchange]:
     ]
 
 
-def _epsilon(reported: float) -> float | None:
-    return None if reported < 0 or not math.isfinite(reported) else reported  # -1: no noise
+def train_metrics(ex: Exchange) -> dict[str, TrainMetrics]:
+    """What each institution reported with its verified train reply (withheld ones too)."""
+    rows = {**ex.metrics, **ex.withheld}
+    return {i: TrainMetrics.parse(m, f"train metrics of {i}") for i, m in sorted(rows.items())}
 
 
 def round_epsilons(ex: Exchange) -> dict[str, float | None]:
     """Each institution's epsilon after this training round (record-level DP only)."""
-    rows = {**ex.metrics, **ex.withheld}
-    return {i: _epsilon(m["dp-epsilon"]) for i, m in sorted(rows.items()) if "dp-epsilon" in m}
+    return {i: m.epsilon for i, m in train_metrics(ex).items() if m.dp_epsilon is not None}
 
 
 def privacy_record(
@@ -41,6 +44,8 @@ def privacy_record(
     strategy: object = None,
     central_epsilon: dict[int, float] | None = None,
 ) -> dict[str, Any]:
+    """The privacy part of `Privacy` (metrics.json, the signed manifest): the setting, the
+    budget, what was spent and how."""
     record: dict[str, Any] = {
         "setting": settings.privacy,
         "epsilon": None,
@@ -52,40 +57,36 @@ def privacy_record(
         return record | _institution_record(settings, institutions, strategy, central_epsilon)
     if settings.privacy != "dp-record":
         return record
-    train = _train_exchanges(exchanges)
-    last: dict[str, dict[str, float]] = {}
+    last: dict[str, TrainMetrics] = {}
     steps: dict[str, int] = dict.fromkeys(institutions, 0)
     exhausted: dict[str, int] = {}
-    for ex in train:
+    for ex in _train_exchanges(exchanges):
         assert ex.server_round is not None
-        for inst, m in {**ex.metrics, **ex.withheld}.items():
-            if "dp-epsilon" not in m:
+        for inst, m in train_metrics(ex).items():
+            if m.dp_epsilon is None:
                 continue
             last[inst] = m
-            steps[inst] = steps.get(inst, 0) + int(m["dp-steps"])
-            if m["dp-exhausted"] > 0:
+            steps[inst] = steps.get(inst, 0) + int(m.dp_steps or 0)
+            if (m.dp_exhausted or 0) > 0:
                 exhausted.setdefault(inst, ex.server_round)
-    per_inst = {i: _epsilon(m["dp-epsilon"]) for i, m in sorted(last.items())}
+    per_inst = {i: m.epsilon for i, m in sorted(last.items())}
     noiseless = math.isinf(settings.epsilon)
     spent = [e for e in per_inst.values() if e is not None]
     record.update(
-        {
-            "epsilon": None if noiseless else settings.epsilon,
-            "delta": settings.delta,
-            "epsilon_spent": None if noiseless or not spent else max(spent),
-            "epsilon_per_institution": per_inst,
-            "record_dp": {
-                "mechanism": "DP-SGD (Opacus), Poisson sampling, RDP accountant per institution",
-                "max_grad_norm": settings.max_grad_norm,
-                "noise_multiplier": {i: m["dp-noise-multiplier"] for i, m in sorted(last.items())},
-                "sample_rate": {i: m["dp-sample-rate"] for i, m in sorted(last.items())},
-                "steps": dict(sorted(steps.items())),
-                # First round in which each institution could not take all its steps.
-                "budget_exhausted_round": dict(sorted(exhausted.items())),
-                "covers": "model updates sent by each institution (hence the released model); "
-                "not the one-off preprocessing summaries or evaluation metrics",
-            },
-        }
+        epsilon=None if noiseless else settings.epsilon,
+        delta=settings.delta,
+        epsilon_spent=None if noiseless or not spent else max(spent),
+        epsilon_per_institution=per_inst,
+        record_dp=RecordDP(
+            mechanism="DP-SGD (Opacus), Poisson sampling, RDP accountant per institution",
+            max_grad_norm=settings.max_grad_norm,
+            noise_multiplier={i: m.dp_noise_multiplier for i, m in sorted(last.items())},
+            sample_rate={i: m.dp_sample_rate for i, m in sorted(last.items())},
+            steps=dict(sorted(steps.items())),
+            budget_exhausted_round=dict(sorted(exhausted.items())),
+            covers="model updates sent by each institution (hence the released model); "
+            "not the one-off preprocessing summaries or evaluation metrics",
+        ),
     )
     return record
 
@@ -100,21 +101,21 @@ def _institution_record(
     the coordinator: every institution gets the same epsilon."""
     spent = getattr(strategy, "privacy_spent", lambda: None)()
     epsilon = float(spent.epsilon) if spent is not None and spent.num_releases else None
+    side = "Server" if settings.dp_clipping == "server" else "Client"
     return {
         "epsilon": settings.epsilon if math.isfinite(settings.epsilon) else None,
         "delta": settings.delta,
         "epsilon_spent": epsilon,
         "epsilon_per_institution": dict.fromkeys(sorted(institutions), epsilon),
-        "institution_dp": {
-            "mechanism": "Flower DifferentialPrivacy"
-            f"{'Server' if settings.dp_clipping == 'server' else 'Client'}SideFixedClipping "
-            "around equally weighted FedAvg, Flower RdpAccountant (no sampling amplification)",
-            "clipping": settings.dp_clipping,
-            "clipping_norm": settings.clipping_norm,
-            "noise_multiplier": getattr(strategy, "noise_multiplier", None),
-            "releases": spent.num_releases if spent is not None else 0,
-            "epsilon_by_round": dict(sorted((central_epsilon or {}).items())),
-            "covers": "whether an institution took part (its whole update), for the released "
+        "institution_dp": InstitutionDP(
+            mechanism=f"Flower DifferentialPrivacy{side}SideFixedClipping around equally "
+            "weighted FedAvg, Flower RdpAccountant (no sampling amplification)",
+            clipping=settings.dp_clipping,
+            clipping_norm=settings.clipping_norm,
+            noise_multiplier=getattr(strategy, "noise_multiplier", None),
+            releases=spent.num_releases if spent is not None else 0,
+            epsilon_by_round=dict(sorted((central_epsilon or {}).items())),
+            covers="whether an institution took part (its whole update), for the released "
             "global models; not the preprocessing summaries or evaluation metrics",
-        },
+        ),
     }

@@ -2,7 +2,7 @@
 
 Flower 1.42 ships no SCAFFOLD strategy (its baselines have one for the legacy API only), so
 this is a thin subclass of Flower's FedAvg: the model is aggregated exactly as FedAvg does,
-and the control variate rides in the same ArrayRecord (`jointcredit.models.control`). What
+and the control variate rides in the same ArrayRecord (`jointcredit.federation.control`). What
 the coordinator keeps between rounds is c, the example-weighted mean of the institutions'
 latest mean gradients; each institution keeps its own c_i.
 
@@ -22,7 +22,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from jointcredit.models import control
+from jointcredit.federation import control
 
 
 class Scaffold(FedAvg):

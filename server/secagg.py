@@ -34,7 +34,9 @@ from flwr.server.strategy import FedAvgM as LegacyFedAvgM
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.metrics import SecAgg
+from jointcredit.federation.protocol import RoundConfig
+from jointcredit.federation.settings import RunSettings
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
 
@@ -60,11 +62,11 @@ def run_secagg(
     settings: RunSettings,
     *,
     initial: ArrayRecord,
-    train_config: dict[str, Scalar],
+    train_config: RoundConfig,
     n_nodes: int,
     max_examples: int,
     evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
-) -> tuple[ArrayRecord, dict[str, Any]]:
+) -> tuple[ArrayRecord, SecAgg]:
     """Run `settings.rounds` SecAgg+ training rounds; returns the final global arrays and the
     record for metrics.json."""
     # RunSettings refuses secagg with a robust aggregator (it needs each institution's update).
@@ -78,20 +80,24 @@ def run_secagg(
     def legacy_evaluate(
         server_round: int, ndarrays: NDArrays, config: dict[str, Scalar]
     ) -> tuple[float, dict[str, Scalar]] | None:
-        metrics = evaluate_fn(server_round, arrays_of(ndarrays))
-        values = {k: float(v) for k, v in (metrics or {}).items()}  # type: ignore[arg-type]
-        return values.get("brier", 0.0), values  # type: ignore[return-value]
+        # The coordinator's progress hook (central evaluation, checkpoints); the legacy API
+        # wants a loss, which nothing here reads.
+        evaluate_fn(server_round, arrays_of(ndarrays))
+        return 0.0, {}
 
     def fit_config(server_round: int) -> dict[str, Scalar]:
-        config = {**train_config, "server-round": server_round}
-        if settings.strategy == "fedprox":
-            config["proximal-mu"] = settings.proximal_mu
-        return config
+        config = train_config.model_copy(
+            update={
+                "server_round": server_round,
+                "proximal_mu": settings.proximal_mu if settings.strategy == "fedprox" else None,
+            }
+        )
+        return dict(config.values())
 
     def aggregate_fit_metrics(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
-        total = sum(n for n, _ in results)
-        loss = sum(n * float(m.get("train-loss", math.nan)) for n, m in results)
-        return {AGGREGATED: len(results), "train-loss": loss / total if total else math.nan}
+        # What each institution reported is in the verified exchange records; the workflow's
+        # history only needs to say how many were aggregated.
+        return {AGGREGATED: len(results)}
 
     common: dict[str, Any] = {
         "fraction_fit": 1.0,
@@ -135,13 +141,13 @@ def run_secagg(
             "too few institutions answered a stage, or unmasking failed; see the log)"
         )
     final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
-    record = {
-        "num_shares": num_shares,
-        "reconstruction_threshold": threshold,
-        "clipping_range": settings.secagg_clipping_range,
-        "max_weight": max_examples,
-        "institutions_aggregated": {int(r): int(n) for r, n in sorted(aggregated.items())},
-        "signed": "every stage reply (public keys, encrypted shares, masked vector, unmasking "
+    record = SecAgg(
+        num_shares=num_shares,
+        reconstruction_threshold=threshold,
+        clipping_range=settings.secagg_clipping_range,
+        max_weight=max_examples,
+        institutions_aggregated={int(r): int(n) for r, n in sorted(aggregated.items())},
+        signed="every stage reply (public keys, encrypted shares, masked vector, unmasking "
         "shares) is signed by its institution and verified before the workflow uses it",
-    }
+    )
     return arrays_of(final), record

@@ -18,9 +18,10 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
-from jointcredit.models.settings import UNIT_WEIGHT, RunSettings
+from jointcredit.federation.protocol import UNIT_WEIGHT
+from jointcredit.federation.settings import RunSettings
 from jointcredit.privacy import institution_dp
-from jointcredit.privacy.robust import assumed_attackers, attacker_ids, check_aggregator
+from jointcredit.privacy.robust import attacker_ids
 from jointcredit.server.scaffold import Scaffold
 
 DPStrategy = DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping
@@ -29,7 +30,9 @@ DPStrategy = DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyCli
 def build_strategy(
     settings: RunSettings, n_nodes: int, common: dict[str, Any]
 ) -> FedAvg | DPStrategy:
-    """`common`: the FedAvg arguments every strategy shares (fractions, minimums, metrics)."""
+    """`common`: the FedAvg arguments every strategy shares (fractions, minimums, metrics).
+    `settings` come validated for `n_nodes` institutions (`RunSettings.with_institutions`),
+    so every combination here can work."""
     if settings.privacy == "dp-institution":
         return institution_dp_strategy(settings, n_nodes, common)
     if settings.aggregator == "fedavg":
@@ -40,8 +43,7 @@ def build_strategy(
         if settings.strategy == "scaffold":
             return Scaffold(**common)
         return FedAvg(**common)
-    f = assumed_attackers(settings.assumed_attackers, settings.attackers)
-    check_aggregator(settings.aggregator, n_nodes, f)
+    f = settings.assumed_attackers_resolved
     if settings.aggregator == "median":
         return FedMedian(**common)
     if settings.aggregator == "trimmed":
@@ -58,11 +60,6 @@ def institution_dp_strategy(
 ) -> DPStrategy:
     """Flower's fixed-clipping DP wrapper around plain, equally weighted FedAvg, with Flower's
     RDP accountant enforcing `epsilon` (it refuses a release that would exceed it)."""
-    if settings.aggregator != "fedavg" or settings.strategy != "fedavg":
-        raise ValueError(
-            "dp-institution needs plain FedAvg (--strategy fedavg, --aggregator fedavg): "
-            "Flower accounts only for equally weighted FedAvg"
-        )
     noise = settings.noise_multiplier or institution_dp.calibrate_noise(
         settings.epsilon, settings.delta, settings.rounds, n_nodes
     )
@@ -94,7 +91,7 @@ def robustness_record(settings: RunSettings, institutions: list[str]) -> dict[st
         "assumed_attackers": (
             None
             if settings.aggregator in ("fedavg", "median", "trimmed")
-            else assumed_attackers(settings.assumed_attackers, settings.attackers)
+            else settings.assumed_attackers_resolved
         ),
         "attack": {
             "kind": settings.attack,

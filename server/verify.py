@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from flwr.app import Message
 
+from jointcredit.federation import protocol
 from jointcredit.trust.store import TrustStore
 from jointcredit.trust.updates import (
-    IDENTITY_RECORD,
     Accepted,
     Expected,
     Reason,
@@ -54,18 +54,16 @@ class UpdateVerifier:
         node = reply.metadata.src_node_id
         if sent is None:
             raise Rejected(Reason.REPLAYED, f"node {node} was not asked in this exchange")
-        config = sent.content.get("config") if sent.has_content() else None
-        server_round = config.get("server-round", 0) if config is not None else 0
+        server_round = protocol.server_round(sent.content) if sent.has_content() else None
         expected = Expected(
             run_id=self.run_id,
-            server_round=int(server_round),  # type: ignore[arg-type]
+            server_round=server_round or 0,
             node_id=node,
             message_type=sent.metadata.message_type,
             institution=self.node_institution.get(node),
         )
         accepted = check_content(reply.content, expected, self.trust)
-        identity = reply.content.get(IDENTITY_RECORD)
-        claimed = str(identity["institution"]) if identity is not None else None
+        claimed = protocol.claimed_institution(reply.content)
         if claimed != accepted.institution:
             raise Rejected(
                 Reason.WRONG_INSTITUTION,

@@ -9,21 +9,29 @@ model could learn, which is what a privacy setting is meant to limit.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from jointcredit.data.frames import FederatedData
+from jointcredit.federation.metrics import MembershipAudit
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.settings import RunSettings
-from jointcredit.models.training import predict_pd, train
+from jointcredit.models.training import TrainConfig, predict_pd, train
 from jointcredit.privacy.membership import lira_offline, loss_threshold
 
 MAX_ROWS_PER_SIDE = 10_000  # members and non-members each; bounds the audit's cost
 REFERENCE_MODELS = 8
+
+
+@dataclass(frozen=True)
+class Audit:
+    mia_auc: float | None
+    mia_tpr_at_1pct_fpr: float | None
+    mia: MembershipAudit  # both attacks in full, and how the headline was chosen
+    seconds: float
 
 
 def membership_audit(
@@ -33,7 +41,7 @@ def membership_audit(
     settings: RunSettings,
     *,
     references: int = REFERENCE_MODELS,
-) -> dict[str, Any]:
+) -> Audit:
     started = time.monotonic()
     rng = np.random.default_rng(settings.seed + 17)
     members, nonmembers = fed.pooled_train(), fed.pooled_test()
@@ -55,7 +63,7 @@ def membership_audit(
         seed = next(seeds)
         ref = build_model(arch, seed=seed)
         for r in range(1, settings.rounds + 1):
-            cfg = settings.train_config(seed=seed + r, server_round=r)
+            cfg = TrainConfig.from_settings(settings, seed=seed + r, server_round=r)
             train(ref, x[inside], y[inside], replace(cfg, steps=0))
         return predict_pd(ref, x)
 
@@ -63,14 +71,16 @@ def membership_audit(
         pd_target, y, is_member, reference, references=references, seed=settings.seed
     )
     strongest = max((loss, lira), key=lambda a: a.auc)
-    return {
-        "mia_auc": strongest.auc,
-        "mia_tpr_at_1pct_fpr": max(loss.tpr_at_1pct_fpr, lira.tpr_at_1pct_fpr),
-        "mia": {
-            "attacks": [loss.as_dict(), lira.as_dict()],
-            "headline": "the larger AUC and the larger TPR of the two attacks",
-            "members": "training rows (sampled)",
-            "nonmembers": "test rows of the same institutions (sampled), half for calibration",
-            "seconds": round(time.monotonic() - started, 3),
-        },
-    }
+    seconds = round(time.monotonic() - started, 3)
+    return Audit(
+        mia_auc=strongest.auc,
+        mia_tpr_at_1pct_fpr=max(loss.tpr_at_1pct_fpr, lira.tpr_at_1pct_fpr),
+        mia=MembershipAudit(
+            attacks=[loss.as_dict(), lira.as_dict()],
+            headline="the larger AUC and the larger TPR of the two attacks",
+            members="training rows (sampled)",
+            nonmembers="test rows of the same institutions (sampled), half for calibration",
+            seconds=seconds,
+        ),
+        seconds=seconds,
+    )

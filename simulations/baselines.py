@@ -18,7 +18,6 @@ import multiprocessing
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +27,12 @@ from torch import nn
 
 from jointcredit.data.catalog import load_federation
 from jointcredit.data.frames import FederatedData
+from jointcredit.federation.metrics import Centralized, LocalOnly, LocalOnlyInstitution
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.settings import RunSettings
-from jointcredit.models.training import predict_pd, train
+from jointcredit.models.training import TrainConfig, predict_pd, train
 
 VALIDATION_FRACTION = 0.1
 
@@ -48,9 +48,9 @@ def fit_alone(
     )
     best, best_auc = copy.deepcopy(model), -1.0
     for r in range(1, settings.rounds + 1):
-        cfg = settings.train_config(seed=seed + r, server_round=r)
+        cfg = TrainConfig.from_settings(settings, seed=seed + r, server_round=r)
         train(model, x[fit], y[fit], replace(cfg, steps=0, epochs=settings.local_epochs))
-        auc = risk_metrics(y[val], predict_pd(model, x[val]))["auc"]
+        auc = risk_metrics(y[val], predict_pd(model, x[val])).auc
         if auc is not None and auc > best_auc:
             best, best_auc = copy.deepcopy(model), auc
     return best
@@ -63,15 +63,15 @@ def centralized(
     x_test: np.ndarray,
     *,
     with_optimum: bool = True,
-) -> dict[str, Any]:
+) -> Centralized:
     pooled = fed.pooled_train()
     y_test = fed.pooled_test().y
     x = spec.transform(pooled.x)
     model = build_model(architecture(settings.model, spec.n_outputs), seed=settings.seed)
     best = fit_alone(model, x, pooled.y, settings, settings.seed)
-    out: dict[str, Any] = risk_metrics(y_test, predict_pd(best, x_test))
+    out = Centralized(**risk_metrics(y_test, predict_pd(best, x_test)).model_dump())
     if with_optimum and settings.model == "logreg":
-        out["optimum_auc"] = optimum_auc(fed, spec, x_test)
+        out.optimum_auc = optimum_auc(fed, spec, x_test)
     return out
 
 
@@ -80,41 +80,39 @@ def optimum_auc(fed: FederatedData, spec: PreprocessingSpec, x_test: np.ndarray)
     barely regularised, only to keep L-BFGS finite on separable rare levels)."""
     pooled = fed.pooled_train()
     opt = LogisticRegression(C=1e4, max_iter=2000).fit(spec.transform(pooled.x), pooled.y)
-    return risk_metrics(fed.pooled_test().y, opt.predict_proba(x_test)[:, 1])["auc"]
+    return risk_metrics(fed.pooled_test().y, opt.predict_proba(x_test)[:, 1]).auc
 
 
 def local_only(
     fed: FederatedData, spec: PreprocessingSpec, settings: RunSettings, x_test: np.ndarray
-) -> dict[str, Any]:
+) -> LocalOnly:
     y_test = fed.pooled_test().y
-    per: dict[str, dict[str, float | None]] = {}
+    per: dict[str, LocalOnlyInstitution] = {}
     for inst, data in fed.institutions.items():
         model = build_model(architecture(settings.model, spec.n_outputs), seed=settings.seed)
         seed = (settings.seed + zlib.crc32(inst.encode())) % (2**31)
         best = fit_alone(model, spec.transform(data.train.x), data.train.y, settings, seed)
         own = risk_metrics(data.test.y, predict_pd(best, spec.transform(data.test.x)))
         pooled = risk_metrics(y_test, predict_pd(best, x_test))
-        per[inst] = {
-            "auc_own": own["auc"],
-            "auc_pooled": pooled["auc"],
-            "ks_pooled": pooled["ks"],
-            "brier_pooled": pooled["brier"],
-        }
+        per[inst] = LocalOnlyInstitution(
+            auc_own=own.auc, auc_pooled=pooled.auc, ks_pooled=pooled.ks, brier_pooled=pooled.brier
+        )
 
-    def mean(key: str) -> float | None:
-        vals = [float(v) for row in per.values() if (v := row[key]) is not None]
-        return float(np.mean(vals)) if vals else None
+    def mean(values: list[float | None]) -> float | None:
+        present = [float(v) for v in values if v is not None]
+        return float(np.mean(present)) if present else None
 
-    return {
-        "mean_auc": mean("auc_pooled"),
-        "mean_ks": mean("ks_pooled"),
-        "mean_brier": mean("brier_pooled"),
-        "mean_own_auc": mean("auc_own"),
-        "per_institution": per,
-    }
+    rows = list(per.values())
+    return LocalOnly(
+        mean_auc=mean([r.auc_pooled for r in rows]),
+        mean_ks=mean([r.ks_pooled for r in rows]),
+        mean_brier=mean([r.brier_pooled for r in rows]),
+        mean_own_auc=mean([r.auc_own for r in rows]),
+        per_institution=per,
+    )
 
 
-def _centralized_job(settings: RunSettings, spec_json: str) -> dict[str, Any]:
+def _centralized_job(settings: RunSettings, spec_json: str) -> Centralized:
     """Runs in a fresh process: reloads (and re-validates) the same seeded splits itself, so
     no pooled matrix is pickled across the process boundary."""
     torch.set_num_threads(1)
@@ -125,7 +123,7 @@ def _centralized_job(settings: RunSettings, spec_json: str) -> dict[str, Any]:
 
 def both(
     fed: FederatedData, spec: PreprocessingSpec, settings: RunSettings
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[Centralized, LocalOnly]:
     """(centralized, local_only), computed side by side, one core each (the federation's
     workers have exited by now): the early-stopped centralized model in a spawned process;
     local-only and then the converged logistic optimum here, which balances the two halves."""
@@ -142,5 +140,5 @@ def both(
             torch.set_num_threads(threads)
         central = pooled.result()
         if optimum is not None:
-            central["optimum_auc"] = optimum
+            central.optimum_auc = optimum
         return central, local

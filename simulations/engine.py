@@ -18,7 +18,7 @@ from pathlib import Path
 
 from flwr.app import Context, RecordDict
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.settings import RunSettings
 
 SERVER_APP = "jointcredit.server.app:app"
 CLIENT_APP = "jointcredit.client.app:app"

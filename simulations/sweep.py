@@ -41,8 +41,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jointcredit.models.settings import RunSettings
-from jointcredit.privacy.robust import assumed_attackers, check_aggregator
+from jointcredit.data.errors import DataValidationError
+from jointcredit.federation.metrics import RunMetrics
+from jointcredit.federation.settings import RunSettings, settings_for_dataset
 
 Scalar = str | int | float | bool
 
@@ -104,13 +105,12 @@ def _normalise(config: dict[str, Scalar]) -> dict[str, Scalar]:
         config = {k: v for k, v in config.items() if k not in _DP_KEYS}
     if privacy != "secagg":
         config = {k: v for k, v in config.items() if k not in _SECAGG_KEYS}
-    if config.get("privacy") == "dp-institution":
-        config = {"strategy": "fedavg", **config}  # Flower accounts only for plain FedAvg
     return config
 
 
 def cells(grid: SweepGrid, out: Path) -> list[Cell]:
-    """Every (setting, seed) of the grid, validated, duplicates removed, in grid order."""
+    """Every (setting, seed) of the grid, validated for its dataset's institutions (so a cell
+    that cannot run fails here, before any cell starts), duplicates removed, in grid order."""
     keys = list(grid.grid)
     found: dict[str, Cell] = {}
     for values in product(*(grid.grid[k] for k in keys)):
@@ -120,8 +120,10 @@ def cells(grid: SweepGrid, out: Path) -> list[Cell]:
             digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
             cell_out = out / "cells" / digest
             try:
-                settings = RunSettings.from_run_config({**config, "out-dir": str(cell_out)})
-            except ValueError as exc:
+                settings = settings_for_dataset(
+                    RunSettings.from_run_config({**config, "out-dir": str(cell_out)})
+                )
+            except (ValueError, DataValidationError) as exc:
                 raise ValueError(f"grid cell {setting} (seed {seed}): {exc}") from exc
             shown = {k: setting.get(k, "-") for k in keys}
             found.setdefault(digest, Cell(digest, shown, seed, settings))
@@ -138,40 +140,46 @@ def _run_cell(settings: RunSettings, baselines: bool, verbose: bool) -> float:
     return time.monotonic() - started
 
 
-def _check_feasible(settings: RunSettings) -> None:
-    """The coordinator's own check (robust rules need enough institutions), made before the
-    run when the institution count is set; 0 (every institution of the dataset) is left to it."""
-    if settings.institutions > 0 and settings.aggregator != "fedavg":
-        assumed = assumed_attackers(settings.assumed_attackers, settings.attackers)
-        check_aggregator(settings.aggregator, settings.institutions, assumed)
+def _row(cell: Cell, m: RunMetrics | None, status: str, error: str = "") -> dict[str, Any]:
+    row: dict[str, Any] = {"cell": cell.id, **cell.setting, "seed": cell.seed, "status": status}
+    values: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
+    if m is not None:
+        values.update(
+            auc=m.federated.auc,
+            ks=m.federated.ks,
+            brier=m.federated.brier,
+            centralized_auc=m.centralized.auc if m.centralized else None,
+            local_only_auc=m.local_only.mean_auc if m.local_only else None,
+            privacy_setting=m.privacy.setting,
+            epsilon_target=m.privacy.epsilon,
+            epsilon_spent=m.privacy.epsilon_spent,
+            mia_auc=m.privacy.mia_auc,
+            mia_tpr_at_1pct_fpr=m.privacy.mia_tpr_at_1pct_fpr,
+            attacker_ids=" ".join(m.privacy.attack.attackers),
+            rejected_replies=m.security.rejected_replies,
+            wall_seconds=m.sweep_wall_seconds,
+        )
+    else:
+        values["attacker_ids"] = ""
+    return {**row, **values, "error": error}
 
 
-def _row(
-    cell: Cell, metrics: dict[str, Any] | None, status: str, error: str = ""
-) -> dict[str, Any]:
-    m = metrics or {}
-    privacy = m.get("privacy", {})
-    security = m.get("security", {})
-    return {
-        "cell": cell.id,
-        **cell.setting,
-        "seed": cell.seed,
-        "status": status,
-        "auc": m.get("federated", {}).get("auc"),
-        "ks": m.get("federated", {}).get("ks"),
-        "brier": m.get("federated", {}).get("brier"),
-        "centralized_auc": (m.get("centralized") or {}).get("auc"),
-        "local_only_auc": (m.get("local_only") or {}).get("mean_auc"),
-        "privacy_setting": privacy.get("setting"),
-        "epsilon_target": privacy.get("epsilon"),
-        "epsilon_spent": privacy.get("epsilon_spent"),
-        "mia_auc": privacy.get("mia_auc"),
-        "mia_tpr_at_1pct_fpr": privacy.get("mia_tpr_at_1pct_fpr"),
-        "attacker_ids": " ".join(privacy.get("attack", {}).get("attackers", [])),
-        "rejected_replies": security.get("rejected_replies"),
-        "wall_seconds": m.get("sweep_wall_seconds"),
-        "error": error,
-    }
+# What a results row says about its run, after the grid values, seed and status.
+RESULT_COLUMNS = (
+    "auc",
+    "ks",
+    "brier",
+    "centralized_auc",
+    "local_only_auc",
+    "privacy_setting",
+    "epsilon_target",
+    "epsilon_spent",
+    "mia_auc",
+    "mia_tpr_at_1pct_fpr",
+    "attacker_ids",
+    "rejected_replies",
+    "wall_seconds",
+)
 
 
 def run_sweep(
@@ -188,15 +196,8 @@ def run_sweep(
     for cell in todo:
         metrics_path = Path(cell.settings.out_dir) / "metrics.json"
         if metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-            rows.append(_row(cell, metrics, "done"))
+            rows.append(_row(cell, RunMetrics.read(metrics_path), "done"))
             on_cell(cell, "skipped (done before)")
-            continue
-        try:  # a rule that cannot work with this many institutions fails now, not after a start
-            _check_feasible(cell.settings)
-        except ValueError as exc:
-            rows.append(_row(cell, None, "failed", f"{type(exc).__name__}: {exc}"))
-            on_cell(cell, "failed")
             continue
         on_cell(cell, "running")
         try:
@@ -206,9 +207,9 @@ def run_sweep(
             rows.append(_row(cell, None, "failed", f"{type(exc).__name__}: {exc}"))
             on_cell(cell, "failed")
             continue
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        metrics["sweep_wall_seconds"] = round(wall, 2)
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        metrics = RunMetrics.read(metrics_path)
+        metrics.sweep_wall_seconds = round(wall, 2)
+        metrics.write(metrics_path)
         rows.append(_row(cell, metrics, "done"))
         on_cell(cell, "done")
     return rows

@@ -26,7 +26,7 @@ from flwr.serverapp.strategy import (
 from grid_helpers import AnsweringGrid
 from opacus.accountants.analysis import rdp as opacus_rdp
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.settings import RunSettings
 from jointcredit.privacy.institution_dp import calibrate_noise, epsilon_after
 from jointcredit.server.grid import InstitutionGrid
 from jointcredit.server.strategy import build_strategy
@@ -67,11 +67,11 @@ def test_strategy_is_flowers_wrapper_around_equal_fedavg() -> None:
     )
     assert isinstance(client, DifferentialPrivacyClientSideFixedClipping)
     assert client.clipping_norm == 0.5
-    with pytest.raises(ValueError, match="needs plain FedAvg"):
-        build_strategy(RunSettings.model_validate({**base, "strategy": "fedavgm"}), 20, COMMON)
+    with pytest.raises(ValueError, match="strategy = fedavgm with privacy = dp-institution"):
+        RunSettings.from_run_config({**base, "strategy": "fedavgm"})
     with pytest.raises(ValueError, match="needs each institution's own update"):
         RunSettings.from_run_config({**base, "aggregator": "median"})
-    with pytest.raises(ValueError, match="needs a finite epsilon"):
+    with pytest.raises(ValueError, match="needs a finite budget"):
         RunSettings.from_run_config({**base, "epsilon": math.inf})
 
 
@@ -145,7 +145,7 @@ def test_federation_budget_stops_release(tmp_path: Path) -> None:
             "out-dir": str(tmp_path / "run"),
         }
     )
-    metrics = simulate(settings, with_baselines=False, with_audit=False)
+    metrics = simulate(settings, with_baselines=False, with_audit=False).as_json()
     privacy = metrics["privacy"]
     assert privacy["setting"] == "dp-institution"
     assert privacy["stopped"]["after_round"] == 2 == metrics["trained_rounds"]

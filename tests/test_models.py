@@ -38,11 +38,11 @@ def test_score_scale_documented_points() -> None:
 def test_metrics_match_definitions() -> None:
     y = np.array([0, 0, 1, 1])
     m = risk_metrics(y, np.array([0.1, 0.4, 0.35, 0.8]))
-    assert m["auc"] == pytest.approx(0.75)
-    assert m["ks"] == pytest.approx(0.5)
-    assert m["brier"] == pytest.approx(np.mean((np.array([0.1, 0.4, 0.35, 0.8]) - y) ** 2))
+    assert m.auc == pytest.approx(0.75)
+    assert m.ks == pytest.approx(0.5)
+    assert m.brier == pytest.approx(np.mean((np.array([0.1, 0.4, 0.35, 0.8]) - y) ** 2))
     one_class = risk_metrics(np.zeros(3, dtype=int), np.array([0.1, 0.2, 0.3]))
-    assert one_class["auc"] is None and one_class["ks"] is None
+    assert one_class.auc is None and one_class.ks is None
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray,
     store.save_store(out.parent / "trust.json", trust)
     expected = predict_pd(model, spec.transform(fed.pooled_test().x))
     after = risk_metrics(fed.pooled_test().y, expected)
-    assert after["auc"] > before["auc"] + 0.1 and after["auc"] > 0.72  # it learned something
+    assert after.auc is not None and before.auc is not None
+    assert after.auc > before.auc + 0.1 and after.auc > 0.72  # it learned something
     return out, expected, fed
 
 
@@ -122,7 +123,7 @@ def test_mlp_and_fedprox_term() -> None:
     y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int)
     mlp = build_model(architecture("mlp", 5), seed=1)
     train(mlp, x, y, TrainConfig(epochs=30, learning_rate=0.01, seed=1))
-    assert risk_metrics(y, predict_pd(mlp, x))["auc"] > 0.9  # finds the interaction
+    assert risk_metrics(y, predict_pd(mlp, x)).auc > 0.9  # finds the interaction
     # A huge proximal term keeps the weights at the anchor.
     lin = build_model(architecture("logreg", 5), seed=1)
     anchor = [p.detach().clone() for p in lin.parameters()]
@@ -162,14 +163,14 @@ def test_personalisation_adapts_to_a_different_book_and_keeps_a_good_global() ->
     fit, val, test = (_population(rng, n, w_local) for n in (800, 200, 2000))
     chosen = personalize(glob, fit, val, cfg)
     assert chosen.mu is not None
-    glob_auc = risk_metrics(test[1], predict_pd(glob, test[0]))["auc"]
-    pers_auc = risk_metrics(test[1], predict_pd(chosen.model, test[0]))["auc"]
+    glob_auc = risk_metrics(test[1], predict_pd(glob, test[0])).auc
+    pers_auc = risk_metrics(test[1], predict_pd(chosen.model, test[0])).auc
     assert pers_auc > glob_auc + 0.1
     # Labels that are pure noise: nothing beats the global model on validation by much, and the
     # chosen model is never worse on validation than the global one.
     noise = [(x, rng.integers(0, 2, len(y))) for x, y in (fit, val)]
     kept = personalize(glob, noise[0], noise[1], cfg)
-    val_global = risk_metrics(noise[1][1], predict_pd(glob, noise[1][0]))["auc"]
+    val_global = risk_metrics(noise[1][1], predict_pd(glob, noise[1][0])).auc
     assert kept.validation_auc is not None and kept.validation_auc >= val_global
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from grid_helpers import AnsweringGrid
 
-from jointcredit.models.personalize import PRIOR
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation import protocol
+from jointcredit.federation.protocol import RoundConfig
+from jointcredit.federation.settings import RunSettings
 from jointcredit.server.grid import InstitutionGrid
 from jointcredit.server.personalization import federation_prior
 
@@ -27,10 +28,9 @@ def _deviation(weight: list[float], bias: float) -> ArrayRecord:
 def _grid(answers: dict[int, tuple[str, ArrayRecord | None]]) -> InstitutionGrid:
     def answer(m: Message) -> RecordDict:
         inst, record = answers[m.metadata.dst_node_id]
-        content = RecordDict({"identity": ConfigRecord({"institution": inst})})
-        if record is not None:
-            content[PRIOR] = record
-        return content
+        if record is None:
+            return RecordDict({protocol.IDENTITY: protocol.identity_record(inst)})
+        return protocol.prior_reply(inst, record)
 
     return InstitutionGrid(AnsweringGrid(answer, reverse=True))  # type: ignore[arg-type]
 
@@ -38,7 +38,7 @@ def _grid(answers: dict[int, tuple[str, ArrayRecord | None]]) -> InstitutionGrid
 def _ask(grid: InstitutionGrid, nodes: list[int]) -> tuple[ArrayRecord, list[str]] | None:
     arrays = ArrayRecord({k: Array(np.zeros(s, dtype=np.float32)) for k, s in SHAPES.items()})
     return federation_prior(
-        grid, nodes, arrays, SHAPES, ConfigRecord({"preprocessing": "{}"}), RunSettings()
+        grid, nodes, arrays, SHAPES, RoundConfig(preprocessing="{}"), RunSettings()
     )
 
 

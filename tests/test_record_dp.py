@@ -15,8 +15,8 @@ import torch
 from flwr.app import RecordDict
 
 from jointcredit.client.record_dp import record_dp_round
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.nets import architecture, build_model
-from jointcredit.models.settings import RunSettings
 from jointcredit.models.training import TrainConfig
 from jointcredit.privacy.record_dp import (
     DPSGDPlan,
@@ -128,7 +128,7 @@ def test_enforcement_stops_at_the_right_step() -> None:
     assert taken[-2] == allowed % 10 and taken[-1] == 0
     before = {k: v.clone() for k, v in model.state_dict().items()}
     outcome = record_dp_round(model, x, y, cfg, settings, state)
-    assert outcome.steps == 0 and outcome.metrics()["dp-exhausted"] == 1.0
+    assert outcome.steps == 0 and outcome.reported()["dp_exhausted"] == 1.0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -189,7 +189,7 @@ def test_federation_spends_its_budget_and_stops(tmp_path: Path) -> None:
         "finetune-epochs": 0,
     }
     calibrated = RunSettings.model_validate({**base, "rounds": 3, "out-dir": str(tmp_path / "a")})
-    metrics = simulate(calibrated, with_baselines=False)
+    metrics = simulate(calibrated, with_baselines=False).as_json()
     privacy = metrics["privacy"]
     assert privacy["setting"] == "dp-record" and privacy["epsilon"] == 2.0
     assert 1.9 <= privacy["epsilon_spent"] <= 2.0
@@ -203,7 +203,7 @@ def test_federation_spends_its_budget_and_stops(tmp_path: Path) -> None:
     fixed = calibrated.model_copy(
         update={"rounds": 4, "noise_multiplier": 0.7, "out_dir": str(tmp_path / "b")}
     )
-    metrics = simulate(fixed, with_baselines=False)
+    metrics = simulate(fixed, with_baselines=False).as_json()
     privacy = metrics["privacy"]
     assert privacy["epsilon_spent"] <= 2.0
     assert privacy["stopped"]["after_round"] == metrics["trained_rounds"] < 4

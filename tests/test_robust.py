@@ -17,12 +17,12 @@ import torch
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from jointcredit.data.catalog import DataConfig, load_federation
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import agree, summarize
-from jointcredit.models.settings import RunSettings
-from jointcredit.models.training import predict_pd, train
-from jointcredit.privacy.robust import attacker_ids, check_aggregator, poison_update
+from jointcredit.models.training import TrainConfig, predict_pd, train
+from jointcredit.privacy.robust import attacker_ids, poison_update
 from jointcredit.server.strategy import build_strategy
 
 ROUNDS = 8
@@ -61,7 +61,7 @@ def _federate(data: dict[str, Any], aggregator: str, attack: str, attackers: int
             local = build_model(architecture("logreg", data["n_features"]))
             local.load_state_dict(model.state_dict())
             label_flip = inst in bad and attack == "label-flip"
-            cfg = settings.train_config(seed=r * 100 + node, server_round=r)
+            cfg = TrainConfig.from_settings(settings, seed=r * 100 + node, server_round=r)
             train(local, x, 1 - y if label_flip else y, cfg)
             state = {k: v.detach().numpy() for k, v in local.state_dict().items()}
             if inst in bad:
@@ -78,7 +78,7 @@ def _federate(data: dict[str, Any], aggregator: str, attack: str, attackers: int
         arrays, _ = strategy.aggregate_train(r, replies)
         assert arrays is not None
         model.load_state_dict(arrays.to_torch_state_dict())
-    auc = risk_metrics(data["y_test"], predict_pd(model, data["x_test"]))["auc"]
+    auc = risk_metrics(data["y_test"], predict_pd(model, data["x_test"])).auc
     assert auc is not None
     return float(auc)
 
@@ -99,11 +99,11 @@ def test_attackers_are_drawn_by_seed_and_rules_check_their_quorum() -> None:
     assert attacker_ids(ids, 2, 42) != attacker_ids(ids, 2, 43) or attacker_ids(
         ids, 2, 44
     ) != attacker_ids(ids, 2, 42)
-    check_aggregator("bulyan", 7, 1)
+    RunSettings(aggregator="bulyan", institutions=7, assumed_attackers=1)
     with pytest.raises(ValueError, match="bulyan against 2 attacker"):
-        check_aggregator("bulyan", 7, 2)
+        RunSettings(aggregator="bulyan", institutions=7, assumed_attackers=2)
     with pytest.raises(ValueError, match="krum"):
-        check_aggregator("krum", 4, 1)
+        RunSettings(aggregator="krum", institutions=4, assumed_attackers=1)
 
 
 @pytest.mark.e2e
@@ -126,4 +126,4 @@ def test_cli_attack_and_robust_rule_end_to_end(tmp_path: Path) -> None:
     # An attack needs its attackers, and a rule its quorum: refused before any training.
     bad = subprocess.run([*cmd[:-2], "--out", str(tmp_path / "x"), "--attackers", "0"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and "go together" in bad.stderr
+    assert bad.returncode == 2 and "attackers = 0 with attack = scale" in bad.stderr

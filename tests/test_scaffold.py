@@ -11,9 +11,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from grid_helpers import AnsweringGrid
 from torch import nn
 
-from jointcredit.models import control
+from jointcredit.federation import control
+from jointcredit.federation.recipes import recipe
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.nets import architecture, build_model
-from jointcredit.models.settings import RunSettings, model_recipe
 from jointcredit.models.training import DriftControl, TrainConfig, train
 from jointcredit.server.scaffold import Scaffold
 
@@ -187,16 +188,17 @@ def test_strategy_sends_c_and_keeps_the_example_weighted_mean_of_the_replies() -
 def test_scaffold_refuses_settings_its_control_variates_would_bypass() -> None:
     RunSettings.from_run_config({"strategy": "scaffold"})
     for extra in ({"privacy": "dp-record"}, {"privacy": "secagg"}, {"aggregator": "median"}):
-        with pytest.raises(ValueError, match="strategy scaffold works only"):
+        with pytest.raises(ValueError, match="SCAFFOLD works only"):
             RunSettings.from_run_config({"strategy": "scaffold", **extra})
 
 
 def test_the_mlp_recipe_leaves_scaffold_out_where_it_cannot_go() -> None:
-    assert model_recipe("logreg", "none", "fedavg") == {}
-    assert model_recipe("mlp", "none", "fedavg")["strategy"] == "scaffold"
+    assert recipe("logreg")["strategy"] == "fedavgm"
+    assert recipe("mlp")["strategy"] == "scaffold"
+    assert RunSettings(model="mlp").strategy == "scaffold"
     for privacy, aggregator in (("dp-record", "fedavg"), ("secagg", "fedavg"), ("none", "krum")):
-        recipe = model_recipe("mlp", privacy, aggregator)
-        assert recipe["strategy"] == "fedavgm"
-        RunSettings.from_run_config(
-            {**recipe, "model": "mlp", "privacy": privacy, "aggregator": aggregator}
+        assert recipe("mlp", privacy, aggregator)["strategy"] == "fedavgm"
+        settings = RunSettings.from_run_config(
+            {"model": "mlp", "privacy": privacy, "aggregator": aggregator}
         )
+        assert settings.strategy == "fedavgm" and settings.server_momentum == 0.5

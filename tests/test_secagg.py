@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jointcredit.data.catalog import resolve
-from jointcredit.models.settings import RunSettings
+from jointcredit.federation.settings import RunSettings
 from jointcredit.server.errors import FederationError
 from jointcredit.simulations.simulate import simulate
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 def _run(out: Path, **extra: Any) -> dict[str, Any]:
     settings = RunSettings.model_validate({**BASE, **extra, "out-dir": str(out)})
-    return simulate(settings, with_baselines=False, with_audit=False)
+    return simulate(settings, with_baselines=False, with_audit=False).as_json()
 
 
 def test_secagg_equals_plain_aggregation(tmp_path: Path) -> None:

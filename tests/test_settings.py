@@ -1,20 +1,43 @@
-"""The Flower run config defaults in pyproject.toml and the settings model agree."""
+"""Run settings: one resolution for every way a run starts, and every impossible run refused
+before any node starts (exit 2, naming the keys)."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flwr.common.config import get_fused_config_from_dir
+from typer.testing import CliRunner
 
-from jointcredit.models.settings import RunSettings
+from jointcredit.cli.main import app as cli
+from jointcredit.deploy import kits, processes
+from jointcredit.federation.recipes import AUTO, RECIPE_KEYS, recipe
+from jointcredit.federation.settings import RunSettings, SettingsError
+from jointcredit.simulations.sweep import SweepGrid, cells
 
 ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
 
 
-def test_pyproject_defaults_equal_settings_defaults() -> None:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    assert config == RunSettings().to_run_config()
+class Started(Exception):
+    """Raised by a stand-in for the simulation: the run would have started here."""
+
+
+def _pyproject_config() -> dict[str, Any]:
+    config: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"][
+        "app"
+    ]["config"]
+    return config
+
+
+def test_pyproject_lists_every_setting_with_the_recipe_keys_left_to_the_recipe() -> None:
+    config = _pyproject_config()
+    assert set(config) == set(RunSettings().to_run_config())
+    assert {k for k, v in config.items() if v == AUTO} == {*RECIPE_KEYS, "personalization"}
+    assert RunSettings.from_run_config(config) == RunSettings()
 
 
 def test_flower_app_components_and_no_federations_section() -> None:
@@ -27,10 +50,32 @@ def test_flower_app_components_and_no_federations_section() -> None:
 
 
 def test_unknown_or_invalid_run_config_is_rejected() -> None:
-    with pytest.raises(ValueError, match="roundz"):
+    with pytest.raises(SettingsError, match="roundz"):
         RunSettings.from_run_config({"roundz": 3})
-    with pytest.raises(ValueError, match="strategy"):
+    with pytest.raises(SettingsError, match="strategy"):
         RunSettings.from_run_config({"strategy": "fedsgd"})
+
+
+def test_recipes_fill_only_what_the_caller_left_out() -> None:
+    mlp = RunSettings.from_run_config({"model": "mlp"})
+    assert (mlp.strategy, mlp.optimizer, mlp.learning_rate) == ("scaffold", "adam", 0.003)
+    assert RunSettings.from_run_config({"model": "mlp", "learning-rate": AUTO}) == mlp
+    chosen = RunSettings.from_run_config({"model": "mlp", "learning-rate": 0.01})
+    assert chosen.learning_rate == 0.01 and chosen.optimizer == "adam"
+    # The field's own name works as well as the run-config key.
+    assert RunSettings.model_validate({"model": "mlp", "learning_rate": 0.01}) == chosen
+    logreg = RunSettings()
+    assert logreg.strategy == recipe("logreg")["strategy"] == "fedavgm"
+    # Institution-level DP is accounted for plain FedAvg only: its recipe says so.
+    assert RunSettings.from_run_config({"privacy": "dp-institution"}).strategy == "fedavg"
+    dp_mlp = RunSettings.from_run_config({"model": "mlp", "privacy": "dp-institution"})
+    assert dp_mlp.strategy == "fedavg" and dp_mlp.optimizer == "adam"
+
+
+def test_settings_round_trip_through_the_run_config() -> None:
+    for config in ({"model": "mlp"}, {"privacy": "dp-institution"}, {"aggregator": "krum"}):
+        settings = RunSettings.from_run_config(config)
+        assert RunSettings.from_run_config(settings.to_run_config()) == settings
 
 
 def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
@@ -41,6 +86,196 @@ def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
     assert RunSettings(aggregator="krum").personalization_method == "ditto"
     assert RunSettings(personalization="ditto").personalization_method == "ditto"
     assert RunSettings.model_validate({"finetune-epochs": 0}).personalization_method is None
-    for bad in ({"model": "mlp"}, {"privacy": "dp-institution"}, {"aggregator": "median"}):
-        with pytest.raises(ValueError, match="personalization hierarchical needs"):
-            RunSettings.from_run_config({**bad, "personalization": "hierarchical"})
+
+
+# Every combination that cannot run, and the keys its refusal must name.
+IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
+    ({"privacy": "dp-institution", "strategy": "fedavgm"}, ["strategy", "dp-institution"]),
+    ({"privacy": "dp-institution", "epsilon": "inf"}, ["epsilon", "dp-institution"]),
+    ({"privacy": "secagg", "aggregator": "median"}, ["aggregator = median", "secagg"]),
+    ({"privacy": "dp-institution", "aggregator": "krum"}, ["aggregator = krum"]),
+    ({"strategy": "scaffold", "privacy": "dp-record"}, ["strategy = scaffold", "dp-record"]),
+    ({"strategy": "scaffold", "aggregator": "trimmed"}, ["strategy = scaffold", "trimmed"]),
+    ({"personalization": "hierarchical", "model": "mlp"}, ["personalization = hierarchical"]),
+    ({"personalization": "hierarchical", "privacy": "secagg"}, ["personalization"]),
+    ({"attackers": 2}, ["attackers = 2", "attack = none"]),
+    ({"attack": "sign-flip"}, ["attackers = 0", "attack = sign-flip"]),
+    ({"adversary": "bank-a:steal"}, ["adversary 'bank-a:steal'"]),
+    ({"trust-file": "trust.json"}, ["trust-file and coordinator-key"]),
+    ({"aggregator": "bulyan", "institutions": 6}, ["aggregator = bulyan", "needs at least 7"]),
+    ({"aggregator": "krum", "institutions": 4}, ["aggregator = krum", "needs at least 5"]),
+    (
+        {"aggregator": "multikrum", "institutions": 6, "attackers": 2, "attack": "scale"},
+        ["needs at least 7"],
+    ),
+    ({"attackers": 5, "attack": "scale", "institutions": 4}, ["attackers = 5"]),
+]
+
+
+@pytest.mark.parametrize(("config", "named"), IMPOSSIBLE)
+def test_every_impossible_combination_is_refused_naming_its_keys(
+    config: dict[str, Any], named: list[str]
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        RunSettings.from_run_config(config)
+    for text in named:
+        assert text in str(info.value), (text, str(info.value))
+
+
+def test_robust_rules_are_checked_once_the_institution_count_is_known() -> None:
+    settings = RunSettings.from_run_config({"aggregator": "bulyan"})  # count unknown: allowed
+    assert settings.with_institutions(7).institutions == 7
+    with pytest.raises(SettingsError, match="bulyan against 1 attacker"):
+        settings.with_institutions(6)
+
+
+# -- the CLI: refused before anything starts, exit 2 --------------------------------------
+
+
+def _start(started: list[RunSettings]) -> Any:
+    def stand_in(settings: RunSettings, **options: Any) -> None:
+        started.append(settings)
+        raise Started
+
+    return stand_in
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--privacy", "dp-institution", "--strategy", "fedavgm"],
+        ["--aggregator", "bulyan", "--institutions", "5"],
+        ["--aggregator", "bulyan"],  # the shipped sample has 20 lenders: f=1 needs 7, fine...
+        ["--attackers", "1"],
+        ["--rounds", "3", "--run-config", "rounds=4"],
+        ["--run-config", "roundz=4"],
+    ],
+)
+def test_simulate_refuses_before_starting(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[RunSettings] = []
+    monkeypatch.setattr("jointcredit.simulations.simulate.simulate", _start(started))
+    result = runner.invoke(cli, ["simulate", "--out", str(tmp_path), *args])
+    if args == ["--aggregator", "bulyan"]:  # ...so this one starts
+        assert started and started[0].institutions == 20
+        return
+    assert result.exit_code == 2, result.output
+    assert not started
+
+
+def _help_of_each_option(text: str) -> dict[str, str]:
+    """Option -> its help text as rendered (rich wraps it over several lines)."""
+    out: dict[str, str] = {}
+    current = ""
+    for line in text.splitlines():
+        body = line.strip("│ ")
+        if body.startswith("--"):
+            current = body.split()[0].split("/")[0]
+            out[current] = body
+        elif current:
+            out[current] += " " + body
+    return {k: " ".join(v.split()) for k, v in out.items()}
+
+
+def test_simulate_help_shows_every_default() -> None:
+    result = runner.invoke(cli, ["simulate", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    shown = _help_of_each_option(result.output)
+    for key in RECIPE_KEYS:
+        assert "[default: auto]" in shown[f"--{key}"], shown[f"--{key}"]
+    for name, field in RunSettings.model_fields.items():
+        key = field.alias or name
+        if f"--{key}" in shown and field.default not in ("", None):
+            assert "[default: " in shown[f"--{key}"], shown[f"--{key}"]
+        if f"--{key}" in shown:
+            assert field.description and field.description.split()[0] in shown[f"--{key}"]
+
+
+def test_sweep_refuses_a_grid_with_an_impossible_cell(tmp_path: Path) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        'seeds = [1]\n[base]\ndataset = "synthetic"\ninstitutions = 5\n'
+        '[grid]\naggregator = ["fedavg", "bulyan"]\n'
+    )
+    result = runner.invoke(cli, ["sweep", "--grid", str(grid), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "bulyan" in result.output and not (tmp_path / "o" / "cells").exists()
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kits") / "fed"
+    names = ["bank-a", "bank-b", "bank-c", "bank-d"]
+    kits.provision("settings-test", names, "127.0.0.1:9092", out)
+    return out / kits.COORDINATOR_DIR
+
+
+def test_link_run_refuses_before_flwr_run(kit: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    called: list[object] = []
+    monkeypatch.setattr(processes, "start_run", lambda *a, **k: called.append(a))
+    for bad in ("aggregator='krum'", "privacy='secagg' aggregator='median'", "roundz=1"):
+        result = runner.invoke(
+            cli, ["link", "run", "--kit", str(kit), "--app", str(ROOT), "--run-config", bad]
+        )
+        assert result.exit_code == 2, (bad, result.output)
+    assert not called
+
+
+# -- one resolution for the four ways a run starts ----------------------------------------
+
+KEYS: dict[str, Any] = {
+    "dataset": "synthetic",
+    "institutions": 4,
+    "model": "mlp",
+    "privacy": "dp-record",
+    "epsilon": 4.0,
+    "rounds": 5,
+    "seed": 3,
+    "finetune-epochs": 2,
+}
+# Where each way keeps its outputs and identity: legitimately different.
+PER_WAY = {"out-dir", "trust-file", "coordinator-key", "central-eval", "keys-dir"}
+
+
+def _comparable(settings: RunSettings) -> dict[str, Any]:
+    return {k: v for k, v in settings.to_run_config().items() if k not in PER_WAY}
+
+
+def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
+    kit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1. jointcredit simulate (the CLI's generated options), stopped where the run would start.
+    started: list[RunSettings] = []
+    monkeypatch.setattr("jointcredit.simulations.simulate.simulate", _start(started))
+    options = [x for k, v in KEYS.items() for x in (f"--{k}", str(v))]
+    result = runner.invoke(cli, ["simulate", "--out", str(tmp_path / "sim"), *options])
+    assert started, result.output
+    simulate = started[0]
+    # 2. jointcredit sweep: a grid whose base holds the keys.
+    (cell,) = cells(SweepGrid(seeds=[KEYS["seed"]], base=KEYS), tmp_path / "sweep")
+    sweep = cell.settings
+    # 3. flwr run . --run-config: Flower fuses pyproject's config with the overrides; the
+    # ServerApp validates that and then applies the count of nodes that joined.
+    fused = get_fused_config_from_dir(ROOT, KEYS)
+    flwr_run = RunSettings.from_run_config(fused).with_institutions(KEYS["institutions"])
+    # 4. link run: what it would hand to `flwr run`, fused the same way.
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        processes, "start_run", lambda app, home, conn, config, t: sent.append(config) or (1, "x")
+    )
+    overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in KEYS.items() if k != "rounds")
+    result = runner.invoke(
+        cli,
+        ["link", "run", "--kit", str(kit), "--app", str(ROOT), "--rounds", str(KEYS["rounds"]),
+         "--run-config", overrides, "--flwr-home", str(tmp_path / "home")],
+    )  # fmt: skip
+    assert sent, result.output
+    link_run = RunSettings.from_run_config(get_fused_config_from_dir(ROOT, sent[0]))
+    link_run = link_run.with_institutions(4)
+
+    reference = _comparable(simulate)
+    assert reference["strategy"] == "fedavgm" and reference["optimizer"] == "adam"  # MLP + DP
+    assert _comparable(sweep) == reference
+    assert _comparable(flwr_run) == reference
+    assert _comparable(link_run) == reference

@@ -10,9 +10,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 
 from jointcredit.client.app import app
 from jointcredit.data.catalog import resolve
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
-from jointcredit.models.settings import RunSettings
 from jointcredit.server.verify import UpdateVerifier
 from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import create_key_set

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from jointcredit.federation.metrics import RunMetrics
+from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import load_artifact
-from jointcredit.models.settings import MLP_RECIPE, RunSettings
-from jointcredit.simulations.simulate import simulate
+from jointcredit.simulations.simulate import simulate as run_simulation
 from jointcredit.trust.store import load_store
 
 pytestmark = pytest.mark.integration
@@ -30,6 +31,15 @@ def _settings(out: Path, **extra: Any) -> RunSettings:
             **extra,
         }
     )
+
+
+def simulate(settings: RunSettings, **options: Any) -> dict[str, Any]:
+    """metrics.json as written (the JSON contract), checked to round-trip through RunMetrics."""
+    metrics = run_simulation(settings, **options).as_json()
+    on_disk = json.loads((Path(settings.out_dir) / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert RunMetrics.read(Path(settings.out_dir) / "metrics.json").as_json() == on_disk
+    return metrics
 
 
 @pytest.fixture(scope="module")
@@ -158,14 +168,14 @@ def test_cli_reports_bad_data_before_training(byod_dir: Path, tmp_path: Path) ->
 
 
 def test_a_failing_institution_fails_the_run_loudly(tmp_path: Path) -> None:
-    from jointcredit.simulations.engine import run_simulation
+    from jointcredit.simulations.engine import run_simulation as engine
 
     # Three simulated nodes but only two institutions: node 3 cannot find its data.
     settings = RunSettings.from_run_config(
         {"institutions": 2, "rounds": 1, "min-nodes": 3, "out-dir": str(tmp_path)}
     )
     with pytest.raises(Exception, match=r"federated preprocessing failed.*partition 2"):
-        run_simulation(settings, num_nodes=3)
+        engine(settings, num_nodes=3)
     assert not (tmp_path / "metrics.json").exists()
 
 
@@ -174,7 +184,7 @@ def test_synthetic_institutions_federate_with_the_mlp_recipe(tmp_path: Path) -> 
     SCAFFOLD control variates travel, institutions keep theirs between rounds, and the
     federation learns. (The scorecard's default recipe runs on the SBA lenders above.)"""
     settings = RunSettings.from_run_config(
-        {**MLP_RECIPE, "model": "mlp", "dataset": "synthetic", "institutions": 3, "rounds": 3,
+        {"model": "mlp", "dataset": "synthetic", "institutions": 3, "rounds": 3,
          "synthetic-rows": 800, "synthetic-heterogeneity": 0.8, "finetune-epochs": 1,
          "out-dir": str(tmp_path)}
     )  # fmt: skip

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from hashlib import sha256
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
@@ -34,6 +34,26 @@ if TYPE_CHECKING:
 SIGNATURE_RECORD = "jc-signature"
 IDENTITY_RECORD = "identity"  # every reply's ConfigRecord {"institution": id}
 SCHEME = "jointcredit-update/1"
+
+
+class Field:
+    """The fields of the signature record (plain strings: record keys must be `str`)."""
+
+    SCHEME: Final = "scheme"
+    KEY_ID: Final = "key-id"
+    INSTITUTION: Final = "institution"
+    RUN_ID: Final = "run-id"
+    SERVER_ROUND: Final = "server-round"
+    NODE_ID: Final = "node-id"
+    MESSAGE_TYPE: Final = "message-type"
+    NONCE: Final = "nonce"
+    PARTS: Final = "parts"
+    PART_DIGESTS: Final = "part-digests"
+    DIGEST: Final = "digest"
+    SIGNATURE: Final = "signature"
+    SIGN_SECONDS: Final = "sign-seconds"
+
+
 NONCE_BYTES = 16
 DOMAIN = b"jointcredit-update/1\x00"
 
@@ -133,20 +153,20 @@ def sign_content(content: RecordDict, binding: Binding, key: Ed25519PrivateKey) 
     signature = key.sign(DOMAIN + digest)
     return ConfigRecord(
         {
-            "scheme": SCHEME,
-            "key-id": keys.key_id(key),
-            "institution": binding.institution,
+            Field.SCHEME: SCHEME,
+            Field.KEY_ID: keys.key_id(key),
+            Field.INSTITUTION: binding.institution,
             # uint64 ids as text: ConfigRecord ints are signed 64-bit.
-            "run-id": str(binding.run_id),
-            "server-round": binding.server_round,
-            "node-id": str(binding.node_id),
-            "message-type": binding.message_type,
-            "nonce": binding.nonce,
-            "parts": list(parts),
-            "part-digests": list(parts.values()),
-            "digest": digest,
-            "signature": signature,
-            "sign-seconds": time.perf_counter() - started,
+            Field.RUN_ID: str(binding.run_id),
+            Field.SERVER_ROUND: binding.server_round,
+            Field.NODE_ID: str(binding.node_id),
+            Field.MESSAGE_TYPE: binding.message_type,
+            Field.NONCE: binding.nonce,
+            Field.PARTS: list(parts),
+            Field.PART_DIGESTS: list(parts.values()),
+            Field.DIGEST: digest,
+            Field.SIGNATURE: signature,
+            Field.SIGN_SECONDS: time.perf_counter() - started,
         }
     )
 
@@ -210,15 +230,15 @@ def check_content(content: RecordDict, expected: Expected, store: TrustStore) ->
         raise Rejected(Reason.UNSIGNED, "the reply carries no signature")
     if not isinstance(record, ConfigRecord):
         raise Rejected(Reason.MALFORMED, "the signature record is not a ConfigRecord")
-    if _field(record, "scheme", str) != SCHEME:
-        raise Rejected(Reason.MALFORMED, f"unknown signature scheme {record['scheme']!r}")
-    key_id = str(_field(record, "key-id", str))
-    institution = str(_field(record, "institution", str))
-    signature = _field(record, "signature", bytes)
-    digest = _field(record, "digest", bytes)
-    nonce = _field(record, "nonce", bytes)
-    names = _field(record, "parts", list)
-    digests = _field(record, "part-digests", list)
+    if _field(record, Field.SCHEME, str) != SCHEME:
+        raise Rejected(Reason.MALFORMED, f"unknown signature scheme {record[Field.SCHEME]!r}")
+    key_id = str(_field(record, Field.KEY_ID, str))
+    institution = str(_field(record, Field.INSTITUTION, str))
+    signature = _field(record, Field.SIGNATURE, bytes)
+    digest = _field(record, Field.DIGEST, bytes)
+    nonce = _field(record, Field.NONCE, bytes)
+    names = _field(record, Field.PARTS, list)
+    digests = _field(record, Field.PART_DIGESTS, list)
     assert isinstance(signature, bytes) and isinstance(digest, bytes) and isinstance(nonce, bytes)
     if len(signature) != keys.SIGNATURE_BYTES:
         raise Rejected(Reason.MALFORMED, f"signature is {len(signature)} bytes, Ed25519 needs 64")
@@ -230,11 +250,11 @@ def check_content(content: RecordDict, expected: Expected, store: TrustStore) ->
         raise Rejected(Reason.MALFORMED, "part names or digests have the wrong type")
     try:
         binding = Binding(
-            run_id=int(str(_field(record, "run-id", str))),
-            server_round=int(_field(record, "server-round", int)),  # type: ignore[call-overload]
-            node_id=int(str(_field(record, "node-id", str))),
+            run_id=int(str(_field(record, Field.RUN_ID, str))),
+            server_round=int(_field(record, Field.SERVER_ROUND, int)),  # type: ignore[call-overload]
+            node_id=int(str(_field(record, Field.NODE_ID, str))),
             institution=institution,
-            message_type=str(_field(record, "message-type", str)),
+            message_type=str(_field(record, Field.MESSAGE_TYPE, str)),
             nonce=nonce,
         )
     except ValueError as exc:
@@ -294,7 +314,7 @@ def check_content(content: RecordDict, expected: Expected, store: TrustStore) ->
             if items
         )
         raise Rejected(Reason.TAMPERED, f"content differs from what was signed: {detail}")
-    seconds = record.get("sign-seconds", 0.0)
+    seconds = record.get(Field.SIGN_SECONDS, 0.0)
     return Accepted(
         institution=owner,
         key_id=key_id,

@@ -2,8 +2,8 @@
 
 Under `strategy = "scaffold"` a train message carries the global model and the federation's
 control variate c in its one ArrayRecord (Flower's strategies accept exactly one per reply),
-the control tensors under `CONTROL_PREFIX` + the parameter name. A reply carries the trained
-model and the institution's new control variate c_i the same way, so Flower's weighted FedAvg
+the control tensors under `protocol.CONTROL_PREFIX` + the parameter name. A reply carries the
+trained model and the institution's new control variate c_i the same way, so Flower's FedAvg
 of the replies yields both the next global model and the next c (the example-weighted mean of
 the c_i: the federation's mean gradient), and the reply signature covers both. Evaluation
 messages and artifacts carry the model alone.
@@ -11,15 +11,10 @@ messages and artifacts carry the model alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
-import torch
 from flwr.app import Array, ArrayRecord
 
-CONTROL_PREFIX = "scaffold-control/"
-# Where an institution keeps its own c_i between rounds (its Flower `context.state`).
-STATE_KEY = "scaffold-control"
+from jointcredit.federation.protocol import CONTROL_PREFIX
 
 
 def join(model: ArrayRecord, control: ArrayRecord) -> ArrayRecord:
@@ -53,15 +48,3 @@ def zeros(model: ArrayRecord) -> ArrayRecord:
     for name, array in model.items():
         record[name] = Array(np.zeros_like(array.numpy()))
     return record
-
-
-def tensors(control: ArrayRecord, names: Iterable[str]) -> list[torch.Tensor]:
-    """The control tensors in parameter order."""
-    return [torch.from_numpy(control[name].numpy().copy()) for name in names]
-
-
-def record(names: Iterable[str], values: Iterable[torch.Tensor]) -> ArrayRecord:
-    out = ArrayRecord()
-    for name, value in zip(names, values, strict=True):
-        out[name] = Array(value.detach().numpy())
-    return out

@@ -1,0 +1,181 @@
+"""`jointcredit simulate`, `sweep` and `config resolve`: runs of the federation on this machine.
+
+Their run-setting options are generated from `RunSettings` (`cli.options`), so a run started
+here gets exactly what the same keys give `flwr run .`, a sweep's grid or `link run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from jointcredit.cli.options import with_settings_options
+from jointcredit.data.errors import DataValidationError
+from jointcredit.federation.settings import RunSettings, SettingsError, settings_for_dataset
+
+config_app = typer.Typer(no_args_is_help=True, help="Run settings as a run would resolve them.")
+console = Console()
+err = Console(stderr=True)
+
+# Keys a local run sets itself (`--out`; every institution joins) or that only a deployed
+# coordinator has: reachable through --run-config where they make sense, not as options.
+LOCAL_RUN_EXCLUDES = {
+    "data-dir",
+    "out-dir",
+    "min-nodes",
+    "trust-file",
+    "coordinator-key",
+    "coordinator-key-passphrase-env",
+}
+Verbose = Annotated[bool, typer.Option(help="show Flower's own logs")]
+
+
+def _progress() -> Progress:
+    """A bar with a status line (rounds of a federation, cells of a sweep)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+
+
+def _quiet_flower(verbose: bool) -> None:
+    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def resolve_local(config: dict[str, Any]) -> RunSettings:
+    """The settings a local run of `config` gets, checked for its dataset's institutions;
+    refusals exit 2 naming the keys."""
+    try:
+        return settings_for_dataset(RunSettings.from_run_config(config))
+    except DataValidationError as exc:
+        err.print(f"[red]data error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+@with_settings_options(LOCAL_RUN_EXCLUDES)
+def simulate(
+    config: dict[str, Any],
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/latest"),
+    baselines: Annotated[bool, typer.Option(help="also train centralized and local-only")] = True,
+    audit: Annotated[
+        bool, typer.Option(help="membership-inference audit of the final model")
+    ] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Run a Flower simulation of the federation and compare it with its baselines."""
+    from jointcredit.server import events
+    from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
+    from jointcredit.simulations.simulate import simulate as run
+
+    _quiet_flower(verbose)
+    settings = resolve_local({**config, "out-dir": str(out.resolve())})
+    progress = _progress()
+    task = progress.add_task("federation", total=settings.rounds, status="starting")
+
+    def on_event(ev: events.ServerEvent) -> None:
+        if ev.phase == "preprocessing":
+            progress.update(task, status="agreeing preprocessing")
+        elif ev.phase == "round":
+            auc = ev.metrics.get("auc")
+            status = f"round {ev.server_round}: pooled AUC {auc:.4f}" if auc else ""
+            progress.update(task, completed=ev.server_round, status=status)
+        elif ev.phase == "personalization":
+            progress.update(task, status="personalisation round")
+        elif ev.phase == "done":
+            progress.update(task, status="done")
+
+    unsubscribe = events.subscribe(on_event)
+    try:
+        with progress:
+            metrics = run(settings, with_baselines=baselines, with_audit=audit)
+    except DataValidationError as exc:
+        err.print(f"[red]data error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except Exception as exc:
+        err.print(f"[red]simulation failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        unsubscribe()
+    console.print(comparison_table(metrics))
+    console.print(institution_table(metrics))
+    security = metrics.security
+    console.print(
+        f"Signed updates: {security.verified_replies} replies verified, "
+        f"{security.rejected_replies} rejected"
+        + (f" {security.rejected_by_reason}" if security.rejected_replies else "")
+    )
+    privacy = metrics.privacy
+    if privacy.aggregator != "fedavg" or privacy.attack.kind != "none":
+        who = ", ".join(privacy.attack.attackers) or "nobody"
+        console.print(
+            f"Aggregation: {privacy.aggregator}; attack: {privacy.attack.kind} by {who}",
+            soft_wrap=True,
+        )
+    console.print(privacy_line(privacy), soft_wrap=True)
+    console.print(
+        f"{len(metrics.institutions)} institutions x {settings.rounds} rounds in "
+        f"{metrics.timing.total_seconds or 0.0:.1f} s. Model: {out / 'model'}  "
+        f"Metrics: {out / 'metrics.json'}"
+    )
+
+
+def sweep(
+    grid: Annotated[Path, typer.Option(help="grid file (TOML: seeds, base, grid)")],
+    out: Annotated[Path, typer.Option(help="output directory (re-run to resume)")],
+    verbose: Verbose = False,
+) -> None:
+    """Run a grid of settings x seeds; write results.csv/json, summary.md, plots, report.md."""
+    from jointcredit.simulations.sweep import Cell, cells, load_grid, run_sweep
+    from jointcredit.simulations.sweep_report import write_outputs
+
+    _quiet_flower(verbose)
+    try:
+        spec = load_grid(grid)
+        total = len(cells(spec, out))  # validates every cell before the first one runs
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    progress = _progress()
+    task = progress.add_task("sweep", total=total, status="")
+
+    def on_cell(cell: Cell, status: str) -> None:
+        label = ", ".join(f"{k}={v}" for k, v in cell.setting.items())
+        if status != "running":
+            progress.advance(task)
+            console.print(f"{label} seed {cell.seed}: {status}", soft_wrap=True)
+        progress.update(task, status=f"{label} seed {cell.seed}: {status}")
+
+    with progress:
+        rows = run_sweep(spec, out, on_cell=on_cell, verbose=verbose)
+    command = f"jointcredit sweep --grid {grid} --out {out}"
+    paths = write_outputs(rows, spec, grid.read_text(encoding="utf-8"), out, command)
+    console.print(f"Report: {paths['report']}  results: {paths['csv']}", soft_wrap=True)
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    if failed:
+        err.print(f"[red]{failed} of {len(rows)} runs failed[/red] (see the report)")
+        raise typer.Exit(1)
+
+
+@with_settings_options({"data-dir", "out-dir"})
+def config_resolve(config: dict[str, Any]) -> None:
+    """Print, as JSON, the run config these keys resolve to for their dataset's
+    institutions (recipes applied, every rule checked); exit 2 naming the keys if the run
+    could not start."""
+    settings = resolve_local(config)
+    console.print_json(json.dumps(settings.to_run_config()))
+
+
+config_app.command("resolve")(config_resolve)

@@ -1,0 +1,313 @@
+"""The Flower messages between the coordinator and the institutions, in one place.
+
+    message       coordinator -> institution              institution -> coordinator
+    query         config: SummaryQuery                    summary: SummaryRecord
+    train         arrays (+ SCAFFOLD's control),          arrays (none when a DP budget is
+                  config: RoundConfig                     spent), metrics: TrainMetrics
+    query.prior   arrays, config: RoundConfig             prior-deviation (squared, per array)
+    evaluate      arrays, config: RoundConfig             metrics: EvaluateMetrics
+                  (+ prior-deviation: the federation's
+                  sum, in the final round)
+
+Every reply also carries `identity` (the institution's id) and the signature record that
+`jointcredit.trust.updates` owns. `arrays`, `config`, `metrics`, `server-round` and
+`proximal-mu` are the names Flower's strategies use; SecAgg+'s legacy workflow wraps config and
+metrics as `fitins.config` and `fitres.metrics`. Nothing outside this module spells a record
+name, config key, metric name, node-config key or node-state key (a test checks).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Self
+
+from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jointcredit.trust.updates import IDENTITY_RECORD, SIGNATURE_RECORD
+
+# -- message types
+QUERY: Final = MessageType.QUERY
+TRAIN: Final = MessageType.TRAIN
+EVALUATE: Final = MessageType.EVALUATE
+PRIOR_ACTION: Final = "prior"
+PRIOR_QUERY: Final = f"{MessageType.QUERY}.{PRIOR_ACTION}"
+
+# -- records of a message's content
+ARRAYS: Final = "arrays"
+CONFIG: Final = "config"
+METRICS: Final = "metrics"
+SUMMARY: Final = "summary"
+PRIOR: Final = "prior-deviation"
+IDENTITY: Final = IDENTITY_RECORD
+SIGNATURE: Final = SIGNATURE_RECORD
+LEGACY_CONFIG: Final = "fitins.config"
+LEGACY_METRICS: Final = "fitres.metrics"
+# Under SCAFFOLD the control variate rides in the `arrays` record, each tensor under this
+# prefix + its parameter's name (Flower's strategies accept exactly one ArrayRecord).
+CONTROL_PREFIX: Final = "scaffold-control/"
+
+# -- weights Flower's strategies average replies by
+NUM_EXAMPLES: Final = "num-examples"
+UNIT_WEIGHT: Final = "unit-weight"  # institution-level DP: every institution weighs the same
+
+# -- node config (simulation: Flower's partition ids; deployment: `--node-config`)
+PARTITION_ID: Final = "partition-id"
+NUM_PARTITIONS: Final = "num-partitions"
+DATA_FILE: Final = "data-file"
+NODE_SCHEMA: Final = "schema"
+INSTITUTION: Final = "institution"
+SIGNING_KEY: Final = "signing-key"
+SIGNING_KEY_PASSPHRASE_ENV: Final = "signing-key-passphrase-env"
+
+# -- what an institution keeps in its Flower node state between messages
+STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
+STATE_RECORD_DP: Final = "jc-record-dp"  # its DP-SGD plan and accountant history
+STATE_PRIOR: Final = PRIOR  # the squared deviation it sent with query.prior
+STATE_PRIOR_MODEL: Final = "prior-own-model"  # which global model that deviation is of
+
+
+class ProtocolError(ValueError):
+    """A message or record that does not follow the protocol."""
+
+
+class _Record(BaseModel):
+    """A flat record with kebab-case keys; unknown keys are refused."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+    @classmethod
+    def parse(cls, values: Mapping[str, Any], what: str = "") -> Self:
+        try:
+            return cls.model_validate(dict(values))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+            )
+            raise ProtocolError(f"{what or cls.__name__}: {problems}") from None
+
+
+class _Config(_Record):
+    def to_record(self) -> ConfigRecord:
+        return ConfigRecord(self.values())
+
+
+class _Metrics(_Record):
+    def to_record(self) -> MetricRecord:
+        return MetricRecord(self.values())
+
+
+def _key(alias: str, default: Any = None) -> Any:
+    return Field(default, alias=alias)
+
+
+class SummaryQuery(_Config):
+    """The preprocessing query: how much of its category counts a node may report."""
+
+    max_categories: int = _key("max-categories")
+    min_category_count: int = _key("min-category-count")
+
+
+class SummaryRecord(_Config):
+    """A node's answer: its summary and schema, each as JSON."""
+
+    summary: str = _key("json")
+    data_schema: str = _key(NODE_SCHEMA)
+
+
+class RoundConfig(_Config):
+    """The config of a train, evaluate or query.prior message. Flower's strategies add
+    `server-round`, FedProx `proximal-mu`, client-side DP clipping the clipping norm; the final
+    evaluate message asks for personalisation (and under the hierarchical prior says how many
+    institutions its sum covers)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    preprocessing: str
+    server_round: int | None = _key("server-round")
+    proximal_mu: float | None = _key("proximal-mu")
+    clipping_norm: float | None = _key(KEY_CLIPPING_NORM)
+    finetune_epochs: int | None = _key("finetune-epochs")
+    prior_count: int | None = _key("prior-count")
+
+
+class TrainMetrics(_Metrics):
+    """A train reply's metrics: the weight, the loss, and what privacy and SCAFFOLD report."""
+
+    num_examples: int = _key(NUM_EXAMPLES)
+    train_loss: float | None = _key("train-loss")
+    unit_weight: float | None = _key(UNIT_WEIGHT)
+    # 1: corrected with its own c_i from the last round; 0: with zero (first round, lost state).
+    scaffold_own_control: float | None = _key("scaffold-own-control")
+    # Record-level DP, each institution's own accounting (-1: epsilon infinite, no noise).
+    dp_epsilon: float | None = _key("dp-epsilon")
+    dp_steps: float | None = _key("dp-steps")
+    dp_planned_steps: float | None = _key("dp-planned-steps")
+    dp_noise_multiplier: float | None = _key("dp-noise-multiplier")
+    dp_sample_rate: float | None = _key("dp-sample-rate")
+    dp_exhausted: float | None = _key("dp-exhausted")
+
+    @property
+    def withheld(self) -> bool:
+        """A reply that deliberately carries no update: the DP budget is spent."""
+        return self.dp_steps == 0
+
+    @property
+    def epsilon(self) -> float | None:
+        """Record-level DP: epsilon spent so far (None: no noise, or not reported)."""
+        e = self.dp_epsilon
+        return None if e is None or e < 0 or not math.isfinite(e) else e
+
+
+class EvaluateMetrics(_Metrics):
+    """An evaluate reply's metrics on the institution's own test split (NaN: undefined, e.g.
+    one class), of the global model and, in the final round, of its personalised copy."""
+
+    num_examples: int = _key(NUM_EXAMPLES)
+    auc: float
+    ks: float
+    brier: float
+    unit_weight: float | None = _key(UNIT_WEIGHT)
+    auc_personalized: float | None = _key("auc-personalized")
+    ks_personalized: float | None = _key("ks-personalized")
+    brier_personalized: float | None = _key("brier-personalized")
+    # Ditto's chosen proximal strength; -1: the unchanged global model won.
+    personalized_mu: float | None = _key("personalized-mu")
+
+
+class NodeConfig(_Record):
+    """A node's own configuration. Simulation: Flower's partition ids. Deployment: which file,
+    schema, institution id and signing key (`flower-supernode --node-config`)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    partition_id: int | None = _key(PARTITION_ID)
+    num_partitions: int | None = _key(NUM_PARTITIONS)
+    data_file: str | None = _key(DATA_FILE)
+    schema_file: str | None = _key(NODE_SCHEMA)
+    institution: str | None = _key(INSTITUTION)
+    signing_key: str | None = _key(SIGNING_KEY)
+    signing_key_passphrase_env: str | None = _key(SIGNING_KEY_PASSPHRASE_ENV)
+
+    @property
+    def simulated(self) -> bool:
+        return self.data_file is None
+
+
+def identity_record(institution: str) -> ConfigRecord:
+    return ConfigRecord({INSTITUTION: institution})
+
+
+def claimed_institution(content: RecordDict) -> str | None:
+    """The institution a reply says it comes from (unverified)."""
+    record = content.config_records.get(IDENTITY)
+    return None if record is None else str(record.get(INSTITUTION))
+
+
+def round_config(content: RecordDict) -> RoundConfig | None:
+    """A message's round config (Message API or SecAgg+'s legacy record), if any."""
+    records = content.config_records
+    record = records.get(CONFIG) or records.get(LEGACY_CONFIG)
+    if record is None or "preprocessing" not in record:
+        return None
+    return RoundConfig.parse(record, "round config")
+
+
+def server_round(content: RecordDict) -> int | None:
+    """The round a message belongs to; None when it carries none (the preprocessing query,
+    SecAgg+'s key-sharing stages)."""
+    records = content.config_records
+    record = records.get(CONFIG) or records.get(LEGACY_CONFIG)
+    value = None if record is None else record.get("server-round")
+    return int(value) if isinstance(value, int) else None
+
+
+def numbers(content: RecordDict) -> dict[str, float]:
+    """Every number of a reply's metric records (and SecAgg+'s legacy metrics)."""
+    values: dict[str, float] = {}
+    records: list[Mapping[str, Any]] = list(content.metric_records.values())
+    legacy = content.config_records.get(LEGACY_METRICS)
+    if legacy is not None:
+        records.append(legacy)
+    for record in records:
+        for k, v in record.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                values[k] = float(v)
+    return values
+
+
+@dataclass(frozen=True)
+class ModelMessage:
+    """What the coordinator sends with a model: train, evaluate and query.prior."""
+
+    arrays: ArrayRecord
+    config: RoundConfig
+    prior: ArrayRecord | None = None  # the federation's deviation sum (final evaluate only)
+
+    def to_content(self) -> RecordDict:
+        content = RecordDict({ARRAYS: self.arrays, CONFIG: self.config.to_record()})
+        if self.prior is not None:
+            content[PRIOR] = self.prior
+        return content
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> ModelMessage:
+        if ARRAYS not in content.array_records or CONFIG not in content.config_records:
+            raise ProtocolError("a model message needs its arrays and config records")
+        return cls(
+            arrays=content.array_records[ARRAYS],
+            config=RoundConfig.parse(content.config_records[CONFIG], "round config"),
+            prior=content.array_records.get(PRIOR),
+        )
+
+
+def summary_query(query: SummaryQuery) -> RecordDict:
+    return RecordDict({CONFIG: query.to_record()})
+
+
+def parse_summary_query(content: RecordDict) -> SummaryQuery:
+    return SummaryQuery.parse(content.config_records[CONFIG], "preprocessing query")
+
+
+def summary_reply(institution: str, summary: SummaryRecord) -> RecordDict:
+    return RecordDict({SUMMARY: summary.to_record(), IDENTITY: identity_record(institution)})
+
+
+def parse_summary_reply(content: RecordDict) -> SummaryRecord:
+    if SUMMARY not in content.config_records:
+        raise ProtocolError("a preprocessing reply needs its summary record")
+    return SummaryRecord.parse(content.config_records[SUMMARY], "summary")
+
+
+def train_reply(institution: str, metrics: TrainMetrics, arrays: ArrayRecord | None) -> RecordDict:
+    content = RecordDict({METRICS: metrics.to_record(), IDENTITY: identity_record(institution)})
+    if arrays is not None:
+        content[ARRAYS] = arrays
+    return content
+
+
+def evaluate_reply(institution: str, metrics: EvaluateMetrics) -> RecordDict:
+    return RecordDict({METRICS: metrics.to_record(), IDENTITY: identity_record(institution)})
+
+
+def prior_reply(institution: str, deviation: ArrayRecord) -> RecordDict:
+    return RecordDict({PRIOR: deviation, IDENTITY: identity_record(institution)})
+
+
+def reply_arrays(content: RecordDict) -> ArrayRecord | None:
+    return content.array_records.get(ARRAYS)
+
+
+def prior_of(content: RecordDict) -> ArrayRecord | None:
+    return content.array_records.get(PRIOR)
+
+
+def withheld(content: RecordDict) -> bool:
+    """A train reply without an update because the institution's DP budget is spent."""
+    return not content.array_records and numbers(content).get("dp-steps") == 0

@@ -1,0 +1,425 @@
+"""Run settings: one validated model for every way a run starts.
+
+They travel as Flower's run config (flat kebab-case keys: `[tool.flwr.app.config]` in
+pyproject.toml, `flwr run . --run-config "k=v"`, `jointcredit simulate --run-config`, a sweep's
+grid, `link run`). Validation does all of the resolving, so every caller gets the same run from
+the same keys:
+
+- before: keys left out or set to `auto` take the model's recipe (`recipes`);
+- after: every rule between fields; an impossible combination raises `SettingsError` naming
+  the keys, before any node starts. Rules that need the number of institutions apply once it
+  is known (`institutions > 0`, see `with_institutions`).
+
+Unknown keys are rejected, so a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jointcredit.data.catalog import DataConfig
+from jointcredit.federation import recipes
+
+ModelKind = Literal["logreg", "mlp"]
+Strategy = Literal["fedavg", "fedprox", "fedavgm", "scaffold"]
+Optimizer = Literal["sgd", "adam"]
+Schedule = Literal["constant", "linear", "cosine"]
+Personalization = Literal["auto", "ditto", "hierarchical"]
+# Robust aggregation (Flower's strategies; jointcredit.privacy.robust) and the simulated
+# poisoning it is measured against.
+Aggregator = Literal["fedavg", "median", "trimmed", "krum", "multikrum", "bulyan"]
+Attack = Literal["none", "sign-flip", "scale", "label-flip"]
+# none; DP-SGD inside each institution (protects each borrower's row); Gaussian noise on the
+# average of clipped institution updates (protects an institution's participation); Flower
+# SecAgg+ (the coordinator sees only the sum of masked updates).
+PrivacySetting = Literal["none", "dp-record", "dp-institution", "secagg"]
+DpClipping = Literal["server", "client"]
+# Simulated protocol attacks (client/adversary.py): what the coordinator's verification must
+# catch. `secagg-dropout` crashes a node at SecAgg+'s masked-vector stage instead.
+ADVERSARY_ATTACKS = (
+    "unsigned",
+    "tamper-array",
+    "tamper-metric",
+    "replay",
+    "foreign-key",
+    "impersonate",
+    "key-swap",
+    "truncate",
+    "forge",
+    "arrays-only",
+    "secagg-dropout",
+)
+AUTO = recipes.AUTO
+
+
+class SettingsError(ValueError):
+    """Settings that cannot run: the message names the keys."""
+
+
+def parse_adversary(spec: str) -> dict[str, str]:
+    """`"inst:attack,inst:attack"` -> {inst: attack}; unknown attacks fail loudly."""
+    plan: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        inst, sep, attack = item.partition(":")
+        if not sep or not inst or attack not in ADVERSARY_ATTACKS:
+            raise ValueError(
+                f"adversary {item!r}: expected institution:attack with attack one of "
+                f"{', '.join(sorted(ADVERSARY_ATTACKS))}"
+            )
+        plan[inst] = attack
+    return plan
+
+
+def assumed_attackers(configured: int, attackers: int) -> int:
+    """How many attackers Krum/MultiKrum/Bulyan guard against: the configured number, or when
+    left at -1 the number actually simulated (at least 1, so the rules do something)."""
+    return configured if configured >= 0 else max(attackers, 1)
+
+
+def aggregator_quorum(aggregator: str, assumed: int) -> int:
+    """The fewest institutions a robust rule can work with against `assumed` attackers."""
+    need = {"krum": 2 * assumed + 3, "multikrum": 2 * assumed + 3, "bulyan": 4 * assumed + 3}
+    return need.get(aggregator, 1)
+
+
+def default_run_dir(run_id: int) -> Path:
+    return Path.home() / ".jointcredit" / "runs" / str(run_id)
+
+
+def _field(description: str, default: Any, alias: str | None = None, **limits: Any) -> Any:
+    return Field(default, alias=alias, description=description, **limits)
+
+
+class RunSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    dataset: str = _field("sba (shipped sample), sba-full, synthetic, or a directory", "sba")
+    data_dir: str = _field("a bring-your-own-data directory (instead of dataset)", "", "data-dir")
+    schema_file: str = _field("schema file for a directory (default DIR/schema.toml)", "", "schema")
+    institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
+    rounds: int = _field("federated training rounds", 20, ge=1)
+    model: ModelKind = _field("logreg (scorecard) or mlp", "logreg")
+    seed: int = _field("seed of splits, initial weights and local training", 42)
+    out_dir: str = _field("where model and metrics go", "", "out-dir")
+    strategy: Strategy = _field("Flower strategy (auto: the model's recipe)", "fedavgm")
+    optimizer: Optimizer = _field("local optimiser (auto: the model's recipe)", "sgd")
+    learning_rate: float = _field(
+        "local learning rate of round 1 (auto: the model's recipe)", 0.3, "learning-rate", gt=0
+    )
+    lr_schedule: Schedule = _field(
+        "learning rate by round, decaying to lr-floor (auto: the model's recipe)",
+        "linear",
+        "lr-schedule",
+    )
+    lr_floor: float = _field(
+        "last learning rate, a share of the first", 0.0, "lr-floor", ge=0, le=1
+    )
+    local_steps: int = _field(
+        "local steps per round; 0: local-epochs full passes (auto: the model's recipe)",
+        36,
+        "local-steps",
+        ge=0,
+    )
+    local_epochs: int = _field(
+        "full passes per round when local-steps is 0", 1, "local-epochs", ge=1
+    )
+    batch_size: int = _field("minibatch rows", 128, "batch-size", ge=1)
+    standardize_indicators: bool = _field(
+        "standardise one-hot and missing-indicator columns", True, "standardize-indicators"
+    )
+    server_momentum: float = _field(
+        "FedAvgM's server momentum (auto: the model's recipe)",
+        0.7,
+        "server-momentum",
+        ge=0,
+        lt=1,
+    )
+    proximal_mu: float = _field("FedProx's proximal strength", 0.01, "proximal-mu", ge=0)
+    test_fraction: float = _field("each institution's test split", 0.2, "test-fraction", gt=0, lt=1)
+    central_eval: bool = _field(
+        "simulation only: also evaluate on the pooled test split", True, "central-eval"
+    )
+    finetune_epochs: int = _field(
+        "personalisation epochs in the final round (0: none)", 5, "finetune-epochs", ge=0
+    )
+    personalization: Personalization = _field(
+        "how institutions personalise (auto: hierarchical for logreg without privacy or "
+        "robust rules, else ditto)",
+        "auto",
+    )
+    min_rows: int = _field("fewest rows an institution may have", 100, "min-rows", ge=1)
+    max_categories: int = _field(
+        "most category values a node reports per feature", 64, "max-categories", ge=1
+    )
+    min_category_count: int = _field(
+        "rarest category value a node reports", 5, "min-category-count", ge=1
+    )
+    synthetic_rows: int = _field("synthetic: rows per institution", 3000, "synthetic-rows", ge=200)
+    synthetic_heterogeneity: float = _field(
+        "synthetic: how non-IID institutions are", 0.5, "synthetic-heterogeneity", ge=0, le=1
+    )
+    round_timeout: float = _field("seconds a round may take", 600.0, "round-timeout", gt=0)
+    min_nodes: int = _field("institutions the coordinator waits for", 2, "min-nodes", ge=1)
+    min_valid_fraction: float = _field(
+        "share of verified replies a round needs", 0.5, "min-valid-fraction", gt=0, le=1
+    )
+    # Identities. Deployment: trust-file + coordinator-key on the coordinator, each node's
+    # signing key in its node config. Simulation: keys-dir, or nothing (keys made for the run).
+    keys_dir: str = _field("simulation: a key set (trust.json, *.key)", "", "keys-dir")
+    trust_file: str = _field("deployment: the federation's trust store", "", "trust-file")
+    coordinator_key: str = _field("deployment: the coordinator's key", "", "coordinator-key")
+    coordinator_key_passphrase_env: str = _field(
+        "deployment: environment variable holding the key's passphrase",
+        "",
+        "coordinator-key-passphrase-env",
+    )
+    checkpoints: bool = _field("a signed checkpoint per round", True)
+    adversary: str = _field(
+        "simulation: misbehaving institutions, e.g. 'bank-a:tamper-array' (attacks: "
+        + ", ".join(ADVERSARY_ATTACKS)
+        + ")",
+        "",
+    )
+    aggregator: Aggregator = _field(
+        "aggregation rule: fedavg (the strategy) or a robust Flower strategy", "fedavg"
+    )
+    trim_fraction: float = _field(
+        "trimmed mean: share cut at each end", 0.2, "trim-fraction", ge=0, lt=0.5
+    )
+    assumed_attackers: int = _field(
+        "Krum/MultiKrum/Bulyan f (-1: attackers, at least 1)", -1, "assumed-attackers", ge=-1
+    )
+    attackers: int = _field(
+        "simulation: institutions that poison their updates (drawn by seed)", 0, ge=0
+    )
+    attack: Attack = _field("what the attackers do", "none")
+    attack_scale: float = _field(
+        "sign-flip/scale factor on the honest update", 10.0, "attack-scale", gt=0
+    )
+    privacy: PrivacySetting = _field(
+        "none; dp-record: DP-SGD in each institution (protects borrowers); dp-institution: "
+        "noise on the average of clipped updates (protects institutions); secagg: Flower "
+        "SecAgg+ (the coordinator sees only the sum of masked updates)",
+        "none",
+    )
+    epsilon: float = _field(
+        "privacy budget: per institution (dp-record; inf: clip only) or the federation's",
+        1.0,
+        gt=0,
+    )
+    delta: float = _field("DP delta", 1e-5, gt=0, lt=1)
+    noise_multiplier: float = _field(
+        "fixed DP noise (0: calibrated to spend the budget over the planned rounds)",
+        0.0,
+        "noise-multiplier",
+        ge=0,
+    )
+    max_grad_norm: float = _field(
+        "DP-SGD per-row gradient clipping bound", 1.0, "max-grad-norm", gt=0
+    )
+    clipping_norm: float = _field(
+        "dp-institution: bound on each update's L2 norm", 1.0, "clipping-norm", gt=0
+    )
+    dp_clipping: DpClipping = _field(
+        "dp-institution: who clips (client: before signing)", "server", "dp-clipping"
+    )
+    secagg_shares: float = _field(
+        "secagg: key shares per institution (<= 1: a share)", 1.0, "secagg-shares", gt=0
+    )
+    secagg_threshold: float = _field(
+        "secagg: shares that rebuild a key (<= 1: a share)", 0.5, "secagg-threshold", gt=0
+    )
+    secagg_clipping_range: float = _field(
+        "secagg: range parameters are clipped to before quantisation",
+        8.0,
+        "secagg-clipping-range",
+        gt=0,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: Any) -> Any:
+        """Keys left out or `auto` take the model's recipe (adjusted for privacy and
+        aggregation); keys the caller set stay as set."""
+        if not isinstance(data, Mapping):
+            return data
+        given = dict(data)
+
+        def spellings(key: str) -> list[str]:
+            return list(dict.fromkeys((key, key.replace("-", "_"))))
+
+        def value(key: str, default: str) -> Any:
+            for k in spellings(key):
+                if k in given and given[k] != AUTO:
+                    return given[k]
+            return default
+
+        chosen = recipes.recipe(
+            str(value("model", "logreg")),
+            str(value("privacy", "none")),
+            str(value("aggregator", "fedavg")),
+        )
+        for key, recipe_value in chosen.items():
+            names = [k for k in spellings(key) if k in given]
+            if not names or all(given[k] == AUTO for k in names):
+                for k in names:
+                    del given[k]
+                given[key] = recipe_value
+        return given
+
+    @model_validator(mode="after")
+    def _combinations(self) -> RunSettings:
+        """Settings that cannot work together fail before anything runs."""
+        problems = self._problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        out: list[str] = []
+        if self.privacy in ("secagg", "dp-institution") and self.aggregator != "fedavg":
+            out.append(
+                f"aggregator = {self.aggregator} with privacy = {self.privacy}: a robust rule "
+                f"needs each institution's own update, which {self.privacy} does not give the "
+                "coordinator; use aggregator fedavg"
+            )
+        if self.privacy == "dp-institution" and self.strategy != "fedavg":
+            out.append(
+                f"strategy = {self.strategy} with privacy = dp-institution: Flower accounts "
+                "only for plain, equally weighted FedAvg; use strategy fedavg (or auto)"
+            )
+        if self.privacy == "dp-institution" and math.isinf(self.epsilon):
+            out.append("epsilon = inf with privacy = dp-institution: it needs a finite budget")
+        if self.strategy == "scaffold" and (self.privacy != "none" or self.aggregator != "fedavg"):
+            # Each reply's control variate is its institution's mean gradient, neither noised,
+            # clipped, masked nor screened: it would bypass any of these settings.
+            out.append(
+                f"strategy = scaffold with privacy = {self.privacy}, aggregator = "
+                f"{self.aggregator}: SCAFFOLD works only without privacy settings and with "
+                "aggregator fedavg"
+            )
+        if self.personalization == "hierarchical" and not self._hierarchical_allowed:
+            out.append(
+                "personalization = hierarchical needs model logreg, privacy none and "
+                "aggregator fedavg: each institution's deviations reach the coordinator "
+                "unnoised and unmasked, and the prior's fits are exact only for the convex "
+                "scorecard"
+            )
+        if (self.attackers > 0) != (self.attack != "none"):
+            out.append(
+                f"attackers = {self.attackers} with attack = {self.attack}: set both (N "
+                "attackers doing KIND) or neither"
+            )
+        if self.adversary:
+            try:
+                parse_adversary(self.adversary)
+            except ValueError as exc:
+                out.append(str(exc))
+        if bool(self.trust_file) != bool(self.coordinator_key):
+            out.append("trust-file and coordinator-key: set both (deployment) or neither")
+        n = self.institutions
+        if n > 0:
+            f = assumed_attackers(self.assumed_attackers, self.attackers)
+            need = aggregator_quorum(self.aggregator, f)
+            if n < need:
+                out.append(
+                    f"aggregator = {self.aggregator} against {f} attacker(s) needs at least "
+                    f"{need} institutions, the run has {n} (institutions)"
+                )
+            if self.attackers > n:
+                out.append(f"attackers = {self.attackers} but the run has {n} institutions")
+        return out
+
+    @property
+    def _hierarchical_allowed(self) -> bool:
+        return self.model == "logreg" and self.privacy == "none" and self.aggregator == "fedavg"
+
+    @property
+    def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:
+        """What the final round runs (None: no personalisation)."""
+        if self.finetune_epochs == 0:
+            return None
+        if self.personalization == "auto":
+            return "hierarchical" if self._hierarchical_allowed else "ditto"
+        return self.personalization
+
+    @property
+    def assumed_attackers_resolved(self) -> int:
+        return assumed_attackers(self.assumed_attackers, self.attackers)
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
+        """Validated settings, or `SettingsError` naming every problem."""
+        try:
+            return cls.model_validate(dict(run_config))
+        except ValidationError as exc:
+            problems = "; ".join(
+                (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+                + str(e["msg"]).removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+            raise SettingsError(f"invalid run config: {problems}") from exc
+
+    def to_run_config(self) -> dict[str, int | float | bool | str]:
+        return self.model_dump(by_alias=True)
+
+    def replaced(self, **changes: Any) -> RunSettings:
+        """A copy with `changes` (field names or run-config keys), validated again: unlike
+        `model_copy`, no rule is skipped."""
+        config = self.to_run_config()
+        for key, value in changes.items():
+            alias = RunSettings.model_fields[key].alias if key in RunSettings.model_fields else None
+            config[alias or key] = value
+        return RunSettings.from_run_config(config)
+
+    def with_institutions(self, n: int) -> RunSettings:
+        """These settings for a run of exactly `n` institutions (all of which must join):
+        the rules that depend on the count apply."""
+        return self.replaced(institutions=n, min_nodes=n)
+
+    @property
+    def data(self) -> DataConfig:
+        return DataConfig(
+            dataset=self.data_dir or self.dataset,
+            schema=self.schema_file,
+            institutions=self.institutions,
+            seed=self.seed,
+            test_fraction=self.test_fraction,
+            min_rows=self.min_rows,
+            synthetic_rows=self.synthetic_rows,
+            synthetic_heterogeneity=self.synthetic_heterogeneity,
+        )
+
+    def run_dir(self, run_id: int) -> Path:
+        """Where this run writes (OUT): `out-dir`, or ~/.jointcredit/runs/<run id>."""
+        return Path(self.out_dir) if self.out_dir else default_run_dir(run_id)
+
+    def steps_per_round(self, n_rows: int) -> int:
+        """Local optimiser steps of one round for an institution with `n_rows` training rows."""
+        if self.local_steps > 0:
+            return self.local_steps
+        return self.local_epochs * max(1, math.ceil(n_rows / self.batch_size))
+
+    def lr_at(self, server_round: int) -> float:
+        """Learning rate of round `server_round` (1-based); never zero, the last round trains."""
+        progress = (min(max(server_round, 1), self.rounds) - 1) / self.rounds
+        if self.lr_schedule == "linear":
+            scale = 1.0 - progress
+        elif self.lr_schedule == "cosine":
+            scale = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            scale = 1.0
+        return self.learning_rate * (self.lr_floor + (1.0 - self.lr_floor) * scale)
+
+
+def settings_for_dataset(settings: RunSettings) -> RunSettings:
+    """`settings` for the institutions its dataset holds (reads only the catalog, no rows):
+    what a simulation or sweep checks before it starts anything."""
+    from jointcredit.data.catalog import resolve
+
+    return settings.with_institutions(len(resolve(settings.data).ids))
