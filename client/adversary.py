@@ -21,8 +21,9 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from jointcredit.client.data import node_data
 from jointcredit.client.signing import binding_for, signing_key
 from jointcredit.federation import protocol
+from jointcredit.federation.choices import ADVERSARY_ATTACKS, parse_adversary
 from jointcredit.federation.protocol import ARRAYS, METRICS, NUM_EXAMPLES, SIGNATURE, NodeConfig
-from jointcredit.federation.settings import ADVERSARY_ATTACKS, RunSettings, parse_adversary
+from jointcredit.federation.settings import RunSettings
 from jointcredit.trust import keys
 from jointcredit.trust.updates import DOMAIN, Field, content_parts, sign_content, update_digest
 

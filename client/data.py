@@ -22,7 +22,7 @@ from jointcredit.data.schema import Schema, load_schema
 from jointcredit.federation import control
 from jointcredit.federation.protocol import ModelMessage, NodeConfig
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 
 

@@ -27,7 +27,7 @@ from jointcredit.client.update import LocalUpdate
 from jointcredit.federation import protocol
 from jointcredit.federation.protocol import IDENTITY, RoundConfig
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 
 

@@ -9,10 +9,12 @@ import torch
 from flwr.app import Context
 
 from jointcredit.client.data import NodeData, simulated_institutions
+from jointcredit.federation.choices import Attack
 from jointcredit.federation.protocol import NodeConfig, TrainMetrics
-from jointcredit.federation.settings import Attack, RunSettings
+from jointcredit.federation.settings import RunSettings
+from jointcredit.models.learners import learner
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.training import DriftControl, TrainConfig, train
+from jointcredit.models.training import DriftControl, TrainConfig
 from jointcredit.privacy.robust import attacker_ids, poison_update
 
 
@@ -79,7 +81,9 @@ def local_update(
             return LocalUpdate(metrics.model_copy(update={"num_examples": 0}), withheld=True)
         loss = dp.loss
     else:
-        loss = train(model, x, labels, cfg, global_params=global_params, control=drift)
+        loss = learner(settings.model).fit(
+            model, x, labels, cfg, global_params=global_params, drift=drift
+        )
     if poisons_update:
         trained = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         poisoned = poison_update(global_state, trained, attack, settings.attack_scale)

@@ -229,9 +229,12 @@ def server_round(content: RecordDict) -> int | None:
 
 
 def numbers(content: RecordDict) -> dict[str, float]:
-    """Every number of a reply's metric records (and SecAgg+'s legacy metrics)."""
+    """Every number of a reply's metrics record (or SecAgg+'s legacy one; the legacy wrapping
+    adds records of its own, such as Flower's example count, which are not ours)."""
     values: dict[str, float] = {}
-    records: list[Mapping[str, Any]] = list(content.metric_records.values())
+    records: list[Mapping[str, Any]] = []
+    if METRICS in content.metric_records:
+        records.append(content.metric_records[METRICS])
     legacy = content.config_records.get(LEGACY_METRICS)
     if legacy is not None:
         records.append(legacy)

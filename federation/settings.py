@@ -24,67 +24,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from jointcredit.data.catalog import DataConfig
 from jointcredit.federation import recipes
-
-ModelKind = Literal["logreg", "mlp"]
-Strategy = Literal["fedavg", "fedprox", "fedavgm", "scaffold"]
-Optimizer = Literal["sgd", "adam"]
-Schedule = Literal["constant", "linear", "cosine"]
-Personalization = Literal["auto", "ditto", "hierarchical"]
-# Robust aggregation (Flower's strategies; jointcredit.privacy.robust) and the simulated
-# poisoning it is measured against.
-Aggregator = Literal["fedavg", "median", "trimmed", "krum", "multikrum", "bulyan"]
-Attack = Literal["none", "sign-flip", "scale", "label-flip"]
-# none; DP-SGD inside each institution (protects each borrower's row); Gaussian noise on the
-# average of clipped institution updates (protects an institution's participation); Flower
-# SecAgg+ (the coordinator sees only the sum of masked updates).
-PrivacySetting = Literal["none", "dp-record", "dp-institution", "secagg"]
-DpClipping = Literal["server", "client"]
-# Simulated protocol attacks (client/adversary.py): what the coordinator's verification must
-# catch. `secagg-dropout` crashes a node at SecAgg+'s masked-vector stage instead.
-ADVERSARY_ATTACKS = (
-    "unsigned",
-    "tamper-array",
-    "tamper-metric",
-    "replay",
-    "foreign-key",
-    "impersonate",
-    "key-swap",
-    "truncate",
-    "forge",
-    "arrays-only",
-    "secagg-dropout",
+from jointcredit.federation.choices import (
+    ADVERSARY_ATTACKS,
+    Aggregator,
+    Attack,
+    DpClipping,
+    ModelKind,
+    Optimizer,
+    Personalization,
+    PrivacySetting,
+    Schedule,
+    Strategy,
+    aggregator_quorum,
+    assumed_attackers,
+    parse_adversary,
 )
+
 AUTO = recipes.AUTO
 
 
 class SettingsError(ValueError):
     """Settings that cannot run: the message names the keys."""
-
-
-def parse_adversary(spec: str) -> dict[str, str]:
-    """`"inst:attack,inst:attack"` -> {inst: attack}; unknown attacks fail loudly."""
-    plan: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        inst, sep, attack = item.partition(":")
-        if not sep or not inst or attack not in ADVERSARY_ATTACKS:
-            raise ValueError(
-                f"adversary {item!r}: expected institution:attack with attack one of "
-                f"{', '.join(sorted(ADVERSARY_ATTACKS))}"
-            )
-        plan[inst] = attack
-    return plan
-
-
-def assumed_attackers(configured: int, attackers: int) -> int:
-    """How many attackers Krum/MultiKrum/Bulyan guard against: the configured number, or when
-    left at -1 the number actually simulated (at least 1, so the rules do something)."""
-    return configured if configured >= 0 else max(attackers, 1)
-
-
-def aggregator_quorum(aggregator: str, assumed: int) -> int:
-    """The fewest institutions a robust rule can work with against `assumed` attackers."""
-    need = {"krum": 2 * assumed + 3, "multikrum": 2 * assumed + 3, "bulyan": 4 * assumed + 3}
-    return need.get(aggregator, 1)
 
 
 def default_run_dir(run_id: int) -> Path:

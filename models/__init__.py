@@ -1,4 +1,6 @@
 """Risk models, preprocessing, metrics, score scaling and the model artifact.
 
-Bottom layer: depends only on `jointcredit.data` (for the schema) and the ML libraries.
+Depends on `jointcredit.data` (the schema), `jointcredit.trust` (signed artifacts),
+`jointcredit.federation` (the run settings, the metrics schema) and the ML libraries. The model
+families live in `learners`, one module each.
 """

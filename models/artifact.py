@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.data.schema import Schema
-from jointcredit.models.nets import Architecture, build_model
+from jointcredit.models.learners import Architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import predict_pd

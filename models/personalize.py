@@ -8,11 +8,10 @@ takes the exact posterior mode of its own rows under the prior N(w_global, tau^2
 other institutions' mean squared deviation (`personalize_hierarchical`). Coefficients on which
 lenders agree are pulled hard, those on which they differ barely; a large
 lender's own rows outweigh any prior, a small one leans on the federation. No validation split
-and nothing tuned, so nothing is chosen on noise: on the full 20-lender file it beat local-only
-at 18 of 20 lenders (Ditto below: 17) with no lender significantly worse by a paired bootstrap
-(Ditto: Wells Fargo), docs/PERSONALISATION.md. Converged with L-BFGS in float64, which only the
-convex scorecard allows; hand-written because no library fits a logistic model under a
-Gaussian prior centred away from zero.
+and nothing tuned, so nothing is chosen on noise (how it compares with Ditto and local-only:
+docs/PERSONALISATION.md). Converged with L-BFGS in float64, which only the convex scorecard
+allows; hand-written because no library fits a logistic model under a Gaussian prior centred
+away from zero.
 
 `ditto` (the MLP's, and everyone's under DP, SecAgg+ or a robust rule, where the coordinator
 must not see per-institution deviations; Li et al., 2021): fine-tune on own rows with a
@@ -21,7 +20,7 @@ pull keeps the global model's knowledge (what small lenders need), a weak one le
 lender fit its own book. The institution picks mu on a validation split of its own training
 rows, with the unchanged global model as a candidate too, then refits on all its rows.
 Hand-written because Flower ships no personalisation step; the candidates train side by side
-(`train_together`): for the logistic scorecard four strengths cost about what one did.
+(`train_together`), so trying several strengths costs little more than one.
 """
 
 from __future__ import annotations

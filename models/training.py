@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from jointcredit.federation.settings import Optimizer, RunSettings
+from jointcredit.federation.choices import Optimizer
+from jointcredit.federation.settings import RunSettings
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from jointcredit.federation.settings import Attack
+from jointcredit.federation.choices import Attack
 
 
 def attacker_ids(institutions: Sequence[str], n: int, seed: int) -> list[str]:

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # `flwr run .` as a Flower user would, with the traps of flwr 1.42 handled:
 # - runtime dependency installation is disabled (it would download a CUDA torch per run);
-# - the detached local SuperLink that `flwr run` starts is stopped afterwards, also on failure;
+# - the detached local SuperLink that `flwr run` starts is stopped afterwards (and waited for),
+#   also on failure;
 # - `flwr run --stream` exits 0 even when the ServerApp fails, so the run's real final status
 #   is read back with `flwr ls` and this script exits non-zero unless it is finished:completed.
+# - the run settings are resolved and checked first, as the ServerApp will resolve them for
+#   NUM_NODES institutions: a run that could not work is refused (exit 2) before anything starts.
 # Usage: scripts/flwr_run_local.sh [NUM_NODES] [extra run-config, e.g. "rounds=3 model='mlp'"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +19,20 @@ mkdir -p "$FLWR_HOME"
 out="${OUT:-$PWD/runs/flwr-run}"
 flwr="${FLWR:-$(dirname "$(command -v python)")/flwr}"
 [ -x "$flwr" ] || flwr=.venv/bin/flwr
+jointcredit="$(dirname "$flwr")/jointcredit"
 
+"$jointcredit" config resolve --institutions "$nodes" --run-config "$extra" >/dev/null || exit 2
+
+# SIGTERM, and wait for it to be gone (a busy SuperLink takes seconds to shut down); SIGKILL
+# after 30 s. Its flower-superexec helper exits with it.
 stop_superlink() {
-  pkill -TERM -f "flower-superlink.*--database $FLWR_HOME/local-superlink/state.db" 2>/dev/null || true
+  local pattern="flower-superlink.*--database $FLWR_HOME/local-superlink/state.db"
+  pkill -TERM -f "$pattern" 2>/dev/null || return 0
+  for _ in $(seq 60); do
+    pgrep -f "$pattern" >/dev/null || return 0
+    sleep 0.5
+  done
+  pkill -KILL -f "$pattern" 2>/dev/null || true
 }
 trap stop_superlink EXIT
 

@@ -35,7 +35,7 @@ from jointcredit.client.data import validation_split
 from jointcredit.data.catalog import load_federation
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import WEIGHTS
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.personalize import (
     map_fit,
     personalize,

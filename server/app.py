@@ -38,7 +38,7 @@ from jointcredit.federation.metrics import (
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import save_artifact
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.server import events, report
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import BudgetSpent, InstitutionGrid, metric_rows, nan_weighted_mean
@@ -89,7 +89,9 @@ def _run(
     # 1. Institutions, the settings for that many, and the agreed preprocessing.
     events.emit(events.ServerEvent("preprocessing", total_rounds=settings.rounds))
     nodes = wait_for_nodes(igrid, settings.min_nodes, timeout=settings.round_timeout)
-    settings = settings.with_institutions(len(nodes))  # e.g. a robust rule's quorum
+    # The rules that need the count (a robust rule's quorum) hold for the nodes that joined;
+    # the settings themselves stay as given (`institutions` also selects the data).
+    settings.with_institutions(len(nodes))
     spec, schema, node_inst, summaries = agree_preprocessing(igrid, nodes, settings)
     institutions = sorted(node_inst.values())
     log(INFO, "Institutions: %s", ", ".join(institutions))

@@ -60,7 +60,9 @@ def round_records(
             continue
         if ex.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
             continue
-        rec = rounds.setdefault(ex.server_round, RoundRecord(round=ex.server_round))
+        rec = rounds.setdefault(
+            ex.server_round, RoundRecord(round=ex.server_round, errors={}, rejected={})
+        )
         if ex.message_type == MessageType.TRAIN:
             _train_round(ex, rec)
         else:

@@ -6,10 +6,9 @@ and the control variate rides in the same ArrayRecord (`jointcredit.federation.c
 the coordinator keeps between rounds is c, the example-weighted mean of the institutions'
 latest mean gradients; each institution keeps its own c_i.
 
-Why: with one local epoch per round, plain FedAvg on the 20 SBA lenders left the MLP ~0.012
-AUC below pooled training (each lender's steps drift toward its own optimum, and more local
-steps made it worse); correcting every local gradient by c - c_i brought it within 0.0026 in
-the same 20 rounds (full data, docs/BENCHMARKS.md).
+Why: with one local epoch per round, each lender's steps drift toward its own optimum, so
+plain FedAvg leaves the MLP below pooled training (and more local steps make it worse);
+correcting every local gradient by c - c_i removes most of that gap (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -56,6 +56,20 @@ def shares_and_threshold(settings: RunSettings, n: int) -> tuple[int, int]:
     return num, max(2, min(num, threshold))
 
 
+def aggregated_per_round(history: list[tuple[int, Scalar]], rounds: int) -> dict[int, int]:
+    """How many institutions each round's aggregate covers, from the workflow's history; a
+    round without one fails the run (the workflow itself only logs it and keeps the previous
+    model: too few institutions answered a stage, or unmasking failed)."""
+    aggregated = {int(r): int(n) for r, n in sorted(history)}
+    missing = [r for r in range(1, rounds + 1) if r not in aggregated]
+    if missing:
+        raise FederationError(
+            f"SecAgg+ produced no aggregate in round(s) {missing} (the workflow does not raise: "
+            "too few institutions answered a stage, or unmasking failed; see the log)"
+        )
+    return aggregated
+
+
 def run_secagg(
     grid: InstitutionGrid,
     context: Context,
@@ -133,20 +147,16 @@ def run_secagg(
     )
     workflow(grid, legacy)
 
-    aggregated = dict(legacy.history.metrics_distributed_fit.get(AGGREGATED, []))
-    missing = [r for r in range(1, settings.rounds + 1) if r not in aggregated]
-    if missing:
-        raise FederationError(
-            f"SecAgg+ produced no aggregate in round(s) {missing} (the workflow does not raise: "
-            "too few institutions answered a stage, or unmasking failed; see the log)"
-        )
+    aggregated = aggregated_per_round(
+        legacy.history.metrics_distributed_fit.get(AGGREGATED, []), settings.rounds
+    )
     final = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
     record = SecAgg(
         num_shares=num_shares,
         reconstruction_threshold=threshold,
         clipping_range=settings.secagg_clipping_range,
         max_weight=max_examples,
-        institutions_aggregated={int(r): int(n) for r, n in sorted(aggregated.items())},
+        institutions_aggregated=aggregated,
         signed="every stage reply (public keys, encrypted shares, masked vector, unmasking "
         "shares) is signed by its institution and verified before the workflow uses it",
     )

@@ -21,8 +21,8 @@ from flwr.common.logger import log
 from jointcredit.data.catalog import load_institution
 from jointcredit.data.frames import Split
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.learners import Architecture, build_model
 from jointcredit.models.metrics import risk_metrics
-from jointcredit.models.nets import Architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import predict_pd
 from jointcredit.server import events

@@ -17,7 +17,7 @@ import torch
 from jointcredit.data.frames import FederatedData
 from jointcredit.federation.metrics import MembershipAudit
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import TrainConfig, predict_pd, train
 from jointcredit.privacy.membership import lira_offline, loss_threshold

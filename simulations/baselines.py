@@ -29,8 +29,8 @@ from jointcredit.data.catalog import load_federation
 from jointcredit.data.frames import FederatedData
 from jointcredit.federation.metrics import Centralized, LocalOnly, LocalOnlyInstitution
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.metrics import risk_metrics
-from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import TrainConfig, predict_pd, train
 

@@ -114,9 +114,10 @@ def cells(grid: SweepGrid, out: Path) -> list[Cell]:
     keys = list(grid.grid)
     found: dict[str, Cell] = {}
     for values in product(*(grid.grid[k] for k in keys)):
-        setting = _normalise(dict(zip(keys, values, strict=True)))
+        chosen = dict(zip(keys, values, strict=True))
         for seed in grid.seeds:
-            config = _normalise({**grid.base, **setting, "seed": seed})
+            # Normalised as a whole: a base key (an attack every cell shares) counts too.
+            config = _normalise({**grid.base, **chosen, "seed": seed})
             digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
             cell_out = out / "cells" / digest
             try:
@@ -124,8 +125,8 @@ def cells(grid: SweepGrid, out: Path) -> list[Cell]:
                     RunSettings.from_run_config({**config, "out-dir": str(cell_out)})
                 )
             except (ValueError, DataValidationError) as exc:
-                raise ValueError(f"grid cell {setting} (seed {seed}): {exc}") from exc
-            shown = {k: setting.get(k, "-") for k in keys}
+                raise ValueError(f"grid cell {chosen} (seed {seed}): {exc}") from exc
+            shown = {k: config.get(k, "-") for k in keys}
             found.setdefault(digest, Cell(digest, shown, seed, settings))
     return list(found.values())
 

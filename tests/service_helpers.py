@@ -9,7 +9,7 @@ import numpy as np
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import save_artifact, state_to_numpy
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.training import TrainConfig, train
 from jointcredit.trust import keys, store

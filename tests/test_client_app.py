@@ -22,7 +22,7 @@ from jointcredit.federation.protocol import (
     TrainMetrics,
 )
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import InstitutionSummary, agree
 from jointcredit.trust.keyset import create_key_set
 from jointcredit.trust.store import TrustStore

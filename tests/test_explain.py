@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import CategoricalFeature, NumericFeature, PreprocessingSpec
 from jointcredit.models.training import predict_pd
 from jointcredit.service.explain import GradientKernel, LinearKernel, feature_columns

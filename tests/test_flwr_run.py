@@ -62,6 +62,14 @@ def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
 
 
 def test_failed_run_is_reported_as_failure(tmp_path: Path) -> None:
-    proc = _flwr_run(tmp_path, "rounds=1 strategy='nope'")
+    # Settings that cannot work are refused before a SuperLink starts.
+    refused = _flwr_run(tmp_path, "rounds=1 strategy='nope'")
+    assert refused.returncode == 2 and "strategy" in refused.stderr
+    assert not (tmp_path / "flwr-home" / "local-superlink").exists()
+    # A run that fails inside the ServerApp (an unsigned reply where every reply must verify)
+    # is reported as failed, though `flwr run --stream` itself exits 0.
+    proc = _flwr_run(
+        tmp_path, "rounds=1 min-valid-fraction=1.0 adversary='bank-of-america-natl-assoc:unsigned'"
+    )
     assert proc.returncode != 0
     assert "finished:failed" in proc.stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.training import TrainConfig, predict_pd, train
 from jointcredit.privacy.membership import lira_offline, loss_threshold, roc_tpr_at
 

@@ -12,8 +12,8 @@ import torch
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import ArtifactError, load_artifact, save_artifact, state_to_numpy
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.metrics import risk_metrics
-from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import TrainConfig, predict_pd, train

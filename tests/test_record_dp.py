@@ -16,7 +16,7 @@ from flwr.app import RecordDict
 
 from jointcredit.client.record_dp import record_dp_round
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.training import TrainConfig
 from jointcredit.privacy.record_dp import (
     DPSGDPlan,

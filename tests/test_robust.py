@@ -18,8 +18,8 @@ from flwr.app import ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.metrics import risk_metrics
-from jointcredit.models.nets import architecture, build_model
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.training import TrainConfig, predict_pd, train
 from jointcredit.privacy.robust import attacker_ids, poison_update

@@ -14,7 +14,7 @@ from torch import nn
 from jointcredit.federation import control
 from jointcredit.federation.recipes import recipe
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.training import DriftControl, TrainConfig, train
 from jointcredit.server.scaffold import Scaffold
 

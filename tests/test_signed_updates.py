@@ -11,7 +11,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from jointcredit.client.app import app
 from jointcredit.data.catalog import resolve
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.nets import architecture, build_model
+from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
 from jointcredit.server.verify import UpdateVerifier
 from jointcredit.trust import keys, store

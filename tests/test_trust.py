@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from jointcredit.cli.main import app
 from jointcredit.data.schema import Schema
 from jointcredit.models.artifact import ArtifactError, load_artifact, save_artifact
-from jointcredit.models.nets import architecture
+from jointcredit.models.learners import architecture
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.trust import keys, store
 from jointcredit.trust.errors import TrustError
