@@ -164,10 +164,9 @@ class PrivacyLedger:
 @lru_cache(maxsize=256)
 def _rdp_per_step(noise: float, rate: float) -> tuple[float, ...]:
     """Opacus's RDP of one Poisson-sampled Gaussian step at its default orders. RDP composes
-    additively, so k steps cost k times this. Computing it once per (noise, rate) instead of
-    per query: one epsilon query took 0.02-0.2 s (the fractional orders' series is slow at
-    small noise), 20 rounds of budget search now take 0.02 s in all, and a DP sweep cell went
-    from 130-313 s to 92-115 s (docs/BENCHMARKS.md)."""
+    additively, so k steps cost k times this. Computed once per (noise, rate) because the
+    budget search asks for epsilon many times per round and the series over Opacus's
+    fractional orders is slow at small noise."""
     orders = RDPAccountant.DEFAULT_ALPHAS
     return tuple(np.atleast_1d(compute_rdp(q=rate, noise_multiplier=noise, steps=1, orders=orders)))
 

@@ -84,3 +84,11 @@ def test_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.stdout.count("skipped (done before)") == 1, again.stdout[-3000:]
     assert pd.read_csv(out / "results.csv")["auc"].iloc[0] == auc
+
+
+@pytest.mark.parametrize(
+    "grid", sorted((Path(__file__).resolve().parents[1] / "simulations" / "grids").glob("*.toml"))
+)
+def test_every_shipped_grid_is_valid_before_it_runs(grid: Path, tmp_path: Path) -> None:
+    found = cells(load_grid(grid), tmp_path)
+    assert found and all(c.settings.institutions > 0 for c in found)
