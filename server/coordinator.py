@@ -1,0 +1,317 @@
+"""One run of the federation from the coordinator's side, phase by phase.
+
+    1. `join`: wait for the institution nodes, check the settings hold for that many
+       institutions, agree preprocessing from their summaries (query round);
+    2. `train`: the configured Flower strategy (or a robust rule, or SecAgg+'s workflow) for
+       `rounds` rounds, federated evaluation each round and, in simulation, central evaluation
+       on the pooled test split; a signed checkpoint per round (`tracker`);
+    3. `personalise`: one last evaluate round where each institution also personalises a copy
+       (hierarchical prior: a `query.prior` round first; `personalization`);
+    4. `write`: the signed OUT/model/, OUT/trust.json and OUT/metrics.json (`report`).
+Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
+strategy sees it and orders replies so a seeded run is reproducible.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ArrayRecord, Context, MessageType, MetricRecord, MetricRecordValues, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.exception import PrivacyBudgetExhausted
+from torch import nn
+
+from jointcredit.data.schema import Schema
+from jointcredit.federation.metrics import (
+    Headline,
+    Personalization,
+    PreprocessingDigest,
+    Privacy,
+    RunMetrics,
+    Scores,
+    Stopped,
+    Timing,
+)
+from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
+from jointcredit.federation.settings import RunSettings
+from jointcredit.models.artifact import save_artifact
+from jointcredit.models.learners import Architecture, architecture, build_model
+from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
+from jointcredit.server import events, report
+from jointcredit.server.errors import FederationError
+from jointcredit.server.grid import (
+    BudgetSpent,
+    Exchange,
+    InstitutionGrid,
+    metric_rows,
+    nan_weighted_mean,
+)
+from jointcredit.server.identity import CoordinatorIdentity
+from jointcredit.server.personalization import final_round
+from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
+from jointcredit.server.privacy import privacy_record
+from jointcredit.server.secagg import run_secagg
+from jointcredit.server.strategy import build_strategy, robustness_record
+from jointcredit.server.tracker import RoundTracker, central_evaluator
+from jointcredit.server.verify import UpdateVerifier
+
+
+def _aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    # Undefined metrics (one-class test split) arrive as NaN; skip them instead of poisoning.
+    mean: dict[str, MetricRecordValues] = dict(nan_weighted_mean(metric_rows(records), weight_key))
+    return MetricRecord(mean)
+
+
+@dataclass
+class Federation:
+    """Who joined and what they agreed: fixed once the query round is done."""
+
+    nodes: list[int]
+    node_inst: dict[int, str]
+    spec: PreprocessingSpec
+    schema: Schema
+    summaries: list[InstitutionSummary]
+    architecture: Architecture
+    initial: nn.Module
+
+    @property
+    def institutions(self) -> list[str]:
+        return sorted(self.node_inst.values())
+
+
+@dataclass
+class Trained:
+    arrays: ArrayRecord
+    last_round: int
+    tracker: RoundTracker
+
+
+@dataclass
+class Coordinator:
+    grid: Grid
+    context: Context
+    settings: RunSettings
+    identity: CoordinatorIdentity
+    started: float = field(default_factory=time.monotonic)
+    phase_started: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.verifier = UpdateVerifier(self.identity.trust, run_id=self.context.run_id)
+        s = self.settings
+        client_clipped = s.privacy == "dp-institution" and s.dp_clipping == "client"
+        self.igrid = InstitutionGrid(
+            self.grid,
+            self.verifier,
+            s.min_valid_fraction,
+            update_bound=s.clipping_norm if client_clipped else None,
+        )
+        self.out_dir = s.run_dir(self.context.run_id)
+
+    def run(self) -> RunMetrics:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "trust.json").write_bytes(self.identity.trust.to_bytes())
+        fed = self.join()
+        privacy = Privacy.model_validate(
+            {
+                **privacy_record(self.settings, [], fed.institutions),
+                **robustness_record(self.settings, fed.institutions),
+            }
+        )
+        trained = self.train(fed, privacy)
+        final, personalization = self.personalise(fed, trained)
+        return self.write(fed, trained, privacy, final, personalization)
+
+    # -- 1
+    def join(self) -> Federation:
+        s = self.settings
+        events.emit(events.ServerEvent("preprocessing", total_rounds=s.rounds))
+        nodes = wait_for_nodes(self.igrid, s.min_nodes, timeout=s.round_timeout)
+        # The rules that need the count (a robust rule's quorum) hold for the nodes that
+        # joined; the settings stay as given (`institutions` also selects the data).
+        s.with_institutions(len(nodes))
+        spec, schema, node_inst, summaries = agree_preprocessing(self.igrid, nodes, s)
+        log(INFO, "Institutions: %s", ", ".join(sorted(node_inst.values())))
+        arch = architecture(s.model, spec.n_outputs)
+        return Federation(
+            nodes, node_inst, spec, schema, summaries, arch, build_model(arch, seed=s.seed)
+        )
+
+    def _artifact(
+        self,
+        fed: Federation,
+        privacy: Privacy,
+        path: Path,
+        arrays: ArrayRecord,
+        server_round: int,
+        metrics: dict[str, Any],
+    ) -> None:
+        save_artifact(
+            path,
+            state={k: v.numpy() for k, v in arrays.to_torch_state_dict().items()},
+            spec=fed.spec,
+            architecture=fed.architecture,
+            schema=fed.schema,
+            institutions=fed.institutions,
+            training=self.settings.to_run_config(),
+            metrics=metrics,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            signer=self.identity.key,
+            trust=self.identity.trust,
+            provenance={
+                "round": server_round,
+                "privacy": privacy.model_dump(mode="json", exclude_unset=True),
+                "updates": report.accepted_updates(self.igrid, server_round),
+            },
+        )
+
+    # -- 2
+    def train(self, fed: Federation, privacy: Privacy) -> Trained:
+        s, n = self.settings, len(fed.nodes)
+        tracker = RoundTracker(
+            s,
+            fed.architecture,
+            central_evaluator(s, fed.institutions, fed.spec),
+            checkpoint=lambda arrays, r, central: self._artifact(
+                fed,
+                privacy,
+                self.out_dir / "checkpoints" / f"round-{r:03d}",
+                arrays,
+                r,
+                {"central": report.clean(central)},
+            ),
+        )
+        common: dict[str, Any] = {
+            "fraction_train": 1.0,
+            "fraction_evaluate": 1.0,
+            "min_train_nodes": n,
+            "min_evaluate_nodes": n,
+            "min_available_nodes": n,
+            "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,
+        }
+        strategy = None if s.privacy == "secagg" else build_strategy(s, n, common)
+        tracker.strategy = strategy
+        config = RoundConfig(preprocessing=fed.spec.to_json())
+        initial = ArrayRecord(fed.initial.state_dict())
+        self.phase_started["training"] = time.monotonic()
+        stopped: Stopped | None = None
+        try:
+            if strategy is None:
+                arrays, secagg = run_secagg(
+                    self.igrid,
+                    self.context,
+                    s,
+                    initial=initial,
+                    train_config=config,
+                    n_nodes=n,
+                    max_examples=max(summary.rows for summary in fed.summaries),
+                    evaluate_fn=tracker.evaluate_fn,
+                )
+                privacy.secagg = secagg
+            else:
+                arrays = strategy.start(
+                    grid=self.igrid,
+                    initial_arrays=initial,
+                    num_rounds=s.rounds,
+                    timeout=s.round_timeout,
+                    train_config=config.to_record(),
+                    evaluate_config=config.to_record(),
+                    evaluate_fn=tracker.evaluate_fn,
+                ).arrays
+            last_round = s.rounds
+        except (BudgetSpent, PrivacyBudgetExhausted) as exc:
+            # An enforced budget: nobody may train (record-level) or no further aggregate may
+            # be released (institution-level). The model stands as it was after the last round
+            # that trained; the run says so and goes on to its outputs.
+            last_round, arrays = tracker.last()
+            stopped = Stopped(after_round=last_round, reason=str(exc))
+            log(WARNING, "Training stopped after round %s: %s", last_round, exc)
+        _check_rounds(self.igrid, last_round, stopped is not None)
+        spent = privacy_record(
+            s, self.igrid.exchanges, fed.institutions, strategy, tracker.central_epsilon
+        )
+        for key, value in spent.items():
+            setattr(privacy, key, value)
+        if stopped is not None:
+            privacy.stopped = stopped
+        return Trained(arrays, last_round, tracker)
+
+    # -- 3
+    def personalise(self, fed: Federation, trained: Trained) -> tuple[Exchange, Personalization]:
+        s = self.settings
+        self.phase_started["personalization"] = time.monotonic()
+        events.emit(events.ServerEvent("personalization", s.rounds, s.rounds))
+        config = RoundConfig(preprocessing=fed.spec.to_json())
+        return final_round(
+            self.igrid, fed.nodes, fed.node_inst, trained.arrays, fed.initial, config, s
+        )
+
+    # -- 4
+    def write(
+        self,
+        fed: Federation,
+        trained: Trained,
+        privacy: Privacy,
+        final: Exchange,
+        personalization: Personalization,
+    ) -> RunMetrics:
+        s, tracker = self.settings, trained.tracker
+        fed_eval = report.clean(nan_weighted_mean(list(final.metrics.values()), NUM_EXAMPLES))
+        central = tracker.central_by_round.get(trained.last_round)
+        headline = Headline(
+            **(central or {k: fed_eval.get(k) for k in Scores.model_fields}),
+            evaluated_on="pooled test split" if tracker.central else "institutions (weighted)",
+        )
+        training, personal = (self.phase_started[k] for k in ("training", "personalization"))
+        metrics = RunMetrics(
+            run_id=self.context.run_id,
+            config=s.to_run_config(),
+            institutions=fed.institutions,
+            preprocessing=PreprocessingDigest(
+                n_features=fed.spec.n_outputs, sha256=fed.spec.digest()
+            ),
+            federated=headline,
+            federated_eval=fed_eval,
+            per_institution=report.institution_results(final, self.igrid),
+            personalization=personalization,
+            rounds=report.round_records(
+                self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
+            ),
+            trained_rounds=trained.last_round,
+            security=report.security(self.igrid, self.verifier, self.identity),
+            privacy=privacy,
+            timing=Timing(
+                server_seconds=round(time.monotonic() - self.started, 3),
+                setup_seconds=round(training - self.started, 3),
+                training_seconds=round(personal - training, 3),
+                personalization_seconds=round(time.monotonic() - personal, 3),
+                round_seconds=[round(x, 3) for x in tracker.round_seconds],
+            ),
+        )
+        federated = metrics.federated.model_dump(exclude_unset=True)
+        model_dir = self.out_dir / "model"
+        self._artifact(
+            fed, privacy, model_dir, trained.arrays, trained.last_round, {"federated": federated}
+        )
+        metrics.write(self.out_dir / "metrics.json")
+        log(INFO, "Wrote %s and %s", model_dir, self.out_dir / "metrics.json")
+        events.emit(events.ServerEvent("done", s.rounds, s.rounds, federated))
+        return metrics
+
+
+def _check_rounds(grid: InstitutionGrid, last_round: int, stopped: bool) -> None:
+    """Every round up to `last_round` trained (a stopped run may have asked for one more:
+    under record-level DP everyone withheld)."""
+    trained = {
+        e.server_round
+        for e in grid.exchanges
+        if e.message_type == MessageType.TRAIN and e.server_round is not None
+    }
+    expected = set(range(1, last_round + 1))
+    if not expected <= trained <= expected | ({last_round + 1} if stopped else set()):
+        raise FederationError(f"training rounds missing: ran {sorted(trained)}")
