@@ -116,9 +116,10 @@ def audit_verify(
 ) -> None:
     """Walk the hash chain; exit 1 naming the first broken row."""
     from jointcredit.service.audit import AuditError, AuditLog
+    from jointcredit.service.records import derive_views
 
     try:
-        seq, head = AuditLog(db, create=False).verify()
+        seq, head = AuditLog(db, create=False).verify(derive_views)
     except AuditError as exc:
         err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc

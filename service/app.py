@@ -45,22 +45,14 @@ from prometheus_client import (
 from pydantic import BaseModel, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jointcredit.service.audit import (
-    IN_BATCH,
-    AuditLog,
-    AuditWriter,
-    DecisionRow,
-    Entry,
-    View,
-    as_view,
-    canonical,
-    now,
-)
+from jointcredit.service.audit import AuditLog, DecisionRow, Entry, ViewRow, as_view
 from jointcredit.service.auth import Authenticator, AuthError
+from jointcredit.service.chain import canonical, now
 from jointcredit.service.columns import batch_id, decision_ids, output_columns
 from jointcredit.service.decide import Decider, Decision, Flag, Reason
 from jointcredit.service.exposure import ExposureResult, Registry, federation_exposure
 from jointcredit.service.joint import JointOut, joint_limit
+from jointcredit.service.records import IN_BATCH, Responses
 from jointcredit.service.schemas import (
     BatchOut,
     ColumnarOut,
@@ -71,6 +63,7 @@ from jointcredit.service.schemas import (
     columnar_model,
     request_models,
 )
+from jointcredit.service.writer import AuditWriter
 
 log = logging.getLogger("jointcredit.service")
 
@@ -158,6 +151,7 @@ def create_app(service: Service) -> FastAPI:
     model_info = service.model_info.model_dump(mode="json")
 
     writer = AuditWriter(service.audit)
+    responses = Responses(service.audit)
     Gauge(
         "jointcredit_audit_commits", "Audit transactions committed (group commit)",
         registry=registry,
@@ -278,7 +272,7 @@ def create_app(service: Service) -> FastAPI:
         ids = os.urandom(16 * len(items)).hex()  # one system call, not one per decision
         outs: list[bytes] = []
         records: list[dict[str, Any]] = []
-        views: list[View] = []
+        views: list[ViewRow] = []
         outcomes: collections.Counter[str] = collections.Counter()
         for k, (item, d0, ex) in enumerate(zip(items, decisions, exposure, strict=True)):
             d, joint = _joint(d0, item, ex, policy)
@@ -446,7 +440,7 @@ def create_app(service: Service) -> FastAPI:
     async def progress(decision_id: str, institution: str = Depends(caller)) -> dict[str, Any]:
         row = service.audit.get(decision_id)
         if row is None:
-            found = service.audit.batch_decision(decision_id)  # columnar, decided at once
+            found = responses.in_batch(decision_id)  # columnar, decided at once
             if found is None or found[0] != institution:
                 raise HTTPException(404, "no such decision")  # never confirm another's id
             response = found[1]
@@ -457,7 +451,7 @@ def create_app(service: Service) -> FastAPI:
         elif row.institution != institution:
             raise HTTPException(404, "no such decision")
         else:
-            response = service.audit.response(row)
+            response = responses.of(row)
         stages = [
             {"stage": "received", "at": response["created_at"]},
             {"stage": "scored", "at": response["created_at"]},
@@ -483,7 +477,7 @@ def create_app(service: Service) -> FastAPI:
                 {
                     "decision_id": r.decision_id,
                     "created_at": r.created_at,
-                    "response": service.audit.response(r),
+                    "response": responses.of(r),
                 }
                 for r in rows
             ]

@@ -16,7 +16,7 @@ from service_helpers import signed_artifact
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import load_artifact
-from jointcredit.service.audit import canonical
+from jointcredit.service.chain import canonical
 from jointcredit.service.columns import decision_ids, output_columns, row_response
 from jointcredit.service.decide import FEW_ROWS, Decider
 from jointcredit.service.policy import DEFAULT_POLICY, Column, Condition, Policy

@@ -20,6 +20,7 @@ from service_helpers import signed_artifact as _artifact
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.service.audit import AuditError, AuditLog
 from jointcredit.service.auth import new_key
+from jointcredit.service.records import derive_views
 from jointcredit.service.schemas import BatchOut, DecisionOut
 
 pytestmark = pytest.mark.e2e
@@ -292,7 +293,7 @@ def test_columnar_batch_decides_like_rows_and_is_audited(served: dict[str, Any])
             src.backup(dst)
             dst.execute(*edit)
         with pytest.raises(AuditError, match=other):
-            AuditLog(f"sqlite:///{copy}", create=False).verify()
+            AuditLog(f"sqlite:///{copy}", create=False).verify(derive_views)
 
 
 def test_columnar_errors_name_the_column_and_row(served: dict[str, Any]) -> None:
@@ -376,15 +377,16 @@ def test_shutdown_closes_the_audit_log(tmp_path: Path) -> None:
     service = load_service(
         model_dir, tmp_path / "trust.json", api_keys=tmp_path / "keys.json", db_url=url
     )
-    checkpointer = service.audit._checkpointer
+    checkpointer = service.audit.checkpointer
     assert checkpointer is not None and checkpointer.running
     with TestClient(create_app(service)) as client:
         example = client.get("/openapi.json").json()["components"]["schemas"]
         body = example["DecisionRequest"]["examples"][0]
         r = client.post("/v1/decisions", json=body, headers=_h(token))
         assert r.status_code == 200, r.text
-    assert not checkpointer.running and service.audit._lock_file is None
-    assert AuditLog(url, create=False).verify()[0] == 1
+    lock = service.audit.file_lock
+    assert not checkpointer.running and lock is not None and not lock.held_open
+    assert AuditLog(url, create=False).verify(derive_views)[0] == 1
 
 
 def test_refuses_to_start_on_a_tampered_or_degenerate_model(tmp_path: Path) -> None:
