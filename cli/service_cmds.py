@@ -133,7 +133,7 @@ def exposure_federation_key(
     """Create the key the service and every institution use for applicant pseudonyms."""
     import os
 
-    from jointcredit.service.exposure import new_federation_key
+    from jointcredit.service.registry import new_federation_key
 
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -154,7 +154,7 @@ def exposure_keygen(
     """Create an institution's X25519 exposure key; prints its registry entry."""
     import json
 
-    from jointcredit.service.exposure import public_b64, write_exposure_key
+    from jointcredit.service.registry import public_b64, write_exposure_key
     from jointcredit.trust.store import check_institution_id
 
     check_institution_id(institution)
@@ -186,7 +186,8 @@ def exposure_registry_sign(
     ] = None,
 ) -> None:
     """Sign the exposure registry with the coordinator key (verified by every party)."""
-    from jointcredit.service.exposure import ExposureError, sign_registry
+    from jointcredit.service.exposure import ExposureError
+    from jointcredit.service.registry import sign_registry
     from jointcredit.trust import keys
     from jointcredit.trust.errors import TrustError
     from jointcredit.trust.store import load_store
@@ -221,11 +222,9 @@ def exposure_serve(
     """Answer secure-sum exposure queries with masked shares of this institution's figures."""
     import uvicorn
 
-    from jointcredit.service.exposure import (
-        ExposureError,
-        Institution,
-        Ledger,
-        institution_app,
+    from jointcredit.service.exposure import ExposureError, Institution, Ledger
+    from jointcredit.service.exposure_http import institution_app
+    from jointcredit.service.registry import (
         load_exposure_key,
         load_federation_key,
         load_registry,

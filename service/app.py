@@ -50,7 +50,7 @@ from jointcredit.service.auth import Authenticator, AuthError
 from jointcredit.service.chain import canonical, now
 from jointcredit.service.columns import batch_id, decision_ids, output_columns
 from jointcredit.service.decide import Decider, Decision, Flag, Reason
-from jointcredit.service.exposure import ExposureResult, Registry, federation_exposure
+from jointcredit.service.exposure_http import ExposureClient, ExposureResult
 from jointcredit.service.joint import JointOut, joint_limit
 from jointcredit.service.records import IN_BATCH, Responses
 from jointcredit.service.schemas import (
@@ -77,8 +77,7 @@ class Service:
     auth: Authenticator
     model_info: ModelInfo
     example: dict[str, Any]
-    registry: Registry | None = None  # exposure endpoints; None: joint limits are referred
-    federation_key: bytes | None = None  # HMAC key for applicant pseudonyms
+    exposure: ExposureClient | None = None  # None: joint limits are referred
 
 
 class ReviewIn(BaseModel):
@@ -210,20 +209,16 @@ def create_app(service: Service) -> FastAPI:
         """Secure sums for the items that ask for a joint limit (concurrently)."""
 
         async def one(item: Any) -> ExposureResult:
-            if service.registry is None or service.federation_key is None:
+            if service.exposure is None:
                 return ExposureResult(None, {"*": "no exposure registry configured"})
-            unknown = sorted(
-                set(item.joint.participating_lenders) - set(service.registry.institutions)
-            )
+            unknown = service.exposure.outsiders(item.joint.participating_lenders)
             if unknown:
                 raise HTTPException(
                     422,
                     [{"field": "joint.participating_lenders",
                       "reason": f"not in the federation: {', '.join(unknown)}"}],
                 )  # fmt: skip
-            return await federation_exposure(
-                service.registry, service.federation_key, item.joint.applicant_id
-            )
+            return await service.exposure.total(item.joint.applicant_id)
 
         out: list[ExposureResult | None] = [None] * len(items)
         asking = [k for k, item in enumerate(items) if item.joint is not None]

@@ -21,8 +21,10 @@ from jointcredit.service.app import Service
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
-from jointcredit.service.exposure import ExposureError, load_federation_key, load_registry
+from jointcredit.service.exposure import ExposureError
+from jointcredit.service.exposure_http import ExposureClient
 from jointcredit.service.policy import load_policy
+from jointcredit.service.registry import load_federation_key, load_registry
 from jointcredit.service.schemas import ModelInfo
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.store import load_store
@@ -150,6 +152,5 @@ def load_service(
         auth=Authenticator(keys),
         model_info=info,
         example=example,
-        registry=registry,
-        federation_key=fed_key,
+        exposure=None if registry is None or fed_key is None else ExposureClient(registry, fed_key),
     )

@@ -21,15 +21,12 @@ from jointcredit.service.exposure import (
     ExposureError,
     Institution,
     Ledger,
-    Registry,
-    RegistryEntry,
     ShareRequest,
-    new_federation_key,
     pseudonym,
-    public_b64,
     total_from_shares,
 )
 from jointcredit.service.joint import JointPolicy, JointRequest, joint_limit
+from jointcredit.service.registry import Registry, RegistryEntry, new_federation_key, public_b64
 
 INSTITUTIONS = ["bank-a", "bank-b", "cf-c"]
 LEDGERS = {
@@ -246,13 +243,8 @@ def test_joint_limit_subtracts_the_secure_sum_of_exposure(federation: dict[str, 
 def test_only_holders_of_the_federation_key_may_ask_for_a_share(
     federation: dict[str, Any],
 ) -> None:
-    from jointcredit.service.exposure import (
-        ISSUED_HEADER,
-        MAC_HEADER,
-        load_federation_key,
-        request_key,
-        request_mac,
-    )
+    from jointcredit.service.exposure import ISSUED_HEADER, MAC_HEADER, request_key, request_mac
+    from jointcredit.service.registry import load_federation_key
 
     url = f"http://127.0.0.1:{federation['ports']['bank-a']}/v1/exposure/share"
     key = request_key(load_federation_key(federation["federation_key"]))
@@ -290,7 +282,7 @@ def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[st
 
 
 def test_signed_registry_verifies_and_a_swapped_key_is_refused(tmp_path: Path) -> None:
-    from jointcredit.service.exposure import load_registry, sign_registry
+    from jointcredit.service.registry import load_registry, sign_registry
     from jointcredit.trust import keys, store
 
     coordinator = keys.generate()
