@@ -283,14 +283,15 @@ def decide(
         {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
         for r in rows
     ]
-    decisions = decider.decide(applicants, [{}] * len(applicants), [None] * len(applicants))
-    table = Table(title=f"Eligibility decisions ({decider.policy.version})")
+    table = decider.decide(applicants, [{}] * len(applicants), [None] * len(applicants))
+    out = Table(title=f"Eligibility decisions ({decider.policy.version})")
     for col in ("#", "sector", "amount", "PD", "score", "decision", "first reason"):
-        table.add_column(col)
-    for i, (a, d) in enumerate(zip(applicants, decisions, strict=True)):
-        reason = d.reasons[0].text if d.reasons else "-"
-        table.add_row(
+        out.add_column(col)
+    for i, a in enumerate(applicants):
+        reasons = table.reasons(i)
+        out.add_row(
             str(i), str(a.get("sector")), f"{a.get('gross_approved', 0):,.0f}",
-            f"{d.probability_of_default:.3f}", str(d.score), d.decision, reason,
+            f"{table.probability_of_default[i]:.3f}", str(table.score[i]), table.decision[i],
+            reasons[0]["text"] if reasons else "-",
         )  # fmt: skip
-    console.print(table)
+    console.print(out)

@@ -9,6 +9,7 @@ match its schema, and a policy whose rules name fields the model does not know.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ import pandas as pd
 
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
 from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
-from jointcredit.service.app import Service
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
@@ -32,6 +32,18 @@ from jointcredit.trust.store import load_store
 
 class StartupError(RuntimeError):
     """The service must not start; the message says why."""
+
+
+@dataclass
+class Service:
+    """What start-up verified and built, and what the app serves."""
+
+    decider: Decider
+    audit: AuditLog
+    auth: Authenticator
+    model_info: ModelInfo
+    example: dict[str, Any]  # a valid request (OpenAPI's example)
+    exposure: ExposureClient | None = None  # None: joint limits are referred
 
 
 def _typical(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> dict[str, Any]:
