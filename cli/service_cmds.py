@@ -17,8 +17,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-# The service reads no client addresses: uvicorn's proxy-header middleware parsed the peer's
-# IP address on every request (~5 % of a decision's CPU) for nothing.
+# The service reads no client addresses: uvicorn's proxy-header middleware would parse the
+# peer's address on every request for nothing.
 UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
 
 

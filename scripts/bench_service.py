@@ -84,15 +84,15 @@ async def _load(url: str, body: bytes, headers: dict[str, str], seconds: float,
                 cpu: Callable[[], float] = lambda: 0.0,
                 ) -> tuple[float, list[float], int, float]:  # fmt: skip
     """Keep-alive HTTP/1.1 POSTs over raw asyncio streams. Hand-written because httpx spends
-    more CPU per request than the server under test (it capped a bare FastAPI endpoint at ~200
-    requests/s on these 2 cores) and no load tool (wrk, hey) ships on PyPI.
+    more CPU per request than the server under test (the client, not the server, would be
+    measured) and no load tool (wrk, hey) ships on PyPI.
 
     Connections open one by one, `ramp` seconds apart, each starting its requests at once, and
     only requests completed in the `seconds` after the last one opened (plus `ramp` to settle)
     are counted; `cpu()` (the server's CPU seconds) is read at the window's ends. Opened
     all at once, the connections could all land on one uvicorn worker: an idle worker's event
-    loop accepts every pending connection in one go, and with `--workers 2` half the runs
-    measured one worker (~34k vs ~54k applicants/s, machine 45 % vs 4 % idle)."""
+    loop accepts every pending connection in one go, and with `--workers 2` a run could
+    measure one worker instead of two."""
     parsed = httpx.URL(url)
     head = (
         f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"

@@ -7,8 +7,8 @@ frequency, so an all-zero input row is that average applicant.
 
 - Logistic scorecard (`LinearKernel`): exact. A feature's contribution is the sum of weight x
   input over its columns; contributions add up to the logit minus the intercept. Plain numpy
-  in float64: torch's per-call overhead (~180 us for predict + attribution of one row) was a
-  fifth of a decision's whole cost for what is one dot product.
+  in float64: torch's per-call overhead was a large share of a single decision's cost for what
+  is one dot product.
 - MLP (`GradientKernel`): integrated gradients (Sundararajan et al., 2017) from the all-zero
   row, midpoint rule with `steps` points, every row's points in one autograd pass;
   contributions add up to logit(x) - logit(average) up to the discretisation error. Written

@@ -102,9 +102,9 @@ def check_model(model: ScoringModel) -> None:
 
 def single_threaded_math() -> None:
     """One BLAS and one torch thread per service process. A request's matrices are small
-    (a 1,000-applicant batch is a 1,000 x 60 product); the extra threads' spin-waiting was half
-    of the server's CPU per batched applicant (100 vs 58 us, measured), and the service scales
-    across cores with `--workers` instead."""
+    (a 1,000-applicant batch is a 1,000 x 60 product), so extra threads mostly spin-wait,
+    which cost the server much of its CPU per batched applicant (docs/SERVICE.md); the service
+    scales across cores with `--workers` instead."""
     import torch
     from threadpoolctl import threadpool_limits
 
