@@ -19,7 +19,7 @@ from jointcredit.service.decision import DecisionTable
 from jointcredit.service.explain import feature_columns, kernel
 from jointcredit.service.policy import Policy, Stance
 from jointcredit.service.reasons import ModelReasons, unseen
-from jointcredit.service.rules import MANY, ONE, Column, Rules, Value
+from jointcredit.service.rules import Column, Rules, Value
 
 
 class Decider:
@@ -59,7 +59,7 @@ class Decider:
         }
         verdict = self.rules.one(fields.__getitem__, score, stance)
         model_ids, entries = self.reasons.one(applicant, contrib[0].tolist())
-        reason_ids, flag_ids, unevaluated = self.rules.explain(ONE, verdict, 1, [model_ids])
+        reason_ids, flag_ids, unevaluated = self.rules.explain_one(verdict, model_ids)
         pd_ = float(pds[0])
         unknown = unseen(self.known_levels, {f: [applicant[f]] for f in self.known_levels})
         return DecisionTable(
@@ -100,7 +100,7 @@ class Decider:
 
         verdict = self.rules.many(field, scores, stances)
         model_ids, entries = self.reasons.many(features, contrib)
-        reason_ids, flag_ids, unevaluated = self.rules.explain(MANY, verdict, n, model_ids)
+        reason_ids, flag_ids, unevaluated = self.rules.explain_many(verdict, n, model_ids)
         unknown = unseen(self.known_levels, features)
         none: dict[str, str] = {}
         return DecisionTable(

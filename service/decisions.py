@@ -59,7 +59,9 @@ class DecisionService:
         """One applicant -> its decision's JSON."""
         start = time.perf_counter()
         item = parse(raw, self.single)
-        exposure = await self._exposures([item])
+        exposure: list[ExposureResult | None] = [None]
+        if item.joint is not None:
+            exposure = await self._exposures([item])
         received = now()
         request = item.model_dump(mode="json")  # JSON types: what is audited and digested
         applicant = {k: category_text(v) for k, v in request["applicant"].items()}

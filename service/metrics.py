@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -31,7 +31,10 @@ class Metrics:
             registry=self.registry,
         )  # fmt: skip
 
-    def decided(self, outcomes: Iterable[str]) -> None:
+    def decided(self, outcomes: Sequence[str]) -> None:
+        if len(outcomes) == 1:  # a single decision: no counting structure to build
+            self._decisions[outcomes[0]].inc()
+            return
         for outcome, n in collections.Counter(outcomes).items():
             self._decisions[outcome].inc(n)
 

@@ -4,10 +4,11 @@ A field reaches the rules as a `Value` (one applicant's, plain Python) or a `Col
 numpy arrays). Both offer the forms a condition compares: whether the field was sent, the value
 as a number, as text. Conditions, rules and the decision order are written once below, over
 either form, with the operators Python scalars and numpy arrays share (`&`, `|`, comparisons,
-`*`); what the two forms do differently (clipping the score, choosing the outcome, packing
-which rules fired into integers) is the `ONE` and `MANY` backends. Two forms because numpy's
-per-call overhead would dominate one applicant and Python's per-value loop a batch; property
-tests check that they decide alike (tests/test_rules.py).
+`*`); what the two forms do differently (clipping the score, choosing the outcome) is the `ONE`
+and `MANY` backends, and a batch shares the lists of rules fired between applicants with the
+same pattern (`explain_many`). Two forms because numpy's per-call overhead would dominate one
+applicant and Python's per-value loop a batch; property tests check that they decide alike
+(tests/test_rules.py).
 
 The order (docs/SERVICE.md): `adjust` rules move the policy score, each seeing the score the
 previous ones left; it is clipped to 350-950; any matching `decline` rule declines, else any
@@ -160,18 +161,6 @@ class _One:
             return "refer"
         return "approve" if approve else "decline" if decline else "refer"
 
-    @staticmethod
-    def not_(mask: bool) -> bool:
-        return not mask
-
-    @staticmethod
-    def listed(value: Any) -> list[Any]:
-        return [value]
-
-    @staticmethod
-    def codes(masks: list[Mask], n: int) -> list[int]:
-        return [sum(1 << j for j, m in enumerate(masks) if m)]
-
 
 class _Many:
     @staticmethod
@@ -187,22 +176,14 @@ class _Many:
         ).tolist()
         return out
 
-    @staticmethod
-    def not_(mask: Mask) -> np.ndarray:
-        out: np.ndarray = np.logical_not(mask)
-        return out
 
-    @staticmethod
-    def listed(value: list[Any]) -> list[Any]:
-        return value
-
-    @staticmethod
-    def codes(masks: list[Mask], n: int) -> list[int]:
-        if not masks:
-            return [0] * n
-        matrix = np.stack([np.broadcast_to(m, n) for m in masks], axis=1)
-        out: list[int] = (matrix @ (1 << np.arange(len(masks), dtype=np.int64))).tolist()
-        return out
+def _codes(masks: list[Mask], n: int) -> list[int]:
+    """Which of the masks hold, per row, as the bits of one integer."""
+    if not masks:
+        return [0] * n
+    matrix = np.stack([np.broadcast_to(m, n) for m in masks], axis=1)
+    out: list[int] = (matrix @ (1 << np.arange(len(masks), dtype=np.int64))).tolist()
+    return out
 
 
 ONE, MANY = _One(), _Many()
@@ -276,17 +257,33 @@ class Rules:
         )
         return Verdict(hits, evaluable, policy_score, stance, outcome)
 
-    def explain(
-        self, xp: Backend, verdict: Verdict, n: int, model_ids: list[list[int]]
+    def _around(self, fired: list[int], decision: str) -> tuple[list[int], list[int]]:
+        """The rule reasons before the model's (the rules that decided) and after them (the
+        adjustments, unless approved)."""
+        order = self.order
+        lead = [j for j in fired if order[j].action == decision]
+        tail = [] if decision == "approve" else [j for j in fired if order[j].action == "adjust"]
+        return lead, tail
+
+    def explain_one(
+        self, verdict: Verdict, model_ids: list[int]
+    ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+        """`explain_many` for one applicant."""
+        fired = [j for j, hit in enumerate(verdict.hits) if hit]
+        lead, tail = self._around(fired, verdict.outcome)
+        unevaluated = [j for j, ok in enumerate(verdict.evaluable) if not ok]
+        return [lead + model_ids + tail], [fired], [unevaluated]
+
+    def explain_many(
+        self, verdict: Verdict, n: int, model_ids: list[list[int]]
     ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
         """Per applicant: reason ids (the rules that decided, the model's reasons `model_ids`,
         then adjustments unless approved), the rules that fired and those not evaluated, as
         ids into `order`. A batch has few distinct patterns of rules fired, so each pattern's
         lists are built once and shared between applicants: read them, never change them."""
-        hit_code = xp.codes(verdict.hits, n)
-        skip_code = xp.codes([xp.not_(e) for e in verdict.evaluable], n)
-        outcomes = xp.listed(verdict.outcome)
-        order = self.order
+        hit_code = _codes(verdict.hits, n)
+        skip_code = _codes([np.logical_not(e) for e in verdict.evaluable], n)
+        rules = range(len(self.order))
         fired_by: dict[int, list[int]] = {}
         around: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
         skipped_by: dict[int, list[int]] = {}
@@ -294,23 +291,19 @@ class Rules:
         flags: list[list[int]] = []
         unevaluated: list[list[int]] = []
         for k in range(n):
-            code, decision = hit_code[k], outcomes[k]
+            code, decision = hit_code[k], verdict.outcome[k]
             fired = fired_by.get(code)
             if fired is None:
-                fired = fired_by[code] = [j for j in range(len(order)) if code >> j & 1]
+                fired = fired_by[code] = [j for j in rules if code >> j & 1]
             lead_tail = around.get((code, decision))
             if lead_tail is None:
-                lead_tail = around[code, decision] = (
-                    [j for j in fired if order[j].action == decision],
-                    [] if decision == "approve" else
-                    [j for j in fired if order[j].action == "adjust"],
-                )  # fmt: skip
+                lead_tail = around[code, decision] = self._around(fired, decision)
             lead, tail = lead_tail
             reason_ids.append(lead + model_ids[k] + tail if lead or tail else model_ids[k])
             flags.append(fired)
             skip = skip_code[k]
             unchecked = skipped_by.get(skip)
             if unchecked is None:
-                unchecked = skipped_by[skip] = [j for j in range(len(order)) if skip >> j & 1]
+                unchecked = skipped_by[skip] = [j for j in rules if skip >> j & 1]
             unevaluated.append(unchecked)
         return reason_ids, flags, unevaluated

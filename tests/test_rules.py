@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from jointcredit.service.policy import Condition, Policy
 from jointcredit.service.reasons import ModelReasons
-from jointcredit.service.rules import MANY, ONE, Check, Column, Rules, Value
+from jointcredit.service.rules import Check, Column, Rules, Value
 
 FEATURES = ["amount", "sector", "year"]
 CONTEXT = {"lenders": "integer", "share": "number", "channel": "string"}
@@ -102,7 +102,7 @@ def test_one_applicant_and_a_batch_are_decided_alike(
     many = rules.many(columns.__getitem__, np.array([s for _, s, _ in batch]),
                       [st_ for _, _, st_ in batch])  # fmt: skip
     model_ids = [[100 + k] for k in range(n)]  # stand-ins for the model's reasons
-    explained = rules.explain(MANY, many, n, model_ids)
+    explained = rules.explain_many(many, n, model_ids)
     for k, (applicant, score, stance) in enumerate(batch):
         fields = {f: Value(v) for f, v in applicant.items()}
         one = rules.one(fields.__getitem__, score, stance)
@@ -110,7 +110,7 @@ def test_one_applicant_and_a_batch_are_decided_alike(
         assert one.policy_score == many.policy_score[k]
         assert one.stance == many.stance[k]
         assert [bool(h) for h in one.hits] == [bool(np.broadcast_to(h, n)[k]) for h in many.hits]
-        ids = rules.explain(ONE, one, 1, [model_ids[k]])
+        ids = rules.explain_one(one, model_ids[k])
         assert [x[0] for x in ids] == [x[k] for x in explained], k
 
 
