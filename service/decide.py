@@ -59,24 +59,13 @@ class Decider:
         }
         verdict = self.rules.one(fields.__getitem__, score, stance)
         model_ids, entries = self.reasons.one(applicant, contrib[0].tolist())
-        reason_ids, flag_ids, unevaluated = self.rules.explain_one(verdict, model_ids)
         pd_ = float(pds[0])
         unknown = unseen(self.known_levels, {f: [applicant[f]] for f in self.known_levels})
-        return DecisionTable(
-            decision=[verdict.outcome],
-            probability_of_default=[pd_ if math.isfinite(pd_) else 1.0],
-            score=[score],
-            policy_score=[verdict.policy_score],
-            stance=[verdict.stance],
-            reason_ids=reason_ids,
-            reason_table=[*self._rule_reasons, *entries],
-            features=self.features,
-            contributions=np.round(contrib, 4),
-            rules=self._flags,
-            flag_ids=flag_ids,
-            not_evaluated_ids=unevaluated,
-            unknown_values=[unknown.get(0, {})],
-        )
+        return self._table(
+            [verdict.outcome], [pd_ if math.isfinite(pd_) else 1.0], [score],
+            [verdict.policy_score], [verdict.stance], self.rules.explain_one(verdict, model_ids),
+            entries, contrib, [unknown.get(0, {})],
+        )  # fmt: skip
 
     def decide_columns(
         self,
@@ -100,24 +89,30 @@ class Decider:
 
         verdict = self.rules.many(field, scores, stances)
         model_ids, entries = self.reasons.many(features, contrib)
-        reason_ids, flag_ids, unevaluated = self.rules.explain_many(verdict, n, model_ids)
         unknown = unseen(self.known_levels, features)
         none: dict[str, str] = {}
+        return self._table(
+            verdict.outcome, np.where(np.isfinite(pds), pds, 1.0).tolist(), scores.tolist(),
+            verdict.policy_score.tolist(), verdict.stance,
+            self.rules.explain_many(verdict, n, model_ids), entries, contrib,
+            [unknown.get(k, none) for k in range(n)],
+        )  # fmt: skip
+
+    def _table(
+        self, decision: list[str], pd_: list[float], score: list[int], policy_score: list[int],
+        stance: list[str], explained: tuple[list[list[int]], list[list[int]], list[list[int]]],
+        entries: list[dict[str, Any]], contrib: np.ndarray, unknown: list[dict[str, str]],
+    ) -> DecisionTable:  # fmt: skip
+        """The table, with the tables shared by every request (the rules as flags and their
+        reasons, then this request's model reasons) and contributions rounded for display."""
+        reason_ids, flag_ids, unevaluated = explained
         return DecisionTable(
-            decision=verdict.outcome,
-            probability_of_default=np.where(np.isfinite(pds), pds, 1.0).tolist(),
-            score=scores.tolist(),
-            policy_score=verdict.policy_score.tolist(),
-            stance=verdict.stance,
-            reason_ids=reason_ids,
-            reason_table=[*self._rule_reasons, *entries],
-            features=self.features,
-            contributions=np.round(contrib, 4),
-            rules=self._flags,
-            flag_ids=flag_ids,
-            not_evaluated_ids=unevaluated,
-            unknown_values=[unknown.get(k, none) for k in range(n)],
-        )
+            decision=decision, probability_of_default=pd_, score=score,
+            policy_score=policy_score, stance=stance, reason_ids=reason_ids,
+            reason_table=[*self._rule_reasons, *entries], features=self.features,
+            contributions=np.round(contrib, 4), rules=self._flags, flag_ids=flag_ids,
+            not_evaluated_ids=unevaluated, unknown_values=unknown,
+        )  # fmt: skip
 
     def decide(
         self,

@@ -128,9 +128,9 @@ class DecisionTable:
         """A columnar batch's decisions from its audit record (`decisions`: the output
         columns, with `reason_table`, `contribution_features` and `rules`). Records written
         before reasons, flags and unevaluated rules were ids carry them in full instead."""
-        columns = record["decisions"]
+        columns, tables = record["decisions"], record
         if "reason_ids" not in columns:
-            return _from_full(columns)
+            columns, tables = _as_ids(columns)
         return cls(
             decision=columns["decision"],
             probability_of_default=columns["probability_of_default"],
@@ -138,10 +138,10 @@ class DecisionTable:
             policy_score=columns["policy_score"],
             stance=columns["stance"],
             reason_ids=columns["reason_ids"],
-            reason_table=record["reason_table"],
-            features=record["contribution_features"],
+            reason_table=tables["reason_table"],
+            features=tables["contribution_features"],
             contributions=columns["contributions"],
-            rules=record["rules"],
+            rules=tables["rules"],
             flag_ids=columns["flag_ids"],
             not_evaluated_ids=columns["not_evaluated_ids"],
             unknown_values=columns["unseen_values"],
@@ -152,9 +152,10 @@ def status(decision: str) -> str:
     return "under_review" if decision == "refer" else "decided"
 
 
-def _from_full(columns: Mapping[str, Any]) -> DecisionTable:
-    """Reasons, flags and unevaluated rules given in full per applicant, as ids into tables
-    made of them (a model reason's contribution into a matrix over the features named)."""
+def _as_ids(columns: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Output columns with reasons, flags and unevaluated rules in full per applicant, as the
+    id form: (columns, tables). Each applicant's reasons and flags get their own table
+    entries; a model reason's contribution goes into a matrix over the features named."""
     features = sorted({r["feature"] for rows in columns["reasons"] for r in rows
                        if r["kind"] == "model"})  # fmt: skip
     reason_table: list[Json] = []
@@ -179,18 +180,7 @@ def _from_full(columns: Mapping[str, Any]) -> DecisionTable:
         rules.extend(flags)
         not_evaluated_ids.append(list(range(len(rules), len(rules) + len(unevaluated))))
         rules.extend({"code": code} for code in unevaluated)
-    return DecisionTable(
-        decision=columns["decision"],
-        probability_of_default=columns["probability_of_default"],
-        score=columns["score"],
-        policy_score=columns["policy_score"],
-        stance=columns["stance"],
-        reason_ids=reason_ids,
-        reason_table=reason_table,
-        features=features,
-        contributions=contributions,
-        rules=rules,
-        flag_ids=flag_ids,
-        not_evaluated_ids=not_evaluated_ids,
-        unknown_values=columns["unseen_values"],
-    )
+    ids_form = {**columns, "reason_ids": reason_ids, "contributions": contributions,
+                "flag_ids": flag_ids, "not_evaluated_ids": not_evaluated_ids}  # fmt: skip
+    tables = {"reason_table": reason_table, "contribution_features": features, "rules": rules}
+    return ids_form, tables

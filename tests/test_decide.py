@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_helpers import signed_artifact
-from test_rules import conditions
+from test_rules import rule_lists
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import ScoringModel, load_artifact
@@ -61,18 +61,7 @@ def _policy(rules: list[dict[str, Any]], **extra: Any) -> Policy:
 
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
-    rules = []
-    for k in range(draw(st.integers(0, 6))):
-        action = draw(st.sampled_from(["adjust", "decline", "refer"]))
-        fields = draw(st.sets(st.sampled_from(RULE_FIELDS), min_size=1, max_size=2))
-        rules.append({
-            "code": f"R{k}", "reason": f"rule {k}", "action": action,
-            "when": {f: draw(conditions()).model_dump(by_alias=True, exclude_none=True)
-                     for f in sorted(fields)},
-            "points": draw(st.integers(-80, 80).filter(bool)) if action == "adjust" else 0,
-            "below_score": draw(st.none() | st.integers(500, 800)),
-        })  # fmt: skip
-    return _policy(rules, max_reasons=draw(st.integers(1, 6)))
+    return _policy(draw(rule_lists(RULE_FIELDS, 6)), max_reasons=draw(st.integers(1, 6)))
 
 
 @st.composite

@@ -50,18 +50,25 @@ def test_a_condition_reads_a_column_as_it_reads_a_value(cond: Condition, vals: l
 
 
 @st.composite
-def policies(draw: st.DrawFn) -> Policy:
+def rule_lists(draw: st.DrawFn, fields: list[str], most: int = 7) -> list[dict[str, Any]]:
+    """Rules of every action over random subsets of `fields`, with random conditions."""
     rules = []
-    for k in range(draw(st.integers(0, 7))):
+    for k in range(draw(st.integers(0, most))):
         action = draw(st.sampled_from(["adjust", "decline", "refer"]))
-        fields = draw(st.sets(st.sampled_from([*FEATURES, *CONTEXT]), min_size=1, max_size=3))
+        names = draw(st.sets(st.sampled_from(fields), min_size=1, max_size=3))
         rules.append({
             "code": f"R{k}", "reason": f"rule {k}", "action": action,
             "when": {f: draw(conditions()).model_dump(by_alias=True, exclude_none=True)
-                     for f in sorted(fields)},
-            "points": draw(st.integers(-60, 60).filter(bool)) if action == "adjust" else 0,
+                     for f in sorted(names)},
+            "points": draw(st.integers(-80, 80).filter(bool)) if action == "adjust" else 0,
             "below_score": draw(st.none() | st.integers(350, 950)),
         })  # fmt: skip
+    return rules
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    rules = draw(rule_lists([*FEATURES, *CONTEXT]))
     approve = draw(st.integers(350, 950))
     return Policy.model_validate({
         "version": "random", "stance": draw(st.sampled_from(["normal", "conservative"])),
