@@ -17,8 +17,8 @@ console = Console()
 err = Console(stderr=True)
 
 
-# The service reads no client addresses: uvicorn's proxy-header middleware parsed the peer's
-# IP address on every request (~5 % of a decision's CPU) for nothing.
+# The service reads no client addresses: uvicorn's proxy-header middleware would parse the
+# peer's address on every request for nothing.
 UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
 
 
@@ -116,9 +116,10 @@ def audit_verify(
 ) -> None:
     """Walk the hash chain; exit 1 naming the first broken row."""
     from jointcredit.service.audit import AuditError, AuditLog
+    from jointcredit.service.records import derive_views
 
     try:
-        seq, head = AuditLog(db, create=False).verify()
+        seq, head = AuditLog(db, create=False).verify(derive_views)
     except AuditError as exc:
         err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
@@ -132,7 +133,7 @@ def exposure_federation_key(
     """Create the key the service and every institution use for applicant pseudonyms."""
     import os
 
-    from jointcredit.service.exposure import new_federation_key
+    from jointcredit.service.registry import new_federation_key
 
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -153,7 +154,7 @@ def exposure_keygen(
     """Create an institution's X25519 exposure key; prints its registry entry."""
     import json
 
-    from jointcredit.service.exposure import public_b64, write_exposure_key
+    from jointcredit.service.registry import public_b64, write_exposure_key
     from jointcredit.trust.store import check_institution_id
 
     check_institution_id(institution)
@@ -185,7 +186,8 @@ def exposure_registry_sign(
     ] = None,
 ) -> None:
     """Sign the exposure registry with the coordinator key (verified by every party)."""
-    from jointcredit.service.exposure import ExposureError, sign_registry
+    from jointcredit.service.exposure import ExposureError
+    from jointcredit.service.registry import sign_registry
     from jointcredit.trust import keys
     from jointcredit.trust.errors import TrustError
     from jointcredit.trust.store import load_store
@@ -220,11 +222,9 @@ def exposure_serve(
     """Answer secure-sum exposure queries with masked shares of this institution's figures."""
     import uvicorn
 
-    from jointcredit.service.exposure import (
-        ExposureError,
-        Institution,
-        Ledger,
-        institution_app,
+    from jointcredit.service.exposure import ExposureError, Institution, Ledger
+    from jointcredit.service.exposure_http import institution_app
+    from jointcredit.service.registry import (
         load_exposure_key,
         load_federation_key,
         load_registry,
@@ -283,14 +283,15 @@ def decide(
         {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
         for r in rows
     ]
-    decisions = decider.decide(applicants, [{}] * len(applicants), [None] * len(applicants))
-    table = Table(title=f"Eligibility decisions ({decider.policy.version})")
+    table = decider.decide(applicants, [{}] * len(applicants), [None] * len(applicants))
+    out = Table(title=f"Eligibility decisions ({decider.policy.version})")
     for col in ("#", "sector", "amount", "PD", "score", "decision", "first reason"):
-        table.add_column(col)
-    for i, (a, d) in enumerate(zip(applicants, decisions, strict=True)):
-        reason = d.reasons[0].text if d.reasons else "-"
-        table.add_row(
+        out.add_column(col)
+    for i, a in enumerate(applicants):
+        reasons = table.reasons(i)
+        out.add_row(
             str(i), str(a.get("sector")), f"{a.get('gross_approved', 0):,.0f}",
-            f"{d.probability_of_default:.3f}", str(d.score), d.decision, reason,
+            f"{table.probability_of_default[i]:.3f}", str(table.score[i]), table.decision[i],
+            reasons[0]["text"] if reasons else "-",
         )  # fmt: skip
-    console.print(table)
+    console.print(out)

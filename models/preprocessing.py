@@ -170,25 +170,13 @@ class PreprocessingSpec(BaseModel):
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
-    @cached_property
-    def _onehot_tables(self) -> dict[str, np.ndarray]:
-        """Per categorical feature, row i = the (standardised, clipped) encoding of level i:
-        encoding a column is then one lookup, the same for 1 row or 1 million."""
-        tables: dict[str, np.ndarray] = {}
-        for f in self.features:
-            if isinstance(f, CategoricalFeature):
-                table = np.eye(len(f.levels), dtype="float64")
-                if f.frequencies is not None:
-                    table = np.clip(
-                        _standardise_indicator(table, np.asarray(f.frequencies)),
-                        -self.clip,
-                        self.clip,
-                    )
-                tables[f.name] = table
-        return tables
-
     def digest(self) -> str:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    # The transform has one definition, `_encoders`: each feature's encoding with its
+    # parameters worked out once (standardisation, clip, indicator values, one-hot table). Each
+    # encoder applies it to one value in plain Python floats (`one`) and to a column in numpy
+    # (`many`): numpy's per-call overhead dominates at one row, Python's per-value loop at many.
 
     def transform(self, x: pd.DataFrame) -> np.ndarray:
         """Rows -> float32 design matrix (columns in `output_names` order)."""
@@ -202,20 +190,22 @@ class PreprocessingSpec(BaseModel):
         return self._matrix(columns, len(x))
 
     def transform_rows(self, rows: Sequence[Mapping[str, object]]) -> np.ndarray:
-        """`transform` for records (dicts), without building a DataFrame: the eligibility
-        service's hot path (pandas costs ~20 ms per single-row call). A few records go through
-        plain Python floats (`_record`: ~15 us a row, where the column path's numpy calls cost
-        ~340 us whatever the row count); more go through the column path. Same arithmetic in
-        float64 either way, so the same matrix (tested)."""
+        """`transform` for records (dicts, None = missing), without building a DataFrame: a
+        few go value by value, more as columns. The same matrix either way (tested)."""
         if len(rows) <= _FEW_ROWS:
-            return np.array([self._record(r) for r in rows], dtype=np.float32).reshape(
-                len(rows), self.n_outputs
-            )
+            out = [self.transform_record(r) for r in rows]
+            return np.array(out, dtype=np.float32).reshape(len(rows), self.n_outputs)
         return self.transform_columns({f.name: [r[f.name] for r in rows] for f in self.features})
 
+    def transform_record(self, record: Mapping[str, object]) -> list[float]:
+        """One record's row of the design matrix, in float64."""
+        out: list[float] = []
+        for encoder in self._encoders:
+            encoder.one(record[encoder.name], out)
+        return out
+
     def transform_columns(self, columns: Mapping[str, Sequence[object]]) -> np.ndarray:
-        """`transform` for plain columns of Python values (None = missing), one per feature:
-        what the service's batch path extracts from validated requests."""
+        """`transform` for plain columns of Python values (None = missing), one per feature."""
         arrays: dict[str, np.ndarray] = {}
         n = len(columns[self.features[0].name]) if self.features else 0
         for f in self.features:
@@ -226,131 +216,127 @@ class PreprocessingSpec(BaseModel):
                 arrays[f.name] = np.array(values, dtype=object)
         return self._matrix(arrays, n)
 
+    def _matrix(self, columns: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        # Filled in place, block by block: stacking float64 blocks and casting at the end held
+        # several copies of the full training data at once.
+        out = np.empty((n, self.n_outputs), dtype=np.float32)
+        at = 0
+        for encoder in self._encoders:
+            at = encoder.many(columns[encoder.name], out, at)
+        return out
+
     @cached_property
-    def _record_plan(self) -> list[_NumericStep | _CategoricalStep]:
-        plan: list[_NumericStep | _CategoricalStep] = []
+    def _encoders(self) -> list[_Numeric | _Categorical]:
+        encoders: list[_Numeric | _Categorical] = []
         for f in self.features:
             if isinstance(f, NumericFeature):
-                flags = (0.0, 1.0)
+                flags = (0.0, 1.0)  # the missing-indicator's value when present / missing
                 if f.missing_rate is not None:
                     std = _standardise_indicator(np.array([0.0, 1.0]), np.array([f.missing_rate]))
                     lo, hi = np.clip(std, -self.clip, self.clip).tolist()
                     flags = (lo, hi)
-                plan.append(
-                    _NumericStep(f.name, f.transform == "log1p", f.mean, f.std, f.impute, flags)
+                encoders.append(
+                    _Numeric(f.name, f.transform, f.mean, f.std, self.clip, f.impute, flags)
                 )
             else:
+                # Row i: the (standardised, clipped) encoding of level i, so encoding a value
+                # is one lookup.
+                table = np.eye(len(f.levels), dtype="float64")
+                if f.frequencies is not None:
+                    table = np.clip(
+                        _standardise_indicator(table, np.asarray(f.frequencies)),
+                        -self.clip,
+                        self.clip,
+                    )
                 index = f.level_index
-                plan.append(
-                    _CategoricalStep(
-                        f.name,
-                        index,
-                        index[OTHER],
-                        index.get(MISSING),
-                        self._onehot_tables[f.name].tolist(),
+                encoders.append(
+                    _Categorical(
+                        f.name, index, index[OTHER], index.get(MISSING), table, table.tolist()
                     )
                 )
-        return plan
-
-    def _record(self, record: Mapping[str, object]) -> list[float]:
-        """One record's row in plain Python, mirroring `_matrix` step for step."""
-        out: list[float] = []
-        clip = self.clip
-        for step in self._record_plan:
-            value = record[step.name]
-            if isinstance(step, _NumericStep):
-                if _missing(value):
-                    if not step.impute:
-                        raise ValueError(
-                            f"feature {step.name!r} has missing values and no imputation"
-                        )
-                    out.append(0.0)
-                else:
-                    v = float(value)  # type: ignore[arg-type]
-                    if step.log1p:  # = apply_transform's signed log1p
-                        v = math.copysign(math.log1p(abs(v)), v) if v else 0.0
-                    z = (v - step.mean) / step.std
-                    out.append(min(max(z, -clip), clip))
-                if step.impute:
-                    out.append(step.flags[_missing(value)])
-            else:
-                if _missing(value):
-                    if step.missing is None:
-                        raise ValueError(
-                            f"feature {step.name!r} has missing values and no imputation"
-                        )
-                    code = step.missing
-                else:
-                    code = step.index.get(value, step.other)  # type: ignore[call-overload]
-                out.extend(step.table[code])
-        return out
-
-    def _matrix(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
-        # Filled in place, block by block: stacking float64 blocks and casting at the end held
-        # several copies at once (transient +0.75 GiB on the full SBA training rows; now +0.32).
-        out = np.empty((n, self.n_outputs), dtype=np.float32)
-        at = 0
-        for f in self.features:
-            col = columns[f.name]
-            if isinstance(f, NumericFeature):
-                raw = col
-                miss = np.isnan(raw)
-                if miss.any() and not f.impute:
-                    raise ValueError(f"feature {f.name!r} has missing values and no imputation")
-                z = (apply_transform(np.where(miss, 0.0, raw), f.transform) - f.mean) / f.std
-                out[:, at] = np.clip(np.where(miss, 0.0, z), -self.clip, self.clip)
-                at += 1
-                if f.impute:
-                    flag = miss.astype("float64")
-                    if f.missing_rate is not None:
-                        flag = np.clip(
-                            _standardise_indicator(flag, np.array([f.missing_rate])),
-                            -self.clip,
-                            self.clip,
-                        )
-                    out[:, at] = flag
-                    at += 1
-            else:
-                index = f.level_index
-                other = index[OTHER]
-                miss = pd.isna(col)  # None and NaN, like `_missing`, in one C loop
-                if miss.any() and not f.impute:
-                    raise ValueError(f"feature {f.name!r} has missing values and no imputation")
-                # map over dict.get runs in C: no Python frame per value (the service's batch
-                # path spends its time in loops like this one).
-                codes = np.fromiter(map(index.get, col, repeat(other, n)), np.int64, count=n)
-                if f.impute:
-                    codes[miss] = index[MISSING]
-                table = self._onehot_tables[f.name]
-                out[:, at : at + table.shape[1]] = table[codes]
-                at += table.shape[1]
-        return out
+        return encoders
 
 
-_FEW_ROWS = 16  # up to this many records, `_record` beats the column path (measured)
+_FEW_ROWS = 16  # up to this many records, value by value beats numpy's per-call overhead
+
+
+def _no_imputation(name: str) -> ValueError:
+    return ValueError(f"feature {name!r} has missing values and no imputation")
 
 
 @dataclass(frozen=True)
-class _NumericStep:
+class _Numeric:
+    """Missing -> 0 (the mean) plus the indicator, when imputed; else clip((t(v) - mean) / std)
+    with t the feature's transform."""
+
     name: str
-    log1p: bool
+    transform: str
     mean: float
     std: float
+    clip: float
     impute: bool
     flags: tuple[float, float]  # the missing-indicator's value when present / missing
 
+    def one(self, value: object, out: list[float]) -> None:
+        missing = value is None or (isinstance(value, float) and math.isnan(value))
+        if missing:
+            if not self.impute:
+                raise _no_imputation(self.name)
+            out.append(0.0)
+        else:
+            v = float(value)  # type: ignore[arg-type]
+            if self.transform == "log1p":  # = apply_transform's signed log1p
+                v = math.copysign(math.log1p(abs(v)), v) if v else 0.0
+            z = (v - self.mean) / self.std
+            out.append(min(max(z, -self.clip), self.clip))
+        if self.impute:
+            out.append(self.flags[missing])
+
+    def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
+        miss = np.isnan(col)
+        if not self.impute and miss.any():
+            raise _no_imputation(self.name)
+        z = (apply_transform(np.where(miss, 0.0, col), self.transform) - self.mean) / self.std
+        out[:, at] = np.clip(np.where(miss, 0.0, z), -self.clip, self.clip)
+        if not self.impute:
+            return at + 1
+        out[:, at + 1] = np.where(miss, self.flags[1], self.flags[0])
+        return at + 2
+
 
 @dataclass(frozen=True)
-class _CategoricalStep:
+class _Categorical:
+    """A level's row of the one-hot table; unknown values are `__other__`, missing ones
+    `__missing__` when imputed."""
+
     name: str
     index: dict[str, int]
     other: int
     missing: int | None  # None: missing values are an error
-    table: list[list[float]]  # row i: level i's encoding
+    table: np.ndarray  # row i: level i's encoding
+    rows: list[list[float]]  # the same, as Python floats
 
+    def one(self, value: object, out: list[float]) -> None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if self.missing is None:
+                raise _no_imputation(self.name)
+            code = self.missing
+        else:
+            code = self.index.get(value, self.other)  # type: ignore[call-overload]
+        out.extend(self.rows[code])
 
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
+        n = len(col)
+        miss = pd.isna(col)  # None and NaN, as `one` reads them, in one C loop
+        if self.missing is None and miss.any():
+            raise _no_imputation(self.name)
+        # map over dict.get runs in C: no Python frame per value.
+        codes = np.fromiter(map(self.index.get, col, repeat(self.other, n)), np.int64, count=n)
+        if self.missing is not None:
+            codes[miss] = self.missing
+        width = len(self.rows)
+        out[:, at : at + width] = self.table[codes]
+        return at + width
 
 
 def agree(

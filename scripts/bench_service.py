@@ -3,8 +3,11 @@ p50/p99 latency, audit log on) and batch scoring (applicants/s), each also again
 FastAPI endpoint on the same machine. The load generator runs in its own process (this one);
 the server is `jointcredit serve` in another.
 
-Usage: python scripts/bench_service.py --run runs/bench-0 [--seconds 15] [--concurrency 16]
-Prints a markdown section (also returned by `section()` for scripts/bench.py).
+Usage: python scripts/bench_service.py --run runs/bench-0 [--seconds 15] [--connections 4,8]
+    [--servers one,two,bare]
+Prints a markdown section (also returned by `section()` for scripts/bench.py). `--servers`
+picks which servers to measure (one worker, two workers, the bare endpoint); for A/B runs of
+two versions of the service, `--servers two --connections 8` measures what matters in ~1 min.
 """
 
 from __future__ import annotations
@@ -84,15 +87,15 @@ async def _load(url: str, body: bytes, headers: dict[str, str], seconds: float,
                 cpu: Callable[[], float] = lambda: 0.0,
                 ) -> tuple[float, list[float], int, float]:  # fmt: skip
     """Keep-alive HTTP/1.1 POSTs over raw asyncio streams. Hand-written because httpx spends
-    more CPU per request than the server under test (it capped a bare FastAPI endpoint at ~200
-    requests/s on these 2 cores) and no load tool (wrk, hey) ships on PyPI.
+    more CPU per request than the server under test (the client, not the server, would be
+    measured) and no load tool (wrk, hey) ships on PyPI.
 
     Connections open one by one, `ramp` seconds apart, each starting its requests at once, and
     only requests completed in the `seconds` after the last one opened (plus `ramp` to settle)
     are counted; `cpu()` (the server's CPU seconds) is read at the window's ends. Opened
     all at once, the connections could all land on one uvicorn worker: an idle worker's event
-    loop accepts every pending connection in one go, and with `--workers 2` half the runs
-    measured one worker (~34k vs ~54k applicants/s, machine 45 % vs 4 % idle)."""
+    loop accepts every pending connection in one go, and with `--workers 2` a run could
+    measure one worker instead of two."""
     parsed = httpx.URL(url)
     head = (
         f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"
@@ -170,14 +173,19 @@ def _one_level(base: str, one: bytes, headers: dict[str, str], seconds: float,
     }
 
 
+SERVERS = {"one": "jointcredit serve", "two": "jointcredit serve --workers 2",
+           "bare": "bare FastAPI"}  # fmt: skip
+
+
 def section(run: Path, seconds: float = 10, levels: tuple[int, ...] = (4, 8, 16, 32),
-            n_batch: int = 1000) -> str:  # fmt: skip
+            n_batch: int = 1000, servers: tuple[str, ...] = tuple(SERVERS)) -> str:  # fmt: skip
     # The audit logs grow by GBs over a run at these rates: removed afterwards.
     with tempfile.TemporaryDirectory(prefix="jointcredit-bench-") as tmp:
-        return _section(Path(tmp), run, seconds, levels, n_batch)
+        return _section(Path(tmp), run, seconds, levels, n_batch, servers)
 
 
-def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_batch: int) -> str:
+def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_batch: int,
+             chosen: tuple[str, ...]) -> str:  # fmt: skip
     from jointcredit.service.auth import new_key
 
     token = new_key(tmp / "keys.json", "bank-a")
@@ -212,6 +220,8 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
             "--log-level", "warning",
         ],
     }  # fmt: skip
+    servers = {name: cmd for name, cmd in servers.items()
+               if name in {SERVERS[c] for c in chosen}}  # fmt: skip
     single: dict[str, list[dict[str, Any]]] = {}
     batched: dict[tuple[str, str], dict[str, Any]] = {}
     for name, cmd in servers.items():
@@ -261,13 +271,25 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
         )
     else:
         best = "No measured load level kept p99 under 20 ms."
-    bare = max(r["rps"] for r in single["bare FastAPI"])
-    js = max(r["rps"] for name, lv in single.items() if name != "bare FastAPI" for r in lv)
-    best_batch = max(
+    ours_batch = [
         (b["aps"], name, fmt) for (name, fmt), b in batched.items()
         if name != "bare FastAPI" and b["errors"] == 0
-    )  # fmt: skip
-    bare_batch = batched["bare FastAPI", best_batch[2]]["aps"]
+    ]  # fmt: skip
+    versus = versus_batch = ""
+    if "bare FastAPI" in single and len(single) > 1:
+        bare = max(r["rps"] for r in single["bare FastAPI"])
+        js = max(r["rps"] for name, lv in single.items() if name != "bare FastAPI" for r in lv)
+        versus = f"Highest throughput vs the bare endpoint: {js:,} vs {bare:,} ({js / bare:.2f}). "
+    if ours_batch:
+        aps, name, fmt = max(ours_batch)
+        versus_batch = f"Best batch: {aps:,} applicants/s ({name}, {fmt})"
+        if ("bare FastAPI", fmt) in batched:
+            bare_batch = batched["bare FastAPI", fmt]["aps"]
+            versus_batch += (
+                f"; the bare endpoint in the same format: {bare_batch:,} "
+                f"({aps / max(bare_batch, 1):.2f})"
+            )
+        versus_batch += "."
     shown = run.relative_to(ROOT) if run.is_absolute() else run
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     return f"""### eligibility service: decisions over HTTP (audit log on)
@@ -284,18 +306,15 @@ decision, measured over the same window)
 |---|---:|---:|---:|---:|---:|---:|
 {rows}
 
-{best} Goal (issue 4): 1,000 decisions/s with p99 under 20 ms. Highest throughput vs the bare
-endpoint: {js:,} vs {bare:,} ({js / bare:.2f}). One run: on this shared 2-core VM repeated
-runs of the same code at the same level have differed by up to ~40 %; the load generator
-shares the cores with the server.
+{best} Goal (issue 4): 1,000 decisions/s with p99 under 20 ms. {versus}One run: on this
+shared 2-core VM repeated runs of the same code at the same level have differed by up to ~40 %;
+the load generator shares the cores with the server.
 
 | server | batch format | applicants/s | server CPU us/applicant | errors |
 |---|---|---:|---:|---:|
 {batch_rows}
 
-Best batch: {best_batch[0]:,} applicants/s ({best_batch[1]}, {best_batch[2]}); the bare
-endpoint in the same format: {bare_batch:,} ({best_batch[0] / max(bare_batch, 1):.2f}).
-Goal (issue 4): 50,000 applicants/s in batch.
+{versus_batch} Goal (issue 4): 50,000 applicants/s in batch.
 """
 
 
@@ -304,9 +323,17 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "bench-0")
     ap.add_argument("--seconds", type=float, default=10, help="per load level")
     ap.add_argument("--connections", default="4,8,16,32", help="load levels")
+    ap.add_argument(
+        "--servers", default=",".join(SERVERS),
+        help="which to measure: one (jointcredit serve), two (--workers 2), bare (FastAPI)",
+    )  # fmt: skip
     args = ap.parse_args()
     levels = tuple(int(c) for c in args.connections.split(","))
-    print(section(args.run, args.seconds, levels))
+    chosen = tuple(args.servers.split(","))
+    unknown = set(chosen) - set(SERVERS)
+    if unknown:
+        ap.error(f"unknown servers: {', '.join(sorted(unknown))}")
+    print(section(args.run, args.seconds, levels, servers=chosen))
 
 
 if __name__ == "__main__":

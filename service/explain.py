@@ -2,7 +2,8 @@
 toward default in log-odds, for a batch of preprocessed rows.
 
 Each model family brings its own kernel (`jointcredit.models.learners`): exact for the logistic
-scorecard, integrated gradients for the MLP.
+scorecard, integrated gradients for the MLP. The reference point is the portfolio-average
+applicant (an all-zero preprocessed row).
 """
 
 from __future__ import annotations

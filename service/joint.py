@@ -18,8 +18,11 @@ The rule (documented in docs/SERVICE.md, parameters in the policy's `[joint]` se
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from jointcredit.service.decision import DecisionTable
 
 
 class JointPolicy(BaseModel):
@@ -113,3 +116,43 @@ def joint_limit(
             f"exposure across the federation; equal shares, at most {policy.max_share:.0%} each"
         ),
     )
+
+
+EXPOSURE_UNAVAILABLE = (
+    "The lenders' existing exposure to the applicant could not be established, so the joint "
+    "limit needs a loan officer's review"
+)
+
+
+def apply_joint(
+    table: DecisionTable,
+    k: int,
+    request: JointRequest,
+    total_cents: int | None,
+    unavailable: Mapping[str, str],
+    policy: JointPolicy,
+) -> JointOut:
+    """Applicant `k`'s joint limit, given the federation's exposure total (None: some
+    institution did not answer, `unavailable` says who and why). Without a trustworthy total
+    there is no automatic limit: the application is referred with the reason (a declined one
+    stays declined); a referred application gets a limit only once approved."""
+    if total_cents is None:
+        who = "; ".join(f"{i}: {why}" for i, why in sorted(unavailable.items()))
+        flag = {"code": "EXPOSURE_UNAVAILABLE", "action": "refer",
+                "text": f"{EXPOSURE_UNAVAILABLE} ({who})", "points": 0}  # fmt: skip
+        declined = table.decision[k] == "decline"
+        if not declined:
+            table.decision[k] = "refer"
+        table.add_flag(k, flag, first_reason=not declined)
+    joint = joint_limit(
+        request,
+        table.probability_of_default[k],
+        total_cents,
+        declined=table.decision[k] == "decline",
+        policy=policy,
+    )
+    if table.decision[k] == "refer":
+        joint = joint.model_copy(
+            update={"available": 0.0, "allocations": dict.fromkeys(joint.allocations, 0.0)}
+        )
+    return joint

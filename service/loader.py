@@ -9,6 +9,7 @@ match its schema, and a policy whose rules name fields the model does not know.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,13 @@ import pandas as pd
 
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
 from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
-from jointcredit.service.app import Service
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
-from jointcredit.service.exposure import ExposureError, load_federation_key, load_registry
+from jointcredit.service.exposure import ExposureError
+from jointcredit.service.exposure_http import ExposureClient
 from jointcredit.service.policy import load_policy
+from jointcredit.service.registry import load_federation_key, load_registry
 from jointcredit.service.schemas import ModelInfo
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.store import load_store
@@ -30,6 +32,18 @@ from jointcredit.trust.store import load_store
 
 class StartupError(RuntimeError):
     """The service must not start; the message says why."""
+
+
+@dataclass
+class Service:
+    """What start-up verified and built, and what the app serves."""
+
+    decider: Decider
+    audit: AuditLog
+    auth: Authenticator
+    model_info: ModelInfo
+    example: dict[str, Any]  # a valid request (OpenAPI's example)
+    exposure: ExposureClient | None = None  # None: joint limits are referred
 
 
 def _typical(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> dict[str, Any]:
@@ -88,9 +102,9 @@ def check_model(model: ScoringModel) -> None:
 
 def single_threaded_math() -> None:
     """One BLAS and one torch thread per service process. A request's matrices are small
-    (a 1,000-applicant batch is a 1,000 x 60 product); the extra threads' spin-waiting was half
-    of the server's CPU per batched applicant (100 vs 58 us, measured), and the service scales
-    across cores with `--workers` instead."""
+    (a 1,000-applicant batch is a 1,000 x 60 product), so extra threads mostly spin-wait,
+    which cost the server much of its CPU per batched applicant (docs/SERVICE.md); the service
+    scales across cores with `--workers` instead."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -150,6 +164,5 @@ def load_service(
         auth=Authenticator(keys),
         model_info=info,
         example=example,
-        registry=registry,
-        federation_key=fed_key,
+        exposure=None if registry is None or fed_key is None else ExposureClient(registry, fed_key),
     )

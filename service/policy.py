@@ -18,14 +18,10 @@ response says which rules could not be evaluated.
 
 from __future__ import annotations
 
-import math
 import tomllib
-from collections.abc import Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.service.joint import JointPolicy
@@ -42,7 +38,8 @@ class _Strict(BaseModel):
 
 
 class Condition(_Strict):
-    """One test on one field; every operator given must hold."""
+    """One test on one field; every operator given must hold (evaluated by service/rules.py:
+    numbers compare as numbers, anything else as its text)."""
 
     eq: Value | None = None
     ne: Value | None = None
@@ -58,94 +55,6 @@ class Condition(_Strict):
         if all(v is None for v in self.model_dump().values()):
             raise ValueError("a condition needs at least one of eq, ne, lt, le, gt, ge, in, not_in")
         return self
-
-    def holds(self, value: object) -> bool:
-        if value is None:
-            return False
-        is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        num = float(value) if is_number else None  # type: ignore[arg-type]
-        text = str(value)
-        checks: list[bool] = []
-        if self.eq is not None:
-            checks.append(text == str(self.eq) if num is None else num == _float_or_nan(self.eq))
-        if self.ne is not None:
-            checks.append(text != str(self.ne) if num is None else num != _float_or_nan(self.ne))
-        for bound, op in ((self.lt, "lt"), (self.le, "le"), (self.gt, "gt"), (self.ge, "ge")):
-            if bound is None:
-                continue
-            if num is None:
-                return False
-            checks.append(
-                {"lt": num < bound, "le": num <= bound, "gt": num > bound, "ge": num >= bound}[op]
-            )
-        if self.in_ is not None:
-            checks.append(text in self._in_text)
-        if self.not_in is not None:
-            checks.append(text not in self._not_in_text)
-        return all(checks)
-
-    def holds_column(self, col: Column) -> np.ndarray:
-        """`holds` for every value of a column at once (same answers, tested)."""
-        ok = ~col.none
-        if self.eq is not None:
-            ok &= np.where(col.is_num, col.num == _float_or_nan(self.eq), col.text == str(self.eq))
-        if self.ne is not None:
-            ok &= np.where(col.is_num, col.num != _float_or_nan(self.ne), col.text != str(self.ne))
-        for bound, op in ((self.lt, np.less), (self.le, np.less_equal),
-                          (self.gt, np.greater), (self.ge, np.greater_equal)):  # fmt: skip
-            if bound is not None:
-                ok &= col.is_num & op(col.num, bound)
-        if self.in_ is not None:
-            ok &= np.array([t in self._in_text for t in col.text], dtype=bool)
-        if self.not_in is not None:
-            ok &= np.array([t not in self._not_in_text for t in col.text], dtype=bool)
-        return ok
-
-    @cached_property
-    def _in_text(self) -> frozenset[str]:
-        return frozenset(str(v) for v in self.in_ or ())
-
-    @cached_property
-    def _not_in_text(self) -> frozenset[str]:
-        return frozenset(str(v) for v in self.not_in or ())
-
-
-def _float_or_nan(value: Value) -> float:
-    """A condition's value as a number, NaN (equal to nothing) when it is text: `holds` never
-    compares a number with a text value."""
-    try:
-        return float(value)
-    except ValueError:
-        return math.nan
-
-
-class Column:
-    """One field's values across a batch, in the forms conditions compare: as numbers (NaN
-    where not a number), as text (str(value), as `holds` reads it; built only when a condition
-    compares text) and where absent."""
-
-    def __init__(self, values: Sequence[object]) -> None:
-        self.values = values
-        self.none = np.array([v is None for v in values], dtype=bool)
-        if set(map(type, values)) <= _PLAIN_NUMBERS:  # the usual numeric column: one C pass
-            self.is_num = ~self.none
-            self.num = np.array(values, dtype=np.float64)  # None -> NaN
-        else:
-            numeric = [isinstance(v, int | float) and not isinstance(v, bool) for v in values]
-            self.is_num = np.array(numeric, dtype=bool)
-            self.num = np.array(
-                [v if m else math.nan for v, m in zip(values, numeric, strict=True)],
-                dtype=np.float64,
-            )
-
-    @cached_property
-    def text(self) -> np.ndarray:
-        out = np.empty(len(self.values), dtype=object)
-        out[:] = list(map(str, self.values))
-        return out
-
-
-_PLAIN_NUMBERS = {int, float, type(None)}
 
 
 class Rule(_Strict):
@@ -225,10 +134,12 @@ class Policy(_Strict):
         return self
 
     def cutoffs_for(self, stance: Stance | None = None) -> Cutoffs:
+        """The cut-offs under a stance: shifted, and kept on the 350-950 scale (a negative
+        shift below 350 would otherwise make the policy unusable)."""
         shift = self.stances.get(stance or self.stance, StanceSetting(shift=0)).shift
         return Cutoffs(
-            approve=min(950, self.cutoffs.approve + shift),
-            decline=min(950, self.cutoffs.decline + shift),
+            approve=max(350, min(950, self.cutoffs.approve + shift)),
+            decline=max(350, min(950, self.cutoffs.decline + shift)),
         )
 
     def check_fields(self, features: set[str]) -> None:

@@ -2,7 +2,8 @@
 
 uvicorn starts workers from an import string, so the verified start-up arguments travel in an
 environment variable. Each worker runs the same start-up checks (signature, probes, policy)
-on its own; the audit log is shared safely (appends lock the database, see audit.py).
+on its own; the audit log is shared safely (appends lock the database: service/audit.py,
+service/sqlite.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Helpers shared by the service tests: a signed model artifact and free loopback ports."""
+"""Helpers shared by the service tests: a signed model artifact, free loopback ports, the CLI in
+process."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import socket
 from pathlib import Path
 
 import numpy as np
+from click.testing import Result
+from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import save_artifact, state_to_numpy
@@ -48,3 +51,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def audit_verify(db: str) -> Result:
+    """`jointcredit audit verify --db DB`, in process."""
+    from jointcredit.cli.main import app
+
+    return CliRunner().invoke(app, ["audit", "verify", "--db", db])

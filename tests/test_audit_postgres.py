@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from test_audit_writer import _batch, _decision, write_concurrently
 
-from jointcredit.service.audit import AuditError, AuditLog, AuditWriter, Entry, as_view
+from jointcredit.service.audit import AuditError, AuditLog, Entry, as_view
+from jointcredit.service.records import derive_views
+from jointcredit.service.writer import AuditWriter
 
 pytestmark = pytest.mark.e2e
 
@@ -75,16 +77,16 @@ def test_chain_batches_reviews_and_tampering_on_postgres(pg_url: str) -> None:
     assert decided is not None
     review = {**as_view(decided), "status": "decided", "final_decision": "approve"}
     log.append([Entry("review", "d0001", "bank-a", {"final_decision": "approve"}, (review,))])
-    assert log.verify()[0] == 3
+    assert log.verify(derive_views)[0] == 3
     row = log.get("b0002-0049")
     assert row is not None and row.last_seq == 2
     with log.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE audit_log SET institution = 'bank-b' WHERE seq = 2")
     with pytest.raises(AuditError, match="row 2"):
-        log.verify()
+        log.verify(derive_views)
     with log.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE audit_log SET institution = 'bank-a' WHERE seq = 2")
-    assert log.verify()[0] == 3
+    assert log.verify(derive_views)[0] == 3
     log.close()
 
 
@@ -102,6 +104,6 @@ def test_two_writers_and_the_group_commit_keep_one_chain_on_postgres(pg_url: str
 
     seqs = asyncio.run(main())
     assert sorted(s for group in seqs for s in group) == list(range(121, 161))
-    assert logs[0].verify()[0] == 160
+    assert logs[0].verify(derive_views)[0] == 160
     for log in logs:
         log.close()

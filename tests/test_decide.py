@@ -1,7 +1,8 @@
-"""The two ways through the policy give the same decisions: row by row (`_one`, a few
-applicants) and column by column (`decide_columns`, batches). A policy with every operator,
-chained adjustments with score limits, refer and decline rules, on real applicants with absent
-context signals, imputed features, unseen categories and both stances."""
+"""The decider on a real signed scorecard: one applicant (`decide_one`, plain Python) and a
+batch (`decide_columns`, numpy) give the same decisions, for random applicants (real loans,
+perturbed: unseen and missing values, random context signals and stances) under random
+policies over the model's features and context signals; and a stored columnar batch reads
+back each decision as it was made."""
 
 from __future__ import annotations
 
@@ -12,216 +13,227 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from service_helpers import signed_artifact
+from test_rules import rule_lists
 
 from jointcredit.data.catalog import DataConfig, load_federation
-from jointcredit.models.artifact import load_artifact
-from jointcredit.service.audit import canonical
-from jointcredit.service.columns import decision_ids, output_columns, row_response
-from jointcredit.service.decide import FEW_ROWS, Decider
-from jointcredit.service.policy import DEFAULT_POLICY, Column, Condition, Policy
+from jointcredit.models.artifact import ScoringModel, load_artifact
+from jointcredit.service.chain import canonical
+from jointcredit.service.decide import Decider
+from jointcredit.service.decision import DecisionTable
+from jointcredit.service.policy import DEFAULT_POLICY, Policy
+from jointcredit.service.records import decision_ids, tables
 from jointcredit.trust.store import load_store
 
-RULES = """
-[context.lenders]
-type = "integer"
-description = "recent lenders"
-[context.share]
-type = "number"
-description = "online share"
-[context.channel]
-type = "string"
-description = "how the application came in"
-
-[[rules]]
-code = "ADJ_STATE"
-reason = "state"
-action = "adjust"
-points = -40
-when = { state = { in = ["CA", "TX", "FL", "NY"] } }
-
-[[rules]]
-code = "ADJ_SMALL"
-reason = "small loan"
-action = "adjust"
-points = 25
-below_score = 640
-when = { gross_approved = { lt = 60000 }, sector = { not_in = ["44", "45"] } }
-
-[[rules]]
-code = "ADJ_LENDERS"
-reason = "lenders"
-action = "adjust"
-points = -15
-when = { lenders = { ge = 2, le = 5 } }
-
-[[rules]]
-code = "DECLINE_MANY"
-reason = "many lenders"
-action = "decline"
-below_score = 700
-when = { lenders = { gt = 5 } }
-
-[[rules]]
-code = "DECLINE_SECTOR"
-reason = "sector"
-action = "decline"
-when = { sector = { eq = "61" } }
-
-[[rules]]
-code = "REFER_OFFLINE"
-reason = "offline"
-action = "refer"
-when = { share = { lt = 0.25 }, channel = { ne = "branch" } }
-
-[[rules]]
-code = "REFER_YEAR"
-reason = "year"
-action = "refer"
-when = { approval_year = { in = [2007, "2008"] }, employees = { eq = 1 } }
-
-[[rules]]
-code = "REFER_BRANCH"
-reason = "branch"
-action = "refer"
-when = { channel = { eq = "branch" }, jobs_created = { ne = 0 } }
-"""
+CONTEXT = {
+    "lenders": {"type": "integer", "description": "recent lenders"},
+    "share": {"type": "number", "description": "online share"},
+    "channel": {"type": "string", "description": "how the application came in"},
+}
+# Rule fields: model features of each kind (an imputed one among them) and the signals.
+RULE_FIELDS = ["sector", "state", "approval_year", "gross_approved", "employees",
+               "business_age", "jobs_created", *CONTEXT]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def decider(tmp_path_factory: pytest.TempPathFactory) -> Decider:
+def model(tmp_path_factory: pytest.TempPathFactory) -> ScoringModel:
     root = tmp_path_factory.mktemp("decide")
-    model = load_artifact(signed_artifact(root), load_store(root / "trust.json"))
+    return load_artifact(signed_artifact(root), load_store(root / "trust.json"))
+
+
+@pytest.fixture(scope="module")
+def loans() -> list[dict[str, Any]]:
+    x = load_federation(DataConfig(dataset="sba")).pooled_test().x.head(400)
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in x.to_dict(orient="records")
+    ]
+
+
+def _policy(rules: list[dict[str, Any]], **extra: Any) -> Policy:
     base = tomllib.loads(DEFAULT_POLICY.read_text())
-    own = tomllib.loads(RULES)
-    policy = Policy.model_validate(
-        {**base, "version": "test", "context": own["context"], "rules": own["rules"]}
+    return Policy.model_validate(
+        {**base, "version": "test", "context": CONTEXT, "rules": rules, **extra}
     )
-    return Decider(model, policy)
 
 
-def _applications(decider: Decider, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                     list[Any]]:  # fmt: skip
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    return _policy(draw(rule_lists(RULE_FIELDS, 6)), max_reasons=draw(st.integers(1, 6)))
+
+
+@st.composite
+def applications(draw: st.DrawFn, loans: list[dict[str, Any]]) -> list[tuple[Any, Any, Any]]:
+    out = []
+    for _ in range(draw(st.integers(1, 8))):
+        applicant = dict(draw(st.sampled_from(loans)))
+        if draw(st.booleans()):
+            applicant["sector"] = draw(st.sampled_from(["99", "61", "44", "zz"]))  # some unseen
+        if draw(st.booleans()):
+            applicant["business_age"] = None  # imputed
+        if draw(st.booleans()):
+            applicant["gross_approved"] = draw(st.floats(0, 5e6))
+        context = {
+            "lenders": draw(st.none() | st.integers(0, 12)),
+            "share": draw(st.none() | st.floats(0, 1)),
+            "channel": draw(st.none() | st.sampled_from(["branch", "online", "5"])),
+        }
+        out.append((applicant, context, draw(st.sampled_from([None, "normal", "conservative"]))))
+    return out
+
+
+def _render(table: DecisionTable, k: int) -> dict[str, Any]:
+    return table.render(k, decision_id="d", reference=None, model={}, policy_version="p",
+                        created_at="t")  # fmt: skip
+
+
+def _batch(decider: Decider, apps: list[tuple[Any, Any, Any]]) -> DecisionTable:
+    return decider.decide_columns(
+        {f: [a[f] for a, _, _ in apps] for f in decider.features},
+        {c: [ctx.get(c) for _, ctx, _ in apps] for c in decider.policy.context},
+        [s for _, _, s in apps],
+    )
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_one_applicant_and_a_batch_decide_alike(
+    model: ScoringModel, loans: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    decider = Decider(model, data.draw(policies()))
+    apps = data.draw(applications(loans))
+    batch = _batch(decider, apps)
+    for k, (applicant, context, stance) in enumerate(apps):
+        assert _render(decider.decide_one(applicant, context, stance), 0) == _render(batch, k)
+
+
+def test_the_default_policy_is_exercised_alike(
+    model: ScoringModel, loans: list[dict[str, Any]]
+) -> None:
+    """Every rule of the default policy fires and is skipped somewhere, every outcome occurs,
+    unseen values and model reasons are given: equal decisions on these cover the policy."""
+    base = tomllib.loads(DEFAULT_POLICY.read_text())
+    decider = Decider(model, Policy.model_validate(base))
     rng = np.random.default_rng(11)
-    x = load_federation(DataConfig(dataset="sba")).pooled_test().x.head(n)
-    rows = []
-    for row in x.to_dict(orient="records"):
-        rows.append({
-            k: None if isinstance(v, float) and math.isnan(v) else v
-            for k, v in row.items() if k in decider.features
-        })  # fmt: skip
-    for k, row in enumerate(rows):
-        if k % 7 == 0:
-            row["sector"] = "99"  # never seen in training
-        if k % 11 == 0:
-            row["sector"] = "61"
-        if k % 5 == 0:
-            row["employees"] = 1.0
-        if k % 13 == 0:
-            row["business_age"] = None  # imputed
-    contexts = []
-    for _ in rows:
-        ctx: dict[str, Any] = {}
-        if rng.random() < 0.7:
-            ctx["lenders"] = int(rng.integers(0, 9))
-        if rng.random() < 0.6:
-            ctx["share"] = float(rng.random())
-        if rng.random() < 0.5:
-            ctx["channel"] = str(rng.choice(["branch", "online", "broker"]))
-        contexts.append(ctx)
-    stances = [[None, "normal", "conservative"][int(i)] for i in rng.integers(0, 3, len(rows))]
-    return rows, contexts, stances
+    apps = []
+    for k, loan in enumerate(loans):
+        applicant = {**loan, "sector": "99"} if k % 7 == 0 else loan
+        context = {
+            name: (int(rng.integers(0, 600)) if spec.type == "integer" else float(rng.random()))
+            for name, spec in decider.policy.context.items() if rng.random() < 0.7
+        }  # fmt: skip
+        apps.append((applicant, context, [None, "conservative"][k % 2]))
+    batch = _batch(decider, apps)
+    ones = [_render(decider.decide_one(*app), 0) for app in apps]
+    assert ones == [_render(batch, k) for k in range(len(apps))]
+    assert {f["code"] for d in ones for f in d["policy_flags"]} == {
+        r.code for r in decider.policy.rules
+    }
+    assert {c for d in ones for c in d["rules_not_evaluated"]} == {
+        r.code for r in decider.policy.rules if set(r.when) & set(decider.policy.context)
+    }
+    assert {d["decision"] for d in ones} == {"approve", "decline", "refer"}
+    assert any(d["unseen_values"] == {"sector": "99"} for d in ones)
+    assert any(r["kind"] == "model" for d in ones for r in d["reasons"])
+    assert any(d["policy_score"] != d["score"] for d in ones)
 
 
-def test_rows_and_columns_decide_alike(decider: Decider) -> None:
-    rows, contexts, stances = _applications(decider, 600)
-    by_row = decider._by_row(rows, contexts, stances)
-    by_column = decider.decide(rows, contexts, stances)  # > FEW_ROWS: the column path
-    assert len(rows) > FEW_ROWS
-    for k, (a, b) in enumerate(zip(by_row, by_column, strict=True)):
-        assert a == b, k
-    # The policy was exercised, not bypassed: every rule fired somewhere and was skipped
-    # somewhere it needs a context signal, all outcomes occur, unseen values are reported.
-    fired = {f.code for d in by_row for f in d.flags}
-    assert fired == {r.code for r in decider.policy.rules}
-    skipped = {c for d in by_row for c in d.not_evaluated}
-    assert skipped == {"ADJ_LENDERS", "DECLINE_MANY", "REFER_OFFLINE", "REFER_BRANCH"}
-    assert {d.decision for d in by_row} == {"approve", "decline", "refer"}
-    assert any(d.unknown_values == {"sector": "99"} for d in by_row)
-    assert any(r.kind == "model" for d in by_row for r in d.reasons)
-    assert any(d.policy_score != d.score for d in by_row)
+def test_adjustments_chain_in_order(model: ScoringModel, loans: list[dict[str, Any]]) -> None:
+    """An adjustment that applies below a score sees the score the previous one left."""
+    decider = Decider(model, _policy([
+        {"code": "ADJ_DOWN", "reason": "down", "action": "adjust", "points": -60,
+         "when": {"gross_approved": {"ge": 0}}},
+        {"code": "ADJ_BELOW", "reason": "below", "action": "adjust", "points": 25,
+         "below_score": 640, "when": {"gross_approved": {"ge": 0}}},
+    ]))  # fmt: skip
+    for applicant in loans[:200]:
+        d = _render(decider.decide_one(applicant, {}, None), 0)
+        down = d["score"] - 60
+        expected = down + 25 if down < 640 else down
+        assert d["policy_score"] == max(350, min(950, expected)), d
+        assert ("ADJ_BELOW" in {f["code"] for f in d["policy_flags"]}) == (down < 640)
 
 
-def test_adjustments_chain_in_order(decider: Decider) -> None:
-    """ADJ_SMALL applies below 640 *after* ADJ_STATE moved the score: both paths agree on
-    applicants the first adjustment pushes under the limit."""
-    rows, contexts, stances = _applications(decider, 400)
-    decisions = decider.decide(rows, contexts, stances)
-    chained = [
-        d for d in decisions
-        if {"ADJ_STATE", "ADJ_SMALL"} <= {f.code for f in d.flags} and d.score >= 640
-    ]  # fmt: skip
-    assert chained, "no applicant where the first adjustment enabled the second"
-    for d in chained:
-        assert d.score - 40 < 640
-
-
-@pytest.mark.parametrize(
-    "cond",
-    [{"eq": 5}, {"eq": "5"}, {"eq": "abc"}, {"ne": 5}, {"ne": "x"}, {"lt": 3}, {"ge": 2.5},
-     {"gt": 1, "le": 10}, {"in": [5, "x", "5.0"]}, {"not_in": ["None", 5]}],
-)  # fmt: skip
-def test_a_condition_reads_a_column_as_it_reads_a_value(cond: dict[str, Any]) -> None:
-    c = Condition.model_validate(cond)
-    mixed: list[object] = [5, 5.0, "5", "x", None, True, 2, 2.5, 11, "abc", 0, -1.5]
-    numbers: list[object] = [5, 5.0, None, 2, 2.5, 11, 0, -1.5]  # the all-numeric fast path
-    for values in (mixed, numbers):
-        assert c.holds_column(Column(values)).tolist() == [c.holds(v) for v in values]
-
-
-def test_a_single_row_takes_the_row_path(decider: Decider, monkeypatch: Any) -> None:
-    rows, contexts, stances = _applications(decider, 3)
+def test_one_applicant_takes_the_value_path(
+    model: ScoringModel, loans: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single decision never pays numpy's per-column overhead."""
+    decider = Decider(model, _policy([]))
 
     def fail(*_: Any) -> None:
-        raise AssertionError("column path used for a few rows")
+        raise AssertionError("the column path was used for one applicant")
 
-    monkeypatch.setattr(decider, "decide_columns", fail)
-    assert len(decider.decide(rows, contexts, stances)) == 3
+    monkeypatch.setattr(type(model.spec), "transform_columns", fail)
+    monkeypatch.setattr(decider.rules, "many", fail)
+    monkeypatch.setattr(decider.reasons, "many", fail)
+    assert len(decider.decide_one(loans[0], {}, None)) == 1
 
 
-def test_a_columnar_record_reads_back_each_decision(decider: Decider) -> None:
-    """`row_response` on a batch record as stored (JSON) gives each applicant's decision as
-    the row path gives it; a record written before reasons were ids (objects in full) reads
-    back the same."""
-    rows, contexts, stances = _applications(decider, 120)
-    table = decider.decide_columns(
-        {f: [r[f] for r in rows] for f in decider.features},
-        {c: [ctx.get(c) for ctx in contexts] for c in decider.policy.context},
-        stances,
-    )
-    out = output_columns(decision_ids("a" * 24, len(rows)), table, [None] * len(rows))
-    record = {"decisions": out, "rules": table.rules, "reason_table": table.reason_table,
-              "contribution_features": table.features, "model": {}, "policy_version": "p",
+def test_a_columnar_record_reads_back_each_decision(
+    model: ScoringModel, loans: list[dict[str, Any]]
+) -> None:
+    """A columnar batch's record, as stored (canonical JSON), reads back each applicant's
+    decision as a single decision renders it; so does a record written before reasons, flags
+    and unevaluated rules were ids (objects in full)."""
+    decider = Decider(model, Policy.model_validate(tomllib.loads(DEFAULT_POLICY.read_text())))
+    apps = [(a, {"online_activity_share": 0.1} if k % 3 == 0 else {}, None)
+            for k, a in enumerate(loans[:120])]  # fmt: skip
+    table = _batch(decider, apps)
+    n = len(apps)
+    out = table.columns(decision_ids("a" * 24, n), [None] * n)
+    record = {"decisions": out, **tables(table), "model": {}, "policy_version": "p",
               "scored_at": "t"}  # fmt: skip
     stored = orjson.loads(canonical(record))
     old = {**stored, "decisions": {
         **{k: v for k, v in stored["decisions"].items()
            if k not in ("reason_ids", "contributions", "flag_ids", "not_evaluated_ids")},
-        "reasons": [table.reasons(k) for k in range(len(rows))],
-        "policy_flags": [table.policy_flags(k) for k in range(len(rows))],
-        "rules_not_evaluated": [table.rules_not_evaluated(k) for k in range(len(rows))],
+        "reasons": [table.reasons(k) for k in range(n)],
+        "policy_flags": [table.policy_flags(k) for k in range(n)],
+        "rules_not_evaluated": [table.rules_not_evaluated(k) for k in range(n)],
     }}  # fmt: skip
-    by_row = decider._by_row(rows, contexts, stances)
-    for k, d in enumerate(by_row):
-        got = row_response(stored, k)
-        assert got == row_response(old, k), k
-        assert got["reasons"] == [
-            {"code": r.code, "text": r.text, "kind": r.kind, "feature": r.feature,
-             "contribution": r.contribution} for r in d.reasons
-        ], k  # fmt: skip
-        assert got["policy_flags"] == [
-            {"code": f.code, "action": f.action, "text": f.text, "points": f.points}
-            for f in d.flags
-        ], k
-        assert got["rules_not_evaluated"] == d.not_evaluated, k
-        assert (got["decision"], got["score"]) == (d.decision, d.score), k
+    new_form, old_form = DecisionTable.from_record(stored), DecisionTable.from_record(old)
+    for k, app in enumerate(apps):
+        one = _render(decider.decide_one(*app), 0)
+        assert _render(new_form, k) == one, k
+        assert _render(old_form, k) == one, k
+    assert {d for d in table.decision} >= {"refer", "decline"}
+
+
+def test_a_rendered_decision_is_the_documented_schema(
+    model: ScoringModel, loans: list[dict[str, Any]]
+) -> None:
+    """`DecisionTable.render` (one applicant, with and without a joint limit) is `DecisionOut`
+    field for field, and a batch's columns (with `?expand`'s extras) are `ColumnarDecisions`."""
+    from jointcredit.service.joint import JointPolicy, JointRequest, apply_joint
+    from jointcredit.service.schemas import ColumnarOut, DecisionOut, ModelInfo
+
+    decider = Decider(model, Policy.model_validate(tomllib.loads(DEFAULT_POLICY.read_text())))
+    info = ModelInfo(version="v" * 64, signing_key="k", kind="logreg", trained_round=2)
+    model_json = info.model_dump(mode="json")
+    request = JointRequest(
+        applicant_id="TIN-1", annual_income=420000, monthly_debt_payments=6500,
+        participating_lenders=["a", "b"],
+    )  # fmt: skip
+    for total in (None, 1_000_000):
+        table = decider.decide_one(loans[1], {"online_activity_share": 0.9}, None)
+        joint = apply_joint(table, 0, request, total, {"a": "unreachable"}, JointPolicy())
+        for limit in (None, joint.model_dump(mode="json")):
+            d = table.render(0, decision_id="d", reference="r", model=model_json,
+                             policy_version="p", created_at="t", joint=limit)  # fmt: skip
+            DecisionOut.model_validate(d, strict=True)
+            assert list(d) == list(DecisionOut.model_fields)
+    apps = [(a, {}, None) for a in loans[:30]]
+    table = _batch(decider, apps)
+    out = table.columns(decision_ids("b" * 24, 30), [None] * 30)
+    out["reasons"] = [table.reasons(k) for k in range(30)]
+    out["policy_flags"] = [table.policy_flags(k) for k in range(30)]
+    out["rules_not_evaluated"] = [table.rules_not_evaluated(k) for k in range(30)]
+    answer = orjson.loads(orjson.dumps(
+        {"count": 30, "decisions": out, **tables(table), "model": model_json,
+         "policy_version": "p", "created_at": "t"}, option=orjson.OPT_SERIALIZE_NUMPY,
+    ))  # fmt: skip
+    ColumnarOut.model_validate(answer, strict=True)

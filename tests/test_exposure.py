@@ -1,5 +1,6 @@
-"""Joint credit limits with cross-institution exposure learned by a secure sum: the masking
-protocol itself, then three institution endpoints and the service as real processes."""
+"""Exposure across the federation by a secure sum: the masking protocol and the signed
+registry (in process), an institution's endpoint and the service's joint limits over HTTP with
+the institutions' apps in process, and `jointcredit exposure serve` as real processes."""
 
 from __future__ import annotations
 
@@ -13,23 +14,39 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from service_helpers import free_port, signed_artifact
 
+from jointcredit.service.app import create_app
 from jointcredit.service.auth import new_key
 from jointcredit.service.exposure import (
+    ISSUED_HEADER,
+    MAC_HEADER,
     MODULUS,
     ExposureError,
     Institution,
     Ledger,
-    Registry,
-    RegistryEntry,
     ShareRequest,
-    new_federation_key,
+    mask,
+    masked_share,
+    pairwise_key,
     pseudonym,
-    public_b64,
+    request_key,
+    request_mac,
     total_from_shares,
 )
-from jointcredit.service.joint import JointPolicy, JointRequest, joint_limit
+from jointcredit.service.exposure_http import ExposureClient, institution_app
+from jointcredit.service.loader import load_service
+from jointcredit.service.registry import (
+    Registry,
+    RegistryEntry,
+    load_registry,
+    new_federation_key,
+    public_b64,
+    sign_registry,
+)
 
 INSTITUTIONS = ["bank-a", "bank-b", "cf-c"]
 LEDGERS = {
@@ -38,26 +55,23 @@ LEDGERS = {
     "cf-c": {"TIN-3": 999.0},
 }
 
-pytestmark = pytest.mark.e2e
 
-
-def _keys(tmp: Path) -> dict[str, Any]:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
+def _keys(tmp: Path | None = None) -> dict[str, Any]:
     return {i: X25519PrivateKey.generate() for i in INSTITUTIONS}
 
 
-def _registry(keys: dict[str, Any], ports: dict[str, int] | None = None) -> Registry:
+def _registry(keys: dict[str, Any], urls: dict[str, str] | None = None) -> Registry:
     return Registry(
         federation="test",
         institutions={
-            i: RegistryEntry(
-                url=f"http://127.0.0.1:{(ports or {}).get(i, 1)}",
-                x25519_public=public_b64(k.public_key()),
-            )
+            i: RegistryEntry(url=(urls or {}).get(i, "http://127.0.0.1:1"),
+                             x25519_public=public_b64(k.public_key()))
             for i, k in keys.items()
         },
-    )
+    )  # fmt: skip
+
+
+# -- the protocol, in process -------------------------------------------------------------------
 
 
 def test_masked_shares_sum_to_the_total_and_hide_each_figure(tmp_path: Path) -> None:
@@ -93,8 +107,6 @@ def test_masked_shares_sum_to_the_total_and_hide_each_figure(tmp_path: Path) -> 
 
 
 def test_only_the_whole_registry_may_ask(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
     # Four lenders: bank-b and cf-c collude and ask bank-a with participants {a, b, c}. Were it
     # answered, bank-a's share would carry only the masks b and c know: they could unmask it.
     fed_key = bytes.fromhex(new_federation_key())
@@ -109,8 +121,6 @@ def test_only_the_whole_registry_may_ask(tmp_path: Path) -> None:
         bank_a.share(subset)
     # What the refusal prevents: the share a subset query would have drawn is bank-a's figure
     # plus the two masks b and c share with it, which they can compute and remove.
-    from jointcredit.service.exposure import mask, masked_share, pairwise_key
-
     colluders = {
         other: pairwise_key(keys[other], keys["bank-a"].public_key(), other, "bank-a")
         for other in ("bank-b", "cf-c")
@@ -127,170 +137,7 @@ def test_only_the_whole_registry_may_ask(tmp_path: Path) -> None:
     assert (share - known) % MODULUS != 12000000  # the mask toward mf-d still hides it
 
 
-def test_joint_limit_rule() -> None:
-    policy = JointPolicy()
-    request = JointRequest(
-        applicant_id="x", annual_income=120000, monthly_debt_payments=1000,
-        participating_lenders=["bank-a", "bank-b", "cf-c"],
-    )  # fmt: skip
-    out = joint_limit(request, pd=0.06, exposure_cents=2_000_000, declined=False, policy=policy)
-    # 40 % of 10,000 a month minus 1,000 = 3,000 a month for 60 months at 9 %.
-    assert out.capacity == pytest.approx(144_520.82, abs=1)
-    assert out.total_limit == pytest.approx(out.capacity * 0.8, abs=0.01)
-    assert out.available == pytest.approx(out.total_limit - 20_000, abs=0.01)
-    assert set(out.allocations.values()) == {out.available // 3 // 100 * 100}
-    declined = joint_limit(request, pd=0.06, exposure_cents=0, declined=True, policy=policy)
-    assert declined.available == 0 and set(declined.allocations.values()) == {0.0}
-    unknown = joint_limit(request, pd=0.06, exposure_cents=None, declined=False, policy=policy)
-    assert unknown.existing_exposure is None and unknown.available == 0
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jointcredit.cli", *args]
-
-
-def _wait(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read() if proc.stderr else "died")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
-@pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("exposure")
-    subprocess.run(_cli("exposure", "federation-key", "--out", str(root / "fed.key")), check=True)
-    ports = {i: free_port() for i in INSTITUTIONS}
-    registry: dict[str, Any] = {"federation": "test", "institutions": {}}
-    for inst in INSTITUTIONS:
-        out = subprocess.run(
-            _cli("exposure", "keygen", "--institution", inst, "--out", str(root / inst),
-                 "--url", f"http://127.0.0.1:{ports[inst]}"),
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        registry["institutions"].update(json.loads(out.stdout))
-        (root / inst / "ledger.json").write_text(json.dumps(LEDGERS[inst]))
-    (root / "registry.json").write_text(json.dumps({**registry, "federation": "svc"}))
-    model_dir = signed_artifact(root / "run")  # its trust store is the federation's ("svc")
-    trust = root / "run" / "trust.json"
-    subprocess.run(
-        _cli("exposure", "registry-sign", "--registry", str(root / "registry.json"),
-             "--trust", str(trust), "--coordinator-key", str(root / "run" / "keys" /
-             "coordinator.key"), "--out", str(root / "registry")),
-        check=True,
-    )  # fmt: skip
-    procs: dict[str, subprocess.Popen[str]] = {}
-    try:
-        for inst in INSTITUTIONS:
-            procs[inst] = subprocess.Popen(
-                _cli("exposure", "serve", "--institution", inst,
-                     "--key", str(root / inst / f"{inst}.exposure.key"),
-                     "--registry", str(root / "registry"), "--trust", str(trust),
-                     "--ledger", str(root / inst / "ledger.json"),
-                     "--federation-key", str(root / "fed.key"), "--port", str(ports[inst])),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
-        token = new_key(root / "api.json", "bank-a")
-        port = free_port()
-        procs["service"] = subprocess.Popen(
-            _cli("serve", "--model", str(model_dir), "--trust", str(root / "run" / "trust.json"),
-                 "--api-keys", str(root / "api.json"), "--db", f"sqlite:///{root / 'a.sqlite'}",
-                 "--exposure-registry", str(root / "registry"),
-                 "--federation-key", str(root / "fed.key"), "--port", str(port)),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for inst in INSTITUTIONS:
-            _wait(f"http://127.0.0.1:{ports[inst]}/healthz", procs[inst])
-        base = f"http://127.0.0.1:{port}"
-        _wait(f"{base}/healthz", procs["service"])
-        yield {"base": base, "token": token, "procs": procs, "ports": ports,
-               "federation_key": root / "fed.key"}  # fmt: skip
-    finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            p.wait(timeout=20)
-
-
-def _request(base: str, token: str, applicant_id: str) -> dict[str, Any]:
-    spec = httpx.get(f"{base}/openapi.json").json()
-    body = spec["components"]["schemas"]["DecisionRequest"]["examples"][0]
-    body["joint"] = {
-        "applicant_id": applicant_id, "annual_income": 600000, "monthly_debt_payments": 2000,
-        "participating_lenders": ["bank-a", "cf-c"],
-    }  # fmt: skip
-    r = httpx.post(
-        f"{base}/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()
-    return result
-
-
-def test_joint_limit_subtracts_the_secure_sum_of_exposure(federation: dict[str, Any]) -> None:
-    d = _request(federation["base"], federation["token"], "TIN-1")
-    joint = d["joint_credit"]
-    assert joint["existing_exposure"] == pytest.approx(150500.25)
-    assert joint["available"] == pytest.approx(max(0.0, joint["total_limit"] - 150500.25), abs=0.01)
-    assert set(joint["allocations"]) == {"bank-a", "cf-c"}
-    fresh = _request(federation["base"], federation["token"], "TIN-404")["joint_credit"]
-    assert fresh["existing_exposure"] == 0.0
-
-
-def test_only_holders_of_the_federation_key_may_ask_for_a_share(
-    federation: dict[str, Any],
-) -> None:
-    from jointcredit.service.exposure import (
-        ISSUED_HEADER,
-        MAC_HEADER,
-        load_federation_key,
-        request_key,
-        request_mac,
-    )
-
-    url = f"http://127.0.0.1:{federation['ports']['bank-a']}/v1/exposure/share"
-    key = request_key(load_federation_key(federation["federation_key"]))
-    body = json.dumps({"query_id": "ab" * 16, "pseudonym": "0" * 64,
-                       "participants": sorted(INSTITUTIONS)}).encode()  # fmt: skip
-    now = int(time.time())
-
-    def post(mac: str, issued: int, content: bytes = body) -> httpx.Response:
-        headers = {MAC_HEADER: mac, ISSUED_HEADER: str(issued), "Content-Type": "application/json"}
-        return httpx.post(url, content=content, headers=headers, timeout=10)
-
-    assert httpx.post(url, content=body, timeout=10).status_code == 401  # unsigned
-    assert post(request_mac(b"x" * 32, now, body), now).status_code == 401  # another key
-    altered = body.replace(b'"0000', b'"1111', 1)
-    assert post(request_mac(key, now, body), now, altered).status_code == 401  # body changed
-    old = now - 3600
-    assert post(request_mac(key, old, body), old).status_code == 401  # stale
-    ok = post(request_mac(key, now, body), now)  # none of the refused ones used the query id
-    assert ok.status_code == 200, ok.text
-    assert post(request_mac(key, now, body), now).status_code == 409  # replay: already answered
-
-
-def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[str, Any]) -> None:
-    down = federation["procs"]["bank-b"]
-    down.terminate()
-    down.wait(timeout=20)
-    d = _request(federation["base"], federation["token"], "TIN-1")
-    assert d["decision"] in {"refer", "decline"}
-    flags = {f["code"]: f for f in d["policy_flags"]}
-    assert "bank-b" in flags["EXPOSURE_UNAVAILABLE"]["text"]
-    if d["decision"] == "refer":
-        assert d["reasons"][0]["code"] == "EXPOSURE_UNAVAILABLE"
-    assert d["joint_credit"]["existing_exposure"] is None
-    assert d["joint_credit"]["available"] == 0
-
-
 def test_signed_registry_verifies_and_a_swapped_key_is_refused(tmp_path: Path) -> None:
-    from jointcredit.service.exposure import load_registry, sign_registry
     from jointcredit.trust import keys, store
 
     coordinator = keys.generate()
@@ -311,3 +158,220 @@ def test_signed_registry_verifies_and_a_swapped_key_is_refused(tmp_path: Path) -
     other = keys.generate()
     with pytest.raises(ExposureError):
         sign_registry(tmp_path / "registry.json", tmp_path / "x", other, trust)
+
+
+# -- over HTTP, the institutions in process ---------------------------------------------------
+
+
+class Institutions(httpx.AsyncBaseTransport):
+    """Routes the service's share requests to the institutions' apps by host; a host in
+    `down` does not answer."""
+
+    def __init__(self, apps: dict[str, FastAPI]) -> None:
+        self.apps = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
+        self.down: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.apps[request.url.host].handle_async_request(request)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("exposure")
+    fed_key = bytes.fromhex(new_federation_key())
+    keys = _keys()
+    registry = _registry(keys, {i: f"http://{i}.test" for i in INSTITUTIONS})
+    apps = {
+        f"{i}.test": institution_app(
+            Institution(i, keys[i], registry, Ledger.load(_ledger(root, i), fed_key)), fed_key
+        )
+        for i in INSTITUTIONS
+    }
+    model_dir = signed_artifact(root / "run")
+    token = new_key(root / "api.json", "bank-a")
+    service = load_service(model_dir, root / "run" / "trust.json", api_keys=root / "api.json",
+                           db_url=f"sqlite:///{root / 'a.sqlite'}")  # fmt: skip
+    transport = Institutions(apps)
+    service.exposure = ExposureClient(registry, fed_key, transport=transport)
+    with TestClient(create_app(service)) as client:
+        yield {"client": client, "token": token, "apps": apps, "transport": transport,
+               "fed_key": fed_key}  # fmt: skip
+
+
+def _ledger(root: Path, institution: str) -> Path:
+    path = root / f"{institution}.ledger.json"
+    path.write_text(json.dumps(LEDGERS[institution]))
+    return path
+
+
+def _request(client: TestClient, token: str, applicant_id: str, lenders: list[str]) -> Any:
+    spec = client.get("/openapi.json").json()
+    body = spec["components"]["schemas"]["DecisionRequest"]["examples"][0]
+    body["joint"] = {
+        "applicant_id": applicant_id, "annual_income": 600000, "monthly_debt_payments": 2000,
+        "participating_lenders": lenders,
+    }  # fmt: skip
+    return client.post("/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.mark.integration
+def test_joint_limit_subtracts_the_secure_sum_of_exposure(federation: dict[str, Any]) -> None:
+    client, token = federation["client"], federation["token"]
+    r = _request(client, token, "TIN-1", ["bank-a", "cf-c"])
+    assert r.status_code == 200, r.text
+    joint = r.json()["joint_credit"]
+    assert joint["existing_exposure"] == pytest.approx(150500.25)
+    assert joint["available"] == pytest.approx(max(0.0, joint["total_limit"] - 150500.25), abs=0.01)
+    assert set(joint["allocations"]) == {"bank-a", "cf-c"}
+    fresh = _request(client, token, "TIN-404", ["bank-a", "cf-c"]).json()["joint_credit"]
+    assert fresh["existing_exposure"] == 0.0
+    unknown = _request(client, token, "TIN-1", ["bank-a", "evil"])
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"] == [
+        {"field": "joint.participating_lenders", "reason": "not in the federation: evil"}
+    ]
+
+
+@pytest.mark.integration
+def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[str, Any]) -> None:
+    federation["transport"].down.add("bank-b.test")
+    try:
+        r = _request(federation["client"], federation["token"], "TIN-1", ["bank-a", "cf-c"])
+    finally:
+        federation["transport"].down.clear()
+    d = r.json()
+    assert d["decision"] in {"refer", "decline"}
+    flags = {f["code"]: f for f in d["policy_flags"]}
+    assert "bank-b" in flags["EXPOSURE_UNAVAILABLE"]["text"]
+    if d["decision"] == "refer":
+        assert d["reasons"][0]["code"] == "EXPOSURE_UNAVAILABLE"
+    assert d["joint_credit"]["existing_exposure"] is None
+    assert d["joint_credit"]["available"] == 0
+
+
+@pytest.mark.integration
+def test_only_holders_of_the_federation_key_may_ask_for_a_share(
+    federation: dict[str, Any],
+) -> None:
+    key = request_key(federation["fed_key"])
+    body = json.dumps({"query_id": "ab" * 16, "pseudonym": "0" * 64,
+                       "participants": sorted(INSTITUTIONS)}).encode()  # fmt: skip
+    now = int(time.time())
+    with TestClient(federation["apps"]["bank-a.test"]) as bank_a:
+
+        def post(mac: str, issued: int, content: bytes = body) -> httpx.Response:
+            headers = {MAC_HEADER: mac, ISSUED_HEADER: str(issued),
+                       "Content-Type": "application/json"}  # fmt: skip
+            response: httpx.Response = bank_a.post("/v1/exposure/share", content=content,
+                                                   headers=headers)  # fmt: skip
+            return response
+
+        unsigned = bank_a.post("/v1/exposure/share", content=body)
+        assert unsigned.status_code == 401
+        assert post(request_mac(b"x" * 32, now, body), now).status_code == 401  # another key
+        altered = body.replace(b'"0000', b'"1111', 1)
+        assert post(request_mac(key, now, body), now, altered).status_code == 401  # changed
+        old = now - 3600
+        assert post(request_mac(key, old, body), old).status_code == 401  # stale
+        ok = post(request_mac(key, now, body), now)  # the refused ones used no query id
+        assert ok.status_code == 200, ok.text
+        assert post(request_mac(key, now, body), now).status_code == 409  # replay
+        assert bank_a.get("/healthz").json() == {"status": "ok", "institution": "bank-a"}
+
+
+# -- `jointcredit exposure serve` as real processes ---------------------------------------------
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jointcredit.cli", *args]
+
+
+def _wait(url: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read() if proc.stderr else "died")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@pytest.mark.e2e
+def test_exposure_serve_processes_answer_a_secure_sum(tmp_path: Path) -> None:
+    """Keys, a signed registry and the federation key made by the CLI; three `jointcredit
+    exposure serve` processes; the service's client adds their shares up, and reports who did
+    not answer once one is stopped."""
+    import asyncio
+
+    subprocess.run(_cli("exposure", "federation-key", "--out", str(tmp_path / "fed.key")),
+                   check=True)  # fmt: skip
+    ports = {i: free_port() for i in INSTITUTIONS}
+    registry: dict[str, Any] = {"federation": "svc", "institutions": {}}
+    for inst in INSTITUTIONS:
+        out = subprocess.run(
+            _cli("exposure", "keygen", "--institution", inst, "--out", str(tmp_path / inst),
+                 "--url", f"http://127.0.0.1:{ports[inst]}"),
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        registry["institutions"].update(json.loads(out.stdout))
+        (tmp_path / inst / "ledger.json").write_text(json.dumps(LEDGERS[inst]))
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    signed_artifact(tmp_path / "run")  # its trust store is the federation's ("svc")
+    trust = tmp_path / "run" / "trust.json"
+    subprocess.run(
+        _cli("exposure", "registry-sign", "--registry", str(tmp_path / "registry.json"),
+             "--trust", str(trust), "--coordinator-key",
+             str(tmp_path / "run" / "keys" / "coordinator.key"), "--out", str(tmp_path / "reg")),
+        check=True,
+    )  # fmt: skip
+    procs = {
+        inst: subprocess.Popen(
+            _cli(
+                "exposure",
+                "serve",
+                "--institution",
+                inst,
+                "--key",
+                str(tmp_path / inst / f"{inst}.exposure.key"),
+                "--registry",
+                str(tmp_path / "reg"),
+                "--trust",
+                str(trust),
+                "--ledger",
+                str(tmp_path / inst / "ledger.json"),
+                "--federation-key",
+                str(tmp_path / "fed.key"),
+                "--port",
+                str(ports[inst]),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for inst in INSTITUTIONS
+    }
+    try:
+        for inst in INSTITUTIONS:
+            _wait(f"http://127.0.0.1:{ports[inst]}/healthz", procs[inst])
+        from jointcredit.service.registry import load_federation_key
+        from jointcredit.trust.store import load_store
+
+        client = ExposureClient(
+            load_registry(tmp_path / "reg", load_store(trust)),
+            load_federation_key(tmp_path / "fed.key"),
+        )
+        assert asyncio.run(client.total("TIN-1")).total_cents == 12000000 + 3050025
+        procs["bank-b"].terminate()
+        procs["bank-b"].wait(timeout=20)
+        missing = asyncio.run(client.total("TIN-1"))
+        assert missing.total_cents is None and set(missing.unavailable) == {"bank-b"}
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(timeout=20)

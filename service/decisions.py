@@ -1,0 +1,221 @@
+"""The decision use case: validate the request, score it and apply the policy (`Decider`),
+add any joint limit, audit the decision (answered only once its entry is committed), render
+the response. One applicant, a batch of rows, a batch of columns; and reading a decision back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+
+from jointcredit.service import records
+from jointcredit.service.audit import DecisionRow, Entry, ViewRow
+from jointcredit.service.chain import now
+from jointcredit.service.decision import DecisionTable, Json
+from jointcredit.service.errors import Invalid, NotFound
+from jointcredit.service.exposure_http import ExposureResult
+from jointcredit.service.joint import apply_joint
+from jointcredit.service.loader import Service
+from jointcredit.service.metrics import Metrics
+from jointcredit.service.records import Responses
+from jointcredit.service.schemas import category_text, columnar_model, request_models
+from jointcredit.service.writer import AuditWriter
+
+NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
+
+
+def parse(raw: bytes, model: type[BaseModel]) -> Any:
+    """The body validated straight from its JSON bytes by pydantic-core's parser (FastAPI's
+    json.loads + validate_python is several times slower per applicant); errors take the same
+    422 path as FastAPI's own."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+class DecisionService:
+    def __init__(
+        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics
+    ) -> None:
+        self.decider = service.decider
+        self.policy = service.decider.policy
+        self.exposure = service.exposure
+        self.audit = service.audit
+        self.writer, self.responses, self.metrics = writer, responses, metrics
+        self.model_info = service.model_info.model_dump(mode="json")
+        schema = self.decider.model.card.data_schema
+        self.single, self.batch = request_models(schema, self.policy, service.example)
+        self.columnar = columnar_model(schema, self.policy, service.example)
+        self.categorical = [f for f, s in schema.features.items() if s.type == "categorical"]
+
+    async def one(self, raw: bytes, institution: str) -> bytes:
+        """One applicant -> its decision's JSON."""
+        start = time.perf_counter()
+        item = parse(raw, self.single)
+        exposure: list[ExposureResult | None] = [None]
+        if item.joint is not None:
+            exposure = await self._exposures([item])
+        received = now()
+        request = item.model_dump(mode="json")  # JSON types: what is audited and digested
+        applicant = {k: category_text(v) for k, v in request["applicant"].items()}
+        table = self.decider.decide_one(applicant, request["context"] or {}, item.stance)
+        scored = now()
+        outs, recs, views = self._answer(table, [item], exposure, institution, scored)
+        entry = records.decision_entry(institution, request, recs[0], views[0], received, scored)
+        await self._audit(entry, table)
+        self.metrics.latency_one.observe(time.perf_counter() - start)
+        return outs[0]
+
+    async def rows(self, raw: bytes, institution: str) -> bytes:
+        """A batch of rows -> {"decisions": [...]}, decided column by column, audited as one
+        entry."""
+        start = time.perf_counter()
+        items = list(parse(raw, self.batch).applications)
+        exposure = await self._exposures(items)
+        received = now()
+        features, context = self._columns(items)
+        table = self.decider.decide_columns(features, context, [i.stance for i in items])
+        scored = now()
+        outs, recs, views = self._answer(table, items, exposure, institution, scored)
+        token = os.urandom(12).hex()
+        entry = records.batch_entry(
+            institution, token, raw, features, context, recs, views, received, scored
+        )
+        await self._audit(entry, table)
+        self.metrics.latency_batch.observe(time.perf_counter() - start)
+        return b'{"decisions":[' + b",".join(outs) + b"]}"
+
+    async def columns(self, raw: bytes, institution: str, expand: bool) -> bytes:
+        """A batch of columns -> one list per output field (no joint limits: each needs a
+        secure sum across the lenders). `expand`: each applicant's reasons, flags and
+        unevaluated rules in full too."""
+        start = time.perf_counter()
+        body = parse(raw, self.columnar)
+        received = now()
+        n = len(next(iter(body.columns.__dict__.values())))
+        features = dict(body.columns.__dict__)
+        for f in self.categorical:  # category_text, inline: up to 10,000 values a column
+            features[f] = [str(v) if type(v) is int else v for v in features[f]]
+        given = {} if body.context is None else body.context.__dict__
+        context = {c: given.get(c) or [None] * n for c in self.policy.context}
+        table = self.decider.decide_columns(features, context, body.stance or [None] * n)
+        scored = now()
+        token = os.urandom(12).hex()
+        out = table.columns(records.decision_ids(token, n), body.reference or [None] * n)
+        request = {"features": features, "context": context, "stance": body.stance}
+        entry = records.columnar_entry(
+            institution, token, raw, table, out, request, self.model_info, self.policy.version,
+            received, scored,
+        )  # fmt: skip
+        await self._audit(entry, table)
+        self.metrics.latency_batch.observe(time.perf_counter() - start)
+        if expand:
+            out["reasons"] = [table.reasons(k) for k in range(n)]
+            out["policy_flags"] = [table.policy_flags(k) for k in range(n)]
+            out["rules_not_evaluated"] = [table.rules_not_evaluated(k) for k in range(n)]
+        answer = {"count": n, "decisions": out, **records.tables(table), "model": self.model_info,
+                  "policy_version": self.policy.version, "created_at": scored}  # fmt: skip
+        return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def progress(self, decision_id: str, institution: str) -> Json:
+        """Where a decision stands: received, scored, under review, decided."""
+        row = self.audit.get(decision_id)
+        if row is None:
+            found = self.responses.in_batch(decision_id)  # columnar, decided at once
+            if found is None or found[0] != institution:
+                raise NotFound("no such decision")  # never confirm another's id
+            response = found[1]
+            row = DecisionRow(
+                status=response["status"], decision=response["decision"],
+                final_decision=response["decision"], updated_at=response["created_at"],
+            )  # fmt: skip
+        elif row.institution != institution:
+            raise NotFound("no such decision")
+        else:
+            response = self.responses.of(row)
+        at = response["created_at"]
+        stages = [{"stage": "received", "at": at}, {"stage": "scored", "at": at}]
+        if response["decision"] == "refer":
+            stages.append({"stage": "under_review", "at": at})
+        if row.status == "decided":
+            stages.append({"stage": "decided", "at": row.updated_at})
+        return {
+            "decision_id": decision_id, "status": row.status, "decision": row.decision,
+            "final_decision": row.final_decision, "progress": stages, "response": response,
+        }  # fmt: skip
+
+    def _columns(self, items: list[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """A batch's validated features and context signals, column by column."""
+        applicants = [i.applicant.__dict__ for i in items]  # pydantic keeps fields there
+        features = {f: [a[f] for a in applicants] for f in self.decider.features}
+        for f in self.categorical:
+            features[f] = [category_text(v) for v in features[f]]
+        contexts = [i.context for i in items]
+        context = {
+            c: [None if x is None else x.__dict__[c] for x in contexts] for c in self.policy.context
+        }
+        return features, context
+
+    async def _exposures(self, items: list[Any]) -> list[ExposureResult | None]:
+        """The federation's exposure for each item that asks for a joint limit, concurrently."""
+        asking = [k for k, item in enumerate(items) if item.joint is not None]
+        out: list[ExposureResult | None] = [None] * len(items)
+        if not asking:  # no task per applicant when nobody asks (a batch has up to 10,000)
+            return out
+        client = self.exposure
+        if client is None:
+            for k in asking:
+                out[k] = NO_REGISTRY
+            return out
+        for k in asking:
+            unknown = client.outsiders(items[k].joint.participating_lenders)
+            if unknown:
+                reason = f"not in the federation: {', '.join(unknown)}"
+                raise Invalid("joint.participating_lenders", reason)
+        results = await asyncio.gather(*(client.total(items[k].joint.applicant_id) for k in asking))
+        for k, result in zip(asking, results, strict=True):
+            out[k] = result
+        return out
+
+    def _answer(
+        self, table: DecisionTable, items: list[Any], exposure: list[ExposureResult | None],
+        institution: str, scored: str,
+    ) -> tuple[list[bytes], list[dict[str, Any]], list[ViewRow]]:  # fmt: skip
+        """Each applicant's response (JSON), audit record and view row, joint limits added."""
+        ids = os.urandom(16 * len(items)).hex()  # one system call, not one per decision
+        outs: list[bytes] = []
+        recs: list[dict[str, Any]] = []
+        views: list[ViewRow] = []
+        for k, (item, ex) in enumerate(zip(items, exposure, strict=True)):
+            joint = None
+            if item.joint is not None and ex is not None:
+                limit = apply_joint(
+                    table, k, item.joint, ex.total_cents, ex.unavailable, self.policy.joint
+                )
+                joint = limit.model_dump(mode="json")
+            decision_id = ids[32 * k : 32 * k + 32]
+            response = table.render(
+                k, decision_id=decision_id, reference=item.reference, model=self.model_info,
+                policy_version=self.policy.version, created_at=scored, joint=joint,
+            )  # fmt: skip
+            text = orjson.dumps(response)
+            record: dict[str, Any] = {"response": response}
+            if item.joint is not None:
+                record["joint"] = item.joint.model_dump(mode="json")
+            recs.append(record)
+            views.append(
+                records.view_row(decision_id, institution, table.decision[k], scored, text.decode())
+            )
+            outs.append(text)
+        return outs, recs, views
+
+    async def _audit(self, entry: Entry, table: DecisionTable) -> None:
+        await self.writer.append([entry])
+        self.metrics.decided(table.decision)

@@ -1,0 +1,40 @@
+"""The review use case: a lender's queue of referred applications and a reviewer's final
+decision on one (audited like a decision)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jointcredit.service import records
+from jointcredit.service.audit import AuditLog
+from jointcredit.service.chain import now
+from jointcredit.service.errors import Conflict, NotFound
+from jointcredit.service.records import Responses
+from jointcredit.service.schemas import ReviewIn
+from jointcredit.service.writer import AuditWriter
+
+
+class ReviewService:
+    def __init__(self, audit: AuditLog, writer: AuditWriter, responses: Responses) -> None:
+        self.audit, self.writer, self.responses = audit, writer, responses
+
+    def queue(self, institution: str, limit: int) -> dict[str, Any]:
+        """The institution's referred applications awaiting review, oldest first."""
+        rows = self.audit.list_status(institution, "under_review", max(1, min(limit, 1000)))
+        items = [
+            {"decision_id": r.decision_id, "created_at": r.created_at,
+             "response": self.responses.of(r)}
+            for r in rows
+        ]  # fmt: skip
+        return {"items": items}
+
+    async def resolve(self, decision_id: str, institution: str, review: ReviewIn) -> dict[str, Any]:
+        row = self.audit.get(decision_id)
+        if row is None or row.institution != institution:
+            raise NotFound("no such decision")
+        if row.status != "under_review":
+            raise Conflict(f"decision {decision_id} is not awaiting review")
+        at = now()
+        await self.writer.append([records.review_entry(row, review.model_dump(), at)])
+        return {"decision_id": decision_id, "status": "decided",
+                "final_decision": review.final_decision, "decided_at": at}  # fmt: skip

@@ -1,0 +1,68 @@
+"""Decisions: one applicant, a batch as rows, a batch as columns, and a decision's progress.
+
+The request bodies are generated per model and policy, so the routes read the raw body and the
+use case validates it (service/decisions.py); service/openapi.py documents the bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from jointcredit.service import dependencies
+from jointcredit.service.decisions import DecisionService
+from jointcredit.service.schemas import (
+    BATCH,
+    COLUMNAR,
+    SINGLE,
+    BatchOut,
+    ColumnarOut,
+    DecisionOut,
+)
+
+router = APIRouter(tags=["decisions"])
+Caller = Annotated[str, Depends(dependencies.institution)]
+Decisions = Annotated[DecisionService, Depends(dependencies.decisions)]
+
+
+def _body(name: str) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _json(content: bytes) -> Response:
+    # Built to the response model's shape (tested) and serialised once, not re-validated.
+    return Response(content, media_type="application/json")
+
+
+@router.post("/v1/decisions", response_model=DecisionOut, openapi_extra=_body(SINGLE))
+async def decide_one(request: Request, institution: Caller, decisions: Decisions) -> Response:
+    return _json(await decisions.one(await request.body(), institution))
+
+
+@router.post("/v1/decisions:batch", response_model=BatchOut, openapi_extra=_body(BATCH))
+async def decide_batch(request: Request, institution: Caller, decisions: Decisions) -> Response:
+    return _json(await decisions.rows(await request.body(), institution))
+
+
+@router.post("/v1/decisions:columnar", response_model=ColumnarOut, openapi_extra=_body(COLUMNAR))
+async def decide_columnar(
+    request: Request,
+    institution: Caller,
+    decisions: Decisions,
+    expand: bool = Query(
+        False,
+        description="also give each applicant's `reasons`, `policy_flags` and "
+        "`rules_not_evaluated` in full, as single decisions do (by default they are ids "
+        "into the response's `reason_table` and `rules`)",
+    ),
+) -> Response:
+    """Bulk scoring, one list per feature in and one list per output field out. No joint
+    limits here: those need a secure sum per applicant."""
+    return _json(await decisions.columns(await request.body(), institution, expand))
+
+
+@router.get("/v1/decisions/{decision_id}")
+async def progress(decision_id: str, institution: Caller, decisions: Decisions) -> dict[str, Any]:
+    return decisions.progress(decision_id, institution)

@@ -1,0 +1,180 @@
+"""What the audit log does differently on a SQLite file: connection settings, the
+cross-process write lock, and WAL checkpoints off the request path.
+
+- WAL journal with `synchronous=NORMAL`: readers (`audit verify`, the API's reads) never block
+  the writer, and there is one fsync per checkpoint instead of one per commit; a power cut can
+  lose the last commits but never corrupts the file.
+- Appends need the database's write lock from their first read of the chain head. SQLite has no
+  `SELECT ... FOR UPDATE`, so writes go through an engine whose transactions start with `BEGIN
+  IMMEDIATE` (SQLAlchemy's documented pysqlite recipe: the driver's implicit BEGIN is off).
+- Processes queue for that lock on an advisory file lock (`<db>.lock`) in the kernel: without
+  it a process that finds the database locked polls in SQLite's busy handler, sleeping between
+  tries, which put the waits of two service workers far above a transaction's length.
+- Checkpoints (copying the WAL into the database file, with an fsync) run in a background
+  thread (`Checkpointer`), not inside whichever commit crosses the WAL's size limit, where that
+  commit and every request waiting on it would pay for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: SQLite's own locking orders writers
+    fcntl = None  # type: ignore[assignment]
+
+from sqlalchemy import Engine, create_engine, event
+
+
+class Busy(RuntimeError):
+    """A non-waiting append found another writer holding the lock; nothing was written."""
+
+
+def _pragmas(conn: Any, _: Any) -> None:
+    cur = conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def configure(engine: Engine) -> None:
+    """WAL and `synchronous=NORMAL` on every connection of the reading engine."""
+    event.listen(engine, "connect", _pragmas)
+
+
+def write_engine(url: str) -> Engine:
+    """An engine whose transactions the caller opens itself with `BEGIN IMMEDIATE`, and which
+    leaves checkpoints to the `Checkpointer`."""
+    engine = create_engine(url, future=True)
+
+    @event.listens_for(engine, "connect")
+    def _immediate(conn: Any, record: Any) -> None:
+        _pragmas(conn, record)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.isolation_level = None
+
+    return engine
+
+
+def begin(cursor: Any) -> None:
+    cursor.execute("BEGIN IMMEDIATE")
+
+
+class FileLock:
+    """The advisory lock that orders the writing processes of one database file."""
+
+    def __init__(self, path: str) -> None:
+        self._file: IO[bytes] | None = None
+        if fcntl is not None:
+            self._file = open(path, "ab")  # noqa: SIM115 (held open while the log is open)
+
+    @property
+    def held_open(self) -> bool:
+        return self._file is not None
+
+    @contextlib.contextmanager
+    def hold(self, wait: bool = True) -> Iterator[None]:
+        if self._file is None:
+            yield
+            return
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise Busy("another process is appending") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Checkpointer:
+    """Copies the WAL into the database file off the request path, at most every `interval`
+    seconds and only after commits.
+
+    PASSIVE checkpoints never block readers or writers, but the WAL only starts again from its
+    beginning when a writer finds everything copied, which under steady load never happens (a
+    commit always lands between a checkpoint's end and the next write), so the file grows
+    without bound. So when a passive checkpoint finds more than `wal_limit` bytes of log, the
+    next append, which holds the write locks anyway, finishes the copy as a RESTART checkpoint
+    (the passive ones have done most of it) and the log starts again from the file's beginning,
+    reusing it. TRUNCATE would also shrink the file but costs far more; it is kept for when the
+    file passes 4x the limit anyway (this thread lagging behind a burst). Taking the write locks
+    from this thread instead loses to a busy appender."""
+
+    def __init__(
+        self, engine: Engine, wal: Path, interval: float = 0.5, wal_limit: int = 256 << 20
+    ) -> None:
+        self.engine, self.wal, self.interval, self.wal_limit = engine, wal, interval, wal_limit
+        self.restart_due = False
+        self.restarts = 0  # RESTART or TRUNCATE checkpoints that completed
+        self._dirty = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        self._dirty = True
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        page = 0
+        while not self._stopped.wait(self.interval):
+            if not self._dirty:
+                continue
+            self._dirty = False
+            try:
+                with self.engine.connect() as conn:
+                    page = page or int(conn.exec_driver_sql("PRAGMA page_size").scalar_one())
+                    # (busy, frames in the log, frames copied)
+                    _, frames, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            except Exception:  # e.g. database locked: nothing lost, try again next time
+                self._dirty = True
+                continue
+            if frames * page > self.wal_limit:
+                self.restart_due = True
+
+    def after_commit(self, cursor: Any) -> None:
+        """Called by an appender holding the write locks, after its commit. Waits at most 200
+        ms for readers of older snapshots, else the next append tries. Never raises: the
+        append has committed."""
+        if self.restart_due:
+            mode = "RESTART"
+        elif self._wal_size() > 4 * self.wal_limit:
+            mode = "TRUNCATE"
+        else:
+            return
+        try:
+            timeout = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+            cursor.execute("PRAGMA busy_timeout = 200")
+            try:
+                busy = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+        except Exception:
+            return
+        if not busy:
+            self.restart_due = False
+            self.restarts += 1
+
+    def _wal_size(self) -> int:
+        try:
+            return self.wal.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
