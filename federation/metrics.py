@@ -20,7 +20,9 @@ JsonDict = dict[str, Any]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Infinity stays Infinity (epsilon = inf: clipping without noise), as json.dumps writes it:
+    # pydantic's default would write null, which a number field cannot read back.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, ser_json_inf_nan="constants")
 
 
 class Scores(_Section):
