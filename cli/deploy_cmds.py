@@ -150,7 +150,9 @@ def link_run(
     out: Annotated[Path, typer.Option(help="where the ServerApp writes model and metrics")] = Path(
         "runs/deployed"
     ),
-    rounds: Annotated[int, typer.Option(min=1)] = 20,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="training rounds (default: the app's config, 20)")
+    ] = None,
     run_config: Annotated[
         str, typer.Option(help="more run-config overrides, e.g. \"privacy='dp-record'\"")
     ] = "",
@@ -162,7 +164,11 @@ def link_run(
     The settings are resolved and checked here first, as the coordinator will resolve them:
     a run that could not work is refused (exit 2) before anything starts."""
     try:
-        extra = {**parse_run_config([run_config] if run_config else None), "rounds": rounds}
+        extra = parse_run_config([run_config] if run_config else None)
+        if rounds is not None:
+            if "rounds" in extra:
+                raise SettingsError("rounds: given as an option and in --run-config")
+            extra["rounds"] = rounds
         config = processes.run_config(kit, out, extra)
         processes.resolved_settings(app_dir, kit, config)
     except (SettingsError, ValueError) as exc:

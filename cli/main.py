@@ -122,9 +122,9 @@ def schema(
 ) -> None:
     """Print the JSON schema of OUT/metrics.json or of the run settings."""
     from jointcredit.federation.metrics import metrics_schema
-    from jointcredit.federation.settings import RunSettings
+    from jointcredit.federation.settings import settings_schema
 
-    document = metrics_schema() if what == "metrics" else RunSettings.model_json_schema()
+    document = metrics_schema() if what == "metrics" else settings_schema()
     print(json.dumps(document, indent=2))
 
 

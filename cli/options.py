@@ -9,6 +9,8 @@ fill it (recipe included), exactly as for `flwr run` or a sweep's grid.
 from __future__ import annotations
 
 import inspect
+import re
+import tomllib
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -18,7 +20,7 @@ import typer
 from flwr.common.config import parse_config_args
 
 from jointcredit.federation.recipes import AUTO, RECIPE_KEYS
-from jointcredit.federation.settings import RunSettings, SettingsError
+from jointcredit.federation.settings import RunSettings, SettingsError, canonical_keys
 
 # Flags kept from before they were generated (the first is shown in --help).
 FLAGS: dict[str, tuple[str, ...]] = {
@@ -78,13 +80,27 @@ def settings_parameters(exclude: set[str]) -> list[inspect.Parameter]:
     ]
 
 
+# One `key=value` pair as Flower's parser splits them (a quoted value may hold spaces).
+_PAIR = re.compile(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)")
+
+
 def parse_run_config(items: list[str] | None) -> dict[str, Any]:
-    """`--run-config` values, as `flwr run --run-config` reads them."""
+    """`--run-config` values, as `flwr run --run-config` reads them (TOML values, or one TOML
+    file), except that a bare word that is no TOML value (`privacy=dp-record`) is taken as
+    text. Field names (`learning_rate`) become run-config keys (`learning-rate`)."""
     try:
-        return dict(parse_config_args(items or None))
-    except (click.ClickException, ValueError, OSError) as exc:
-        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        raise SettingsError(f"--run-config: {message}") from exc
+        values = dict(parse_config_args(items or None))
+    except click.ClickException:
+        values = {}
+        for item in items or []:
+            for key, raw in _PAIR.findall(item):
+                try:
+                    values.update(tomllib.loads(f"{key} = {raw}"))
+                except tomllib.TOMLDecodeError:
+                    values[key] = raw.strip("'\"")
+    except (ValueError, OSError) as exc:
+        raise SettingsError(f"--run-config: {exc}") from exc
+    return canonical_keys(values)
 
 
 def with_settings_options(

@@ -22,12 +22,18 @@ from jointcredit.client.data import node_data
 from jointcredit.client.signing import binding_for, signing_key
 from jointcredit.federation import protocol
 from jointcredit.federation.choices import ADVERSARY_ATTACKS, parse_adversary
-from jointcredit.federation.protocol import ARRAYS, METRICS, NUM_EXAMPLES, SIGNATURE, NodeConfig
+from jointcredit.federation.protocol import (
+    ARRAYS,
+    METRICS,
+    NUM_EXAMPLES,
+    SIGNATURE,
+    STATE_ADVERSARY_REPLAY,
+    NodeConfig,
+)
 from jointcredit.federation.settings import RunSettings
 from jointcredit.trust import keys
 from jointcredit.trust.updates import DOMAIN, Field, content_parts, sign_content, update_digest
 
-REPLAY_PREFIX = "adversary-replay-"
 # Acts before the node answers rather than on its reply: crash at SecAgg+'s masked-vector
 # stage, after sharing its keys.
 DROPOUT = "secagg-dropout"
@@ -120,10 +126,14 @@ def _arrays_only(msg: Message, reply: Message, context: Context) -> None:
 def _replay(msg: Message, reply: Message, context: Context) -> None:
     """Send the previous round's (validly signed) reply again instead of this one."""
     state = context.state
-    previous = {k[len(REPLAY_PREFIX) :]: v for k, v in state.items() if k.startswith(REPLAY_PREFIX)}
+    previous = {
+        k[len(STATE_ADVERSARY_REPLAY) :]: v
+        for k, v in state.items()
+        if k.startswith(STATE_ADVERSARY_REPLAY)
+    }
     current = dict(reply.content.items())
     for name, record in current.items():
-        state[REPLAY_PREFIX + name] = record
+        state[STATE_ADVERSARY_REPLAY + name] = record
     if not previous:
         return  # the first round: nothing to replay yet
     for name in list(reply.content.keys()):

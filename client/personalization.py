@@ -20,6 +20,7 @@ from jointcredit.client.update import seed
 from jointcredit.federation.protocol import (
     STATE_PRIOR,
     STATE_PRIOR_MODEL,
+    STATE_PRIOR_MODEL_DIGEST,
     ModelMessage,
     ProtocolError,
 )
@@ -32,8 +33,6 @@ from jointcredit.models.personalize import (
 )
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import TrainConfig
-
-_DIGEST = "sha256"
 
 
 def _names(model: torch.nn.Module) -> list[str]:
@@ -54,7 +53,7 @@ def deviation_for_prior(
     deviation = prior_deviation(model, node.matrix(spec, "train"), node.data.train.y)
     record = ArrayRecord({n: Array(d) for n, d in zip(_names(model), deviation, strict=True)})
     context.state[STATE_PRIOR] = record
-    context.state[STATE_PRIOR_MODEL] = ConfigRecord({_DIGEST: _digest(model)})
+    context.state[STATE_PRIOR_MODEL] = ConfigRecord({STATE_PRIOR_MODEL_DIGEST: _digest(model)})
     return record
 
 
@@ -68,7 +67,7 @@ def _own_deviation(
     if (
         isinstance(kept, ArrayRecord)
         and isinstance(about, ConfigRecord)
-        and about.get(_DIGEST) == _digest(model)
+        and about.get(STATE_PRIOR_MODEL_DIGEST) == _digest(model)
         and set(kept.keys()) == set(names)
     ):
         return [kept[n].numpy() for n in names]

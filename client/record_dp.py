@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
-from jointcredit.federation.protocol import STATE_RECORD_DP
+from jointcredit.federation.protocol import STATE_RECORD_DP, STATE_RECORD_DP_HISTORY
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.training import TrainConfig
 from jointcredit.privacy.record_dp import DPSGDPlan, PrivacyLedger, plan, train_dp_sgd
@@ -49,7 +49,7 @@ def _load(state: RecordDict, settings: RunSettings, n_rows: int) -> tuple[DPSGDP
     record = state.config_records.get(STATE_RECORD_DP)
     if record is not None:
         saved = DPSGDPlan(**{k: record[k] for k in DPSGDPlan.__dataclass_fields__})  # type: ignore[arg-type]
-        return saved, PrivacyLedger.from_json(str(record["history"]))
+        return saved, PrivacyLedger.from_json(str(record[STATE_RECORD_DP_HISTORY]))
     fresh = plan(
         epsilon=settings.epsilon,
         delta=settings.delta,
@@ -64,7 +64,7 @@ def _load(state: RecordDict, settings: RunSettings, n_rows: int) -> tuple[DPSGDP
 
 
 def _save(state: RecordDict, dp: DPSGDPlan, ledger: PrivacyLedger) -> None:
-    state[STATE_RECORD_DP] = ConfigRecord({**asdict(dp), "history": ledger.to_json()})
+    state[STATE_RECORD_DP] = ConfigRecord({**asdict(dp), STATE_RECORD_DP_HISTORY: ledger.to_json()})
 
 
 def record_dp_round(

@@ -220,8 +220,10 @@ def resolved_settings(app: Path, kit: Path, config: dict[str, Any]) -> RunSettin
     (as `flwr run` fuses them), for every institution of the kit. Raises `SettingsError`
     naming the keys when the run could not work, before anything is started."""
     institutions = len(load_federation(kit).institutions)
+    if not (app / "pyproject.toml").is_file():
+        raise ValueError(f"{app}: not a Flower app directory (no pyproject.toml)")
     fused = get_fused_config_from_dir(app, config)
-    return RunSettings.from_run_config(fused).with_institutions(institutions)
+    return RunSettings.from_run_config(fused).for_institutions(institutions, "the kit's")
 
 
 def _toml_value(value: Any) -> str:

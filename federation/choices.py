@@ -3,6 +3,7 @@ that more than one setting depends on."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 ModelKind = Literal["logreg", "mlp"]
@@ -60,3 +61,16 @@ def aggregator_quorum(aggregator: str, assumed: int) -> int:
     """The fewest institutions a robust rule can work with against `assumed` attackers."""
     need = {"krum": 2 * assumed + 3, "multikrum": 2 * assumed + 3, "bulyan": 4 * assumed + 3}
     return need.get(aggregator, 1)
+
+
+def secagg_shares_and_threshold(shares: float, threshold: float, n: int) -> tuple[int, int]:
+    """SecAgg+'s key shares and reconstruction threshold for `n` institutions. Flower's
+    convention: a value <= 1 is a share of the institutions (of the shares). The number of
+    shares is odd (each key's shares sit on a ring: itself and k neighbours each side) and at
+    least 3."""
+    num = round(shares * n) if shares <= 1 else int(shares)
+    num = max(3, min(n, num))
+    if num % 2 == 0:
+        num = num - 1 if num > 3 else min(n, num + 1)
+    wanted = math.ceil(threshold * num) if threshold <= 1 else int(threshold)
+    return num, max(2, min(num, wanted))

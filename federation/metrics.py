@@ -229,10 +229,17 @@ class RunMetrics(_Section):
         return self.model_dump_json(indent=2, exclude_unset=True) + "\n"
 
     def write(self, path: Path) -> None:
-        """Atomically: a crash never leaves a half-written metrics.json."""
+        """Atomically and durably: a crash leaves the previous file or the new one, never a
+        half-written one, and no temporary file."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.replace(path)
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write(self.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def read(cls, path: Path) -> RunMetrics:

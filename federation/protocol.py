@@ -66,8 +66,11 @@ SIGNING_KEY_PASSPHRASE_ENV: Final = "signing-key-passphrase-env"
 # -- what an institution keeps in its Flower node state between messages
 STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
 STATE_RECORD_DP: Final = "jc-record-dp"  # its DP-SGD plan and accountant history
+STATE_RECORD_DP_HISTORY: Final = "history"  # (in that record) the steps taken so far
 STATE_PRIOR: Final = PRIOR  # the squared deviation it sent with query.prior
 STATE_PRIOR_MODEL: Final = "prior-own-model"  # which global model that deviation is of
+STATE_PRIOR_MODEL_DIGEST: Final = "sha256"  # (in that record) the model's digest
+STATE_ADVERSARY_REPLAY: Final = "adversary-replay-"  # simulation: a replaying node's old reply
 
 
 class ProtocolError(ValueError):
@@ -183,9 +186,10 @@ class EvaluateMetrics(_Metrics):
 
 class NodeConfig(_Record):
     """A node's own configuration. Simulation: Flower's partition ids. Deployment: which file,
-    schema, institution id and signing key (`flower-supernode --node-config`)."""
+    schema, institution id and signing key (`flower-supernode --node-config`). Other keys are
+    the operator's (a SuperNode may serve other apps too) and are left alone."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     partition_id: int | None = _key(PARTITION_ID)
     num_partitions: int | None = _key(NUM_PARTITIONS)
@@ -309,6 +313,17 @@ def reply_arrays(content: RecordDict) -> ArrayRecord | None:
 
 def prior_of(content: RecordDict) -> ArrayRecord | None:
     return content.array_records.get(PRIOR)
+
+
+def check_metrics(message_type: str, content: RecordDict) -> None:
+    """Raise `ProtocolError` unless a reply's metrics follow the protocol: every evaluate reply
+    carries `EvaluateMetrics`; a train reply that carries metrics (SecAgg+'s key-sharing
+    stages carry none) carries `TrainMetrics`."""
+    carries = METRICS in content.metric_records or LEGACY_METRICS in content.config_records
+    if message_type == EVALUATE:
+        EvaluateMetrics.parse(numbers(content), "evaluation metrics")
+    elif message_type == TRAIN and carries:
+        TrainMetrics.parse(numbers(content), "training metrics")
 
 
 def withheld(content: RecordDict) -> bool:

@@ -8,7 +8,7 @@ the same keys:
 - before: keys left out or set to `auto` take the model's recipe (`recipes`);
 - after: every rule between fields; an impossible combination raises `SettingsError` naming
   the keys, before any node starts. Rules that need the number of institutions apply once it
-  is known (`institutions > 0`, see `with_institutions`).
+  is known (`institutions > 0`, see `for_institutions`).
 
 Unknown keys are rejected, so a typo fails loudly.
 """
@@ -38,6 +38,7 @@ from jointcredit.federation.choices import (
     aggregator_quorum,
     assumed_attackers,
     parse_adversary,
+    secagg_shares_and_threshold,
 )
 
 AUTO = recipes.AUTO
@@ -282,17 +283,46 @@ class RunSettings(BaseModel):
                 out.append(str(exc))
         if bool(self.trust_file) != bool(self.coordinator_key):
             out.append("trust-file and coordinator-key: set both (deployment) or neither")
-        n = self.institutions
-        if n > 0:
-            f = assumed_attackers(self.assumed_attackers, self.attackers)
-            need = aggregator_quorum(self.aggregator, f)
-            if n < need:
+        if self.trust_file and (self.adversary or self.attackers):
+            # Deployed nodes refuse to misbehave on purpose: this would fail on every node.
+            out.append(
+                "adversary and attackers are simulation settings: a deployment (trust-file) "
+                "cannot run them"
+            )
+        if self.institutions > 0:
+            out += self.count_problems(self.institutions, "institutions")
+        return out
+
+    def count_problems(self, n: int, source: str) -> list[str]:
+        """What cannot work with exactly `n` institutions (`source`: where the count comes
+        from, for the message)."""
+        out: list[str] = []
+        f = assumed_attackers(self.assumed_attackers, self.attackers)
+        need = aggregator_quorum(self.aggregator, f)
+        if n < need:
+            out.append(
+                f"aggregator = {self.aggregator} against {f} attacker(s) needs at least "
+                f"{need} institutions, the run has {n} ({source})"
+            )
+        if self.attackers > n:
+            out.append(f"attackers = {self.attackers} but the run has {n} institutions ({source})")
+        if self.privacy == "secagg":
+            if n < 3:
                 out.append(
-                    f"aggregator = {self.aggregator} against {f} attacker(s) needs at least "
-                    f"{need} institutions, the run has {n} (institutions)"
+                    f"privacy = secagg needs at least 3 institutions (each key is shared among "
+                    f"3 or more), the run has {n} ({source})"
                 )
-            if self.attackers > n:
-                out.append(f"attackers = {self.attackers} but the run has {n} institutions")
+            else:
+                shares, threshold = secagg_shares_and_threshold(
+                    self.secagg_shares, self.secagg_threshold, n
+                )
+                if threshold >= shares:
+                    out.append(
+                        f"secagg-threshold = {self.secagg_threshold:g} with secagg-shares = "
+                        f"{self.secagg_shares:g}: {threshold} of {shares} shares to rebuild a "
+                        f"key, but SecAgg+ needs fewer than all of them ({n} institutions, "
+                        f"{source})"
+                    )
         return out
 
     @property
@@ -337,10 +367,15 @@ class RunSettings(BaseModel):
             config[alias or key] = value
         return RunSettings.from_run_config(config)
 
-    def with_institutions(self, n: int) -> RunSettings:
-        """These settings for a run of exactly `n` institutions (all of which must join):
-        the rules that depend on the count apply."""
-        return self.replaced(institutions=n, min_nodes=n)
+    def for_institutions(self, n: int, source: str = "institutions taking part") -> RunSettings:
+        """These settings for a run of exactly `n` institutions, all of which must join
+        (`min-nodes`): the rules that need the count apply, else `SettingsError`.
+        `institutions` stays as given: it also selects which of a dataset's institutions take
+        part (0: all of them)."""
+        problems = self.count_problems(n, source)
+        if problems:
+            raise SettingsError("invalid run config: " + "; ".join(problems))
+        return self.replaced(min_nodes=n)
 
     @property
     def data(self) -> DataConfig:
@@ -382,4 +417,30 @@ def settings_for_dataset(settings: RunSettings) -> RunSettings:
     what a simulation or sweep checks before it starts anything."""
     from jointcredit.data.catalog import resolve
 
-    return settings.with_institutions(len(resolve(settings.data).ids))
+    return settings.for_institutions(len(resolve(settings.data).ids), "the dataset's")
+
+
+def canonical_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Run-config keys as Flower and the files spell them (kebab case): a field name such as
+    `learning_rate` becomes `learning-rate`, so a key is one key wherever it came from."""
+    aliases = {name: field.alias for name, field in RunSettings.model_fields.items() if field.alias}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        canonical = aliases.get(key, key)
+        if canonical in out:
+            raise SettingsError(f"{canonical}: given twice ({key} and {canonical})")
+        out[canonical] = value
+    return out
+
+
+def settings_schema() -> dict[str, Any]:
+    """The settings' JSON schema as a run config is written: recipe keys also take `auto`."""
+    schema = RunSettings.model_json_schema(by_alias=True)
+    for key in recipes.RECIPE_KEYS:
+        field = schema["properties"][key]
+        schema["properties"][key] = {
+            "anyOf": [{k: v for k, v in field.items() if k != "default"}, {"const": AUTO}],
+            "default": AUTO,
+            **({"description": field["description"]} if "description" in field else {}),
+        }
+    return schema

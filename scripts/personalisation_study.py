@@ -33,6 +33,7 @@ from torch import nn
 from jointcredit.client.app import _seed
 from jointcredit.client.data import validation_split
 from jointcredit.data.catalog import load_federation
+from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import WEIGHTS
 from jointcredit.models.learners import architecture, build_model
@@ -74,8 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="a `jointcredit simulate --model logreg` out dir")
     args = parser.parse_args()
-    metrics = json.loads((args.run / "metrics.json").read_text())
-    settings = RunSettings.from_run_config(metrics["config"])
+    metrics = RunMetrics.read(args.run / "metrics.json")
+    settings = RunSettings.from_run_config(metrics.config)
     if settings.model != "logreg":
         raise SystemExit("the converged fits here are for the logistic scorecard only")
     spec_json = (args.run / "model" / "preprocessing.json").read_text()
@@ -123,7 +124,7 @@ def main() -> None:
             "institution": inst,
             "n_test": len(y_test),
             "local_only": auc(y_test, p_local),
-            "run": metrics["per_institution"][inst].get("auc_personalized"),
+            "run": metrics.per_institution[inst].auc_personalized,
             "hierarchical": auc(y_test, p_hier),
             "ditto": auc(y_test, p_ditto),
             "converged_local": auc(y_test, path[0]),

@@ -41,7 +41,7 @@ from jointcredit.federation.metrics import (
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import save_artifact
-from jointcredit.models.learners import Architecture, architecture, build_model
+from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
 from jointcredit.server import events, report
 from jointcredit.server.errors import FederationError
@@ -132,11 +132,13 @@ class Coordinator:
         s = self.settings
         events.emit(events.ServerEvent("preprocessing", total_rounds=s.rounds))
         nodes = wait_for_nodes(self.igrid, s.min_nodes, timeout=s.round_timeout)
-        # The rules that need the count (a robust rule's quorum) hold for the nodes that
-        # joined; the settings stay as given (`institutions` also selects the data).
-        s.with_institutions(len(nodes))
+        # The rules that need the count (a robust rule's quorum, SecAgg+'s shares) must hold
+        # for the nodes that joined: refused here, before any training message.
+        s.for_institutions(len(nodes), "nodes that joined")
         spec, schema, node_inst, summaries = agree_preprocessing(self.igrid, nodes, s)
         log(INFO, "Institutions: %s", ", ".join(sorted(node_inst.values())))
+        if learner(s.model).exchange != "weights":
+            raise FederationError(f"model {s.model}: no coordinator round for its exchange")
         arch = architecture(s.model, spec.n_outputs)
         return Federation(
             nodes, node_inst, spec, schema, summaries, arch, build_model(arch, seed=s.seed)

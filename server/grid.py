@@ -152,12 +152,20 @@ class InstitutionGrid(Grid):
                     log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, exc)
                     continue
                 inst = accepted.institution
+            try:  # signed is not well-formed: bookkeeping reads these as typed records
+                protocol.check_metrics(ex.message_type, r.content)
+            except protocol.ProtocolError as exc:
+                ex.rejected[inst] = f"malformed: {exc}"
+                log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, exc)
+                continue
+            if self.verifier is not None:
                 ex.accepted[inst] = accepted.digest.hex()
             if ex.message_type == MessageType.TRAIN and protocol.withheld(r.content):
                 ex.withheld[inst] = protocol.numbers(r.content)
                 continue
             problem = self._unclipped(ex, by_node.get(r.metadata.src_node_id), r)
             if problem:
+                ex.accepted.pop(inst, None)  # not aggregated: not in the manifest's record
                 ex.rejected[inst] = problem
                 log(WARNING, "Rejected %s reply of %s: %s", ex.message_type, inst, problem)
                 continue

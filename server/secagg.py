@@ -20,7 +20,6 @@ aggregated the expected institutions, or the run fails.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +33,7 @@ from flwr.server.strategy import FedAvgM as LegacyFedAvgM
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
+from jointcredit.federation.choices import secagg_shares_and_threshold
 from jointcredit.federation.metrics import SecAgg
 from jointcredit.federation.protocol import RoundConfig
 from jointcredit.federation.settings import RunSettings
@@ -44,16 +44,9 @@ AGGREGATED = "institutions-aggregated"
 
 
 def shares_and_threshold(settings: RunSettings, n: int) -> tuple[int, int]:
-    """Flower's convention: a value <= 1 is a share of the institutions (of the shares). The
-    number of shares is odd (SecAgg+ needs it) and at least 3."""
-    shares = settings.secagg_shares
-    num = round(shares * n) if shares <= 1 else int(shares)
-    num = max(3, min(n, num))
-    if num % 2 == 0:  # each key's shares sit on a ring: itself and k neighbours each side
-        num = num - 1 if num > 3 else min(n, num + 1)
-    thr = settings.secagg_threshold
-    threshold = math.ceil(thr * num) if thr <= 1 else int(thr)
-    return num, max(2, min(num, threshold))
+    """The key shares and reconstruction threshold for `n` institutions (the settings refuse
+    combinations SecAgg+ cannot run before any node starts)."""
+    return secagg_shares_and_threshold(settings.secagg_shares, settings.secagg_threshold, n)
 
 
 def aggregated_per_round(history: list[tuple[int, Scalar]], rounds: int) -> dict[int, int]:

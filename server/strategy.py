@@ -31,7 +31,7 @@ def build_strategy(
     settings: RunSettings, n_nodes: int, common: dict[str, Any]
 ) -> FedAvg | DPStrategy:
     """`common`: the FedAvg arguments every strategy shares (fractions, minimums, metrics).
-    `settings` come validated for `n_nodes` institutions (`RunSettings.with_institutions`),
+    `settings` come validated for `n_nodes` institutions (`RunSettings.for_institutions`),
     so every combination here can work."""
     if settings.privacy == "dp-institution":
         return institution_dp_strategy(settings, n_nodes, common)

@@ -33,7 +33,7 @@ def simulate(
     # Every institution's file is validated before any training starts.
     fed = load_federation(settings.data)
     # The rules that depend on how many institutions take part, before any node starts.
-    run_settings = settings.with_institutions(len(fed.ids)).replaced(out_dir=settings.out_dir)
+    run_settings = settings.for_institutions(len(fed.ids), "the dataset's")
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stale = out / "metrics.json"

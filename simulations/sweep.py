@@ -43,7 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jointcredit.data.errors import DataValidationError
 from jointcredit.federation.metrics import RunMetrics
-from jointcredit.federation.settings import RunSettings, settings_for_dataset
+from jointcredit.federation.settings import (
+    RunSettings,
+    SettingsError,
+    canonical_keys,
+    settings_for_dataset,
+)
 
 Scalar = str | int | float | bool
 
@@ -78,6 +83,11 @@ def load_grid(path: Path) -> SweepGrid:
     for key, values in grid.grid.items():
         if not values:
             raise ValueError(f"{path}: grid.{key} is an empty list")
+    try:  # one spelling per key (learning_rate -> learning-rate), so duplicates show
+        grid.base = canonical_keys(grid.base)
+        grid.grid = canonical_keys(grid.grid)
+    except SettingsError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
     clash = {"seed", "out-dir"} & (set(grid.base) | set(grid.grid))
     if clash:
         raise ValueError(f"{path}: set {sorted(clash)} through `seeds` and --out, not the grid")
@@ -105,6 +115,10 @@ def _normalise(config: dict[str, Scalar]) -> dict[str, Scalar]:
         config = {k: v for k, v in config.items() if k not in _DP_KEYS}
     if privacy != "secagg":
         config = {k: v for k, v in config.items() if k not in _SECAGG_KEYS}
+    if privacy == "dp-institution":
+        # What the recipe gives anyway; kept in the config so that a cell's id (its
+        # digest) stays what earlier releases computed and their sweeps still resume.
+        config = {"strategy": "fedavg", **config}
     return config
 
 
@@ -183,6 +197,19 @@ RESULT_COLUMNS = (
 )
 
 
+def _finished(metrics_path: Path) -> RunMetrics | None:
+    """A cell's metrics if it ran to the end: the sweep adds its wall time only after the
+    cell's process returned, so a run that died after the ServerApp wrote its part (during
+    the baselines or the audit) is run again, as is an unreadable file."""
+    if not metrics_path.is_file():
+        return None
+    try:
+        metrics = RunMetrics.read(metrics_path)
+    except ValueError:
+        return None
+    return metrics if metrics.sweep_wall_seconds is not None else None
+
+
 def run_sweep(
     grid: SweepGrid,
     out: Path,
@@ -196,8 +223,9 @@ def run_sweep(
     spawn = multiprocessing.get_context("spawn")
     for cell in todo:
         metrics_path = Path(cell.settings.out_dir) / "metrics.json"
-        if metrics_path.is_file():
-            rows.append(_row(cell, RunMetrics.read(metrics_path), "done"))
+        finished = _finished(metrics_path)
+        if finished is not None:
+            rows.append(_row(cell, finished, "done"))
             on_cell(cell, "skipped (done before)")
             continue
         on_cell(cell, "running")

@@ -53,3 +53,29 @@ def test_the_cli_exports_the_schema() -> None:
     )
     settings = json.loads(CliRunner().invoke(cli, ["schema", "settings"]).output)
     assert "learning-rate" in settings["properties"]
+
+
+def test_infinity_and_nan_survive_a_write_and_a_read(tmp_path: Path) -> None:
+    written = json.loads(FIXTURES[0].read_text())
+    written["config"]["epsilon"] = float("inf")  # dp-record clipping without noise
+    metrics = RunMetrics.model_validate(written)
+    metrics.write(tmp_path / "metrics.json")
+    back = RunMetrics.read(tmp_path / "metrics.json")
+    assert back.config["epsilon"] == float("inf")
+    assert "Infinity" in (tmp_path / "metrics.json").read_text()
+
+
+def test_a_failed_write_keeps_the_previous_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "metrics.json"
+    target.write_text("previous run")
+
+    def crash(self: Path, other: Path) -> Path:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(Path, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        RunMetrics.read(FIXTURES[0]).write(target)
+    assert target.read_text() == "previous run"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

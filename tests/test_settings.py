@@ -13,6 +13,8 @@ from flwr.common.config import get_fused_config_from_dir
 from typer.testing import CliRunner
 
 from jointcredit.cli.main import app as cli
+from jointcredit.cli.options import FLAGS
+from jointcredit.cli.run_cmds import LOCAL_RUN_EXCLUDES
 from jointcredit.deploy import kits, processes
 from jointcredit.federation.recipes import AUTO, RECIPE_KEYS, recipe
 from jointcredit.federation.settings import RunSettings, SettingsError
@@ -102,6 +104,11 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
     ({"attack": "sign-flip"}, ["attackers = 0", "attack = sign-flip"]),
     ({"adversary": "bank-a:steal"}, ["adversary 'bank-a:steal'"]),
     ({"trust-file": "trust.json"}, ["trust-file and coordinator-key"]),
+    (
+        {"trust-file": "t.json", "coordinator-key": "c.key", "adversary": "bank-a:unsigned"},
+        ["adversary and attackers are simulation settings"],
+    ),
+    ({"privacy": "secagg", "institutions": 2}, ["secagg needs at least 3"]),
     ({"aggregator": "bulyan", "institutions": 6}, ["aggregator = bulyan", "needs at least 7"]),
     ({"aggregator": "krum", "institutions": 4}, ["aggregator = krum", "needs at least 5"]),
     (
@@ -122,11 +129,19 @@ def test_every_impossible_combination_is_refused_naming_its_keys(
         assert text in str(info.value), (text, str(info.value))
 
 
-def test_robust_rules_are_checked_once_the_institution_count_is_known() -> None:
+def test_count_rules_are_checked_once_the_institution_count_is_known() -> None:
     settings = RunSettings.from_run_config({"aggregator": "bulyan"})  # count unknown: allowed
-    assert settings.with_institutions(7).institutions == 7
+    ready = settings.for_institutions(7)
+    assert ready.min_nodes == 7 and ready.institutions == 0  # the data selection stays
     with pytest.raises(SettingsError, match="bulyan against 1 attacker"):
-        settings.with_institutions(6)
+        settings.for_institutions(6, "nodes that joined")
+    secagg = RunSettings.from_run_config({"privacy": "secagg"})
+    assert secagg.for_institutions(3).min_nodes == 3
+    with pytest.raises(SettingsError, match="secagg needs at least 3"):
+        secagg.for_institutions(2)
+    everyone = RunSettings.from_run_config({"privacy": "secagg", "secagg-threshold": 1.0})
+    with pytest.raises(SettingsError, match="fewer than all of them"):
+        everyone.for_institutions(10)
 
 
 # -- the CLI: refused before anything starts, exit 2 --------------------------------------
@@ -148,7 +163,9 @@ def _start(started: list[RunSettings]) -> Any:
         ["--aggregator", "bulyan"],  # the shipped sample has 20 lenders: f=1 needs 7, fine...
         ["--attackers", "1"],
         ["--rounds", "3", "--run-config", "rounds=4"],
+        ["--learning-rate", "0.1", "--run-config", "learning_rate=0.2"],
         ["--run-config", "roundz=4"],
+        ["--privacy", "secagg", "--institutions", "2"],
     ],
 )
 def test_simulate_refuses_before_starting(
@@ -158,7 +175,7 @@ def test_simulate_refuses_before_starting(
     monkeypatch.setattr("jointcredit.simulations.simulate.simulate", _start(started))
     result = runner.invoke(cli, ["simulate", "--out", str(tmp_path), *args])
     if args == ["--aggregator", "bulyan"]:  # ...so this one starts
-        assert started and started[0].institutions == 20
+        assert started and started[0].min_nodes == 20
         return
     assert result.exit_code == 2, result.output
     assert not started
@@ -186,10 +203,14 @@ def test_simulate_help_shows_every_default() -> None:
         assert "[default: auto]" in shown[f"--{key}"], shown[f"--{key}"]
     for name, field in RunSettings.model_fields.items():
         key = field.alias or name
-        if f"--{key}" in shown and field.default not in ("", None):
-            assert "[default: " in shown[f"--{key}"], shown[f"--{key}"]
-        if f"--{key}" in shown:
-            assert field.description and field.description.split()[0] in shown[f"--{key}"]
+        if key in LOCAL_RUN_EXCLUDES:
+            assert f"--{key}" not in shown, key
+            continue
+        flag = FLAGS.get(key, (f"--{key}",))[0]
+        assert flag in shown, f"no option for {key}"
+        if field.default not in ("", None):
+            assert "[default: " in shown[flag], shown[flag]
+        assert field.description and field.description.split()[0] in shown[flag]
 
 
 def test_sweep_refuses_a_grid_with_an_impossible_cell(tmp_path: Path) -> None:
@@ -211,15 +232,38 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / kits.COORDINATOR_DIR
 
 
-def test_link_run_refuses_before_flwr_run(kit: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_link_run_refuses_before_flwr_run(
+    kit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     called: list[object] = []
     monkeypatch.setattr(processes, "start_run", lambda *a, **k: called.append(a))
-    for bad in ("aggregator='krum'", "privacy='secagg' aggregator='median'", "roundz=1"):
-        result = runner.invoke(
-            cli, ["link", "run", "--kit", str(kit), "--app", str(ROOT), "--run-config", bad]
-        )
+    link = ["link", "run", "--kit", str(kit), "--app", str(ROOT)]
+    for bad in (
+        ["--run-config", "aggregator='krum'"],
+        ["--run-config", "privacy='secagg' aggregator='median'"],
+        ["--run-config", "roundz=1"],
+        ["--run-config", "adversary='bank-a:unsigned'"],  # a deployment misbehaves on no one
+        ["--rounds", "3", "--run-config", "rounds=4"],
+    ):
+        result = runner.invoke(cli, [*link, *bad])
         assert result.exit_code == 2, (bad, result.output)
+    result = runner.invoke(cli, [*link[:-1], str(tmp_path)])  # no app there
+    assert result.exit_code == 2 and "not a Flower app" in result.output
     assert not called
+
+
+def test_link_run_takes_bare_words_as_text(kit: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        processes, "start_run", lambda app, home, conn, config, t: sent.append(config) or (1, "x")
+    )
+    runner.invoke(
+        cli,
+        ["link", "run", "--kit", str(kit), "--app", str(ROOT), "--run-config",
+         "privacy=dp-record epsilon=2 model='mlp'"],
+    )  # fmt: skip
+    assert sent and sent[0]["privacy"] == "dp-record" and sent[0]["epsilon"] == 2
+    assert "rounds" not in sent[0]  # the app's own default applies
 
 
 # -- one resolution for the four ways a run starts ----------------------------------------
@@ -255,10 +299,11 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
     # 2. jointcredit sweep: a grid whose base holds the keys.
     (cell,) = cells(SweepGrid(seeds=[KEYS["seed"]], base=KEYS), tmp_path / "sweep")
     sweep = cell.settings
-    # 3. flwr run . --run-config: Flower fuses pyproject's config with the overrides; the
-    # ServerApp validates that and then applies the count of nodes that joined.
-    fused = get_fused_config_from_dir(ROOT, KEYS)
-    flwr_run = RunSettings.from_run_config(fused).with_institutions(KEYS["institutions"])
+    # 3. flwr run . --run-config (scripts/flwr_run_local.sh adds min-nodes): Flower fuses
+    # pyproject's config with the overrides; the ServerApp validates that and checks it for
+    # the nodes that joined (Coordinator.join).
+    fused = get_fused_config_from_dir(ROOT, {**KEYS, "min-nodes": KEYS["institutions"]})
+    flwr_run = RunSettings.from_run_config(fused).for_institutions(KEYS["institutions"])
     # 4. link run: what it would hand to `flwr run`, fused the same way.
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(
@@ -272,7 +317,7 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
     )  # fmt: skip
     assert sent, result.output
     link_run = RunSettings.from_run_config(get_fused_config_from_dir(ROOT, sent[0]))
-    link_run = link_run.with_institutions(4)
+    link_run = link_run.for_institutions(4)
 
     reference = _comparable(simulate)
     assert reference["strategy"] == "fedavgm" and reference["optimizer"] == "adam"  # MLP + DP

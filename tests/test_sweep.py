@@ -92,3 +92,19 @@ def test_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
 def test_every_shipped_grid_is_valid_before_it_runs(grid: Path, tmp_path: Path) -> None:
     found = cells(load_grid(grid), tmp_path)
     assert found and all(c.settings.institutions > 0 for c in found)
+
+
+def test_a_cell_is_done_only_once_the_sweep_recorded_its_wall_time(tmp_path: Path) -> None:
+    from jointcredit.simulations.sweep import _finished
+
+    fixture = Path(__file__).parent / "fixtures" / "metrics-logreg-sample.json"
+    metrics = RunMetrics.read(fixture)
+    path = tmp_path / "metrics.json"
+    assert _finished(path) is None  # nothing yet
+    metrics.write(path)  # the ServerApp's part, the cell's process died afterwards
+    assert _finished(path) is None
+    metrics.sweep_wall_seconds = 12.5
+    metrics.write(path)
+    assert _finished(path) is not None
+    path.write_text("{half a file")
+    assert _finished(path) is None
