@@ -69,7 +69,7 @@ STATE_RECORD_DP: Final = "jc-record-dp"  # its DP-SGD plan and accountant histor
 STATE_RECORD_DP_HISTORY: Final = "history"  # (in that record) the steps taken so far
 STATE_PRIOR: Final = PRIOR  # the squared deviation it sent with query.prior
 STATE_PRIOR_MODEL: Final = "prior-own-model"  # which global model that deviation is of
-STATE_PRIOR_MODEL_DIGEST: Final = "sha256"  # (in that record) the model's digest
+STATE_PRIOR_MODEL_DIGEST: Final = "model-sha256"  # (in that record) the model's digest
 STATE_ADVERSARY_REPLAY: Final = "adversary-replay-"  # simulation: a replaying node's old reply
 
 
@@ -113,15 +113,15 @@ def _key(alias: str, default: Any = None) -> Any:
 class SummaryQuery(_Config):
     """The preprocessing query: how much of its category counts a node may report."""
 
-    max_categories: int = _key("max-categories")
-    min_category_count: int = _key("min-category-count")
+    max_categories: int = _key("max-categories", ...)
+    min_category_count: int = _key("min-category-count", ...)
 
 
 class SummaryRecord(_Config):
     """A node's answer: its summary and schema, each as JSON."""
 
-    summary: str = _key("json")
-    data_schema: str = _key(NODE_SCHEMA)
+    summary: str = _key("json", ...)
+    data_schema: str = _key(NODE_SCHEMA, ...)
 
 
 class RoundConfig(_Config):
@@ -143,7 +143,7 @@ class RoundConfig(_Config):
 class TrainMetrics(_Metrics):
     """A train reply's metrics: the weight, the loss, and what privacy and SCAFFOLD report."""
 
-    num_examples: int = _key(NUM_EXAMPLES)
+    num_examples: int = _key(NUM_EXAMPLES, ...)
     train_loss: float | None = _key("train-loss")
     unit_weight: float | None = _key(UNIT_WEIGHT)
     # 1: corrected with its own c_i from the last round; 0: with zero (first round, lost state).
@@ -172,7 +172,7 @@ class EvaluateMetrics(_Metrics):
     """An evaluate reply's metrics on the institution's own test split (NaN: undefined, e.g.
     one class), of the global model and, in the final round, of its personalised copy."""
 
-    num_examples: int = _key(NUM_EXAMPLES)
+    num_examples: int = _key(NUM_EXAMPLES, ...)
     auc: float
     ks: float
     brier: float

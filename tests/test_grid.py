@@ -22,7 +22,9 @@ def answers_as(names: dict[int, str]) -> AnsweringGrid:
         node = m.metadata.dst_node_id
         return RecordDict(
             {
-                "metrics": MetricRecord({"auc": 0.5 + node / 100, "num-examples": 10}),
+                "metrics": MetricRecord(
+                    {"auc": 0.5 + node / 100, "ks": 0.1, "brier": 0.2, "num-examples": 10}
+                ),
                 "identity": ConfigRecord({"institution": names[node]}),
             }
         )

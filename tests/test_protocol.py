@@ -162,7 +162,12 @@ def test_replies_round_trip_and_unknown_keys_are_refused() -> None:
     assert math.isnan(parsed.auc) and parsed.ks == 0.1
     with pytest.raises(ProtocolError, match="gradient-norm: Extra inputs"):
         TrainMetrics.parse({**metrics.values(), "gradient-norm": 3.0})
-    with pytest.raises(ProtocolError, match="node config"):
-        NodeConfig.parse({"data-fil": "/srv/x.csv"}, "node config")
+    # a SuperNode's other keys are the operator's; a misspelt data-file is caught where the
+    # node finds neither a file nor a partition
+    assert NodeConfig.parse({"data-fil": "/srv/x.csv"}, "node config").data_file is None
+    with pytest.raises(ProtocolError, match="node config: partition-id"):
+        NodeConfig.parse({"partition-id": "three"}, "node config")
+    with pytest.raises(ProtocolError, match="num-examples: Field required"):
+        EvaluateMetrics.parse({"auc": 0.5, "ks": 0.1, "brier": 0.2})
     record = SummaryRecord(summary="{}", data_schema="{}")
     assert protocol.parse_summary_reply(protocol.summary_reply("b", record)) == record

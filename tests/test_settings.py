@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
+import typer.rich_utils
 from flwr.common.config import get_fused_config_from_dir
 from typer.testing import CliRunner
 
@@ -188,14 +190,15 @@ def _help_of_each_option(text: str) -> dict[str, str]:
     for line in text.splitlines():
         body = line.strip("│ ")
         if body.startswith("--"):
-            current = body.split()[0].split("/")[0]
+            current = body.split()[0].replace(",", "/").split("/")[0]
             out[current] = body
         elif current:
             out[current] += " " + body
     return {k: " ".join(v.split()) for k, v in out.items()}
 
 
-def test_simulate_help_shows_every_default() -> None:
+def test_simulate_help_shows_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 200)  # rich ignores click's width
     result = runner.invoke(cli, ["simulate", "--help"], terminal_width=200)
     assert result.exit_code == 0
     shown = _help_of_each_option(result.output)
@@ -252,7 +255,9 @@ def test_link_run_refuses_before_flwr_run(
     assert not called
 
 
-def test_link_run_takes_bare_words_as_text(kit: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_link_run_takes_bare_words_as_text(
+    kit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(
         processes, "start_run", lambda app, home, conn, config, t: sent.append(config) or (1, "x")
@@ -260,7 +265,7 @@ def test_link_run_takes_bare_words_as_text(kit: Path, monkeypatch: pytest.Monkey
     runner.invoke(
         cli,
         ["link", "run", "--kit", str(kit), "--app", str(ROOT), "--run-config",
-         "privacy=dp-record epsilon=2 model='mlp'"],
+         "privacy=dp-record epsilon=2 model='mlp'", "--flwr-home", str(tmp_path / "home")],
     )  # fmt: skip
     assert sent and sent[0]["privacy"] == "dp-record" and sent[0]["epsilon"] == 2
     assert "rounds" not in sent[0]  # the app's own default applies

@@ -91,7 +91,7 @@ def test_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
 )
 def test_every_shipped_grid_is_valid_before_it_runs(grid: Path, tmp_path: Path) -> None:
     found = cells(load_grid(grid), tmp_path)
-    assert found and all(c.settings.institutions > 0 for c in found)
+    assert found and all(c.settings.min_nodes > 0 for c in found)
 
 
 def test_a_cell_is_done_only_once_the_sweep_recorded_its_wall_time(tmp_path: Path) -> None:
