@@ -171,6 +171,9 @@ def main() -> None:
             f"  {wall:.1f} s, peak {peak / 2**30:.2f} GiB, federated AUC "
             f"{metrics.federated.auc}, centralized {central}"
         )
+    # Side-by-side measurements of two commits (A/B) cannot be re-run from one checkout; they
+    # are written by hand with their commands and kept as they are.
+    parts += [text for name, text in previous.items() if name.startswith("A/B")]
     cpu = platform.processor() or platform.machine()
     header = f"""# Benchmarks
 
