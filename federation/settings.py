@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.data.catalog import DataConfig
-from jointcredit.federation import recipes
+from jointcredit.federation import recipes, rules
 from jointcredit.federation.choices import (
     ADVERSARY_ATTACKS,
     Aggregator,
@@ -35,10 +35,7 @@ from jointcredit.federation.choices import (
     PrivacySetting,
     Schedule,
     Strategy,
-    aggregator_quorum,
     assumed_attackers,
-    parse_adversary,
-    secagg_shares_and_threshold,
 )
 
 AUTO = recipes.AUTO
@@ -242,91 +239,17 @@ class RunSettings(BaseModel):
         return self
 
     def _problems(self) -> list[str]:
-        out: list[str] = []
-        if self.privacy in ("secagg", "dp-institution") and self.aggregator != "fedavg":
-            out.append(
-                f"aggregator = {self.aggregator} with privacy = {self.privacy}: a robust rule "
-                f"needs each institution's own update, which {self.privacy} does not give the "
-                "coordinator; use aggregator fedavg"
-            )
-        if self.privacy == "dp-institution" and self.strategy != "fedavg":
-            out.append(
-                f"strategy = {self.strategy} with privacy = dp-institution: Flower accounts "
-                "only for plain, equally weighted FedAvg; use strategy fedavg (or auto)"
-            )
-        if self.privacy == "dp-institution" and math.isinf(self.epsilon):
-            out.append("epsilon = inf with privacy = dp-institution: it needs a finite budget")
-        if self.strategy == "scaffold" and (self.privacy != "none" or self.aggregator != "fedavg"):
-            # Each reply's control variate is its institution's mean gradient, neither noised,
-            # clipped, masked nor screened: it would bypass any of these settings.
-            out.append(
-                f"strategy = scaffold with privacy = {self.privacy}, aggregator = "
-                f"{self.aggregator}: SCAFFOLD works only without privacy settings and with "
-                "aggregator fedavg"
-            )
-        if self.personalization == "hierarchical" and not self._hierarchical_allowed:
-            out.append(
-                "personalization = hierarchical needs model logreg, privacy none and "
-                "aggregator fedavg: each institution's deviations reach the coordinator "
-                "unnoised and unmasked, and the prior's fits are exact only for the convex "
-                "scorecard"
-            )
-        if (self.attackers > 0) != (self.attack != "none"):
-            out.append(
-                f"attackers = {self.attackers} with attack = {self.attack}: set both (N "
-                "attackers doing KIND) or neither"
-            )
-        if self.adversary:
-            try:
-                parse_adversary(self.adversary)
-            except ValueError as exc:
-                out.append(str(exc))
-        if bool(self.trust_file) != bool(self.coordinator_key):
-            out.append("trust-file and coordinator-key: set both (deployment) or neither")
-        if self.trust_file and (self.adversary or self.attackers):
-            # Deployed nodes refuse to misbehave on purpose: this would fail on every node.
-            out.append(
-                "adversary and attackers are simulation settings: a deployment (trust-file) "
-                "cannot run them"
-            )
-        if self.institutions > 0:
-            out += self.count_problems(self.institutions, "institutions")
-        return out
+        return rules.combination_problems(self)
 
     def count_problems(self, n: int, source: str) -> list[str]:
         """What cannot work with exactly `n` institutions (`source`: where the count comes
         from, for the message)."""
-        out: list[str] = []
-        f = assumed_attackers(self.assumed_attackers, self.attackers)
-        need = aggregator_quorum(self.aggregator, f)
-        if n < need:
-            out.append(
-                f"aggregator = {self.aggregator} against {f} attacker(s) needs at least "
-                f"{need} institutions, the run has {n} ({source})"
-            )
-        if self.attackers > n:
-            out.append(f"attackers = {self.attackers} but the run has {n} institutions ({source})")
-        if self.privacy == "secagg":
-            if n < 3:
-                out.append(
-                    f"privacy = secagg needs at least 3 institutions (each key is shared among "
-                    f"3 or more), the run has {n} ({source})"
-                )
-            else:
-                shares, threshold = secagg_shares_and_threshold(
-                    self.secagg_shares, self.secagg_threshold, n
-                )
-                if threshold >= shares:
-                    out.append(
-                        f"secagg-threshold = {self.secagg_threshold:g} with secagg-shares = "
-                        f"{self.secagg_shares:g}: {threshold} of {shares} shares to rebuild a "
-                        f"key, but SecAgg+ needs fewer than all of them ({n} institutions, "
-                        f"{source})"
-                    )
-        return out
+        return rules.count_problems(self, n, source)
 
     @property
-    def _hierarchical_allowed(self) -> bool:
+    def hierarchical_allowed(self) -> bool:
+        """Whether the hierarchical prior may run: its deviations travel unprotected and its
+        fits are exact only for the convex scorecard."""
         return self.model == "logreg" and self.privacy == "none" and self.aggregator == "fedavg"
 
     @property
@@ -335,7 +258,7 @@ class RunSettings(BaseModel):
         if self.finetune_epochs == 0:
             return None
         if self.personalization == "auto":
-            return "hierarchical" if self._hierarchical_allowed else "ditto"
+            return "hierarchical" if self.hierarchical_allowed else "ditto"
         return self.personalization
 
     @property
