@@ -1,7 +1,8 @@
 """Federated preprocessing: agreed from per-institution summaries, never from pooled rows.
 
 Each institution summarises its own training rows (`summarize`): per numeric feature the count,
-sum and sum of squares of the (transformed) values and the number missing; per categorical
+sum and sum of squares of the (transformed) values, the number missing and the number of each
+of the schema's special codes (96 = "unknown": a code, never a magnitude); per categorical
 feature the counts of its values, bounded (only values seen at least `min_count` times locally,
 at most `max_categories` of them), so rare values never leave the institution. The server adds
 the summaries up (`agree`) into a `PreprocessingSpec`: standardisation statistics, category
@@ -44,10 +45,11 @@ def apply_transform(values: np.ndarray, transform: str) -> np.ndarray:
 
 class NumericSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    count: int
+    count: int  # values that are neither missing nor special
     total: float
     total_sq: float
     missing: int
+    special: list[int] = []  # rows holding each of the schema's special codes, in its order
 
 
 class CategoricalSummary(BaseModel):
@@ -75,13 +77,14 @@ def summarize(
         col = x[name]
         if spec.type == "numeric":
             raw = col.to_numpy(dtype="float64")
-            present = ~np.isnan(raw)
+            present = ~np.isnan(raw) & ~spec.is_special(raw)
             v = apply_transform(raw[present], spec.transform)
             numeric[name] = NumericSummary(
                 count=int(present.sum()),
                 total=float(v.sum()),
                 total_sq=float(np.square(v).sum()),
-                missing=int((~present).sum()),
+                missing=int(np.isnan(raw).sum()),
+                special=[int((raw == code).sum()) for code in spec.special],
             )
         else:
             counts = col.dropna().value_counts()
@@ -109,6 +112,16 @@ class NumericFeature(BaseModel):
     std: float
     impute: bool = False  # missing -> mean, plus a `<name>__missing` indicator column
     missing_rate: float | None = None  # set: the indicator column is standardised with it
+    # Special codes (the schema's `special`): each -> the mean, plus its own indicator column
+    # `<name>__special=<code>`, so the model learns what the code means instead of reading it
+    # as a huge value. `special_rates` (set like missing_rate): each code's frequency.
+    special: list[float] = []
+    special_rates: list[float] | None = None
+
+    @property
+    def width(self) -> int:
+        """Model inputs this feature becomes: value, [missing indicator], one per code."""
+        return 1 + int(self.impute) + len(self.special)
 
 
 class CategoricalFeature(BaseModel):
@@ -125,6 +138,10 @@ class CategoricalFeature(BaseModel):
     @property
     def levels(self) -> list[str]:
         return [*self.categories, OTHER, *([MISSING] if self.impute else [])]
+
+    @property
+    def width(self) -> int:
+        return len(self.levels)
 
     @cached_property
     def level_index(self) -> dict[str, int]:
@@ -159,6 +176,7 @@ class PreprocessingSpec(BaseModel):
                 names.append(f.name)
                 if f.impute:
                     names.append(f"{f.name}__missing")
+                names.extend(f"{f.name}__special={code:g}" for code in f.special)
             else:
                 names.extend(f"{f.name}={c}" for c in f.levels)
         return names
@@ -230,13 +248,21 @@ class PreprocessingSpec(BaseModel):
         encoders: list[_Numeric | _Categorical] = []
         for f in self.features:
             if isinstance(f, NumericFeature):
-                flags = (0.0, 1.0)  # the missing-indicator's value when present / missing
-                if f.missing_rate is not None:
-                    std = _standardise_indicator(np.array([0.0, 1.0]), np.array([f.missing_rate]))
-                    lo, hi = np.clip(std, -self.clip, self.clip).tolist()
-                    flags = (lo, hi)
+                # Each indicator's value when off / on: 0 and 1, or standardised by its rate.
+                flags = self._flags(f.missing_rate)
+                rates = f.special_rates or [None] * len(f.special)
                 encoders.append(
-                    _Numeric(f.name, f.transform, f.mean, f.std, self.clip, f.impute, flags)
+                    _Numeric(
+                        f.name,
+                        f.transform,
+                        f.mean,
+                        f.std,
+                        self.clip,
+                        f.impute,
+                        flags,
+                        tuple(f.special),
+                        tuple(self._flags(r) for r in rates),
+                    )
                 )
             else:
                 # Row i: the (standardised, clipped) encoding of level i, so encoding a value
@@ -256,6 +282,13 @@ class PreprocessingSpec(BaseModel):
                 )
         return encoders
 
+    def _flags(self, rate: float | None) -> tuple[float, float]:
+        if rate is None:
+            return (0.0, 1.0)
+        std = _standardise_indicator(np.array([0.0, 1.0]), np.array([rate]))
+        lo, hi = np.clip(std, -self.clip, self.clip).tolist()
+        return (lo, hi)
+
 
 _FEW_ROWS = 16  # up to this many records, value by value beats numpy's per-call overhead
 
@@ -266,8 +299,8 @@ def _no_imputation(name: str) -> ValueError:
 
 @dataclass(frozen=True)
 class _Numeric:
-    """Missing -> 0 (the mean) plus the indicator, when imputed; else clip((t(v) - mean) / std)
-    with t the feature's transform."""
+    """Missing -> 0 (the mean) plus the indicator, when imputed; a special code -> 0 plus its
+    own indicator; else clip((t(v) - mean) / std) with t the feature's transform."""
 
     name: str
     transform: str
@@ -276,12 +309,17 @@ class _Numeric:
     clip: float
     impute: bool
     flags: tuple[float, float]  # the missing-indicator's value when present / missing
+    special: tuple[float, ...] = ()
+    special_flags: tuple[tuple[float, float], ...] = ()  # each code's indicator: off / on
 
     def one(self, value: object, out: list[float]) -> None:
         missing = value is None or (isinstance(value, float) and math.isnan(value))
+        code = -1 if missing else _code_of(float(value), self.special)  # type: ignore[arg-type]
         if missing:
             if not self.impute:
                 raise _no_imputation(self.name)
+            out.append(0.0)
+        elif code >= 0:
             out.append(0.0)
         else:
             v = float(value)  # type: ignore[arg-type]
@@ -291,17 +329,29 @@ class _Numeric:
             out.append(min(max(z, -self.clip), self.clip))
         if self.impute:
             out.append(self.flags[missing])
+        out.extend(flag[k == code] for k, flag in enumerate(self.special_flags))
 
     def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
         miss = np.isnan(col)
         if not self.impute and miss.any():
             raise _no_imputation(self.name)
-        z = (apply_transform(np.where(miss, 0.0, col), self.transform) - self.mean) / self.std
-        out[:, at] = np.clip(np.where(miss, 0.0, z), -self.clip, self.clip)
-        if not self.impute:
-            return at + 1
-        out[:, at + 1] = np.where(miss, self.flags[1], self.flags[0])
-        return at + 2
+        codes = [col == code for code in self.special]
+        blank = miss | np.logical_or.reduce(codes) if codes else miss
+        z = (apply_transform(np.where(blank, 0.0, col), self.transform) - self.mean) / self.std
+        out[:, at] = np.clip(np.where(blank, 0.0, z), -self.clip, self.clip)
+        at += 1
+        if self.impute:
+            out[:, at] = np.where(miss, self.flags[1], self.flags[0])
+            at += 1
+        for is_code, (off, on) in zip(codes, self.special_flags, strict=True):
+            out[:, at] = np.where(is_code, on, off)
+            at += 1
+        return at
+
+
+def _code_of(value: float, special: tuple[float, ...]) -> int:
+    """Index of `value` among the special codes, -1 when it is an ordinary value."""
+    return special.index(value) if value in special else -1
 
 
 @dataclass(frozen=True)
@@ -362,6 +412,9 @@ def agree(
             var = max(total_sq / count - mean * mean, 0.0) if count else 0.0
             std = math.sqrt(var) if var > 1e-12 else 1.0
             n_missing = sum(s.numeric[name].missing for s in summaries)
+            n_special = [
+                sum(s.numeric[name].special[k] for s in summaries) for k in range(len(spec.special))
+            ]
             features.append(
                 NumericFeature(
                     name=name,
@@ -370,6 +423,8 @@ def agree(
                     std=std,
                     impute=impute,
                     missing_rate=n_missing / rows if standardize_indicators and impute else None,
+                    special=list(spec.special),
+                    special_rates=[c / rows for c in n_special] if standardize_indicators else None,
                 )
             )
         else:
