@@ -282,6 +282,7 @@ KEYS: dict[str, Any] = {
     "rounds": 5,
     "seed": 3,
     "finetune-epochs": 2,
+    "split": "time",
 }
 # Where each way keeps its outputs and identity: legitimately different.
 PER_WAY = {"out-dir", "trust-file", "coordinator-key", "central-eval", "keys-dir"}
@@ -326,6 +327,7 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
 
     reference = _comparable(simulate)
     assert reference["strategy"] == "fedavgm" and reference["optimizer"] == "adam"  # MLP + DP
+    assert reference["split"] == "time" and simulate.data.split == "time"
     assert _comparable(sweep) == reference
     assert _comparable(flwr_run) == reference
     assert _comparable(link_run) == reference

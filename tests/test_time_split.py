@@ -42,6 +42,10 @@ def test_every_sba_lender_trains_on_earlier_loans_than_it_tests_on() -> None:
     assert mixed.train.time.max() > mixed.test.time.min()
 
 
+def test_synthetic_institutions_split_by_application_month() -> None:
+    _assert_out_of_time(DataConfig(dataset="synthetic", institutions=4, split="time"))
+
+
 def test_a_date_column_splits_by_date(tmp_path: Path) -> None:
     head, features = SCHEMA_TOML.split("[features]\n")
     (tmp_path / "schema.toml").write_text(f'{head}time = "applied"\n[features]\n{features}')
