@@ -66,18 +66,19 @@ class FederatedData:
 
     def pooled_test(self) -> Split:
         """The union of all test splits: a simulation-only measurement set."""
-        parts = list(self.institutions.values())
-        return Split(
-            x=pd.concat([p.test.x for p in parts], ignore_index=True),
-            y=np.concatenate([p.test.y for p in parts]),
-        )
+        return _pooled([p.test for p in self.institutions.values()])
 
     def pooled_train(self) -> Split:
-        parts = list(self.institutions.values())
-        return Split(
-            x=pd.concat([p.train.x for p in parts], ignore_index=True),
-            y=np.concatenate([p.train.y for p in parts]),
-        )
+        return _pooled([p.train for p in self.institutions.values()])
+
+
+def _pooled(parts: list[Split]) -> Split:
+    times = [p.time for p in parts if p.time is not None]
+    return Split(
+        x=pd.concat([p.x for p in parts], ignore_index=True),
+        y=np.concatenate([p.y for p in parts]),
+        time=np.concatenate(times) if times and len(times) == len(parts) else None,
+    )
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -24,6 +24,8 @@ runner = CliRunner()
 
 def _assert_out_of_time(config: DataConfig) -> None:
     fed = load_federation(config)
+    pooled = fed.pooled_test()
+    assert pooled.time is not None and len(pooled.time) == len(pooled.y)
     for inst, data in fed.institutions.items():
         assert data.train.time is not None and data.test.time is not None
         assert data.train.time.max() < data.test.time.min(), inst
