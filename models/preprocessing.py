@@ -16,9 +16,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
-from itertools import repeat
 from typing import Annotated, Literal
 
 import numpy as np
@@ -26,18 +24,17 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.data.schema import Schema
+from jointcredit.models.encoders import (
+    CategoricalEncoder,
+    NumericEncoder,
+    apply_transform,
+    standardise_indicator,
+)
 
 OTHER = "__other__"
 MISSING = "__missing__"
 CLIP = 5.0  # standardised values beyond +-5 sd are clipped: robust to outliers, keeps SGD stable
-
-
-def apply_transform(values: np.ndarray, transform: str) -> np.ndarray:
-    if transform == "log1p":
-        # Signed log keeps the sign of negative amounts instead of failing on them.
-        out: np.ndarray = np.sign(values) * np.log1p(np.abs(values))
-        return out
-    return values
+_FEW_ROWS = 16  # up to this many records, value by value beats numpy's per-call overhead
 
 
 # --------------------------------------------------------------------------- summaries
@@ -150,12 +147,6 @@ class CategoricalFeature(BaseModel):
         return {c: i for i, c in enumerate(self.levels)}
 
 
-def _standardise_indicator(block: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    out: np.ndarray = (block - p) / np.sqrt(p * (1 - p))
-    return out
-
-
 Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
 
 
@@ -244,15 +235,15 @@ class PreprocessingSpec(BaseModel):
         return out
 
     @cached_property
-    def _encoders(self) -> list[_Numeric | _Categorical]:
-        encoders: list[_Numeric | _Categorical] = []
+    def _encoders(self) -> list[NumericEncoder | CategoricalEncoder]:
+        encoders: list[NumericEncoder | CategoricalEncoder] = []
         for f in self.features:
             if isinstance(f, NumericFeature):
                 # Each indicator's value when off / on: 0 and 1, or standardised by its rate.
                 flags = self._flags(f.missing_rate)
                 rates = f.special_rates or [None] * len(f.special)
                 encoders.append(
-                    _Numeric(
+                    NumericEncoder(
                         f.name,
                         f.transform,
                         f.mean,
@@ -270,13 +261,13 @@ class PreprocessingSpec(BaseModel):
                 table = np.eye(len(f.levels), dtype="float64")
                 if f.frequencies is not None:
                     table = np.clip(
-                        _standardise_indicator(table, np.asarray(f.frequencies)),
+                        standardise_indicator(table, np.asarray(f.frequencies)),
                         -self.clip,
                         self.clip,
                     )
                 index = f.level_index
                 encoders.append(
-                    _Categorical(
+                    CategoricalEncoder(
                         f.name, index, index[OTHER], index.get(MISSING), table, table.tolist()
                     )
                 )
@@ -285,108 +276,9 @@ class PreprocessingSpec(BaseModel):
     def _flags(self, rate: float | None) -> tuple[float, float]:
         if rate is None:
             return (0.0, 1.0)
-        std = _standardise_indicator(np.array([0.0, 1.0]), np.array([rate]))
+        std = standardise_indicator(np.array([0.0, 1.0]), np.array([rate]))
         lo, hi = np.clip(std, -self.clip, self.clip).tolist()
         return (lo, hi)
-
-
-_FEW_ROWS = 16  # up to this many records, value by value beats numpy's per-call overhead
-
-
-def _no_imputation(name: str) -> ValueError:
-    return ValueError(f"feature {name!r} has missing values and no imputation")
-
-
-@dataclass(frozen=True)
-class _Numeric:
-    """Missing -> 0 (the mean) plus the indicator, when imputed; a special code -> 0 plus its
-    own indicator; else clip((t(v) - mean) / std) with t the feature's transform."""
-
-    name: str
-    transform: str
-    mean: float
-    std: float
-    clip: float
-    impute: bool
-    flags: tuple[float, float]  # the missing-indicator's value when present / missing
-    special: tuple[float, ...] = ()
-    special_flags: tuple[tuple[float, float], ...] = ()  # each code's indicator: off / on
-
-    def one(self, value: object, out: list[float]) -> None:
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        code = -1 if missing else _code_of(float(value), self.special)  # type: ignore[arg-type]
-        if missing:
-            if not self.impute:
-                raise _no_imputation(self.name)
-            out.append(0.0)
-        elif code >= 0:
-            out.append(0.0)
-        else:
-            v = float(value)  # type: ignore[arg-type]
-            if self.transform == "log1p":  # = apply_transform's signed log1p
-                v = math.copysign(math.log1p(abs(v)), v) if v else 0.0
-            z = (v - self.mean) / self.std
-            out.append(min(max(z, -self.clip), self.clip))
-        if self.impute:
-            out.append(self.flags[missing])
-        out.extend(flag[k == code] for k, flag in enumerate(self.special_flags))
-
-    def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
-        miss = np.isnan(col)
-        if not self.impute and miss.any():
-            raise _no_imputation(self.name)
-        codes = [col == code for code in self.special]
-        blank = miss | np.logical_or.reduce(codes) if codes else miss
-        z = (apply_transform(np.where(blank, 0.0, col), self.transform) - self.mean) / self.std
-        out[:, at] = np.clip(np.where(blank, 0.0, z), -self.clip, self.clip)
-        at += 1
-        if self.impute:
-            out[:, at] = np.where(miss, self.flags[1], self.flags[0])
-            at += 1
-        for is_code, (off, on) in zip(codes, self.special_flags, strict=True):
-            out[:, at] = np.where(is_code, on, off)
-            at += 1
-        return at
-
-
-def _code_of(value: float, special: tuple[float, ...]) -> int:
-    """Index of `value` among the special codes, -1 when it is an ordinary value."""
-    return special.index(value) if value in special else -1
-
-
-@dataclass(frozen=True)
-class _Categorical:
-    """A level's row of the one-hot table; unknown values are `__other__`, missing ones
-    `__missing__` when imputed."""
-
-    name: str
-    index: dict[str, int]
-    other: int
-    missing: int | None  # None: missing values are an error
-    table: np.ndarray  # row i: level i's encoding
-    rows: list[list[float]]  # the same, as Python floats
-
-    def one(self, value: object, out: list[float]) -> None:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            if self.missing is None:
-                raise _no_imputation(self.name)
-            code = self.missing
-        else:
-            code = self.index.get(value, self.other)  # type: ignore[call-overload]
-        out.extend(self.rows[code])
-
-    def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
-        n = len(col)
-        miss = pd.isna(col)  # None and NaN, as `one` reads them, in one C loop
-        if self.missing is None and miss.any():
-            raise _no_imputation(self.name)
-        # map over dict.get runs in C: no Python frame per value.
-        codes = np.fromiter(map(self.index.get, col, repeat(self.other, n)), np.int64, count=n)
-        if self.missing is not None:
-            codes[miss] = self.missing
-        width = len(self.rows)
-        out[:, at : at + width] = self.table[codes]
-        return at + width
 
 
 def agree(
