@@ -118,6 +118,9 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
         ["needs at least 7"],
     ),
     ({"attackers": 5, "attack": "scale", "institutions": 4}, ["attackers = 5"]),
+    ({"hindsight-vintage": True, "dataset": "synthetic"}, ["hindsight-vintage", "synthetic"]),
+    ({"hindsight-vintage": True, "data-dir": "/d"}, ["hindsight-vintage", "/d"]),
+    ({"split": "later"}, ["split"]),
 ]
 
 
