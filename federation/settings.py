@@ -307,6 +307,11 @@ class RunSettings(BaseModel):
                 f"hindsight-vintage with dataset = {self.data_dir or self.dataset}: the vintage "
                 f"is the SBA approval year; it applies to {' and '.join(SBA_DATASETS)} only"
             )
+        if self.hindsight_vintage and self.trust_file:
+            out.append(
+                "hindsight-vintage measures hindsight in simulations: a deployment "
+                "(trust-file) reads each node's own file and schema, and must not use it"
+            )
         if self.institutions > 0:
             out += self.count_problems(self.institutions, "institutions")
         return out

@@ -121,6 +121,10 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
     ({"hindsight-vintage": True, "dataset": "synthetic"}, ["hindsight-vintage", "synthetic"]),
     ({"hindsight-vintage": True, "data-dir": "/d"}, ["hindsight-vintage", "/d"]),
     ({"split": "later"}, ["split"]),
+    (
+        {"trust-file": "t.json", "coordinator-key": "c.key", "hindsight-vintage": True},
+        ["hindsight-vintage measures hindsight in simulations"],
+    ),
 ]
 
 
