@@ -147,7 +147,8 @@ class Schema(BaseModel):
 
     @property
     def columns(self) -> list[str]:
-        """Every column a data file must have (id excluded: it is optional in files)."""
+        """The label and feature columns every data file must have (the id is optional in files;
+        the time column, when the schema names one, is required and checked on its own)."""
         return [self.label, *self.features]
 
     def to_toml(self) -> str:
