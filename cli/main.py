@@ -67,7 +67,7 @@ def score(
             raw = read_table(input_file)
             if schema.label not in raw.columns:  # applicants have no outcome yet
                 raw = raw.assign(**{schema.label: schema.positive})
-            x = validate_frame(raw, schema, source=str(input_file)).x
+            x = validate_frame(raw, schema, source=str(input_file), with_time=False).x
         else:
             fed = load_federation(DataConfig(dataset="sba"))
             x = fed.pooled_test().x.sample(n=sample, random_state=0).reset_index(drop=True)

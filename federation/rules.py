@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from jointcredit.data.sba import DATASETS as SBA_DATASETS
 from jointcredit.federation.choices import (
     aggregator_quorum,
     assumed_attackers,
@@ -66,6 +67,16 @@ def combination_problems(s: RunSettings) -> list[str]:
         out.append(
             "adversary and attackers are simulation settings: a deployment (trust-file) "
             "cannot run them"
+        )
+    if s.hindsight_vintage and (s.data_dir or s.dataset not in SBA_DATASETS):
+        out.append(
+            f"hindsight-vintage with dataset = {s.data_dir or s.dataset}: the vintage "
+            f"is the SBA approval year; it applies to {' and '.join(SBA_DATASETS)} only"
+        )
+    if s.hindsight_vintage and s.trust_file:
+        out.append(
+            "hindsight-vintage measures hindsight in simulations: a deployment "
+            "(trust-file) reads each node's own file and schema, and must not use it"
         )
     if s.institutions > 0:
         out += count_problems(s, s.institutions, "institutions")

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.data.catalog import DataConfig
+from jointcredit.data.frames import SplitKind
 from jointcredit.federation import recipes, rules
 from jointcredit.federation.choices import (
     ADVERSARY_ATTACKS,
@@ -99,6 +100,17 @@ class RunSettings(BaseModel):
     )
     proximal_mu: float = _field("FedProx's proximal strength", 0.01, "proximal-mu", ge=0)
     test_fraction: float = _field("each institution's test split", 0.2, "test-fraction", gt=0, lt=1)
+    split: SplitKind = _field(
+        "train/test split inside each institution: random (stratified) or time (train on "
+        "earlier rows, test on the latest test-fraction by the schema's time column)",
+        "random",
+    )
+    hindsight_vintage: bool = _field(
+        "SBA only, hindsight: the approval year as a feature (not known at decision time: "
+        "it tells the model which vintages went bad later)",
+        False,
+        "hindsight-vintage",
+    )
     central_eval: bool = _field(
         "simulation only: also evaluate on the pooled test split", True, "central-eval"
     )
@@ -311,6 +323,8 @@ class RunSettings(BaseModel):
             min_rows=self.min_rows,
             synthetic_rows=self.synthetic_rows,
             synthetic_heterogeneity=self.synthetic_heterogeneity,
+            split=self.split,
+            hindsight_vintage=self.hindsight_vintage,
         )
 
     def run_dir(self, run_id: int) -> Path:
@@ -336,11 +350,18 @@ class RunSettings(BaseModel):
 
 
 def settings_for_dataset(settings: RunSettings) -> RunSettings:
-    """`settings` for the institutions its dataset holds (reads only the catalog, no rows):
-    what a simulation or sweep checks before it starts anything."""
+    """`settings` for the institutions its dataset holds (reads only the catalog and the
+    schema, no rows): what a simulation or sweep checks before it starts anything."""
     from jointcredit.data.catalog import resolve
 
-    return settings.for_institutions(len(resolve(settings.data).ids), "the dataset's")
+    source = resolve(settings.data)
+    schema = source.schema  # a bad schema file is refused here, before anything starts
+    if settings.split == "time" and schema.time is None:
+        raise SettingsError(
+            f"invalid run config: split = time needs the schema's time column (time = "
+            f'"column" in schema.toml), and the schema of {source.description} has no time'
+        )
+    return settings.for_institutions(len(source.ids), "the dataset's")
 
 
 def canonical_keys(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,10 @@ CASES = [
     Case(SECAGG, []),  # jointcredit sweep --grid simulations/grids/secagg.toml
     Case(DEPLOY, []),  # scripts/deploy_demo.py: provision, SuperLink, 3 nodes, flwr run
     Case(DP_FULL, ["--dataset", "sba-full", "--privacy", "dp-record", "--epsilon", "1"]),
+    Case("out of time: sba sample, 20 lenders x 20 rounds, logreg, --split time",
+         ["--split", "time"]),
+    Case("out of time: sba-full, 20 lenders x 20 rounds, logreg, --split time",
+         ["--dataset", "sba-full", "--split", "time"]),
 ]  # fmt: skip
 
 

@@ -111,10 +111,10 @@ def test_bad_applicants_are_422_naming_the_field(
 
 def test_an_integer_category_reads_as_its_text(served: dict[str, Any]) -> None:
     body = _example(served)
-    year = body["applicant"]["approval_year"]
-    assert year.isdigit()
+    sector = body["applicant"]["sector"]  # NAICS codes: digits
+    assert sector.isdigit()
     as_text = _post(served, body).json()
-    body["applicant"]["approval_year"] = int(year)
+    body["applicant"]["sector"] = int(sector)
     as_int = _post(served, body).json()
     assert as_int["score"] == as_text["score"] and as_int["unseen_values"] == {}
 

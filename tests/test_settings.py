@@ -118,6 +118,13 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
         ["needs at least 7"],
     ),
     ({"attackers": 5, "attack": "scale", "institutions": 4}, ["attackers = 5"]),
+    ({"hindsight-vintage": True, "dataset": "synthetic"}, ["hindsight-vintage", "synthetic"]),
+    ({"hindsight-vintage": True, "data-dir": "/d"}, ["hindsight-vintage", "/d"]),
+    ({"split": "later"}, ["split"]),
+    (
+        {"trust-file": "t.json", "coordinator-key": "c.key", "hindsight-vintage": True},
+        ["hindsight-vintage measures hindsight in simulations"],
+    ),
 ]
 
 
@@ -282,6 +289,7 @@ KEYS: dict[str, Any] = {
     "rounds": 5,
     "seed": 3,
     "finetune-epochs": 2,
+    "split": "time",
 }
 # Where each way keeps its outputs and identity: legitimately different.
 PER_WAY = {"out-dir", "trust-file", "coordinator-key", "central-eval", "keys-dir"}
@@ -326,6 +334,7 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
 
     reference = _comparable(simulate)
     assert reference["strategy"] == "fedavgm" and reference["optimizer"] == "adam"  # MLP + DP
+    assert reference["split"] == "time" and simulate.data.split == "time"
     assert _comparable(sweep) == reference
     assert _comparable(flwr_run) == reference
     assert _comparable(link_run) == reference

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.federation.choices import ModelKind
-from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
+from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import DriftControl, TrainConfig, train
 
 
@@ -52,9 +52,8 @@ def feature_columns(spec: PreprocessingSpec) -> list[FeatureColumns]:
     out: list[FeatureColumns] = []
     start = 0
     for f in spec.features:
-        width = (2 if f.impute else 1) if isinstance(f, NumericFeature) else len(f.levels)
-        out.append(FeatureColumns(f.name, start, start + width))
-        start += width
+        out.append(FeatureColumns(f.name, start, start + f.width))
+        start += f.width
     if start != spec.n_outputs:
         raise ValueError(f"feature columns cover {start} of {spec.n_outputs} model inputs")
     return out
