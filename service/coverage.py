@@ -89,9 +89,13 @@ class Coverage:
         unseen: list[Found] = [{} for _ in range(n)]
         for name, known in self.levels.items():
             col = columns[name]
-            for k, v in enumerate(col):
-                if v is not None and v == v and v not in known and str(v) not in known:
-                    unseen[k][name] = str(v)
+            # The distinct values first (one C pass): most batches have no new one.
+            new = {v for v in set(col) - known
+                   if v is not None and v == v and str(v) not in known}  # fmt: skip
+            if new:
+                for k, v in enumerate(col):
+                    if v in new:
+                        unseen[k][name] = str(v)
         beyond: list[Found] = [{} for _ in range(n)]
         for name, (lo, hi) in self.spans.items():
             col = columns[name]
