@@ -50,7 +50,7 @@ class DecisionTable:
     contributions: Any  # (applicants, features): an array, or lists when read back
     rules: list[Json]  # the policy's rules as flags (FlagOut's JSON)
     flag_ids: list[list[int]]  # rules each applicant raised, ids into `rules`
-    not_evaluated_ids: list[list[int]]  # rules whose fields the request did not carry
+    not_evaluated_ids: list[list[int]]  # context not carried, fields the model lacks
     unknown_values: list[dict[str, str]]  # categories the model never saw
     out_of_range: list[dict[str, str]]  # numbers beyond what the model was trained on
     max_reasons: int | None = None  # the policy's: `add_flag` keeps each row within it

@@ -284,8 +284,8 @@ class ColumnarDecisions(BaseModel):
         description="each applicant's policy flags as indexes into `rules`"
     )
     not_evaluated_ids: list[list[int]] = Field(
-        description="rules whose fields the applicant's request did not carry, as indexes "
-        "into `rules`"
+        description="rules not evaluated for the applicant (context its request did not carry, "
+        "fields the model does not have), as indexes into `rules`"
     )
     reasons: list[list[ReasonOut]] | None = Field(None, description="only with `?expand=true`")
     policy_flags: list[list[FlagOut]] | None = Field(None, description="only with `?expand=true`")
