@@ -68,6 +68,11 @@ class Coverage:
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)
         }  # fmt: skip
+        # A feature's special codes (e.g. 96 = "unknown", where a spec declares them) are codes
+        # the preprocessing encodes on their own, never magnitudes: never out of range.
+        self.codes = {
+            f.name: frozenset(map(float, getattr(f, "special", ()))) for f in spec.features
+        }
 
     def one(self, applicant: Mapping[str, Any]) -> tuple[Found, Found]:
         """(unseen categories, numbers out of range) of one applicant."""
@@ -79,8 +84,8 @@ class Coverage:
         beyond: Found = {}
         for name, (lo, hi) in self.spans.items():
             v = applicant[name]
-            if v is not None and not lo <= v <= hi and v == v:  # NaN: missing
-                beyond[name] = show_value(v)
+            if v is not None and not lo <= v <= hi and v == v and v not in self.codes[name]:
+                beyond[name] = show_value(v)  # (NaN is missing)
         return unseen, beyond
 
     def many(self, columns: Mapping[str, Sequence[Any]], n: int) -> tuple[list[Found], list[Found]]:
@@ -100,7 +105,10 @@ class Coverage:
         for name, (lo, hi) in self.spans.items():
             col = columns[name]
             values = np.array(col, dtype=np.float64)  # None -> NaN, never outside
-            for k in np.flatnonzero((values < lo) | (values > hi)).tolist():
+            outside = (values < lo) | (values > hi)
+            if self.codes[name]:
+                outside &= ~np.isin(values, list(self.codes[name]))
+            for k in np.flatnonzero(outside).tolist():
                 beyond[k][name] = show_value(col[k])
         return unseen, beyond
 

@@ -263,3 +263,26 @@ def test_a_batch_shares_reasons_of_both_directions(
     directions = {e["direction"] for e in table.reason_table if e["kind"] == "model"}
     assert directions == {"toward_default", "toward_approval"}
     assert np.all([len(ids) <= 4 for ids in table.reason_ids])
+
+
+def test_a_special_code_is_never_out_of_range() -> None:
+    """Where the agreed preprocessing declares special codes of a numeric feature (e.g. 96 =
+    "unknown"), those codes are encoded on their own: a code is not a number beyond the span;
+    any other value beyond it is, on both paths."""
+    from types import SimpleNamespace
+
+    from jointcredit.service.coverage import Coverage
+    from jointcredit.service.policy import OutsideTraining
+
+    class Coded(NumericFeature):
+        special: tuple[float, ...] = ()
+
+    feature = Coded(name="delinquencies", mean=1.0, std=1.0, special=(96.0, 98.0))
+    spec: Any = SimpleNamespace(features=[feature], clip=5.0)
+    coverage = Coverage(spec, {}, OutsideTraining())
+    assert coverage.spans["delinquencies"] == (-4.0, 6.0)
+    values = [96, 98.0, 97, 5, None]
+    unseen, beyond = coverage.many({"delinquencies": values}, len(values))
+    assert [bool(b) for b in beyond] == [False, False, True, False, False]
+    assert [coverage.one({"delinquencies": v})[1] for v in values] == beyond
+    assert not any(unseen)
