@@ -190,14 +190,14 @@ def _approvable(decider: Decider, loans: list[dict[str, Any]]) -> dict[str, Any]
 def test_values_outside_the_training_data_are_referred_saying_so(
     model: ScoringModel, loans: list[dict[str, Any]]
 ) -> None:
-    """A future approval year, a state the federation never reported and an amount beyond what
+    """A sector code, a state the federation never reported and an amount beyond what
     the preprocessing represents each refer an applicant the model would approve, with one
     reason per such value first; the rest of the decision stays (score, other reasons)."""
     decider = Decider(model, _default())
     loan = _approvable(decider, loans)
     _, hi = decider.coverage.spans["gross_approved"]
     cases = {
-        "approval_year": ({"approval_year": "2026"}, "unseen_values", "2026"),
+        "sector": ({"sector": "99-unknown"}, "unseen_values", "99-unknown"),
         "state": ({"state": "ZZ"}, "unseen_values", "ZZ"),
         "gross_approved": ({"gross_approved": hi * 1.5}, "out_of_range", show_value(hi * 1.5)),
     }
