@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.data.schema import Schema
+from jointcredit.models.binning.encoding import WoeEncoder, WoeFeature
 
 OTHER = "__other__"
 MISSING = "__missing__"
@@ -139,7 +140,13 @@ def _standardise_indicator(block: np.ndarray, p: np.ndarray) -> np.ndarray:
     return out
 
 
-Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+# WoeFeature: the scorecard's encoding, its bin's weight of evidence (models/binning).
+Feature = Annotated[NumericFeature | CategoricalFeature | WoeFeature, Field(discriminator="kind")]
+
+
+def numeric_input(f: NumericFeature | CategoricalFeature | WoeFeature) -> bool:
+    """Whether a feature reads numbers (else text categories)."""
+    return isinstance(f, NumericFeature) or (isinstance(f, WoeFeature) and f.numeric)
 
 
 class PreprocessingSpec(BaseModel):
@@ -159,6 +166,8 @@ class PreprocessingSpec(BaseModel):
                 names.append(f.name)
                 if f.impute:
                     names.append(f"{f.name}__missing")
+            elif isinstance(f, WoeFeature):
+                names.append(f"{f.name}__woe")
             else:
                 names.extend(f"{f.name}={c}" for c in f.levels)
         return names
@@ -183,7 +192,7 @@ class PreprocessingSpec(BaseModel):
         columns: dict[str, np.ndarray] = {}
         for f in self.features:
             col = x[f.name]
-            if isinstance(f, NumericFeature):
+            if numeric_input(f):
                 columns[f.name] = col.to_numpy(dtype="float64")
             else:
                 columns[f.name] = col.astype(object).where(col.notna(), None).to_numpy()
@@ -210,7 +219,7 @@ class PreprocessingSpec(BaseModel):
         n = len(columns[self.features[0].name]) if self.features else 0
         for f in self.features:
             values = columns[f.name]
-            if isinstance(f, NumericFeature):
+            if numeric_input(f):
                 arrays[f.name] = np.array(values, dtype="float64")  # None -> NaN
             else:
                 arrays[f.name] = np.array(values, dtype=object)
@@ -226,10 +235,12 @@ class PreprocessingSpec(BaseModel):
         return out
 
     @cached_property
-    def _encoders(self) -> list[_Numeric | _Categorical]:
-        encoders: list[_Numeric | _Categorical] = []
+    def _encoders(self) -> list[_Numeric | _Categorical | WoeEncoder]:
+        encoders: list[_Numeric | _Categorical | WoeEncoder] = []
         for f in self.features:
-            if isinstance(f, NumericFeature):
+            if isinstance(f, WoeFeature):
+                encoders.append(f.encoder())
+            elif isinstance(f, NumericFeature):
                 flags = (0.0, 1.0)  # the missing-indicator's value when present / missing
                 if f.missing_rate is not None:
                     std = _standardise_indicator(np.array([0.0, 1.0]), np.array([f.missing_rate]))

@@ -1,7 +1,9 @@
 """One run of the federation from the coordinator's side, phase by phase.
 
     1. `join`: wait for the institution nodes, check the settings hold for that many
-       institutions, agree preprocessing from their summaries (query round);
+       institutions, agree preprocessing from their summaries (query round); for a model on
+       agreed bins (the binned scorecard), agree the bins, their counts and WOE (`binning`:
+       two more query rounds), which become its preprocessing;
     2. `train`: the configured Flower strategy (or a robust rule, or SecAgg+'s workflow) for
        `rounds` rounds, federated evaluation each round and, in simulation, central evaluation
        on the pooled test split; a signed checkpoint per round (`tracker`);
@@ -41,9 +43,12 @@ from jointcredit.federation.metrics import (
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import save_artifact
+from jointcredit.models.binning import BinningTable
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
+from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.server import events, report
+from jointcredit.server.binning import agree_binning
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import (
     BudgetSpent,
@@ -79,6 +84,7 @@ class Federation:
     summaries: list[InstitutionSummary]
     architecture: Architecture
     initial: nn.Module
+    binning: BinningTable | None = None  # models on agreed bins: the bins, WOE and IV
 
     @property
     def institutions(self) -> list[str]:
@@ -139,9 +145,21 @@ class Coordinator:
         log(INFO, "Institutions: %s", ", ".join(sorted(node_inst.values())))
         if learner(s.model).exchange != "weights":
             raise FederationError(f"model {s.model}: no coordinator round for its exchange")
+        binning = None
+        if learner(s.model).encoding == "woe":
+            # Only the verified institutions: the ones that train.
+            binning = agree_binning(self.igrid, sorted(node_inst), s, schema, spec)
+            spec = woe_preprocessing(binning)
         arch = architecture(s.model, spec.n_outputs)
         return Federation(
-            nodes, node_inst, spec, schema, summaries, arch, build_model(arch, seed=s.seed)
+            nodes,
+            node_inst,
+            spec,
+            schema,
+            summaries,
+            arch,
+            build_model(arch, seed=s.seed),
+            binning,
         )
 
     def _artifact(
@@ -170,6 +188,7 @@ class Coordinator:
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
                 "updates": report.accepted_updates(self.igrid, server_round),
             },
+            binning=fed.binning,
         )
 
     # -- 2

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
+from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
@@ -50,7 +51,9 @@ def _typical(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> dict[s
     """The average applicant in the data's own units (an example and the probes' base)."""
     row: dict[str, Any] = {}
     for f in spec.features:
-        if isinstance(f, NumericFeature):
+        if isinstance(f, WoeFeature):  # the binned scorecard: a value of its commonest bin
+            row[f.name] = f.typical()
+        elif isinstance(f, NumericFeature):
             value = math.expm1(f.mean) if f.transform == "log1p" else f.mean
             bounds = schema_features[f.name]
             lo = bounds.min if bounds.min is not None else -math.inf
@@ -65,11 +68,14 @@ def _typical(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> dict[s
 
 def probes(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> pd.DataFrame:
     """The average applicant, then one feature at a time moved: numeric features to +-2 std
-    (in the model's units), categorical ones through each known level."""
+    (in the model's units), categorical ones through each known level, binned ones through
+    each bin."""
     base = _typical(spec, schema_features)
     rows = [base]
     for f in spec.features:
-        if isinstance(f, NumericFeature):
+        if isinstance(f, WoeFeature):  # one value per bin
+            rows.extend({**base, f.name: f.representative(c)} for c in range(f.bins.n_bins))
+        elif isinstance(f, NumericFeature):
             for k in (-2.0, 2.0):
                 t = f.mean + k * f.std
                 rows.append({**base, f.name: math.expm1(t) if f.transform == "log1p" else t})
