@@ -59,6 +59,7 @@ CASES = [
     Case(SECAGG, []),  # jointcredit sweep --grid simulations/grids/secagg.toml
     Case(DEPLOY, []),  # scripts/deploy_demo.py: provision, SuperLink, 3 nodes, flwr run
     Case(DP_FULL, ["--dataset", "sba-full", "--privacy", "dp-record", "--epsilon", "1"]),
+    Case("binned scorecard: sba sample, 20 lenders x 20 rounds", ["--model", "scorecard"]),
 ]  # fmt: skip
 
 
