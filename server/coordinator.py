@@ -187,6 +187,8 @@ class Coordinator:
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
                 "updates": report.accepted_updates(self.igrid, server_round),
+                # Models on agreed bins: the signed replies their bins and WOE came from.
+                **({} if fed.binning is None else {"bins": report.accepted_binning(self.igrid)}),
             },
             binning=fed.binning,
         )

@@ -39,6 +39,9 @@ def test_a_scorecard_run_writes_a_signed_points_table(
     assert model.card.scorecard is not None
     assert (out / "model" / "scorecard.csv").read_text() == model.card.scorecard.to_csv()
     check_model(model)
+    # The signed manifest names the verified binning replies the bins came from.
+    bins = model.verified.manifest["bins"]
+    assert [len(b["accepted"]) for b in bins] == [4, 4]
     # The federation's bins are those of the same steps on the institutions' rows.
     fed = load_federation(settings.data)
     vocabularies = {
