@@ -9,8 +9,9 @@ Layout of a model directory::
                          (binned scorecard: also its points table)
     binning.json         binned scorecard only: the federation's bins and IV table
     scorecard.csv        binned scorecard only: the points table (base points, attributes)
-    manifest.json        digests of the three files, training and privacy settings, metrics,
-                         each round's accepted update digests, the trust store's digest
+    manifest.json        digests of the files above, training and privacy settings, metrics,
+                         each round's accepted update digests (binned scorecard: also the
+                         binning replies'), the trust store's digest
     manifest.sig         the coordinator's Ed25519 signature over manifest.json
 
 There is no unverified load path: `load_artifact` checks the coordinator's signature against a
