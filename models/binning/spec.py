@@ -206,24 +206,29 @@ def bin_codes(
             )
         columns: list[Any] = [data[:, j] for j in range(data.shape[1])]
     else:
-        columns = [_column(data, f.name) for f in spec.features]
+        columns = [data[f.name] for f in spec.features]
     n = len(columns[0]) if columns else 0
     out = np.empty((n, len(spec.features)), dtype=spec.dtype)
     for j, (f, col) in enumerate(zip(spec.features, columns, strict=True)):
         if isinstance(f, NumericBins):
-            out[:, j] = f.codes(np.array(col, dtype=np.float64))  # None -> NaN
+            out[:, j] = f.codes(_numbers(col))
         else:
-            out[:, j] = f.codes(np.asarray(col, dtype=object))
+            out[:, j] = f.codes(_objects(col))
     return out
 
 
-def _column(
-    data: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray], name: str
-) -> np.ndarray:
-    if isinstance(data, pd.DataFrame):
-        col = data[name]
+def _numbers(col: pd.Series | Sequence[object] | np.ndarray) -> np.ndarray:
+    """A numeric column as float64, missing (NaN, None, pd.NA) as NaN."""
+    if isinstance(col, pd.Series):
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.array(col, dtype=np.float64)  # None -> NaN
+
+
+def _objects(col: pd.Series | Sequence[object] | np.ndarray) -> np.ndarray:
+    """A categorical column as Python objects, missing as None or NaN."""
+    if isinstance(col, pd.Series):
         return col.astype(object).where(col.notna(), None).to_numpy()
-    return np.asarray(data[name], dtype=object)
+    return np.asarray(col, dtype=object)
 
 
 def _number(x: float) -> str:
