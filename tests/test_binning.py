@@ -249,3 +249,46 @@ def test_monotone_features_get_monotone_woe(monotone: str, sign: int) -> None:
     assert (sign * np.diff(rates) >= -1e-12).all()
     if monotone == "decreasing":
         assert len(age) > 3  # the true direction: many attributes survive
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    counts=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=24),
+    monotone=st.sampled_from(["none", "increasing", "decreasing"]),
+    share=st.sampled_from([0.01, 0.05, 0.2]),
+)
+def test_classing_rules_hold_for_any_counts(
+    counts: list[tuple[int, int]], monotone: str, share: float
+) -> None:
+    """Whatever the fine counts: every row stays counted, attributes are unions of adjacent
+    fine bins, and each holds the minimum share with both classes (unless one is left); with
+    `monotone` the bad rate runs that way."""
+    from jointcredit.models.binning import BinCounts
+    from jointcredit.models.binning.classing import coarse_bins, min_rows_for, regroup
+
+    k = len(counts)
+    fine = BinningSpec(
+        features=[NumericBins(name="v", edges=[float(i) for i in range(1, k)], special=[-1.0])]
+    )
+    goods = [g for g, _ in counts] + [3, 0]  # a special bin and an empty missing bin
+    bads = [b for _, b in counts] + [1, 0]
+    fine_counts = BinCounts(goods={"v": goods}, bads={"v": bads})
+    schema = Schema.model_validate(
+        {"label": "y", "positive": 1, "features": {"v": {"type": "numeric", "monotone": monotone}}}
+    )
+    coarse = coarse_bins(fine, fine_counts, schema, min_share=share)
+    merged = regroup(fine, coarse, fine_counts)
+    g, b = merged.arrays("v")
+    assert g.sum() == sum(goods) and b.sum() == sum(bads)
+    assert set(coarse.features[0].edges) <= set(fine.features[0].edges)  # type: ignore[union-attr]
+    assert (g[-2], b[-2], g[-1], b[-1]) == (3, 1, 0, 0)  # special and missing kept apart
+    regular = coarse.features[0].regular
+    g, b = g[:regular], b[:regular]
+    if regular > 1:
+        assert ((g + b) >= min_rows_for(sum(goods) + sum(bads), share)).all()
+        assert (g > 0).all() and (b > 0).all()
+    rates = b / np.maximum(g + b, 1)
+    if monotone == "increasing":
+        assert (np.diff(rates) >= -1e-12).all()
+    if monotone == "decreasing":
+        assert (np.diff(rates) <= 1e-12).all()
