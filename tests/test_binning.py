@@ -292,3 +292,17 @@ def test_classing_rules_hold_for_any_counts(
         assert (np.diff(rates) >= -1e-12).all()
     if monotone == "decreasing":
         assert (np.diff(rates) <= 1e-12).all()
+
+
+def test_a_binning_spec_travels_as_canonical_json() -> None:
+    spec = BinningSpec(
+        features=[
+            NumericBins(name="u", edges=[0.5, 2.0], special=[96.0]),
+            CategoricalBins(name="s", groups=[["a"], [OTHER]]),
+        ]
+    )
+    again = BinningSpec.model_validate_json(spec.to_json())
+    assert again == spec and again.digest() == spec.digest() and spec.names == ["u", "s"]
+    assert (spec.codes({"u": [1.0, None], "s": ["a", "b"]}) == [[1, 0], [4, 1]]).all()
+    other = BinningSpec(features=[NumericBins(name="u", edges=[0.5, 2.5], special=[96.0])])
+    assert other.digest() != spec.digest()

@@ -18,6 +18,8 @@ feature: `n_bins(f)` and `missing_code(f)` say where they are.
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -187,6 +189,26 @@ class BinningSpec(BaseModel):
     def dtype(self) -> type[np.unsignedinteger[Any]]:
         widest = max((f.n_bins for f in self.features), default=1)
         return np.uint8 if widest <= 256 else np.uint16
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def codes(self, data: pd.DataFrame | Mapping[str, Sequence[object] | np.ndarray]) -> np.ndarray:
+        """`bin_codes(data, self)`."""
+        return bin_codes(data, self)
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): what messages and digests carry."""
+        return self._json
+
+    def digest(self) -> str:
+        """SHA-256 of `to_json()`: names the bins in messages that refer to them."""
+        return hashlib.sha256(self._json.encode()).hexdigest()
+
+    @cached_property
+    def _json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
 def bin_codes(
