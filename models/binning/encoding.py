@@ -42,6 +42,11 @@ class WoeFeature(BaseModel):
         return self
 
     @property
+    def width(self) -> int:
+        """Model inputs this feature becomes: one."""
+        return 1
+
+    @property
     def numeric(self) -> bool:
         return isinstance(self.bins, NumericBins)
 

@@ -60,8 +60,8 @@ def feature_columns(spec: PreprocessingSpec) -> list[FeatureColumns]:
     for f in spec.features:
         if isinstance(f, WoeFeature):
             seen = tuple(v for v, n in zip(f.inputs.tolist(), f.rows, strict=True) if n > 0)
-            out.append(FeatureColumns(f.name, start, start + 1, seen))
-            start += 1
+            out.append(FeatureColumns(f.name, start, start + f.width, seen))
+            start += f.width
             continue
         width = (2 if f.impute else 1) if isinstance(f, NumericFeature) else len(f.levels)
         out.append(FeatureColumns(f.name, start, start + width))
