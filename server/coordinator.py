@@ -147,6 +147,7 @@ class Coordinator:
             raise FederationError(f"model {s.model}: no coordinator round for its exchange")
         binning = None
         if learner(s.model).encoding == "woe":
+            events.emit(events.ServerEvent("binning", total_rounds=s.rounds))
             # Only the verified institutions: the ones that train.
             binning = agree_binning(self.igrid, sorted(node_inst), s, schema, spec)
             spec = woe_preprocessing(binning)
