@@ -362,7 +362,7 @@ def agree(
     if not summaries:
         raise ValueError("no institution summaries to agree preprocessing from")
     rows = sum(s.rows for s in summaries)
-    features: list[NumericFeature | CategoricalFeature] = []
+    features: list[NumericFeature | CategoricalFeature | WoeFeature] = []
     for name, spec in schema.features.items():
         impute = spec.missing == "impute"
         if spec.type == "numeric":

@@ -20,7 +20,11 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from jointcredit.models.binning.encoding import WoeFeature, woe_features
 from jointcredit.models.binning.table import BinningTable
-from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.preprocessing import (
+    CategoricalFeature,
+    NumericFeature,
+    PreprocessingSpec,
+)
 
 
 class ScoreScale(BaseModel):
@@ -149,4 +153,5 @@ def points_table(
 
 def woe_preprocessing(table: BinningTable) -> PreprocessingSpec:
     """The scorecard's agreed preprocessing: one standardised WOE input per feature."""
-    return PreprocessingSpec(features=woe_features(table), rows=table.rows)
+    features: list[NumericFeature | CategoricalFeature | WoeFeature] = [*woe_features(table)]
+    return PreprocessingSpec(features=features, rows=table.rows)

@@ -143,7 +143,8 @@ class CategoricalBins(BaseModel):
     def code(self, value: object) -> int:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return self.missing_code
-        return self.index.get(value, self.other_code)  # type: ignore[call-overload]
+        code: int = self.index.get(value, self.other_code)  # type: ignore[call-overload]
+        return code
 
     def codes(self, values: np.ndarray) -> np.ndarray:
         col = np.asarray(values, dtype=object)

@@ -23,7 +23,7 @@ from jointcredit.models.binning.classing import coarse_bins, regroup
 from jointcredit.models.binning.counts import BinCounts, add_counts, count_bins, woe_iv
 from jointcredit.models.binning.spec import BinningSpec, CategoricalBins, NumericBins
 
-TABLE_VERSION = 1
+BinKind = Literal["regular", "special", "missing"]
 
 
 class BinRow(BaseModel):
@@ -32,7 +32,7 @@ class BinRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: int
     label: str
-    kind: Literal["regular", "special", "missing"]
+    kind: BinKind
     goods: int
     bads: int
     share: float  # of all training rows
@@ -55,7 +55,7 @@ class Classing(BaseModel):
     feature, coarse classing's smallest share of the rows per attribute."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    grid_digits: int = Field(grid.GRID_DIGITS, ge=1, le=4)
+    grid_digits: int = Field(default=grid.GRID_DIGITS, ge=1, le=4)
     fine_bins: int = Field(32, ge=2)
     min_bin_share: float = Field(0.05, gt=0, lt=0.5)
 
@@ -64,7 +64,7 @@ class BinningTable(BaseModel):
     """`binning.json`: how the federation binned, and the IV table per feature."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    version: Literal[1] = TABLE_VERSION
+    version: Literal[1] = 1
     rows: int
     goods: int
     bads: int
@@ -79,9 +79,11 @@ class BinningTable(BaseModel):
         raise KeyError(name)
 
 
-def _kinds(bins: NumericBins | CategoricalBins) -> list[Literal["regular", "special", "missing"]]:
-    specials = bins.n_bins - 1 - bins.regular
-    return ["regular"] * bins.regular + ["special"] * specials + ["missing"]
+def _kinds(bins: NumericBins | CategoricalBins) -> list[BinKind]:
+    regular: BinKind = "regular"
+    special: BinKind = "special"
+    missing: BinKind = "missing"
+    return [regular] * bins.regular + [special] * (bins.n_bins - 1 - bins.regular) + [missing]
 
 
 def iv_table(
