@@ -24,7 +24,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from pydantic import BaseModel
 
-from jointcredit.client import personalization, scaffold
+from jointcredit.client import binning, personalization, scaffold
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.signing import signing_mod
@@ -37,7 +37,6 @@ from jointcredit.federation.protocol import (
     SummaryRecord,
 )
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.binning import BinningSpec, count_bins, grid_histogram
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import summarize
 from jointcredit.models.training import predict_pd
@@ -79,16 +78,14 @@ def query(msg: Message, context: Context) -> Message:
 def bin_grid(msg: Message, context: Context) -> Message:
     _, node = _setup(context)
     digits = protocol.parse_bin_grid_query(msg.content).grid_digits
-    return _binning_reply(msg, node, grid_histogram(node.data.train.x, node.schema, digits))
+    return _binning_reply(msg, node, binning.histogram(node, digits))
 
 
 @app.query(protocol.BIN_COUNTS_ACTION)
 def bin_counts(msg: Message, context: Context) -> Message:
     _, node = _setup(context)
-    bins = BinningSpec.model_validate_json(protocol.parse_bin_counts_query(msg.content).bins)
-    if [f.name for f in bins.features] != list(node.schema.features):
-        raise protocol.ProtocolError("the bins asked about are not this node's schema features")
-    return _binning_reply(msg, node, count_bins(node.data.train.x, node.data.train.y, bins))
+    bins = protocol.parse_bin_counts_query(msg.content).bins
+    return _binning_reply(msg, node, binning.counts(node, bins))
 
 
 def _binning_reply(msg: Message, node: NodeData, answer: BaseModel) -> Message:

@@ -4,6 +4,7 @@
     query         config: SummaryQuery                    summary: SummaryRecord
     query.bin_grid    config: BinGridQuery                binning: BinningRecord (histograms)
     query.bin_counts  config: BinCountsQuery (the bins)   binning: BinningRecord (counts)
+    (under secagg both are SecAgg+ train rounds whose fit config is the query: a masked vector)
     train         arrays (+ SCAFFOLD's control),          arrays (none when a DP budget is
                   config: RoundConfig                     spent), metrics: TrainMetrics
     query.prior   arrays, config: RoundConfig             prior-deviation (squared, per array)
@@ -133,16 +134,31 @@ class SummaryRecord(_Config):
     data_schema: str = _key(NODE_SCHEMA, ...)
 
 
+GRID_DIGITS: Final = "grid-digits"
+BINS_JSON: Final = "bins-json"
+
+
 class BinGridQuery(_Config):
     """The fine-grid query: the grid's resolution (significant digits of its boundaries)."""
 
-    grid_digits: int = _key("grid-digits", ...)
+    grid_digits: int = _key(GRID_DIGITS, ...)
 
 
 class BinCountsQuery(_Config):
     """The counts query: the agreed fine bins (a `BinningSpec`, as JSON)."""
 
-    bins: str = _key("bins-json", ...)
+    bins: str = _key(BINS_JSON, ...)
+
+
+def binning_sum_request(config: Mapping[str, Any]) -> BinGridQuery | BinCountsQuery | None:
+    """Under `secagg` the binning rounds are SecAgg+ rounds whose fit config is one of these
+    queries: the institution sends its counts as a masked vector instead of training. None
+    for a training round's config."""
+    if GRID_DIGITS in config:
+        return BinGridQuery.parse(config, "fine-grid sum")
+    if BINS_JSON in config:
+        return BinCountsQuery.parse(config, "bin counts sum")
+    return None
 
 
 class BinningRecord(_Config):

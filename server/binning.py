@@ -18,11 +18,14 @@ twin runs on pooled rows.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from logging import INFO
 from typing import TypeVar
 
+import numpy as np
 from flwr.app import Message, RecordDict
 from flwr.common.logger import log
+from flwr.common.typing import Scalar
 
 from jointcredit.data.schema import Schema
 from jointcredit.federation import protocol
@@ -40,77 +43,89 @@ from jointcredit.models.binning import (
     fine_bins,
     merge_histograms,
 )
+from jointcredit.models.binning.counts import counts_from_vector
+from jointcredit.models.binning.grid import histogram_from_vector, histogram_length
 from jointcredit.models.preprocessing import CategoricalFeature, PreprocessingSpec
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid, institution_of
 
 T = TypeVar("T")
+# Under `secagg`: the federation's sum of one vector of counts per institution, given the
+# vector's length and the SecAgg+ round's fit config (`jointcredit.server.secagg.secure_sum`).
+SecureSum = Callable[[int, dict[str, Scalar]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Binning:
+    """The coordinator's side of the binning rounds, with every institution that joined:
+    each answer a signed reply, or under `secagg` (`secure`) one masked vector each, of
+    which the coordinator learns only the sum."""
+
+    grid: InstitutionGrid
+    nodes: list[int]
+    settings: RunSettings
+    schema: Schema
+    secure: SecureSum | None = None
+
+    def histogram(self, digits: int) -> GridHistogram:
+        """The federation's histogram over the fine grid (`query.bin_grid`)."""
+        query = BinGridQuery(grid_digits=digits)
+        if self.secure is not None:
+            total = self.secure(histogram_length(self.schema, digits), dict(query.values()))
+            return histogram_from_vector(total, self.schema, digits)
+
+        def read(payload: str) -> GridHistogram:
+            histogram = GridHistogram.model_validate_json(payload)
+            histogram.check(self.schema, digits)
+            return histogram
+
+        content = lambda: protocol.bin_grid_query(query)  # noqa: E731
+        histograms = self._ask(content, protocol.BIN_GRID_QUERY, "histogram", read)
+        return merge_histograms(histograms)
+
+    def counts(self, bins: BinningSpec) -> BinCounts:
+        """The federation's good/bad rows per bin (`query.bin_counts`)."""
+        query = BinCountsQuery(bins=bins.to_json())
+        if self.secure is not None:
+            length = 2 * sum(f.n_bins for f in bins.features)
+            return counts_from_vector(self.secure(length, dict(query.values())), bins)
+
+        def read(payload: str) -> BinCounts:
+            counts = BinCounts.model_validate_json(payload)
+            counts.check(bins)
+            return counts
+
+        content = lambda: protocol.bin_counts_query(query)  # noqa: E731
+        return add_counts(self._ask(content, protocol.BIN_COUNTS_QUERY, "bin counts", read))
+
+    def _ask(
+        self,
+        content: Callable[[], RecordDict],
+        message_type: str,
+        what: str,
+        read: Callable[[str], T],
+    ) -> list[T]:
+        return _ask(self.grid, self.nodes, self.settings, content, message_type, what, read)
 
 
 def agree_bins(
-    grid: InstitutionGrid,
-    nodes: list[int],
-    settings: RunSettings,
-    schema: Schema,
-    spec: PreprocessingSpec,
-    *,
-    max_bins: int,
-    digits: int = GRID_DIGITS,
+    binning: Binning, spec: PreprocessingSpec, *, max_bins: int, digits: int = GRID_DIGITS
 ) -> BinningSpec:
-    """Fine classing (`query.bin_grid`): the federation's fine bins, numeric edges from the
-    summed histograms, categorical levels from the agreed vocabularies (`spec`)."""
-    query = BinGridQuery(grid_digits=digits)
-
-    def read(payload: str) -> GridHistogram:
-        histogram = GridHistogram.model_validate_json(payload)
-        histogram.check(schema, digits)
-        return histogram
-
-    histograms = _ask(
-        grid,
-        nodes,
-        settings,
-        lambda: protocol.bin_grid_query(query),
-        protocol.BIN_GRID_QUERY,
-        "histogram",
-        read,
-    )
+    """Fine classing: the federation's fine bins, numeric edges from the summed histograms,
+    categorical levels from the agreed vocabularies (`spec`)."""
     vocabularies = {
         f.name: f.categories for f in spec.features if isinstance(f, CategoricalFeature)
     }
-    return fine_bins(merge_histograms(histograms), schema, vocabularies, max_bins=max_bins)
+    histogram = binning.histogram(digits)
+    return fine_bins(histogram, binning.schema, vocabularies, max_bins=max_bins)
 
 
-def agree_binning(
-    grid: InstitutionGrid,
-    nodes: list[int],
-    settings: RunSettings,
-    schema: Schema,
-    spec: PreprocessingSpec,
-) -> BinningTable:
-    """Fine bins, the federation's counts on them (`query.bin_counts`), coarse classing and
-    the IV table."""
-    fine = agree_bins(grid, nodes, settings, schema, spec, max_bins=settings.fine_bins)
-    query = BinCountsQuery(bins=fine.model_dump_json())
-
-    def read(payload: str) -> BinCounts:
-        counts = BinCounts.model_validate_json(payload)
-        counts.check(fine)
-        return counts
-
-    counts = _ask(
-        grid,
-        nodes,
-        settings,
-        lambda: protocol.bin_counts_query(query),
-        protocol.BIN_COUNTS_QUERY,
-        "bin counts",
-        read,
-    )
-    classing = Classing(
-        grid_digits=GRID_DIGITS, fine_bins=settings.fine_bins, min_bin_share=settings.min_bin_share
-    )
-    table = classify(fine, add_counts(counts), schema, classing)
+def agree_binning(binning: Binning, spec: PreprocessingSpec) -> BinningTable:
+    """Fine bins, the federation's counts on them, coarse classing and the IV table."""
+    s = binning.settings
+    fine = agree_bins(binning, spec, max_bins=s.fine_bins)
+    classing = Classing(fine_bins=s.fine_bins, min_bin_share=s.min_bin_share)
+    table = classify(fine, binning.counts(fine), binning.schema, classing)
     log(
         INFO,
         "Agreed bins: %s",

@@ -84,14 +84,21 @@ def round_records(
     return [rounds[r] for r in sorted(rounds)]
 
 
-def accepted_binning(grid: InstitutionGrid) -> list[dict[str, Any]]:
-    """The signed digest of each institution's binning replies (histogram, then bin counts),
-    which the model's bins and WOE were computed from (for the signed manifest)."""
+def accepted_binning(
+    grid: InstitutionGrid, secure: InstitutionGrid | None = None
+) -> list[dict[str, Any]]:
+    """The signed digest of each institution's binning replies (histogram, then bin counts;
+    under secagg every stage reply of the two SecAgg+ sums, on their own grid), which the
+    model's bins and WOE were computed from (for the signed manifest)."""
     kinds = (protocol.BIN_GRID_QUERY, protocol.BIN_COUNTS_QUERY)
+    exchanges = (
+        secure.exchanges
+        if secure is not None
+        else [ex for ex in grid.exchanges if ex.message_type in kinds]
+    )
     return [
         {"message_type": ex.message_type, "accepted": dict(sorted(ex.accepted.items()))}
-        for ex in grid.exchanges
-        if ex.message_type in kinds
+        for ex in exchanges
     ]
 
 

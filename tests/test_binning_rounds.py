@@ -20,7 +20,7 @@ from jointcredit.federation.protocol import BinningRecord, NodeConfig, SummaryQu
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.binning import BinCounts, Classing, binning_from_rows
 from jointcredit.models.preprocessing import CategoricalFeature, InstitutionSummary, agree
-from jointcredit.server.binning import agree_binning
+from jointcredit.server.binning import Binning, agree_binning
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
 from jointcredit.server.verify import UpdateVerifier
@@ -80,7 +80,7 @@ def test_the_federation_agrees_the_bins_the_rows_would_give(
     verifier = UpdateVerifier(store, run_id=7)
     grid = InstitutionGrid(_node(keys), verifier)  # type: ignore[arg-type]
     schema, spec = _agreed_preprocessing(grid)
-    table = agree_binning(grid, NODES, SETTINGS, schema, spec)  # type: ignore[arg-type]
+    table = agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
     assert [e.message_type for e in grid.exchanges[-2:]] == [
         protocol.BIN_GRID_QUERY,
         protocol.BIN_COUNTS_QUERY,
@@ -115,7 +115,7 @@ def test_an_answer_changed_after_signing_stops_the_binning(
     schema, spec = _agreed_preprocessing(grid)
     inst = resolve(SETTINGS.data).ids[1]
     with pytest.raises(FederationError, match=rf"bin counts.*{inst}: tampered"):
-        agree_binning(grid, NODES, SETTINGS, schema, spec)  # type: ignore[arg-type]
+        agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
 
 
 @pytest.mark.usefixtures("task_identity")
@@ -127,4 +127,35 @@ def test_unsigned_but_malformed_counts_are_refused_naming_the_institution(
     schema, spec = _agreed_preprocessing(grid)
     inst = resolve(SETTINGS.data).ids[2]
     with pytest.raises(FederationError, match=rf"{inst}: unreadable bin counts"):
-        agree_binning(grid, NODES, SETTINGS, schema, spec)  # type: ignore[arg-type]
+        agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_under_secagg_the_sums_of_masked_vectors_give_the_same_table(
+    trust: tuple[TrustStore, Path],
+) -> None:
+    """The vectors each institution would mask (SecAgg+ itself: tests/test_scorecard_simulation)
+    add up to the same histogram and counts as the plain replies."""
+    from jointcredit.client.data import node_data
+    from jointcredit.client.secagg import binning_counts
+
+    _, keys = trust
+    grid = InstitutionGrid(_node(keys))  # type: ignore[arg-type]
+    schema, spec = _agreed_preprocessing(grid)
+    plain = agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
+    nodes = [
+        node_data(NodeConfig(partition_id=p, num_partitions=3).values(), SETTINGS) for p in range(3)
+    ]
+    asked: list[int] = []
+
+    def secure(length: int, config: dict[str, object]) -> np.ndarray:
+        request = protocol.binning_sum_request(config)
+        assert request is not None
+        vectors = [binning_counts(request, node) for node in nodes]
+        assert all(v.shape == (length,) for v in vectors)
+        asked.append(length)
+        return np.sum(vectors, axis=0)
+
+    masked = agree_binning(Binning(grid, NODES, SETTINGS, schema, secure), spec)  # type: ignore[arg-type]
+    assert masked == plain and len(asked) == 2
+    assert protocol.binning_sum_request({"preprocessing": "{}"}) is None  # a training round

@@ -67,3 +67,23 @@ def test_a_scorecard_run_writes_a_signed_points_table(
     assert metrics["local_only"]["mean_auc"] > 0.55
     assert np.isfinite([r["auc"] for r in metrics["per_institution"].values()]).all()
     assert metrics["personalization"]["method"] == "hierarchical"
+
+
+def test_under_secagg_the_bins_come_from_masked_sums(
+    tmp_path: Path, run: tuple[Path, dict[str, Any], RunSettings]
+) -> None:
+    """SecAgg+ sums the histograms and counts (the coordinator sees no institution's own):
+    the same bins, WOE and IV as the plain run's signed replies."""
+    _, _, plain_settings = run
+    settings = _settings(tmp_path / "out", model="scorecard", privacy="secagg", rounds=2)
+    metrics = simulate(settings, with_baselines=False, with_audit=False).as_json()
+    assert metrics["privacy"]["setting"] == "secagg"
+    model = load_artifact(tmp_path / "out" / "model", load_store(tmp_path / "out" / "trust.json"))
+    plain = load_artifact(
+        Path(plain_settings.out_dir) / "model",
+        load_store(Path(plain_settings.out_dir) / "trust.json"),
+    )
+    assert model.binning == plain.binning
+    stages = model.verified.manifest["bins"]
+    assert stages and all(len(s["accepted"]) == 4 for s in stages)
+    assert [r["round"] for r in metrics["rounds"]] == [1, 2]

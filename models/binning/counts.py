@@ -98,3 +98,27 @@ def woe_iv(goods: np.ndarray, bads: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         woe[both] = np.log(pg / pb)
         iv[both] = (pg - pb) * woe[both]
     return woe, iv
+
+
+def counts_vector(counts: BinCounts) -> np.ndarray:
+    """Dense: per feature (in order) its goods per bin, then its bads (secure aggregation
+    sums fixed-length vectors)."""
+    parts = [
+        np.asarray(side[n], np.int64) for n in counts.goods for side in (counts.goods, counts.bads)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def counts_from_vector(vector: np.ndarray, spec: BinningSpec) -> BinCounts:
+    """The counts of a dense vector (`counts_vector`'s layout) on `spec`'s bins."""
+    expected = 2 * sum(f.n_bins for f in spec.features)
+    if vector.shape != (expected,):
+        raise ValueError(f"a counts vector of shape {vector.shape}, expected {expected}")
+    goods: dict[str, list[int]] = {}
+    bads: dict[str, list[int]] = {}
+    at = 0
+    for f in spec.features:
+        goods[f.name] = [int(v) for v in vector[at : at + f.n_bins]]
+        bads[f.name] = [int(v) for v in vector[at + f.n_bins : at + 2 * f.n_bins]]
+        at += 2 * f.n_bins
+    return BinCounts(goods=goods, bads=bads)

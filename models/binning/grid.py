@@ -174,3 +174,45 @@ def fine_bins(
             groups = [[c] for c in levels] + [[OTHER]]
             features.append(CategoricalBins(name=name, groups=groups))
     return BinningSpec(features=features)
+
+
+# Secure aggregation sums fixed-length vectors: a histogram as every cell of the grid, numeric
+# features one after the other in the schema's order.
+
+
+def _numeric(schema: Schema) -> list[str]:
+    return [n for n, f in schema.features.items() if f.type == "numeric"]
+
+
+def histogram_length(schema: Schema, digits: int = GRID_DIGITS) -> int:
+    """The length of a histogram's dense vector: every cell, every numeric feature."""
+    return len(_numeric(schema)) * (len(grid(digits)) + 1)
+
+
+def histogram_vector(histogram: GridHistogram, schema: Schema) -> np.ndarray:
+    """Dense counts over every cell of the grid, per numeric feature (schema order)."""
+    width = len(grid(histogram.digits)) + 1
+    names = _numeric(schema)
+    out = np.zeros(len(names) * width, dtype=np.int64)
+    for j, name in enumerate(names):
+        h = histogram.features[name]
+        out[j * width + np.asarray(h.cells, dtype=np.int64)] = h.counts
+    return out
+
+
+def histogram_from_vector(vector: np.ndarray, schema: Schema, digits: int) -> GridHistogram:
+    """The histogram of a dense vector of counts (`histogram_vector`'s layout)."""
+    width = len(grid(digits)) + 1
+    names = [n for n, f in schema.features.items() if f.type == "numeric"]
+    if vector.shape != (len(names) * width,):
+        raise ValueError(
+            f"a histogram vector of shape {vector.shape}, expected {len(names) * width}"
+        )
+    features: dict[str, FeatureHistogram] = {}
+    for j, name in enumerate(names):
+        block = vector[j * width : (j + 1) * width]
+        occupied = np.flatnonzero(block)
+        features[name] = FeatureHistogram(
+            cells=occupied.tolist(), counts=[int(c) for c in block[occupied]]
+        )
+    return GridHistogram(digits=digits, features=features)
