@@ -13,6 +13,7 @@ from rich.console import Console
 
 from jointcredit.cli.decision_cmds import decide, score
 from jointcredit.cli.deploy_cmds import link_app, node_app, provision
+from jointcredit.cli.model_cmds import binning
 from jointcredit.cli.run_cmds import config_app, simulate, sweep
 from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 app.command("verify")(verify)
+app.command("binning")(binning)
 app.command("serve")(serve)
 app.command("decide")(decide)
 app.add_typer(apikey_app, name="apikey")

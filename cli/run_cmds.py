@@ -88,6 +88,8 @@ def simulate(
     def on_event(ev: events.ServerEvent) -> None:
         if ev.phase == "preprocessing":
             progress.update(task, status="agreeing preprocessing")
+        elif ev.phase == "binning":
+            progress.update(task, status="agreeing bins and WOE")
         elif ev.phase == "round":
             auc = ev.metrics.get("auc")
             status = f"round {ev.server_round}: pooled AUC {auc:.4f}" if auc else ""
@@ -125,6 +127,12 @@ def simulate(
             soft_wrap=True,
         )
     console.print(privacy_line(privacy), soft_wrap=True)
+    if settings.model == "scorecard":
+        console.print(
+            f"Binned scorecard: IV table and points in {out / 'model'} (binning.json, "
+            f"scorecard.csv); `jointcredit binning {out / 'model'} --points` shows them",
+            soft_wrap=True,
+        )
     console.print(
         f"{len(metrics.institutions)} institutions x {settings.rounds} rounds in "
         f"{metrics.timing.total_seconds or 0.0:.1f} s. Model: {out / 'model'}  "

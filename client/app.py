@@ -1,8 +1,10 @@
 """The institution's ClientApp: its rows stay here, only aggregates and model updates leave.
 
-Four message handlers (the messages are `jointcredit.federation.protocol`'s):
+Message handlers (the messages are `jointcredit.federation.protocol`'s):
 - `query`: summarise own training rows for federated preprocessing (counts, sums, bounded
   category counts; `jointcredit.models.preprocessing`).
+- `query.bin_grid`, `query.bin_counts` (models on agreed bins): own training values counted
+  over the agreed fine grid, then good/bad rows per agreed bin (`jointcredit.models.binning`).
 - `train`: train the global model on own rows and return the updated weights
   (`client.update`): FedProx term, SCAFFOLD drift correction (`client.scaffold`), DP-SGD with
   an enforced budget (`client.record_dp`), a simulated poisoning attack.
@@ -20,14 +22,20 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
+from pydantic import BaseModel
 
-from jointcredit.client import personalization, scaffold
+from jointcredit.client import binning, personalization, scaffold
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.signing import signing_mod
 from jointcredit.client.update import local_update
 from jointcredit.federation import protocol
-from jointcredit.federation.protocol import EvaluateMetrics, ModelMessage, SummaryRecord
+from jointcredit.federation.protocol import (
+    BinningRecord,
+    EvaluateMetrics,
+    ModelMessage,
+    SummaryRecord,
+)
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import summarize
@@ -64,6 +72,25 @@ def query(msg: Message, context: Context) -> Message:
         summary=summary.model_dump_json(), data_schema=node.schema.model_dump_json()
     )
     return Message(protocol.summary_reply(node.institution, record), reply_to=msg)
+
+
+@app.query(protocol.BIN_GRID_ACTION)
+def bin_grid(msg: Message, context: Context) -> Message:
+    _, node = _setup(context)
+    digits = protocol.parse_bin_grid_query(msg.content).grid_digits
+    return _binning_reply(msg, node, binning.histogram(node, digits))
+
+
+@app.query(protocol.BIN_COUNTS_ACTION)
+def bin_counts(msg: Message, context: Context) -> Message:
+    _, node = _setup(context)
+    bins = protocol.parse_bin_counts_query(msg.content).bins
+    return _binning_reply(msg, node, binning.counts(node, bins))
+
+
+def _binning_reply(msg: Message, node: NodeData, answer: BaseModel) -> Message:
+    record = BinningRecord(payload=answer.model_dump_json())
+    return Message(protocol.binning_reply(node.institution, record), reply_to=msg)
 
 
 @app.query(protocol.PRIOR_ACTION)

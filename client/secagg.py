@@ -1,4 +1,5 @@
-"""The institution's side of secure aggregation (Flower SecAgg+).
+"""The institution's side of secure aggregation (Flower SecAgg+), for training rounds and, for a
+model on agreed bins, the binning rounds (its counts as one masked vector).
 
 SecAgg+ exists only on Flower's legacy API: the coordinator's `SecAggPlusWorkflow` drives four
 stages (setup, key sharing, masked-vector collection, unmasking), each a train message, and
@@ -22,11 +23,20 @@ from flwr.client.message_handler.message_handler import handle_legacy_message_fr
 from flwr.client.mod import secaggplus_mod
 from flwr.common.typing import NDArrays, Scalar
 
+from jointcredit.client import binning
 from jointcredit.client.data import NodeData
 from jointcredit.client.update import LocalUpdate
 from jointcredit.federation import protocol
-from jointcredit.federation.protocol import IDENTITY, RoundConfig
+from jointcredit.federation.protocol import (
+    IDENTITY,
+    BinCountsQuery,
+    BinGridQuery,
+    RoundConfig,
+    TrainMetrics,
+)
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning.counts import counts_vector
+from jointcredit.models.binning.grid import histogram_vector
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 
@@ -56,6 +66,12 @@ class _Institution(NumPyClient):
     def fit(
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        binning = protocol.binning_sum_request(config)
+        if binning is not None:
+            # Weight 1 (the coordinator's max_weight): the masked vector is the counts as
+            # they are, and the coordinator learns only the federation's sum.
+            vector = binning_counts(binning, self.node)
+            return [vector.astype(np.float64)], 1, dict(TrainMetrics(num_examples=1).values())
         round_config = RoundConfig.parse(config, "round config")
         if round_config.server_round is None:
             raise protocol.ProtocolError("a SecAgg+ fit message needs its server round")
@@ -81,6 +97,14 @@ class _Institution(NumPyClient):
         metrics: dict[str, Scalar] = dict(result.metrics.values())
         arrays: NDArrays = [v.detach().numpy() for v in model.state_dict().values()]
         return arrays, len(self.node.data.train.y), metrics
+
+
+def binning_counts(asked: BinGridQuery | BinCountsQuery, node: NodeData) -> np.ndarray:
+    """This institution's binning counts as one fixed-length vector: its histogram over the
+    whole fine grid, or its good/bad rows per agreed bin."""
+    if isinstance(asked, BinGridQuery):
+        return histogram_vector(binning.histogram(node, asked.grid_digits), node.schema)
+    return counts_vector(binning.counts(node, asked.bins))
 
 
 def secagg_train(

@@ -2,6 +2,9 @@
 
     message       coordinator -> institution              institution -> coordinator
     query         config: SummaryQuery                    summary: SummaryRecord
+    query.bin_grid    config: BinGridQuery                binning: BinningRecord (histograms)
+    query.bin_counts  config: BinCountsQuery (the bins)   binning: BinningRecord (counts)
+    (under secagg both are SecAgg+ train rounds whose fit config is the query: a masked vector)
     train         arrays (+ SCAFFOLD's control),          arrays (none when a DP budget is
                   config: RoundConfig                     spent), metrics: TrainMetrics
     query.prior   arrays, config: RoundConfig             prior-deviation (squared, per array)
@@ -35,12 +38,19 @@ TRAIN: Final = MessageType.TRAIN
 EVALUATE: Final = MessageType.EVALUATE
 PRIOR_ACTION: Final = "prior"
 PRIOR_QUERY: Final = f"{MessageType.QUERY}.{PRIOR_ACTION}"
+# The binning phase (models that read agreed bins: the binned scorecard): each institution's
+# histogram over the agreed fine grid, then its good/bad counts per agreed fine bin.
+BIN_GRID_ACTION: Final = "bin_grid"
+BIN_GRID_QUERY: Final = f"{MessageType.QUERY}.{BIN_GRID_ACTION}"
+BIN_COUNTS_ACTION: Final = "bin_counts"
+BIN_COUNTS_QUERY: Final = f"{MessageType.QUERY}.{BIN_COUNTS_ACTION}"
 
 # -- records of a message's content
 ARRAYS: Final = "arrays"
 CONFIG: Final = "config"
 METRICS: Final = "metrics"
 SUMMARY: Final = "summary"
+BINNING: Final = "binning"
 PRIOR: Final = "prior-deviation"
 IDENTITY: Final = IDENTITY_RECORD
 SIGNATURE: Final = SIGNATURE_RECORD
@@ -122,6 +132,39 @@ class SummaryRecord(_Config):
 
     summary: str = _key("json", ...)
     data_schema: str = _key(NODE_SCHEMA, ...)
+
+
+GRID_DIGITS: Final = "grid-digits"
+BINS_JSON: Final = "bins-json"
+
+
+class BinGridQuery(_Config):
+    """The fine-grid query: the grid's resolution (significant digits of its boundaries)."""
+
+    grid_digits: int = _key(GRID_DIGITS, ...)
+
+
+class BinCountsQuery(_Config):
+    """The counts query: the agreed fine bins (a `BinningSpec`, as JSON)."""
+
+    bins: str = _key(BINS_JSON, ...)
+
+
+def binning_sum_request(config: Mapping[str, Any]) -> BinGridQuery | BinCountsQuery | None:
+    """Under `secagg` the binning rounds are SecAgg+ rounds whose fit config is one of these
+    queries: the institution sends its counts as a masked vector instead of training. None
+    for a training round's config."""
+    if GRID_DIGITS in config:
+        return BinGridQuery.parse(config, "fine-grid sum")
+    if BINS_JSON in config:
+        return BinCountsQuery.parse(config, "bin counts sum")
+    return None
+
+
+class BinningRecord(_Config):
+    """A node's binning answer (its grid histogram or its bin counts), as JSON."""
+
+    payload: str = _key("json", ...)
 
 
 class RoundConfig(_Config):
@@ -290,6 +333,32 @@ def parse_summary_reply(content: RecordDict) -> SummaryRecord:
     if SUMMARY not in content.config_records:
         raise ProtocolError("a preprocessing reply needs its summary record")
     return SummaryRecord.parse(content.config_records[SUMMARY], "summary")
+
+
+def bin_grid_query(query: BinGridQuery) -> RecordDict:
+    return RecordDict({CONFIG: query.to_record()})
+
+
+def parse_bin_grid_query(content: RecordDict) -> BinGridQuery:
+    return BinGridQuery.parse(content.config_records[CONFIG], "fine-grid query")
+
+
+def bin_counts_query(query: BinCountsQuery) -> RecordDict:
+    return RecordDict({CONFIG: query.to_record()})
+
+
+def parse_bin_counts_query(content: RecordDict) -> BinCountsQuery:
+    return BinCountsQuery.parse(content.config_records[CONFIG], "bin counts query")
+
+
+def binning_reply(institution: str, record: BinningRecord) -> RecordDict:
+    return RecordDict({BINNING: record.to_record(), IDENTITY: identity_record(institution)})
+
+
+def parse_binning_reply(content: RecordDict) -> BinningRecord:
+    if BINNING not in content.config_records:
+        raise ProtocolError("a binning reply needs its binning record")
+    return BinningRecord.parse(content.config_records[BINNING], "binning")
 
 
 def train_reply(institution: str, metrics: TrainMetrics, arrays: ArrayRecord | None) -> RecordDict:

@@ -11,6 +11,7 @@ Why these recipes (docs/BENCHMARKS.md has the measurements):
   rare, lender-specific weights by about the learning rate whatever their gradient, so the
   average stops following the pooled gradient; one epoch each would let the largest lender's
   drift dominate.
+- binned scorecard: the logistic scorecard's recipe, on its standardised WOE columns.
 - MLP: one local epoch of Adam per round with SCAFFOLD's drift correction. SCAFFOLD's control
   variates are each institution's mean gradient, neither noised, clipped, masked nor screened,
   so under a privacy setting or a robust rule the MLP falls back to FedAvgM.
@@ -32,15 +33,16 @@ RECIPE_KEYS: Final = (
     "server-momentum",
 )
 
+_LOGISTIC: Final[dict[str, Any]] = {
+    "strategy": "fedavgm",
+    "optimizer": "sgd",
+    "learning-rate": 0.3,
+    "lr-schedule": "linear",
+    "local-steps": 36,
+    "server-momentum": 0.7,
+}
 _RECIPES: Final[dict[str, dict[str, Any]]] = {
-    "logreg": {
-        "strategy": "fedavgm",
-        "optimizer": "sgd",
-        "learning-rate": 0.3,
-        "lr-schedule": "linear",
-        "local-steps": 36,
-        "server-momentum": 0.7,
-    },
+    "logreg": _LOGISTIC,
     "mlp": {
         "strategy": "scaffold",
         "optimizer": "adam",
@@ -49,6 +51,8 @@ _RECIPES: Final[dict[str, dict[str, Any]]] = {
         "local-steps": 0,
         "server-momentum": 0.7,  # unused by SCAFFOLD; FedAvgM's when the MLP is given it
     },
+    # The binned scorecard is a logistic regression too, on standardised WOE columns.
+    "scorecard": _LOGISTIC,
 }
 
 

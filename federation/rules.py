@@ -45,10 +45,10 @@ def combination_problems(s: RunSettings) -> list[str]:
         )
     if s.personalization == "hierarchical" and not s.hierarchical_allowed:
         out.append(
-            "personalization = hierarchical needs model logreg, privacy none and "
-            "aggregator fedavg: each institution's deviations reach the coordinator "
+            "personalization = hierarchical needs model logreg or scorecard, privacy none "
+            "and aggregator fedavg: each institution's deviations reach the coordinator "
             "unnoised and unmasked, and the prior's fits are exact only for the convex "
-            "scorecard"
+            "logistic models"
         )
     if (s.attackers > 0) != (s.attack != "none"):
         out.append(

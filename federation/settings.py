@@ -62,7 +62,11 @@ class RunSettings(BaseModel):
     schema_file: str = _field("schema file for a directory (default DIR/schema.toml)", "", "schema")
     institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
     rounds: int = _field("federated training rounds", 20, ge=1)
-    model: ModelKind = _field("logreg (scorecard) or mlp", "logreg")
+    model: ModelKind = _field(
+        "logreg (scorecard on standardised inputs), mlp, or scorecard (binned: WOE inputs, a "
+        "points table)",
+        "logreg",
+    )
     seed: int = _field("seed of splits, initial weights and local training", 42)
     out_dir: str = _field("where model and metrics go", "", "out-dir")
     strategy: Strategy = _field("Flower strategy (auto: the model's recipe)", "fedavgm")
@@ -118,8 +122,8 @@ class RunSettings(BaseModel):
         "personalisation epochs in the final round (0: none)", 5, "finetune-epochs", ge=0
     )
     personalization: Personalization = _field(
-        "how institutions personalise (auto: hierarchical for logreg without privacy or "
-        "robust rules, else ditto)",
+        "how institutions personalise (auto: hierarchical for logreg and scorecard without "
+        "privacy or robust rules, else ditto)",
         "auto",
     )
     min_rows: int = _field("fewest rows an institution may have", 100, "min-rows", ge=1)
@@ -128,6 +132,21 @@ class RunSettings(BaseModel):
     )
     min_category_count: int = _field(
         "rarest category value a node reports", 5, "min-category-count", ge=1
+    )
+    fine_bins: int = _field(
+        "scorecard: fine classing's most bins per numeric feature (agreed from the "
+        "institutions' histograms)",
+        32,
+        "fine-bins",
+        ge=2,
+        le=1024,
+    )
+    min_bin_share: float = _field(
+        "scorecard: coarse classing's smallest attribute, a share of the training rows",
+        0.05,
+        "min-bin-share",
+        gt=0,
+        lt=0.5,
     )
     synthetic_rows: int = _field("synthetic: rows per institution", 3000, "synthetic-rows", ge=200)
     synthetic_heterogeneity: float = _field(
@@ -261,8 +280,9 @@ class RunSettings(BaseModel):
     @property
     def hierarchical_allowed(self) -> bool:
         """Whether the hierarchical prior may run: its deviations travel unprotected and its
-        fits are exact only for the convex scorecard."""
-        return self.model == "logreg" and self.privacy == "none" and self.aggregator == "fedavg"
+        fits are exact only for the convex logistic models."""
+        convex = self.model in ("logreg", "scorecard")
+        return convex and self.privacy == "none" and self.aggregator == "fedavg"
 
     @property
     def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:

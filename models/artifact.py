@@ -6,8 +6,12 @@ Layout of a model directory::
     preprocessing.json   the federated `PreprocessingSpec`
     model.json           `ModelCard`: architecture, score scale, schema, institutions,
                          training config, headline metrics, digests of the two files above
-    manifest.json        digests of the three files, training and privacy settings, metrics,
-                         each round's accepted update digests, the trust store's digest
+                         (binned scorecard: also its points table)
+    binning.json         binned scorecard only: the federation's bins and IV table
+    scorecard.csv        binned scorecard only: the points table (base points, attributes)
+    manifest.json        digests of the files above, training and privacy settings, metrics,
+                         each round's accepted update digests (binned scorecard: also the
+                         binning replies'), the trust store's digest
     manifest.sig         the coordinator's Ed25519 signature over manifest.json
 
 There is no unverified load path: `load_artifact` checks the coordinator's signature against a
@@ -30,9 +34,10 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.data.schema import Schema
+from jointcredit.models.binning.table import BinningTable
 from jointcredit.models.learners import Architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
-from jointcredit.models.scorecard import ScoreScale
+from jointcredit.models.scorecard import PointsTable, ScoreScale, points_table
 from jointcredit.models.training import predict_pd
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
@@ -43,6 +48,8 @@ FORMAT = "jointcredit-model"
 WEIGHTS = "weights.npz"
 PREPROCESSING = "preprocessing.json"
 CARD = "model.json"
+BINNING = "binning.json"
+SCORECARD = "scorecard.csv"
 
 
 class ArtifactError(ValueError):
@@ -62,6 +69,7 @@ class ModelCard(BaseModel):
     weights_sha256: str
     preprocessing_sha256: str
     created_at: str
+    scorecard: PointsTable | None = None  # the binned scorecard's points (as scorecard.csv)
 
 
 def weights_bytes(state: dict[str, np.ndarray]) -> bytes:
@@ -91,15 +99,18 @@ def save_artifact(
     trust: TrustStore,
     provenance: dict[str, Any],
     score_scale: ScoreScale | None = None,
+    binning: BinningTable | None = None,
 ) -> ModelCard:
     """Write the artifact and sign it; `provenance` goes into the signed manifest (round,
-    privacy settings, accepted update digests per round...)."""
+    privacy settings, accepted update digests per round...). With `binning` (the binned
+    scorecard) also the IV table and the points table."""
     out.mkdir(parents=True, exist_ok=True)
     wbytes = weights_bytes(state)
     pbytes = canonical_json(spec.model_dump(mode="json"))
+    scale = score_scale or ScoreScale()
     card = ModelCard(
         architecture=architecture,
-        score_scale=score_scale or ScoreScale(),
+        score_scale=scale,
         data_schema=schema,
         institutions=institutions,
         training=training,
@@ -107,13 +118,21 @@ def save_artifact(
         weights_sha256=hashlib.sha256(wbytes).hexdigest(),
         preprocessing_sha256=hashlib.sha256(pbytes).hexdigest(),
         created_at=created_at,
+        scorecard=None if binning is None else points_table(spec, state, scale),
     )
+    files = [WEIGHTS, PREPROCESSING, CARD]
     (out / WEIGHTS).write_bytes(wbytes)
     (out / PREPROCESSING).write_bytes(pbytes)
-    (out / CARD).write_bytes(canonical_json(card.model_dump(mode="json")))
+    # Left out when absent, so other models' cards read as they always have.
+    excluded = {"scorecard"} if card.scorecard is None else set()
+    (out / CARD).write_bytes(canonical_json(card.model_dump(mode="json", exclude=excluded)))
+    if binning is not None and card.scorecard is not None:
+        (out / BINNING).write_bytes(canonical_json(binning.model_dump(mode="json")))
+        (out / SCORECARD).write_text(card.scorecard.to_csv(), encoding="utf-8")
+        files += [BINNING, SCORECARD]
     sign_directory(
         out,
-        [WEIGHTS, PREPROCESSING, CARD],
+        files,
         {
             **provenance,
             "kind": FORMAT,
@@ -136,6 +155,7 @@ class ScoringModel:
     spec: PreprocessingSpec
     model: nn.Module
     verified: Verified
+    binning: BinningTable | None = None  # the binned scorecard's IV table
 
     def predict_pd(self, x: pd.DataFrame) -> np.ndarray:
         return predict_pd(self.model, self.spec.transform(x))
@@ -191,4 +211,25 @@ def load_artifact(directory: Path, trust: TrustStore) -> ScoringModel:
     except RuntimeError as exc:
         raise ArtifactError(f"{directory / WEIGHTS}: weights do not fit the model: {exc}") from exc
     model.eval()
-    return ScoringModel(card=card, spec=spec, model=model, verified=verified)
+    return ScoringModel(
+        card=card,
+        spec=spec,
+        model=model,
+        verified=verified,
+        binning=_binning(directory, card, verified),
+    )
+
+
+def _binning(directory: Path, card: ModelCard, verified: Verified) -> BinningTable | None:
+    """A binned scorecard's IV table; its points table must be the card's, both signed."""
+    if card.scorecard is None:
+        return None
+    missing = {BINNING, SCORECARD} - set(verified.manifest["files"])
+    if missing:
+        raise ArtifactError(f"{directory}: the signed manifest does not cover {sorted(missing)}")
+    if verified.contents[SCORECARD] != card.scorecard.to_csv().encode():
+        raise ArtifactError(f"{directory / SCORECARD}: does not match the model card's points")
+    try:
+        return BinningTable.model_validate_json(verified.contents[BINNING])
+    except ValueError as exc:
+        raise ArtifactError(f"{directory / BINNING}: invalid binning table: {exc}") from exc

@@ -30,6 +30,7 @@ from jointcredit.models.encoders import (
     apply_transform,
     standardise_indicator,
 )
+from jointcredit.models.binning.encoding import WoeEncoder, WoeFeature
 
 OTHER = "__other__"
 MISSING = "__missing__"
@@ -147,7 +148,13 @@ class CategoricalFeature(BaseModel):
         return {c: i for i, c in enumerate(self.levels)}
 
 
-Feature = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+# WoeFeature: the scorecard's encoding, its bin's weight of evidence (models/binning).
+Feature = Annotated[NumericFeature | CategoricalFeature | WoeFeature, Field(discriminator="kind")]
+
+
+def numeric_input(f: NumericFeature | CategoricalFeature | WoeFeature) -> bool:
+    """Whether a feature reads numbers (else text categories)."""
+    return isinstance(f, NumericFeature) or (isinstance(f, WoeFeature) and f.numeric)
 
 
 class PreprocessingSpec(BaseModel):
@@ -168,6 +175,8 @@ class PreprocessingSpec(BaseModel):
                 if f.impute:
                     names.append(f"{f.name}__missing")
                 names.extend(f"{f.name}__special={code:g}" for code in f.special)
+            elif isinstance(f, WoeFeature):
+                names.append(f"{f.name}__woe")
             else:
                 names.extend(f"{f.name}={c}" for c in f.levels)
         return names
@@ -192,7 +201,7 @@ class PreprocessingSpec(BaseModel):
         columns: dict[str, np.ndarray] = {}
         for f in self.features:
             col = x[f.name]
-            if isinstance(f, NumericFeature):
+            if numeric_input(f):
                 columns[f.name] = col.to_numpy(dtype="float64")
             else:
                 columns[f.name] = col.astype(object).where(col.notna(), None).to_numpy()
@@ -219,7 +228,7 @@ class PreprocessingSpec(BaseModel):
         n = len(columns[self.features[0].name]) if self.features else 0
         for f in self.features:
             values = columns[f.name]
-            if isinstance(f, NumericFeature):
+            if numeric_input(f):
                 arrays[f.name] = np.array(values, dtype="float64")  # None -> NaN
             else:
                 arrays[f.name] = np.array(values, dtype=object)
@@ -235,10 +244,12 @@ class PreprocessingSpec(BaseModel):
         return out
 
     @cached_property
-    def _encoders(self) -> list[NumericEncoder | CategoricalEncoder]:
-        encoders: list[NumericEncoder | CategoricalEncoder] = []
+    def _encoders(self) -> list[NumericEncoder | CategoricalEncoder | WoeEncoder]:
+        encoders: list[NumericEncoder | CategoricalEncoder | WoeEncoder] = []
         for f in self.features:
-            if isinstance(f, NumericFeature):
+            if isinstance(f, WoeFeature):
+                encoders.append(f.encoder())
+            elif isinstance(f, NumericFeature):
                 # Each indicator's value when off / on: 0 and 1, or standardised by its rate.
                 flags = self._flags(f.missing_rate)
                 rates: list[float | None] = (
@@ -295,7 +306,7 @@ def agree(
     if not summaries:
         raise ValueError("no institution summaries to agree preprocessing from")
     rows = sum(s.rows for s in summaries)
-    features: list[NumericFeature | CategoricalFeature] = []
+    features: list[NumericFeature | CategoricalFeature | WoeFeature] = []
     for name, spec in schema.features.items():
         impute = spec.missing == "impute"
         if spec.type == "numeric":

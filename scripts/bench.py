@@ -63,6 +63,7 @@ CASES = [
          ["--split", "time"]),
     Case("out of time: sba-full, 20 lenders x 20 rounds, logreg, --split time",
          ["--dataset", "sba-full", "--split", "time"]),
+    Case("binned scorecard: sba sample, 20 lenders x 20 rounds", ["--model", "scorecard"]),
 ]  # fmt: skip
 
 

@@ -4,7 +4,7 @@ file from the shipped SBA sample), register the nodes, train with `jointcredit l
 machinery, verify the signed model, stop everything. Prints a JSON summary.
 
     python scripts/deploy_demo.py --out runs/deploy-demo [--rounds 3] [--institutions 3]
-        [--model logreg|mlp]
+        [--model logreg|mlp|scorecard]
 
 Used by `make bench` for the deployment numbers (wall time and memory of the process tree).
 """
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "deploy-demo")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--institutions", type=int, default=3)
-    ap.add_argument("--model", choices=["logreg", "mlp"], default="logreg")
+    ap.add_argument("--model", choices=["logreg", "mlp", "scorecard"], default="logreg")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     lenders = sorted(p.stem for p in SAMPLE.glob("*.parquet"))[: args.institutions]

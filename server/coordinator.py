@@ -1,7 +1,9 @@
 """One run of the federation from the coordinator's side, phase by phase.
 
     1. `join`: wait for the institution nodes, check the settings hold for that many
-       institutions, agree preprocessing from their summaries (query round);
+       institutions, agree preprocessing from their summaries (query round); for a model on
+       agreed bins (the binned scorecard), agree the bins, their counts and WOE (`binning`:
+       two more query rounds), which become its preprocessing;
     2. `train`: the configured Flower strategy (or a robust rule, or SecAgg+'s workflow) for
        `rounds` rounds, federated evaluation each round and, in simulation, central evaluation
        on the pooled test split; a signed checkpoint per round (`tracker`);
@@ -17,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -41,9 +44,12 @@ from jointcredit.federation.metrics import (
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import save_artifact
+from jointcredit.models.binning import BinningTable
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
+from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.server import events, report
+from jointcredit.server.binning import Binning, agree_binning
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import (
     BudgetSpent,
@@ -56,7 +62,7 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
-from jointcredit.server.secagg import run_secagg
+from jointcredit.server.secagg import COUNT_RANGE, run_secagg, secure_sum
 from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.verify import UpdateVerifier
@@ -79,6 +85,7 @@ class Federation:
     summaries: list[InstitutionSummary]
     architecture: Architecture
     initial: nn.Module
+    binning: BinningTable | None = None  # models on agreed bins: the bins, WOE and IV
 
     @property
     def institutions(self) -> list[str]:
@@ -112,6 +119,7 @@ class Coordinator:
             update_bound=s.clipping_norm if client_clipped else None,
         )
         self.out_dir = s.run_dir(self.context.run_id)
+        self.sum_grid: InstitutionGrid | None = None  # secagg: the binning rounds' own grid
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,10 +147,41 @@ class Coordinator:
         log(INFO, "Institutions: %s", ", ".join(sorted(node_inst.values())))
         if learner(s.model).exchange != "weights":
             raise FederationError(f"model {s.model}: no coordinator round for its exchange")
+        binning = None
+        if learner(s.model).encoding == "woe":
+            events.emit(events.ServerEvent("binning", total_rounds=s.rounds))
+            binning = agree_binning(self._binning(schema, node_inst, summaries), spec)
+            spec = woe_preprocessing(binning)
         arch = architecture(s.model, spec.n_outputs)
         return Federation(
-            nodes, node_inst, spec, schema, summaries, arch, build_model(arch, seed=s.seed)
+            nodes,
+            node_inst,
+            spec,
+            schema,
+            summaries,
+            arch,
+            build_model(arch, seed=s.seed),
+            binning,
         )
+
+    def _binning(
+        self, schema: Schema, node_inst: dict[int, str], summaries: list[InstitutionSummary]
+    ) -> Binning:
+        """The binning rounds' counterpart, with the verified institutions (the ones that
+        train); under `secagg` each round is one SecAgg+ sum."""
+        s, nodes = self.settings, sorted(node_inst)
+        if s.privacy != "secagg":
+            return Binning(self.igrid, nodes, s, schema)
+        if max(summary.rows for summary in summaries) >= COUNT_RANGE:
+            raise FederationError(
+                f"privacy = secagg sums binning counts below {COUNT_RANGE} per institution; an "
+                "institution has more training rows"
+            )
+        # A grid of its own: SecAgg+ rounds are train messages, which the training's records
+        # (rounds, the manifest's updates) must not count.
+        self.sum_grid = InstitutionGrid(self.grid, self.verifier, s.min_valid_fraction)
+        secure = partial(secure_sum, self.sum_grid, self.context, s, n_nodes=len(nodes))
+        return Binning(self.igrid, nodes, s, schema, secure)
 
     def _artifact(
         self,
@@ -169,7 +208,14 @@ class Coordinator:
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
                 "updates": report.accepted_updates(self.igrid, server_round),
+                # Models on agreed bins: the signed replies their bins and WOE came from.
+                **(
+                    {}
+                    if fed.binning is None
+                    else {"bins": report.accepted_binning(self.igrid, self.sum_grid)}
+                ),
             },
+            binning=fed.binning,
         )
 
     # -- 2

@@ -13,7 +13,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ServerEvent:
-    phase: str  # "preprocessing" | "round" | "personalization" | "done"
+    phase: str  # "preprocessing" | "binning" | "round" | "personalization" | "done"
     server_round: int = 0
     total_rounds: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)

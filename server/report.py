@@ -8,6 +8,7 @@ from typing import Any
 
 from flwr.app import MessageType
 
+from jointcredit.federation import protocol
 from jointcredit.federation.metrics import InstitutionResult, Rejection, RoundRecord, Security
 from jointcredit.federation.protocol import EvaluateMetrics
 from jointcredit.server.grid import Exchange, InstitutionGrid
@@ -81,6 +82,24 @@ def round_records(
         if r in rounds:
             rounds[r].epsilon = eps  # institution-level DP, the federation's accountant
     return [rounds[r] for r in sorted(rounds)]
+
+
+def accepted_binning(
+    grid: InstitutionGrid, secure: InstitutionGrid | None = None
+) -> list[dict[str, Any]]:
+    """The signed digest of each institution's binning replies (histogram, then bin counts;
+    under secagg every stage reply of the two SecAgg+ sums, on their own grid), which the
+    model's bins and WOE were computed from (for the signed manifest)."""
+    kinds = (protocol.BIN_GRID_QUERY, protocol.BIN_COUNTS_QUERY)
+    exchanges = (
+        secure.exchanges
+        if secure is not None
+        else [ex for ex in grid.exchanges if ex.message_type in kinds]
+    )
+    return [
+        {"message_type": ex.message_type, "accepted": dict(sorted(ex.accepted.items()))}
+        for ex in exchanges
+    ]
 
 
 def accepted_updates(grid: InstitutionGrid, up_to: int) -> list[dict[str, Any]]:

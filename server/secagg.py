@@ -41,6 +41,10 @@ from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
 
 AGGREGATED = "institutions-aggregated"
+QUANTIZATION_RANGE = 2**22  # Flower's default: training weights in 2^22 levels
+# Binning counts: whole numbers below this, quantised with a step of 1 (2^22 levels over
+# [-2^21, 2^21]), so they pass unrounded.
+COUNT_RANGE = 2**21
 
 
 def shares_and_threshold(settings: RunSettings, n: int) -> tuple[int, int]:
@@ -61,6 +65,91 @@ def aggregated_per_round(history: list[tuple[int, Scalar]], rounds: int) -> dict
             "too few institutions answered a stage, or unmasking failed; see the log)"
         )
     return aggregated
+
+
+def _run(
+    grid: InstitutionGrid,
+    context: Context,
+    settings: RunSettings,
+    strategy: LegacyFedAvg,
+    *,
+    rounds: int,
+    n_nodes: int,
+    max_weight: float,
+    clipping_range: float,
+    quantization_range: int = QUANTIZATION_RANGE,
+) -> LegacyContext:
+    """`rounds` rounds of `strategy` with SecAgg+ as the fit workflow; the legacy context
+    (state and history) afterwards."""
+    num_shares, threshold = shares_and_threshold(settings, n_nodes)
+    legacy = LegacyContext(
+        context,
+        config=ServerConfig(num_rounds=rounds, round_timeout=settings.round_timeout),
+        strategy=strategy,
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=num_shares,
+            reconstruction_threshold=threshold,
+            max_weight=max_weight,
+            clipping_range=clipping_range,
+            quantization_range=quantization_range,
+            timeout=settings.round_timeout,
+        )
+    )
+    workflow(grid, legacy)
+    return legacy
+
+
+def secure_sum(
+    grid: InstitutionGrid,
+    context: Context,
+    settings: RunSettings,
+    length: int,
+    config: dict[str, Scalar],
+    *,
+    n_nodes: int,
+) -> np.ndarray:
+    """The federation's sum of one vector of counts per institution, through one SecAgg+
+    round (the binning rounds of a model on agreed bins under `secagg`): the coordinator sees
+    masked vectors and their sum only. Exact for whole counts below `COUNT_RANGE`: with weight
+    1 each and a quantisation step of 1 they pass unrounded. Every institution must be in the
+    sum (the bins must cover every institution that trains): a dropout fails the run."""
+
+    def aggregate_fit_metrics(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
+        return {AGGREGATED: len(results)}
+
+    strategy = LegacyFedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=n_nodes,
+        min_available_clients=n_nodes,
+        on_fit_config_fn=lambda _round: dict(config),
+        initial_parameters=ndarrays_to_parameters([np.zeros(length)]),
+        fit_metrics_aggregation_fn=aggregate_fit_metrics,
+    )
+    legacy = _run(
+        grid,
+        context,
+        settings,
+        strategy,
+        rounds=1,
+        n_nodes=n_nodes,
+        max_weight=1.0,
+        clipping_range=float(COUNT_RANGE),
+        quantization_range=2 * COUNT_RANGE,
+    )
+    history = legacy.history.metrics_distributed_fit.get(AGGREGATED, [])
+    summed = aggregated_per_round(history, 1)[1]
+    if summed != n_nodes:
+        raise FederationError(
+            f"SecAgg+ summed the binning counts of {summed} of {n_nodes} institutions: the bins "
+            "must cover every institution that trains"
+        )
+    # The workflow returns the mean of the vectors (FedAvg, weight 1 each).
+    (mean,) = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
+    out: np.ndarray = np.rint(np.asarray(mean, np.float64) * n_nodes).astype(np.int64)
+    return out
 
 
 def run_secagg(
@@ -124,21 +213,16 @@ def run_secagg(
         else LegacyFedAvg(**common)
     )
     num_shares, threshold = shares_and_threshold(settings, n_nodes)
-    legacy = LegacyContext(
+    legacy = _run(
+        grid,
         context,
-        config=ServerConfig(num_rounds=settings.rounds, round_timeout=settings.round_timeout),
-        strategy=strategy,
+        settings,
+        strategy,
+        rounds=settings.rounds,
+        n_nodes=n_nodes,
+        max_weight=float(max_examples),
+        clipping_range=settings.secagg_clipping_range,
     )
-    workflow = DefaultWorkflow(
-        fit_workflow=SecAggPlusWorkflow(
-            num_shares=num_shares,
-            reconstruction_threshold=threshold,
-            max_weight=float(max_examples),
-            clipping_range=settings.secagg_clipping_range,
-            timeout=settings.round_timeout,
-        )
-    )
-    workflow(grid, legacy)
 
     aggregated = aggregated_per_round(
         legacy.history.metrics_distributed_fit.get(AGGREGATED, []), settings.rounds

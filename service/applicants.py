@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from jointcredit.data.schema import FeatureSpec
+from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
 from jointcredit.service.coverage import to_units
 
@@ -34,7 +35,9 @@ def typical(spec: PreprocessingSpec, schema_features: Mapping[str, FeatureSpec])
     """The average applicant in the data's own units (an example and the probes' base)."""
     row: dict[str, Any] = {}
     for f in spec.features:
-        if isinstance(f, NumericFeature):
+        if isinstance(f, WoeFeature):  # the binned scorecard: a value of its commonest bin
+            row[f.name] = f.typical()
+        elif isinstance(f, NumericFeature):
             row[f.name] = round(_within(to_units(f.mean, f.transform), schema_features[f.name]), 4)
         else:
             freqs = f.frequencies or [1.0] * len(f.levels)
@@ -45,11 +48,14 @@ def typical(spec: PreprocessingSpec, schema_features: Mapping[str, FeatureSpec])
 
 def probes(spec: PreprocessingSpec, schema_features: Mapping[str, FeatureSpec]) -> pd.DataFrame:
     """The average applicant, then one feature at a time moved: numeric features to +-2 std
-    (in the model's units), categorical ones through each known level."""
+    (in the model's units), categorical ones through each known level, binned ones through
+    each bin."""
     base = typical(spec, schema_features)
     rows = [base]
     for f in spec.features:
-        if isinstance(f, NumericFeature):
+        if isinstance(f, WoeFeature):
+            rows.extend({**base, f.name: f.representative(c)} for c in range(f.bins.n_bins))
+        elif isinstance(f, NumericFeature):
             for k in (-2.0, 2.0):
                 rows.append({**base, f.name: to_units(f.mean + k * f.std, f.transform)})
         else:
@@ -67,6 +73,11 @@ def sample(
     rng = np.random.default_rng(seed)
     columns: dict[str, list[Any]] = {}
     for f in spec.features:
+        if isinstance(f, WoeFeature):  # a bin by its share of the training rows, then a value
+            weights = np.asarray(f.rows, dtype=np.float64) + 1e-12
+            codes = rng.choice(len(weights), size=n, p=weights / weights.sum()).tolist()
+            columns[f.name] = [f.representative(c) for c in codes]
+            continue
         if isinstance(f, NumericFeature):
             t = np.clip(rng.normal(f.mean, f.std, n), f.mean - SPREAD * f.std,
                         f.mean + SPREAD * f.std)  # fmt: skip

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from jointcredit.data.schema import FeatureSpec
+from jointcredit.models.binning.encoding import WoeFeature
+from jointcredit.models.binning.spec import OTHER, CategoricalBins
 from jointcredit.models.preprocessing import (
     CategoricalFeature,
     NumericFeature,
@@ -64,6 +66,11 @@ class Coverage:
         self.levels = {
             f.name: set(f.categories) for f in spec.features if isinstance(f, CategoricalFeature)
         }
+        # A binned scorecard's categories: its groups' levels (its numbers fall in open-ended
+        # outer bins, the binned model's own answer to values beyond training).
+        for f in spec.features:
+            if isinstance(f, WoeFeature) and isinstance(f.bins, CategoricalBins):
+                self.levels[f.name] = {v for g in f.bins.groups for v in g if v != OTHER}
         self.spans = {
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)

@@ -9,7 +9,10 @@ loss on a 10 % validation split of their own training rows has not improved for 
 passes, stopping after `HALVINGS` halvings (or `MAX_EPOCHS` passes), keeping the pass with the
 lowest validation loss (early stopping: an MLP trained on pooled rows for long overfits, and
 an upper bound should not be handicapped; a reference trained for only as many passes as the
-federation has rounds would be). For the logistic scorecard the converged optimum (L-BFGS on
+federation has rounds would be). A model on agreed bins (the binned scorecard) bins the rows
+it sees instead, with the same steps (`binning_from_rows`) and the agreed vocabularies: the
+centralized twin bins the pooled rows (which gives the federation's bins and WOE exactly),
+each local-only model its own rows. For the logistic models the converged optimum (L-BFGS on
 the pooled rows) is reported too. They pool rows, which is exactly why they exist only in
 simulations.
 """
@@ -30,18 +33,40 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from jointcredit.data.catalog import load_federation
-from jointcredit.data.frames import FederatedData
+from jointcredit.data.frames import FederatedData, Split
 from jointcredit.federation.metrics import Centralized, LocalOnly, LocalOnlyInstitution
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning import OTHER, CategoricalBins, Classing, binning_from_rows
+from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.training import TrainConfig, predict_pd, train
 
 VALIDATION_FRACTION = 0.1
 MAX_EPOCHS = 100
 PATIENCE = 4  # passes without a lower validation loss before the learning rate halves
 HALVINGS = 3  # then training stops
+CONVEX = ("logreg", "scorecard")  # logistic models: the converged optimum is reported too
+
+
+def rebinned(
+    spec: PreprocessingSpec, fed: FederatedData, split: Split, settings: RunSettings
+) -> PreprocessingSpec:
+    """The preprocessing a baseline trains on: the agreed one, or for a model on agreed bins
+    the same binning of `split`'s rows (agreed vocabularies kept)."""
+    woe = [f for f in spec.features if isinstance(f, WoeFeature)]
+    if not woe:
+        return spec
+    vocabularies = {
+        f.name: sorted(level for group in f.bins.groups for level in group if level != OTHER)
+        for f in woe
+        if isinstance(f.bins, CategoricalBins)
+    }
+    classing = Classing(fine_bins=settings.fine_bins, min_bin_share=settings.min_bin_share)
+    table = binning_from_rows([(split.x, split.y)], fed.schema, vocabularies, classing)
+    return woe_preprocessing(table)
 
 
 def fit_alone(
@@ -88,11 +113,14 @@ def centralized(
 ) -> Centralized:
     pooled = fed.pooled_train()
     y_test = fed.pooled_test().y
+    twin = rebinned(spec, fed, pooled, settings)
+    if twin is not spec:
+        spec, x_test = twin, twin.transform(fed.pooled_test().x)
     x = spec.transform(pooled.x)
     model = build_model(architecture(settings.model, spec.n_outputs), seed=settings.seed)
     best = fit_alone(model, x, pooled.y, settings, settings.seed)
     out = Centralized(**risk_metrics(y_test, predict_pd(best, x_test)).model_dump())
-    if with_optimum and settings.model == "logreg":
+    if with_optimum and settings.model in CONVEX:
         out.optimum_auc = optimum_auc(fed, spec, x_test)
     return out
 
@@ -111,11 +139,13 @@ def local_only(
     y_test = fed.pooled_test().y
     per: dict[str, LocalOnlyInstitution] = {}
     for inst, data in fed.institutions.items():
-        model = build_model(architecture(settings.model, spec.n_outputs), seed=settings.seed)
+        alone = rebinned(spec, fed, data.train, settings)
+        x_pooled = x_test if alone is spec else alone.transform(fed.pooled_test().x)
+        model = build_model(architecture(settings.model, alone.n_outputs), seed=settings.seed)
         seed = (settings.seed + zlib.crc32(inst.encode())) % (2**31)
-        best = fit_alone(model, spec.transform(data.train.x), data.train.y, settings, seed)
-        own = risk_metrics(data.test.y, predict_pd(best, spec.transform(data.test.x)))
-        pooled = risk_metrics(y_test, predict_pd(best, x_test))
+        best = fit_alone(model, alone.transform(data.train.x), data.train.y, settings, seed)
+        own = risk_metrics(data.test.y, predict_pd(best, alone.transform(data.test.x)))
+        pooled = risk_metrics(y_test, predict_pd(best, x_pooled))
         per[inst] = LocalOnlyInstitution(
             auc_own=own.auc, auc_pooled=pooled.auc, ks_pooled=pooled.ks, brier_pooled=pooled.brier
         )
@@ -157,7 +187,7 @@ def both(
         try:
             x_test = spec.transform(fed.pooled_test().x)
             local = local_only(fed, spec, settings, x_test)
-            optimum = optimum_auc(fed, spec, x_test) if settings.model == "logreg" else None
+            optimum = optimum_auc(fed, spec, x_test) if settings.model in CONVEX else None
         finally:
             torch.set_num_threads(threads)
         central = pooled.result()

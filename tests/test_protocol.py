@@ -13,6 +13,9 @@ from flwr.app import Array, ArrayRecord, RecordDict
 
 from jointcredit.federation import protocol
 from jointcredit.federation.protocol import (
+    BinCountsQuery,
+    BinGridQuery,
+    BinningRecord,
     EvaluateMetrics,
     ModelMessage,
     NodeConfig,
@@ -34,6 +37,9 @@ DEFINED = {*(ROOT / "federation").rglob("*.py"), ROOT / "trust" / "updates.py"}
 WIRE_SIDES = ("client", "server", "privacy")
 RECORD_MODELS = (
     SummaryQuery,
+    BinGridQuery,
+    BinCountsQuery,
+    BinningRecord,
     SummaryRecord,
     RoundConfig,
     TrainMetrics,
@@ -103,6 +109,7 @@ def test_the_names_are_collected() -> None:
     names = protocol_names()
     assert {"server-round", "num-examples", "query.prior", "arrays", "auc"} <= names
     assert "prior-deviation" in names and "partition-id" in names
+    assert {"query.bin_grid", "query.bin_counts", "grid-digits", "bins-json"} <= names
 
 
 def test_no_protocol_name_is_spelled_outside_the_protocol_module() -> None:

@@ -17,9 +17,10 @@ from jointcredit.models.learners.base import (
 )
 from jointcredit.models.learners.logistic import LogisticLearner
 from jointcredit.models.learners.mlp import MLPLearner
+from jointcredit.models.learners.scorecard import ScorecardLearner
 
 LEARNERS: dict[str, Learner] = {
-    learner.kind: learner for learner in (LogisticLearner(), MLPLearner())
+    learner.kind: learner for learner in (LogisticLearner(), MLPLearner(), ScorecardLearner())
 }
 
 

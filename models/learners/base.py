@@ -11,7 +11,9 @@ built, trained by an institution, exchanged, stored and scored.
 - `kernel`: how the eligibility service scores a batch of preprocessed rows and explains each
   score as every feature's push in log-odds (its reason codes);
 - `convex`: whether the exact posterior-mode fits of the hierarchical personalisation prior
-  apply (`jointcredit.models.personalize`).
+  apply (`jointcredit.models.personalize`);
+- `encoding`: whether the model reads the standard preprocessing or WOE over agreed bins
+  (then the coordinator runs the binning rounds before training: `jointcredit.server.binning`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.federation.choices import ModelKind
+from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import DriftControl, TrainConfig, train
 
@@ -41,18 +44,24 @@ class Architecture(BaseModel):
 
 @dataclass(frozen=True)
 class FeatureColumns:
-    """Which model inputs (after preprocessing) one schema feature became."""
+    """Which model inputs (after preprocessing) one schema feature became; for a binned
+    feature (one input), also the values that input takes, one per attribute that training
+    rows fell in."""
 
     name: str
     start: int
     stop: int
+    attributes: tuple[float, ...] = ()
 
 
 def feature_columns(spec: PreprocessingSpec) -> list[FeatureColumns]:
     out: list[FeatureColumns] = []
     start = 0
     for f in spec.features:
-        out.append(FeatureColumns(f.name, start, start + f.width))
+        seen: tuple[float, ...] = ()
+        if isinstance(f, WoeFeature):  # the attributes training rows fell in
+            seen = tuple(v for v, n in zip(f.inputs.tolist(), f.rows, strict=True) if n > 0)
+        out.append(FeatureColumns(f.name, start, start + f.width, seen))
         start += f.width
     if start != spec.n_outputs:
         raise ValueError(f"feature columns cover {start} of {spec.n_outputs} model inputs")
@@ -86,6 +95,9 @@ class Learner(ABC):
     kind: ClassVar[ModelKind]
     exchange: ClassVar[Literal["weights"]] = "weights"
     convex: ClassVar[bool] = False
+    # What the model's inputs are: the agreed standardised/one-hot preprocessing, or each
+    # feature's weight of evidence over the federation's agreed bins (a binning phase first).
+    encoding: ClassVar[Literal["standard", "woe"]] = "standard"
 
     @abstractmethod
     def architecture(self, n_features: int) -> Architecture: ...

@@ -7,10 +7,13 @@ the intercept (relative to the portfolio-average applicant).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 from torch import nn
 
+from jointcredit.federation.choices import ModelKind
 from jointcredit.models.learners.base import (
     Architecture,
     FeatureColumns,
@@ -48,7 +51,7 @@ class LinearKernel:
 
 
 class LogisticLearner(Learner):
-    kind = "logreg"
+    kind: ClassVar[ModelKind] = "logreg"
     convex = True
 
     def architecture(self, n_features: int) -> Architecture:
