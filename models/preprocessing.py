@@ -24,13 +24,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.data.schema import Schema
+from jointcredit.models.binning.encoding import WoeEncoder, WoeFeature
 from jointcredit.models.encoders import (
     CategoricalEncoder,
     NumericEncoder,
     apply_transform,
     standardise_indicator,
 )
-from jointcredit.models.binning.encoding import WoeEncoder, WoeFeature
 
 OTHER = "__other__"
 MISSING = "__missing__"
