@@ -308,15 +308,15 @@ def test_no_path_gives_more_reasons_than_the_policy_allows(served: dict[str, Any
 def test_an_applicant_outside_the_training_data_is_referred_for_review(
     served: dict[str, Any],
 ) -> None:
-    """A future approval year, a state nobody reported, a loan amount beyond the model's span:
+    """A sector code and a state nobody reported, a loan amount beyond the model's span:
     referred with the reason first (single and columnar), waiting in the review queue."""
     body = _example(served)
-    body["applicant"] = {**body["applicant"], "approval_year": 2031, "state": "ZZ"}
+    body["applicant"] = {**body["applicant"], "sector": "99-new", "state": "ZZ"}
     d = _post(served, body).json()
     assert d["decision"] == "refer" and d["status"] == "under_review", d
-    assert d["unseen_values"] == {"approval_year": "2031", "state": "ZZ"}
+    assert d["unseen_values"] == {"sector": "99-new", "state": "ZZ"}
     assert [r["code"] for r in d["reasons"][:2]] == ["OUTSIDE_TRAINING_DATA"] * 2
-    assert [r["feature"] for r in d["reasons"][:2]] == ["approval_year", "state"]
+    assert [r["feature"] for r in d["reasons"][:2]] == ["sector", "state"]
     assert 350 <= d["score"] <= 950  # still scored, for the reviewer
     queue = served["client"].get("/v1/reviews?limit=1000", headers=_h(served["a"])).json()
     assert d["decision_id"] in {i["decision_id"] for i in queue["items"]}
