@@ -1,6 +1,6 @@
 """The institution's ClientApp: its rows stay here, only aggregates and model updates leave.
 
-Four message handlers (the messages are `jointcredit.federation.protocol`'s):
+Five message handlers (the messages are `jointcredit.federation.protocol`'s):
 - `query`: summarise own training rows for federated preprocessing (counts, sums, bounded
   category counts; `jointcredit.models.preprocessing`).
 - `train`: train the global model on own rows and return the updated weights
@@ -8,6 +8,8 @@ Four message handlers (the messages are `jointcredit.federation.protocol`'s):
   an enforced budget (`client.record_dp`), a simulated poisoning attack.
 - `query.prior`: how far this institution's own fit strays from the final global model, per
   coefficient (squared), for the hierarchical personalisation prior (`client.personalization`).
+- `train.histograms` (gradient-boosted trees): per tree level, gradient and hessian
+  histograms of own rows for the nodes asked about (`client.trees`).
 - `evaluate`: score own test rows; in the final round also personalise a copy first.
 Every reply names its institution, so the coordinator can order replies and report per
 institution, and is signed on the way out by the outermost mod (`client.signing`).
@@ -21,13 +23,18 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
-from jointcredit.client import personalization, scaffold
+from jointcredit.client import personalization, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.signing import signing_mod
 from jointcredit.client.update import local_update
 from jointcredit.federation import protocol
-from jointcredit.federation.protocol import EvaluateMetrics, ModelMessage, SummaryRecord
+from jointcredit.federation.protocol import (
+    EvaluateMetrics,
+    ModelMessage,
+    SummaryRecord,
+    TreeLevelMessage,
+)
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import summarize
@@ -128,13 +135,28 @@ def train_handler(msg: Message, context: Context) -> Message:
     return Message(protocol.train_reply(node.institution, metrics, arrays), reply_to=msg)
 
 
+@app.train(protocol.HISTOGRAMS_ACTION)
+def histograms_handler(msg: Message, context: Context) -> Message:
+    """Gradient-boosted trees: this institution's histograms for one tree level."""
+    _, node = _setup(context)
+    content = trees.histograms(TreeLevelMessage.from_content(msg.content), context, node)
+    return Message(content, reply_to=msg)
+
+
 @app.evaluate()
 def evaluate_handler(msg: Message, context: Context) -> Message:
     settings, node = _setup(context)
     ins = ModelMessage.from_content(msg.content)
+    y_test = node.data.test.y
+    if settings.model == "gbdt":
+        m = risk_metrics(y_test, trees.test_pd(ins, node))
+        metrics = EvaluateMetrics(
+            num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier)
+        )
+        return Message(protocol.evaluate_reply(node.institution, metrics), reply_to=msg)
     model, _ = node.model(ins, settings)
     spec = node.spec(ins)
-    x_test, y_test = node.matrix(spec, "test"), node.data.test.y
+    x_test = node.matrix(spec, "test")
     m = risk_metrics(y_test, predict_pd(model, x_test))
     metrics = EvaluateMetrics(
         num_examples=len(y_test),

@@ -24,6 +24,8 @@ from jointcredit.federation.protocol import ModelMessage, NodeConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.trees import histogram
+from jointcredit.models.trees.interim_bins import TreeBins
 
 
 @dataclass
@@ -61,6 +63,21 @@ class NodeData:
         if key not in self._matrices:
             split = self.data.train if part == "train" else self.data.test
             self._matrices[key] = spec.transform(split.x)
+        return self._matrices[key]
+
+    def codes(self, bins: TreeBins, part: str) -> np.ndarray:
+        """Bin codes of the train or test rows (the bins are fixed for a run: code once)."""
+        key = (f"bins:{bins.digest()}", part)
+        if key not in self._matrices:
+            split = self.data.train if part == "train" else self.data.test
+            self._matrices[key] = bins.codes(split.x)
+        return self._matrices[key]
+
+    def flat_codes(self, bins: TreeBins) -> np.ndarray:
+        """The training rows' codes as positions on a histogram's bin axis."""
+        key = (f"flat-bins:{bins.digest()}", "train")
+        if key not in self._matrices:
+            self._matrices[key] = histogram.flat_bins(self.codes(bins, "train"), bins.layout())
         return self._matrices[key]
 
     def validation_split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:

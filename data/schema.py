@@ -40,6 +40,8 @@ class FeatureSpec(BaseModel):
     transform: Transform = "none"
     min: float | None = None
     max: float | None = None
+    special: tuple[float, ...] = ()
+    monotone: Literal["none", "increasing", "decreasing"] = "none"
 
     @model_validator(mode="after")
     def _numeric_options(self) -> FeatureSpec:

@@ -64,7 +64,9 @@ class RunSettings(BaseModel):
     schema_file: str = _field("schema file for a directory (default DIR/schema.toml)", "", "schema")
     institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
     rounds: int = _field("federated training rounds", 20, ge=1)
-    model: ModelKind = _field("logreg (scorecard) or mlp", "logreg")
+    model: ModelKind = _field(
+        "logreg (scorecard), mlp or gbdt (gradient-boosted trees, lossless)", "logreg"
+    )
     seed: int = _field("seed of splits, initial weights and local training", 42)
     out_dir: str = _field("where model and metrics go", "", "out-dir")
     strategy: Strategy = _field("Flower strategy (auto: the model's recipe)", "fedavgm")
@@ -201,6 +203,25 @@ class RunSettings(BaseModel):
         "secagg-clipping-range",
         gt=0,
     )
+    # Gradient-boosted trees (model gbdt): XGBoost's parameters under their usual names.
+    trees: int = _field("gbdt: boosted trees", 100, ge=1, le=10_000)
+    max_depth: int = _field("gbdt: depth of each tree", 6, "max-depth", ge=1, le=16)
+    max_bins: int = _field(
+        "gbdt: bins per numeric feature the institutions agree", 64, "max-bins", ge=2, le=256
+    )
+    tree_learning_rate: float = _field(
+        "gbdt: shrinkage of each tree (XGBoost's eta)", 0.1, "tree-learning-rate", gt=0, le=1
+    )
+    min_child_weight: float = _field(
+        "gbdt: least hessian sum a leaf may hold", 1.0, "min-child-weight", ge=0
+    )
+    reg_lambda: float = _field("gbdt: L2 penalty on leaf weights", 1.0, "reg-lambda", ge=0)
+    min_split_loss: float = _field(
+        "gbdt: least loss reduction a split must bring (XGBoost's gamma)",
+        0.0,
+        "min-split-loss",
+        ge=0,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -264,6 +285,8 @@ class RunSettings(BaseModel):
                 f"{self.aggregator}: SCAFFOLD works only without privacy settings and with "
                 "aggregator fedavg"
             )
+        if self.model == "gbdt":
+            out += self._tree_problems()
         if self.personalization == "hierarchical" and not self._hierarchical_allowed:
             out.append(
                 "personalization = hierarchical needs model logreg, privacy none and "
@@ -291,6 +314,37 @@ class RunSettings(BaseModel):
             )
         if self.institutions > 0:
             out += self.count_problems(self.institutions, "institutions")
+        return out
+
+    def _tree_problems(self) -> list[str]:
+        """Trees exchange gradient/hessian histograms, summed exactly: what acts on weight
+        updates does not apply to them."""
+        out: list[str] = []
+        if self.privacy in ("dp-record", "dp-institution"):
+            out.append(
+                f"privacy = {self.privacy} with model = gbdt: no privacy accountant covers "
+                "the trees' histograms; use privacy none, or model logreg/mlp for DP"
+            )
+        if self.privacy == "secagg":
+            out.append(
+                "privacy = secagg with model = gbdt: the histograms do not go through "
+                "SecAgg+ yet; use privacy none, or model logreg/mlp for SecAgg+"
+            )
+        if self.aggregator != "fedavg":
+            out.append(
+                f"aggregator = {self.aggregator} with model = gbdt: robust rules combine "
+                "weight updates, the trees sum histograms exactly; use aggregator fedavg"
+            )
+        if self.attackers or self.attack != "none":
+            out.append(
+                f"attackers = {self.attackers}, attack = {self.attack} with model = gbdt: the "
+                "simulated poisoning attacks alter weight updates; set neither"
+            )
+        if self.personalization == "ditto":
+            out.append(
+                "personalization = ditto with model = gbdt: trees are not personalised; "
+                "leave personalization auto"
+            )
         return out
 
     def count_problems(self, n: int, source: str) -> list[str]:
@@ -332,7 +386,7 @@ class RunSettings(BaseModel):
     @property
     def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:
         """What the final round runs (None: no personalisation)."""
-        if self.finetune_epochs == 0:
+        if self.finetune_epochs == 0 or self.model == "gbdt":
             return None
         if self.personalization == "auto":
             return "hierarchical" if self._hierarchical_allowed else "ditto"

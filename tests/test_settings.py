@@ -118,6 +118,16 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
         ["needs at least 7"],
     ),
     ({"attackers": 5, "attack": "scale", "institutions": 4}, ["attackers = 5"]),
+    ({"model": "gbdt", "privacy": "dp-record"}, ["privacy = dp-record", "model = gbdt"]),
+    ({"model": "gbdt", "privacy": "dp-institution"}, ["privacy = dp-institution", "gbdt"]),
+    ({"model": "gbdt", "privacy": "secagg"}, ["privacy = secagg", "model = gbdt"]),
+    ({"model": "gbdt", "aggregator": "median"}, ["aggregator = median", "model = gbdt"]),
+    ({"model": "gbdt", "attackers": 1, "attack": "scale"}, ["attackers = 1", "gbdt"]),
+    ({"model": "gbdt", "personalization": "ditto"}, ["personalization = ditto", "gbdt"]),
+    ({"model": "gbdt", "max-bins": 1}, ["max-bins"]),
+    ({"model": "gbdt", "max-depth": 0}, ["max-depth"]),
+    ({"model": "gbdt", "tree-learning-rate": 0}, ["tree-learning-rate"]),
+    ({"model": "gbdt", "min-child-weight": -1}, ["min-child-weight"]),
 ]
 
 
@@ -168,6 +178,9 @@ def _start(started: list[RunSettings]) -> Any:
         ["--learning-rate", "0.1", "--run-config", "learning_rate=0.2"],
         ["--run-config", "roundz=4"],
         ["--privacy", "secagg", "--institutions", "2"],
+        ["--model", "gbdt", "--privacy", "dp-record"],
+        ["--model", "gbdt", "--privacy", "secagg"],
+        ["--model", "gbdt", "--max-depth", "0"],
     ],
 )
 def test_simulate_refuses_before_starting(

@@ -10,6 +10,7 @@ from tree_helpers import quantile_codes, xgb_inputs, xgb_trees
 
 from jointcredit.models.trees import BinLayout, TreeEnsemble, TreeParams, histogram, train
 from jointcredit.models.trees.boost import gradients
+from jointcredit.simulations.tree_baselines import xgboost_params
 
 
 def _data(seed: int = 1, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
@@ -30,20 +31,7 @@ def _data(seed: int = 1, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _xgboost(codes: np.ndarray, layout: BinLayout, y: np.ndarray, p: TreeParams) -> xgb.Booster:
-    params = {
-        "tree_method": "hist",
-        "objective": "binary:logistic",
-        "max_depth": p.max_depth,
-        "eta": p.learning_rate,
-        "reg_lambda": p.reg_lambda,
-        "gamma": p.gamma,
-        "min_child_weight": p.min_child_weight,
-        "base_score": float(y.mean()),
-        "max_bin": 256,
-        "nthread": 1,
-    }
-    if p.monotone:
-        params["monotone_constraints"] = "(" + ",".join(map(str, p.monotone)) + ")"
+    params = xgboost_params(p, max_bin=256, base_score=float(y.mean()))
     data = xgb.DMatrix(xgb_inputs(codes, layout), label=y, missing=np.nan)
     return xgb.train(params, data, p.n_trees)
 
@@ -60,7 +48,7 @@ def _xgboost(codes: np.ndarray, layout: BinLayout, y: np.ndarray, p: TreeParams)
 def test_engine_grows_xgboosts_trees_on_the_same_bins(extra: dict[str, object]) -> None:
     x, y = _data()
     codes, layout = quantile_codes(x, 32)
-    p = TreeParams(n_trees=8, max_depth=4, learning_rate=0.3, **extra)  # type: ignore[arg-type]
+    p = TreeParams(n_trees=8, max_depth=4, learning_rate=0.3, **extra)
     ours = train(codes, y, layout, p)
     theirs = xgb_trees(_xgboost(codes, layout, y, p))
     ordered = np.array([layout.ordered_bins(j) for j in range(layout.n_features)])

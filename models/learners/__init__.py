@@ -15,11 +15,12 @@ from jointcredit.models.learners.base import (
     Learner,
     feature_columns,
 )
+from jointcredit.models.learners.gbdt import GBDTLearner
 from jointcredit.models.learners.logistic import LogisticLearner
 from jointcredit.models.learners.mlp import MLPLearner
 
 LEARNERS: dict[str, Learner] = {
-    learner.kind: learner for learner in (LogisticLearner(), MLPLearner())
+    learner.kind: learner for learner in (LogisticLearner(), MLPLearner(), GBDTLearner())
 }
 
 

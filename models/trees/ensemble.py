@@ -5,8 +5,8 @@ the trees' flat arrays. All trees step down together, one level per step, so a b
 applicant) costs `depth` vectorised steps whatever the number of trees.
 
 Stored as plain arrays (`to_arrays`: the artifact's weights.npz, loaded without pickle):
-every tree's node arrays concatenated, `tree-start` the offset of each tree's root,
-`base-margin` and `missing` per feature.
+every tree's node arrays concatenated, `tree_start` the offsets of each tree's root,
+`base_margin` and `missing` per feature.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 
 from jointcredit.models.trees.tree import FIELDS, LEAF, Tree
 
-TREE_START = "tree-start"
-BASE_MARGIN = "base-margin"
+TREE_START = "tree_start"
+BASE_MARGIN = "base_margin"
 MISSING = "missing"
 
 
@@ -86,7 +86,8 @@ class TreeEnsemble:
 
     # -- storage
     def to_arrays(self) -> dict[str, np.ndarray]:
-        out = {k: np.concatenate([getattr(t, k) for t in self.trees]) for k in FIELDS}
+        empty = Tree.from_arrays({k: np.zeros(0) for k in FIELDS})
+        out = {k: np.concatenate([getattr(t, k) for t in (empty, *self.trees)]) for k in FIELDS}
         out[TREE_START] = np.cumsum([0] + [t.n_nodes for t in self.trees]).astype(np.int64)
         out[BASE_MARGIN] = np.array([self.base_margin], dtype=np.float64)
         out[MISSING] = np.array(self.missing, dtype=np.int64)
@@ -101,7 +102,7 @@ class TreeEnsemble:
         bounds = np.asarray(arrays[TREE_START], dtype=np.int64)
         n = len(arrays["feature"])
         if len(bounds) < 1 or bounds[0] != 0 or bounds[-1] != n or np.any(np.diff(bounds) < 1):
-            raise ValueError("tree-start does not partition the nodes")
+            raise ValueError("tree_start does not partition the nodes")
         trees = []
         for a, b in itertools.pairwise(bounds):
             tree = Tree.from_arrays({k: np.asarray(arrays[k])[a:b] for k in FIELDS})

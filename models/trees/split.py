@@ -7,6 +7,11 @@ XGBoost's rules, so the same histograms give XGBoost's splits (its `hist` evalua
 - per feature, thresholds are scanned upward with the missing bin sent right, then, when the
   node has missing values, downward with it sent left (the first best one wins, as in
   XGBoost's strict comparison); across features the lower index wins a tie;
+- a tie is a tie up to rounding: gains within `TIE` of the node's own gain scale count as
+  equal. Sums of the same numbers in another order (the federation's per-institution
+  histograms against the pooled rows') differ in their last bits, and two splits that make
+  the same partition (two features that agree inside a small node) have equal gains but for
+  those bits: without the tolerance, the order of summation would choose between them;
 - both children need a hessian sum of at least `min_child_weight`; a split on a feature
   constrained increasing (decreasing) is invalid when the left weight exceeds (falls below)
   the right one.
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from jointcredit.models.trees.params import NO_MISSING, BinLayout, TreeParams
+
+TIE = 1e-9  # relative to the node's gain scale: differences below it are rounding
 
 
 def leaf_weight(
@@ -75,6 +82,7 @@ def best_splits(
     )
     offsets = layout.offsets
     lo, hi = lower[:, None], upper[:, None]
+    tie = TIE * (np.abs(parent_gain) + 1.0)
     for j in range(layout.n_features):
         k = layout.ordered_bins(j)
         if k == 0:
@@ -105,10 +113,11 @@ def best_splits(
         elif c < 0:
             valid &= wl >= wr
         gain = np.where(valid, gain, -np.inf)
-        pick = np.argmax(gain, axis=1)
+        top = gain.max(axis=1)
+        pick = np.argmax(gain >= (top - tie)[:, None], axis=1)  # the first of the best
         rows = np.arange(n)
         g_best = gain[rows, pick]
-        better = g_best > best.gain
+        better = top > best.gain + tie
         if not better.any():
             continue
         down = pick >= k

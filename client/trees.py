@@ -1,0 +1,123 @@
+"""The institution's side of the gradient-boosted trees: one histogram reply per tree level.
+
+Between levels the node keeps its rows' margins after the trees finished so far (Flower's
+node state), with the digest of those trees: each request names the ensemble it builds on,
+and the first level of a tree carries the tree finished last, which the node adds to its
+margins only if it extends exactly the ensemble its margins belong to. A node that lost its
+state, or got out of step, fails loudly instead of sending histograms of other margins.
+
+What leaves: for each node the coordinator asks about, per feature and bin, the sum of the
+gradients and of the hessians of this institution's rows there. No row, no count.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
+
+from jointcredit.client.data import NodeData
+from jointcredit.federation import protocol
+from jointcredit.federation.protocol import (
+    HistogramMetrics,
+    ModelMessage,
+    TreeLevelMessage,
+    TreeRunState,
+)
+from jointcredit.models.trees import boost
+from jointcredit.models.trees.exchange import ensemble_of, histogram_record, tree_of
+from jointcredit.models.trees.grower import LevelRequest
+from jointcredit.models.trees.interim_bins import TreeBins
+from jointcredit.models.trees.tree import EMPTY_ENSEMBLE, chain_digest
+
+_BINS: dict[str, TreeBins] = {}
+
+
+def _bins(text: str) -> TreeBins:
+    if text not in _BINS:
+        _BINS.clear()  # one run's bins at a time
+        _BINS[text] = TreeBins.model_validate_json(text)
+    return _BINS[text]
+
+
+def _state(context: Context) -> tuple[TreeRunState, np.ndarray] | None:
+    run = context.state.config_records.get(protocol.STATE_TREE_RUN)
+    margins = context.state.array_records.get(protocol.STATE_TREE_MARGINS)
+    if run is None or margins is None:
+        return None
+    return TreeRunState.parse(run, "tree state"), margins[protocol.MARGINS].numpy()
+
+
+def _keep(context: Context, run: TreeRunState, margins: np.ndarray) -> None:
+    context.state[protocol.STATE_TREE_RUN] = ConfigRecord(run.values())
+    context.state[protocol.STATE_TREE_MARGINS] = ArrayRecord(
+        array_dict={protocol.MARGINS: Array(margins)}
+    )
+
+
+def _margins(
+    ins: TreeLevelMessage, context: Context, node: NodeData
+) -> tuple[TreeBins, np.ndarray]:
+    """The bins and this node's margins for the ensemble the request builds on."""
+    cfg = ins.config
+    if cfg.bins is not None:  # the run's first request: start from the base margin
+        if cfg.base_margin is None:
+            raise protocol.ProtocolError("the first tree request needs its base margin")
+        bins = _bins(cfg.bins)
+        if bins.digest() != cfg.bins_digest:
+            raise protocol.ProtocolError("the bins do not match their digest")
+        run = TreeRunState(
+            bins=cfg.bins, bins_digest=cfg.bins_digest, ensemble=EMPTY_ENSEMBLE.hex()
+        )
+        margins = np.full(len(node.data.train.y), cfg.base_margin)
+        _keep(context, run, margins)
+    state = _state(context)
+    if state is None or state[0].bins_digest != cfg.bins_digest:
+        raise protocol.ProtocolError(
+            "no tree state for these bins: the node lost its state or missed the run's start"
+        )
+    run, margins = state
+    bins = _bins(run.bins)
+    if run.ensemble != cfg.ensemble:
+        if ins.previous is None:
+            raise protocol.ProtocolError("the request builds on trees this node has not seen")
+        previous, _ = tree_of(ins.previous)
+        if chain_digest(bytes.fromhex(run.ensemble), previous).hex() != cfg.ensemble:
+            raise protocol.ProtocolError("this node's margins belong to another ensemble")
+        codes = node.codes(bins, "train")
+        margins = margins + previous.predict(codes, np.asarray(bins.layout().missing))
+        run = TreeRunState(bins=run.bins, bins_digest=run.bins_digest, ensemble=cfg.ensemble)
+        _keep(context, run, margins)
+    return bins, margins
+
+
+def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> RecordDict:
+    started = time.perf_counter()
+    bins, margins = _margins(ins, context, node)
+    layout = bins.layout()
+    codes = node.codes(bins, "train")
+    tree, build = tree_of(ins.tree)
+    if build is None:
+        raise protocol.ProtocolError("a tree level request must name the nodes to build")
+    grad, hess = boost.gradients(margins, node.data.train.y.astype(np.float64))
+    hist = boost.level_histograms(
+        LevelRequest(ins.config.level, build, tree),
+        codes,
+        node.flat_codes(bins),
+        grad,
+        hess,
+        layout,
+    )
+    metrics = HistogramMetrics(
+        num_examples=len(margins), histogram_seconds=time.perf_counter() - started
+    )
+    return protocol.histogram_reply(node.institution, histogram_record(hist), metrics)
+
+
+def test_pd(ins: ModelMessage, node: NodeData) -> np.ndarray:
+    """The final ensemble's probability of default for this node's test rows."""
+    if ins.config.bins is None:
+        raise protocol.ProtocolError("a tree ensemble to evaluate needs its bins")
+    ensemble = ensemble_of(ins.arrays)
+    return ensemble.predict_pd(node.codes(_bins(ins.config.bins), "test"))
