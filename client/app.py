@@ -149,10 +149,20 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     ins = ModelMessage.from_content(msg.content)
     y_test = node.data.test.y
     if settings.model == "gbdt":
-        m = risk_metrics(y_test, trees.test_pd(ins, node))
+        pd_global, pd_own = trees.test_pd(ins, node, settings)
+        m = risk_metrics(y_test, pd_global)
         metrics = EvaluateMetrics(
             num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier)
         )
+        if pd_own is not None:
+            p = risk_metrics(y_test, pd_own)
+            metrics = metrics.model_copy(
+                update={
+                    "auc_personalized": _nan(p.auc),
+                    "ks_personalized": _nan(p.ks),
+                    "brier_personalized": _nan(p.brier),
+                }
+            )
         return Message(protocol.evaluate_reply(node.institution, metrics), reply_to=msg)
     model, _ = node.model(ins, settings)
     spec = node.spec(ins)

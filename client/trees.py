@@ -13,6 +13,7 @@ gradients and of the hessians of this institution's rows there. No row, no count
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
@@ -25,6 +26,8 @@ from jointcredit.federation.protocol import (
     TreeLevelMessage,
     TreeRunState,
 )
+from jointcredit.federation.settings import RunSettings
+from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.trees import boost
 from jointcredit.models.trees.exchange import ensemble_of, histogram_record, tree_of
 from jointcredit.models.trees.grower import LevelRequest
@@ -115,9 +118,21 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
     return protocol.histogram_reply(node.institution, histogram_record(hist), metrics)
 
 
-def test_pd(ins: ModelMessage, node: NodeData) -> np.ndarray:
-    """The final ensemble's probability of default for this node's test rows."""
+def test_pd(
+    ins: ModelMessage, node: NodeData, settings: RunSettings
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The final ensemble's probability of default for this node's test rows, and (when the
+    coordinator asks for personal trees) that of the ensemble plus this institution's own
+    extra trees, grown on its training rows' residuals with the run's parameters."""
     if ins.config.bins is None:
         raise protocol.ProtocolError("a tree ensemble to evaluate needs its bins")
+    bins = _bins(ins.config.bins)
     ensemble = ensemble_of(ins.arrays)
-    return ensemble.predict_pd(node.codes(_bins(ins.config.bins), "test"))
+    test = node.codes(bins, "test")
+    extra = ins.config.personal_trees
+    if not extra:
+        return ensemble.predict_pd(test), None
+    params = replace(tree_params(settings, node.schema, bins.names), n_trees=extra)
+    y = node.data.train.y.astype(np.float64)
+    own = boost.train(node.codes(bins, "train"), y, bins.layout(), params, start=ensemble)
+    return ensemble.predict_pd(test), own.predict_pd(test)

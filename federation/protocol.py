@@ -157,6 +157,7 @@ class RoundConfig(_Config):
     finetune_epochs: int | None = _key("finetune-epochs")
     prior_count: int | None = _key("prior-count")
     bins: str | None = _key("bins")  # gradient-boosted trees: the agreed bins (JSON)
+    personal_trees: int | None = _key("personal-trees")  # trees: each one's own extra trees
 
 
 class TrainMetrics(_Metrics):

@@ -222,6 +222,13 @@ class RunSettings(BaseModel):
         "min-split-loss",
         ge=0,
     )
+    personal_trees: int = _field(
+        "gbdt: each institution's own extra trees on its residuals, on top of the global "
+        "ones, in the final round (0: no personalisation)",
+        10,
+        "personal-trees",
+        ge=0,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -342,8 +349,8 @@ class RunSettings(BaseModel):
             )
         if self.personalization == "ditto":
             out.append(
-                "personalization = ditto with model = gbdt: trees are not personalised; "
-                "leave personalization auto"
+                "personalization = ditto with model = gbdt: trees personalise with extra "
+                "trees of their own (personal-trees); leave personalization auto"
             )
         return out
 
@@ -384,9 +391,11 @@ class RunSettings(BaseModel):
         return self.model == "logreg" and self.privacy == "none" and self.aggregator == "fedavg"
 
     @property
-    def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:
+    def personalization_method(self) -> Literal["ditto", "hierarchical", "trees"] | None:
         """What the final round runs (None: no personalisation)."""
-        if self.finetune_epochs == 0 or self.model == "gbdt":
+        if self.model == "gbdt":
+            return "trees" if self.personal_trees > 0 else None
+        if self.finetune_epochs == 0:
             return None
         if self.personalization == "auto":
             return "hierarchical" if self._hierarchical_allowed else "ditto"

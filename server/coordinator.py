@@ -296,7 +296,7 @@ class Coordinator:
             final = evaluate_ensemble(
                 self.igrid, fed.nodes, ensemble, fed.spec.to_json(), fed.bins, levels + 1, s
             )
-            return final, Personalization(method=None)
+            return final, Personalization(method=s.personalization_method)
         config = RoundConfig(preprocessing=fed.spec.to_json())
         assert fed.initial is not None  # a model that exchanges weights starts from one
         return final_round(

@@ -205,8 +205,14 @@ def evaluate_ensemble(
     server_round: int,
     settings: RunSettings,
 ) -> Exchange:
-    """Each institution scores its own test split with the final ensemble."""
-    config = RoundConfig(preprocessing=spec_json, server_round=server_round, bins=bins.to_json())
+    """Each institution scores its own test split with the final ensemble and, under
+    `personal-trees`, with the ensemble plus its own extra trees."""
+    config = RoundConfig(
+        preprocessing=spec_json,
+        server_round=server_round,
+        bins=bins.to_json(),
+        personal_trees=settings.personal_trees or None,
+    )
     content = ModelMessage(ensemble_record(ensemble), config).to_content()
     messages = [Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in nodes]
     list(grid.send_and_receive(messages, timeout=settings.round_timeout))

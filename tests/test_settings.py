@@ -90,6 +90,9 @@ def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
     assert RunSettings(aggregator="krum").personalization_method == "ditto"
     assert RunSettings(personalization="ditto").personalization_method == "ditto"
     assert RunSettings.model_validate({"finetune-epochs": 0}).personalization_method is None
+    # Trees: each institution's own extra trees on top of the global ones.
+    assert RunSettings(model="gbdt").personalization_method == "trees"
+    assert RunSettings(model="gbdt", personal_trees=0).personalization_method is None
 
 
 # Every combination that cannot run, and the keys its refusal must name.

@@ -86,7 +86,9 @@ def test_metrics_rounds_baselines_and_timing(
     assert 6 <= trees["levels"] <= 24 and trees["exchange_seconds"] > 0
     assert metrics["security"]["rejected_replies"] == 0
     assert metrics["security"]["verified_replies"] >= 4 * (trees["levels"] + 2)
-    assert metrics["personalization"]["method"] is None
+    assert metrics["personalization"]["method"] == "trees"  # global + 10 own trees each
+    for row in metrics["per_institution"].values():
+        assert row["auc"] > 0.5 and row["auc_personalized"] > 0.5
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert "bins.json" in manifest["files"]
     assert len(manifest["updates"]) == trees["levels"]  # each level's signed histograms
