@@ -35,6 +35,9 @@ class NodeData:
     # Design matrices per preprocessing digest: the spec is fixed for a run, so transform once.
     _matrices: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     _specs: dict[str, PreprocessingSpec] = field(default_factory=dict)
+    # Trees: gradients and hessians of the training rows at the margins of one ensemble
+    # (keyed by bins and ensemble digests; every level of a tree needs the same ones).
+    tree_gradients: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def institution(self) -> str:

@@ -44,12 +44,16 @@ def _bins(text: str) -> TreeBins:
     return _BINS[text]
 
 
-def _state(context: Context) -> tuple[TreeRunState, np.ndarray] | None:
+def _run_state(context: Context) -> TreeRunState | None:
     run = context.state.config_records.get(protocol.STATE_TREE_RUN)
-    margins = context.state.array_records.get(protocol.STATE_TREE_MARGINS)
-    if run is None or margins is None:
-        return None
-    return TreeRunState.parse(run, "tree state"), margins[protocol.MARGINS].numpy()
+    return None if run is None else TreeRunState.parse(run, "tree state")
+
+
+def _stored_margins(context: Context) -> np.ndarray:
+    record = context.state.array_records.get(protocol.STATE_TREE_MARGINS)
+    if record is None:
+        raise protocol.ProtocolError("the node's tree state has no margins")
+    return record[protocol.MARGINS].numpy()
 
 
 def _keep(context: Context, run: TreeRunState, margins: np.ndarray) -> None:
@@ -59,51 +63,56 @@ def _keep(context: Context, run: TreeRunState, margins: np.ndarray) -> None:
     )
 
 
-def _margins(
+def _gradients(
     ins: TreeLevelMessage, context: Context, node: NodeData
-) -> tuple[TreeBins, np.ndarray]:
-    """The bins and this node's margins for the ensemble the request builds on."""
+) -> tuple[TreeBins, np.ndarray, np.ndarray]:
+    """The bins, and this node's gradients and hessians at the margins of the ensemble the
+    request builds on."""
     cfg = ins.config
+    y = node.data.train.y
     if cfg.bins is not None:  # the run's first request: start from the base margin
         if cfg.base_margin is None:
             raise protocol.ProtocolError("the first tree request needs its base margin")
-        bins = _bins(cfg.bins)
-        if bins.digest() != cfg.bins_digest:
+        if _bins(cfg.bins).digest() != cfg.bins_digest:
             raise protocol.ProtocolError("the bins do not match their digest")
         run = TreeRunState(
             bins=cfg.bins, bins_digest=cfg.bins_digest, ensemble=EMPTY_ENSEMBLE.hex()
         )
-        margins = np.full(len(node.data.train.y), cfg.base_margin)
-        _keep(context, run, margins)
-    state = _state(context)
-    if state is None or state[0].bins_digest != cfg.bins_digest:
+        _keep(context, run, np.full(len(y), cfg.base_margin))
+    stored = _run_state(context)
+    if stored is None or stored.bins_digest != cfg.bins_digest:
         raise protocol.ProtocolError(
             "no tree state for these bins: the node lost its state or missed the run's start"
         )
-    run, margins = state
-    bins = _bins(run.bins)
-    if run.ensemble != cfg.ensemble:
+    bins = _bins(stored.bins)
+    if stored.ensemble != cfg.ensemble:
         if ins.previous is None:
             raise protocol.ProtocolError("the request builds on trees this node has not seen")
         previous, _ = tree_of(ins.previous)
-        if chain_digest(bytes.fromhex(run.ensemble), previous).hex() != cfg.ensemble:
+        if chain_digest(bytes.fromhex(stored.ensemble), previous).hex() != cfg.ensemble:
             raise protocol.ProtocolError("this node's margins belong to another ensemble")
         codes = node.codes(bins, "train")
-        margins = margins + previous.predict(codes, np.asarray(bins.layout().missing))
-        run = TreeRunState(bins=run.bins, bins_digest=run.bins_digest, ensemble=cfg.ensemble)
+        margins = _stored_margins(context) + previous.predict(
+            codes, np.asarray(bins.layout().missing)
+        )
+        run = TreeRunState(bins=stored.bins, bins_digest=cfg.bins_digest, ensemble=cfg.ensemble)
         _keep(context, run, margins)
-    return bins, margins
+    key = f"{cfg.bins_digest}:{cfg.ensemble}"
+    if key not in node.tree_gradients:
+        node.tree_gradients.clear()
+        node.tree_gradients[key] = boost.gradients(_stored_margins(context), y.astype(np.float64))
+    grad, hess = node.tree_gradients[key]
+    return bins, grad, hess
 
 
 def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> RecordDict:
     started = time.perf_counter()
-    bins, margins = _margins(ins, context, node)
+    bins, grad, hess = _gradients(ins, context, node)
     layout = bins.layout()
     codes = node.codes(bins, "train")
     tree, build = tree_of(ins.tree)
     if build is None:
         raise protocol.ProtocolError("a tree level request must name the nodes to build")
-    grad, hess = boost.gradients(margins, node.data.train.y.astype(np.float64))
     hist = boost.level_histograms(
         LevelRequest(ins.config.level, build, tree),
         codes,
@@ -113,7 +122,7 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
         layout,
     )
     metrics = HistogramMetrics(
-        num_examples=len(margins), histogram_seconds=time.perf_counter() - started
+        num_examples=len(grad), histogram_seconds=time.perf_counter() - started
     )
     return protocol.histogram_reply(node.institution, histogram_record(hist), metrics)
 

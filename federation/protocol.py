@@ -60,6 +60,8 @@ CONTROL_PREFIX: Final = "scaffold-control/"
 # histograms are asked for), the last finished tree, and a reply's histograms.
 TREE: Final = "tree"
 PREVIOUS_TREE: Final = "previous-tree"
+TREE_NODES: Final = "tree-nodes"  # int64 (nodes, 5): feature, threshold, default-left, children
+TREE_VALUES: Final = "tree-values"  # float64 (nodes, 2): leaf value, cover
 BUILD: Final = "build"
 HISTOGRAMS: Final = "histograms"
 

@@ -8,22 +8,43 @@ from flwr.app import Array, ArrayRecord
 
 from jointcredit.federation import protocol
 from jointcredit.models.trees.ensemble import TreeEnsemble
-from jointcredit.models.trees.tree import FIELDS, Tree
+from jointcredit.models.trees.tree import Tree
+
+_STRUCTURE = ("feature", "threshold", "default_left", "left", "right")
+_VALUES = ("value", "cover")
 
 
 def tree_record(tree: Tree, build: np.ndarray | None = None) -> ArrayRecord:
-    """A tree's node arrays, with the nodes whose histograms are asked for (`build`)."""
-    arrays = {k: Array(np.ascontiguousarray(v)) for k, v in tree.arrays().items()}
+    """A tree as two arrays (its structure, its values: every level's message carries the
+    tree so far, and each array costs a header to parse), with the nodes whose histograms
+    are asked for (`build`)."""
+    arrays = {
+        protocol.TREE_NODES: Array(
+            np.stack([getattr(tree, k).astype(np.int64) for k in _STRUCTURE], axis=1)
+        ),
+        protocol.TREE_VALUES: Array(np.stack([getattr(tree, k) for k in _VALUES], axis=1)),
+    }
     if build is not None:
         arrays[protocol.BUILD] = Array(np.asarray(build, dtype=np.int64))
     return ArrayRecord(array_dict=arrays)
 
 
 def tree_of(record: ArrayRecord) -> tuple[Tree, np.ndarray | None]:
-    missing = [k for k in FIELDS if k not in record]
-    if missing:
-        raise protocol.ProtocolError(f"a tree record without {missing}")
-    tree = Tree.from_arrays({k: record[k].numpy() for k in FIELDS})
+    if protocol.TREE_NODES not in record or protocol.TREE_VALUES not in record:
+        raise protocol.ProtocolError("a tree record without its nodes and values")
+    nodes, values = record[protocol.TREE_NODES].numpy(), record[protocol.TREE_VALUES].numpy()
+    if (
+        nodes.ndim != 2
+        or nodes.shape[1] != len(_STRUCTURE)
+        or values.shape != (len(nodes), len(_VALUES))
+    ):
+        raise protocol.ProtocolError("a tree record whose nodes and values do not match")
+    tree = Tree.from_arrays(
+        {
+            **{k: nodes[:, i] for i, k in enumerate(_STRUCTURE)},
+            **{k: values[:, i] for i, k in enumerate(_VALUES)},
+        }
+    )
     build = record[protocol.BUILD].numpy() if protocol.BUILD in record else None
     if build is not None and (
         build.ndim != 1 or np.any(build < 0) or np.any(build >= tree.n_nodes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from statistics import NormalDist
 from typing import Literal
 
@@ -80,10 +81,19 @@ class TreeBins(BaseModel):
         return [f.name for f in self.features]
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return self._json
 
     def digest(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        return self._digest
+
+    # Cached: every tree level's request looks the bins up by digest.
+    @cached_property
+    def _json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @cached_property
+    def _digest(self) -> str:
+        return hashlib.sha256(self._json.encode()).hexdigest()
 
 
 def _inverse(values: np.ndarray, transform: str) -> np.ndarray:
