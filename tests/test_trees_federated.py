@@ -253,3 +253,28 @@ def test_the_ensemble_is_a_shap_custom_tree_model() -> None:
             mean = (w[left] * t["values"][left, 0] + w[right] * t["values"][right, 0]) / w[n]
             assert t["values"][n, 0] == pytest.approx(mean, rel=1e-9)
     np.testing.assert_allclose(total, ens.margin(codes), rtol=0, atol=1e-12)
+
+
+def test_interim_bins_code_every_raw_value() -> None:
+    import pandas as pd
+
+    from jointcredit.models.trees.interim_bins import FeatureBins
+
+    bins = TreeBins(
+        features=[
+            FeatureBins(name="amount", kind="numeric", edges=[10.0, 20.0]),
+            FeatureBins(name="sector", kind="categorical", levels=["retail", "farm"]),
+        ]
+    )
+    x = pd.DataFrame(
+        {
+            "amount": [5.0, 10.0, 15.0, 20.0, 99.0, np.nan],
+            "sector": ["retail", "farm", "mining", None, "retail", "farm"],
+        }
+    )
+    codes = bins.codes(x)
+    assert codes[:, 0].tolist() == [0, 0, 1, 1, 2, 3]  # edges[i-1] < v <= edges[i]; 3 missing
+    assert codes[:, 1].tolist() == [0, 1, 2, 3, 0, 1]  # 2: any other value; 3: missing
+    layout = bins.layout()
+    assert layout.n_bins == (4, 4) and layout.missing == (3, 3)
+    assert TreeBins.model_validate_json(bins.to_json()).digest() == bins.digest()
