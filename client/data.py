@@ -25,6 +25,7 @@ from jointcredit.federation.settings import RunSettings
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.trees import histogram
+from jointcredit.models.trees.boost import Routing
 from jointcredit.models.trees.interim_bins import TreeBins
 
 
@@ -38,6 +39,8 @@ class NodeData:
     # Trees: gradients and hessians of the training rows at the margins of one ensemble
     # (keyed by bins and ensemble digests; every level of a tree needs the same ones).
     tree_gradients: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # ...and where its rows are in the tree being grown on top of that ensemble.
+    tree_routing: dict[str, Routing] = field(default_factory=dict)
 
     @property
     def institution(self) -> str:

@@ -113,6 +113,10 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
     tree, build = tree_of(ins.tree)
     if build is None:
         raise protocol.ProtocolError("a tree level request must name the nodes to build")
+    key = f"{ins.config.bins_digest}:{ins.config.ensemble}"
+    if key not in node.tree_routing:
+        node.tree_routing.clear()
+        node.tree_routing[key] = boost.Routing()
     hist = boost.level_histograms(
         LevelRequest(ins.config.level, build, tree),
         codes,
@@ -120,6 +124,7 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
         grad,
         hess,
         layout,
+        node.tree_routing[key],
     )
     metrics = HistogramMetrics(
         num_examples=len(grad), histogram_seconds=time.perf_counter() - started

@@ -165,3 +165,33 @@ def test_training_continues_from_a_starting_ensemble() -> None:
     for a, b in zip(both.trees, whole.trees, strict=True):
         assert np.array_equal(a.feature, b.feature) and np.array_equal(a.threshold, b.threshold)
         np.testing.assert_allclose(a.value, b.value, rtol=0, atol=1e-12)
+
+
+def test_level_by_level_routing_equals_routing_from_the_root() -> None:
+    from jointcredit.models.trees.boost import Routing
+
+    x, y = _data(seed=8, n=600)
+    codes, layout = quantile_codes(x, 16)
+    missing = np.asarray(layout.missing)
+    first, second = train(codes, y, layout, TreeParams(n_trees=2, max_depth=4)).trees
+    routing = Routing()
+    # the first tree as it grew: every prefix of its levels, each extending the last
+    depth = np.zeros(first.n_nodes, dtype=np.int64)
+    for n in range(first.n_nodes):
+        if first.feature[n] >= 0:
+            depth[first.left[n]] = depth[first.right[n]] = depth[n] + 1
+    for level in range(first.depth + 1):
+        keep = depth < level
+        grown = type(first)(
+            feature=np.where(keep, first.feature, -1),
+            threshold=first.threshold,
+            default_left=first.default_left,
+            left=np.where(keep, first.left, -1),
+            right=np.where(keep, first.right, -1),
+            value=first.value,
+            cover=first.cover,
+        )
+        assert np.array_equal(routing.nodes(grown, codes, missing), grown.route(codes, missing))
+    # another tree does not extend it: routed from the root, not from stale positions
+    assert not second.extends(first) or np.array_equal(first.feature, second.feature)
+    assert np.array_equal(routing.nodes(second, codes, missing), second.route(codes, missing))

@@ -8,6 +8,7 @@ Binary log-loss: gradient p - y and hessian p (1 - p) at the current margin, sta
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +33,23 @@ def base_margin(positives: float, rows: float) -> float:
     return float(np.log(rate / (1 - rate)))
 
 
+@dataclass
+class Routing:
+    """Where the rows are in the tree being grown: routing level by level costs one step
+    down per level instead of a walk from the root."""
+
+    tree: Tree | None = None
+    node: np.ndarray | None = None
+
+    def nodes(self, tree: Tree, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        if self.tree is not None and self.node is not None and tree.extends(self.tree):
+            node = tree.advance(self.node, codes, missing)
+        else:
+            node = tree.route(codes, missing)
+        self.tree, self.node = tree, node
+        return node
+
+
 def level_histograms(
     request: LevelRequest,
     codes: np.ndarray,
@@ -39,9 +57,12 @@ def level_histograms(
     grad: np.ndarray,
     hess: np.ndarray,
     layout: BinLayout,
+    routing: Routing | None = None,
 ) -> np.ndarray:
-    """The requested nodes' histograms over these rows (routed through the tree so far)."""
-    node = request.tree.route(codes, np.asarray(layout.missing))
+    """The requested nodes' histograms over these rows (routed through the tree so far;
+    from where `routing` left them at the previous level, when given)."""
+    missing = np.asarray(layout.missing)
+    node = (routing or Routing()).nodes(request.tree, codes, missing)
     slot = np.full(request.tree.n_nodes, histogram.UNUSED, dtype=np.int64)
     slot[request.build] = np.arange(len(request.build))
     return histogram.build(bins, grad, hess, slot[node], len(request.build), layout.total_bins)
@@ -80,11 +101,15 @@ def train(
         trees, margin = [], np.full(len(y), base)
     for _ in range(params.n_trees):
         grad, hess = gradients(margin, y)
+        routing = Routing()
 
-        def histograms(req: LevelRequest, g: np.ndarray = grad, h: np.ndarray = hess) -> np.ndarray:
-            return level_histograms(req, codes, bins, g, h, layout)
+        def histograms(
+            req: LevelRequest, g: np.ndarray = grad, h: np.ndarray = hess, r: Routing = routing
+        ) -> np.ndarray:
+            return level_histograms(req, codes, bins, g, h, layout, r)
 
         tree = grow_tree(layout, params, histograms)
         trees.append(tree)
-        margin = margin + tree.predict(codes, np.asarray(missing))
+        leaf = routing.nodes(tree, codes, np.asarray(missing))  # one step past the last level
+        margin = margin + tree.value[leaf]
     return TreeEnsemble(base, missing, tuple(trees))

@@ -78,6 +78,30 @@ class Tree:
             active = active[self.feature[node[active]] != LEAF]
         return node
 
+    def advance(self, node: np.ndarray, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """One step down from `node` (each row's node in this tree before its last level was
+        split): rows at a node split since move to its child, the others stay."""
+        rows = np.flatnonzero(self.feature[node] != LEAF)
+        out = node.copy()
+        if len(rows):
+            at = node[rows]
+            f = self.feature[at]
+            c = codes[rows, f]
+            go_left = np.where(c == missing[f], self.default_left[at], c <= self.threshold[at])
+            out[rows] = np.where(go_left, self.left[at], self.right[at])
+        return out
+
+    def extends(self, earlier: Tree) -> bool:
+        """Whether this tree is `earlier` with some of its leaves split (one level grown)."""
+        n = earlier.n_nodes
+        if self.n_nodes < n:
+            return False
+        split = earlier.feature != LEAF
+        return all(
+            np.array_equal(getattr(self, k)[:n][split], getattr(earlier, k)[split])
+            for k in ("feature", "threshold", "default_left", "left", "right")
+        )
+
     def predict(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.value[self.route(codes, missing)]
         return out
