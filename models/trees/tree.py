@@ -67,29 +67,27 @@ class Tree:
         """The node each row ends at: a leaf, or a node not split yet (a growing tree).
         `missing` per feature: its missing code (-1: none)."""
         node = np.zeros(len(codes), dtype=np.int64)
-        rows = np.arange(len(codes))
-        active = rows[self.feature[node] != LEAF] if self.n_nodes else rows[:0]
-        while len(active):
-            at = node[active]
-            f = self.feature[at]
-            c = codes[active, f]
-            go_left = np.where(c == missing[f], self.default_left[at], c <= self.threshold[at])
-            node[active] = np.where(go_left, self.left[at], self.right[at])
-            active = active[self.feature[node[active]] != LEAF]
+        active = np.arange(len(codes)) if self.n_nodes else np.zeros(0, dtype=np.int64)
+        while len(active := active[self.feature[node[active]] != LEAF]):
+            self._step(node, active, codes, missing)
         return node
 
     def advance(self, node: np.ndarray, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """One step down from `node` (each row's node in this tree before its last level was
         split): rows at a node split since move to its child, the others stay."""
-        rows = np.flatnonzero(self.feature[node] != LEAF)
         out = node.copy()
-        if len(rows):
-            at = node[rows]
-            f = self.feature[at]
-            c = codes[rows, f]
-            go_left = np.where(c == missing[f], self.default_left[at], c <= self.threshold[at])
-            out[rows] = np.where(go_left, self.left[at], self.right[at])
+        self._step(out, np.flatnonzero(self.feature[node] != LEAF), codes, missing)
         return out
+
+    def _step(
+        self, node: np.ndarray, rows: np.ndarray, codes: np.ndarray, missing: np.ndarray
+    ) -> None:
+        """Move `rows` (all at internal nodes) one level down, in place."""
+        at = node[rows]
+        f = self.feature[at]
+        c = codes[rows, f]
+        go_left = np.where(c == missing[f], self.default_left[at], c <= self.threshold[at])
+        node[rows] = np.where(go_left, self.left[at], self.right[at])
 
     def extends(self, earlier: Tree) -> bool:
         """Whether this tree is `earlier` with some of its leaves split (one level grown)."""
