@@ -217,42 +217,38 @@ def test_a_tree_artifact_scores_raw_rows_without_training_code(tmp_path: Path) -
         load_artifact(out, trust)
 
 
-def test_the_ensemble_is_a_shap_custom_tree_model() -> None:
-    """TreeSHAP's custom tree format (shap's `TreeExplainer` takes the dict): the path of
-    every row through each exported tree ends at the leaf the ensemble scores it by."""
+def test_shap_tree_explainer_takes_the_ensemble_as_a_custom_tree_model() -> None:
+    """TreeSHAP (the `shap` library) on `TreeEnsemble.shap_model()`: its contributions add up
+    to each row's log-odds (path-dependent and interventional), and internal nodes carry the
+    cover-weighted mean of their children."""
+    import shap
+
     fed = _federation("sba", 3)
     bins = _bins(fed, 16)
     pooled = fed.pooled_train()
     codes = bins.codes(pooled.x)
-    ens = train(codes, pooled.y, bins.layout(), TreeParams(n_trees=3, max_depth=3))
-    model = ens.shap_model()
-    x = ens.shap_inputs(codes)
-    total = np.full(len(x), model["base_offset"])
-    for t in model["trees"]:
-        node = np.zeros(len(x), dtype=np.int64)
-        for _ in range(8):
-            f = t["features"][node]
-            leaf = t["children_left"][node] < 0
-            value = x[np.arange(len(x)), np.maximum(f, 0)]
-            nxt = np.where(
-                np.isnan(value),
-                t["children_default"][node],
-                np.where(
-                    value <= t["thresholds"][node],
-                    t["children_left"][node],
-                    t["children_right"][node],
-                ),
-            )
-            node = np.where(leaf, node, nxt)
-        total += t["values"][node, 0]
-        # an internal node's value is the cover-weighted mean of its children's
-        internal = np.flatnonzero(t["children_left"] >= 0)
-        for n in internal:
+    ens = train(codes, pooled.y, bins.layout(), TreeParams(n_trees=5, max_depth=3))
+    x = ens.shap_inputs(codes[:300])
+    assert np.isnan(x).any()  # missing codes reach TreeSHAP as missing values
+    explainer = shap.TreeExplainer(ens.shap_model())
+    values = explainer.shap_values(x)
+    assert values.shape == (300, len(bins.features))
+    np.testing.assert_allclose(
+        values.sum(axis=1) + explainer.expected_value, ens.margin(codes[:300]), atol=1e-9
+    )
+    background = shap.TreeExplainer(
+        ens.shap_model(), data=x[:100], feature_perturbation="interventional"
+    )
+    np.testing.assert_allclose(
+        background.shap_values(x[:30]).sum(axis=1) + background.expected_value,
+        ens.margin(codes[:30]),
+        atol=1e-6,
+    )
+    for t in ens.shap_model()["trees"]:
+        w, v = t["node_sample_weight"], t["values"][:, 0]
+        for n in np.flatnonzero(t["children_left"] >= 0):
             left, right = t["children_left"][n], t["children_right"][n]
-            w = t["node_sample_weight"]
-            mean = (w[left] * t["values"][left, 0] + w[right] * t["values"][right, 0]) / w[n]
-            assert t["values"][n, 0] == pytest.approx(mean, rel=1e-9)
-    np.testing.assert_allclose(total, ens.margin(codes), rtol=0, atol=1e-12)
+            assert v[n] == pytest.approx((w[left] * v[left] + w[right] * v[right]) / w[n])
 
 
 def test_interim_bins_code_every_raw_value() -> None:
