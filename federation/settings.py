@@ -40,6 +40,7 @@ from jointcredit.federation.choices import (
     parse_adversary,
     secagg_shares_and_threshold,
 )
+from jointcredit.federation.tree_rules import tree_problems
 
 AUTO = recipes.AUTO
 
@@ -293,7 +294,7 @@ class RunSettings(BaseModel):
                 "aggregator fedavg"
             )
         if self.model == "gbdt":
-            out += self._tree_problems()
+            out += tree_problems(self)
         if self.personalization == "hierarchical" and not self._hierarchical_allowed:
             out.append(
                 "personalization = hierarchical needs model logreg, privacy none and "
@@ -321,37 +322,6 @@ class RunSettings(BaseModel):
             )
         if self.institutions > 0:
             out += self.count_problems(self.institutions, "institutions")
-        return out
-
-    def _tree_problems(self) -> list[str]:
-        """Trees exchange gradient/hessian histograms, summed exactly: what acts on weight
-        updates does not apply to them."""
-        out: list[str] = []
-        if self.privacy in ("dp-record", "dp-institution"):
-            out.append(
-                f"privacy = {self.privacy} with model = gbdt: no privacy accountant covers "
-                "the trees' histograms; use privacy none, or model logreg/mlp for DP"
-            )
-        if self.privacy == "secagg":
-            out.append(
-                "privacy = secagg with model = gbdt: the histograms do not go through "
-                "SecAgg+ yet; use privacy none, or model logreg/mlp for SecAgg+"
-            )
-        if self.aggregator != "fedavg":
-            out.append(
-                f"aggregator = {self.aggregator} with model = gbdt: robust rules combine "
-                "weight updates, the trees sum histograms exactly; use aggregator fedavg"
-            )
-        if self.attackers or self.attack != "none":
-            out.append(
-                f"attackers = {self.attackers}, attack = {self.attack} with model = gbdt: the "
-                "simulated poisoning attacks alter weight updates; set neither"
-            )
-        if self.personalization == "ditto":
-            out.append(
-                "personalization = ditto with model = gbdt: trees personalise with extra "
-                "trees of their own (personal-trees); leave personalization auto"
-            )
         return out
 
     def count_problems(self, n: int, source: str) -> list[str]:
