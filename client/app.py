@@ -149,7 +149,7 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     ins = ModelMessage.from_content(msg.content)
     y_test = node.data.test.y
     if settings.model == "gbdt":
-        pd_global, pd_own = trees.test_pd(ins, node, settings)
+        pd_global, pd_own = trees.evaluation_pds(ins, node, settings)
         m = risk_metrics(y_test, pd_global)
         metrics = EvaluateMetrics(
             num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier)

@@ -7,7 +7,9 @@ margins only if it extends exactly the ensemble its margins belong to. A node th
 state, or got out of step, fails loudly instead of sending histograms of other margins.
 
 What leaves: for each node the coordinator asks about, per feature and bin, the sum of the
-gradients and of the hessians of this institution's rows there. No row, no count.
+gradients and of the hessians of this institution's rows there. No row leaves, but such sums
+are revealing (a bin holding one row gives away its label, hessians give counts):
+docs/PRIVACY.md.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
     return protocol.histogram_reply(node.institution, histogram_record(hist), metrics)
 
 
-def test_pd(
+def evaluation_pds(
     ins: ModelMessage, node: NodeData, settings: RunSettings
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The final ensemble's probability of default for this node's test rows, and (when the
