@@ -22,7 +22,7 @@ from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import ArtifactError, load_artifact, save_artifact
 from jointcredit.models.learners import architecture
 from jointcredit.models.learners.gbdt import TreeModule, tree_params
-from jointcredit.models.preprocessing import agree, summarize
+from jointcredit.models.preprocessing import PreprocessingSpec, agree, summarize
 from jointcredit.models.trees import TreeEnsemble, TreeParams, base_margin, train
 from jointcredit.models.trees.interim_bins import TreeBins, agree_bins
 from jointcredit.server.errors import FederationError
@@ -41,13 +41,17 @@ def _federation(dataset: str, institutions: int) -> FederatedData:
     )
 
 
-def _bins(fed: FederatedData, max_bins: int) -> TreeBins:
+def _spec(fed: FederatedData) -> PreprocessingSpec:
+    """The preprocessing the federation agrees (from the institutions' summaries)."""
     summaries = [
         summarize(d.train.x, d.train.y, fed.schema, max_categories=64, min_count=5)
         for d in fed.institutions.values()
     ]
-    spec = agree(summaries, fed.schema, max_categories=64, min_count=5)
-    return agree_bins(spec, max_bins)
+    return agree(summaries, fed.schema, max_categories=64, min_count=5)
+
+
+def _bins(fed: FederatedData, max_bins: int) -> TreeBins:
+    return agree_bins(_spec(fed), max_bins)
 
 
 class _Institutions:
@@ -182,11 +186,7 @@ def test_a_tree_artifact_scores_raw_rows_without_training_code(tmp_path: Path) -
     ensemble = train(
         bins.codes(pooled.x), pooled.y, bins.layout(), tree_params(settings, fed.schema, bins.names)
     )
-    summaries = [
-        summarize(d.train.x, d.train.y, fed.schema, max_categories=64, min_count=5)
-        for d in fed.institutions.values()
-    ]
-    spec = agree(summaries, fed.schema, max_categories=64, min_count=5)
+    spec = _spec(fed)
     out = tmp_path / "model"
     trust = create_key_set(tmp_path / "keys", fed.ids, federation="test")
     save_artifact(
@@ -295,3 +295,17 @@ def test_baselines_for_trees_xgboost_pooled_and_each_institution_alone() -> None
     assert central.same_bins_auc is not None and central.same_bins_auc > 0.65
     assert set(local.per_institution) == set(fed.ids)
     assert local.mean_own_auc is not None and local.mean_own_auc > 0.55
+
+
+def test_membership_audit_of_a_tree_ensemble() -> None:
+    from jointcredit.simulations.audit import membership_audit
+
+    fed = _federation("sba", 3)
+    settings = RunSettings.from_run_config({"model": "gbdt", "trees": 5, "max-depth": 3})
+    bins = _bins(fed, 16)
+    pooled = fed.pooled_train()
+    params = tree_params(settings, fed.schema, bins.names)
+    ensemble = train(bins.codes(pooled.x), pooled.y, bins.layout(), params)
+    spec = _spec(fed)
+    audit = membership_audit(fed, spec, TreeModule(ensemble), settings, references=2, bins=bins)
+    assert audit.mia_auc is not None and 0.4 < audit.mia_auc < 0.7
