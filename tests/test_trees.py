@@ -195,3 +195,26 @@ def test_level_by_level_routing_equals_routing_from_the_root() -> None:
     # another tree does not extend it: routed from the root, not from stale positions
     assert not second.extends(first) or np.array_equal(first.feature, second.feature)
     assert np.array_equal(routing.nodes(second, codes, missing), second.route(codes, missing))
+
+
+def test_special_values_get_their_own_bins_and_are_split_off_as_learned() -> None:
+    """Codes as the federated binning lays them out: regular bins 0..k-1, then one bin per
+    special value (e.g. 96/98 'unknown' in a delinquency count), then missing."""
+    rng = np.random.default_rng(11)
+    n = 5000
+    regular = rng.integers(0, 8, n)  # risk rises with the regular value
+    kind = rng.random(n)
+    codes = np.where(kind < 0.1, 8, np.where(kind < 0.15, 9, regular))  # two special values
+    codes = np.where(kind > 0.95, 10, codes)[:, None]  # missing last
+    layout = BinLayout((11,), (10,))
+    risk = np.select(
+        [codes[:, 0] == 8, codes[:, 0] == 9, codes[:, 0] == 10],
+        [-2.0, 2.5, 0.0],
+        0.4 * (regular - 4),
+    )
+    y = (rng.random(n) < 1 / (1 + np.exp(-risk))).astype(np.float64)
+    ens = train(codes, y, layout, TreeParams(n_trees=30, max_depth=3, learning_rate=0.3))
+    margin = ens.margin(np.arange(11)[:, None])
+    assert margin[9] > margin[:8].max()  # the risky special value, above every regular one
+    assert margin[8] < margin[:8].min()  # the safe one below every regular one
+    assert margin[0] < margin[7]  # and the regular values keep their order
