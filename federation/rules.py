@@ -14,6 +14,7 @@ from jointcredit.federation.choices import (
     parse_adversary,
     secagg_shares_and_threshold,
 )
+from jointcredit.federation.tree_rules import tree_problems
 
 if TYPE_CHECKING:
     from jointcredit.federation.settings import RunSettings
@@ -43,6 +44,8 @@ def combination_problems(s: RunSettings) -> list[str]:
             f"{s.aggregator}: SCAFFOLD works only without privacy settings and with "
             "aggregator fedavg"
         )
+    if s.model == "gbdt":
+        out += tree_problems(s)
     if s.personalization == "hierarchical" and not s.hierarchical_allowed:
         out.append(
             "personalization = hierarchical needs model logreg or scorecard, privacy none "

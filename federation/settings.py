@@ -63,8 +63,8 @@ class RunSettings(BaseModel):
     institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
     rounds: int = _field("federated training rounds", 20, ge=1)
     model: ModelKind = _field(
-        "logreg (scorecard on standardised inputs), mlp, or scorecard (binned: WOE inputs, a "
-        "points table)",
+        "logreg (scorecard on standardised inputs), mlp, scorecard (binned: WOE inputs, a "
+        "points table) or gbdt (gradient-boosted trees, lossless)",
         "logreg",
     )
     seed: int = _field("seed of splits, initial weights and local training", 42)
@@ -229,6 +229,32 @@ class RunSettings(BaseModel):
         "secagg-clipping-range",
         gt=0,
     )
+    # Gradient-boosted trees (model gbdt): XGBoost's parameters under their usual names.
+    trees: int = _field("gbdt: boosted trees", 100, ge=1, le=10_000)
+    max_depth: int = _field("gbdt: depth of each tree", 6, "max-depth", ge=1, le=16)
+    max_bins: int = _field(
+        "gbdt: bins per numeric feature the institutions agree", 64, "max-bins", ge=2, le=256
+    )
+    tree_learning_rate: float = _field(
+        "gbdt: shrinkage of each tree (XGBoost's eta)", 0.1, "tree-learning-rate", gt=0, le=1
+    )
+    min_child_weight: float = _field(
+        "gbdt: least hessian sum a leaf may hold", 1.0, "min-child-weight", ge=0
+    )
+    reg_lambda: float = _field("gbdt: L2 penalty on leaf weights", 1.0, "reg-lambda", ge=0)
+    min_split_loss: float = _field(
+        "gbdt: least loss reduction a split must bring (XGBoost's gamma)",
+        0.0,
+        "min-split-loss",
+        ge=0,
+    )
+    personal_trees: int = _field(
+        "gbdt: each institution's own extra trees on its residuals, on top of the global "
+        "ones, in the final round (0: no personalisation)",
+        10,
+        "personal-trees",
+        ge=0,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -285,8 +311,10 @@ class RunSettings(BaseModel):
         return convex and self.privacy == "none" and self.aggregator == "fedavg"
 
     @property
-    def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:
+    def personalization_method(self) -> Literal["ditto", "hierarchical", "trees"] | None:
         """What the final round runs (None: no personalisation)."""
+        if self.model == "gbdt":
+            return "trees" if self.personal_trees > 0 else None
         if self.finetune_epochs == 0:
             return None
         if self.personalization == "auto":

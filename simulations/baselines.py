@@ -149,6 +149,11 @@ def local_only(
         per[inst] = LocalOnlyInstitution(
             auc_own=own.auc, auc_pooled=pooled.auc, ks_pooled=pooled.ks, brier_pooled=pooled.brier
         )
+    return local_summary(per)
+
+
+def local_summary(per: dict[str, LocalOnlyInstitution]) -> LocalOnly:
+    """The means over institutions of their local-only models' metrics."""
 
     def mean(values: list[float | None]) -> float | None:
         present = [float(v) for v in values if v is not None]

@@ -90,6 +90,9 @@ def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
     assert RunSettings(aggregator="krum").personalization_method == "ditto"
     assert RunSettings(personalization="ditto").personalization_method == "ditto"
     assert RunSettings.model_validate({"finetune-epochs": 0}).personalization_method is None
+    # Trees: each institution's own extra trees on top of the global ones.
+    assert RunSettings(model="gbdt").personalization_method == "trees"
+    assert RunSettings(model="gbdt", personal_trees=0).personalization_method is None
 
 
 # Every combination that cannot run, and the keys its refusal must name.
@@ -125,6 +128,16 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
         {"trust-file": "t.json", "coordinator-key": "c.key", "hindsight-vintage": True},
         ["hindsight-vintage measures hindsight in simulations"],
     ),
+    ({"model": "gbdt", "privacy": "dp-record"}, ["privacy = dp-record", "model = gbdt"]),
+    ({"model": "gbdt", "privacy": "dp-institution"}, ["privacy = dp-institution", "gbdt"]),
+    ({"model": "gbdt", "privacy": "secagg"}, ["privacy = secagg", "model = gbdt"]),
+    ({"model": "gbdt", "aggregator": "median"}, ["aggregator = median", "model = gbdt"]),
+    ({"model": "gbdt", "attackers": 1, "attack": "scale"}, ["attackers = 1", "gbdt"]),
+    ({"model": "gbdt", "personalization": "ditto"}, ["personalization = ditto", "gbdt"]),
+    ({"model": "gbdt", "max-bins": 1}, ["max-bins"]),
+    ({"model": "gbdt", "max-depth": 0}, ["max-depth"]),
+    ({"model": "gbdt", "tree-learning-rate": 0}, ["tree-learning-rate"]),
+    ({"model": "gbdt", "min-child-weight": -1}, ["min-child-weight"]),
 ]
 
 
@@ -175,6 +188,9 @@ def _start(started: list[RunSettings]) -> Any:
         ["--learning-rate", "0.1", "--run-config", "learning_rate=0.2"],
         ["--run-config", "roundz=4"],
         ["--privacy", "secagg", "--institutions", "2"],
+        ["--model", "gbdt", "--privacy", "dp-record"],
+        ["--model", "gbdt", "--privacy", "secagg"],
+        ["--model", "gbdt", "--max-depth", "0"],
     ],
 )
 def test_simulate_refuses_before_starting(
