@@ -230,7 +230,7 @@ class Coordinator:
                 **(
                     {}
                     if fed.binning is None
-                    else {"bins": report.accepted_binning(self.igrid, self.sum_grid)}
+                    else {"binning-replies": report.accepted_binning(self.igrid, self.sum_grid)}
                 ),
             },
             binning=fed.binning,
