@@ -22,7 +22,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ from jointcredit.models.trees import Tree, base_margin
 from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
 from jointcredit.models.trees.interim_bins import TreeBins, agree_bins
 from jointcredit.server import events, report
-from jointcredit.server.binning import Binning, agree_binning
+from jointcredit.server.binning import agree_binning, binning_rounds
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import (
     BudgetSpent,
@@ -71,7 +70,7 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
-from jointcredit.server.secagg import COUNT_RANGE, run_secagg, secure_sum
+from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.trees import CentralTrees, evaluate_ensemble, grow_federated
@@ -167,7 +166,10 @@ class Coordinator:
         binning = None
         if learner(s.model).encoding == "woe":
             events.emit(events.ServerEvent("binning", total_rounds=s.rounds))
-            binning = agree_binning(self._binning(schema, node_inst, summaries), spec)
+            rounds, self.sum_grid = binning_rounds(
+                self.grid, self.igrid, self.context, s, schema, node_inst, summaries
+            )
+            binning = agree_binning(rounds, spec)
             spec = woe_preprocessing(binning)
         arch = architecture(s.model, spec.n_outputs)
         return Federation(
@@ -180,25 +182,6 @@ class Coordinator:
             build_model(arch, seed=s.seed),
             binning,
         )
-
-    def _binning(
-        self, schema: Schema, node_inst: dict[int, str], summaries: list[InstitutionSummary]
-    ) -> Binning:
-        """The binning rounds' counterpart, with the verified institutions (the ones that
-        train); under `secagg` each round is one SecAgg+ sum."""
-        s, nodes = self.settings, sorted(node_inst)
-        if s.privacy != "secagg":
-            return Binning(self.igrid, nodes, s, schema)
-        if max(summary.rows for summary in summaries) >= COUNT_RANGE:
-            raise FederationError(
-                f"privacy = secagg sums binning counts below {COUNT_RANGE} per institution; an "
-                "institution has more training rows"
-            )
-        # A grid of its own: SecAgg+ rounds are train messages, which the training's records
-        # (rounds, the manifest's updates) must not count.
-        self.sum_grid = InstitutionGrid(self.grid, self.verifier, s.min_valid_fraction)
-        secure = partial(secure_sum, self.sum_grid, self.context, s, n_nodes=len(nodes))
-        return Binning(self.igrid, nodes, s, schema, secure)
 
     def _artifact(
         self,
