@@ -132,7 +132,7 @@ def test_one_applicant_and_a_batch_are_decided_alike(
         assert all((rules.order[j].points > 0) == up for j in alone.tail[0])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(policies(), applicants())
 def test_a_rule_on_a_field_nobody_has_is_never_evaluated(
     policy: Policy, batch: list[Applicant]
