@@ -241,7 +241,9 @@ class PreprocessingSpec(BaseModel):
             if isinstance(f, NumericFeature):
                 # Each indicator's value when off / on: 0 and 1, or standardised by its rate.
                 flags = self._flags(f.missing_rate)
-                rates = f.special_rates or [None] * len(f.special)
+                rates: list[float | None] = [None] * len(f.special)
+                if f.special_rates is not None:
+                    rates = list(f.special_rates)
                 encoders.append(
                     NumericEncoder(
                         f.name,

@@ -223,7 +223,12 @@ def test_deployed_node_signs_with_the_key_in_its_node_config(
     monkeypatch.setenv("BANK_KEY_PASS", "s3cret")
     simulated: NodeData = node_data({"partition-id": 0}, SETTINGS)  # same rows, own file below
     data_file = tmp_path / f"{institutions[0]}.parquet"
-    frame = simulated.data.train.x.assign(**{simulated.schema.label: simulated.data.train.y})
+    frame = simulated.data.train.x.assign(
+        **{
+            simulated.schema.label: simulated.data.train.y,
+            str(simulated.schema.time): simulated.data.train.time,
+        }
+    )
     frame.to_parquet(data_file)
     schema_file = tmp_path / "schema.toml"
     from jointcredit.data.sba import SAMPLE_DIR
