@@ -46,8 +46,8 @@ from jointcredit.models.training import TrainConfig, predict_pd, train
 
 VALIDATION_FRACTION = 0.1
 MAX_EPOCHS = 100
-PATIENCE = 4  # passes without a lower validation loss before the learning rate halves
-HALVINGS = 3  # then training stops
+PATIENCE = 2  # passes without a lower validation loss before the learning rate halves
+HALVINGS = 2  # then training stops
 CONVEX = ("logreg", "scorecard")  # logistic models: the converged optimum is reported too
 
 
