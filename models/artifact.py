@@ -53,6 +53,9 @@ CARD = "model.json"
 BINNING = "binning.json"
 SCORECARD = "scorecard.csv"
 BINS = "bins.json"
+# The manifest's record of the signed binning replies a binned model's bins and WOE came from
+# (a manifest key, not the wire protocol's record of the same name).
+MANIFEST_BINNING = "bins"
 
 
 class ArtifactError(ValueError):
