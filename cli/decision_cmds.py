@@ -98,7 +98,9 @@ def score(
     x = _applicants(model, input_file, sample, seed=0)
     pd_ = model.predict_pd(x)
     scores = model.card.score_scale.score(pd_)
-    coverage = Coverage(model.spec, model.card.data_schema.features, OutsideTraining())
+    coverage = Coverage(
+        model.spec, model.card.data_schema.features, OutsideTraining(), bins=model.bins
+    )
     rows = _records(x)
     unseen, beyond = coverage.many({c: [r[c] for r in rows] for c in x.columns}, len(x))
     table = Table(title=f"Scores from {model_dir}")

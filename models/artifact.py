@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from torch import nn
 
 from jointcredit.data.schema import Schema
 from jointcredit.models.binning.table import BinningTable
-from jointcredit.models.learners import Architecture, learner
+from jointcredit.models.learners import Architecture, FeatureColumns, feature_columns, learner
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.scorecard import PointsTable, ScoreScale, points_table
 from jointcredit.models.training import predict_pd
@@ -52,6 +53,9 @@ CARD = "model.json"
 BINNING = "binning.json"
 SCORECARD = "scorecard.csv"
 BINS = "bins.json"
+# The manifest's record of the signed binning replies a binned model's bins and WOE came from
+# (a manifest key, not a wire-protocol record).
+MANIFEST_BINNING = "binning-replies"
 
 
 class ArtifactError(ValueError):
@@ -173,6 +177,30 @@ class ScoringModel:
         """What the model takes: the preprocessed design matrix, or the trees' bin codes."""
         return self.spec.transform(x) if self.bins is None else self.bins.codes(x)
 
+    def inputs_record(self, record: Mapping[str, object]) -> np.ndarray:
+        """`inputs` of one record (None: missing) as a (1, inputs) float32 row, without
+        pandas (bin codes are small integers, exact in float32)."""
+        row = (
+            self.spec.transform_record(record)
+            if self.bins is None
+            else self.bins.codes_record(record)
+        )
+        return np.array([row], dtype=np.float32)
+
+    def inputs_columns(self, columns: Mapping[str, Sequence[object]]) -> np.ndarray:
+        """`inputs` of plain columns (None: missing), one per feature."""
+        if self.bins is None:
+            return self.spec.transform_columns(columns)
+        return self.bins.codes_columns(columns).astype(np.float32)
+
+    def columns(self) -> list[FeatureColumns]:
+        """Which model inputs each schema feature became, in the preprocessing's feature
+        order: its preprocessed columns, or for trees its one bin code."""
+        if self.bins is None:
+            return feature_columns(self.spec)
+        at = {name: j for j, name in enumerate(self.bins.names)}
+        return [FeatureColumns(f.name, at[f.name], at[f.name] + 1) for f in self.spec.features]
+
     def predict_pd(self, x: pd.DataFrame) -> np.ndarray:
         return predict_pd(self.model, self.inputs(x))
 
@@ -215,6 +243,11 @@ def load_artifact(directory: Path, trust: TrustStore) -> ScoringModel:
             )
     spec = PreprocessingSpec.model_validate_json(pbytes)
     bins = _bins(directory, verified, card)
+    if bins is not None and sorted(bins.names) != sorted(f.name for f in spec.features):
+        raise ArtifactError(
+            f"{directory / BINS}: bins for {bins.names}, the preprocessing has "
+            f"{[f.name for f in spec.features]}"
+        )
     inputs = spec.n_outputs if bins is None else len(bins.features)
     if inputs != card.architecture.n_features:
         what = "preprocessing yields" if bins is None else "the bins code"

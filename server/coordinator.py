@@ -47,7 +47,7 @@ from jointcredit.federation.metrics import (
 )
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.artifact import save_artifact
+from jointcredit.models.artifact import MANIFEST_BINNING, save_artifact
 from jointcredit.models.binning import BinningTable
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.learners.gbdt import tree_params
@@ -213,7 +213,7 @@ class Coordinator:
                 **(
                     {}
                     if fed.binning is None
-                    else {"binning-replies": report.accepted_binning(self.igrid, self.sum_grid)}
+                    else {MANIFEST_BINNING: report.accepted_binning(self.igrid, self.sum_grid)}
                 ),
             },
             binning=fed.binning,

@@ -11,6 +11,15 @@ federation's vocabulary, and per numeric feature the mean and standard deviation
   edge, so it cannot tell it from the edge, let alone from more extreme values. The span is
   reported in the feature's own units, within the schema's `min`/`max`.
 
+Gradient-boosted trees read bin codes (the artifact's signed `bins.json`): a category outside
+the bins' levels falls in the bin of every other value, so it is unseen. The bins record each
+numeric feature's edges and no range: the outermost edges are inner quantiles of the training
+values (the last bin holds every value above the last edge, training rows among them), so
+they are no bound of the training data. What the artifact records of that range is the agreed
+preprocessing beside the bins (mean and standard deviation of the same training values), so a
+tree model's numeric span is the same `clip` standard deviations as the other models'. Trees
+score any value beyond the outermost edges as those edges' bins.
+
 Either refers the applicant (service/rules.py) with one reason per such feature, from the
 policy's `[outside_training]` texts. Both checks are defined once, over one applicant's values
 (`one`) and over a batch's columns (`many`), and the reasons once for both (`explain`).
@@ -32,6 +41,7 @@ from jointcredit.models.preprocessing import (
     NumericFeature,
     PreprocessingSpec,
 )
+from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.service.policy import OutsideTraining, show_value
 
 Found = dict[str, str]  # feature -> the applicant's value, as text
@@ -59,7 +69,12 @@ def numeric_span(
 
 class Coverage:
     def __init__(
-        self, spec: PreprocessingSpec, schema: Mapping[str, FeatureSpec], texts: OutsideTraining
+        self,
+        spec: PreprocessingSpec,
+        schema: Mapping[str, FeatureSpec],
+        texts: OutsideTraining,
+        *,
+        bins: TreeBins | None = None,
     ) -> None:
         self.texts = texts
         self.order = [f.name for f in spec.features]
@@ -71,6 +86,10 @@ class Coverage:
         for f in spec.features:
             if isinstance(f, WoeFeature) and isinstance(f.bins, CategoricalBins):
                 self.levels[f.name] = {v for g in f.bins.groups for v in g if v != OTHER}
+        # Trees: the categories their bins tell apart.
+        for b in bins.features if bins is not None else ():
+            if b.kind == "categorical":
+                self.levels[b.name] = set(b.levels)
         self.spans = {
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from jointcredit.models.artifact import ScoringModel
+from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import Coverage, Found
 from jointcredit.service.decision import DecisionTable
-from jointcredit.service.explain import feature_columns, kernel
+from jointcredit.service.explain import model_kernel
 from jointcredit.service.policy import Policy, Rule, Stance
 from jointcredit.service.reasons import TOWARD_APPROVAL, TOWARD_DEFAULT, ModelReasons
 from jointcredit.service.rules import Column, Explained, Rules, Value
@@ -36,10 +37,9 @@ class Decider:
         # schema is canonical JSON, its keys sorted).
         self.features = [f.name for f in model.spec.features]
         self.rules = Rules(policy, self.features)
-        self.kernel = kernel(model.model, model.card.architecture.kind, feature_columns(model.spec))
-        self.coverage = Coverage(
-            model.spec, model.card.data_schema.features, policy.outside_training
-        )
+        schema = model.card.data_schema.features
+        self.kernel = model_kernel(model, typical(model.spec, schema))
+        self.coverage = Coverage(model.spec, schema, policy.outside_training, bins=model.bins)
         # Shared by every table, never changed: each rule as a flag and as a policy reason, in
         # the rules' order; a request's other reasons come after them in its table.
         self._flags = [
@@ -59,8 +59,7 @@ class Decider:
     ) -> DecisionTable:
         """One applicant: every model feature's value (None: missing, where the schema
         imputes; categories as text) and the context signals sent (absent or None: not)."""
-        x = np.array([self.model.spec.transform_record(applicant)], dtype=np.float32)
-        pds, contrib = self.kernel(x)
+        pds, contrib = self.kernel(self.model.inputs_record(applicant))
         score = int(self.model.card.score_scale.score(pds)[0])
         unseen, beyond = self.coverage.one(applicant)
         fields = {
@@ -92,8 +91,7 @@ class Decider:
         """A batch: every model feature's values (None: missing, where the schema imputes;
         categories as text), every declared context signal's (None: not sent)."""
         n = len(stances)
-        x = self.model.spec.transform_columns(features)
-        pds, contrib = self.kernel(x)
+        pds, contrib = self.kernel(self.model.inputs_columns(features))
         scores = self.model.card.score_scale.score(pds)
         unseen, beyond = self.coverage.many(features, n)
         outside = np.array([bool(u or b) for u, b in zip(unseen, beyond, strict=True)])

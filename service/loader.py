@@ -52,7 +52,11 @@ def check_model(model: ScoringModel) -> None:
             f"preprocessing features {names} do not match the model's schema "
             f"{list(schema.features)}"
         )
-    weights = [p.detach().numpy() for p in model.model.parameters()]
+    # Every floating array the artifact stores: a network's parameters, a tree ensemble's
+    # leaf values, covers and base margin.
+    weights = [
+        t.detach().numpy() for t in model.model.state_dict().values() if t.is_floating_point()
+    ]
     if not all(np.isfinite(w).all() for w in weights):
         raise StartupError("the model has non-finite weights")
     if all(not w.any() for w in weights):

@@ -15,6 +15,9 @@ from jointcredit.models.artifact import save_artifact, state_to_numpy
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.training import TrainConfig, train
+from jointcredit.models.trees import TreeEnsemble, TreeParams
+from jointcredit.models.trees import train as grow
+from jointcredit.models.trees.interim_bins import agree_bins
 from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import create_key_set
 
@@ -22,8 +25,9 @@ from jointcredit.trust.keyset import create_key_set
 def signed_artifact(
     root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
 ) -> Path:
-    """A signed model (default: a logistic scorecard) trained on four institutions of a
-    dataset (default: the shipped sample; a few seconds)."""
+    """A signed model (default: a logistic scorecard; `gbdt`: trees over the interim bins)
+    trained on four institutions of a dataset (default: the shipped sample; a few seconds).
+    `zero`: all-zero weights (trees: no tree)."""
     fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
     schema = fed.schema
     summaries = [
@@ -31,21 +35,35 @@ def signed_artifact(
         for d in fed.institutions.values()
     ]
     spec = agree(summaries, schema, max_categories=64, min_count=5, standardize_indicators=True)
-    arch = architecture(kind, spec.n_outputs)
-    model = build_model(arch, seed=0)
     pooled = fed.pooled_train()
-    if not zero:
-        train(model, spec.transform(pooled.x), pooled.y, TrainConfig(epochs=2, learning_rate=0.05))
-    state = state_to_numpy(model)
-    if zero:
-        state = {k: np.zeros_like(v) for k, v in state.items()}
+    bins = None
+    if kind == "gbdt":  # 10 trees of depth 3 on the pooled rows' codes over the agreed bins
+        bins = agree_bins(spec, 16)
+        arch = architecture(kind, len(bins.features))
+        layout = bins.layout()
+        ensemble = (
+            TreeEnsemble(0.0, layout.missing, ())
+            if zero
+            else grow(bins.codes(pooled.x), pooled.y, layout, TreeParams(n_trees=10, max_depth=3))
+        )
+        state = ensemble.to_arrays()
+    else:
+        arch = architecture(kind, spec.n_outputs)
+        model = build_model(arch, seed=0)
+        if not zero:
+            train(
+                model, spec.transform(pooled.x), pooled.y, TrainConfig(epochs=2, learning_rate=0.05)
+            )
+        state = state_to_numpy(model)
+        if zero:
+            state = {k: np.zeros_like(v) for k, v in state.items()}
     trust = create_key_set(root / "keys", fed.ids, federation="svc")
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,
         institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
-        provenance={"round": 2},
+        provenance={"round": 2}, bins=bins,
     )  # fmt: skip
     return root / "model"
 

@@ -12,7 +12,7 @@ from test_simulation import _settings
 
 from jointcredit.data.catalog import load_federation
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.artifact import load_artifact
+from jointcredit.models.artifact import MANIFEST_BINNING, load_artifact
 from jointcredit.models.binning import CategoricalBins, Classing, bin_codes, binning_from_rows
 from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.learners import feature_columns, learner
@@ -40,7 +40,7 @@ def test_a_scorecard_run_writes_a_signed_points_table(
     assert (out / "model" / "scorecard.csv").read_text() == model.card.scorecard.to_csv()
     check_model(model)
     # The signed manifest names the verified binning replies the bins came from.
-    bins = model.verified.manifest["binning-replies"]
+    bins = model.verified.manifest[MANIFEST_BINNING]
     assert [len(b["accepted"]) for b in bins] == [4, 4]
     # The federation's bins are those of the same steps on the institutions' rows.
     fed = load_federation(settings.data)
@@ -84,6 +84,6 @@ def test_under_secagg_the_bins_come_from_masked_sums(
         load_store(Path(plain_settings.out_dir) / "trust.json"),
     )
     assert model.binning == plain.binning
-    stages = model.verified.manifest["binning-replies"]
+    stages = model.verified.manifest[MANIFEST_BINNING]
     assert stages and all(len(s["accepted"]) == 4 for s in stages)
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]

@@ -92,3 +92,91 @@ def test_metrics_rounds_baselines_and_timing(
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert "bins.json" in manifest["files"]
     assert len(manifest["updates"]) == trees["levels"]  # each level's signed histograms
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_verify_score_and_decide_take_the_tree_artifact(
+    run: tuple[Path, dict[str, Any], RunSettings],
+) -> None:
+    out = run[0]
+    code, text, err = _cli("verify", str(out / "model"), "--trust", str(out / "trust.json"))
+    assert code == 0 and "OK" in text and "bins.json: sha256" in text, err
+    code, text, err = _cli("score", str(out / "model"), "--sample", "4")
+    assert code == 0 and "gross_approved" in text, err
+    code, text, err = _cli("decide", str(out / "model"), "--sample", "6")
+    assert code == 0 and "Eligibility decisions" in text, err
+    # A tampered bins file fails all of them.
+    bins = out / "model" / "bins.json"
+    saved = bins.read_bytes()
+    try:
+        bins.write_bytes(saved.replace(b"[", b"[-1e9,", 1))
+        code, _, err = _cli("verify", str(out / "model"), "--trust", str(out / "trust.json"))
+        assert code == 1 and "bins.json" in err
+        assert _cli("decide", str(out / "model"))[0] == 2
+    finally:
+        bins.write_bytes(saved)
+
+
+def test_the_service_serves_the_tree_artifact_one_batch_and_columnar(
+    run: tuple[Path, dict[str, Any], RunSettings],
+) -> None:
+    """Over HTTP (FastAPI's TestClient): single, batch and columnar decisions on the simulated
+    ensemble agree, and each model reason carries the decider's TreeSHAP contribution."""
+    from fastapi.testclient import TestClient
+
+    from jointcredit.service.app import create_app
+    from jointcredit.service.auth import new_key
+    from jointcredit.service.loader import load_service
+
+    out = run[0]
+    token = new_key(out / "keys.json", "bank-a")
+    service = load_service(
+        out / "model", out / "trust.json", api_keys=out / "keys.json",
+        db_url=f"sqlite:///{out / 'audit.sqlite'}",
+    )  # fmt: skip
+    assert service.model_info.kind == "gbdt"
+    headers = {"Authorization": f"Bearer {token}"}
+    fed = load_federation(DataConfig(dataset="sba", institutions=4))
+    frame = fed.pooled_test().x.head(20)
+    rows = [
+        {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in r.items()}
+        for r in frame.to_dict(orient="records")
+    ]
+    with TestClient(create_app(service)) as c:
+        ones = []
+        for r in rows[:5]:
+            reply = c.post("/v1/decisions", json={"applicant": r, "context": {}}, headers=headers)
+            assert reply.status_code == 200, reply.text
+            ones.append(reply.json())
+        body = {"applications": [{"applicant": r, "context": {}} for r in rows]}
+        batch = c.post("/v1/decisions:batch", json=body, headers=headers)
+        assert batch.status_code == 200, batch.text
+        columns = {"columns": {f: [r[f] for r in rows] for f in rows[0]}}
+        columnar = c.post("/v1/decisions:columnar?expand=true", json=columns, headers=headers)
+        assert columnar.status_code == 200, columnar.text
+    decided = batch.json()["decisions"]
+    cols = columnar.json()["decisions"]
+    assert cols["score"] == [d["score"] for d in decided]
+    for one, d in zip(ones, decided, strict=False):
+        assert (one["score"], one["decision"]) == (d["score"], d["decision"])
+        assert one["reasons"] == d["reasons"] and 0 < len(one["reasons"]) <= 4
+    model = load_artifact(out / "model", load_store(out / "trust.json"))
+    assert isinstance(model.model, TreeModule)
+    np.testing.assert_allclose(
+        [d["probability_of_default"] for d in decided], model.predict_pd(frame), atol=1e-6
+    )
+    decider = service.decider
+    _, contrib = decider.kernel(model.inputs_record(rows[0]))
+    shown = [r for r in ones[0]["reasons"] if r["kind"] == "model"]
+    assert shown
+    for r in shown:
+        push = contrib[0][decider.features.index(r["feature"])]
+        assert r["contribution"] == pytest.approx(push, abs=1e-4)

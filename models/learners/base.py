@@ -11,8 +11,9 @@ built, trained by an institution, exchanged, stored and scored.
   (`jointcredit.models.trees`; no strategy, no local optimiser);
 - the artifact stores the arrays of `state_dict()` (`jointcredit.models.artifact`) and
   `from_state` rebuilds the model from them;
-- `kernel`: how the eligibility service scores a batch of preprocessed rows and explains each
-  score as every feature's push in log-odds (its reason codes);
+- `kernel`: how the eligibility service scores a batch of model inputs (preprocessed rows, or
+  for trees bin codes) and explains each score as every feature's push in log-odds (its
+  reason codes) from the portfolio-average applicant;
 - `convex`: whether the exact posterior-mode fits of the hierarchical personalisation prior
   apply (`jointcredit.models.personalize`);
 - `encoding`: whether the model reads the standard preprocessing or WOE over agreed bins
@@ -145,4 +146,8 @@ class Learner(ABC):
         return train(model, x, y, cfg, global_params=global_params, control=drift)
 
     @abstractmethod
-    def kernel(self, model: nn.Module, columns: list[FeatureColumns]) -> Kernel: ...
+    def kernel(
+        self, model: nn.Module, columns: list[FeatureColumns], reference: np.ndarray | None = None
+    ) -> Kernel:
+        """`reference`: the portfolio-average applicant's model inputs, for a family whose
+        inputs do not make it the all-zero row (trees: its bin codes); the others ignore it."""

@@ -5,7 +5,8 @@ histograms per tree level (`exchange = "histograms"`) and the coordinator grows 
 (`jointcredit.server.trees`). What this family shares with the others is how a finished
 ensemble is stored and scored: `TreeModule` carries it as buffers (the ensemble's arrays,
 so the artifact's weights.npz holds exactly `TreeEnsemble.to_arrays()`) and scores a
-(rows, features) matrix of bin codes.
+(rows, features) matrix of bin codes. The eligibility service explains its scores by
+TreeSHAP (`TreeShapKernel`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from torch import nn
 
 from jointcredit.data.schema import Schema
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.learners.base import Architecture, FeatureColumns, Kernel, Learner
+from jointcredit.models.learners.base import (
+    Architecture,
+    FeatureColumns,
+    Learner,
+    grouping,
+    sigmoid,
+)
 from jointcredit.models.trees import TreeEnsemble, TreeParams
 
 MONOTONE = {"none": 0, "increasing": 1, "decreasing": -1}
@@ -51,6 +58,48 @@ class TreeModule(nn.Module):
         return torch.from_numpy(self.ensemble.margin(codes))
 
 
+class TreeShapKernel:
+    """PD and each feature's exact TreeSHAP contribution (`shap.TreeExplainer` on
+    `TreeEnsemble.shap_model()`), interventional, with the one reference applicant as the
+    background: the Shapley values of v(S) = log-odds of the applicant's codes on S and the
+    reference's elsewhere. They add up to the applicant's log-odds minus the reference's, and
+    a feature in the same bin as the reference's gets exactly 0, as the other families'
+    pushes from the portfolio-average applicant do. One background row keeps it to
+    O(trees x leaves) per applicant; path-dependent TreeSHAP, O(trees x leaves x depth^2),
+    would explain against the cover-weighted mean output instead of an applicant."""
+
+    def __init__(
+        self, ensemble: TreeEnsemble, columns: list[FeatureColumns], reference: np.ndarray
+    ) -> None:
+        import shap  # only a service serving trees pays for importing it
+
+        ref = np.asarray(reference).reshape(1, -1).astype(np.int64)
+        if ref.shape[1] != ensemble.n_features:
+            raise ValueError(
+                f"a reference of {ref.shape[1]} codes for {ensemble.n_features} features"
+            )
+        self.ensemble = ensemble
+        self.reference = ref
+        self.g = grouping(columns)
+        self.explainer = shap.TreeExplainer(
+            ensemble.shap_model(),
+            data=ensemble.shap_inputs(ref),
+            feature_perturbation="interventional",
+        )
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        codes = x.astype(np.int64)
+        pd_ = sigmoid(self.ensemble.margin(codes))
+        if not len(codes):
+            return pd_, np.zeros((0, self.g.shape[1]))
+        # Additivity is tested (tests/test_trees_service.py), not re-checked per call.
+        values = self.explainer.shap_values(
+            self.ensemble.shap_inputs(codes), check_additivity=False
+        )
+        contributions: np.ndarray = np.asarray(values, dtype=np.float64) @ self.g
+        return pd_, contributions
+
+
 class GBDTLearner(Learner):
     kind = "gbdt"
     exchange = "histograms"
@@ -73,8 +122,11 @@ class GBDTLearner(Learner):
             )
         return TreeModule(ensemble)
 
-    def kernel(self, model: nn.Module, columns: list[FeatureColumns]) -> Kernel:
-        raise NotImplementedError(
-            "gbdt reasons are TreeSHAP contributions over bin codes "
-            "(TreeEnsemble.shap_model), not a kernel over preprocessed columns"
-        )
+    def kernel(
+        self, model: nn.Module, columns: list[FeatureColumns], reference: np.ndarray | None = None
+    ) -> TreeShapKernel:
+        if not isinstance(model, TreeModule):
+            raise TypeError(f"the gbdt kernel scores a TreeModule, not {type(model).__name__}")
+        if reference is None:
+            raise ValueError("tree reasons need the reference applicant's bin codes")
+        return TreeShapKernel(model.ensemble, columns, reference)

@@ -60,5 +60,7 @@ class LogisticLearner(Learner):
     def module(self, arch: Architecture) -> nn.Module:
         return LogisticScorecard(arch.n_features)
 
-    def kernel(self, model: nn.Module, columns: list[FeatureColumns]) -> LinearKernel:
+    def kernel(
+        self, model: nn.Module, columns: list[FeatureColumns], reference: np.ndarray | None = None
+    ) -> LinearKernel:
         return LinearKernel(model, columns)

@@ -65,5 +65,7 @@ class MLPLearner(Learner):
     def module(self, arch: Architecture) -> nn.Module:
         return MLP(arch.n_features, arch.hidden)
 
-    def kernel(self, model: nn.Module, columns: list[FeatureColumns]) -> GradientKernel:
+    def kernel(
+        self, model: nn.Module, columns: list[FeatureColumns], reference: np.ndarray | None = None
+    ) -> GradientKernel:
         return GradientKernel(model, columns)

@@ -38,5 +38,7 @@ class ScorecardLearner(LogisticLearner):
     kind = "scorecard"
     encoding = "woe"
 
-    def kernel(self, model: nn.Module, columns: list[FeatureColumns]) -> PointsKernel:
+    def kernel(
+        self, model: nn.Module, columns: list[FeatureColumns], reference: np.ndarray | None = None
+    ) -> PointsKernel:
         return PointsKernel(model, columns)

@@ -1,8 +1,9 @@
 """INTERIM: where the trees' bins come from until the federated binning
 (`jointcredit.models.binning`: mergeable quantile sketches agreed at the coordinator) is
 merged. Everything outside this module reaches it through `agree_bins` and the `TreeBins`
-methods the binning spec will offer too (`codes`, `layout`, `to_json`, `digest`), so the
-swap replaces this module and one call.
+methods the binning spec will offer too (`codes`, `codes_record`, `codes_columns`, `layout`,
+`names`, `to_json`, `digest`; per feature `name`, `kind`, `levels`), so the swap replaces this
+module and one call.
 
 No rows are pooled: the bins come from the federation's agreed preprocessing (per numeric
 feature the mean and standard deviation of its transformed values, per categorical feature
@@ -14,8 +15,11 @@ vocabulary, with one bin for every other value. Every feature gets a last bin fo
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+import math
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from statistics import NormalDist
 from typing import Literal
@@ -50,12 +54,24 @@ class FeatureBins(BaseModel):
             values = col.to_numpy(dtype="float64")
             out = np.searchsorted(np.asarray(self.edges), np.nan_to_num(values), side="left")
         else:
-            index = {v: i for i, v in enumerate(self.levels)}
-            other = len(self.levels)
+            index, other = self._index, len(self.levels)
             out = np.fromiter((index.get(v, other) for v in col.astype(object)), np.int64)
         out = np.asarray(out, dtype=np.int64)
         out[miss] = self.missing_code
         return out
+
+    def code(self, value: object) -> int:
+        """`codes` for one value, in plain Python (None and NaN are missing): the service's
+        single decisions, where pandas' per-call overhead would dominate."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return self.missing_code
+        if self.kind == "numeric":
+            return bisect.bisect_left(self.edges, float(value))  # type: ignore[arg-type]
+        return self._index.get(value, len(self.levels))
+
+    @cached_property
+    def _index(self) -> dict[object, int]:  # any value may be looked up
+        return {v: i for i, v in enumerate(self.levels)}
 
 
 class TreeBins(BaseModel):
@@ -69,6 +85,19 @@ class TreeBins(BaseModel):
         out = np.empty((len(x), len(self.features)), dtype=np.uint16)
         for j, f in enumerate(self.features):
             out[:, j] = f.codes(x[f.name])
+        return out
+
+    def codes_record(self, record: Mapping[str, object]) -> list[int]:
+        """One record's codes (None: missing), as `codes` gives them."""
+        return [f.code(record[f.name]) for f in self.features]
+
+    def codes_columns(self, columns: Mapping[str, Sequence[object]]) -> np.ndarray:
+        """`codes` for plain columns of Python values (None: missing), one per feature."""
+        n = len(columns[self.features[0].name]) if self.features else 0
+        out = np.empty((n, len(self.features)), dtype=np.uint16)
+        for j, f in enumerate(self.features):
+            dtype = "float64" if f.kind == "numeric" else object  # None -> NaN for numbers
+            out[:, j] = f.codes(pd.Series(np.array(columns[f.name], dtype=dtype), dtype=dtype))
         return out
 
     def layout(self) -> BinLayout:
