@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Context, Message, RecordDict
-from grid_helpers import AnsweringGrid
+from grid_helpers import AnsweringGrid, reply_from_node
 
 from jointcredit.client import trees as client_trees
 from jointcredit.client.data import NodeData
@@ -163,19 +163,16 @@ class _NodeError(Exception):
 class _ErrorsAsReplies(AnsweringGrid):
     """A node's exception comes back as an error reply, as Flower delivers it."""
 
-    def send_and_receive(self, messages: object, *, timeout: float | None = None) -> list[Message]:
+    def reply(self, message: Message) -> Message:
         from flwr.app import Error
-        from grid_helpers import reply_from_node
 
-        out = []
-        for m in messages:  # type: ignore[attr-defined]
-            try:
-                out.append(reply_from_node(m, self.answer(m)))
-            except _NodeError as exc:
-                reply = reply_from_node(m, RecordDict())
-                out.append(Message(Error(code=0, reason=str(exc)), reply_to=m))
-                out[-1].metadata.__dict__["_src_node_id"] = reply.metadata.src_node_id
-        return out
+        try:
+            return super().reply(message)
+        except _NodeError as exc:
+            shell = reply_from_node(message, RecordDict())  # the ids the runtime would set
+            error = Message(Error(code=0, reason=str(exc)), reply_to=message)
+            error.metadata.__dict__["_src_node_id"] = shell.metadata.src_node_id
+            return error
 
 
 def test_a_tree_artifact_scores_raw_rows_without_training_code(tmp_path: Path) -> None:
