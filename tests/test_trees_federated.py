@@ -55,13 +55,21 @@ def _bins(fed: FederatedData, max_bins: int) -> TreeBins:
 
 
 class _Institutions:
-    """Every institution's node: its rows, its Flower node state, its histogram handler."""
+    """Every institution's node: its rows, its Flower node state, its histogram handler.
+    `processes`: how many worker processes take turns playing each node (each with its own
+    caches, the node state shared), as simulation actors or deployment processes do."""
 
-    def __init__(self, fed: FederatedData, lose_state_of: int | None = None) -> None:
-        self.nodes = {
-            n: NodeData(data=d, schema=fed.schema)
-            for n, d in enumerate(fed.institutions.values(), start=1)
-        }
+    def __init__(
+        self, fed: FederatedData, lose_state_of: int | None = None, processes: int = 1
+    ) -> None:
+        self.processes = [
+            {
+                n: NodeData(data=d, schema=fed.schema)
+                for n, d in enumerate(fed.institutions.values(), start=1)
+            }
+            for _ in range(processes)
+        ]
+        self.nodes = self.processes[0]
         self.contexts = {
             n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
             for n in self.nodes
@@ -75,11 +83,15 @@ class _Institutions:
         if node == self.lose_state_of and self.answered > 3 * len(self.nodes):
             self.contexts[node] = Context(1, node, {}, RecordDict(), {})  # a restarted node
         ins = TreeLevelMessage.from_content(message.content)
-        return client_trees.histograms(ins, self.contexts[node], self.nodes[node])
+        # Turns that do not divide the levels of a tree, so processes see levels skipped.
+        process = self.processes[(self.answered // 7) % len(self.processes)]
+        return client_trees.histograms(ins, self.contexts[node], process[node])
 
 
-def _federated(fed: FederatedData, settings: RunSettings, bins: TreeBins) -> TreeEnsemble:
-    institutions = _Institutions(fed)
+def _federated(
+    fed: FederatedData, settings: RunSettings, bins: TreeBins, processes: int = 1
+) -> TreeEnsemble:
+    institutions = _Institutions(fed, processes=processes)
     grid = InstitutionGrid(AnsweringGrid(institutions.answer, nodes=institutions.nodes))
     pooled = fed.pooled_train()
     base = base_margin(float(pooled.y.sum()), len(pooled.y))
@@ -95,25 +107,28 @@ def _federated(fed: FederatedData, settings: RunSettings, bins: TreeBins) -> Tre
 
 
 @pytest.mark.parametrize(
-    ("dataset", "institutions", "config"),
+    ("dataset", "institutions", "config", "processes"),
     [
         # 20 lenders, depth 6: small nodes where two features make the same partition.
-        ("sba", 0, {"trees": 5, "max-depth": 6, "max-bins": 64}),
+        ("sba", 0, {"trees": 5, "max-depth": 6, "max-bins": 64}, 1),
         (
             "synthetic",
             5,
             {"trees": 5, "max-depth": 4, "max-bins": 16, "reg-lambda": 3.0, "min-child-weight": 2},
+            1,
         ),
+        # Each node played by worker processes in turn, each with its own caches.
+        ("sba", 4, {"trees": 4, "max-depth": 6, "max-bins": 32}, 3),
     ],
-    ids=["sba", "synthetic"],
+    ids=["sba", "synthetic", "sba-processes"],
 )
 def test_federated_trees_equal_the_central_engine_on_pooled_rows(
-    dataset: str, institutions: int, config: dict[str, float]
+    dataset: str, institutions: int, config: dict[str, float], processes: int
 ) -> None:
     fed = _federation(dataset, institutions)
     settings = RunSettings.from_run_config({"model": "gbdt", **config})
     bins = _bins(fed, settings.max_bins)
-    federated = _federated(fed, settings, bins)
+    federated = _federated(fed, settings, bins, processes)
     pooled = fed.pooled_train()
     central = train(
         bins.codes(pooled.x),
