@@ -6,13 +6,18 @@ FedProx, FedAvgM, the robust ones, DP wrappers) three things:
   before aggregation and recorded with its reason, and a training or evaluation exchange with
   too few valid replies fails loudly, listing every reason;
 - determinism: replies ordered by institution (float32 sums depend on order);
-- the record of what each institution reported, per exchange, for `metrics.json`.
+- the record of what each institution reported, per exchange, for `metrics.json`;
+- prompt replies: Flower's grids poll for replies at a fixed interval (0.1 s in simulation,
+  3 s over the network), pure waiting in every message round, and trees need one round per
+  tree level. This one pushes and pulls itself, polling from a millisecond and backing off to
+  `MAX_POLL` while nothing arrives (the same push/pull calls, the same timeout).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import WARNING
@@ -30,6 +35,8 @@ from jointcredit.server.verify import UpdateVerifier
 from jointcredit.trust.updates import Rejected
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MIN_POLL = 0.001  # seconds between pulls right after a send or a reply
+MAX_POLL = 0.1  # ...backing off to this while nothing arrives
 
 
 def short_reason(reason: str | None) -> str:
@@ -130,7 +137,7 @@ class InstitutionGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         sent = list(messages)
-        replies = list(self.inner.send_and_receive(sent, timeout=timeout))
+        replies = self._push_and_pull(sent, timeout)
         if not sent:
             return replies
         ex = self._exchange(sent[0])
@@ -174,6 +181,21 @@ class InstitutionGrid(Grid):
         self._record(ex, sent, valid, {r.metadata.src_node_id for r in replies})
         self._require_enough(ex, len(sent))
         return valid
+
+    def _push_and_pull(self, sent: list[Message], timeout: float | None) -> list[Message]:
+        waiting = set(self.inner.push_messages(sent))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        pause = MIN_POLL
+        while waiting:
+            got = list(self.inner.pull_messages(waiting))
+            replies += got
+            waiting.difference_update(r.metadata.reply_to_message_id for r in got)
+            if not waiting or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(pause)
+            pause = MIN_POLL if got else min(2 * pause, MAX_POLL)
+        return replies
 
     def _unclipped(self, ex: Exchange, sent: Message | None, reply: Message) -> str | None:
         if self.update_bound is None or ex.message_type != MessageType.TRAIN or sent is None:

@@ -17,7 +17,8 @@ def reply_from_node(message: Message, content: RecordDict) -> Message:
 
 
 class AnsweringGrid:
-    """Answers each message with `answer(message)`; `nodes` for strategies that sample."""
+    """Answers each message with `answer(message)` as it is pushed (`reply` builds the
+    reply); `nodes` for strategies that sample."""
 
     def __init__(
         self,
@@ -29,12 +30,27 @@ class AnsweringGrid:
         self.answer = answer
         self.nodes = list(nodes)
         self.reverse = reverse
+        self._replies: dict[str, Message] = {}
 
     def get_node_ids(self) -> list[int]:
         return self.nodes
 
+    def reply(self, message: Message) -> Message:
+        return reply_from_node(message, self.answer(message))
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for m in messages:
+            reply = self.reply(m)
+            self._replies[reply.metadata.reply_to_message_id] = reply
+            ids.append(reply.metadata.reply_to_message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        replies = [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+        return list(reversed(replies)) if self.reverse else replies
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
-        replies = [reply_from_node(m, self.answer(m)) for m in messages]
-        return list(reversed(replies)) if self.reverse else replies
+        return self.pull_messages(self.push_messages(messages))

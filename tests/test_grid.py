@@ -92,3 +92,44 @@ def test_short_reason_unwraps_flower_client_exceptions() -> None:
     assert short_reason(wrapped) == "file bank.csv, column 'age': non-numeric value 'x'"
     assert short_reason(None) == "error without a reason"
     assert short_reason("plain failure") == "plain failure"
+
+
+class _SlowGrid(AnsweringGrid):
+    """Each reply is ready only after a few pulls (a node still working), one at a time."""
+
+    def __init__(self, inner: AnsweringGrid, pulls_per_reply: int) -> None:
+        super().__init__(inner.answer, reverse=inner.reverse)
+        self.pulls_per_reply = pulls_per_reply
+        self.pulls = 0
+
+    def pull_messages(self, message_ids: object) -> list[Message]:
+        self.pulls += 1
+        ids = list(message_ids)  # type: ignore[call-overload]
+        if self.pulls % self.pulls_per_reply or not ids:
+            return []
+        return super().pull_messages(ids[:1])
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_replies_are_pulled_promptly_until_all_arrive_or_the_timeout() -> None:
+    import time
+
+    names = {1: "zeta-bank", 2: "alpha-bank", 3: "mid-lender"}
+    slow = _SlowGrid(answers_as(names), pulls_per_reply=4)
+    grid = InstitutionGrid(slow)  # type: ignore[arg-type]
+    cfg = ConfigRecord({"server-round": 1})
+    msgs = [
+        Message(RecordDict({"config": cfg}), dst_node_id=n, message_type=MessageType.EVALUATE)
+        for n in names
+    ]
+    started = time.monotonic()
+    replies = list(grid.send_and_receive(msgs, timeout=60))
+    # Flower's own loop sleeps 0.1 s (simulation) or 3 s (network) between pulls: 12 pulls
+    # would take 1.1 s or 33 s; backing off from a millisecond takes a few hundredths.
+    assert len(replies) == 3 and slow.pulls == 12
+    assert time.monotonic() - started < 0.5
+    stuck = _SlowGrid(answers_as(names), pulls_per_reply=10**9)
+    started = time.monotonic()
+    with pytest.raises(FederationError, match="no reply before the timeout"):
+        InstitutionGrid(stuck).send_and_receive(msgs, timeout=0.3)  # type: ignore[arg-type]
+    assert 0.3 <= time.monotonic() - started < 1.0

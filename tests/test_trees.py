@@ -192,6 +192,21 @@ def test_level_by_level_routing_equals_routing_from_the_root() -> None:
             cover=first.cover,
         )
         assert np.array_equal(routing.nodes(grown, codes, missing), grown.route(codes, missing))
+    # A stage several levels back (another process saw this node's earlier levels): the
+    # rows go on down from there, as many levels as the tree grew since.
+    skipping = Routing()
+    stump = type(first)(
+        feature=np.where(depth < 1, first.feature, -1),
+        threshold=first.threshold,
+        default_left=first.default_left,
+        left=np.where(depth < 1, first.left, -1),
+        right=np.where(depth < 1, first.right, -1),
+        value=first.value,
+        cover=first.cover,
+    )
+    skipping.nodes(stump, codes, missing)
+    assert first.depth >= 3
+    assert np.array_equal(skipping.nodes(first, codes, missing), first.route(codes, missing))
     # another tree does not extend it: routed from the root, not from stale positions
     assert not second.extends(first) or np.array_equal(first.feature, second.feature)
     assert np.array_equal(routing.nodes(second, codes, missing), second.route(codes, missing))

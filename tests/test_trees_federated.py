@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Context, Message, RecordDict
-from grid_helpers import AnsweringGrid
+from grid_helpers import AnsweringGrid, reply_from_node
 
 from jointcredit.client import trees as client_trees
 from jointcredit.client.data import NodeData
@@ -55,13 +55,21 @@ def _bins(fed: FederatedData, max_bins: int) -> TreeBins:
 
 
 class _Institutions:
-    """Every institution's node: its rows, its Flower node state, its histogram handler."""
+    """Every institution's node: its rows, its Flower node state, its histogram handler.
+    `processes`: how many worker processes take turns playing each node (each with its own
+    caches, the node state shared), as simulation actors or deployment processes do."""
 
-    def __init__(self, fed: FederatedData, lose_state_of: int | None = None) -> None:
-        self.nodes = {
-            n: NodeData(data=d, schema=fed.schema)
-            for n, d in enumerate(fed.institutions.values(), start=1)
-        }
+    def __init__(
+        self, fed: FederatedData, lose_state_of: int | None = None, processes: int = 1
+    ) -> None:
+        self.processes = [
+            {
+                n: NodeData(data=d, schema=fed.schema)
+                for n, d in enumerate(fed.institutions.values(), start=1)
+            }
+            for _ in range(processes)
+        ]
+        self.nodes = self.processes[0]
         self.contexts = {
             n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
             for n in self.nodes
@@ -75,11 +83,15 @@ class _Institutions:
         if node == self.lose_state_of and self.answered > 3 * len(self.nodes):
             self.contexts[node] = Context(1, node, {}, RecordDict(), {})  # a restarted node
         ins = TreeLevelMessage.from_content(message.content)
-        return client_trees.histograms(ins, self.contexts[node], self.nodes[node])
+        # Turns that do not divide the levels of a tree, so processes see levels skipped.
+        process = self.processes[(self.answered // 7) % len(self.processes)]
+        return client_trees.histograms(ins, self.contexts[node], process[node])
 
 
-def _federated(fed: FederatedData, settings: RunSettings, bins: TreeBins) -> TreeEnsemble:
-    institutions = _Institutions(fed)
+def _federated(
+    fed: FederatedData, settings: RunSettings, bins: TreeBins, processes: int = 1
+) -> TreeEnsemble:
+    institutions = _Institutions(fed, processes=processes)
     grid = InstitutionGrid(AnsweringGrid(institutions.answer, nodes=institutions.nodes))
     pooled = fed.pooled_train()
     base = base_margin(float(pooled.y.sum()), len(pooled.y))
@@ -95,25 +107,28 @@ def _federated(fed: FederatedData, settings: RunSettings, bins: TreeBins) -> Tre
 
 
 @pytest.mark.parametrize(
-    ("dataset", "institutions", "config"),
+    ("dataset", "institutions", "config", "processes"),
     [
         # 20 lenders, depth 6: small nodes where two features make the same partition.
-        ("sba", 0, {"trees": 5, "max-depth": 6, "max-bins": 64}),
+        ("sba", 0, {"trees": 5, "max-depth": 6, "max-bins": 64}, 1),
         (
             "synthetic",
             5,
             {"trees": 5, "max-depth": 4, "max-bins": 16, "reg-lambda": 3.0, "min-child-weight": 2},
+            1,
         ),
+        # Each node played by worker processes in turn, each with its own caches.
+        ("sba", 4, {"trees": 4, "max-depth": 6, "max-bins": 32}, 3),
     ],
-    ids=["sba", "synthetic"],
+    ids=["sba", "synthetic", "sba-processes"],
 )
 def test_federated_trees_equal_the_central_engine_on_pooled_rows(
-    dataset: str, institutions: int, config: dict[str, float]
+    dataset: str, institutions: int, config: dict[str, float], processes: int
 ) -> None:
     fed = _federation(dataset, institutions)
     settings = RunSettings.from_run_config({"model": "gbdt", **config})
     bins = _bins(fed, settings.max_bins)
-    federated = _federated(fed, settings, bins)
+    federated = _federated(fed, settings, bins, processes)
     pooled = fed.pooled_train()
     central = train(
         bins.codes(pooled.x),
@@ -163,19 +178,16 @@ class _NodeError(Exception):
 class _ErrorsAsReplies(AnsweringGrid):
     """A node's exception comes back as an error reply, as Flower delivers it."""
 
-    def send_and_receive(self, messages: object, *, timeout: float | None = None) -> list[Message]:
+    def reply(self, message: Message) -> Message:
         from flwr.app import Error
-        from grid_helpers import reply_from_node
 
-        out = []
-        for m in messages:  # type: ignore[attr-defined]
-            try:
-                out.append(reply_from_node(m, self.answer(m)))
-            except _NodeError as exc:
-                reply = reply_from_node(m, RecordDict())
-                out.append(Message(Error(code=0, reason=str(exc)), reply_to=m))
-                out[-1].metadata.__dict__["_src_node_id"] = reply.metadata.src_node_id
-        return out
+        try:
+            return super().reply(message)
+        except _NodeError as exc:
+            shell = reply_from_node(message, RecordDict())  # the ids the runtime would set
+            error = Message(Error(code=0, reason=str(exc)), reply_to=message)
+            error.metadata.__dict__["_src_node_id"] = shell.metadata.src_node_id
+            return error
 
 
 def test_a_tree_artifact_scores_raw_rows_without_training_code(tmp_path: Path) -> None:

@@ -35,17 +35,18 @@ def base_margin(positives: float, rows: float) -> float:
 
 @dataclass
 class Routing:
-    """Where the rows are in the tree being grown: routing level by level costs one step
-    down per level instead of a walk from the root."""
+    """Where the rows are in the tree being grown: routing goes on from where the rows were
+    at an earlier stage of the same tree (one step per level grown since), not from the
+    root."""
 
     tree: Tree | None = None
     node: np.ndarray | None = None
 
     def nodes(self, tree: Tree, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        start = None
         if self.tree is not None and self.node is not None and tree.extends(self.tree):
-            node = tree.advance(self.node, codes, missing)
-        else:
-            node = tree.route(codes, missing)
+            start = self.node
+        node = tree.route(codes, missing, start)
         self.tree, self.node = tree, node
         return node
 
@@ -110,6 +111,8 @@ def train(
 
         tree = grow_tree(layout, params, histograms)
         trees.append(tree)
-        leaf = routing.nodes(tree, codes, np.asarray(missing))  # one step past the last level
+        leaf = routing.nodes(
+            tree, codes, np.asarray(missing)
+        )  # on from the last level to the leaves
         margin = margin + tree.value[leaf]
     return TreeEnsemble(base, missing, tuple(trees))

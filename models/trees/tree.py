@@ -63,21 +63,17 @@ class Tree:
             h.update(a.tobytes())
         return h.digest()
 
-    def route(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    def route(
+        self, codes: np.ndarray, missing: np.ndarray, start: np.ndarray | None = None
+    ) -> np.ndarray:
         """The node each row ends at: a leaf, or a node not split yet (a growing tree).
-        `missing` per feature: its missing code (-1: none)."""
-        node = np.zeros(len(codes), dtype=np.int64)
+        `missing` per feature: its missing code (-1: none). `start`: where each row already
+        is (its node in an earlier stage of this tree, see `extends`); default the root."""
+        node = np.zeros(len(codes), dtype=np.int64) if start is None else start.copy()
         active = np.arange(len(codes)) if self.n_nodes else np.zeros(0, dtype=np.int64)
         while len(active := active[self.feature[node[active]] != LEAF]):
             self._step(node, active, codes, missing)
         return node
-
-    def advance(self, node: np.ndarray, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        """One step down from `node` (each row's node in this tree before its last level was
-        split): rows at a node split since move to its child, the others stay."""
-        out = node.copy()
-        self._step(out, np.flatnonzero(self.feature[node] != LEAF), codes, missing)
-        return out
 
     def _step(
         self, node: np.ndarray, rows: np.ndarray, codes: np.ndarray, missing: np.ndarray
@@ -90,7 +86,8 @@ class Tree:
         node[rows] = np.where(go_left, self.left[at], self.right[at])
 
     def extends(self, earlier: Tree) -> bool:
-        """Whether this tree is `earlier` with some of its leaves split (one level grown)."""
+        """Whether this tree is `earlier` grown further (some of its leaves split), so a row's
+        node in `earlier` lies on its path here."""
         n = earlier.n_nodes
         if self.n_nodes < n:
             return False
