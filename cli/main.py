@@ -11,10 +11,11 @@ import click
 import typer
 from rich.console import Console
 
+from jointcredit.cli.decision_cmds import decide, score
 from jointcredit.cli.deploy_cmds import link_app, node_app, provision
 from jointcredit.cli.model_cmds import binning
 from jointcredit.cli.run_cmds import config_app, simulate, sweep
-from jointcredit.cli.service_cmds import apikey_app, audit_app, decide, exposure_app, serve
+from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
 from jointcredit.data.errors import DataValidationError
 
@@ -36,55 +37,9 @@ app.add_typer(exposure_app, name="exposure")
 app.add_typer(link_app, name="link")
 app.add_typer(node_app, name="node")
 app.command()(provision)
+app.command()(score)
 console = Console()
 err = Console(stderr=True)
-
-
-@app.command()
-def score(
-    model_dir: Annotated[Path, typer.Argument(help="a model directory (OUT/model)")],
-    input_file: Annotated[
-        Path | None, typer.Option("--input", help="CSV/Parquet of applicants (schema features)")
-    ] = None,
-    sample: Annotated[
-        int, typer.Option(help="without --input: score N shipped SBA test loans")
-    ] = 5,
-    trust: Annotated[
-        Path | None, typer.Option(help="trust store (default: trust.json beside MODEL_DIR)")
-    ] = None,
-) -> None:
-    """Score applicants with a model artifact: probability of default and 350-950 score."""
-    from rich.table import Table
-
-    from jointcredit.data.catalog import DataConfig, load_federation
-    from jointcredit.data.frames import read_table, validate_frame
-    from jointcredit.models.artifact import ArtifactError, load_artifact
-    from jointcredit.trust.errors import TrustError
-    from jointcredit.trust.store import load_store
-
-    try:
-        model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
-        if input_file is not None:
-            schema = model.card.data_schema
-            raw = read_table(input_file)
-            if schema.label not in raw.columns:  # applicants have no outcome yet
-                raw = raw.assign(**{schema.label: schema.positive})
-            x = validate_frame(raw, schema, source=str(input_file)).x
-        else:
-            fed = load_federation(DataConfig(dataset="sba"))
-            x = fed.pooled_test().x.sample(n=sample, random_state=0).reset_index(drop=True)
-    except (ArtifactError, DataValidationError, TrustError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    pd_ = model.predict_pd(x)
-    scores = model.card.score_scale.score(pd_)
-    table = Table(title=f"Scores from {model_dir}")
-    shown = list(x.columns[:4])
-    for col in ["#", *shown, "PD", "score"]:
-        table.add_column(col)
-    for i in range(len(x)):
-        table.add_row(str(i), *[str(x.iloc[i][c]) for c in shown], f"{pd_[i]:.3f}", str(scores[i]))
-    console.print(table)
 
 
 @data_app.command("check")

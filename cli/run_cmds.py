@@ -83,7 +83,9 @@ def simulate(
     _quiet_flower(verbose)
     settings = resolve_local({**config, "out-dir": str(out.resolve())})
     progress = _progress()
-    task = progress.add_task("federation", total=settings.rounds, status="starting")
+    # Trees report once per tree; weight models once per round.
+    total = settings.trees if settings.model == "gbdt" else settings.rounds
+    task = progress.add_task("federation", total=total, status="starting")
 
     def on_event(ev: events.ServerEvent) -> None:
         if ev.phase == "preprocessing":
@@ -92,7 +94,8 @@ def simulate(
             progress.update(task, status="agreeing bins and WOE")
         elif ev.phase == "round":
             auc = ev.metrics.get("auc")
-            status = f"round {ev.server_round}: pooled AUC {auc:.4f}" if auc else ""
+            step = "tree" if settings.model == "gbdt" else "round"
+            status = f"{step} {ev.server_round}: pooled AUC {auc:.4f}" if auc else ""
             progress.update(task, completed=ev.server_round, status=status)
         elif ev.phase == "personalization":
             progress.update(task, status="personalisation round")
@@ -134,7 +137,9 @@ def simulate(
             soft_wrap=True,
         )
     console.print(
-        f"{len(metrics.institutions)} institutions x {settings.rounds} rounds in "
+        f"{len(metrics.institutions)} institutions x "
+        + (f"{settings.trees} trees" if settings.model == "gbdt" else f"{settings.rounds} rounds")
+        + " in "
         f"{metrics.timing.total_seconds or 0.0:.1f} s. Model: {out / 'model'}  "
         f"Metrics: {out / 'metrics.json'}"
     )

@@ -74,6 +74,10 @@ def serve(
         f"policy {service.decider.policy.version}, audit {service.audit.url}",
         soft_wrap=True,
     )
+    for code, fields in service.decider.rules.absent.items():
+        console.print(
+            f"rule {code} not evaluated: this model has no {', '.join(fields)}", soft_wrap=True
+        )
     if workers == 1:
         uvicorn.run(create_app(service), host=host, port=port, **UVICORN)
         return
@@ -247,51 +251,3 @@ def exposure_serve(
     if not registry_is_signed(registry):
         err.print(UNSIGNED_REGISTRY.format(path=registry), soft_wrap=True)
     uvicorn.run(institution_app(node, fed_key), host=host, port=port, log_level="warning")
-
-
-def decide(
-    model_dir: Annotated[Path, typer.Argument(help="signed model directory, e.g. OUT/model")],
-    trust: Annotated[
-        Path | None, typer.Option(help="trust store (default: trust.json beside MODEL_DIR)")
-    ] = None,
-    policy: Annotated[Path | None, typer.Option(help="policy TOML (default: shipped)")] = None,
-    sample: Annotated[int, typer.Option(min=1, help="shipped SBA test loans to decide")] = 5,
-) -> None:
-    """Eligibility decisions for a few shipped applicants, without starting the service."""
-    import math
-
-    from rich.table import Table
-
-    from jointcredit.data.catalog import DataConfig, load_federation
-    from jointcredit.models.artifact import ArtifactError, load_artifact
-    from jointcredit.service.decide import Decider
-    from jointcredit.service.loader import StartupError, check_model
-    from jointcredit.service.policy import load_policy
-    from jointcredit.trust.errors import TrustError
-    from jointcredit.trust.store import load_store
-
-    try:
-        model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
-        check_model(model)
-        decider = Decider(model, load_policy(policy))
-    except (ArtifactError, TrustError, StartupError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from exc
-    x = load_federation(DataConfig(dataset="sba")).pooled_test().x
-    rows = x.sample(n=sample, random_state=1).to_dict(orient="records")
-    applicants: list[dict[str, Any]] = [
-        {str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
-    table = decider.decide(applicants, [{}] * len(applicants), [None] * len(applicants))
-    out = Table(title=f"Eligibility decisions ({decider.policy.version})")
-    for col in ("#", "sector", "amount", "PD", "score", "decision", "first reason"):
-        out.add_column(col)
-    for i, a in enumerate(applicants):
-        reasons = table.reasons(i)
-        out.add_row(
-            str(i), str(a.get("sector")), f"{a.get('gross_approved', 0):,.0f}",
-            f"{table.probability_of_default[i]:.3f}", str(table.score[i]), table.decision[i],
-            reasons[0]["text"] if reasons else "-",
-        )  # fmt: skip
-    console.print(out)

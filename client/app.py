@@ -10,6 +10,8 @@ Message handlers (the messages are `jointcredit.federation.protocol`'s):
   an enforced budget (`client.record_dp`), a simulated poisoning attack.
 - `query.prior`: how far this institution's own fit strays from the final global model, per
   coefficient (squared), for the hierarchical personalisation prior (`client.personalization`).
+- `train.histograms` (gradient-boosted trees): per tree level, gradient and hessian
+  histograms of own rows for the nodes asked about (`client.trees`).
 - `evaluate`: score own test rows; in the final round also personalise a copy first.
 Every reply names its institution, so the coordinator can order replies and report per
 institution, and is signed on the way out by the outermost mod (`client.signing`).
@@ -24,7 +26,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from pydantic import BaseModel
 
-from jointcredit.client import binning, personalization, scaffold
+from jointcredit.client import binning, personalization, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.signing import signing_mod
@@ -35,6 +37,7 @@ from jointcredit.federation.protocol import (
     EvaluateMetrics,
     ModelMessage,
     SummaryRecord,
+    TreeLevelMessage,
 )
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
@@ -155,13 +158,38 @@ def train_handler(msg: Message, context: Context) -> Message:
     return Message(protocol.train_reply(node.institution, metrics, arrays), reply_to=msg)
 
 
+@app.train(protocol.HISTOGRAMS_ACTION)
+def histograms_handler(msg: Message, context: Context) -> Message:
+    """Gradient-boosted trees: this institution's histograms for one tree level."""
+    _, node = _setup(context)
+    content = trees.histograms(TreeLevelMessage.from_content(msg.content), context, node)
+    return Message(content, reply_to=msg)
+
+
 @app.evaluate()
 def evaluate_handler(msg: Message, context: Context) -> Message:
     settings, node = _setup(context)
     ins = ModelMessage.from_content(msg.content)
+    y_test = node.data.test.y
+    if settings.model == "gbdt":
+        pd_global, pd_own = trees.evaluation_pds(ins, node, settings)
+        m = risk_metrics(y_test, pd_global)
+        metrics = EvaluateMetrics(
+            num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier)
+        )
+        if pd_own is not None:
+            p = risk_metrics(y_test, pd_own)
+            metrics = metrics.model_copy(
+                update={
+                    "auc_personalized": _nan(p.auc),
+                    "ks_personalized": _nan(p.ks),
+                    "brier_personalized": _nan(p.brier),
+                }
+            )
+        return Message(protocol.evaluate_reply(node.institution, metrics), reply_to=msg)
     model, _ = node.model(ins, settings)
     spec = node.spec(ins)
-    x_test, y_test = node.matrix(spec, "test"), node.data.test.y
+    x_test = node.matrix(spec, "test")
     m = risk_metrics(y_test, predict_pd(model, x_test))
     metrics = EvaluateMetrics(
         num_examples=len(y_test),

@@ -24,6 +24,9 @@ from jointcredit.federation.protocol import ModelMessage, NodeConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.trees import histogram
+from jointcredit.models.trees.boost import Routing
+from jointcredit.models.trees.interim_bins import TreeBins
 
 
 @dataclass
@@ -33,6 +36,11 @@ class NodeData:
     # Design matrices per preprocessing digest: the spec is fixed for a run, so transform once.
     _matrices: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     _specs: dict[str, PreprocessingSpec] = field(default_factory=dict)
+    # Trees: gradients and hessians of the training rows at the margins of one ensemble
+    # (keyed by bins and ensemble digests; every level of a tree needs the same ones).
+    tree_gradients: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # ...and where its rows are in the tree being grown on top of that ensemble.
+    tree_routing: dict[str, Routing] = field(default_factory=dict)
 
     @property
     def institution(self) -> str:
@@ -61,6 +69,21 @@ class NodeData:
         if key not in self._matrices:
             split = self.data.train if part == "train" else self.data.test
             self._matrices[key] = spec.transform(split.x)
+        return self._matrices[key]
+
+    def codes(self, bins: TreeBins, part: str) -> np.ndarray:
+        """Bin codes of the train or test rows (the bins are fixed for a run: code once)."""
+        key = (f"bins:{bins.digest()}", part)
+        if key not in self._matrices:
+            split = self.data.train if part == "train" else self.data.test
+            self._matrices[key] = bins.codes(split.x)
+        return self._matrices[key]
+
+    def flat_codes(self, bins: TreeBins) -> np.ndarray:
+        """The training rows' codes as positions on a histogram's bin axis."""
+        key = (f"flat-bins:{bins.digest()}", "train")
+        if key not in self._matrices:
+            self._matrices[key] = histogram.flat_bins(self.codes(bins, "train"), bins.layout())
         return self._matrices[key]
 
     def validation_split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ from jointcredit.data.frames import (
     FederatedData,
     InstitutionData,
     Split,
+    SplitKind,
     check_federation,
     read_table,
     split_institution,
@@ -47,6 +48,8 @@ class DataConfig:
     min_rows: int = 100
     synthetic_rows: int = 3000
     synthetic_heterogeneity: float = 0.5
+    split: SplitKind = "random"  # time: train on earlier rows, test on the latest (schema's time)
+    hindsight_vintage: bool = False  # SBA only: the approval year as a feature (hindsight)
 
 
 def _split_seed(seed: int, institution: str) -> int:
@@ -77,7 +80,8 @@ class Source:
         if self.directory is None:
             return synthetic.synthetic_schema()
         path = Path(self.config.schema) if self.config.schema else self.directory / "schema.toml"
-        return load_schema(path)
+        schema = load_schema(path)
+        return sba.hindsight_schema(schema) if self.config.hindsight_vintage else schema
 
     @cached_property
     def files(self) -> dict[str, Path]:
@@ -136,7 +140,8 @@ class Source:
                 heterogeneity=c.synthetic_heterogeneity,
                 seed=c.seed,
             )
-        return read_table(self.files[institution])
+        frame = read_table(self.files[institution])
+        return sba.with_vintage(frame) if self.config.hindsight_vintage else frame
 
     def validated(self, institution: str) -> Split:
         return validate_frame(
@@ -144,20 +149,34 @@ class Source:
         )
 
     def split(self, institution: str, data: Split) -> InstitutionData:
-        return split_institution(
-            institution,
-            data,
-            test_fraction=self.config.test_fraction,
-            seed=_split_seed(self.config.seed, institution),
-        )
+        return _split(self.config, institution, data)
+
+
+def _split(config: DataConfig, institution: str, data: Split) -> InstitutionData:
+    return split_institution(
+        institution,
+        data,
+        test_fraction=config.test_fraction,
+        seed=_split_seed(config.seed, institution),
+        split=config.split,
+    )
 
 
 def resolve(config: DataConfig) -> Source:
     name = config.dataset
+    if config.hindsight_vintage and name not in sba.DATASETS:
+        raise DataValidationError(
+            "hindsight-vintage adds the SBA approval year as a feature: it applies to the "
+            f"datasets {' and '.join(sba.DATASETS)} only",
+            source=name,
+        )
+    hindsight = " + vintage feature (hindsight)" if config.hindsight_vintage else ""
     if name == "sba":
-        return Source(config, "SBA 7(a) sample, 20 largest lenders (shipped)", sba.SAMPLE_DIR)
+        description = "SBA 7(a) sample, 20 largest lenders (shipped)"
+        return Source(config, description + hindsight, sba.SAMPLE_DIR)
     if name == "sba-full":
-        return Source(config, "SBA 7(a), 20 largest lenders (full)", sba.full_dir())
+        description = "SBA 7(a), 20 largest lenders (full)"
+        return Source(config, description + hindsight, sba.full_dir())
     if name == "synthetic":
         return Source(config, "synthetic institutions", None)
     path = Path(name).expanduser()
@@ -232,6 +251,4 @@ def load_institution_file(
         sources={inst: str(path)},
         require_both_classes=False,
     )
-    return split_institution(
-        inst, data, test_fraction=config.test_fraction, seed=_split_seed(config.seed, inst)
-    )
+    return _split(config, inst, data)

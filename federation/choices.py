@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-ModelKind = Literal["logreg", "mlp", "scorecard"]
+ModelKind = Literal["logreg", "mlp", "scorecard", "gbdt"]
 Strategy = Literal["fedavg", "fedprox", "fedavgm", "scaffold"]
 Optimizer = Literal["sgd", "adam"]
 Schedule = Literal["constant", "linear", "cosine"]

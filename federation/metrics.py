@@ -41,6 +41,9 @@ class Centralized(Scores):
     """The same model trained on every institution's rows pooled (simulation only)."""
 
     optimum_auc: float | None = None
+    # gbdt: this project's engine on the pooled rows with the federation's bins (what the
+    # federated ensemble equals; the headline centralized figures are XGBoost's).
+    same_bins_auc: float | None = None
 
 
 class LocalOnlyInstitution(_Section):
@@ -185,6 +188,25 @@ class Privacy(_Section):
     mia: MembershipAudit | None = None
 
 
+class TreeTiming(_Section):
+    """Gradient-boosted trees: where the trees phase spent its time."""
+
+    levels: int = Field(description="histogram exchanges (one per tree level)")
+    exchange_seconds: float = Field(
+        description="waiting for the levels' replies: messages, signing, verification and "
+        "the institutions' histogram work"
+    )
+    institution_histogram_seconds_max: float = Field(
+        description="per level the slowest institution's histogram work, summed over levels"
+    )
+    institution_histogram_seconds_total: float = Field(
+        description="every institution's histogram work, summed"
+    )
+    coordinator_seconds: float = Field(
+        description="the coordinator's own work: summing histograms, choosing splits"
+    )
+
+
 class Timing(_Section):
     server_seconds: float
     setup_seconds: float
@@ -195,6 +217,7 @@ class Timing(_Section):
     audit_seconds: float | None = None
     simulation_seconds: float | None = None
     total_seconds: float | None = None
+    trees: TreeTiming | None = None
 
 
 class PreprocessingDigest(_Section):

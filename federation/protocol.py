@@ -11,6 +11,11 @@
     evaluate      arrays, config: RoundConfig             metrics: EvaluateMetrics
                   (+ prior-deviation: the federation's
                   sum, in the final round)
+    train.histograms  (gradient-boosted trees, one per tree level)
+                  config: TreeLevelConfig, tree: the      histograms: gradient and hessian
+                  tree so far + the nodes to build        per node to build, feature and bin;
+                  (+ previous-tree: the last finished     metrics: HistogramMetrics
+                  tree, at a tree's first level)
 
 Every reply also carries `identity` (the institution's id) and the signature record that
 `jointcredit.trust.updates` owns. `arrays`, `config`, `metrics`, `server-round` and
@@ -44,6 +49,8 @@ BIN_GRID_ACTION: Final = "bin_grid"
 BIN_GRID_QUERY: Final = f"{MessageType.QUERY}.{BIN_GRID_ACTION}"
 BIN_COUNTS_ACTION: Final = "bin_counts"
 BIN_COUNTS_QUERY: Final = f"{MessageType.QUERY}.{BIN_COUNTS_ACTION}"
+HISTOGRAMS_ACTION: Final = "histograms"
+HISTOGRAMS_TRAIN: Final = f"{MessageType.TRAIN}.{HISTOGRAMS_ACTION}"
 
 # -- records of a message's content
 ARRAYS: Final = "arrays"
@@ -59,6 +66,14 @@ LEGACY_METRICS: Final = "fitres.metrics"
 # Under SCAFFOLD the control variate rides in the `arrays` record, each tensor under this
 # prefix + its parameter's name (Flower's strategies accept exactly one ArrayRecord).
 CONTROL_PREFIX: Final = "scaffold-control/"
+# Gradient-boosted trees: the tree grown so far (its node arrays and `build`, the nodes whose
+# histograms are asked for), the last finished tree, and a reply's histograms.
+TREE: Final = "tree"
+PREVIOUS_TREE: Final = "previous-tree"
+TREE_NODES: Final = "tree-nodes"  # int64 (nodes, 5): feature, threshold, default-left, children
+TREE_VALUES: Final = "tree-values"  # float64 (nodes, 2): leaf value, cover
+BUILD: Final = "build"
+HISTOGRAMS: Final = "histograms"
 
 # -- weights Flower's strategies average replies by
 NUM_EXAMPLES: Final = "num-examples"
@@ -81,6 +96,11 @@ STATE_PRIOR: Final = PRIOR  # the squared deviation it sent with query.prior
 STATE_PRIOR_MODEL: Final = "prior-own-model"  # which global model that deviation is of
 STATE_PRIOR_MODEL_DIGEST: Final = "model-sha256"  # (in that record) the model's digest
 STATE_ADVERSARY_REPLAY: Final = "adversary-replay-"  # simulation: a replaying node's old reply
+# Gradient-boosted trees: its rows' margins after the trees so far (arrays), and which bins
+# and which ensemble they belong to (config).
+STATE_TREE_MARGINS: Final = "jc-tree-margins"
+STATE_TREE_RUN: Final = "jc-tree-run"
+MARGINS: Final = "margins"
 
 
 class ProtocolError(ValueError):
@@ -181,6 +201,8 @@ class RoundConfig(_Config):
     clipping_norm: float | None = _key(KEY_CLIPPING_NORM)
     finetune_epochs: int | None = _key("finetune-epochs")
     prior_count: int | None = _key("prior-count")
+    bins: str | None = _key("bins")  # gradient-boosted trees: the agreed bins (JSON)
+    personal_trees: int | None = _key("personal-trees")  # trees: each one's own extra trees
 
 
 class TrainMetrics(_Metrics):
@@ -225,6 +247,71 @@ class EvaluateMetrics(_Metrics):
     brier_personalized: float | None = _key("brier-personalized")
     # Ditto's chosen proximal strength; -1: the unchanged global model won.
     personalized_mu: float | None = _key("personalized-mu")
+
+
+class TreeLevelConfig(_Config):
+    """One tree level's request. `ensemble`: the digest of the trees finished before this one
+    (an institution's margins must belong to them); `bins`, `bins-digest`: the agreed bins
+    (their JSON only with the run's first request) and `base-margin` the starting log-odds."""
+
+    server_round: int = _key("server-round", ...)
+    tree: int = _key("tree", ...)
+    level: int = _key("level", ...)
+    ensemble: str = _key("ensemble", ...)
+    bins_digest: str = _key("bins-digest", ...)
+    bins: str | None = _key("bins")
+    base_margin: float | None = _key("base-margin")
+
+
+class TreeRunState(_Config):
+    """What an institution keeps between tree levels beside its margins: the bins and the
+    ensemble its margins belong to."""
+
+    bins: str
+    bins_digest: str = _key("bins-digest", ...)
+    ensemble: str
+
+
+class HistogramMetrics(_Metrics):
+    """A histogram reply's metrics: the rows behind it and the seconds its work took."""
+
+    num_examples: int = _key(NUM_EXAMPLES, ...)
+    histogram_seconds: float = _key("histogram-seconds", ...)
+
+
+@dataclass(frozen=True)
+class TreeLevelMessage:
+    """What the coordinator sends for one tree level."""
+
+    config: TreeLevelConfig
+    tree: ArrayRecord
+    previous: ArrayRecord | None = None
+
+    def to_content(self) -> RecordDict:
+        return _content(self.config, TREE, self.tree, PREVIOUS_TREE, self.previous)
+
+    @classmethod
+    def from_content(cls, content: RecordDict) -> TreeLevelMessage:
+        tree, config, previous = _parts(content, TREE, PREVIOUS_TREE, "a tree level message")
+        return cls(TreeLevelConfig.parse(config, "tree level config"), tree, previous)
+
+
+def histogram_reply(
+    institution: str, histograms: ArrayRecord, metrics: HistogramMetrics
+) -> RecordDict:
+    return RecordDict(
+        {
+            HISTOGRAMS: histograms,
+            METRICS: metrics.to_record(),
+            IDENTITY: identity_record(institution),
+        }
+    )
+
+
+def histogram_arrays(content: RecordDict) -> ArrayRecord:
+    if HISTOGRAMS not in content.array_records:
+        raise ProtocolError("a histogram reply needs its histograms record")
+    return content.array_records[HISTOGRAMS]
 
 
 class NodeConfig(_Record):
@@ -301,20 +388,34 @@ class ModelMessage:
     prior: ArrayRecord | None = None  # the federation's deviation sum (final evaluate only)
 
     def to_content(self) -> RecordDict:
-        content = RecordDict({ARRAYS: self.arrays, CONFIG: self.config.to_record()})
-        if self.prior is not None:
-            content[PRIOR] = self.prior
-        return content
+        return _content(self.config, ARRAYS, self.arrays, PRIOR, self.prior)
 
     @classmethod
     def from_content(cls, content: RecordDict) -> ModelMessage:
-        if ARRAYS not in content.array_records or CONFIG not in content.config_records:
-            raise ProtocolError("a model message needs its arrays and config records")
-        return cls(
-            arrays=content.array_records[ARRAYS],
-            config=RoundConfig.parse(content.config_records[CONFIG], "round config"),
-            prior=content.array_records.get(PRIOR),
-        )
+        arrays, config, prior = _parts(content, ARRAYS, PRIOR, "a model message")
+        return cls(arrays, RoundConfig.parse(config, "round config"), prior)
+
+
+def _content(
+    config: _Config, name: str, arrays: ArrayRecord, extra: str, more: ArrayRecord | None
+) -> RecordDict:
+    """A coordinator message: its config, its arrays and, when given, more arrays."""
+    content = RecordDict({name: arrays, CONFIG: config.to_record()})
+    if more is not None:
+        content[extra] = more
+    return content
+
+
+def _parts(
+    content: RecordDict, name: str, extra: str, what: str
+) -> tuple[ArrayRecord, ConfigRecord, ArrayRecord | None]:
+    if name not in content.array_records or CONFIG not in content.config_records:
+        raise ProtocolError(f"{what} needs its {name} and config records")
+    return (
+        content.array_records[name],
+        content.config_records[CONFIG],
+        content.array_records.get(extra),
+    )
 
 
 def summary_query(query: SummaryQuery) -> RecordDict:
@@ -391,6 +492,8 @@ def check_metrics(message_type: str, content: RecordDict) -> None:
     carries = METRICS in content.metric_records or LEGACY_METRICS in content.config_records
     if message_type == EVALUATE:
         EvaluateMetrics.parse(numbers(content), "evaluation metrics")
+    elif message_type == HISTOGRAMS_TRAIN:
+        HistogramMetrics.parse(numbers(content), "histogram metrics")
     elif message_type == TRAIN and carries:
         TrainMetrics.parse(numbers(content), "training metrics")
 

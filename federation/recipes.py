@@ -16,6 +16,8 @@ Why these recipes (docs/BENCHMARKS.md has the measurements):
   variates are each institution's mean gradient, neither noised, clipped, masked nor screened,
   so under a privacy setting or a robust rule the MLP falls back to FedAvgM.
 - institution-level DP: Flower's accountant covers plain, equally weighted FedAvg only.
+- gradient-boosted trees exchange histograms, not weights: no strategy or local optimiser
+  applies, so its recipe keys only fill the fields (the trees' own keys are plain settings).
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ _RECIPES: Final[dict[str, dict[str, Any]]] = {
     },
     # The binned scorecard is a logistic regression too, on standardised WOE columns.
     "scorecard": _LOGISTIC,
+    "gbdt": {
+        "strategy": "fedavg",
+        "optimizer": "sgd",
+        "learning-rate": 0.3,
+        "lr-schedule": "constant",
+        "local-steps": 0,
+        "server-momentum": 0.0,
+    },
 }
 
 

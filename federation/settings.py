@@ -23,7 +23,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.data.catalog import DataConfig
-from jointcredit.federation import recipes
+from jointcredit.data.frames import SplitKind
+from jointcredit.federation import recipes, rules
 from jointcredit.federation.choices import (
     ADVERSARY_ATTACKS,
     Aggregator,
@@ -35,10 +36,7 @@ from jointcredit.federation.choices import (
     PrivacySetting,
     Schedule,
     Strategy,
-    aggregator_quorum,
     assumed_attackers,
-    parse_adversary,
-    secagg_shares_and_threshold,
 )
 
 AUTO = recipes.AUTO
@@ -65,8 +63,8 @@ class RunSettings(BaseModel):
     institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
     rounds: int = _field("federated training rounds", 20, ge=1)
     model: ModelKind = _field(
-        "logreg (scorecard on standardised inputs), mlp, or scorecard (binned: WOE inputs, a "
-        "points table)",
+        "logreg (scorecard on standardised inputs), mlp, scorecard (binned: WOE inputs, a "
+        "points table) or gbdt (gradient-boosted trees, lossless)",
         "logreg",
     )
     seed: int = _field("seed of splits, initial weights and local training", 42)
@@ -106,6 +104,17 @@ class RunSettings(BaseModel):
     )
     proximal_mu: float = _field("FedProx's proximal strength", 0.01, "proximal-mu", ge=0)
     test_fraction: float = _field("each institution's test split", 0.2, "test-fraction", gt=0, lt=1)
+    split: SplitKind = _field(
+        "train/test split inside each institution: random (stratified) or time (train on "
+        "earlier rows, test on the latest test-fraction by the schema's time column)",
+        "random",
+    )
+    hindsight_vintage: bool = _field(
+        "SBA only, hindsight: the approval year as a feature (not known at decision time: "
+        "it tells the model which vintages went bad later)",
+        False,
+        "hindsight-vintage",
+    )
     central_eval: bool = _field(
         "simulation only: also evaluate on the pooled test split", True, "central-eval"
     )
@@ -220,6 +229,32 @@ class RunSettings(BaseModel):
         "secagg-clipping-range",
         gt=0,
     )
+    # Gradient-boosted trees (model gbdt): XGBoost's parameters under their usual names.
+    trees: int = _field("gbdt: boosted trees", 100, ge=1, le=10_000)
+    max_depth: int = _field("gbdt: depth of each tree", 6, "max-depth", ge=1, le=16)
+    max_bins: int = _field(
+        "gbdt: bins per numeric feature the institutions agree", 64, "max-bins", ge=2, le=256
+    )
+    tree_learning_rate: float = _field(
+        "gbdt: shrinkage of each tree (XGBoost's eta)", 0.1, "tree-learning-rate", gt=0, le=1
+    )
+    min_child_weight: float = _field(
+        "gbdt: least hessian sum a leaf may hold", 1.0, "min-child-weight", ge=0
+    )
+    reg_lambda: float = _field("gbdt: L2 penalty on leaf weights", 1.0, "reg-lambda", ge=0)
+    min_split_loss: float = _field(
+        "gbdt: least loss reduction a split must bring (XGBoost's gamma)",
+        0.0,
+        "min-split-loss",
+        ge=0,
+    )
+    personal_trees: int = _field(
+        "gbdt: each institution's own extra trees on its residuals, on top of the global "
+        "ones, in the final round (0: no personalisation)",
+        10,
+        "personal-trees",
+        ge=0,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -261,101 +296,29 @@ class RunSettings(BaseModel):
         return self
 
     def _problems(self) -> list[str]:
-        out: list[str] = []
-        if self.privacy in ("secagg", "dp-institution") and self.aggregator != "fedavg":
-            out.append(
-                f"aggregator = {self.aggregator} with privacy = {self.privacy}: a robust rule "
-                f"needs each institution's own update, which {self.privacy} does not give the "
-                "coordinator; use aggregator fedavg"
-            )
-        if self.privacy == "dp-institution" and self.strategy != "fedavg":
-            out.append(
-                f"strategy = {self.strategy} with privacy = dp-institution: Flower accounts "
-                "only for plain, equally weighted FedAvg; use strategy fedavg (or auto)"
-            )
-        if self.privacy == "dp-institution" and math.isinf(self.epsilon):
-            out.append("epsilon = inf with privacy = dp-institution: it needs a finite budget")
-        if self.strategy == "scaffold" and (self.privacy != "none" or self.aggregator != "fedavg"):
-            # Each reply's control variate is its institution's mean gradient, neither noised,
-            # clipped, masked nor screened: it would bypass any of these settings.
-            out.append(
-                f"strategy = scaffold with privacy = {self.privacy}, aggregator = "
-                f"{self.aggregator}: SCAFFOLD works only without privacy settings and with "
-                "aggregator fedavg"
-            )
-        if self.personalization == "hierarchical" and not self._hierarchical_allowed:
-            out.append(
-                "personalization = hierarchical needs model logreg or scorecard, privacy none "
-                "and aggregator fedavg: each institution's deviations reach the coordinator "
-                "unnoised and unmasked, and the prior's fits are exact only for the convex "
-                "logistic models"
-            )
-        if (self.attackers > 0) != (self.attack != "none"):
-            out.append(
-                f"attackers = {self.attackers} with attack = {self.attack}: set both (N "
-                "attackers doing KIND) or neither"
-            )
-        if self.adversary:
-            try:
-                parse_adversary(self.adversary)
-            except ValueError as exc:
-                out.append(str(exc))
-        if bool(self.trust_file) != bool(self.coordinator_key):
-            out.append("trust-file and coordinator-key: set both (deployment) or neither")
-        if self.trust_file and (self.adversary or self.attackers):
-            # Deployed nodes refuse to misbehave on purpose: this would fail on every node.
-            out.append(
-                "adversary and attackers are simulation settings: a deployment (trust-file) "
-                "cannot run them"
-            )
-        if self.institutions > 0:
-            out += self.count_problems(self.institutions, "institutions")
-        return out
+        return rules.combination_problems(self)
 
     def count_problems(self, n: int, source: str) -> list[str]:
         """What cannot work with exactly `n` institutions (`source`: where the count comes
         from, for the message)."""
-        out: list[str] = []
-        f = assumed_attackers(self.assumed_attackers, self.attackers)
-        need = aggregator_quorum(self.aggregator, f)
-        if n < need:
-            out.append(
-                f"aggregator = {self.aggregator} against {f} attacker(s) needs at least "
-                f"{need} institutions, the run has {n} ({source})"
-            )
-        if self.attackers > n:
-            out.append(f"attackers = {self.attackers} but the run has {n} institutions ({source})")
-        if self.privacy == "secagg":
-            if n < 3:
-                out.append(
-                    f"privacy = secagg needs at least 3 institutions (each key is shared among "
-                    f"3 or more), the run has {n} ({source})"
-                )
-            else:
-                shares, threshold = secagg_shares_and_threshold(
-                    self.secagg_shares, self.secagg_threshold, n
-                )
-                if threshold >= shares:
-                    out.append(
-                        f"secagg-threshold = {self.secagg_threshold:g} with secagg-shares = "
-                        f"{self.secagg_shares:g}: {threshold} of {shares} shares to rebuild a "
-                        f"key, but SecAgg+ needs fewer than all of them ({n} institutions, "
-                        f"{source})"
-                    )
-        return out
+        return rules.count_problems(self, n, source)
 
     @property
-    def _hierarchical_allowed(self) -> bool:
+    def hierarchical_allowed(self) -> bool:
+        """Whether the hierarchical prior may run: its deviations travel unprotected and its
+        fits are exact only for the convex logistic models."""
         convex = self.model in ("logreg", "scorecard")
         return convex and self.privacy == "none" and self.aggregator == "fedavg"
 
     @property
-    def personalization_method(self) -> Literal["ditto", "hierarchical"] | None:
+    def personalization_method(self) -> Literal["ditto", "hierarchical", "trees"] | None:
         """What the final round runs (None: no personalisation)."""
+        if self.model == "gbdt":
+            return "trees" if self.personal_trees > 0 else None
         if self.finetune_epochs == 0:
             return None
         if self.personalization == "auto":
-            return "hierarchical" if self._hierarchical_allowed else "ditto"
+            return "hierarchical" if self.hierarchical_allowed else "ditto"
         return self.personalization
 
     @property
@@ -408,6 +371,8 @@ class RunSettings(BaseModel):
             min_rows=self.min_rows,
             synthetic_rows=self.synthetic_rows,
             synthetic_heterogeneity=self.synthetic_heterogeneity,
+            split=self.split,
+            hindsight_vintage=self.hindsight_vintage,
         )
 
     def run_dir(self, run_id: int) -> Path:
@@ -433,11 +398,18 @@ class RunSettings(BaseModel):
 
 
 def settings_for_dataset(settings: RunSettings) -> RunSettings:
-    """`settings` for the institutions its dataset holds (reads only the catalog, no rows):
-    what a simulation or sweep checks before it starts anything."""
+    """`settings` for the institutions its dataset holds (reads only the catalog and the
+    schema, no rows): what a simulation or sweep checks before it starts anything."""
     from jointcredit.data.catalog import resolve
 
-    return settings.for_institutions(len(resolve(settings.data).ids), "the dataset's")
+    source = resolve(settings.data)
+    schema = source.schema  # a bad schema file is refused here, before anything starts
+    if settings.split == "time" and schema.time is None:
+        raise SettingsError(
+            f"invalid run config: split = time needs the schema's time column (time = "
+            f'"column" in schema.toml), and the schema of {source.description} has no time'
+        )
+    return settings.for_institutions(len(source.ids), "the dataset's")
 
 
 def canonical_keys(config: Mapping[str, Any]) -> dict[str, Any]:

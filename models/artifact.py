@@ -4,8 +4,9 @@ Layout of a model directory::
 
     weights.npz          model parameters (NumPy, loaded with allow_pickle=False: no code runs)
     preprocessing.json   the federated `PreprocessingSpec`
+    bins.json            gradient-boosted trees only: the agreed bins (raw values -> codes)
     model.json           `ModelCard`: architecture, score scale, schema, institutions,
-                         training config, headline metrics, digests of the two files above
+                         training config, headline metrics, digests of the files above
                          (binned scorecard: also its points table)
     binning.json         binned scorecard only: the federation's bins and IV table
     scorecard.csv        binned scorecard only: the points table (base points, attributes)
@@ -28,17 +29,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.data.schema import Schema
 from jointcredit.models.binning.table import BinningTable
-from jointcredit.models.learners import Architecture, build_model
+from jointcredit.models.learners import Architecture, learner
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.scorecard import PointsTable, ScoreScale, points_table
 from jointcredit.models.training import predict_pd
+from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.manifest import Verified, sign_directory, verify_directory
@@ -50,6 +51,7 @@ PREPROCESSING = "preprocessing.json"
 CARD = "model.json"
 BINNING = "binning.json"
 SCORECARD = "scorecard.csv"
+BINS = "bins.json"
 
 
 class ArtifactError(ValueError):
@@ -70,6 +72,7 @@ class ModelCard(BaseModel):
     preprocessing_sha256: str
     created_at: str
     scorecard: PointsTable | None = None  # the binned scorecard's points (as scorecard.csv)
+    bins_sha256: str | None = None  # gradient-boosted trees: bins.json
 
 
 def weights_bytes(state: dict[str, np.ndarray]) -> bytes:
@@ -100,13 +103,16 @@ def save_artifact(
     provenance: dict[str, Any],
     score_scale: ScoreScale | None = None,
     binning: BinningTable | None = None,
+    bins: TreeBins | None = None,
 ) -> ModelCard:
     """Write the artifact and sign it; `provenance` goes into the signed manifest (round,
     privacy settings, accepted update digests per round...). With `binning` (the binned
-    scorecard) also the IV table and the points table."""
+    scorecard) also the IV table and the points table; `bins`: the agreed bins a tree
+    ensemble's codes come from (gradient-boosted trees only)."""
     out.mkdir(parents=True, exist_ok=True)
     wbytes = weights_bytes(state)
     pbytes = canonical_json(spec.model_dump(mode="json"))
+    bbytes = None if bins is None else canonical_json(bins.model_dump(mode="json"))
     scale = score_scale or ScoreScale()
     card = ModelCard(
         architecture=architecture,
@@ -119,17 +125,21 @@ def save_artifact(
         preprocessing_sha256=hashlib.sha256(pbytes).hexdigest(),
         created_at=created_at,
         scorecard=None if binning is None else points_table(spec, state, scale),
+        bins_sha256=None if bbytes is None else hashlib.sha256(bbytes).hexdigest(),
     )
     files = [WEIGHTS, PREPROCESSING, CARD]
     (out / WEIGHTS).write_bytes(wbytes)
     (out / PREPROCESSING).write_bytes(pbytes)
     # Left out when absent, so other models' cards read as they always have.
-    excluded = {"scorecard"} if card.scorecard is None else set()
+    excluded = {k for k in ("scorecard", "bins_sha256") if getattr(card, k) is None}
     (out / CARD).write_bytes(canonical_json(card.model_dump(mode="json", exclude=excluded)))
     if binning is not None and card.scorecard is not None:
         (out / BINNING).write_bytes(canonical_json(binning.model_dump(mode="json")))
         (out / SCORECARD).write_text(card.scorecard.to_csv(), encoding="utf-8")
         files += [BINNING, SCORECARD]
+    if bbytes is not None:
+        (out / BINS).write_bytes(bbytes)
+        files.append(BINS)
     sign_directory(
         out,
         files,
@@ -149,16 +159,22 @@ def save_artifact(
 
 @dataclass(frozen=True)
 class ScoringModel:
-    """A loaded artifact: preprocessing + network + score scale."""
+    """A loaded artifact: preprocessing + network + score scale (gradient-boosted trees:
+    the bins, and a model that scores their codes)."""
 
     card: ModelCard
     spec: PreprocessingSpec
     model: nn.Module
     verified: Verified
     binning: BinningTable | None = None  # the binned scorecard's IV table
+    bins: TreeBins | None = None  # gradient-boosted trees: the agreed bins
+
+    def inputs(self, x: pd.DataFrame) -> np.ndarray:
+        """What the model takes: the preprocessed design matrix, or the trees' bin codes."""
+        return self.spec.transform(x) if self.bins is None else self.bins.codes(x)
 
     def predict_pd(self, x: pd.DataFrame) -> np.ndarray:
-        return predict_pd(self.model, self.spec.transform(x))
+        return predict_pd(self.model, self.inputs(x))
 
     def score(self, x: pd.DataFrame) -> np.ndarray:
         return self.card.score_scale.score(self.predict_pd(x))
@@ -198,17 +214,19 @@ def load_artifact(directory: Path, trust: TrustStore) -> ScoringModel:
                 f"{directory / name}: SHA-256 {actual} does not match model.json ({expected})"
             )
     spec = PreprocessingSpec.model_validate_json(pbytes)
-    if spec.n_outputs != card.architecture.n_features:
+    bins = _bins(directory, verified, card)
+    inputs = spec.n_outputs if bins is None else len(bins.features)
+    if inputs != card.architecture.n_features:
+        what = "preprocessing yields" if bins is None else "the bins code"
         raise ArtifactError(
-            f"{directory}: preprocessing yields {spec.n_outputs} features, "
+            f"{directory}: {what} {inputs} features, "
             f"the model expects {card.architecture.n_features}"
         )
     with np.load(io.BytesIO(wbytes), allow_pickle=False) as npz:
-        state = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
-    model = build_model(card.architecture)
+        state = {k: npz[k].copy() for k in npz.files}
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        model = learner(card.architecture.kind).from_state(card.architecture, state)
+    except (RuntimeError, ValueError, KeyError) as exc:
         raise ArtifactError(f"{directory / WEIGHTS}: weights do not fit the model: {exc}") from exc
     model.eval()
     return ScoringModel(
@@ -217,6 +235,7 @@ def load_artifact(directory: Path, trust: TrustStore) -> ScoringModel:
         model=model,
         verified=verified,
         binning=_binning(directory, card, verified),
+        bins=bins,
     )
 
 
@@ -233,3 +252,22 @@ def _binning(directory: Path, card: ModelCard, verified: Verified) -> BinningTab
         return BinningTable.model_validate_json(verified.contents[BINNING])
     except ValueError as exc:
         raise ArtifactError(f"{directory / BINNING}: invalid binning table: {exc}") from exc
+
+
+def _bins(directory: Path, verified: Verified, card: ModelCard) -> TreeBins | None:
+    """The signed bins of a tree ensemble (None for the other models)."""
+    trees = learner(card.architecture.kind).exchange == "histograms"
+    if not trees:
+        return None
+    if card.bins_sha256 is None or BINS not in verified.contents:
+        raise ArtifactError(f"{directory}: a tree ensemble without its signed {BINS}")
+    data = verified.contents[BINS]
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != card.bins_sha256:
+        raise ArtifactError(
+            f"{directory / BINS}: SHA-256 {actual} does not match model.json ({card.bins_sha256})"
+        )
+    try:
+        return TreeBins.model_validate_json(data)
+    except ValueError as exc:
+        raise ArtifactError(f"{directory / BINS}: invalid bins: {exc}") from exc

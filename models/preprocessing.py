@@ -1,7 +1,8 @@
 """Federated preprocessing: agreed from per-institution summaries, never from pooled rows.
 
 Each institution summarises its own training rows (`summarize`): per numeric feature the count,
-sum and sum of squares of the (transformed) values and the number missing; per categorical
+sum and sum of squares of the (transformed) values, the number missing and the number of each
+of the schema's special codes (96 = "unknown": a code, never a magnitude); per categorical
 feature the counts of its values, bounded (only values seen at least `min_count` times locally,
 at most `max_categories` of them), so rare values never leave the institution. The server adds
 the summaries up (`agree`) into a `PreprocessingSpec`: standardisation statistics, category
@@ -15,9 +16,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
-from itertools import repeat
 from typing import Annotated, Literal
 
 import numpy as np
@@ -26,18 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.data.schema import Schema
 from jointcredit.models.binning.encoding import WoeEncoder, WoeFeature
+from jointcredit.models.encoders import (
+    CategoricalEncoder,
+    NumericEncoder,
+    apply_transform,
+    standardise_indicator,
+)
 
 OTHER = "__other__"
 MISSING = "__missing__"
 CLIP = 5.0  # standardised values beyond +-5 sd are clipped: robust to outliers, keeps SGD stable
-
-
-def apply_transform(values: np.ndarray, transform: str) -> np.ndarray:
-    if transform == "log1p":
-        # Signed log keeps the sign of negative amounts instead of failing on them.
-        out: np.ndarray = np.sign(values) * np.log1p(np.abs(values))
-        return out
-    return values
+_FEW_ROWS = 16  # up to this many records, value by value beats numpy's per-call overhead
 
 
 # --------------------------------------------------------------------------- summaries
@@ -45,10 +43,11 @@ def apply_transform(values: np.ndarray, transform: str) -> np.ndarray:
 
 class NumericSummary(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    count: int
+    count: int  # values that are neither missing nor special
     total: float
     total_sq: float
     missing: int
+    special: list[int] = []  # rows holding each of the schema's special codes, in its order
 
 
 class CategoricalSummary(BaseModel):
@@ -76,13 +75,14 @@ def summarize(
         col = x[name]
         if spec.type == "numeric":
             raw = col.to_numpy(dtype="float64")
-            present = ~np.isnan(raw)
+            present = ~np.isnan(raw) & ~spec.is_special(raw)
             v = apply_transform(raw[present], spec.transform)
             numeric[name] = NumericSummary(
                 count=int(present.sum()),
                 total=float(v.sum()),
                 total_sq=float(np.square(v).sum()),
-                missing=int((~present).sum()),
+                missing=int(np.isnan(raw).sum()),
+                special=[int((raw == code).sum()) for code in spec.special],
             )
         else:
             counts = col.dropna().value_counts()
@@ -110,6 +110,16 @@ class NumericFeature(BaseModel):
     std: float
     impute: bool = False  # missing -> mean, plus a `<name>__missing` indicator column
     missing_rate: float | None = None  # set: the indicator column is standardised with it
+    # Special codes (the schema's `special`): each -> the mean, plus its own indicator column
+    # `<name>__special=<code>`, so the model learns what the code means instead of reading it
+    # as a huge value. `special_rates` (set like missing_rate): each code's frequency.
+    special: list[float] = []
+    special_rates: list[float] | None = None
+
+    @property
+    def width(self) -> int:
+        """Model inputs this feature becomes: value, [missing indicator], one per code."""
+        return 1 + int(self.impute) + len(self.special)
 
 
 class CategoricalFeature(BaseModel):
@@ -127,17 +137,15 @@ class CategoricalFeature(BaseModel):
     def levels(self) -> list[str]:
         return [*self.categories, OTHER, *([MISSING] if self.impute else [])]
 
+    @property
+    def width(self) -> int:
+        return len(self.levels)
+
     @cached_property
     def level_index(self) -> dict[str, int]:
         # Cached: the service transforms one applicant per call, rebuilding this each time
         # was a visible share of a decision.
         return {c: i for i, c in enumerate(self.levels)}
-
-
-def _standardise_indicator(block: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    out: np.ndarray = (block - p) / np.sqrt(p * (1 - p))
-    return out
 
 
 # WoeFeature: the scorecard's encoding, its bin's weight of evidence (models/binning).
@@ -166,6 +174,7 @@ class PreprocessingSpec(BaseModel):
                 names.append(f.name)
                 if f.impute:
                     names.append(f"{f.name}__missing")
+                names.extend(f"{f.name}__special={code:g}" for code in f.special)
             elif isinstance(f, WoeFeature):
                 names.append(f"{f.name}__woe")
             else:
@@ -235,19 +244,29 @@ class PreprocessingSpec(BaseModel):
         return out
 
     @cached_property
-    def _encoders(self) -> list[_Numeric | _Categorical | WoeEncoder]:
-        encoders: list[_Numeric | _Categorical | WoeEncoder] = []
+    def _encoders(self) -> list[NumericEncoder | CategoricalEncoder | WoeEncoder]:
+        encoders: list[NumericEncoder | CategoricalEncoder | WoeEncoder] = []
         for f in self.features:
             if isinstance(f, WoeFeature):
                 encoders.append(f.encoder())
             elif isinstance(f, NumericFeature):
-                flags = (0.0, 1.0)  # the missing-indicator's value when present / missing
-                if f.missing_rate is not None:
-                    std = _standardise_indicator(np.array([0.0, 1.0]), np.array([f.missing_rate]))
-                    lo, hi = np.clip(std, -self.clip, self.clip).tolist()
-                    flags = (lo, hi)
+                # Each indicator's value when off / on: 0 and 1, or standardised by its rate.
+                flags = self._flags(f.missing_rate)
+                rates: list[float | None] = (
+                    list(f.special_rates) if f.special_rates else [None] * len(f.special)
+                )
                 encoders.append(
-                    _Numeric(f.name, f.transform, f.mean, f.std, self.clip, f.impute, flags)
+                    NumericEncoder(
+                        f.name,
+                        f.transform,
+                        f.mean,
+                        f.std,
+                        self.clip,
+                        f.impute,
+                        flags,
+                        tuple(f.special),
+                        tuple(self._flags(r) for r in rates),
+                    )
                 )
             else:
                 # Row i: the (standardised, clipped) encoding of level i, so encoding a value
@@ -255,99 +274,24 @@ class PreprocessingSpec(BaseModel):
                 table = np.eye(len(f.levels), dtype="float64")
                 if f.frequencies is not None:
                     table = np.clip(
-                        _standardise_indicator(table, np.asarray(f.frequencies)),
+                        standardise_indicator(table, np.asarray(f.frequencies)),
                         -self.clip,
                         self.clip,
                     )
                 index = f.level_index
                 encoders.append(
-                    _Categorical(
+                    CategoricalEncoder(
                         f.name, index, index[OTHER], index.get(MISSING), table, table.tolist()
                     )
                 )
         return encoders
 
-
-_FEW_ROWS = 16  # up to this many records, value by value beats numpy's per-call overhead
-
-
-def _no_imputation(name: str) -> ValueError:
-    return ValueError(f"feature {name!r} has missing values and no imputation")
-
-
-@dataclass(frozen=True)
-class _Numeric:
-    """Missing -> 0 (the mean) plus the indicator, when imputed; else clip((t(v) - mean) / std)
-    with t the feature's transform."""
-
-    name: str
-    transform: str
-    mean: float
-    std: float
-    clip: float
-    impute: bool
-    flags: tuple[float, float]  # the missing-indicator's value when present / missing
-
-    def one(self, value: object, out: list[float]) -> None:
-        missing = value is None or (isinstance(value, float) and math.isnan(value))
-        if missing:
-            if not self.impute:
-                raise _no_imputation(self.name)
-            out.append(0.0)
-        else:
-            v = float(value)  # type: ignore[arg-type]
-            if self.transform == "log1p":  # = apply_transform's signed log1p
-                v = math.copysign(math.log1p(abs(v)), v) if v else 0.0
-            z = (v - self.mean) / self.std
-            out.append(min(max(z, -self.clip), self.clip))
-        if self.impute:
-            out.append(self.flags[missing])
-
-    def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
-        miss = np.isnan(col)
-        if not self.impute and miss.any():
-            raise _no_imputation(self.name)
-        z = (apply_transform(np.where(miss, 0.0, col), self.transform) - self.mean) / self.std
-        out[:, at] = np.clip(np.where(miss, 0.0, z), -self.clip, self.clip)
-        if not self.impute:
-            return at + 1
-        out[:, at + 1] = np.where(miss, self.flags[1], self.flags[0])
-        return at + 2
-
-
-@dataclass(frozen=True)
-class _Categorical:
-    """A level's row of the one-hot table; unknown values are `__other__`, missing ones
-    `__missing__` when imputed."""
-
-    name: str
-    index: dict[str, int]
-    other: int
-    missing: int | None  # None: missing values are an error
-    table: np.ndarray  # row i: level i's encoding
-    rows: list[list[float]]  # the same, as Python floats
-
-    def one(self, value: object, out: list[float]) -> None:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            if self.missing is None:
-                raise _no_imputation(self.name)
-            code = self.missing
-        else:
-            code = self.index.get(value, self.other)  # type: ignore[call-overload]
-        out.extend(self.rows[code])
-
-    def many(self, col: np.ndarray, out: np.ndarray, at: int) -> int:
-        n = len(col)
-        miss = pd.isna(col)  # None and NaN, as `one` reads them, in one C loop
-        if self.missing is None and miss.any():
-            raise _no_imputation(self.name)
-        # map over dict.get runs in C: no Python frame per value.
-        codes = np.fromiter(map(self.index.get, col, repeat(self.other, n)), np.int64, count=n)
-        if self.missing is not None:
-            codes[miss] = self.missing
-        width = len(self.rows)
-        out[:, at : at + width] = self.table[codes]
-        return at + width
+    def _flags(self, rate: float | None) -> tuple[float, float]:
+        if rate is None:
+            return (0.0, 1.0)
+        std = standardise_indicator(np.array([0.0, 1.0]), np.array([rate]))
+        lo, hi = np.clip(std, -self.clip, self.clip).tolist()
+        return (lo, hi)
 
 
 def agree(
@@ -373,6 +317,9 @@ def agree(
             var = max(total_sq / count - mean * mean, 0.0) if count else 0.0
             std = math.sqrt(var) if var > 1e-12 else 1.0
             n_missing = sum(s.numeric[name].missing for s in summaries)
+            n_special = [
+                sum(s.numeric[name].special[k] for s in summaries) for k in range(len(spec.special))
+            ]
             features.append(
                 NumericFeature(
                     name=name,
@@ -381,6 +328,8 @@ def agree(
                     std=std,
                     impute=impute,
                     missing_rate=n_missing / rows if standardize_indicators and impute else None,
+                    special=list(spec.special),
+                    special_rates=[c / rows for c in n_special] if standardize_indicators else None,
                 )
             )
         else:

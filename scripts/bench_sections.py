@@ -235,7 +235,8 @@ def section(name: str, cmd: list[str], wall: float, peak: int, m: RunMetrics) ->
 - wall time {wall:.1f} s (federation {fmt(t.simulation_seconds, 1)} s, baselines
   {fmt(t.baselines_seconds, 1)} s); peak memory of the process tree
   {peak / 2**30:.2f} GiB
-- {len(m.institutions)} institutions, {len(m.rounds)} rounds, {m.dataset}
+- {len(m.institutions)} institutions, {len(m.rounds)} rounds, {m.dataset}, \
+{m.config.get("split", "random")} split
 
 | model (pooled test split) | AUC | KS | Brier |
 |---|---:|---:|---:|

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from logging import INFO
 from typing import TypeVar
 
 import numpy as np
-from flwr.app import Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.common.typing import Scalar
+from flwr.serverapp import Grid
 
 from jointcredit.data.schema import Schema
 from jointcredit.federation import protocol
@@ -45,9 +47,14 @@ from jointcredit.models.binning import (
 )
 from jointcredit.models.binning.counts import counts_from_vector
 from jointcredit.models.binning.grid import histogram_from_vector, histogram_length
-from jointcredit.models.preprocessing import CategoricalFeature, PreprocessingSpec
+from jointcredit.models.preprocessing import (
+    CategoricalFeature,
+    InstitutionSummary,
+    PreprocessingSpec,
+)
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid, institution_of
+from jointcredit.server.secagg import COUNT_RANGE, secure_sum
 
 T = TypeVar("T")
 # Under `secagg`: the federation's sum of one vector of counts per institution, given the
@@ -160,3 +167,29 @@ def _ask(
         except ValueError as exc:
             raise FederationError(f"{inst}: unreadable {what}: {exc}") from exc
     return out
+
+
+def binning_rounds(
+    grid: Grid,
+    igrid: InstitutionGrid,
+    context: Context,
+    settings: RunSettings,
+    schema: Schema,
+    node_inst: dict[int, str],
+    summaries: list[InstitutionSummary],
+) -> tuple[Binning, InstitutionGrid | None]:
+    """The binning rounds' counterpart, with the verified institutions (the ones that
+    train), and under `secagg` the grid its SecAgg+ sums run on (each round is one sum)."""
+    nodes = sorted(node_inst)
+    if settings.privacy != "secagg":
+        return Binning(igrid, nodes, settings, schema), None
+    if max(summary.rows for summary in summaries) >= COUNT_RANGE:
+        raise FederationError(
+            f"privacy = secagg sums binning counts below {COUNT_RANGE} per institution; an "
+            "institution has more training rows"
+        )
+    # A grid of its own: SecAgg+ rounds are train messages, which the training's records
+    # (rounds, the manifest's updates) must not count.
+    sum_grid = InstitutionGrid(grid, igrid.verifier, settings.min_valid_fraction)
+    secure = partial(secure_sum, sum_grid, context, settings, n_nodes=len(nodes))
+    return Binning(igrid, nodes, settings, schema, secure), sum_grid

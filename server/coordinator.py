@@ -6,9 +6,12 @@
        two more query rounds), which become its preprocessing;
     2. `train`: the configured Flower strategy (or a robust rule, or SecAgg+'s workflow) for
        `rounds` rounds, federated evaluation each round and, in simulation, central evaluation
-       on the pooled test split; a signed checkpoint per round (`tracker`);
+       on the pooled test split; a signed checkpoint per round (`tracker`). Gradient-boosted
+       trees instead grow `trees` trees from the institutions' histograms, one exchange per
+       tree level (`trees`), evaluated centrally after each tree;
     3. `personalise`: one last evaluate round where each institution also personalises a copy
-       (hierarchical prior: a `query.prior` round first; `personalization`);
+       (hierarchical prior: a `query.prior` round first; `personalization`; trees: the
+       evaluation only);
     4. `write`: the signed OUT/model/, OUT/trust.json and OUT/metrics.json (`report`).
 Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
 strategy sees it and orders replies so a seeded run is reproducible.
@@ -19,7 +22,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
@@ -36,20 +38,26 @@ from jointcredit.federation.metrics import (
     Personalization,
     PreprocessingDigest,
     Privacy,
+    RoundRecord,
     RunMetrics,
     Scores,
     Stopped,
     Timing,
+    TreeTiming,
 )
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import save_artifact
 from jointcredit.models.binning import BinningTable
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
+from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
 from jointcredit.models.scorecard import woe_preprocessing
+from jointcredit.models.trees import Tree, base_margin
+from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
+from jointcredit.models.trees.interim_bins import TreeBins, agree_bins
 from jointcredit.server import events, report
-from jointcredit.server.binning import Binning, agree_binning
+from jointcredit.server.binning import agree_binning, binning_rounds
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import (
     BudgetSpent,
@@ -62,9 +70,10 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
-from jointcredit.server.secagg import COUNT_RANGE, run_secagg, secure_sum
+from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.tracker import RoundTracker, central_evaluator
+from jointcredit.server.trees import CentralTrees, evaluate_ensemble, grow_federated
 from jointcredit.server.verify import UpdateVerifier
 
 
@@ -84,8 +93,9 @@ class Federation:
     schema: Schema
     summaries: list[InstitutionSummary]
     architecture: Architecture
-    initial: nn.Module
+    initial: nn.Module | None  # None: trees, which start from no model
     binning: BinningTable | None = None  # models on agreed bins: the bins, WOE and IV
+    bins: TreeBins | None = None  # gradient-boosted trees: the agreed bins
 
     @property
     def institutions(self) -> list[str]:
@@ -97,6 +107,8 @@ class Trained:
     arrays: ArrayRecord
     last_round: int
     tracker: RoundTracker
+    rounds: list[RoundRecord] | None = None  # trees: one record per tree
+    tree_timing: TreeTiming | None = None
 
 
 @dataclass
@@ -145,12 +157,19 @@ class Coordinator:
         s.for_institutions(len(nodes), "nodes that joined")
         spec, schema, node_inst, summaries = agree_preprocessing(self.igrid, nodes, s)
         log(INFO, "Institutions: %s", ", ".join(sorted(node_inst.values())))
+        if learner(s.model).exchange == "histograms":
+            bins = agree_bins(spec, s.max_bins)
+            arch = architecture(s.model, len(bins.features))
+            return Federation(nodes, node_inst, spec, schema, summaries, arch, None, bins=bins)
         if learner(s.model).exchange != "weights":
             raise FederationError(f"model {s.model}: no coordinator round for its exchange")
         binning = None
         if learner(s.model).encoding == "woe":
             events.emit(events.ServerEvent("binning", total_rounds=s.rounds))
-            binning = agree_binning(self._binning(schema, node_inst, summaries), spec)
+            rounds, self.sum_grid = binning_rounds(
+                self.grid, self.igrid, self.context, s, schema, node_inst, summaries
+            )
+            binning = agree_binning(rounds, spec)
             spec = woe_preprocessing(binning)
         arch = architecture(s.model, spec.n_outputs)
         return Federation(
@@ -163,25 +182,6 @@ class Coordinator:
             build_model(arch, seed=s.seed),
             binning,
         )
-
-    def _binning(
-        self, schema: Schema, node_inst: dict[int, str], summaries: list[InstitutionSummary]
-    ) -> Binning:
-        """The binning rounds' counterpart, with the verified institutions (the ones that
-        train); under `secagg` each round is one SecAgg+ sum."""
-        s, nodes = self.settings, sorted(node_inst)
-        if s.privacy != "secagg":
-            return Binning(self.igrid, nodes, s, schema)
-        if max(summary.rows for summary in summaries) >= COUNT_RANGE:
-            raise FederationError(
-                f"privacy = secagg sums binning counts below {COUNT_RANGE} per institution; an "
-                "institution has more training rows"
-            )
-        # A grid of its own: SecAgg+ rounds are train messages, which the training's records
-        # (rounds, the manifest's updates) must not count.
-        self.sum_grid = InstitutionGrid(self.grid, self.verifier, s.min_valid_fraction)
-        secure = partial(secure_sum, self.sum_grid, self.context, s, n_nodes=len(nodes))
-        return Binning(self.igrid, nodes, s, schema, secure)
 
     def _artifact(
         self,
@@ -204,6 +204,7 @@ class Coordinator:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             signer=self.identity.key,
             trust=self.identity.trust,
+            bins=fed.bins,
             provenance={
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
@@ -212,7 +213,7 @@ class Coordinator:
                 **(
                     {}
                     if fed.binning is None
-                    else {"bins": report.accepted_binning(self.igrid, self.sum_grid)}
+                    else {"binning-replies": report.accepted_binning(self.igrid, self.sum_grid)}
                 ),
             },
             binning=fed.binning,
@@ -242,6 +243,9 @@ class Coordinator:
             "min_available_nodes": n,
             "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,
         }
+        if fed.bins is not None or fed.initial is None:
+            assert fed.bins is not None  # only trees start from no model
+            return self._train_trees(fed, fed.bins, tracker)
         strategy = None if s.privacy == "secagg" else build_strategy(s, n, common)
         tracker.strategy = strategy
         config = RoundConfig(preprocessing=fed.spec.to_json())
@@ -289,12 +293,43 @@ class Coordinator:
             privacy.stopped = stopped
         return Trained(arrays, last_round, tracker)
 
+    def _train_trees(self, fed: Federation, bins: TreeBins, tracker: RoundTracker) -> Trained:
+        s = self.settings
+        base = base_margin(
+            sum(x.positives for x in fed.summaries), sum(x.rows for x in fed.summaries)
+        )
+        central = CentralTrees(tracker.central[0] if tracker.central else None, bins, base)
+        started = [time.monotonic()]
+
+        def after_tree(t: int, tree: Tree) -> dict[str, float | None]:
+            values = central.after(tree)
+            if values:
+                tracker.central_by_round[t] = values
+            tracker.round_seconds.append(time.monotonic() - started[0])
+            events.emit(events.ServerEvent("round", t, s.trees, {**values}))
+            started[0] = time.monotonic()
+            return values
+
+        self.phase_started["training"] = time.monotonic()
+        run = grow_federated(
+            self.igrid, fed.nodes, s, bins, tree_params(s, fed.schema, bins.names), base, after_tree
+        )
+        return Trained(ensemble_record(run.ensemble), s.trees, tracker, run.rounds, run.timing)
+
     # -- 3
     def personalise(self, fed: Federation, trained: Trained) -> tuple[Exchange, Personalization]:
         s = self.settings
         self.phase_started["personalization"] = time.monotonic()
         events.emit(events.ServerEvent("personalization", s.rounds, s.rounds))
+        if fed.bins is not None:
+            ensemble = ensemble_of(trained.arrays)
+            levels = len(self.igrid.exchanges)  # a server round no level used
+            final = evaluate_ensemble(
+                self.igrid, fed.nodes, ensemble, fed.spec.to_json(), fed.bins, levels + 1, s
+            )
+            return final, Personalization(method=s.personalization_method)
         config = RoundConfig(preprocessing=fed.spec.to_json())
+        assert fed.initial is not None  # a model that exchanges weights starts from one
         return final_round(
             self.igrid, fed.nodes, fed.node_inst, trained.arrays, fed.initial, config, s
         )
@@ -327,7 +362,9 @@ class Coordinator:
             federated_eval=fed_eval,
             per_institution=report.institution_results(final, self.igrid),
             personalization=personalization,
-            rounds=report.round_records(
+            rounds=trained.rounds
+            if trained.rounds is not None
+            else report.round_records(
                 self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
             ),
             trained_rounds=trained.last_round,
@@ -339,6 +376,7 @@ class Coordinator:
                 training_seconds=round(personal - training, 3),
                 personalization_seconds=round(time.monotonic() - personal, 3),
                 round_seconds=[round(x, 3) for x in tracker.round_seconds],
+                trees=trained.tree_timing,
             ),
         )
         federated = metrics.federated.model_dump(exclude_unset=True)

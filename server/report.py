@@ -10,7 +10,7 @@ from flwr.app import MessageType
 
 from jointcredit.federation import protocol
 from jointcredit.federation.metrics import InstitutionResult, Rejection, RoundRecord, Security
-from jointcredit.federation.protocol import EvaluateMetrics
+from jointcredit.federation.protocol import HISTOGRAMS_TRAIN, EvaluateMetrics
 from jointcredit.server.grid import Exchange, InstitutionGrid
 from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.privacy import round_epsilons, train_metrics
@@ -104,13 +104,16 @@ def accepted_binning(
 
 def accepted_updates(grid: InstitutionGrid, up_to: int) -> list[dict[str, Any]]:
     """Per training round, the signed digest of each institution's aggregated update (for the
-    signed manifest)."""
+    signed manifest); for trees, per tree level, of each institution's histograms."""
     return [
         {"round": ex.server_round, "accepted": dict(sorted(ex.accepted.items()))}
         for ex in grid.exchanges
-        if ex.message_type == MessageType.TRAIN
-        and ex.server_round is not None
-        and ex.server_round <= up_to
+        if ex.message_type == HISTOGRAMS_TRAIN
+        or (
+            ex.message_type == MessageType.TRAIN
+            and ex.server_round is not None
+            and ex.server_round <= up_to
+        )
     ]
 
 

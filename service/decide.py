@@ -2,8 +2,13 @@
 
 `Decider` holds a verified model and a policy and answers with a `DecisionTable` for one
 applicant (`decide_one`) or a batch (`decide_columns`): the same steps, each defined once and
-applied in the form that suits the count (models/preprocessing.py, service/rules.py,
-service/reasons.py). The model runs once per request whatever its size.
+applied in the form that suits the count (models/preprocessing.py, service/coverage.py,
+service/rules.py, service/reasons.py). The model runs once per request whatever its size.
+
+An applicant's reasons, at most the policy's `max_reasons` of every kind together: why it was
+referred for values outside the model's training data, the rules that decided, the model's
+reasons in the decision's direction (as many as there is room for), the adjustments that pushed
+the same way.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from jointcredit.models.artifact import ScoringModel
+from jointcredit.service.coverage import Coverage, Found
 from jointcredit.service.decision import DecisionTable
 from jointcredit.service.explain import feature_columns, kernel
-from jointcredit.service.policy import Policy, Stance
-from jointcredit.service.reasons import ModelReasons, unseen
-from jointcredit.service.rules import Column, Rules, Value
+from jointcredit.service.policy import Policy, Rule, Stance
+from jointcredit.service.reasons import TOWARD_APPROVAL, TOWARD_DEFAULT, ModelReasons
+from jointcredit.service.rules import Column, Explained, Rules, Value
 
 
 class Decider:
@@ -31,20 +37,22 @@ class Decider:
         self.features = [f.name for f in model.spec.features]
         self.rules = Rules(policy, self.features)
         self.kernel = kernel(model.model, model.card.architecture.kind, feature_columns(model.spec))
-        self.known_levels = {
-            f.name: set(f.categories) for f in model.spec.features if hasattr(f, "categories")
-        }
+        self.coverage = Coverage(
+            model.spec, model.card.data_schema.features, policy.outside_training
+        )
         # Shared by every table, never changed: each rule as a flag and as a policy reason, in
-        # the rules' order; model reasons come after them in a table.
+        # the rules' order; a request's other reasons come after them in its table.
         self._flags = [
             {"code": r.code, "action": r.action, "text": r.reason, "points": r.points}
             for r in self.rules.order
         ]
         self._rule_reasons = [
-            {"code": r.code, "text": r.reason, "kind": "policy", "feature": None}
+            {"code": r.code, "text": r.reason, "kind": "policy", "feature": None,
+             "direction": _direction(r)}
             for r in self.rules.order
-        ]
-        self.reasons = ModelReasons(self.features, policy, first_id=len(self._rule_reasons))
+        ]  # fmt: skip
+        self.reasons = ModelReasons(self.features, policy)
+        self.max_reasons = policy.max_reasons
 
     def decide_one(
         self, applicant: Mapping[str, Any], context: Mapping[str, Any], stance: Stance | None
@@ -54,17 +62,25 @@ class Decider:
         x = np.array([self.model.spec.transform_record(applicant)], dtype=np.float32)
         pds, contrib = self.kernel(x)
         score = int(self.model.card.score_scale.score(pds)[0])
+        unseen, beyond = self.coverage.one(applicant)
         fields = {
             f: Value(applicant[f] if f in applicant else context.get(f)) for f in self.rules.fields
         }
-        verdict = self.rules.one(fields.__getitem__, score, stance)
-        model_ids, entries = self.reasons.one(applicant, contrib[0].tolist())
+        verdict = self.rules.one(fields.__getitem__, score, stance, bool(unseen or beyond))
+        explained = self.rules.explain_one(verdict)
+        first = len(self._rule_reasons)
+        outside_ids, outside = self.coverage.explain([unseen], [beyond], first)
+        front = outside_ids[0] + explained.lead[0]
+        model_ids, entries = self.reasons.one(
+            applicant, contrib[0].tolist(), first_id=first + len(outside),
+            toward_default=verdict.outcome != "approve", room=self.max_reasons - len(front),
+        )  # fmt: skip
+        reason_ids = [(front + model_ids + explained.tail[0])[: self.max_reasons]]
         pd_ = float(pds[0])
-        unknown = unseen(self.known_levels, {f: [applicant[f]] for f in self.known_levels})
         return self._table(
             [verdict.outcome], [pd_ if math.isfinite(pd_) else 1.0], [score],
-            [verdict.policy_score], [verdict.stance], self.rules.explain_one(verdict, model_ids),
-            entries, contrib, [unknown.get(0, {})],
+            [verdict.policy_score], [verdict.stance], reason_ids, explained,
+            [*outside, *entries], contrib, [unseen], [beyond],
         )  # fmt: skip
 
     def decide_columns(
@@ -79,6 +95,8 @@ class Decider:
         x = self.model.spec.transform_columns(features)
         pds, contrib = self.kernel(x)
         scores = self.model.card.score_scale.score(pds)
+        unseen, beyond = self.coverage.many(features, n)
+        outside = np.array([bool(u or b) for u, b in zip(unseen, beyond, strict=True)])
         columns: dict[str, Column] = {}
 
         def field(name: str) -> Column:
@@ -87,31 +105,41 @@ class Decider:
                 c = columns[name] = Column(features[name] if name in features else context[name])
             return c
 
-        verdict = self.rules.many(field, scores, stances)
-        model_ids, entries = self.reasons.many(features, contrib)
-        unknown = unseen(self.known_levels, features)
-        none: dict[str, str] = {}
+        verdict = self.rules.many(field, scores, stances, outside)
+        explained = self.rules.explain_many(verdict, n)
+        first = len(self._rule_reasons)
+        outside_ids, outside_entries = self.coverage.explain(unseen, beyond, first)
+        fronts = [o + lead if o else lead
+                  for o, lead in zip(outside_ids, explained.lead, strict=True)]  # fmt: skip
+        model_ids, entries = self.reasons.many(
+            features, contrib, first_id=first + len(outside_entries),
+            toward_default=np.array([d != "approve" for d in verdict.outcome], dtype=bool),
+            room=self.max_reasons - np.array([len(f) for f in fronts], dtype=np.int64),
+        )  # fmt: skip
+        most, tails = self.max_reasons, explained.tail
+        reason_ids = [m if not f and not t else (f + m + t)[:most]
+                      for f, m, t in zip(fronts, model_ids, tails, strict=True)]  # fmt: skip
         return self._table(
             verdict.outcome, np.where(np.isfinite(pds), pds, 1.0).tolist(), scores.tolist(),
-            verdict.policy_score.tolist(), verdict.stance,
-            self.rules.explain_many(verdict, n, model_ids), entries, contrib,
-            [unknown.get(k, none) for k in range(n)],
+            verdict.policy_score.tolist(), verdict.stance, reason_ids, explained,
+            [*outside_entries, *entries], contrib, unseen, beyond,
         )  # fmt: skip
 
     def _table(
         self, decision: list[str], pd_: list[float], score: list[int], policy_score: list[int],
-        stance: list[str], explained: tuple[list[list[int]], list[list[int]], list[list[int]]],
-        entries: list[dict[str, Any]], contrib: np.ndarray, unknown: list[dict[str, str]],
+        stance: list[str], reason_ids: list[list[int]], explained: Explained,
+        entries: list[dict[str, Any]], contrib: np.ndarray, unseen: list[Found],
+        beyond: list[Found],
     ) -> DecisionTable:  # fmt: skip
         """The table, with the tables shared by every request (the rules as flags and their
-        reasons, then this request's model reasons) and contributions rounded for display."""
-        reason_ids, flag_ids, unevaluated = explained
+        reasons, then this request's other reasons) and contributions rounded for display."""
         return DecisionTable(
             decision=decision, probability_of_default=pd_, score=score,
             policy_score=policy_score, stance=stance, reason_ids=reason_ids,
             reason_table=[*self._rule_reasons, *entries], features=self.features,
-            contributions=np.round(contrib, 4), rules=self._flags, flag_ids=flag_ids,
-            not_evaluated_ids=unevaluated, unknown_values=unknown,
+            contributions=np.round(contrib, 4), rules=self._flags, flag_ids=explained.flags,
+            not_evaluated_ids=explained.unevaluated, unknown_values=unseen, out_of_range=beyond,
+            max_reasons=self.max_reasons,
         )  # fmt: skip
 
     def decide(
@@ -126,3 +154,9 @@ class Decider:
             {c: [ctx.get(c) for ctx in contexts] for c in self.policy.context},
             stances,
         )
+
+
+def _direction(rule: Rule) -> str:
+    """Which way a rule pushes a decision: an adjustment by its points' sign, a decline or a
+    referral against approval."""
+    return TOWARD_APPROVAL if rule.action == "adjust" and rule.points > 0 else TOWARD_DEFAULT

@@ -50,8 +50,10 @@ class DecisionTable:
     contributions: Any  # (applicants, features): an array, or lists when read back
     rules: list[Json]  # the policy's rules as flags (FlagOut's JSON)
     flag_ids: list[list[int]]  # rules each applicant raised, ids into `rules`
-    not_evaluated_ids: list[list[int]]  # rules whose fields the request did not carry
-    unknown_values: list[dict[str, str]]
+    not_evaluated_ids: list[list[int]]  # context not carried, fields the model lacks
+    unknown_values: list[dict[str, str]]  # categories the model never saw
+    out_of_range: list[dict[str, str]]  # numbers beyond what the model was trained on
+    max_reasons: int | None = None  # the policy's: `add_flag` keeps each row within it
 
     def __len__(self) -> int:
         return len(self.decision)
@@ -69,14 +71,15 @@ class DecisionTable:
 
     def add_flag(self, k: int, flag: Json, *, first_reason: bool) -> None:
         """Raise one more flag for applicant `k` (and, `first_reason`, give it as the first
-        reason). The shared tables are copied, not changed."""
+        reason, the last one making room for it). The shared tables are copied, not changed."""
         self.rules = [*self.rules, flag]
         self.flag_ids[k] = [*self.flag_ids[k], len(self.rules) - 1]
         if first_reason:
             reason = {"code": flag["code"], "text": flag["text"], "kind": "policy",
-                      "feature": None}  # fmt: skip
+                      "feature": None, "direction": None}  # fmt: skip
             self.reason_table = [*self.reason_table, reason]
-            self.reason_ids[k] = [len(self.reason_table) - 1, *self.reason_ids[k]]
+            ids = [len(self.reason_table) - 1, *self.reason_ids[k]]
+            self.reason_ids[k] = ids if self.max_reasons is None else ids[: self.max_reasons]
 
     def render(
         self, k: int, *, decision_id: str, reference: str | None, model: Json,
@@ -97,6 +100,7 @@ class DecisionTable:
             "policy_flags": self.policy_flags(k),
             "rules_not_evaluated": self.rules_not_evaluated(k),
             "unseen_values": self.unknown_values[k],
+            "out_of_range": self.out_of_range[k],
             "model": model,
             "policy_version": policy_version,
             "reference": reference,
@@ -120,6 +124,7 @@ class DecisionTable:
             "flag_ids": self.flag_ids,
             "not_evaluated_ids": self.not_evaluated_ids,
             "unseen_values": self.unknown_values,
+            "out_of_range": self.out_of_range,
             "reference": references,
         }
 
@@ -127,7 +132,8 @@ class DecisionTable:
     def from_record(cls, record: Mapping[str, Any]) -> DecisionTable:
         """A columnar batch's decisions from its audit record (`decisions`: the output
         columns, with `reason_table`, `contribution_features` and `rules`). Records written
-        before reasons, flags and unevaluated rules were ids carry them in full instead."""
+        before reasons, flags and unevaluated rules were ids carry them in full instead; those
+        written before numbers out of range referred an applicant have none."""
         columns, tables = record["decisions"], record
         if "reason_ids" not in columns:
             columns, tables = _as_ids(columns)
@@ -145,6 +151,7 @@ class DecisionTable:
             flag_ids=columns["flag_ids"],
             not_evaluated_ids=columns["not_evaluated_ids"],
             unknown_values=columns["unseen_values"],
+            out_of_range=columns.get("out_of_range") or [{} for _ in columns["decision"]],
         )
 
 

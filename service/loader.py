@@ -8,17 +8,14 @@ match its schema, and a policy whose rules name fields the model does not know.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
-from jointcredit.models.binning.encoding import WoeFeature
-from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
+from jointcredit.service.applicants import probes, typical
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
@@ -45,43 +42,6 @@ class Service:
     model_info: ModelInfo
     example: dict[str, Any]  # a valid request (OpenAPI's example)
     exposure: ExposureClient | None = None  # None: joint limits are referred
-
-
-def _typical(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> dict[str, Any]:
-    """The average applicant in the data's own units (an example and the probes' base)."""
-    row: dict[str, Any] = {}
-    for f in spec.features:
-        if isinstance(f, WoeFeature):  # the binned scorecard: a value of its commonest bin
-            row[f.name] = f.typical()
-        elif isinstance(f, NumericFeature):
-            value = math.expm1(f.mean) if f.transform == "log1p" else f.mean
-            bounds = schema_features[f.name]
-            lo = bounds.min if bounds.min is not None else -math.inf
-            hi = bounds.max if bounds.max is not None else math.inf
-            row[f.name] = round(min(max(value, lo), hi), 4)
-        else:
-            freqs = f.frequencies or [1.0] * len(f.levels)
-            best = max(range(len(f.categories)), key=lambda i: freqs[i]) if f.categories else 0
-            row[f.name] = f.categories[best] if f.categories else None
-    return row
-
-
-def probes(spec: PreprocessingSpec, schema_features: dict[str, Any]) -> pd.DataFrame:
-    """The average applicant, then one feature at a time moved: numeric features to +-2 std
-    (in the model's units), categorical ones through each known level, binned ones through
-    each bin."""
-    base = _typical(spec, schema_features)
-    rows = [base]
-    for f in spec.features:
-        if isinstance(f, WoeFeature):  # one value per bin
-            rows.extend({**base, f.name: f.representative(c)} for c in range(f.bins.n_bins))
-        elif isinstance(f, NumericFeature):
-            for k in (-2.0, 2.0):
-                t = f.mean + k * f.std
-                rows.append({**base, f.name: math.expm1(t) if f.transform == "log1p" else t})
-        else:
-            rows.extend({**base, f.name: c} for c in f.categories)
-    return pd.DataFrame(rows, columns=[f.name for f in spec.features])
 
 
 def check_model(model: ScoringModel) -> None:
@@ -160,7 +120,7 @@ def load_service(
         trained_round=manifest.get("round"),
     )
     example = {
-        "applicant": _typical(model.spec, model.card.data_schema.features),
+        "applicant": typical(model.spec, model.card.data_schema.features),
         "context": {},
         "reference": "application-0001",
     }

@@ -13,7 +13,13 @@ documented default). How a decision is made from it:
 A rule matches when every condition in `when` holds. Conditions name a model feature or a
 declared `[context]` field (signals the model does not use, e.g. how many lenders the applicant
 borrowed from recently). A rule whose field the request does not carry does not match, and the
-response says which rules could not be evaluated.
+response says which rules could not be evaluated. A rule naming a field that is neither refuses
+the policy, unless `absent_fields = "not_evaluated"` (the shipped default, so that it serves any
+model): such a rule is then never evaluated and every decision lists it so.
+
+Before all of this, an applicant outside what the model was trained on (a category the
+federation's vocabulary lacks, a number beyond the span the preprocessing represents) is
+referred, with an `[outside_training]` reason per such feature (service/coverage.py).
 """
 
 from __future__ import annotations
@@ -97,18 +103,42 @@ class StanceSetting(_Strict):
 
 
 class FeatureReason(_Strict):
-    """Plain-language text for a model feature that pushed toward decline; `{value}` is the
-    applicant's value."""
+    """Plain-language text for a model feature: `text` when it pushed the applicant toward
+    default, `approval_text` when toward approval (without one, a generic sentence that says
+    so); `{value}` is the applicant's value, through `labels` when given. Each text must say
+    why the value moves the risk the way it does, true of any value it may be given."""
 
     text: str
+    approval_text: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
-    def render(self, value: object) -> str:
-        shown = self.labels.get(str(value), _show(value))
-        return self.text.replace("{value}", shown)
+    def render(self, value: object, *, toward_default: bool = True) -> str | None:
+        """The text for `value` in that direction; None: the policy has none for it."""
+        template = self.text if toward_default else self.approval_text
+        if template is None:
+            return None
+        return template.replace("{value}", self.labels.get(str(value), show_value(value)))
 
 
-def _show(value: object) -> str:
+class OutsideTraining(_Strict):
+    """The reasons given when an applicant is referred for values outside what the model was
+    trained on. `{feature}` is the feature's name, `{value}` the applicant's value, `{low}` and
+    `{high}` the span a numeric feature's preprocessing represents."""
+
+    code: str = Field(default="OUTSIDE_TRAINING_DATA", pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
+    unseen_text: str = (
+        "The {feature} value {value} did not occur in the lenders' training data, so the model "
+        "cannot score it reliably; a loan officer will review the application"
+    )
+    range_text: str = (
+        "The {feature} value {value} is outside the range of values the model was built on "
+        "({low} to {high}), so the model cannot score it reliably; a loan officer will review "
+        "the application"
+    )
+
+
+def show_value(value: object) -> str:
+    """A value as reasons show it."""
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"
     return "missing" if value is None else str(value)
@@ -122,12 +152,16 @@ class Policy(_Strict):
     context: dict[str, ContextField] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     feature_reasons: dict[str, FeatureReason] = Field(default_factory=dict)
-    max_reasons: int = Field(4, ge=1, le=10)
+    max_reasons: int = Field(4, ge=1, le=10)  # reasons per decision, of every kind
     joint: JointPolicy = JointPolicy()
+    # A rule field that is neither a model feature nor a declared context field: refuse the
+    # policy ("error"), or never evaluate that rule and say so in every decision.
+    absent_fields: Literal["error", "not_evaluated"] = "error"
+    outside_training: OutsideTraining = OutsideTraining()
 
     @model_validator(mode="after")
     def _unique_codes(self) -> Policy:
-        codes = [r.code for r in self.rules]
+        codes = [r.code for r in self.rules] + [self.outside_training.code]
         dupes = sorted({c for c in codes if codes.count(c) > 1})
         if dupes:
             raise ValueError(f"duplicate rule codes: {', '.join(dupes)}")
@@ -142,19 +176,25 @@ class Policy(_Strict):
             decline=max(350, min(950, self.cutoffs.decline + shift)),
         )
 
-    def check_fields(self, features: set[str]) -> None:
-        """Every rule field must be a model feature or a declared context field."""
+    def check_fields(self, features: set[str]) -> dict[str, list[str]]:
+        """Every rule field must be a model feature or a declared context field; under
+        `absent_fields = "not_evaluated"`, the rules whose fields are not, with those fields
+        (rule code -> fields)."""
         known = features | set(self.context)
+        absent: dict[str, list[str]] = {}
         for rule in self.rules:
             unknown = sorted(set(rule.when) - known)
-            if unknown:
+            if unknown and self.absent_fields == "error":
                 raise ValueError(
                     f"rule {rule.code}: {', '.join(unknown)} is neither a model feature nor a "
                     "declared [context] field"
                 )
+            if unknown:
+                absent[rule.code] = unknown
         clash = sorted(features & set(self.context))
         if clash:
             raise ValueError(f"[context] fields shadow model features: {', '.join(clash)}")
+        return absent
 
 
 class PolicyError(ValueError):

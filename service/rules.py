@@ -11,9 +11,11 @@ applicant and Python's per-value loop a batch; property tests check that they de
 (tests/test_rules.py).
 
 The order (docs/SERVICE.md): `adjust` rules move the policy score, each seeing the score the
-previous ones left; it is clipped to 350-950; any matching `decline` rule declines, else any
-matching `refer` rule refers, else the stance's cut-offs decide. A rule whose context field
-the request did not carry is not evaluated (and does not match).
+previous ones left; it is clipped to 350-950; an applicant outside what the model was trained
+on is referred; else any matching `decline` rule declines, else any matching `refer` rule
+refers, else the stance's cut-offs decide. A rule whose context field the request did not
+carry is not evaluated (and does not match); nor is one whose field the model does not have,
+when the policy allows that (`absent_fields`).
 """
 
 from __future__ import annotations
@@ -133,6 +135,20 @@ class _Rule:
     rule: Rule
     tests: tuple[tuple[str, Check], ...]
     context: tuple[str, ...]  # fields that are context signals: not sent -> not evaluated
+    absent: bool  # names a field neither the model nor the context has: never evaluated
+
+
+@dataclass
+class Explained:
+    """Per applicant, as ids into the rules' order: the rules that decided (`lead`, reasons
+    before the model's), the adjustments that pushed the way the decision went (`tail`,
+    reasons after the model's), every rule that fired (`flags`) and those not evaluated.
+    Lists may be shared between applicants: read them, never change them."""
+
+    lead: list[list[int]]
+    tail: list[list[int]]
+    flags: list[list[int]]
+    unevaluated: list[list[int]]
 
 
 @dataclass
@@ -154,7 +170,9 @@ class _One:
         return max(lo, min(hi, x))
 
     @staticmethod
-    def outcome(declined: bool, referred: bool, approve: bool, decline: bool) -> str:
+    def outcome(outside: bool, declined: bool, referred: bool, approve: bool, decline: bool) -> str:
+        if outside:
+            return "refer"
         if declined:
             return "decline"
         if referred:
@@ -169,10 +187,12 @@ class _Many:
         return out
 
     @staticmethod
-    def outcome(declined: Mask, referred: Mask, approve: Mask, decline: Mask) -> list[str]:
-        choices = ["decline", "refer", "approve", "decline"]
+    def outcome(
+        outside: Mask, declined: Mask, referred: Mask, approve: Mask, decline: Mask
+    ) -> list[str]:
+        choices = ["refer", "decline", "refer", "approve", "decline"]
         out: list[str] = np.select(
-            [declined, referred, approve, decline], choices, "refer"
+            [outside, declined, referred, approve, decline], choices, "refer"
         ).tolist()
         return out
 
@@ -194,40 +214,50 @@ class Rules:
     """A policy's rules compiled for a model's features."""
 
     def __init__(self, policy: Policy, features: Collection[str]) -> None:
-        policy.check_fields(set(features))
+        # Rule code -> the fields it names that neither the model nor the context has.
+        self.absent = policy.check_fields(set(features))
         adjust = [r for r in policy.rules if r.action == "adjust"]
         # Flags and rule ids follow this order: adjustments first, then the others.
         self.order = [*adjust, *(r for r in policy.rules if r.action != "adjust")]
         self.n_adjust = len(adjust)
         self._rules = [
             _Rule(r, tuple((f, Check(c)) for f, c in r.when.items()),
-                  tuple(f for f in r.when if f not in features))
+                  tuple(f for f in r.when if f not in features), r.code in self.absent)
             for r in self.order
         ]  # fmt: skip
-        # Every field a rule reads, each once.
-        self.fields = list(dict.fromkeys(f for r in self.order for f in r.when))
+        # Every field an evaluated rule reads, each once.
+        self.fields = list(
+            dict.fromkeys(f for r in self._rules if not r.absent for f in r.rule.when)
+        )
         self.stance = policy.stance
         cutoffs = {s: policy.cutoffs_for(s) for s in get_args(Stance)}
         self.cutoffs = {s: (c.approve, c.decline) for s, c in cutoffs.items()}
         self._declines = [j for j, r in enumerate(self.order) if r.action == "decline"]
         self._refers = [j for j, r in enumerate(self.order) if r.action == "refer"]
 
-    def one(self, field: Callable[[str], Value], score: int, stance: Stance | None) -> Verdict:
+    def one(
+        self, field: Callable[[str], Value], score: int, stance: Stance | None,
+        outside: bool = False,
+    ) -> Verdict:  # fmt: skip
+        """`outside`: the applicant is outside what the model was trained on (referred)."""
         chosen = stance or self.stance
-        return self._apply(ONE, field, score, chosen, self.cutoffs[chosen])
+        return self._apply(ONE, field, score, chosen, self.cutoffs[chosen], outside)
 
     def many(
-        self, field: Callable[[str], Column], scores: np.ndarray, stances: Sequence[Stance | None]
-    ) -> Verdict:
+        self, field: Callable[[str], Column], scores: np.ndarray, stances: Sequence[Stance | None],
+        outside: np.ndarray | None = None,
+    ) -> Verdict:  # fmt: skip
         chosen = [s or self.stance for s in stances]
         approve = np.array([self.cutoffs[s][0] for s in chosen])
         decline = np.array([self.cutoffs[s][1] for s in chosen])
         score = np.asarray(scores, dtype=np.int64)
-        return self._apply(MANY, field, score, chosen, (approve, decline))
+        return self._apply(
+            MANY, field, score, chosen, (approve, decline), False if outside is None else outside
+        )
 
     def _apply(
         self, xp: Backend, field: Callable[[str], Any], score: Any, stance: Any,
-        cutoffs: tuple[Any, Any],
+        cutoffs: tuple[Any, Any], outside: Mask,
     ) -> Verdict:  # fmt: skip
         hits: list[Mask] = []
         evaluable: list[Mask] = []
@@ -235,6 +265,10 @@ class Rules:
         for j, r in enumerate(self._rules):
             if j == self.n_adjust:  # the adjustments are done
                 policy_score = xp.clip(policy_score, 350, 950)
+            if r.absent:
+                hits.append(False)
+                evaluable.append(False)
+                continue
             ok: Mask = True
             for f in r.context:
                 ok = ok & field(f).present
@@ -253,41 +287,39 @@ class Rules:
         referred = reduce(operator.or_, [hits[j] for j in self._refers], False)
         approve_at, decline_below = cutoffs
         outcome = xp.outcome(
-            declined, referred, policy_score >= approve_at, policy_score < decline_below
+            outside, declined, referred, policy_score >= approve_at, policy_score < decline_below
         )
         return Verdict(hits, evaluable, policy_score, stance, outcome)
 
     def _around(self, fired: list[int], decision: str) -> tuple[list[int], list[int]]:
         """The rule reasons before the model's (the rules that decided) and after them (the
-        adjustments, unless approved)."""
+        adjustments that pushed the way the decision went: up for an approval, down else)."""
         order = self.order
         lead = [j for j in fired if order[j].action == decision]
-        tail = [] if decision == "approve" else [j for j in fired if order[j].action == "adjust"]
+        up = decision == "approve"
+        tail = [j for j in fired if order[j].action == "adjust" and (order[j].points > 0) == up]
         return lead, tail
 
-    def explain_one(
-        self, verdict: Verdict, model_ids: list[int]
-    ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    def explain_one(self, verdict: Verdict) -> Explained:
         """`explain_many` for one applicant."""
         fired = [j for j, hit in enumerate(verdict.hits) if hit]
         lead, tail = self._around(fired, verdict.outcome)
         unevaluated = [j for j, ok in enumerate(verdict.evaluable) if not ok]
-        return [lead + model_ids + tail], [fired], [unevaluated]
+        return Explained([lead], [tail], [fired], [unevaluated])
 
-    def explain_many(
-        self, verdict: Verdict, n: int, model_ids: list[list[int]]
-    ) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-        """Per applicant: reason ids (the rules that decided, the model's reasons `model_ids`,
-        then adjustments unless approved), the rules that fired and those not evaluated, as
-        ids into `order`. A batch has few distinct patterns of rules fired, so each pattern's
-        lists are built once and shared between applicants: read them, never change them."""
+    def explain_many(self, verdict: Verdict, n: int) -> Explained:
+        """Per applicant: the rules that decided and the adjustments that pushed the decision's
+        way (its policy reasons), the rules that fired and those not evaluated. A batch has few
+        distinct patterns of rules fired, so each pattern's lists are built once and shared
+        between applicants."""
         hit_code = _codes(verdict.hits, n)
         skip_code = _codes([np.logical_not(e) for e in verdict.evaluable], n)
         rules = range(len(self.order))
         fired_by: dict[int, list[int]] = {}
         around: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
         skipped_by: dict[int, list[int]] = {}
-        reason_ids: list[list[int]] = []
+        leads: list[list[int]] = []
+        tails: list[list[int]] = []
         flags: list[list[int]] = []
         unevaluated: list[list[int]] = []
         for k in range(n):
@@ -298,12 +330,12 @@ class Rules:
             lead_tail = around.get((code, decision))
             if lead_tail is None:
                 lead_tail = around[code, decision] = self._around(fired, decision)
-            lead, tail = lead_tail
-            reason_ids.append(lead + model_ids[k] + tail if lead or tail else model_ids[k])
+            leads.append(lead_tail[0])
+            tails.append(lead_tail[1])
             flags.append(fired)
             skip = skip_code[k]
             unchecked = skipped_by.get(skip)
             if unchecked is None:
                 unchecked = skipped_by[skip] = [j for j in rules if skip >> j & 1]
             unevaluated.append(unchecked)
-        return reason_ids, flags, unevaluated
+        return Explained(leads, tails, flags, unevaluated)

@@ -206,6 +206,12 @@ class ReasonEntry(BaseModel):
     text: str
     kind: Literal["policy", "model"]
     feature: str | None = None
+    direction: Literal["toward_default", "toward_approval"] | None = Field(
+        None,
+        description="which way this reason pushed the decision: toward default (against "
+        "approval) or toward approval; null for a referral that is not about risk (values "
+        "outside the model's training data, exposure unavailable)",
+    )
 
 
 class ReasonOut(ReasonEntry):
@@ -240,7 +246,10 @@ class DecisionOut(BaseModel):
     policy_flags: list[FlagOut]
     rules_not_evaluated: list[str]
     unseen_values: dict[str, str] = Field(
-        description="categories the model never saw in training (scored as 'other')"
+        description="categories the model never saw in training: the applicant is referred"
+    )
+    out_of_range: dict[str, str] = Field(
+        description="numbers beyond what the model was trained on: the applicant is referred"
     )
     model: ModelInfo
     policy_version: str
@@ -275,8 +284,8 @@ class ColumnarDecisions(BaseModel):
         description="each applicant's policy flags as indexes into `rules`"
     )
     not_evaluated_ids: list[list[int]] = Field(
-        description="rules whose fields the applicant's request did not carry, as indexes "
-        "into `rules`"
+        description="rules not evaluated for the applicant (context its request did not carry, "
+        "fields the model does not have), as indexes into `rules`"
     )
     reasons: list[list[ReasonOut]] | None = Field(None, description="only with `?expand=true`")
     policy_flags: list[list[FlagOut]] | None = Field(None, description="only with `?expand=true`")
@@ -284,6 +293,7 @@ class ColumnarDecisions(BaseModel):
         None, description="only with `?expand=true`"
     )
     unseen_values: list[dict[str, str]]
+    out_of_range: list[dict[str, str]]
     reference: list[str | None]
 
 

@@ -18,8 +18,11 @@ from jointcredit.data.frames import FederatedData
 from jointcredit.federation.metrics import MembershipAudit
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.learners import architecture, build_model
+from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import TrainConfig, predict_pd, train
+from jointcredit.models.trees import boost
+from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.privacy.membership import lira_offline, loss_threshold
 
 MAX_ROWS_PER_SIDE = 10_000  # members and non-members each; bounds the audit's cost
@@ -41,14 +44,18 @@ def membership_audit(
     settings: RunSettings,
     *,
     references: int = REFERENCE_MODELS,
+    bins: TreeBins | None = None,
 ) -> Audit:
+    """`bins`: a tree ensemble's (its inputs are their codes, its references trees grown by
+    the central engine with the run's parameters)."""
     started = time.monotonic()
     rng = np.random.default_rng(settings.seed + 17)
     members, nonmembers = fed.pooled_train(), fed.pooled_test()
     n = min(len(members.y), len(nonmembers.y), MAX_ROWS_PER_SIDE)
     mi = rng.choice(len(members.y), n, replace=False)
     ni = rng.choice(len(nonmembers.y), n, replace=False)
-    x = np.concatenate([spec.transform(members.x.iloc[mi]), spec.transform(nonmembers.x.iloc[ni])])
+    encode = spec.transform if bins is None else bins.codes
+    x = np.concatenate([encode(members.x.iloc[mi]), encode(nonmembers.x.iloc[ni])])
     y = np.concatenate([members.y[mi], nonmembers.y[ni]])
     is_member = np.r_[np.ones(n, dtype=bool), np.zeros(n, dtype=bool)]
     pd_target = predict_pd(model, x)
@@ -59,6 +66,10 @@ def membership_audit(
     seeds = iter(range(settings.seed * 31 + 1, settings.seed * 31 + 1 + references))
 
     def reference(inside: np.ndarray) -> np.ndarray:
+        if bins is not None:  # the same trees, grown centrally on its half
+            params = tree_params(settings, fed.schema, bins.names)
+            ens = boost.train(x[inside], y[inside].astype(np.float64), bins.layout(), params)
+            return ens.predict_pd(x)
         # Same architecture and optimiser, trained centrally on its half: one pass per round.
         seed = next(seeds)
         ref = build_model(arch, seed=seed)

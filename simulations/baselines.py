@@ -2,15 +2,18 @@
 
 - centralized: every institution's training rows pooled (what federation tries to reach);
 - local-only: each institution trains alone (what federation must beat).
-Both use the federation's agreed preprocessing, model kind, optimiser, learning-rate schedule
-and number of passes over their rows, so the only difference is which rows a model sees. A
-model on agreed bins (the binned scorecard) bins the rows it sees instead, with the same steps
-(`binning_from_rows`) and the agreed vocabularies: the centralized twin bins the pooled rows
-(which gives the federation's bins and WOE exactly), each local-only model its own rows. Each
-keeps the round whose model scores best on a 10 % validation split of its own training rows
-(early stopping: an MLP trained for every round on pooled rows overfits, and an upper bound
-should not be handicapped). For the logistic scorecard the converged optimum (L-BFGS on the
-pooled rows) is reported too. They pool rows, which is exactly why they exist only in
+Both use the federation's agreed preprocessing, model kind and optimiser, so the only
+difference is which rows a model sees, and both train to convergence whatever the federated
+round count: full passes over their rows at the settings' learning rate, halved whenever the
+loss on a 10 % validation split of their own training rows has not improved for `PATIENCE`
+passes, stopping after `HALVINGS` halvings (or `MAX_EPOCHS` passes), keeping the pass with the
+lowest validation loss (early stopping: an MLP trained on pooled rows for long overfits, and
+an upper bound should not be handicapped; a reference trained for only as many passes as the
+federation has rounds would be). A model on agreed bins (the binned scorecard) bins the rows
+it sees instead, with the same steps (`binning_from_rows`) and the agreed vocabularies: the
+centralized twin bins the pooled rows (which gives the federation's bins and WOE exactly),
+each local-only model its own rows. For the logistic models the converged optimum (L-BFGS on
+the pooled rows) is reported too. They pool rows, which is exactly why they exist only in
 simulations.
 """
 
@@ -25,6 +28,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.model_selection import train_test_split
 from torch import nn
 
@@ -41,6 +45,9 @@ from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.training import TrainConfig, predict_pd, train
 
 VALIDATION_FRACTION = 0.1
+MAX_EPOCHS = 100
+PATIENCE = 2  # passes without a lower validation loss before the learning rate halves
+HALVINGS = 2  # then training stops
 CONVEX = ("logreg", "scorecard")  # logistic models: the converged optimum is reported too
 
 
@@ -65,20 +72,35 @@ def rebinned(
 def fit_alone(
     model: nn.Module, x: np.ndarray, y: np.ndarray, settings: RunSettings, seed: int
 ) -> nn.Module:
-    """One round's worth of training per federated round, at that round's learning rate;
-    returns the round with the best validation AUC."""
+    """Train `model` on its own rows to convergence (module docstring); returns the pass
+    with the lowest validation loss."""
     stratify = y if np.bincount(y, minlength=2).min() >= 2 else None
     fit, val = train_test_split(
         np.arange(len(y)), test_size=VALIDATION_FRACTION, random_state=seed, stratify=stratify
     )
-    best, best_auc = copy.deepcopy(model), -1.0
-    for r in range(1, settings.rounds + 1):
-        cfg = TrainConfig.from_settings(settings, seed=seed + r, server_round=r)
-        train(model, x[fit], y[fit], replace(cfg, steps=0, epochs=settings.local_epochs))
-        auc = risk_metrics(y[val], predict_pd(model, x[val])).auc
-        if auc is not None and auc > best_auc:
-            best, best_auc = copy.deepcopy(model), auc
-    return best
+    base = TrainConfig.from_settings(settings, seed=seed, epochs=1)
+
+    def loss() -> float:
+        return float(log_loss(y[val], predict_pd(model, x[val]), labels=[0, 1]))
+
+    best, best_loss = copy.deepcopy(model.state_dict()), loss()
+    learning_rate, stale, halvings = base.learning_rate, 0, 0
+    for epoch in range(1, MAX_EPOCHS + 1):
+        cfg = replace(base, learning_rate=learning_rate, seed=seed + epoch)
+        train(model, x[fit], y[fit], cfg)
+        current = loss()
+        if current < best_loss:
+            best, best_loss, stale = copy.deepcopy(model.state_dict()), current, 0
+            continue
+        stale += 1
+        if stale < PATIENCE:
+            continue
+        if halvings == HALVINGS:
+            break
+        halvings, stale, learning_rate = halvings + 1, 0, learning_rate / 2
+        model.load_state_dict(best)  # go on from the best pass, with smaller steps
+    model.load_state_dict(best)
+    return model
 
 
 def centralized(
@@ -127,6 +149,11 @@ def local_only(
         per[inst] = LocalOnlyInstitution(
             auc_own=own.auc, auc_pooled=pooled.auc, ks_pooled=pooled.ks, brier_pooled=pooled.brier
         )
+    return local_summary(per)
+
+
+def local_summary(per: dict[str, LocalOnlyInstitution]) -> LocalOnly:
+    """The means over institutions of their local-only models' metrics."""
 
     def mean(values: list[float | None]) -> float | None:
         present = [float(v) for v in values if v is not None]

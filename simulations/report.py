@@ -21,7 +21,11 @@ def comparison_table(metrics: RunMetrics) -> Table:
     table.add_row("federated (global model)", _f(fed.auc), _f(fed.ks), _f(fed.brier))
     c = metrics.centralized
     if c is not None:
-        table.add_row("centralized (all rows pooled)", _f(c.auc), _f(c.ks), _f(c.brier))
+        trees = c.same_bins_auc is not None  # gbdt: the pooled reference is XGBoost's
+        pooled = "centralized (XGBoost hist, pooled)" if trees else "centralized (all rows pooled)"
+        table.add_row(pooled, _f(c.auc), _f(c.ks), _f(c.brier))
+        if trees:
+            table.add_row("centralized, same bins (lossless twin)", _f(c.same_bins_auc), "", "")
         if c.optimum_auc is not None:
             table.add_row("centralized, converged optimum", _f(c.optimum_auc), "", "")
     lo = metrics.local_only

@@ -18,7 +18,7 @@ from jointcredit.data.catalog import load_federation, pinned
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import load_artifact
-from jointcredit.simulations import baselines
+from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import run_simulation
 from jointcredit.trust.keyset import create_key_set
@@ -65,13 +65,16 @@ def simulate(
     final = load_artifact(out / "model", load_store(out / "trust.json"))
     if with_baselines:
         t = time.monotonic()
-        central, local = baselines.both(fed, final.spec, run_settings)
+        if final.bins is not None:
+            central, local = tree_baselines.both(fed, final.bins, run_settings)
+        else:
+            central, local = baselines.both(fed, final.spec, run_settings)
         metrics.centralized, metrics.local_only = central, local
         for inst, row in metrics.per_institution.items():
             row.auc_local_only = local.per_institution[inst].auc_own
         metrics.timing.baselines_seconds = round(time.monotonic() - t, 3)
     if with_audit:
-        audit = membership_audit(fed, final.spec, final.model, run_settings)
+        audit = membership_audit(fed, final.spec, final.model, run_settings, bins=final.bins)
         metrics.privacy.mia_auc = audit.mia_auc
         metrics.privacy.mia_tpr_at_1pct_fpr = audit.mia_tpr_at_1pct_fpr
         metrics.privacy.mia = audit.mia

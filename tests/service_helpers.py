@@ -19,16 +19,19 @@ from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import create_key_set
 
 
-def signed_artifact(root: Path, *, zero: bool = False) -> Path:
-    """A signed logistic scorecard trained on the shipped sample (a few seconds)."""
-    fed = load_federation(DataConfig(dataset="sba", institutions=4))
+def signed_artifact(
+    root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
+) -> Path:
+    """A signed model (default: a logistic scorecard) trained on four institutions of a
+    dataset (default: the shipped sample; a few seconds)."""
+    fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
     schema = fed.schema
     summaries = [
         summarize(d.train.x, d.train.y, schema, max_categories=64, min_count=5)
         for d in fed.institutions.values()
     ]
     spec = agree(summaries, schema, max_categories=64, min_count=5, standardize_indicators=True)
-    arch = architecture("logreg", spec.n_outputs)
+    arch = architecture(kind, spec.n_outputs)
     model = build_model(arch, seed=0)
     pooled = fed.pooled_train()
     if not zero:

@@ -38,7 +38,12 @@ def _schema(monotone: str = "none") -> Schema:
             "label": "bad",
             "positive": 1,
             "features": {
-                "utilisation": {"type": "numeric", "missing": "impute", "special": SPECIAL},
+                "utilisation": {
+                    "type": "numeric",
+                    "missing": "impute",
+                    "special": SPECIAL,
+                    "max": 95.0,  # the codes lie outside the valid range
+                },
                 "age": {"type": "numeric", "monotone": monotone},
                 "sector": {"type": "categorical", "missing": "impute"},
             },
@@ -50,7 +55,7 @@ def _institution(seed: int, rows: int = 1500) -> tuple[pd.DataFrame, np.ndarray]
     """Bureau-style rows: a heavy-tailed ratio with sentinel codes and gaps, an age whose risk
     falls with it, a sector; the label depends on all three."""
     rng = np.random.default_rng(seed)
-    util = rng.lognormal(-0.7 + 0.1 * seed, 1.0, rows).round(3)
+    util = np.minimum(rng.lognormal(-0.7 + 0.1 * seed, 1.0, rows).round(3), 95.0)
     util[rng.random(rows) < 0.04] = 96.0
     util[rng.random(rows) < 0.03] = 98.0
     util[rng.random(rows) < 0.06] = np.nan

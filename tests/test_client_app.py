@@ -215,3 +215,95 @@ def test_scaffold_control_variate_is_kept_by_the_institution_between_rounds() ->
     assert all(np.array_equal(got[k].numpy(), _arrays(plain)[k].numpy()) for k in got)
     other = control.split(_arrays(forgetful))[0]
     assert not all(np.array_equal(got[k].numpy(), other[k].numpy()) for k in got)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_tree_levels_answer_with_signed_histograms_and_evaluate_the_ensemble() -> None:
+    from jointcredit.client.data import node_data
+    from jointcredit.federation.protocol import TreeLevelConfig, TreeLevelMessage
+    from jointcredit.models.trees import TreeGrower, TreeParams, gradients
+    from jointcredit.models.trees.exchange import ensemble_record, tree_record
+    from jointcredit.models.trees.interim_bins import agree_bins
+    from jointcredit.models.trees.tree import EMPTY_ENSEMBLE
+
+    settings = SETTINGS.replaced(model="gbdt", keys_dir=str(KEYS[0]), personal_trees=2)
+    context = Context(
+        7,
+        100,
+        NodeConfig(partition_id=0, num_partitions=3).values(),
+        RecordDict(),
+        settings.to_run_config(),
+    )
+    summary = protocol.parse_summary_reply(_send(QUERY, MessageType.QUERY, 0).content)
+    schema = Schema.model_validate_json(summary.data_schema)
+    spec = agree(
+        [InstitutionSummary.model_validate_json(summary.summary)],
+        schema,
+        max_categories=64,
+        min_count=5,
+    )
+    bins = agree_bins(spec, 16)
+    grower = TreeGrower(bins.layout(), TreeParams(n_trees=1, max_depth=2))
+    request = grower.request()
+    assert request is not None
+    config = TreeLevelConfig(
+        server_round=1,
+        tree=0,
+        level=0,
+        ensemble=EMPTY_ENSEMBLE.hex(),
+        bins_digest=bins.digest(),
+        bins=bins.to_json(),
+        base_margin=-1.0,
+    )
+    msg = Message(
+        TreeLevelMessage(config, tree_record(request.tree, request.build)).to_content(),
+        dst_node_id=100,
+        message_type=protocol.HISTOGRAMS_TRAIN,
+    )
+    msg.metadata.__dict__["_message_id"] = "m-hist-0"
+    reply = app(msg, context)
+    assert not reply.has_error(), reply.error
+    assert SIGNATURE_RECORD in reply.content.config_records
+    hist = protocol.histogram_arrays(reply.content)[protocol.HISTOGRAMS].numpy()
+    # The root's histogram: per feature, every training row's gradient once, at margin -1.
+    node = node_data(dict(context.node_config), settings)
+    grad, hess = gradients(np.full(len(node.data.train.y), -1.0), node.data.train.y)
+    assert hist.shape == (1, bins.layout().total_bins, 2)
+    np.testing.assert_allclose(
+        hist[0, : bins.layout().n_bins[0]].sum(axis=0), [grad.sum(), hess.sum()]
+    )
+    # A node that never saw the run's start refuses instead of guessing its margins.
+    later = config.model_copy(update={"bins": None, "base_margin": None, "server_round": 2})
+    fresh = Message(
+        TreeLevelMessage(later, tree_record(request.tree, request.build)).to_content(),
+        dst_node_id=101,
+        message_type=protocol.HISTOGRAMS_TRAIN,
+    )
+    fresh.metadata.__dict__["_message_id"] = "m-hist-1"
+    other = Context(
+        7,
+        101,
+        NodeConfig(partition_id=1, num_partitions=3).values(),
+        RecordDict(),
+        settings.to_run_config(),
+    )
+    with pytest.raises(protocol.ProtocolError, match="lost its state"):
+        app(fresh, other)  # the runtime turns this into the node's error reply
+
+    grower.receive(hist)
+    while (req := grower.request()) is not None:
+        grower.receive(np.zeros((len(req.build), bins.layout().total_bins, 2)))
+    from jointcredit.models.trees import TreeEnsemble
+
+    ensemble = TreeEnsemble(-1.0, bins.layout().missing, (grower.tree(),))
+    final = RoundConfig(
+        preprocessing=spec.to_json(), server_round=3, bins=bins.to_json(), personal_trees=2
+    )
+    ev = Message(
+        ModelMessage(ensemble_record(ensemble), final).to_content(),
+        dst_node_id=100,
+        message_type=MessageType.EVALUATE,
+    )
+    ev.metadata.__dict__["_message_id"] = "m-ev"
+    m = _evaluate_metrics(app(ev, context))
+    assert 0.5 < m.auc <= 1 and m.auc_personalized is not None and m.auc_personalized > 0.5

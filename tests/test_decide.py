@@ -33,7 +33,7 @@ CONTEXT = {
     "channel": {"type": "string", "description": "how the application came in"},
 }
 # Rule fields: model features of each kind (an imputed one among them) and the signals.
-RULE_FIELDS = ["sector", "state", "approval_year", "gross_approved", "employees",
+RULE_FIELDS = ["sector", "state", "urban_rural", "gross_approved", "employees",
                "business_age", "jobs_created", *CONTEXT]  # fmt: skip
 
 

@@ -40,7 +40,7 @@ def _table() -> DecisionTable:
         stance=["normal"] * 3, reason_ids=[[1], [0, 1], [1]], reason_table=reason_table,
         features=["a"], contributions=np.array([[0.5], [0.5], [0.5]]), rules=rules,
         flag_ids=[shared, [0], shared], not_evaluated_ids=[shared, shared, shared],
-        unknown_values=[{}, {}, {}],
+        unknown_values=[{}, {}, {}], out_of_range=[{}, {}, {}],
     )  # fmt: skip
 
 
@@ -62,6 +62,16 @@ def test_without_an_exposure_total_the_application_is_referred() -> None:
     assert table.reasons(0)[1]["contribution"] == 0.5  # the model reason keeps its value
     # The tables the decider shares between requests are copied, not changed.
     assert len(rules) == 1 and len(reason_table) == 2 and table.flag_ids[0] is not table.flag_ids[2]
+
+
+def test_a_referral_for_exposure_keeps_the_reasons_within_the_policy() -> None:
+    """The exposure reason goes first and the last reason makes room for it: a decision never
+    carries more than the policy's `max_reasons`."""
+    table = _table()
+    table.max_reasons = 1
+    apply_joint(table, 0, REQUEST, None, {"bank-b": "unreachable"}, JointPolicy())
+    assert [r["code"] for r in table.reasons(0)] == ["EXPOSURE_UNAVAILABLE"]
+    assert table.reasons(0)[0]["direction"] is None
 
 
 def test_with_a_total_only_an_approved_application_gets_a_limit() -> None:

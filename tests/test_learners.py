@@ -21,13 +21,17 @@ def test_every_model_kind_has_a_learner_and_a_recipe() -> None:
         learner("gbdt-someday")
 
 
+# Families trained by local steps on weights (trees exchange histograms instead).
+WEIGHTS = sorted(k for k, family in LEARNERS.items() if family.exchange == "weights")
+
+
 def test_the_hierarchical_prior_is_allowed_exactly_for_convex_learners() -> None:
     for kind, family in LEARNERS.items():
         settings = RunSettings.from_run_config({"model": kind})
         assert (settings.personalization_method == "hierarchical") == family.convex, kind
 
 
-@pytest.mark.parametrize("kind", sorted(LEARNERS))
+@pytest.mark.parametrize("kind", WEIGHTS)
 def test_build_is_seeded_and_leaves_the_global_rng_alone(kind: str) -> None:
     import torch
 
@@ -42,11 +46,11 @@ def test_build_is_seeded_and_leaves_the_global_rng_alone(kind: str) -> None:
     c = build_model(arch, seed=8)
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters(), strict=True))
     with pytest.raises(ValueError, match="architecture given"):
-        other = next(k for k in LEARNERS if k != kind)
+        other = next(k for k in WEIGHTS if k != kind)
         learner(other).build(arch)
 
 
-@pytest.mark.parametrize("kind", sorted(LEARNERS))
+@pytest.mark.parametrize("kind", WEIGHTS)
 def test_fit_trains_in_place_and_reports_the_loss(kind: str) -> None:
     from jointcredit.models.training import TrainConfig
 
@@ -57,3 +61,13 @@ def test_fit_trains_in_place_and_reports_the_loss(kind: str) -> None:
     first = learner(kind).fit(model, x, y, TrainConfig(epochs=1, learning_rate=0.05))
     later = learner(kind).fit(model, x, y, TrainConfig(epochs=5, learning_rate=0.05))
     assert later < first
+
+
+def test_trees_exchange_histograms_and_are_not_fitted_by_local_steps() -> None:
+    from jointcredit.models.training import TrainConfig
+
+    trees = learner("gbdt")
+    assert trees.exchange == "histograms" and not trees.convex
+    model = build_model(architecture("gbdt", 3))
+    with pytest.raises(NotImplementedError, match="histograms"):
+        trees.fit(model, np.zeros((4, 3), np.float32), np.zeros(4, int), TrainConfig())

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 from jointcredit.data.catalog import DataConfig, load_federation
-from jointcredit.data.schema import parse_schema
+from jointcredit.data.schema import Schema, parse_schema
 from jointcredit.models.preprocessing import (
     MISSING,
     OTHER,
@@ -189,3 +191,61 @@ def test_record_path_refuses_missing_values_without_imputation() -> None:
     for rows in ([record], [record] * 20):  # both paths
         with pytest.raises(ValueError, match=f"{strict.name!r} has missing values"):
             spec.transform_rows(rows)
+
+
+CODES = parse_schema(
+    {
+        "label": "y",
+        "positive": 1,
+        "features": {"dq": {"type": "numeric", "min": 0, "max": 95, "special": [96, 98]}},
+    }
+)
+
+
+def test_special_codes_are_counted_apart_and_never_averaged() -> None:
+    a = pd.DataFrame({"dq": [0.0, 1.0, 96.0, 2.0]})
+    b = pd.DataFrame({"dq": [98.0, 3.0, 96.0, 0.0]})
+    y = np.array([0, 1, 0, 1])
+    summaries = [summarize(f, y, CODES, **UNBOUNDED) for f in (a, b)]
+    assert [s.numeric["dq"].special for s in summaries] == [[1, 0], [1, 1]]
+    spec = agree(summaries, CODES, **UNBOUNDED, standardize_indicators=True)
+    (f,) = spec.features
+    assert isinstance(f, NumericFeature)
+    real = np.array([0.0, 1.0, 2.0, 3.0, 0.0])  # the codes are not counts
+    assert (f.mean, f.std) == (pytest.approx(real.mean()), pytest.approx(real.std()))
+    assert f.special == [96.0, 98.0] and f.special_rates == [2 / 8, 1 / 8]
+    x = spec.transform(pd.concat([a, b], ignore_index=True)).astype("float64")
+    assert spec.output_names == ["dq", "dq__special=96", "dq__special=98"]
+    codes = pd.concat([a, b])["dq"].isin([96.0, 98.0]).to_numpy()
+    assert (x[codes, 0] == 0.0).all()  # a code sits at the mean of the value column
+    for j in (1, 2):  # each code's indicator is standardised by its federated frequency
+        assert abs(x[:, j].mean()) < 1e-6 and x[:, j].std() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_model_learns_what_a_code_means_instead_of_reading_a_magnitude() -> None:
+    """Risk rises with the delinquency count; 96 ("no file") is the riskiest group, 98 ("too
+    new to report") among the safest. Read as magnitudes the codes would tell a linear model
+    that 98 is riskier than 96 and swamp the counts; with their own indicators it learns each."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    dq = rng.poisson(1.0, n).astype("float64")
+    code = rng.random(n)
+    dq[code < 0.1] = 96.0
+    dq[(code >= 0.1) & (code < 0.2)] = 98.0
+    logit = -2.0 + 0.6 * np.minimum(dq, 6.0)
+    logit = np.where(dq == 96.0, 1.5, np.where(dq == 98.0, -3.0, logit))
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    frame = pd.DataFrame({"dq": dq})
+    naive_schema = parse_schema(
+        {"label": "y", "positive": 1, "features": {"dq": {"type": "numeric"}}}
+    )
+
+    def auc(schema: Schema) -> float:
+        spec = agree([summarize(frame, y, schema, **UNBOUNDED)], schema, **UNBOUNDED)
+        x = spec.transform(frame)
+        fitted = LogisticRegression(max_iter=1000).fit(x[:4000], y[:4000])
+        return float(roc_auc_score(y[4000:], fitted.predict_proba(x[4000:])[:, 1]))
+
+    truth = float(roc_auc_score(y[4000:], logit[4000:]))
+    assert auc(CODES) > truth - 0.02
+    assert auc(CODES) > auc(naive_schema) + 0.05

@@ -17,6 +17,7 @@ from jointcredit.federation.protocol import (
     BinGridQuery,
     BinningRecord,
     EvaluateMetrics,
+    HistogramMetrics,
     ModelMessage,
     NodeConfig,
     ProtocolError,
@@ -24,6 +25,9 @@ from jointcredit.federation.protocol import (
     SummaryQuery,
     SummaryRecord,
     TrainMetrics,
+    TreeLevelConfig,
+    TreeLevelMessage,
+    TreeRunState,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +49,9 @@ RECORD_MODELS = (
     TrainMetrics,
     EvaluateMetrics,
     NodeConfig,
+    TreeLevelConfig,
+    HistogramMetrics,
+    TreeRunState,
 )
 
 
@@ -178,3 +185,25 @@ def test_replies_round_trip_and_unknown_keys_are_refused() -> None:
         EvaluateMetrics.parse({"auc": 0.5, "ks": 0.1, "brier": 0.2})
     record = SummaryRecord(summary="{}", data_schema="{}")
     assert protocol.parse_summary_reply(protocol.summary_reply("b", record)) == record
+
+
+def test_tree_level_message_round_trips_and_needs_its_tree() -> None:
+    config = TreeLevelConfig(
+        server_round=3, tree=0, level=2, ensemble="ab", bins_digest="cd", base_margin=-1.5
+    )
+    tree = ArrayRecord({"feature": Array(np.array([-1], dtype=np.int32))})
+    back = TreeLevelMessage.from_content(TreeLevelMessage(config, tree).to_content())
+    assert back.config == config and back.previous is None
+    assert protocol.server_round(TreeLevelMessage(config, tree).to_content()) == 3
+    with pytest.raises(ProtocolError, match="tree and config"):
+        TreeLevelMessage.from_content(RecordDict({}))
+    metrics = HistogramMetrics(num_examples=10, histogram_seconds=0.01)
+    reply = protocol.histogram_reply("bank-a", ArrayRecord(), metrics)
+    assert HistogramMetrics.parse(protocol.numbers(reply)) == metrics
+    protocol.check_metrics(protocol.HISTOGRAMS_TRAIN, reply)
+    with pytest.raises(ProtocolError, match="histogram-seconds"):
+        protocol.check_metrics(protocol.HISTOGRAMS_TRAIN, protocol.evaluate_reply("b", _eval()))
+
+
+def _eval() -> EvaluateMetrics:
+    return EvaluateMetrics(num_examples=5, auc=0.5, ks=0.1, brier=0.2)

@@ -40,7 +40,7 @@ def test_a_scorecard_run_writes_a_signed_points_table(
     assert (out / "model" / "scorecard.csv").read_text() == model.card.scorecard.to_csv()
     check_model(model)
     # The signed manifest names the verified binning replies the bins came from.
-    bins = model.verified.manifest["bins"]
+    bins = model.verified.manifest["binning-replies"]
     assert [len(b["accepted"]) for b in bins] == [4, 4]
     # The federation's bins are those of the same steps on the institutions' rows.
     fed = load_federation(settings.data)
@@ -84,6 +84,6 @@ def test_under_secagg_the_bins_come_from_masked_sums(
         load_store(Path(plain_settings.out_dir) / "trust.json"),
     )
     assert model.binning == plain.binning
-    stages = model.verified.manifest["bins"]
+    stages = model.verified.manifest["binning-replies"]
     assert stages and all(len(s["accepted"]) == 4 for s in stages)
     assert [r["round"] for r in metrics["rounds"]] == [1, 2]

@@ -90,6 +90,9 @@ def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
     assert RunSettings(aggregator="krum").personalization_method == "ditto"
     assert RunSettings(personalization="ditto").personalization_method == "ditto"
     assert RunSettings.model_validate({"finetune-epochs": 0}).personalization_method is None
+    # Trees: each institution's own extra trees on top of the global ones.
+    assert RunSettings(model="gbdt").personalization_method == "trees"
+    assert RunSettings(model="gbdt", personal_trees=0).personalization_method is None
 
 
 # Every combination that cannot run, and the keys its refusal must name.
@@ -118,6 +121,23 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
         ["needs at least 7"],
     ),
     ({"attackers": 5, "attack": "scale", "institutions": 4}, ["attackers = 5"]),
+    ({"hindsight-vintage": True, "dataset": "synthetic"}, ["hindsight-vintage", "synthetic"]),
+    ({"hindsight-vintage": True, "data-dir": "/d"}, ["hindsight-vintage", "/d"]),
+    ({"split": "later"}, ["split"]),
+    (
+        {"trust-file": "t.json", "coordinator-key": "c.key", "hindsight-vintage": True},
+        ["hindsight-vintage measures hindsight in simulations"],
+    ),
+    ({"model": "gbdt", "privacy": "dp-record"}, ["privacy = dp-record", "model = gbdt"]),
+    ({"model": "gbdt", "privacy": "dp-institution"}, ["privacy = dp-institution", "gbdt"]),
+    ({"model": "gbdt", "privacy": "secagg"}, ["privacy = secagg", "model = gbdt"]),
+    ({"model": "gbdt", "aggregator": "median"}, ["aggregator = median", "model = gbdt"]),
+    ({"model": "gbdt", "attackers": 1, "attack": "scale"}, ["attackers = 1", "gbdt"]),
+    ({"model": "gbdt", "personalization": "ditto"}, ["personalization = ditto", "gbdt"]),
+    ({"model": "gbdt", "max-bins": 1}, ["max-bins"]),
+    ({"model": "gbdt", "max-depth": 0}, ["max-depth"]),
+    ({"model": "gbdt", "tree-learning-rate": 0}, ["tree-learning-rate"]),
+    ({"model": "gbdt", "min-child-weight": -1}, ["min-child-weight"]),
 ]
 
 
@@ -168,6 +188,9 @@ def _start(started: list[RunSettings]) -> Any:
         ["--learning-rate", "0.1", "--run-config", "learning_rate=0.2"],
         ["--run-config", "roundz=4"],
         ["--privacy", "secagg", "--institutions", "2"],
+        ["--model", "gbdt", "--privacy", "dp-record"],
+        ["--model", "gbdt", "--privacy", "secagg"],
+        ["--model", "gbdt", "--max-depth", "0"],
     ],
 )
 def test_simulate_refuses_before_starting(
@@ -282,6 +305,7 @@ KEYS: dict[str, Any] = {
     "rounds": 5,
     "seed": 3,
     "finetune-epochs": 2,
+    "split": "time",
 }
 # Where each way keeps its outputs and identity: legitimately different.
 PER_WAY = {"out-dir", "trust-file", "coordinator-key", "central-eval", "keys-dir"}
@@ -326,6 +350,7 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
 
     reference = _comparable(simulate)
     assert reference["strategy"] == "fedavgm" and reference["optimizer"] == "adam"  # MLP + DP
+    assert reference["split"] == "time" and simulate.data.split == "time"
     assert _comparable(sweep) == reference
     assert _comparable(flwr_run) == reference
     assert _comparable(link_run) == reference

@@ -223,7 +223,10 @@ def test_deployed_node_signs_with_the_key_in_its_node_config(
     monkeypatch.setenv("BANK_KEY_PASS", "s3cret")
     simulated: NodeData = node_data({"partition-id": 0}, SETTINGS)  # same rows, own file below
     data_file = tmp_path / f"{institutions[0]}.parquet"
-    frame = simulated.data.train.x.assign(**{simulated.schema.label: simulated.data.train.y})
+    train = simulated.data.train
+    frame = train.x.assign(**{simulated.schema.label: train.y})
+    if simulated.schema.time is not None:  # the file carries the time column too
+        frame[simulated.schema.time] = train.time
     frame.to_parquet(data_file)
     schema_file = tmp_path / "schema.toml"
     from jointcredit.data.sba import SAMPLE_DIR

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
+from jointcredit.data.catalog import load_federation
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import load_artifact
@@ -128,6 +131,35 @@ def test_federation_beats_local_only_and_nears_centralized(
     )
     assert fed > local + 0.02
     assert fed > cen - 0.03
+
+
+def test_local_only_baselines_converge_in_a_three_round_run(
+    run: tuple[Path, dict[str, Any]],
+) -> None:
+    """The baselines do not stop after as many passes as the federation has rounds: each
+    institution's local-only model scores like scikit-learn's on the same rows and features."""
+    out, metrics = run
+    spec = load_artifact(out / "model", load_store(out / "trust.json")).spec
+    fed = load_federation(RunSettings.from_run_config(metrics["config"]).data)
+    for inst, data in fed.institutions.items():
+        x_train, x_test = spec.transform(data.train.x), spec.transform(data.test.x)
+        reference = LogisticRegression(max_iter=2000).fit(x_train, data.train.y)
+        expected = roc_auc_score(data.test.y, reference.predict_proba(x_test)[:, 1])
+        got = metrics["local_only"]["per_institution"][inst]["auc_own"]
+        assert got > expected - 0.05, (inst, got, expected)
+
+
+def test_a_time_split_run_tests_every_institution_on_its_latest_rows(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "out", split="time")
+    metrics = simulate(settings, with_audit=False)
+    assert metrics["config"]["split"] == "time"
+    fed = load_federation(settings.data)
+    for inst, data in fed.institutions.items():
+        assert data.train.time is not None and data.test.time is not None
+        assert data.train.time.max() < data.test.time.min()
+        assert metrics["per_institution"][inst]["n_test"] == len(data.test)
+    assert metrics["centralized"]["auc"] > 0.5 and metrics["local_only"]["mean_auc"] > 0.5
+    assert all("central" in r for r in metrics["rounds"])
 
 
 def test_same_seed_same_model(run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:

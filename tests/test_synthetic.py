@@ -9,8 +9,10 @@ import tomllib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from jointcredit.data import bureau
 from jointcredit.data.schema import parse_schema
 from jointcredit.data.synthetic import (
     INSTITUTION_KINDS,
@@ -40,6 +42,9 @@ FEATURES = [
     "region",
     "recent_lender_inquiries",
     "offline_activity_share",
+    "revolving_utilization",
+    "delinquencies_24m",
+    "open_trades",
 ]
 CATEGORICAL = {"id_verified", "industry", "region"}
 
@@ -142,10 +147,10 @@ def test_schema_shape_and_toml_round_trip() -> None:
     assert list(schema.features) == FEATURES
     for name, spec in schema.features.items():
         assert spec.type == ("categorical" if name in CATEGORICAL else "numeric"), name
-    assert schema.features["months_since_delinquency"].missing == "impute"
-    assert all(
-        s.missing == "error" for n, s in schema.features.items() if n != "months_since_delinquency"
-    )
+    imputed = {"months_since_delinquency", "monthly_income"}
+    assert {n for n, s in schema.features.items() if s.missing == "impute"} == imputed
+    assert schema.time == "application_month"
+    assert schema.features["delinquencies_24m"].special == (96.0, 98.0)
     assert schema.features["monthly_income"].transform == "log1p"
     assert parse_schema(tomllib.loads(schema.to_toml())) == schema
 
@@ -155,7 +160,9 @@ def test_frames_hold_every_schema_column_with_sane_values(
 ) -> None:
     schema = synthetic_schema()
     for inst, f in hetero.items():
-        assert list(f.columns) == ["applicant_id", *schema.features, "defaulted"], inst
+        assert list(f.columns) == [
+            "applicant_id", "application_month", *schema.features, "defaulted"
+        ], inst  # fmt: skip
         assert f["applicant_id"].is_unique
         assert f["applicant_id"].str.startswith(f"{inst}-").all()
         for name, spec in schema.features.items():
@@ -177,7 +184,8 @@ def test_frames_hold_every_schema_column_with_sane_values(
         assert f[share].between(0.0, 1.0).all(), share
     for count in ("existing_loans", "recent_lender_inquiries"):
         assert (f[count] >= 0).all() and (f[count] == f[count].round()).all(), count
-    assert (f["monthly_income"] > 0).all()
+    assert (f["monthly_income"].dropna() > 0).all()
+    assert f["application_month"].between(1, 36).all()
     assert (f["credit_history_years"] > 0).all()
     assert (f["debt_to_income"] >= 0).all()
     assert (f["spend_volatility"] > 0).all()
@@ -297,7 +305,9 @@ def test_true_pd_ignores_label_and_id_columns(iid: dict[str, pd.DataFrame]) -> N
 def test_true_pd_has_lender_signs(
     iid: dict[str, pd.DataFrame], column: str, change: float, direction: int
 ) -> None:
-    f = next(iter(iid.values())).copy()
+    f = next(iter(iid.values()))
+    # Where the income is missing the truth has no income or debt-ratio term (data/bureau.py).
+    f = f[f["monthly_income"].notna()].copy()
     before = true_default_probability(f)
     f[column] = f[column] + change
     after = true_default_probability(f)
@@ -366,3 +376,78 @@ def test_twenty_institutions_generate_fast() -> None:
         generate(20, rows=3000, heterogeneity=0.5, seed=0)
         best = min(best, time.perf_counter() - start)
     assert best < 1.0
+
+
+# ---------------------------------------------------------------- bureau-style columns
+
+
+def _rate(f: pd.DataFrame, mask: pd.Series) -> float:
+    return float(f.loc[mask, "defaulted"].mean())
+
+
+def test_revolving_utilisation_is_heavy_tailed_and_acts_non_monotonically(
+    half: dict[str, pd.DataFrame],
+) -> None:
+    f = _pooled(half)
+    u = f["revolving_utilization"]
+    assert (u >= 0).all() and u.max() > 1000  # a few token limits: ratios in the thousands
+    assert 0.005 < (u > 10).mean() < 0.03 and 0.05 < (u == 0).mean() < 0.12
+    assert u.quantile(0.9) < 1.3  # the bulk stays where a ratio belongs
+    low, high = _rate(f, (u > 0) & (u <= 0.25)), _rate(f, (u > 0.75) & (u <= 1.3))
+    # Inactive revolvers are riskier than light users; token limits far safer than maxed out.
+    assert _rate(f, u == 0) > 2 * low and high > 5 * low and _rate(f, u > 10) < high / 2
+
+
+def test_delinquency_counts_carry_the_declared_codes(half: dict[str, pd.DataFrame]) -> None:
+    f = _pooled(half)
+    spec = synthetic_schema().features["delinquencies_24m"]
+    d = f["delinquencies_24m"]
+    assert set(spec.special) == {96.0, 98.0} and spec.max == 95
+    assert 0.02 < (d == 96).mean() < 0.1 and 0.01 < (d == 98).mean() < 0.06
+    counts = d[~d.isin(spec.special)]
+    assert counts.max() <= 95 and (counts == counts.round()).all()
+    assert _rate(f, d == 96) > _rate(f, d == 0)  # no file is riskier than a clean one
+
+
+def test_missing_income_explodes_the_debt_ratio(hetero: dict[str, pd.DataFrame]) -> None:
+    f = _pooled(hetero)
+    missing = f["monthly_income"].isna()
+    assert 0.05 < missing.mean() < 0.25
+    dti = f["debt_to_income"]
+    assert dti[~missing].max() <= 2.0 and dti[missing].median() > 100  # payment over a $1 floor
+    micro, bank = _kind_frame(hetero, "micro-lender"), _kind_frame(hetero, "bank")
+    assert micro["monthly_income"].isna().mean() > 2 * bank["monthly_income"].isna().mean()
+
+
+def test_open_trades_act_u_shaped(half: dict[str, pd.DataFrame]) -> None:
+    f = _pooled(half)
+    t = f["open_trades"]
+    middle = _rate(f, t.between(5, 9))
+    assert _rate(f, t == 0) > 1.5 * middle and _rate(f, t >= 18) > 1.15 * middle
+
+
+def test_the_documented_bureau_terms_are_the_ground_truth() -> None:
+    u = np.array([0.0, 0.1, 0.25, 0.75, 1.25, 3.0, 500.0])
+    d = np.array([0.0, 1.0, 4.0, 9.0, 96.0, 98.0, 0.0])
+    t = np.array([0.0, 3.0, 10.0, 25.0, 40.0, 5.0, 5.0])
+    expected = (
+        np.array([0.4, 0.0, 0.0, 2.0, 4.0, 4.0, 0.3])
+        + np.array([0.0, 0.35, 1.4, 1.4, 1.1, 0.3, 0.0])
+        + np.array([1.05, 0.0, 0.0, 1.8, 1.8, 0.0, 0.0])
+    )
+    np.testing.assert_allclose(bureau.logit(u, d, t), expected)
+
+
+def test_the_labels_are_drawn_from_the_documented_probability() -> None:
+    """Recover the ground truth from the labels alone: regressed on the documented logit, the
+    labels give it back with slope 1 and intercept 0 (a wrong or missing term would bend it)."""
+    f = _pooled(generate(20, rows=3000, heterogeneity=0.5, seed=5))
+    p = true_default_probability(f)
+    logit = np.log(p / (1 - p)).reshape(-1, 1)
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit, f["defaulted"])
+    assert fit.coef_[0, 0] == pytest.approx(1.0, abs=0.04)
+    assert fit.intercept_[0] == pytest.approx(0.0, abs=0.06)
+    # And each bureau column matters as documented: dropping its term mis-ranks the labels.
+    for column, neutral in (("revolving_utilization", 0.2), ("delinquencies_24m", 0.0)):
+        blind = true_default_probability(f.assign(**{column: neutral}))
+        assert roc_auc_score(f["defaulted"], blind) < roc_auc_score(f["defaulted"], p) - 0.002

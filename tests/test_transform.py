@@ -27,6 +27,7 @@ finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 @st.composite
 def numeric(draw: st.DrawFn, name: str) -> NumericFeature:
     impute = draw(st.booleans())
+    special = draw(st.lists(st.sampled_from([96.0, 98.0, -1.0, 0.0]), unique=True, max_size=3))
     return NumericFeature(
         name=name,
         transform=draw(st.sampled_from(["none", "log1p"])),
@@ -34,6 +35,10 @@ def numeric(draw: st.DrawFn, name: str) -> NumericFeature:
         std=draw(st.floats(1e-3, 1e4)),
         impute=impute,
         missing_rate=draw(st.none() | st.floats(0, 1)) if impute else None,
+        special=special,
+        special_rates=draw(
+            st.none() | st.lists(st.floats(0, 1), min_size=len(special), max_size=len(special))
+        ),
     )
 
 
@@ -60,7 +65,9 @@ def specs(draw: st.DrawFn) -> PreprocessingSpec:
 def _value(draw: st.DrawFn, feature: NumericFeature | CategoricalFeature) -> Any:
     missing = st.sampled_from([None, math.nan])
     if isinstance(feature, NumericFeature):
-        return draw(missing | finite | st.integers(-(10**6), 10**6) | st.just(0.0) | st.just(-0.0))
+        codes = st.sampled_from(feature.special) if feature.special else st.nothing()
+        integer = st.integers(-(10**6), 10**6)
+        return draw(missing | codes | finite | integer | st.just(0.0) | st.just(-0.0))
     known = st.sampled_from(feature.categories) if feature.categories else st.nothing()
     unseen = st.text("abcxyz0123", max_size=4) | st.sampled_from([OTHER, MISSING])
     return draw(missing | known | unseen)
@@ -124,4 +131,18 @@ def test_an_encoding_is_what_the_spec_says() -> None:
     rows = [{"amount": math.e - 1, "sector": "b"}, {"amount": None, "sector": "zz"}]
     expected = [[0.0, 0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0]]
     for got in ([spec.transform_record(r) for r in rows], spec.transform_rows(rows * 20)[:2]):
+        np.testing.assert_allclose(got, expected, atol=1e-7)
+
+
+def test_a_special_code_is_the_mean_plus_its_own_indicator() -> None:
+    """96 and 98 are codes: the value column reads them as the mean (0), never as a large
+    count, and each sets only its own indicator."""
+    spec = PreprocessingSpec(
+        features=[NumericFeature(name="dq", mean=1.0, std=2.0, impute=True, special=[96, 98])],
+        clip=5.0,
+    )
+    assert spec.output_names == ["dq", "dq__missing", "dq__special=96", "dq__special=98"]
+    rows = [{"dq": 3.0}, {"dq": 96}, {"dq": 98.0}, {"dq": None}]
+    expected = [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 1, 0, 0]]
+    for got in ([spec.transform_record(r) for r in rows], spec.transform_rows(rows * 20)[:4]):
         np.testing.assert_allclose(got, expected, atol=1e-7)

@@ -15,12 +15,14 @@ from jointcredit.models.learners.base import (
     Learner,
     feature_columns,
 )
+from jointcredit.models.learners.gbdt import GBDTLearner
 from jointcredit.models.learners.logistic import LogisticLearner
 from jointcredit.models.learners.mlp import MLPLearner
 from jointcredit.models.learners.scorecard import ScorecardLearner
 
 LEARNERS: dict[str, Learner] = {
-    learner.kind: learner for learner in (LogisticLearner(), MLPLearner(), ScorecardLearner())
+    learner.kind: learner
+    for learner in (LogisticLearner(), MLPLearner(), ScorecardLearner(), GBDTLearner())
 }
 
 

@@ -6,8 +6,11 @@ built, trained by an institution, exchanged, stored and scored.
 - `fit`: one institution's local training on its own rows;
 - `exchange`: what an institution sends each round. "weights": the model's arrays, which the
   coordinator combines with the run's Flower strategy (FedAvg and its relatives, a robust
-  rule, SecAgg+'s masked sum, institution-level DP's noised mean);
-- the artifact stores the arrays of `state_dict()` (`jointcredit.models.artifact`);
+  rule, SecAgg+'s masked sum, institution-level DP's noised mean). "histograms": gradient
+  and hessian histograms per tree level, which the coordinator sums to grow trees
+  (`jointcredit.models.trees`; no strategy, no local optimiser);
+- the artifact stores the arrays of `state_dict()` (`jointcredit.models.artifact`) and
+  `from_state` rebuilds the model from them;
 - `kernel`: how the eligibility service scores a batch of preprocessed rows and explains each
   score as every feature's push in log-odds (its reason codes);
 - `convex`: whether the exact posterior-mode fits of the hierarchical personalisation prior
@@ -29,7 +32,7 @@ from torch import nn
 
 from jointcredit.federation.choices import ModelKind
 from jointcredit.models.binning.encoding import WoeFeature
-from jointcredit.models.preprocessing import NumericFeature, PreprocessingSpec
+from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import DriftControl, TrainConfig, train
 
 
@@ -58,14 +61,11 @@ def feature_columns(spec: PreprocessingSpec) -> list[FeatureColumns]:
     out: list[FeatureColumns] = []
     start = 0
     for f in spec.features:
-        if isinstance(f, WoeFeature):
+        seen: tuple[float, ...] = ()
+        if isinstance(f, WoeFeature):  # the attributes training rows fell in
             seen = tuple(v for v, n in zip(f.inputs.tolist(), f.rows, strict=True) if n > 0)
-            out.append(FeatureColumns(f.name, start, start + f.width, seen))
-            start += f.width
-            continue
-        width = (2 if f.impute else 1) if isinstance(f, NumericFeature) else len(f.levels)
-        out.append(FeatureColumns(f.name, start, start + width))
-        start += width
+        out.append(FeatureColumns(f.name, start, start + f.width, seen))
+        start += f.width
     if start != spec.n_outputs:
         raise ValueError(f"feature columns cover {start} of {spec.n_outputs} model inputs")
     return out
@@ -96,7 +96,7 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 class Learner(ABC):
     kind: ClassVar[ModelKind]
-    exchange: ClassVar[Literal["weights"]] = "weights"
+    exchange: ClassVar[Literal["weights", "histograms"]] = "weights"
     convex: ClassVar[bool] = False
     # What the model's inputs are: the agreed standardised/one-hot preprocessing, or each
     # feature's weight of evidence over the federation's agreed bins (a binning phase first).
@@ -121,6 +121,12 @@ class Learner(ABC):
         finally:
             torch.random.set_rng_state(state)
 
+    def from_state(self, arch: Architecture, state: dict[str, np.ndarray]) -> nn.Module:
+        """The model of `arch` holding the stored arrays `state` (exactly its parameters)."""
+        model = self.build(arch)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+        return model
+
     def fit(
         self,
         model: nn.Module,
@@ -132,6 +138,10 @@ class Learner(ABC):
         drift: DriftControl | None = None,
     ) -> float:
         """One institution's local training of `model` (in place); the last pass's loss."""
+        if self.exchange != "weights":
+            raise NotImplementedError(
+                f"{self.kind} is not fitted by local steps on weights: it exchanges {self.exchange}"
+            )
         return train(model, x, y, cfg, global_params=global_params, control=drift)
 
     @abstractmethod

@@ -1,0 +1,173 @@
+"""A boosted tree ensemble over bin codes: how it is stored, scored and handed to TreeSHAP.
+
+Scoring needs nothing of the training code: the base margin, each feature's missing code and
+the trees' flat arrays. All trees step down together, one level per step, so a batch (or one
+applicant) costs `depth` vectorised steps whatever the number of trees.
+
+Stored as plain arrays (`to_arrays`: the artifact's weights.npz, loaded without pickle):
+every tree's node arrays concatenated, `tree_start` the offsets of each tree's root,
+`base_margin` and `missing` per feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from jointcredit.models.trees.tree import FIELDS, LEAF, Tree
+
+TREE_START = "tree_start"
+BASE_MARGIN = "base_margin"
+MISSING = "missing"
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    base_margin: float
+    missing: tuple[int, ...]  # per feature: its missing code (-1: none)
+    trees: tuple[Tree, ...]
+
+    @property
+    def n_features(self) -> int:
+        return len(self.missing)
+
+    def margin(self, codes: np.ndarray) -> np.ndarray:
+        """Log-odds per row of a (rows, features) code matrix."""
+        if codes.ndim != 2 or codes.shape[1] != self.n_features:
+            raise ValueError(f"codes of shape {codes.shape} for {self.n_features} features")
+        flat = self._flat
+        out = np.full(len(codes), self.base_margin)
+        if not self.trees or not len(codes):
+            return out
+        node = np.broadcast_to(flat["start"], (len(codes), len(self.trees))).copy()
+        rows = np.arange(len(codes))[:, None]
+        missing = np.asarray(self.missing)
+        for _ in range(flat["depth"]):
+            f = flat["feature"][node]
+            fc = np.maximum(f, 0)
+            code = codes[rows, fc]
+            go_left = np.where(
+                code == missing[fc], flat["default_left"][node], code <= flat["threshold"][node]
+            )
+            node = np.where(go_left, flat["left"][node], flat["right"][node])
+        total: np.ndarray = out + flat["value"][node].sum(axis=1)
+        return total
+
+    def predict_pd(self, codes: np.ndarray) -> np.ndarray:
+        return sigmoid(self.margin(codes))
+
+    @cached_property
+    def _flat(self) -> dict[str, Any]:
+        """Every tree's nodes on one axis; a leaf's children are itself, so rows that reached
+        a leaf stay there while deeper trees go on."""
+        start = np.cumsum([0] + [t.n_nodes for t in self.trees])[:-1].astype(np.int64)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in FIELDS}
+        for t, s in zip(self.trees, start, strict=True):
+            leaf = t.feature == LEAF
+            own = np.arange(t.n_nodes) + s
+            parts["left"].append(np.where(leaf, own, t.left + s))
+            parts["right"].append(np.where(leaf, own, t.right + s))
+            for k in ("feature", "threshold", "default_left", "value"):
+                parts[k].append(getattr(t, k))
+        flat: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items() if v}
+        flat["start"] = start
+        flat["depth"] = max((t.depth for t in self.trees), default=0)
+        return flat
+
+    # -- storage
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        empty = Tree.from_arrays({k: np.zeros(0) for k in FIELDS})
+        out = {k: np.concatenate([getattr(t, k) for t in (empty, *self.trees)]) for k in FIELDS}
+        out[TREE_START] = np.cumsum([0] + [t.n_nodes for t in self.trees]).astype(np.int64)
+        out[BASE_MARGIN] = np.array([self.base_margin], dtype=np.float64)
+        out[MISSING] = np.array(self.missing, dtype=np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
+        needed = {*FIELDS, TREE_START, BASE_MARGIN, MISSING}
+        absent = needed - set(arrays)
+        if absent:
+            raise ValueError(f"tree ensemble arrays missing: {sorted(absent)}")
+        bounds = np.asarray(arrays[TREE_START], dtype=np.int64)
+        n = len(arrays["feature"])
+        if len(bounds) < 1 or bounds[0] != 0 or bounds[-1] != n or np.any(np.diff(bounds) < 1):
+            raise ValueError("tree_start does not partition the nodes")
+        trees = []
+        for a, b in itertools.pairwise(bounds):
+            tree = Tree.from_arrays({k: np.asarray(arrays[k])[a:b] for k in FIELDS})
+            _check_tree(tree)
+            trees.append(tree)
+        missing = tuple(int(m) for m in np.asarray(arrays[MISSING]))
+        for t in trees:
+            if np.any(t.feature >= len(missing)):
+                raise ValueError("a split on a feature the ensemble does not have")
+        return cls(float(np.asarray(arrays[BASE_MARGIN])[0]), missing, tuple(trees))
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name, a in sorted(self.to_arrays().items()):
+            h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    # -- TreeSHAP
+    def shap_model(self) -> dict[str, Any]:
+        """The ensemble as `shap.TreeExplainer`'s custom tree model, on `shap_inputs(codes)`
+        (codes as floats, the missing code as NaN; a split at t + 0.5 sends codes <= t left).
+        Internal nodes carry the cover-weighted mean of their leaves, as TreeSHAP expects."""
+        trees = []
+        for t in self.trees:
+            leaf = t.feature == LEAF
+            trees.append(
+                {
+                    "children_left": np.where(leaf, -1, t.left).astype(np.int64),
+                    "children_right": np.where(leaf, -1, t.right).astype(np.int64),
+                    "children_default": np.where(
+                        leaf, -1, np.where(t.default_left, t.left, t.right)
+                    ).astype(np.int64),
+                    "features": np.where(leaf, -2, t.feature).astype(np.int64),
+                    "thresholds": np.where(leaf, 0.0, t.threshold + 0.5),
+                    "values": _node_means(t)[:, None],
+                    "node_sample_weight": t.cover.astype(np.float64),
+                }
+            )
+        return {"trees": trees, "base_offset": self.base_margin, "tree_output": "log_odds"}
+
+    def shap_inputs(self, codes: np.ndarray) -> np.ndarray:
+        x = codes.astype(np.float64)
+        for j, m in enumerate(self.missing):
+            if m >= 0:
+                x[codes[:, j] == m, j] = np.nan
+        return x
+
+
+def _node_means(t: Tree) -> np.ndarray:
+    values = t.value.astype(np.float64).copy()
+    for node in range(t.n_nodes - 1, -1, -1):  # children have higher ids than parents
+        if t.feature[node] != LEAF:
+            lw, rw = t.cover[t.left[node]], t.cover[t.right[node]]
+            total = lw + rw
+            lv, rv = values[t.left[node]], values[t.right[node]]
+            values[node] = (lw * lv + rw * rv) / total if total > 0 else (lv + rv) / 2
+    return values
+
+
+def _check_tree(t: Tree) -> None:
+    internal = t.feature != LEAF
+    children = np.concatenate([t.left[internal], t.right[internal]])
+    own = np.flatnonzero(internal)
+    if np.any(children >= t.n_nodes) or np.any(children <= np.concatenate([own, own])):
+        raise ValueError("a tree whose children do not come after their parent")
+    if len(np.unique(children)) != len(children):
+        raise ValueError("a tree node with two parents")

@@ -1,0 +1,113 @@
+"""One tree over bin codes, as flat arrays (node 0 is the root; children have higher ids).
+
+An internal node sends a row left when its code for `feature` is <= `threshold`, or, when the
+code is the feature's missing code, to the side `default_left` says. A leaf has feature -1 and
+carries `value` (learning rate applied). `cover` is each node's hessian sum (what TreeSHAP
+weighs paths by, as XGBoost's cover).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+LEAF = -1
+FIELDS = ("feature", "threshold", "default_left", "left", "right", "value", "cover")
+
+
+@dataclass(frozen=True)
+class Tree:
+    feature: np.ndarray  # int32, LEAF at leaves
+    threshold: np.ndarray  # int32
+    default_left: np.ndarray  # bool
+    left: np.ndarray  # int32, LEAF at leaves
+    right: np.ndarray  # int32, LEAF at leaves
+    value: np.ndarray  # float64: leaf value (0 at internal nodes)
+    cover: np.ndarray  # float64: hessian sum
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.feature)
+
+    @property
+    def depth(self) -> int:
+        depth = np.zeros(self.n_nodes, dtype=np.int64)
+        for node in range(self.n_nodes):
+            if self.feature[node] != LEAF:
+                depth[self.left[node]] = depth[self.right[node]] = depth[node] + 1
+        return int(depth.max()) if self.n_nodes else 0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Tree:
+        return cls(
+            feature=np.asarray(arrays["feature"], dtype=np.int32),
+            threshold=np.asarray(arrays["threshold"], dtype=np.int32),
+            default_left=np.asarray(arrays["default_left"], dtype=bool),
+            left=np.asarray(arrays["left"], dtype=np.int32),
+            right=np.asarray(arrays["right"], dtype=np.int32),
+            value=np.asarray(arrays["value"], dtype=np.float64),
+            cover=np.asarray(arrays["cover"], dtype=np.float64),
+        )
+
+    def digest(self) -> bytes:
+        """SHA-256 over every array's dtype, shape and bytes (field order fixed)."""
+        h = hashlib.sha256()
+        for name in FIELDS:
+            a = np.ascontiguousarray(getattr(self, name))
+            h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.digest()
+
+    def route(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """The node each row ends at: a leaf, or a node not split yet (a growing tree).
+        `missing` per feature: its missing code (-1: none)."""
+        node = np.zeros(len(codes), dtype=np.int64)
+        active = np.arange(len(codes)) if self.n_nodes else np.zeros(0, dtype=np.int64)
+        while len(active := active[self.feature[node[active]] != LEAF]):
+            self._step(node, active, codes, missing)
+        return node
+
+    def advance(self, node: np.ndarray, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """One step down from `node` (each row's node in this tree before its last level was
+        split): rows at a node split since move to its child, the others stay."""
+        out = node.copy()
+        self._step(out, np.flatnonzero(self.feature[node] != LEAF), codes, missing)
+        return out
+
+    def _step(
+        self, node: np.ndarray, rows: np.ndarray, codes: np.ndarray, missing: np.ndarray
+    ) -> None:
+        """Move `rows` (all at internal nodes) one level down, in place."""
+        at = node[rows]
+        f = self.feature[at]
+        c = codes[rows, f]
+        go_left = np.where(c == missing[f], self.default_left[at], c <= self.threshold[at])
+        node[rows] = np.where(go_left, self.left[at], self.right[at])
+
+    def extends(self, earlier: Tree) -> bool:
+        """Whether this tree is `earlier` with some of its leaves split (one level grown)."""
+        n = earlier.n_nodes
+        if self.n_nodes < n:
+            return False
+        split = earlier.feature != LEAF
+        return all(
+            np.array_equal(getattr(self, k)[:n][split], getattr(earlier, k)[split])
+            for k in ("feature", "threshold", "default_left", "left", "right")
+        )
+
+    def predict(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.value[self.route(codes, missing)]
+        return out
+
+
+def chain_digest(previous: bytes, tree: Tree) -> bytes:
+    """The digest of an ensemble after `tree`: it names every tree before, in order."""
+    return hashlib.sha256(previous + tree.digest()).digest()
+
+
+EMPTY_ENSEMBLE = hashlib.sha256(b"jointcredit-trees/1").digest()

@@ -1,0 +1,136 @@
+"""Federated gradient-boosted trees against XGBoost, side by side on the same machine.
+
+    python scripts/bench_trees.py [--dataset sba|sba-full] [--trees 100] [--max-depth 6]
+        [--out runs/bench-trees]
+
+Measures, on the pooled test split: XGBoost `hist` on the pooled rows (its own quantile bins;
+2 threads and 1), this project's engine on the pooled rows with the federation's bins (the
+lossless twin), and the federated run (every institution a simulated Flower node, signed
+histogram replies), with where the federated run's time went (`timing.trees` in
+metrics.json). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from jointcredit.data.catalog import load_federation
+from jointcredit.federation.settings import RunSettings
+from jointcredit.models.learners.gbdt import tree_params
+from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.preprocessing import agree, summarize
+from jointcredit.models.trees import train
+from jointcredit.models.trees.interim_bins import agree_bins
+from jointcredit.simulations.simulate import simulate
+from jointcredit.simulations.tree_baselines import xgboost_centralized
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="sba")
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--max-depth", type=int, default=6)
+    parser.add_argument("--institutions", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-trees"))
+    args = parser.parse_args()
+    settings = RunSettings.from_run_config(
+        {
+            "model": "gbdt",
+            "dataset": args.dataset,
+            "institutions": args.institutions,
+            "trees": args.trees,
+            "max-depth": args.max_depth,
+            "out-dir": str(args.out),
+            "checkpoints": False,
+        }
+    )
+    fed = load_federation(settings.data)
+    test = fed.pooled_test()
+    rows: list[tuple[str, float | None, float]] = []
+    for threads in (2, 1):
+        names = list(fed.schema.features)
+        pd_xgb, seconds = xgboost_centralized(fed, settings, names, threads=threads)
+        rows.append((f"XGBoost hist, pooled, {threads} thread(s)", _auc(test.y, pd_xgb), seconds))
+
+    summaries = [
+        summarize(
+            d.train.x,
+            d.train.y,
+            fed.schema,
+            max_categories=settings.max_categories,
+            min_count=settings.min_category_count,
+        )
+        for d in fed.institutions.values()
+    ]
+    spec = agree(
+        summaries,
+        fed.schema,
+        max_categories=settings.max_categories,
+        min_count=settings.min_category_count,
+    )
+    bins = agree_bins(spec, settings.max_bins)
+    pooled = fed.pooled_train()
+    started = time.perf_counter()
+    twin = train(
+        bins.codes(pooled.x),
+        pooled.y,
+        bins.layout(),
+        tree_params(settings, fed.schema, bins.names),
+    )
+    seconds = time.perf_counter() - started
+    rows.append(
+        (
+            "this engine, pooled, federation's bins",
+            _auc(test.y, twin.predict_pd(bins.codes(test.x))),
+            seconds,
+        )
+    )
+
+    started = time.perf_counter()
+    metrics = simulate(settings, with_baselines=False, with_audit=False)
+    wall = time.perf_counter() - started
+    timing = metrics.timing
+    rows.append(
+        (
+            f"federated, {len(metrics.institutions)} institutions (trees phase)",
+            metrics.federated.auc,
+            timing.training_seconds,
+        )
+    )
+    print(f"| {args.dataset}: {args.trees} trees, depth {args.max_depth} | AUC | seconds |")
+    print("|---|---|---|")
+    for name, auc, secs in rows:
+        print(f"| {name} | {'-' if auc is None else f'{auc:.4f}'} | {secs:.2f} |")
+    trees = timing.trees
+    if trees is not None:
+        security = metrics.security
+        print()
+        print("| federated trees phase | seconds |")
+        print("|---|---|")
+        print(f"| histogram exchanges (tree levels) | {trees.levels} |")
+        print(
+            "| waiting for replies (messages + institutions' work) | "
+            f"{trees.exchange_seconds:.2f} |"
+        )
+        print(
+            f"| institutions' histogram work, slowest per level, summed | "
+            f"{trees.institution_histogram_seconds_max:.2f} |"
+        )
+        print(
+            f"| institutions' histogram work, all, summed | "
+            f"{trees.institution_histogram_seconds_total:.2f} |"
+        )
+        print(f"| coordinator: summing, splitting | {trees.coordinator_seconds:.2f} |")
+        print(f"| signing (institutions, summed) | {security.signing_seconds:.2f} |")
+        print(f"| verification (coordinator) | {security.verification_seconds:.2f} |")
+        print(f"| whole simulation (setup, trees, evaluation) | {wall:.2f} |")
+
+
+def _auc(y: object, p: object) -> float | None:
+    return risk_metrics(y, p).auc  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
