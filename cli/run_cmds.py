@@ -125,6 +125,12 @@ def simulate(
             soft_wrap=True,
         )
     console.print(privacy_line(privacy), soft_wrap=True)
+    if audit and settings.split == "time":
+        console.print(
+            "No membership-inference audit under split = time: the test rows are later "
+            "applicants, not non-members from the training rows' population.",
+            soft_wrap=True,
+        )
     console.print(
         f"{len(metrics.institutions)} institutions x {settings.rounds} rounds in "
         f"{metrics.timing.total_seconds or 0.0:.1f} s. Model: {out / 'model'}  "
