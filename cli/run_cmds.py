@@ -136,6 +136,12 @@ def simulate(
             f"scorecard.csv); `jointcredit binning {out / 'model'} --points` shows them",
             soft_wrap=True,
         )
+    if audit and settings.split == "time":
+        console.print(
+            "No membership-inference audit under split = time: the test rows are later "
+            "applicants, not non-members from the training rows' population.",
+            soft_wrap=True,
+        )
     console.print(
         f"{len(metrics.institutions)} institutions x "
         + (f"{settings.trees} trees" if settings.model == "gbdt" else f"{settings.rounds} rounds")

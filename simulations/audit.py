@@ -1,9 +1,10 @@
 """The membership-inference audit of a simulation's final model (`privacy.mia_*` in metrics).
 
 Members are training rows of the participating institutions, non-members their test rows
-(the same population, never trained on), equally many of each. Like the baselines, it pools
-rows, so it exists only in simulations: it measures what an outsider holding the released
-model could learn, which is what a privacy setting is meant to limit.
+(the same population, never trained on), equally many of each. Under `split = time` the test
+rows are later applicants, not that population, so `simulate` runs no audit. Like the
+baselines, it pools rows, so it exists only in simulations: it measures what an outsider
+holding the released model could learn, which is what a privacy setting is meant to limit.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ def _f(v: Any, digits: int = 3) -> str:
 
 
 def comparison_table(metrics: RunMetrics) -> Table:
-    table = Table(title="Federated vs centralized vs local-only (pooled test split)")
+    split = ", out of time" if metrics.config.get("split") == "time" else ""
+    table = Table(title=f"Federated vs centralized vs local-only (pooled test split{split})")
     for col in ("model", "AUC", "KS", "Brier"):
         table.add_column(col, justify="left" if col == "model" else "right")
     fed = metrics.federated

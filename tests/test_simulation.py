@@ -151,8 +151,10 @@ def test_local_only_baselines_converge_in_a_three_round_run(
 
 def test_a_time_split_run_tests_every_institution_on_its_latest_rows(tmp_path: Path) -> None:
     settings = _settings(tmp_path / "out", split="time")
-    metrics = simulate(settings, with_audit=False)
+    metrics = simulate(settings)
     assert metrics["config"]["split"] == "time"
+    # Later test rows are no same-population non-members: no membership-inference audit.
+    assert metrics["privacy"].get("mia_auc") is None and "mia" not in metrics["privacy"]
     fed = load_federation(settings.data)
     for inst, data in fed.institutions.items():
         assert data.train.time is not None and data.test.time is not None
