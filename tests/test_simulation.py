@@ -225,9 +225,11 @@ def test_synthetic_institutions_federate_with_the_mlp_recipe(tmp_path: Path) -> 
     metrics = simulate(settings)
     assert metrics["institutions"] == ["bank-00", "consumer-finance-01", "micro-lender-02"]
     assert metrics["config"]["strategy"] == "scaffold"
-    # The ground truth separates well (AUC ~0.86); a federated model must get most of it.
-    assert metrics["federated"]["auc"] > 0.75
-    assert metrics["federated"]["auc"] > metrics["local_only"]["mean_auc"]
+    # The ground truth separates well (AUC ~0.94); a federated model must get most of it, and
+    # after three rounds already be about as good as each institution's own model trained to
+    # convergence (the baselines do not stop after three passes).
+    assert metrics["federated"]["auc"] > 0.85
+    assert metrics["federated"]["auc"] > metrics["local_only"]["mean_auc"] - 0.02
     # Everyone starts from a zero c_i; from round 2 on each institution corrects with its own.
     fresh = [r["scaffold_fresh_control"] for r in metrics["rounds"]]
     assert fresh == [metrics["institutions"], [], []]
