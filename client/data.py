@@ -22,11 +22,12 @@ from jointcredit.data.schema import Schema, load_schema
 from jointcredit.federation import control
 from jointcredit.federation.protocol import ModelMessage, NodeConfig
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.trees import histogram
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.trees.boost import Routing
-from jointcredit.models.trees.interim_bins import TreeBins
 
 
 @dataclass
@@ -71,7 +72,7 @@ class NodeData:
             self._matrices[key] = spec.transform(split.x)
         return self._matrices[key]
 
-    def codes(self, bins: TreeBins, part: str) -> np.ndarray:
+    def codes(self, bins: BinningSpec, part: str) -> np.ndarray:
         """Bin codes of the train or test rows (the bins are fixed for a run: code once)."""
         key = (f"bins:{bins.digest()}", part)
         if key not in self._matrices:
@@ -79,11 +80,11 @@ class NodeData:
             self._matrices[key] = bins.codes(split.x)
         return self._matrices[key]
 
-    def flat_codes(self, bins: TreeBins) -> np.ndarray:
+    def flat_codes(self, bins: BinningSpec) -> np.ndarray:
         """The training rows' codes as positions on a histogram's bin axis."""
         key = (f"flat-bins:{bins.digest()}", "train")
         if key not in self._matrices:
-            self._matrices[key] = histogram.flat_bins(self.codes(bins, "train"), bins.layout())
+            self._matrices[key] = histogram.flat_bins(self.codes(bins, "train"), bin_layout(bins))
         return self._matrices[key]
 
     def validation_split(self, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,20 +30,21 @@ from jointcredit.federation.protocol import (
     TreeRunState,
 )
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.trees import boost
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.trees.exchange import ensemble_of, histogram_record, tree_of
 from jointcredit.models.trees.grower import LevelRequest
-from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.models.trees.tree import EMPTY_ENSEMBLE, chain_digest
 
-_BINS: dict[str, TreeBins] = {}
+_BINS: dict[str, BinningSpec] = {}
 
 
-def _bins(text: str) -> TreeBins:
+def _bins(text: str) -> BinningSpec:
     if text not in _BINS:
         _BINS.clear()  # one run's bins at a time
-        _BINS[text] = TreeBins.model_validate_json(text)
+        _BINS[text] = BinningSpec.model_validate_json(text)
     return _BINS[text]
 
 
@@ -68,7 +69,7 @@ def _keep(context: Context, run: TreeRunState, margins: np.ndarray) -> None:
 
 def _gradients(
     ins: TreeLevelMessage, context: Context, node: NodeData
-) -> tuple[TreeBins, np.ndarray, np.ndarray]:
+) -> tuple[BinningSpec, np.ndarray, np.ndarray]:
     """The bins, and this node's gradients and hessians at the margins of the ensemble the
     request builds on."""
     cfg = ins.config
@@ -96,7 +97,7 @@ def _gradients(
             raise protocol.ProtocolError("this node's margins belong to another ensemble")
         codes = node.codes(bins, "train")
         margins = _stored_margins(context) + previous.predict(
-            codes, np.asarray(bins.layout().missing)
+            codes, np.asarray(bin_layout(bins).missing)
         )
         run = TreeRunState(bins=stored.bins, bins_digest=cfg.bins_digest, ensemble=cfg.ensemble)
         _keep(context, run, margins)
@@ -111,7 +112,7 @@ def _gradients(
 def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> RecordDict:
     started = time.perf_counter()
     bins, grad, hess = _gradients(ins, context, node)
-    layout = bins.layout()
+    layout = bin_layout(bins)
     codes = node.codes(bins, "train")
     tree, build = tree_of(ins.tree)
     if build is None:
@@ -156,9 +157,9 @@ def evaluation_pds(
     y = node.data.train.y.astype(np.float64)
     codes = node.codes(bins, "train")
     fit, val = node.validation_split(settings.seed)
-    trial = boost.train(codes[fit], y[fit], bins.layout(), params, start=ensemble)
+    trial = boost.train(codes[fit], y[fit], bin_layout(bins), params, start=ensemble)
     loss = [log_loss(y[val], m.predict_pd(codes[val]), labels=[0, 1]) for m in (trial, ensemble)]
     if loss[0] >= loss[1]:
         return ensemble.predict_pd(test), ensemble.predict_pd(test)
-    own = boost.train(codes, y, bins.layout(), params, start=ensemble)
+    own = boost.train(codes, y, bin_layout(bins), params, start=ensemble)
     return ensemble.predict_pd(test), own.predict_pd(test)

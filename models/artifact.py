@@ -4,7 +4,8 @@ Layout of a model directory::
 
     weights.npz          model parameters (NumPy, loaded with allow_pickle=False: no code runs)
     preprocessing.json   the federated `PreprocessingSpec`
-    bins.json            gradient-boosted trees only: the agreed bins (raw values -> codes)
+    bins.json            gradient-boosted trees only: the agreed fine bins (a `BinningSpec`:
+                         raw values -> codes)
     model.json           `ModelCard`: architecture, score scale, schema, institutions,
                          training config, headline metrics, digests of the files above
                          (binned scorecard: also its points table)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +37,12 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.data.schema import Schema
+from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.binning.table import BinningTable
 from jointcredit.models.learners import Architecture, FeatureColumns, feature_columns, learner
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.scorecard import PointsTable, ScoreScale, points_table
 from jointcredit.models.training import predict_pd
-from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.manifest import Verified, sign_directory, verify_directory
@@ -107,7 +109,7 @@ def save_artifact(
     provenance: dict[str, Any],
     score_scale: ScoreScale | None = None,
     binning: BinningTable | None = None,
-    bins: TreeBins | None = None,
+    bins: BinningSpec | None = None,
 ) -> ModelCard:
     """Write the artifact and sign it; `provenance` goes into the signed manifest (round,
     privacy settings, accepted update digests per round...). With `binning` (the binned
@@ -171,7 +173,7 @@ class ScoringModel:
     model: nn.Module
     verified: Verified
     binning: BinningTable | None = None  # the binned scorecard's IV table
-    bins: TreeBins | None = None  # gradient-boosted trees: the agreed bins
+    bins: BinningSpec | None = None  # gradient-boosted trees: the agreed bins
 
     def inputs(self, x: pd.DataFrame) -> np.ndarray:
         """What the model takes: the preprocessed design matrix, or the trees' bin codes."""
@@ -191,7 +193,7 @@ class ScoringModel:
         """`inputs` of plain columns (None: missing), one per feature."""
         if self.bins is None:
             return self.spec.transform_columns(columns)
-        return self.bins.codes_columns(columns).astype(np.float32)
+        return self.bins.codes(columns).astype(np.float32)
 
     def columns(self) -> list[FeatureColumns]:
         """Which model inputs each schema feature became, in the preprocessing's feature
@@ -287,7 +289,7 @@ def _binning(directory: Path, card: ModelCard, verified: Verified) -> BinningTab
         raise ArtifactError(f"{directory / BINNING}: invalid binning table: {exc}") from exc
 
 
-def _bins(directory: Path, verified: Verified, card: ModelCard) -> TreeBins | None:
+def _bins(directory: Path, verified: Verified, card: ModelCard) -> BinningSpec | None:
     """The signed bins of a tree ensemble (None for the other models)."""
     trees = learner(card.architecture.kind).exchange == "histograms"
     if not trees:
@@ -300,7 +302,25 @@ def _bins(directory: Path, verified: Verified, card: ModelCard) -> TreeBins | No
         raise ArtifactError(
             f"{directory / BINS}: SHA-256 {actual} does not match model.json ({card.bins_sha256})"
         )
+    if _interim(data):
+        raise ArtifactError(
+            f"{directory / BINS}: bins in the retired interim format (levels, edges from the "
+            "preprocessing's moments); this version reads the federation's agreed bins: "
+            "train the model again"
+        )
     try:
-        return TreeBins.model_validate_json(data)
+        return BinningSpec.model_validate_json(data)
     except ValueError as exc:
         raise ArtifactError(f"{directory / BINS}: invalid bins: {exc}") from exc
+
+
+def _interim(data: bytes) -> bool:
+    """Whether bins.json holds the trees' former stop-gap bins (every feature had `levels`,
+    which the agreed bins never carry)."""
+    try:
+        features = json.loads(data).get("features")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(features, list) and any(
+        isinstance(f, dict) and "levels" in f for f in features
+    )

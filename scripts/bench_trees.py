@@ -3,7 +3,7 @@
     python scripts/bench_trees.py [--dataset sba|sba-full] [--trees 100] [--max-depth 6]
         [--out runs/bench-trees]
 
-Measures, on the pooled test split: XGBoost `hist` on the pooled rows (its own quantile bins;
+Measures, on the pooled test split: XGBoost `hist` on the pooled rows (the federation's bins;
 2 threads and 1), this project's engine on the pooled rows with the federation's bins (the
 lossless twin), and the federated run (every institution a simulated Flower node, signed
 histogram replies), with where the federated run's time went (`timing.trees` in
@@ -22,7 +22,8 @@ from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.trees import train
-from jointcredit.models.trees.interim_bins import agree_bins
+from jointcredit.models.trees.bins import bins_from_rows
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.simulations.simulate import simulate
 from jointcredit.simulations.tree_baselines import xgboost_centralized
 
@@ -49,11 +50,6 @@ def main() -> None:
     fed = load_federation(settings.data)
     test = fed.pooled_test()
     rows: list[tuple[str, float | None, float]] = []
-    for threads in (2, 1):
-        names = list(fed.schema.features)
-        pd_xgb, seconds = xgboost_centralized(fed, settings, names, threads=threads)
-        rows.append((f"XGBoost hist, pooled, {threads} thread(s)", _auc(test.y, pd_xgb), seconds))
-
     summaries = [
         summarize(
             d.train.x,
@@ -70,13 +66,18 @@ def main() -> None:
         max_categories=settings.max_categories,
         min_count=settings.min_category_count,
     )
-    bins = agree_bins(spec, settings.max_bins)
+    # The bins the federation agrees: the institutions' grid histograms add up exactly.
+    parts = [d.train.x for d in fed.institutions.values()]
+    bins = bins_from_rows(parts, fed.schema, spec, settings.max_bins)
+    for threads in (2, 1):
+        pd_xgb, seconds = xgboost_centralized(fed, settings, bins, threads=threads)
+        rows.append((f"XGBoost hist, pooled, {threads} thread(s)", _auc(test.y, pd_xgb), seconds))
     pooled = fed.pooled_train()
     started = time.perf_counter()
     twin = train(
         bins.codes(pooled.x),
         pooled.y,
-        bins.layout(),
+        bin_layout(bins),
         tree_params(settings, fed.schema, bins.names),
     )
     seconds = time.perf_counter() - started

@@ -48,16 +48,15 @@ from jointcredit.federation.metrics import (
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import MANIFEST_BINNING, save_artifact
-from jointcredit.models.binning import BinningTable
+from jointcredit.models.binning import BinningSpec, BinningTable
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
 from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.trees import Tree, base_margin
 from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
-from jointcredit.models.trees.interim_bins import TreeBins, agree_bins
 from jointcredit.server import events, report
-from jointcredit.server.binning import agree_binning, binning_rounds
+from jointcredit.server.binning import agree_binning, agree_bins, binning_rounds
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import (
     BudgetSpent,
@@ -95,7 +94,7 @@ class Federation:
     architecture: Architecture
     initial: nn.Module | None  # None: trees, which start from no model
     binning: BinningTable | None = None  # models on agreed bins: the bins, WOE and IV
-    bins: TreeBins | None = None  # gradient-boosted trees: the agreed bins
+    bins: BinningSpec | None = None  # gradient-boosted trees: the agreed fine bins
 
     @property
     def institutions(self) -> list[str]:
@@ -158,7 +157,13 @@ class Coordinator:
         spec, schema, node_inst, summaries = agree_preprocessing(self.igrid, nodes, s)
         log(INFO, "Institutions: %s", ", ".join(sorted(node_inst.values())))
         if learner(s.model).exchange == "histograms":
-            bins = agree_bins(spec, s.max_bins)
+            # The scorecard's fine classing, `max-bins` per numeric feature: the trees need
+            # no counts, so only the grid round runs.
+            events.emit(events.ServerEvent("binning", total_rounds=s.rounds))
+            rounds, self.sum_grid = binning_rounds(
+                self.grid, self.igrid, self.context, s, schema, node_inst, summaries
+            )
+            bins = agree_bins(rounds, spec, max_bins=s.max_bins)
             arch = architecture(s.model, len(bins.features))
             return Federation(nodes, node_inst, spec, schema, summaries, arch, None, bins=bins)
         if learner(s.model).exchange != "weights":
@@ -212,7 +217,7 @@ class Coordinator:
                 # Models on agreed bins: the signed replies their bins and WOE came from.
                 **(
                     {}
-                    if fed.binning is None
+                    if fed.binning is None and fed.bins is None
                     else {MANIFEST_BINNING: report.accepted_binning(self.igrid, self.sum_grid)}
                 ),
             },
@@ -293,7 +298,7 @@ class Coordinator:
             privacy.stopped = stopped
         return Trained(arrays, last_round, tracker)
 
-    def _train_trees(self, fed: Federation, bins: TreeBins, tracker: RoundTracker) -> Trained:
+    def _train_trees(self, fed: Federation, bins: BinningSpec, tracker: RoundTracker) -> Trained:
         s = self.settings
         base = base_margin(
             sum(x.positives for x in fed.summaries), sum(x.rows for x in fed.summaries)

@@ -33,11 +33,12 @@ from jointcredit.federation.protocol import (
     TreeLevelMessage,
 )
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.trees import TreeEnsemble, TreeGrower, TreeParams
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.trees.ensemble import sigmoid
 from jointcredit.models.trees.exchange import ensemble_record, histograms_of, tree_record
-from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.models.trees.tree import EMPTY_ENSEMBLE, Tree, chain_digest
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import Exchange, InstitutionGrid
@@ -66,7 +67,7 @@ def grow_federated(
     grid: InstitutionGrid,
     nodes: list[int],
     settings: RunSettings,
-    bins: TreeBins,
+    bins: BinningSpec,
     params: TreeParams,
     base_margin: float,
     after_tree: Callable[[int, Tree], dict[str, float | None]],
@@ -74,7 +75,7 @@ def grow_federated(
     """`params.n_trees` trees from the institutions' histograms. `after_tree(t, tree)` runs
     once each tree is finished (1-based t) and returns what the round record keeps of it
     (central evaluation)."""
-    layout = bins.layout()
+    layout = bin_layout(bins)
     clock = _Clock()
     trees: list[Tree] = []
     ensemble = EMPTY_ENSEMBLE
@@ -183,10 +184,10 @@ def _round_records(
 class CentralTrees:
     """Simulation only: the ensemble's metrics on the pooled test split after each tree."""
 
-    def __init__(self, pooled: Split | None, bins: TreeBins, base_margin: float) -> None:
+    def __init__(self, pooled: Split | None, bins: BinningSpec, base_margin: float) -> None:
         self.pooled = pooled
         self.codes = None if pooled is None else bins.codes(pooled.x)
-        self.missing = np.asarray(bins.layout().missing)
+        self.missing = np.asarray(bin_layout(bins).missing)
         self.margin = None if pooled is None else np.full(len(pooled.y), base_margin)
 
     def after(self, tree: Tree) -> dict[str, float | None]:
@@ -201,7 +202,7 @@ def evaluate_ensemble(
     nodes: list[int],
     ensemble: TreeEnsemble,
     spec_json: str,
-    bins: TreeBins,
+    bins: BinningSpec,
     server_round: int,
     settings: RunSettings,
 ) -> Exchange:

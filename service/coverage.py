@@ -35,13 +35,12 @@ import numpy as np
 
 from jointcredit.data.schema import FeatureSpec
 from jointcredit.models.binning.encoding import WoeFeature
-from jointcredit.models.binning.spec import OTHER, CategoricalBins
+from jointcredit.models.binning.spec import OTHER, BinningSpec, CategoricalBins
 from jointcredit.models.preprocessing import (
     CategoricalFeature,
     NumericFeature,
     PreprocessingSpec,
 )
-from jointcredit.models.trees.interim_bins import TreeBins
 from jointcredit.service.policy import OutsideTraining, show_value
 
 Found = dict[str, str]  # feature -> the applicant's value, as text
@@ -74,7 +73,7 @@ class Coverage:
         schema: Mapping[str, FeatureSpec],
         texts: OutsideTraining,
         *,
-        bins: TreeBins | None = None,
+        bins: BinningSpec | None = None,
     ) -> None:
         self.texts = texts
         self.order = [f.name for f in spec.features]
@@ -88,8 +87,8 @@ class Coverage:
                 self.levels[f.name] = {v for g in f.bins.groups for v in g if v != OTHER}
         # Trees: the categories their bins tell apart.
         for b in bins.features if bins is not None else ():
-            if b.kind == "categorical":
-                self.levels[b.name] = set(b.levels)
+            if isinstance(b, CategoricalBins):
+                self.levels[b.name] = {v for g in b.groups for v in g if v != OTHER}
         self.spans = {
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)

@@ -18,12 +18,13 @@ import torch
 from jointcredit.data.frames import FederatedData
 from jointcredit.federation.metrics import MembershipAudit
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.models.training import TrainConfig, predict_pd, train
 from jointcredit.models.trees import boost
-from jointcredit.models.trees.interim_bins import TreeBins
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.privacy.membership import lira_offline, loss_threshold
 
 MAX_ROWS_PER_SIDE = 10_000  # members and non-members each; bounds the audit's cost
@@ -45,7 +46,7 @@ def membership_audit(
     settings: RunSettings,
     *,
     references: int = REFERENCE_MODELS,
-    bins: TreeBins | None = None,
+    bins: BinningSpec | None = None,
 ) -> Audit:
     """`bins`: a tree ensemble's (its inputs are their codes, its references trees grown by
     the central engine with the run's parameters)."""
@@ -69,7 +70,7 @@ def membership_audit(
     def reference(inside: np.ndarray) -> np.ndarray:
         if bins is not None:  # the same trees, grown centrally on its half
             params = tree_params(settings, fed.schema, bins.names)
-            ens = boost.train(x[inside], y[inside].astype(np.float64), bins.layout(), params)
+            ens = boost.train(x[inside], y[inside].astype(np.float64), bin_layout(bins), params)
             return ens.predict_pd(x)
         # Same architecture and optimiser, trained centrally on its half: one pass per round.
         seed = next(seeds)

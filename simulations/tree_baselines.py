@@ -2,44 +2,36 @@
 pool rows).
 
 - centralized: XGBoost (`tree_method="hist"`, the field's reference) on the pooled training
-  rows, with the run's trees, depth, learning rate, lambda, gamma, min child weight, max bins
-  and monotone constraints; its own quantile bins, numeric features raw and categorical ones
-  as XGBoost's native categories: what a central modeller gets with the standard tool.
-  `same_bins_auc`: this project's engine on the same pooled rows with the federation's bins,
-  the ensemble the federated run must equal (lossless).
+  rows, with the run's trees, depth, learning rate, lambda, gamma, min child weight and
+  monotone constraints, on exactly the federation's bins: it reads their codes (the missing
+  code as NaN) with `max_bin` above every feature's count of codes, so each code is a bin of
+  its own and its splits range over the same thresholds as the federation's.
+  `same_bins_auc`: this project's engine on the same pooled rows and bins, the ensemble the
+  federated run must equal (lossless).
 - local-only: each institution's own trees (this project's engine, the federation's bins).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from jointcredit.data.frames import FederatedData
-from jointcredit.data.schema import Schema
 from jointcredit.federation.metrics import Centralized, LocalOnly, LocalOnlyInstitution
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.metrics import risk_metrics
-from jointcredit.models.trees import TreeParams, boost
-from jointcredit.models.trees.interim_bins import TreeBins
+from jointcredit.models.trees import BinLayout, TreeParams, boost
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.simulations.baselines import local_summary
 
 
-def xgboost_frames(schema: Schema, *frames: pd.DataFrame) -> list[pd.DataFrame]:
-    """Numeric features as floats (NaN missing), categorical ones as pandas categories with
-    one shared vocabulary (XGBoost needs the same codes in every frame)."""
-    out = [pd.DataFrame(index=f.index) for f in frames]
-    for name, spec in schema.features.items():
-        if spec.type == "numeric":
-            for o, f in zip(out, frames, strict=True):
-                o[name] = f[name].astype("float64")
-        else:
-            values = sorted({str(v) for f in frames for v in f[name].dropna().unique()})
-            kind = pd.CategoricalDtype(values)
-            for o, f in zip(out, frames, strict=True):
-                o[name] = f[name].map(lambda v: v if pd.isna(v) else str(v)).astype(kind)
-    return out
+def xgboost_inputs(codes: np.ndarray, layout: BinLayout) -> np.ndarray:
+    """Bin codes as XGBoost reads them: floats, each feature's missing code as NaN."""
+    x = codes.astype(np.float64)
+    for j, m in enumerate(layout.missing):
+        x[codes[:, j] == m, j] = np.nan
+    return x
 
 
 def xgboost_params(
@@ -65,32 +57,34 @@ def xgboost_params(
 
 
 def xgboost_centralized(
-    fed: FederatedData, settings: RunSettings, names: list[str], threads: int = 1
+    fed: FederatedData, settings: RunSettings, bins: BinningSpec, threads: int = 1
 ) -> tuple[np.ndarray, float]:
-    """XGBoost's PD on the pooled test split, and its training seconds."""
+    """XGBoost's PD on the pooled test split, on the federation's bins, and its training
+    seconds (binning the rows is not counted: the federation's codes are made once too)."""
     import time
 
     import xgboost as xgb
 
     train, test = fed.pooled_train(), fed.pooled_test()
-    x_train, x_test = xgboost_frames(fed.schema, train.x[names], test.x[names])
-    p = tree_params(settings, fed.schema, names)
+    layout = bin_layout(bins)
+    p = tree_params(settings, fed.schema, bins.names)
     base_score = float(np.clip(train.y.mean(), 1e-6, 1 - 1e-6))
-    params = xgboost_params(p, settings.max_bins, base_score, threads, settings.seed)
+    params = xgboost_params(p, max(layout.n_bins), base_score, threads, settings.seed)
+    x_train = xgboost_inputs(bins.codes(train.x), layout)
+    x_test = xgboost_inputs(bins.codes(test.x), layout)
     started = time.perf_counter()
-    dtrain = xgb.DMatrix(x_train, label=train.y, enable_categorical=True, missing=np.nan)
+    dtrain = xgb.DMatrix(x_train, label=train.y, missing=np.nan)
     booster = xgb.train(params, dtrain, p.n_trees)
     seconds = time.perf_counter() - started
-    dtest = xgb.DMatrix(x_test, enable_categorical=True, missing=np.nan)
-    return booster.predict(dtest), seconds
+    return booster.predict(xgb.DMatrix(x_test, missing=np.nan)), seconds
 
 
-def centralized(fed: FederatedData, bins: TreeBins, settings: RunSettings) -> Centralized:
-    pd_xgb, _ = xgboost_centralized(fed, settings, bins.names)
+def centralized(fed: FederatedData, bins: BinningSpec, settings: RunSettings) -> Centralized:
+    pd_xgb, _ = xgboost_centralized(fed, settings, bins)
     test = fed.pooled_test()
     out = Centralized(**risk_metrics(test.y, pd_xgb).model_dump())
     pooled = fed.pooled_train()
-    layout = bins.layout()
+    layout = bin_layout(bins)
     twin = boost.train(
         bins.codes(pooled.x), pooled.y, layout, tree_params(settings, fed.schema, bins.names)
     )
@@ -98,10 +92,10 @@ def centralized(fed: FederatedData, bins: TreeBins, settings: RunSettings) -> Ce
     return out
 
 
-def local_only(fed: FederatedData, bins: TreeBins, settings: RunSettings) -> LocalOnly:
+def local_only(fed: FederatedData, bins: BinningSpec, settings: RunSettings) -> LocalOnly:
     test = fed.pooled_test()
     test_codes = bins.codes(test.x)
-    layout = bins.layout()
+    layout = bin_layout(bins)
     params = tree_params(settings, fed.schema, bins.names)
     per: dict[str, LocalOnlyInstitution] = {}
     for inst, data in fed.institutions.items():
@@ -116,6 +110,6 @@ def local_only(fed: FederatedData, bins: TreeBins, settings: RunSettings) -> Loc
 
 
 def both(
-    fed: FederatedData, bins: TreeBins, settings: RunSettings
+    fed: FederatedData, bins: BinningSpec, settings: RunSettings
 ) -> tuple[Centralized, LocalOnly]:
     return centralized(fed, bins, settings), local_only(fed, bins, settings)

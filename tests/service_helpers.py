@@ -17,7 +17,8 @@ from jointcredit.models.preprocessing import agree, summarize
 from jointcredit.models.training import TrainConfig, train
 from jointcredit.models.trees import TreeEnsemble, TreeParams
 from jointcredit.models.trees import train as grow
-from jointcredit.models.trees.interim_bins import agree_bins
+from jointcredit.models.trees.bins import bins_from_rows
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import create_key_set
 
@@ -25,8 +26,9 @@ from jointcredit.trust.keyset import create_key_set
 def signed_artifact(
     root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
 ) -> Path:
-    """A signed model (default: a logistic scorecard; `gbdt`: trees over the interim bins)
-    trained on four institutions of a dataset (default: the shipped sample; a few seconds).
+    """A signed model (default: a logistic scorecard; `gbdt`: trees over the federation's
+    agreed bins) trained on four institutions of a dataset (default: the shipped sample; a few
+    seconds).
     `zero`: all-zero weights (trees: no tree)."""
     fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
     schema = fed.schema
@@ -38,9 +40,10 @@ def signed_artifact(
     pooled = fed.pooled_train()
     bins = None
     if kind == "gbdt":  # 10 trees of depth 3 on the pooled rows' codes over the agreed bins
-        bins = agree_bins(spec, 16)
+        parts = [d.train.x for d in fed.institutions.values()]
+        bins = bins_from_rows(parts, schema, spec, 16)
         arch = architecture(kind, len(bins.features))
-        layout = bins.layout()
+        layout = bin_layout(bins)
         ensemble = (
             TreeEnsemble(0.0, layout.missing, ())
             if zero

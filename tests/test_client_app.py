@@ -222,8 +222,9 @@ def test_tree_levels_answer_with_signed_histograms_and_evaluate_the_ensemble() -
     from jointcredit.client.data import node_data
     from jointcredit.federation.protocol import TreeLevelConfig, TreeLevelMessage
     from jointcredit.models.trees import TreeGrower, TreeParams, gradients
+    from jointcredit.models.trees.bins import bins_from_rows
+    from jointcredit.models.trees.bins import layout as bin_layout
     from jointcredit.models.trees.exchange import ensemble_record, tree_record
-    from jointcredit.models.trees.interim_bins import agree_bins
     from jointcredit.models.trees.tree import EMPTY_ENSEMBLE
 
     settings = SETTINGS.replaced(model="gbdt", keys_dir=str(KEYS[0]), personal_trees=2)
@@ -242,8 +243,9 @@ def test_tree_levels_answer_with_signed_histograms_and_evaluate_the_ensemble() -
         max_categories=64,
         min_count=5,
     )
-    bins = agree_bins(spec, 16)
-    grower = TreeGrower(bins.layout(), TreeParams(n_trees=1, max_depth=2))
+    node = node_data(dict(context.node_config), settings)
+    bins = bins_from_rows([node.data.train.x], schema, spec, 16)
+    grower = TreeGrower(bin_layout(bins), TreeParams(n_trees=1, max_depth=2))
     request = grower.request()
     assert request is not None
     config = TreeLevelConfig(
@@ -266,11 +268,10 @@ def test_tree_levels_answer_with_signed_histograms_and_evaluate_the_ensemble() -
     assert SIGNATURE_RECORD in reply.content.config_records
     hist = protocol.histogram_arrays(reply.content)[protocol.HISTOGRAMS].numpy()
     # The root's histogram: per feature, every training row's gradient once, at margin -1.
-    node = node_data(dict(context.node_config), settings)
     grad, hess = gradients(np.full(len(node.data.train.y), -1.0), node.data.train.y)
-    assert hist.shape == (1, bins.layout().total_bins, 2)
+    assert hist.shape == (1, bin_layout(bins).total_bins, 2)
     np.testing.assert_allclose(
-        hist[0, : bins.layout().n_bins[0]].sum(axis=0), [grad.sum(), hess.sum()]
+        hist[0, : bin_layout(bins).n_bins[0]].sum(axis=0), [grad.sum(), hess.sum()]
     )
     # A node that never saw the run's start refuses instead of guessing its margins.
     later = config.model_copy(update={"bins": None, "base_margin": None, "server_round": 2})
@@ -292,10 +293,10 @@ def test_tree_levels_answer_with_signed_histograms_and_evaluate_the_ensemble() -
 
     grower.receive(hist)
     while (req := grower.request()) is not None:
-        grower.receive(np.zeros((len(req.build), bins.layout().total_bins, 2)))
+        grower.receive(np.zeros((len(req.build), bin_layout(bins).total_bins, 2)))
     from jointcredit.models.trees import TreeEnsemble
 
-    ensemble = TreeEnsemble(-1.0, bins.layout().missing, (grower.tree(),))
+    ensemble = TreeEnsemble(-1.0, bin_layout(bins).missing, (grower.tree(),))
     final = RoundConfig(
         preprocessing=spec.to_json(), server_round=3, bins=bins.to_json(), personal_trees=2
     )

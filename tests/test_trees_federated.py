@@ -20,11 +20,13 @@ from jointcredit.federation import protocol
 from jointcredit.federation.protocol import TreeLevelMessage
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import ArtifactError, load_artifact, save_artifact
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.learners import architecture
 from jointcredit.models.learners.gbdt import TreeModule, tree_params
 from jointcredit.models.preprocessing import PreprocessingSpec, agree, summarize
 from jointcredit.models.trees import TreeEnsemble, TreeParams, base_margin, train
-from jointcredit.models.trees.interim_bins import TreeBins, agree_bins
+from jointcredit.models.trees.bins import bins_from_rows
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
 from jointcredit.server.trees import grow_federated
@@ -50,8 +52,10 @@ def _spec(fed: FederatedData) -> PreprocessingSpec:
     return agree(summaries, fed.schema, max_categories=64, min_count=5)
 
 
-def _bins(fed: FederatedData, max_bins: int) -> TreeBins:
-    return agree_bins(_spec(fed), max_bins)
+def _bins(fed: FederatedData, max_bins: int) -> BinningSpec:
+    """The fine bins the federation agrees (from the institutions' grid histograms)."""
+    parts = [d.train.x for d in fed.institutions.values()]
+    return bins_from_rows(parts, fed.schema, _spec(fed), max_bins)
 
 
 class _Institutions:
@@ -89,7 +93,7 @@ class _Institutions:
 
 
 def _federated(
-    fed: FederatedData, settings: RunSettings, bins: TreeBins, processes: int = 1
+    fed: FederatedData, settings: RunSettings, bins: BinningSpec, processes: int = 1
 ) -> TreeEnsemble:
     institutions = _Institutions(fed, processes=processes)
     grid = InstitutionGrid(AnsweringGrid(institutions.answer, nodes=institutions.nodes))
@@ -133,7 +137,7 @@ def test_federated_trees_equal_the_central_engine_on_pooled_rows(
     central = train(
         bins.codes(pooled.x),
         pooled.y,
-        bins.layout(),
+        bin_layout(bins),
         tree_params(settings, fed.schema, bins.names),
     )
     assert federated.base_margin == central.base_margin
@@ -196,7 +200,10 @@ def test_a_tree_artifact_scores_raw_rows_without_training_code(tmp_path: Path) -
     bins = _bins(fed, 16)
     pooled, test = fed.pooled_train(), fed.pooled_test()
     ensemble = train(
-        bins.codes(pooled.x), pooled.y, bins.layout(), tree_params(settings, fed.schema, bins.names)
+        bins.codes(pooled.x),
+        pooled.y,
+        bin_layout(bins),
+        tree_params(settings, fed.schema, bins.names),
     )
     spec = _spec(fed)
     out = tmp_path / "model"
@@ -239,7 +246,7 @@ def test_shap_tree_explainer_takes_the_ensemble_as_a_custom_tree_model() -> None
     bins = _bins(fed, 16)
     pooled = fed.pooled_train()
     codes = bins.codes(pooled.x)
-    ens = train(codes, pooled.y, bins.layout(), TreeParams(n_trees=5, max_depth=3))
+    ens = train(codes, pooled.y, bin_layout(bins), TreeParams(n_trees=5, max_depth=3))
     x = ens.shap_inputs(codes[:300])
     assert np.isnan(x).any()  # missing codes reach TreeSHAP as missing values
     explainer = shap.TreeExplainer(ens.shap_model())
@@ -263,29 +270,82 @@ def test_shap_tree_explainer_takes_the_ensemble_as_a_custom_tree_model() -> None
             assert v[n] == pytest.approx((w[left] * v[left] + w[right] * v[right]) / w[n])
 
 
-def test_interim_bins_code_every_raw_value() -> None:
+def test_a_numeric_split_reads_value_below_the_edge_of_its_threshold() -> None:
+    """The agreed bins hold edges[i-1] <= v < edges[i]: a split `code <= t` sends exactly the
+    values below edges[t] left, a value at an edge goes right, special values and missing
+    have codes of their own after the regular ones."""
     import pandas as pd
 
-    from jointcredit.models.trees.interim_bins import FeatureBins
+    from jointcredit.models.binning import CategoricalBins, NumericBins
 
-    bins = TreeBins(
+    bins = BinningSpec(
         features=[
-            FeatureBins(name="amount", kind="numeric", edges=[10.0, 20.0]),
-            FeatureBins(name="sector", kind="categorical", levels=["retail", "farm"]),
+            NumericBins(name="amount", edges=[10.0, 20.0], special=[98.0]),
+            CategoricalBins(name="sector", groups=[["retail"], ["farm"], ["__other__"]]),
         ]
     )
     x = pd.DataFrame(
         {
-            "amount": [5.0, 10.0, 15.0, 20.0, 99.0, np.nan],
-            "sector": ["retail", "farm", "mining", None, "retail", "farm"],
+            "amount": [5.0, 10.0, 15.0, 20.0, 99.0, 98.0, np.nan],
+            "sector": ["retail", "farm", "mining", None, "retail", "farm", "farm"],
         }
     )
     codes = bins.codes(x)
-    assert codes[:, 0].tolist() == [0, 0, 1, 1, 2, 3]  # edges[i-1] < v <= edges[i]; 3 missing
-    assert codes[:, 1].tolist() == [0, 1, 2, 3, 0, 1]  # 2: any other value; 3: missing
-    layout = bins.layout()
-    assert layout.n_bins == (4, 4) and layout.missing == (3, 3)
-    assert TreeBins.model_validate_json(bins.to_json()).digest() == bins.digest()
+    assert codes[:, 0].tolist() == [0, 1, 1, 2, 2, 3, 4]  # 3: the special 98; 4: missing
+    assert codes[:, 1].tolist() == [0, 1, 2, 3, 0, 1, 1]  # 2: any other value; 3: missing
+    layout = bin_layout(bins)
+    assert layout.n_bins == (5, 4) and layout.missing == (4, 3)
+    records = x.astype(object).where(x.notna(), None).to_dict("records")
+    assert [bins.codes_record(r) for r in records] == codes.tolist()
+    # On trained trees: every split on a regular amount is "amount < edges[t]".
+    rng = np.random.default_rng(0)
+    amount = rng.uniform(0, 30, 2000)
+    y = (rng.random(2000) < np.where(amount < 10, 0.1, np.where(amount < 20, 0.5, 0.9))).astype(
+        np.float64
+    )
+    data = pd.DataFrame({"amount": amount, "sector": "retail"})
+    ens = train(bins.codes(data), y, layout, TreeParams(n_trees=1, max_depth=1))
+    tree = ens.trees[0]
+    assert tree.feature[0] == 0
+    edge = bins.features[0].edges[int(tree.threshold[0])]  # type: ignore[union-attr]
+    at_edge = pd.DataFrame({"amount": [edge, np.nextafter(edge, -np.inf)], "sector": "retail"})
+    nodes = tree.route(bins.codes(at_edge), np.asarray(layout.missing))
+    left = tree.route(np.array([[0, 0]]), np.asarray(layout.missing))[0]
+    assert nodes[0] != left and nodes[1] == left
+
+
+def test_an_artifact_with_the_retired_interim_bins_is_refused_clearly(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    class Interim(BaseModel):  # the stop-gap bins' format: numeric edges and levels
+        features: list[dict[str, object]]
+
+    fed = _federation("sba", 3)
+    bins = _bins(fed, 8)
+    old = Interim(
+        features=[
+            {"name": f.name, "kind": f.kind, "edges": [], "levels": []} for f in bins.features
+        ]
+    )
+    trust = create_key_set(tmp_path / "keys", fed.ids, federation="test")
+    ensemble = TreeEnsemble(0.0, bin_layout(bins).missing, ())
+    save_artifact(
+        tmp_path / "model",
+        state=ensemble.to_arrays(),
+        spec=_spec(fed),
+        architecture=architecture("gbdt", len(bins.features)),
+        schema=fed.schema,
+        institutions=fed.ids,
+        training={},
+        metrics={},
+        created_at="2026-12-06T00:00:00+00:00",
+        signer=load_private_key(tmp_path / "keys" / "coordinator.key"),
+        trust=trust,
+        provenance={"round": 1},
+        bins=old,  # type: ignore[arg-type]
+    )
+    with pytest.raises(ArtifactError, match=r"interim format.*train the model again"):
+        load_artifact(tmp_path / "model", trust)
 
 
 def test_baselines_for_trees_xgboost_pooled_and_each_institution_alone() -> None:
@@ -296,15 +356,15 @@ def test_baselines_for_trees_xgboost_pooled_and_each_institution_alone() -> None
         {"model": "gbdt", "trees": 10, "max-depth": 3, "max-bins": 16}
     )
     bins = _bins(fed, settings.max_bins)
-    train_x, test_x = tree_baselines.xgboost_frames(
-        fed.schema, fed.pooled_train().x, fed.pooled_test().x
-    )
-    for name, spec in fed.schema.features.items():
-        if spec.type == "categorical":  # one vocabulary: the same code means the same value
-            assert list(train_x[name].cat.categories) == list(test_x[name].cat.categories)
+    layout = bin_layout(bins)
+    codes = bins.codes(fed.pooled_test().x)
+    x = tree_baselines.xgboost_inputs(codes, layout)
+    assert np.array_equal(np.isnan(x), codes == np.asarray(layout.missing))
     central, local = tree_baselines.both(fed, bins, settings)
     assert central.auc is not None and central.auc > 0.65
     assert central.same_bins_auc is not None and central.same_bins_auc > 0.65
+    # XGBoost reads the federation's bins: it grows the same trees as this engine.
+    assert central.auc == pytest.approx(central.same_bins_auc, abs=1e-6)
     assert set(local.per_institution) == set(fed.ids)
     assert local.mean_own_auc is not None and local.mean_own_auc > 0.55
 
@@ -317,7 +377,7 @@ def test_membership_audit_of_a_tree_ensemble() -> None:
     bins = _bins(fed, 16)
     pooled = fed.pooled_train()
     params = tree_params(settings, fed.schema, bins.names)
-    ensemble = train(bins.codes(pooled.x), pooled.y, bins.layout(), params)
+    ensemble = train(bins.codes(pooled.x), pooled.y, bin_layout(bins), params)
     spec = _spec(fed)
     audit = membership_audit(fed, spec, TreeModule(ensemble), settings, references=2, bins=bins)
     assert audit.mia_auc is not None and 0.4 < audit.mia_auc < 0.7

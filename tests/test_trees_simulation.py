@@ -17,6 +17,8 @@ from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import load_artifact
 from jointcredit.models.learners.gbdt import TreeModule, tree_params
 from jointcredit.models.trees import train
+from jointcredit.models.trees.bins import bins_from_rows
+from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.simulations.simulate import simulate
 from jointcredit.trust.store import load_store
 
@@ -53,11 +55,14 @@ def test_the_federated_ensemble_is_the_central_engines(
     fed = load_federation(
         DataConfig(dataset="sba", institutions=4, seed=settings.seed, test_fraction=0.2)
     )
+    # The bins are the federated binning's: the institutions' grid histograms, summed.
+    parts = [d.train.x for d in fed.institutions.values()]
+    assert model.bins == bins_from_rows(parts, fed.schema, model.spec, settings.max_bins)
     pooled = fed.pooled_train()
     central = train(
         model.bins.codes(pooled.x),
         pooled.y,
-        model.bins.layout(),
+        bin_layout(model.bins),
         tree_params(settings, fed.schema, model.bins.names),
     )
     federated = model.model.ensemble
@@ -167,16 +172,19 @@ def test_the_service_serves_the_tree_artifact_one_batch_and_columnar(
     assert cols["score"] == [d["score"] for d in decided]
     for one, d in zip(ones, decided, strict=False):
         assert (one["score"], one["decision"]) == (d["score"], d["decision"])
-        assert one["reasons"] == d["reasons"] and 0 < len(one["reasons"]) <= 4
+        assert one["reasons"] == d["reasons"] and len(one["reasons"]) <= 4
     model = load_artifact(out / "model", load_store(out / "trust.json"))
     assert isinstance(model.model, TreeModule)
     np.testing.assert_allclose(
         [d["probability_of_default"] for d in decided], model.predict_pd(frame), atol=1e-6
     )
     decider = service.decider
-    _, contrib = decider.kernel(model.inputs_record(rows[0]))
-    shown = [r for r in ones[0]["reasons"] if r["kind"] == "model"]
-    assert shown
+    k, shown = next(
+        (k, model_reasons)
+        for k, one in enumerate(ones)
+        if (model_reasons := [r for r in one["reasons"] if r["kind"] == "model"])
+    )
+    _, contrib = decider.kernel(model.inputs_record(rows[k]))
     for r in shown:
         push = contrib[0][decider.features.index(r["feature"])]
         assert r["contribution"] == pytest.approx(push, abs=1e-4)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from jointcredit.models.trees import BinLayout
+from jointcredit.simulations.tree_baselines import xgboost_inputs
 
 
 def quantile_codes(x: np.ndarray, max_bins: int) -> tuple[np.ndarray, BinLayout]:
@@ -28,10 +29,8 @@ def quantile_codes(x: np.ndarray, max_bins: int) -> tuple[np.ndarray, BinLayout]
 
 
 def xgb_inputs(codes: np.ndarray, layout: BinLayout) -> np.ndarray:
-    x = codes.astype(np.float64)
-    for j, m in enumerate(layout.missing):
-        x[codes[:, j] == m, j] = np.nan
-    return x
+    """The codes as the centralized XGBoost baseline feeds them."""
+    return xgboost_inputs(codes, layout)
 
 
 def xgb_trees(booster: Any) -> list[dict[str, np.ndarray]]:

@@ -199,6 +199,11 @@ class BinningSpec(BaseModel):
         """`bin_codes(data, self)`."""
         return bin_codes(data, self)
 
+    def codes_record(self, record: Mapping[str, object]) -> list[int]:
+        """One record's codes (None: missing), as `bin_codes` gives them, in plain Python:
+        the service's one-applicant path, where building arrays per call would dominate."""
+        return [f.code(record[f.name]) for f in self.features]
+
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): what messages and digests carry."""
         return self._json
