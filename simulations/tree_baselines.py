@@ -5,7 +5,9 @@ pool rows).
   rows, with the run's trees, depth, learning rate, lambda, gamma, min child weight and
   monotone constraints, on exactly the federation's bins: it reads their codes (the missing
   code as NaN) with `max_bin` above every feature's count of codes, so each code is a bin of
-  its own and its splits range over the same thresholds as the federation's.
+  its own and its splits range over the same thresholds as the federation's (without special
+  values it grows the same trees; it reads a special value's bin as a value above the regular
+  ones, where the federation gives it a side of its own).
   `same_bins_auc`: this project's engine on the same pooled rows and bins, the ensemble the
   federated run must equal (lossless).
 - local-only: each institution's own trees (this project's engine, the federation's bins).

@@ -190,6 +190,7 @@ def test_level_by_level_routing_equals_routing_from_the_root() -> None:
             right=np.where(keep, first.right, -1),
             value=first.value,
             cover=first.cover,
+            special_left=first.special_left,
         )
         assert np.array_equal(routing.nodes(grown, codes, missing), grown.route(codes, missing))
     # A stage several levels back (another process saw this node's earlier levels): the
@@ -203,6 +204,7 @@ def test_level_by_level_routing_equals_routing_from_the_root() -> None:
         right=np.where(depth < 1, first.right, -1),
         value=first.value,
         cover=first.cover,
+        special_left=first.special_left,
     )
     skipping.nodes(stump, codes, missing)
     assert first.depth >= 3

@@ -143,11 +143,13 @@ def test_federated_trees_equal_the_central_engine_on_pooled_rows(
     assert federated.base_margin == central.base_margin
     assert len(federated.trees) == len(central.trees) == settings.trees
     for i, (f, c) in enumerate(zip(federated.trees, central.trees, strict=True)):
-        for name in ("feature", "threshold", "default_left", "left", "right"):
+        for name in ("feature", "threshold", "default_left", "special_left", "left", "right"):
             assert np.array_equal(getattr(f, name), getattr(c, name)), f"tree {i}: {name}"
         np.testing.assert_allclose(f.value, c.value, rtol=0, atol=1e-9)
         np.testing.assert_allclose(f.cover, c.cover, rtol=1e-9)
     assert sum(t.n_nodes for t in federated.trees) > 4 * settings.trees  # real trees
+    if dataset == "synthetic":  # the bureau-style codes 96/98 took sides of their own
+        assert any(np.any(t.special_left) for t in federated.trees)
 
 
 def test_a_node_that_lost_its_margins_stops_the_run_naming_it() -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import shap
 from service_helpers import signed_artifact
+from tree_helpers import shapley_values
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import ScoringModel, load_artifact
@@ -63,23 +64,6 @@ def _columns(rows: list[dict[str, Any]], names: list[str]) -> dict[str, list[Any
     return {f: [r[f] for r in rows] for f in names}
 
 
-def _shapley(ensemble: TreeEnsemble, x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Exact Shapley values of v(S) = margin(x on S, ref elsewhere), every coalition
-    enumerated (2^features margins): independent of TreeSHAP's algorithm."""
-    p = len(x)
-    subsets = np.arange(2**p)
-    on = (subsets[:, None] >> np.arange(p)) & 1 == 1
-    v = ensemble.margin(np.where(on, x, ref))
-    size = on.sum(axis=1)
-    weight = np.array([math.factorial(s) * math.factorial(p - s - 1) / math.factorial(p)
-                       for s in range(p)])  # fmt: skip
-    phi = np.zeros(p)
-    for j in range(p):
-        without = subsets[~on[:, j]]
-        phi[j] = np.sum(weight[size[without]] * (v[without | (1 << j)] - v[without]))
-    return phi
-
-
 def test_tree_reasons_are_exact_shapley_values_from_the_average_applicant(
     model: ScoringModel, decider: Decider
 ) -> None:
@@ -100,7 +84,7 @@ def test_tree_reasons_are_exact_shapley_values_from_the_average_applicant(
     # feature order; the enumeration: the bins' order)...
     order = [model.bins.names.index(f) for f in decider.features]
     for k in (0, 7, 23):
-        exact = _shapley(ens, codes[k].astype(np.int64), ref)
+        exact = shapley_values(ens, codes[k].astype(np.int64), ref)
         np.testing.assert_allclose(contrib[k], exact[order], atol=1e-6)
     # ...and equal shap's TreeExplainer on the same ensemble and background.
     explainer = shap.TreeExplainer(
@@ -232,7 +216,7 @@ def test_shapley_enumeration_checks_itself() -> None:
 
     ens = train(codes, y, BinLayout((5, 5), (4, 4)), TreeParams(n_trees=3, max_depth=1))
     x, ref = np.array([0, 3]), np.array([2, 1])
-    phi = _shapley(ens, x, ref)
+    phi = shapley_values(ens, x, ref)
     assert phi.sum() == pytest.approx(ens.margin(x[None])[0] - ens.margin(ref[None])[0])
     for j in range(2):
         moved = ref.copy()

@@ -3,10 +3,12 @@
 
 - `params`: the bin layout of the codes and the boosting parameters;
 - `histogram`: per-node gradient/hessian histograms (one `bincount` per level);
-- `split`: the best split of every node of a level (regularised gain, missing direction,
-  monotone constraints);
+- `split`: the best split of every node of a level (regularised gain, the sides of the
+  missing and special bins, monotone constraints);
+- `bins`: the trees on the federation's agreed bins (`BinningSpec`);
 - `grower`: one tree level by level from histograms, wherever they come from;
-- `tree`, `ensemble`: the trees as flat arrays, scoring, storage, TreeSHAP's view;
+- `tree`, `ensemble`: the trees as flat arrays, scoring, storage, TreeSHAP's view
+  (`threshold_form`: special bins' learned sides as threshold splits);
 - `boost`: the central engine (pooled rows, or one institution's own).
 """
 

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 import pandas as pd
 
 from jointcredit.data.schema import Schema
-from jointcredit.models.binning import BinningSpec, fine_bins, grid_histogram, merge_histograms
+from jointcredit.models.binning import (
+    BinningSpec,
+    NumericBins,
+    fine_bins,
+    grid_histogram,
+    merge_histograms,
+)
 from jointcredit.models.preprocessing import CategoricalFeature, PreprocessingSpec
 from jointcredit.models.trees.params import BinLayout
 
@@ -22,7 +28,9 @@ from jointcredit.models.trees.params import BinLayout
 def layout(bins: BinningSpec) -> BinLayout:
     """Every feature's codes, its missing code the last."""
     return BinLayout(
-        tuple(f.n_bins for f in bins.features), tuple(f.missing_code for f in bins.features)
+        tuple(f.n_bins for f in bins.features),
+        tuple(f.missing_code for f in bins.features),
+        tuple(len(f.special) if isinstance(f, NumericBins) else 0 for f in bins.features),
     )
 
 

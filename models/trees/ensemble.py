@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from jointcredit.models.trees.tree import FIELDS, LEAF, Tree
+from jointcredit.models.trees.threshold_form import threshold_form
+from jointcredit.models.trees.tree import FIELDS, LEAF, Tree, goes_left
 
 TREE_START = "tree_start"
 BASE_MARGIN = "base_margin"
 MISSING = "missing"
+SPECIAL_LEFT = "special_left"
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -56,8 +58,12 @@ class TreeEnsemble:
             f = flat["feature"][node]
             fc = np.maximum(f, 0)
             code = codes[rows, fc]
-            go_left = np.where(
-                code == missing[fc], flat["default_left"][node], code <= flat["threshold"][node]
+            go_left = goes_left(
+                code,
+                missing[fc],
+                flat["threshold"][node],
+                flat["default_left"][node],
+                flat["special_left"][node],
             )
             node = np.where(go_left, flat["left"][node], flat["right"][node])
         total: np.ndarray = out + flat["value"][node].sum(axis=1)
@@ -77,7 +83,7 @@ class TreeEnsemble:
             own = np.arange(t.n_nodes) + s
             parts["left"].append(np.where(leaf, own, t.left + s))
             parts["right"].append(np.where(leaf, own, t.right + s))
-            for k in ("feature", "threshold", "default_left", "value"):
+            for k in ("feature", "threshold", "default_left", "special_left", "value"):
                 parts[k].append(getattr(t, k))
         flat: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items() if v}
         flat["start"] = start
@@ -95,6 +101,9 @@ class TreeEnsemble:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
+        # Ensembles stored before special values had sides of their own send none left.
+        if SPECIAL_LEFT not in arrays and "feature" in arrays:
+            arrays = {**arrays, SPECIAL_LEFT: np.zeros(len(arrays["feature"]), dtype=np.int64)}
         needed = {*FIELDS, TREE_START, BASE_MARGIN, MISSING}
         absent = needed - set(arrays)
         if absent:
@@ -124,10 +133,14 @@ class TreeEnsemble:
     # -- TreeSHAP
     def shap_model(self) -> dict[str, Any]:
         """The ensemble as `shap.TreeExplainer`'s custom tree model, on `shap_inputs(codes)`
-        (codes as floats, the missing code as NaN; a split at t + 0.5 sends codes <= t left).
+        (codes as floats, the missing code as NaN; a split at t + 0.5 sends codes <= t left;
+        a tree sending special bins to learned sides in `threshold_form`).
         Internal nodes carry the cover-weighted mean of their leaves, as TreeSHAP expects."""
         trees = []
         for t in self.trees:
+            if np.any(t.special_left):
+                trees.append(_shap_tree(threshold_form(t, self.missing)))
+                continue
             leaf = t.feature == LEAF
             trees.append(
                 {
@@ -150,6 +163,28 @@ class TreeEnsemble:
             if m >= 0:
                 x[codes[:, j] == m, j] = np.nan
         return x
+
+
+def _shap_tree(form: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """shap's custom tree from `threshold_form`: covers summed up from the leaves, each
+    node's value the cover-weighted mean of its children's (children come after parents)."""
+    left, right = form["children_left"], form["children_right"]
+    cover, values = form["leaf_cover"].copy(), form["leaf_value"].copy()
+    for node in range(len(left) - 1, -1, -1):
+        if left[node] >= 0:
+            lw, rw = cover[left[node]], cover[right[node]]
+            cover[node] = lw + rw
+            lv, rv = values[left[node]], values[right[node]]
+            values[node] = (lw * lv + rw * rv) / cover[node] if cover[node] > 0 else (lv + rv) / 2
+    return {
+        "children_left": left,
+        "children_right": right,
+        "children_default": form["children_default"],
+        "features": form["features"],
+        "thresholds": form["thresholds"],
+        "values": values[:, None],
+        "node_sample_weight": cover,
+    }
 
 
 def _node_means(t: Tree) -> np.ndarray:

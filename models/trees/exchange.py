@@ -10,7 +10,7 @@ from jointcredit.federation import protocol
 from jointcredit.models.trees.ensemble import TreeEnsemble
 from jointcredit.models.trees.tree import Tree
 
-_STRUCTURE = ("feature", "threshold", "default_left", "left", "right")
+_STRUCTURE = ("feature", "threshold", "default_left", "left", "right", "special_left")
 _VALUES = ("value", "cover")
 
 

@@ -42,6 +42,7 @@ class TreeGrower:
         self._feature: list[int] = [LEAF]
         self._threshold: list[int] = [0]
         self._default_left: list[bool] = [False]
+        self._special_left: list[int] = [0]
         self._left: list[int] = [LEAF]
         self._right: list[int] = [LEAF]
         self._value: list[float] = [0.0]
@@ -112,6 +113,7 @@ class TreeGrower:
             feature=feature,
             threshold=np.array(self._threshold, dtype=np.int32),
             default_left=np.array(self._default_left, dtype=bool),
+            special_left=np.array(self._special_left, dtype=np.int64),
             left=np.array(self._left, dtype=np.int32),
             right=np.array(self._right, dtype=np.int32),
             value=np.where(feature == LEAF, np.array(self._value), 0.0),
@@ -142,6 +144,7 @@ class TreeGrower:
         self._feature[node] = f
         self._threshold[node] = int(splits.threshold[i])
         self._default_left[node] = bool(splits.default_left[i])
+        self._special_left[node] = int(splits.special_left[i])
         eta = self.params.learning_rate
         children = []
         weights = []
@@ -152,6 +155,7 @@ class TreeGrower:
             self._feature.append(LEAF)
             self._threshold.append(0)
             self._default_left.append(False)
+            self._special_left.append(0)
             self._left.append(LEAF)
             self._right.append(LEAF)
             self._value.append(w * eta)

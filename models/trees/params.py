@@ -2,9 +2,10 @@
 parameters.
 
 The engine sees only bin codes: a (rows, features) integer matrix where feature j's values are
-0..n_bins[j]-1. Every code but the missing one is ordered (regular bins, then one bin per
-special value, as `jointcredit.models.binning` lays them out); a split sends codes <= t left.
-The missing code, when a feature has one, is the last and goes to the side the split learned.
+0..n_bins[j]-1, laid out as `jointcredit.models.binning` lays them out: the regular bins first
+(ordered: a split sends regular codes <= t left), then one bin per special value, then the
+missing code, the last. A special value or missing is no magnitude: each of those bins goes to
+the side the split learned for it.
 """
 
 from __future__ import annotations
@@ -14,18 +15,31 @@ from dataclasses import dataclass
 import numpy as np
 
 NO_MISSING = -1
+# Each split tries every assignment of a feature's special and missing bins to its two sides.
+MAX_SPECIAL = 5
 
 
 @dataclass(frozen=True)
 class BinLayout:
-    """Per feature: how many codes it has, and which code means missing (`NO_MISSING`: none)."""
+    """Per feature: how many codes it has, which code means missing (`NO_MISSING`: none) and
+    how many special values come just before it (`special`; empty: none anywhere)."""
 
     n_bins: tuple[int, ...]
     missing: tuple[int, ...]
+    special: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.n_bins) != len(self.missing):
             raise ValueError("n_bins and missing must name the same features")
+        if self.special and len(self.special) != len(self.n_bins):
+            raise ValueError("special must name every feature, or none")
+        for j, s in enumerate(self.special):
+            if s < 0 or s > MAX_SPECIAL:
+                raise ValueError(f"feature {j}: {s} special values (at most {MAX_SPECIAL})")
+            if s and self.missing[j] == NO_MISSING:
+                raise ValueError(f"feature {j}: special values need the missing code after them")
+            if s >= self.n_bins[j] - 1:
+                raise ValueError(f"feature {j}: no regular bin besides {s} special values")
         for j, (k, m) in enumerate(zip(self.n_bins, self.missing, strict=True)):
             if k < 1:
                 raise ValueError(f"feature {j}: {k} bins")
@@ -48,8 +62,11 @@ class BinLayout:
         return int(sum(self.n_bins))
 
     def ordered_bins(self, j: int) -> int:
-        """Feature j's codes that splits order (all but the missing one)."""
-        return self.n_bins[j] - (self.missing[j] != NO_MISSING)
+        """Feature j's codes that splits order: its regular bins (0 .. this - 1)."""
+        return self.n_bins[j] - (self.missing[j] != NO_MISSING) - self.n_special(j)
+
+    def n_special(self, j: int) -> int:
+        return self.special[j] if self.special else 0
 
     def check_codes(self, codes: np.ndarray) -> None:
         if codes.ndim != 2 or codes.shape[1] != self.n_features:

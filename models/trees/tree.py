@@ -1,9 +1,11 @@
 """One tree over bin codes, as flat arrays (node 0 is the root; children have higher ids).
 
-An internal node sends a row left when its code for `feature` is <= `threshold`, or, when the
-code is the feature's missing code, to the side `default_left` says. A leaf has feature -1 and
-carries `value` (learning rate applied). `cover` is each node's hessian sum (what TreeSHAP
-weighs paths by, as XGBoost's cover).
+An internal node sends a row left when its code for `feature` is <= `threshold` (a regular
+bin), when the code is the feature's missing code and `default_left`, or when it is a special
+value's bin whose bit is set in `special_left` (bit b: code missing - 1 - b; the special bins
+sit just below the missing code, the regular ones below them, so no regular code has a bit
+set). A leaf has feature -1 and carries `value` (learning rate applied). `cover` is each
+node's hessian sum (what TreeSHAP weighs paths by, as XGBoost's cover).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 LEAF = -1
-FIELDS = ("feature", "threshold", "default_left", "left", "right", "value", "cover")
+FIELDS = ("feature", "threshold", "default_left", "left", "right", "value", "cover", "special_left")
+# Bits of `special_left` a code can reach: special bins beyond it are refused by the layout.
+SPECIAL_BITS = 62
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Tree:
     right: np.ndarray  # int32, LEAF at leaves
     value: np.ndarray  # float64: leaf value (0 at internal nodes)
     cover: np.ndarray  # float64: hessian sum
+    special_left: np.ndarray  # int64: which special bins go left (bits, see the docstring)
 
     @property
     def n_nodes(self) -> int:
@@ -52,6 +57,7 @@ class Tree:
             right=np.asarray(arrays["right"], dtype=np.int32),
             value=np.asarray(arrays["value"], dtype=np.float64),
             cover=np.asarray(arrays["cover"], dtype=np.float64),
+            special_left=np.asarray(arrays["special_left"], dtype=np.int64),
         )
 
     def digest(self) -> bytes:
@@ -82,7 +88,8 @@ class Tree:
         at = node[rows]
         f = self.feature[at]
         c = codes[rows, f]
-        go_left = np.where(c == missing[f], self.default_left[at], c <= self.threshold[at])
+        go_left = goes_left(c, missing[f], self.threshold[at], self.default_left[at],
+                            self.special_left[at])  # fmt: skip
         node[rows] = np.where(go_left, self.left[at], self.right[at])
 
     def extends(self, earlier: Tree) -> bool:
@@ -94,12 +101,29 @@ class Tree:
         split = earlier.feature != LEAF
         return all(
             np.array_equal(getattr(self, k)[:n][split], getattr(earlier, k)[split])
-            for k in ("feature", "threshold", "default_left", "left", "right")
+            for k in ("feature", "threshold", "default_left", "special_left", "left", "right")
         )
 
     def predict(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.value[self.route(codes, missing)]
         return out
+
+
+def goes_left(
+    code: np.ndarray,
+    missing: np.ndarray,
+    threshold: np.ndarray,
+    default_left: np.ndarray,
+    special_left: np.ndarray,
+) -> np.ndarray:
+    """Whether rows with these codes (of each node's feature, whose missing code is
+    `missing`) go left at their nodes."""
+    bit = missing - 1 - code  # a special bin's bit; regular codes reach none that is set
+    special = (bit >= 0) & (bit <= SPECIAL_BITS)
+    special_go = (special_left >> np.clip(bit, 0, SPECIAL_BITS)) & 1 == 1
+    ordered = (code <= threshold) | (special & special_go)
+    out: np.ndarray = np.where(code == missing, default_left, ordered)
+    return out
 
 
 def chain_digest(previous: bytes, tree: Tree) -> bytes:
