@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from jointcredit.data.catalog import DataConfig, load_federation
+from jointcredit.federation import protocol
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.artifact import load_artifact
+from jointcredit.models.artifact import MANIFEST_BINNING, load_artifact
 from jointcredit.models.learners.gbdt import TreeModule, tree_params
 from jointcredit.models.trees import train
 from jointcredit.models.trees.bins import bins_from_rows
@@ -97,6 +98,10 @@ def test_metrics_rounds_baselines_and_timing(
     manifest = json.loads((out / "model" / "manifest.json").read_text())
     assert "bins.json" in manifest["files"]
     assert len(manifest["updates"]) == trees["levels"]  # each level's signed histograms
+    # The bins came from the federated binning's grid round: its signed replies are named.
+    (binning,) = manifest[MANIFEST_BINNING]
+    assert binning["message_type"] == protocol.BIN_GRID_QUERY
+    assert sorted(binning["accepted"]) == sorted(metrics["institutions"])
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
