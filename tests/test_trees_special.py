@@ -6,6 +6,7 @@ learned sides exactly."""
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,18 @@ def test_the_service_decides_an_applicant_with_a_special_value(tmp_path: Path) -
         _, contrib = decider.kernel(codes[None, :].astype(np.float32))
         exact = shapley_values(ens, codes, ref)
         np.testing.assert_allclose(contrib[0], exact[order], rtol=1e-6, atol=1e-7)
+
+
+def test_an_ensemble_stored_before_special_sides_reads_as_sending_none_left() -> None:
+    ens = _ensemble(n_trees=3)
+    plain = TreeEnsemble(
+        ens.base_margin,
+        ens.missing,
+        tuple(replace(t, special_left=np.zeros_like(t.special_left)) for t in ens.trees),
+    )
+    arrays = plain.to_arrays()
+    del arrays["special_left"]
+    loaded = TreeEnsemble.from_arrays(arrays)
+    assert loaded.digest() == plain.digest()
+    codes = BINS.codes(_rows(5, n=300)[0])
+    np.testing.assert_array_equal(loaded.margin(codes), plain.margin(codes))
