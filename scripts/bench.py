@@ -9,6 +9,7 @@ Ray's processes, ClientApp actors) every 0.2 s. The sections are rendered by
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_headline import HEADLINE, headline_section
 from bench_sections import (
     DEPLOY,
     DP_FULL,
@@ -35,6 +37,7 @@ from bench_sections import (
     secagg_section,
     section,
 )
+from bench_trees_section import TREES, trees_section
 
 from jointcredit.federation.metrics import RunMetrics
 
@@ -64,6 +67,16 @@ CASES = [
     Case("out of time: sba-full, 20 lenders x 20 rounds, logreg, --split time",
          ["--dataset", "sba-full", "--split", "time"]),
     Case("binned scorecard: sba sample, 20 lenders x 20 rounds", ["--model", "scorecard"]),
+    Case("mlp: sba sample, 20 lenders x 20 rounds", ["--model", "mlp"]),
+    Case("mlp out of time: sba sample, 20 lenders x 20 rounds, --split time",
+         ["--model", "mlp", "--split", "time"]),
+    Case("binned scorecard out of time: sba sample, 20 lenders x 20 rounds, --split time",
+         ["--model", "scorecard", "--split", "time"]),
+    Case("gbdt: sba sample, 20 lenders, default trees", ["--model", "gbdt"]),
+    Case("gbdt out of time: sba sample, 20 lenders, default trees, --split time",
+         ["--model", "gbdt", "--split", "time"]),
+    Case(TREES, []),  # scripts/bench_trees.py per dataset and split
+    Case(HEADLINE, []),  # the table of cases 1, 11, 13-18, also written into README.md
 ]  # fmt: skip
 
 
@@ -138,6 +151,7 @@ def main() -> None:
     )
     # Cases not re-run keep their section (and its numbers) from the existing file.
     previous = _sections(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    load_start = os.getloadavg()[0]
     parts = []
     for n, case in enumerate(CASES, start=1):
         if n not in numbers:
@@ -157,6 +171,16 @@ def main() -> None:
             grid, folder, about = SWEEPS[case.name]
             parts.append(privacy_section(case.name, grid, ROOT / "runs" / folder, about))
             continue
+        if case.name == HEADLINE:
+            parts.append(
+                headline_section(
+                    {c.name: ROOT / "runs" / f"bench-{i}" for i, c in enumerate(CASES)}
+                )
+            )
+            continue
+        if case.name == TREES:
+            parts.append(trees_section(measure))
+            continue
         if case.name == SERVICE:
             sys.path.insert(0, str(ROOT / "scripts"))
             from bench_service import section as service_section
@@ -170,6 +194,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"{case.name} failed:\n{proc.stderr[-4000:]}")
         metrics = RunMetrics.read(out / "metrics.json")
+        (out / "bench.json").write_text(json.dumps({"wall_seconds": wall, "peak_bytes": peak}))
         parts.append(section(case.name, cmd, wall, peak, metrics))
         central = metrics.centralized.auc if metrics.centralized else None
         print(
@@ -184,8 +209,9 @@ def main() -> None:
 
 Written by `make bench` (`python scripts/bench.py [--cases 1,2]`) on
 {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores ({cpu}), {mem_gib():.0f} GiB RAM,
-no GPU, Python {platform.python_version()}. Every number below comes from a real run; each
-section gives its command and when it ran.
+no GPU, Python {platform.python_version()}; 1-minute load average {load_start:.1f} at the start,
+{os.getloadavg()[0]:.1f} at the end (the benchmark's own processes included). Every number below
+comes from a real run; each section gives its command and when it ran.
 
 Targets (issue 2): federated AUC within 0.005 of centralized with the same model and features;
 federated far above local-only; personalised beats local-only at every lender; the full

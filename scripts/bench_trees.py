@@ -1,22 +1,26 @@
 """Federated gradient-boosted trees against XGBoost, side by side on the same machine.
 
-    python scripts/bench_trees.py [--dataset sba|sba-full] [--trees 100] [--max-depth 6]
-        [--out runs/bench-trees]
+    python scripts/bench_trees.py [--dataset sba|sba-full|synthetic] [--split random|time]
+        [--trees 100] [--max-depth 6] [--out runs/bench-trees] [--json]
 
 Measures, on the pooled test split: XGBoost `hist` on the pooled rows (the federation's bins;
 2 threads and 1), this project's engine on the pooled rows with the federation's bins (the
 lossless twin), and the federated run (every institution a simulated Flower node, signed
 histogram replies), with where the federated run's time went (`timing.trees` in
-metrics.json). Prints a Markdown table.
+metrics.json). Prints a Markdown table, or with `--json` one JSON object (what `make bench`
+reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from jointcredit.data.catalog import load_federation
+from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.metrics import risk_metrics
@@ -31,6 +35,8 @@ from jointcredit.simulations.tree_baselines import xgboost_centralized
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="sba")
+    parser.add_argument("--split", default="random", choices=["random", "time"])
+    parser.add_argument("--json", action="store_true")
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--max-depth", type=int, default=6)
     parser.add_argument("--institutions", type=int, default=0)
@@ -40,6 +46,7 @@ def main() -> None:
         {
             "model": "gbdt",
             "dataset": args.dataset,
+            "split": args.split,
             "institutions": args.institutions,
             "trees": args.trees,
             "max-depth": args.max_depth,
@@ -100,6 +107,9 @@ def main() -> None:
             timing.training_seconds,
         )
     )
+    if args.json:
+        print(json.dumps(_result(rows, metrics, wall)))
+        return
     print(f"| {args.dataset}: {args.trees} trees, depth {args.max_depth} | AUC | seconds |")
     print("|---|---|---|")
     for name, auc, secs in rows:
@@ -127,6 +137,20 @@ def main() -> None:
         print(f"| signing (institutions, summed) | {security.signing_seconds:.2f} |")
         print(f"| verification (coordinator) | {security.verification_seconds:.2f} |")
         print(f"| whole simulation (setup, trees, evaluation) | {wall:.2f} |")
+
+
+def _result(
+    rows: list[tuple[str, float | None, float]], metrics: RunMetrics, wall: float
+) -> dict[str, Any]:
+    trees, security = metrics.timing.trees, metrics.security
+    return {
+        "rows": [{"name": n, "auc": a, "seconds": s} for n, a, s in rows],
+        "institutions": len(metrics.institutions),
+        "simulation_wall_seconds": wall,
+        "trees": None if trees is None else trees.model_dump(),
+        "signing_seconds": security.signing_seconds,
+        "verification_seconds": security.verification_seconds,
+    }
 
 
 def _auc(y: object, p: object) -> float | None:

@@ -1,0 +1,96 @@
+"""The docs/BENCHMARKS.md section on gradient-boosted trees: the federated trees beside
+XGBoost on the same rows and machine, per dataset and split (`scripts/bench_trees.py --json`
+as a measured subprocess each)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+Measure = Callable[[list[str]], tuple[float, int, subprocess.CompletedProcess[str]]]
+HEADER = (
+    "| dataset | split | lenders | XGBoost AUC | XGBoost s (1 / 2 threads) | twin AUC | twin s "
+    "| federated AUC | federated - XGBoost | federated s | ratio | peak GiB |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+TREES = "gradient-boosted trees beside XGBoost: 100 trees of depth 6, every dataset and split"
+SETS = [
+    ("sba", "random"),
+    ("sba", "time"),
+    ("sba-full", "random"),
+    ("sba-full", "time"),
+    ("synthetic", "random"),
+    ("synthetic", "time"),
+]
+
+
+def _run(measure: Measure, dataset: str, split: str) -> tuple[dict[str, Any], float, int]:
+    out = ROOT / "runs" / f"bench-trees-{dataset}-{split}"
+    cmd = [sys.executable, "scripts/bench_trees.py", "--dataset", dataset, "--split", split,
+           "--json", "--out", str(out)]  # fmt: skip
+    print(f"running: {' '.join(cmd[1:])}", flush=True)
+    wall, peak, proc = measure(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"{TREES} ({dataset}, {split}) failed:\n{proc.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result, wall, peak
+
+
+def trees_section(measure: Measure) -> str:
+    lines, detail = [], ""
+    for dataset, split in SETS:
+        r, _wall, peak = _run(measure, dataset, split)
+        xgb2, xgb1, twin, fed = r["rows"]
+        ratio = fed["seconds"] / xgb1["seconds"]
+        gap = fed["auc"] - xgb2["auc"]
+        lines.append(
+            f"| {dataset} | {split} | {r['institutions']} | {xgb2['auc']:.4f} | "
+            f"{xgb1['seconds']:.2f} / {xgb2['seconds']:.2f} | {twin['auc']:.4f} | "
+            f"{twin['seconds']:.2f} | {fed['auc']:.4f} | {gap:+.4f} | {fed['seconds']:.1f} | "
+            f"{ratio:.0f}x | {peak / 2**30:.2f} |"
+        )
+        if (dataset, split) == ("sba-full", "random") and r["trees"] is not None:
+            detail = _detail(r)
+    rows = "\n".join(lines)
+    return f"""### {TREES}
+
+`python scripts/bench_trees.py --dataset D --split S` for each row (measured up to
+{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; defaults: 100 trees, depth 6, max-bins 64,
+tree-learning-rate 0.1, lambda 1, min child weight 1). XGBoost: `tree_method="hist"` on the
+pooled rows with its own quantile bins (max_bin 64), the issue's reference. Twin: this
+project's engine on the pooled rows with the federation's bins; the federated ensemble must
+equal it (splits identical, leaf values within 1e-9, tested). Federated: every institution a
+simulated Flower node, one signed histogram message per tree level; seconds of the trees phase.
+Ratio: federated trees phase over XGBoost on one thread. Peak: resident memory of the whole
+process tree.
+
+{HEADER}
+{rows}
+{detail}"""
+
+
+def _detail(r: dict[str, Any]) -> str:
+    t = r["trees"]
+    crypto = r["signing_seconds"] + r["verification_seconds"]
+    rest = t["exchange_seconds"] - t["institution_histogram_seconds_total"] - crypto
+    return f"""
+Where the sba-full (random split) trees phase went (`timing.trees` in metrics.json):
+
+| trees phase | seconds |
+|---|---:|
+| histogram exchanges (one per tree level) | {t["levels"]} |
+| waiting for the levels' replies | {t["exchange_seconds"]:.1f} |
+| of which the institutions' histogram work (all, summed) | \
+{t["institution_histogram_seconds_total"]:.1f} |
+| of which signing (institutions) and verification (coordinator) | {crypto:.1f} |
+| of which message transport and polling (the rest) | {rest:.1f} \
+({1000 * rest / max(t["levels"], 1):.0f} ms per level) |
+| coordinator: summing histograms, choosing splits | {t["coordinator_seconds"]:.1f} |
+| whole simulation (setup, trees, evaluation) | {r["simulation_wall_seconds"]:.1f} |
+"""
