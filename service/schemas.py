@@ -3,19 +3,31 @@ schema, so the service accepts exactly what the model was trained on.
 
 Every feature is required (a missing key is a 422, never a silent zero or default); `null` is
 accepted only where the data schema says `missing = "impute"`, because that is what the model
-was trained to handle. Numbers must be finite and inside the schema's `min`/`max`; categories
-are strings (integers are accepted and read as their decimal text, e.g. a year). Unknown fields
-are rejected.
+was trained to handle. Numbers must be finite and inside the schema's `min`/`max`, or one of the
+feature's special codes (the schema's `special`, e.g. 96 = "no bureau file": codes that lie
+outside the range by design and that the model learned as codes); categories are strings
+(integers are accepted and read as their decimal text, e.g. a year). Unknown fields are
+rejected.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from jointcredit.data.schema import Schema
+from jointcredit.data.schema import FeatureSpec, Schema
 from jointcredit.service.joint import JointOut, JointRequest
 from jointcredit.service.policy import Policy
 
@@ -70,14 +82,42 @@ def applicant_model(schema: Schema) -> type[BaseModel]:
     )
 
 
-def _feature_type(spec: Any) -> Any:
-    if spec.type == "numeric":
+def _feature_type(spec: FeatureSpec) -> Any:
+    if spec.type == "numeric" and spec.special:
         base: Any = Annotated[
-            float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)
+            float, Field(allow_inf_nan=False, strict=False), AfterValidator(_SpecialOrRange(spec))
         ]
+    elif spec.type == "numeric":
+        base = Annotated[float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)]
     else:
         base = Category
     return base | None if spec.missing == "impute" else base
+
+
+class _SpecialOrRange:
+    """A number inside the feature's `min`/`max`, or exactly one of its special codes (which
+    the schema requires to lie outside that range). A Python check, so only on features that
+    declare codes: the core range check of the others stays in pydantic-core."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.lo = -math.inf if spec.min is None else spec.min
+        self.hi = math.inf if spec.max is None else spec.max
+        self.codes = frozenset(spec.special)
+        shown = ", ".join(f"{c:g}" for c in spec.special)
+        self.message = f"Input should be {_span(spec)}, or one of the special codes {shown}"
+
+    def __call__(self, value: float) -> float:
+        if self.lo <= value <= self.hi or value in self.codes:
+            return value
+        raise PydanticCustomError("range_or_special", self.message)
+
+
+def _span(spec: FeatureSpec) -> str:
+    if spec.min is not None and spec.max is not None:
+        return f"between {spec.min:g} and {spec.max:g}"
+    if spec.min is not None:
+        return f"greater than or equal to {spec.min:g}"
+    return f"less than or equal to {spec.max:g}"
 
 
 def _context_type(spec: Any) -> Any:

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import save_artifact, state_to_numpy
+from jointcredit.models.binning import Classing, binning_from_rows
 from jointcredit.models.learners import architecture, build_model
-from jointcredit.models.preprocessing import agree, summarize
+from jointcredit.models.preprocessing import CategoricalFeature, agree, summarize
+from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.training import TrainConfig, train
 from jointcredit.models.trees import TreeEnsemble, TreeParams
 from jointcredit.models.trees import train as grow
@@ -25,7 +27,8 @@ from jointcredit.trust.keyset import create_key_set
 def signed_artifact(
     root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
 ) -> Path:
-    """A signed model (default: a logistic scorecard; `gbdt`: trees over the interim bins)
+    """A signed model (default: a logistic scorecard; `scorecard`: the binned one, on bins
+    agreed from the institutions' rows; `gbdt`: trees over the interim bins)
     trained on four institutions of a dataset (default: the shipped sample; a few seconds).
     `zero`: all-zero weights (trees: no tree)."""
     fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
@@ -36,7 +39,14 @@ def signed_artifact(
     ]
     spec = agree(summaries, schema, max_categories=64, min_count=5, standardize_indicators=True)
     pooled = fed.pooled_train()
-    bins = None
+    bins = binning = None
+    if kind == "scorecard":  # WOE over bins agreed from the institutions' own rows
+        vocabularies = {
+            f.name: f.categories for f in spec.features if isinstance(f, CategoricalFeature)
+        }
+        parts = [(d.train.x, d.train.y) for d in fed.institutions.values()]
+        binning = binning_from_rows(parts, schema, vocabularies, Classing())
+        spec = woe_preprocessing(binning)
     if kind == "gbdt":  # 10 trees of depth 3 on the pooled rows' codes over the agreed bins
         bins = agree_bins(spec, 16)
         arch = architecture(kind, len(bins.features))
@@ -63,7 +73,7 @@ def signed_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,
         institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
-        provenance={"round": 2}, bins=bins,
+        provenance={"round": 2}, bins=bins, binning=binning,
     )  # fmt: skip
     return root / "model"
 
