@@ -42,6 +42,7 @@ from jointcredit.models.preprocessing import (
     PreprocessingSpec,
 )
 from jointcredit.models.trees.interim_bins import TreeBins
+from jointcredit.service.languages import DEFAULT, Language
 from jointcredit.service.policy import OutsideTraining, show_value
 
 Found = dict[str, str]  # feature -> the applicant's value, as text
@@ -139,8 +140,9 @@ class Coverage:
         return unseen, beyond
 
     def explain(
-        self, unseen: Sequence[Found], beyond: Sequence[Found], first_id: int
-    ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        self, unseen: Sequence[Found], beyond: Sequence[Found], first_id: int,
+        language: Language = DEFAULT,
+    ) -> tuple[list[list[int]], list[dict[str, Any]]]:  # fmt: skip
         """Each applicant's reasons for its referral (ids from `first_id`, in feature order)
         and the table entries they name, one per distinct (feature, value)."""
         ids: list[list[int]] = []
@@ -159,17 +161,19 @@ class Coverage:
                 key = (name, value)
                 if key not in known:
                     known[key] = first_id + len(table)
-                    table.append(self._entry(name, value, name in new))
+                    table.append(self.entry(name, value, name in new, language))
                 row.append(known[key])
             ids.append(row)
         return ids, table
 
-    def _entry(self, name: str, value: str, unseen: bool) -> dict[str, Any]:
+    def entry(self, name: str, value: str, unseen: bool, language: Language) -> dict[str, Any]:
+        """The referral reason for `name`'s `value` (as the applicant's found values show it),
+        in `language`."""
         if unseen:
-            text = self.texts.unseen_text
+            text = self.texts.unseen(language)
         else:
             lo, hi = self.spans[name]
-            text = self.texts.range_text.replace("{low}", show_value(lo))
+            text = self.texts.out_of_range(language).replace("{low}", show_value(lo))
             text = text.replace("{high}", show_value(hi))
         text = text.replace("{feature}", name).replace("{value}", value)
         return {"code": self.texts.code, "text": text, "kind": "policy", "feature": name,

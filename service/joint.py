@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.service.decision import DecisionTable
+from jointcredit.service.languages import EXPOSURE_UNAVAILABLE
 
 
 class JointPolicy(BaseModel):
@@ -118,12 +119,6 @@ def joint_limit(
     )
 
 
-EXPOSURE_UNAVAILABLE = (
-    "The lenders' existing exposure to the applicant could not be established, so the joint "
-    "limit needs a loan officer's review"
-)
-
-
 def apply_joint(
     table: DecisionTable,
     k: int,
@@ -139,7 +134,8 @@ def apply_joint(
     if total_cents is None:
         who = "; ".join(f"{i}: {why}" for i, why in sorted(unavailable.items()))
         flag = {"code": "EXPOSURE_UNAVAILABLE", "action": "refer",
-                "text": f"{EXPOSURE_UNAVAILABLE} ({who})", "points": 0}  # fmt: skip
+                "text": f"{EXPOSURE_UNAVAILABLE[table.language]} ({who})",
+                "points": 0}  # fmt: skip
         declined = table.decision[k] == "decline"
         if not declined:
             table.decision[k] = "refer"

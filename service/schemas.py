@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from jointcredit.data.schema import FeatureSpec, Schema
 from jointcredit.service.joint import JointOut, JointRequest
+from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy
 
 MAX_BATCH = 10_000
@@ -171,6 +172,10 @@ def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> t
     stance: Any = list[Literal["normal", "conservative"] | None] | None
     reference: Any = list[Annotated[str, Field(max_length=128)] | None] | None
     fields: dict[str, Any] = {
+        "language": (
+            Language | None,
+            Field(None, description="the texts' language: en or zh (default: Accept-Language's)"),
+        ),
         "columns": (features, Field(..., description="one list per model feature, all required")),
         "context": (context | None, Field(None, description="policy signals; null: not sent")),
         "stance": (stance, Field(None, description="per applicant; null: the policy's stance")),
@@ -210,12 +215,25 @@ def request_models(
             Field(None, description="ask for a joint credit limit across participating lenders"),
         ),
     }
+    language: Any = (
+        Language | None,
+        Field(
+            None,
+            description="the language of the decision's texts: en (English) or zh (Chinese); "
+            "default: the Accept-Language header's, else English",
+        ),
+    )
     single = create_model(
         SINGLE,
         __config__=ConfigDict(
             extra="forbid", frozen=True, json_schema_extra={"examples": [example]}
         ),
         **fields,
+        language=language,
+    )
+    # A batch's applications share its language (one set of texts per batch).
+    item = create_model(
+        "BatchApplication", __config__=ConfigDict(extra="forbid", frozen=True), **fields
     )
     batch = create_model(
         BATCH,
@@ -224,7 +242,8 @@ def request_models(
             frozen=True,
             json_schema_extra={"examples": [{"applications": [example, example]}]},
         ),
-        applications=(list[single], Field(..., min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+        applications=(list[item], Field(..., min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+        language=language,
     )
     return single, batch
 
@@ -296,6 +315,10 @@ class DecisionOut(BaseModel):
     reference: str | None = None
     joint_credit: JointOut | None = None
     created_at: str
+    language: Language = Field(
+        description="the language of every text in this decision (what the request asked "
+        "for, when the policy has it; else English)"
+    )
 
 
 class BatchOut(BaseModel):
@@ -349,3 +372,4 @@ class ColumnarOut(BaseModel):
     model: ModelInfo
     policy_version: str
     created_at: str
+    language: Language = Field(description="the language of every text in this batch")

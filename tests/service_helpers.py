@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from click.testing import Result
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
@@ -20,6 +22,7 @@ from jointcredit.models.training import TrainConfig, train
 from jointcredit.models.trees import TreeEnsemble, TreeParams
 from jointcredit.models.trees import train as grow
 from jointcredit.models.trees.interim_bins import agree_bins
+from jointcredit.service.loader import Service
 from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import create_key_set
 
@@ -76,6 +79,20 @@ def signed_artifact(
         provenance={"round": 2}, bins=bins, binning=binning,
     )  # fmt: skip
     return root / "model"
+
+
+class Api:
+    """A service over HTTP in process, called with one institution's key; `example`: the valid
+    request its OpenAPI shows."""
+
+    def __init__(self, client: TestClient, token: str, service: Service) -> None:
+        self.client, self.service = client, service
+        self.headers = {"Authorization": f"Bearer {token}"}
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        self.example: dict[str, Any] = schemas["DecisionRequest"]["examples"][0]
+
+    def post(self, path: str, body: dict[str, Any], **headers: str) -> Any:
+        return self.client.post(path, json=body, headers={**self.headers, **headers})
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from service_helpers import signed_artifact
+from service_helpers import Api, signed_artifact
 
 from jointcredit.models.artifact import ScoringModel
 from jointcredit.service.app import create_app
@@ -25,19 +25,16 @@ FEATURE = "delinquencies_24m"
 CODES = (96, 98)
 
 
-class Served:
-    def __init__(self, client: TestClient, token: str, model: ScoringModel) -> None:
-        self.client, self.model = client, model
-        self.headers = {"Authorization": f"Bearer {token}"}
-        schemas = client.get("/openapi.json").json()["components"]["schemas"]
-        self.example: dict[str, Any] = schemas["DecisionRequest"]["examples"][0]
+class Served(Api):
+    @property
+    def model(self) -> ScoringModel:
+        return self.service.decider.model
 
     def applicant(self, value: float) -> dict[str, Any]:
         return {**self.example["applicant"], FEATURE: value}
 
     def decide(self, value: float) -> Any:
-        body = {**self.example, "applicant": self.applicant(value)}
-        return self.client.post("/v1/decisions", json=body, headers=self.headers)
+        return self.post("/v1/decisions", {**self.example, "applicant": self.applicant(value)})
 
     def trained_pd(self, value: float) -> float:
         """The probability of default the training path gives (a DataFrame through the
@@ -60,7 +57,7 @@ def served(
     )  # fmt: skip
     assert service.decider.model.card.data_schema.features[FEATURE].special == (96.0, 98.0)
     with TestClient(create_app(service)) as client:
-        yield Served(client, token, service.decider.model)
+        yield Served(client, token, service)
 
 
 def test_special_codes_are_accepted_and_scored_as_trained(served: Served) -> None:
