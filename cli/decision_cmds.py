@@ -119,7 +119,11 @@ def score(
     pd_ = model.predict_pd(x)
     scores = model.card.score_scale.score(pd_)
     coverage = Coverage(
-        model.spec, model.card.data_schema.features, OutsideTraining(), bins=model.bins
+        model.spec,
+        model.card.data_schema.features,
+        OutsideTraining(),
+        bins=model.bins,
+        binning=model.binning,
     )
     rows = _records(x)
     unseen, beyond = coverage.many({c: [r[c] for r in rows] for c in x.columns}, len(x))

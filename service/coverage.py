@@ -1,8 +1,12 @@
 """What the model was trained on, and the applicants outside it.
 
-The artifact's agreed preprocessing (`PreprocessingSpec`) records, per categorical feature, the
-federation's vocabulary, and per numeric feature the mean and standard deviation of its
-(transformed) values; it records no minimum or maximum. So:
+The binned scorecard's artifact records each numeric feature's training span (`binning.json`'s
+`spans`: the values the federation's rows covered, trimmed by at least 10 rows and 0.1 % at
+each end, read from the summed fine-grid histogram its bins came from; models/binning/grid.py):
+a number beyond it is out of range. Models without one (logistic, MLP, trees, scorecards
+written before spans were recorded) have only what the agreed preprocessing records:
+per categorical feature the federation's vocabulary, and per numeric feature the mean and
+standard deviation of its (transformed) values, no minimum or maximum. So:
 
 - a category outside the vocabulary is unseen (the preprocessing would score it as `__other__`,
   the level that stands for every rare or unknown value);
@@ -36,6 +40,7 @@ import numpy as np
 from jointcredit.data.schema import FeatureSpec
 from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.binning.spec import OTHER, CategoricalBins
+from jointcredit.models.binning.table import BinningTable
 from jointcredit.models.preprocessing import (
     CategoricalFeature,
     NumericFeature,
@@ -62,6 +67,10 @@ def numeric_span(
     units, within the schema's `min`/`max` when given."""
     lo = to_units(f.mean - clip * f.std, f.transform)
     hi = to_units(f.mean + clip * f.std, f.transform)
+    return _within(lo, hi, bounds)
+
+
+def _within(lo: float, hi: float, bounds: FeatureSpec | None) -> tuple[float, float]:
     if bounds is not None:
         lo = lo if bounds.min is None else max(lo, bounds.min)
         hi = hi if bounds.max is None else min(hi, bounds.max)
@@ -76,6 +85,7 @@ class Coverage:
         texts: OutsideTraining,
         *,
         bins: TreeBins | None = None,
+        binning: BinningTable | None = None,
     ) -> None:
         self.texts = texts
         self.order = [f.name for f in spec.features]
@@ -95,10 +105,14 @@ class Coverage:
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)
         }  # fmt: skip
-        # A feature's special codes (e.g. 96 = "unknown", where a spec declares them) are codes
-        # the preprocessing encodes on their own, never magnitudes: never out of range.
+        # A recorded training span (the binned scorecard's), within the schema's min/max.
+        for name, (lo, hi) in (binning.spans if binning is not None else {}).items():
+            self.spans[name] = _within(lo, hi, schema.get(name))
+        # A feature's special codes (e.g. 96 = "unknown", where the schema declares them) are
+        # codes every model reads on their own, never magnitudes: never out of range.
         self.codes = {
-            f.name: frozenset(map(float, getattr(f, "special", ()))) for f in spec.features
+            f.name: frozenset(schema[f.name].special if f.name in schema else ())
+            for f in spec.features
         }
 
     def one(self, applicant: Mapping[str, Any]) -> tuple[Found, Found]:
