@@ -186,3 +186,21 @@ def test_decide_and_score_take_a_language(root: Path, tmp_path: Path) -> None:
                           "--language", "zh")  # fmt: skip
     assert code == 0, err
     assert "#1: 您填写的state（ZZ）未出现在各参与机构的训练数据中" in out, out
+
+
+def test_the_joint_limits_referral_and_rule_come_in_the_language_asked(api: Api) -> None:
+    joint = {"applicant_id": "TIN-1", "annual_income": 420000, "monthly_debt_payments": 6500,
+             "participating_lenders": ["bank-a", "bank-b"]}  # fmt: skip
+    body = {**api.example, "joint": joint}
+    en = api.post("/v1/decisions", body).json()
+    zh = api.post("/v1/decisions", {**body, "language": "zh"}).json()
+    flags = [{f["code"]: f for f in d["policy_flags"]}["EXPOSURE_UNAVAILABLE"] for d in (en, zh)]
+    assert flags[0]["text"].startswith("The lenders' existing exposure")
+    assert flags[1]["text"].startswith("目前无法确认各参与机构对您的现有授信余额")
+    assert "no exposure registry configured" in flags[1]["text"]
+    assert [r["code"] for r in en["reasons"]] == [r["code"] for r in zh["reasons"]]
+    assert en["joint_credit"]["rule"].startswith("capacity = PV of")
+    assert zh["joint_credit"]["rule"].startswith("偿债能力")
+    assert {k: v for k, v in en["joint_credit"].items() if k != "rule"} == {
+        k: v for k, v in zh["joint_credit"].items() if k != "rule"
+    }
