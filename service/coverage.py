@@ -108,10 +108,12 @@ class Coverage:
         # A recorded training span (the binned scorecard's), within the schema's min/max.
         for name, (lo, hi) in (binning.spans if binning is not None else {}).items():
             self.spans[name] = _within(lo, hi, schema.get(name))
-        # A feature's special codes (e.g. 96 = "unknown", where the schema declares them) are
-        # codes every model reads on their own, never magnitudes: never out of range.
+        # A feature's special codes (e.g. 96 = "unknown", where the schema or the agreed
+        # preprocessing declares them) are codes every model reads on their own, never
+        # magnitudes: never out of range.
         self.codes = {
-            f.name: frozenset(schema[f.name].special if f.name in schema else ())
+            f.name: frozenset(map(float, getattr(f, "special", ())))
+            | frozenset(schema[f.name].special if f.name in schema else ())
             for f in spec.features
         }
 
