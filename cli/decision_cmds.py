@@ -80,6 +80,22 @@ SampleOption = Annotated[
 TrustOption = Annotated[
     Path | None, typer.Option(help="trust store (default: trust.json beside MODEL_DIR)")
 ]
+LanguageOption = Annotated[
+    str, typer.Option(help="language of the reasons shown: en (English) or zh (Chinese)")
+]
+
+
+def _language(language: str) -> Any:
+    """`--language` checked: exit 2 naming the option and the languages there are."""
+    from jointcredit.service.languages import LANGUAGES
+
+    if language not in LANGUAGES:
+        err.print(
+            f"[red]error:[/red] --language {language!r}: expected one of {', '.join(LANGUAGES)}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    return language
 
 
 def score(
@@ -87,19 +103,27 @@ def score(
     input_file: InputFile = None,
     sample: SampleOption = 5,
     trust: TrustOption = None,
+    language: LanguageOption = "en",
 ) -> None:  # fmt: skip
-    """Score applicants with a model artifact: probability of default and 350-950 score."""
+    """Score applicants with a model artifact: probability of default and 350-950 score;
+    below the table, why any applicant is outside the model's training data (in
+    `--language`)."""
     from rich.table import Table
 
     from jointcredit.service.coverage import Coverage
     from jointcredit.service.policy import OutsideTraining
 
+    lang = _language(language)
     model = _model(model_dir, trust, checked=False)
     x = _applicants(model, input_file, sample, seed=0)
     pd_ = model.predict_pd(x)
     scores = model.card.score_scale.score(pd_)
     coverage = Coverage(
-        model.spec, model.card.data_schema.features, OutsideTraining(), bins=model.bins
+        model.spec,
+        model.card.data_schema.features,
+        OutsideTraining(),
+        bins=model.bins,
+        binning=model.binning,
     )
     rows = _records(x)
     unseen, beyond = coverage.many({c: [r[c] for r in rows] for c in x.columns}, len(x))
@@ -113,6 +137,10 @@ def score(
             str(i), *[str(x.iloc[i][c]) for c in shown], f"{pd_[i]:.3f}", str(scores[i]), outside
         )
     console.print(table)
+    ids, entries = coverage.explain(unseen, beyond, 0, lang)
+    for i, row in enumerate(ids):
+        for k in row:
+            console.print(f"#{i}: {entries[k]['text']}", soft_wrap=True)
 
 
 def decide(
@@ -121,13 +149,16 @@ def decide(
     policy: Annotated[Path | None, typer.Option(help="policy TOML (default: shipped)")] = None,
     sample: SampleOption = 5,
     input_file: InputFile = None,
+    language: LanguageOption = "en",
 ) -> None:  # fmt: skip
-    """Eligibility decisions for a few applicants, without starting the service."""
+    """Eligibility decisions for a few applicants, without starting the service (reasons in
+    `--language`, when the policy has it)."""
     from rich.table import Table
 
     from jointcredit.service.decide import Decider
     from jointcredit.service.policy import load_policy, show_value
 
+    lang = _language(language)
     model = _model(model_dir, trust, checked=True)
     try:
         decider = Decider(model, load_policy(policy))
@@ -136,8 +167,9 @@ def decide(
         raise typer.Exit(2) from exc
     applicants = _records(_applicants(model, input_file, sample, seed=1))
     n = len(applicants)
-    table = decider.decide(applicants, [{}] * n, [None] * n)
-    out = Table(title=f"Eligibility decisions ({decider.policy.version})")
+    table = decider.decide(applicants, [{}] * n, [None] * n, lang)
+    title = f"Eligibility decisions ({decider.policy.version}, reasons in {table.language})"
+    out = Table(title=title)
     shown = decider.features[:2]
     for col in ("#", *shown, "PD", "score", "decision", "first reason"):
         out.add_column(col)

@@ -78,6 +78,12 @@ def serve(
         console.print(
             f"rule {code} not evaluated: this model has no {', '.join(fields)}", soft_wrap=True
         )
+    untranslated = service.decider.policy.missing_chinese()
+    if untranslated:
+        console.print(
+            "policy answers in English only; texts without Chinese: " + ", ".join(untranslated),
+            soft_wrap=True,
+        )
     if workers == 1:
         uvicorn.run(create_app(service), host=host, port=port, **UVICORN)
         return

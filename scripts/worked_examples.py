@@ -6,7 +6,9 @@ closest to the case's target, with the context signals the case is about:
 
 1. a retail wholesaler scoring in the low 600s with many small high-frequency transactions;
 2. an education-sector applicant around 650 (industry risk);
-3. a small manufacturer around 680 whose activity is mostly offline (thin file).
+3. a small manufacturer around 680 whose activity is mostly offline (thin file);
+
+and the first of them again in Chinese.
 
 Usage: python scripts/worked_examples.py [--run runs/demo] [--out docs/EXAMPLES.md]
 """
@@ -114,7 +116,8 @@ def main() -> None:
         "and responses below are the service's real ones (decision ids and times differ per "
         "run).\n",
     ]
-    for n, (case, body, response) in enumerate(decide_cases(client, headers, test, scores), 1):
+    decided = decide_cases(client, headers, test, scores)
+    for n, (case, body, response) in enumerate(decided, 1):
         parts.append(f"\n## {n}. {case['title']}\n")
         parts.append(
             f"Score {response['score']} (PD {response['probability_of_default']:.1%}); "
@@ -124,6 +127,17 @@ def main() -> None:
         parts.append("\n`POST /v1/decisions`\n\n```json\n" + json.dumps(body, indent=1) + "\n```\n")
         parts.append("\nResponse\n\n```json\n" + json.dumps(response, indent=1) + "\n```\n")
         print(f"{n}: score {response['score']}, {response['decision']}")
+    body = decided[0][1]
+    chinese = client.post("/v1/decisions", json={**body, "language": "zh"}, headers=headers)
+    chinese.raise_for_status()
+    parts.append(
+        f"\n## {len(decided) + 1}. The first case in Chinese\n\nThe same request with "
+        '`"language": "zh"` (or `Accept-Language: zh-CN`): the same decision, score, codes and '
+        "contributions, the texts in Chinese and `language` saying so. Its reasons, policy flags "
+        "and language:\n"
+    )
+    shown = {k: chinese.json()[k] for k in ("decision", "reasons", "policy_flags", "language")}
+    parts.append("\n```json\n" + json.dumps(shown, indent=1, ensure_ascii=False) + "\n```\n")
     args.out.write_text("".join(parts), encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -117,22 +117,23 @@ class Binning:
 
 def agree_bins(
     binning: Binning, spec: PreprocessingSpec, *, max_bins: int, digits: int = GRID_DIGITS
-) -> BinningSpec:
+) -> tuple[BinningSpec, GridHistogram]:
     """Fine classing: the federation's fine bins, numeric edges from the summed histograms,
-    categorical levels from the agreed vocabularies (`spec`)."""
+    categorical levels from the agreed vocabularies (`spec`); and the summed histogram."""
     vocabularies = {
         f.name: f.categories for f in spec.features if isinstance(f, CategoricalFeature)
     }
     histogram = binning.histogram(digits)
-    return fine_bins(histogram, binning.schema, vocabularies, max_bins=max_bins)
+    return fine_bins(histogram, binning.schema, vocabularies, max_bins=max_bins), histogram
 
 
 def agree_binning(binning: Binning, spec: PreprocessingSpec) -> BinningTable:
-    """Fine bins, the federation's counts on them, coarse classing and the IV table."""
+    """Fine bins, the federation's counts on them, coarse classing and the IV table, with
+    the trimmed span of the training values (from the same summed histogram)."""
     s = binning.settings
-    fine = agree_bins(binning, spec, max_bins=s.fine_bins)
+    fine, histogram = agree_bins(binning, spec, max_bins=s.fine_bins)
     classing = Classing(fine_bins=s.fine_bins, min_bin_share=s.min_bin_share)
-    table = classify(fine, binning.counts(fine), binning.schema, classing)
+    table = classify(fine, binning.counts(fine), binning.schema, classing, histogram)
     log(
         INFO,
         "Agreed bins: %s",

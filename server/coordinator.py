@@ -163,7 +163,7 @@ class Coordinator:
             rounds, self.sum_grid = binning_rounds(
                 self.grid, self.igrid, self.context, s, schema, node_inst, summaries
             )
-            bins = agree_bins(rounds, spec, max_bins=s.max_bins)
+            bins, _ = agree_bins(rounds, spec, max_bins=s.max_bins)
             arch = architecture(s.model, len(bins.features))
             return Federation(nodes, node_inst, spec, schema, summaries, arch, None, bins=bins)
         if learner(s.model).exchange != "weights":

@@ -1,8 +1,12 @@
 """What the model was trained on, and the applicants outside it.
 
-The artifact's agreed preprocessing (`PreprocessingSpec`) records, per categorical feature, the
-federation's vocabulary, and per numeric feature the mean and standard deviation of its
-(transformed) values; it records no minimum or maximum. So:
+The binned scorecard's artifact records each numeric feature's training span (`binning.json`'s
+`spans`: the values the federation's rows covered, trimmed by at least 10 rows and 0.1 % at
+each end, read from the summed fine-grid histogram its bins came from; models/binning/grid.py):
+a number beyond it is out of range. Models without one (logistic, MLP, trees, scorecards
+written before spans were recorded) have only what the agreed preprocessing records:
+per categorical feature the federation's vocabulary, and per numeric feature the mean and
+standard deviation of its (transformed) values, no minimum or maximum. So:
 
 - a category outside the vocabulary is unseen (the preprocessing would score it as `__other__`,
   the level that stands for every rare or unknown value);
@@ -36,11 +40,13 @@ import numpy as np
 from jointcredit.data.schema import FeatureSpec
 from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.binning.spec import OTHER, BinningSpec, CategoricalBins
+from jointcredit.models.binning.table import BinningTable
 from jointcredit.models.preprocessing import (
     CategoricalFeature,
     NumericFeature,
     PreprocessingSpec,
 )
+from jointcredit.service.languages import DEFAULT, Language
 from jointcredit.service.policy import OutsideTraining, show_value
 
 Found = dict[str, str]  # feature -> the applicant's value, as text
@@ -60,6 +66,10 @@ def numeric_span(
     units, within the schema's `min`/`max` when given."""
     lo = to_units(f.mean - clip * f.std, f.transform)
     hi = to_units(f.mean + clip * f.std, f.transform)
+    return _within(lo, hi, bounds)
+
+
+def _within(lo: float, hi: float, bounds: FeatureSpec | None) -> tuple[float, float]:
     if bounds is not None:
         lo = lo if bounds.min is None else max(lo, bounds.min)
         hi = hi if bounds.max is None else min(hi, bounds.max)
@@ -74,6 +84,7 @@ class Coverage:
         texts: OutsideTraining,
         *,
         bins: BinningSpec | None = None,
+        binning: BinningTable | None = None,
     ) -> None:
         self.texts = texts
         self.order = [f.name for f in spec.features]
@@ -93,10 +104,16 @@ class Coverage:
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)
         }  # fmt: skip
-        # A feature's special codes (e.g. 96 = "unknown", where a spec declares them) are codes
-        # the preprocessing encodes on their own, never magnitudes: never out of range.
+        # A recorded training span (the binned scorecard's), within the schema's min/max.
+        for name, (lo, hi) in (binning.spans if binning is not None else {}).items():
+            self.spans[name] = _within(lo, hi, schema.get(name))
+        # A feature's special codes (e.g. 96 = "unknown", where the schema or the agreed
+        # preprocessing declares them) are codes every model reads on their own, never
+        # magnitudes: never out of range.
         self.codes = {
-            f.name: frozenset(map(float, getattr(f, "special", ()))) for f in spec.features
+            f.name: frozenset(map(float, getattr(f, "special", ())))
+            | frozenset(schema[f.name].special if f.name in schema else ())
+            for f in spec.features
         }
 
     def one(self, applicant: Mapping[str, Any]) -> tuple[Found, Found]:
@@ -138,8 +155,9 @@ class Coverage:
         return unseen, beyond
 
     def explain(
-        self, unseen: Sequence[Found], beyond: Sequence[Found], first_id: int
-    ) -> tuple[list[list[int]], list[dict[str, Any]]]:
+        self, unseen: Sequence[Found], beyond: Sequence[Found], first_id: int,
+        language: Language = DEFAULT,
+    ) -> tuple[list[list[int]], list[dict[str, Any]]]:  # fmt: skip
         """Each applicant's reasons for its referral (ids from `first_id`, in feature order)
         and the table entries they name, one per distinct (feature, value)."""
         ids: list[list[int]] = []
@@ -158,17 +176,19 @@ class Coverage:
                 key = (name, value)
                 if key not in known:
                     known[key] = first_id + len(table)
-                    table.append(self._entry(name, value, name in new))
+                    table.append(self.entry(name, value, name in new, language))
                 row.append(known[key])
             ids.append(row)
         return ids, table
 
-    def _entry(self, name: str, value: str, unseen: bool) -> dict[str, Any]:
+    def entry(self, name: str, value: str, unseen: bool, language: Language) -> dict[str, Any]:
+        """The referral reason for `name`'s `value` (as the applicant's found values show it),
+        in `language`."""
         if unseen:
-            text = self.texts.unseen_text
+            text = self.texts.unseen(language)
         else:
             lo, hi = self.spans[name]
-            text = self.texts.range_text.replace("{low}", show_value(lo))
+            text = self.texts.out_of_range(language).replace("{low}", show_value(lo))
             text = text.replace("{high}", show_value(hi))
         text = text.replace("{feature}", name).replace("{value}", value)
         return {"code": self.texts.code, "text": text, "kind": "policy", "feature": name,

@@ -9,6 +9,10 @@ An applicant's reasons, at most the policy's `max_reasons` of every kind togethe
 referred for values outside the model's training data, the rules that decided, the model's
 reasons in the decision's direction (as many as there is room for), the adjustments that pushed
 the same way.
+
+Texts come in the language the request asked for, when the policy has it
+(`Policy.answers_in`); codes, features and directions never depend on it, so a decision can
+be told again in the other language from what the audit log keeps (`retell`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import Coverage, Found
 from jointcredit.service.decision import DecisionTable
 from jointcredit.service.explain import model_kernel
+from jointcredit.service.languages import LANGUAGES, Language
 from jointcredit.service.policy import Policy, Rule, Stance
 from jointcredit.service.reasons import TOWARD_APPROVAL, TOWARD_DEFAULT, ModelReasons
 from jointcredit.service.rules import Column, Explained, Rules, Value
@@ -39,26 +44,32 @@ class Decider:
         self.rules = Rules(policy, self.features)
         schema = model.card.data_schema.features
         self.kernel = model_kernel(model, typical(model.spec, schema))
-        self.coverage = Coverage(model.spec, schema, policy.outside_training, bins=model.bins)
+        self.coverage = Coverage(
+            model.spec, schema, policy.outside_training, bins=model.bins, binning=model.binning
+        )
         # Shared by every table, never changed: each rule as a flag and as a policy reason, in
-        # the rules' order; a request's other reasons come after them in its table.
-        self._flags = [
-            {"code": r.code, "action": r.action, "text": r.reason, "points": r.points}
-            for r in self.rules.order
-        ]
-        self._rule_reasons = [
-            {"code": r.code, "text": r.reason, "kind": "policy", "feature": None,
-             "direction": _direction(r)}
-            for r in self.rules.order
-        ]  # fmt: skip
+        # the rules' order, in each language; a request's other reasons come after them.
+        self._flags = {
+            lang: [{"code": r.code, "action": r.action, "text": r.text(lang), "points": r.points}
+                   for r in self.rules.order]
+            for lang in LANGUAGES
+        }  # fmt: skip
+        self._rule_reasons = {
+            lang: [{"code": r.code, "text": r.text(lang), "kind": "policy", "feature": None,
+                    "direction": _direction(r)} for r in self.rules.order]
+            for lang in LANGUAGES
+        }  # fmt: skip
         self.reasons = ModelReasons(self.features, policy)
         self.max_reasons = policy.max_reasons
 
     def decide_one(
-        self, applicant: Mapping[str, Any], context: Mapping[str, Any], stance: Stance | None
-    ) -> DecisionTable:
+        self, applicant: Mapping[str, Any], context: Mapping[str, Any], stance: Stance | None,
+        language: Language | None = None,
+    ) -> DecisionTable:  # fmt: skip
         """One applicant: every model feature's value (None: missing, where the schema
-        imputes; categories as text) and the context signals sent (absent or None: not)."""
+        imputes; categories as text) and the context signals sent (absent or None: not);
+        texts in `language` when the policy has it (else English)."""
+        lang = self.policy.answers_in(language)
         pds, contrib = self.kernel(self.model.inputs_record(applicant))
         score = int(self.model.card.score_scale.score(pds)[0])
         unseen, beyond = self.coverage.one(applicant)
@@ -67,19 +78,20 @@ class Decider:
         }
         verdict = self.rules.one(fields.__getitem__, score, stance, bool(unseen or beyond))
         explained = self.rules.explain_one(verdict)
-        first = len(self._rule_reasons)
-        outside_ids, outside = self.coverage.explain([unseen], [beyond], first)
+        first = len(self.rules.order)
+        outside_ids, outside = self.coverage.explain([unseen], [beyond], first, lang)
         front = outside_ids[0] + explained.lead[0]
         model_ids, entries = self.reasons.one(
             applicant, contrib[0].tolist(), first_id=first + len(outside),
             toward_default=verdict.outcome != "approve", room=self.max_reasons - len(front),
+            language=lang,
         )  # fmt: skip
         reason_ids = [(front + model_ids + explained.tail[0])[: self.max_reasons]]
         pd_ = float(pds[0])
         return self._table(
             [verdict.outcome], [pd_ if math.isfinite(pd_) else 1.0], [score],
             [verdict.policy_score], [verdict.stance], reason_ids, explained,
-            [*outside, *entries], contrib, [unseen], [beyond],
+            [*outside, *entries], contrib, [unseen], [beyond], lang,
         )  # fmt: skip
 
     def decide_columns(
@@ -87,9 +99,11 @@ class Decider:
         features: Mapping[str, Sequence[Any]],
         context: Mapping[str, Sequence[Any]],
         stances: Sequence[Stance | None],
+        language: Language | None = None,
     ) -> DecisionTable:
         """A batch: every model feature's values (None: missing, where the schema imputes;
         categories as text), every declared context signal's (None: not sent)."""
+        lang = self.policy.answers_in(language)
         n = len(stances)
         pds, contrib = self.kernel(self.model.inputs_columns(features))
         scores = self.model.card.score_scale.score(pds)
@@ -105,14 +119,15 @@ class Decider:
 
         verdict = self.rules.many(field, scores, stances, outside)
         explained = self.rules.explain_many(verdict, n)
-        first = len(self._rule_reasons)
-        outside_ids, outside_entries = self.coverage.explain(unseen, beyond, first)
+        first = len(self.rules.order)
+        outside_ids, outside_entries = self.coverage.explain(unseen, beyond, first, lang)
         fronts = [o + lead if o else lead
                   for o, lead in zip(outside_ids, explained.lead, strict=True)]  # fmt: skip
         model_ids, entries = self.reasons.many(
             features, contrib, first_id=first + len(outside_entries),
             toward_default=np.array([d != "approve" for d in verdict.outcome], dtype=bool),
             room=self.max_reasons - np.array([len(f) for f in fronts], dtype=np.int64),
+            language=lang,
         )  # fmt: skip
         most, tails = self.max_reasons, explained.tail
         reason_ids = [m if not f and not t else (f + m + t)[:most]
@@ -120,24 +135,25 @@ class Decider:
         return self._table(
             verdict.outcome, np.where(np.isfinite(pds), pds, 1.0).tolist(), scores.tolist(),
             verdict.policy_score.tolist(), verdict.stance, reason_ids, explained,
-            [*outside_entries, *entries], contrib, unseen, beyond,
+            [*outside_entries, *entries], contrib, unseen, beyond, lang,
         )  # fmt: skip
 
     def _table(
         self, decision: list[str], pd_: list[float], score: list[int], policy_score: list[int],
         stance: list[str], reason_ids: list[list[int]], explained: Explained,
         entries: list[dict[str, Any]], contrib: np.ndarray, unseen: list[Found],
-        beyond: list[Found],
+        beyond: list[Found], language: Language,
     ) -> DecisionTable:  # fmt: skip
         """The table, with the tables shared by every request (the rules as flags and their
         reasons, then this request's other reasons) and contributions rounded for display."""
         return DecisionTable(
             decision=decision, probability_of_default=pd_, score=score,
             policy_score=policy_score, stance=stance, reason_ids=reason_ids,
-            reason_table=[*self._rule_reasons, *entries], features=self.features,
-            contributions=np.round(contrib, 4), rules=self._flags, flag_ids=explained.flags,
-            not_evaluated_ids=explained.unevaluated, unknown_values=unseen, out_of_range=beyond,
-            max_reasons=self.max_reasons,
+            reason_table=[*self._rule_reasons[language], *entries], features=self.features,
+            contributions=np.round(contrib, 4), rules=self._flags[language],
+            flag_ids=explained.flags, not_evaluated_ids=explained.unevaluated,
+            unknown_values=unseen, out_of_range=beyond, max_reasons=self.max_reasons,
+            language=language,
         )  # fmt: skip
 
     def decide(
@@ -145,13 +161,41 @@ class Decider:
         applicants: Sequence[Mapping[str, Any]],
         contexts: Sequence[Mapping[str, Any]],
         stances: Sequence[Stance | None],
+        language: Language | None = None,
     ) -> DecisionTable:
         """A batch given as records (the columns of `decide_columns`, row by row)."""
         return self.decide_columns(
             {f: [a[f] for a in applicants] for f in self.features},
             {c: [ctx.get(c) for ctx in contexts] for c in self.policy.context},
             stances,
+            language,
         )
+
+    def retell(
+        self, reasons: Sequence[Mapping[str, Any]], applicant: Mapping[str, Any],
+        language: Language,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """A decision's reasons (as a response or the audit log gives them) with their texts
+        in `language`, from what does not depend on it: each reason's code, feature and
+        direction, and the applicant's values. Reasons the decider does not write (a joint
+        limit's referral) are kept as they are."""
+        lang = self.policy.answers_in(language)
+        rules = {r["code"]: r["text"] for r in self._rule_reasons[lang]}
+        out = []
+        for r in reasons:
+            text, feature = r["text"], r["feature"]
+            if r["kind"] == "model":
+                toward_default = r["direction"] == TOWARD_DEFAULT
+                text = self.reasons.text(feature, applicant[feature], toward_default, lang)
+            elif r["code"] == self.policy.outside_training.code and feature is not None:
+                unseen, beyond = self.coverage.one({**applicant})
+                value = unseen.get(feature, beyond.get(feature))
+                if value is not None:
+                    text = self.coverage.entry(feature, value, feature in unseen, lang)["text"]
+            else:
+                text = rules.get(r["code"], text)
+            out.append({**r, "text": text})
+        return out
 
 
 def _direction(rule: Rule) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jointcredit.service.languages import Language
+
 Json = dict[str, Any]
 
 
@@ -54,6 +56,7 @@ class DecisionTable:
     unknown_values: list[dict[str, str]]  # categories the model never saw
     out_of_range: list[dict[str, str]]  # numbers beyond what the model was trained on
     max_reasons: int | None = None  # the policy's: `add_flag` keeps each row within it
+    language: Language = "en"  # of every text in the tables
 
     def __len__(self) -> int:
         return len(self.decision)
@@ -106,6 +109,7 @@ class DecisionTable:
             "reference": reference,
             "joint_credit": joint,
             "created_at": created_at,
+            "language": self.language,
         }
 
     def columns(self, ids: list[str], references: list[str | None]) -> Json:
@@ -133,7 +137,8 @@ class DecisionTable:
         """A columnar batch's decisions from its audit record (`decisions`: the output
         columns, with `reason_table`, `contribution_features` and `rules`). Records written
         before reasons, flags and unevaluated rules were ids carry them in full instead; those
-        written before numbers out of range referred an applicant have none."""
+        written before numbers out of range referred an applicant have none; those written
+        before texts came in two languages are in English."""
         columns, tables = record["decisions"], record
         if "reason_ids" not in columns:
             columns, tables = _as_ids(columns)
@@ -152,6 +157,7 @@ class DecisionTable:
             not_evaluated_ids=columns["not_evaluated_ids"],
             unknown_values=columns["unseen_values"],
             out_of_range=columns.get("out_of_range") or [{} for _ in columns["decision"]],
+            language=tables.get("language", "en"),
         )
 
 

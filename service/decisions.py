@@ -21,6 +21,7 @@ from jointcredit.service.decision import DecisionTable, Json
 from jointcredit.service.errors import Invalid, NotFound
 from jointcredit.service.exposure_http import ExposureResult
 from jointcredit.service.joint import apply_joint
+from jointcredit.service.languages import Language, LanguageError, negotiate
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.records import Responses
@@ -28,6 +29,15 @@ from jointcredit.service.schemas import category_text, columnar_model, request_m
 from jointcredit.service.writer import AuditWriter
 
 NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
+
+
+def _accepted(header: str | None) -> Language | None:
+    """The language an Accept-Language header asks for (None: it asks for none); a 422 when
+    it accepts none the service has."""
+    try:
+        return negotiate(header)
+    except LanguageError as exc:
+        raise Invalid("Accept-Language", str(exc)) from None
 
 
 def parse(raw: bytes, model: type[BaseModel]) -> Any:
@@ -55,17 +65,18 @@ class DecisionService:
         self.columnar = columnar_model(schema, self.policy, service.example)
         self.categorical = [f for f, s in schema.features.items() if s.type == "categorical"]
 
-    async def one(self, raw: bytes, institution: str) -> bytes:
-        """One applicant -> its decision's JSON."""
+    async def one(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:
+        """One applicant -> its decision's JSON (`accept`: the Accept-Language header)."""
         start = time.perf_counter()
         item = parse(raw, self.single)
+        language = item.language or _accepted(accept)
         exposure: list[ExposureResult | None] = [None]
         if item.joint is not None:
             exposure = await self._exposures([item])
         received = now()
         request = item.model_dump(mode="json")  # JSON types: what is audited and digested
         applicant = {k: category_text(v) for k, v in request["applicant"].items()}
-        table = self.decider.decide_one(applicant, request["context"] or {}, item.stance)
+        table = self.decider.decide_one(applicant, request["context"] or {}, item.stance, language)
         scored = now()
         outs, recs, views = self._answer(table, [item], exposure, institution, scored)
         entry = records.decision_entry(institution, request, recs[0], views[0], received, scored)
@@ -73,15 +84,17 @@ class DecisionService:
         self.metrics.latency_one.observe(time.perf_counter() - start)
         return outs[0]
 
-    async def rows(self, raw: bytes, institution: str) -> bytes:
+    async def rows(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:
         """A batch of rows -> {"decisions": [...]}, decided column by column, audited as one
         entry."""
         start = time.perf_counter()
-        items = list(parse(raw, self.batch).applications)
+        body = parse(raw, self.batch)
+        language = body.language or _accepted(accept)
+        items = list(body.applications)
         exposure = await self._exposures(items)
         received = now()
         features, context = self._columns(items)
-        table = self.decider.decide_columns(features, context, [i.stance for i in items])
+        table = self.decider.decide_columns(features, context, [i.stance for i in items], language)
         scored = now()
         outs, recs, views = self._answer(table, items, exposure, institution, scored)
         token = os.urandom(12).hex()
@@ -92,12 +105,15 @@ class DecisionService:
         self.metrics.latency_batch.observe(time.perf_counter() - start)
         return b'{"decisions":[' + b",".join(outs) + b"]}"
 
-    async def columns(self, raw: bytes, institution: str, expand: bool) -> bytes:
+    async def columns(
+        self, raw: bytes, institution: str, expand: bool, accept: str | None = None
+    ) -> bytes:
         """A batch of columns -> one list per output field (no joint limits: each needs a
         secure sum across the lenders). `expand`: each applicant's reasons, flags and
         unevaluated rules in full too."""
         start = time.perf_counter()
         body = parse(raw, self.columnar)
+        language = body.language or _accepted(accept)
         received = now()
         n = len(next(iter(body.columns.__dict__.values())))
         features = dict(body.columns.__dict__)
@@ -105,7 +121,7 @@ class DecisionService:
             features[f] = [str(v) if type(v) is int else v for v in features[f]]
         given = {} if body.context is None else body.context.__dict__
         context = {c: given.get(c) or [None] * n for c in self.policy.context}
-        table = self.decider.decide_columns(features, context, body.stance or [None] * n)
+        table = self.decider.decide_columns(features, context, body.stance or [None] * n, language)
         scored = now()
         token = os.urandom(12).hex()
         out = table.columns(records.decision_ids(token, n), body.reference or [None] * n)

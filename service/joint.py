@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.service.decision import DecisionTable
+from jointcredit.service.languages import EXPOSURE_UNAVAILABLE, Language
 
 
 class JointPolicy(BaseModel):
@@ -97,6 +98,7 @@ def joint_limit(
     exposure_cents: int | None,
     declined: bool,
     policy: JointPolicy,
+    language: Language = "en",
 ) -> JointOut:
     cap = capacity(request, policy)
     limit = cap * max(0.0, 1.0 - pd / policy.pd_ceiling)
@@ -109,19 +111,30 @@ def joint_limit(
         existing_exposure=exposure,
         available=round(available, 2),
         allocations=allocate(available, lenders, policy),
-        rule=(
-            f"capacity = PV of ({policy.max_debt_service_ratio:.0%} of monthly income - existing "
-            f"payments) over {policy.term_months} months at {policy.annual_rate:.1%}; limit = "
-            f"capacity x (1 - PD / {policy.pd_ceiling:.0%}); available = limit - existing "
-            f"exposure across the federation; equal shares, at most {policy.max_share:.0%} each"
-        ),
+        rule=_rule(policy, language),
     )
 
 
-EXPOSURE_UNAVAILABLE = (
-    "The lenders' existing exposure to the applicant could not be established, so the joint "
-    "limit needs a loan officer's review"
-)
+def _rule(policy: JointPolicy, language: Language) -> str:
+    """The rule in words, for the applicant and the lenders."""
+    ratio, rate = f"{policy.max_debt_service_ratio:.0%}", f"{policy.annual_rate:.1%}"
+    ceiling, share, months = (
+        f"{policy.pd_ceiling:.0%}",
+        f"{policy.max_share:.0%}",
+        policy.term_months,
+    )
+    if language == "zh":
+        return (
+            f"偿债能力 = （月收入的{ratio} - 现有月还款额）按年利率{rate}、{months}个月计算的现值；"
+            f"额度 = 偿债能力 x (1 - 违约概率 / {ceiling})；"
+            "可用额度 = 额度 - 各参与机构的现有授信余额合计；"
+            f"各参与机构平均分配，每家不超过{share}"
+        )
+    return (
+        f"capacity = PV of ({ratio} of monthly income - existing payments) over {months} months "
+        f"at {rate}; limit = capacity x (1 - PD / {ceiling}); available = limit - existing "
+        f"exposure across the federation; equal shares, at most {share} each"
+    )
 
 
 def apply_joint(
@@ -139,7 +152,8 @@ def apply_joint(
     if total_cents is None:
         who = "; ".join(f"{i}: {why}" for i, why in sorted(unavailable.items()))
         flag = {"code": "EXPOSURE_UNAVAILABLE", "action": "refer",
-                "text": f"{EXPOSURE_UNAVAILABLE} ({who})", "points": 0}  # fmt: skip
+                "text": f"{EXPOSURE_UNAVAILABLE[table.language]} ({who})",
+                "points": 0}  # fmt: skip
         declined = table.decision[k] == "decline"
         if not declined:
             table.decision[k] = "refer"
@@ -150,6 +164,7 @@ def apply_joint(
         total_cents,
         declined=table.decision[k] == "decline",
         policy=policy,
+        language=table.language,
     )
     if table.decision[k] == "refer":
         joint = joint.model_copy(

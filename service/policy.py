@@ -17,6 +17,17 @@ response says which rules could not be evaluated. A rule naming a field that is 
 the policy, unless `absent_fields = "not_evaluated"` (the shipped default, so that it serves any
 model): such a rule is then never evaluated and every decision lists it so.
 
+Languages (service/languages.py): every text a borrower sees has an English key (`reason`,
+`text`, `approval_text`, `labels`, `unseen_text`, `range_text`) and may have a Chinese twin
+beside it, the same key with `_zh` (`reason_zh`, `text_zh`, `approval_text_zh`, `labels_zh`,
+`unseen_text_zh`, `range_text_zh`). A policy that gives every text of its own in both
+languages (the shipped default does) answers in the language a request asks for. One that
+lacks Chinese for any of its texts (none given, or a rule added in English only) is accepted
+and answers every request in English, the response's `language` saying so, and `serve` lists
+the texts without Chinese at start-up (`missing_chinese`): a borrower is never shown a letter
+half in one language and half in another. `[outside_training]` texts the policy leaves out
+take the built-in ones, which exist in both.
+
 Before all of this, an applicant outside what the model was trained on (a category the
 federation's vocabulary lacks, a number beyond the span the preprocessing represents) is
 referred, with an `[outside_training]` reason per such feature (service/coverage.py).
@@ -31,6 +42,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.service.joint import JointPolicy
+from jointcredit.service.languages import DEFAULT, LANGUAGES, MISSING, Language
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -66,6 +78,7 @@ class Condition(_Strict):
 class Rule(_Strict):
     code: str = Field(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
     reason: str = Field(min_length=1)  # plain language, shown to the applicant
+    reason_zh: str | None = Field(None, min_length=1)  # the same in Chinese
     action: Action
     when: dict[str, Condition] = Field(min_length=1)
     points: int = 0  # `adjust` only: added to the policy score
@@ -76,6 +89,9 @@ class Rule(_Strict):
         if (self.action == "adjust") != (self.points != 0):
             raise ValueError("`adjust` rules need non-zero points; other actions take none")
         return self
+
+    def text(self, language: Language) -> str:
+        return self.reason_zh if language == "zh" and self.reason_zh else self.reason
 
 
 class ContextField(_Strict):
@@ -111,13 +127,32 @@ class FeatureReason(_Strict):
     text: str
     approval_text: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    text_zh: str | None = None
+    approval_text_zh: str | None = None
+    labels_zh: dict[str, str] = Field(default_factory=dict)
 
-    def render(self, value: object, *, toward_default: bool = True) -> str | None:
+    @model_validator(mode="after")
+    def _twins(self) -> FeatureReason:
+        if self.approval_text_zh is not None and self.approval_text is None:
+            raise ValueError("approval_text_zh needs approval_text")
+        unlabelled = sorted(set(self.labels) - set(self.labels_zh))
+        if self.labels_zh and unlabelled:
+            raise ValueError(f"labels_zh has no label for {', '.join(unlabelled)}")
+        return self
+
+    def render(
+        self, value: object, *, toward_default: bool = True, language: Language = DEFAULT
+    ) -> str | None:
         """The text for `value` in that direction; None: the policy has none for it."""
-        template = self.text if toward_default else self.approval_text
+        zh = language == "zh" and self.text_zh is not None
+        if toward_default:
+            template = self.text_zh if zh else self.text
+        else:
+            template = self.approval_text_zh if zh else self.approval_text
         if template is None:
             return None
-        return template.replace("{value}", self.labels.get(str(value), show_value(value)))
+        labels = self.labels_zh if zh else self.labels
+        return template.replace("{value}", labels.get(str(value), show_value(value, language)))
 
 
 class OutsideTraining(_Strict):
@@ -135,13 +170,39 @@ class OutsideTraining(_Strict):
         "({low} to {high}), so the model cannot score it reliably; a loan officer will review "
         "the application"
     )
+    # Chinese: when left out, the built-in translation of a built-in English text; none for
+    # an English text of the policy's own.
+    unseen_text_zh: str | None = None
+    range_text_zh: str | None = None
+
+    def unseen(self, language: Language) -> str:
+        return self._pick("unseen_text", language)
+
+    def out_of_range(self, language: Language) -> str:
+        return self._pick("range_text", language)
+
+    def _pick(self, key: str, language: Language) -> str:
+        english: str = getattr(self, key)
+        chinese: str | None = getattr(self, f"{key}_zh")
+        if language == "zh" and chinese is None and english == _BUILT_IN[key]:
+            chinese = _BUILT_IN_ZH[key]
+        return chinese if language == "zh" and chinese is not None else english
 
 
-def show_value(value: object) -> str:
+_BUILT_IN = {k: OutsideTraining.model_fields[k].default for k in ("unseen_text", "range_text")}
+_BUILT_IN_ZH = {
+    "unseen_text": "您填写的{feature}（{value}）未出现在各参与机构的训练数据中，模型无法可靠评分，"
+    "您的申请将由信贷人员人工审核",
+    "range_text": "您填写的{feature}（{value}）超出了模型训练数据的范围（{low}至{high}），模型无法"
+    "可靠评分，您的申请将由信贷人员人工审核",
+}
+
+
+def show_value(value: object, language: Language = DEFAULT) -> str:
     """A value as reasons show it."""
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"
-    return "missing" if value is None else str(value)
+    return MISSING[language] if value is None else str(value)
 
 
 class Policy(_Strict):
@@ -158,6 +219,19 @@ class Policy(_Strict):
     # policy ("error"), or never evaluate that rule and say so in every decision.
     absent_fields: Literal["error", "not_evaluated"] = "error"
     outside_training: OutsideTraining = OutsideTraining()
+
+    def missing_chinese(self) -> list[str]:
+        """The policy's own texts (not the built-in ones) without a Chinese twin, by key."""
+        return _english_only(self)
+
+    @property
+    def languages(self) -> tuple[Language, ...]:
+        """The languages this policy answers in."""
+        return ("en",) if _english_only(self) else LANGUAGES
+
+    def answers_in(self, asked: Language | None) -> Language:
+        """The language a request that asks for `asked` is answered in."""
+        return asked if asked is not None and asked in self.languages else DEFAULT
 
     @model_validator(mode="after")
     def _unique_codes(self) -> Policy:
@@ -195,6 +269,26 @@ class Policy(_Strict):
         if clash:
             raise ValueError(f"[context] fields shadow model features: {', '.join(clash)}")
         return absent
+
+
+def _english_only(policy: Policy) -> list[str]:
+    """`Policy.missing_chinese`."""
+    pairs: list[tuple[str, bool]] = []
+    for r in policy.rules:
+        pairs.append((f"rules.{r.code}.reason_zh", r.reason_zh is not None))
+    for name, f in policy.feature_reasons.items():
+        key = f"feature_reasons.{name}"
+        pairs.append((f"{key}.text_zh", f.text_zh is not None))
+        if f.approval_text is not None:
+            pairs.append((f"{key}.approval_text_zh", f.approval_text_zh is not None))
+        if f.labels:
+            pairs.append((f"{key}.labels_zh", bool(f.labels_zh)))
+    ot = policy.outside_training
+    for k in ("unseen_text", "range_text"):
+        given = getattr(ot, f"{k}_zh") is not None
+        if given or getattr(ot, k) != _BUILT_IN[k]:
+            pairs.append((f"outside_training.{k}_zh", given))
+    return [k for k, has in pairs if not has]
 
 
 class PolicyError(ValueError):

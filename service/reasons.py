@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from jointcredit.service.languages import DEFAULT, GENERIC_REASON, Language
 from jointcredit.service.policy import Policy, show_value
 
 TOWARD_DEFAULT, TOWARD_APPROVAL = "toward_default", "toward_approval"
@@ -37,23 +38,31 @@ class ModelReasons:
         self._by_name = sorted(range(len(features)), key=lambda j: features[j], reverse=True)
         self._name_rank = {j: r for r, j in enumerate(reversed(self._by_name))}
 
-    def text(self, name: str, value: object, toward_default: bool) -> str:
+    def text(
+        self, name: str, value: object, toward_default: bool, language: Language = DEFAULT
+    ) -> str:
         text_for = self.policy.feature_reasons.get(name)
-        text = None if text_for is None else text_for.render(value, toward_default=toward_default)
+        text = (
+            None
+            if text_for is None
+            else text_for.render(value, toward_default=toward_default, language=language)
+        )
         if text is not None:
             return text
-        moved = "raised" if toward_default else "lowered"
-        return f"{name} = {show_value(value)} {moved} the estimated risk"
+        template = GENERIC_REASON[language][0 if toward_default else 1]
+        return template.replace("{feature}", name).replace("{value}", show_value(value, language))
 
-    def _entry(self, j: int, value: object, toward_default: bool) -> dict[str, Any]:
+    def _entry(
+        self, j: int, value: object, toward_default: bool, language: Language
+    ) -> dict[str, Any]:
         name = self.features[j]
-        return {"code": self._codes[j], "text": self.text(name, value, toward_default),
+        return {"code": self._codes[j], "text": self.text(name, value, toward_default, language),
                 "kind": "model", "feature": name,
                 "direction": TOWARD_DEFAULT if toward_default else TOWARD_APPROVAL}  # fmt: skip
 
     def one(
         self, applicant: Mapping[str, Any], contrib: Sequence[float], *, first_id: int,
-        toward_default: bool, room: int,
+        toward_default: bool, room: int, language: Language = DEFAULT,
     ) -> tuple[list[int], list[dict[str, Any]]]:  # fmt: skip
         """One applicant's reason ids (from `first_id`, at most `room`) and the entries they
         name: the features that pushed toward default (`toward_default`) or toward approval."""
@@ -62,13 +71,13 @@ class ModelReasons:
         pushes = ((sign * c, rank[j], j) for j, c in enumerate(contrib))
         shown = sorted((p for p in pushes if p[0] > 0), reverse=True)
         shown = shown[: min(self.width, max(room, 0))]
-        entries = [self._entry(j, applicant[self.features[j]], toward_default)
+        entries = [self._entry(j, applicant[self.features[j]], toward_default, language)
                    for _, _, j in shown]  # fmt: skip
         return list(range(first_id, first_id + len(entries))), entries
 
     def many(
         self, columns: Mapping[str, Sequence[Any]], contrib: np.ndarray, *, first_id: int,
-        toward_default: np.ndarray, room: np.ndarray,
+        toward_default: np.ndarray, room: np.ndarray, language: Language = DEFAULT,
     ) -> tuple[list[list[int]], list[dict[str, Any]]]:  # fmt: skip
         """`one` for each applicant (`toward_default`, `room`: one per applicant), with one
         table entry per distinct (direction, value) among each feature's reasons shown, in
@@ -92,7 +101,7 @@ class ModelReasons:
             known = dict.fromkeys(keys, 0)  # the distinct ones, in first-seen order
             for key in known:
                 known[key] = first_id + len(table)
-                table.append(self._entry(j, key[2], key[0]))
+                table.append(self._entry(j, key[2], key[0], language))
             ids[rows, at] = list(map(known.__getitem__, keys))
         counts: list[int] = shown.sum(axis=1).tolist()
         per_row = cast(list[list[int]], ids.tolist())  # numpy's stubs: tolist() -> Any | int

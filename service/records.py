@@ -107,9 +107,9 @@ def columnar_entry(
 
 
 def tables(table: DecisionTable) -> dict[str, Any]:
-    """The tables a columnar batch's ids point into."""
+    """The tables a columnar batch's ids point into, and the language of their texts."""
     return {"rules": table.rules, "reason_table": table.reason_table,
-            "contribution_features": table.features}  # fmt: skip
+            "contribution_features": table.features, "language": table.language}  # fmt: skip
 
 
 def review_entry(row: DecisionRow, review: dict[str, Any], at: str) -> Entry:

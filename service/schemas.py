@@ -3,20 +3,33 @@ schema, so the service accepts exactly what the model was trained on.
 
 Every feature is required (a missing key is a 422, never a silent zero or default); `null` is
 accepted only where the data schema says `missing = "impute"`, because that is what the model
-was trained to handle. Numbers must be finite and inside the schema's `min`/`max`; categories
-are strings (integers are accepted and read as their decimal text, e.g. a year). Unknown fields
-are rejected.
+was trained to handle. Numbers must be finite and inside the schema's `min`/`max`, or one of the
+feature's special codes (the schema's `special`, e.g. 96 = "no bureau file": codes that lie
+outside the range by design and that the model learned as codes); categories are strings
+(integers are accepted and read as their decimal text, e.g. a year). Unknown fields are
+rejected.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    create_model,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from jointcredit.data.schema import Schema
+from jointcredit.data.schema import FeatureSpec, Schema
 from jointcredit.service.joint import JointOut, JointRequest
+from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy
 
 MAX_BATCH = 10_000
@@ -70,14 +83,42 @@ def applicant_model(schema: Schema) -> type[BaseModel]:
     )
 
 
-def _feature_type(spec: Any) -> Any:
-    if spec.type == "numeric":
+def _feature_type(spec: FeatureSpec) -> Any:
+    if spec.type == "numeric" and spec.special:
         base: Any = Annotated[
-            float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)
+            float, Field(allow_inf_nan=False, strict=False), AfterValidator(_SpecialOrRange(spec))
         ]
+    elif spec.type == "numeric":
+        base = Annotated[float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)]
     else:
         base = Category
     return base | None if spec.missing == "impute" else base
+
+
+class _SpecialOrRange:
+    """A number inside the feature's `min`/`max`, or exactly one of its special codes (which
+    the schema requires to lie outside that range). A Python check, so only on features that
+    declare codes: the core range check of the others stays in pydantic-core."""
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.lo = -math.inf if spec.min is None else spec.min
+        self.hi = math.inf if spec.max is None else spec.max
+        self.codes = frozenset(spec.special)
+        shown = ", ".join(f"{c:g}" for c in spec.special)
+        self.message = f"Input should be {_span(spec)}, or one of the special codes {shown}"
+
+    def __call__(self, value: float) -> float:
+        if self.lo <= value <= self.hi or value in self.codes:
+            return value
+        raise PydanticCustomError("range_or_special", self.message)
+
+
+def _span(spec: FeatureSpec) -> str:
+    if spec.min is not None and spec.max is not None:
+        return f"between {spec.min:g} and {spec.max:g}"
+    if spec.min is not None:
+        return f"greater than or equal to {spec.min:g}"
+    return f"less than or equal to {spec.max:g}"
 
 
 def _context_type(spec: Any) -> Any:
@@ -131,6 +172,10 @@ def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> t
     stance: Any = list[Literal["normal", "conservative"] | None] | None
     reference: Any = list[Annotated[str, Field(max_length=128)] | None] | None
     fields: dict[str, Any] = {
+        "language": (
+            Language | None,
+            Field(None, description="the texts' language: en or zh (default: Accept-Language's)"),
+        ),
         "columns": (features, Field(..., description="one list per model feature, all required")),
         "context": (context | None, Field(None, description="policy signals; null: not sent")),
         "stance": (stance, Field(None, description="per applicant; null: the policy's stance")),
@@ -170,12 +215,25 @@ def request_models(
             Field(None, description="ask for a joint credit limit across participating lenders"),
         ),
     }
+    language: Any = (
+        Language | None,
+        Field(
+            None,
+            description="the language of the decision's texts: en (English) or zh (Chinese); "
+            "default: the Accept-Language header's, else English",
+        ),
+    )
     single = create_model(
         SINGLE,
         __config__=ConfigDict(
             extra="forbid", frozen=True, json_schema_extra={"examples": [example]}
         ),
         **fields,
+        language=language,
+    )
+    # A batch's applications share its language (one set of texts per batch).
+    item = create_model(
+        "BatchApplication", __config__=ConfigDict(extra="forbid", frozen=True), **fields
     )
     batch = create_model(
         BATCH,
@@ -184,7 +242,8 @@ def request_models(
             frozen=True,
             json_schema_extra={"examples": [{"applications": [example, example]}]},
         ),
-        applications=(list[single], Field(..., min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+        applications=(list[item], Field(..., min_length=1, max_length=MAX_BATCH)),  # type: ignore[valid-type]
+        language=language,
     )
     return single, batch
 
@@ -256,6 +315,10 @@ class DecisionOut(BaseModel):
     reference: str | None = None
     joint_credit: JointOut | None = None
     created_at: str
+    language: Language = Field(
+        description="the language of every text in this decision (what the request asked "
+        "for, when the policy has it; else English)"
+    )
 
 
 class BatchOut(BaseModel):
@@ -309,3 +372,4 @@ class ColumnarOut(BaseModel):
     model: ModelInfo
     policy_version: str
     created_at: str
+    language: Language = Field(description="the language of every text in this batch")

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from click.testing import Result
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import save_artifact, state_to_numpy
+from jointcredit.models.binning import Classing, binning_from_rows
 from jointcredit.models.learners import architecture, build_model
-from jointcredit.models.preprocessing import agree, summarize
+from jointcredit.models.preprocessing import CategoricalFeature, agree, summarize
+from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.training import TrainConfig, train
 from jointcredit.models.trees import TreeEnsemble, TreeParams
 from jointcredit.models.trees import train as grow
 from jointcredit.models.trees.bins import bins_from_rows
 from jointcredit.models.trees.bins import layout as bin_layout
+from jointcredit.service.loader import Service
 from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import create_key_set
 
@@ -26,9 +31,9 @@ from jointcredit.trust.keyset import create_key_set
 def signed_artifact(
     root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
 ) -> Path:
-    """A signed model (default: a logistic scorecard; `gbdt`: trees over the federation's
-    agreed bins) trained on four institutions of a dataset (default: the shipped sample; a few
-    seconds).
+    """A signed model (default: a logistic scorecard; `scorecard`: the binned one, on bins
+    agreed from the institutions' rows; `gbdt`: trees over the federation's agreed bins)
+    trained on four institutions of a dataset (default: the shipped sample; a few seconds).
     `zero`: all-zero weights (trees: no tree)."""
     fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
     schema = fed.schema
@@ -38,7 +43,14 @@ def signed_artifact(
     ]
     spec = agree(summaries, schema, max_categories=64, min_count=5, standardize_indicators=True)
     pooled = fed.pooled_train()
-    bins = None
+    bins = binning = None
+    if kind == "scorecard":  # WOE over bins agreed from the institutions' own rows
+        vocabularies = {
+            f.name: f.categories for f in spec.features if isinstance(f, CategoricalFeature)
+        }
+        parts = [(d.train.x, d.train.y) for d in fed.institutions.values()]
+        binning = binning_from_rows(parts, schema, vocabularies, Classing())
+        spec = woe_preprocessing(binning)
     if kind == "gbdt":  # 10 trees of depth 3 on the pooled rows' codes over the agreed bins
         parts = [d.train.x for d in fed.institutions.values()]
         bins = bins_from_rows(parts, schema, spec, 16)
@@ -66,9 +78,23 @@ def signed_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,
         institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
-        provenance={"round": 2}, bins=bins,
+        provenance={"round": 2}, bins=bins, binning=binning,
     )  # fmt: skip
     return root / "model"
+
+
+class Api:
+    """A service over HTTP in process, called with one institution's key; `example`: the valid
+    request its OpenAPI shows."""
+
+    def __init__(self, client: TestClient, token: str, service: Service) -> None:
+        self.client, self.service = client, service
+        self.headers = {"Authorization": f"Bearer {token}"}
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        self.example: dict[str, Any] = schemas["DecisionRequest"]["examples"][0]
+
+    def post(self, path: str, body: dict[str, Any], **headers: str) -> Any:
+        return self.client.post(path, json=body, headers={**self.headers, **headers})
 
 
 def free_port() -> int:

@@ -87,7 +87,7 @@ def _federated(schema: Schema, fine_n: int = 20, share: float = 0.05):  # type: 
     return (
         fine,
         counts,
-        classify(fine, counts, schema, Classing(fine_bins=fine_n, min_bin_share=share)),
+        classify(fine, counts, schema, Classing(fine_bins=fine_n, min_bin_share=share), histogram),
     )
 
 

@@ -155,6 +155,39 @@ def fine_edges(histogram: FeatureHistogram, digits: int, max_bins: int) -> list[
     return [float(e) for e in grid(digits)[lower]]
 
 
+# The training span's ends (`spans`): each leaves out at most this share of the rows, and at
+# least TAIL_ROWS rows beyond it, so neither end is one borrower's value.
+TAIL_SHARE = 0.001
+TAIL_ROWS = 10
+
+
+def span(histogram: FeatureHistogram, digits: int) -> tuple[float, float] | None:
+    """The values the federation's rows of one feature covered, trimmed: from the lower
+    boundary of the cell holding the k-th smallest value to the upper boundary of the cell
+    holding the k-th largest, k = max(TAIL_ROWS, TAIL_SHARE of the rows). Fewer than k rows lie
+    below (above) it, and the ends are grid boundaries like the fine edges, so no single row's
+    value is revealed; None when the feature has too few rows to trim."""
+    counts = np.asarray(histogram.counts, dtype=np.int64)
+    total = int(counts.sum())
+    k = max(TAIL_ROWS, int(np.ceil(TAIL_SHARE * total)))
+    if total < 2 * k:
+        return None
+    cum = np.cumsum(counts)
+    low_cell = histogram.cells[int(np.searchsorted(cum, k, side="left"))]
+    high_cell = histogram.cells[int(np.searchsorted(cum, total - k + 1, side="left"))]
+    boundaries = grid(digits)
+    # Cell c holds [boundaries[c-1], boundaries[c]); the outermost cells are open-ended.
+    low = float(boundaries[low_cell - 1]) if low_cell > 0 else -np.inf
+    high = float(boundaries[high_cell]) if high_cell < len(boundaries) else np.inf
+    return low, high
+
+
+def spans(histogram: GridHistogram) -> dict[str, tuple[float, float]]:
+    """`span` of every numeric feature that has one."""
+    out = {name: span(h, histogram.digits) for name, h in histogram.features.items()}
+    return {name: s for name, s in out.items() if s is not None}
+
+
 def fine_bins(
     histogram: GridHistogram,
     schema: Schema,

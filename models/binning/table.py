@@ -71,6 +71,9 @@ class BinningTable(BaseModel):
     classing: Classing
     bins: BinningSpec  # the coarse bins: what scoring applies
     features: list[FeatureTable]
+    # Per numeric feature, the values its training rows covered, trimmed (`grid.span`); the
+    # service refers applicants beyond it. Absent from artifacts written before it existed.
+    spans: dict[str, tuple[float, float]] = Field(default_factory=dict)
 
     def feature(self, name: str) -> FeatureTable:
         for f in self.features:
@@ -140,10 +143,15 @@ def classify(
     counts: BinCounts,
     schema: Schema,
     classing: Classing,
+    histogram: grid.GridHistogram | None = None,
 ) -> BinningTable:
-    """Coarse classing of fine bins with the federation's counts, and its IV table."""
+    """Coarse classing of fine bins with the federation's counts, and its IV table; with the
+    summed `histogram` the fine bins came from, the training spans too."""
     coarse = coarse_bins(fine, counts, schema, min_share=classing.min_bin_share)
-    return iv_table(coarse, regroup(fine, coarse, counts), schema, classing)
+    table = iv_table(coarse, regroup(fine, coarse, counts), schema, classing)
+    if histogram is None:
+        return table
+    return table.model_copy(update={"spans": grid.spans(histogram)})
 
 
 def binning_from_rows(
@@ -157,4 +165,4 @@ def binning_from_rows(
     histogram = grid.merge_histograms([grid.grid_histogram(x, schema, digits) for x, _ in parts])
     fine = grid.fine_bins(histogram, schema, vocabularies, max_bins=classing.fine_bins)
     counts = add_counts([count_bins(x, y, fine) for x, y in parts])
-    return classify(fine, counts, schema, classing)
+    return classify(fine, counts, schema, classing, histogram)

@@ -31,6 +31,12 @@ def _body(name: str) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def _language(request: Request) -> str | None:
+    # Read from the headers, not declared as a parameter: FastAPI analyses declared header
+    # parameters on every call.
+    return request.headers.get("accept-language")
+
+
 def _json(content: bytes) -> Response:
     # Built to the response model's shape (tested) and serialised once, not re-validated.
     return Response(content, media_type="application/json")
@@ -38,12 +44,12 @@ def _json(content: bytes) -> Response:
 
 @router.post("/v1/decisions", response_model=DecisionOut, openapi_extra=_body(SINGLE))
 async def decide_one(request: Request, institution: Caller, decisions: Decisions) -> Response:
-    return _json(await decisions.one(await request.body(), institution))
+    return _json(await decisions.one(await request.body(), institution, _language(request)))
 
 
 @router.post("/v1/decisions:batch", response_model=BatchOut, openapi_extra=_body(BATCH))
 async def decide_batch(request: Request, institution: Caller, decisions: Decisions) -> Response:
-    return _json(await decisions.rows(await request.body(), institution))
+    return _json(await decisions.rows(await request.body(), institution, _language(request)))
 
 
 @router.post("/v1/decisions:columnar", response_model=ColumnarOut, openapi_extra=_body(COLUMNAR))
@@ -60,7 +66,8 @@ async def decide_columnar(
 ) -> Response:
     """Bulk scoring, one list per feature in and one list per output field out. No joint
     limits here: those need a secure sum per applicant."""
-    return _json(await decisions.columns(await request.body(), institution, expand))
+    body = await request.body()
+    return _json(await decisions.columns(body, institution, expand, _language(request)))
 
 
 @router.get("/v1/decisions/{decision_id}")
