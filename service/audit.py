@@ -62,6 +62,10 @@ class AuditLog:
             if not Path(path).is_file():
                 raise AuditError(f"no audit log at {url}")
         self.engine: Engine = create_engine(url, future=True)
+        database = self.engine.url.database
+        is_file = self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        if is_file and create:
+            sqlite.private_database(str(database))
         self._sqlite = self.engine.dialect.name == "sqlite"
         # Appends read the chain head and write after it: they must hold the database's write
         # lock from the start, or two service processes on one database read the same head.
@@ -86,8 +90,7 @@ class AuditLog:
         self._sql = Statements(self._writes.dialect)
         self.file_lock: sqlite.FileLock | None = None
         self.checkpointer: sqlite.Checkpointer | None = None
-        database = self.engine.url.database
-        if self._sqlite and database not in (None, "", ":memory:"):
+        if is_file:
             self.file_lock = sqlite.FileLock(f"{database}.lock")
             self.checkpointer = sqlite.Checkpointer(
                 self.engine, Path(f"{database}-wal"), wal_limit=wal_limit
