@@ -19,7 +19,13 @@ from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, se
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
 from jointcredit.data.errors import DataValidationError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated credit scoring.")
+# No local variables in tracebacks: they would print keys, tokens and database passwords.
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Federated credit scoring.",
+    pretty_exceptions_show_locals=False,
+)
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets before training.")
 app.command()(simulate)
 app.command()(sweep)

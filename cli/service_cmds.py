@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from jointcredit.service.audit import AuditLog
 
 apikey_app = typer.Typer(no_args_is_help=True, help="API keys of the calling institutions.")
 exposure_app = typer.Typer(
@@ -61,17 +65,23 @@ def serve(
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
     }
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         service = load_service(model, trust, **args)
     except (StartupError, AuthError) as exc:
-        err.print(f"[red]refusing to start:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]refusing to start:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except (SQLAlchemyError, ImportError, OSError) as exc:  # the audit database
+        problem = _db_problem(db, exc) if db else str(exc)
+        err.print(f"[red]refusing to start:[/red] {escape(problem)}", soft_wrap=True)
         raise typer.Exit(2) from exc
     if exposure_registry is not None and not exposure_registry.is_dir():
         err.print(UNSIGNED_REGISTRY.format(path=exposure_registry), soft_wrap=True)
     info = service.model_info
     console.print(
         f"model {info.version[:16]} ({info.kind}, signed by {info.signing_key}), "
-        f"policy {service.decider.policy.version}, audit {service.audit.url}",
+        f"policy {service.decider.policy.version}, audit {_hide_password(service.audit.url)}",
         soft_wrap=True,
     )
     for code, fields in service.decider.rules.absent.items():
@@ -113,7 +123,7 @@ def apikey_new(
 
     try:
         token = new_key(keys, institution)
-    except (AuthError, TrustError) as exc:
+    except (AuthError, TrustError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
     err.print(f"API key for {institution} (shown once; {keys} keeps only its hash):")
@@ -125,15 +135,88 @@ def audit_verify(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the decision log")],
 ) -> None:
     """Walk the hash chain; exit 1 naming the first broken row."""
-    from jointcredit.service.audit import AuditError, AuditLog
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from jointcredit.service.audit import AuditError
     from jointcredit.service.records import derive_views
 
+    log = open_audit_log(db)
     try:
-        seq, head = AuditLog(db, create=False).verify(derive_views)
+        seq, head = log.verify(derive_views)
     except AuditError as exc:
-        err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]FAILED[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
+    except SQLAlchemyError as exc:  # e.g. a table dropped or a file that is no database
+        err.print(f"[red]FAILED[/red] {escape(_db_problem(db, exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    finally:
+        log.close()
     console.print(f"OK: {seq} entries, head sha256 {head}", soft_wrap=True)
+
+
+def open_audit_log(db: str) -> AuditLog:
+    """The existing audit log at `db`, or exit 2 with one line that names the problem and the
+    URL without its password (no traceback: it would print the URL's secrets)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from jointcredit.service.audit import AuditError, AuditLog
+
+    try:
+        make_url(db)
+    except ArgumentError as exc:
+        err.print(
+            f"[red]error:[/red] --db {escape(repr(db[:200]))} is not a database URL "
+            "(e.g. sqlite:///decisions.sqlite or postgresql+psycopg://user@host/db)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from exc
+    try:
+        return AuditLog(db, create=False)
+    except AuditError as exc:
+        err.print(f"[red]error:[/red] {escape(_hide_password(str(exc), db))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except ImportError as exc:
+        shown = _hide_password(db)
+        err.print(
+            f"[red]error:[/red] no database driver installed for {escape(shown)} "
+            f"({escape(str(exc))}); PostgreSQL: pip install 'jointcredit\\[postgres]'",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        err.print(f"[red]error:[/red] {escape(_db_problem(db, exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+def _hide_password(text: str, db: str | None = None) -> str:
+    """`text` with the URL `db` (default: `text` itself is the URL) shown without password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    db = text if db is None else db
+    try:
+        url = make_url(db)
+    except ArgumentError:
+        return text
+    shown = url.render_as_string(hide_password=True)
+    return text.replace(url.render_as_string(hide_password=False), shown).replace(db, shown)
+
+
+def _db_problem(db: str, exc: BaseException) -> str:
+    """One line: which database (password hidden) and the driver's first line of why."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    try:
+        password = make_url(db).password
+    except ArgumentError:
+        return f"--db {db[:200]!r} is not a database URL"
+    if password:
+        first = first.replace(str(password), "***")
+    return _hide_password(f"cannot use the audit log at {db}: {first}", db)
 
 
 @exposure_app.command("federation-key")

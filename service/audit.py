@@ -62,6 +62,10 @@ class AuditLog:
             if not Path(path).is_file():
                 raise AuditError(f"no audit log at {url}")
         self.engine: Engine = create_engine(url, future=True)
+        database = self.engine.url.database
+        is_file = self.engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        if is_file and create:
+            sqlite.private_database(str(database))
         self._sqlite = self.engine.dialect.name == "sqlite"
         # Appends read the chain head and write after it: they must hold the database's write
         # lock from the start, or two service processes on one database read the same head.
@@ -86,8 +90,7 @@ class AuditLog:
         self._sql = Statements(self._writes.dialect)
         self.file_lock: sqlite.FileLock | None = None
         self.checkpointer: sqlite.Checkpointer | None = None
-        database = self.engine.url.database
-        if self._sqlite and database not in (None, "", ":memory:"):
+        if is_file:
             self.file_lock = sqlite.FileLock(f"{database}.lock")
             self.checkpointer = sqlite.Checkpointer(
                 self.engine, Path(f"{database}-wal"), wal_limit=wal_limit
@@ -103,9 +106,11 @@ class AuditLog:
             head = s.get(ChainHead, 1)
             return (head.seq, head.hash) if head else (0, GENESIS)
 
-    def append(self, entries: list[Entry], *, wait: bool = True) -> list[int]:
+    def append(self, entries: list[Entry], *, wait: bool = True) -> list[int | None]:
         """Append entries (and their view rows) in one transaction; returns their seqs.
-        `wait=False`: raise Busy instead of waiting for another writer."""
+        A review of a decision that is no longer awaiting review when the transaction reads it
+        (another review, in this group or committed by any process, came first) is not written:
+        its seq is None. `wait=False`: raise Busy instead of waiting for another writer."""
         if not self._lock.acquire(blocking=wait):
             raise Busy("another append of this process is running")
         try:
@@ -116,7 +121,7 @@ class AuditLog:
         finally:
             self._lock.release()
 
-    def _append(self, entries: list[Entry]) -> list[int]:
+    def _append(self, entries: list[Entry]) -> list[int | None]:
         sql = self._sql
         raw = self._writes.raw_connection()
         try:
@@ -129,8 +134,14 @@ class AuditLog:
             log_rows: list[Any] = []
             new_views: list[Any] = []
             changed_views: list[Any] = []
-            seqs = []
+            seqs: list[int | None] = []
+            reviewed: set[str] = set()
             for entry in entries:
+                if entry.kind == "review":
+                    if not self._awaits_review(cur, entry.decision_id, reviewed):
+                        seqs.append(None)
+                        continue
+                    reviewed.add(entry.decision_id)
                 seq += 1
                 created = now()
                 payload = canonical(entry.payload)
@@ -171,6 +182,13 @@ class AuditLog:
         if self.checkpointer is not None:
             self.checkpointer.poke()
         return seqs
+
+    def _awaits_review(self, cur: Any, decision_id: str, reviewed: set[str]) -> bool:
+        if decision_id in reviewed:
+            return False
+        cur.execute(self._sql.status.sql, self._sql.status.params({"decision_id": decision_id}))
+        found = cur.fetchone()
+        return found is not None and found[0] == "under_review"
 
     def close(self) -> None:
         """Stop the checkpoint thread, release the lock file, close connections."""

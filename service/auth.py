@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from jointcredit.trust.files import locked, refuse_symlink, replace_file
 from jointcredit.trust.store import check_institution_id
 
 FORMAT = "jointcredit-api-keys/1"
@@ -60,23 +60,23 @@ def load_keys(path: Path) -> KeyFile:
 
 
 def new_key(path: Path, institution: str) -> str:
-    """Add a key for `institution` to the file (created 0600 if absent); returns the key."""
+    """Add a key for `institution` to the file (created 0600 if absent); returns the key.
+    Concurrent calls (several processes) each add theirs: the file is locked from read to
+    replace, and written atomically, never through a symlink."""
     check_institution_id(institution)
-    current = load_keys(path) if path.exists() else KeyFile()
-    key_id = secrets.token_hex(6)
-    token = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-    entry = ApiKey(
-        key_id=key_id,
-        institution=institution,
-        sha256=_digest(token),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-    )
-    updated = KeyFile(keys=[*current.keys, entry])
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(updated.model_dump(), indent=1) + "\n")
-    tmp.replace(path)
+    with locked(path):
+        refuse_symlink(path)
+        current = load_keys(path) if path.exists() else KeyFile()
+        key_id = secrets.token_hex(6)
+        token = f"{PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        entry = ApiKey(
+            key_id=key_id,
+            institution=institution,
+            sha256=_digest(token),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        updated = KeyFile(keys=[*current.keys, entry])
+        replace_file(path, (json.dumps(updated.model_dump(), indent=1) + "\n").encode())
     return token
 
 

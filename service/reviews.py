@@ -35,6 +35,10 @@ class ReviewService:
         if row.status != "under_review":
             raise Conflict(f"decision {decision_id} is not awaiting review")
         at = now()
-        await self.writer.append([records.review_entry(row, review.model_dump(), at)])
+        # The check above is only a fast path: the store re-checks inside its write
+        # transaction, where concurrent reviews of this referral are ordered.
+        (seq,) = await self.writer.append([records.review_entry(row, review.model_dump(), at)])
+        if seq is None:
+            raise Conflict(f"decision {decision_id} is not awaiting review")
         return {"decision_id": decision_id, "status": "decided",
                 "final_decision": review.final_decision, "decided_at": at}  # fmt: skip

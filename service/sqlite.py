@@ -18,6 +18,7 @@ cross-process write lock, and WAL checkpoints off the request path.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,20 @@ except ImportError:  # not POSIX: SQLite's own locking orders writers
     fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import Engine, create_engine, event
+
+
+def private_database(path: str) -> None:
+    """Create the database file owner-only (it holds every applicant's features), or narrow an
+    existing one to that. SQLite gives its `-wal` and `-shm` files the database file's mode."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        pass
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
 
 
 class Busy(RuntimeError):
@@ -71,7 +86,8 @@ class FileLock:
     def __init__(self, path: str) -> None:
         self._file: IO[bytes] | None = None
         if fcntl is not None:
-            self._file = open(path, "ab")  # noqa: SIM115 (held open while the log is open)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            self._file = os.fdopen(fd, "ab")  # held open while the log is open
 
     @property
     def held_open(self) -> bool:

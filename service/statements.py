@@ -56,6 +56,13 @@ class Statements:
             dialect,
             decision_id_="decision_id",
         )
+        # A review's precondition, read inside the write transaction (after the head lock):
+        # only then can two reviews of one referral not both see "under_review".
+        self.status = Compiled.of(
+            select(DecisionRow.status).where(DecisionRow.decision_id == bindparam("id_")),
+            dialect,
+            id_="decision_id",
+        )
         self.update_head = Compiled.of(
             update(ChainHead)
             .where(ChainHead.id == bindparam("id_"))

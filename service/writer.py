@@ -21,7 +21,7 @@ from jointcredit.service.audit import AuditLog, Busy, Entry
 @dataclass
 class _Pending:
     entries: list[Entry]
-    done: asyncio.Future[list[int]]
+    done: asyncio.Future[list[int | None]]
 
 
 class AuditWriter:
@@ -33,8 +33,9 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self.groups = 0  # transactions committed (for /metrics and tests)
 
-    async def append(self, entries: list[Entry]) -> list[int]:
-        """The entries' seqs, once committed; raises what the group's transaction raised."""
+    async def append(self, entries: list[Entry]) -> list[int | None]:
+        """The entries' seqs, once committed (None: a review that lost to another, see
+        `AuditLog.append`); raises what the group's transaction raised."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._task is None or self._task.done():
             # First use on this event loop (tests may run several loops one after another).
@@ -67,7 +68,7 @@ class AuditWriter:
                     p.done.set_result(seqs[start : start + len(p.entries)])
                 start += len(p.entries)
 
-    async def _append(self, entries: list[Entry]) -> list[int]:
+    async def _append(self, entries: list[Entry]) -> list[int | None]:
         if self.log.local:
             # SQLite: a commit is a few writes to the page cache (checkpoints and their fsync
             # run in the background), shorter than a hand-off to a thread and back, which costs

@@ -10,7 +10,6 @@ Output directory (contract)::
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from jointcredit.models.artifact import load_artifact
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import run_simulation
+from jointcredit.simulations.guard import run_guard
 from jointcredit.trust.keyset import create_key_set
 from jointcredit.trust.store import load_store
 
@@ -40,21 +40,14 @@ def simulate(
     if stale.exists():
         stale.unlink()  # a failed run must not leave the previous run's results looking current
     # The in-process ServerApp's central evaluation reuses the splits validated above.
-    with pinned(run_settings.data, fed):
-        if settings.keys_dir or settings.trust_file:
-            run_simulation(
-                run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1
-            )
-        else:
-            # Fresh keys per run, outside OUT and gone afterwards; OUT/trust.json keeps the
-            # public half (written by the ServerApp).
-            with tempfile.TemporaryDirectory(prefix="jointcredit-keys-") as keys_dir:
-                create_key_set(Path(keys_dir), list(fed.ids), federation="simulation")
-                run_simulation(
-                    run_settings.model_copy(update={"keys_dir": keys_dir}),
-                    num_nodes=len(fed.ids),
-                    cpus_per_client=os.cpu_count() or 1,
-                )
+    own_keys = bool(settings.keys_dir or settings.trust_file)
+    # Fresh keys per run (unless the caller brings its own), outside OUT and gone when the run
+    # ends, however it ends; OUT/trust.json keeps the public half (written by the ServerApp).
+    with pinned(run_settings.data, fed), run_guard(with_keys=not own_keys) as keys_dir:
+        if keys_dir is not None:
+            create_key_set(keys_dir, list(fed.ids), federation="simulation")
+            run_settings = run_settings.model_copy(update={"keys_dir": str(keys_dir)})
+        run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
     sim_seconds = time.monotonic() - started
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():

@@ -80,3 +80,11 @@ def byod_dir(tmp_path: Path) -> Path:
     make_institution(2).to_csv(d / "bank-b.csv", index=False)
     make_institution(3).to_parquet(d / "lender-c.parquet", index=False)
     return d
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server's URL (tests/pg_server.py); skips without the binaries."""
+    from pg_server import pg_server
+
+    yield from pg_server()

@@ -28,13 +28,14 @@ def _view(decision_id: str, response: dict[str, Any]) -> ViewRow:
     }  # fmt: skip
 
 
-def _decision(i: int) -> list[Entry]:
+def _decision(i: int, *, referred: bool = False) -> list[Entry]:
+    """An approval, or with `referred` a referral awaiting review (what a review resolves)."""
     decision_id = f"d{i:04d}"
-    response = {"decision_id": decision_id, "status": "decided", "decision": "approve", "i": i}
-    return [
-        Entry("decision", decision_id, "bank-a", {"response": response},
-              (_view(decision_id, response),))
-    ]  # fmt: skip
+    status, decision = ("under_review", "refer") if referred else ("decided", "approve")
+    response = {"decision_id": decision_id, "status": status, "decision": decision, "i": i}
+    view = {**_view(decision_id, response), "status": status, "decision": decision,
+            "final_decision": None if referred else decision}  # fmt: skip
+    return [Entry("decision", decision_id, "bank-a", {"response": response}, (view,))]
 
 
 def _batch(i: int, n: int) -> list[Entry]:

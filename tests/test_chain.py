@@ -79,7 +79,7 @@ def test_the_store_checks_the_head_and_the_view(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite"
     log = AuditLog(f"sqlite:///{path}")
     for i in range(3):
-        log.append(_decision(i))
+        log.append(_decision(i, referred=i == 1))
     row = log.get("d0001")
     assert row is not None
     log.append([Entry("review", "d0001", "bank-a", {"final_decision": "decline"},

@@ -1,0 +1,75 @@
+"""Files that hold secrets or that several processes rewrite: written whole or not at all, never
+through a symlink, readable by the owner only.
+
+`replace_file` writes a fresh temporary file beside the target (`mkstemp`: a new, randomly
+named file created exclusively, so nothing planted at a predictable temporary path is followed
+or overwritten), syncs it and renames it over the target; a crash leaves the old file or the
+new one. `locked` serialises read-modify-write cycles of one file across processes
+(`filelock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+
+class UnsafeFile(OSError):
+    """The target is something it must not be (a symlink, not a regular file)."""
+
+
+def refuse_symlink(path: Path) -> None:
+    """Raise UnsafeFile if `path` exists and is a symlink or not a regular file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeFile(f"{path}: is a symbolic link; refusing to write through it")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeFile(f"{path}: not a regular file")
+
+
+def replace_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Atomically and durably replace (or create) `path` with `data`, with `mode`."""
+    refuse_symlink(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable too
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float = 30.0) -> Iterator[None]:
+    """Hold `<path>.lock` (created 0600, never through a symlink) for a read-modify-write."""
+    lock_path = path.with_name(path.name + ".lock")
+    refuse_symlink(lock_path)
+    lock = FileLock(lock_path, timeout=timeout, mode=0o600)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise UnsafeFile(f"{path}: {lock_path} held by another process for {timeout:g} s") from exc
+    try:
+        yield
+    finally:
+        lock.release()
