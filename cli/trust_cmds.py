@@ -184,7 +184,7 @@ def verify(
     accepted = sum(len(u["accepted"]) for u in updates)
     console.print(
         f"  round {manifest.get('round')}, {len(manifest.get('institutions', []))} institutions,"
-        f" {accepted} signed updates accepted over {len(updates)} rounds"
+        f" {accepted} signed updates accepted over {len({u['round'] for u in updates})} rounds"
     )
     if not model.verified.same_trust_store:
         console.print(

@@ -1,5 +1,6 @@
 """The institution's side of secure aggregation (Flower SecAgg+), for training rounds and, for a
-model on agreed bins, the binning rounds (its counts as one masked vector).
+model on agreed bins, the binning rounds (its counts as one masked vector) and, for trees,
+each tree level (its histograms as one masked vector of fixed-point digits).
 
 SecAgg+ exists only on Flower's legacy API: the coordinator's `SecAggPlusWorkflow` drives four
 stages (setup, key sharing, masked-vector collection, unmasking), each a train message, and
@@ -23,10 +24,10 @@ from flwr.client.message_handler.message_handler import handle_legacy_message_fr
 from flwr.client.mod import secaggplus_mod
 from flwr.common.typing import NDArrays, Scalar
 
-from jointcredit.client import binning
+from jointcredit.client import binning, trees
 from jointcredit.client.data import NodeData
 from jointcredit.client.update import LocalUpdate
-from jointcredit.federation import protocol
+from jointcredit.federation import fixed_point, protocol
 from jointcredit.federation.protocol import (
     IDENTITY,
     BinCountsQuery,
@@ -72,6 +73,13 @@ class _Institution(NumPyClient):
             # they are, and the coordinator learns only the federation's sum.
             vector = binning_counts(binning, self.node)
             return [vector.astype(np.float64)], 1, dict(TrainMetrics(num_examples=1).values())
+        level = protocol.tree_level_sum_request(config)
+        if level is not None:
+            # Weight 1 again: the histograms as fixed-point digits, summed exactly.
+            hist, work = trees.level_histograms(level, self.ctx, self.node)
+            digits = fixed_point.encode(hist).astype(np.float64).ravel()
+            reported = TrainMetrics(num_examples=1, histogram_seconds=work.histogram_seconds)
+            return [digits], 1, dict(reported.values())
         round_config = RoundConfig.parse(config, "round config")
         if round_config.server_round is None:
             raise protocol.ProtocolError("a SecAgg+ fit message needs its server round")

@@ -109,7 +109,11 @@ def _gradients(
     return bins, grad, hess
 
 
-def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> RecordDict:
+def level_histograms(
+    ins: TreeLevelMessage, context: Context, node: NodeData
+) -> tuple[np.ndarray, HistogramMetrics]:
+    """This node's gradient and hessian histograms for the nodes the level asks about, with
+    the rows behind them and the seconds the work took."""
     started = time.perf_counter()
     bins, grad, hess = _gradients(ins, context, node)
     layout = bin_layout(bins)
@@ -133,6 +137,11 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
     metrics = HistogramMetrics(
         num_examples=len(grad), histogram_seconds=time.perf_counter() - started
     )
+    return hist, metrics
+
+
+def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> RecordDict:
+    hist, metrics = level_histograms(ins, context, node)
     return protocol.histogram_reply(node.institution, histogram_record(hist), metrics)
 
 

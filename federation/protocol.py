@@ -16,6 +16,9 @@
                   tree so far + the nodes to build        per node to build, feature and bin;
                   (+ previous-tree: the last finished     metrics: HistogramMetrics
                   tree, at a tree's first level)
+    (under secagg each level is a SecAgg+ train round whose fit config is the request, its
+    tree records' arrays as bytes: the histograms as one masked vector of fixed-point digits,
+    `jointcredit.federation.fixed_point`)
 
 Every reply also carries `identity` (the institution's id) and the signature record that
 `jointcredit.trust.updates` owns. `arrays`, `config`, `metrics`, `server-round` and
@@ -31,7 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
-from flwr.app import ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
+from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -155,6 +159,7 @@ class SummaryRecord(_Config):
 
 
 GRID_DIGITS: Final = "grid-digits"
+BINS_DIGEST: Final = "bins-digest"
 BINS_JSON: Final = "bins-json"
 
 
@@ -220,6 +225,8 @@ class TrainMetrics(_Metrics):
     dp_noise_multiplier: float | None = _key("dp-noise-multiplier")
     dp_sample_rate: float | None = _key("dp-sample-rate")
     dp_exhausted: float | None = _key("dp-exhausted")
+    # Trees under secagg: the seconds this institution's histogram work for the level took.
+    histogram_seconds: float | None = _key("histogram-seconds")
 
     @property
     def withheld(self) -> bool:
@@ -258,7 +265,7 @@ class TreeLevelConfig(_Config):
     tree: int = _key("tree", ...)
     level: int = _key("level", ...)
     ensemble: str = _key("ensemble", ...)
-    bins_digest: str = _key("bins-digest", ...)
+    bins_digest: str = _key(BINS_DIGEST, ...)
     bins: str | None = _key("bins")
     base_margin: float | None = _key("base-margin")
 
@@ -268,7 +275,7 @@ class TreeRunState(_Config):
     ensemble its margins belong to."""
 
     bins: str
-    bins_digest: str = _key("bins-digest", ...)
+    bins_digest: str = _key(BINS_DIGEST, ...)
     ensemble: str
 
 
@@ -294,6 +301,42 @@ class TreeLevelMessage:
     def from_content(cls, content: RecordDict) -> TreeLevelMessage:
         tree, config, previous = _parts(content, TREE, PREVIOUS_TREE, "a tree level message")
         return cls(TreeLevelConfig.parse(config, "tree level config"), tree, previous)
+
+
+TREE_LEVEL_SUM_PREFIX: Final = "records/"
+
+
+def tree_level_sum_config(message: TreeLevelMessage) -> dict[str, Any]:
+    """Under `secagg` a tree level is a SecAgg+ round whose fit config is the level's request:
+    its config, and each array of its tree records as bytes (a legacy fit config holds
+    scalars and bytes only)."""
+    values: dict[str, Any] = message.config.values()
+    for name, record in ((TREE, message.tree), (PREVIOUS_TREE, message.previous)):
+        for key, array in (record or ArrayRecord()).items():
+            values[f"{TREE_LEVEL_SUM_PREFIX}{name}/{key}"] = ndarray_to_bytes(array.numpy())
+    return values
+
+
+def tree_level_sum_request(config: Mapping[str, Any]) -> TreeLevelMessage | None:
+    """The tree level a SecAgg+ fit config asks for (`tree_level_sum_config`); None for
+    another round's config."""
+    if BINS_DIGEST not in config:
+        return None
+    records: dict[str, dict[str, Array]] = {TREE: {}, PREVIOUS_TREE: {}}
+    plain: dict[str, Any] = {}
+    for key, value in config.items():
+        if not key.startswith(TREE_LEVEL_SUM_PREFIX):
+            plain[key] = value
+            continue
+        name, _, array = key.removeprefix(TREE_LEVEL_SUM_PREFIX).partition("/")
+        if name not in records or not array or not isinstance(value, bytes):
+            raise ProtocolError(f"tree level sum: unexpected key {key}")
+        records[name][array] = Array(bytes_to_ndarray(value))
+    if not records[TREE]:
+        raise ProtocolError("tree level sum: the request carries no tree")
+    previous = ArrayRecord(array_dict=records[PREVIOUS_TREE]) if records[PREVIOUS_TREE] else None
+    config_record = TreeLevelConfig.parse(plain, "tree level sum config")
+    return TreeLevelMessage(config_record, ArrayRecord(array_dict=records[TREE]), previous)
 
 
 def histogram_reply(

@@ -10,18 +10,14 @@ if TYPE_CHECKING:
 
 
 def tree_problems(settings: RunSettings) -> list[str]:
-    """Trees exchange gradient/hessian histograms, summed exactly: what acts on weight
-    updates does not apply to them."""
+    """Trees exchange gradient/hessian histograms, summed exactly (under secagg through
+    SecAgg+): what acts on weight updates does not apply to them."""
     out: list[str] = []
     if settings.privacy in ("dp-record", "dp-institution"):
         out.append(
             f"privacy = {settings.privacy} with model = gbdt: no privacy accountant covers "
-            "the trees' histograms; use privacy none, or model logreg/mlp for DP"
-        )
-    if settings.privacy == "secagg":
-        out.append(
-            "privacy = secagg with model = gbdt: the histograms do not go through "
-            "SecAgg+ yet; use privacy none, or model logreg/mlp for SecAgg+"
+            "the trees' histograms; use privacy none or secagg (the coordinator then sees "
+            "only their sums), or model logreg/mlp for DP"
         )
     if settings.aggregator != "fedavg":
         out.append(

@@ -72,6 +72,7 @@ from jointcredit.server.privacy import privacy_record
 from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.tracker import RoundTracker, central_evaluator
+from jointcredit.server.tree_sums import PlainSums, SecureSums, secure_sums
 from jointcredit.server.trees import CentralTrees, evaluate_ensemble, grow_federated
 from jointcredit.server.verify import UpdateVerifier
 
@@ -131,6 +132,7 @@ class Coordinator:
         )
         self.out_dir = s.run_dir(self.context.run_id)
         self.sum_grid: InstitutionGrid | None = None  # secagg: the binning rounds' own grid
+        self.level_grid: InstitutionGrid | None = None  # secagg trees: the level sums' own grid
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +215,7 @@ class Coordinator:
             provenance={
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
-                "updates": report.accepted_updates(self.igrid, server_round),
+                "updates": report.accepted_updates(self.igrid, server_round, self.level_grid),
                 # Models on agreed bins: the signed replies their bins and WOE came from.
                 **(
                     {}
@@ -250,7 +252,7 @@ class Coordinator:
         }
         if fed.bins is not None or fed.initial is None:
             assert fed.bins is not None  # only trees start from no model
-            return self._train_trees(fed, fed.bins, tracker)
+            return self._train_trees(fed, fed.bins, tracker, privacy)
         strategy = None if s.privacy == "secagg" else build_strategy(s, n, common)
         tracker.strategy = strategy
         config = RoundConfig(preprocessing=fed.spec.to_json())
@@ -298,7 +300,9 @@ class Coordinator:
             privacy.stopped = stopped
         return Trained(arrays, last_round, tracker)
 
-    def _train_trees(self, fed: Federation, bins: BinningSpec, tracker: RoundTracker) -> Trained:
+    def _train_trees(
+        self, fed: Federation, bins: BinningSpec, tracker: RoundTracker, privacy: Privacy
+    ) -> Trained:
         s = self.settings
         base = base_margin(
             sum(x.positives for x in fed.summaries), sum(x.rows for x in fed.summaries)
@@ -316,9 +320,15 @@ class Coordinator:
             return values
 
         self.phase_started["training"] = time.monotonic()
-        run = grow_federated(
-            self.igrid, fed.nodes, s, bins, tree_params(s, fed.schema, bins.names), base, after_tree
-        )
+        sums: PlainSums | SecureSums = PlainSums(self.igrid, fed.nodes, s.round_timeout)
+        if s.privacy == "secagg":
+            rows = sum(x.rows for x in fed.summaries)
+            sums = secure_sums(self.grid, self.igrid, self.context, s, fed.nodes, rows)
+            self.level_grid = sums.grid
+        params = tree_params(s, fed.schema, bins.names)
+        run = grow_federated(sums, bins, params, base, after_tree)
+        if isinstance(sums, SecureSums):
+            privacy.secagg = sums.record(s)
         return Trained(ensemble_record(run.ensemble), s.trees, tracker, run.rounds, run.timing)
 
     # -- 3

@@ -102,9 +102,17 @@ def accepted_binning(
     ]
 
 
-def accepted_updates(grid: InstitutionGrid, up_to: int) -> list[dict[str, Any]]:
+def accepted_updates(
+    grid: InstitutionGrid, up_to: int, levels: InstitutionGrid | None = None
+) -> list[dict[str, Any]]:
     """Per training round, the signed digest of each institution's aggregated update (for the
-    signed manifest); for trees, per tree level, of each institution's histograms."""
+    signed manifest); for trees, per tree level, of each institution's histograms, or under
+    secagg of each of its SecAgg+ stage replies for the level (`levels`: their own grid)."""
+    if levels is not None:
+        return [
+            {"round": ex.server_round, "accepted": dict(sorted(ex.accepted.items()))}
+            for ex in levels.exchanges
+        ]
     return [
         {"round": ex.server_round, "accepted": dict(sorted(ex.accepted.items()))}
         for ex in grid.exchanges

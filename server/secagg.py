@@ -45,6 +45,14 @@ QUANTIZATION_RANGE = 2**22  # Flower's default: training weights in 2^22 levels
 # Binning counts: whole numbers below this, quantised with a step of 1 (2^22 levels over
 # [-2^21, 2^21]), so they pass unrounded.
 COUNT_RANGE = 2**21
+# SecAgg+ adds modulo 2^32 (Flower's default modulus); each institution adds up to 2 *
+# COUNT_RANGE (its shifted value, and as much again for its weight's factor), so fewer than
+# this many institutions never wrap around.
+MAX_SUMMANDS = 2**32 // (2 * COUNT_RANGE)
+SIGNED_STAGES = (
+    "every stage reply (public keys, encrypted shares, masked vector, unmasking shares) is "
+    "signed by its institution and verified before the workflow uses it"
+)
 
 
 def shares_and_threshold(settings: RunSettings, n: int) -> tuple[int, int]:
@@ -111,10 +119,16 @@ def secure_sum(
     n_nodes: int,
 ) -> np.ndarray:
     """The federation's sum of one vector of counts per institution, through one SecAgg+
-    round (the binning rounds of a model on agreed bins under `secagg`): the coordinator sees
-    masked vectors and their sum only. Exact for whole counts below `COUNT_RANGE`: with weight
-    1 each and a quantisation step of 1 they pass unrounded. Every institution must be in the
-    sum (the bins must cover every institution that trains): a dropout fails the run."""
+    round (under `secagg`: the binning rounds of a model on agreed bins, the trees' levels):
+    the coordinator sees masked vectors and their sum only. Exact for whole counts below
+    `COUNT_RANGE`: with weight 1 each and a quantisation step of 1 they pass unrounded. Every
+    institution must be in the sum (the bins must cover every institution that trains): a
+    dropout fails the run."""
+    if n_nodes >= MAX_SUMMANDS:
+        raise FederationError(
+            f"SecAgg+ sums counts of fewer than {MAX_SUMMANDS} institutions exactly; the run "
+            f"has {n_nodes}"
+        )
 
     def aggregate_fit_metrics(results: list[tuple[int, dict[str, Scalar]]]) -> dict[str, Scalar]:
         return {AGGREGATED: len(results)}
@@ -234,7 +248,6 @@ def run_secagg(
         clipping_range=settings.secagg_clipping_range,
         max_weight=max_examples,
         institutions_aggregated=aggregated,
-        signed="every stage reply (public keys, encrypted shares, masked vector, unmasking "
-        "shares) is signed by its institution and verified before the workflow uses it",
+        signed=SIGNED_STAGES,
     )
     return arrays_of(final), record

@@ -6,9 +6,10 @@ and the nodes whose histograms it needs (each institution routes its own rows), 
 institution replies with one signed message holding those nodes' gradient and hessian
 histograms, and the coordinator sums them (replies ordered by institution), derives each
 sibling by subtraction and picks the level's splits (`jointcredit.models.trees.grower`, the
-code the central engine runs). Every institution must answer every level: a histogram left
-out would make the trees those of other rows, so a missing, failed or rejected reply stops
-the run, naming the institution.
+code the central engine runs). Under `secagg` each level's exchange is a SecAgg+ round instead
+and the coordinator learns only the federation's sum (`jointcredit.server.tree_sums`).
+Every institution must answer every level: a histogram left out would make the trees those of
+other rows, so a missing, failed or rejected reply stops the run, naming the institution.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from flwr.app import Message, MessageType
 from flwr.common.logger import log
 
 from jointcredit.data.frames import Split
-from jointcredit.federation import protocol
 from jointcredit.federation.metrics import RoundRecord, TreeTiming
 from jointcredit.federation.protocol import (
-    HistogramMetrics,
     ModelMessage,
     RoundConfig,
     TreeLevelConfig,
@@ -38,10 +37,10 @@ from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.trees import TreeEnsemble, TreeGrower, TreeParams
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.trees.ensemble import sigmoid
-from jointcredit.models.trees.exchange import ensemble_record, histograms_of, tree_record
+from jointcredit.models.trees.exchange import ensemble_record, tree_record
 from jointcredit.models.trees.tree import EMPTY_ENSEMBLE, Tree, chain_digest
-from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import Exchange, InstitutionGrid
+from jointcredit.server.tree_sums import PlainSums, SecureSums
 
 
 @dataclass
@@ -56,7 +55,7 @@ class TreeRun:
 @dataclass
 class _Clock:
     levels: int = 0
-    exchange: float = 0.0  # waiting for the level's replies (messages + institutions' work)
+    exchange: float = 0.0  # the level's sum: messages, institutions' work, adding up
     work_max: float = 0.0  # per level, the slowest institution's histogram work, summed
     work_total: float = 0.0  # every institution's histogram work
     coordinator: float = 0.0  # summing, splitting, routing: the coordinator's own work
@@ -64,17 +63,15 @@ class _Clock:
 
 
 def grow_federated(
-    grid: InstitutionGrid,
-    nodes: list[int],
-    settings: RunSettings,
+    sums: PlainSums | SecureSums,
     bins: BinningSpec,
     params: TreeParams,
     base_margin: float,
     after_tree: Callable[[int, Tree], dict[str, float | None]],
 ) -> TreeRun:
-    """`params.n_trees` trees from the institutions' histograms. `after_tree(t, tree)` runs
-    once each tree is finished (1-based t) and returns what the round record keeps of it
-    (central evaluation)."""
+    """`params.n_trees` trees from the institutions' histograms, each level's summed by `sums`
+    (plain or SecAgg+). `after_tree(t, tree)` runs once each tree is finished (1-based t) and
+    returns what the round record keeps of it (central evaluation)."""
     layout = bin_layout(bins)
     clock = _Clock()
     trees: list[Tree] = []
@@ -101,18 +98,15 @@ def grow_federated(
                 config,
                 tree_record(request.tree, request.build),
                 tree_record(trees[-1]) if trees and request.level == 0 else None,
-            ).to_content()
-            out = [
-                Message(message, dst_node_id=n, message_type=protocol.HISTOGRAMS_TRAIN)
-                for n in nodes
-            ]
+            )
+            shape = (len(request.build), layout.total_bins, 2)
             sent = time.perf_counter()
-            replies = list(grid.send_and_receive(out, timeout=settings.round_timeout))
+            level = sums.level(message, shape)
             received = time.perf_counter()
             clock.exchange += received - sent
-            shape = (len(request.build), layout.total_bins, 2)
-            total = _sum_histograms(grid.exchanges[-1], replies, len(nodes), shape, clock)
-            grower.receive(total)
+            clock.work_max += max(level.work, default=0.0)
+            clock.work_total += sum(level.work)
+            grower.receive(level.total)
             clock.coordinator += (sent - started) + (time.perf_counter() - received)
         tree = grower.tree()
         trees.append(tree)
@@ -128,43 +122,21 @@ def grow_federated(
     )
     return TreeRun(
         TreeEnsemble(base_margin, layout.missing, tuple(trees)),
-        _round_records(grid, clock.level_tree, central),
+        _round_records(sums, clock.level_tree, central),
         timing,
     )
 
 
-def _sum_histograms(
-    ex: Exchange, replies: list[Message], expected: int, shape: tuple[int, ...], clock: _Clock
-) -> np.ndarray:
-    """The federation's histograms: every institution's, summed in institution order."""
-    problems = {**ex.errors, **ex.rejected}
-    valid = [r for r in replies if not r.has_error()]
-    if problems or len(valid) != expected:
-        detail = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
-        raise FederationError(
-            f"tree level {ex.server_round}: {len(valid)} of {expected} institutions sent "
-            f"histograms, and every one is needed ({detail})"
-        )
-    total = np.zeros(shape)
-    work: list[float] = []
-    for r in valid:
-        try:
-            total += histograms_of(protocol.histogram_arrays(r.content), shape)
-            work.append(HistogramMetrics.parse(protocol.numbers(r.content)).histogram_seconds)
-        except protocol.ProtocolError as exc:
-            raise FederationError(f"tree level {ex.server_round}: {exc}") from exc
-    clock.work_max += max(work, default=0.0)
-    clock.work_total += sum(work)
-    return total
-
-
 def _round_records(
-    grid: InstitutionGrid, level_tree: dict[int, int], central: dict[int, dict[str, float | None]]
+    sums: PlainSums | SecureSums,
+    level_tree: dict[int, int],
+    central: dict[int, dict[str, float | None]],
 ) -> list[RoundRecord]:
-    """One record per tree: who sent histograms for all its levels, and its evaluation."""
+    """One record per tree: who sent histograms for all its levels (under secagg: the
+    masked vectors), and its evaluation."""
     rounds = {t: RoundRecord(round=t, errors={}, rejected={}) for t in central}
-    for ex in grid.exchanges:
-        if ex.message_type != protocol.HISTOGRAMS_TRAIN or ex.server_round not in level_tree:
+    for ex in sums.grid.exchanges:
+        if ex.message_type != sums.message_type or ex.server_round not in level_tree:
             continue
         rec = rounds[level_tree[ex.server_round]]
         sent = sorted(ex.metrics)

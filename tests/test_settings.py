@@ -130,7 +130,7 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
     ),
     ({"model": "gbdt", "privacy": "dp-record"}, ["privacy = dp-record", "model = gbdt"]),
     ({"model": "gbdt", "privacy": "dp-institution"}, ["privacy = dp-institution", "gbdt"]),
-    ({"model": "gbdt", "privacy": "secagg"}, ["privacy = secagg", "model = gbdt"]),
+    ({"model": "gbdt", "privacy": "secagg", "institutions": 2}, ["secagg needs at least 3"]),
     ({"model": "gbdt", "aggregator": "median"}, ["aggregator = median", "model = gbdt"]),
     ({"model": "gbdt", "attackers": 1, "attack": "scale"}, ["attackers = 1", "gbdt"]),
     ({"model": "gbdt", "personalization": "ditto"}, ["personalization = ditto", "gbdt"]),
@@ -166,6 +166,18 @@ def test_count_rules_are_checked_once_the_institution_count_is_known() -> None:
         everyone.for_institutions(10)
 
 
+def test_trees_run_under_secagg_with_three_institutions_and_never_under_dp() -> None:
+    trees = RunSettings.from_run_config({"model": "gbdt", "privacy": "secagg", "institutions": 3})
+    assert trees.for_institutions(3).min_nodes == 3
+    with pytest.raises(SettingsError, match="secagg needs at least 3"):
+        RunSettings.from_run_config({"model": "gbdt", "privacy": "secagg"}).for_institutions(2)
+    for dp in ("dp-record", "dp-institution"):
+        with pytest.raises(SettingsError) as info:
+            RunSettings.from_run_config({"model": "gbdt", "privacy": dp})
+        assert "no privacy accountant covers the trees' histograms" in str(info.value)
+        assert "use privacy none or secagg" in str(info.value)
+
+
 # -- the CLI: refused before anything starts, exit 2 --------------------------------------
 
 
@@ -189,7 +201,7 @@ def _start(started: list[RunSettings]) -> Any:
         ["--run-config", "roundz=4"],
         ["--privacy", "secagg", "--institutions", "2"],
         ["--model", "gbdt", "--privacy", "dp-record"],
-        ["--model", "gbdt", "--privacy", "secagg"],
+        ["--model", "gbdt", "--privacy", "secagg", "--institutions", "2"],
         ["--model", "gbdt", "--max-depth", "0"],
     ],
 )

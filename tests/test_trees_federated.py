@@ -29,6 +29,7 @@ from jointcredit.models.trees.bins import bins_from_rows
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
+from jointcredit.server.tree_sums import PlainSums
 from jointcredit.server.trees import grow_federated
 from jointcredit.trust.keys import load_private_key
 from jointcredit.trust.keyset import create_key_set
@@ -100,9 +101,8 @@ def _federated(
     pooled = fed.pooled_train()
     base = base_margin(float(pooled.y.sum()), len(pooled.y))
     params = tree_params(settings, fed.schema, bins.names)
-    run = grow_federated(
-        grid, list(institutions.nodes), settings, bins, params, base, lambda t, tree: {}
-    )
+    sums = PlainSums(grid, list(institutions.nodes), settings.round_timeout)
+    run = grow_federated(sums, bins, params, base, lambda t, tree: {})
     assert run.timing.levels == len(
         [e for e in grid.exchanges if e.message_type == protocol.HISTOGRAMS_TRAIN]
     )
@@ -167,9 +167,7 @@ def test_a_node_that_lost_its_margins_stops_the_run_naming_it() -> None:
     grid = InstitutionGrid(_ErrorsAsReplies(answer, nodes=institutions.nodes))
     with pytest.raises(FederationError, match="lost its state"):
         grow_federated(
-            grid,
-            list(institutions.nodes),
-            settings,
+            PlainSums(grid, list(institutions.nodes), settings.round_timeout),
             bins,
             tree_params(settings, fed.schema, bins.names),
             0.0,
@@ -383,3 +381,55 @@ def test_membership_audit_of_a_tree_ensemble() -> None:
     spec = _spec(fed)
     audit = membership_audit(fed, spec, TreeModule(ensemble), settings, references=2, bins=bins)
     assert audit.mia_auc is not None and 0.4 < audit.mia_auc < 0.7
+
+
+def test_under_secagg_the_sums_of_fixed_point_digits_grow_the_same_trees() -> None:
+    """Each level as the masked vectors of a SecAgg+ round would carry it (every institution's
+    own secagg client, fixed-point digits; SecAgg+ itself: tests/test_trees_secagg.py): the
+    same splits as the plain histograms, leaf values within what the rounding allows."""
+    from jointcredit.client.secagg import _Institution
+    from jointcredit.federation import fixed_point
+    from jointcredit.server.tree_sums import SecureSums
+
+    fed = _federation("synthetic", 4)
+    settings = RunSettings.from_run_config(
+        {"model": "gbdt", "trees": 3, "max-depth": 3, "max-bins": 16, "privacy": "secagg"}
+    )
+    bins = _bins(fed, settings.max_bins)
+    params = tree_params(settings, fed.schema, bins.names)
+    plain = _federated(fed, settings, bins)
+    institutions = _Institutions(fed)
+    clients = [
+        _Institution(settings, node, institutions.contexts[n], None)  # type: ignore[arg-type]
+        for n, node in institutions.nodes.items()
+    ]
+    lengths: list[int] = []
+
+    def secure(length: int, config: dict[str, object]) -> np.ndarray:
+        vectors = [client.fit([], config)[0][0] for client in clients]  # type: ignore[arg-type]
+        assert all(v.shape == (length,) and v.max() < fixed_point.DIGIT_RANGE for v in vectors)
+        lengths.append(length)
+        return np.rint(np.sum(vectors, axis=0)).astype(np.int64)
+
+    grid = InstitutionGrid(AnsweringGrid(institutions.answer, nodes=institutions.nodes))
+    base = plain.base_margin
+    run = grow_federated(
+        SecureSums(grid, list(institutions.nodes), secure), bins, params, base, lambda t, x: {}
+    )
+    assert len(lengths) == run.timing.levels and not grid.exchanges  # nothing sent in clear
+    # Each bin's sum is within n * 2^-33 of the exact one; a node's sum adds at most B bins
+    # (B = the largest feature's bin count) and a derived sibling subtracts two such sums,
+    # so the gradient and hessian sums are within e = 2 B n 2^-33. A leaf value -eta G/(H +
+    # lambda) then moves by at most eta e (1 + |w| / eta) / lambda, and each tree's error
+    # feeds the next one's gradients: over T trees T times that.
+    e = 2 * max(bin_layout(bins).n_bins) * len(clients) * fixed_point.STEP_ERROR
+    largest = max(float(np.max(np.abs(t.value))) for t in plain.trees)
+    eta, lam = params.learning_rate, params.reg_lambda
+    tolerance = settings.trees * eta * e * (1 + largest / eta) / lam
+    assert tolerance < 1e-6, tolerance
+    for i, (s, p) in enumerate(zip(run.ensemble.trees, plain.trees, strict=True)):
+        for name in ("feature", "threshold", "default_left", "special_left", "left", "right"):
+            assert np.array_equal(getattr(s, name), getattr(p, name)), f"tree {i}: {name}"
+        np.testing.assert_allclose(s.value, p.value, rtol=0, atol=tolerance)
+    pairs = zip(run.ensemble.trees, plain.trees, strict=True)
+    assert not all(np.array_equal(s.value, p.value) for s, p in pairs)  # really rounded
