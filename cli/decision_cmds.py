@@ -123,7 +123,7 @@ def score(
         model.card.data_schema.features,
         OutsideTraining(),
         bins=model.bins,
-        binning=model.binning,
+        spans=model.spans,
     )
     rows = _records(x)
     unseen, beyond = coverage.many({c: [r[c] for r in rows] for c in x.columns}, len(x))

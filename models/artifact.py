@@ -79,6 +79,10 @@ class ModelCard(BaseModel):
     created_at: str
     scorecard: PointsTable | None = None  # the binned scorecard's points (as scorecard.csv)
     bins_sha256: str | None = None  # gradient-boosted trees: bins.json
+    # Gradient-boosted trees: each numeric feature's trimmed training span, from the summed
+    # fine-grid histogram their bins came from (the binned scorecard keeps its own in
+    # binning.json). Absent from cards written before it existed.
+    spans: dict[str, tuple[float, float]] | None = None
 
 
 def weights_bytes(state: dict[str, np.ndarray]) -> bytes:
@@ -110,11 +114,13 @@ def save_artifact(
     score_scale: ScoreScale | None = None,
     binning: BinningTable | None = None,
     bins: BinningSpec | None = None,
+    spans: dict[str, tuple[float, float]] | None = None,
 ) -> ModelCard:
     """Write the artifact and sign it; `provenance` goes into the signed manifest (round,
     privacy settings, accepted update digests per round...). With `binning` (the binned
     scorecard) also the IV table and the points table; `bins`: the agreed bins a tree
-    ensemble's codes come from (gradient-boosted trees only)."""
+    ensemble's codes come from and `spans` their training spans (gradient-boosted trees
+    only)."""
     out.mkdir(parents=True, exist_ok=True)
     wbytes = weights_bytes(state)
     pbytes = canonical_json(spec.model_dump(mode="json"))
@@ -132,12 +138,13 @@ def save_artifact(
         created_at=created_at,
         scorecard=None if binning is None else points_table(spec, state, scale),
         bins_sha256=None if bbytes is None else hashlib.sha256(bbytes).hexdigest(),
+        spans=None if bins is None else spans,
     )
     files = [WEIGHTS, PREPROCESSING, CARD]
     (out / WEIGHTS).write_bytes(wbytes)
     (out / PREPROCESSING).write_bytes(pbytes)
     # Left out when absent, so other models' cards read as they always have.
-    excluded = {k for k in ("scorecard", "bins_sha256") if getattr(card, k) is None}
+    excluded = {k for k in ("scorecard", "bins_sha256", "spans") if getattr(card, k) is None}
     (out / CARD).write_bytes(canonical_json(card.model_dump(mode="json", exclude=excluded)))
     if binning is not None and card.scorecard is not None:
         (out / BINNING).write_bytes(canonical_json(binning.model_dump(mode="json")))
@@ -174,6 +181,14 @@ class ScoringModel:
     verified: Verified
     binning: BinningTable | None = None  # the binned scorecard's IV table
     bins: BinningSpec | None = None  # gradient-boosted trees: the agreed bins
+
+    @property
+    def spans(self) -> dict[str, tuple[float, float]]:
+        """Each numeric feature's recorded training span (the binned scorecard's, the
+        trees'); empty for models and artifacts that record none."""
+        if self.binning is not None:
+            return dict(self.binning.spans)
+        return dict(self.card.spans or {})
 
     def inputs(self, x: pd.DataFrame) -> np.ndarray:
         """What the model takes: the preprocessed design matrix, or the trees' bin codes."""

@@ -49,6 +49,7 @@ from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import MANIFEST_BINNING, save_artifact
 from jointcredit.models.binning import BinningSpec, BinningTable
+from jointcredit.models.binning.grid import spans
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
@@ -96,6 +97,8 @@ class Federation:
     initial: nn.Module | None  # None: trees, which start from no model
     binning: BinningTable | None = None  # models on agreed bins: the bins, WOE and IV
     bins: BinningSpec | None = None  # gradient-boosted trees: the agreed fine bins
+    # Trees: each numeric feature's trimmed training span, from the bins' summed histogram.
+    spans: dict[str, tuple[float, float]] | None = None
 
     @property
     def institutions(self) -> list[str]:
@@ -165,9 +168,11 @@ class Coordinator:
             rounds, self.sum_grid = binning_rounds(
                 self.grid, self.igrid, self.context, s, schema, node_inst, summaries
             )
-            bins, _ = agree_bins(rounds, spec, max_bins=s.max_bins)
+            bins, histogram = agree_bins(rounds, spec, max_bins=s.max_bins)
             arch = architecture(s.model, len(bins.features))
-            return Federation(nodes, node_inst, spec, schema, summaries, arch, None, bins=bins)
+            fed = Federation(nodes, node_inst, spec, schema, summaries, arch, None, bins=bins)
+            fed.spans = spans(histogram)
+            return fed
         if learner(s.model).exchange != "weights":
             raise FederationError(f"model {s.model}: no coordinator round for its exchange")
         binning = None
@@ -212,6 +217,7 @@ class Coordinator:
             signer=self.identity.key,
             trust=self.identity.trust,
             bins=fed.bins,
+            spans=fed.spans,
             provenance={
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),

@@ -2,9 +2,9 @@
 
 The binned scorecard's artifact records each numeric feature's training span (`binning.json`'s
 `spans`: the values the federation's rows covered, trimmed by at least 10 rows and 0.1 % at
-each end, read from the summed fine-grid histogram its bins came from; models/binning/grid.py):
-a number beyond it is out of range. Models without one (logistic, MLP, trees, scorecards
-written before spans were recorded) have only what the agreed preprocessing records:
+each end, read from the summed fine-grid histogram its bins came from; models/binning/grid.py),
+and so does the trees' (below): a number beyond it is out of range. Models without one
+(logistic, MLP, artifacts written before spans were recorded) have only what the agreed preprocessing records:
 per categorical feature the federation's vocabulary, and per numeric feature the mean and
 standard deviation of its (transformed) values, no minimum or maximum. So:
 
@@ -17,12 +17,12 @@ standard deviation of its (transformed) values, no minimum or maximum. So:
 
 Gradient-boosted trees read bin codes (the artifact's signed `bins.json`): a category outside
 the bins' levels falls in the bin of every other value, so it is unseen. The bins record each
-numeric feature's edges and no range: the outermost edges are inner quantiles of the training
-values (the last bin holds every value above the last edge, training rows among them), so
-they are no bound of the training data. What the artifact records of that range is the agreed
-preprocessing beside the bins (mean and standard deviation of the same training values), so a
-tree model's numeric span is the same `clip` standard deviations as the other models'. Trees
-score any value beyond the outermost edges as those edges' bins.
+numeric feature's edges and no range (the outermost edges are inner quantiles of the training
+values), so the trees' model card records the same trimmed training span as the binned
+scorecard's `binning.json`, from the same summed fine-grid histogram their bins came from
+(`spans`). Tree artifacts written before it existed fall back to the agreed preprocessing
+beside the bins: the same `clip` standard deviations as the other models'. Trees score any
+value beyond the outermost edges as those edges' bins.
 
 Either refers the applicant (service/rules.py) with one reason per such feature, from the
 policy's `[outside_training]` texts. Both checks are defined once, over one applicant's values
@@ -85,6 +85,7 @@ class Coverage:
         *,
         bins: BinningSpec | None = None,
         binning: BinningTable | None = None,
+        spans: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.texts = texts
         self.order = [f.name for f in spec.features]
@@ -104,8 +105,10 @@ class Coverage:
             f.name: numeric_span(f, spec.clip, schema.get(f.name))
             for f in spec.features if isinstance(f, NumericFeature)
         }  # fmt: skip
-        # A recorded training span (the binned scorecard's), within the schema's min/max.
-        for name, (lo, hi) in (binning.spans if binning is not None else {}).items():
+        # A recorded training span (the binned scorecard's, the trees'), within the schema's
+        # min/max.
+        recorded = {**(binning.spans if binning is not None else {}), **(spans or {})}
+        for name, (lo, hi) in recorded.items():
             self.spans[name] = _within(lo, hi, schema.get(name))
         # A feature's special codes (e.g. 96 = "unknown", where the schema or the agreed
         # preprocessing declares them) are codes every model reads on their own, never

@@ -45,7 +45,7 @@ class Decider:
         schema = model.card.data_schema.features
         self.kernel = model_kernel(model, typical(model.spec, schema))
         self.coverage = Coverage(
-            model.spec, schema, policy.outside_training, bins=model.bins, binning=model.binning
+            model.spec, schema, policy.outside_training, bins=model.bins, spans=model.spans
         )
         # Shared by every table, never changed: each rule as a flag and as a policy reason, in
         # the rules' order, in each language; a request's other reasons come after them.

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import save_artifact, state_to_numpy
-from jointcredit.models.binning import Classing, binning_from_rows
+from jointcredit.models.binning import Classing, binning_from_rows, merge_histograms
+from jointcredit.models.binning.grid import grid_histogram
+from jointcredit.models.binning.grid import spans as training_spans
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import CategoricalFeature, agree, summarize
 from jointcredit.models.scorecard import woe_preprocessing
@@ -29,12 +31,18 @@ from jointcredit.trust.keyset import create_key_set
 
 
 def signed_artifact(
-    root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
+    root: Path,
+    *,
+    zero: bool = False,
+    dataset: str = "sba",
+    kind: str = "logreg",
+    spans: bool = False,
 ) -> Path:
     """A signed model (default: a logistic scorecard; `scorecard`: the binned one, on bins
     agreed from the institutions' rows; `gbdt`: trees over the federation's agreed bins)
     trained on four institutions of a dataset (default: the shipped sample; a few seconds).
-    `zero`: all-zero weights (trees: no tree)."""
+    `zero`: all-zero weights (trees: no tree). `spans`: trees record their training spans (as
+    the coordinator does; without, as trees written before spans were recorded)."""
     fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
     schema = fed.schema
     summaries = [
@@ -44,6 +52,7 @@ def signed_artifact(
     spec = agree(summaries, schema, max_categories=64, min_count=5, standardize_indicators=True)
     pooled = fed.pooled_train()
     bins = binning = None
+    recorded = None
     if kind == "scorecard":  # WOE over bins agreed from the institutions' own rows
         vocabularies = {
             f.name: f.categories for f in spec.features if isinstance(f, CategoricalFeature)
@@ -54,6 +63,8 @@ def signed_artifact(
     if kind == "gbdt":  # 10 trees of depth 3 on the pooled rows' codes over the agreed bins
         parts = [d.train.x for d in fed.institutions.values()]
         bins = bins_from_rows(parts, schema, spec, 16)
+        if spans:
+            recorded = training_spans(merge_histograms([grid_histogram(x, schema) for x in parts]))
         arch = architecture(kind, len(bins.features))
         layout = bin_layout(bins)
         ensemble = (
@@ -78,7 +89,7 @@ def signed_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,
         institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
-        provenance={"round": 2}, bins=bins, binning=binning,
+        provenance={"round": 2}, bins=bins, binning=binning, spans=recorded,
     )  # fmt: skip
     return root / "model"
 

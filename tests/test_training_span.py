@@ -1,7 +1,8 @@
-"""The training span a binned scorecard records (`binning.json`'s `spans`): read from the summed
-fine-grid histogram, trimmed so that neither end is one borrower's value, the same for the
-federation as for the pooled rows, and used by the service to refer values beyond it; binning
-tables written before it existed still load."""
+"""The training span a binned scorecard records (`binning.json`'s `spans`), and gradient-boosted
+trees in their model card: read from the summed fine-grid histogram, trimmed so that neither
+end is one borrower's value, the same for the federation as for the pooled rows, and used by
+the service to refer values beyond it; binning tables and tree artifacts written before it
+existed still load."""
 
 from __future__ import annotations
 
@@ -106,6 +107,53 @@ def test_old_artifacts_keep_mean_and_sd_for_other_models(tmp_path: Path) -> None
     model = load_artifact(signed_artifact(tmp_path, dataset="synthetic"),
                           load_store(tmp_path / "trust.json"))  # fmt: skip
     assert model.binning is None
+    decider = Decider(model, load_policy())
+    f = next(f for f in model.spec.features if f.name == "open_trades")
+    _, hi = decider.coverage.spans["open_trades"]
+    assert hi == pytest.approx(f.mean + model.spec.clip * f.std)  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory: pytest.TempPathFactory) -> ScoringModel:
+    root = tmp_path_factory.mktemp("tree-span")
+    return load_artifact(signed_artifact(root, dataset="synthetic", kind="gbdt", spans=True),
+                         load_store(root / "trust.json"))  # fmt: skip
+
+
+def _applicant() -> dict[str, object]:
+    pooled = load_federation(DataConfig(dataset="synthetic", institutions=4, synthetic_rows=800))
+    return {k: (None if v != v else v) for k, v in pooled.pooled_test().x.iloc[0].to_dict().items()}
+
+
+def test_the_service_refers_a_tree_models_applicant_beyond_its_recorded_span(
+    trees: ScoringModel,
+) -> None:
+    """The trees' signed model card carries the span of the summed histogram their bins came
+    from; beyond it the applicant is referred with the outside-training-data reason."""
+    assert trees.bins is not None and trees.binning is None and trees.card.spans
+    assert trees.spans == trees.card.spans
+    decider = Decider(trees, load_policy())
+    lo, hi = trees.spans["open_trades"]
+    f = next(f for f in trees.spec.features if f.name == "open_trades")
+    assert hi < f.mean + trees.spec.clip * f.std  # type: ignore[union-attr]  # tighter
+    applicant = _applicant()
+    applicant["open_trades"] = (lo + hi) / 2
+    inside = decider.decide_one(applicant, {}, None)
+    assert "open_trades" not in inside.out_of_range[0]
+    applicant["open_trades"] = hi + 1
+    beyond = decider.decide_one(applicant, {}, None)
+    assert beyond.decision == ["refer"] and "open_trades" in beyond.out_of_range[0]
+    (reason,) = [r for r in beyond.reasons(0) if r["feature"] == "open_trades"]
+    assert reason["code"] == "OUTSIDE_TRAINING_DATA" and f"to {hi:g})" in reason["text"]
+
+
+def test_a_tree_artifact_written_before_spans_loads_and_keeps_mean_and_sd(
+    tmp_path: Path,
+) -> None:
+    model = load_artifact(signed_artifact(tmp_path, dataset="synthetic", kind="gbdt"),
+                          load_store(tmp_path / "trust.json"))  # fmt: skip
+    card = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert "spans" not in card and model.card.spans is None and model.spans == {}
     decider = Decider(model, load_policy())
     f = next(f for f in model.spec.features if f.name == "open_trades")
     _, hi = decider.coverage.spans["open_trades"]

@@ -14,7 +14,7 @@ import pytest
 
 from jointcredit.federation import fixed_point
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.artifact import load_artifact
+from jointcredit.models.artifact import ScoringModel, load_artifact
 from jointcredit.models.learners.gbdt import TreeModule
 from jointcredit.models.trees import TreeEnsemble
 from jointcredit.models.trees.bins import layout as bin_layout
@@ -38,18 +38,22 @@ BASE: dict[str, Any] = {
 }
 
 
-def _run(out: Path, **extra: Any) -> tuple[dict[str, Any], TreeEnsemble, int]:
+def _run(out: Path, **extra: Any) -> tuple[dict[str, Any], ScoringModel, TreeEnsemble]:
+    """The run's metrics, its model and that model's ensemble."""
     settings = RunSettings.model_validate({**BASE, **extra, "out-dir": str(out)})
     metrics = simulate(settings, with_baselines=False, with_audit=False).as_json()
     model = load_artifact(out / "model", load_store(out / "trust.json"))
     assert isinstance(model.model, TreeModule) and model.bins is not None
-    return metrics, model.model.ensemble, max(bin_layout(model.bins).n_bins)
+    return metrics, model, model.model.ensemble
 
 
 def test_secagg_trees_equal_the_plain_runs_within_the_rounding(tmp_path: Path) -> None:
-    plain, plain_trees, most_bins = _run(tmp_path / "plain")
-    masked, masked_trees, _ = _run(tmp_path / "secagg", privacy="secagg")
+    plain, plain_model, plain_trees = _run(tmp_path / "plain")
+    masked, masked_model, masked_trees = _run(tmp_path / "secagg", privacy="secagg")
+    assert masked_model.bins == plain_model.bins and plain_model.bins is not None
+    assert masked_model.spans == plain_model.spans and plain_model.spans  # the same histogram
     assert masked_trees.base_margin == plain_trees.base_margin
+    most_bins = max(bin_layout(plain_model.bins).n_bins)
     # The bound derived in tests/test_trees_federated.py's fixed-point test: 4 institutions,
     # 3 trees, eta 0.3, lambda 1.
     e = 2 * most_bins * 4 * fixed_point.STEP_ERROR

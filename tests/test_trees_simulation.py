@@ -16,6 +16,8 @@ from jointcredit.federation import protocol
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import MANIFEST_BINNING, load_artifact
+from jointcredit.models.binning import merge_histograms
+from jointcredit.models.binning.grid import grid_histogram, spans
 from jointcredit.models.learners.gbdt import TreeModule, tree_params
 from jointcredit.models.trees import train
 from jointcredit.models.trees.bins import bins_from_rows
@@ -59,6 +61,9 @@ def test_the_federated_ensemble_is_the_central_engines(
     # The bins are the federated binning's: the institutions' grid histograms, summed.
     parts = [d.train.x for d in fed.institutions.values()]
     assert model.bins == bins_from_rows(parts, fed.schema, model.spec, settings.max_bins)
+    # The signed card records the training spans of the same summed histogram.
+    histogram = merge_histograms([grid_histogram(x, fed.schema) for x in parts])
+    assert model.card.spans and model.spans == spans(histogram)
     pooled = fed.pooled_train()
     central = train(
         model.bins.codes(pooled.x),
