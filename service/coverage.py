@@ -4,9 +4,10 @@ The binned scorecard's artifact records each numeric feature's training span (`b
 `spans`: the values the federation's rows covered, trimmed by at least 10 rows and 0.1 % at
 each end, read from the summed fine-grid histogram its bins came from; models/binning/grid.py),
 and so does the trees' (below): a number beyond it is out of range. Models without one
-(logistic, MLP, artifacts written before spans were recorded) have only what the agreed preprocessing records:
-per categorical feature the federation's vocabulary, and per numeric feature the mean and
-standard deviation of its (transformed) values, no minimum or maximum. So:
+(logistic, MLP, artifacts written before spans were recorded) have only what the agreed
+preprocessing records: per categorical feature the federation's vocabulary, and per numeric
+feature the mean and standard deviation of its (transformed) values, no minimum or maximum.
+So:
 
 - a category outside the vocabulary is unseen (the preprocessing would score it as `__other__`,
   the level that stands for every rare or unknown value);
