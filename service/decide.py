@@ -28,9 +28,14 @@ from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import Coverage, Found
 from jointcredit.service.decision import DecisionTable
 from jointcredit.service.explain import model_kernel
-from jointcredit.service.languages import LANGUAGES, Language
+from jointcredit.service.languages import LANGUAGES, PROFILE_REASON_CODE, Language
 from jointcredit.service.policy import Policy, Rule, Stance
-from jointcredit.service.reasons import TOWARD_APPROVAL, TOWARD_DEFAULT, ModelReasons
+from jointcredit.service.reasons import (
+    TOWARD_APPROVAL,
+    TOWARD_DEFAULT,
+    ModelReasons,
+    profile_entry,
+)
 from jointcredit.service.rules import Column, Explained, Rules, Value
 
 
@@ -87,6 +92,10 @@ class Decider:
             language=lang,
         )  # fmt: skip
         reason_ids = [(front + model_ids + explained.tail[0])[: self.max_reasons]]
+        entries += self._fallback(
+            reason_ids, verdict.outcome == "approve", [applicant], contrib,
+            first + len(outside) + len(entries), lang,
+        )  # fmt: skip
         pd_ = float(pds[0])
         return self._table(
             [verdict.outcome], [pd_ if math.isfinite(pd_) else 1.0], [score],
@@ -132,11 +141,40 @@ class Decider:
         most, tails = self.max_reasons, explained.tail
         reason_ids = [m if not f and not t else (f + m + t)[:most]
                       for f, m, t in zip(fronts, model_ids, tails, strict=True)]  # fmt: skip
+        unreasoned = [k for k, d in enumerate(verdict.outcome)
+                      if d != "approve" and not reason_ids[k]]  # fmt: skip
+        entries += self._fallback(
+            reason_ids, False, [{f: features[f][k] for f in self.features} for k in unreasoned],
+            contrib[unreasoned], first + len(outside_entries) + len(entries), lang, unreasoned,
+        )  # fmt: skip
         return self._table(
             verdict.outcome, np.where(np.isfinite(pds), pds, 1.0).tolist(), scores.tolist(),
             verdict.policy_score.tolist(), verdict.stance, reason_ids, explained,
             [*outside_entries, *entries], contrib, unseen, beyond, lang,
         )  # fmt: skip
+
+    def _fallback(
+        self, reason_ids: list[list[int]], approved: bool, applicants: list[Mapping[str, Any]],
+        contrib: np.ndarray, first_id: int, language: Language, rows: list[int] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Every decline and referral gets its principal reasons: for the `rows` (default: the
+        first) left without any, `ModelReasons.fallback`'s, their ids set in `reason_ids`; the
+        new table entries."""
+        entries: list[dict[str, Any]] = []
+        if approved:
+            return entries
+        for k, applicant, pushes in zip(
+            [0] if rows is None else rows, applicants, contrib, strict=True
+        ):
+            if reason_ids[k]:
+                continue
+            ids, extra = self.reasons.fallback(
+                applicant, pushes.tolist(), first_id=first_id + len(entries),
+                room=self.max_reasons, language=language,
+            )  # fmt: skip
+            reason_ids[k] = ids
+            entries += extra
+        return entries
 
     def _table(
         self, decision: list[str], pd_: list[float], score: list[int], policy_score: list[int],
@@ -187,6 +225,9 @@ class Decider:
             if r["kind"] == "model":
                 toward_default = r["direction"] == TOWARD_DEFAULT
                 text = self.reasons.text(feature, applicant[feature], toward_default, lang)
+            elif r["code"] == PROFILE_REASON_CODE:
+                followed = any(other["kind"] == "model" for other in reasons)
+                text = profile_entry(followed, lang)["text"]
             elif r["code"] == self.policy.outside_training.code and feature is not None:
                 unseen, beyond = self.coverage.one({**applicant})
                 value = unseen.get(feature, beyond.get(feature))

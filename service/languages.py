@@ -3,9 +3,9 @@
 Every text a borrower sees exists in English and Chinese: the policy's own texts (its rules'
 reasons, its feature texts, its referral texts outside the training data; service/policy.py)
 and the few sentences the service writes itself (below: the generic model reasons for
-features the policy has no text for, the joint limit's referral). Reason codes, features and
-directions do not depend on the language, so a decision audited in one language can be told
-again in the other.
+features the policy has no text for, the profile's own risk, the joint limit's referral).
+Reason codes, features and directions do not depend on the language, so a decision audited in
+one language can be told again in the other.
 
 A request names its language in its body (`language`) or, failing that, in the
 `Accept-Language` header (RFC 9110: the supported tag with the highest weight; `en-US` is
@@ -31,6 +31,25 @@ GENERIC_REASON: dict[Language, tuple[str, str]] = {  # (toward default, toward a
     "zh": (
         "{feature} = {value}，使估计的违约风险上升",
         "{feature} = {value}，使估计的违约风险下降",
+    ),
+}
+
+# A decline or a model-driven referral where no detail of the application pushed toward
+# default (the risk of its profile as a whole is above what the lender accepts): the first of
+# its reasons (alone, or followed by the details that lowered the risk least).
+PROFILE_REASON_CODE = "PROFILE_RISK"
+PROFILE_REASON: dict[Language, tuple[str, str]] = {  # (alone, followed by details)
+    "en": (
+        "Applicants with this profile default more often than the lender accepts; no single "
+        "detail of the application raised the estimated risk",
+        "Applicants with this profile default more often than the lender accepts; no single "
+        "detail of the application raised the estimated risk, and the details listed next "
+        "lowered it least",
+    ),
+    "zh": (
+        "具有此类特征的申请人违约率高于本机构可接受的水平；申请中没有任何单项资料使估计的违约风险上升",
+        "具有此类特征的申请人违约率高于本机构可接受的水平；申请中没有任何单项资料使估计的违约风险上升，"
+        "以下各项资料使风险下降得最少",
     ),
 }
 

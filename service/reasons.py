@@ -13,6 +13,11 @@ the features, `_by_name`); at most as many as the caller leaves room for among t
 sort (`many`, then one table entry per distinct direction and value among the reasons shown,
 built feature by feature so that each reason costs one dict lookup). Property tests check both
 rank alike (tests/test_rules.py).
+
+A decline or referral still needs its principal reasons when nothing pushed toward default
+(reasons are pushes against the portfolio-average applicant, and that applicant may itself be
+above the lender's limit): `fallback` gives one that says so (`PROFILE_RISK`), followed by
+the features that lowered the risk least, each with its toward-approval text.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from jointcredit.service.languages import DEFAULT, GENERIC_REASON, Language
+from jointcredit.service.languages import (
+    DEFAULT,
+    GENERIC_REASON,
+    PROFILE_REASON,
+    PROFILE_REASON_CODE,
+    Language,
+)
 from jointcredit.service.policy import Policy, show_value
 
 TOWARD_DEFAULT, TOWARD_APPROVAL = "toward_default", "toward_approval"
@@ -107,3 +118,27 @@ class ModelReasons:
         per_row = cast(list[list[int]], ids.tolist())  # numpy's stubs: tolist() -> Any | int
         width = self.width
         return [r if c == width else r[:c] for r, c in zip(per_row, counts, strict=True)], table
+
+    def fallback(
+        self, applicant: Mapping[str, Any], contrib: Sequence[float], *, first_id: int,
+        room: int, language: Language = DEFAULT,
+    ) -> tuple[list[int], list[dict[str, Any]]]:  # fmt: skip
+        """The reasons of a decline or referral whose features all pushed toward approval (or
+        not at all): the profile's own risk, then the features that lowered it least (the
+        smallest pushes toward approval; a feature that did not push is no reason)."""
+        if room <= 0:
+            return [], []
+        rank = self._name_rank
+        helped = sorted((c, rank[j], j) for j, c in enumerate(contrib) if c < 0)
+        least = sorted(helped, reverse=True)[: min(self.width, room) - 1]
+        entries = [profile_entry(bool(least), language)]
+        entries += [self._entry(j, applicant[self.features[j]], False, language)
+                    for _, _, j in least]  # fmt: skip
+        return list(range(first_id, first_id + len(entries))), entries
+
+
+def profile_entry(followed: bool, language: Language = DEFAULT) -> dict[str, Any]:
+    """The reason that the profile as a whole is above the lender's limit (`followed`: by the
+    features that lowered the risk least)."""
+    return {"code": PROFILE_REASON_CODE, "text": PROFILE_REASON[language][int(followed)],
+            "kind": "policy", "feature": None, "direction": TOWARD_DEFAULT}  # fmt: skip

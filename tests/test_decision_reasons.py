@@ -23,6 +23,7 @@ from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import numeric_span
 from jointcredit.service.decide import Decider
 from jointcredit.service.decision import DecisionTable
+from jointcredit.service.languages import PROFILE_REASON_CODE
 from jointcredit.service.policy import DEFAULT_POLICY, Policy, show_value
 from jointcredit.trust.store import load_store
 
@@ -110,6 +111,11 @@ def test_reasons_agree_with_their_direction_and_the_decision(
         reasons = d["reasons"]
         assert len(reasons) <= policy.max_reasons, reasons
         want = "toward_approval" if d["decision"] == "approve" else "toward_default"
+        if d["decision"] != "approve":
+            assert reasons, d  # every decline and referral says why
+            if reasons[0]["code"] == PROFILE_REASON_CODE:
+                # Nothing pushed toward default: the profile's risk, then what helped least.
+                want = "toward_approval"
         for r in reasons:
             if r["kind"] != "model":
                 continue

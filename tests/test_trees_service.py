@@ -28,6 +28,7 @@ from jointcredit.models.trees import TreeEnsemble
 from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import Coverage, numeric_span
 from jointcredit.service.decide import Decider
+from jointcredit.service.languages import PROFILE_REASON_CODE
 from jointcredit.service.loader import StartupError, check_model
 from jointcredit.service.policy import DEFAULT_POLICY, OutsideTraining, Policy
 from jointcredit.service.reasons import TOWARD_APPROVAL, TOWARD_DEFAULT
@@ -124,7 +125,8 @@ def test_one_applicant_a_batch_and_columns_decide_alike(decider: Decider) -> Non
 
 def test_tree_reasons_follow_the_reason_rules(model: ScoringModel) -> None:
     """At most max_reasons; a model reason's direction is its contribution's sign and its text
-    says so; an approved applicant's first reason is not one toward default. (Cut-offs within
+    says so; an approved applicant's first reason is not one toward default; every decline has
+    reasons (when nothing pushed toward default, the profile's risk first). (Cut-offs within
     this small ensemble's scores, so that some applicants are approved.)"""
     policy = tomllib.loads(Path(DEFAULT_POLICY).read_text())
     policy["cutoffs"] = {"approve": 560, "decline": 530}
@@ -138,14 +140,18 @@ def test_tree_reasons_follow_the_reason_rules(model: ScoringModel) -> None:
         assert len(reasons) <= decider.max_reasons
         if table.decision[k] == "approve" and reasons:
             assert reasons[0]["direction"] != TOWARD_DEFAULT
+        want = TOWARD_APPROVAL if table.decision[k] == "approve" else TOWARD_DEFAULT
+        if table.decision[k] != "approve":
+            assert reasons  # every decline says why
+            if reasons[0]["code"] == PROFILE_REASON_CODE:  # nothing pushed toward default
+                want = TOWARD_APPROVAL
         for r in reasons:
             if r["kind"] != "model":
                 continue
             model_reasons += 1
             push = table.contributions[k][decider.features.index(r["feature"])]
             assert (push > 0) == (r["direction"] == TOWARD_DEFAULT)
-            assert r["direction"] == (TOWARD_DEFAULT if table.decision[k] != "approve"
-                                      else TOWARD_APPROVAL)  # fmt: skip
+            assert r["direction"] == want
             assert r["code"] == f"F_{r['feature'].upper()}"
     assert model_reasons > len(loans)
 
