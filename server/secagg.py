@@ -122,8 +122,8 @@ def secure_sum(
     round (under `secagg`: the binning rounds of a model on agreed bins, the trees' levels):
     the coordinator sees masked vectors and their sum only. Exact for whole counts below
     `COUNT_RANGE`: with weight 1 each and a quantisation step of 1 they pass unrounded. Every
-    institution must be in the sum (the bins must cover every institution that trains): a
-    dropout fails the run."""
+    institution must be in the sum (the bins and the trees cover every institution that
+    trains): a dropout fails the run."""
     if n_nodes >= MAX_SUMMANDS:
         raise FederationError(
             f"SecAgg+ sums counts of fewer than {MAX_SUMMANDS} institutions exactly; the run "
@@ -157,8 +157,8 @@ def secure_sum(
     summed = aggregated_per_round(history, 1)[1]
     if summed != n_nodes:
         raise FederationError(
-            f"SecAgg+ summed the binning counts of {summed} of {n_nodes} institutions: the bins "
-            "must cover every institution that trains"
+            f"SecAgg+ summed the vectors of {summed} of {n_nodes} institutions: the bins and a "
+            "tree level's histograms must cover every institution that trains"
         )
     # The workflow returns the mean of the vectors (FedAvg, weight 1 each).
     (mean,) = legacy.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()

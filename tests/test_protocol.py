@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from jointcredit.federation import protocol
 from jointcredit.federation.protocol import (
@@ -203,6 +203,28 @@ def test_tree_level_message_round_trips_and_needs_its_tree() -> None:
     protocol.check_metrics(protocol.HISTOGRAMS_TRAIN, reply)
     with pytest.raises(ProtocolError, match="histogram-seconds"):
         protocol.check_metrics(protocol.HISTOGRAMS_TRAIN, protocol.evaluate_reply("b", _eval()))
+
+
+def test_a_tree_level_travels_as_a_secagg_fit_config_and_back() -> None:
+    """Under secagg a level's request is a legacy fit config (scalars and bytes): the same
+    config and arrays come back; a key it does not know, or no tree, is refused."""
+    config = TreeLevelConfig(server_round=4, tree=1, level=0, ensemble="ab", bins_digest="cd")
+    tree = ArrayRecord({"nodes": Array(np.arange(6, dtype=np.int64).reshape(2, 3))})
+    previous = ArrayRecord({"values": Array(np.array([0.5, -0.25]))})
+    fit = protocol.tree_level_sum_config(TreeLevelMessage(config, tree, previous))
+    assert all(isinstance(v, str | int | float | bytes) for v in fit.values())
+    back = protocol.tree_level_sum_request(fit)
+    assert back is not None and back.config == config and back.previous is not None
+    assert back.tree["nodes"].numpy().tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert back.previous["values"].numpy().tolist() == [0.5, -0.25]
+    assert protocol.server_round(RecordDict({protocol.LEGACY_CONFIG: ConfigRecord(fit)})) == 4
+    assert protocol.tree_level_sum_request({protocol.GRID_DIGITS: 3}) is None  # a binning sum
+    prefix = protocol.TREE_LEVEL_SUM_PREFIX
+    with pytest.raises(ProtocolError, match="unexpected key"):
+        protocol.tree_level_sum_request({**fit, f"{prefix}other/x": b""})
+    without_tree = {k: v for k, v in fit.items() if not k.startswith(f"{prefix}tree/")}
+    with pytest.raises(ProtocolError, match="no tree"):
+        protocol.tree_level_sum_request(without_tree)
 
 
 def _eval() -> EvaluateMetrics:
