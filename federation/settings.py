@@ -193,7 +193,8 @@ class RunSettings(BaseModel):
     privacy: PrivacySetting = _field(
         "none; dp-record: DP-SGD in each institution (protects borrowers); dp-institution: "
         "noise on the average of clipped updates (protects institutions); secagg: Flower "
-        "SecAgg+ (the coordinator sees only the sum of masked updates)",
+        "SecAgg+ (the coordinator sees only the sum of masked updates; gbdt: of each tree "
+        "level's histograms)",
         "none",
     )
     epsilon: float = _field(
