@@ -9,14 +9,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err = Console(stderr=True)
 
 
-def _model(model_dir: Path, trust: Path | None, *, checked: bool) -> Any:
-    """The verified model (and, `checked`, the start-up checks passed); exit 2 naming why
-    not."""
+def _model(
+    model_dir: Path, trust: Path | None, *, checked: bool, allow_checkpoint: bool = False
+) -> Any:
+    """The verified final model (a checkpoint only with `allow_checkpoint`; and, `checked`,
+    the start-up checks passed), announced on stderr; exit 2 naming why not."""
     from jointcredit.models.artifact import ArtifactError, load_artifact
     from jointcredit.service.loader import StartupError, check_model
     from jointcredit.trust.errors import TrustError
@@ -24,11 +27,13 @@ def _model(model_dir: Path, trust: Path | None, *, checked: bool) -> Any:
 
     try:
         model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
+        model.require_final(allow_checkpoint)
         if checked:
             check_model(model)
     except (ArtifactError, TrustError, StartupError) as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    err.print(f"using {model.describe()}", soft_wrap=True)
     return model
 
 
@@ -83,6 +88,9 @@ TrustOption = Annotated[
 LanguageOption = Annotated[
     str, typer.Option(help="language of the reasons shown: en (English) or zh (Chinese)")
 ]
+AllowCheckpoint = Annotated[
+    bool, typer.Option(help="use a round's checkpoint, not only a run's final model")
+]
 
 
 def _language(language: str) -> Any:
@@ -104,6 +112,7 @@ def score(
     sample: SampleOption = 5,
     trust: TrustOption = None,
     language: LanguageOption = "en",
+    allow_checkpoint: AllowCheckpoint = False,
 ) -> None:  # fmt: skip
     """Score applicants with a model artifact: probability of default and 350-950 score;
     below the table, why any applicant is outside the model's training data (in
@@ -114,7 +123,7 @@ def score(
     from jointcredit.service.policy import OutsideTraining
 
     lang = _language(language)
-    model = _model(model_dir, trust, checked=False)
+    model = _model(model_dir, trust, checked=False, allow_checkpoint=allow_checkpoint)
     x = _applicants(model, input_file, sample, seed=0)
     pd_ = model.predict_pd(x)
     scores = model.card.score_scale.score(pd_)
@@ -150,6 +159,7 @@ def decide(
     sample: SampleOption = 5,
     input_file: InputFile = None,
     language: LanguageOption = "en",
+    allow_checkpoint: AllowCheckpoint = False,
 ) -> None:  # fmt: skip
     """Eligibility decisions for a few applicants, without starting the service (reasons in
     `--language`, when the policy has it)."""
@@ -159,7 +169,7 @@ def decide(
     from jointcredit.service.policy import load_policy, show_value
 
     lang = _language(language)
-    model = _model(model_dir, trust, checked=True)
+    model = _model(model_dir, trust, checked=True, allow_checkpoint=allow_checkpoint)
     try:
         decider = Decider(model, load_policy(policy))
     except ValueError as exc:

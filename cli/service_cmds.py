@@ -49,6 +49,9 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="worker processes (they share the audit log safely)")
     ] = 1,
+    allow_checkpoint: Annotated[
+        bool, typer.Option(help="serve a round's checkpoint, not only a run's final model")
+    ] = False,
 ) -> None:
     """Serve eligibility decisions from a verified signed model."""
     import uvicorn
@@ -64,6 +67,7 @@ def serve(
         "coordinator_key_id": coordinator_key_id,
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
+        "allow_checkpoint": allow_checkpoint,
     }
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +83,8 @@ def serve(
     if exposure_registry is not None and not exposure_registry.is_dir():
         err.print(UNSIGNED_REGISTRY.format(path=exposure_registry), soft_wrap=True)
     info = service.model_info
+    run = "an unnamed run" if info.run_id is None else f"run {info.run_id}"
+    console.print(f"serving the {info.stage} model of {run}, round {info.trained_round}")
     console.print(
         f"model {info.version[:16]} ({info.kind}, signed by {info.signing_key}), "
         f"policy {service.decider.policy.version}, audit {_hide_password(service.audit.url)}",

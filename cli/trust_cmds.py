@@ -176,7 +176,7 @@ def verify(
         err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     manifest = model.verified.manifest
-    console.print(f"[green]OK[/green] {artifact}")
+    console.print(f"[green]OK[/green] {artifact}: {model.describe()}", soft_wrap=True)
     console.print(f"  signed by coordinator key {model.verified.key_id} ({trust.federation})")
     for name, digest in manifest["files"].items():
         console.print(f"  {name}: sha256 {digest}", soft_wrap=True)

@@ -92,6 +92,7 @@ def load_service(
     coordinator_key_id: str | None = None,
     exposure_registry: Path | None = None,
     federation_key: Path | None = None,
+    allow_checkpoint: bool = False,
 ) -> Service:
     single_threaded_math()
     try:
@@ -99,6 +100,10 @@ def load_service(
         model = load_artifact(model_dir, trust)
     except (TrustError, ArtifactError) as exc:
         raise StartupError(f"model does not verify: {exc}") from exc
+    try:
+        model.require_final(allow_checkpoint)
+    except ArtifactError as exc:
+        raise StartupError(str(exc)) from exc
     check_model(model)
     try:
         policy = load_policy(policy_file)
@@ -122,6 +127,8 @@ def load_service(
         signing_key=model.verified.key_id,
         kind=model.card.architecture.kind,
         trained_round=manifest.get("round"),
+        stage=model.stage,
+        run_id=model.run_id,
     )
     example = {
         "applicant": typical(model.spec, model.card.data_schema.features),

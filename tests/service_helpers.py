@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
-from jointcredit.models.artifact import save_artifact, state_to_numpy
+from jointcredit.models.artifact import Stage, save_artifact, state_to_numpy
 from jointcredit.models.binning import Classing, binning_from_rows
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import CategoricalFeature, agree, summarize
@@ -29,7 +29,12 @@ from jointcredit.trust.keyset import create_key_set
 
 
 def signed_artifact(
-    root: Path, *, zero: bool = False, dataset: str = "sba", kind: str = "logreg"
+    root: Path,
+    *,
+    zero: bool = False,
+    dataset: str = "sba",
+    kind: str = "logreg",
+    stage: Stage = "final",
 ) -> Path:
     """A signed model (default: a logistic scorecard; `scorecard`: the binned one, on bins
     agreed from the institutions' rows; `gbdt`: trees over the federation's agreed bins)
@@ -76,6 +81,7 @@ def signed_artifact(
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,
+        stage=stage, run_id=7,
         institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
         provenance={"round": 2}, bins=bins, binning=binning,

@@ -118,6 +118,7 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     schema = _schema("decreasing")
     save_artifact(
         out,
+        stage="final",
         state=state_to_numpy(MODEL),
         spec=SPEC,
         architecture=architecture("scorecard", SPEC.n_outputs),

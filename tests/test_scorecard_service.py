@@ -53,6 +53,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> ScoringModel:
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state_to_numpy(net), spec=spec, architecture=arch,
+        stage="final",
         schema=fed.schema, institutions=fed.ids, training={}, metrics={},
         created_at="2026-12-06T00:00:00+00:00", trust=trust, provenance={"round": 1},
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), binning=table,

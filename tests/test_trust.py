@@ -159,6 +159,7 @@ def artifact(federation: Path) -> Path:
     out = federation / "run" / "model"
     save_artifact(
         out,
+        stage="final",
         state={
             "linear.weight": rng.normal(size=(1, spec.n_outputs)).astype(np.float32),
             "linear.bias": np.zeros(1, np.float32),
