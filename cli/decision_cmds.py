@@ -11,12 +11,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
+
 console = Console()
 err = Console(stderr=True)
 
 
 def _model(
-    model_dir: Path, trust: Path | None, *, checked: bool, allow_checkpoint: bool = False
+    model_dir: Path,
+    trust: Path | None,
+    *,
+    checked: bool,
+    pin: tuple[str | None, bool],
+    allow_checkpoint: bool = False,
 ) -> Any:
     """The verified final model (a checkpoint only with `allow_checkpoint`; and, `checked`,
     the start-up checks passed), announced on stderr; exit 2 naming why not."""
@@ -25,8 +32,10 @@ def _model(
     from jointcredit.trust.errors import TrustError
     from jointcredit.trust.store import load_store
 
+    trust_file = trust or model_dir.parent / "trust.json"
+    key_id = coordinator_pin(trust_file, *pin)
     try:
-        model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
+        model = load_artifact(model_dir, load_store(trust_file, pin=key_id))
         model.require_final(allow_checkpoint)
         if checked:
             check_model(model)
@@ -113,6 +122,8 @@ def score(
     trust: TrustOption = None,
     language: LanguageOption = "en",
     allow_checkpoint: AllowCheckpoint = False,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
 ) -> None:  # fmt: skip
     """Score applicants with a model artifact: probability of default and 350-950 score;
     below the table, why any applicant is outside the model's training data (in
@@ -123,7 +134,8 @@ def score(
     from jointcredit.service.policy import OutsideTraining
 
     lang = _language(language)
-    model = _model(model_dir, trust, checked=False, allow_checkpoint=allow_checkpoint)
+    pin = (coordinator_key_id, trust_any_coordinator)
+    model = _model(model_dir, trust, checked=False, pin=pin, allow_checkpoint=allow_checkpoint)
     x = _applicants(model, input_file, sample, seed=0)
     pd_ = model.predict_pd(x)
     scores = model.card.score_scale.score(pd_)
@@ -160,6 +172,8 @@ def decide(
     input_file: InputFile = None,
     language: LanguageOption = "en",
     allow_checkpoint: AllowCheckpoint = False,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
 ) -> None:  # fmt: skip
     """Eligibility decisions for a few applicants, without starting the service (reasons in
     `--language`, when the policy has it)."""
@@ -169,7 +183,8 @@ def decide(
     from jointcredit.service.policy import load_policy, show_value
 
     lang = _language(language)
-    model = _model(model_dir, trust, checked=True, allow_checkpoint=allow_checkpoint)
+    pin = (coordinator_key_id, trust_any_coordinator)
+    model = _model(model_dir, trust, checked=True, pin=pin, allow_checkpoint=allow_checkpoint)
     try:
         decider = Decider(model, load_policy(policy))
     except ValueError as exc:

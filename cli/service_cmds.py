@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
+
 if TYPE_CHECKING:
     from jointcredit.service.audit import AuditLog
 
@@ -36,9 +38,8 @@ def serve(
     api_keys: Annotated[Path | None, typer.Option(help="API keys file (apikey new)")] = None,
     host: str = "127.0.0.1",
     port: int = 8080,
-    coordinator_key_id: Annotated[
-        str | None, typer.Option(help="pin: the coordinator key id you expect")
-    ] = None,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
     exposure_registry: Annotated[
         Path | None,
         typer.Option(help="signed registry of the institutions' exposure endpoints"),
@@ -60,11 +61,12 @@ def serve(
     from jointcredit.service.auth import AuthError
     from jointcredit.service.loader import StartupError, load_service
 
+    pin = coordinator_pin(trust, coordinator_key_id, trust_any_coordinator)
     args: dict[str, Any] = {
         "policy_file": policy,
         "db_url": db,
         "api_keys": api_keys,
-        "coordinator_key_id": coordinator_key_id,
+        "coordinator_key_id": pin,
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
         "allow_checkpoint": allow_checkpoint,

@@ -10,6 +10,7 @@ Output directory (contract)::
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def simulate(
     # ends, however it ends; OUT/trust.json keeps the public half (written by the ServerApp).
     with pinned(run_settings.data, fed), run_guard(with_keys=not own_keys) as keys_dir:
         if keys_dir is not None:
-            create_key_set(keys_dir, list(fed.ids), federation="simulation")
+            # A name of its own: the run's coordinator key is pinned under it (trust/pins.py).
+            name = f"simulation-{secrets.token_hex(6)}"
+            create_key_set(keys_dir, list(fed.ids), federation=name)
             run_settings = run_settings.model_copy(update={"keys_dir": str(keys_dir)})
         run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
     sim_seconds = time.monotonic() - started

@@ -77,7 +77,7 @@ def signed_artifact(
         state = state_to_numpy(model)
         if zero:
             state = {k: np.zeros_like(v) for k, v in state.items()}
-    trust = create_key_set(root / "keys", fed.ids, federation="svc")
+    trust = create_key_set(root / "keys", fed.ids, federation=f"svc-{root.name}")
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,

@@ -49,7 +49,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> ScoringModel:
     with torch.no_grad():
         net.linear.weight.copy_(torch.tensor(fit.coef_, dtype=torch.float32))  # type: ignore[union-attr]
         net.linear.bias.copy_(torch.tensor(fit.intercept_, dtype=torch.float32))  # type: ignore[union-attr]
-    trust = create_key_set(root / "keys", fed.ids, federation="svc")
+    trust = create_key_set(root / "keys", fed.ids, federation=f"svc-{root.name}")
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state_to_numpy(net), spec=spec, architecture=arch,
