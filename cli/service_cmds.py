@@ -53,7 +53,22 @@ def serve(
     allow_checkpoint: Annotated[
         bool, typer.Option(help="serve a round's checkpoint, not only a run's final model")
     ] = False,
-) -> None:
+    anchors: Annotated[
+        Path | None,
+        typer.Option(help="signed audit-head anchors, appended (default: "
+                     "decisions.anchors.jsonl beside the model's run); keep it where the "
+                     "database's writers cannot write"),
+    ] = None,
+    anchor_key: Annotated[
+        Path | None,
+        typer.Option(help="the service's anchor signing key, created if absent with its .pub "
+                     "(default: audit-anchor.key beside the model's run)"),
+    ] = None,
+    anchor_every: Annotated[int, typer.Option(min=1, help="anchor every N log entries")] = 1000,
+    anchor_seconds: Annotated[
+        float, typer.Option(min=1, help="anchor at least every S seconds of activity")
+    ] = 60.0,
+) -> None:  # fmt: skip
     """Serve eligibility decisions from a verified signed model."""
     import uvicorn
 
@@ -70,6 +85,10 @@ def serve(
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
         "allow_checkpoint": allow_checkpoint,
+        "anchors_file": anchors,
+        "anchor_key": anchor_key,
+        "anchor_every": anchor_every,
+        "anchor_seconds": anchor_seconds,
     }
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -141,22 +160,42 @@ def apikey_new(
 @audit_app.command("verify")
 def audit_verify(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the decision log")],
+    anchors: Annotated[
+        Path | None, typer.Option(help="the service's signed anchors file: detects truncation")
+    ] = None,
+    anchor_public_key: Annotated[
+        Path | None, typer.Option(help="the anchor key's public half (audit-anchor.key.pub)")
+    ] = None,
 ) -> None:
-    """Walk the hash chain; exit 1 naming the first broken row."""
+    """Walk the hash chain; exit 1 naming the first broken row. With --anchors, also check
+    that every row the service anchored is still there, unchanged."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from jointcredit.service.anchors import check_anchors, read_anchors
     from jointcredit.service.audit import AuditError
     from jointcredit.service.records import derive_views
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.keys import load_public_key
 
+    if (anchors is None) != (anchor_public_key is None):
+        err.print("[red]error:[/red] --anchors and --anchor-public-key go together")
+        raise typer.Exit(2)
     log = open_audit_log(db)
     try:
         seq, head = log.verify(derive_views)
+        if anchors is not None and anchor_public_key is not None:
+            found = read_anchors(anchors, load_public_key(anchor_public_key))
+            check_anchors(found, log.row_hash)
+            console.print(f"anchors: {len(found)} verified, the log holds every anchored row")
     except AuditError as exc:
         err.print(f"[red]FAILED[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     except SQLAlchemyError as exc:  # e.g. a table dropped or a file that is no database
         err.print(f"[red]FAILED[/red] {escape(_db_problem(db, exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
+    except TrustError as exc:  # the anchor public key file
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     finally:
         log.close()
     console.print(f"OK: {seq} entries, head sha256 {head}", soft_wrap=True)
