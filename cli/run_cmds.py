@@ -74,14 +74,22 @@ def simulate(
         bool, typer.Option(help="membership-inference audit of the final model")
     ] = True,
     verbose: Verbose = False,
+    force: Annotated[
+        bool, typer.Option(help="replace OUT if it is not empty (only once the run succeeded)")
+    ] = False,
 ) -> None:
-    """Run a Flower simulation of the federation and compare it with its baselines."""
+    """Run a Flower simulation of the federation and compare it with its baselines. The run
+    is written beside OUT and moved into place only when it succeeded."""
     from jointcredit.server import events
     from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
+    from jointcredit.simulations.simulate import OutputExists
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
     settings = resolve_local({**config, "out-dir": str(out.resolve())})
+    if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        err.print(f"[red]error:[/red] {OutputExists.message(out)}", soft_wrap=True)
+        raise typer.Exit(2)
     progress = _progress()
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
@@ -105,7 +113,7 @@ def simulate(
     unsubscribe = events.subscribe(on_event)
     try:
         with progress:
-            metrics = run(settings, with_baselines=baselines, with_audit=audit)
+            metrics = run(settings, with_baselines=baselines, with_audit=audit, replace=force)
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {exc}")
         raise typer.Exit(2) from exc
