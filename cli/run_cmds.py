@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jointcredit.cli.options import with_settings_options
@@ -115,10 +116,13 @@ def simulate(
         with progress:
             metrics = run(settings, with_baselines=baselines, with_audit=audit, replace=force)
     except DataValidationError as exc:
-        err.print(f"[red]data error:[/red] {exc}")
+        err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     except Exception as exc:
-        err.print(f"[red]simulation failed:[/red] {exc}")
+        err.print(f"[red]simulation failed:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     finally:
         unsubscribe()

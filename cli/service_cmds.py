@@ -295,9 +295,14 @@ def exposure_keygen(
     import json
 
     from jointcredit.service.registry import public_b64, write_exposure_key
+    from jointcredit.trust.errors import TrustError
     from jointcredit.trust.store import check_institution_id
 
-    check_institution_id(institution)
+    try:
+        check_institution_id(institution)
+    except TrustError as exc:
+        err.print(f"[red]error:[/red] --institution: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     out.mkdir(parents=True, exist_ok=True)
     try:
         public = write_exposure_key(out / f"{institution}.exposure.key")

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from jointcredit.data.catalog import load_federation, pinned
+from jointcredit.federation.choices import parse_adversary
 from jointcredit.federation.metrics import RunMetrics
-from jointcredit.federation.settings import RunSettings
+from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import load_artifact
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
@@ -86,6 +87,12 @@ def _simulate(
     fed = load_federation(settings.data)
     # The rules that depend on how many institutions take part, before any node starts.
     run_settings = settings.for_institutions(len(fed.ids), "the dataset's")
+    unknown = sorted(set(parse_adversary(settings.adversary)) - set(fed.ids))
+    if unknown:  # a typo would otherwise run without the attack the caller asked for
+        raise SettingsError(
+            f"adversary names {', '.join(unknown)}, not institutions of this run "
+            f"({', '.join(fed.ids)})"
+        )
     out = Path(settings.out_dir)
     # The in-process ServerApp's central evaluation reuses the splits validated above.
     own_keys = bool(settings.keys_dir or settings.trust_file)
