@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/jointcredit simulate --out runs/demo
+	$(VENV)/bin/jointcredit simulate --out runs/demo --force
 	$(VENV)/bin/jointcredit verify runs/demo/model --trust runs/demo/trust.json
 	$(VENV)/bin/jointcredit decide runs/demo/model --sample 5
 

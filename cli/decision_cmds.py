@@ -9,26 +9,40 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
 
 console = Console()
 err = Console(stderr=True)
 
 
-def _model(model_dir: Path, trust: Path | None, *, checked: bool) -> Any:
-    """The verified model (and, `checked`, the start-up checks passed); exit 2 naming why
-    not."""
+def _model(
+    model_dir: Path,
+    trust: Path | None,
+    *,
+    checked: bool,
+    pin: tuple[str | None, bool],
+    allow_checkpoint: bool = False,
+) -> Any:
+    """The verified final model (a checkpoint only with `allow_checkpoint`; and, `checked`,
+    the start-up checks passed), announced on stderr; exit 2 naming why not."""
     from jointcredit.models.artifact import ArtifactError, load_artifact
     from jointcredit.service.loader import StartupError, check_model
     from jointcredit.trust.errors import TrustError
     from jointcredit.trust.store import load_store
 
+    trust_file = trust or model_dir.parent / "trust.json"
+    key_id = coordinator_pin(trust_file, *pin)
     try:
-        model = load_artifact(model_dir, load_store(trust or model_dir.parent / "trust.json"))
+        model = load_artifact(model_dir, load_store(trust_file, pin=key_id))
+        model.require_final(allow_checkpoint)
         if checked:
             check_model(model)
     except (ArtifactError, TrustError, StartupError) as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    err.print(f"using {model.describe()}", soft_wrap=True)
     return model
 
 
@@ -83,6 +97,9 @@ TrustOption = Annotated[
 LanguageOption = Annotated[
     str, typer.Option(help="language of the reasons shown: en (English) or zh (Chinese)")
 ]
+AllowCheckpoint = Annotated[
+    bool, typer.Option(help="use a round's checkpoint, not only a run's final model")
+]
 
 
 def _language(language: str) -> Any:
@@ -104,6 +121,9 @@ def score(
     sample: SampleOption = 5,
     trust: TrustOption = None,
     language: LanguageOption = "en",
+    allow_checkpoint: AllowCheckpoint = False,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
 ) -> None:  # fmt: skip
     """Score applicants with a model artifact: probability of default and 350-950 score;
     below the table, why any applicant is outside the model's training data (in
@@ -114,7 +134,8 @@ def score(
     from jointcredit.service.policy import OutsideTraining
 
     lang = _language(language)
-    model = _model(model_dir, trust, checked=False)
+    pin = (coordinator_key_id, trust_any_coordinator)
+    model = _model(model_dir, trust, checked=False, pin=pin, allow_checkpoint=allow_checkpoint)
     x = _applicants(model, input_file, sample, seed=0)
     pd_ = model.predict_pd(x)
     scores = model.card.score_scale.score(pd_)
@@ -150,6 +171,9 @@ def decide(
     sample: SampleOption = 5,
     input_file: InputFile = None,
     language: LanguageOption = "en",
+    allow_checkpoint: AllowCheckpoint = False,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
 ) -> None:  # fmt: skip
     """Eligibility decisions for a few applicants, without starting the service (reasons in
     `--language`, when the policy has it)."""
@@ -159,7 +183,8 @@ def decide(
     from jointcredit.service.policy import load_policy, show_value
 
     lang = _language(language)
-    model = _model(model_dir, trust, checked=True)
+    pin = (coordinator_key_id, trust_any_coordinator)
+    model = _model(model_dir, trust, checked=True, pin=pin, allow_checkpoint=allow_checkpoint)
     try:
         decider = Decider(model, load_policy(policy))
     except ValueError as exc:

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jointcredit.cli.options import with_settings_options
@@ -74,14 +75,22 @@ def simulate(
         bool, typer.Option(help="membership-inference audit of the final model")
     ] = True,
     verbose: Verbose = False,
+    force: Annotated[
+        bool, typer.Option(help="replace OUT if it is not empty (only once the run succeeded)")
+    ] = False,
 ) -> None:
-    """Run a Flower simulation of the federation and compare it with its baselines."""
+    """Run a Flower simulation of the federation and compare it with its baselines. The run
+    is written beside OUT and moved into place only when it succeeded."""
     from jointcredit.server import events
     from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
+    from jointcredit.simulations.simulate import OutputExists
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
     settings = resolve_local({**config, "out-dir": str(out.resolve())})
+    if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        err.print(f"[red]error:[/red] {OutputExists.message(out)}", soft_wrap=True)
+        raise typer.Exit(2)
     progress = _progress()
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
@@ -105,12 +114,15 @@ def simulate(
     unsubscribe = events.subscribe(on_event)
     try:
         with progress:
-            metrics = run(settings, with_baselines=baselines, with_audit=audit)
+            metrics = run(settings, with_baselines=baselines, with_audit=audit, replace=force)
     except DataValidationError as exc:
-        err.print(f"[red]data error:[/red] {exc}")
+        err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     except Exception as exc:
-        err.print(f"[red]simulation failed:[/red] {exc}")
+        err.print(f"[red]simulation failed:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     finally:
         unsubscribe()

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
+
 if TYPE_CHECKING:
     from jointcredit.service.audit import AuditLog
 
@@ -36,9 +38,8 @@ def serve(
     api_keys: Annotated[Path | None, typer.Option(help="API keys file (apikey new)")] = None,
     host: str = "127.0.0.1",
     port: int = 8080,
-    coordinator_key_id: Annotated[
-        str | None, typer.Option(help="pin: the coordinator key id you expect")
-    ] = None,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
     exposure_registry: Annotated[
         Path | None,
         typer.Option(help="signed registry of the institutions' exposure endpoints"),
@@ -49,7 +50,25 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="worker processes (they share the audit log safely)")
     ] = 1,
-) -> None:
+    allow_checkpoint: Annotated[
+        bool, typer.Option(help="serve a round's checkpoint, not only a run's final model")
+    ] = False,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(help="signed audit-head anchors, appended (default: "
+                     "decisions.anchors.jsonl beside the model's run); keep it where the "
+                     "database's writers cannot write"),
+    ] = None,
+    anchor_key: Annotated[
+        Path | None,
+        typer.Option(help="the service's anchor signing key, created if absent with its .pub "
+                     "(default: audit-anchor.key beside the model's run)"),
+    ] = None,
+    anchor_every: Annotated[int, typer.Option(min=1, help="anchor every N log entries")] = 1000,
+    anchor_seconds: Annotated[
+        float, typer.Option(min=1, help="anchor at least every S seconds of activity")
+    ] = 60.0,
+) -> None:  # fmt: skip
     """Serve eligibility decisions from a verified signed model."""
     import uvicorn
 
@@ -57,13 +76,19 @@ def serve(
     from jointcredit.service.auth import AuthError
     from jointcredit.service.loader import StartupError, load_service
 
+    pin = coordinator_pin(trust, coordinator_key_id, trust_any_coordinator)
     args: dict[str, Any] = {
         "policy_file": policy,
         "db_url": db,
         "api_keys": api_keys,
-        "coordinator_key_id": coordinator_key_id,
+        "coordinator_key_id": pin,
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
+        "allow_checkpoint": allow_checkpoint,
+        "anchors_file": anchors,
+        "anchor_key": anchor_key,
+        "anchor_every": anchor_every,
+        "anchor_seconds": anchor_seconds,
     }
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,6 +104,8 @@ def serve(
     if exposure_registry is not None and not exposure_registry.is_dir():
         err.print(UNSIGNED_REGISTRY.format(path=exposure_registry), soft_wrap=True)
     info = service.model_info
+    run = "an unnamed run" if info.run_id is None else f"run {info.run_id}"
+    console.print(f"serving the {info.stage} model of {run}, round {info.trained_round}")
     console.print(
         f"model {info.version[:16]} ({info.kind}, signed by {info.signing_key}), "
         f"policy {service.decider.policy.version}, audit {_hide_password(service.audit.url)}",
@@ -133,22 +160,42 @@ def apikey_new(
 @audit_app.command("verify")
 def audit_verify(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL of the decision log")],
+    anchors: Annotated[
+        Path | None, typer.Option(help="the service's signed anchors file: detects truncation")
+    ] = None,
+    anchor_public_key: Annotated[
+        Path | None, typer.Option(help="the anchor key's public half (audit-anchor.key.pub)")
+    ] = None,
 ) -> None:
-    """Walk the hash chain; exit 1 naming the first broken row."""
+    """Walk the hash chain; exit 1 naming the first broken row. With --anchors, also check
+    that every row the service anchored is still there, unchanged."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from jointcredit.service.anchors import check_anchors, read_anchors
     from jointcredit.service.audit import AuditError
     from jointcredit.service.records import derive_views
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.keys import load_public_key
 
+    if (anchors is None) != (anchor_public_key is None):
+        err.print("[red]error:[/red] --anchors and --anchor-public-key go together")
+        raise typer.Exit(2)
     log = open_audit_log(db)
     try:
         seq, head = log.verify(derive_views)
+        if anchors is not None and anchor_public_key is not None:
+            found = read_anchors(anchors, load_public_key(anchor_public_key))
+            check_anchors(found, log.row_hash)
+            console.print(f"anchors: {len(found)} verified, the log holds every anchored row")
     except AuditError as exc:
         err.print(f"[red]FAILED[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
     except SQLAlchemyError as exc:  # e.g. a table dropped or a file that is no database
         err.print(f"[red]FAILED[/red] {escape(_db_problem(db, exc))}", soft_wrap=True)
         raise typer.Exit(1) from exc
+    except TrustError as exc:  # the anchor public key file
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     finally:
         log.close()
     console.print(f"OK: {seq} entries, head sha256 {head}", soft_wrap=True)
@@ -248,9 +295,14 @@ def exposure_keygen(
     import json
 
     from jointcredit.service.registry import public_b64, write_exposure_key
+    from jointcredit.trust.errors import TrustError
     from jointcredit.trust.store import check_institution_id
 
-    check_institution_id(institution)
+    try:
+        check_institution_id(institution)
+    except TrustError as exc:
+        err.print(f"[red]error:[/red] --institution: {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
     out.mkdir(parents=True, exist_ok=True)
     try:
         public = write_exposure_key(out / f"{institution}.exposure.key")

@@ -14,9 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 
+from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
 from jointcredit.trust import keys, store
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.keyset import COORDINATOR
+from jointcredit.trust.pins import record_pin
 
 keys_app = typer.Typer(no_args_is_help=True, help="Update-signing keys (Ed25519).")
 trust_app = typer.Typer(no_args_is_help=True, help="The federation trust store.")
@@ -80,6 +82,7 @@ def trust_init(
     try:
         trust = store.create(federation, _coordinator(coordinator_key, passphrase_env))
         store.save_store(out, trust)
+        record_pin(federation, trust.coordinator.key_id)
     except TrustError as exc:
         raise _fail(exc) from exc
     console.print(f"{out}: federation {federation}, coordinator key {trust.coordinator.key_id}")
@@ -162,21 +165,22 @@ def trust_show(
 def verify(
     artifact: Annotated[Path, typer.Argument(help="a model directory, e.g. OUT/model")],
     trust_file: TrustFile,
-    coordinator_key_id: Annotated[
-        str | None, typer.Option(help="pin: the coordinator key id you expect")
-    ] = None,
+    coordinator_key_id: KeyIdOption = None,
+    trust_any_coordinator: TrustAnyOption = False,
 ) -> None:
-    """Verify a signed model artifact: trust store, coordinator signature, every digest."""
+    """Verify a signed model artifact: trust store, coordinator signature (the pinned
+    coordinator key), every digest."""
     from jointcredit.models.artifact import ArtifactError, load_artifact
 
+    pin = coordinator_pin(trust_file, coordinator_key_id, trust_any_coordinator)
     try:
-        trust = store.load_store(trust_file, pin=coordinator_key_id)
+        trust = store.load_store(trust_file, pin=pin)
         model = load_artifact(artifact, trust)
     except (TrustError, ArtifactError) as exc:
         err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     manifest = model.verified.manifest
-    console.print(f"[green]OK[/green] {artifact}")
+    console.print(f"[green]OK[/green] {artifact}: {model.describe()}", soft_wrap=True)
     console.print(f"  signed by coordinator key {model.verified.key_id} ({trust.federation})")
     for name, digest in manifest["files"].items():
         console.print(f"  {name}: sha256 {digest}", soft_wrap=True)

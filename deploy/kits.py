@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jointcredit.deploy import pki
 from jointcredit.trust import keys, store
 from jointcredit.trust.keyset import COORDINATOR, TRUST_FILE
+from jointcredit.trust.pins import record_pin
 
 FEDERATION_FILE = "federation.toml"
 NODE_FILE = "node.toml"
@@ -143,6 +144,7 @@ def provision(
     coordinator_key = keys.generate()
     keys.write_private_key(coord / f"{COORDINATOR}.key", coordinator_key)
     trust = store.create(federation, coordinator_key)
+    record_pin(federation, trust.coordinator.key_id)
 
     for inst in names:
         signing = _institution_kit(out, inst, fed, ca.cert_pem())

@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,13 @@ BINS = "bins.json"
 # The manifest's record of the signed binning replies a binned model's bins and WOE came from
 # (a manifest key, not a wire-protocol record).
 MANIFEST_BINNING = "binning-replies"
+# What the artifact is, inside what is signed: a run's final model or the checkpoint of one of
+# its rounds (a copied checkpoint must not pass for the final model).
+MANIFEST_STAGE = "stage"
+MANIFEST_RUN_ID = "run-id"
+Stage = Literal["final", "checkpoint"]
+FINAL: Stage = "final"
+CHECKPOINT: Stage = "checkpoint"
 
 
 class ArtifactError(ValueError):
@@ -112,6 +119,8 @@ def save_artifact(
     trust: TrustStore,
     provenance: dict[str, Any],
     score_scale: ScoreScale | None = None,
+    stage: Stage,
+    run_id: int | None = None,
     binning: BinningTable | None = None,
     bins: BinningSpec | None = None,
     spans: dict[str, tuple[float, float]] | None = None,
@@ -159,6 +168,8 @@ def save_artifact(
         {
             **provenance,
             "kind": FORMAT,
+            MANIFEST_STAGE: stage,
+            **({} if run_id is None else {MANIFEST_RUN_ID: run_id}),
             "training": training,
             "metrics": metrics,
             "institutions": institutions,
@@ -189,6 +200,38 @@ class ScoringModel:
         if self.binning is not None:
             return dict(self.binning.spans)
         return dict(self.card.spans or {})
+
+    @property
+    def stage(self) -> str:
+        """`final`, `checkpoint`, or `unknown` (an artifact from before stages were signed)."""
+        return str(self.verified.manifest.get(MANIFEST_STAGE, "unknown"))
+
+    @property
+    def trained_round(self) -> int | None:
+        value = self.verified.manifest.get("round")
+        return value if isinstance(value, int) else None
+
+    @property
+    def run_id(self) -> int | None:
+        value = self.verified.manifest.get(MANIFEST_RUN_ID)
+        return value if isinstance(value, int) else None
+
+    def describe(self) -> str:
+        """What this artifact is, as the signed manifest says: for the line tools print."""
+        run = "an unnamed run" if self.run_id is None else f"run {self.run_id}"
+        if self.stage == FINAL:
+            return f"the final model of {run} (round {self.trained_round})"
+        if self.stage == CHECKPOINT:
+            return f"a checkpoint of round {self.trained_round} of {run}, not its final model"
+        return "a model whose signed manifest does not say whether it is a final model"
+
+    def require_final(self, allow_checkpoint: bool) -> None:
+        """Refuse anything but a final model unless the caller explicitly allows it."""
+        if self.stage != FINAL and not allow_checkpoint:
+            raise ArtifactError(
+                f"this is {self.describe()}; serve, score and decide use only final models "
+                "(--allow-checkpoint to use it anyway)"
+            )
 
     def inputs(self, x: pd.DataFrame) -> np.ndarray:
         """What the model takes: the preprocessed design matrix, or the trees' bin codes."""

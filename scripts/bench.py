@@ -188,7 +188,8 @@ def main() -> None:
             parts.append(service_section(ROOT / "runs" / "bench-0"))
             continue
         out = ROOT / "runs" / f"bench-{n - 1}"
-        cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", *case.args, "--out", str(out)]
+        cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", *case.args, "--out", str(out),
+               "--force"]  # fmt: skip
         print(f"running: {' '.join(cmd[2:])}", flush=True)
         wall, peak, proc = measure(cmd)
         if proc.returncode != 0:

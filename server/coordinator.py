@@ -47,7 +47,7 @@ from jointcredit.federation.metrics import (
 )
 from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
 from jointcredit.federation.settings import RunSettings
-from jointcredit.models.artifact import MANIFEST_BINNING, save_artifact
+from jointcredit.models.artifact import CHECKPOINT, FINAL, MANIFEST_BINNING, Stage, save_artifact
 from jointcredit.models.binning import BinningSpec, BinningTable
 from jointcredit.models.binning.grid import spans
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
@@ -203,6 +203,7 @@ class Coordinator:
         arrays: ArrayRecord,
         server_round: int,
         metrics: dict[str, Any],
+        stage: Stage,
     ) -> None:
         save_artifact(
             path,
@@ -218,6 +219,8 @@ class Coordinator:
             trust=self.identity.trust,
             bins=fed.bins,
             spans=fed.spans,
+            stage=stage,
+            run_id=self.context.run_id,
             provenance={
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
@@ -246,6 +249,7 @@ class Coordinator:
                 arrays,
                 r,
                 {"central": report.clean(central)},
+                CHECKPOINT,
             ),
         )
         common: dict[str, Any] = {
@@ -403,7 +407,13 @@ class Coordinator:
         federated = metrics.federated.model_dump(exclude_unset=True)
         model_dir = self.out_dir / "model"
         self._artifact(
-            fed, privacy, model_dir, trained.arrays, trained.last_round, {"federated": federated}
+            fed,
+            privacy,
+            model_dir,
+            trained.arrays,
+            trained.last_round,
+            {"federated": federated},
+            FINAL,
         )
         metrics.write(self.out_dir / "metrics.json")
         log(INFO, "Wrote %s and %s", model_dir, self.out_dir / "metrics.json")

@@ -48,7 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(service: Service) -> FastAPI:
     metrics = Metrics()
-    writer = AuditWriter(service.audit)
+    writer = AuditWriter(service.audit, anchors=service.anchors)
     metrics.count_commits(lambda: writer.groups)
     responses = Responses(service.audit)
     app = FastAPI(

@@ -212,6 +212,11 @@ class AuditLog:
             ).first()
             return None if row is None else (row.seq, row.institution, row.payload)
 
+    def row_hash(self, seq: int) -> str | None:
+        """The chained hash of row `seq`, None if the log has no such row."""
+        with Session(self.engine) as s:
+            return s.scalars(select(AuditRow.hash).where(AuditRow.seq == seq)).first()
+
     def list_status(self, institution: str, status: str, limit: int) -> list[DecisionRow]:
         with Session(self.engine) as s:
             rows = s.scalars(

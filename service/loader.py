@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
+from jointcredit.service.anchors import AnchorWriter
+from jointcredit.service.anchors import anchor_key as anchor_key_file
 from jointcredit.service.applicants import probes, typical
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
@@ -42,6 +44,7 @@ class Service:
     model_info: ModelInfo
     example: dict[str, Any]  # a valid request (OpenAPI's example)
     exposure: ExposureClient | None = None  # None: joint limits are referred
+    anchors: AnchorWriter | None = None  # signed chain-head anchors (service/anchors.py)
 
 
 def check_model(model: ScoringModel) -> None:
@@ -92,6 +95,11 @@ def load_service(
     coordinator_key_id: str | None = None,
     exposure_registry: Path | None = None,
     federation_key: Path | None = None,
+    allow_checkpoint: bool = False,
+    anchors_file: Path | None = None,
+    anchor_key: Path | None = None,
+    anchor_every: int = 1000,
+    anchor_seconds: float = 60.0,
 ) -> Service:
     single_threaded_math()
     try:
@@ -99,6 +107,10 @@ def load_service(
         model = load_artifact(model_dir, trust)
     except (TrustError, ArtifactError) as exc:
         raise StartupError(f"model does not verify: {exc}") from exc
+    try:
+        model.require_final(allow_checkpoint)
+    except ArtifactError as exc:
+        raise StartupError(str(exc)) from exc
     check_model(model)
     try:
         policy = load_policy(policy_file)
@@ -122,15 +134,34 @@ def load_service(
         signing_key=model.verified.key_id,
         kind=model.card.architecture.kind,
         trained_round=manifest.get("round"),
+        stage=model.stage,
+        run_id=model.run_id,
     )
     example = {
         "applicant": typical(model.spec, model.card.data_schema.features),
         "context": {},
         "reference": "application-0001",
     }
+    audit = AuditLog(url)
+    # Anchors beside the model's run by default: move the file where the database's writers
+    # cannot write (docs/SERVICE.md, "Audit anchors").
+    here = model_dir.resolve().parent
+    try:
+        signer = anchor_key_file(anchor_key or here / "audit-anchor.key")
+    except (OSError, TrustError) as exc:
+        audit.close()
+        raise StartupError(f"audit anchor key: {exc}") from exc
+    anchors = AnchorWriter(
+        anchors_file or here / "decisions.anchors.jsonl",
+        signer,
+        audit.head,
+        every=anchor_every,
+        seconds=anchor_seconds,
+    )
     return Service(
         decider=decider,
-        audit=AuditLog(url),
+        audit=audit,
+        anchors=anchors,
         auth=Authenticator(keys),
         model_info=info,
         example=example,

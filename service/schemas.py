@@ -291,6 +291,10 @@ class ModelInfo(BaseModel):
     signing_key: str = Field(description="key id of the coordinator that signed the model")
     kind: str
     trained_round: int | None
+    stage: str = Field(
+        "final", description="final (a run's final model) or checkpoint (served on request)"
+    )
+    run_id: int | None = Field(None, description="the training run, as the signed model says")
 
 
 class DecisionOut(BaseModel):

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
 
+from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.audit import AuditLog, Busy, Entry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,8 +29,11 @@ class _Pending:
 
 
 class AuditWriter:
-    def __init__(self, log: AuditLog, max_entries: int = 20_000) -> None:
+    def __init__(
+        self, log: AuditLog, max_entries: int = 20_000, anchors: AnchorWriter | None = None
+    ) -> None:
         self.log = log
+        self.anchors = anchors
         self.max_entries = max_entries
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -62,6 +69,12 @@ class AuditWriter:
                         p.done.set_exception(exc)
                 continue
             self.groups += 1
+            written = [s for s in seqs if s is not None]
+            if self.anchors is not None and written:
+                try:
+                    self.anchors.after_commit(written[-1])
+                except OSError as exc:  # the group is committed; the next anchor covers it
+                    log.warning("audit anchor not written: %s", exc)
             start = 0
             for p in group:
                 if not p.done.done():
@@ -86,6 +99,8 @@ class AuditWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.anchors is not None:
+            self.anchors.anchor()  # the head at shutdown
 
 
 def _rows(pending: _Pending) -> int:

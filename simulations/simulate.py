@@ -10,12 +10,16 @@ Output directory (contract)::
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from jointcredit.data.catalog import load_federation, pinned
+from jointcredit.federation.choices import parse_adversary
 from jointcredit.federation.metrics import RunMetrics
-from jointcredit.federation.settings import RunSettings
+from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import load_artifact
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
@@ -25,27 +29,80 @@ from jointcredit.trust.keyset import create_key_set
 from jointcredit.trust.store import load_store
 
 
+class OutputExists(ValueError):
+    """OUT already holds something and the caller did not say to replace it."""
+
+    @staticmethod
+    def message(out: Path) -> str:
+        return f"{out} is not empty: choose another --out, or --force to replace it"
+
+
 def simulate(
-    settings: RunSettings, *, with_baselines: bool = True, with_audit: bool = True
+    settings: RunSettings,
+    *,
+    with_baselines: bool = True,
+    with_audit: bool = True,
+    replace: bool = True,
 ) -> RunMetrics:
-    """Run everything; returns the metrics also written to OUT/metrics.json."""
+    """Run everything into a staging directory beside OUT and move it into place only when the
+    run succeeded: a failed or killed run leaves the previous OUT as it was (a stale
+    `.OUT.partial-*` beside it at worst, never a half-written OUT). `replace=False` refuses an
+    OUT that is not empty (`OutputExists`). Returns the metrics also in OUT/metrics.json."""
+    out = Path(settings.out_dir)
+    if not replace and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExists(OutputExists.message(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # what a plain mkdir of OUT would have given
+    try:
+        metrics = _simulate(settings.replaced(out_dir=str(staging)), out, with_baselines,
+                            with_audit)  # fmt: skip
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Replace OUT with the finished run: two renames, the old OUT removed after."""
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def _simulate(
+    settings: RunSettings, final_out: Path, with_baselines: bool, with_audit: bool
+) -> RunMetrics:
     started = time.monotonic()
     # Every institution's file is validated before any training starts.
     fed = load_federation(settings.data)
     # The rules that depend on how many institutions take part, before any node starts.
     run_settings = settings.for_institutions(len(fed.ids), "the dataset's")
+    unknown = sorted(set(parse_adversary(settings.adversary)) - set(fed.ids))
+    if unknown:  # a typo would otherwise run without the attack the caller asked for
+        raise SettingsError(
+            f"adversary names {', '.join(unknown)}, not institutions of this run "
+            f"({', '.join(fed.ids)})"
+        )
     out = Path(settings.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stale = out / "metrics.json"
-    if stale.exists():
-        stale.unlink()  # a failed run must not leave the previous run's results looking current
     # The in-process ServerApp's central evaluation reuses the splits validated above.
     own_keys = bool(settings.keys_dir or settings.trust_file)
     # Fresh keys per run (unless the caller brings its own), outside OUT and gone when the run
     # ends, however it ends; OUT/trust.json keeps the public half (written by the ServerApp).
     with pinned(run_settings.data, fed), run_guard(with_keys=not own_keys) as keys_dir:
         if keys_dir is not None:
-            create_key_set(keys_dir, list(fed.ids), federation="simulation")
+            # A name of its own: the run's coordinator key is pinned under it (trust/pins.py).
+            name = f"simulation-{secrets.token_hex(6)}"
+            create_key_set(keys_dir, list(fed.ids), federation=name)
             run_settings = run_settings.model_copy(update={"keys_dir": str(keys_dir)})
         run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
     sim_seconds = time.monotonic() - started
@@ -79,5 +136,6 @@ def simulate(
         metrics.privacy.mia_auc = metrics.privacy.mia_tpr_at_1pct_fpr = None
     metrics.timing.simulation_seconds = round(sim_seconds, 3)
     metrics.timing.total_seconds = round(time.monotonic() - started, 3)
+    metrics.config["out-dir"] = str(final_out)  # where the run is read from, not its staging
     metrics.write(metrics_path)
     return metrics

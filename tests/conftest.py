@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +12,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jointcredit.trust.pins import HOME_ENV
+
+_HOME = pytest.StashKey[str]()
 TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Coordinator pins (trust/pins.py) go to a directory of this session's, inherited by
+    every subprocess, not to the user's ~/.jointcredit."""
+    home = tempfile.mkdtemp(prefix="jointcredit-home-")
+    config.stash[_HOME] = home
+    os.environ[HOME_ENV] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(_HOME, ""), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

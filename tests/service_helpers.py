@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
-from jointcredit.models.artifact import save_artifact, state_to_numpy
+from jointcredit.models.artifact import Stage, save_artifact, state_to_numpy
 from jointcredit.models.binning import Classing, binning_from_rows, merge_histograms
 from jointcredit.models.binning.grid import grid_histogram
 from jointcredit.models.binning.grid import spans as training_spans
@@ -37,6 +37,7 @@ def signed_artifact(
     dataset: str = "sba",
     kind: str = "logreg",
     spans: bool = False,
+    stage: Stage = "final",
 ) -> Path:
     """A signed model (default: a logistic scorecard; `scorecard`: the binned one, on bins
     agreed from the institutions' rows; `gbdt`: trees over the federation's agreed bins)
@@ -83,10 +84,11 @@ def signed_artifact(
         state = state_to_numpy(model)
         if zero:
             state = {k: np.zeros_like(v) for k, v in state.items()}
-    trust = create_key_set(root / "keys", fed.ids, federation="svc")
+    trust = create_key_set(root / "keys", fed.ids, federation=f"svc-{root.name}")
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state, spec=spec, architecture=arch, schema=schema,
+        stage=stage, run_id=7,
         institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
         provenance={"round": 2}, bins=bins, binning=binning, spans=recorded,

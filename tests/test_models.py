@@ -69,6 +69,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray,
     trust = create_key_set(out.parent / "keys", fed.ids, federation="test")
     save_artifact(
         out,
+        stage="final",
         state=state_to_numpy(model),
         spec=spec,
         architecture=arch,

@@ -114,10 +114,13 @@ def test_reasons_are_points_lost_against_the_best_attribute() -> None:
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("scorecard") / "model"
-    trust = create_key_set(out.parent / "keys", ["bank-a", "bank-b"], federation="test")
+    trust = create_key_set(
+        out.parent / "keys", ["bank-a", "bank-b"], federation=f"test-{out.parent.name}"
+    )
     schema = _schema("decreasing")
     save_artifact(
         out,
+        stage="final",
         state=state_to_numpy(MODEL),
         spec=SPEC,
         architecture=architecture("scorecard", SPEC.n_outputs),

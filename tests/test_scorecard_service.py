@@ -49,10 +49,11 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> ScoringModel:
     with torch.no_grad():
         net.linear.weight.copy_(torch.tensor(fit.coef_, dtype=torch.float32))  # type: ignore[union-attr]
         net.linear.bias.copy_(torch.tensor(fit.intercept_, dtype=torch.float32))  # type: ignore[union-attr]
-    trust = create_key_set(root / "keys", fed.ids, federation="svc")
+    trust = create_key_set(root / "keys", fed.ids, federation=f"svc-{root.name}")
     store.save_store(root / "trust.json", trust)
     save_artifact(
         root / "model", state=state_to_numpy(net), spec=spec, architecture=arch,
+        stage="final",
         schema=fed.schema, institutions=fed.ids, training={}, metrics={},
         created_at="2026-12-06T00:00:00+00:00", trust=trust, provenance={"round": 1},
         signer=keys.load_private_key(root / "keys" / "coordinator.key"), binning=table,

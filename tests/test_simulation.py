@@ -88,13 +88,16 @@ def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, An
     trust = load_store(out / "trust.json")
     assert security["trust_store_sha256"] == trust.digest()
     assert sorted(trust.institutions) == metrics["institutions"]
-    manifest = load_artifact(out / "model", trust).verified.manifest
+    final = load_artifact(out / "model", trust)
+    manifest = final.verified.manifest
     assert manifest["round"] == 3 and manifest["privacy"]["setting"] == "none"
+    assert final.stage == "final" and final.run_id is not None
     assert [u["round"] for u in manifest["updates"]] == [1, 2, 3]
     assert all(sorted(u["accepted"]) == metrics["institutions"] for u in manifest["updates"])
     for r in (1, 2, 3):  # each round's checkpoint is a signed artifact of its own
         checkpoint = load_artifact(out / "checkpoints" / f"round-{r:03d}", trust)
         assert checkpoint.verified.manifest["round"] == r
+        assert (checkpoint.stage, checkpoint.run_id) == ("checkpoint", final.run_id)
     assert not any(p.suffix == ".key" for p in out.rglob("*"))  # no private key left in OUT
 
 

@@ -210,6 +210,7 @@ def test_a_tree_artifact_scores_raw_rows_without_training_code(tmp_path: Path) -
     trust = create_key_set(tmp_path / "keys", fed.ids, federation="test")
     save_artifact(
         out,
+        stage="final",
         state=ensemble.to_arrays(),
         spec=spec,
         architecture=architecture("gbdt", len(bins.features)),
@@ -331,6 +332,7 @@ def test_an_artifact_with_the_retired_interim_bins_is_refused_clearly(tmp_path: 
     ensemble = TreeEnsemble(0.0, bin_layout(bins).missing, ())
     save_artifact(
         tmp_path / "model",
+        stage="final",
         state=ensemble.to_arrays(),
         spec=_spec(fed),
         architecture=architecture("gbdt", len(bins.features)),

@@ -159,6 +159,7 @@ def artifact(federation: Path) -> Path:
     out = federation / "run" / "model"
     save_artifact(
         out,
+        stage="final",
         state={
             "linear.weight": rng.normal(size=(1, spec.n_outputs)).astype(np.float32),
             "linear.bias": np.zeros(1, np.float32),
@@ -231,7 +232,8 @@ def test_verify_names_what_failed(
             other / "trust.json", store.create("other", keys.load_private_key(other / "c.key"))
         )
         trust_file = other / "trust.json"
-    code, out = _cli("verify", str(copy), "--trust", str(trust_file))
+    # Unpinned, so the signature check itself is what fails (pins: tests/attacks).
+    code, out = _cli("verify", str(copy), "--trust", str(trust_file), "--trust-any-coordinator")
     assert code == 1 and "FAILED" in out
     assert names in out
     with pytest.raises(ArtifactError):

@@ -73,3 +73,29 @@ def locked(path: Path, timeout: float = 30.0) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+MAX_READ_BYTES = 2 << 30  # a file larger than this is refused, not read
+
+
+def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
+    """A regular file's bytes, refusing anything else without blocking: a FIFO in a file's
+    place would block the reader forever, a device would never end, a symlink may point
+    anywhere. FileNotFoundError when absent; UnsafeFile otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a symlink (ELOOP), a directory opened for reading is fine here
+        raise UnsafeFile(f"{path}: cannot be read as a file ({exc.strerror})") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise UnsafeFile(f"{path}: {st.st_size} bytes, over the {limit} allowed")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()

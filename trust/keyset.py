@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jointcredit.trust import keys, store
+from jointcredit.trust.pins import record_pin
 from jointcredit.trust.store import TrustStore
 
 COORDINATOR = "coordinator"
@@ -33,4 +34,5 @@ def create_key_set(directory: Path, institutions: list[str], federation: str) ->
         keys.write_private_key(private_key_path(directory, inst), key)
         trust = store.add_key(trust, inst, key.public_key(), coordinator)
     store.save_store(directory / TRUST_FILE, trust)
+    record_pin(federation, trust.coordinator.key_id)
     return trust

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
+from jointcredit.trust.files import UnsafeFile, read_regular
 from jointcredit.trust.store import TrustStore
 
 MANIFEST = "manifest.json"
@@ -75,9 +76,11 @@ def sign_directory(
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except FileNotFoundError as exc:
         raise TrustError(f"{path}: missing ({what})") from exc
+    except UnsafeFile as exc:
+        raise TrustError(f"{exc} ({what})") from exc
 
 
 def verify_directory(directory: Path, store: TrustStore) -> Verified:

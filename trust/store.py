@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
+from jointcredit.trust.files import UnsafeFile, read_regular
 
 FORMAT = "jointcredit-trust-store/1"
 _INSTITUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -213,9 +214,11 @@ def parse_store(data: bytes, *, source: str, pin: str | None = None) -> TrustSto
 
 def load_store(path: Path, *, pin: str | None = None) -> TrustStore:
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError as exc:
         raise TrustError(f"{path}: trust store not found") from exc
+    except UnsafeFile as exc:
+        raise TrustError(str(exc)) from exc
     return parse_store(data, source=str(path), pin=pin)
 
 
