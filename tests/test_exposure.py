@@ -311,7 +311,10 @@ def test_exposure_serve_processes_answer_a_secure_sum(tmp_path: Path) -> None:
     subprocess.run(_cli("exposure", "federation-key", "--out", str(tmp_path / "fed.key")),
                    check=True)  # fmt: skip
     ports = {i: free_port() for i in INSTITUTIONS}
-    registry: dict[str, Any] = {"federation": "svc", "institutions": {}}
+    signed_artifact(tmp_path / "run")  # its trust store is the federation's
+    trust = tmp_path / "run" / "trust.json"
+    federation = json.loads(trust.read_bytes())["federation"]
+    registry: dict[str, Any] = {"federation": federation, "institutions": {}}
     for inst in INSTITUTIONS:
         out = subprocess.run(
             _cli("exposure", "keygen", "--institution", inst, "--out", str(tmp_path / inst),
@@ -321,8 +324,6 @@ def test_exposure_serve_processes_answer_a_secure_sum(tmp_path: Path) -> None:
         registry["institutions"].update(json.loads(out.stdout))
         (tmp_path / inst / "ledger.json").write_text(json.dumps(LEDGERS[inst]))
     (tmp_path / "registry.json").write_text(json.dumps(registry))
-    signed_artifact(tmp_path / "run")  # its trust store is the federation's ("svc")
-    trust = tmp_path / "run" / "trust.json"
     subprocess.run(
         _cli("exposure", "registry-sign", "--registry", str(tmp_path / "registry.json"),
              "--trust", str(trust), "--coordinator-key",
