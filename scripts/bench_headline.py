@@ -34,7 +34,8 @@ CENTRAL = {
     "logreg": "the same model, pooled rows",
     "mlp": "the same model, pooled rows",
     "scorecard": "the same scorecard, pooled rows, the federation's bins",
-    "gbdt": "XGBoost `hist`, pooled rows, same trees/depth/learning rate/max bins",
+    "gbdt": "XGBoost `hist` on the pooled rows' federation bin codes, same trees/depth/"
+    "learning rate",
 }
 
 
