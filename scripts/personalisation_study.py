@@ -30,8 +30,8 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from jointcredit.client.app import _seed
 from jointcredit.client.data import validation_split
+from jointcredit.client.update import seed as _seed
 from jointcredit.data.catalog import load_federation
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
