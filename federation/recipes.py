@@ -56,8 +56,18 @@ TREE_KEYS: Final = (
     "min-split-loss",
     "personal-trees",
 )
+# Keys that mean nothing without DP.
+DP_KEYS: Final = (
+    "epsilon",
+    "delta",
+    "noise-multiplier",
+    "max-grad-norm",
+    "clipping-norm",
+    "dp-clipping",
+)
 WEIGHT_KEYS: Final = (
     *RECIPE_KEYS,
+    *DP_KEYS,
     "rounds",
     "lr-floor",
     "local-epochs",
@@ -65,12 +75,6 @@ WEIGHT_KEYS: Final = (
     "standardize-indicators",
     "proximal-mu",
     "finetune-epochs",
-    "epsilon",
-    "delta",
-    "noise-multiplier",
-    "max-grad-norm",
-    "clipping-norm",
-    "dp-clipping",
     "aggregator",
     "trim-fraction",
     "assumed-attackers",
