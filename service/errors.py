@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from jointcredit.service.schemas import collapse_errors
+from jointcredit.service.sqlite import LockTimeout
 
 log = logging.getLogger("jointcredit.service")
 
@@ -59,6 +60,19 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, 409)
 
 
+# A stuck audit lock is not cleared by retrying at once.
+RETRY_AFTER_LOCKED = 5
+
+
+async def _audit_locked(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LockTimeout)
+    log.warning("audit log not writable: %s", exc)
+    request.app.state.metrics.error(503)
+    detail = ("the audit log cannot be written at the moment (its write lock is held "
+              "elsewhere): nothing was recorded and no decision is given; retry later")  # fmt: skip
+    return JSONResponse({"detail": detail}, 503, headers={"Retry-After": str(RETRY_AFTER_LOCKED)})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     error_id = uuid.uuid4().hex[:12]
     log.exception("unexpected error %s", error_id, exc_info=exc)
@@ -71,4 +85,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Invalid, _invalid)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(LockTimeout, _audit_locked)
     app.add_exception_handler(Exception, _unexpected)
