@@ -46,7 +46,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.service.audit.close()  # stops the checkpoint thread, releases the lock file
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
+    """The app (`max_body`: the largest request body accepted, bytes; larger ones get 413)."""
     metrics = Metrics()
     writer = AuditWriter(service.audit, anchors=service.anchors)
     metrics.count_commits(lambda: writer.groups)
@@ -61,7 +62,7 @@ def create_app(service: Service) -> FastAPI:
     state.service, state.metrics, state.writer = service, metrics, writer
     state.decisions = DecisionService(service, writer, responses, metrics)
     state.reviews = ReviewService(service.audit, writer, responses)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
     # The routers' routes join the app's own list: `include_router` in this FastAPI keeps a
     # router nested and per request matches through it twice and rebuilds the route's handler,
