@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from jointcredit.service import errors, openapi
 from jointcredit.service.decisions import DecisionService
+from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import MAX_BODY, BodyLimit
@@ -52,6 +53,7 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     writer = AuditWriter(service.audit, anchors=service.anchors)
     metrics.count_commits(lambda: writer.groups)
     responses = Responses(service.audit)
+    reads = ReadLimits()
     app = FastAPI(
         lifespan=_lifespan,
         title="jointcredit eligibility service",
@@ -60,8 +62,8 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     )
     state = app.state
     state.service, state.metrics, state.writer = service, metrics, writer
-    state.decisions = DecisionService(service, writer, responses, metrics)
-    state.reviews = ReviewService(service.audit, writer, responses)
+    state.decisions = DecisionService(service, writer, responses, metrics, reads)
+    state.reviews = ReviewService(service.audit, writer, responses, reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
     # The routers' routes join the app's own list: `include_router` in this FastAPI keeps a

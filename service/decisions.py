@@ -22,6 +22,7 @@ from jointcredit.service.errors import Invalid, NotFound
 from jointcredit.service.exposure_http import ExposureResult
 from jointcredit.service.joint import apply_joint
 from jointcredit.service.languages import Language, LanguageError, negotiate
+from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.records import Responses
@@ -52,8 +53,10 @@ def parse(raw: bytes, model: type[BaseModel]) -> Any:
 
 class DecisionService:
     def __init__(
-        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics
-    ) -> None:
+        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics,
+        reads: ReadLimits,
+    ) -> None:  # fmt: skip
+        self.reads = reads
         self.decider = service.decider
         self.policy = service.decider.policy
         self.exposure = service.exposure
@@ -140,8 +143,15 @@ class DecisionService:
                   "policy_version": self.policy.version, "created_at": scored}  # fmt: skip
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def progress(self, decision_id: str, institution: str) -> Json:
-        """Where a decision stands: received, scored, under review, decided."""
+    async def progress(self, decision_id: str, institution: str, key_id: str) -> Json:
+        """Where a decision stands: received, scored, under review, decided. Read in a worker
+        thread; a read that must parse a batch record counts against the key's limits."""
+        if self.responses.holds(decision_id):
+            return await asyncio.to_thread(self._progress, decision_id, institution)
+        async with self.reads.expensive(key_id):
+            return await asyncio.to_thread(self._progress, decision_id, institution)
+
+    def _progress(self, decision_id: str, institution: str) -> Json:
         row = self.audit.get(decision_id)
         if row is None:
             found = self.responses.in_batch(decision_id)  # columnar, decided at once

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from jointcredit.service.limits import TooManyReads
 from jointcredit.service.schemas import collapse_errors
 from jointcredit.service.sqlite import LockTimeout
 
@@ -73,6 +74,12 @@ async def _audit_locked(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, 503, headers={"Retry-After": str(RETRY_AFTER_LOCKED)})
 
 
+async def _too_many(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TooManyReads)
+    request.app.state.metrics.error(429)
+    return JSONResponse({"detail": str(exc)}, 429, headers={"Retry-After": str(exc.retry_after)})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     error_id = uuid.uuid4().hex[:12]
     log.exception("unexpected error %s", error_id, exc_info=exc)
@@ -86,4 +93,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(LockTimeout, _audit_locked)
+    app.add_exception_handler(TooManyReads, _too_many)
     app.add_exception_handler(Exception, _unexpected)

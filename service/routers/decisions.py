@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from jointcredit.service import dependencies
+from jointcredit.service.auth import ApiKey
 from jointcredit.service.decisions import DecisionService
 from jointcredit.service.schemas import (
     BATCH,
@@ -71,5 +72,7 @@ async def decide_columnar(
 
 
 @router.get("/v1/decisions/{decision_id}")
-async def progress(decision_id: str, institution: Caller, decisions: Decisions) -> dict[str, Any]:
-    return decisions.progress(decision_id, institution)
+async def progress(
+    decision_id: str, key: Annotated[ApiKey, Depends(dependencies.api_key)], decisions: Decisions
+) -> dict[str, Any]:
+    return await decisions.progress(decision_id, key.institution, key.key_id)

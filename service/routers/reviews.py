@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from jointcredit.service import dependencies
+from jointcredit.service.auth import ApiKey
 from jointcredit.service.reviews import ReviewService
 from jointcredit.service.schemas import ReviewIn
 
@@ -16,8 +17,10 @@ Reviews = Annotated[ReviewService, Depends(dependencies.reviews)]
 
 
 @router.get("/v1/reviews")
-async def review_queue(institution: Caller, reviews: Reviews, limit: int = 100) -> dict[str, Any]:
-    return reviews.queue(institution, limit)
+async def review_queue(
+    key: Annotated[ApiKey, Depends(dependencies.api_key)], reviews: Reviews, limit: int = 100
+) -> dict[str, Any]:
+    return await reviews.queue(key.institution, limit, key.key_id)
 
 
 @router.post("/v1/reviews/{decision_id}")
