@@ -168,9 +168,6 @@ class AuditLog:
     def _begin(self, cur: Any, timeout: float) -> None:
         """Open the write transaction, waiting at most `timeout` s for the write lock."""
         if self._sqlite:
-            if timeout == self.lock_timeout:
-                sqlite.begin(cur)
-                return
             cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             try:
                 sqlite.begin(cur)
