@@ -19,7 +19,7 @@ import click
 import typer
 from flwr.common.config import parse_config_args
 
-from jointcredit.federation.recipes import AUTO, RECIPE_KEYS
+from jointcredit.federation.recipes import AUTO, AUTO_KEYS
 from jointcredit.federation.settings import RunSettings, SettingsError, canonical_keys
 
 # Flags kept from before they were generated (the first is shown in --help).
@@ -52,7 +52,7 @@ def _parameter(name: str) -> inspect.Parameter:
     field = RunSettings.model_fields[name]
     key = run_config_key(name)
     annotation = field.annotation
-    recipe = key in RECIPE_KEYS
+    recipe = key in AUTO_KEYS
     kwargs: dict[str, Any] = {"help": field.description, "rich_help_panel": _PANEL}
     python_type: Any = annotation
     if typing.get_origin(annotation) is Literal:

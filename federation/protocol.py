@@ -76,6 +76,7 @@ TREE: Final = "tree"
 PREVIOUS_TREE: Final = "previous-tree"
 TREE_NODES: Final = "tree-nodes"  # int64 (nodes, 5): feature, threshold, default-left, children
 TREE_VALUES: Final = "tree-values"  # float64 (nodes, 2): leaf value, cover
+TREE_CATEGORIES: Final = "tree-categories"  # bool (nodes, width): categories sent left
 BUILD: Final = "build"
 HISTOGRAMS: Final = "histograms"
 

@@ -64,8 +64,9 @@ class RunSettings(BaseModel):
     rounds: int = _field("federated training rounds", 20, ge=1)
     model: ModelKind = _field(
         "logreg (scorecard on standardised inputs), mlp, scorecard (binned: WOE inputs, a "
-        "points table) or gbdt (gradient-boosted trees, lossless)",
-        "logreg",
+        "points table) or gbdt (gradient-boosted trees, lossless); auto: gbdt, or logreg "
+        "when the run sets what only weight updates have (DP, a robust rule, rounds, ...)",
+        recipes.AUTO_TREES,
     )
     seed: int = _field("seed of splits, initial weights and local training", 42)
     out_dir: str = _field("where model and metrics go", "", "out-dir")
@@ -231,13 +232,15 @@ class RunSettings(BaseModel):
         gt=0,
     )
     # Gradient-boosted trees (model gbdt): XGBoost's parameters under their usual names.
-    trees: int = _field("gbdt: boosted trees", 100, ge=1, le=10_000)
-    max_depth: int = _field("gbdt: depth of each tree", 6, "max-depth", ge=1, le=16)
+    # Defaults sized for the default run (`make demo`) to stay under 2 minutes: every tree
+    # level is a message round (docs/BENCHMARKS.md compares them with 100 trees of depth 6).
+    trees: int = _field("gbdt: boosted trees", 40, ge=1, le=10_000)
+    max_depth: int = _field("gbdt: depth of each tree", 5, "max-depth", ge=1, le=16)
     max_bins: int = _field(
         "gbdt: bins per numeric feature the institutions agree", 64, "max-bins", ge=2, le=256
     )
     tree_learning_rate: float = _field(
-        "gbdt: shrinkage of each tree (XGBoost's eta)", 0.1, "tree-learning-rate", gt=0, le=1
+        "gbdt: shrinkage of each tree (XGBoost's eta)", 0.2, "tree-learning-rate", gt=0, le=1
     )
     min_child_weight: float = _field(
         "gbdt: least hessian sum a leaf may hold", 1.0, "min-child-weight", ge=0
@@ -275,8 +278,14 @@ class RunSettings(BaseModel):
                     return given[k]
             return default
 
+        model = str(value("model", AUTO))
+        if model == AUTO:
+            model = recipes.auto_model(cls._changed(given))
+            for k in spellings("model"):
+                given.pop(k, None)
+            given["model"] = model
         chosen = recipes.recipe(
-            str(value("model", "logreg")),
+            model,
             str(value("privacy", "none")),
             str(value("aggregator", "fedavg")),
         )
@@ -287,6 +296,21 @@ class RunSettings(BaseModel):
                     del given[k]
                 given[key] = recipe_value
         return given
+
+    @classmethod
+    def _changed(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The given keys (run-config spelling) whose values are neither `auto` nor the
+        field's default."""
+        fields: dict[str, tuple[str, Any]] = {}
+        for name, f in cls.model_fields.items():
+            key = f.alias or name.replace("_", "-")
+            for spelling in (name, key):
+                fields[spelling] = (key, f.default)
+        return {
+            fields[k][0]: v
+            for k, v in given.items()
+            if k in fields and v != AUTO and v != fields[k][1]
+        }
 
     @model_validator(mode="after")
     def _combinations(self) -> RunSettings:
@@ -427,9 +451,10 @@ def canonical_keys(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def settings_schema() -> dict[str, Any]:
-    """The settings' JSON schema as a run config is written: recipe keys also take `auto`."""
+    """The settings' JSON schema as a run config is written: recipe keys and the model
+    also take `auto`."""
     schema = RunSettings.model_json_schema(by_alias=True)
-    for key in recipes.RECIPE_KEYS:
+    for key in recipes.AUTO_KEYS:
         field = schema["properties"][key]
         schema["properties"][key] = {
             "anyOf": [{k: v for k, v in field.items() if k != "default"}, {"const": AUTO}],

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_headline import HEADLINE, headline_section
+from bench_headline import DEFAULT_RUN, HEADLINE, headline_section
 from bench_sections import (
     DEPLOY,
     DP_FULL,
@@ -30,6 +30,8 @@ from bench_sections import (
     ROBUST,
     SECAGG,
     SERVICE,
+    SERVICE_LOGREG,
+    SERVICE_TREES,
     SWEEPS,
     deploy_section,
     privacy_section,
@@ -51,8 +53,9 @@ class Case:
 
 
 CASES = [
-    Case("default run (README): sba sample, 20 lenders x 20 rounds, logreg", []),
-    Case("full data: sba-full, 20 lenders x 20 rounds, logreg", ["--dataset", "sba-full"]),
+    Case(DEFAULT_RUN, []),
+    Case("full data: sba-full, 20 lenders x 20 rounds, logreg",
+         ["--dataset", "sba-full", "--model", "logreg"]),
     Case("full data: sba-full, 20 lenders x 20 rounds, mlp",
          ["--dataset", "sba-full", "--model", "mlp"]),
     Case(SERVICE, []),  # scripts/bench_service.py against case 1's model
@@ -63,20 +66,25 @@ CASES = [
     Case(DEPLOY, []),  # scripts/deploy_demo.py: provision, SuperLink, 3 nodes, flwr run
     Case(DP_FULL, ["--dataset", "sba-full", "--privacy", "dp-record", "--epsilon", "1"]),
     Case("out of time: sba sample, 20 lenders x 20 rounds, logreg, --split time",
-         ["--split", "time"]),
+         ["--model", "logreg", "--split", "time"]),
     Case("out of time: sba-full, 20 lenders x 20 rounds, logreg, --split time",
-         ["--dataset", "sba-full", "--split", "time"]),
+         ["--dataset", "sba-full", "--model", "logreg", "--split", "time"]),
     Case("binned scorecard: sba sample, 20 lenders x 20 rounds", ["--model", "scorecard"]),
     Case("mlp: sba sample, 20 lenders x 20 rounds", ["--model", "mlp"]),
     Case("mlp out of time: sba sample, 20 lenders x 20 rounds, --split time",
          ["--model", "mlp", "--split", "time"]),
     Case("binned scorecard out of time: sba sample, 20 lenders x 20 rounds, --split time",
          ["--model", "scorecard", "--split", "time"]),
-    Case("gbdt: sba sample, 20 lenders, default trees", ["--model", "gbdt"]),
+    Case("gbdt: sba sample, 20 lenders, 100 trees of depth 6",
+         ["--model", "gbdt", "--trees", "100", "--max-depth", "6",
+          "--tree-learning-rate", "0.1"]),
     Case("gbdt out of time: sba sample, 20 lenders, default trees, --split time",
          ["--model", "gbdt", "--split", "time"]),
+    Case("logreg: sba sample, 20 lenders x 20 rounds", ["--model", "logreg"]),
+    Case(SERVICE_TREES, []),  # bench_service.py against case 17's model (100 trees, depth 6)
+    Case(SERVICE_LOGREG, []),  # bench_service.py against case 19's model (logreg)
     Case(TREES, []),  # scripts/bench_trees.py per dataset and split
-    Case(HEADLINE, []),  # the table of cases 1, 11, 13-18, also written into README.md
+    Case(HEADLINE, []),  # the table of cases 1, 11, 13-19, also written into README.md
 ]  # fmt: skip
 
 
@@ -186,6 +194,16 @@ def main() -> None:
             from bench_service import section as service_section
 
             parts.append(service_section(ROOT / "runs" / "bench-0"))
+            continue
+        if case.name in (SERVICE_TREES, SERVICE_LOGREG):
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from bench_service import section as service_section
+
+            run = "bench-16" if case.name == SERVICE_TREES else "bench-18"
+            parts.append(
+                service_section(ROOT / "runs" / run, levels=(4, 16, 32), servers=("two",),
+                                title=case.name)
+            )  # fmt: skip
             continue
         out = ROOT / "runs" / f"bench-{n - 1}"
         cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", *case.args, "--out", str(out),

@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 Measure = Callable[[list[str]], tuple[float, int, subprocess.CompletedProcess[str]]]
 
 SERVICE = "eligibility service: decisions over HTTP (audit log on)"
+SERVICE_TREES = "eligibility service, gbdt of 100 trees of depth 6 (TreeSHAP reasons)"
+SERVICE_LOGREG = "eligibility service, logreg (for comparison with the default model)"
 ROBUST = "robust aggregation: sba sample, 20 lenders x 20 rounds, 2 of them attacking"
 ROBUST_GRID = "simulations/grids/robust.toml"
 RECORD_DP = "record-level DP: sba sample, 20 lenders x 20 rounds, epsilon sweep"

@@ -30,6 +30,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sections import SERVICE
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCH_CONNECTIONS = 4  # two per worker with --workers 2: one decided while one is in transit
 
@@ -178,14 +181,15 @@ SERVERS = {"one": "jointcredit serve", "two": "jointcredit serve --workers 2",
 
 
 def section(run: Path, seconds: float = 10, levels: tuple[int, ...] = (4, 8, 16, 32),
-            n_batch: int = 1000, servers: tuple[str, ...] = tuple(SERVERS)) -> str:  # fmt: skip
+            n_batch: int = 1000, servers: tuple[str, ...] = tuple(SERVERS),
+            title: str = SERVICE) -> str:  # fmt: skip
     # The audit logs grow by GBs over a run at these rates: removed afterwards.
     with tempfile.TemporaryDirectory(prefix="jointcredit-bench-") as tmp:
-        return _section(Path(tmp), run, seconds, levels, n_batch, servers)
+        return _section(Path(tmp), run, seconds, levels, n_batch, servers, title)
 
 
 def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_batch: int,
-             chosen: tuple[str, ...]) -> str:  # fmt: skip
+             chosen: tuple[str, ...], title: str) -> str:  # fmt: skip
     from jointcredit.service.auth import new_key
 
     token = new_key(tmp / "keys.json", "bank-a")
@@ -292,9 +296,11 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
         versus_batch += "."
     shown = run.relative_to(ROOT) if run.is_absolute() else run
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
-    return f"""### eligibility service: decisions over HTTP (audit log on)
+    card = json.loads((run / "model" / "model.json").read_text())
+    served = f"{card['architecture']['kind']} model of `{shown}`"
+    return f"""### {title}
 
-`python scripts/bench_service.py --run {shown}` (measured {when} UTC)
+`python scripts/bench_service.py --run {shown}` (measured {when} UTC; serving the {served})
 (load generator: raw asyncio HTTP/1.1 keep-alive connections in its own process, opened 50 ms
 apart, then {seconds:.0f} s measured per level, on the same 2 cores as the server; every
 decision audited in the hash-chained SQLite log; batch: {n_batch} applicants per request,

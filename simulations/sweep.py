@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jointcredit.data.errors import DataValidationError
 from jointcredit.federation.metrics import RunMetrics
+from jointcredit.federation.recipes import DP_KEYS
 from jointcredit.federation.settings import (
     RunSettings,
     SettingsError,
@@ -96,14 +97,7 @@ def load_grid(path: Path) -> SweepGrid:
 
 # Keys that mean nothing without DP: a non-private cell drops them, so `privacy = ["none",
 # "dp-record"]` x `epsilon = [1, 8]` runs the non-private reference once, not twice.
-_DP_KEYS = (
-    "epsilon",
-    "delta",
-    "noise-multiplier",
-    "max-grad-norm",
-    "clipping-norm",
-    "dp-clipping",
-)
+_DP_KEYS = DP_KEYS
 _SECAGG_KEYS = ("secagg-shares", "secagg-threshold", "secagg-clipping-range")
 
 

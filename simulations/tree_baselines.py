@@ -7,13 +7,17 @@ pool rows).
   code as NaN) with `max_bin` above every feature's count of codes, so each code is a bin of
   its own and its splits range over the same thresholds as the federation's (without special
   values it grows the same trees; it reads a special value's bin as a value above the regular
-  ones, where the federation gives it a side of its own).
+  ones, where the federation gives it a side of its own); categorical features are
+  categorical to it too (`feature_types` "c": its partition splits, which the engine makes
+  the same way).
   `same_bins_auc`: this project's engine on the same pooled rows and bins, the ensemble the
   federated run must equal (lossless).
 - local-only: each institution's own trees (this project's engine, the federation's bins).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,7 +29,11 @@ from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.trees import BinLayout, TreeParams, boost
 from jointcredit.models.trees.bins import layout as bin_layout
+from jointcredit.models.trees.categorical import MAX_CAT_THRESHOLD, MAX_CAT_TO_ONEHOT
 from jointcredit.simulations.baselines import local_summary
+
+if TYPE_CHECKING:
+    import xgboost as xgb
 
 
 def xgboost_inputs(codes: np.ndarray, layout: BinLayout) -> np.ndarray:
@@ -34,6 +42,16 @@ def xgboost_inputs(codes: np.ndarray, layout: BinLayout) -> np.ndarray:
     for j, m in enumerate(layout.missing):
         x[codes[:, j] == m, j] = np.nan
     return x
+
+
+def xgboost_matrix(
+    x: np.ndarray, layout: BinLayout, label: np.ndarray | None = None
+) -> xgb.DMatrix:
+    """`xgboost_inputs` as a DMatrix, categorical features declared categorical."""
+    import xgboost as xgb
+
+    types = ["c" if layout.is_categorical(j) else "q" for j in range(layout.n_features)]
+    return xgb.DMatrix(x, label=label, missing=np.nan, feature_types=types, enable_categorical=True)
 
 
 def xgboost_params(
@@ -52,6 +70,9 @@ def xgboost_params(
         "base_score": base_score,
         "nthread": threads,
         "seed": seed,
+        # XGBoost's defaults, stated: the engine's categorical splits follow them.
+        "max_cat_to_onehot": MAX_CAT_TO_ONEHOT,
+        "max_cat_threshold": MAX_CAT_THRESHOLD,
     }
     if p.monotone:
         params["monotone_constraints"] = "(" + ",".join(map(str, p.monotone)) + ")"
@@ -75,10 +96,10 @@ def xgboost_centralized(
     x_train = xgboost_inputs(bins.codes(train.x), layout)
     x_test = xgboost_inputs(bins.codes(test.x), layout)
     started = time.perf_counter()
-    dtrain = xgb.DMatrix(x_train, label=train.y, missing=np.nan)
+    dtrain = xgboost_matrix(x_train, layout, np.asarray(train.y))
     booster = xgb.train(params, dtrain, p.n_trees)
     seconds = time.perf_counter() - started
-    return booster.predict(xgb.DMatrix(x_test, missing=np.nan)), seconds
+    return booster.predict(xgboost_matrix(x_test, layout)), seconds
 
 
 def centralized(fed: FederatedData, bins: BinningSpec, settings: RunSettings) -> Centralized:

@@ -37,7 +37,7 @@ COMMON: dict[str, Any] = {"min_train_nodes": 1, "min_evaluate_nodes": 1, "min_av
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ({}, FedAvgM),
+        ({"model": "logreg"}, FedAvgM),
         ({"strategy": "fedavg"}, FedAvg),
         ({"strategy": "fedprox", "proximal-mu": 0.3}, FedProx),
         ({"model": "mlp"}, Scaffold),

@@ -40,8 +40,13 @@ def _pyproject_config() -> dict[str, Any]:
 def test_pyproject_lists_every_setting_with_the_recipe_keys_left_to_the_recipe() -> None:
     config = _pyproject_config()
     assert set(config) == set(RunSettings().to_run_config())
-    assert {k for k, v in config.items() if v == AUTO} == {*RECIPE_KEYS, "personalization"}
+    assert {k for k, v in config.items() if v == AUTO} == {
+        *RECIPE_KEYS,
+        "model",
+        "personalization",
+    }
     assert RunSettings.from_run_config(config) == RunSettings()
+    assert RunSettings().model == "gbdt"
 
 
 def test_flower_app_components_and_no_federations_section() -> None:
@@ -68,7 +73,7 @@ def test_recipes_fill_only_what_the_caller_left_out() -> None:
     assert chosen.learning_rate == 0.01 and chosen.optimizer == "adam"
     # The field's own name works as well as the run-config key.
     assert RunSettings.model_validate({"model": "mlp", "learning_rate": 0.01}) == chosen
-    logreg = RunSettings()
+    logreg = RunSettings(model="logreg")
     assert logreg.strategy == recipe("logreg")["strategy"] == "fedavgm"
     # Institution-level DP is accounted for plain FedAvg only: its recipe says so.
     assert RunSettings.from_run_config({"privacy": "dp-institution"}).strategy == "fedavg"
@@ -83,16 +88,46 @@ def test_settings_round_trip_through_the_run_config() -> None:
 
 
 def test_personalisation_method_follows_what_the_coordinator_may_see() -> None:
-    assert RunSettings().personalization_method == "hierarchical"  # logreg, no privacy
+    logreg = {"model": "logreg"}
+    assert RunSettings(**logreg).personalization_method == "hierarchical"  # no privacy
     assert RunSettings(model="mlp").personalization_method == "ditto"
     assert RunSettings(privacy="dp-record").personalization_method == "ditto"
-    assert RunSettings(privacy="secagg").personalization_method == "ditto"
+    assert RunSettings(**logreg, privacy="secagg").personalization_method == "ditto"
     assert RunSettings(aggregator="krum").personalization_method == "ditto"
     assert RunSettings(personalization="ditto").personalization_method == "ditto"
     assert RunSettings.model_validate({"finetune-epochs": 0}).personalization_method is None
     # Trees: each institution's own extra trees on top of the global ones.
     assert RunSettings(model="gbdt").personalization_method == "trees"
     assert RunSettings(model="gbdt", personal_trees=0).personalization_method is None
+
+
+@pytest.mark.parametrize(
+    ("config", "model"),
+    [
+        ({}, "gbdt"),
+        ({"model": AUTO}, "gbdt"),
+        ({"privacy": "secagg"}, "gbdt"),
+        ({"rounds": 20}, "gbdt"),  # the default, as pyproject.toml lists it
+        ({"trees": 10, "rounds": 3}, "gbdt"),
+        ({"rounds": 3}, "logreg"),
+        ({"privacy": "dp-record"}, "logreg"),
+        ({"privacy": "dp-institution"}, "logreg"),
+        ({"aggregator": "median"}, "logreg"),
+        ({"attackers": 2, "attack": "sign-flip", "aggregator": "krum"}, "logreg"),
+        ({"personalization": "ditto"}, "logreg"),
+        ({"strategy": "fedprox"}, "logreg"),
+        ({"model": "mlp"}, "mlp"),
+        ({"model": "gbdt", "privacy": "secagg"}, "gbdt"),
+    ],
+)
+def test_model_auto_means_trees_unless_the_run_needs_weight_updates(
+    config: dict[str, Any], model: str
+) -> None:
+    settings = RunSettings.from_run_config(config)
+    assert settings.model == model
+    # The resolved model is what the run records and replays.
+    assert settings.to_run_config()["model"] == model
+    assert RunSettings.from_run_config(settings.to_run_config()) == settings
 
 
 # Every combination that cannot run, and the keys its refusal must name.

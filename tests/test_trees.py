@@ -191,6 +191,7 @@ def test_level_by_level_routing_equals_routing_from_the_root() -> None:
             value=first.value,
             cover=first.cover,
             special_left=first.special_left,
+            category_left=first.category_left,
         )
         assert np.array_equal(routing.nodes(grown, codes, missing), grown.route(codes, missing))
     # A stage several levels back (another process saw this node's earlier levels): the
@@ -205,6 +206,7 @@ def test_level_by_level_routing_equals_routing_from_the_root() -> None:
         value=first.value,
         cover=first.cover,
         special_left=first.special_left,
+        category_left=first.category_left,
     )
     skipping.nodes(stump, codes, missing)
     assert first.depth >= 3

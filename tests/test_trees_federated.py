@@ -27,6 +27,7 @@ from jointcredit.models.preprocessing import PreprocessingSpec, agree, summarize
 from jointcredit.models.trees import TreeEnsemble, TreeParams, base_margin, train
 from jointcredit.models.trees.bins import bins_from_rows
 from jointcredit.models.trees.bins import layout as bin_layout
+from jointcredit.models.trees.tree import CATEGORY_SPLIT, STRUCTURE
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
 from jointcredit.server.tree_sums import PlainSums
@@ -143,11 +144,12 @@ def test_federated_trees_equal_the_central_engine_on_pooled_rows(
     assert federated.base_margin == central.base_margin
     assert len(federated.trees) == len(central.trees) == settings.trees
     for i, (f, c) in enumerate(zip(federated.trees, central.trees, strict=True)):
-        for name in ("feature", "threshold", "default_left", "special_left", "left", "right"):
+        for name in (*STRUCTURE, "left", "right"):
             assert np.array_equal(getattr(f, name), getattr(c, name)), f"tree {i}: {name}"
         np.testing.assert_allclose(f.value, c.value, rtol=0, atol=1e-9)
         np.testing.assert_allclose(f.cover, c.cover, rtol=1e-9)
     assert sum(t.n_nodes for t in federated.trees) > 4 * settings.trees  # real trees
+    assert any(np.any(t.threshold == CATEGORY_SPLIT) for t in federated.trees)  # sets too
     if dataset == "synthetic":  # the bureau-style codes 96/98 took sides of their own
         assert any(np.any(t.special_left) for t in federated.trees)
 
@@ -252,7 +254,10 @@ def test_shap_tree_explainer_takes_the_ensemble_as_a_custom_tree_model() -> None
     assert np.isnan(x).any()  # missing codes reach TreeSHAP as missing values
     explainer = shap.TreeExplainer(ens.shap_model())
     values = explainer.shap_values(x)
-    assert values.shape == (300, len(bins.features))
+    # One column per feature, and one per (tree, categorical feature it splits by sets).
+    assert values.shape == (300, len(ens.shap_columns.of_feature)) and x.shape == values.shape
+    assert len(ens.shap_columns.of_feature) > len(bins.features)
+    assert ens.shap_by_feature(values).shape == (300, len(bins.features))
     np.testing.assert_allclose(
         values.sum(axis=1) + explainer.expected_value, ens.margin(codes[:300]), atol=1e-9
     )
@@ -430,7 +435,7 @@ def test_under_secagg_the_sums_of_fixed_point_digits_grow_the_same_trees() -> No
     tolerance = settings.trees * eta * e * (1 + largest / eta) / lam
     assert tolerance < 1e-6, tolerance
     for i, (s, p) in enumerate(zip(run.ensemble.trees, plain.trees, strict=True)):
-        for name in ("feature", "threshold", "default_left", "special_left", "left", "right"):
+        for name in (*STRUCTURE, "left", "right"):
             assert np.array_equal(getattr(s, name), getattr(p, name)), f"tree {i}: {name}"
         np.testing.assert_allclose(s.value, p.value, rtol=0, atol=tolerance)
     pairs = zip(run.ensemble.trees, plain.trees, strict=True)

@@ -25,6 +25,7 @@ from jointcredit.models.learners.base import (
     sigmoid,
 )
 from jointcredit.models.trees import TreeEnsemble, TreeParams
+from jointcredit.models.trees.shapley import ReferenceShapley
 
 MONOTONE = {"none": 0, "increasing": 1, "decreasing": -1}
 
@@ -59,20 +60,17 @@ class TreeModule(nn.Module):
 
 
 class TreeShapKernel:
-    """PD and each feature's exact TreeSHAP contribution (`shap.TreeExplainer` on
-    `TreeEnsemble.shap_model()`), interventional, with the one reference applicant as the
-    background: the Shapley values of v(S) = log-odds of the applicant's codes on S and the
-    reference's elsewhere. They add up to the applicant's log-odds minus the reference's, and
-    a feature in the same bin as the reference's gets exactly 0, as the other families'
-    pushes from the portfolio-average applicant do. One background row keeps it to
-    O(trees x leaves) per applicant; path-dependent TreeSHAP, O(trees x leaves x depth^2),
-    would explain against the cover-weighted mean output instead of an applicant."""
+    """PD and each feature's exact TreeSHAP contribution, interventional, with the one
+    reference applicant as the background (`ReferenceShapley`, held equal to
+    `shap.TreeExplainer` and to exact Shapley enumeration by the tests): the Shapley values
+    of v(S) = log-odds of the applicant's codes on S and the reference's elsewhere. They add
+    up to the applicant's log-odds minus the reference's, and a feature in the same bin as
+    the reference's gets exactly 0, as the other families' pushes from the
+    portfolio-average applicant do."""
 
     def __init__(
         self, ensemble: TreeEnsemble, columns: list[FeatureColumns], reference: np.ndarray
     ) -> None:
-        import shap  # only a service serving trees pays for importing it
-
         ref = np.asarray(reference).reshape(1, -1).astype(np.int64)
         if ref.shape[1] != ensemble.n_features:
             raise ValueError(
@@ -81,22 +79,14 @@ class TreeShapKernel:
         self.ensemble = ensemble
         self.reference = ref
         self.g = grouping(columns)
-        self.explainer = shap.TreeExplainer(
-            ensemble.shap_model(),
-            data=ensemble.shap_inputs(ref),
-            feature_perturbation="interventional",
-        )
+        self.shapley = ReferenceShapley(ensemble, ref[0])
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         codes = x.astype(np.int64)
         pd_ = sigmoid(self.ensemble.margin(codes))
         if not len(codes):
             return pd_, np.zeros((0, self.g.shape[1]))
-        # Additivity is tested (tests/test_trees_service.py), not re-checked per call.
-        values = self.explainer.shap_values(
-            self.ensemble.shap_inputs(codes), check_additivity=False
-        )
-        contributions: np.ndarray = np.asarray(values, dtype=np.float64) @ self.g
+        contributions: np.ndarray = self.shapley(codes) @ self.g
         return pd_, contributions
 
 

@@ -4,11 +4,12 @@
 - `params`: the bin layout of the codes and the boosting parameters;
 - `histogram`: per-node gradient/hessian histograms (one `bincount` per level);
 - `split`: the best split of every node of a level (regularised gain, the sides of the
-  missing and special bins, monotone constraints);
+  missing and special bins, monotone constraints); `categorical`: sets of categories;
 - `bins`: the trees on the federation's agreed bins (`BinningSpec`);
 - `grower`: one tree level by level from histograms, wherever they come from;
-- `tree`, `ensemble`: the trees as flat arrays, scoring, storage, TreeSHAP's view
-  (`threshold_form`: special bins' learned sides as threshold splits);
+- `tree`, `ensemble`: the trees as flat arrays, scoring, storage, shap's view
+  (`threshold_form`: special bins' sides and category sets as threshold splits);
+- `shapley`: exact interventional TreeSHAP against one reference row, for any split;
 - `boost`: the central engine (pooled rows, or one institution's own).
 """
 

@@ -31,6 +31,7 @@ def layout(bins: BinningSpec) -> BinLayout:
         tuple(f.n_bins for f in bins.features),
         tuple(f.missing_code for f in bins.features),
         tuple(len(f.special) if isinstance(f, NumericBins) else 0 for f in bins.features),
+        tuple(not isinstance(f, NumericBins) for f in bins.features),
     )
 
 

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from jointcredit.models.trees.threshold_form import threshold_form
-from jointcredit.models.trees.tree import FIELDS, LEAF, Tree, goes_left
+from jointcredit.models.trees.threshold_form import ShapColumns, shap_columns, threshold_form
+from jointcredit.models.trees.tree import CATEGORY_SPLIT, FIELDS, LEAF, Tree, goes_left, in_category
 
 TREE_START = "tree_start"
 BASE_MARGIN = "base_margin"
 MISSING = "missing"
 SPECIAL_LEFT = "special_left"
+CATEGORY_LEFT = "category_left"
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -64,6 +65,7 @@ class TreeEnsemble:
                 flat["threshold"][node],
                 flat["default_left"][node],
                 flat["special_left"][node],
+                in_category(flat["category_left"], node, code),
             )
             node = np.where(go_left, flat["left"][node], flat["right"][node])
         total: np.ndarray = out + flat["value"][node].sum(axis=1)
@@ -85,15 +87,34 @@ class TreeEnsemble:
             parts["right"].append(np.where(leaf, own, t.right + s))
             for k in ("feature", "threshold", "default_left", "special_left", "value"):
                 parts[k].append(getattr(t, k))
+            parts["category_left"].append(self._padded(t))
         flat: dict[str, Any] = {k: np.concatenate(v) for k, v in parts.items() if v}
         flat["start"] = start
         flat["depth"] = max((t.depth for t in self.trees), default=0)
         return flat
 
+    @property
+    def category_width(self) -> int:
+        return max((t.category_left.shape[1] for t in self.trees), default=0)
+
+    def _padded(self, t: Tree) -> np.ndarray:
+        """`t.category_left` widened to the ensemble's width (categories beyond a tree's
+        width go right: none of its sets holds them)."""
+        out = np.zeros((t.n_nodes, self.category_width), dtype=bool)
+        out[:, : t.category_left.shape[1]] = t.category_left
+        return out
+
     # -- storage
     def to_arrays(self) -> dict[str, np.ndarray]:
         empty = Tree.from_arrays({k: np.zeros(0) for k in FIELDS})
-        out = {k: np.concatenate([getattr(t, k) for t in (empty, *self.trees)]) for k in FIELDS}
+        out = {
+            k: np.concatenate([getattr(t, k) for t in (empty, *self.trees)])
+            for k in FIELDS
+            if k != CATEGORY_LEFT
+        }
+        out[CATEGORY_LEFT] = np.concatenate(
+            [np.zeros((0, self.category_width), dtype=bool), *map(self._padded, self.trees)]
+        )
         out[TREE_START] = np.cumsum([0] + [t.n_nodes for t in self.trees]).astype(np.int64)
         out[BASE_MARGIN] = np.array([self.base_margin], dtype=np.float64)
         out[MISSING] = np.array(self.missing, dtype=np.int64)
@@ -104,6 +125,9 @@ class TreeEnsemble:
         # Ensembles stored before special values had sides of their own send none left.
         if SPECIAL_LEFT not in arrays and "feature" in arrays:
             arrays = {**arrays, SPECIAL_LEFT: np.zeros(len(arrays["feature"]), dtype=np.int64)}
+        # Nor did categories go by sets before they could.
+        if CATEGORY_LEFT not in arrays and "feature" in arrays:
+            arrays = {**arrays, CATEGORY_LEFT: np.zeros((len(arrays["feature"]), 0), dtype=bool)}
         needed = {*FIELDS, TREE_START, BASE_MARGIN, MISSING}
         absent = needed - set(arrays)
         if absent:
@@ -131,15 +155,24 @@ class TreeEnsemble:
         return h.hexdigest()
 
     # -- TreeSHAP
+    @cached_property
+    def shap_columns(self) -> ShapColumns:
+        """The columns `shap_inputs` lays out: each feature's codes, then a rank column per
+        (tree, categorical feature it splits by sets): `shap_columns.of_feature` maps them
+        back."""
+        return shap_columns(self.trees, self.missing)
+
     def shap_model(self) -> dict[str, Any]:
         """The ensemble as `shap.TreeExplainer`'s custom tree model, on `shap_inputs(codes)`
         (codes as floats, the missing code as NaN; a split at t + 0.5 sends codes <= t left;
-        a tree sending special bins to learned sides in `threshold_form`).
-        Internal nodes carry the cover-weighted mean of their leaves, as TreeSHAP expects."""
+        a tree sending special bins to learned sides or categories by sets in
+        `threshold_form`). Internal nodes carry the cover-weighted mean of their leaves, as
+        TreeSHAP expects."""
         trees = []
-        for t in self.trees:
-            if np.any(t.special_left):
-                trees.append(_shap_tree(threshold_form(t, self.missing)))
+        for i, t in enumerate(self.trees):
+            if np.any(t.special_left) or np.any(t.threshold == CATEGORY_SPLIT):
+                form = threshold_form(t, self.missing, self.shap_columns, i)
+                trees.append(_shap_tree(form))
                 continue
             leaf = t.feature == LEAF
             trees.append(
@@ -158,11 +191,13 @@ class TreeEnsemble:
         return {"trees": trees, "base_offset": self.base_margin, "tree_output": "log_odds"}
 
     def shap_inputs(self, codes: np.ndarray) -> np.ndarray:
-        x = codes.astype(np.float64)
-        for j, m in enumerate(self.missing):
-            if m >= 0:
-                x[codes[:, j] == m, j] = np.nan
-        return x
+        return self.shap_columns.inputs(codes, self.missing)
+
+    def shap_by_feature(self, values: np.ndarray) -> np.ndarray:
+        """TreeSHAP values per `shap_inputs` column (rows, columns) added up per feature."""
+        out = np.zeros((len(values), self.n_features))
+        np.add.at(out.T, self.shap_columns.of_feature, np.asarray(values).T)
+        return out
 
 
 def _shap_tree(form: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -206,3 +241,8 @@ def _check_tree(t: Tree) -> None:
         raise ValueError("a tree whose children do not come after their parent")
     if len(np.unique(children)) != len(children):
         raise ValueError("a tree node with two parents")
+    by_set = internal & (t.threshold == CATEGORY_SPLIT)
+    if np.any(internal & (t.threshold < -1) & ~by_set):
+        raise ValueError("a tree node with a negative threshold")
+    if np.any(by_set) and t.category_left.shape[1] == 0:
+        raise ValueError("a set split without its set of categories")

@@ -15,15 +15,17 @@ _VALUES = ("value", "cover")
 
 
 def tree_record(tree: Tree, build: np.ndarray | None = None) -> ArrayRecord:
-    """A tree as two arrays (its structure, its values: every level's message carries the
-    tree so far, and each array costs a header to parse), with the nodes whose histograms
-    are asked for (`build`)."""
+    """A tree as few arrays (its structure, its values, its category sets when it has any:
+    every level's message carries the tree so far, and each array costs a header to parse),
+    with the nodes whose histograms are asked for (`build`)."""
     arrays = {
         protocol.TREE_NODES: Array(
             np.stack([getattr(tree, k).astype(np.int64) for k in _STRUCTURE], axis=1)
         ),
         protocol.TREE_VALUES: Array(np.stack([getattr(tree, k) for k in _VALUES], axis=1)),
     }
+    if tree.category_left.shape[1]:
+        arrays[protocol.TREE_CATEGORIES] = Array(np.ascontiguousarray(tree.category_left))
     if build is not None:
         arrays[protocol.BUILD] = Array(np.asarray(build, dtype=np.int64))
     return ArrayRecord(array_dict=arrays)
@@ -39,10 +41,16 @@ def tree_of(record: ArrayRecord) -> tuple[Tree, np.ndarray | None]:
         or values.shape != (len(nodes), len(_VALUES))
     ):
         raise protocol.ProtocolError("a tree record whose nodes and values do not match")
+    categories = np.zeros((len(nodes), 0), dtype=bool)
+    if protocol.TREE_CATEGORIES in record:
+        categories = record[protocol.TREE_CATEGORIES].numpy()
+        if categories.dtype != np.bool_ or categories.ndim != 2 or len(categories) != len(nodes):
+            raise protocol.ProtocolError("a tree record whose category sets do not match")
     tree = Tree.from_arrays(
         {
             **{k: nodes[:, i] for i, k in enumerate(_STRUCTURE)},
             **{k: values[:, i] for i, k in enumerate(_VALUES)},
+            "category_left": categories,
         }
     )
     build = record[protocol.BUILD].numpy() if protocol.BUILD in record else None

@@ -43,6 +43,8 @@ class TreeGrower:
         self._threshold: list[int] = [0]
         self._default_left: list[bool] = [False]
         self._special_left: list[int] = [0]
+        self._no_categories = np.zeros(layout.category_width, dtype=bool)
+        self._category_left: list[np.ndarray] = [self._no_categories]
         self._left: list[int] = [LEAF]
         self._right: list[int] = [LEAF]
         self._value: list[float] = [0.0]
@@ -54,6 +56,7 @@ class TreeGrower:
         self._build = np.array([0])  # the root: its sums come from its histogram
         self._frontier = [0]
         self._parent_hist: dict[int, np.ndarray] = {}
+        self._present: np.ndarray | None = None  # bins with training rows: the root's
         self.done = params.max_depth == 0
 
     def request(self) -> LevelRequest | None:
@@ -72,6 +75,7 @@ class TreeGrower:
         if self.level == 0:
             # Every row has one code per feature: any feature's bins sum to the node's total.
             root = built[0, : self.layout.n_bins[0], :].sum(axis=0)
+            self._present = built[0, :, 1] > 0
             self._sums[0] = root
             self._value[0] = self._weight(0, root) * self.params.learning_rate
         nodes = [n for n in self._frontier if self._splittable(n)]
@@ -91,6 +95,7 @@ class TreeGrower:
                 np.array([self._upper[n] for n in nodes]),
                 self.layout,
                 self.params,
+                self._present,
             )
             for i, node in enumerate(nodes):
                 gain = splits.gain[i]
@@ -114,6 +119,7 @@ class TreeGrower:
             threshold=np.array(self._threshold, dtype=np.int32),
             default_left=np.array(self._default_left, dtype=bool),
             special_left=np.array(self._special_left, dtype=np.int64),
+            category_left=np.stack(self._category_left),
             left=np.array(self._left, dtype=np.int32),
             right=np.array(self._right, dtype=np.int32),
             value=np.where(feature == LEAF, np.array(self._value), 0.0),
@@ -145,6 +151,7 @@ class TreeGrower:
         self._threshold[node] = int(splits.threshold[i])
         self._default_left[node] = bool(splits.default_left[i])
         self._special_left[node] = int(splits.special_left[i])
+        self._category_left[node] = splits.category_left[i].copy()
         eta = self.params.learning_rate
         children = []
         weights = []
@@ -156,6 +163,7 @@ class TreeGrower:
             self._threshold.append(0)
             self._default_left.append(False)
             self._special_left.append(0)
+            self._category_left.append(self._no_categories)
             self._left.append(LEAF)
             self._right.append(LEAF)
             self._value.append(w * eta)

@@ -5,7 +5,8 @@ The engine sees only bin codes: a (rows, features) integer matrix where feature 
 0..n_bins[j]-1, laid out as `jointcredit.models.binning` lays them out: the regular bins first
 (ordered: a split sends regular codes <= t left), then one bin per special value, then the
 missing code, the last. A special value or missing is no magnitude: each of those bins goes to
-the side the split learned for it.
+the side the split learned for it. A categorical feature's regular bins are its categories: no
+order, a split sends a learned set of them left (`jointcredit.models.trees.categorical`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ MAX_SPECIAL = 5
 
 @dataclass(frozen=True)
 class BinLayout:
-    """Per feature: how many codes it has, which code means missing (`NO_MISSING`: none) and
-    how many special values come just before it (`special`; empty: none anywhere)."""
+    """Per feature: how many codes it has, which code means missing (`NO_MISSING`: none),
+    how many special values come just before it (`special`; empty: none anywhere) and whether
+    its regular codes are unordered categories (`categorical`; empty: none is)."""
 
     n_bins: tuple[int, ...]
     missing: tuple[int, ...]
     special: tuple[int, ...] = ()
+    categorical: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.n_bins) != len(self.missing):
@@ -40,6 +43,11 @@ class BinLayout:
                 raise ValueError(f"feature {j}: special values need the missing code after them")
             if s >= self.n_bins[j] - 1:
                 raise ValueError(f"feature {j}: no regular bin besides {s} special values")
+        if self.categorical and len(self.categorical) != len(self.n_bins):
+            raise ValueError("categorical must name every feature, or none")
+        for j, c in enumerate(self.categorical):
+            if c and self.n_special(j):
+                raise ValueError(f"feature {j}: a categorical feature has no special values")
         for j, (k, m) in enumerate(zip(self.n_bins, self.missing, strict=True)):
             if k < 1:
                 raise ValueError(f"feature {j}: {k} bins")
@@ -67,6 +75,18 @@ class BinLayout:
 
     def n_special(self, j: int) -> int:
         return self.special[j] if self.special else 0
+
+    def is_categorical(self, j: int) -> bool:
+        return bool(self.categorical[j]) if self.categorical else False
+
+    @property
+    def category_width(self) -> int:
+        """Columns of a tree's `category_left`: the most categories of any categorical
+        feature (0: none is categorical)."""
+        return max(
+            (self.ordered_bins(j) for j in range(self.n_features) if self.is_categorical(j)),
+            default=0,
+        )
 
     def check_codes(self, codes: np.ndarray) -> None:
         if codes.ndim != 2 or codes.shape[1] != self.n_features:

@@ -18,7 +18,9 @@ XGBoost's rules, so the same histograms give XGBoost's splits (its `hist` evalua
   those bits: without the tolerance, the order of summation would choose between them;
 - both children need a hessian sum of at least `min_child_weight`; a split on a feature
   constrained increasing (decreasing) is invalid when the left weight exceeds (falls below)
-  the right one.
+  the right one;
+- a categorical feature's splits are sets of categories (`jointcredit.models.trees.categorical`),
+  its threshold `CATEGORY_SPLIT` and its left set in `category_left`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from jointcredit.models.trees.categorical import CategoryCandidates, category_candidates
 from jointcredit.models.trees.params import NO_MISSING, BinLayout, TreeParams
+from jointcredit.models.trees.tree import CATEGORY_SPLIT
 
 TIE = 1e-9  # relative to the node's gain scale: differences below it are rounding
 
@@ -52,14 +56,16 @@ def gain_given_weight(g: np.ndarray, h: np.ndarray, lam: float, w: np.ndarray) -
 class LevelSplits:
     """Per node of a level: the best split found (gain -inf: none is valid). `threshold` t
     sends regular codes <= t left (-1: none); `default_left` sends the missing bin left;
-    `special_left` the special bins whose bit is set (`special_bit`); `left`/`right` are the
-    children's (G, H) sums."""
+    `special_left` the special bins whose bit is set (`special_bit`); `category_left` (nodes,
+    `layout.category_width`) the categories sent left by a set split; `left`/`right` are
+    the children's (G, H) sums."""
 
     gain: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
     default_left: np.ndarray
     special_left: np.ndarray
+    category_left: np.ndarray
     left: np.ndarray
     right: np.ndarray
 
@@ -78,9 +84,11 @@ def best_splits(
     upper: np.ndarray,
     layout: BinLayout,
     params: TreeParams,
+    present: np.ndarray | None = None,
 ) -> LevelSplits:
     """`hist` (nodes, total_bins, 2), `sums` (nodes, 2) each node's (G, H), `lower`/`upper`
-    (nodes,) its weight bounds."""
+    (nodes,) its weight bounds; `present` (total_bins,): which bins have training rows at
+    all (the root's histogram; categories without any are in no set)."""
     n = len(sums)
     lam, mcw = params.reg_lambda, params.min_child_weight
     parent_w = leaf_weight(sums[:, 0], sums[:, 1], lam, lower, upper)
@@ -91,6 +99,7 @@ def best_splits(
         threshold=np.full(n, -1, dtype=np.int64),
         default_left=np.zeros(n, dtype=bool),
         special_left=np.zeros(n, dtype=np.int64),
+        category_left=np.zeros((n, layout.category_width), dtype=bool),
         left=np.zeros((n, 2)),
         right=np.zeros((n, 2)),
     )
@@ -101,15 +110,23 @@ def best_splits(
         k = layout.ordered_bins(j)
         if k == 0:
             continue
-        cand = _candidates(hist, sums, layout, j)
-        left = cand.left
+        sets: CategoryCandidates | None = None
+        if layout.is_categorical(j):
+            offset = int(layout.offsets[j])
+            seen = None if present is None else present[offset : offset + k]
+            sets = category_candidates(hist, sums, layout, j, lam, mcw, seen)
+            left = sets.left
+            possible: np.ndarray | bool = True
+        else:
+            cand = _candidates(hist, sums, layout, j)
+            left, possible = cand.left, cand.possible
         right = sums[:, None, :] - left
         gl, hl, gr, hr = left[..., 0], left[..., 1], right[..., 0], right[..., 1]
         wl = leaf_weight(gl, hl, lam, lo, hi)
         wr = leaf_weight(gr, hr, lam, lo, hi)
         gain = gain_given_weight(gl, hl, lam, wl) + gain_given_weight(gr, hr, lam, wr)
         gain = gain - parent_gain[:, None]
-        valid = (hl >= mcw) & (hr >= mcw) & (hl > 0) & (hr > 0) & cand.possible
+        valid = (hl >= mcw) & (hr >= mcw) & (hl > 0) & (hr > 0) & possible
         c = params.constraint(j)
         # Ordering constrains the regular values only: whichever side a special or missing
         # bin takes, the regular values below the threshold must not outweigh those above.
@@ -125,9 +142,18 @@ def best_splits(
             continue
         best.gain[better] = gain[rows, pick][better]
         best.feature[better] = j
-        best.threshold[better] = cand.threshold[pick][better]
-        best.default_left[better] = cand.default_left[pick][better]
-        best.special_left[better] = cand.special_left[pick][better]
+        if sets is not None:
+            best.threshold[better] = CATEGORY_SPLIT
+            best.default_left[better] = sets.default_left[pick][better]
+            best.special_left[better] = 0
+            best.category_left[better] = sets.left_sets(
+                pick[better], rows[better], layout.category_width
+            )
+        else:
+            best.threshold[better] = cand.threshold[pick][better]
+            best.default_left[better] = cand.default_left[pick][better]
+            best.special_left[better] = cand.special_left[pick][better]
+            best.category_left[better] = False
         best.left[better] = left[rows, pick][better]
         best.right[better] = right[rows, pick][better]
     return best

@@ -4,8 +4,10 @@ An internal node sends a row left when its code for `feature` is <= `threshold` 
 bin), when the code is the feature's missing code and `default_left`, or when it is a special
 value's bin whose bit is set in `special_left` (bit b: code missing - 1 - b; the special bins
 sit just below the missing code, the regular ones below them, so no regular code has a bit
-set). A leaf has feature -1 and carries `value` (learning rate applied). `cover` is each
-node's hessian sum (what TreeSHAP weighs paths by, as XGBoost's cover).
+set). A node whose threshold is `CATEGORY_SPLIT` splits a categorical feature by a set: a row
+goes left when `category_left[node, code]` (missing still by `default_left`). A leaf has
+feature -1 and carries `value` (learning rate applied). `cover` is each node's hessian sum
+(what TreeSHAP weighs paths by, as XGBoost's cover).
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 LEAF = -1
-FIELDS = ("feature", "threshold", "default_left", "left", "right", "value", "cover", "special_left")
+CATEGORY_SPLIT = -2  # the threshold of a node splitting categories by a set
+FIELDS = (
+    "feature",
+    "threshold",
+    "default_left",
+    "left",
+    "right",
+    "value",
+    "cover",
+    "special_left",
+    "category_left",
+)
+STRUCTURE = ("feature", "threshold", "default_left", "special_left", "category_left")
 # Bits of `special_left` a code can reach: special bins beyond it are refused by the layout.
 SPECIAL_BITS = 62
 
@@ -31,6 +45,7 @@ class Tree:
     value: np.ndarray  # float64: leaf value (0 at internal nodes)
     cover: np.ndarray  # float64: hessian sum
     special_left: np.ndarray  # int64: which special bins go left (bits, see the docstring)
+    category_left: np.ndarray  # bool (nodes, width): which categories go left (set splits)
 
     @property
     def n_nodes(self) -> int:
@@ -49,6 +64,11 @@ class Tree:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Tree:
+        n = len(arrays["feature"])
+        # Trees grown before categories were split by sets have none.
+        categories = np.asarray(arrays.get("category_left", np.zeros((n, 0))), dtype=bool)
+        if categories.ndim != 2:
+            categories = categories.reshape(n, -1) if categories.size else np.zeros((n, 0), bool)
         return cls(
             feature=np.asarray(arrays["feature"], dtype=np.int32),
             threshold=np.asarray(arrays["threshold"], dtype=np.int32),
@@ -58,7 +78,12 @@ class Tree:
             value=np.asarray(arrays["value"], dtype=np.float64),
             cover=np.asarray(arrays["cover"], dtype=np.float64),
             special_left=np.asarray(arrays["special_left"], dtype=np.int64),
+            category_left=categories,
         )
+
+    def in_category(self, nodes: np.ndarray, code: np.ndarray) -> np.ndarray | None:
+        """Per row, whether its `code` is in its node's left set (None: no set splits)."""
+        return in_category(self.category_left, nodes, code)
 
     def digest(self) -> bytes:
         """SHA-256 over every array's dtype, shape and bytes (field order fixed)."""
@@ -89,7 +114,7 @@ class Tree:
         f = self.feature[at]
         c = codes[rows, f]
         go_left = goes_left(c, missing[f], self.threshold[at], self.default_left[at],
-                            self.special_left[at])  # fmt: skip
+                            self.special_left[at], self.in_category(at, c))  # fmt: skip
         node[rows] = np.where(go_left, self.left[at], self.right[at])
 
     def extends(self, earlier: Tree) -> bool:
@@ -101,12 +126,24 @@ class Tree:
         split = earlier.feature != LEAF
         return all(
             np.array_equal(getattr(self, k)[:n][split], getattr(earlier, k)[split])
-            for k in ("feature", "threshold", "default_left", "special_left", "left", "right")
+            for k in (*STRUCTURE, "left", "right")
         )
 
     def predict(self, codes: np.ndarray, missing: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.value[self.route(codes, missing)]
         return out
+
+
+def in_category(
+    category_left: np.ndarray, nodes: np.ndarray, code: np.ndarray
+) -> np.ndarray | None:
+    """Whether each `code` is in the left set of its node (`nodes`, same shape); None when
+    `category_left` has no columns (no set splits anywhere)."""
+    width = category_left.shape[1]
+    if width == 0:
+        return None
+    out: np.ndarray = category_left[nodes, np.clip(code, 0, width - 1)] & (code < width)
+    return out
 
 
 def goes_left(
@@ -115,13 +152,17 @@ def goes_left(
     threshold: np.ndarray,
     default_left: np.ndarray,
     special_left: np.ndarray,
+    in_set: np.ndarray | None = None,
 ) -> np.ndarray:
     """Whether rows with these codes (of each node's feature, whose missing code is
-    `missing`) go left at their nodes."""
+    `missing`) go left at their nodes; `in_set`: whether each code is in its node's left
+    category set (`in_category`), needed where a node splits by a set."""
     bit = missing - 1 - code  # a special bin's bit; regular codes reach none that is set
     special = (bit >= 0) & (bit <= SPECIAL_BITS)
     special_go = (special_left >> np.clip(bit, 0, SPECIAL_BITS)) & 1 == 1
     ordered = (code <= threshold) | (special & special_go)
+    if in_set is not None:
+        ordered = np.where(threshold == CATEGORY_SPLIT, in_set, ordered)
     out: np.ndarray = np.where(code == missing, default_left, ordered)
     return out
 
