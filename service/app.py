@@ -8,7 +8,8 @@ service/reviews.py.
     GET  /v1/decisions/{id}       progress: received, scored, under review, decided
     GET  /v1/reviews              the caller's referred applications awaiting review
     POST /v1/reviews/{id}         resolve one with a reviewer note (audited)
-    GET  /healthz /readyz /metrics (Prometheus) /docs (OpenAPI, with valid examples)
+    GET  /healthz /readyz /metrics (Prometheus) /docs /redoc (OpenAPI, with valid examples;
+         served with their assets, no CDN: service/docs.py)
 
 Each calling institution authenticates with `Authorization: Bearer <key>` and sees only its
 own decisions and review items. Errors never carry stack traces (service/errors.py).
@@ -22,7 +23,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from jointcredit.service import errors, openapi
+from jointcredit.service import docs, errors, openapi
 from jointcredit.service.decisions import DecisionService
 from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
@@ -59,6 +60,8 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
         title="jointcredit eligibility service",
         version=service.decider.policy.version,
         description="Decisions with reasons from a verified, signed federated model.",
+        docs_url=None,  # served by `docs`, with no asset from outside the service
+        redoc_url=None,
     )
     state = app.state
     state.service, state.metrics, state.writer = service, metrics, writer
@@ -74,4 +77,5 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
         app.router.routes.extend(router.routes)
     d = state.decisions
     openapi.extend(app, [d.single, d.batch, d.columnar])
+    docs.install(app)
     return app
