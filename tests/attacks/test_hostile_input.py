@@ -202,3 +202,20 @@ def test_review_notes_may_break_lines_but_not_hide_text(api: dict[str, Any]) -> 
             {"final_decision": "approve", "reviewer": "officer-1", "note": note},
         )
         assert response.status_code == status, (note, response.text)
+
+
+def test_a_review_body_that_is_not_json_is_the_documented_422(api: dict[str, Any]) -> None:
+    """FastAPI's own body parsing answered an undocumented 400 to bytes that are not UTF-8."""
+    response: httpx.Response = api["client"].post(
+        "/v1/reviews/" + "0" * 32, content=b'm\xe0o"\xdf\xb1\x07',
+        headers={**api["headers"], "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == 422, response.text
+    assert _fields(response) == ["body"]
+
+
+@pytest.mark.parametrize("limit", [" 1", "1_000", "1.0", "+1", "1" * 17])
+def test_the_review_queue_limit_is_an_integer_in_digits(api: dict[str, Any], limit: str) -> None:
+    response = api["client"].get("/v1/reviews", params={"limit": limit}, headers=api["headers"])
+    assert response.status_code == 422, response.text
+    assert api["client"].get("/v1/reviews?limit=5000", headers=api["headers"]).status_code == 200

@@ -65,7 +65,8 @@ def _shown(interaction: Any) -> str:
         return ""
     sent = (interaction.request.body or b"")[:300]
     got = (interaction.response.content or b"")[:300]
-    return f"\n  sent {sent!r}\n  got {interaction.response.status_code} {got!r}"
+    uri = interaction.request.uri
+    return f"\n  sent {uri} {sent!r}\n  got {interaction.response.status_code} {got!r}"
 
 
 def test_the_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
