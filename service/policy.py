@@ -122,8 +122,9 @@ class StanceSetting(_Strict):
 class FeatureReason(_Strict):
     """Plain-language text for a model feature: `text` when it pushed the applicant toward
     default, `approval_text` when toward approval (without one, a generic sentence that says
-    so); `{value}` is the applicant's value, through `labels` when given. Each text must say
-    why the value moves the risk the way it does, true of any value it may be given."""
+    so); `{value}` is the applicant's value, through `labels` when given, else HTML-escaped,
+    and "other" for a category the model never saw (`reason_value`). Each text must say why
+    the value moves the risk the way it does, true of any value it may be given."""
 
     text: str
     approval_text: str | None = None
