@@ -14,8 +14,6 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, Strict, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from jointcredit.trust.store import INSTITUTION_ID
-
 # Integers every JSON reader holds exactly (RFC 7493, I-JSON).
 SAFE_INT = 2**53 - 1
 
@@ -63,5 +61,7 @@ def text(max_length: int, *, min_length: int = 0, pattern: str = TEXT) -> Any:
     ]
 
 
-# A lender, named as an institution id (what `check_institution_id` accepts).
+# A lender, named as an institution id: trust's rule (`check_institution_id`) as a JSON Schema
+# pattern (tests/attacks/test_hostile_input.py checks that the two agree).
+INSTITUTION_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Institution = Annotated[str, Strict(), Field(pattern=INSTITUTION_ID)]

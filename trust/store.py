@@ -24,8 +24,7 @@ from jointcredit.trust.errors import TrustError
 from jointcredit.trust.files import UnsafeFile, read_regular
 
 FORMAT = "jointcredit-trust-store/1"
-INSTITUTION_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-_INSTITUTION_ID = re.compile(INSTITUTION_ID)
+_INSTITUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_institution_id(institution: str) -> str:

@@ -229,3 +229,21 @@ def test_the_review_queue_limit_is_an_integer_in_digits(api: dict[str, Any], lim
     response = api["client"].get("/v1/reviews", params={"limit": limit}, headers=api["headers"])
     assert response.status_code == 422, response.text
     assert api["client"].get("/v1/reviews?limit=5000", headers=api["headers"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "name", ["bank-a", "B.2_x", "a" * 128, "a" * 129, "bank a", "-bank", "bänk", ""]
+)
+def test_lender_names_follow_the_institution_id_rule(name: str) -> None:
+    import re
+
+    from jointcredit.service.fields import INSTITUTION_ID
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.store import check_institution_id
+
+    try:
+        check_institution_id(name)
+        trusted = True
+    except TrustError:
+        trusted = False
+    assert (re.fullmatch(INSTITUTION_ID, name) is not None) == trusted
