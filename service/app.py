@@ -32,6 +32,7 @@ from jointcredit.service.middleware import MAX_BODY, BodyLimit
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
 from jointcredit.service.routers import decisions, ops, reviews
+from jointcredit.service.schemas import ReviewIn
 from jointcredit.service.writer import AuditWriter
 
 __all__ = ["Service", "create_app"]
@@ -76,6 +77,6 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     for router in (decisions.router, reviews.router, ops.router):
         app.router.routes.extend(router.routes)
     d = state.decisions
-    openapi.extend(app, [d.single, d.batch, d.columnar])
+    openapi.extend(app, [d.single, d.batch, d.columnar, ReviewIn])
     docs.install(app)
     return app

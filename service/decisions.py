@@ -11,14 +11,12 @@ import time
 from typing import Any
 
 import orjson
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
 from jointcredit.service import records
 from jointcredit.service.audit import DecisionRow, Entry, ViewRow
 from jointcredit.service.chain import now
 from jointcredit.service.decision import DecisionTable, Json
-from jointcredit.service.errors import Invalid, NotFound
+from jointcredit.service.errors import Invalid, NotFound, parse
 from jointcredit.service.exposure_http import ExposureResult
 from jointcredit.service.joint import apply_joint
 from jointcredit.service.languages import Language, LanguageError, negotiate
@@ -39,16 +37,6 @@ def _accepted(header: str | None) -> Language | None:
         return negotiate(header)
     except LanguageError as exc:
         raise Invalid("Accept-Language", str(exc)) from None
-
-
-def parse(raw: bytes, model: type[BaseModel]) -> Any:
-    """The body validated straight from its JSON bytes by pydantic-core's parser (FastAPI's
-    json.loads + validate_python is several times slower per applicant); errors take the same
-    422 path as FastAPI's own."""
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 class DecisionService:

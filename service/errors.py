@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
 from jointcredit.service.limits import TooManyReads
 from jointcredit.service.schemas import collapse_errors
@@ -33,6 +34,16 @@ class Invalid(ValueError):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field, self.reason = field, reason
+
+
+def parse(raw: bytes, model: type[BaseModel]) -> Any:
+    """A body validated straight from its JSON bytes by pydantic-core's parser (FastAPI's
+    json.loads + validate_python is several times slower per applicant); errors, a body that is
+    not JSON or not UTF-8 included, take the same 422 path as FastAPI's own."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 def _field(loc: tuple[Any, ...]) -> str:
