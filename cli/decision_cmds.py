@@ -52,7 +52,8 @@ def _applicants(model: Any, input_file: Path | None, sample: int, seed: int) -> 
     import pandas as pd
 
     from jointcredit.data.errors import DataValidationError
-    from jointcredit.data.frames import read_table, validate_frame
+    from jointcredit.data.files import read_table
+    from jointcredit.data.frames import validate_frame
     from jointcredit.service.applicants import sample as draw
 
     schema = model.card.data_schema

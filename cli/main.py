@@ -10,6 +10,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from jointcredit.cli.decision_cmds import decide, score
 from jointcredit.cli.deploy_cmds import link_app, node_app, provision
@@ -18,6 +19,7 @@ from jointcredit.cli.run_cmds import config_app, simulate, sweep
 from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
 from jointcredit.data.errors import DataValidationError
+from jointcredit.data.files import DEFAULT_MAX_FILE_MB
 
 # No local variables in tracebacks: they would print keys, tokens and database passwords.
 app = typer.Typer(
@@ -53,16 +55,21 @@ def data_check(
     directory: Path,
     schema: Annotated[Path | None, typer.Option(help="default DIR/schema.toml")] = None,
     min_rows: Annotated[int, typer.Option(min=1)] = 100,
+    max_file_mb: Annotated[
+        int, typer.Option(min=1, help="largest institution file read, in MiB")
+    ] = DEFAULT_MAX_FILE_MB,
 ) -> None:
-    """Validate a bring-your-own-data directory without training."""
+    """Validate a bring-your-own-data directory without training: the same checks, and the
+    same refusals, as `simulate` on it."""
     from jointcredit.data.catalog import DataConfig, load_federation
 
+    config = DataConfig(
+        dataset=str(directory), schema=str(schema or ""), min_rows=min_rows, max_file_mb=max_file_mb
+    )
     try:
-        fed = load_federation(
-            DataConfig(dataset=str(directory), schema=str(schema or ""), min_rows=min_rows)
-        )
+        fed = load_federation(config)
     except DataValidationError as exc:
-        err.print(f"[red]data error:[/red] {exc}")
+        err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     for inst, d in fed.institutions.items():
         n = len(d.train) + len(d.test)

@@ -27,6 +27,17 @@ err = Console(stderr=True)
 # peer's address on every request for nothing.
 UVICORN: dict[str, Any] = {"log_level": "warning", "proxy_headers": False}
 
+# The HTTP server's own limits (service/server.py), for `serve` and `exposure serve`.
+HeaderKbOption = Annotated[
+    int, typer.Option(min=1, help="largest request line and headers in KiB (431 beyond)")
+]
+HeaderTimeoutOption = Annotated[
+    float, typer.Option(min=0.1, help="seconds a client has to send a request's headers")
+]
+ConnectionsOption = Annotated[
+    int, typer.Option(min=1, help="open connections before requests get 503")
+]
+
 
 def serve(
     model: Annotated[Path, typer.Option(help="signed model directory, e.g. OUT/model")],
@@ -68,10 +79,21 @@ def serve(
     anchor_seconds: Annotated[
         float, typer.Option(min=1, help="anchor at least every S seconds of activity")
     ] = 60.0,
+    max_body_mb: Annotated[
+        float, typer.Option(min=0.01, help="largest request body in MiB (413 beyond); a "
+                            "10,000-applicant batch is ~5 MiB as rows, ~1 MiB as columns")
+    ] = 16.0,
+    audit_lock_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a decision waits for the audit log's write "
+                            "lock held elsewhere before it fails with 503")
+    ] = 5.0,
+    max_header_kb: HeaderKbOption = 32,
+    header_timeout: HeaderTimeoutOption = 5.0,
+    max_connections: ConnectionsOption = 1000,
 ) -> None:  # fmt: skip
-    """Serve eligibility decisions from a verified signed model."""
-    import uvicorn
-
+    """Serve eligibility decisions from a verified signed model. Behind a reverse proxy in
+    production (docs/DEPLOYMENT.md)."""
+    from jointcredit.service import server
     from jointcredit.service.app import create_app
     from jointcredit.service.auth import AuthError
     from jointcredit.service.loader import StartupError, load_service
@@ -89,6 +111,7 @@ def serve(
         "anchor_key": anchor_key,
         "anchor_every": anchor_every,
         "anchor_seconds": anchor_seconds,
+        "audit_lock_timeout": audit_lock_timeout,
     }
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -121,16 +144,24 @@ def serve(
             "policy answers in English only; texts without Chinese: " + ", ".join(untranslated),
             soft_wrap=True,
         )
+    limits = server.ServerLimits(
+        max_header_bytes=max_header_kb * 2**10, header_timeout=header_timeout,
+        max_connections=max_connections,
+    )  # fmt: skip
+    max_body = int(max_body_mb * 2**20)
     if workers == 1:
-        uvicorn.run(create_app(service), host=host, port=port, **UVICORN)
+        app = create_app(service, max_body=max_body)
+        server.run(app, limits, host=host, port=port, **UVICORN)
         return
     from jointcredit.service.workers import export_args
 
     # Checked once here so a bad model fails before any worker starts; every worker then
     # loads and checks it again, with the same audit log (its URL, now resolved).
-    export_args({"model_dir": model, "trust_file": trust, **args, "db_url": service.audit.url})
-    uvicorn.run(
+    export_args({"model_dir": model, "trust_file": trust, **args, "db_url": service.audit.url,
+                 "max_body": max_body})  # fmt: skip
+    server.run(
         "jointcredit.service.workers:app_from_env",
+        limits,
         factory=True,
         workers=workers,
         host=host,
@@ -363,10 +394,12 @@ def exposure_serve(
     trust: Annotated[
         Path | None, typer.Option(help="trust store that verifies a signed registry")
     ] = None,
+    max_header_kb: HeaderKbOption = 32,
+    header_timeout: HeaderTimeoutOption = 5.0,
+    max_connections: ConnectionsOption = 1000,
 ) -> None:
     """Answer secure-sum exposure queries with masked shares of this institution's figures."""
-    import uvicorn
-
+    from jointcredit.service import server
     from jointcredit.service.exposure import ExposureError, Institution, Ledger
     from jointcredit.service.exposure_http import institution_app
     from jointcredit.service.registry import (
@@ -391,4 +424,8 @@ def exposure_serve(
         raise typer.Exit(2) from exc
     if not registry_is_signed(registry):
         err.print(UNSIGNED_REGISTRY.format(path=registry), soft_wrap=True)
-    uvicorn.run(institution_app(node, fed_key), host=host, port=port, log_level="warning")
+    limits = server.ServerLimits(
+        max_header_bytes=max_header_kb * 2**10, header_timeout=header_timeout,
+        max_connections=max_connections,
+    )  # fmt: skip
+    server.run(institution_app(node, fed_key), limits, host=host, port=port, log_level="warning")

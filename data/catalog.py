@@ -20,16 +20,20 @@ import pyarrow.parquet as pq
 
 from jointcredit.data import sba, synthetic
 from jointcredit.data.errors import DataValidationError
+from jointcredit.data.files import (
+    DEFAULT_MAX_FILE_MB,
+    institution_files,
+    institution_id,
+    read_chunks,
+)
 from jointcredit.data.frames import (
-    SUPPORTED_SUFFIXES,
     FederatedData,
     InstitutionData,
     Split,
     SplitKind,
     check_federation,
-    read_table,
     split_institution,
-    validate_frame,
+    validate_chunks,
 )
 from jointcredit.data.schema import Schema, load_schema
 
@@ -50,6 +54,7 @@ class DataConfig:
     synthetic_heterogeneity: float = 0.5
     split: SplitKind = "random"  # time: train on earlier rows, test on the latest (schema's time)
     hindsight_vintage: bool = False  # SBA only: the approval year as a feature (hindsight)
+    max_file_mb: int = DEFAULT_MAX_FILE_MB  # largest institution file read (MiB)
 
 
 def _split_seed(seed: int, institution: str) -> int:
@@ -86,23 +91,7 @@ class Source:
     @cached_property
     def files(self) -> dict[str, Path]:
         assert self.directory is not None
-        found: dict[str, Path] = {}
-        for path in sorted(self.directory.iterdir()):
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES or not path.is_file():
-                continue
-            if path.stem in found:
-                raise DataValidationError(
-                    f"two files for institution {path.stem!r}: {found[path.stem].name}, "
-                    f"{path.name}",
-                    source=str(self.directory),
-                )
-            found[path.stem] = path
-        if not found:
-            raise DataValidationError(
-                "no institution files (*.csv, *.parquet) in the directory",
-                source=str(self.directory),
-            )
-        return found
+        return institution_files(self.directory)
 
     @cached_property
     def ids(self) -> list[str]:
@@ -128,23 +117,25 @@ class Source:
             return f"synthetic:{institution}"
         return str(self.files[institution])
 
-    def raw(self, institution: str) -> pd.DataFrame:
+    def raw(self, institution: str) -> Iterator[pd.DataFrame]:
+        """The institution's rows, in consecutive chunks for a file."""
         if institution not in self.ids:
             raise DataValidationError(f"unknown institution {institution!r}")
         if self.directory is None:
             c = self.config
-            return synthetic.generate_institution(
+            yield synthetic.generate_institution(
                 self.ids.index(institution),
                 len(self.ids),
                 rows=c.synthetic_rows,
                 heterogeneity=c.synthetic_heterogeneity,
                 seed=c.seed,
             )
-        frame = read_table(self.files[institution])
-        return sba.with_vintage(frame) if self.config.hindsight_vintage else frame
+            return
+        for chunk in read_chunks(self.files[institution], max_mb=self.config.max_file_mb):
+            yield sba.with_vintage(chunk) if self.config.hindsight_vintage else chunk
 
     def validated(self, institution: str) -> Split:
-        return validate_frame(
+        return validate_chunks(
             self.raw(institution), self.schema, source=self.source_name(institution)
         )
 
@@ -231,10 +222,10 @@ def load_federation(config: DataConfig) -> FederatedData:
         min_rows=config.min_rows,
         sources={i: source.source_name(i) for i in validated},
     )
+    # Each institution's rows are held once: its validated copy goes as its split is made.
+    institutions = {inst: source.split(inst, validated.pop(inst)) for inst in list(validated)}
     return FederatedData(
-        schema=source.schema,
-        institutions={inst: source.split(inst, d) for inst, d in validated.items()},
-        description=source.description,
+        schema=source.schema, institutions=institutions, description=source.description
     )
 
 
@@ -242,8 +233,8 @@ def load_institution_file(
     path: Path, schema: Schema, config: DataConfig, *, institution: str | None = None
 ) -> InstitutionData:
     """Deployment: a node reads exactly one file of its own (institution id = file stem)."""
-    inst = institution or path.stem
-    data = validate_frame(read_table(path), schema, source=str(path))
+    inst = institution_id(path, source=str(path), given=institution)
+    data = validate_chunks(read_chunks(path, max_mb=config.max_file_mb), schema, source=str(path))
     check_federation(
         {inst: data},
         schema,

@@ -9,9 +9,9 @@ the column and the first offending rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 # Cells read as missing. Categorical columns keep any other string as a category.
 MISSING_TOKENS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
-SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 SplitKind = Literal["random", "time"]
@@ -81,29 +80,11 @@ def _pooled(parts: list[Split]) -> Split:
     )
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read one institution file; CSV cells are read as text so that typing stays ours."""
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise DataValidationError(
-            f"unsupported file type {suffix!r} (use .csv or .parquet)", source=str(path)
-        )
-    try:
-        if suffix == ".csv":
-            return pd.read_csv(
-                path, dtype=str, keep_default_na=False, na_values=list(MISSING_TOKENS)
-            )
-        return pd.read_parquet(path)
-    except FileNotFoundError as exc:
-        raise DataValidationError("file not found", source=str(path)) from exc
-    except Exception as exc:  # pandas/pyarrow raise many types for unreadable files
-        raise DataValidationError(f"cannot read file: {exc}", source=str(path)) from exc
-
-
-def _rows(mask: np.ndarray | pd.Series, limit: int = 5) -> str:
+def _rows(mask: pd.Series, limit: int = 5) -> str:
     # Row numbers as a user sees them in a CSV: header is line 1, first data row is line 2.
-    idx = np.flatnonzero(np.asarray(mask))[:limit]
-    return ", ".join(str(i + 2) for i in idx)
+    # The index is the row's position in the whole file (a chunk's rows continue the count).
+    idx = np.flatnonzero(mask.to_numpy(dtype=bool, na_value=False))[:limit]
+    return ", ".join(str(int(mask.index[i]) + 2) for i in idx)
 
 
 def _numeric(col: pd.Series, name: str, source: str) -> pd.Series:
@@ -152,10 +133,18 @@ def _check_range(series: pd.Series, spec: FeatureSpec, name: str, source: str) -
 def _categorical(col: pd.Series) -> pd.Series:
     text = col.astype("string").str.strip()
     text = text.where(~text.isin(MISSING_TOKENS))
-    return text.astype(object).where(text.notna(), None)
+    # One string object per distinct level, shared by its rows: a large file's category
+    # column costs a pointer per row, not a string per row.
+    codes, levels = pd.factorize(text)
+    out = np.full(len(text), None, dtype=object)
+    present = codes >= 0
+    out[present] = np.asarray(levels, dtype=object)[codes[present]]
+    return pd.Series(out, index=col.index, name=col.name, dtype=object)
 
 
-def _label(col: pd.Series, schema: Schema, source: str) -> np.ndarray:
+def _label(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.ndarray:
+    """1 where the label is the schema's positive value; `seen` collects the distinct label
+    values of the whole file (a file validated in chunks must be binary as a whole)."""
     name = schema.label
     if col.isna().any():
         raise DataValidationError(
@@ -182,7 +171,8 @@ def _label(col: pd.Series, schema: Schema, source: str) -> np.ndarray:
         values = values.astype("int64")
     else:
         values = col.astype("string").str.strip()
-    distinct = sorted(map(str, pd.unique(values)))
+    seen.update(map(str, pd.unique(values)))
+    distinct = sorted(seen)
     if len(distinct) > 2:
         raise DataValidationError(
             f"label is not binary: {len(distinct)} distinct values ({', '.join(distinct[:6])})",
@@ -199,29 +189,76 @@ def validate_frame(
     """Check one institution's raw rows against the schema; return typed features + label
     (and the time column, unless `with_time` is False: applicants being scored have no
     place in a split)."""
-    missing_cols = [c for c in schema.columns if c not in raw.columns]
+    return validate_chunks([raw], schema, source=source, with_time=with_time)
+
+
+def validate_chunks(
+    chunks: Iterable[pd.DataFrame], schema: Schema, *, source: str, with_time: bool = True
+) -> Split:
+    """`validate_frame` over a file read in consecutive pieces: only one raw piece is held at
+    a time beside the typed rows, and every check (line numbers included) is the whole
+    file's."""
+    with_time = with_time and schema.time is not None
+    parts: list[Split] = []
+    labels: set[str] = set()
+    rows = 0
+    for raw in chunks:
+        if rows == 0:
+            check_columns(list(raw.columns), schema, source=source, with_time=with_time)
+        if len(raw) == 0:
+            continue
+        parts.append(_validate_rows(raw, schema, source, with_time, rows, labels))
+        rows += len(raw)
+    if rows == 0:
+        raise DataValidationError("file has no rows", source=source)
+    if len(parts) == 1:
+        return parts[0]
+    return _pooled(parts)
+
+
+def check_columns(columns: list[object], schema: Schema, *, source: str, with_time: bool) -> None:
+    """The header: no name twice, every schema column there."""
+    check_unique_header([str(c) for c in columns], source)
+    missing_cols = [c for c in schema.columns if c not in columns]
     if missing_cols:
         raise DataValidationError(
             f"schema column(s) missing from the file: {', '.join(missing_cols)}", source=source
         )
-    with_time = with_time and schema.time is not None
-    if with_time and schema.time not in raw.columns:
+    if with_time and schema.time not in columns:
         raise DataValidationError(
             f"the schema's time column (time = {schema.time!r}) is missing from the file",
             source=source,
         )
     known = {*schema.columns, *(c for c in (schema.id, schema.time) if c)}
-    extra = [c for c in raw.columns if c not in known]
+    extra = [c for c in columns if c not in known]
     if extra:
         log.warning(
             "%s: ignoring columns not in the schema: %s", source, ", ".join(map(str, extra))
         )
-    if len(raw) == 0:
-        raise DataValidationError("file has no rows", source=source)
 
+
+def check_unique_header(names: list[str], source: str) -> None:
+    """Refuse a column named twice: which copy is the label, or the feature, is anyone's
+    guess."""
+    counts = Counter(names)
+    twice = [name for name, n in counts.items() if n > 1]
+    if twice:
+        raise DataValidationError(
+            f"named more than once in the header ({counts[twice[0]]} columns); rename or "
+            "drop the copies",
+            source=source,
+            column=twice[0],
+        )
+
+
+def _validate_rows(
+    raw: pd.DataFrame, schema: Schema, source: str, with_time: bool, first: int, labels: set[str]
+) -> Split:
+    # Index = position in the file, so that errors name the file's lines.
+    raw = raw.set_axis(pd.RangeIndex(first, first + len(raw)))
     feats: dict[str, pd.Series] = {}
     for name, spec in schema.features.items():
-        col = raw[name].reset_index(drop=True)
+        col = raw[name]
         series = _numeric(col, name, source) if spec.type == "numeric" else _categorical(col)
         _check_range(series, spec, name, source)
         missing = series.isna()
@@ -232,9 +269,9 @@ def validate_frame(
                 source=source,
                 column=name,
             )
-        feats[name] = series
-    y = _label(raw[schema.label].reset_index(drop=True), schema, source)
-    time = _time(raw[str(schema.time)].reset_index(drop=True), source) if with_time else None
+        feats[name] = series.reset_index(drop=True)
+    y = _label(raw[schema.label], schema, source, labels)
+    time = _time(raw[str(schema.time)], source) if with_time else None
     return Split(x=pd.DataFrame(feats), y=y, time=time)
 
 

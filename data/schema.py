@@ -51,6 +51,17 @@ class FeatureSpec(BaseModel):
     special: tuple[float, ...] = ()
     monotone: Literal["none", "increasing", "decreasing"] = "none"
 
+    @field_validator("min", "max")
+    @classmethod
+    def _finite_bound(cls, value: float | None) -> float | None:
+        # TOML has `nan` and `inf`: a nan bound compares false with everything (no row would
+        # ever be outside it) and an infinite one is no bound; leave the key out instead.
+        if value is not None and not math.isfinite(value):
+            raise ValueError(
+                f"must be a finite number, not {value!r}; leave the key out for no bound"
+            )
+        return value
+
     @model_validator(mode="after")
     def _numeric_options(self) -> FeatureSpec:
         if self.type == "categorical":

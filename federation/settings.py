@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.data.catalog import DataConfig
+from jointcredit.data.files import DEFAULT_MAX_FILE_MB
 from jointcredit.data.frames import SplitKind
 from jointcredit.federation import recipes, rules
 from jointcredit.federation.choices import (
@@ -128,6 +129,12 @@ class RunSettings(BaseModel):
         "auto",
     )
     min_rows: int = _field("fewest rows an institution may have", 100, "min-rows", ge=1)
+    max_file_mb: int = _field(
+        "largest institution file read, in MiB (reading peaks at a few times its size)",
+        DEFAULT_MAX_FILE_MB,
+        "max-file-mb",
+        ge=1,
+    )
     max_categories: int = _field(
         "most category values a node reports per feature", 64, "max-categories", ge=1
     )
@@ -398,6 +405,7 @@ class RunSettings(BaseModel):
             synthetic_heterogeneity=self.synthetic_heterogeneity,
             split=self.split,
             hindsight_vintage=self.hindsight_vintage,
+            max_file_mb=self.max_file_mb,
         )
 
     def run_dir(self, run_id: int) -> Path:

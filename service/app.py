@@ -8,7 +8,8 @@ service/reviews.py.
     GET  /v1/decisions/{id}       progress: received, scored, under review, decided
     GET  /v1/reviews              the caller's referred applications awaiting review
     POST /v1/reviews/{id}         resolve one with a reviewer note (audited)
-    GET  /healthz /readyz /metrics (Prometheus) /docs (OpenAPI, with valid examples)
+    GET  /healthz /readyz /metrics (Prometheus) /docs /redoc (OpenAPI, with valid examples;
+         served with their assets, no CDN: service/docs.py)
 
 Each calling institution authenticates with `Authorization: Bearer <key>` and sees only its
 own decisions and review items. Errors never carry stack traces (service/errors.py).
@@ -22,14 +23,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from jointcredit.service import errors, openapi
+from jointcredit.service import docs, errors, openapi
 from jointcredit.service.decisions import DecisionService
+from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import MAX_BODY, BodyLimit
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
 from jointcredit.service.routers import decisions, ops, reviews
+from jointcredit.service.schemas import ReviewIn
 from jointcredit.service.writer import AuditWriter
 
 __all__ = ["Service", "create_app"]
@@ -46,22 +49,26 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.service.audit.close()  # stops the checkpoint thread, releases the lock file
 
 
-def create_app(service: Service) -> FastAPI:
+def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
+    """The app (`max_body`: the largest request body accepted, bytes; larger ones get 413)."""
     metrics = Metrics()
     writer = AuditWriter(service.audit, anchors=service.anchors)
     metrics.count_commits(lambda: writer.groups)
     responses = Responses(service.audit)
+    reads = ReadLimits()
     app = FastAPI(
         lifespan=_lifespan,
         title="jointcredit eligibility service",
         version=service.decider.policy.version,
         description="Decisions with reasons from a verified, signed federated model.",
+        docs_url=None,  # served by `docs`, with no asset from outside the service
+        redoc_url=None,
     )
     state = app.state
     state.service, state.metrics, state.writer = service, metrics, writer
-    state.decisions = DecisionService(service, writer, responses, metrics)
-    state.reviews = ReviewService(service.audit, writer, responses)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    state.decisions = DecisionService(service, writer, responses, metrics, reads)
+    state.reviews = ReviewService(service.audit, writer, responses, reads)
+    app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
     # The routers' routes join the app's own list: `include_router` in this FastAPI keeps a
     # router nested and per request matches through it twice and rebuilds the route's handler,
@@ -70,5 +77,6 @@ def create_app(service: Service) -> FastAPI:
     for router in (decisions.router, reviews.router, ops.router):
         app.router.routes.extend(router.routes)
     d = state.decisions
-    openapi.extend(app, [d.single, d.batch, d.columnar])
+    openapi.extend(app, [d.single, d.batch, d.columnar, ReviewIn])
+    docs.install(app)
     return app

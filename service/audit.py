@@ -13,8 +13,10 @@ the head hash (`/readyz`, `audit verify`) to somewhere they cannot write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +37,16 @@ from jointcredit.service.chain import (
     now,
     walk,
 )
-from jointcredit.service.sqlite import Busy
+from jointcredit.service.sqlite import Busy, LockTimeout
 from jointcredit.service.statements import Statements
 from jointcredit.service.tables import AuditRow, Base, ChainHead, DecisionRow, ViewRow, as_view
 
-__all__ = ["AuditError", "AuditLog", "Busy", "DecisionRow", "Entry", "ViewRow", "as_view"]
+__all__ = ["AuditError", "AuditLog", "Busy", "DecisionRow", "Entry", "LockTimeout", "ViewRow",
+           "as_view"]  # fmt: skip
+
+# How long an append waits for the write lock another process holds before giving up (the
+# request gets 503): a commit holds it for milliseconds, a stuck process for ever.
+LOCK_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,12 @@ class Entry:
 
 
 class AuditLog:
-    def __init__(self, url: str, *, create: bool = True, wal_limit: int = 256 << 20) -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, wal_limit: int = 256 << 20,
+        lock_timeout: float = LOCK_TIMEOUT,
+    ) -> None:  # fmt: skip
         self.url = url
+        self.lock_timeout = lock_timeout
         if not create and url.startswith("sqlite:///"):
             path = url.removeprefix("sqlite:///")
             if not Path(path).is_file():
@@ -70,9 +81,11 @@ class AuditLog:
         # Appends read the chain head and write after it: they must hold the database's write
         # lock from the start, or two service processes on one database read the same head.
         self._writes: Engine = self.engine
+        self._writes_now: Engine = self.engine  # non-waiting appends (on the event loop)
         if self._sqlite:
             sqlite.configure(self.engine)
-            self._writes = sqlite.write_engine(url)
+            self._writes = sqlite.write_engine(url, lock_timeout)
+            self._writes_now = sqlite.write_engine(url, 0.0)
         if create:
             Base.metadata.create_all(self.engine)
             # The head row exists from the start: `SELECT ... FOR UPDATE` on an empty table
@@ -110,24 +123,69 @@ class AuditLog:
         """Append entries (and their view rows) in one transaction; returns their seqs.
         A review of a decision that is no longer awaiting review when the transaction reads it
         (another review, in this group or committed by any process, came first) is not written:
-        its seq is None. `wait=False`: raise Busy instead of waiting for another writer."""
-        if not self._lock.acquire(blocking=wait):
-            raise Busy("another append of this process is running")
+        its seq is None. `wait=False`: raise Busy instead of waiting for another writer;
+        otherwise LockTimeout after waiting about `lock_timeout` seconds for it."""
+        with self._holding(wait, self.lock_timeout):
+            return self._append(entries, wait)
+
+    @contextlib.contextmanager
+    def _holding(self, wait: bool, timeout: float) -> Iterator[None]:
+        """This process's writer lock, then the file lock that orders processes."""
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(blocking=wait, timeout=timeout if wait else -1):
+            if not wait:
+                raise Busy("another append of this process is running")
+            raise LockTimeout(f"the audit log's writer stayed busy for {timeout:g} s")
         try:
             if self.file_lock is None:
-                return self._append(entries)
-            with self.file_lock.hold(wait):
-                return self._append(entries)
+                yield
+                return
+            with self.file_lock.hold(wait, max(0.0, deadline - time.monotonic())):
+                yield
         finally:
             self._lock.release()
 
-    def _append(self, entries: list[Entry]) -> list[int | None]:
+    def writable(self, timeout: float) -> bool:
+        """Whether an append could take the database's write lock within `timeout` seconds
+        (taken and released at once; nothing is written). For readiness."""
+        try:
+            with self._holding(True, timeout):
+                raw = self._writes.raw_connection()
+                try:
+                    cur = raw.cursor()
+                    self._begin(cur, timeout)
+                    raw.rollback()
+                finally:
+                    raw.close()
+        except LockTimeout:
+            return False
+        except Exception as exc:
+            if _lock_stayed_taken(exc):
+                return False
+            raise
+        return True
+
+    def _begin(self, cur: Any, timeout: float) -> None:
+        """Open the write transaction, waiting at most `timeout` s for the write lock."""
+        if self._sqlite:
+            cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            try:
+                sqlite.begin(cur)
+            finally:
+                cur.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+            return
+        cur.execute(f"SET LOCAL lock_timeout = {int(timeout * 1000)}")
+        cur.execute(self._sql.head.sql)  # FOR UPDATE: the lock every appender takes
+
+    def _append(self, entries: list[Entry], wait: bool) -> list[int | None]:
         sql = self._sql
-        raw = self._writes.raw_connection()
+        raw = (self._writes if wait else self._writes_now).raw_connection()
         try:
             cur = raw.cursor()
             if self._sqlite:
                 sqlite.begin(cur)
+            else:
+                cur.execute(f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}")
             cur.execute(sql.head.sql)
             found = cur.fetchone()
             seq, prev = (int(found[0]), str(found[1])) if found else (0, GENESIS)
@@ -174,8 +232,14 @@ class AuditLog:
             raw.commit()
             if self.checkpointer is not None:
                 self.checkpointer.after_commit(cur)
-        except BaseException:
+        except BaseException as exc:
             raw.rollback()
+            if _lock_stayed_taken(exc):
+                if not wait:
+                    raise Busy("the database is locked by another connection") from exc
+                raise LockTimeout(
+                    f"the audit database stayed locked for {self.lock_timeout:g} s"
+                ) from exc
             raise
         finally:
             raw.close()  # back to the pool
@@ -197,6 +261,7 @@ class AuditLog:
         if self.file_lock is not None:
             self.file_lock.close()
         self._writes.dispose()
+        self._writes_now.dispose()
         self.engine.dispose()
 
     def get(self, decision_id: str) -> DecisionRow | None:
@@ -264,3 +329,8 @@ class AuditLog:
                     f"decision {decision_id}: decisions table differs from the log ({changed})"
                 )
         return head_seq, head_hash
+
+
+def _lock_stayed_taken(exc: BaseException) -> bool:
+    """SQLite's busy timeout or PostgreSQL's lock_timeout (SQLSTATE 55P03) ran out."""
+    return sqlite.is_locked(exc) or getattr(exc, "sqlstate", None) == "55P03"

@@ -86,6 +86,10 @@ class Authenticator:
 
     def institution(self, authorization: str | None) -> str:
         """The institution a bearer key belongs to; AuthError (one vague message) otherwise."""
+        return self.key(authorization).institution
+
+    def key(self, authorization: str | None) -> ApiKey:
+        """The API key of a bearer token; AuthError (one vague message) otherwise."""
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthError("missing bearer key")
         token = authorization[len("Bearer ") :].strip()
@@ -95,4 +99,4 @@ class Authenticator:
         entry = self._by_id.get(parts[1])
         if entry is None or not hmac.compare_digest(entry.sha256, _digest(token)):
             raise AuthError("invalid key")
-        return entry.institution
+        return entry

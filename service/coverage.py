@@ -48,7 +48,7 @@ from jointcredit.models.preprocessing import (
     PreprocessingSpec,
 )
 from jointcredit.service.languages import DEFAULT, Language
-from jointcredit.service.policy import OutsideTraining, show_value
+from jointcredit.service.policy import UNSEEN, OutsideTraining, reason_value, show_value
 
 Found = dict[str, str]  # feature -> the applicant's value, as text
 
@@ -120,6 +120,14 @@ class Coverage:
             for f in spec.features
         }
 
+    def level(self, name: str, value: Any) -> Any:
+        """`value` as the model reads it: `UNSEEN` for a category outside its levels (the
+        preprocessing's `__other__`), anything else as it is."""
+        known = self.levels.get(name)
+        if known is None or value is None or value != value or value in known:
+            return value
+        return value if str(value) in known else UNSEEN
+
     def one(self, applicant: Mapping[str, Any]) -> tuple[Found, Found]:
         """(unseen categories, numbers out of range) of one applicant."""
         unseen: Found = {}
@@ -187,9 +195,11 @@ class Coverage:
 
     def entry(self, name: str, value: str, unseen: bool, language: Language) -> dict[str, Any]:
         """The referral reason for `name`'s `value` (as the applicant's found values show it),
-        in `language`."""
+        in `language`. An unseen category is named as the level the model read it as, never
+        as the applicant's text."""
         if unseen:
             text = self.texts.unseen(language)
+            value = reason_value(UNSEEN, language)
         else:
             lo, hi = self.spans[name]
             text = self.texts.out_of_range(language).replace("{low}", show_value(lo))

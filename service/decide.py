@@ -64,7 +64,7 @@ class Decider:
                     "direction": _direction(r)} for r in self.rules.order]
             for lang in LANGUAGES
         }  # fmt: skip
-        self.reasons = ModelReasons(self.features, policy)
+        self.reasons = ModelReasons(self.features, policy, self.coverage.level)
         self.max_reasons = policy.max_reasons
 
     def decide_one(

@@ -11,17 +11,16 @@ import time
 from typing import Any
 
 import orjson
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
 
 from jointcredit.service import records
 from jointcredit.service.audit import DecisionRow, Entry, ViewRow
 from jointcredit.service.chain import now
 from jointcredit.service.decision import DecisionTable, Json
-from jointcredit.service.errors import Invalid, NotFound
+from jointcredit.service.errors import Invalid, NotFound, parse
 from jointcredit.service.exposure_http import ExposureResult
 from jointcredit.service.joint import apply_joint
 from jointcredit.service.languages import Language, LanguageError, negotiate
+from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.records import Responses
@@ -40,20 +39,12 @@ def _accepted(header: str | None) -> Language | None:
         raise Invalid("Accept-Language", str(exc)) from None
 
 
-def parse(raw: bytes, model: type[BaseModel]) -> Any:
-    """The body validated straight from its JSON bytes by pydantic-core's parser (FastAPI's
-    json.loads + validate_python is several times slower per applicant); errors take the same
-    422 path as FastAPI's own."""
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-
-
 class DecisionService:
     def __init__(
-        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics
-    ) -> None:
+        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics,
+        reads: ReadLimits,
+    ) -> None:  # fmt: skip
+        self.reads = reads
         self.decider = service.decider
         self.policy = service.decider.policy
         self.exposure = service.exposure
@@ -140,8 +131,15 @@ class DecisionService:
                   "policy_version": self.policy.version, "created_at": scored}  # fmt: skip
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def progress(self, decision_id: str, institution: str) -> Json:
-        """Where a decision stands: received, scored, under review, decided."""
+    async def progress(self, decision_id: str, institution: str, key_id: str) -> Json:
+        """Where a decision stands: received, scored, under review, decided. Read in a worker
+        thread; a read that must parse a batch record counts against the key's limits."""
+        if self.responses.holds(decision_id):
+            return await asyncio.to_thread(self._progress, decision_id, institution)
+        async with self.reads.expensive(key_id):
+            return await asyncio.to_thread(self._progress, decision_id, institution)
+
+    def _progress(self, decision_id: str, institution: str) -> Json:
         row = self.audit.get(decision_id)
         if row is None:
             found = self.responses.in_batch(decision_id)  # columnar, decided at once

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from jointcredit.service.auth import AuthError
+from jointcredit.service.auth import ApiKey, AuthError
 from jointcredit.service.exposure import ShareEndpoint
 
 if TYPE_CHECKING:
@@ -25,15 +25,21 @@ if TYPE_CHECKING:
 bearer = HTTPBearer(auto_error=False, description="an institution's API key")
 
 
-async def institution(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+async def institution(request: Request, credentials: Credentials) -> str:
     """The calling institution; 401 without a valid key."""
+    return (await api_key(request, credentials)).institution
+
+
+async def api_key(request: Request, credentials: Credentials) -> ApiKey:
+    """The caller's API key (its institution, and its id for per-key limits); 401 without a
+    valid key."""
     authorization = None if credentials is None else f"Bearer {credentials.credentials}"
     state = request.app.state
     try:
-        found: str = state.service.auth.institution(authorization)
+        found: ApiKey = state.service.auth.key(authorization)
     except AuthError as exc:
         state.metrics.error(401)
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc

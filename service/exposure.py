@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,15 +205,31 @@ class Institution:
         )
 
 
-def request_problem(key: bytes, mac: str, issued: str, body: bytes, at: float) -> str | None:
-    """Why a share request may not be answered (not signed with the federation's request key,
-    or issued more than MAX_AGE seconds from `at`), or None."""
-    if not issued.isdigit() or not hmac.compare_digest(
-        mac.encode(), request_mac(key, int(issued), body).encode()
-    ):
-        return "not signed with the federation's request key"
+# A share request's body is one query: an id, a pseudonym and up to 1,000 institution ids.
+MAX_SHARE_BODY = 256 * 2**10
+_ISSUED = re.compile(r"[0-9]{1,12}")  # ASCII digits: `isdigit` also admits "²" and "٣"
+_MAC = re.compile(r"[0-9a-f]{64}")
+UNSIGNED = "not signed with the federation's request key"
+
+
+def header_problem(mac: str, issued: str, at: float) -> str | None:
+    """Why a share request's headers already rule it out (malformed, or issued more than
+    MAX_AGE seconds from `at`), or None; checked before its body is read."""
+    if _MAC.fullmatch(mac) is None or _ISSUED.fullmatch(issued) is None:
+        return UNSIGNED
     if abs(at - int(issued)) > MAX_AGE:
         return f"request issued more than {MAX_AGE} s from now"
+    return None
+
+
+def request_problem(key: bytes, mac: str, issued: str, body: bytes, at: float) -> str | None:
+    """Why a share request may not be answered (malformed or stale headers, or not signed with
+    the federation's request key), or None."""
+    problem = header_problem(mac, issued, at)
+    if problem is not None:
+        return problem
+    if not hmac.compare_digest(mac.encode(), request_mac(key, int(issued), body).encode()):
+        return UNSIGNED
     return None
 
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from jointcredit.service.exposure import (
     ISSUED_HEADER,
     MAC_HEADER,
+    MAX_SHARE_BODY,
     MODULUS,
     QUERY_ID_HEX,
     ExposureError,
@@ -32,6 +33,7 @@ from jointcredit.service.exposure import (
     request_mac,
     total_from_shares,
 )
+from jointcredit.service.middleware import BodyLimit
 from jointcredit.service.registry import Registry
 from jointcredit.service.routers import exposure
 
@@ -40,6 +42,7 @@ def institution_app(institution: Institution, federation_key: bytes) -> FastAPI:
     """POST /v1/exposure/share -> this institution's masked share; GET /healthz."""
     app = FastAPI(title=f"jointcredit exposure endpoint ({institution.institution})")
     app.state.share_endpoint = ShareEndpoint(institution, request_key(federation_key))
+    app.add_middleware(BodyLimit, limit=MAX_SHARE_BODY)
     app.include_router(exposure.router)
     return app
 

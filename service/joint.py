@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.service.decision import DecisionTable
+from jointcredit.service.fields import Institution, text
 from jointcredit.service.languages import EXPOSURE_UNAVAILABLE, Language
 
 
@@ -51,10 +52,14 @@ class JointRequest(BaseModel):
             ]
         },
     )
-    applicant_id: str = Field(min_length=1, max_length=128, description="never leaves the service")
-    annual_income: float = Field(gt=0, le=1e12, allow_inf_nan=False)
-    monthly_debt_payments: float = Field(ge=0, le=1e11, allow_inf_nan=False)
-    participating_lenders: list[str] = Field(min_length=1, max_length=50)
+    applicant_id: text(128, min_length=1) = Field(  # type: ignore[valid-type]
+        description="never leaves the service"
+    )
+    annual_income: float = Field(gt=0, le=1e12, allow_inf_nan=False, strict=True)
+    monthly_debt_payments: float = Field(ge=0, le=1e11, allow_inf_nan=False, strict=True)
+    participating_lenders: list[Institution] = Field(
+        min_length=1, max_length=50, description="institution ids"
+    )
 
 
 class JointOut(BaseModel):

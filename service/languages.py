@@ -56,6 +56,10 @@ PROFILE_REASON: dict[Language, tuple[str, str]] = {  # (alone, followed by detai
 # How a missing value reads inside a reason.
 MISSING: dict[Language, str] = {"en": "missing", "zh": "缺失"}
 
+# How a category the model never saw reads inside a reason: the level the model scored it as
+# (its bucket for every rare or unknown value), never the applicant's own text.
+OTHER_LEVEL: dict[Language, str] = {"en": "other", "zh": "其他"}
+
 # The joint limit's referral when the federation's exposure total could not be established.
 EXPOSURE_UNAVAILABLE: dict[Language, str] = {
     "en": "The lenders' existing exposure to the applicant could not be established, so the "

@@ -18,7 +18,7 @@ from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifa
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.anchors import anchor_key as anchor_key_file
 from jointcredit.service.applicants import probes, typical
-from jointcredit.service.audit import AuditLog
+from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
 from jointcredit.service.exposure import ExposureError
@@ -100,6 +100,7 @@ def load_service(
     anchor_key: Path | None = None,
     anchor_every: int = 1000,
     anchor_seconds: float = 60.0,
+    audit_lock_timeout: float = LOCK_TIMEOUT,
 ) -> Service:
     single_threaded_math()
     try:
@@ -142,7 +143,7 @@ def load_service(
         "context": {},
         "reference": "application-0001",
     }
-    audit = AuditLog(url)
+    audit = AuditLog(url, lock_timeout=audit_lock_timeout)
     # Anchors beside the model's run by default: move the file where the database's writers
     # cannot write (docs/SERVICE.md, "Audit anchors").
     here = model_dir.resolve().parent

@@ -1,11 +1,14 @@
-"""A request body limit that holds whether or not the client sends Content-Length."""
+"""A request body limit that holds whether or not the client sends Content-Length: a declared
+length over the limit is refused before any of the body is read, and a chunked body is counted
+as it streams in and cut off at the limit."""
 
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MAX_BODY = 8 * 2**20  # a full 10,000-applicant batch fits with room to spare
+# A 10,000-applicant batch as rows with 128-character references is ~4.7 MB; as columns ~1 MB.
+MAX_BODY = 16 * 2**20
 
 
 class BodyLimit:
@@ -19,7 +22,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and not _within(declared, self.limit):
             await _too_large(scope, receive, send)
             return
         seen = 0
@@ -37,6 +40,11 @@ class BodyLimit:
             await self.app(scope, limited, send)
         except _TooLarge:
             await _too_large(scope, receive, send)
+
+
+def _within(declared: bytes, limit: int) -> bool:
+    # Length first: int() of thousands of digits is slow, and refused past 4,300.
+    return declared.isdigit() and len(declared) <= 18 and int(declared) <= limit
 
 
 class _TooLarge(Exception):

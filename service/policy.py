@@ -35,6 +35,7 @@ referred, with an `[outside_training]` reason per such feature (service/coverage
 
 from __future__ import annotations
 
+import html
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -42,7 +43,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.service.joint import JointPolicy
-from jointcredit.service.languages import DEFAULT, LANGUAGES, MISSING, Language
+from jointcredit.service.languages import DEFAULT, LANGUAGES, MISSING, OTHER_LEVEL, Language
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -121,8 +122,9 @@ class StanceSetting(_Strict):
 class FeatureReason(_Strict):
     """Plain-language text for a model feature: `text` when it pushed the applicant toward
     default, `approval_text` when toward approval (without one, a generic sentence that says
-    so); `{value}` is the applicant's value, through `labels` when given. Each text must say
-    why the value moves the risk the way it does, true of any value it may be given."""
+    so); `{value}` is the applicant's value, through `labels` when given, else HTML-escaped,
+    and "other" for a category the model never saw (`reason_value`). Each text must say why
+    the value moves the risk the way it does, true of any value it may be given."""
 
     text: str
     approval_text: str | None = None
@@ -152,18 +154,21 @@ class FeatureReason(_Strict):
         if template is None:
             return None
         labels = self.labels_zh if zh else self.labels
-        return template.replace("{value}", labels.get(str(value), show_value(value, language)))
+        label = labels.get(str(value)) if value is not UNSEEN else None
+        return template.replace("{value}", label or reason_value(value, language))
 
 
 class OutsideTraining(_Strict):
     """The reasons given when an applicant is referred for values outside what the model was
-    trained on. `{feature}` is the feature's name, `{value}` the applicant's value, `{low}` and
-    `{high}` the span a numeric feature's preprocessing represents."""
+    trained on. `{feature}` is the feature's name, `{value}` the applicant's number (out of
+    range) or the level the model reads an unseen category as ("other": never the applicant's
+    own text), `{low}` and `{high}` the span a numeric feature's preprocessing represents."""
 
     code: str = Field(default="OUTSIDE_TRAINING_DATA", pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
     unseen_text: str = (
-        "The {feature} value {value} did not occur in the lenders' training data, so the model "
-        "cannot score it reliably; a loan officer will review the application"
+        "The {feature} value given did not occur in the lenders' training data (the model "
+        'reads it as "{value}"), so it cannot be scored reliably; a loan officer will review the '
+        "application"
     )
     range_text: str = (
         "The {feature} value {value} is outside the range of values the model was built on "
@@ -191,8 +196,8 @@ class OutsideTraining(_Strict):
 
 _BUILT_IN = {k: OutsideTraining.model_fields[k].default for k in ("unseen_text", "range_text")}
 _BUILT_IN_ZH = {
-    "unseen_text": "您填写的{feature}（{value}）未出现在各参与机构的训练数据中，模型无法可靠评分，"
-    "您的申请将由信贷人员人工审核",
+    "unseen_text": "您填写的{feature}未出现在各参与机构的训练数据中（模型将其视为“{value}”），"
+    "无法可靠评分，您的申请将由信贷人员人工审核",
     "range_text": "您填写的{feature}（{value}）超出了模型训练数据的范围（{low}至{high}），模型无法"
     "可靠评分，您的申请将由信贷人员人工审核",
 }
@@ -203,6 +208,24 @@ def show_value(value: object, language: Language = DEFAULT) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"
     return MISSING[language] if value is None else str(value)
+
+
+class _Unseen:
+    """A category outside the model's levels, as reasons name it (`reason_value`)."""
+
+    def __repr__(self) -> str:
+        return "UNSEEN"
+
+
+UNSEEN = _Unseen()
+
+
+def reason_value(value: object, language: Language = DEFAULT) -> str:
+    """A value inside a reason's text: the model's level for an unseen category (`UNSEEN`),
+    else `show_value`'s, HTML-escaped (texts reach web pages and letters)."""
+    if value is UNSEEN:
+        return OTHER_LEVEL[language]
+    return html.escape(show_value(value, language))
 
 
 class Policy(_Strict):

@@ -22,7 +22,7 @@ the features that lowered the risk least, each with its toward-approval text.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -34,15 +34,21 @@ from jointcredit.service.languages import (
     PROFILE_REASON_CODE,
     Language,
 )
-from jointcredit.service.policy import Policy, show_value
+from jointcredit.service.policy import Policy, reason_value
 
 TOWARD_DEFAULT, TOWARD_APPROVAL = "toward_default", "toward_approval"
 
 
 class ModelReasons:
-    def __init__(self, features: list[str], policy: Policy) -> None:
+    """`level`: a feature's value as the model reads it (an unseen category as `UNSEEN`), which
+    is what a reason names."""
+
+    def __init__(
+        self, features: list[str], policy: Policy, level: Callable[[str, Any], Any] | None = None
+    ) -> None:
         self.features = features
         self.policy = policy
+        self.level = level or _as_given
         self.width = min(policy.max_reasons, len(features))
         self._codes = [f"F_{name.upper()}" for name in features]
         # Feature positions by name, last first: the tie-break.
@@ -52,6 +58,7 @@ class ModelReasons:
     def text(
         self, name: str, value: object, toward_default: bool, language: Language = DEFAULT
     ) -> str:
+        value = self.level(name, value)
         text_for = self.policy.feature_reasons.get(name)
         text = (
             None
@@ -61,7 +68,7 @@ class ModelReasons:
         if text is not None:
             return text
         template = GENERIC_REASON[language][0 if toward_default else 1]
-        return template.replace("{feature}", name).replace("{value}", show_value(value, language))
+        return template.replace("{feature}", name).replace("{value}", reason_value(value, language))
 
     def _entry(
         self, j: int, value: object, toward_default: bool, language: Language
@@ -105,7 +112,9 @@ class ModelReasons:
         table: list[dict[str, Any]] = []
         for j in np.unique(top[shown]).tolist():
             rows, at = np.nonzero(shown & (top == j))
-            values = list(map(columns[self.features[j]].__getitem__, rows.tolist()))
+            name = self.features[j]
+            level = self.level
+            values = [level(name, v) for v in map(columns[name].__getitem__, rows.tolist())]
             ways = toward_default[rows].tolist()
             # (direction, type, value): 1, 1.0 and True are equal keys but not equal texts.
             keys = list(zip(ways, map(type, values), values, strict=True))
@@ -135,6 +144,10 @@ class ModelReasons:
         entries += [self._entry(j, applicant[self.features[j]], False, language)
                     for _, _, j in least]  # fmt: skip
         return list(range(first_id, first_id + len(entries))), entries
+
+
+def _as_given(name: str, value: Any) -> Any:
+    return value
 
 
 def profile_entry(followed: bool, language: Language = DEFAULT) -> dict[str, Any]:

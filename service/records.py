@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +28,9 @@ from jointcredit.service.decision import DecisionTable, status
 IN_BATCH = ""
 
 BATCHES_KEPT = 8  # parsed columnar batch records kept in memory (a few MB each)
+
+# A batch's institution, its parsed record, and its decisions (None: not a columnar batch).
+_Parsed = tuple[str, dict[str, Any], DecisionTable | None]
 
 
 def batch_id(token: str) -> str:
@@ -160,12 +165,24 @@ def derive_views(
 
 class Responses:
     """Reads decisions' responses back: from their view row, or from their columnar batch's
-    chained record (the last few parsed records kept in memory: the review queue and progress
-    queries tend to read several decisions of one batch)."""
+    chained record (the last few parsed records kept in memory, by batch id, so that a hit
+    needs no database read: the review queue and progress queries tend to read several
+    decisions of one batch). Called from worker threads: a miss parses megabytes of JSON,
+    which must not run on the event loop (service/limits.py limits how often)."""
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
-        self._batches: dict[int, tuple[dict[str, Any], DecisionTable | None]] = {}  # by seq
+        self._batches: OrderedDict[str, _Parsed] = OrderedDict()  # by batch id, LRU
+        self._lock = threading.Lock()
+
+    def holds(self, decision_id: str) -> bool:
+        """Whether reading this decision back is cheap: not a columnar id, or its batch's
+        record is in memory."""
+        where = locate(decision_id)
+        if where is None:
+            return True
+        with self._lock:
+            return where[0] in self._batches
 
     def in_batch(self, decision_id: str) -> tuple[str, dict[str, Any]] | None:
         """(institution, response) of a decision made in a columnar batch; None when the id
@@ -174,21 +191,25 @@ class Responses:
         if where is None:
             return None
         batch, k = where
-        found = self.log.entry("batch", batch)
-        if found is None:
-            return None
-        seq, institution, text = found
-        cached = self._batches.get(seq)
+        with self._lock:
+            cached = self._batches.get(batch)
+            if cached is not None:
+                self._batches.move_to_end(batch)
         if cached is None:
+            found = self.log.entry("batch", batch)
+            if found is None:
+                return None
+            _, institution, text = found
             payload = json.loads(text)
-            columnar = payload.get("format") == "columns"
-            cached = self._batches[seq] = (
-                payload,
-                DecisionTable.from_record(payload) if columnar else None,
-            )
-            while len(self._batches) > BATCHES_KEPT:
-                self._batches.pop(next(iter(self._batches)))
-        payload, table = cached
+            table = None
+            if payload.get("format") == "columns":
+                table = DecisionTable.from_record(payload)
+            cached = (institution, payload, table)
+            with self._lock:
+                self._batches[batch] = cached
+                while len(self._batches) > BATCHES_KEPT:
+                    self._batches.popitem(last=False)
+        institution, payload, table = cached
         if table is None or k >= len(table):
             return None
         columns = payload["decisions"]

@@ -3,23 +3,33 @@ decision on one (audited like a decision)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from jointcredit.service import records
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.chain import now
 from jointcredit.service.errors import Conflict, NotFound
+from jointcredit.service.limits import ReadLimits
 from jointcredit.service.records import Responses
 from jointcredit.service.schemas import ReviewIn
 from jointcredit.service.writer import AuditWriter
 
 
 class ReviewService:
-    def __init__(self, audit: AuditLog, writer: AuditWriter, responses: Responses) -> None:
-        self.audit, self.writer, self.responses = audit, writer, responses
+    def __init__(
+        self, audit: AuditLog, writer: AuditWriter, responses: Responses, reads: ReadLimits
+    ) -> None:
+        self.audit, self.writer, self.responses, self.reads = audit, writer, responses, reads
 
-    def queue(self, institution: str, limit: int) -> dict[str, Any]:
-        """The institution's referred applications awaiting review, oldest first."""
+    async def queue(self, institution: str, limit: int, key_id: str) -> dict[str, Any]:
+        """The institution's referred applications awaiting review, oldest first: read in a
+        worker thread, an expensive read for the key's limits (its responses may come from
+        several batch records)."""
+        async with self.reads.expensive(key_id):
+            return await asyncio.to_thread(self._queue, institution, limit)
+
+    def _queue(self, institution: str, limit: int) -> dict[str, Any]:
         rows = self.audit.list_status(institution, "under_review", max(1, min(limit, 1000)))
         items = [
             {"decision_id": r.decision_id, "created_at": r.created_at,

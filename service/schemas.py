@@ -8,6 +8,8 @@ feature's special codes (the schema's `special`, e.g. 96 = "no bureau file": cod
 outside the range by design and that the model learned as codes); categories are strings
 (integers are accepted and read as their decimal text, e.g. a year). Unknown fields are
 rejected.
+
+Validation is strict, integers are bounded, texts are bounded and printable (service/fields.py).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    Strict,
+    TypeAdapter,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from jointcredit.data.schema import FeatureSpec, Schema
+from jointcredit.service.fields import NOTE, SAFE_INT, TEXT_ERROR, integer, integer_branches, text
 from jointcredit.service.joint import JointOut, JointRequest
 from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy
@@ -38,16 +42,27 @@ SINGLE, BATCH, COLUMNAR = "DecisionRequest", "BatchDecisionRequest", "ColumnarDe
 
 
 # A category is a string, or an integer read as its decimal text (e.g. a year); never a
-# boolean or a float. Both branches are strict core types, with no Python validator: a Python
-# callback per categorical field made validation several times slower per applicant.
+# boolean or a fraction. Strict core types, Python only for an integer written as `60.0`: a
+# Python callback per categorical field made validation several times slower per applicant.
 # `category_text` turns the integers into text after validation; `collapse_errors` turns the
 # union's two messages into one.
-Category = Annotated[
-    Annotated[str, Strict(), Field(min_length=1, max_length=128)] | Annotated[int, Strict()],
+_CATEGORY_TEXT = text(128, min_length=1)
+_WHOLE, _WRITTEN = integer_branches()
+Category: Any = Annotated[
+    _CATEGORY_TEXT | _WHOLE | _WRITTEN,
     Field(union_mode="left_to_right"),
+    WithJsonSchema(
+        {"anyOf": [TypeAdapter(_CATEGORY_TEXT).json_schema(), TypeAdapter(integer()).json_schema()]}
+    ),
 ]
-CATEGORY_ERROR = "a category must be a string (or an integer code such as a year)"
-_UNION_TAGS = ("constrained-str", "int")
+CATEGORY_ERROR = (
+    f"a category must be a string (or an integer code such as a year, at most {SAFE_INT} in "
+    "magnitude)"
+)
+# pydantic-core's names of a union's branches, which end an error's location.
+_UNION_TAGS = ("str", "int", "float", "constrained-", "function-")
+# The errors whose own message names the problem better than CATEGORY_ERROR.
+_OWN_MESSAGE = ("string_too_short", "string_too_long")
 
 
 def category_text(value: object) -> object:
@@ -60,16 +75,21 @@ def collapse_errors(errors: Sequence[Mapping[str, Any]]) -> list[tuple[tuple[Any
     seen: set[tuple[Any, ...]] = set()
     for e in errors:
         loc = tuple(e["loc"])
-        if loc and loc[-1] in _UNION_TAGS:
+        if loc and isinstance(loc[-1], str) and loc[-1].startswith(_UNION_TAGS):
             loc = loc[:-1]
             if loc in seen:
                 continue
             seen.add(loc)
-            too = e["type"] in ("string_too_short", "string_too_long")
-            out.append((loc, e["msg"] if too else CATEGORY_ERROR))
+            own = e["type"] in _OWN_MESSAGE
+            out.append((loc, e["msg"] if own else _message(e, CATEGORY_ERROR)))
         else:
-            out.append((loc, e["msg"]))
+            out.append((loc, _message(e, e["msg"])))
     return out
+
+
+def _message(error: Mapping[str, Any], default: str) -> str:
+    # The pattern itself tells a caller little.
+    return f"Input {TEXT_ERROR}" if error["type"] == "string_pattern_mismatch" else default
 
 
 def applicant_model(schema: Schema) -> type[BaseModel]:
@@ -85,11 +105,15 @@ def applicant_model(schema: Schema) -> type[BaseModel]:
 
 def _feature_type(spec: FeatureSpec) -> Any:
     if spec.type == "numeric" and spec.special:
+        check = _SpecialOrRange(spec)
         base: Any = Annotated[
-            float, Field(allow_inf_nan=False, strict=False), AfterValidator(_SpecialOrRange(spec))
+            float,
+            Field(allow_inf_nan=False, strict=True),
+            AfterValidator(check),
+            WithJsonSchema(check.json_schema()),
         ]
     elif spec.type == "numeric":
-        base = Annotated[float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=False)]
+        base = Annotated[float, Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=True)]
     else:
         base = Category
     return base | None if spec.missing == "impute" else base
@@ -112,6 +136,15 @@ class _SpecialOrRange:
             return value
         raise PydanticCustomError("range_or_special", self.message)
 
+    def json_schema(self) -> dict[str, Any]:
+        """What `__call__` accepts, as JSON Schema: the range, or one of the codes."""
+        span: dict[str, Any] = {"type": "number"}
+        if math.isfinite(self.lo):
+            span["minimum"] = self.lo
+        if math.isfinite(self.hi):
+            span["maximum"] = self.hi
+        return {"anyOf": [span, {"enum": sorted(self.codes)}]}
+
 
 def _span(spec: FeatureSpec) -> str:
     if spec.min is not None and spec.max is not None:
@@ -122,13 +155,14 @@ def _span(spec: FeatureSpec) -> str:
 
 
 def _context_type(spec: Any) -> Any:
-    kind: Any = {"integer": int, "number": float, "string": str}[spec.type]
-    constraints: dict[str, Any] = {}
-    if spec.type != "string":
-        constraints.update(ge=spec.min, le=spec.max)
-    if spec.type == "number":
-        constraints["allow_inf_nan"] = False
-    return Annotated[kind, Field(**constraints)] | None
+    if spec.type == "string":
+        return text(128) | None
+    if spec.type == "integer":
+        lo = -SAFE_INT if spec.min is None else max(-SAFE_INT, math.ceil(spec.min))
+        hi = SAFE_INT if spec.max is None else min(SAFE_INT, math.floor(spec.max))
+        return integer(lo, hi) | None
+    number = Field(ge=spec.min, le=spec.max, allow_inf_nan=False, strict=True)
+    return Annotated[float, number] | None
 
 
 def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> type[BaseModel]:
@@ -170,7 +204,8 @@ def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> t
     }
     validators: dict[str, Any] = {"same_length": model_validator(mode="after")(same_length)}
     stance: Any = list[Literal["normal", "conservative"] | None] | None
-    reference: Any = list[Annotated[str, Field(max_length=128)] | None] | None
+    ref: Any = text(128)
+    reference: Any = list[ref | None] | None
     fields: dict[str, Any] = {
         "language": (
             Language | None,
@@ -209,7 +244,7 @@ def request_models(
         "applicant": (applicant, Field(..., description="the model's features, all required")),
         "context": (context, Field(None, description="policy signals the model does not use")),
         "stance": (stance, Field(None, description="default: the policy's stance")),
-        "reference": (str | None, Field(None, max_length=128, description="your own reference")),
+        "reference": (text(128) | None, Field(None, description="your own reference")),
         "joint": (
             JointRequest | None,
             Field(None, description="ask for a joint credit limit across participating lenders"),
@@ -254,8 +289,8 @@ class ReviewIn(BaseModel):
          "note": "Bank statements show steady card revenue; approved at a reduced limit."}
     ]}}  # fmt: skip
     final_decision: Literal["approve", "decline"]
-    reviewer: str = Field(min_length=1, max_length=128)
-    note: str = Field(min_length=1, max_length=4000)
+    reviewer: text(128, min_length=1)  # type: ignore[valid-type]
+    note: text(4000, min_length=1, pattern=NOTE)  # type: ignore[valid-type]
 
 
 class ReasonEntry(BaseModel):

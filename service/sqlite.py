@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,11 @@ class Busy(RuntimeError):
     """A non-waiting append found another writer holding the lock; nothing was written."""
 
 
+class LockTimeout(RuntimeError):
+    """The audit log's write lock was not free within the bound (another process holds it, or
+    the database is locked); nothing was written."""
+
+
 def _pragmas(conn: Any, _: Any) -> None:
     cur = conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -62,10 +68,11 @@ def configure(engine: Engine) -> None:
     event.listen(engine, "connect", _pragmas)
 
 
-def write_engine(url: str) -> Engine:
-    """An engine whose transactions the caller opens itself with `BEGIN IMMEDIATE`, and which
-    leaves checkpoints to the `Checkpointer`."""
-    engine = create_engine(url, future=True)
+def write_engine(url: str, lock_timeout: float) -> Engine:
+    """An engine whose transactions the caller opens itself with `BEGIN IMMEDIATE` (waiting at
+    most `lock_timeout` seconds for another connection's write lock), and which leaves
+    checkpoints to the `Checkpointer`."""
+    engine = create_engine(url, future=True, connect_args={"timeout": lock_timeout})
 
     @event.listens_for(engine, "connect")
     def _immediate(conn: Any, record: Any) -> None:
@@ -78,6 +85,12 @@ def write_engine(url: str) -> Engine:
 
 def begin(cursor: Any) -> None:
     cursor.execute("BEGIN IMMEDIATE")
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether a driver error says the database's write lock stayed taken (SQLite's busy
+    timeout ran out)."""
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)
 
 
 class FileLock:
@@ -94,18 +107,42 @@ class FileLock:
         return self._file is not None
 
     @contextlib.contextmanager
-    def hold(self, wait: bool = True) -> Iterator[None]:
+    def hold(self, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock; `wait=False`: Busy if taken; `timeout`: LockTimeout after that many
+        seconds (None: wait as long as it takes)."""
         if self._file is None:
             yield
             return
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError as exc:
-            raise Busy("another process is appending") from exc
+        self._acquire(self._file, wait, timeout)
         try:
             yield
         finally:
             fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _acquire(file: IO[bytes], wait: bool, timeout: float | None) -> None:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError as exc:
+            if not wait:
+                raise Busy("another process is appending") from exc
+        if timeout is None:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            return
+        # flock has no timeout: poll, sleeping briefly (a commit holds it for milliseconds).
+        deadline, pause = time.monotonic() + timeout, 0.0005
+        while True:
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError as exc:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"another process has held the audit log's lock for {timeout:g} s"
+                    ) from exc
+            pause = min(pause * 2, 0.005)
 
     def close(self) -> None:
         if self._file is not None:

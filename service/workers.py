@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from jointcredit.service.app import create_app
 from jointcredit.service.loader import load_service
+from jointcredit.service.middleware import MAX_BODY
 
 ENV = "JOINTCREDIT_SERVE_ARGS"
 _PATHS = ("model_dir", "trust_file", "policy_file", "api_keys", "exposure_registry",
@@ -38,4 +39,5 @@ def app_from_env() -> FastAPI:
         if args.get(key) is not None:
             args[key] = Path(args[key])
     model_dir, trust_file = args.pop("model_dir"), args.pop("trust_file")
-    return create_app(load_service(model_dir, trust_file, **args))
+    max_body = int(args.pop("max_body", MAX_BODY))
+    return create_app(load_service(model_dir, trust_file, **args), max_body=max_body)

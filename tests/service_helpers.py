@@ -4,9 +4,13 @@ process."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from click.testing import Result
 from fastapi.testclient import TestClient
@@ -114,6 +118,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def serve_process(args: list[str], port: int) -> subprocess.Popen[str]:
+    """`jointcredit serve ARGS` on 127.0.0.1:`port`, as its own process."""
+    cmd = [sys.executable, "-m", "jointcredit.cli", "serve", *args, "--port", str(port)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_ready(base: str, proc: subprocess.Popen[str], seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
+        assert time.monotonic() < deadline, "the service did not start"
+        time.sleep(0.3)
 
 
 def audit_verify(db: str) -> Result:

@@ -218,7 +218,10 @@ def test_values_outside_the_training_data_are_referred_saying_so(
         first = d["reasons"][0]
         assert first["code"] == "OUTSIDE_TRAINING_DATA" and first["feature"] == name, first
         assert first["kind"] == "policy" and first["direction"] is None
-        assert d[where] == {name: shown} and f"{name} value {shown} " in first["text"]
+        # The text names the level the model read an unseen category as, never the raw value.
+        named = '(the model reads it as "other")' if where == "unseen_values" else f"{shown} "
+        assert d[where] == {name: shown} and f"{name} value " in first["text"]
+        assert named in first["text"] and (where != "unseen_values" or shown not in first["text"])
         assert "a loan officer will review" in first["text"]
         assert len(d["reasons"]) <= 4
     assert "did not occur in the lenders' training data" in decided[0]["reasons"][0]["text"]

@@ -5,38 +5,17 @@ chain. Everything else about the API runs in process (tests/test_service.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import audit_verify, free_port, signed_artifact
+from service_helpers import audit_verify, free_port, serve_process, signed_artifact, wait_ready
 
 from jointcredit.service.auth import new_key
 from jointcredit.service.schemas import DecisionOut
 
 pytestmark = pytest.mark.e2e
-
-
-def _serve(args: list[str], port: int) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "jointcredit.cli", "serve", *args, "--port", str(port)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_ready(base: str, proc: subprocess.Popen[str], seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.3)
 
 
 def _decide(base: str, key: str, body: bytes) -> httpx.Response:
@@ -49,11 +28,11 @@ def test_serve_answers_a_decision_over_the_network(tmp_path: Path) -> None:
     key = new_key(tmp_path / "keys.json", "bank-a")
     db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
     port = free_port()
-    proc = _serve(["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"),
+    proc = serve_process(["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"),
                    "--api-keys", str(tmp_path / "keys.json"), "--db", db], port)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         spec = httpx.get(f"{base}/openapi.json").json()
         example = spec["components"]["schemas"]["DecisionRequest"]["examples"][0]
         r = _decide(base, key, json.dumps(example).encode())
@@ -73,14 +52,14 @@ def test_two_workers_share_one_audit_chain(tmp_path: Path) -> None:
     key = new_key(tmp_path / "keys.json", "bank-a")
     db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
     port = free_port()
-    proc = _serve(
+    proc = serve_process(
         ["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"), "--api-keys",
          str(tmp_path / "keys.json"), "--db", db, "--workers", "2"],
         port,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, proc)
+        wait_ready(base, proc)
         spec = httpx.get(f"{base}/openapi.json").json()
         body = json.dumps(spec["components"]["schemas"]["DecisionRequest"]["examples"][0])
         with ThreadPoolExecutor(8) as pool:

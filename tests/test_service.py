@@ -23,6 +23,7 @@ from jointcredit.service.app import create_app
 from jointcredit.service.audit import AuditError, AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.loader import load_service
+from jointcredit.service.middleware import MAX_BODY
 from jointcredit.service.records import derive_views
 from jointcredit.service.schemas import BatchOut, DecisionOut
 
@@ -138,7 +139,7 @@ def test_hostile_bodies_never_5xx_or_leak_a_traceback(served: dict[str, Any], ra
 
 
 def test_oversized_body_is_413(served: dict[str, Any]) -> None:
-    r = _post(served, None, raw=b" " * (9 * 2**20))
+    r = _post(served, None, raw=b" " * (MAX_BODY + 1))
     assert r.status_code == 413
 
 

@@ -185,7 +185,7 @@ def test_decide_and_score_take_a_language(root: Path, tmp_path: Path) -> None:
     code, out, err = _cli("score", str(root / "model"), "--input", str(applicants),
                           "--language", "zh")  # fmt: skip
     assert code == 0, err
-    assert "#1: 您填写的state（ZZ）未出现在各参与机构的训练数据中" in out, out
+    assert "#1: 您填写的state未出现在各参与机构的训练数据中（模型将其视为“其他”）" in out, out
 
 
 def test_the_joint_limits_referral_and_rule_come_in_the_language_asked(api: Api) -> None:

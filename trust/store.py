@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,17 +21,14 @@ from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.files import UnsafeFile, read_regular
+from jointcredit.trust.ids import RULE, is_institution_id
 
 FORMAT = "jointcredit-trust-store/1"
-_INSTITUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_institution_id(institution: str) -> str:
-    if not _INSTITUTION_ID.match(institution):
-        raise TrustError(
-            f"institution id {institution!r}: use letters, digits, '.', '_' or '-' "
-            "(at most 128, starting with a letter or digit)"
-        )
+    if not is_institution_id(institution):
+        raise TrustError(f"institution id {institution!r}: {RULE}")
     return institution
 
 

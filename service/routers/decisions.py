@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from jointcredit.service import dependencies
+from jointcredit.service.auth import ApiKey
 from jointcredit.service.decisions import DecisionService
+from jointcredit.service.openapi import responses
 from jointcredit.service.schemas import (
     BATCH,
     COLUMNAR,
@@ -24,6 +26,7 @@ from jointcredit.service.schemas import (
 router = APIRouter(tags=["decisions"])
 Caller = Annotated[str, Depends(dependencies.institution)]
 Decisions = Annotated[DecisionService, Depends(dependencies.decisions)]
+DECIDE = responses(401, 413, 422, 503)
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -42,17 +45,26 @@ def _json(content: bytes) -> Response:
     return Response(content, media_type="application/json")
 
 
-@router.post("/v1/decisions", response_model=DecisionOut, openapi_extra=_body(SINGLE))
+@router.post(
+    "/v1/decisions", response_model=DecisionOut, responses=DECIDE, openapi_extra=_body(SINGLE)
+)
 async def decide_one(request: Request, institution: Caller, decisions: Decisions) -> Response:
     return _json(await decisions.one(await request.body(), institution, _language(request)))
 
 
-@router.post("/v1/decisions:batch", response_model=BatchOut, openapi_extra=_body(BATCH))
+@router.post(
+    "/v1/decisions:batch", response_model=BatchOut, responses=DECIDE, openapi_extra=_body(BATCH)
+)
 async def decide_batch(request: Request, institution: Caller, decisions: Decisions) -> Response:
     return _json(await decisions.rows(await request.body(), institution, _language(request)))
 
 
-@router.post("/v1/decisions:columnar", response_model=ColumnarOut, openapi_extra=_body(COLUMNAR))
+@router.post(
+    "/v1/decisions:columnar",
+    response_model=ColumnarOut,
+    responses=DECIDE,
+    openapi_extra=_body(COLUMNAR),
+)
 async def decide_columnar(
     request: Request,
     institution: Caller,
@@ -70,6 +82,10 @@ async def decide_columnar(
     return _json(await decisions.columns(body, institution, expand, _language(request)))
 
 
-@router.get("/v1/decisions/{decision_id}")
-async def progress(decision_id: str, institution: Caller, decisions: Decisions) -> dict[str, Any]:
-    return decisions.progress(decision_id, institution)
+@router.get("/v1/decisions/{decision_id}", responses=responses(401, 404, 422, 429))
+async def progress(
+    decision_id: Annotated[str, Path(max_length=128)],
+    key: Annotated[ApiKey, Depends(dependencies.api_key)],
+    decisions: Decisions,
+) -> dict[str, Any]:
+    return await decisions.progress(decision_id, key.institution, key.key_id)

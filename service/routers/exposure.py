@@ -17,6 +17,7 @@ from jointcredit.service.exposure import (
     ShareEndpoint,
     ShareRequest,
     ShareResponse,
+    header_problem,
     request_problem,
 )
 
@@ -31,10 +32,16 @@ Endpoint = Annotated[ShareEndpoint, Depends(share_endpoint)]
         "application/json": {"schema": ShareRequest.model_json_schema()}}}},
 )  # fmt: skip
 async def share(request: Request, endpoint: Endpoint) -> ShareResponse:
-    """Unauthenticated, altered or stale requests get 401 and use up no query id."""
-    body = await request.body()
+    """Unauthenticated, altered or stale requests get 401 and use up no query id. The headers
+    are checked before the body is read, and the body is bounded (413 over MAX_SHARE_BODY,
+    institution_app's BodyLimit)."""
     mac, issued = request.headers.get(MAC_HEADER, ""), request.headers.get(ISSUED_HEADER, "")
-    problem = request_problem(endpoint.key, mac, issued, body, time.time())
+    at = time.time()
+    problem = header_problem(mac, issued, at)
+    if problem is not None:
+        raise HTTPException(401, problem)
+    body = await request.body()
+    problem = request_problem(endpoint.key, mac, issued, body, at)
     if problem is not None:
         raise HTTPException(401, problem)
     try:
