@@ -1,7 +1,7 @@
 """Federated gradient-boosted trees against XGBoost, side by side on the same machine.
 
     python scripts/bench_trees.py [--dataset sba|sba-full|synthetic] [--split random|time]
-        [--trees 100] [--max-depth 6] [--out runs/bench-trees] [--json]
+        [--trees 100] [--max-depth 6] [--tree-learning-rate 0.1] [--out runs/bench-trees] [--json]
 
 Measures, on the pooled test split: XGBoost `hist` on the pooled rows (the federation's bins;
 2 threads and 1), this project's engine on the pooled rows with the federation's bins (the
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--max-depth", type=int, default=6)
+    parser.add_argument("--tree-learning-rate", type=float, default=0.1)
     parser.add_argument("--institutions", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-trees"))
     args = parser.parse_args()
@@ -50,6 +51,7 @@ def main() -> None:
             "institutions": args.institutions,
             "trees": args.trees,
             "max-depth": args.max_depth,
+            "tree-learning-rate": args.tree_learning_rate,
             "out-dir": str(args.out),
             "checkpoints": False,
         }

@@ -64,13 +64,14 @@ def trees_section(measure: Measure) -> str:
 
 `python scripts/bench_trees.py --dataset D --split S` for each row (measured up to
 {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; defaults: 100 trees, depth 6, max-bins 64,
-tree-learning-rate 0.1, lambda 1, min child weight 1). XGBoost own bins: `tree_method="hist"`
-on the pooled raw features (categories as categoricals) with its own quantile sketch (max_bin
-64), what a lender's modeller would run, the issue's reference. XGBoost same bins: on the
-federation's bin codes (the `centralized` baseline of a gbdt run). Twin: this project's engine
-on the pooled rows with the federation's bins; the federated ensemble must equal it (splits
-identical, leaf values within 1e-9, tested). Federated: every institution a simulated Flower
-node, one signed histogram message per tree level; seconds of the trees phase. Ratio:
+tree-learning-rate 0.1, lambda 1, min child weight 1). XGBoost own bins: `tree_method="hist"` on
+the pooled raw features (categories as categoricals) with its own quantile sketch (max_bin 64),
+what a lender's modeller would run, the issue's reference. XGBoost same bins: on the
+federation's bin codes (the `centralized` baseline of a gbdt run), categorical features declared
+categorical (its partition splits, which the engine makes the same way). Twin: this project's
+engine on the pooled rows with the federation's bins; the federated ensemble must equal it
+(splits identical, leaf values within 1e-9, tested). Federated: every institution a simulated
+Flower node, one signed histogram message per tree level; seconds of the trees phase. Ratio:
 federated trees phase over XGBoost own bins on one thread. Peak: resident memory of the whole
 process tree.
 

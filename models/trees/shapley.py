@@ -110,6 +110,14 @@ def _paths(ensemble: TreeEnsemble) -> _Paths:
     )
 
 
+def _indicator(index: np.ndarray, width: int, dtype: type = np.float64) -> sparse.csr_matrix:
+    """(len(index), width): row i has a 1 in column index[i]."""
+    return sparse.csr_matrix(
+        (np.ones(len(index), dtype=dtype), (np.arange(len(index)), index)),
+        shape=(len(index), width),
+    )
+
+
 def _coefficients(depth: int) -> tuple[np.ndarray, np.ndarray]:
     """[a, b]: a member of A's share and a member of B's share (negative) of the game
     "A all in, B all out" with |A| = a and |B| = b."""
@@ -137,17 +145,22 @@ class ReferenceShapley:
         self.ensemble = ensemble
         self.paths = _paths(ensemble)
         p = self.paths
-        n_pairs, n_leaves = len(p.pair_leaf), len(p.leaf_value)
-        ones = np.ones(n_pairs, dtype=np.float32)
-        self._by_leaf = sparse.csr_matrix(
-            (ones, (np.arange(n_pairs), p.pair_leaf)), shape=(n_pairs, n_leaves)
-        )
-        self._by_feature = sparse.csr_matrix(
-            (ones.astype(np.float64), (np.arange(n_pairs), p.pair_feature)),
-            shape=(n_pairs, ensemble.n_features),
-        )
         self._share_a, self._share_b = _coefficients(p.depth)
-        self._reference_passes = self._passes(ref)[0]
+        # The reference is fixed: where it fails a pair's tests, the row passing them puts
+        # the feature in A (else the leaf is dead); where it passes, the row failing them
+        # puts it in B. So only the row's passes are computed per call.
+        r_passes = self._passes(ref)[0]
+        n_leaves = len(p.leaf_value)
+        self._a_pairs = np.flatnonzero(~r_passes)
+        self._b_pairs = np.flatnonzero(r_passes)
+        self._a_leaf = p.pair_leaf[self._a_pairs]
+        self._b_leaf = p.pair_leaf[self._b_pairs]
+        self._a_by_leaf = _indicator(self._a_leaf, n_leaves, np.float32)
+        self._b_by_leaf = _indicator(self._b_leaf, n_leaves, np.float32)
+        self._a_by_feature = _indicator(p.pair_feature[self._a_pairs], ensemble.n_features)
+        self._b_by_feature = _indicator(p.pair_feature[self._b_pairs], ensemble.n_features)
+        # A leaf whose pairs the reference fails is alive only if the row passes them all.
+        self._a_needed = np.bincount(self._a_leaf, minlength=n_leaves)
 
     def _passes(self, codes: np.ndarray) -> np.ndarray:
         """(rows, pairs): whether each row passes every test of the pair's leaf path on the
@@ -183,17 +196,14 @@ class ReferenceShapley:
         )
 
     def _chunk(self, codes: np.ndarray) -> np.ndarray:
-        x_passes = self._passes(codes)
-        r_passes = self._reference_passes[None, :]
-        in_a = x_passes & ~r_passes
-        in_b = ~x_passes & r_passes
-        neither = ~x_passes & ~r_passes
-        size_a = np.asarray(in_a.astype(np.float32) @ self._by_leaf).astype(np.int64)
-        size_b = np.asarray(in_b.astype(np.float32) @ self._by_leaf).astype(np.int64)
-        dead = np.asarray(neither.astype(np.float32) @ self._by_leaf) > 0
-        value = np.where(dead, 0.0, self.paths.leaf_value[None, :])
-        share_a = (self._share_a[size_a, size_b] * value)[:, self.paths.pair_leaf]
-        share_b = (self._share_b[size_a, size_b] * value)[:, self.paths.pair_leaf]
-        per_pair = np.where(in_a, share_a, 0.0) + np.where(in_b, share_b, 0.0)
-        out: np.ndarray = np.asarray(per_pair @ self._by_feature)
+        passes = self._passes(codes)
+        in_a = passes[:, self._a_pairs].astype(np.float32)
+        in_b = (~passes[:, self._b_pairs]).astype(np.float32)
+        size_a = np.asarray(in_a @ self._a_by_leaf).astype(np.int64)
+        size_b = np.asarray(in_b @ self._b_by_leaf).astype(np.int64)
+        value = np.where(size_a == self._a_needed, self.paths.leaf_value, 0.0)
+        share_a = self._share_a[size_a, size_b] * value
+        share_b = self._share_b[size_a, size_b] * value
+        out: np.ndarray = np.asarray((in_a * share_a[:, self._a_leaf]) @ self._a_by_feature)
+        out += np.asarray((in_b * share_b[:, self._b_leaf]) @ self._b_by_feature)
         return out
