@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
-from jointcredit.trust.files import UnsafeFile, read_regular
+from jointcredit.trust.files import UnsafeFile, read_regular, replace_file
 from jointcredit.trust.ids import RULE, is_institution_id
 
 FORMAT = "jointcredit-trust-store/1"
@@ -222,6 +222,8 @@ def save_store(path: Path, store: TrustStore) -> None:
     if store.signature is None:
         raise TrustError("refusing to write an unsigned trust store")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(store.to_bytes())
-    tmp.replace(path)
+    try:
+        # Public, but what every verification trusts: durable, atomic, never through a link.
+        replace_file(path, store.to_bytes(), mode=0o644)
+    except UnsafeFile as exc:
+        raise TrustError(str(exc)) from exc

@@ -78,3 +78,26 @@ def test_an_existing_world_readable_database_is_narrowed(tmp_path: Path) -> None
     os.chmod(db, 0o644)
     AuditLog(f"sqlite:///{db}").close()
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+
+
+def test_the_trust_store_is_written_atomically_and_never_through_a_link(tmp_path: Path) -> None:
+    """A trust store used to go through a fixed `trust.json.tmp`: a symlink planted there
+    made `save_store` overwrite the link's target."""
+    from jointcredit.trust.errors import TrustError
+    from jointcredit.trust.keys import generate
+    from jointcredit.trust.store import create, load_store, save_store
+
+    store = create("fed", generate())
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    path = tmp_path / "trust.json"
+    (tmp_path / "trust.json.tmp").symlink_to(victim)
+    save_store(path, store)
+    assert victim.read_text() == "untouched"
+    assert load_store(path) == store
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    path.unlink()
+    path.symlink_to(victim)
+    with pytest.raises(TrustError, match="symbolic link"):
+        save_store(path, store)
+    assert victim.read_text() == "untouched"
