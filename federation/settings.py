@@ -41,6 +41,8 @@ from jointcredit.federation.choices import (
 )
 
 AUTO = recipes.AUTO
+# Settings naming this machine's files (outputs, keys): not part of a model's provenance.
+MACHINE_LOCAL = ("out-dir", "keys-dir", "trust-file", "coordinator-key")
 
 
 class SettingsError(ValueError):
@@ -303,6 +305,12 @@ class RunSettings(BaseModel):
                     del given[k]
                 given[key] = recipe_value
         return given
+
+    def provenance(self) -> dict[str, Any]:
+        """The run config a signed model records: every setting but where this machine kept
+        the run's output, keys and trust store (paths that say nothing about the model and
+        name a host's directories, temporary ones included)."""
+        return {k: v for k, v in self.to_run_config().items() if k not in MACHINE_LOCAL}
 
     @classmethod
     def _changed(cls, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -212,7 +212,7 @@ class Coordinator:
             architecture=fed.architecture,
             schema=fed.schema,
             institutions=fed.institutions,
-            training=self.settings.to_run_config(),
+            training=self.settings.provenance(),
             metrics=metrics,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             signer=self.identity.key,

@@ -401,3 +401,12 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
     assert _comparable(sweep) == reference
     assert _comparable(flwr_run) == reference
     assert _comparable(link_run) == reference
+
+
+def test_a_models_provenance_names_no_machine_local_path() -> None:
+    settings = RunSettings.from_run_config(
+        {"model": "logreg", "out-dir": "/srv/runs/.x.partial-1", "keys-dir": "/dev/shm/k"}
+    )
+    provenance = settings.provenance()
+    assert provenance["model"] == "logreg" and provenance["dataset"] == "sba"
+    assert not {"out-dir", "keys-dir", "trust-file", "coordinator-key"} & set(provenance)

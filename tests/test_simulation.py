@@ -77,6 +77,11 @@ def test_outputs_follow_the_contract(run: tuple[Path, dict[str, Any]]) -> None:
     trust = load_store(out / "trust.json")
     model = load_artifact(out / "model", trust)
     assert model.card.institutions == metrics["institutions"]
+    # The signed card records how the model was trained, not where this machine kept the
+    # run's output and keys (a staging directory, a temporary key directory).
+    assert model.card.training["rounds"] == 3
+    assert not {"out-dir", "keys-dir", "trust-file", "coordinator-key"} & set(model.card.training)
+    assert str(out.parent) not in json.dumps(model.card.training)
 
 
 def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, Any]]) -> None:
