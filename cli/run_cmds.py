@@ -88,9 +88,6 @@ def simulate(
 
     _quiet_flower(verbose)
     settings = resolve_local({**config, "out-dir": str(out.resolve())})
-    if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        err.print(f"[red]error:[/red] {OutputExists.message(out)}", soft_wrap=True)
-        raise typer.Exit(2)
     progress = _progress()
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
@@ -118,7 +115,7 @@ def simulate(
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    except SettingsError as exc:
+    except (SettingsError, OutputExists) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     except Exception as exc:
