@@ -23,16 +23,18 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from attack_serve import HOST, Model, Server, client
+from attack_serve import HOST, Model, Server, client, kill_all
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "attacks"))
@@ -44,6 +46,8 @@ from jointcredit.service.auth import new_key  # noqa: E402
 from jointcredit.trust.pins import HOME_ENV, pinned_key, record_pin  # noqa: E402
 
 ISSUE_BAR = 100_000  # fuzz requests issue 19 asks for
+GRACE = 300  # seconds past --minutes before the run is stopped
+MARK = ".attack-run"
 SUITE = ["test_audit_truncation.py", "test_rollback.py", "test_unpinned_trust.py",
          "test_hostile_cli.py", "test_files.py", "test_review_race.py"]  # fmt: skip
 
@@ -73,6 +77,7 @@ def model_run(args: argparse.Namespace, out: Path) -> Path:
 
 def _fuzz_worker(base: str, token: str, requests: int, seed: int, deadline: float,
                  results: Any) -> None:  # fmt: skip
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: just end
     with client(base, timeout=60) as http:
         statuses = fuzz_decisions.fuzz(http, {"Authorization": f"Bearer {token}"}, requests,
                                        seed, deadline)  # fmt: skip
@@ -86,22 +91,28 @@ def fuzz(model: Model, token: str, out: Path, requests: int, clients: int,
     d.mkdir()
     server = Server(model, d / "decisions.sqlite", d / "serve.log").start()
     start = time.monotonic()
+    procs: list[multiprocessing.Process] = []
     try:
         server.wait_ready()
         results: Any = multiprocessing.Queue()
         shares = [requests // clients + (k < requests % clients) for k in range(clients)]
-        procs = [multiprocessing.Process(target=_fuzz_worker,
+        procs += [multiprocessing.Process(target=_fuzz_worker,
                                          args=(server.base, token, n, 1000 + k, deadline, results))
                  for k, n in enumerate(shares)]  # fmt: skip
         for p in procs:
+            p.daemon = True  # ended with this process, whatever ends it
+        for p in procs:
             p.start()
         statuses: collections.Counter[int] = collections.Counter()
-        for _ in procs:
-            statuses.update(results.get())
+        for _ in procs:  # a worker that died sends nothing: wait past its deadline, no longer
+            statuses.update(results.get(timeout=max(0.0, deadline - time.monotonic()) + 120))
         for p in procs:
             p.join()
         alive = server.proc is not None and server.proc.poll() is None
     finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
         server.stop()
     seconds = time.monotonic() - start
     verified, output = audit_verify(server)
@@ -189,7 +200,8 @@ def suite(out: Path, deadline: float) -> dict[str, Any]:
 
 def goals(summary: dict[str, Any]) -> list[str]:
     """Every goal the run missed, in words (empty: all met)."""
-    missed = []
+    missed = [summary["aborted"]] if "aborted" in summary else []
+    missed += [f"{k}: {e}" for k, e in summary.get("errors", {}).items()]
     f = summary.get("fuzz")
     if f is None:
         missed.append("fuzzing did not run")
@@ -317,36 +329,30 @@ def main() -> int:
         parser.error(f"--setups: choose from {', '.join(SETUPS)}")
     if args.run is not None and not (args.run / "model").is_dir():
         parser.error(f"--run {args.run}: no model/ in it")
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not (out / MARK).exists():
+        parser.error(f"--out {out}: not empty and not an attack run's directory")
     start = time.monotonic()
     deadline = start + args.minutes * 60
-    out: Path = args.out
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    _fresh(out, args.run)
     # Pins of the federation trained here stay in this run's directory, not ~/.jointcredit.
     os.environ.setdefault(HOME_ENV, str(out / "home"))
     summary: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "host": HOST,
         "budget_minutes": args.minutes, "issue_bar_requests": ISSUE_BAR,
     }  # fmt: skip
-    run = model_run(args, out)
-    model = Model(run / "model", run / "trust.json", out / "keys.json")
-    token = new_key(model.api_keys, "bank-a")
-    left = lambda: deadline - time.monotonic()  # noqa: E731
-
-    _say(f"fuzzing: {args.requests:,} hostile requests, {args.fuzz_clients} clients")
-    summary["fuzz"] = fuzz(model, token, out, args.requests, args.fuzz_clients,
-                           time.monotonic() + 0.5 * left())  # fmt: skip
-    _say(f"  {summary['fuzz']['sent']:,} sent, statuses {summary['fuzz']['statuses']}")
-    _say(f"kill -9 trials: {args.trials} per setup ({', '.join(setups)})")
-    summary["kill"] = kill_trials(
-        model, token, out, args.trials, setups, time.monotonic() + 0.6 * left()
-    )
-    if left() > 0:
-        _say("tampering and artifact attacks")
-        summary["files"] = files(model, run, token, out)
-    if not args.no_suite and left() > 0:
-        _say("attack suite: " + " ".join(SUITE))
-        summary["suite"] = suite(out, deadline)
+    # A hard stop well past the budget: one phase overrunning (a hung server, say) must not
+    # keep the command running; whatever finished is still reported.
+    signal.signal(signal.SIGALRM, _out_of_time)
+    signal.signal(signal.SIGTERM, _out_of_time)
+    signal.alarm(int(args.minutes * 60) + GRACE)
+    try:
+        _phases(args, setups, out, deadline, summary)
+    except OutOfTime as exc:
+        summary["aborted"] = str(exc)
+    finally:
+        signal.alarm(0)
+        kill_all()
     summary["seconds"] = round(time.monotonic() - start, 1)
     summary["missed"] = missed = goals(summary)
     text = table(summary)
@@ -358,6 +364,58 @@ def main() -> int:
     print("goals met" if not missed else "MISSED: " + "; ".join(missed))
     print(f"{summary['seconds']:.0f} s; {out / 'summary.json'}")
     return 1 if missed else 0
+
+
+class OutOfTime(BaseException):  # not caught by the phases' own `except Exception`
+    pass
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    why = f"ran {GRACE} s past its budget" if signum == signal.SIGALRM else "told to stop"
+    raise OutOfTime(f"stopped ({signal.Signals(signum).name}): {why}")
+
+
+def _fresh(out: Path, run: Path | None) -> None:
+    """An empty OUT (marked as an attack run's), keeping `run` and the pins if inside it."""
+    out.mkdir(parents=True, exist_ok=True)
+    keep = {out / "home"} | ({run.resolve()} if run is not None else set())
+    for child in out.iterdir():
+        if child.resolve() in keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (out / MARK).write_text("made by scripts/attack.py; emptied by its next run\n")
+
+
+def _phases(args: argparse.Namespace, setups: list[str], out: Path, deadline: float,
+            summary: dict[str, Any]) -> None:  # fmt: skip
+    run = model_run(args, out)
+    model = Model(run / "model", run / "trust.json", out / "keys.json")
+    token = new_key(model.api_keys, "bank-a")
+    left = lambda: deadline - time.monotonic()  # noqa: E731
+
+    def phase(key: str, what: str, work: Callable[[], dict[str, Any]]) -> None:
+        _say(what)
+        try:
+            summary[key] = work()
+        except Exception as exc:  # reported as a missed goal; the other phases still run
+            summary.setdefault("errors", {})[key] = f"{type(exc).__name__}: {exc}"
+            _say(f"  {key} failed: {exc}")
+
+    phase("fuzz", f"fuzzing: {args.requests:,} hostile requests, {args.fuzz_clients} clients",
+          lambda: fuzz(model, token, out, args.requests, args.fuzz_clients,
+                       time.monotonic() + 0.5 * left()))  # fmt: skip
+    if "fuzz" in summary:
+        _say(f"  {summary['fuzz']['sent']:,} sent, statuses {summary['fuzz']['statuses']}")
+    phase("kill", f"kill -9 trials: {args.trials} per setup ({', '.join(setups)})",
+          lambda: kill_trials(model, token, out, args.trials, setups,
+                              time.monotonic() + 0.6 * left()))  # fmt: skip
+    if left() > 0:
+        phase("files", "tampering and artifact attacks", lambda: files(model, run, token, out))
+    if not args.no_suite and left() > 0:
+        phase("suite", "attack suite: " + " ".join(SUITE), lambda: suite(out, deadline))
 
 
 if __name__ == "__main__":

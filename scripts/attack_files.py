@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,10 @@ def _alarm(signum: int, frame: object) -> None:
 def _cli(args: list[str]) -> tuple[int | None, str]:
     """Exit code and output of `jointcredit ARGS`; None for an uncaught exception or no
     answer within TIMEOUT (SIGALRM interrupts a blocking open, e.g. of a FIFO)."""
+    outer = signal.alarm(0)  # the caller's own alarm (attack.py's budget), resumed after
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(TIMEOUT)
+    signal.alarm(min(TIMEOUT, outer) if outer else TIMEOUT)
     try:
         result = CliRunner().invoke(app, args)
     except _Hung:
@@ -58,6 +61,8 @@ def _cli(args: list[str]) -> tuple[int | None, str]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.alarm(max(1, outer - int(time.monotonic() - started)))
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return None, f"{type(result.exception).__name__}: {result.exception}"
     return result.exit_code, result.output.strip()

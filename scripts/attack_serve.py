@@ -17,6 +17,10 @@ import httpx
 
 HOST = "127.0.0.1"  # loopback only: nothing here listens on or connects to anything else
 
+# Every server started and not yet ended: each runs in its own session, so a harness ended by a
+# signal or an error must end them itself (`kill_all`).
+_LIVE: set[Server] = set()
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -38,7 +42,7 @@ class Model:
     api_keys: Path
 
 
-@dataclass
+@dataclass(eq=False)
 class Server:
     """One `jointcredit serve` process (with `workers` worker processes) on `db`."""
 
@@ -73,6 +77,7 @@ class Server:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        _LIVE.add(self)
         return self
 
     def wait_ready(self, seconds: float = 120) -> None:
@@ -99,6 +104,7 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
         _reap_session(self.proc)
+        _LIVE.discard(self)
 
     def stop(self) -> None:
         """SIGTERM (a clean shutdown: the service anchors its head), SIGKILL after 30 s."""
@@ -109,6 +115,13 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
+        _LIVE.discard(self)
+
+
+def kill_all() -> None:
+    """SIGKILL every server still running."""
+    for server in list(_LIVE):
+        server.kill()
 
 
 def _reap_session(proc: subprocess.Popen[bytes] | None) -> None:

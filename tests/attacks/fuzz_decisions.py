@@ -80,6 +80,7 @@ def request(k: int, body: dict[str, Any], example: dict[str, Any]) -> tuple[str,
 
 
 DROPPED = 0  # the status counted for a request whose connection broke without an answer
+SHOWN = 20  # 5xx and dropped requests printed, of each
 
 
 def fuzz(
@@ -87,7 +88,8 @@ def fuzz(
     deadline: float | None = None,
 ) -> collections.Counter[int]:  # fmt: skip
     """Status counts of `requests` hostile requests (fewer if time.monotonic() passes
-    `deadline`); each 5xx and each dropped connection (counted as status 0) is printed."""
+    `deadline`); the first SHOWN 5xx and dropped connections (counted as status 0) are
+    printed."""
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     example = schemas["DecisionRequest"]["examples"][0]
     rng = random.Random(seed)
@@ -103,10 +105,11 @@ def fuzz(
             )
         except httpx.TransportError as exc:
             statuses[DROPPED] += 1
-            print(f"dropped ({type(exc).__name__}) {path} {raw[:300]!r}")
+            if statuses[DROPPED] <= SHOWN:
+                print(f"dropped ({type(exc).__name__}) {path} {raw[:300]!r}")
             continue
         statuses[response.status_code] += 1
-        if response.status_code >= 500:
+        if response.status_code >= 500 and sum(n for c, n in statuses.items() if c >= 500) <= SHOWN:
             print(f"{response.status_code} {path} {raw[:300]!r}")
     return statuses
 
