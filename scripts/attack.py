@@ -131,21 +131,21 @@ def fuzz(model: Model, token: str, out: Path, requests: int, clients: int,
 def kill_trials(model: Model, token: str, out: Path, trials: int, setups: list[str],
                 deadline: float) -> dict[str, Any]:  # fmt: skip
     done = run_trials(model, token, out / "kill", trials, deadline, setups)
-    setups: dict[str, dict[str, Any]] = {}
+    per: dict[str, dict[str, Any]] = {}
     for t in done:
-        s = setups.setdefault(t.setup, {"trials": 0})
+        s = per.setdefault(t.setup, {"trials": 0})
         s["trials"] += 1
         s["acknowledged"], s["logged"] = t.acknowledged, t.logged  # cumulative per setup
         s["lost"], s["other_outcome"] = t.lost, t.other_outcome  # checked after each trial
     return {
         "trials_requested": trials * len(setups), "trials": len(done),
-        "acknowledged": sum(s["acknowledged"] for s in setups.values()),
-        "logged": sum(s["logged"] for s in setups.values()),
-        "lost": sum(len(s["lost"]) for s in setups.values()),
-        "other_outcome": sum(len(s["other_outcome"]) for s in setups.values()),
+        "acknowledged": sum(s["acknowledged"] for s in per.values()),
+        "logged": sum(s["logged"] for s in per.values()),
+        "lost": sum(len(s["lost"]) for s in per.values()),
+        "other_outcome": sum(len(s["other_outcome"]) for s in per.values()),
         "audit_verify_failures": sum(not t.verify_ok for t in done),
         "restarts_not_deciding": sum(not t.decides_after_restart for t in done),
-        "setups": setups, "runs": [asdict(t) for t in done],
+        "setups": per, "runs": [asdict(t) for t in done],
     }  # fmt: skip
 
 

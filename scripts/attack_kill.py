@@ -161,7 +161,7 @@ def examples(base: str) -> dict[str, Any]:
 def trial(
     setup: str, model: Model, token: str, workdir: Path, acked_before: list[Ack],
     rng: random.Random,
-) -> tuple[Trial, list[str]]:  # fmt: skip
+) -> tuple[Trial, list[Ack]]:  # fmt: skip
     """One trial of `setup` on the database in `workdir`; returns it and every decision
     acknowledged in this setup so far."""
     processes, workers = SETUPS[setup]
@@ -169,11 +169,9 @@ def trial(
     servers = [Server(model, db, log, workers=workers) for _ in range(processes)]
     load = _Load([s.base for s in servers], token, {}, rng.getrandbits(32))
     wait = rng.uniform(0.5, 4.0)
-    for s in servers:
-        s.start()
     try:
-        for s in servers:
-            s.wait_ready()
+        for s in servers:  # one after another: the first creates the anchor key they share
+            s.start().wait_ready()
         load.examples = examples(servers[0].base)
         threads = load.run(CLIENTS)
         time.sleep(wait)
