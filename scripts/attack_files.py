@@ -137,6 +137,8 @@ _MID = "(SELECT seq FROM audit_log ORDER BY seq LIMIT 1 OFFSET 5)"
 _ONE_DECISION = "(SELECT decision_id FROM decisions ORDER BY decision_id LIMIT 1)"
 _REVIEWED = "(SELECT decision_id FROM decisions WHERE final_decision IS NOT NULL LIMIT 1)"
 
+NEEDS_REVIEW = "a review's outcome flipped in the view"
+
 # name: (tampering, needs the anchors to be caught)
 LOG_CASES: dict[str, tuple[Tamper, bool]] = {
     "a decision's payload edited (score raised)": (_sql(
@@ -249,7 +251,14 @@ def _forge_anchor(server: Server) -> Case:
 def tamper_log(server: Server) -> tuple[Case, list[Case]]:
     """The untouched log's check (must pass) and every tampering case's."""
     control = _check_log(server, "the log as written", None, False)
-    cases = [_check_log(server, n, t, a) for n, (t, a) in LOG_CASES.items()]
+    con = sqlite3.connect(server.db)
+    (reviews,) = con.execute("SELECT count(*) FROM audit_log WHERE kind = 'review'").fetchone()
+    con.close()
+    cases = [
+        _check_log(server, n, t, a)
+        for n, (t, a) in LOG_CASES.items()
+        if reviews or n != NEEDS_REVIEW
+    ]  # the model referred nobody: nothing to flip
     return control, [*cases, _forge_anchor(server)]
 
 
