@@ -265,9 +265,9 @@ def table(summary: dict[str, Any]) -> str:
         rows.append(("kill -9 trials", "", f"{k['trials']} ({per})"))
         rows.append(
             (
-                "acknowledged decisions not in the log",
-                "0",
-                f"{k['lost']} of {k['acknowledged']:,} ({k['logged']:,} logged)",
+                "acknowledged decisions not in the log (in it with another outcome)",
+                "0 (0)",
+                f"{k['lost']} ({k['other_outcome']}) of {k['acknowledged']:,}",
             )
         )
         rows.append(
