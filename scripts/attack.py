@@ -213,6 +213,8 @@ def goals(summary: dict[str, Any]) -> list[str]:
             missed.append(f"fuzz: {f['sent']} of {f['requested']} requests sent in time")
         if not f["server_alive_after"] or not f["audit_verify_ok"]:
             missed.append("fuzz: the server died or its log does not verify")
+        if f["tracebacks_in_server_log"]:
+            missed.append(f"fuzz: {f['tracebacks_in_server_log']} tracebacks in the server's log")
     k = summary.get("kill")
     if k is None or k["trials"] < k["trials_requested"]:
         missed.append("kill -9: not every trial ran" if k else "kill -9 trials did not run")
