@@ -2,6 +2,7 @@
 #   make demo   set up, run the federation on the shipped SBA sample, score a few applicants
 #   make test   set up, then lint, type-check and run the whole test suite (what CI runs)
 #   make check  lint, type-check and the unit tier only: the fast loop before every commit
+#   make attack fuzzing, kill -9 trials and tampering against the service, bounded in time
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -12,7 +13,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: setup demo test check lint typecheck pytest pytest-unit bench sba-full flwr-run clean
+.PHONY: setup demo test check lint typecheck pytest pytest-unit bench attack sba-full flwr-run clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -58,6 +59,13 @@ sba-full: $(STAMP)
 
 bench: sba-full
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
+
+# Issue 19's attack run on 127.0.0.1 within ATTACK_MINUTES: 100,000 hostile requests to a real
+# `serve`, kill -9 trials (one worker, two workers, two processes on one SQLite file), log
+# tampering and artifact attacks, the attack suite's files; runs/attack/summary.{json,md}.
+ATTACK_MINUTES ?= 15
+attack: $(STAMP)
+	$(PY) scripts/attack.py --minutes $(ATTACK_MINUTES) $(ATTACK_ARGS)
 
 # `flwr run .` against a local simulation SuperLink that this target also stops.
 flwr-run: $(STAMP)

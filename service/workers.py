@@ -20,24 +20,31 @@ from jointcredit.service.loader import load_service
 from jointcredit.service.middleware import MAX_BODY
 
 ENV = "JOINTCREDIT_SERVE_ARGS"
-_PATHS = ("model_dir", "trust_file", "policy_file", "api_keys", "exposure_registry",
-          "federation_key")  # fmt: skip
 
 
 def export_args(args: dict[str, Any]) -> None:
-    """Put `load_service` keyword arguments where the workers will find them."""
-    os.environ[ENV] = json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in args.items()})
+    """Put `load_service` keyword arguments where the workers will find them; which of them
+    are paths travels with them, so every path argument comes back a Path."""
+    paths = sorted(k for k, v in args.items() if isinstance(v, Path))
+    values = {k: str(v) if k in paths else v for k, v in args.items()}
+    os.environ[ENV] = json.dumps({"paths": paths, "args": values})
+
+
+def import_args() -> dict[str, Any]:
+    """The arguments `export_args` put in the environment, paths as Paths."""
+    raw = os.environ.get(ENV)
+    if raw is None:
+        raise RuntimeError(f"{ENV} is not set: start workers with `jointcredit serve --workers`")
+    exported: dict[str, Any] = json.loads(raw)
+    args: dict[str, Any] = exported["args"]
+    for key in exported["paths"]:
+        args[key] = Path(args[key])
+    return args
 
 
 def app_from_env() -> FastAPI:
     """The uvicorn factory each worker calls."""
-    raw = os.environ.get(ENV)
-    if raw is None:
-        raise RuntimeError(f"{ENV} is not set: start workers with `jointcredit serve --workers`")
-    args: dict[str, Any] = json.loads(raw)
-    for key in _PATHS:
-        if args.get(key) is not None:
-            args[key] = Path(args[key])
+    args = import_args()
     model_dir, trust_file = args.pop("model_dir"), args.pop("trust_file")
     max_body = int(args.pop("max_body", MAX_BODY))
     return create_app(load_service(model_dir, trust_file, **args), max_body=max_body)

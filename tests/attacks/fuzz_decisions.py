@@ -6,6 +6,9 @@ surrogates, over-long texts, containers), sent as a single decision, a batch of 
 batch of columns in turn. Prints the status counts; exits 1 on any 5xx.
 
     .venv/bin/python tests/attacks/fuzz_decisions.py [REQUESTS] [SEED]
+
+`fuzz` takes any httpx client: `scripts/attack.py` sends the same requests to a real
+`jointcredit serve` over loopback.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,22 +79,37 @@ def request(k: int, body: dict[str, Any], example: dict[str, Any]) -> tuple[str,
     return "/v1/decisions:columnar", columns
 
 
+DROPPED = 0  # the status counted for a request whose connection broke without an answer
+SHOWN = 20  # 5xx and dropped requests printed, of each
+
+
 def fuzz(
-    client: TestClient, headers: dict[str, str], requests: int, seed: int
-) -> collections.Counter[int]:
-    """Status counts of `requests` hostile requests; each 5xx is printed."""
+    client: httpx.Client, headers: dict[str, str], requests: int, seed: int,
+    deadline: float | None = None,
+) -> collections.Counter[int]:  # fmt: skip
+    """Status counts of `requests` hostile requests (fewer if time.monotonic() passes
+    `deadline`); the first SHOWN 5xx and dropped connections (counted as status 0) are
+    printed."""
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     example = schemas["DecisionRequest"]["examples"][0]
     rng = random.Random(seed)
     statuses: collections.Counter[int] = collections.Counter()
     for k in range(requests):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         path, body = request(k, mutate(example, rng), example)
         raw = json.dumps(body).encode("utf-8", "surrogatepass")
-        response = client.post(
-            path, content=raw, headers={**headers, "Content-Type": "application/json"}
-        )
+        try:
+            response = client.post(
+                path, content=raw, headers={**headers, "Content-Type": "application/json"}
+            )
+        except httpx.TransportError as exc:
+            statuses[DROPPED] += 1
+            if statuses[DROPPED] <= SHOWN:
+                print(f"dropped ({type(exc).__name__}) {path} {raw[:300]!r}")
+            continue
         statuses[response.status_code] += 1
-        if response.status_code >= 500:
+        if response.status_code >= 500 and sum(n for c, n in statuses.items() if c >= 500) <= SHOWN:
             print(f"{response.status_code} {path} {raw[:300]!r}")
     return statuses
 
@@ -103,7 +123,7 @@ def main(requests: int, seed: int) -> int:
     start = time.perf_counter()
     with TestClient(create_app(service), raise_server_exceptions=False) as client:
         statuses = fuzz(client, {"Authorization": f"Bearer {key}"}, requests, seed)
-    server_errors = sum(n for s, n in statuses.items() if s >= 500)
+    server_errors = sum(n for s, n in statuses.items() if s >= 500 or s == DROPPED)
     print(f"{requests} requests, {server_errors} 5xx, {time.perf_counter() - start:.0f} s: "
           f"{dict(sorted(statuses.items()))}")  # fmt: skip
     return 1 if server_errors else 0

@@ -7,17 +7,14 @@ pin of every tool; trusting whatever trust.json says is an explicit, loudly name
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from forge import forge
 from service_helpers import signed_artifact
 from typer.testing import CliRunner
 
 from jointcredit.cli.main import app
-from jointcredit.trust import keys, store
-from jointcredit.trust.manifest import MANIFEST, sign_directory
 from jointcredit.trust.pins import pinned_key
 
 
@@ -31,24 +28,7 @@ def forged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     federation = json.loads((root / "trust.json").read_bytes())["federation"]
     assert pinned_key(federation) is not None  # recorded when the federation was created
     out = root / "out"
-    shutil.copytree(root / "model", out / "model")
-    weights = out / "model" / "weights.npz"
-    with np.load(weights) as npz:
-        state = {k: npz[k] * (0.1 if k.endswith("bias") else 1.0) for k in npz.files}
-    np.savez(weights, **state)  # a friendlier model
-    forger = keys.generate()
-    trust = store.create(federation, forger)
-    store.save_store(out / "trust.json", trust)
-    manifest = json.loads((out / "model" / MANIFEST).read_bytes())
-    body = {k: v for k, v in manifest.items()
-            if k not in ("format", "files", "trust_store_sha256", "signed_by")}  # fmt: skip
-    card = json.loads((out / "model" / "model.json").read_bytes())
-    import hashlib
-
-    card["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    (out / "model" / "model.json").write_text(json.dumps(card))
-    sign_directory(out / "model", list(manifest["files"]), body, forger, trust)
-    return out, keys.key_id(forger)
+    return out, forge(root / "model", federation, out)
 
 
 def _run(*args: str) -> tuple[int, str]:
