@@ -40,7 +40,8 @@ def _assets() -> Path:
 
 def install(app: FastAPI) -> None:
     """Serve the documentation pages on `app`, built with `docs_url=None, redoc_url=None`."""
-    assert app.docs_url is None and app.redoc_url is None, "FastAPI's CDN pages are on"
+    if app.docs_url is not None or app.redoc_url is not None:
+        raise RuntimeError("FastAPI's own /docs or /redoc (CDN assets) is on: turn them off")
     app.mount(ASSETS_URL, StaticFiles(directory=_assets()), name="docs-assets")
     openapi_url = str(app.openapi_url)
     favicon = f"{ASSETS_URL}/favicon.png"

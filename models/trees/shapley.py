@@ -3,10 +3,10 @@ makes (thresholds, special values' sides, sets of categories).
 
 Why not `shap.TreeExplainer` (still the reference the tests hold this to): its custom trees
 split by thresholds only. A set of categories becomes a chain of thresholds over per-tree
-rank columns (`threshold_form`), exact but with the subtrees copied per run of ranks, and a
-depth-6 tree splitting states by sets in many branches grows from ~120 to ~12,000 nodes;
-shap's cost per call grows with the largest tree (about 33 ms for one applicant on 100 such
-trees, over the service's latency budget).
+rank columns (`threshold_form`), exact but with the subtrees copied per run of ranks, so a
+deep tree that splits many-valued categories by sets in many branches grows by orders of
+magnitude, and shap's cost per call grows with the largest tree: over the service's latency
+budget for one applicant (docs/SERVICE.md).
 
 With one reference r, v(S) = f(x on S, r elsewhere) is a sum over leaves. A leaf is reached
 by a hybrid exactly when, for every feature on its path, the hybrid's value of it passes all
