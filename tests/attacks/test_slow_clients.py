@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from service_helpers import free_port, signed_artifact
+from service_helpers import free_port, signed_artifact, wait_ready
 
 from jointcredit.service.auth import new_key
 
@@ -35,16 +35,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
            "--max-connections", str(MAX_CONNECTIONS)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
-        assert time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.3)
+    wait_ready(url, proc)
     try:
         yield url
     finally:
