@@ -42,6 +42,13 @@ def main() -> None:
     parser.add_argument("--tree-learning-rate", type=float, default=0.1)
     parser.add_argument("--institutions", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-trees"))
+    parser.add_argument(
+        "--bin-sweep",
+        default="",
+        help="comma-separated max-bins values: instead of the federated run, XGBoost on its own "
+        "bins and the twin on the federation's bins at each (the federated ensemble equals "
+        "the twin, tested), to show how much of a gap is the bin count's noise",
+    )
     args = parser.parse_args()
     settings = RunSettings.from_run_config(
         {
@@ -77,6 +84,10 @@ def main() -> None:
     )
     # The bins the federation agrees: the institutions' grid histograms add up exactly.
     parts = [d.train.x for d in fed.institutions.values()]
+    if args.bin_sweep:
+        sweep = [int(b) for b in args.bin_sweep.split(",")]
+        print(json.dumps({"bin_sweep": _bin_sweep(fed, settings, spec, parts, sweep)}))
+        return
     bins = bins_from_rows(parts, fed.schema, spec, settings.max_bins)
     for threads in (2, 1):
         pd_xgb, seconds = xgboost_centralized(fed, settings, bins, threads=threads)
@@ -156,6 +167,32 @@ def _result(
         "signing_seconds": security.signing_seconds,
         "verification_seconds": security.verification_seconds,
     }
+
+
+def _bin_sweep(
+    fed: Any, settings: RunSettings, spec: Any, parts: list[Any], sweep: list[int]
+) -> list[dict[str, Any]]:
+    """AUC of XGBoost on its own bins and of the twin on the federation's bins, per max-bins."""
+    pooled, test = fed.pooled_train(), fed.pooled_test()
+    out = []
+    for max_bins in sweep:
+        at = settings.model_copy(update={"max_bins": max_bins})
+        bins = bins_from_rows(parts, fed.schema, spec, max_bins)
+        raw, _ = _xgboost_raw(fed, at, bins)
+        twin = train(
+            bins.codes(pooled.x),
+            pooled.y,
+            bin_layout(bins),
+            tree_params(at, fed.schema, bins.names),
+        )
+        out.append(
+            {
+                "max_bins": max_bins,
+                "xgboost_own_bins": _auc(test.y, raw),
+                "twin": _auc(test.y, twin.predict_pd(bins.codes(test.x))),
+            }
+        )
+    return out
 
 
 def _xgboost_raw(fed: Any, settings: RunSettings, bins: Any) -> tuple[Any, float]:

@@ -43,6 +43,56 @@ def _run(measure: Measure, dataset: str, split: str) -> tuple[dict[str, Any], fl
     return result, wall, peak
 
 
+# The bin-count sensitivity table: which sets, and which max-bins values (evenly spread, the
+# default 64 among them; not chosen after seeing the results).
+SWEEP_SETS = [("sba", "random"), ("sba", "time"), ("synthetic", "random"), ("synthetic", "time")]
+SWEEP_BINS = [32, 48, 64, 80, 128, 256]
+
+
+def _sweep(measure: Measure, dataset: str, split: str) -> list[dict[str, Any]]:
+    cmd = [sys.executable, "scripts/bench_trees.py", "--dataset", dataset, "--split", split,
+           "--bin-sweep", ",".join(map(str, SWEEP_BINS))]  # fmt: skip
+    print(f"running: {' '.join(cmd[1:])}", flush=True)
+    _wall, _peak, proc = measure(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"{TREES} bin sweep ({dataset}, {split}) failed:\n{proc.stderr[-4000:]}")
+    rows: list[dict[str, Any]] = json.loads(proc.stdout.strip().splitlines()[-1])["bin_sweep"]
+    return rows
+
+
+def sweep_section(measure: Measure) -> str:
+    """Twin (= federated) minus XGBoost on its own bins, per max-bins: how much of a single
+    row's gap is where the bins happen to fall."""
+    head = " | ".join(str(b) for b in SWEEP_BINS)
+    lines = [
+        f"| dataset | split | {head} | mean | mean AUC: twin / XGBoost | AUC range over "
+        "bin counts: twin / XGBoost |",
+        "|---|---|" + "---:|" * (len(SWEEP_BINS) + 3),
+    ]
+    for dataset, split in SWEEP_SETS:
+        rows = _sweep(measure, dataset, split)
+        gaps = [r["twin"] - r["xgboost_own_bins"] for r in rows]
+        twin = [r["twin"] for r in rows]
+        xgb = [r["xgboost_own_bins"] for r in rows]
+        cells = " | ".join(f"{g:+.4f}" for g in gaps)
+        lines.append(
+            f"| {dataset} | {split} | {cells} | {sum(gaps) / len(gaps):+.4f} | "
+            f"{sum(twin) / len(twin):.4f} / {sum(xgb) / len(xgb):.4f} | "
+            f"{max(twin) - min(twin):.4f} / {max(xgb) - min(xgb):.4f} |"
+        )
+    table = "\n".join(lines)
+    return f"""
+How much of a gap is where the bins fall: the twin (equal to the federated ensemble, tested)
+minus XGBoost on its own bins, same 100 trees of depth 6, at each max-bins (`python
+scripts/bench_trees.py --dataset D --split S --bin-sweep {",".join(map(str, SWEEP_BINS))}`;
+measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC). Where a row's gap in the table above is no
+larger than either learner's own range over bin counts, it says where the bins fell, not which
+learner is stronger; the mean over bin counts is then the fairer comparison.
+
+{table}
+"""
+
+
 def trees_section(measure: Measure) -> str:
     lines, detail = [], ""
     for dataset, split in SETS:
@@ -77,7 +127,7 @@ process tree.
 
 {HEADER}
 {rows}
-{detail}"""
+{detail}{sweep_section(measure)}"""
 
 
 def _detail(r: dict[str, Any]) -> str:
