@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from jointcredit.service.chain import AuditError, now
 from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
+from jointcredit.trust.errors import KeyExists
 
 SCHEME = "jointcredit-audit-anchor/1"
 
@@ -48,13 +49,23 @@ class Anchor(BaseModel):
 
 def anchor_key(path: Path) -> Ed25519PrivateKey:
     """The service's anchor key at `path`, created (0600, public half beside it as
-    `<path>.pub`) if absent."""
-    if not path.exists():
+    `<path>.pub`) if absent. Safe when several service processes start together on a fresh
+    directory: one creates it, the others load the one that won."""
+    try:
         key = keys.generate()
         keys.write_private_key(path, key)
-        keys.write_public_key(path.with_name(path.name + ".pub"), key.public_key())
-        return key
-    return keys.load_private_key(path)
+    except KeyExists:
+        key = keys.load_private_key(path)
+    public = path.with_name(path.name + ".pub")
+    try:
+        keys.write_public_key(public, key.public_key())
+    except KeyExists:
+        if keys.key_id(keys.load_public_key(public)) != keys.key_id(key):
+            raise AuditError(
+                f"{public} is not the public half of {path}: anchors signed with {path} would "
+                "not verify against it"
+            ) from None
+    return key
 
 
 @dataclass

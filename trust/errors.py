@@ -3,3 +3,7 @@
 
 class TrustError(ValueError):
     """A key, trust store, signature or signed file that does not verify."""
+
+
+class KeyExists(TrustError):
+    """A key file is already there: keys are never overwritten."""

@@ -12,13 +12,14 @@ import base64
 import hashlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from jointcredit.trust.errors import TrustError
+from jointcredit.trust.errors import KeyExists, TrustError
 
 SIGNATURE_BYTES = 64
 
@@ -57,16 +58,24 @@ def verify(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create `path` with `mode` from the start (never briefly world-readable); refuse to
-    overwrite an existing key."""
+    """Create `path` with `mode` from the start (never briefly world-readable), whole: written
+    to a temporary file beside it and hard-linked into place, so a concurrent reader sees no
+    file or the complete key, never a half-written one. Refuse to overwrite an existing key
+    (`KeyExists`: two creators racing, exactly one wins)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError as exc:
-        raise TrustError(f"{path}: already exists; refusing to overwrite a key") from exc
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(path, mode)  # the umask may have narrowed it; make it exact
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp made it 0600; the umask plays no part
+        try:
+            os.link(tmp, path)
+        except FileExistsError as exc:
+            raise KeyExists(f"{path}: already exists; refusing to overwrite a key") from exc
+    finally:
+        os.unlink(tmp)
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey, passphrase: bytes | None = None) -> None:
