@@ -204,3 +204,11 @@ def test_the_joint_limits_referral_and_rule_come_in_the_language_asked(api: Api)
     assert {k: v for k, v in en["joint_credit"].items() if k != "rule"} == {
         k: v for k, v in zh["joint_credit"].items() if k != "rule"
     }
+
+
+def test_the_openapi_declares_the_accept_language_header(api: Api) -> None:
+    paths = api.client.get("/openapi.json").json()["paths"]
+    for route in ("/v1/decisions", "/v1/decisions:batch", "/v1/decisions:columnar"):
+        declared = {p["name"]: p for p in paths[route]["post"].get("parameters", [])}
+        assert declared["Accept-Language"]["in"] == "header", route
+        assert "422" in paths[route]["post"]["responses"]

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from jointcredit.service import dependencies
 from jointcredit.service.auth import ApiKey
 from jointcredit.service.decisions import DecisionService
+from jointcredit.service.languages import LANGUAGES
 from jointcredit.service.openapi import responses
 from jointcredit.service.schemas import (
     BATCH,
@@ -31,12 +32,26 @@ DECIDE = responses(401, 413, 422, 503)
 
 def _body(name: str) -> dict[str, Any]:
     schema = {"$ref": f"#/components/schemas/{name}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "parameters": [ACCEPT_LANGUAGE],
+    }
+
+
+# Documented here, read by `_language`: a declared header parameter would be analysed by
+# FastAPI on every call.
+ACCEPT_LANGUAGE: dict[str, Any] = {
+    "name": "Accept-Language",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "the reasons' language when the body names none (RFC 9110 weights; "
+    f"supported: {', '.join(LANGUAGES)}; default English); one that accepts none of them is a "
+    "422",
+}
 
 
 def _language(request: Request) -> str | None:
-    # Read from the headers, not declared as a parameter: FastAPI analyses declared header
-    # parameters on every call.
     return request.headers.get("accept-language")
 
 
