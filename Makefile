@@ -41,6 +41,8 @@ typecheck: $(STAMP)
 	rm -rf .typecheck && mkdir -p .typecheck/jointcredit
 	for p in server client models privacy simulations data cli trust federation service deploy; do ln -s ../../$$p .typecheck/jointcredit/$$p; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p jointcredit
+	# The scripts (benchmarks, attack run, studies) too: they import each other by file name.
+	cd .typecheck && MYPYPATH=../scripts ../$(VENV)/bin/mypy --config-file ../pyproject.toml ../scripts/*.py
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest

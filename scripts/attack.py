@@ -396,7 +396,9 @@ def _phases(args: argparse.Namespace, setups: list[str], out: Path, deadline: fl
     run = model_run(args, out)
     model = Model(run / "model", run / "trust.json", out / "keys.json")
     token = new_key(model.api_keys, "bank-a")
-    left = lambda: deadline - time.monotonic()  # noqa: E731
+
+    def left() -> float:
+        return deadline - time.monotonic()
 
     def phase(key: str, what: str, work: Callable[[], dict[str, Any]]) -> None:
         _say(what)

@@ -57,13 +57,18 @@ def main() -> None:
     batch = people[: args.batch]
     n = len(batch)
     rates = {}
-    for name, call in (
-        ("batch (records)", lambda: decider.decide(batch, [{}] * n, [None] * n)),
-        ("columnar", lambda: decider.decide_columns(
+
+    def records() -> object:
+        return decider.decide(batch, [{}] * n, [None] * n)
+
+    def columns() -> object:
+        return decider.decide_columns(
             {f: [a[f] for a in batch] for f in decider.features},
-            {c: [None] * n for c in decider.policy.context}, [None] * n,
-        )),
-    ):  # fmt: skip
+            {c: [None] * n for c in decider.policy.context},
+            [None] * n,
+        )
+
+    for name, call in (("batch (records)", records), ("columnar", columns)):
         call()
         times = []
         for _ in range(5):

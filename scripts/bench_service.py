@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -241,7 +242,7 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
             for fmt, path, body in (("rows", "batch", batch), ("columns", "columnar", columnar)):
                 bps, _, errors, cpu = asyncio.run(
                     _load(f"{base}/v1/decisions:{path}", body, headers, seconds,
-                          BATCH_CONNECTIONS, cpu=lambda pid=proc.pid: _tree_cpu(pid))
+                          BATCH_CONNECTIONS, cpu=functools.partial(_tree_cpu, proc.pid))
                 )  # fmt: skip
                 per = cpu / max(bps * seconds * n_batch, 1) * 1e6
                 batched[name, fmt] = {"aps": round(bps * n_batch), "errors": errors, "cpu_us": per}

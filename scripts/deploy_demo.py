@@ -22,6 +22,7 @@ from pathlib import Path
 
 from jointcredit.deploy import kits, processes
 from jointcredit.federation.metrics import RunMetrics
+from jointcredit.trust.keyset import TRUST_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sba_sample"
@@ -93,7 +94,7 @@ def main() -> None:
             from jointcredit.models.artifact import load_artifact
             from jointcredit.trust.store import load_store
 
-            load_artifact(out / "model", load_store(fed.coordinator / kits.TRUST_FILE))
+            load_artifact(out / "model", load_store(fed.coordinator / TRUST_FILE))
             metrics = RunMetrics.read(out / "metrics.json")
             summary |= {"auc": metrics.federated.auc, "verified_model": True,
                         "verified_replies": metrics.security.verified_replies}  # fmt: skip

@@ -120,7 +120,7 @@ def main() -> None:
             for mu in MUS
         ]
         p_local, p_ditto, p_hier = (predict_pd(m, x_test) for m in (local, ditto, hier))
-        row = {
+        row: dict[str, Any] = {
             "institution": inst,
             "n_test": len(y_test),
             "local_only": auc(y_test, p_local),
