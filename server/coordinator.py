@@ -393,7 +393,9 @@ class Coordinator:
                 self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
             ),
             trained_rounds=trained.last_round,
-            security=report.security(self.igrid, self.verifier, self.identity),
+            security=report.security(
+                self.igrid, self.verifier, self.identity, (self.sum_grid, self.level_grid)
+            ),
             privacy=privacy,
             timing=Timing(
                 server_seconds=round(time.monotonic() - self.started, 3),

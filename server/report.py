@@ -4,6 +4,7 @@ exchange records `InstitutionGrid` keeps."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from flwr.app import MessageType
@@ -126,8 +127,14 @@ def accepted_updates(
 
 
 def security(
-    grid: InstitutionGrid, verifier: UpdateVerifier, identity: CoordinatorIdentity
+    grid: InstitutionGrid,
+    verifier: UpdateVerifier,
+    identity: CoordinatorIdentity,
+    sum_grids: Sequence[InstitutionGrid | None] = (),
 ) -> Security:
+    """`sum_grids`: the SecAgg+ grids of the binning rounds and the tree levels (their stage
+    replies are verified by the same verifier, so they are itemised beside the main grid's)."""
+    grids = [grid, *(g for g in sum_grids if g is not None)]
     rejections = [
         Rejection(
             round=ex.server_round,
@@ -136,7 +143,8 @@ def security(
             reason=reason.split(":", 1)[0],
             detail=reason.split(":", 1)[-1].strip(),
         )
-        for ex in grid.exchanges
+        for g in grids
+        for ex in g.exchanges
         for inst, reason in sorted(ex.rejected.items())
     ]
     return Security(

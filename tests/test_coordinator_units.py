@@ -193,3 +193,30 @@ def test_a_reply_whose_metrics_break_the_protocol_is_rejected_not_fatal() -> Non
         ex.rejected["bank-2"].startswith("malformed:") and "gradient-norm" in ex.rejected["bank-2"]
     )
     assert "num-examples" in ex.rejected["bank-3"] and set(ex.metrics) == {"bank-1"}
+
+
+def test_security_itemises_the_secure_sum_grids_rejections() -> None:
+    """A tampered SecAgg+ stage reply of a binning round or a tree level is verified on the
+    sum grid; metrics.json must name it like a rejection on the main grid."""
+    from types import SimpleNamespace
+
+    from jointcredit.server.report import security
+
+    main = SimpleNamespace(
+        exchanges=[Exchange(MessageType.TRAIN, 1, rejected={"b": "tampered: x"})]
+    )
+    sums = SimpleNamespace(
+        exchanges=[Exchange("query.bin_grid", None, rejected={"c": "replayed: y"})]
+    )
+    verifier = SimpleNamespace(
+        accepted=5, rejected={"tampered": 1, "replayed": 1}, sign_seconds=0.0, verify_seconds=0.0
+    )
+    identity = SimpleNamespace(
+        trust=SimpleNamespace(digest=lambda: "0" * 64, coordinator=SimpleNamespace(key_id="k"))
+    )
+    out = security(main, verifier, identity, (sums, None))  # type: ignore[arg-type]
+    assert [(r.institution, r.reason, r.message_type) for r in out.rejections] == [
+        ("b", "tampered", MessageType.TRAIN),
+        ("c", "replayed", "query.bin_grid"),
+    ]
+    assert out.rejected_replies == sum(out.rejected_by_reason.values()) == 2
