@@ -28,7 +28,7 @@ from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import Coverage, Found
 from jointcredit.service.decision import DecisionTable
 from jointcredit.service.explain import model_kernel
-from jointcredit.service.languages import LANGUAGES, PROFILE_REASON_CODE, Language
+from jointcredit.service.languages import LANGUAGES, Language
 from jointcredit.service.policy import Policy, Rule, Stance
 from jointcredit.service.reasons import (
     TOWARD_APPROVAL,
@@ -225,9 +225,9 @@ class Decider:
             if r["kind"] == "model":
                 toward_default = r["direction"] == TOWARD_DEFAULT
                 text = self.reasons.text(feature, applicant[feature], toward_default, lang)
-            elif r["code"] == PROFILE_REASON_CODE:
+            elif r["code"] == self.policy.profile_risk.code and r["feature"] is None:
                 followed = any(other["kind"] == "model" for other in reasons)
-                text = profile_entry(followed, lang)["text"]
+                text = profile_entry(self.policy, followed, lang)["text"]
             elif r["code"] == self.policy.outside_training.code and feature is not None:
                 unseen, beyond = self.coverage.one({**applicant})
                 value = unseen.get(feature, beyond.get(feature))

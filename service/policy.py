@@ -43,7 +43,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.service.joint import JointPolicy
-from jointcredit.service.languages import DEFAULT, LANGUAGES, MISSING, OTHER_LEVEL, Language
+from jointcredit.service.languages import (
+    DEFAULT,
+    LANGUAGES,
+    MISSING,
+    OTHER_LEVEL,
+    PROFILE_REASON,
+    PROFILE_REASON_CODE,
+    Language,
+)
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -203,6 +211,27 @@ _BUILT_IN_ZH = {
 }
 
 
+class ProfileRisk(_Strict):
+    """The first reason of a decline or model-driven referral where no detail of the
+    application pushed toward default: the profile as a whole is above what the lender accepts.
+    `text` stands alone; `followed_text` is followed by the details that lowered the risk least.
+    Chinese: when left out, the built-in translation of a built-in English text."""
+
+    code: str = Field(default=PROFILE_REASON_CODE, pattern=r"^[A-Z][A-Z0-9_]{1,63}$")
+    text: str = Field(default=PROFILE_REASON["en"][0], min_length=1)
+    followed_text: str = Field(default=PROFILE_REASON["en"][1], min_length=1)
+    text_zh: str | None = None
+    followed_text_zh: str | None = None
+
+    def pick(self, followed: bool, language: Language) -> str:
+        key = "followed_text" if followed else "text"
+        english: str = getattr(self, key)
+        chinese: str | None = getattr(self, f"{key}_zh")
+        if language == "zh" and chinese is None and english == PROFILE_REASON["en"][int(followed)]:
+            chinese = PROFILE_REASON["zh"][int(followed)]
+        return chinese if language == "zh" and chinese is not None else english
+
+
 def show_value(value: object, language: Language = DEFAULT) -> str:
     """A value as reasons show it."""
     if isinstance(value, float):
@@ -242,6 +271,7 @@ class Policy(_Strict):
     # policy ("error"), or never evaluate that rule and say so in every decision.
     absent_fields: Literal["error", "not_evaluated"] = "error"
     outside_training: OutsideTraining = OutsideTraining()
+    profile_risk: ProfileRisk = ProfileRisk()
 
     def missing_chinese(self) -> list[str]:
         """The policy's own texts (not the built-in ones) without a Chinese twin, by key."""
@@ -311,6 +341,11 @@ def _english_only(policy: Policy) -> list[str]:
         given = getattr(ot, f"{k}_zh") is not None
         if given or getattr(ot, k) != _BUILT_IN[k]:
             pairs.append((f"outside_training.{k}_zh", given))
+    pr = policy.profile_risk
+    for followed, k in enumerate(("text", "followed_text")):
+        given = getattr(pr, f"{k}_zh") is not None
+        if given or getattr(pr, k) != PROFILE_REASON["en"][followed]:
+            pairs.append((f"profile_risk.{k}_zh", given))
     return [k for k, has in pairs if not has]
 
 

@@ -30,8 +30,6 @@ import numpy as np
 from jointcredit.service.languages import (
     DEFAULT,
     GENERIC_REASON,
-    PROFILE_REASON,
-    PROFILE_REASON_CODE,
     Language,
 )
 from jointcredit.service.policy import Policy, reason_value
@@ -140,7 +138,7 @@ class ModelReasons:
         rank = self._name_rank
         helped = sorted((c, rank[j], j) for j, c in enumerate(contrib) if c < 0)
         least = sorted(helped, reverse=True)[: min(self.width, room) - 1]
-        entries = [profile_entry(bool(least), language)]
+        entries = [profile_entry(self.policy, bool(least), language)]
         entries += [self._entry(j, applicant[self.features[j]], False, language)
                     for _, _, j in least]  # fmt: skip
         return list(range(first_id, first_id + len(entries))), entries
@@ -150,8 +148,9 @@ def _as_given(name: str, value: Any) -> Any:
     return value
 
 
-def profile_entry(followed: bool, language: Language = DEFAULT) -> dict[str, Any]:
+def profile_entry(policy: Policy, followed: bool, language: Language = DEFAULT) -> dict[str, Any]:
     """The reason that the profile as a whole is above the lender's limit (`followed`: by the
-    features that lowered the risk least)."""
-    return {"code": PROFILE_REASON_CODE, "text": PROFILE_REASON[language][int(followed)],
+    features that lowered the risk least), in the policy's words."""
+    profile = policy.profile_risk
+    return {"code": profile.code, "text": profile.pick(followed, language),
             "kind": "policy", "feature": None, "direction": TOWARD_DEFAULT}  # fmt: skip

@@ -116,3 +116,33 @@ def test_an_approval_or_a_decline_with_pushes_toward_default_is_unchanged(
             assert all(r["code"] != PROFILE_REASON_CODE for r in reasons) == (
                 decider is approving or max(contrib[0]) > 0
             )
+
+
+def test_the_policy_words_the_profile_reason(model: ScoringModel) -> None:
+    """A lender's own wording (and code) of the profile reason, in both languages, on the
+    single and batch paths and when told again; English alone is reported as untranslated."""
+    own = {"code": "LENDER_PROFILE", "text": "Profile above our risk appetite",
+           "followed_text": "Profile above our risk appetite; details that helped least:",
+           "text_zh": "资料整体风险超出本行偏好",
+           "followed_text_zh": "资料整体风险超出本行偏好；帮助最小的资料："}  # fmt: skip
+    probe = Decider(model, _policy(950, 350))
+    applicant = _better_than_average(model, probe)
+    base = {**tomllib.loads(DEFAULT_POLICY.read_text()), "rules": [], "profile_risk": own,
+            "cutoffs": {"approve": 950, "decline": 950}}  # fmt: skip
+    decider = Decider(model, Policy.model_validate(base))
+    for lang, suffix in (("en", ""), ("zh", "_zh")):
+        first, *least = decider.decide_one(applicant, {}, None, lang).reasons(0)
+        assert first["code"] == "LENDER_PROFILE"
+        assert first["text"] == own[("followed_text" if least else "text") + suffix]
+        batch = decider.decide([applicant], [{}], [None], lang).reasons(0)
+        assert batch[0] == first
+        other = "zh" if lang == "en" else "en"
+        assert (
+            decider.retell([first, *least], applicant, other)[0]["text"]
+            == own[("followed_text" if least else "text") + ("_zh" if other == "zh" else "")]
+        )
+    english_only = Policy.model_validate(
+        {**base, "profile_risk": {"text": "Profile above our risk appetite"}}
+    )
+    assert "profile_risk.text_zh" in english_only.missing_chinese()
+    assert "profile_risk.followed_text_zh" not in english_only.missing_chinese()
