@@ -8,7 +8,8 @@ secure_sum`, on a grid of its own) whose fit config is the level's request; each
 masks its histograms written as fixed-point digits (`jointcredit.federation.fixed_point`) and
 the coordinator learns only the federation's sum, rebuilt in float64. Every stage reply is
 signed and verified as for the binning sums, the masked vector bound to its level's server
-round. Every institution must be in every sum (a dropout fails the run, as without secagg).
+round. Every institution must be in every sum (a dropout fails the run; without secagg a tree
+goes on without the institutions that did not answer its first level: `PlainSums`).
 """
 
 from __future__ import annotations
