@@ -1,7 +1,7 @@
 """A Grid wrapper that sees every reply before any strategy does.
 
 Wrapping the Grid (instead of subclassing each strategy) gives every strategy alike (FedAvg,
-FedProx, FedAvgM, the robust ones, DP wrappers) three things:
+FedProx, FedAvgM, the robust ones, DP wrappers) these:
 - verification: each reply's signature is checked as it arrives; a rejected reply is dropped
   before aggregation and recorded with its reason, and a training or evaluation exchange with
   too few valid replies fails loudly, listing every reason;

@@ -79,7 +79,7 @@ def test_rounds_go_on_without_the_dropped_and_record_why(tmp_path: Path) -> None
 def test_below_the_minimum_the_run_stops_loudly_and_keeps_its_checkpoint(tmp_path: Path) -> None:
     """min-institutions 5 of 5: round 2, where bank-00 crashes, cannot go on."""
     out = tmp_path / "out"
-    config = {**CONFIG, "faults": "crash=0.1", "min-institutions": 5}
+    config = {**CONFIG, "rounds": 2, "faults": "crash=0.1", "min-institutions": 5}
     args = [x for k, v in config.items() for x in (f"--{k}", str(v))]
     cmd = [sys.executable, "-m", "jointcredit.cli", "simulate", "--out", str(out),
            "--no-baselines", "--no-audit", *args]  # fmt: skip
