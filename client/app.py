@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from jointcredit.client import binning, personalization, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
+from jointcredit.client.faults import fault_mod
 from jointcredit.client.signing import signing_mod
 from jointcredit.client.update import local_update
 from jointcredit.federation import protocol
@@ -51,8 +52,9 @@ torch.set_num_threads(1)
 
 # Mods run outermost first: signing wraps the handlers (and any handler-specific mods), so it
 # signs exactly what leaves; the simulation-only adversary sits outside it, as a network
-# attacker or a dishonest node's own code would.
-app = ClientApp(mods=[adversary_mod, signing_mod])
+# attacker or a dishonest node's own code would; a simulated crash (`faults`) outside both,
+# as the node's whole process failing.
+app = ClientApp(mods=[fault_mod, adversary_mod, signing_mod])
 
 
 def _setup(context: Context) -> tuple[RunSettings, NodeData]:

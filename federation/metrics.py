@@ -84,9 +84,24 @@ class Personalization(_Section):
     ditto_institutions: list[str] | None = None
 
 
+class Dropped(_Section):
+    """An institution asked in a round whose reply the round went on without."""
+
+    institution: str
+    exchange: str = Field(description="the message it did not answer: train, evaluate, ...")
+    reason: str = Field(
+        description="its error reply (a crash), no reply before the round timeout, or a "
+        "reply that came after the round had ended (not used)"
+    )
+
+
 class RoundRecord(_Section):
     round: int
     errors: dict[str, str] = Field(default_factory=dict)
+    dropped: list[Dropped] = Field(
+        default_factory=list,
+        description="institutions that crashed, timed out or replied late in this round",
+    )
     train_loss: float | None = None
     train_institutions: list[str] | None = None
     scaffold_fresh_control: list[str] | None = None

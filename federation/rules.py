@@ -14,6 +14,7 @@ from jointcredit.federation.choices import (
     parse_adversary,
     secagg_shares_and_threshold,
 )
+from jointcredit.federation.faults import parse_faults
 from jointcredit.federation.tree_rules import tree_problems
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def combination_problems(s: RunSettings) -> list[str]:
             out.append(str(exc))
     if bool(s.trust_file) != bool(s.coordinator_key):
         out.append("trust-file and coordinator-key: set both (deployment) or neither")
+    out += fault_problems(s)
     if s.trust_file and (s.adversary or s.attackers):
         # Deployed nodes refuse to misbehave on purpose: this would fail on every node.
         out.append(
@@ -97,6 +99,11 @@ def count_problems(s: RunSettings, n: int, source: str) -> list[str]:
             f"aggregator = {s.aggregator} against {f} attacker(s) needs at least "
             f"{need} institutions, the run has {n} ({source})"
         )
+    if s.min_institutions > n:
+        out.append(
+            f"min-institutions = {s.min_institutions} but the run has {n} institutions "
+            f"({source}): no round could ever complete"
+        )
     if s.attackers > n:
         out.append(f"attackers = {s.attackers} but the run has {n} institutions ({source})")
     if s.privacy == "secagg":
@@ -114,4 +121,32 @@ def count_problems(s: RunSettings, n: int, source: str) -> list[str]:
                     f"key, but SecAgg+ needs fewer than all of them ({n} institutions, "
                     f"{source})"
                 )
+    return out
+
+
+def fault_problems(s: RunSettings) -> list[str]:
+    """Simulated faults: a well-formed plan, in a simulation, where a round can go on without
+    the institutions that dropped out."""
+    if not s.faults:
+        return []
+    try:
+        parse_faults(s.faults)
+    except ValueError as exc:
+        return [str(exc)]
+    out: list[str] = []
+    if s.trust_file:
+        out.append(
+            "faults is a simulation setting: a deployment (trust-file) cannot run it "
+            "(its faults are real)"
+        )
+    if s.privacy == "secagg":
+        out.append(
+            "faults with privacy = secagg: SecAgg+ runs its own rounds; simulate its "
+            "dropouts with adversary INSTITUTION:secagg-dropout"
+        )
+    if s.privacy == "dp-institution":
+        out.append(
+            "faults with privacy = dp-institution: Flower's accountant and noise assume "
+            "every sampled institution's update is in the average"
+        )
     return out

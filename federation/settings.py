@@ -163,9 +163,29 @@ class RunSettings(BaseModel):
         "synthetic: how non-IID institutions are", 0.5, "synthetic-heterogeneity", ge=0, le=1
     )
     round_timeout: float = _field("seconds a round may take", 600.0, "round-timeout", gt=0)
+    join_timeout: float = _field(
+        "seconds the nodes may take to join and answer the first queries (preprocessing, "
+        "bins), which load their data (0: round-timeout)",
+        0.0,
+        "join-timeout",
+        ge=0,
+    )
     min_nodes: int = _field("institutions the coordinator waits for", 2, "min-nodes", ge=1)
     min_valid_fraction: float = _field(
         "share of verified replies a round needs", 0.5, "min-valid-fraction", gt=0, le=1
+    )
+    min_institutions: int = _field(
+        "fewest institutions whose verified replies a round needs (0: only "
+        "min-valid-fraction of those asked); below it the run stops",
+        0,
+        "min-institutions",
+        ge=0,
+    )
+    faults: str = _field(
+        "simulation: per training round (gbdt: per tree), the share of institutions that "
+        "crash, drop out (no reply) or straggle (reply after round-timeout), drawn by seed, "
+        "e.g. 'dropout=0.3,straggler=0.1,crash=0.05'",
+        "",
     )
     # Identities. Deployment: trust-file + coordinator-key on the coordinator, each node's
     # signing key in its node config. Simulation: keys-dir, or nothing (keys made for the run).
@@ -419,6 +439,11 @@ class RunSettings(BaseModel):
     def run_dir(self, run_id: int) -> Path:
         """Where this run writes (OUT): `out-dir`, or ~/.jointcredit/runs/<run id>."""
         return Path(self.out_dir) if self.out_dir else default_run_dir(run_id)
+
+    @property
+    def join_seconds(self) -> float:
+        """How long the nodes may take to join and answer the queries before training."""
+        return self.join_timeout or self.round_timeout
 
     def steps_per_round(self, n_rows: int) -> int:
         """Local optimiser steps of one round for an institution with `n_rows` training rows."""

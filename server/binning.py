@@ -154,7 +154,7 @@ def _ask(
     """Send one query to every node; every one must answer, verified and readable. Answers
     in institution order."""
     messages = [Message(content(), dst_node_id=n, message_type=message_type) for n in nodes]
-    replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+    replies = list(grid.send_and_receive(messages, timeout=settings.join_seconds))
     exchange = grid.exchanges[-1]
     problems = {**exchange.errors, **exchange.rejected}
     if problems or len(replies) < len(nodes):

@@ -59,6 +59,7 @@ from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
 from jointcredit.server import events, report
 from jointcredit.server.binning import agree_binning, agree_bins, binning_rounds
 from jointcredit.server.errors import FederationError
+from jointcredit.server.faults import SimulatedNetwork
 from jointcredit.server.grid import (
     BudgetSpent,
     Exchange,
@@ -128,10 +129,11 @@ class Coordinator:
         s = self.settings
         client_clipped = s.privacy == "dp-institution" and s.dp_clipping == "client"
         self.igrid = InstitutionGrid(
-            self.grid,
+            SimulatedNetwork.around(self.grid, s, lambda: self.igrid.node_institution),
             self.verifier,
             s.min_valid_fraction,
             update_bound=s.clipping_norm if client_clipped else None,
+            min_institutions=s.min_institutions,
         )
         self.out_dir = s.run_dir(self.context.run_id)
         self.sum_grid: InstitutionGrid | None = None  # secagg: the binning rounds' own grid
@@ -155,7 +157,8 @@ class Coordinator:
     def join(self) -> Federation:
         s = self.settings
         events.emit(events.ServerEvent("preprocessing", total_rounds=s.rounds))
-        nodes = wait_for_nodes(self.igrid, s.min_nodes, timeout=s.round_timeout)
+        nodes = wait_for_nodes(self.igrid, s.min_nodes, timeout=s.join_seconds)
+        self.igrid.hold_members(nodes)
         # The rules that need the count (a robust rule's quorum, SecAgg+'s shares) must hold
         # for the nodes that joined: refused here, before any training message.
         s.for_institutions(len(nodes), "nodes that joined")

@@ -1,12 +1,17 @@
 """A Grid wrapper that sees every reply before any strategy does.
 
 Wrapping the Grid (instead of subclassing each strategy) gives every strategy alike (FedAvg,
-FedProx, FedAvgM, the robust ones, DP wrappers) three things:
+FedProx, FedAvgM, the robust ones, DP wrappers) these:
 - verification: each reply's signature is checked as it arrives; a rejected reply is dropped
   before aggregation and recorded with its reason, and a training or evaluation exchange with
   too few valid replies fails loudly, listing every reason;
 - determinism: replies ordered by institution (float32 sums depend on order);
 - the record of what each institution reported, per exchange, for `metrics.json`;
+- bounded rounds with dropouts: once the federation's members are known, strategies address
+  every member (a node gone offline is asked too and counts as dropped, instead of Flower's
+  strategies waiting without end for it to come back); a reply that arrives after its round
+  ended is noted as late and never used; below the quorum the run stops (`RoundFailed`),
+  naming the round, who replied and why each other institution dropped;
 - prompt replies: Flower's grids poll for replies at a fixed interval (0.1 s in simulation,
   3 s over the network), pure waiting in every message round, and trees need one round per
   tree level. This one pushes and pulls itself, polling from a millisecond and backing off to
@@ -74,6 +79,14 @@ class Exchange:
     withheld: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+class RoundFailed(FederationError):
+    """Too few institutions replied for a round to go on: the run stops here."""
+
+    def __init__(self, message: str, server_round: int | None) -> None:
+        super().__init__(message)
+        self.server_round = server_round
+
+
 class BudgetSpent(FederationError):
     """Every institution asked to train has spent its privacy budget: training is over."""
 
@@ -88,10 +101,17 @@ class InstitutionGrid(Grid):
         min_valid_fraction: float = 1.0,
         *,
         update_bound: float | None = None,
+        min_institutions: int = 0,
     ) -> None:
         self.inner = inner
         self.verifier = verifier
         self.min_valid_fraction = min_valid_fraction
+        self.min_institutions = min_institutions
+        # The federation's nodes once it is formed (`hold_members`): whom strategies address.
+        self.members: list[int] | None = None
+        # Messages whose round ended without their reply: message id -> (its exchange, the
+        # institution, when it was sent). A reply that turns up later is noted, not used.
+        self._unanswered: dict[str, tuple[Exchange, str, float]] = {}
         # Client-side clipping (institution-level DP): the DP guarantee assumes every update's
         # L2 norm is at most this; an institution that did not clip is rejected, not averaged.
         self.update_bound = update_bound
@@ -120,7 +140,14 @@ class InstitutionGrid(Grid):
     ) -> Message:
         return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
 
+    def hold_members(self, nodes: Iterable[int]) -> None:
+        """From now on strategies address these nodes, online or not: Flower's sampling waits,
+        without a deadline, until as many nodes are online as it wants."""
+        self.members = sorted(nodes)
+
     def get_node_ids(self) -> Iterable[int]:
+        if self.members is not None:
+            return list(self.members)
         return self.inner.get_node_ids()
 
     def get_nodes(self) -> Iterable[NodeInfo]:
@@ -137,7 +164,9 @@ class InstitutionGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         sent = list(messages)
-        replies = self._push_and_pull(sent, timeout)
+        self._note_late_replies()
+        pushed = time.monotonic()
+        ids, replies = self._push_and_pull(sent, timeout)
         if not sent:
             return replies
         ex = self._exchange(sent[0])
@@ -178,12 +207,38 @@ class InstitutionGrid(Grid):
                 continue
             valid.append(r)
         valid.sort(key=lambda r: (institution_of(r, self.node_institution), r.metadata.src_node_id))
-        self._record(ex, sent, valid, {r.metadata.src_node_id for r in replies})
+        answered = {r.metadata.reply_to_message_id for r in replies}
+        self._record(ex, sent, valid, {r.metadata.src_node_id for r in replies}, timeout)
+        for message, message_id in zip(sent, ids, strict=False):
+            if message_id not in answered:
+                node = message.metadata.dst_node_id
+                inst = self.node_institution.get(node, f"node-{node}")
+                self._unanswered[message_id] = (ex, inst, pushed)
         self._require_enough(ex, len(sent))
         return valid
 
-    def _push_and_pull(self, sent: list[Message], timeout: float | None) -> list[Message]:
-        waiting = set(self.inner.push_messages(sent))
+    def _note_late_replies(self) -> None:
+        """Replies to messages of rounds that already ended: recorded as late, never verified,
+        aggregated or answered to (Flower pulls a reply by the id of the message it answers,
+        and its signature binds the round it was asked in)."""
+        if not self._unanswered:
+            return
+        for reply in self.inner.pull_messages(list(self._unanswered)):
+            ex, inst, sent_at = self._unanswered.pop(reply.metadata.reply_to_message_id)
+            if reply.has_error():  # e.g. the message expired: still no reply
+                continue
+            ex.errors[inst] = (
+                "replied after the round had ended (seen "
+                f"{time.monotonic() - sent_at:.1f} s after it was asked): not used"
+            )
+            log(WARNING, "Late %s reply of %s (round %s): not used", ex.message_type, inst,
+                ex.server_round)  # fmt: skip
+
+    def _push_and_pull(
+        self, sent: list[Message], timeout: float | None
+    ) -> tuple[list[str], list[Message]]:
+        ids = list(self.inner.push_messages(sent))
+        waiting = set(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         pause = MIN_POLL
@@ -195,7 +250,7 @@ class InstitutionGrid(Grid):
                 break
             time.sleep(pause)
             pause = MIN_POLL if got else min(2 * pause, MAX_POLL)
-        return replies
+        return ids, replies
 
     def _unclipped(self, ex: Exchange, sent: Message | None, reply: Message) -> str | None:
         if self.update_bound is None or ex.message_type != MessageType.TRAIN or sent is None:
@@ -222,18 +277,31 @@ class InstitutionGrid(Grid):
                 f"round {ex.server_round}: every institution has spent its privacy budget"
             )
         asked -= len(ex.withheld)  # they answered, legitimately without an update
-        needed = max(1, math.ceil(self.min_valid_fraction * asked))
+        needed = self.quorum(asked)
         if len(ex.metrics) >= needed:
             return
         problems = {**ex.errors, **ex.rejected}
         reasons = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
-        raise FederationError(
+        replied = ", ".join(sorted(ex.metrics)) or "nobody"
+        raise RoundFailed(
             f"round {ex.server_round} {ex.message_type}: {len(ex.metrics)} valid replies of "
-            f"{asked}, {needed} needed ({reasons})"
+            f"{asked}, {needed} needed (min-valid-fraction {self.min_valid_fraction:g}, "
+            f"min-institutions {self.min_institutions}); replied: {replied}; "
+            f"dropped: {reasons}",
+            ex.server_round,
         )
 
+    def quorum(self, asked: int) -> int:
+        """How many of `asked` institutions must send a verified reply for a round to go on."""
+        return max(1, math.ceil(self.min_valid_fraction * asked), self.min_institutions)
+
     def _record(
-        self, ex: Exchange, sent: list[Message], replies: list[Message], replied: set[int]
+        self,
+        ex: Exchange,
+        sent: list[Message],
+        replies: list[Message],
+        replied: set[int],
+        timeout: float | None,
     ) -> None:
         for r in replies:
             inst = institution_of(r, self.node_institution)
@@ -245,7 +313,7 @@ class InstitutionGrid(Grid):
             if m.metadata.dst_node_id not in replied:
                 node = m.metadata.dst_node_id
                 inst = self.node_institution.get(node, f"node-{node}")
-                ex.errors[inst] = "no reply before the timeout"
+                ex.errors[inst] = f"no reply before the timeout ({timeout or 0:g} s)"
         self.exchanges.append(ex)
 
 

@@ -58,7 +58,7 @@ def agree_preprocessing(
         Message(protocol.summary_query(query), dst_node_id=n, message_type=protocol.QUERY)
         for n in nodes
     ]
-    replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+    replies = list(grid.send_and_receive(messages, timeout=settings.join_seconds))
     exchange = grid.exchanges[-1]
     problems = {**exchange.errors, **exchange.rejected}
     # A node whose reply fails verification (unknown, revoked or forged key) is left out of

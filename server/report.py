@@ -10,7 +10,13 @@ from typing import Any
 from flwr.app import MessageType
 
 from jointcredit.federation import protocol
-from jointcredit.federation.metrics import InstitutionResult, Rejection, RoundRecord, Security
+from jointcredit.federation.metrics import (
+    Dropped,
+    InstitutionResult,
+    Rejection,
+    RoundRecord,
+    Security,
+)
 from jointcredit.federation.protocol import HISTOGRAMS_TRAIN, EvaluateMetrics
 from jointcredit.server.grid import Exchange, InstitutionGrid
 from jointcredit.server.identity import CoordinatorIdentity
@@ -63,7 +69,7 @@ def round_records(
         if ex.message_type not in (MessageType.TRAIN, MessageType.EVALUATE):
             continue
         rec = rounds.setdefault(
-            ex.server_round, RoundRecord(round=ex.server_round, errors={}, rejected={})
+            ex.server_round, RoundRecord(round=ex.server_round, errors={}, rejected={}, dropped=[])
         )
         if ex.message_type == MessageType.TRAIN:
             _train_round(ex, rec)
@@ -71,7 +77,7 @@ def round_records(
             rec.per_institution_auc = {
                 i: _nan_none(EvaluateMetrics.parse(m).auc) for i, m in ex.metrics.items()
             }
-        rec.errors.update({f"{ex.message_type}:{i}": e for i, e in ex.errors.items()})
+        record_dropped(rec, ex)
         rec.rejected = {
             **rec.rejected,
             **{f"{ex.message_type}:{i}": e for i, e in ex.rejected.items()},
@@ -83,6 +89,18 @@ def round_records(
         if r in rounds:
             rounds[r].epsilon = eps  # institution-level DP, the federation's accountant
     return [rounds[r] for r in sorted(rounds)]
+
+
+def record_dropped(rec: RoundRecord, ex: Exchange) -> None:
+    """An exchange's error replies and missing or late replies, in the round's record."""
+    rec.errors.update({f"{ex.message_type}:{i}": e for i, e in ex.errors.items()})
+    rec.dropped = [
+        *rec.dropped,
+        *(
+            Dropped(institution=i, exchange=ex.message_type, reason=e)
+            for i, e in sorted(ex.errors.items())
+        ),
+    ]
 
 
 def accepted_binning(

@@ -8,7 +8,8 @@ secure_sum`, on a grid of its own) whose fit config is the level's request; each
 masks its histograms written as fixed-point digits (`jointcredit.federation.fixed_point`) and
 the coordinator learns only the federation's sum, rebuilt in float64. Every stage reply is
 signed and verified as for the binning sums, the masked vector bound to its level's server
-round. Every institution must be in every sum (a dropout fails the run, as without secagg).
+round. Every institution must be in every sum (a dropout fails the run; without secagg a tree
+goes on without the institutions that did not answer its first level: `PlainSums`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from jointcredit.federation.protocol import HistogramMetrics, TrainMetrics, Tree
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.trees.exchange import histograms_of
 from jointcredit.server.errors import FederationError
-from jointcredit.server.grid import Exchange, InstitutionGrid
+from jointcredit.server.grid import Exchange, InstitutionGrid, RoundFailed
 from jointcredit.server.secagg import (
     COUNT_RANGE,
     SIGNED_STAGES,
@@ -51,18 +52,30 @@ class LevelSum:
 
 @dataclass
 class PlainSums:
+    """A tree is grown by the institutions that answer its first level (at least the grid's
+    quorum, else the run stops): each later level of that tree asks them only, and needs
+    every one of them, since their rows are in the parent histograms a sibling is derived
+    from. The others still get the finished tree with the next tree's first level."""
+
     grid: InstitutionGrid
     nodes: list[int]
     timeout: float
     message_type: str = protocol.HISTOGRAMS_TRAIN
+    growers: list[int] = field(default_factory=list)  # the current tree's institutions
 
     def level(self, message: TreeLevelMessage, shape: tuple[int, ...]) -> LevelSum:
         content = message.to_content()
-        out = [Message(content, dst_node_id=n, message_type=self.message_type) for n in self.nodes]
+        first = message.config.level == 0
+        asked = self.nodes if first else self.growers
+        out = [Message(content, dst_node_id=n, message_type=self.message_type) for n in asked]
         replies = list(self.grid.send_and_receive(out, timeout=self.timeout))
         ex = self.grid.exchanges[-1]
         valid = [r for r in replies if not r.has_error()]
-        _require_all(ex, len(valid), len(self.nodes))
+        if first:
+            _require_quorum(ex, len(valid), self.grid.quorum(len(asked)), message.config.tree)
+            self.growers = sorted(r.metadata.src_node_id for r in valid)
+        else:
+            _require_all(ex, len(valid), len(asked))
         total = np.zeros(shape)
         work: list[float] = []
         for r in valid:
@@ -116,13 +129,26 @@ class SecureSums:
         return LevelSum(total, work)
 
 
+def _require_quorum(ex: Exchange, valid: int, needed: int, tree: int) -> None:
+    if valid >= needed:
+        return
+    problems = {**ex.errors, **ex.rejected}
+    detail = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
+    replied = ", ".join(sorted(ex.metrics)) or "nobody"
+    raise RoundFailed(
+        f"tree {tree + 1} (level {ex.server_round}): {valid} institutions sent histograms, "
+        f"{needed} needed; replied: {replied}; dropped: {detail}",
+        ex.server_round,
+    )
+
+
 def _require_all(ex: Exchange, valid: int, expected: int) -> None:
     problems = {**ex.errors, **ex.rejected}
     if problems or valid != expected:
         detail = "; ".join(f"{i}: {e}" for i, e in sorted(problems.items())) or "no replies"
         raise FederationError(
-            f"tree level {ex.server_round}: {valid} of {expected} institutions sent "
-            f"histograms, and every one is needed ({detail})"
+            f"tree level {ex.server_round}: {valid} of the {expected} institutions growing "
+            f"this tree sent histograms, and every one is needed ({detail})"
         )
 
 

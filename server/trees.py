@@ -8,8 +8,12 @@ histograms, and the coordinator sums them (replies ordered by institution), deri
 sibling by subtraction and picks the level's splits (`jointcredit.models.trees.grower`, the
 code the central engine runs). Under `secagg` each level's exchange is a SecAgg+ round instead
 and the coordinator learns only the federation's sum (`jointcredit.server.tree_sums`).
-Every institution must answer every level: a histogram left out would make the trees those of
-other rows, so a missing, failed or rejected reply stops the run, naming the institution.
+A tree is grown on the rows of the institutions that answer its first level (at least the
+quorum, `min-valid-fraction` and `min-institutions`; those that did not are the tree's
+`dropped`); each later level of the tree needs every one of them, since a histogram left out
+there would not match the parent histograms its sibling is derived from: a missing, failed or
+rejected reply then stops the run, naming the institution. With every institution answering,
+the ensemble is the pooled rows'.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from jointcredit.models.trees.ensemble import sigmoid
 from jointcredit.models.trees.exchange import ensemble_record, tree_record
 from jointcredit.models.trees.tree import EMPTY_ENSEMBLE, Tree, chain_digest
 from jointcredit.server.grid import Exchange, InstitutionGrid
+from jointcredit.server.report import record_dropped
 from jointcredit.server.tree_sums import PlainSums, SecureSums
 
 
@@ -134,7 +139,7 @@ def _round_records(
 ) -> list[RoundRecord]:
     """One record per tree: who sent histograms for all its levels (under secagg: the
     masked vectors), and its evaluation."""
-    rounds = {t: RoundRecord(round=t, errors={}, rejected={}) for t in central}
+    rounds = {t: RoundRecord(round=t, errors={}, rejected={}, dropped=[]) for t in central}
     for ex in sums.grid.exchanges:
         if ex.message_type != sums.message_type or ex.server_round not in level_tree:
             continue
@@ -145,7 +150,7 @@ def _round_records(
             if rec.train_institutions is None
             else sorted(set(rec.train_institutions) & set(sent))
         )
-        rec.errors.update({f"{ex.message_type}:{i}": e for i, e in ex.errors.items()})
+        record_dropped(rec, ex)
         rec.rejected.update({f"{ex.message_type}:{i}": e for i, e in ex.rejected.items()})
     for t, values in central.items():
         if values:

@@ -5,6 +5,9 @@ Output directory (contract)::
     OUT/model/        the model artifact (weights, agreed preprocessing, model card)
     OUT/metrics.json  federated, centralized, local_only, per_institution, rounds, config,
                       privacy (setting, epsilon spent, membership-inference audit)
+
+A run that stops because a round had too few institutions (`RoundFailed`) after signing a
+checkpoint leaves OUT/trust.json and OUT/checkpoints/ only (`RunStopped` names the last).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from jointcredit.federation.choices import parse_adversary
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import load_artifact
+from jointcredit.server.grid import RoundFailed
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import run_simulation
@@ -60,9 +64,31 @@ def simulate(
         metrics = _simulate(settings.replaced(out_dir=str(staging)), out, with_baselines,
                             with_audit)  # fmt: skip
         _publish(staging, out)
+    except RoundFailed as exc:
+        kept = _keep_stopped(staging, out)
+        if kept is None:
+            raise
+        raise RunStopped(
+            f"{exc}. The run stopped there; OUT keeps what it had signed: the last "
+            f"checkpoint {kept} and the trust store {out / 'trust.json'}"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+class RunStopped(RuntimeError):
+    """A round had too few institutions: the run stopped, its signed checkpoints kept."""
+
+
+def _keep_stopped(staging: Path, out: Path) -> Path | None:
+    """A run that stopped after signing checkpoints becomes OUT (trust.json and checkpoints/,
+    no model/ nor metrics.json), so it can be verified and resumed; None when it has none."""
+    checkpoints = sorted((staging / "checkpoints").glob("round-*"))
+    if not checkpoints:
+        return None
+    _publish(staging, out)
+    return out / "checkpoints" / checkpoints[-1].name
 
 
 def _publish(staging: Path, out: Path) -> None:

@@ -249,3 +249,14 @@ def test_deployed_node_signs_with_the_key_in_its_node_config(
     del node_config["signing-key"]
     with pytest.raises(Exception, match="no update-signing key"):
         app(federation.train_message(0), context)
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_a_stragglers_late_reply_cannot_count_for_a_later_round(federation: Federation) -> None:
+    """A reply that arrives after its round ended, never checked (so its nonce is new), handed
+    over as the reply to the next round's message: its signature binds the round it answered."""
+    _, late = federation.train(1, server_round=1)
+    now = federation.train_message(1, server_round=2)
+    rejection = _rejected(federation, now, late)
+    assert rejection.reason is Reason.REPLAYED
+    assert "signed for round 1, this is round 2" in str(rejection)
