@@ -8,6 +8,11 @@ removed on exit) so that only this worker can take the node's tasks from its loo
 Runtime API. The supervisor forwards SIGTERM/SIGINT to both and waits for them; a worker
 that dies is restarted (the SuperNode keeps its connection); when the SuperNode exits, the
 worker is stopped and the SuperNode's exit code is returned.
+
+A node restarted after a crash finds the SuperLink still holding its key's node as online
+(until its heartbeats are missed: Flower's patience x interval, 60 s) and its activation
+refused; the supervisor starts the SuperNode again for as long as that can last, then gives
+up with the SuperNode's error (a key that is not registered is refused the same way).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +39,8 @@ SECRET_NAME = "superexec-auth.secret"
 GRACE = 20.0  # seconds both processes get to stop before SIGKILL
 RESTART_PAUSE = (1.0, 30.0)  # the worker's restart back-off: first pause, longest pause
 FAST_FAILURES = 5  # this many worker deaths within a minute: give up, stop the node
+REFUSED = b"Failed to activate SuperNode"  # the SuperNode's message when the SuperLink refuses
+ACTIVATION_PAUSE = 5.0  # seconds between activation attempts after a refusal
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,13 @@ def private_secret() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def activation_window() -> float:
+    """How long a crashed node's key may still be held online by the SuperLink (s)."""
+    from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
+
+    return float(HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL) + 15.0
+
+
 class Supervisor:
     def __init__(self, commands: NodeCommands, env: dict[str, str]) -> None:
         self.commands = commands
@@ -95,6 +110,44 @@ class Supervisor:
         self.node: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.deaths: list[float] = []
+        self.refused = threading.Event()
+        self.relay: threading.Thread | None = None
+
+    def _start_node(self) -> subprocess.Popen[bytes]:
+        """The SuperNode, its output passed through (and watched for a refused activation)."""
+        self.refused.clear()
+        node = subprocess.Popen(
+            self.commands.supernode, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.relay = threading.Thread(target=self._relay, args=(node,), daemon=True)
+        self.relay.start()
+        return node
+
+    def _relay(self, node: subprocess.Popen[bytes]) -> None:
+        assert node.stdout is not None
+        for line in node.stdout:
+            if REFUSED in line:
+                self.refused.set()
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+
+    def _retry_activation(self, code: int, first_start: float) -> bool:
+        """After a refused activation, try again while the SuperLink may still hold the node
+        online from before a crash."""
+        if self.relay is not None:
+            self.relay.join(timeout=2)  # its last lines
+        if code == 0 or not self.refused.is_set():
+            return False
+        if time.monotonic() - first_start > activation_window():
+            return False
+        print(
+            f"SuperNode activation refused; trying again in {ACTIVATION_PAUSE:.0f} s "
+            "(after a crash the SuperLink holds the node online until its heartbeats lapse)",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(ACTIVATION_PAUSE)
+        return not self.stop_requested
 
     def _request_stop(self, _sig: int, _frame: FrameType | None) -> None:
         self.stop_requested = True
@@ -105,13 +158,17 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
-        self.node = subprocess.Popen(self.commands.supernode, env=self.env)
+        first_start = time.monotonic()
+        self.node = self._start_node()
         self._start_worker()
         restart_at: float | None = None
         try:
             while not self.stop_requested:
                 code = self.node.poll()
                 if code is not None:
+                    if self._retry_activation(code, first_start):
+                        self.node = self._start_node()
+                        continue
                     return code
                 now = time.monotonic()
                 if self.worker is not None and self.worker.poll() is not None:

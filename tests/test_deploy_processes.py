@@ -198,6 +198,28 @@ def test_supervisor_gives_up_on_a_worker_that_cannot_start(
     assert code == 1 and time.monotonic() - begun < 30  # the SuperNode was stopped too
 
 
+@pytest.mark.integration
+def test_supervisor_retries_a_refused_activation_for_a_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a crash the SuperLink refuses the node's key until its heartbeats lapse."""
+    monkeypatch.setattr(node, "ACTIVATION_PAUSE", 0.1)
+    monkeypatch.setattr(node, "activation_window", lambda: 1.5)
+    starts = tmp_path / "node-starts"
+    refused = (
+        f"open({str(starts)!r}, 'a').write('x'); "
+        "print('[code: 2004] Failed to activate SuperNode.'); raise SystemExit(1)"
+    )
+    worker = [sys.executable, "-c", "import time; time.sleep(60)"]
+    commands = node.NodeCommands([sys.executable, "-c", refused], worker)
+    code = node.Supervisor(commands, dict(os.environ)).run()
+    assert code == 1 and len(starts.read_text()) >= 2
+    other = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('y'); raise SystemExit(3)"]
+    starts.unlink()
+    code = node.Supervisor(node.NodeCommands(other, worker), dict(os.environ)).run()
+    assert code == 3 and starts.read_text() == "y"  # any other failure: no retry
+
+
 def test_the_nodes_secret_is_private_and_removed(tmp_path: Path) -> None:
     with node.private_secret() as secret:
         assert secret.stat().st_mode & 0o777 == 0o600
