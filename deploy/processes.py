@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -299,15 +300,17 @@ def start_run(
         ) as stream,
     ):
         assert stream.stdout is not None
+        # A run that never ends: its log stream is ended at the deadline, lines or not.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), stream.terminate)
+        watchdog.start()
         try:
             for line in stream.stdout:
                 log.write(line)
                 log.flush()
                 if on_line is not None:
                     on_line(_ANSI.sub("", line.rstrip("\n")))
-                if time.monotonic() > deadline:
-                    break
         finally:
+            watchdog.cancel()
             if stream.poll() is None:
                 stream.terminate()
     if time.monotonic() > deadline:

@@ -42,8 +42,11 @@ class _FakeLog:
     def __exit__(self, *_: object) -> None:
         return None
 
-    def poll(self) -> int:
+    def poll(self) -> int | None:
         return 0
+
+    def terminate(self) -> None:
+        return None
 
 
 def test_start_run_hands_flwr_a_typed_toml_file_and_reads_the_run_id_from_json(
@@ -74,6 +77,41 @@ def test_start_run_hands_flwr_a_typed_toml_file_and_reads_the_run_id_from_json(
     assert processes.round_started(seen[0]) == (1, 2)  # ANSI colours stripped
     assert processes.reported_auc(seen[1]) == pytest.approx(0.71)
     assert "[ROUND 2/2]" in (tmp_path / "run-42.log").read_text()
+
+
+class _EndlessLog(_FakeLog):
+    """A log stream that only ends when terminated."""
+
+    def __init__(self, cmd: list[str], **_: Any) -> None:
+        import threading
+
+        self.cmd, self.ended = cmd, threading.Event()
+        self.stdout = self._lines()
+
+    def _lines(self) -> Any:
+        yield "INFO :      [ROUND 1/2]\n"
+        self.ended.wait(30)
+
+    def terminate(self) -> None:
+        self.ended.set()
+
+    def poll(self) -> int | None:
+        return 0 if self.ended.is_set() else None
+
+
+def test_a_run_that_never_ends_is_given_up_at_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        processes.subprocess,
+        "run",
+        lambda cmd, **_: subprocess.CompletedProcess(cmd, 0, '{"success": true, "run-id": "5"}'),
+    )
+    monkeypatch.setattr(processes.subprocess, "Popen", _EndlessLog)
+    begun = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not end within"):
+        processes.start_run(ROOT, tmp_path, "fed", {}, timeout=1.0)
+    assert time.monotonic() - begun < 10
 
 
 def test_a_run_that_did_not_start_is_an_error_whatever_the_log_says() -> None:
