@@ -17,6 +17,7 @@ up with the SuperNode's error (a key that is not registered is refused the same 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -128,8 +129,10 @@ class Supervisor:
         for line in node.stdout:
             if REFUSED in line:
                 self.refused.set()
-            sys.stdout.buffer.write(line)
-            sys.stdout.buffer.flush()
+            # Keep draining even when our own output is gone: a full pipe would stall Flower.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
 
     def _retry_activation(self, code: int, first_start: float) -> bool:
         """After a refused activation, try again while the SuperLink may still hold the node
