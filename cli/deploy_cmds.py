@@ -190,6 +190,8 @@ def link_run(
             run_id, status = processes.start_run(
                 app_dir, flwr_home, CONNECTION, config, timeout, on_line=on_line
             )
+            if status == "finished:completed" and progress.tasks[0].total is not None:
+                progress.update(task, completed=progress.tasks[0].total)
     except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         raise _fail(exc, 1) from exc
     console.print(f"run {run_id}: {status}")
