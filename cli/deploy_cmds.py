@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from jointcredit.cli.options import parse_run_config
-from jointcredit.deploy import kits, processes
+from jointcredit.cli.options import RUN_CONFIG_HELP, parse_run_config
+from jointcredit.cli.run_cmds import progress_bar
+from jointcredit.deploy import kits, node, processes
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import SettingsError
 from jointcredit.trust import keys
@@ -153,18 +155,16 @@ def link_run(
     rounds: Annotated[
         int | None, typer.Option(min=1, help="training rounds (default: the app's config, 20)")
     ] = None,
-    run_config: Annotated[
-        str, typer.Option(help="more run-config overrides, e.g. \"privacy='dp-record'\"")
-    ] = "",
+    run_config: Annotated[list[str] | None, typer.Option(help=RUN_CONFIG_HELP)] = None,
     flwr_home: FlwrHome = Path("flwr-home"),
     address: Annotated[str | None, typer.Option(help="SuperLink address if not the kit's")] = None,
     timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 3600.0,
 ) -> None:
-    """Start a training run on the registered nodes and wait for its real final status.
-    The settings are resolved and checked here first, as the coordinator will resolve them:
-    a run that could not work is refused (exit 2) before anything starts."""
+    """Start a training run on the registered nodes, show its rounds and wait for its real
+    final status. The settings are resolved and checked here first, as the coordinator will
+    resolve them: a run that could not work is refused (exit 2) before anything starts."""
     try:
-        extra = parse_run_config([run_config] if run_config else None)
+        extra = parse_run_config(run_config)
         if rounds is not None:
             if "rounds" in extra:
                 raise SettingsError("rounds: given as an option and in --run-config")
@@ -173,13 +173,30 @@ def link_run(
         processes.resolved_settings(app_dir, kit, config)
     except (SettingsError, ValueError) as exc:
         raise _fail(exc) from exc
+    progress = progress_bar()
+    task = progress.add_task("federation", total=None, status="starting the run")
+
+    def on_line(line: str) -> None:
+        started = processes.round_started(line)
+        if started is not None:
+            done, total = started[0] - 1, started[1]
+            progress.update(task, total=total, completed=done, status=f"round {started[0]}")
+        elif (auc := processes.reported_auc(line)) is not None:
+            progress.update(task, status=f"AUC (institutions) {auc:.4f}")
+
     try:
         processes.write_connection(kit, flwr_home, CONNECTION, address)
-        run_id, status = processes.start_run(app_dir, flwr_home, CONNECTION, config, timeout)
-    except (ValueError, RuntimeError) as exc:
+        with progress:
+            run_id, status = processes.start_run(
+                app_dir, flwr_home, CONNECTION, config, timeout, on_line=on_line
+            )
+            if status == "finished:completed" and progress.tasks[0].total is not None:
+                progress.update(task, completed=progress.tasks[0].total)
+    except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
         raise _fail(exc, 1) from exc
     console.print(f"run {run_id}: {status}")
     if status != "finished:completed":
+        err.print(f"the ServerApp's log: {flwr_home / f'run-{run_id}.log'}")
         raise typer.Exit(1)
     auc = RunMetrics.read(out / "metrics.json").federated.auc
     shown = "-" if auc is None else f"{auc:.4f}"
@@ -193,12 +210,22 @@ def node_start(
     schema: Annotated[Path | None, typer.Option(help="schema.toml of the federation")] = None,
     port: Annotated[int, typer.Option(help="this SuperNode's local runtime port")] = 9094,
     superlink: Annotated[str | None, typer.Option(help="override the kit's address")] = None,
-    dry_run: Annotated[bool, typer.Option(help="print the command instead")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the commands instead")] = False,
 ) -> None:
-    """Run this institution's SuperNode (replaces this process): TLS to the federation's
-    SuperLink, authenticated with the kit's node key, reading only --data."""
+    """Run this institution's node until SIGTERM: its SuperNode (TLS to the federation's
+    SuperLink, authenticated with the kit's node key, reading only --data) and the
+    long-lived ClientApp worker that handles its messages, both supervised here."""
     try:
-        cmd = processes.supernode_command(kit, data, schema=schema, port=port, superlink=superlink)
+        if dry_run:
+            secret = Path("PRIVATE-DIR") / node.SECRET_NAME  # made fresh at each start
+            cmds = node.node_commands(kit, data, secret, schema=schema, port=port,
+                                      superlink=superlink)  # fmt: skip
+            console.print(processes.shell_line(cmds.supernode), soft_wrap=True)
+            console.print(processes.shell_line(cmds.clientapp), soft_wrap=True)
+            return
+        code = node.run_node(
+            kit, data, processes.flower_env(), schema=schema, port=port, superlink=superlink
+        )
     except ValueError as exc:
         raise _fail(exc) from exc
-    _exec(cmd, dry_run)
+    raise typer.Exit(code)

@@ -37,7 +37,7 @@ LOCAL_RUN_EXCLUDES = {
 Verbose = Annotated[bool, typer.Option(help="show Flower's own logs")]
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     """A bar with a status line (rounds of a federation, cells of a sweep)."""
     return Progress(
         TextColumn("{task.description}"),
@@ -88,7 +88,7 @@ def simulate(
 
     _quiet_flower(verbose)
     settings = resolve_local({**config, "out-dir": str(out.resolve())})
-    progress = _progress()
+    progress = progress_bar()
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
     task = progress.add_task("federation", total=total, status="starting")
@@ -176,7 +176,7 @@ def sweep(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    progress = _progress()
+    progress = progress_bar()
     task = progress.add_task("sweep", total=total, status="")
 
     def on_cell(cell: Cell, status: str) -> None:

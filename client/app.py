@@ -46,8 +46,9 @@ from jointcredit.models.preprocessing import summarize
 from jointcredit.models.training import predict_pd
 
 # Small models on 2 cores: one intra-op thread per client avoids oversubscription. In
-# deployment every message starts a fresh ClientApp process, so optional stacks (Opacus,
-# Flower's legacy SecAgg+ client) are imported only by the runs that use them.
+# deployment each message runs in a fork of the node's worker, which imported this module
+# once; optional stacks (Opacus, Flower's legacy SecAgg+ client) are imported, per message,
+# only by the runs that use them.
 torch.set_num_threads(1)
 
 # Mods run outermost first: signing wraps the handlers (and any handler-specific mods), so it

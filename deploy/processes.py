@@ -18,13 +18,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from flwr.common.config import get_fused_config_from_dir
 
+from jointcredit.deploy import supernode
 from jointcredit.deploy.kits import (
     CA_CERT,
     NODE_AUTH_KEY,
@@ -122,9 +126,15 @@ def supernode_command(
     port: int = 9094,
     superlink: str | None = None,
     max_retries: int | None = None,
+    superexec_secret: Path | None = None,
+    poll_interval: float = supernode.DEFAULT_POLL,
 ) -> list[str]:
     """flower-supernode for one institution: TLS to the federation's SuperLink only (the
-    kit's CA), authenticated with the kit's node key; it reads only `data`."""
+    kit's CA), authenticated with the kit's node key; it reads only `data`. Process
+    isolation: its ClientApp tasks are run by the node's long-lived worker
+    (`deploy/clientapp_worker.py`, started beside it by `deploy/node.py`), which must present
+    `superexec_secret` when one is given. Flower's own SuperNode, run with its idle polls
+    shortened to `poll_interval` (`deploy/supernode.py`)."""
     _require(kit, CA_CERT, NODE_AUTH_KEY, SIGNING_KEY)
     if not data.is_file():
         raise ValueError(f"{data}: data file not found")
@@ -132,7 +142,11 @@ def supernode_command(
         raise ValueError(f"{schema}: schema file not found")
     fed = load_federation(kit)
     cmd = [
-        flower_bin("flower-supernode"),
+        sys.executable,
+        "-m",
+        supernode.__name__,
+        "--poll-interval",
+        str(poll_interval),
         "--root-certificates",
         str(kit / CA_CERT),
         "--superlink",
@@ -143,7 +157,11 @@ def supernode_command(
         node_config(kit, data, schema),
         "--port",
         str(port),
+        "--isolation",
+        "process",
     ]
+    if superexec_secret is not None:
+        cmd += ["--superexec-auth-secret-file", str(superexec_secret)]
     if max_retries is not None:
         cmd += ["--max-retries", str(max_retries), "--max-wait-time", "15"]
     return cmd
@@ -226,35 +244,89 @@ def resolved_settings(app: Path, kit: Path, config: dict[str, Any]) -> RunSettin
     return RunSettings.from_run_config(fused).for_institutions(institutions, "the kit's")
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "") + "'"
+# A line of the ServerApp's log that starts round k of n (Flower's strategies log it).
+_ROUND = re.compile(r"\[ROUND (\d+)/(\d+)\]")
+_AUC = re.compile(r"'auc': ([0-9.eE+-]+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def round_started(line: str) -> tuple[int, int] | None:
+    """(k, n) if this log line starts round k of n."""
+    found = _ROUND.search(line)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def reported_auc(line: str) -> float | None:
+    """The institutions' aggregated AUC if this log line reports one."""
+    found = _AUC.search(line) if "Aggregated MetricRecord" in line else None
+    return float(found.group(1)) if found else None
 
 
 def start_run(
-    app: Path, flwr_home: Path, connection: str, config: dict[str, Any], timeout: float
+    app: Path,
+    flwr_home: Path,
+    connection: str,
+    config: dict[str, Any],
+    timeout: float,
+    on_line: Callable[[str], None] | None = None,
 ) -> tuple[int, str]:
-    """`flwr run APP CONNECTION --stream` until the run ends; returns (run id, final status
-    read back with `flwr ls`, e.g. finished:completed)."""
-    overrides = " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())
+    """`flwr run APP CONNECTION` with `config` as a run-config TOML file (values keep their
+    types), then the run's log streamed (`flwr log`) into FLWR_HOME/run-ID.log, each line
+    also to `on_line`, until the run ends; returns (run id, final status read back with
+    `flwr ls`, e.g. finished:completed)."""
     env = flower_env(flwr_home)
-    proc = subprocess.run(
-        [flower_bin("flwr"), "run", str(app), connection, "--stream", "--run-config", overrides],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    found = re.search(r"Successfully started run (\d+)", proc.stdout + proc.stderr)
-    if found is None:
-        raise RuntimeError("flwr run did not start a run:\n" + (proc.stdout + proc.stderr)[-3000:])
-    run_id = int(found.group(1))
-    # The streamed ServerApp log: where a failed run says why.
-    (flwr_home / f"run-{run_id}.log").write_text(proc.stdout + proc.stderr)
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = Path(tmp) / "run-config.toml"
+        overrides.write_text(tomli_w.dumps(config))
+        proc = subprocess.run(
+            [flower_bin("flwr"), "run", str(app), connection, "--format", "json",
+             "--run-config", str(overrides)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )  # fmt: skip
+    run_id = started_run_id(proc.stdout, proc.stderr)
+    log_path = flwr_home / f"run-{run_id}.log"  # the ServerApp's log: where a run says why
+    with (
+        log_path.open("w") as log,
+        subprocess.Popen(
+            [flower_bin("flwr"), "log", str(run_id), connection, "--stream"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as stream,
+    ):
+        assert stream.stdout is not None
+        # A run that never ends: its log stream is ended at the deadline, lines or not.
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), stream.terminate)
+        watchdog.start()
+        try:
+            for line in stream.stdout:
+                log.write(line)
+                log.flush()
+                if on_line is not None:
+                    on_line(_ANSI.sub("", line.rstrip("\n")))
+        finally:
+            watchdog.cancel()
+            if stream.poll() is None:
+                stream.terminate()
+    if time.monotonic() > deadline:
+        raise RuntimeError(f"run {run_id} did not end within {timeout:.0f} s (see {log_path})")
     return run_id, run_status(flwr_home, connection, run_id)
+
+
+def started_run_id(stdout: str, stderr: str = "") -> int:
+    """The run id from `flwr run --format json`'s answer; RuntimeError if none started."""
+    try:
+        answer = json.loads(stdout)
+        if answer.get("success") and answer.get("run-id") is not None:
+            return int(answer["run-id"])
+    except (ValueError, TypeError, AttributeError):
+        pass
+    raise RuntimeError(f"flwr run did not start a run:\n{(stdout + stderr)[-3000:]}")
 
 
 def run_status(flwr_home: Path, connection: str, run_id: int) -> str:

@@ -96,18 +96,19 @@ def deploy_section(measure: Measure) -> str:
 
 `python scripts/deploy_demo.py --out runs/deploy-demo --rounds 3` (measured
 {datetime.now(UTC):%Y-%m-%d %H:%M} UTC): provisions a federation (CA, TLS certificate, node and
-signing keys), starts `flower-superlink` (TLS, node authentication) and three
-`flower-supernode`s on 127.0.0.1, each with one shipped lender's file, registers the nodes,
+signing keys), starts `flower-superlink` (TLS, node authentication) and three nodes
+(`jointcredit node start`: a SuperNode and its long-lived ClientApp worker) on 127.0.0.1,
+each with one shipped lender's file, registers the nodes,
 runs `flwr run` and reads the run's final status, verifies the signed model, stops everything.
 
 - whole demo {wall:.1f} s wall (setup {s["setup_seconds"]} s: provisioning, SuperLink start,
   registration; training run {s["run_seconds"]} s for {s["rounds"]} rounds, including the
   preprocessing query, per-round evaluation and personalisation); peak memory of the whole
-  process tree (SuperLink, ServerApp, SuperNodes and their ClientApp processes)
+  process tree (SuperLink, ServerApp, SuperNodes, their ClientApp workers and tasks)
   {peak / 2**30:.2f} GiB
 - status {s["status"]}; {s["verified_replies"]} signed replies verified; AUC (the institutions'
-  weighted evaluation) {s["auc"]:.4f}. Each Flower message starts a fresh ClientApp process
-  that imports torch, which dominates the run time at this size.
+  weighted evaluation) {s["auc"]:.4f}. Each message runs in a fork of the node's worker, which
+  imported torch and the app once (docs/RELIABILITY.md, "Deployed rounds at partner speed").
 """
 
 

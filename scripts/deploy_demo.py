@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from jointcredit.deploy import kits, processes
+from jointcredit.deploy import kits, node, processes
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.trust.keyset import TRUST_FILE
 
@@ -65,7 +65,7 @@ def main() -> None:
         for inst, lender in zip(ids, lenders, strict=True):
             start(
                 inst,
-                processes.supernode_command(
+                node.node_start_command(
                     fed.kit(inst),
                     SAMPLE / f"{lender}.parquet",
                     schema=SAMPLE / "schema.toml",

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # `flwr run .` as a Flower user would, with the traps of flwr 1.42 handled:
 # - runtime dependency installation is disabled (it would download a CUDA torch per run);
-# - the detached local SuperLink that `flwr run` starts is stopped afterwards (and waited for),
-#   also on failure;
-# - `flwr run --stream` exits 0 even when the ServerApp fails, so the run's real final status
-#   is read back with `flwr ls` and this script exits non-zero unless it is finished:completed.
+# - the local SuperLink is started here, exactly as `flwr run . local` would start it but on
+#   free ports of its own (Flower's are fixed: two runs on one machine would share one), and
+#   stopped afterwards by its process id (and waited for), also on failure;
+# - the run id is read from `flwr run --format json`; the ServerApp's log is then streamed
+#   with `flwr log`; `flwr run --stream` would exit 0 even when the ServerApp fails, so the
+#   run's real final status is read back with `flwr ls` and this script exits non-zero unless
+#   it is finished:completed.
 # - the run settings are resolved and checked first, as the ServerApp will resolve them for
 #   NUM_NODES institutions: a run that could not work is refused (exit 2) before anything starts.
 # Usage: scripts/flwr_run_local.sh [NUM_NODES] [extra run-config, e.g. "rounds=3 model='mlp'"]
@@ -19,34 +22,65 @@ mkdir -p "$FLWR_HOME"
 out="${OUT:-$PWD/runs/flwr-run}"
 flwr="${FLWR:-$(dirname "$(command -v python)")/flwr}"
 [ -x "$flwr" ] || flwr=.venv/bin/flwr
-jointcredit="$(dirname "$flwr")/jointcredit"
+bin="$(dirname "$flwr")"
+jointcredit="$bin/jointcredit"
 
 "$jointcredit" config resolve --institutions "$nodes" --run-config "$extra" >/dev/null || exit 2
+
+# Two free ports: Flower's local SuperLink (Fleet/Runtime HTTP) and its Control API.
+read -r http_port control_port < <("$bin/python" -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')
+export FLWR_LOCAL_SUPERLINK_HTTP_API_PORT="$http_port" FLWR_LOCAL_CONTROL_API_PORT="$control_port"
+state="$FLWR_HOME/local-superlink"
+mkdir -p "$state"
+
+# Flower's own local SuperLink command (flwr/cli/local_superlink.py), with its pid kept.
+"$bin/flower-superlink" --insecure --simulation --isolation subprocess \
+  --control-api-address "127.0.0.1:$control_port" --host 127.0.0.1 --port "$http_port" \
+  --log-file "$state/superlink.log" --database "$state/state.db" \
+  >/dev/null 2>&1 &
+superlink=$!
 
 # SIGTERM, and wait for it to be gone (a busy SuperLink takes seconds to shut down); SIGKILL
 # after 30 s. Its flower-superexec helper exits with it.
 stop_superlink() {
-  local pattern="flower-superlink.*--database $FLWR_HOME/local-superlink/state.db"
-  pkill -TERM -f "$pattern" 2>/dev/null || return 0
+  kill -TERM "$superlink" 2>/dev/null || return 0
   for _ in $(seq 60); do
-    pgrep -f "$pattern" >/dev/null || return 0
+    kill -0 "$superlink" 2>/dev/null || { wait "$superlink" 2>/dev/null || true; return 0; }
     sleep 0.5
   done
-  pkill -KILL -f "$pattern" 2>/dev/null || true
+  kill -KILL "$superlink" 2>/dev/null || true
+  wait "$superlink" 2>/dev/null || true
 }
 trap stop_superlink EXIT
 
-log="$FLWR_HOME/last-run.log"
-"$flwr" run . local --stream \
+for _ in $(seq 150); do
+  "$bin/python" -c "import httpx,sys; sys.exit(0 if httpx.get('http://127.0.0.1:$http_port/health', timeout=0.4).is_success else 1)" \
+    2>/dev/null && break
+  kill -0 "$superlink" 2>/dev/null || { echo "the local SuperLink exited: $state/superlink.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+answer=$("$flwr" run . local --format json \
   --federation-config "num-supernodes=$nodes client-resources-num-cpus=$(nproc)" \
-  --run-config "min-nodes=$nodes out-dir='$out' $extra" 2>&1 | tee "$log"
-run_id=$(grep -oE "Successfully started run [0-9]+" "$log" | grep -oE "[0-9]+$" || true)
+  --run-config "min-nodes=$nodes out-dir='$out' $extra")
+run_id=$(printf '%s' "$answer" | "$bin/python" -c '
+import json, sys
+answer = json.load(sys.stdin)
+print(answer["run-id"] if answer.get("success") and answer.get("run-id") else "")' || true)
 if [ -z "$run_id" ]; then
-  echo "flwr run did not start a run" >&2
+  echo "flwr run did not start a run: $answer" >&2
   exit 1
 fi
+echo "Started run $run_id"
+log="$FLWR_HOME/last-run.log"
+"$flwr" log "$run_id" local --stream 2>&1 | tee "$log"
 status=$("$flwr" ls local --run-id "$run_id" --format json |
-  python -c 'import json,sys; print(json.load(sys.stdin)["runs"][0]["status"])')
+  "$bin/python" -c 'import json,sys; print(json.load(sys.stdin)["runs"][0]["status"])')
 echo "run $run_id: $status"
 [ "$status" = "finished:completed" ] || exit 1
 echo "model: $out/model  metrics: $out/metrics.json"

@@ -1,10 +1,10 @@
 """A real multi-process federation: provisioned kits, one SuperLink and three institutions'
 SuperNodes on 127.0.0.1 with TLS and node authentication, each node with its own data file, a
 training run through `flwr run`, its real final status, the signed artifact verified and used
-to score. In the same run a fourth, registered node signs with a key the trust store does not
-hold: its replies are rejected and the run goes on (one run for both: every Flower message
-starts a fresh ClientApp process, so each run costs minutes). Plus the refusals: an
-unregistered node, a node trusting another CA, plain HTTP.
+to score. The nodes run as institutions run them, `jointcredit node start` (the SuperNode and
+its long-lived ClientApp worker). In the same run a fourth, registered node signs with a key
+the trust store does not hold: its replies are rejected and the run goes on. Plus the
+refusals: an unregistered node, a node trusting another CA, plain HTTP.
 
 Every process started here is stopped (SIGTERM, then SIGKILL) also when a test fails.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from jointcredit.deploy import kits, pki, processes
+from jointcredit.deploy import kits, node, pki, processes
 from jointcredit.trust import keys
 from jointcredit.trust.store import load_store
 
@@ -84,6 +84,15 @@ class Federation:
     port: int
     flwr_home: Path
     procs: Processes
+
+    def node_start(self, inst: str, kit: Path | None = None) -> list[str]:
+        """`jointcredit node start` for this institution (SuperNode + ClientApp worker)."""
+        return node.node_start_command(
+            kit or self.kits.kit(inst),
+            SAMPLE / f"{LENDERS.get(inst, ROGUE_DATA)}.parquet",
+            schema=SCHEMA,
+            port=processes.free_port(),
+        )
 
     def node(self, inst: str, port: int, kit: Path | None = None, **kw: object) -> list[str]:
         return processes.supernode_command(
@@ -167,12 +176,12 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
 
     procs = federation.procs
     for inst in LENDERS:
-        procs.start(inst, federation.node(inst, processes.free_port()))
+        procs.start(inst, federation.node_start(inst))
     rogue = federation.root / "rogue-kit"
     shutil.copytree(federation.kits.kit(ROGUE), rogue)
     (rogue / kits.SIGNING_KEY).unlink()
     keys.write_private_key(rogue / kits.SIGNING_KEY, keys.generate())  # not in the store
-    procs.start(ROGUE, federation.node(ROGUE, processes.free_port(), kit=rogue))
+    procs.start(ROGUE, federation.node_start(ROGUE, kit=rogue))
     out = federation.root / "run"
     config = processes.run_config(
         federation.kits.coordinator,
@@ -186,9 +195,8 @@ def test_three_node_tls_federation_trains_a_signed_model(federation: Federation)
     metrics = json.loads((out / "metrics.json").read_text())
     # The three institutions trained; the rogue node was connected and authenticated, but
     # every reply it signed was rejected (query, train, evaluate, the personalisation prior's
-    # query, final evaluate), and its deviation is not in the prior. One round:
-    # every message costs each node a fresh ClientApp process (~6 s of imports); several
-    # rounds are the simulation tests' job.
+    # query, final evaluate), and its deviation is not in the prior. One round: several
+    # rounds are the simulation tests' and scripts/reliability_deploy.py's job.
     assert metrics["institutions"] == sorted(LENDERS)
     assert len(metrics["rounds"]) == 1
     assert metrics["federated"]["evaluated_on"] == "institutions (weighted)"
@@ -281,7 +289,8 @@ def test_plain_http_to_the_tls_port_is_refused(federation: Federation) -> None:
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{federation.port}/", timeout=10)
     insecure = federation.node("bank-a", processes.free_port(), max_retries=1)
-    insecure[1:3] = ["--insecure"]  # replace --root-certificates CA
+    at = insecure.index("--root-certificates")
+    insecure[at : at + 2] = ["--insecure"]  # replace --root-certificates CA
     proc = federation.procs.start("insecure", insecure)
     assert proc.wait(timeout=120) != 0
 

@@ -329,9 +329,7 @@ def test_link_run_takes_bare_words_as_text(
     kit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        processes, "start_run", lambda app, home, conn, config, t: sent.append(config) or (1, "x")
-    )
+    monkeypatch.setattr(processes, "start_run", lambda *a, **kw: sent.append(a[3]) or (1, "x"))
     runner.invoke(
         cli,
         ["link", "run", "--kit", str(kit), "--app", str(ROOT), "--run-config",
@@ -382,9 +380,7 @@ def test_simulate_sweep_flwr_run_and_link_run_resolve_the_same_keys_alike(
     flwr_run = RunSettings.from_run_config(fused).for_institutions(KEYS["institutions"])
     # 4. link run: what it would hand to `flwr run`, fused the same way.
     sent: list[dict[str, Any]] = []
-    monkeypatch.setattr(
-        processes, "start_run", lambda app, home, conn, config, t: sent.append(config) or (1, "x")
-    )
+    monkeypatch.setattr(processes, "start_run", lambda *a, **kw: sent.append(a[3]) or (1, "x"))
     overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in KEYS.items() if k != "rounds")
     result = runner.invoke(
         cli,

@@ -1,0 +1,70 @@
+"""`flower-supernode` with a shorter wait between its polls of the SuperLink.
+
+Flower 1.42's SuperNode sleeps 3 s whenever it asks the SuperLink for a message and there is
+none (`start_client_internal`: `time.sleep(3)`), and 0.5 s between checks for its
+ClientApp's reply. A round is two messages (train, evaluate), each arriving while every node
+is in that sleep, so the wait alone was most of a small model's deployed round. This runs
+Flower's own `flower-supernode` entry point with those sleeps capped at `--poll-interval`
+(the SuperLink then answers about 1/poll-interval empty pulls per node and second: keep it
+at 0.5 s or more for large federations). Nothing else changes: same arguments, TLS, node
+authentication, node config.
+
+    python -m jointcredit.deploy.supernode --poll-interval 0.5 FLOWER-SUPERNODE-ARGS...
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+DEFAULT_POLL = 0.5  # seconds
+
+
+class ShortSleeps:
+    """The `time` module as one Flower module sees it, with every sleep capped."""
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self.cap))
+
+
+def shorten_polls(cap: float) -> None:
+    """Cap the sleeps of Flower's SuperNode loop; refuses if Flower's module has changed
+    shape (then the installed Flower needs a look, not a silent no-op)."""
+    from flwr.supernode import start_client_internal as loop
+
+    if getattr(loop, "time", None) is not time:
+        raise RuntimeError(
+            "flwr.supernode.start_client_internal no longer uses the time module: "
+            "check the installed Flower's SuperNode loop before shortening its polls"
+        )
+    setattr(loop, "time", ShortSleeps(cap))  # noqa: B010 - the module does not export it
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    cap = DEFAULT_POLL
+    if args[:1] == ["--poll-interval"]:
+        try:
+            cap = float(args[1])
+        except (IndexError, ValueError):
+            raise SystemExit("--poll-interval needs a number of seconds") from None
+        if not 0.01 <= cap <= 3:
+            raise SystemExit("--poll-interval: between 0.01 and 3 seconds")
+        args = args[2:]
+    shorten_polls(cap)
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv = ["flower-supernode", *args]
+    flower_supernode()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The deployment's process plumbing without a deployment: how `link run` hands its settings
+to `flwr run` and follows the run, the node's long-lived ClientApp worker and its
+supervisor, the SuperNode's shortened polls. The real processes: tests/test_deployment.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from jointcredit.cli.main import app as cli
+from jointcredit.deploy import clientapp_worker, kits, node, processes, supernode
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+class _FakeLog:
+    """`flwr log RUN --stream`: the ServerApp's log lines, then the end of the stream."""
+
+    lines: ClassVar[list[str]] = [
+        "\x1b[92mINFO \x1b[0m:      [ROUND 1/2]\n",
+        "INFO :      \t└──> Aggregated MetricRecord: {'auc': 0.71, 'ks': 0.3}\n",
+        "INFO :      [ROUND 2/2]\n",
+    ]
+
+    def __init__(self, cmd: list[str], **_: Any) -> None:
+        self.cmd = cmd
+        self.stdout = iter(self.lines)
+
+    def __enter__(self) -> _FakeLog:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def poll(self) -> int | None:
+        return 0
+
+    def terminate(self) -> None:
+        return None
+
+
+def test_start_run_hands_flwr_a_typed_toml_file_and_reads_the_run_id_from_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: dict[str, Any] = {}
+
+    def fake_run(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        config = Path(cmd[cmd.index("--run-config") + 1])
+        handed.update(tomllib.loads(config.read_text()))
+        handed["--format"] = cmd[cmd.index("--format") + 1]
+        # Log text that a regex on "started run N" would take; the JSON answer says 42.
+        return subprocess.CompletedProcess(
+            cmd, 0, '{"success": true, "run-id": "42"}', "Successfully started run 7"
+        )
+
+    monkeypatch.setattr(processes.subprocess, "run", fake_run)
+    monkeypatch.setattr(processes.subprocess, "Popen", _FakeLog)
+    monkeypatch.setattr(processes, "run_status", lambda *a: "finished:completed")
+    config = {"privacy": "it's 'quoted'", "epsilon": 2.5, "central-eval": False, "rounds": 3}
+    seen: list[str] = []
+    run_id, status = processes.start_run(
+        ROOT, tmp_path, "fed", config, timeout=60, on_line=seen.append
+    )
+    assert (run_id, status) == (42, "finished:completed")
+    assert {k: handed[k] for k in config} == config  # types and quotes kept
+    assert handed["--format"] == "json"
+    assert processes.round_started(seen[0]) == (1, 2)  # ANSI colours stripped
+    assert processes.reported_auc(seen[1]) == pytest.approx(0.71)
+    assert "[ROUND 2/2]" in (tmp_path / "run-42.log").read_text()
+
+
+class _EndlessLog(_FakeLog):
+    """A log stream that only ends when terminated."""
+
+    def __init__(self, cmd: list[str], **_: Any) -> None:
+        import threading
+
+        self.cmd, self.ended = cmd, threading.Event()
+        self.stdout = self._lines()
+
+    def _lines(self) -> Any:
+        yield "INFO :      [ROUND 1/2]\n"
+        self.ended.wait(30)
+
+    def terminate(self) -> None:
+        self.ended.set()
+
+    def poll(self) -> int | None:
+        return 0 if self.ended.is_set() else None
+
+
+def test_a_run_that_never_ends_is_given_up_at_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        processes.subprocess,
+        "run",
+        lambda cmd, **_: subprocess.CompletedProcess(cmd, 0, '{"success": true, "run-id": "5"}'),
+    )
+    monkeypatch.setattr(processes.subprocess, "Popen", _EndlessLog)
+    begun = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not end within"):
+        processes.start_run(ROOT, tmp_path, "fed", {}, timeout=1.0)
+    assert time.monotonic() - begun < 10
+
+
+def test_a_run_that_did_not_start_is_an_error_whatever_the_log_says() -> None:
+    with pytest.raises(RuntimeError, match="did not start"):
+        processes.started_run_id("Successfully started run 7")
+    with pytest.raises(RuntimeError, match="did not start"):
+        processes.started_run_id('{"success": false, "run-id": null}')
+    assert processes.started_run_id('{"success": true, "run-id": "9"}') == 9
+
+
+def test_link_run_takes_flowers_syntax_repeated_and_a_toml_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "kits"
+    kits.provision("f", ["bank-a", "bank-b"], "127.0.0.1:9092", out)
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        processes, "start_run", lambda *a, **k: sent.append(a[3]) or (1, "finished:failed")
+    )
+    link = ["link", "run", "--kit", str(out / kits.COORDINATOR_DIR), "--app", str(ROOT),
+            "--flwr-home", str(tmp_path / "home")]  # fmt: skip
+    result = runner.invoke(
+        cli, [*link, "--run-config", "rounds=3 model='mlp'", "--run-config", "epsilon=2"]
+    )
+    assert result.exit_code == 1, result.output  # the (faked) run failed: exit 1
+    assert sent[-1]["rounds"] == 3 and sent[-1]["model"] == "mlp" and sent[-1]["epsilon"] == 2
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text('rounds = 4\nlearning-rate = 0.05\nmodel = "logreg"\n')
+    result = runner.invoke(cli, [*link, "--run-config", str(overrides)])
+    assert sent[-1]["rounds"] == 4 and sent[-1]["learning-rate"] == 0.05, result.output
+    bad = runner.invoke(cli, [*link, "--run-config", "rounds='many'"])
+    assert bad.exit_code == 2 and "rounds" in bad.output
+
+
+def test_the_worker_preloads_the_apps_own_clientapp() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = pyproject["tool"]["flwr"]["app"]["components"]["clientapp"]
+    assert declared == clientapp_worker.CLIENTAPP
+
+
+def test_supernode_polls_are_shortened_in_the_installed_flower(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flwr.supernode import start_client_internal as loop
+
+    monkeypatch.setattr(loop, "time", time)  # restored after the test
+    supernode.shorten_polls(0.05)
+    begun = time.monotonic()
+    loop.time.sleep(3)  # Flower's idle wait
+    assert time.monotonic() - begun < 1
+    assert loop.time.monotonic() > 0  # everything else is the time module's
+    monkeypatch.setattr(loop, "time", object())
+    with pytest.raises(RuntimeError, match="no longer uses the time module"):
+        supernode.shorten_polls(0.05)
+
+
+def test_node_start_prints_both_processes_with_tls_auth_and_process_isolation(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "kits"
+    kits.provision("f", ["bank-a"], "127.0.0.1:9092", out)
+    data = ROOT / "data" / "sba_sample" / "bbcn-bank.parquet"
+    result = runner.invoke(
+        cli, ["node", "start", "--kit", str(out / "bank-a"), "--data", str(data), "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    node_line, worker_line = result.output.strip().splitlines()
+    for flag in ("--root-certificates", "--auth-supernode-private-key", "data-file=",
+                 "--isolation process", "--superexec-auth-secret-file"):  # fmt: skip
+        assert flag in node_line
+    assert "--insecure" not in node_line
+    assert clientapp_worker.__name__ in worker_line and "--superexec-auth-secret-file" in (
+        worker_line
+    )
+    assert "node-auth.key" not in worker_line and "signing.key" not in worker_line
+
+
+@pytest.mark.integration
+def test_forked_tasks_do_not_share_numpy_randomness() -> None:
+    """A fork starts with its parent's NumPy state; each task must draw its own."""
+    np.random.seed(0)
+    draws = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            clientapp_worker._fresh_randomness()
+            os.write(write, np.random.rand(4).tobytes())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as fh:
+            draws.append(np.frombuffer(fh.read(), dtype=float))
+        os.waitpid(pid, 0)
+    assert not np.allclose(draws[0], draws[1])
+    assert not np.allclose(draws[0], np.random.rand(4))
+
+
+@pytest.mark.integration
+def test_supervisor_restarts_a_dead_worker_and_ends_with_the_supernode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "RESTART_PAUSE", (0.1, 0.2))
+    monkeypatch.setattr(node, "FAST_FAILURES", 1000)
+    starts = tmp_path / "worker-starts"
+    worker = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('x')"]  # dies at once
+    supernode_cmd = [sys.executable, "-c", "import time, sys; time.sleep(2.5); sys.exit(5)"]
+    code = node.Supervisor(node.NodeCommands(supernode_cmd, worker), dict(os.environ)).run()
+    assert code == 5  # the SuperNode's own exit code
+    assert len(starts.read_text()) >= 2
+
+
+@pytest.mark.integration
+def test_supervisor_gives_up_on_a_worker_that_cannot_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "RESTART_PAUSE", (0.05, 0.05))
+    worker = [sys.executable, "-c", "raise SystemExit(1)"]
+    supernode_cmd = [sys.executable, "-c", "import time; time.sleep(60)"]
+    begun = time.monotonic()
+    code = node.Supervisor(node.NodeCommands(supernode_cmd, worker), dict(os.environ)).run()
+    assert code == 1 and time.monotonic() - begun < 30  # the SuperNode was stopped too
+
+
+@pytest.mark.integration
+def test_supervisor_retries_a_refused_activation_for_a_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a crash the SuperLink refuses the node's key until its heartbeats lapse."""
+    monkeypatch.setattr(node, "ACTIVATION_PAUSE", 0.1)
+    monkeypatch.setattr(node, "activation_window", lambda: 1.5)
+    starts = tmp_path / "node-starts"
+    refused = (
+        f"open({str(starts)!r}, 'a').write('x'); "
+        "print('[code: 2004] Failed to activate SuperNode.'); raise SystemExit(1)"
+    )
+    worker = [sys.executable, "-c", "import time; time.sleep(60)"]
+    commands = node.NodeCommands([sys.executable, "-c", refused], worker)
+    code = node.Supervisor(commands, dict(os.environ)).run()
+    assert code == 1 and len(starts.read_text()) >= 2
+    other = [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('y'); raise SystemExit(3)"]
+    starts.unlink()
+    code = node.Supervisor(node.NodeCommands(other, worker), dict(os.environ)).run()
+    assert code == 3 and starts.read_text() == "y"  # any other failure: no retry
+
+
+def test_the_nodes_secret_is_private_and_removed(tmp_path: Path) -> None:
+    with node.private_secret() as secret:
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert secret.parent.stat().st_mode & 0o777 == 0o700
+        assert len(secret.read_bytes()) == 32
+    assert not secret.exists() and not secret.parent.exists()
