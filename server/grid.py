@@ -121,7 +121,10 @@ class InstitutionGrid(Grid):
         return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
+        # In institution order: a strategy sampling some of them (`fraction-train`) with a
+        # seeded generator then draws the same institutions whatever the random node ids.
+        known = self.node_institution
+        return sorted(self.inner.get_node_ids(), key=lambda node: (known.get(node, ""), node))
 
     def get_nodes(self) -> Iterable[NodeInfo]:
         return self.inner.get_nodes()
