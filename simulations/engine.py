@@ -26,8 +26,11 @@ import ipaddress
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from queue import Queue
+from typing import Any
 
 from flwr.app import Context, RecordDict
 
@@ -76,6 +79,9 @@ clientapp = "{CLIENT_APP}"
 RAY_CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+FLOWER_DELIVERY_ENV = "JOINTCREDIT_FLOWER_DELIVERY"
+
+
 class RayAddressError(ValueError):
     """A `--ray-address` that is not HOST:PORT."""
 
@@ -120,6 +126,54 @@ def _ray_on_loopback(on: bool) -> Iterator[None]:
         else:
             os.environ[RAY_CLUSTERS_ENV] = saved[0]
         ray_constants.ENABLE_RAY_CLUSTER = saved[1]
+
+
+@contextlib.contextmanager
+def _one_pass_delivery() -> Iterator[None]:
+    """Flower's simulation hands messages to the backend from a loop that asks the link state,
+    node by node, for that node's next message, every 0.1 s; each ask scans every stored
+    message, so one sweep costs nodes x messages: most of the driver's time from a few hundred
+    institutions on (docs/RELIABILITY.md). This loop, in its place for the run, makes the same
+    checks and deliveries (per sweep a node's first undelivered message; expired or foreign
+    messages deleted; delivery stamped) in one scan per sweep. `JOINTCREDIT_FLOWER_DELIVERY=1`
+    keeps Flower's loop (to measure the difference)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+    from flwr.server.superlink.linkstate import InMemoryLinkState
+    from flwr.supercore.date import now
+
+    flower_loop = vce_api.add_messages_to_queue
+
+    def add_messages_to_queue(
+        state: Any, queue: Queue[Any], nodes_mapping: dict[int, int], f_stop: threading.Event
+    ) -> None:
+        if not isinstance(state, InMemoryLinkState):
+            flower_loop(state, queue, nodes_mapping, f_stop)
+            return
+        nodes = set(nodes_mapping)
+        while not f_stop.is_set():
+            picked: dict[int, Any] = {}
+            with state.lock:
+                for msg_id in list(state.message_ins_store):
+                    state._check_stored_messages({msg_id})
+                    msg = state.message_ins_store.get(msg_id)
+                    if msg is None or msg.metadata.delivered_at != "":
+                        continue
+                    node = msg.metadata.dst_node_id
+                    if node in nodes and node not in picked:
+                        picked[node] = msg
+                delivered_at = now().isoformat()
+                for msg in picked.values():
+                    msg.metadata.delivered_at = delivered_at
+            for msg in picked.values():
+                queue.put(msg)
+            f_stop.wait(0.1)
+
+    if os.environ.get(FLOWER_DELIVERY_ENV) != "1":
+        vce_api.add_messages_to_queue = add_messages_to_queue
+    try:
+        yield
+    finally:
+        vce_api.add_messages_to_queue = flower_loop
 
 
 def run_simulation(
@@ -167,6 +221,7 @@ def run_simulation(
         },
     }
     with (
+        _one_pass_delivery(),
         _ray_on_loopback(not host or is_loopback(host)),
         tempfile.TemporaryDirectory(prefix="jointcredit-app-") as app_dir,
     ):
