@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -22,9 +23,10 @@ from jointcredit.simulations import engine
 from jointcredit.simulations.simulate import simulate
 
 
-def _settings(out: Path, institutions: int) -> RunSettings:
+def _settings(out: Path, institutions: int, **extra: Any) -> RunSettings:
     return RunSettings.from_run_config(
         {
+            **extra,
             "dataset": "synthetic",
             "institutions": institutions,
             "synthetic-rows": 300,
@@ -62,7 +64,14 @@ class _Listening:
 @pytest.mark.integration
 def test_a_local_simulation_listens_on_loopback_only(tmp_path: Path) -> None:
     with _Listening() as sockets:
-        simulate(_settings(tmp_path / "out", 2), with_baselines=False, with_audit=False)
+        metrics = simulate(
+            _settings(tmp_path / "out", 4, **{"fraction-train": 0.5}),
+            with_baselines=False,
+            with_audit=False,
+        )
+    # (and fraction-train: half of the institutions trained, all of them evaluated)
+    assert [len(r.train_institutions) for r in metrics.rounds] == [2]
+    assert len(metrics.rounds[0].per_institution_auc) == 4
     names = {name for name, _, _ in sockets.seen}
     assert "gcs_server" in names and "raylet" in names, sockets.seen  # Ray was seen running
     exposed = sorted(s for s in sockets.seen if not is_loopback(s[1]))
