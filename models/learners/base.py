@@ -118,7 +118,7 @@ class Learner(ABC):
         state = torch.random.get_rng_state()
         # The CPU generator only (what is restored below): torch.manual_seed also queues a
         # lazy CUDA seeding that records a stack trace, ~200 us per model built.
-        torch.random.default_generator.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         try:
             return self.module(arch)
         finally:
