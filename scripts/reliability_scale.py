@@ -215,6 +215,7 @@ def main() -> None:
         "--finetune-epochs", type=int, default=0, help="the final round's (0: no personalisation)"
     )
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the runs start in the repository root
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     for text in args.cell or DEFAULT_CELLS:
