@@ -23,8 +23,9 @@ mkdir -p "$FLWR_HOME"
 # Ray's cluster switch off: its node address is 127.0.0.1 and every server listens there only
 # (a private instance, or a cluster on loopback; on, Ray rewrites 127.0.0.1 to this machine's
 # network address). Left on for a cluster on other machines.
-ray_host="${RAY_ADDRESS%:*}"
-case "${RAY_ADDRESS:-}" in
+ray_address="${RAY_ADDRESS:-}"
+ray_host="${ray_address%:*}"
+case "$ray_address" in
   "") export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_CPUS="${RAY_CPUS:-$(nproc)}" ;;
   *) case "$ray_host" in
        127.*|localhost|"[::1]") export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ;;
