@@ -78,15 +78,37 @@ def simulate(
     force: Annotated[
         bool, typer.Option(help="replace OUT if it is not empty (only once the run succeeded)")
     ] = False,
+    ray_address: Annotated[
+        str,
+        typer.Option(
+            help="HOST:PORT of an existing Ray cluster to run the institutions on (default: "
+            "a private Ray on this machine, on 127.0.0.1 only)"
+        ),
+    ] = "",
+    ray_cpus: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="CPUs each institution's Ray actor takes (0: all of this machine's, or 1 "
+            "on a --ray-address cluster)",
+        ),
+    ] = 0,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines. The run
     is written beside OUT and moved into place only when it succeeded."""
     from jointcredit.server import events
+    from jointcredit.simulations.engine import RayAddressError, parse_ray_address
     from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
     from jointcredit.simulations.simulate import OutputExists
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
+    if ray_address:
+        try:
+            parse_ray_address(ray_address)
+        except RayAddressError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from exc
     settings = resolve_local({**config, "out-dir": str(out.resolve())})
     progress = progress_bar()
     # Trees report once per tree; weight models once per round.
@@ -111,7 +133,14 @@ def simulate(
     unsubscribe = events.subscribe(on_event)
     try:
         with progress:
-            metrics = run(settings, with_baselines=baselines, with_audit=audit, replace=force)
+            metrics = run(
+                settings,
+                with_baselines=baselines,
+                with_audit=audit,
+                replace=force,
+                ray_address=ray_address,
+                cpus_per_institution=ray_cpus,
+            )
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc

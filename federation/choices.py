@@ -74,3 +74,9 @@ def secagg_shares_and_threshold(shares: float, threshold: float, n: int) -> tupl
         num = num - 1 if num > 3 else min(n, num + 1)
     wanted = math.ceil(threshold * num) if threshold <= 1 else int(threshold)
     return num, max(2, min(num, wanted))
+
+
+def train_sample_size(fraction: float, n: int) -> int:
+    """Institutions asked to train in one round of `n` under `fraction-train`: the share
+    rounded up, at least one (Flower samples that many as `min_train_nodes`)."""
+    return max(1, min(n, math.ceil(fraction * n - 1e-9)))

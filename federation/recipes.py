@@ -75,6 +75,7 @@ WEIGHT_KEYS: Final = (
     "standardize-indicators",
     "proximal-mu",
     "finetune-epochs",
+    "fraction-train",
     "aggregator",
     "trim-fraction",
     "assumed-attackers",

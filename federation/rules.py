@@ -13,6 +13,7 @@ from jointcredit.federation.choices import (
     assumed_attackers,
     parse_adversary,
     secagg_shares_and_threshold,
+    train_sample_size,
 )
 from jointcredit.federation.faults import parse_faults
 from jointcredit.federation.tree_rules import tree_problems
@@ -45,6 +46,8 @@ def combination_problems(s: RunSettings) -> list[str]:
             f"{s.aggregator}: SCAFFOLD works only without privacy settings and with "
             "aggregator fedavg"
         )
+    if s.fraction_train < 1:
+        out += sampling_problems(s)
     if s.model == "gbdt":
         out += tree_problems(s)
     if s.personalization == "hierarchical" and not s.hierarchical_allowed:
@@ -88,16 +91,48 @@ def combination_problems(s: RunSettings) -> list[str]:
     return out
 
 
+def sampling_problems(s: RunSettings) -> list[str]:
+    """What cannot train on a sample of the institutions each round (`fraction-train` < 1)."""
+    why = {
+        "secagg": "SecAgg+'s key shares and threshold are set for every institution",
+        "dp-institution": "Flower's accountant and the noise calibration assume every "
+        "institution in every round (no amplification by sampling is accounted)",
+    }
+    out: list[str] = []
+    if s.privacy in why:
+        out.append(
+            f"fraction-train = {s.fraction_train:g} with privacy = {s.privacy}: "
+            f"{why[s.privacy]}; use fraction-train 1"
+        )
+    if s.strategy == "scaffold":
+        # The server's c would be the mean over the round's sample and each c_i as old as
+        # its institution's last round: not SCAFFOLD's control variates any more.
+        out.append(
+            f"fraction-train = {s.fraction_train:g} with strategy = scaffold: its control "
+            "variates need every institution every round; use strategy fedavgm (the mlp "
+            "recipe's is scaffold) or fraction-train 1"
+        )
+    if s.model == "gbdt":
+        out.append(
+            f"fraction-train = {s.fraction_train:g} with model = gbdt: every tree level "
+            "needs every institution's histograms; use model logreg, mlp or scorecard"
+        )
+    return out
+
+
 def count_problems(s: RunSettings, n: int, source: str) -> list[str]:
     """What cannot work with exactly `n` institutions (`source`: where the count comes
     from, for the message)."""
     out: list[str] = []
     f = assumed_attackers(s.assumed_attackers, s.attackers)
     need = aggregator_quorum(s.aggregator, f)
-    if n < need:
+    sampled = train_sample_size(s.fraction_train, n)
+    if sampled < need:
+        # A robust rule screens the replies of one round: its quorum is the round's sample.
+        asked = f"{n}" if sampled == n else f"{sampled} of {n} each round (fraction-train)"
         out.append(
             f"aggregator = {s.aggregator} against {f} attacker(s) needs at least "
-            f"{need} institutions, the run has {n} ({source})"
+            f"{need} institutions, the run has {asked} ({source})"
         )
     if s.min_institutions > n:
         out.append(

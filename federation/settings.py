@@ -171,6 +171,15 @@ class RunSettings(BaseModel):
         ge=0,
     )
     min_nodes: int = _field("institutions the coordinator waits for", 2, "min-nodes", ge=1)
+    fraction_train: float = _field(
+        "share of the institutions sampled to train each round (Flower's fraction_train; "
+        "at least one; all of them still evaluate): weight models without secagg, "
+        "dp-institution or scaffold",
+        1.0,
+        "fraction-train",
+        gt=0,
+        le=1,
+    )
     min_valid_fraction: float = _field(
         "share of verified replies a round needs", 0.5, "min-valid-fraction", gt=0, le=1
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
+from sklearn.metrics import auc, brier_score_loss, roc_curve
 
 from jointcredit.federation.metrics import Scores
 
@@ -15,5 +15,6 @@ def risk_metrics(y: np.ndarray, pd_: np.ndarray) -> Scores:
     if len(np.unique(y)) < 2:
         return Scores(auc=None, ks=None, brier=brier)
     fpr, tpr, _ = roc_curve(y, pd_)
+    # The area under this curve is roc_auc_score's own computation (without a second curve).
     # KS (Kolmogorov-Smirnov): the largest gap between the two classes' score distributions.
-    return Scores(auc=float(roc_auc_score(y, pd_)), ks=float(np.max(tpr - fpr)), brier=brier)
+    return Scores(auc=float(auc(fpr, tpr)), ks=float(np.max(tpr - fpr)), brier=brier)

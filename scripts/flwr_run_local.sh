@@ -10,6 +10,10 @@
 #   it is finished:completed.
 # - the run settings are resolved and checked first, as the ServerApp will resolve them for
 #   NUM_NODES institutions: a run that could not work is refused (exit 2) before anything starts.
+# - Ray: a private instance listening on 127.0.0.1 only; with RAY_ADDRESS=HOST:PORT the
+#   institutions run on that existing Ray cluster instead (Flower 1.42's federation config cannot
+#   carry an address: the SuperLink's simulation process inherits RAY_ADDRESS and ray.init reads
+#   it). RAY_CPUS: CPUs per institution's actor (default: all of this machine's; 1 on a cluster).
 # Usage: scripts/flwr_run_local.sh [NUM_NODES] [extra run-config, e.g. "rounds=3 model='mlp'"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +23,18 @@ export FLWR_HOME="${FLWR_HOME:-$PWD/runs/flwr-home}"
 export FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=0
 mkdir -p "$FLWR_HOME"
+# Ray's cluster switch off: its node address is 127.0.0.1 and every server listens there only
+# (a private instance, or a cluster on loopback; on, Ray rewrites 127.0.0.1 to this machine's
+# network address). Left on for a cluster on other machines.
+ray_address="${RAY_ADDRESS:-}"
+ray_host="${ray_address%:*}"
+case "$ray_address" in
+  "") export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_CPUS="${RAY_CPUS:-$(nproc)}" ;;
+  *) case "$ray_host" in
+       127.*|localhost|"[::1]") export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ;;
+     esac
+     RAY_CPUS="${RAY_CPUS:-1}" ;;
+esac
 out="${OUT:-$PWD/runs/flwr-run}"
 flwr="${FLWR:-$(dirname "$(command -v python)")/flwr}"
 [ -x "$flwr" ] || flwr=.venv/bin/flwr
@@ -66,7 +82,7 @@ for _ in $(seq 150); do
 done
 
 answer=$("$flwr" run . local --format json \
-  --federation-config "num-supernodes=$nodes client-resources-num-cpus=$(nproc)" \
+  --federation-config "num-supernodes=$nodes client-resources-num-cpus=$RAY_CPUS" \
   --run-config "min-nodes=$nodes out-dir='$out' $extra")
 run_id=$(printf '%s' "$answer" | "$bin/python" -c '
 import json, sys

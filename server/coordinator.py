@@ -72,7 +72,7 @@ from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
 from jointcredit.server.secagg import run_secagg
-from jointcredit.server.strategy import build_strategy, robustness_record
+from jointcredit.server.strategy import build_strategy, robustness_record, sampling
 from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.tree_sums import PlainSums, SecureSums, secure_sums
 from jointcredit.server.trees import CentralTrees, evaluate_ensemble, grow_federated
@@ -256,9 +256,8 @@ class Coordinator:
             ),
         )
         common: dict[str, Any] = {
-            "fraction_train": 1.0,
+            **sampling(s, n),
             "fraction_evaluate": 1.0,
-            "min_train_nodes": n,
             "min_evaluate_nodes": n,
             "min_available_nodes": n,
             "evaluate_metrics_aggr_fn": _aggregate_evaluate_metrics,

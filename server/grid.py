@@ -146,9 +146,11 @@ class InstitutionGrid(Grid):
         self.members = sorted(nodes)
 
     def get_node_ids(self) -> Iterable[int]:
-        if self.members is not None:
-            return list(self.members)
-        return self.inner.get_node_ids()
+        # In institution order: a strategy sampling some of them (`fraction-train`) with a
+        # seeded generator then draws the same institutions whatever the random node ids.
+        nodes = self.inner.get_node_ids() if self.members is None else self.members
+        known = self.node_institution
+        return sorted(nodes, key=lambda node: (known.get(node, ""), node))
 
     def get_nodes(self) -> Iterable[NodeInfo]:
         return self.inner.get_nodes()

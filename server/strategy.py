@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 from flwr.serverapp.strategy import (
@@ -18,6 +19,7 @@ from flwr.serverapp.strategy import (
     MultiKrum,
 )
 
+from jointcredit.federation.choices import train_sample_size
 from jointcredit.federation.protocol import UNIT_WEIGHT
 from jointcredit.federation.settings import RunSettings
 from jointcredit.privacy import institution_dp
@@ -25,6 +27,19 @@ from jointcredit.privacy.robust import attacker_ids
 from jointcredit.server.scaffold import Scaffold
 
 DPStrategy = DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping
+
+
+def sampling(settings: RunSettings, n_nodes: int) -> dict[str, Any]:
+    """The FedAvg arguments that choose who trains each round: every institution, or under
+    `fraction-train` a sample of them. Flower draws it with Python's `random` from the nodes
+    in institution order (`InstitutionGrid.get_node_ids`); seeded from the run seed here, the
+    same seed draws the same institutions each round."""
+    if settings.fraction_train < 1:
+        random.seed(settings.seed)
+    return {
+        "fraction_train": settings.fraction_train,
+        "min_train_nodes": train_sample_size(settings.fraction_train, n_nodes),
+    }
 
 
 def build_strategy(

@@ -8,6 +8,14 @@ OOM killer) a watchdog in its own session (`simulations/watchdog.py`) notices th
 a pipe, removes the directory and stops the processes the run started (Ray's workers, raylet,
 agents), which would otherwise be orphaned. `JOINTCREDIT_SECRETS_DIR` chooses where the
 directory is made.
+
+On an existing Ray cluster (`simulate --ray-address`) the run starts no Ray process of its own:
+the cluster's processes were started by `ray start`, not by the run, so they are never among
+what the watchdog stops, and Ray itself ends the run's actors on every node when the run's
+driver (this process) goes. The institutions' actors on the cluster's nodes read the key
+directory by its path: on one machine they share `/dev/shm`; across machines the directory
+must be on a file system every node mounts at the same path (`JOINTCREDIT_SECRETS_DIR`),
+memory-backed where possible.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from jointcredit.models.artifact import load_artifact
 from jointcredit.server.grid import RoundFailed
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
-from jointcredit.simulations.engine import run_simulation
+from jointcredit.simulations.engine import parse_ray_address, run_simulation
 from jointcredit.simulations.guard import run_guard
 from jointcredit.trust.keyset import create_key_set
 from jointcredit.trust.store import load_store
@@ -47,11 +47,21 @@ def simulate(
     with_baselines: bool = True,
     with_audit: bool = True,
     replace: bool = True,
+    ray_address: str = "",
+    cpus_per_institution: int = 0,
 ) -> RunMetrics:
     """Run everything into a staging directory beside OUT and move it into place only when the
     run succeeded: a failed or killed run leaves the previous OUT as it was (a stale
     `.OUT.partial-*` beside it at worst, never a half-written OUT). `replace=False` refuses an
-    OUT that is not empty (`OutputExists`). Returns the metrics also in OUT/metrics.json."""
+    OUT that is not empty (`OutputExists`). Returns the metrics also in OUT/metrics.json.
+
+    `ray_address`: run the institutions on that Ray cluster (engine.py) instead of a private
+    Ray instance; `cpus_per_institution`: the CPUs each institution's Ray actor asks for, so
+    a node of C CPUs runs C // cpus_per_institution institutions at a time (0: all of this
+    machine's on a private instance, one each on a cluster)."""
+    if ray_address:
+        parse_ray_address(ray_address)  # a bad address fails before anything is written
+    cpus = cpus_per_institution or (1 if ray_address else os.cpu_count() or 1)
     out = Path(settings.out_dir)
     if not replace and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExists(OutputExists.message(out))
@@ -62,7 +72,7 @@ def simulate(
     staging.chmod(0o777 & ~umask)  # what a plain mkdir of OUT would have given
     try:
         metrics = _simulate(settings.replaced(out_dir=str(staging)), out, with_baselines,
-                            with_audit)  # fmt: skip
+                            with_audit, ray_address, cpus)  # fmt: skip
         _publish(staging, out)
     except RoundFailed as exc:
         kept = _keep_stopped(staging, out)
@@ -106,7 +116,12 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def _simulate(
-    settings: RunSettings, final_out: Path, with_baselines: bool, with_audit: bool
+    settings: RunSettings,
+    final_out: Path,
+    with_baselines: bool,
+    with_audit: bool,
+    ray_address: str,
+    cpus_per_institution: int,
 ) -> RunMetrics:
     started = time.monotonic()
     # Every institution's file is validated before any training starts.
@@ -130,7 +145,12 @@ def _simulate(
             name = f"simulation-{secrets.token_hex(6)}"
             create_key_set(keys_dir, list(fed.ids), federation=name)
             run_settings = run_settings.model_copy(update={"keys_dir": str(keys_dir)})
-        run_simulation(run_settings, num_nodes=len(fed.ids), cpus_per_client=os.cpu_count() or 1)
+        run_simulation(
+            run_settings,
+            num_nodes=len(fed.ids),
+            cpus_per_client=cpus_per_institution,
+            ray_address=ray_address,
+        )
     sim_seconds = time.monotonic() - started
     metrics_path = out / "metrics.json"
     if not metrics_path.is_file():

@@ -45,6 +45,29 @@ def test_metrics_match_definitions() -> None:
     assert one_class.auc is None and one_class.ks is None
 
 
+def test_auc_is_scikit_learns_exactly() -> None:
+    """risk_metrics takes the AUC from the ROC curve it draws for KS: the same number
+    roc_auc_score computes, ties and float32 scores included."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for i in range(50):
+        y = rng.integers(0, 2, 300)
+        pd_ = rng.random(300).astype(np.float32 if i % 2 else np.float64)
+        pd_ = np.round(pd_, 2) if i % 3 == 0 else pd_
+        assert risk_metrics(y, pd_).auc == float(roc_auc_score(y, pd_))
+
+
+def test_building_a_model_leaves_torchs_generator_as_it_was() -> None:
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    first = build_model(architecture("logreg", 4), seed=7).state_dict()
+    assert torch.equal(torch.rand(2), expected)
+    again = build_model(architecture("logreg", 4), seed=7).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, object]:
     fed = load_federation(DataConfig(dataset="sba", institutions=3))

@@ -169,6 +169,17 @@ IMPOSSIBLE: list[tuple[dict[str, Any], list[str]]] = [
     ({"model": "gbdt", "aggregator": "median"}, ["aggregator = median", "model = gbdt"]),
     ({"model": "gbdt", "attackers": 1, "attack": "scale"}, ["attackers = 1", "gbdt"]),
     ({"model": "gbdt", "personalization": "ditto"}, ["personalization = ditto", "gbdt"]),
+    ({"fraction-train": 0.5, "privacy": "secagg"}, ["fraction-train = 0.5", "secagg"]),
+    ({"fraction-train": 0.5, "privacy": "dp-institution"}, ["fraction-train", "dp-institution"]),
+    ({"fraction-train": 0.5, "strategy": "scaffold"}, ["fraction-train", "scaffold"]),
+    ({"fraction-train": 0.5, "model": "mlp"}, ["fraction-train", "scaffold"]),  # its recipe
+    ({"fraction-train": 0.5, "model": "gbdt"}, ["fraction-train = 0.5", "model = gbdt"]),
+    ({"fraction-train": 0}, ["fraction-train"]),
+    ({"fraction-train": 1.5}, ["fraction-train"]),
+    (
+        {"fraction-train": 0.5, "aggregator": "krum", "institutions": 8},
+        ["aggregator = krum", "needs at least 5", "4 of 8 each round"],
+    ),
     ({"model": "gbdt", "max-bins": 1}, ["max-bins"]),
     ({"model": "gbdt", "max-depth": 0}, ["max-depth"]),
     ({"model": "gbdt", "tree-learning-rate": 0}, ["tree-learning-rate"]),
@@ -184,6 +195,18 @@ def test_every_impossible_combination_is_refused_naming_its_keys(
         RunSettings.from_run_config(config)
     for text in named:
         assert text in str(info.value), (text, str(info.value))
+
+
+def test_sampling_trains_weight_models_on_a_share_of_the_institutions() -> None:
+    sampled = RunSettings.from_run_config({"fraction-train": 0.1})
+    assert sampled.model == "logreg"  # auto: sampling needs weight updates
+    # record-level DP spends per institution, only in the rounds it trains
+    RunSettings.from_run_config({"fraction-train": 0.1, "privacy": "dp-record"})
+    RunSettings.from_run_config({"fraction-train": 0.1, "model": "mlp", "strategy": "fedavgm"})
+    krum = RunSettings.from_run_config({"fraction-train": 0.5, "aggregator": "krum"})
+    assert krum.for_institutions(10).min_nodes == 10  # 5 sampled: Krum's quorum against 1
+    with pytest.raises(SettingsError, match="4 of 8 each round"):
+        krum.for_institutions(8)
 
 
 def test_count_rules_are_checked_once_the_institution_count_is_known() -> None:
