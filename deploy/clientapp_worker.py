@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
+from jointcredit.deploy.supernode import shorten_object_pulls
+
 # The app's ClientApp, as `[tool.flwr.app.components] clientapp` names it (a unit test holds
 # the two together). The node runs its installed jointcredit, as `flwr-clientapp` would.
 CLIENTAPP = "jointcredit.client.app:app"
@@ -192,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.superexec_auth_secret_file, "rb") as fh:
             secret = fh.read()
     preload(args.clientapp)
+    # The task's first pull of its message often comes while the SuperNode is still fetching
+    # the message's objects from the SuperLink (it hands out the task first).
+    shorten_object_pulls("pull_and_inflate_object_from_tree")
     from flwr.supernode.runtime import run_clientapp  # noqa: F401 - imported once, here
 
     print(f"ClientApp worker ready ({args.clientapp}), polling {args.runtime_api_address}")

@@ -48,6 +48,32 @@ def shorten_polls(cap: float) -> None:
     setattr(loop, "time", ShortSleeps(cap))  # noqa: B010 - the module does not export it
 
 
+# A pull of objects that are not there yet (the other side has announced the message but is
+# still storing its objects) waits Flower's default 1 s, doubling to 10 s, before asking again:
+# most of a small model's message. These instead.
+PULL_BACKOFF = 0.02  # seconds, doubling...
+PULL_BACKOFF_CAP = 0.5  # ...up to this
+
+
+def shorten_object_pulls(
+    function: str, initial: float = PULL_BACKOFF, cap: float = PULL_BACKOFF_CAP
+) -> None:
+    """Make Flower's `inflatable_utils.<function>` retry an unavailable object after `initial`
+    seconds (doubling, capped at `cap`) by default, in this process (and its forks) only;
+    refuses if the function has changed shape (the installed Flower then needs a look, not a
+    silent no-op)."""
+    from flwr.supercore.inflatable import inflatable_utils
+
+    pull = getattr(inflatable_utils, function, None)
+    defaults = getattr(pull, "__kwdefaults__", None) or {}
+    if "initial_backoff" not in defaults or "backoff_cap" not in defaults:
+        raise RuntimeError(
+            f"flwr's inflatable_utils.{function} has no initial_backoff/backoff_cap defaults: "
+            "check the installed Flower before shortening its pulls"
+        )
+    defaults["initial_backoff"], defaults["backoff_cap"] = initial, cap
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     cap = DEFAULT_POLL
@@ -60,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit("--poll-interval: between 0.01 and 3 seconds")
         args = args[2:]
     shorten_polls(cap)
+    # The SuperNode's pull of a message's objects from the SuperLink.
+    shorten_object_pulls("pull_objects")
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *args]

@@ -168,6 +168,37 @@ def test_supernode_polls_are_shortened_in_the_installed_flower(
         supernode.shorten_polls(0.05)
 
 
+@pytest.mark.parametrize("function", ["pull_objects", "pull_and_inflate_object_from_tree"])
+def test_object_pulls_retry_soon_in_the_installed_flower(
+    monkeypatch: pytest.MonkeyPatch, function: str
+) -> None:
+    """A pull of objects not stored yet retries after 20 ms, not Flower's 1 s (timed against a
+    store that has the object only from its second ask); a Flower whose function lost those
+    defaults is refused."""
+    from flwr.supercore.inflatable import inflatable_utils
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+    pull = getattr(inflatable_utils, function)
+    monkeypatch.setattr(pull, "__kwdefaults__", dict(pull.__kwdefaults__))  # restored after
+    supernode.shorten_object_pulls(function)
+    assert pull.__kwdefaults__["initial_backoff"] == supernode.PULL_BACKOFF
+    if function == "pull_objects":
+        asked: list[str] = []
+
+        def store(object_id: str) -> bytes:
+            asked.append(object_id)
+            if len(asked) == 1:
+                raise ObjectUnavailableError(object_id)
+            return b"content"
+
+        begun = time.monotonic()
+        assert pull(["a"], store) == {"a": b"content"}
+        assert len(asked) == 2 and time.monotonic() - begun < 0.5
+    monkeypatch.setattr(pull, "__kwdefaults__", {})
+    with pytest.raises(RuntimeError, match="check the installed Flower"):
+        supernode.shorten_object_pulls(function)
+
+
 def test_node_start_prints_both_processes_with_tls_auth_and_process_isolation(
     tmp_path: Path,
 ) -> None:
