@@ -29,6 +29,8 @@ err = Console(stderr=True)
 LOCAL_RUN_EXCLUDES = {
     "data-dir",
     "out-dir",
+    "resume",
+    "institution-state-dir",
     "min-nodes",
     "trust-file",
     "coordinator-key",
@@ -78,16 +80,34 @@ def simulate(
     force: Annotated[
         bool, typer.Option(help="replace OUT if it is not empty (only once the run succeeded)")
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="continue a killed run from its last signed checkpoint: its OUT, or the "
+            "'.OUT.partial-*' directory it left (settings as it recorded them)"
+        ),
+    ] = None,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines. The run
     is written beside OUT and moved into place only when it succeeded."""
     from jointcredit.server import events
     from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
+    from jointcredit.simulations.resume import KilledRun, ResumeRefused, killed_run
     from jointcredit.simulations.simulate import OutputExists
     from jointcredit.simulations.simulate import simulate as run
 
     _quiet_flower(verbose)
-    settings = resolve_local({**config, "out-dir": str(out.resolve())})
+    killed: KilledRun | None = None
+    if resume is not None:
+        try:
+            killed = killed_run(resume, config)
+        except (SettingsError, ResumeRefused) as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        settings, out = killed.settings, killed.out
+        console.print(f"resuming {killed.staging} from {killed.checkpoint.name}")
+    else:
+        settings = resolve_local({**config, "out-dir": str(out.resolve())})
     progress = _progress()
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
@@ -111,7 +131,9 @@ def simulate(
     unsubscribe = events.subscribe(on_event)
     try:
         with progress:
-            metrics = run(settings, with_baselines=baselines, with_audit=audit, replace=force)
+            metrics = run(
+                settings, with_baselines=baselines, with_audit=audit, replace=force, resume=killed
+            )
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc

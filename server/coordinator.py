@@ -38,6 +38,7 @@ from jointcredit.federation.metrics import (
     Personalization,
     PreprocessingDigest,
     Privacy,
+    RecordDP,
     RoundRecord,
     RunMetrics,
     Scores,
@@ -70,12 +71,27 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
+from jointcredit.server.resume import (
+    ResumePoint,
+    ServerState,
+    checkpoint_dir,
+    load_resume_point,
+    merge_spent,
+    releases,
+    require_same_settings,
+    restore_strategy,
+    spent_json,
+    strategy_arrays,
+    write_atomically,
+)
+from jointcredit.server.rounds import run_rounds
 from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record
 from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.tree_sums import PlainSums, SecureSums, secure_sums
 from jointcredit.server.trees import CentralTrees, evaluate_ensemble, grow_federated
 from jointcredit.server.verify import UpdateVerifier
+from jointcredit.trust.canonical import canonical_json
 
 
 def _aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -136,11 +152,50 @@ class Coordinator:
         self.out_dir = s.run_dir(self.context.run_id)
         self.sum_grid: InstitutionGrid | None = None  # secagg: the binning rounds' own grid
         self.level_grid: InstitutionGrid | None = None  # secagg trees: the level sums' own grid
+        # resume = true: the verified checkpoint this run continues from (`run`).
+        self.resumed: ResumePoint | None = None
+        self.lineage = ServerState.new_lineage()
+        self.strategy: object = None
+
+    def _resume_point(self) -> ResumePoint:
+        point = load_resume_point(
+            self.out_dir,
+            self.identity.trust,
+            lambda training: require_same_settings(
+                self.settings.differences(training), self.out_dir
+            ),
+        )
+        log(INFO, "Resuming after round %s from %s", point.state.round, point.path)
+        point.state.resumes.append(
+            {"from_round": point.state.round, "at": datetime.now(UTC).isoformat(timespec="seconds")}
+        )
+        return point
+
+    def _check_resumed(self, fed: Federation) -> None:
+        """The nodes that joined must be the checkpoint's institutions and agree the same
+        preprocessing (their data unchanged), or the rounds would continue another model."""
+        point = self.resumed
+        assert point is not None
+        if fed.institutions != sorted(point.institutions):
+            raise FederationError(
+                f"resume: institutions {fed.institutions} joined, the checkpoint was trained "
+                f"by {sorted(point.institutions)}"
+            )
+        if canonical_json(fed.spec.model_dump(mode="json")) != point.preprocessing:
+            raise FederationError(
+                "resume: the institutions agreed other preprocessing than the checkpoint's "
+                "(has their data changed?)"
+            )
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "trust.json").write_bytes(self.identity.trust.to_bytes())
+        if self.settings.resume:  # verified and compared before any node is asked anything
+            self.resumed = self._resume_point()
+            self.lineage = self.resumed.state.lineage
         fed = self.join()
+        if self.resumed is not None:
+            self._check_resumed(fed)
         privacy = Privacy.model_validate(
             {
                 **privacy_record(self.settings, [], fed.institutions),
@@ -204,7 +259,9 @@ class Coordinator:
         server_round: int,
         metrics: dict[str, Any],
         stage: Stage,
+        extra: dict[str, bytes] | None = None,
     ) -> None:
+        prior = self.resumed.state if self.resumed is not None else None
         save_artifact(
             path,
             state={k: v.numpy() for k, v in arrays.to_torch_state_dict().items()},
@@ -224,7 +281,10 @@ class Coordinator:
             provenance={
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
-                "updates": report.accepted_updates(self.igrid, server_round, self.level_grid),
+                "updates": (prior.updates if prior else [])
+                + report.accepted_updates(self.igrid, server_round, self.level_grid),
+                # Each resume of this run: after which checkpoint round, when.
+                **({"resumes": prior.resumes} if prior and prior.resumes else {}),
                 # Models on agreed bins: the signed replies their bins and WOE came from.
                 **(
                     {}
@@ -233,24 +293,33 @@ class Coordinator:
                 ),
             },
             binning=fed.binning,
+            extra=extra,
         )
 
     # -- 2
     def train(self, fed: Federation, privacy: Privacy) -> Trained:
         s, n = self.settings, len(fed.nodes)
+
+        def checkpoint(arrays: ArrayRecord, r: int, central: dict[str, Any]) -> None:
+            def write(path: Path) -> None:
+                self._artifact(
+                    fed,
+                    privacy,
+                    path,
+                    arrays,
+                    r,
+                    {"central": report.clean(central)},
+                    CHECKPOINT,
+                    self._server_state(fed, r, tracker).files(),
+                )
+
+            write_atomically(checkpoint_dir(self.out_dir, r), write)
+
         tracker = RoundTracker(
             s,
             fed.architecture,
             central_evaluator(s, fed.institutions, fed.spec),
-            checkpoint=lambda arrays, r, central: self._artifact(
-                fed,
-                privacy,
-                self.out_dir / "checkpoints" / f"round-{r:03d}",
-                arrays,
-                r,
-                {"central": report.clean(central)},
-                CHECKPOINT,
-            ),
+            checkpoint=checkpoint,
         )
         common: dict[str, Any] = {
             "fraction_train": 1.0,
@@ -264,9 +333,25 @@ class Coordinator:
             assert fed.bins is not None  # only trees start from no model
             return self._train_trees(fed, fed.bins, tracker, privacy)
         strategy = None if s.privacy == "secagg" else build_strategy(s, n, common)
-        tracker.strategy = strategy
-        config = RoundConfig(preprocessing=fed.spec.to_json())
+        tracker.strategy = self.strategy = strategy
+        done = self.resumed.state.round if self.resumed is not None else 0
+        config = RoundConfig(
+            preprocessing=fed.spec.to_json(), lineage=self.lineage, resumed_from=done
+        )
         initial = ArrayRecord(fed.initial.state_dict())
+        if self.resumed is not None:
+            assert strategy is not None  # secagg refuses resume (federation/rules.py)
+            # The checkpoint stores arrays sorted by name; the strategies pair arrays by
+            # position, so the model's own order comes back.
+            initial = ArrayRecord(
+                {k: self.resumed.model[k] for k in fed.initial.state_dict()}  # type: ignore[misc]
+            )
+            restore_strategy(strategy, self.resumed, initial)
+            prior = self.resumed.state
+            tracker.latest = {done: initial}
+            tracker.central_by_round.update(prior.central_by_round)
+            tracker.central_epsilon.update(prior.central_epsilon)
+            tracker.round_seconds.extend(prior.round_seconds)
         self.phase_started["training"] = time.monotonic()
         stopped: Stopped | None = None
         try:
@@ -283,15 +368,17 @@ class Coordinator:
                 )
                 privacy.secagg = secagg
             else:
-                arrays = strategy.start(
-                    grid=self.igrid,
-                    initial_arrays=initial,
+                arrays = run_rounds(
+                    strategy,
+                    self.igrid,
+                    initial,
+                    first_round=done + 1,
                     num_rounds=s.rounds,
                     timeout=s.round_timeout,
                     train_config=config.to_record(),
                     evaluate_config=config.to_record(),
                     evaluate_fn=tracker.evaluate_fn,
-                ).arrays
+                )
             last_round = s.rounds
         except (BudgetSpent, PrivacyBudgetExhausted) as exc:
             # An enforced budget: nobody may train (record-level) or no further aggregate may
@@ -300,15 +387,62 @@ class Coordinator:
             last_round, arrays = tracker.last()
             stopped = Stopped(after_round=last_round, reason=str(exc))
             log(WARNING, "Training stopped after round %s: %s", last_round, exc)
-        _check_rounds(self.igrid, last_round, stopped is not None)
-        spent = privacy_record(
-            s, self.igrid.exchanges, fed.institutions, strategy, tracker.central_epsilon
-        )
+        _check_rounds(self.igrid, done, last_round, stopped is not None)
+        spent = self._spent(fed, strategy, tracker)
         for key, value in spent.items():
             setattr(privacy, key, value)
         if stopped is not None:
             privacy.stopped = stopped
         return Trained(arrays, last_round, tracker)
+
+    def _spent(self, fed: Federation, strategy: object, tracker: RoundTracker) -> dict[str, Any]:
+        """The privacy spent so far: this start's rounds, merged with what was spent before a
+        resume (record-level DP: each institution reports its cumulative epsilon)."""
+        spent = privacy_record(
+            self.settings, self.igrid.exchanges, fed.institutions, strategy, tracker.central_epsilon
+        )
+        if self.resumed is None:
+            return spent
+        merged = merge_spent(self.resumed.state.spent, spent_json(spent))
+        if merged.get("record_dp") is not None:
+            merged["record_dp"] = RecordDP.model_validate(merged["record_dp"])
+        return {**spent, **{k: merged[k] for k in spent if k != "institution_dp"}}
+
+    def _server_state(
+        self, fed: Federation, server_round: int, tracker: RoundTracker
+    ) -> ServerState:
+        """What a resume after `server_round` needs besides the model (`server.resume`)."""
+        prior = self.resumed.state if self.resumed is not None else None
+        new_rounds = report.round_records(
+            self.igrid, tracker.central_by_round, server_round, tracker.central_epsilon
+        )
+        return ServerState(
+            lineage=self.lineage,
+            round=server_round,
+            rounds=(prior.rounds if prior else [])
+            + [r.model_dump(mode="json", exclude_unset=True) for r in new_rounds],
+            updates=(prior.updates if prior else [])
+            + report.accepted_updates(self.igrid, server_round),
+            round_seconds=list(tracker.round_seconds),
+            central_by_round=dict(tracker.central_by_round),
+            central_epsilon=dict(tracker.central_epsilon),
+            spent=spent_json(self._spent(fed, self.strategy, tracker)),
+            releases=releases(self.strategy),
+            resumes=prior.resumes if prior else [],
+            arrays=strategy_arrays(self.strategy),
+        )
+
+    def _round_records(self, tracker: RoundTracker) -> list[RoundRecord]:
+        """metrics.json's rounds[]: those before a resume from the checkpoint, then this
+        start's."""
+        s = self.settings
+        new = report.round_records(
+            self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
+        )
+        if self.resumed is None:
+            return new
+        before = [RoundRecord.model_validate(r) for r in self.resumed.state.rounds]
+        return before + new
 
     def _train_trees(
         self, fed: Federation, bins: BinningSpec, tracker: RoundTracker, privacy: Privacy
@@ -387,11 +521,7 @@ class Coordinator:
             federated_eval=fed_eval,
             per_institution=report.institution_results(final, self.igrid),
             personalization=personalization,
-            rounds=trained.rounds
-            if trained.rounds is not None
-            else report.round_records(
-                self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
-            ),
+            rounds=trained.rounds if trained.rounds is not None else self._round_records(tracker),
             trained_rounds=trained.last_round,
             security=report.security(self.igrid, self.verifier, self.identity),
             privacy=privacy,
@@ -421,14 +551,15 @@ class Coordinator:
         return metrics
 
 
-def _check_rounds(grid: InstitutionGrid, last_round: int, stopped: bool) -> None:
-    """Every round up to `last_round` trained (a stopped run may have asked for one more:
-    under record-level DP everyone withheld)."""
+def _check_rounds(grid: InstitutionGrid, done: int, last_round: int, stopped: bool) -> None:
+    """Every round after `done` (the checkpoint a resumed run continued from) up to
+    `last_round` trained, each once (a stopped run may have asked for one more: under
+    record-level DP everyone withheld)."""
     trained = {
         e.server_round
         for e in grid.exchanges
         if e.message_type == MessageType.TRAIN and e.server_round is not None
     }
-    expected = set(range(1, last_round + 1))
+    expected = set(range(done + 1, last_round + 1))
     if not expected <= trained <= expected | ({last_round + 1} if stopped else set()):
         raise FederationError(f"training rounds missing: ran {sorted(trained)}")

@@ -5,6 +5,10 @@ Output directory (contract)::
     OUT/model/        the model artifact (weights, agreed preprocessing, model card)
     OUT/metrics.json  federated, centralized, local_only, per_institution, rounds, config,
                       privacy (setting, epsilon spent, membership-inference audit)
+    OUT/checkpoints/  a signed checkpoint per round (with the coordinator's state)
+    OUT/institutions/ each institution's signed durable state (DP ledger, c_i) by run lineage
+
+A killed run leaves its staging directory; `simulate --resume` continues it (`resume`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from jointcredit.federation.choices import parse_adversary
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import load_artifact
+from jointcredit.server.resume import latest_checkpoint
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import run_simulation
 from jointcredit.simulations.guard import run_guard
-from jointcredit.trust.keyset import create_key_set
+from jointcredit.simulations.resume import INSTITUTIONS_SUBDIR, KilledRun
+from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, create_key_set
 from jointcredit.trust.store import load_store
 
 
@@ -43,26 +49,49 @@ def simulate(
     with_baselines: bool = True,
     with_audit: bool = True,
     replace: bool = True,
+    resume: KilledRun | None = None,
 ) -> RunMetrics:
     """Run everything into a staging directory beside OUT and move it into place only when the
-    run succeeded: a failed or killed run leaves the previous OUT as it was (a stale
-    `.OUT.partial-*` beside it at worst, never a half-written OUT). `replace=False` refuses an
-    OUT that is not empty (`OutputExists`). Returns the metrics also in OUT/metrics.json."""
-    out = Path(settings.out_dir)
+    run succeeded: a failed run leaves the previous OUT as it was, never a half-written OUT.
+    A killed run (SIGKILL, or a signal after its first checkpoint) leaves its staging
+    directory `.OUT.partial-*`, which `resume` (`simulations.resume.killed_run`) continues;
+    a resume that fails leaves it as it was. `replace=False` refuses an OUT that is not empty
+    (`OutputExists`). Returns the metrics also in OUT/metrics.json."""
+    if resume is None:
+        out = Path(settings.out_dir)
+        staging = _staging(out, replace)
+        run = settings.replaced(
+            out_dir=str(staging), institution_state_dir=str(staging / INSTITUTIONS_SUBDIR)
+        )
+    else:
+        out, staging, run = resume.out, resume.staging, resume.settings
+        _staging(out, replace, make=False)
+    try:
+        metrics = _simulate(run, out, with_baselines, with_audit)
+        # The run's own keys served a possible resume; a finished run needs their public half
+        # only (OUT/trust.json).
+        shutil.rmtree(staging / RUN_KEYS_SUBDIR, ignore_errors=True)
+        _publish(staging, out)
+    except BaseException as exc:
+        # Interrupted (a signal) after a checkpoint: kept to be resumed, like a SIGKILLed run.
+        interrupted = not isinstance(exc, Exception) and latest_checkpoint(staging) is not None
+        if resume is None and not interrupted:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return metrics
+
+
+def _staging(out: Path, replace: bool, *, make: bool = True) -> Path:
     if not replace and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExists(OutputExists.message(out))
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not make:
+        return out
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)
     staging.chmod(0o777 & ~umask)  # what a plain mkdir of OUT would have given
-    try:
-        metrics = _simulate(settings.replaced(out_dir=str(staging)), out, with_baselines,
-                            with_audit)  # fmt: skip
-        _publish(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return metrics
+    return staging
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -96,9 +125,18 @@ def _simulate(
     out = Path(settings.out_dir)
     # The in-process ServerApp's central evaluation reuses the splits validated above.
     own_keys = bool(settings.keys_dir or settings.trust_file)
-    # Fresh keys per run (unless the caller brings its own), outside OUT and gone when the run
-    # ends, however it ends; OUT/trust.json keeps the public half (written by the ServerApp).
-    with pinned(run_settings.data, fed), run_guard(with_keys=not own_keys) as keys_dir:
+    # Fresh keys per run (unless the caller brings its own); OUT/trust.json keeps the public
+    # half (written by the ServerApp). Without checkpoints they live outside OUT, gone when
+    # the run ends however it ends; with checkpoints the run can be resumed, which needs the
+    # same keys, so they live in the staging directory (0700), removed when the run is
+    # published and left only by a killed run until it is resumed or deleted.
+    resumable = settings.checkpoints and not own_keys
+    with (
+        pinned(run_settings.data, fed),
+        run_guard(with_keys=not own_keys and not resumable) as keys_dir,
+    ):
+        if resumable:
+            keys_dir = out / RUN_KEYS_SUBDIR
         if keys_dir is not None:
             # A name of its own: the run's coordinator key is pinned under it (trust/pins.py).
             name = f"simulation-{secrets.token_hex(6)}"
