@@ -33,6 +33,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 from torch import nn
 
 from jointcredit.data.schema import Schema
+from jointcredit.federation.checkpoints import checkpoint_dir
 from jointcredit.federation.metrics import (
     Headline,
     Personalization,
@@ -74,7 +75,6 @@ from jointcredit.server.privacy import privacy_record
 from jointcredit.server.resume import (
     ResumePoint,
     ServerState,
-    checkpoint_dir,
     load_resume_point,
     merge_spent,
     releases,
@@ -343,9 +343,7 @@ class Coordinator:
             assert strategy is not None  # secagg refuses resume (federation/rules.py)
             # The checkpoint stores arrays sorted by name; the strategies pair arrays by
             # position, so the model's own order comes back.
-            initial = ArrayRecord(
-                {k: self.resumed.model[k] for k in fed.initial.state_dict()}  # type: ignore[misc]
-            )
+            initial = ArrayRecord({k: self.resumed.model[k] for k in fed.initial.state_dict()})
             restore_strategy(strategy, self.resumed, initial)
             prior = self.resumed.state
             tracker.latest = {done: initial}

@@ -13,7 +13,6 @@ all of it; what each institution must not lose (its DP ledger, its c_i) it keeps
 from __future__ import annotations
 
 import io
-import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from flwr.serverapp.strategy import FedAvgM
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 from pydantic import BaseModel, ConfigDict, Field
 
+from jointcredit.federation.checkpoints import latest_checkpoint
 from jointcredit.federation.settings import SettingsError
 from jointcredit.models.artifact import PREPROCESSING, WEIGHTS, ArtifactError, verify_artifact
 from jointcredit.server.errors import FederationError
@@ -33,25 +33,9 @@ from jointcredit.server.scaffold import Scaffold
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.store import TrustStore
 
-CHECKPOINTS = "checkpoints"
 STATE_JSON = "server-state.json"
 STATE_ARRAYS = "server-state.npz"
-_ROUND_DIR = re.compile(r"round-(\d{3,})")
 _MOMENTUM, _CONTROL = "momentum.", "control."
-
-
-def checkpoint_dir(run_dir: Path, server_round: int) -> Path:
-    return run_dir / CHECKPOINTS / f"round-{server_round:03d}"
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint of the highest round (written whole or not at all: `write_atomically`)."""
-    found = [
-        (int(m.group(1)), p)
-        for p in (run_dir / CHECKPOINTS).glob("round-*")
-        if (m := _ROUND_DIR.fullmatch(p.name)) and p.is_dir()
-    ]
-    return max(found)[1] if found else None
 
 
 class ServerState(BaseModel):

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jointcredit.federation.checkpoints import latest_checkpoint
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import ArtifactError, verify_artifact
-from jointcredit.server.resume import latest_checkpoint
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, TRUST_FILE
 from jointcredit.trust.pins import pinned_key

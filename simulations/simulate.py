@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 from jointcredit.data.catalog import load_federation, pinned
+from jointcredit.federation.checkpoints import latest_checkpoint
 from jointcredit.federation.choices import parse_adversary
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import load_artifact
-from jointcredit.server.resume import latest_checkpoint
 from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import run_simulation
