@@ -42,14 +42,31 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "jointcredit.cli", "simulate", *args]
 
 
-def kill_at(out: Path, server_round: int, args: list[str], timeout: float = 900) -> float:
-    """Start a run, SIGKILL it once its checkpoint of `server_round` exists; seconds taken."""
+def ledger_written_ahead(staging: Path, server_round: int) -> bool:
+    """Some institution has recorded its steps of `server_round` (DP: before training)."""
+    for path in (staging / "institutions").rglob("*.json"):
+        try:
+            if json.loads(path.read_text())["state"]["round"] >= server_round:
+                return True
+        except (ValueError, KeyError, OSError):
+            continue
+    return False
+
+
+def kill_at(
+    out: Path, server_round: int, args: list[str], mid_round: bool = False, timeout: float = 900
+) -> float:
+    """Start a run, SIGKILL it once its checkpoint of `server_round` exists (`mid_round`: and
+    an institution has written its DP ledger for the next round); seconds taken."""
     started = time.monotonic()
     with open(out.parent / f"{out.name}.killed.log", "w") as log:
         proc = subprocess.Popen(cli(*args, "--out", str(out)), stdout=log, stderr=log)
         pattern = f".{out.name}.partial-*/checkpoints/round-{server_round:03d}"
         while proc.poll() is None:
-            if any(out.parent.glob(pattern)):
+            found = list(out.parent.glob(pattern))
+            if found and (
+                not mid_round or ledger_written_ahead(found[0].parents[1], server_round + 1)
+            ):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return time.monotonic() - started
@@ -83,7 +100,7 @@ def trial(name: str, root: Path, rng: random.Random, with_whole: bool = True) ->
     out = root / name
     for stale in [out, *root.glob(f".{name}.partial-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    kill_seconds = kill_at(out, killed_after, args)
+    kill_seconds = kill_at(out, killed_after, args, mid_round=name == "dp-record")
     time.sleep(2)  # the watchdog stops the killed run's Ray processes
     started = time.monotonic()
     resumed = subprocess.run(
@@ -116,6 +133,10 @@ def trial(name: str, root: Path, rng: random.Random, with_whole: bool = True) ->
         spent = {i: reference_epsilon(h, delta) for i, h in ledgers(out).items()}
         row["ledgers"] = len(spent)
         row["max_epsilon_after_resume"] = round(max(spent.values()), 4)
+        # Ledger steps above the steps of the updates sent: the round the kill interrupted,
+        # recorded ahead and then redone, counts twice.
+        row["ledger_steps"] = {i: sum(int(k) for _, _, k in h) for i, h in ledgers(out).items()}
+        row["sent_steps"] = metrics["privacy"]["record_dp"]["steps"]
         row["epsilon"] = EPSILON
     elif with_whole:
         whole = root / f"{name}-whole"

@@ -39,7 +39,6 @@ from jointcredit.federation.metrics import (
     Personalization,
     PreprocessingDigest,
     Privacy,
-    RecordDP,
     RoundRecord,
     RunMetrics,
     Scores,
@@ -75,13 +74,13 @@ from jointcredit.server.privacy import privacy_record
 from jointcredit.server.resume import (
     ResumePoint,
     ServerState,
-    load_resume_point,
-    merge_spent,
-    releases,
-    require_same_settings,
+    check_joined,
+    merged_rounds,
+    merged_spent,
     restore_strategy,
-    spent_json,
-    strategy_arrays,
+    restore_tracker,
+    resume_point,
+    server_state,
     write_atomically,
 )
 from jointcredit.server.rounds import run_rounds
@@ -91,7 +90,6 @@ from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.tree_sums import PlainSums, SecureSums, secure_sums
 from jointcredit.server.trees import CentralTrees, evaluate_ensemble, grow_federated
 from jointcredit.server.verify import UpdateVerifier
-from jointcredit.trust.canonical import canonical_json
 
 
 def _aggregate_evaluate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -157,45 +155,15 @@ class Coordinator:
         self.lineage = ServerState.new_lineage()
         self.strategy: object = None
 
-    def _resume_point(self) -> ResumePoint:
-        point = load_resume_point(
-            self.out_dir,
-            self.identity.trust,
-            lambda training: require_same_settings(
-                self.settings.differences(training), self.out_dir
-            ),
-        )
-        log(INFO, "Resuming after round %s from %s", point.state.round, point.path)
-        point.state.resumes.append(
-            {"from_round": point.state.round, "at": datetime.now(UTC).isoformat(timespec="seconds")}
-        )
-        return point
-
-    def _check_resumed(self, fed: Federation) -> None:
-        """The nodes that joined must be the checkpoint's institutions and agree the same
-        preprocessing (their data unchanged), or the rounds would continue another model."""
-        point = self.resumed
-        assert point is not None
-        if fed.institutions != sorted(point.institutions):
-            raise FederationError(
-                f"resume: institutions {fed.institutions} joined, the checkpoint was trained "
-                f"by {sorted(point.institutions)}"
-            )
-        if canonical_json(fed.spec.model_dump(mode="json")) != point.preprocessing:
-            raise FederationError(
-                "resume: the institutions agreed other preprocessing than the checkpoint's "
-                "(has their data changed?)"
-            )
-
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "trust.json").write_bytes(self.identity.trust.to_bytes())
         if self.settings.resume:  # verified and compared before any node is asked anything
-            self.resumed = self._resume_point()
+            self.resumed = resume_point(self.out_dir, self.identity.trust, self.settings)
             self.lineage = self.resumed.state.lineage
         fed = self.join()
         if self.resumed is not None:
-            self._check_resumed(fed)
+            check_joined(self.resumed, fed.institutions, fed.spec)
         privacy = Privacy.model_validate(
             {
                 **privacy_record(self.settings, [], fed.institutions),
@@ -310,7 +278,18 @@ class Coordinator:
                     r,
                     {"central": report.clean(central)},
                     CHECKPOINT,
-                    self._server_state(fed, r, tracker).files(),
+                    server_state(
+                        self.lineage,
+                        r,
+                        self._prior(),
+                        report.round_records(
+                            self.igrid, tracker.central_by_round, r, tracker.central_epsilon
+                        ),
+                        report.accepted_updates(self.igrid, r),
+                        tracker,
+                        self._spent(fed, tracker),
+                        self.strategy,
+                    ).files(),
                 )
 
             write_atomically(checkpoint_dir(self.out_dir, r), write)
@@ -345,11 +324,7 @@ class Coordinator:
             # position, so the model's own order comes back.
             initial = ArrayRecord({k: self.resumed.model[k] for k in fed.initial.state_dict()})
             restore_strategy(strategy, self.resumed, initial)
-            prior = self.resumed.state
-            tracker.latest = {done: initial}
-            tracker.central_by_round.update(prior.central_by_round)
-            tracker.central_epsilon.update(prior.central_epsilon)
-            tracker.round_seconds.extend(prior.round_seconds)
+            restore_tracker(tracker, self.resumed.state, initial)
         self.phase_started["training"] = time.monotonic()
         stopped: Stopped | None = None
         try:
@@ -386,61 +361,26 @@ class Coordinator:
             stopped = Stopped(after_round=last_round, reason=str(exc))
             log(WARNING, "Training stopped after round %s: %s", last_round, exc)
         _check_rounds(self.igrid, done, last_round, stopped is not None)
-        spent = self._spent(fed, strategy, tracker)
+        spent = self._spent(fed, tracker)
         for key, value in spent.items():
             setattr(privacy, key, value)
         if stopped is not None:
             privacy.stopped = stopped
         return Trained(arrays, last_round, tracker)
 
-    def _spent(self, fed: Federation, strategy: object, tracker: RoundTracker) -> dict[str, Any]:
-        """The privacy spent so far: this start's rounds, merged with what was spent before a
-        resume (record-level DP: each institution reports its cumulative epsilon)."""
+    def _prior(self) -> ServerState | None:
+        return self.resumed.state if self.resumed is not None else None
+
+    def _spent(self, fed: Federation, tracker: RoundTracker) -> dict[str, Any]:
+        """The privacy spent so far (with what was spent before a resume)."""
         spent = privacy_record(
-            self.settings, self.igrid.exchanges, fed.institutions, strategy, tracker.central_epsilon
+            self.settings,
+            self.igrid.exchanges,
+            fed.institutions,
+            self.strategy,
+            tracker.central_epsilon,
         )
-        if self.resumed is None:
-            return spent
-        merged = merge_spent(self.resumed.state.spent, spent_json(spent))
-        if merged.get("record_dp") is not None:
-            merged["record_dp"] = RecordDP.model_validate(merged["record_dp"])
-        return {**spent, **{k: merged[k] for k in spent if k != "institution_dp"}}
-
-    def _server_state(
-        self, fed: Federation, server_round: int, tracker: RoundTracker
-    ) -> ServerState:
-        """What a resume after `server_round` needs besides the model (`server.resume`)."""
-        prior = self.resumed.state if self.resumed is not None else None
-        new_rounds = report.round_records(
-            self.igrid, tracker.central_by_round, server_round, tracker.central_epsilon
-        )
-        return ServerState(
-            lineage=self.lineage,
-            round=server_round,
-            rounds=(prior.rounds if prior else [])
-            + [r.model_dump(mode="json", exclude_unset=True) for r in new_rounds],
-            updates=(prior.updates if prior else [])
-            + report.accepted_updates(self.igrid, server_round),
-            round_seconds=list(tracker.round_seconds),
-            central_by_round=dict(tracker.central_by_round),
-            central_epsilon=dict(tracker.central_epsilon),
-            spent=spent_json(self._spent(fed, self.strategy, tracker)),
-            releases=releases(self.strategy),
-            resumes=prior.resumes if prior else [],
-            arrays=strategy_arrays(self.strategy),
-        )
-
-    def _round_records(self, tracker: RoundTracker) -> list[RoundRecord]:
-        """metrics.json's rounds[]: those before a resume from the checkpoint, then this
-        start's."""
-        s = self.settings
-        new = report.round_records(
-            self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
-        )
-        if self.resumed is None:
-            return new
-        before = [RoundRecord.model_validate(r) for r in self.resumed.state.rounds]
-        return before + new
+        return merged_spent(self._prior(), spent)
 
     def _train_trees(
         self, fed: Federation, bins: BinningSpec, tracker: RoundTracker, privacy: Privacy
@@ -519,7 +459,14 @@ class Coordinator:
             federated_eval=fed_eval,
             per_institution=report.institution_results(final, self.igrid),
             personalization=personalization,
-            rounds=trained.rounds if trained.rounds is not None else self._round_records(tracker),
+            rounds=trained.rounds
+            if trained.rounds is not None
+            else merged_rounds(
+                self._prior(),
+                report.round_records(
+                    self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
+                ),
+            ),
             trained_rounds=trained.last_round,
             security=report.security(self.igrid, self.verifier, self.identity),
             privacy=privacy,

@@ -16,20 +16,26 @@ import io
 import secrets
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from logging import INFO
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
+from flwr.common.logger import log
 from flwr.serverapp.strategy import FedAvgM
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent
 from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.federation.checkpoints import latest_checkpoint
-from jointcredit.federation.settings import SettingsError
+from jointcredit.federation.metrics import RecordDP, RoundRecord
+from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import PREPROCESSING, WEIGHTS, ArtifactError, verify_artifact
+from jointcredit.models.preprocessing import PreprocessingSpec
 from jointcredit.server.errors import FederationError
 from jointcredit.server.scaffold import Scaffold
+from jointcredit.server.tracker import RoundTracker
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.store import TrustStore
 
@@ -107,6 +113,86 @@ def load_resume_point(run_dir: Path, trust: TrustStore, recorded_check: Any) -> 
         institutions=list(verified.manifest.get("institutions", [])),
         state=state,
     )
+
+
+def resume_point(run_dir: Path, trust: TrustStore, settings: RunSettings) -> ResumePoint:
+    """The verified checkpoint a run with these settings continues from, this resume
+    recorded in its state (for the next checkpoints and the final manifest)."""
+    point = load_resume_point(
+        run_dir,
+        trust,
+        lambda training: require_same_settings(settings.differences(training), run_dir),
+    )
+    log(INFO, "Resuming after round %s from %s", point.state.round, point.path)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    point.state.resumes.append({"from_round": point.state.round, "at": at})
+    return point
+
+
+def check_joined(point: ResumePoint, institutions: list[str], spec: PreprocessingSpec) -> None:
+    """The nodes that joined must be the checkpoint's institutions and agree the same
+    preprocessing (their data unchanged), or the rounds would continue another model."""
+    if institutions != sorted(point.institutions):
+        raise FederationError(
+            f"resume: institutions {institutions} joined, the checkpoint was trained by "
+            f"{sorted(point.institutions)}"
+        )
+    if canonical_json(spec.model_dump(mode="json")) != point.preprocessing:
+        raise FederationError(
+            "resume: the institutions agreed other preprocessing than the checkpoint's "
+            "(has their data changed?)"
+        )
+
+
+def restore_tracker(tracker: RoundTracker, state: ServerState, model: ArrayRecord) -> None:
+    tracker.latest = {state.round: model}
+    tracker.central_by_round.update(state.central_by_round)
+    tracker.central_epsilon.update(state.central_epsilon)
+    tracker.round_seconds.extend(state.round_seconds)
+
+
+def server_state(
+    lineage: str,
+    server_round: int,
+    prior: ServerState | None,
+    new_rounds: list[RoundRecord],
+    new_updates: list[dict[str, Any]],
+    tracker: RoundTracker,
+    spent: dict[str, Any],
+    strategy: object,
+) -> ServerState:
+    """What a resume after `server_round` needs besides the model."""
+    return ServerState(
+        lineage=lineage,
+        round=server_round,
+        rounds=(prior.rounds if prior else [])
+        + [r.model_dump(mode="json", exclude_unset=True) for r in new_rounds],
+        updates=(prior.updates if prior else []) + new_updates,
+        round_seconds=list(tracker.round_seconds),
+        central_by_round=dict(tracker.central_by_round),
+        central_epsilon=dict(tracker.central_epsilon),
+        spent=spent_json(spent),
+        releases=releases(strategy),
+        resumes=prior.resumes if prior else [],
+        arrays=strategy_arrays(strategy),
+    )
+
+
+def merged_rounds(prior: ServerState | None, new: list[RoundRecord]) -> list[RoundRecord]:
+    """metrics.json's rounds[]: those before the resume, then this start's."""
+    before = [RoundRecord.model_validate(r) for r in prior.rounds] if prior else []
+    return before + new
+
+
+def merged_spent(prior: ServerState | None, spent: dict[str, Any]) -> dict[str, Any]:
+    """`privacy_record` of this start's rounds, with what was spent before a resume."""
+    if prior is None:
+        return spent
+    merged = merge_spent(prior.spent, spent_json(spent))
+    if merged.get("record_dp") is not None:
+        merged["record_dp"] = RecordDP.model_validate(merged["record_dp"])
+    # Institution-level DP: the restored accountant already holds the releases before.
+    return {**spent, **{k: merged[k] for k in spent if k != "institution_dp"}}
 
 
 def require_same_settings(differences: list[str], where: Path) -> None:
