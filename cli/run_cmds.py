@@ -80,6 +80,13 @@ def simulate(
     force: Annotated[
         bool, typer.Option(help="replace OUT if it is not empty (only once the run succeeded)")
     ] = False,
+    resumable: Annotated[
+        bool,
+        typer.Option(
+            help="keep the run's keys (0700, beside OUT) until it succeeds, so that a killed "
+            "run can be resumed with --resume; without it no key outlives the run"
+        ),
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
@@ -132,7 +139,12 @@ def simulate(
     try:
         with progress:
             metrics = run(
-                settings, with_baselines=baselines, with_audit=audit, replace=force, resume=killed
+                settings,
+                with_baselines=baselines,
+                with_audit=audit,
+                replace=force,
+                resume=killed,
+                resumable=resumable,
             )
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)

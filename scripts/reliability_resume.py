@@ -29,6 +29,7 @@ import dp_accounting
 COMMON = [
     "--dataset", "synthetic", "--institutions", "3", "--synthetic-rows", "600",
     "--model", "logreg", "--finetune-epochs", "0", "--no-baselines", "--no-audit",
+    "--resumable",
 ]  # fmt: skip
 SCENARIOS: dict[str, list[str]] = {
     "fedavgm": ["--strategy", "fedavgm", "--rounds", "5"],

@@ -86,8 +86,9 @@ def killed_run(run_dir: Path, given: dict[str, Any]) -> KilledRun:
         store = load_store(trust_file)
     except (TrustError, OSError) as exc:
         raise ResumeRefused(
-            f"{trust_file}: the run's trust store is not there ({exc}); a run started with "
-            "--keys-dir resumes with the same --keys-dir"
+            f"{trust_file}: the run's keys are not there ({exc}): only a run started with "
+            "--resumable keeps its keys for a resume (one started with --keys-dir resumes "
+            "with the same --keys-dir); its checkpoints still verify against its trust.json"
         ) from exc
     pin = pinned_key(store.federation)
     if pin is not None and pin != store.coordinator.key_id:

@@ -50,13 +50,16 @@ def simulate(
     with_audit: bool = True,
     replace: bool = True,
     resume: KilledRun | None = None,
+    resumable: bool = False,
 ) -> RunMetrics:
     """Run everything into a staging directory beside OUT and move it into place only when the
     run succeeded: a failed run leaves the previous OUT as it was, never a half-written OUT.
     A killed run (SIGKILL, or a signal after its first checkpoint) leaves its staging
     directory `.OUT.partial-*`, which `resume` (`simulations.resume.killed_run`) continues;
     a resume that fails leaves it as it was. `replace=False` refuses an OUT that is not empty
-    (`OutputExists`). Returns the metrics also in OUT/metrics.json."""
+    (`OutputExists`). `resumable`: keep the run's generated keys in its staging directory
+    until it is published, so that a killed run can be resumed with them; without it no key
+    outlives the run, whatever ends it. Returns the metrics also in OUT/metrics.json."""
     if resume is None:
         out = Path(settings.out_dir)
         staging = _staging(out, replace)
@@ -67,7 +70,7 @@ def simulate(
         out, staging, run = resume.out, resume.staging, resume.settings
         _staging(out, replace, make=False)
     try:
-        metrics = _simulate(run, out, with_baselines, with_audit)
+        metrics = _simulate(run, out, with_baselines, with_audit, resumable)
         # The run's own keys served a possible resume; a finished run needs their public half
         # only (OUT/trust.json).
         shutil.rmtree(staging / RUN_KEYS_SUBDIR, ignore_errors=True)
@@ -75,7 +78,7 @@ def simulate(
     except BaseException as exc:
         # Interrupted (a signal) after a checkpoint: kept to be resumed, like a SIGKILLed run.
         interrupted = not isinstance(exc, Exception) and latest_checkpoint(staging) is not None
-        if resume is None and not interrupted:
+        if resume is None and not (resumable and interrupted):
             shutil.rmtree(staging, ignore_errors=True)
         raise
     return metrics
@@ -109,7 +112,11 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def _simulate(
-    settings: RunSettings, final_out: Path, with_baselines: bool, with_audit: bool
+    settings: RunSettings,
+    final_out: Path,
+    with_baselines: bool,
+    with_audit: bool,
+    resumable: bool = False,
 ) -> RunMetrics:
     started = time.monotonic()
     # Every institution's file is validated before any training starts.
@@ -126,11 +133,11 @@ def _simulate(
     # The in-process ServerApp's central evaluation reuses the splits validated above.
     own_keys = bool(settings.keys_dir or settings.trust_file)
     # Fresh keys per run (unless the caller brings its own); OUT/trust.json keeps the public
-    # half (written by the ServerApp). Without checkpoints they live outside OUT, gone when
-    # the run ends however it ends; with checkpoints the run can be resumed, which needs the
-    # same keys, so they live in the staging directory (0700), removed when the run is
-    # published and left only by a killed run until it is resumed or deleted.
-    resumable = settings.checkpoints and not own_keys
+    # half (written by the ServerApp). They live outside OUT, gone when the run ends however
+    # it ends; a resumable run needs the same keys after a crash, so they live in its staging
+    # directory (0700), removed when the run is published and left only by a killed run
+    # until it is resumed or deleted.
+    resumable = resumable and settings.checkpoints and not own_keys
     with (
         pinned(run_settings.data, fed),
         run_guard(with_keys=not own_keys and not resumable) as keys_dir,

@@ -50,7 +50,9 @@ def evaluate_then_die(self, server_round, arrays):
     return result
 
 tracker.RoundTracker.evaluate_fn = evaluate_then_die
-simulate(RunSettings.model_validate(settings), with_baselines=False, with_audit=False)
+simulate(
+    RunSettings.model_validate(settings), with_baselines=False, with_audit=False, resumable=True
+)
 """
 
 
@@ -165,3 +167,8 @@ def test_resume_refuses_changed_settings_and_a_tampered_checkpoint(tmp_path: Pat
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "refusing to resume" in proc.stderr and "weights.npz" in proc.stderr
     assert staging.exists()  # the killed run is left as it was
+
+    # A run not started with --resumable keeps no key: it cannot be continued.
+    shutil.rmtree(staging / "keys")
+    proc = cli()
+    assert proc.returncode == 2 and "--resumable" in proc.stderr, proc.stderr[-2000:]
