@@ -13,6 +13,7 @@ from rich.console import Console
 from jointcredit.cli.options import RUN_CONFIG_HELP, parse_run_config
 from jointcredit.cli.run_cmds import progress_bar
 from jointcredit.deploy import kits, node, processes
+from jointcredit.deploy.resume import check_resume
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import SettingsError
 from jointcredit.trust import keys
@@ -159,6 +160,13 @@ def link_run(
     flwr_home: FlwrHome = Path("flwr-home"),
     address: Annotated[str | None, typer.Option(help="SuperLink address if not the kit's")] = None,
     timeout: Annotated[float, typer.Option(help="seconds before giving up")] = 3600.0,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="continue the run in this directory from its last signed checkpoint "
+            "(same settings; it becomes --out)"
+        ),
+    ] = None,
 ) -> None:
     """Start a training run on the registered nodes, show its rounds and wait for its real
     final status. The settings are resolved and checked here first, as the coordinator will
@@ -169,8 +177,12 @@ def link_run(
             if "rounds" in extra:
                 raise SettingsError("rounds: given as an option and in --run-config")
             extra["rounds"] = rounds
+        if resume is not None:
+            out, extra["resume"] = resume, True
         config = processes.run_config(kit, out, extra)
-        processes.resolved_settings(app_dir, kit, config)
+        settings = processes.resolved_settings(app_dir, kit, config)
+        if resume is not None:
+            check_resume(resume, kit, settings)
     except (SettingsError, ValueError) as exc:
         raise _fail(exc) from exc
     progress = progress_bar()

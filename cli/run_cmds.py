@@ -29,6 +29,8 @@ err = Console(stderr=True)
 LOCAL_RUN_EXCLUDES = {
     "data-dir",
     "out-dir",
+    "resume",
+    "institution-state-dir",
     "min-nodes",
     "trust-file",
     "coordinator-key",
@@ -93,12 +95,27 @@ def simulate(
             "on a --ray-address cluster)",
         ),
     ] = 0,
+    resumable: Annotated[
+        bool,
+        typer.Option(
+            help="keep the run's keys (0700, beside OUT) until it succeeds, so that a killed "
+            "run can be resumed with --resume; without it no key outlives the run"
+        ),
+    ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="continue a killed run from its last signed checkpoint: its OUT, or the "
+            "'.OUT.partial-*' directory it left (settings as it recorded them)"
+        ),
+    ] = None,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines. The run
     is written beside OUT and moved into place only when it succeeded."""
     from jointcredit.server import events
     from jointcredit.simulations.engine import RayAddressError, parse_ray_address
     from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
+    from jointcredit.simulations.resume import KilledRun, ResumeRefused, killed_run
     from jointcredit.simulations.simulate import OutputExists
     from jointcredit.simulations.simulate import simulate as run
 
@@ -109,7 +126,17 @@ def simulate(
         except RayAddressError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from exc
-    settings = resolve_local({**config, "out-dir": str(out.resolve())})
+    killed: KilledRun | None = None
+    if resume is not None:
+        try:
+            killed = killed_run(resume, config)
+        except (SettingsError, ResumeRefused) as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        settings, out = killed.settings, killed.out
+        console.print(f"resuming {killed.staging} from {killed.checkpoint.name}")
+    else:
+        settings = resolve_local({**config, "out-dir": str(out.resolve())})
     progress = progress_bar()
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
@@ -140,6 +167,8 @@ def simulate(
                 replace=force,
                 ray_address=ray_address,
                 cpus_per_institution=ray_cpus,
+                resume=killed,
+                resumable=resumable,
             )
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)

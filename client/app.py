@@ -29,8 +29,9 @@ from pydantic import BaseModel
 from jointcredit.client import binning, personalization, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
+from jointcredit.client.durable import Durable
 from jointcredit.client.faults import fault_mod
-from jointcredit.client.signing import signing_mod
+from jointcredit.client.signing import signing_key, signing_mod
 from jointcredit.client.update import local_update
 from jointcredit.federation import protocol
 from jointcredit.federation.protocol import (
@@ -131,6 +132,12 @@ def train_handler(msg: Message, context: Context) -> Message:
 
         return secagg_train(msg, context, settings, node, local_update)
     ins = ModelMessage.from_content(msg.content)
+    durable = None
+    if settings.privacy == "dp-record" or settings.strategy == "scaffold":
+        # What must survive a crash (DP ledger, c_i): back from disk if the Flower state lost it.
+        key = signing_key(context, node.institution)
+        durable = Durable(context, settings, node.institution, ins.config, key)
+        durable.restore()
     model, federation_control = node.model(ins, settings)
     drift, own_control = None, None
     if federation_control:
@@ -146,6 +153,7 @@ def train_handler(msg: Message, context: Context) -> Message:
         server_round=ins.config.server_round,
         mu=ins.config.proximal_mu or 0.0,
         drift=drift,
+        persist=None if durable is None else durable.save,
     )
     metrics = update.metrics
     arrays: ArrayRecord | None = None
@@ -158,6 +166,8 @@ def train_handler(msg: Message, context: Context) -> Message:
                 update={"scaffold_own_control": 1.0 if own_control else 0.0}
             )
             arrays = scaffold.keep_and_join(model, drift, arrays, context)
+            if durable is not None:
+                durable.save()
     return Message(protocol.train_reply(node.institution, metrics, arrays), reply_to=msg)
 
 

@@ -2,12 +2,14 @@
 
 The plan (noise calibrated to this institution's own sampling rate) and the accountant's
 history live in the node's `context.state`, so they persist across rounds for the whole run
-(Flower keeps a node's Context per run, in simulation and in deployment alike).
+(Flower keeps a node's Context per run, in simulation and in deployment alike); across a
+crash and resume the institution's signed durable copy carries them (`client.durable`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -76,18 +78,21 @@ def record_dp_round(
     state: RecordDict,
     *,
     global_params: list[torch.Tensor] | None = None,
+    persist: Callable[[], None] | None = None,
 ) -> RoundOutcome:
     """Train `model` in place with DP-SGD for as many of this round's steps as the budget
-    allows, and record them in the node's accountant."""
+    allows, recorded in the node's accountant before they are taken (and, with `persist`,
+    written where a crash cannot lose them): a round that fails half-way counts in full."""
     dp, ledger = _load(state, settings, len(y))
     steps = ledger.steps_within(dp, settings.epsilon, settings.delta)
     loss = math.nan
-    if steps > 0:
-        loss = train_dp_sgd(model, x, y, cfg, dp, steps, global_params=global_params)
+    if steps > 0 or STATE_RECORD_DP not in state.config_records:
         ledger.record(dp, steps)
         _save(state, dp, ledger)
-    elif STATE_RECORD_DP not in state.config_records:
-        _save(state, dp, ledger)
+        if persist is not None:
+            persist()
+    if steps > 0:
+        loss = train_dp_sgd(model, x, y, cfg, dp, steps, global_params=global_params)
     return RoundOutcome(
         steps=steps,
         planned=dp.steps_per_round,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,9 +44,11 @@ def local_update(
     server_round: int,
     mu: float,
     drift: DriftControl | None = None,
+    persist: Callable[[], None] | None = None,
 ) -> LocalUpdate:
     """One round of local training of `model` (in place) on this institution's rows: plain,
-    or DP-SGD under record-level DP; in a simulated attack, poisoned."""
+    or DP-SGD under record-level DP; in a simulated attack, poisoned. `persist`: writes the
+    institution's durable state (the DP ledger, once the round's steps are recorded)."""
     global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
     attack = simulated_attack(settings, node, NodeConfig.parse(context.node_config))
     poisons_update = attack in ("sign-flip", "scale")
@@ -72,7 +75,14 @@ def local_update(
         from jointcredit.client.record_dp import record_dp_round  # Opacus: only when used
 
         dp = record_dp_round(
-            model, x, labels, cfg, settings, context.state, global_params=global_params
+            model,
+            x,
+            labels,
+            cfg,
+            settings,
+            context.state,
+            global_params=global_params,
+            persist=persist,
         )
         metrics = metrics.model_copy(update=dp.reported())
         if dp.steps == 0:

@@ -111,6 +111,8 @@ def node_config(kit: Path, data: Path, schema: Path | None) -> str:
         data_file=str(data.resolve()),
         signing_key=str((kit / SIGNING_KEY).resolve()),
         schema_file=str(schema.resolve()) if schema is not None else None,
+        # What must survive a crash (DP ledger, c_i), kept by the institution in its kit.
+        state_dir=str((kit / "state").resolve()),
     ).values()
     for key, value in values.items():
         if "'" in value or '"' in value:

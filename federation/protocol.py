@@ -92,6 +92,8 @@ NODE_SCHEMA: Final = "schema"
 INSTITUTION: Final = "institution"
 SIGNING_KEY: Final = "signing-key"
 SIGNING_KEY_PASSPHRASE_ENV: Final = "signing-key-passphrase-env"
+# Where the node keeps, signed, what must survive a crash of either side (`client.durable`).
+STATE_DIR: Final = "state-dir"
 
 # -- what an institution keeps in its Flower node state between messages
 STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
@@ -209,6 +211,10 @@ class RoundConfig(_Config):
     prior_count: int | None = _key("prior-count")
     bins: str | None = _key("bins")  # gradient-boosted trees: the agreed bins (JSON)
     personal_trees: int | None = _key("personal-trees")  # trees: each one's own extra trees
+    # Train: the run's lineage (one id over the run and its resumes: what an institution's
+    # durable state is bound to) and the checkpoint round it resumed after (0: never resumed).
+    lineage: str | None = _key("lineage")
+    resumed_from: int | None = _key("resumed-from")
 
 
 class TrainMetrics(_Metrics):
@@ -372,6 +378,7 @@ class NodeConfig(_Record):
     institution: str | None = _key(INSTITUTION)
     signing_key: str | None = _key(SIGNING_KEY)
     signing_key_passphrase_env: str | None = _key(SIGNING_KEY_PASSPHRASE_ENV)
+    state_dir: str | None = _key(STATE_DIR)
 
     @property
     def simulated(self) -> bool:

@@ -50,6 +50,13 @@ def combination_problems(s: RunSettings) -> list[str]:
         out += sampling_problems(s)
     if s.model == "gbdt":
         out += tree_problems(s)
+    if s.resume and (s.model == "gbdt" or s.privacy == "secagg"):
+        # Trees carry their ensemble and each node's margins, SecAgg+ its own round loop:
+        # neither is checkpointed in a form a run can continue from.
+        what = "model = gbdt" if s.model == "gbdt" else "privacy = secagg"
+        out.append(f"resume with {what}: such a run cannot be resumed; start it again")
+    if s.resume and not s.checkpoints:
+        out.append("resume with checkpoints = false: a run resumes from its signed checkpoints")
     if s.personalization == "hierarchical" and not s.hierarchical_allowed:
         out.append(
             "personalization = hierarchical needs model logreg or scorecard, privacy none "

@@ -42,7 +42,16 @@ from jointcredit.federation.choices import (
 
 AUTO = recipes.AUTO
 # Settings naming this machine's files (outputs, keys): not part of a model's provenance.
-MACHINE_LOCAL = ("out-dir", "keys-dir", "trust-file", "coordinator-key")
+# Where this machine keeps a run and its keys, and whether this start continues one: they say
+# nothing about the model, so a signed model does not record them and a resume may differ.
+MACHINE_LOCAL = (
+    "out-dir",
+    "keys-dir",
+    "trust-file",
+    "coordinator-key",
+    "resume",
+    "institution-state-dir",
+)
 
 
 class SettingsError(ValueError):
@@ -207,6 +216,15 @@ class RunSettings(BaseModel):
         "coordinator-key-passphrase-env",
     )
     checkpoints: bool = _field("a signed checkpoint per round", True)
+    resume: bool = _field(
+        "continue the run in out-dir from its latest signed checkpoint (same settings)", False
+    )
+    institution_state_dir: str = _field(
+        "simulation: where each institution keeps what must survive a crash (DP ledger, "
+        "SCAFFOLD's c_i); deployment: the node config's state-dir",
+        "",
+        "institution-state-dir",
+    )
     adversary: str = _field(
         "simulation: misbehaving institutions, e.g. 'bank-a:tamper-array' (attacks: "
         + ", ".join(ADVERSARY_ATTACKS)
@@ -340,6 +358,12 @@ class RunSettings(BaseModel):
         the run's output, keys and trust store (paths that say nothing about the model and
         name a host's directories, temporary ones included)."""
         return {k: v for k, v in self.to_run_config().items() if k not in MACHINE_LOCAL}
+
+    def differences(self, recorded: Mapping[str, Any]) -> list[str]:
+        """The keys whose value differs between these settings and a signed model's recorded
+        `training` (a key only one side has counts as differing): a resume needs none."""
+        own = self.provenance()
+        return sorted(k for k in set(own) | set(recorded) if own.get(k) != recorded.get(k))
 
     @classmethod
     def _changed(cls, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -124,12 +124,13 @@ def save_artifact(
     binning: BinningTable | None = None,
     bins: BinningSpec | None = None,
     spans: dict[str, tuple[float, float]] | None = None,
+    extra: Mapping[str, bytes] | None = None,
 ) -> ModelCard:
     """Write the artifact and sign it; `provenance` goes into the signed manifest (round,
     privacy settings, accepted update digests per round...). With `binning` (the binned
     scorecard) also the IV table and the points table; `bins`: the agreed bins a tree
     ensemble's codes come from and `spans` their training spans (gradient-boosted trees
-    only)."""
+    only); `extra`: more files the manifest covers (a checkpoint's coordinator state)."""
     out.mkdir(parents=True, exist_ok=True)
     wbytes = weights_bytes(state)
     pbytes = canonical_json(spec.model_dump(mode="json"))
@@ -162,6 +163,9 @@ def save_artifact(
     if bbytes is not None:
         (out / BINS).write_bytes(bbytes)
         files.append(BINS)
+    for name, data in (extra or {}).items():
+        (out / name).write_bytes(data)
+        files.append(name)
     sign_directory(
         out,
         files,

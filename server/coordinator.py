@@ -33,6 +33,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 from torch import nn
 
 from jointcredit.data.schema import Schema
+from jointcredit.federation.checkpoints import checkpoint_dir
 from jointcredit.federation.metrics import (
     Headline,
     Personalization,
@@ -71,6 +72,19 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
+from jointcredit.server.resume import (
+    ResumePoint,
+    ServerState,
+    check_joined,
+    merged_rounds,
+    merged_spent,
+    restore_strategy,
+    restore_tracker,
+    resume_point,
+    server_state,
+    write_atomically,
+)
+from jointcredit.server.rounds import run_rounds
 from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record, sampling
 from jointcredit.server.tracker import RoundTracker, central_evaluator
@@ -138,11 +152,20 @@ class Coordinator:
         self.out_dir = s.run_dir(self.context.run_id)
         self.sum_grid: InstitutionGrid | None = None  # secagg: the binning rounds' own grid
         self.level_grid: InstitutionGrid | None = None  # secagg trees: the level sums' own grid
+        # resume = true: the verified checkpoint this run continues from (`run`).
+        self.resumed: ResumePoint | None = None
+        self.lineage = ServerState.new_lineage()
+        self.strategy: object = None
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "trust.json").write_bytes(self.identity.trust.to_bytes())
+        if self.settings.resume:  # verified and compared before any node is asked anything
+            self.resumed = resume_point(self.out_dir, self.identity.trust, self.settings)
+            self.lineage = self.resumed.state.lineage
         fed = self.join()
+        if self.resumed is not None:
+            check_joined(self.resumed, fed.institutions, fed.spec)
         privacy = Privacy.model_validate(
             {
                 **privacy_record(self.settings, [], fed.institutions),
@@ -207,7 +230,9 @@ class Coordinator:
         server_round: int,
         metrics: dict[str, Any],
         stage: Stage,
+        extra: dict[str, bytes] | None = None,
     ) -> None:
+        prior = self.resumed.state if self.resumed is not None else None
         save_artifact(
             path,
             state={k: v.numpy() for k, v in arrays.to_torch_state_dict().items()},
@@ -227,7 +252,10 @@ class Coordinator:
             provenance={
                 "round": server_round,
                 "privacy": privacy.model_dump(mode="json", exclude_unset=True),
-                "updates": report.accepted_updates(self.igrid, server_round, self.level_grid),
+                "updates": (prior.updates if prior else [])
+                + report.accepted_updates(self.igrid, server_round, self.level_grid),
+                # Each resume of this run: after which checkpoint round, when.
+                **({"resumes": prior.resumes} if prior and prior.resumes else {}),
                 # Models on agreed bins: the signed replies their bins and WOE came from.
                 **(
                     {}
@@ -236,24 +264,44 @@ class Coordinator:
                 ),
             },
             binning=fed.binning,
+            extra=extra,
         )
 
     # -- 2
     def train(self, fed: Federation, privacy: Privacy) -> Trained:
         s, n = self.settings, len(fed.nodes)
+
+        def checkpoint(arrays: ArrayRecord, r: int, central: dict[str, Any]) -> None:
+            def write(path: Path) -> None:
+                self._artifact(
+                    fed,
+                    privacy,
+                    path,
+                    arrays,
+                    r,
+                    {"central": report.clean(central)},
+                    CHECKPOINT,
+                    server_state(
+                        self.lineage,
+                        r,
+                        self._prior(),
+                        report.round_records(
+                            self.igrid, tracker.central_by_round, r, tracker.central_epsilon
+                        ),
+                        report.accepted_updates(self.igrid, r),
+                        tracker,
+                        self._spent(fed, tracker),
+                        self.strategy,
+                    ).files(),
+                )
+
+            write_atomically(checkpoint_dir(self.out_dir, r), write)
+
         tracker = RoundTracker(
             s,
             fed.architecture,
             central_evaluator(s, fed.institutions, fed.spec),
-            checkpoint=lambda arrays, r, central: self._artifact(
-                fed,
-                privacy,
-                self.out_dir / "checkpoints" / f"round-{r:03d}",
-                arrays,
-                r,
-                {"central": report.clean(central)},
-                CHECKPOINT,
-            ),
+            checkpoint=checkpoint,
         )
         common: dict[str, Any] = {
             **sampling(s, n),
@@ -266,9 +314,19 @@ class Coordinator:
             assert fed.bins is not None  # only trees start from no model
             return self._train_trees(fed, fed.bins, tracker, privacy)
         strategy = None if s.privacy == "secagg" else build_strategy(s, n, common)
-        tracker.strategy = strategy
-        config = RoundConfig(preprocessing=fed.spec.to_json())
+        tracker.strategy = self.strategy = strategy
+        done = self.resumed.state.round if self.resumed is not None else 0
+        config = RoundConfig(
+            preprocessing=fed.spec.to_json(), lineage=self.lineage, resumed_from=done
+        )
         initial = ArrayRecord(fed.initial.state_dict())
+        if self.resumed is not None:
+            assert strategy is not None  # secagg refuses resume (federation/rules.py)
+            # The checkpoint stores arrays sorted by name; the strategies pair arrays by
+            # position, so the model's own order comes back.
+            initial = ArrayRecord({k: self.resumed.model[k] for k in fed.initial.state_dict()})
+            restore_strategy(strategy, self.resumed, initial)
+            restore_tracker(tracker, self.resumed.state, initial)
         self.phase_started["training"] = time.monotonic()
         stopped: Stopped | None = None
         try:
@@ -285,15 +343,17 @@ class Coordinator:
                 )
                 privacy.secagg = secagg
             else:
-                arrays = strategy.start(
-                    grid=self.igrid,
-                    initial_arrays=initial,
+                arrays = run_rounds(
+                    strategy,
+                    self.igrid,
+                    initial,
+                    first_round=done + 1,
                     num_rounds=s.rounds,
                     timeout=s.round_timeout,
                     train_config=config.to_record(),
                     evaluate_config=config.to_record(),
                     evaluate_fn=tracker.evaluate_fn,
-                ).arrays
+                )
             last_round = s.rounds
         except (BudgetSpent, PrivacyBudgetExhausted) as exc:
             # An enforced budget: nobody may train (record-level) or no further aggregate may
@@ -302,15 +362,27 @@ class Coordinator:
             last_round, arrays = tracker.last()
             stopped = Stopped(after_round=last_round, reason=str(exc))
             log(WARNING, "Training stopped after round %s: %s", last_round, exc)
-        _check_rounds(self.igrid, last_round, stopped is not None)
-        spent = privacy_record(
-            s, self.igrid.exchanges, fed.institutions, strategy, tracker.central_epsilon
-        )
+        _check_rounds(self.igrid, done, last_round, stopped is not None)
+        spent = self._spent(fed, tracker)
         for key, value in spent.items():
             setattr(privacy, key, value)
         if stopped is not None:
             privacy.stopped = stopped
         return Trained(arrays, last_round, tracker)
+
+    def _prior(self) -> ServerState | None:
+        return self.resumed.state if self.resumed is not None else None
+
+    def _spent(self, fed: Federation, tracker: RoundTracker) -> dict[str, Any]:
+        """The privacy spent so far (with what was spent before a resume)."""
+        spent = privacy_record(
+            self.settings,
+            self.igrid.exchanges,
+            fed.institutions,
+            self.strategy,
+            tracker.central_epsilon,
+        )
+        return merged_spent(self._prior(), spent)
 
     def _train_trees(
         self, fed: Federation, bins: BinningSpec, tracker: RoundTracker, privacy: Privacy
@@ -391,8 +463,11 @@ class Coordinator:
             personalization=personalization,
             rounds=trained.rounds
             if trained.rounds is not None
-            else report.round_records(
-                self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
+            else merged_rounds(
+                self._prior(),
+                report.round_records(
+                    self.igrid, tracker.central_by_round, s.rounds, tracker.central_epsilon
+                ),
             ),
             trained_rounds=trained.last_round,
             security=report.security(
@@ -425,14 +500,15 @@ class Coordinator:
         return metrics
 
 
-def _check_rounds(grid: InstitutionGrid, last_round: int, stopped: bool) -> None:
-    """Every round up to `last_round` trained (a stopped run may have asked for one more:
-    under record-level DP everyone withheld)."""
+def _check_rounds(grid: InstitutionGrid, done: int, last_round: int, stopped: bool) -> None:
+    """Every round after `done` (the checkpoint a resumed run continued from) up to
+    `last_round` trained, each once (a stopped run may have asked for one more: under
+    record-level DP everyone withheld)."""
     trained = {
         e.server_round
         for e in grid.exchanges
         if e.message_type == MessageType.TRAIN and e.server_round is not None
     }
-    expected = set(range(1, last_round + 1))
+    expected = set(range(done + 1, last_round + 1))
     if not expected <= trained <= expected | ({last_round + 1} if stopped else set()):
         raise FederationError(f"training rounds missing: ran {sorted(trained)}")

@@ -7,7 +7,8 @@ SIGTERM remove it in this process; for everything this process cannot handle (SI
 OOM killer) a watchdog in its own session (`simulations/watchdog.py`) notices the end through
 a pipe, removes the directory and stops the processes the run started (Ray's workers, raylet,
 agents), which would otherwise be orphaned. `JOINTCREDIT_SECRETS_DIR` chooses where the
-directory is made.
+directory is made. `simulate --resumable` keeps its keys in the staging directory instead
+(a resume needs the same keys); the watchdog still stops its processes.
 
 On an existing Ray cluster (`simulate --ray-address`) the run starts no Ray process of its own:
 the cluster's processes were started by `ray start`, not by the run, so they are never among

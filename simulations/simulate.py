@@ -5,9 +5,13 @@ Output directory (contract)::
     OUT/model/        the model artifact (weights, agreed preprocessing, model card)
     OUT/metrics.json  federated, centralized, local_only, per_institution, rounds, config,
                       privacy (setting, epsilon spent, membership-inference audit)
+    OUT/checkpoints/  a signed checkpoint per round (with the coordinator's state)
+    OUT/institutions/ each institution's signed durable state (DP ledger, c_i) by run lineage
 
-A run that stops because a round had too few institutions (`RoundFailed`) after signing a
-checkpoint leaves OUT/trust.json and OUT/checkpoints/ only (`RunStopped` names the last).
+A killed run leaves its staging directory; `simulate --resume` continues it (`resume`). A run
+that stops because a round had too few institutions (`RoundFailed`) after signing a
+checkpoint leaves OUT/trust.json and OUT/checkpoints/ only (`RunStopped` names the last), or,
+when `--resumable`, its staging directory to resume.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 
 from jointcredit.data.catalog import load_federation, pinned
+from jointcredit.federation.checkpoints import latest_checkpoint
 from jointcredit.federation.choices import parse_adversary
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings, SettingsError
@@ -29,7 +34,8 @@ from jointcredit.simulations import baselines, tree_baselines
 from jointcredit.simulations.audit import membership_audit
 from jointcredit.simulations.engine import parse_ray_address, run_simulation
 from jointcredit.simulations.guard import run_guard
-from jointcredit.trust.keyset import create_key_set
+from jointcredit.simulations.resume import INSTITUTIONS_SUBDIR, KilledRun
+from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, create_key_set
 from jointcredit.trust.store import load_store
 
 
@@ -49,11 +55,17 @@ def simulate(
     replace: bool = True,
     ray_address: str = "",
     cpus_per_institution: int = 0,
+    resume: KilledRun | None = None,
+    resumable: bool = False,
 ) -> RunMetrics:
     """Run everything into a staging directory beside OUT and move it into place only when the
-    run succeeded: a failed or killed run leaves the previous OUT as it was (a stale
-    `.OUT.partial-*` beside it at worst, never a half-written OUT). `replace=False` refuses an
-    OUT that is not empty (`OutputExists`). Returns the metrics also in OUT/metrics.json.
+    run succeeded: a failed run leaves the previous OUT as it was, never a half-written OUT.
+    A killed run (SIGKILL, or a signal after its first checkpoint) leaves its staging
+    directory `.OUT.partial-*`, which `resume` (`simulations.resume.killed_run`) continues;
+    a resume that fails leaves it as it was. `replace=False` refuses an OUT that is not empty
+    (`OutputExists`). `resumable`: keep the run's generated keys in its staging directory
+    until it is published, so that a killed run can be resumed with them; without it no key
+    outlives the run, whatever ends it. Returns the metrics also in OUT/metrics.json.
 
     `ray_address`: run the institutions on that Ray cluster (engine.py) instead of a private
     Ray instance; `cpus_per_institution`: the CPUs each institution's Ray actor asks for, so
@@ -62,19 +74,30 @@ def simulate(
     if ray_address:
         parse_ray_address(ray_address)  # a bad address fails before anything is written
     cpus = cpus_per_institution or (1 if ray_address else os.cpu_count() or 1)
-    out = Path(settings.out_dir)
-    if not replace and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExists(OutputExists.message(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # what a plain mkdir of OUT would have given
+    if resume is None:
+        out = Path(settings.out_dir)
+        staging = _staging(out, replace)
+        run = settings.replaced(
+            out_dir=str(staging), institution_state_dir=str(staging / INSTITUTIONS_SUBDIR)
+        )
+    else:
+        out, staging, run = resume.out, resume.staging, resume.settings
+        _staging(out, replace, make=False)
+    keep = False  # the staging directory, to be resumed
     try:
-        metrics = _simulate(settings.replaced(out_dir=str(staging)), out, with_baselines,
-                            with_audit, ray_address, cpus)  # fmt: skip
+        metrics = _simulate(run, out, with_baselines, with_audit, ray_address, cpus, resumable)
+        # The run's own keys served a possible resume; a finished run needs their public half
+        # only (OUT/trust.json).
+        shutil.rmtree(staging / RUN_KEYS_SUBDIR, ignore_errors=True)
         _publish(staging, out)
     except RoundFailed as exc:
+        if resumable or resume is not None:
+            keep = True
+            raise RunStopped(
+                f"{exc}. The run stopped there; continue it from its last checkpoint with "
+                f"jointcredit simulate --resume {staging}"
+            ) from exc
+        shutil.rmtree(staging / RUN_KEYS_SUBDIR, ignore_errors=True)
         kept = _keep_stopped(staging, out)
         if kept is None:
             raise
@@ -82,9 +105,28 @@ def simulate(
             f"{exc}. The run stopped there; OUT keeps what it had signed: the last "
             f"checkpoint {kept} and the trust store {out / 'trust.json'}"
         ) from exc
+    except BaseException as exc:
+        # Interrupted (a signal) after a checkpoint: kept to be resumed, like a SIGKILLed run.
+        interrupted = not isinstance(exc, Exception) and latest_checkpoint(staging) is not None
+        keep = resume is not None or (resumable and interrupted)
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(staging, ignore_errors=True)
     return metrics
+
+
+def _staging(out: Path, replace: bool, *, make: bool = True) -> Path:
+    if not replace and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExists(OutputExists.message(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not make:
+        return out
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # what a plain mkdir of OUT would have given
+    return staging
 
 
 class RunStopped(RuntimeError):
@@ -122,6 +164,7 @@ def _simulate(
     with_audit: bool,
     ray_address: str,
     cpus_per_institution: int,
+    resumable: bool = False,
 ) -> RunMetrics:
     started = time.monotonic()
     # Every institution's file is validated before any training starts.
@@ -137,9 +180,18 @@ def _simulate(
     out = Path(settings.out_dir)
     # The in-process ServerApp's central evaluation reuses the splits validated above.
     own_keys = bool(settings.keys_dir or settings.trust_file)
-    # Fresh keys per run (unless the caller brings its own), outside OUT and gone when the run
-    # ends, however it ends; OUT/trust.json keeps the public half (written by the ServerApp).
-    with pinned(run_settings.data, fed), run_guard(with_keys=not own_keys) as keys_dir:
+    # Fresh keys per run (unless the caller brings its own); OUT/trust.json keeps the public
+    # half (written by the ServerApp). They live outside OUT, gone when the run ends however
+    # it ends; a resumable run needs the same keys after a crash, so they live in its staging
+    # directory (0700), removed when the run is published and left only by a killed run
+    # until it is resumed or deleted.
+    resumable = resumable and settings.checkpoints and not own_keys
+    with (
+        pinned(run_settings.data, fed),
+        run_guard(with_keys=not own_keys and not resumable) as keys_dir,
+    ):
+        if resumable:
+            keys_dir = out / RUN_KEYS_SUBDIR
         if keys_dir is not None:
             # A name of its own: the run's coordinator key is pinned under it (trust/pins.py).
             name = f"simulation-{secrets.token_hex(6)}"

@@ -1,0 +1,47 @@
+"""`link run --resume`'s check before anything starts: the run directory's latest checkpoint
+verifies against the kit's trust store and records the settings given now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jointcredit.deploy.resume import check_resume
+from jointcredit.federation.checkpoints import checkpoint_dir
+from jointcredit.federation.settings import RunSettings, SettingsError
+from jointcredit.trust import keys
+from jointcredit.trust.keyset import COORDINATOR, create_key_set
+from jointcredit.trust.manifest import sign_directory
+
+SETTINGS = RunSettings.from_run_config({"rounds": 4, "model": "logreg"})
+
+
+def _checkpoint(run: Path, kit: Path, server_round: int) -> Path:
+    path = checkpoint_dir(run, server_round)
+    path.mkdir(parents=True)
+    (path / "weights.npz").write_bytes(b"weights of round %d" % server_round)
+    trust = create_key_set(kit, ["bank-a", "bank-b"], federation="resume-test")
+    key = keys.load_private_key(kit / f"{COORDINATOR}.key")
+    sign_directory(path, ["weights.npz"], {"training": SETTINGS.provenance()}, key, trust)
+    return path
+
+
+def test_resume_checks_the_latest_checkpoint_and_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the pins file of this federation
+    run, kit = tmp_path / "run", tmp_path / "kit"
+    with pytest.raises(ValueError, match="no checkpoint"):
+        check_resume(run, kit, SETTINGS)
+    _checkpoint(run, kit, 1)
+    latest = _checkpoint(run, tmp_path / "kit2", 2)  # signed by another coordinator
+    with pytest.raises(ValueError, match=r"refusing to resume from .*round-002"):
+        check_resume(run, kit, SETTINGS)
+    assert check_resume(run, tmp_path / "kit2", SETTINGS) == latest
+    changed = SETTINGS.replaced(rounds=6, seed=1, resume=True, out_dir="/elsewhere")
+    with pytest.raises(SettingsError, match=r"rounds, seed$"):
+        check_resume(run, tmp_path / "kit2", changed)
+    (latest / "weights.npz").write_bytes(b"other weights")
+    with pytest.raises(ValueError, match=r"weights\.npz"):
+        check_resume(run, tmp_path / "kit2", SETTINGS)
