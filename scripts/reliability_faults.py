@@ -58,7 +58,7 @@ def _run(settings: RunSettings) -> dict[str, Any]:
             "seconds": round(time.monotonic() - started, 1),
         }
     plan = parse_faults(settings.faults)
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for r in metrics.rounds:
         planned = {
             i for i in metrics.institutions if plan.fault(settings.seed, r.round, i) is not None
@@ -79,8 +79,8 @@ def _run(settings: RunSettings) -> dict[str, Any]:
         "brier": metrics.federated.brier,
         "seconds": round(time.monotonic() - started, 1),
         "rounds": rounds,
-        "mean_dropped": round(sum(x["dropped"] for x in rounds) / len(rounds), 2),
-        "max_dropped": max(x["dropped"] for x in rounds),
+        "mean_dropped": round(sum(int(x["dropped"]) for x in rounds) / len(rounds), 2),
+        "max_dropped": max(int(x["dropped"]) for x in rounds),
     }
 
 
