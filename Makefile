@@ -3,6 +3,7 @@
 #   make test   set up, then lint, type-check and run the whole test suite (what CI runs)
 #   make check  lint, type-check and the unit tier only: the fast loop before every commit
 #   make attack fuzzing, kill -9 trials and tampering against the service, bounded in time
+#   make reliability  resume after SIGKILL, dropouts, deployed rounds, the scale curve
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -13,7 +14,7 @@ export FLWR_TELEMETRY_ENABLED := 0
 export FLWR_DISABLE_UPDATE_CHECK := 1
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
 
-.PHONY: setup demo test check lint typecheck pytest pytest-unit bench attack sba-full flwr-run clean
+.PHONY: setup demo test check lint typecheck pytest pytest-unit bench attack reliability sba-full flwr-run clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
@@ -68,6 +69,18 @@ bench: sba-full
 ATTACK_MINUTES ?= 15
 attack: $(STAMP)
 	$(PY) scripts/attack.py --minutes $(ATTACK_MINUTES) $(ATTACK_ARGS)
+
+# Issue 20's long scenarios (docs/RELIABILITY.md has their figures): a coordinator SIGKILLed at
+# a random round and resumed, 30 % of the 20 SBA lenders dropping out each round, deployed
+# rounds (node start against the per-message way, a node killed and restarted), the scale
+# curve. The fast ones are tests in `make test`.
+reliability: $(STAMP)
+	$(PY) scripts/reliability_resume.py --trials 1
+	$(PY) scripts/reliability_faults.py --models logreg,gbdt --below-minimum
+	$(PY) scripts/reliability_deploy.py --rounds 10
+	$(PY) scripts/reliability_deploy.py --mode per-message --rounds 3
+	$(PY) scripts/reliability_deploy.py --rounds 6 --restart
+	$(PY) scripts/reliability_scale.py
 
 # `flwr run .` against a local simulation SuperLink that this target also stops.
 flwr-run: $(STAMP)
