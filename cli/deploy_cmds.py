@@ -222,6 +222,17 @@ def node_start(
     schema: Annotated[Path | None, typer.Option(help="schema.toml of the federation")] = None,
     port: Annotated[int, typer.Option(help="this SuperNode's local runtime port")] = 9094,
     superlink: Annotated[str | None, typer.Option(help="override the kit's address")] = None,
+    poll_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.01,
+            max=3.0,
+            help="seconds the SuperNode waits between polls of the SuperLink when it has no "
+            "message, and between checks for its ClientApp's reply (Flower's own: 3 and 0.5; "
+            "each node polls about 1/this times a second: keep 0.5 or more for large "
+            "federations)",
+        ),
+    ] = 0.5,
     dry_run: Annotated[bool, typer.Option(help="print the commands instead")] = False,
 ) -> None:
     """Run this institution's node until SIGTERM: its SuperNode (TLS to the federation's
@@ -231,13 +242,14 @@ def node_start(
         if dry_run:
             secret = Path("PRIVATE-DIR") / node.SECRET_NAME  # made fresh at each start
             cmds = node.node_commands(kit, data, secret, schema=schema, port=port,
-                                      superlink=superlink)  # fmt: skip
+                                      superlink=superlink, poll_interval=poll_interval)  # fmt: skip
             console.print(processes.shell_line(cmds.supernode), soft_wrap=True)
             console.print(processes.shell_line(cmds.clientapp), soft_wrap=True)
             return
         code = node.run_node(
-            kit, data, processes.flower_env(), schema=schema, port=port, superlink=superlink
-        )
+            kit, data, processes.flower_env(), schema=schema, port=port, superlink=superlink,
+            poll_interval=poll_interval,
+        )  # fmt: skip
     except ValueError as exc:
         raise _fail(exc) from exc
     raise typer.Exit(code)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from jointcredit.deploy import clientapp_worker
+from jointcredit.deploy import clientapp_worker, supernode
 from jointcredit.deploy.processes import flower_bin, supernode_command
 
 SECRET_NAME = "superexec-auth.secret"
@@ -59,6 +59,7 @@ def node_commands(
     port: int = 9094,
     superlink: str | None = None,
     max_retries: int | None = None,
+    poll_interval: float = supernode.DEFAULT_POLL,
 ) -> NodeCommands:
     """The two processes of one institution's node (raises ValueError on a bad kit/data)."""
     node = supernode_command(
@@ -69,6 +70,7 @@ def node_commands(
         superlink=superlink,
         max_retries=max_retries,
         superexec_secret=secret,
+        poll_interval=poll_interval,
     )
     worker = [
         sys.executable,
@@ -216,19 +218,30 @@ def run_node(
     schema: Path | None = None,
     port: int = 9094,
     superlink: str | None = None,
+    poll_interval: float = supernode.DEFAULT_POLL,
 ) -> int:
     """Run the node until SIGTERM/SIGINT or until the SuperNode exits; its exit code."""
     with private_secret() as secret:
-        commands = node_commands(kit, data, secret, schema=schema, port=port, superlink=superlink)
+        commands = node_commands(
+            kit, data, secret, schema=schema, port=port, superlink=superlink,
+            poll_interval=poll_interval,
+        )  # fmt: skip
         return Supervisor(commands, env).run()
 
 
 def node_start_command(
-    kit: Path, data: Path, *, schema: Path | None = None, port: int = 9094
+    kit: Path,
+    data: Path,
+    *,
+    schema: Path | None = None,
+    port: int = 9094,
+    poll_interval: float | None = None,
 ) -> list[str]:
     """`jointcredit node start ...` as a command line (for demos, tests and scripts that run
     a node as its own process, the way an institution does)."""
     cmd = [flower_bin("jointcredit"), "node", "start", "--kit", str(kit), "--data", str(data)]
     if schema is not None:
         cmd += ["--schema", str(schema)]
+    if poll_interval is not None:
+        cmd += ["--poll-interval", str(poll_interval)]
     return [*cmd, "--port", str(port)]

@@ -5,7 +5,7 @@ institutions of the shipped SBA sample, each with only its own file, the shipped
 scorecard recipe. Prints one JSON line per scenario:
 
     python scripts/reliability_deploy.py [--rounds 10] [--mode node-start|per-message]
-        [--restart] [--out runs/reliability-deploy]
+        [--restart] [--poll-interval S] [--out runs/reliability-deploy]
 
 - `node-start` (default): nodes started by `jointcredit node start` (SuperNode + long-lived
   ClientApp worker). `per-message`: the previous way, `flower-supernode` with Flower's
@@ -46,8 +46,8 @@ KILL_AT_ROUND = 3
 
 
 class Deployment:
-    def __init__(self, out: Path, mode: str) -> None:
-        self.out, self.mode = out, mode
+    def __init__(self, out: Path, mode: str, poll: float | None = None) -> None:
+        self.out, self.mode, self.poll = out, mode, poll
         self.port = processes.free_port()
         self.kits = kits.provision("rel", list(LENDERS), f"127.0.0.1:{self.port}", out / "kits")
         self.flwr_home = out / "flwr-home"
@@ -63,7 +63,9 @@ class Deployment:
     def node_command(self, inst: str) -> list[str]:
         data, port = SAMPLE / f"{LENDERS[inst]}.parquet", processes.free_port()
         if self.mode == "node-start":
-            return node.node_start_command(self.kits.kit(inst), data, schema=SCHEMA, port=port)
+            return node.node_start_command(
+                self.kits.kit(inst), data, schema=SCHEMA, port=port, poll_interval=self.poll
+            )
         cmd = processes.supernode_command(self.kits.kit(inst), data, schema=SCHEMA, port=port)
         flower = cmd.index("--root-certificates")
         cmd = [processes.flower_bin("flower-supernode"), *cmd[flower:]]
@@ -107,10 +109,12 @@ class Deployment:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def scenario(out: Path, mode: str, rounds: int, restart: bool) -> dict[str, object]:
+def scenario(
+    out: Path, mode: str, rounds: int, restart: bool, poll: float | None = None
+) -> dict[str, object]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    dep = Deployment(out, mode)
+    dep = Deployment(out, mode, poll)
     events: dict[str, float] = {}
     try:
         dep.up()
@@ -166,8 +170,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--mode", choices=["node-start", "per-message"], default="node-start")
     ap.add_argument("--restart", action="store_true", help="kill and restart one node")
+    ap.add_argument(
+        "--poll-interval", type=float, default=None, help="node start --poll-interval (0.5)"
+    )
     args = ap.parse_args()
-    result = scenario(args.out, args.mode, args.rounds, args.restart)
+    result = scenario(args.out, args.mode, args.rounds, args.restart, args.poll_interval)
     print(json.dumps(result))
     if result["status"] != "finished:completed":
         raise SystemExit(1)

@@ -218,6 +218,11 @@ def test_node_start_prints_both_processes_with_tls_auth_and_process_isolation(
         worker_line
     )
     assert "node-auth.key" not in worker_line and "signing.key" not in worker_line
+    assert "--poll-interval 0.5" in node_line  # the default
+    args = ["node", "start", "--kit", str(out / "bank-a"), "--data", str(data), "--dry-run"]
+    tuned = runner.invoke(cli, [*args, "--poll-interval", "0.2"])
+    assert tuned.exit_code == 0 and "--poll-interval 0.2" in tuned.output.splitlines()[0]
+    assert runner.invoke(cli, [*args, "--poll-interval", "0"]).exit_code == 2
 
 
 @pytest.mark.integration
