@@ -86,6 +86,11 @@ class RoundFailed(FederationError):
         super().__init__(message)
         self.server_round = server_round
 
+    def __reduce__(self) -> tuple[type[RoundFailed], tuple[str, int | None]]:
+        # Picklable whole: a sweep's cell raises it in another process (Exception's default
+        # pickling would call __init__ with the message alone).
+        return type(self), (str(self), self.server_round)
+
 
 class BudgetSpent(FederationError):
     """Every institution asked to train has spent its privacy budget: training is over."""

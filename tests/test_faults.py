@@ -261,3 +261,16 @@ def test_the_metrics_schema_has_the_dropped_institutions() -> None:
     schema = RunMetrics.model_json_schema()
     assert "dropped" in schema["$defs"]["RoundRecord"]["properties"]
     assert set(schema["$defs"]["Dropped"]["properties"]) == {"institution", "exchange", "reason"}
+
+
+def test_a_stopped_round_survives_pickling() -> None:
+    """A sweep runs each cell in another process: the exception that stops a run must come
+    back whole (Exception's default pickling called __init__ with the message alone, and the
+    sweep saw a broken process pool instead of the reason)."""
+    import pickle
+
+    from jointcredit.server.grid import RoundFailed
+
+    back = pickle.loads(pickle.dumps(RoundFailed("round 2 train: 4 valid replies of 5", 2)))
+    assert isinstance(back, RoundFailed)
+    assert str(back) == "round 2 train: 4 valid replies of 5" and back.server_round == 2
