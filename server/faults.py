@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from logging import INFO
 
-from flwr.app import Message, RecordDict
+from flwr.app import Message
 from flwr.common.logger import log
-from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
 
 from jointcredit.federation.faults import STRAGGLER_DELAY, FaultPlan, faulted_round, parse_faults
 from jointcredit.federation.settings import RunSettings
+from jointcredit.server.grid import DelegatingGrid
 
 
 @dataclass
@@ -32,7 +31,7 @@ class _Held:
 
 
 @dataclass
-class SimulatedNetwork(Grid):
+class SimulatedNetwork(DelegatingGrid):
     """Delegates to `inner`, losing or delaying the replies the fault plan says."""
 
     inner: Grid
@@ -91,30 +90,6 @@ class SimulatedNetwork(Grid):
                 del self.held[message_id]
                 out.append(self.late.pop(message_id))
         return out
-
-    # -- plain delegation
-    def set_run(self, run: Run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.inner.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def get_nodes(self) -> Iterable[NodeInfo]:
-        return self.inner.get_nodes()
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

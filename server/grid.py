@@ -96,7 +96,47 @@ class BudgetSpent(FederationError):
     """Every institution asked to train has spent its privacy budget: training is over."""
 
 
-class InstitutionGrid(Grid):
+class DelegatingGrid(Grid):
+    """A Flower Grid that hands every call to `inner`; wrappers override what they change."""
+
+    inner: Grid
+
+    def set_run(self, run: Run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.inner.run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return self.inner.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self.inner.send_and_receive(messages, timeout=timeout)
+
+
+class InstitutionGrid(DelegatingGrid):
     """Delegates to the real Grid; verifies, orders and records every reply."""
 
     def __init__(
@@ -127,24 +167,6 @@ class InstitutionGrid(Grid):
     def node_institution(self) -> dict[int, str]:
         return self.verifier.node_institution if self.verifier is not None else self._claimed
 
-    # -- plain delegation
-    def set_run(self, run: Run) -> None:
-        self.inner.set_run(run)
-
-    @property
-    def run(self) -> Run:
-        return self.inner.run
-
-    def create_message(
-        self,
-        content: RecordDict,
-        message_type: str,
-        dst_node_id: int,
-        group_id: str,
-        ttl: float | None = None,
-    ) -> Message:
-        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
-
     def hold_members(self, nodes: Iterable[int]) -> None:
         """From now on strategies address these nodes, online or not: Flower's sampling waits,
         without a deadline, until as many nodes are online as it wants."""
@@ -156,15 +178,6 @@ class InstitutionGrid(Grid):
         nodes = self.inner.get_node_ids() if self.members is None else self.members
         known = self.node_institution
         return sorted(nodes, key=lambda node: (known.get(node, ""), node))
-
-    def get_nodes(self) -> Iterable[NodeInfo]:
-        return self.inner.get_nodes()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
 
     # -- the point of the wrapper
     def send_and_receive(
