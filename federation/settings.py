@@ -15,6 +15,7 @@ Unknown keys are rejected, so a typo fails loudly.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -426,7 +427,11 @@ class RunSettings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(
                 (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
-                + str(e["msg"]).removeprefix("Value error, ")
+                + (
+                    unknown_key(str(e["loc"][0]))
+                    if e["type"] == "extra_forbidden" and e["loc"]
+                    else str(e["msg"]).removeprefix("Value error, ")
+                )
                 for e in exc.errors()
             )
             raise SettingsError(f"invalid run config: {problems}") from exc
@@ -509,6 +514,29 @@ def settings_for_dataset(settings: RunSettings) -> RunSettings:
             f'"column" in schema.toml), and the schema of {source.description} has no time'
         )
     return settings.for_institutions(len(source.ids), "the dataset's")
+
+
+def setting_keys() -> list[str]:
+    """Every run-config key as the files spell it (kebab case)."""
+    return [field.alias or name for name, field in RunSettings.model_fields.items()]
+
+
+def unknown_key(key: str) -> str:
+    """What to say about a key that is not a setting: the nearest ones, if any are close."""
+    near = difflib.get_close_matches(key.replace("_", "-"), setting_keys(), n=3, cutoff=0.6)
+    hint = (
+        f" (did you mean {' or '.join(near)}?)"
+        if near
+        else " (jointcredit simulate --help lists them)"
+    )
+    return f"not a setting{hint}"
+
+
+def unknown_keys(config: Mapping[str, Any], where: str) -> list[str]:
+    """A problem per key of `config` (field names or run-config keys) that is not a setting,
+    named `where.key` (e.g. `base.round`, as the TOML file's table and key)."""
+    known = set(setting_keys()) | set(RunSettings.model_fields)
+    return [f"{where}.{key}: {unknown_key(key)}" for key in config if key not in known]
 
 
 def canonical_keys(config: Mapping[str, Any]) -> dict[str, Any]:

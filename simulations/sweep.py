@@ -49,6 +49,7 @@ from jointcredit.federation.settings import (
     SettingsError,
     canonical_keys,
     settings_for_dataset,
+    unknown_keys,
 )
 
 Scalar = str | int | float | bool
@@ -81,6 +82,9 @@ def load_grid(path: Path) -> SweepGrid:
     except ValidationError as exc:
         e = exc.errors()[0]
         raise ValueError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from exc
+    unknown = unknown_keys(grid.base, "base") + unknown_keys(grid.grid, "grid")
+    if unknown:
+        raise ValueError(f"{path}: " + "; ".join(unknown))
     for key, values in grid.grid.items():
         if not values:
             raise ValueError(f"{path}: grid.{key} is an empty list")

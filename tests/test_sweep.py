@@ -48,8 +48,11 @@ def test_grid_is_checked_and_deduplicated(tmp_path: Path) -> None:
     assert len({c.id for c in found}) == 6
     with pytest.raises(ValueError, match="aggregator"):
         cells(load_grid(_grid(tmp_path, '[grid]\naggregator = ["mean"]\n')), tmp_path)
-    with pytest.raises(ValueError, match="rouds"):
-        cells(load_grid(_grid(tmp_path, "[base]\nrouds = 3\n")), tmp_path)
+    # A typo is named where it was written, with the nearest key, before any cell is built.
+    with pytest.raises(ValueError, match=r"base\.rouds: not a setting \(did you mean rounds\?\)"):
+        load_grid(_grid(tmp_path, "[base]\nrouds = 3\n"))
+    with pytest.raises(ValueError, match=r"grid\.epsilom: .*did you mean epsilon\b"):
+        load_grid(_grid(tmp_path, "[grid]\nepsilom = [1.0]\n"))
     with pytest.raises(ValueError, match="empty list"):
         load_grid(_grid(tmp_path, "[grid]\nrounds = []\n"))
     with pytest.raises(ValueError, match="seeds"):
