@@ -142,6 +142,14 @@ def _categorical(col: pd.Series) -> pd.Series:
     return pd.Series(out, index=col.index, name=col.name, dtype=object)
 
 
+def _numeric_text(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _label(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.ndarray:
     """1 where the label is the schema's positive value; `seen` collects the distinct label
     values of the whole file (a file validated in chunks must be binary as a whole)."""
@@ -171,6 +179,14 @@ def _label(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.nd
         values = values.astype("int64")
     else:
         values = col.astype("string").str.strip()
+        if not _numeric_text(schema.positive) and values.map(_numeric_text).all():
+            raise DataValidationError(
+                f"schema says positive = {schema.positive!r} (a string) but the label holds "
+                f"only numbers ({', '.join(sorted(map(str, pd.unique(values)))[:4])}): write "
+                "the positive value as the file does, e.g. positive = 1",
+                source=source,
+                column=name,
+            )
     seen.update(map(str, pd.unique(values)))
     distinct = sorted(seen)
     if len(distinct) > 2:
@@ -198,13 +214,15 @@ def validate_chunks(
     """`validate_frame` over a file read in consecutive pieces: only one raw piece is held at
     a time beside the typed rows, and every check (line numbers included) is the whole
     file's."""
-    with_time = with_time and schema.time is not None
+    training, with_time = with_time, with_time and schema.time is not None
     parts: list[Split] = []
     labels: set[str] = set()
     rows = 0
     for raw in chunks:
         if rows == 0:
-            check_columns(list(raw.columns), schema, source=source, with_time=with_time)
+            check_columns(
+                list(raw.columns), schema, source=source, with_time=with_time, with_id=training
+            )
         if len(raw) == 0:
             continue
         parts.append(_validate_rows(raw, schema, source, with_time, rows, labels))
@@ -216,8 +234,11 @@ def validate_chunks(
     return _pooled(parts)
 
 
-def check_columns(columns: list[object], schema: Schema, *, source: str, with_time: bool) -> None:
-    """The header: no name twice, every schema column there."""
+def check_columns(
+    columns: list[object], schema: Schema, *, source: str, with_time: bool, with_id: bool = True
+) -> None:
+    """The header: no name twice, every schema column there (the id column in training files
+    only: applicants being scored may come without)."""
     check_unique_header([str(c) for c in columns], source)
     missing_cols = [c for c in schema.columns if c not in columns]
     if missing_cols:
@@ -227,6 +248,12 @@ def check_columns(columns: list[object], schema: Schema, *, source: str, with_ti
     if with_time and schema.time not in columns:
         raise DataValidationError(
             f"the schema's time column (time = {schema.time!r}) is missing from the file",
+            source=source,
+        )
+    if with_id and schema.id is not None and schema.id not in columns:
+        # A misspelt `id` would otherwise pass, and the real id column be ignored as unknown.
+        raise DataValidationError(
+            f"the schema's id column (id = {schema.id!r}) is missing from the file",
             source=source,
         )
     known = {*schema.columns, *(c for c in (schema.id, schema.time) if c)}
