@@ -28,6 +28,30 @@ app = typer.Typer(
     help="Federated credit scoring.",
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        import flwr
+
+        typer.echo(f"jointcredit {version('jointcredit')} (Flower {flwr.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Federated credit scoring."""
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets before training.")
 app.command()(simulate)
 app.command()(sweep)
