@@ -151,7 +151,7 @@ def trust_show(
         f"signature OK)"
     )
     for col in ("institution", "key id", "added", "status"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for inst, entries in sorted(trust.institutions.items()):
         for e in entries:
             status = f"revoked {e.revoked_at}" if e.revoked else "active"

@@ -85,6 +85,18 @@ def single_threaded_math() -> None:
     torch.set_num_threads(1)
 
 
+def model_info(model: ScoringModel) -> ModelInfo:
+    """What every decision says about the model that made it."""
+    return ModelInfo(
+        version=model.verified.manifest_sha256,
+        signing_key=model.verified.key_id,
+        kind=model.card.architecture.kind,
+        trained_round=model.verified.manifest.get("round"),
+        stage=model.stage,
+        run_id=model.run_id,
+    )
+
+
 def load_service(
     model_dir: Path,
     trust_file: Path,
@@ -129,15 +141,7 @@ def load_service(
     if not keys.keys:
         raise StartupError("no API keys: create one with `jointcredit apikey new`")
     url = db_url or f"sqlite:///{(model_dir.resolve().parent / 'decisions.sqlite')}"
-    manifest = model.verified.manifest
-    info = ModelInfo(
-        version=model.verified.manifest_sha256,
-        signing_key=model.verified.key_id,
-        kind=model.card.architecture.kind,
-        trained_round=manifest.get("round"),
-        stage=model.stage,
-        run_id=model.run_id,
-    )
+    info = model_info(model)
     example = {
         "applicant": typical(model.spec, model.card.data_schema.features),
         "context": {},

@@ -17,7 +17,7 @@ def comparison_table(metrics: RunMetrics) -> Table:
     split = ", out of time" if metrics.config.get("split") == "time" else ""
     table = Table(title=f"Federated vs centralized vs local-only (pooled test split{split})")
     for col in ("model", "AUC", "KS", "Brier"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, overflow="fold", justify="left" if col == "model" else "right")
     fed = metrics.federated
     table.add_row("federated (global model)", _f(fed.auc), _f(fed.ks), _f(fed.brier))
     c = metrics.centralized
@@ -45,7 +45,7 @@ def institution_table(metrics: RunMetrics) -> Table:
     method = metrics.personalization.method
     personalised = f"personalised ({method})" if method else "personalised"
     for col in ("institution", "test rows", "local-only", "global", personalised):
-        table.add_column(col, justify="left" if col == "institution" else "right")
+        table.add_column(col, overflow="fold", justify="left" if col == "institution" else "right")
     for inst, row in metrics.per_institution.items():
         table.add_row(
             inst,
