@@ -82,6 +82,9 @@ def data_check(
     max_file_mb: Annotated[
         int, typer.Option(min=1, help="largest institution file read, in MiB")
     ] = DEFAULT_MAX_FILE_MB,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the same facts) instead; exit codes stay")
+    ] = False,
 ) -> None:
     """Validate a bring-your-own-data directory without training: the same checks, and the
     same refusals, as `simulate` on it."""
@@ -93,12 +96,22 @@ def data_check(
     try:
         fed = load_federation(config)
     except DataValidationError as exc:
-        err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "directory": str(directory), "error": str(exc)}))
+        else:
+            err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    counts: dict[str, dict[str, float]] = {}
     for inst, d in fed.institutions.items():
         n = len(d.train) + len(d.test)
-        rate = (d.train.y.sum() + d.test.y.sum()) / n
-        console.print(f"{inst}: {n} rows, default rate {rate:.3f}")
+        counts[inst] = {"rows": n, "default_rate": float(d.train.y.sum() + d.test.y.sum()) / n}
+    if as_json:
+        facts = {"ok": True, "directory": str(directory), "institutions": counts,
+                 "features": list(fed.schema.features)}  # fmt: skip
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    for inst, c in counts.items():
+        console.print(f"{inst}: {c['rows']} rows, default rate {c['default_rate']:.3f}")
     console.print(
         f"[green]ok[/green]: {len(fed.ids)} institutions, {len(fed.schema.features)} features"
     )
