@@ -105,9 +105,11 @@ def _group_values(run: Run, key: str) -> dict[str, float] | None:
         return None
     out: dict[str, float] = {}
     for attribute, groups in block.items():
-        for group, value in (groups or {}).items() if isinstance(groups, dict) else ():
+        # Per group, or one figure for the attribute (a difference between its groups).
+        values = groups if isinstance(groups, dict) else {"": groups}
+        for group, value in values.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
-                out[f"{attribute}={group}"] = float(value)
+                out[f"{attribute}={group}" if group else attribute] = float(value)
     return out or None
 
 

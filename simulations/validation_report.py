@@ -388,6 +388,14 @@ def _provenance(
         key_ids = ", ".join(e.key_id + (" (revoked)" if e.revoked else "") for e in entries) or "-"
         rows.append([inst, key_ids, str(counted.get(inst, 0))])
     s.blocks.append(Table(["institution", "signing key", "signed updates in the model"], rows))
+    if updates:
+        s.blocks.append("Each round's aggregated updates, by the institutions that signed them:")
+        s.blocks.append(
+            Table(
+                ["round", "signed updates aggregated"],
+                [[str(u.get("round")), ", ".join(sorted(u.get("accepted", {})))] for u in updates],
+            )
+        )
     try:
         promo = read_promotion(model_dir, trust, model.verified.manifest_sha256)
         s.blocks.append(

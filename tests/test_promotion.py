@@ -131,3 +131,12 @@ def test_gate_values_come_from_the_run(out: Path) -> None:
     assert results["min_adverse_impact_ratio"].value == 0.72
     assert results["max_demographic_parity_difference"].value == pytest.approx(0.11)
     assert results["max_epsilon"].value == float("inf")  # no DP: unbounded
+
+
+def test_a_difference_given_per_attribute_is_gated_too(tmp_path: Path) -> None:
+    """A fairness figure written once per attribute (not per group) is still a figure."""
+    block = {**FAIRNESS, "demographic_parity_difference": {"sex": -0.11}}
+    run = read_run(run_dir(tmp_path, fairness=block) / "metrics.json")
+    (result,) = check_gates(run, {"max_demographic_parity_difference": 0.1})
+    assert (result.value, result.passed) == (pytest.approx(0.11), False)
+    assert "(sex)" in result.detail
