@@ -116,7 +116,7 @@ def score_distributions(
 def institution_aucs(rows: Mapping[str, Mapping[str, float | None]]) -> bytes:
     """Grouped bars: each institution's AUC under each model (global, personalised, local)."""
     names = sorted(rows)
-    kinds = sorted({k for r in rows.values() for k in r})
+    kinds = list(dict.fromkeys(k for r in rows.values() for k in r))  # as given
 
     def draw(ax: Axes) -> None:
         width = 0.8 / max(len(kinds), 1)
