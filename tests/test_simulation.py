@@ -265,3 +265,19 @@ def test_score_band_counts_give_the_pooled_curves(run: tuple[Path, dict[str, Any
     )
     assert c.auc == pytest.approx(metrics["federated"]["auc"], abs=0.01)
     assert c.ks == pytest.approx(metrics["federated"]["ks"], abs=0.03)
+
+
+def test_the_validation_report_of_a_real_run(run: tuple[Path, dict[str, Any]]) -> None:
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    out, _ = run
+    result = CliRunner().invoke(app, ["report", str(out), "--trust-any-coordinator"])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    assert "The signed model verifies: the final model of run" in markdown
+    assert "Not recorded by this run" not in markdown  # the run sent its score-band counts
+    for figure in ("roc", "ks", "calibration", "scores", "institutions"):
+        assert (out / "report_files" / f"{figure}.png").is_file()
+    assert "| 3 | " in markdown  # round 3's signed updates, by institution
