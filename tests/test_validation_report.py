@@ -119,3 +119,12 @@ def test_chromium_renders_every_figure_offline(full: tuple[Path, str, str], tmp_
         region = pixels[y : y + h, x : x + w]
         assert region.shape[0] > 100 and region.shape[1] > 100, i
         assert region.std() > 20 and (region < 128).mean() > 0.01, i["name"]
+
+
+def test_a_model_that_does_not_verify_is_reported_as_such(tmp_path: Path) -> None:
+    out = run_dir(tmp_path)
+    weights = out / "model" / "weights.npz"
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    _, markdown = _report(out)
+    assert "The signed model does NOT verify" in markdown and "weights.npz" in markdown
+    assert "The model did not verify: no provenance can be vouched for." in markdown
