@@ -6,7 +6,21 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from dataclasses import dataclass, field
+from typing import Any
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return "inf" if math.isinf(value) else ("-" if math.isnan(value) else f"{value:.{digits}f}")
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v, digits)}" for k, v in value.items())
+    return str(value)
 
 
 @dataclass(frozen=True)

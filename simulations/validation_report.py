@@ -10,7 +10,6 @@ attributes), the signed model (verified here) and the trust store.
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,13 @@ from jointcredit.federation.metrics import RunMetrics, ScoreHistogram
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
 from jointcredit.models.gates import Run
-from jointcredit.models.promotion import read_promotion
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.simulations import report_figures as figures
-from jointcredit.simulations.report_document import Figure, Section, Table
+from jointcredit.simulations.report_document import Figure, Section, Table, fmt
+from jointcredit.simulations.report_trust import privacy_sections, provenance
 from jointcredit.simulations.score_curves import curves, gains_table
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.store import TrustStore
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return "inf" if math.isinf(value) else ("-" if math.isnan(value) else f"{value:.{digits}f}")
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {fmt(v, digits)}" for k, v in value.items())
-    return str(value)
 
 
 def _gini(auc: float | None) -> float | None:
@@ -297,117 +284,6 @@ def _fairness(block: dict[str, Any] | None) -> Section:
     return s
 
 
-def _privacy(m: RunMetrics) -> list[Section]:
-    p = m.privacy
-    s = Section("Privacy settings and epsilon spent")
-    rows = [
-        ["setting", p.setting],
-        ["epsilon budget", fmt(p.epsilon)],
-        ["delta", fmt(p.delta, 8)],
-        [
-            "epsilon spent",
-            fmt(p.epsilon_spent)
-            if p.epsilon_spent is not None
-            else "- (no differential privacy: unbounded)"
-            if p.setting in ("none", "secagg")
-            else "-",
-        ],
-        ["aggregation rule", p.aggregator],
-        ["simulated attack", f"{p.attack.kind} {', '.join(p.attack.attackers)}".strip()],
-    ]
-    if p.record_dp is not None:
-        rows.append(
-            [
-                "record-level DP",
-                f"{p.record_dp.mechanism}, clip {p.record_dp.max_grad_norm:g}; "
-                f"{p.record_dp.covers}",
-            ]
-        )
-    if p.institution_dp is not None:
-        rows.append(
-            [
-                "institution-level DP",
-                f"{p.institution_dp.mechanism} ({p.institution_dp.clipping} "
-                f"clipping {p.institution_dp.clipping_norm:g}); {p.institution_dp.covers}",
-            ]
-        )
-    if p.secagg is not None:
-        rows.append(
-            [
-                "secure aggregation",
-                f"SecAgg+, {p.secagg.num_shares} shares, threshold "
-                f"{p.secagg.reconstruction_threshold}",
-            ]
-        )
-    if p.stopped is not None:
-        rows.append(["stopped", f"after round {p.stopped.after_round}: {p.stopped.reason}"])
-    s.blocks.append(Table(["", "value"], rows))
-    if p.epsilon_per_institution:
-        s.blocks.append(
-            Table(
-                ["institution", "epsilon spent"],
-                [[i, fmt(e)] for i, e in sorted(p.epsilon_per_institution.items())],
-            )
-        )
-    mia = Section("Membership-inference audit")
-    if p.mia is None:
-        mia.blocks.append("Not run (the audit needs every row: simulation only).")
-    else:
-        mia.blocks.append(
-            f"Members: {p.mia.members}; non-members: {p.mia.nonmembers}. Headline "
-            f"({p.mia.headline}): AUC {fmt(p.mia_auc)}, TPR at 1% FPR {fmt(p.mia_tpr_at_1pct_fpr)} "
-            "(0.5 and 0.01: the attacker does no better than chance)."
-        )
-        cols = sorted({k for a in p.mia.attacks for k in a}, key=lambda k: (k != "attack", k))
-        mia.blocks.append(Table(cols, [[fmt(a.get(c)) for c in cols] for a in p.mia.attacks]))
-    return [s, mia]
-
-
-def _provenance(
-    m: RunMetrics, model: ScoringModel | None, trust: TrustStore | None, model_dir: Path
-) -> Section:
-    s = Section("Signed provenance")
-    if model is None or trust is None:
-        s.blocks.append("The model did not verify: no provenance can be vouched for.")
-        return s
-    man = model.verified.manifest
-    s.blocks.append(
-        f"Manifest SHA-256 {model.verified.manifest_sha256}, signed by coordinator key "
-        f"{model.verified.key_id} of federation `{trust.federation}` (trust store "
-        f"{man.get('trust_store_sha256')}). Replies verified: {m.security.verified_replies}; "
-        f"rejected: {m.security.rejected_replies} ({fmt(m.security.rejected_by_reason) or 'none'})."
-    )
-    updates: list[dict[str, Any]] = man.get("updates", [])
-    counted: dict[str, int] = {}
-    for u in updates:
-        for inst in u.get("accepted", {}):
-            counted[inst] = counted.get(inst, 0) + 1
-    rows = []
-    for inst in sorted(set(trust.institutions) | set(counted)):
-        entries = trust.institutions.get(inst, [])
-        key_ids = ", ".join(e.key_id + (" (revoked)" if e.revoked else "") for e in entries) or "-"
-        rows.append([inst, key_ids, str(counted.get(inst, 0))])
-    s.blocks.append(Table(["institution", "signing key", "signed updates in the model"], rows))
-    if updates:
-        s.blocks.append("Each round's aggregated updates, by the institutions that signed them:")
-        s.blocks.append(
-            Table(
-                ["round", "signed updates aggregated"],
-                [[str(u.get("round")), ", ".join(sorted(u.get("accepted", {})))] for u in updates],
-            )
-        )
-    try:
-        promo = read_promotion(model_dir, trust, model.verified.manifest_sha256)
-        s.blocks.append(
-            f"Promoted {promo.record.get('promoted_at')} by key {promo.key_id} "
-            f"{promo.record.get('promoted_by') or ''} under gates "
-            f"{promo.record.get('gates_sha256')}."
-        )
-    except TrustError as exc:
-        s.blocks.append(f"Not promoted: {exc}")
-    return s
-
-
 def build(run: Run, model_dir: Path, trust: TrustStore | None) -> list[Section]:
     m = run.metrics
     model: ScoringModel | None = None
@@ -426,6 +302,6 @@ def build(run: Run, model_dir: Path, trust: TrustStore | None) -> list[Section]:
         *_curves_sections(m, scale),
         _institutions(m),
         _fairness(run.fairness),
-        *_privacy(m),
-        _provenance(m, model, trust if model else None, model_dir),
+        *privacy_sections(m),
+        provenance(m, model, trust if model else None, model_dir),
     ]
