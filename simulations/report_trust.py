@@ -32,32 +32,16 @@ def privacy_sections(m: RunMetrics) -> list[Section]:
         ["aggregation rule", p.aggregator],
         ["simulated attack", f"{p.attack.kind} {', '.join(p.attack.attackers)}".strip()],
     ]
-    if p.record_dp is not None:
-        rows.append(
-            [
-                "record-level DP",
-                f"{p.record_dp.mechanism}, clip {p.record_dp.max_grad_norm:g}; "
-                f"{p.record_dp.covers}",
-            ]
-        )
-    if p.institution_dp is not None:
-        rows.append(
-            [
-                "institution-level DP",
-                f"{p.institution_dp.mechanism} ({p.institution_dp.clipping} "
-                f"clipping {p.institution_dp.clipping_norm:g}); {p.institution_dp.covers}",
-            ]
-        )
-    if p.secagg is not None:
-        rows.append(
-            [
-                "secure aggregation",
-                f"SecAgg+, {p.secagg.num_shares} shares, threshold "
-                f"{p.secagg.reconstruction_threshold}",
-            ]
-        )
-    if p.stopped is not None:
-        rows.append(["stopped", f"after round {p.stopped.after_round}: {p.stopped.reason}"])
+    rdp, idp, sa = p.record_dp, p.institution_dp, p.secagg
+    mechanisms = {
+        "record-level DP": rdp and f"{rdp.mechanism}, clip {rdp.max_grad_norm:g}; {rdp.covers}",
+        "institution-level DP": idp
+        and f"{idp.mechanism} ({idp.clipping} clipping {idp.clipping_norm:g}); {idp.covers}",
+        "secure aggregation": sa
+        and f"SecAgg+, {sa.num_shares} shares, threshold {sa.reconstruction_threshold}",
+        "stopped": p.stopped and f"after round {p.stopped.after_round}: {p.stopped.reason}",
+    }
+    rows += [[label, text] for label, text in mechanisms.items() if text]
     s.blocks.append(Table(["", "value"], rows))
     if p.epsilon_per_institution:
         s.blocks.append(

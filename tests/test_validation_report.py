@@ -128,3 +128,17 @@ def test_a_model_that_does_not_verify_is_reported_as_such(tmp_path: Path) -> Non
     _, markdown = _report(out)
     assert "The signed model does NOT verify" in markdown and "weights.npz" in markdown
     assert "The model did not verify: no provenance can be vouched for." in markdown
+
+
+def test_the_privacy_section_of_a_dp_record_run() -> None:
+    from jointcredit.federation.metrics import RunMetrics
+    from jointcredit.simulations.report_document import Table
+    from jointcredit.simulations.report_trust import privacy_sections
+
+    m = RunMetrics.read(Path(__file__).parent / "fixtures" / "metrics-dp-record.json")
+    privacy, _ = privacy_sections(m)
+    settings, per_institution = (b for b in privacy.blocks if isinstance(b, Table))
+    rows = dict((r[0], r[1]) for r in settings.rows)
+    assert rows["setting"] == "dp-record" and rows["epsilon spent"] != "-"
+    assert rows["record-level DP"].startswith(m.privacy.record_dp.mechanism)  # type: ignore[union-attr]
+    assert [r[0] for r in per_institution.rows] == sorted(m.privacy.epsilon_per_institution or {})
