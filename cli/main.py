@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from jointcredit.cli.decision_cmds import decide, score
 from jointcredit.cli.deploy_cmds import link_app, node_app, provision
+from jointcredit.cli.governance_cmds import promote, report
 from jointcredit.cli.model_cmds import binning
 from jointcredit.cli.run_cmds import config_app, simulate, sweep
 from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
@@ -61,6 +62,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 app.command("verify")(verify)
 app.command("binning")(binning)
+app.command("report")(report)
+app.command("promote")(promote)
 app.command("serve")(serve)
 app.command("decide")(decide)
 app.add_typer(apikey_app, name="apikey")

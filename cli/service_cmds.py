@@ -64,6 +64,10 @@ def serve(
     allow_checkpoint: Annotated[
         bool, typer.Option(help="serve a round's checkpoint, not only a run's final model")
     ] = False,
+    require_promotion: Annotated[
+        bool, typer.Option(help="refuse a model without its signed promotion record "
+                           "(`jointcredit promote`)")
+    ] = False,
     anchors: Annotated[
         Path | None,
         typer.Option(help="signed audit-head anchors, appended (default: "
@@ -107,6 +111,7 @@ def serve(
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
         "allow_checkpoint": allow_checkpoint,
+        "require_promotion": require_promotion,
         "anchors_file": anchors,
         "anchor_key": anchor_key,
         "anchor_every": anchor_every,

@@ -44,6 +44,8 @@ from jointcredit.federation.protocol import (
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import summarize
+from jointcredit.models.score_bands import band_counts
+from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import predict_pd
 
 # Small models on 2 cores: one intra-op thread per client avoids oversubscription. In
@@ -187,9 +189,11 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     if settings.model == "gbdt":
         pd_global, pd_own = trees.evaluation_pds(ins, node, settings)
         m = risk_metrics(y_test, pd_global)
+        goods, bads = band_counts(y_test, pd_global, ScoreScale())
         metrics = EvaluateMetrics(
-            num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier)
-        )
+            num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier),
+            score_band_goods=goods, score_band_bads=bads,
+        )  # fmt: skip
         if pd_own is not None:
             p = risk_metrics(y_test, pd_own)
             metrics = metrics.model_copy(
@@ -203,12 +207,16 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     model, _ = node.model(ins, settings)
     spec = node.spec(ins)
     x_test = node.matrix(spec, "test")
-    m = risk_metrics(y_test, predict_pd(model, x_test))
+    pd_global = predict_pd(model, x_test)
+    m = risk_metrics(y_test, pd_global)
+    goods, bads = band_counts(y_test, pd_global, ScoreScale())
     metrics = EvaluateMetrics(
         num_examples=len(y_test),
         auc=_nan(m.auc),
         ks=_nan(m.ks),
         brier=_nan(m.brier),
+        score_band_goods=goods,
+        score_band_bads=bads,
         # Institution-level DP: the strategy checks its weight key on every reply.
         unit_weight=1.0 if settings.privacy == "dp-institution" else None,
     )

@@ -63,6 +63,15 @@ class LocalOnly(_Section):
     per_institution: dict[str, LocalOnlyInstitution] = Field(default_factory=dict)
 
 
+class ScoreHistogram(_Section):
+    """The final model's scores on one institution's test split: counts per score band and
+    label (no row), for the validation report's curves (`jointcredit report`)."""
+
+    edges: list[float] = Field(description="band edges on the score scale, low (risky) first")
+    good: list[int]
+    bad: list[int]
+
+
 class InstitutionResult(_Section):
     """The final model on one institution's own test split."""
 
@@ -76,6 +85,7 @@ class InstitutionResult(_Section):
     )
     rejected_replies: int = 0
     auc_local_only: float | None = None
+    score_histogram: ScoreHistogram | None = None
 
 
 class Personalization(_Section):

@@ -82,6 +82,8 @@ HISTOGRAMS: Final = "histograms"
 
 # -- weights Flower's strategies average replies by
 NUM_EXAMPLES: Final = "num-examples"
+SCORE_BAND_GOODS: Final = "score-band-goods"
+SCORE_BAND_BADS: Final = "score-band-bads"
 UNIT_WEIGHT: Final = "unit-weight"  # institution-level DP: every institution weighs the same
 
 # -- node config (simulation: Flower's partition ids; deployment: `--node-config`)
@@ -261,6 +263,10 @@ class EvaluateMetrics(_Metrics):
     brier_personalized: float | None = _key("brier-personalized")
     # Ditto's chosen proximal strength; -1: the unchanged global model won.
     personalized_mu: float | None = _key("personalized-mu")
+    # The global model's goods and bads per score band (`models/score_bands.py`): counts only,
+    # for the validation report's curves.
+    score_band_goods: list[int] | None = _key(SCORE_BAND_GOODS)
+    score_band_bads: list[int] | None = _key(SCORE_BAND_BADS)
 
 
 class TreeLevelConfig(_Config):
@@ -428,6 +434,17 @@ def numbers(content: RecordDict) -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool):
                 values[k] = float(v)
     return values
+
+
+def score_bands(content: RecordDict) -> tuple[list[int], list[int]] | None:
+    """An evaluate reply's (goods, bads) per score band, when it carries them."""
+    record = content.metric_records.get(METRICS)
+    if record is None:
+        return None
+    goods, bads = record.get(SCORE_BAND_GOODS), record.get(SCORE_BAND_BADS)
+    if not isinstance(goods, list) or not isinstance(bads, list) or len(goods) != len(bads):
+        return None
+    return [int(v) for v in goods], [int(v) for v in bads]
 
 
 @dataclass(frozen=True)
