@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jointcredit.deploy.resume import check_resume
+from jointcredit.deploy.resume import check_resume, resume_config
 from jointcredit.federation.checkpoints import checkpoint_dir
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.trust import keys
@@ -45,3 +45,22 @@ def test_resume_checks_the_latest_checkpoint_and_the_settings(
     (latest / "weights.npz").write_bytes(b"other weights")
     with pytest.raises(ValueError, match=r"weights\.npz"):
         check_resume(run, tmp_path / "kit2", SETTINGS)
+
+
+def test_resume_continues_with_the_settings_the_checkpoint_signed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`link run --resume RUN_DIR` needs no keys: the checkpoint's signed settings are the
+    run's (the app's defaults would otherwise resume another model); keys given must agree."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run, kit = tmp_path / "run", tmp_path / "kit"
+    _checkpoint(run, kit, 1)
+    config = resume_config(run, kit, {"out-dir": "/here"})
+    assert config["model"] == "logreg" and config["rounds"] == 4
+    assert config["out-dir"] == "/here"  # where this machine keeps it: as given
+    assert RunSettings.from_run_config(config).differences(SETTINGS.provenance()) == []
+    assert resume_config(run, kit, {"rounds": 4})["rounds"] == 4
+    with pytest.raises(SettingsError, match=r"checkpoint .*round-001: model, rounds \("):
+        resume_config(run, kit, {"rounds": 6, "model": "mlp"})
+    with pytest.raises(SettingsError, match="no-such-key"):
+        resume_config(run, kit, {"no-such-key": 1})
