@@ -13,7 +13,7 @@ from rich.console import Console
 from jointcredit.cli.options import RUN_CONFIG_HELP, parse_run_config
 from jointcredit.cli.run_cmds import progress_bar
 from jointcredit.deploy import kits, node, processes
-from jointcredit.deploy.resume import check_resume, resume_config
+from jointcredit.deploy.resume import check_resume, resume_config, superseded_run
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import SettingsError
 from jointcredit.trust import keys
@@ -199,6 +199,11 @@ def link_run(
 
     try:
         processes.write_connection(kit, flwr_home, CONNECTION, address)
+        killed = None if resume is None else superseded_run(resume, kit)
+        if killed is not None and processes.stop_run(flwr_home, CONNECTION, killed):
+            # Its undelivered messages would otherwise still reach the nodes, where the
+            # killed run's tasks and the resumed run's would write the same DP ledgers.
+            console.print(f"stopped run {killed}, which this resume supersedes")
         with progress:
             run_id, status = processes.start_run(
                 app_dir, flwr_home, CONNECTION, config, timeout, on_line=on_line

@@ -12,6 +12,8 @@ from typing import Any
 from jointcredit.federation.settings import SettingsError
 
 CHECKPOINTS = "checkpoints"
+# The Flower run that signed a model or checkpoint (a manifest key, not a wire-protocol name).
+MANIFEST_RUN_ID = "run-id"
 _ROUND_DIR = re.compile(r"round-(\d{3,})")
 
 
@@ -45,3 +47,9 @@ def resumed_settings(
             "with)"
         )
     return {**recorded, **{k: v for k, v in given.items() if k in local}}
+
+
+def signed_run_id(manifest: Mapping[str, Any]) -> int | None:
+    """The Flower run id a verified manifest records (None: not recorded)."""
+    value = manifest.get(MANIFEST_RUN_ID)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -11,10 +11,12 @@ drawn round k (2..R-1) starts:
   and state directory; the nodes reconnect by themselves.
 
 Then `jointcredit link run --kit KIT --resume RUN_DIR` (the CLI, as an operator would run
-it) and the checks: metrics.json's rounds[] covers 1..R once each, the final manifest lists
-the resume from round k-1 (the checkpoint the kill left), `jointcredit verify` passes on the
-model, and no institution's DP ledger (in its node's state directory) is above epsilon by an
-accountant independent of the institutions' (dp-accounting). Prints one JSON line:
+it) and the checks: the killed run is over at the SuperLink (stopped by the resume, or
+failed by the restarted SuperLink), metrics.json's rounds[] covers 1..R once each, the final
+manifest lists the resume from round k-1 (the checkpoint the kill left), `jointcredit verify`
+passes on the model, and no institution's DP ledger (in its node's state directory) is above
+epsilon by an accountant independent of the institutions' (dp-accounting). Prints one JSON
+line:
 
     python scripts/reliability_deploy_resume.py [--rounds 4] [--kill coordinator|host]
         [--seed S] [--out runs/reliability-deploy-resume]  (logs in OUT/KILL/)
@@ -41,7 +43,7 @@ from reliability_deploy import LENDERS, ROOT, SCHEMA, Deployment
 from reliability_resume import reference_epsilon
 
 from jointcredit.deploy import processes
-from jointcredit.federation.checkpoints import latest_checkpoint
+from jointcredit.federation.checkpoints import latest_checkpoint, signed_run_id
 from jointcredit.server.resume import STATE_JSON
 
 EPSILON = 2.0
@@ -104,6 +106,11 @@ def ledgers(dep: Deployment) -> dict[str, list[list[float]]]:
             if state.get("record_dp"):
                 found[state["institution"]] = json.loads(state["record_dp"]["history"])
     return found
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """A checkpoint's manifest (the resume verified it; here only its run id is read)."""
+    return dict(json.loads((directory / "manifest.json").read_text()))
 
 
 def run_log(flwr_home: Path) -> str:
@@ -172,6 +179,7 @@ def trial(out: Path, rng: random.Random, rounds: int = 4, host: bool = False) ->
         row["checkpoint_left"] = left.name if left is not None else None
         # The rounds the kill left signed: the resumed run must carry them over unchanged.
         carried = [] if left is None else json.loads((left / STATE_JSON).read_text())["rounds"]
+        killed_run = None if left is None else signed_run_id(read_manifest(left))
         before = set(dep.flwr_home.glob("run-*.log"))
         if host:
             restart_superlink(dep)
@@ -181,6 +189,8 @@ def trial(out: Path, rng: random.Random, rounds: int = 4, host: bool = False) ->
         )
         row["resume_seconds"] = round(time.monotonic() - started, 1)
         row["resume_exit"] = resumed.returncode
+        if killed_run is not None:  # `link run --resume` stops the run it supersedes
+            row["killed_run_status"] = processes.run_status(dep.flwr_home, CONNECTION, killed_run)
         logs = set(dep.flwr_home.glob("run-*.log")) - before
         row["resumed_run_started_rounds"] = [
             b[0]
@@ -222,13 +232,14 @@ def trial(out: Path, rng: random.Random, rounds: int = 4, host: bool = False) ->
 
 
 def held(row: dict[str, Any]) -> bool:
-    k = row["killed_in_round"]
+    k, host = row["killed_in_round"], row["kill"] == "host"
     return bool(
         row.get("resume_exit") == 0
         and row["checkpoint_left"] == f"round-{k - 1:03d}"
         and row["rounds_seen"] == list(range(1, row["rounds"] + 1))
         and row["resumed_run_started_rounds"] == list(range(k, row["rounds"] + 1))
         and row["carried_rounds_unchanged"]
+        and row.get("killed_run_status") == ("finished:failed" if host else "finished:stopped")
         and row["resumes_in_manifest"] == [k - 1]
         and row["model_verifies"]
         and row["ledgers"] == len(LENDERS)

@@ -4,7 +4,8 @@ through `jointcredit link run`, its ServerApp process (`flwr-serverapp`, below t
 killed when the drawn round starts, then `jointcredit link run --kit KIT --resume RUN_DIR` as
 an operator would type it. No round lost or repeated (against the checkpoint the kill left and
 the resumed run's own log), the model verifies, every institution's DP ledger in its node's
-state directory stays within epsilon by an independent accountant. The trial is the
+state directory stays within epsilon by an independent accountant, and the resume stopped the
+killed run at the SuperLink (its undelivered messages never reach a node). The trial is the
 reliability script's (`scripts/reliability_deploy_resume.py`, which also kills the whole
 coordinator host); a failing seed is printed so it can be replayed there with `--seed`."""
 
@@ -39,6 +40,8 @@ def test_a_deployed_dp_run_killed_at_a_random_round_resumes_within_its_budget(
     assert row["rounds_seen"] == list(range(1, ROUNDS + 1)), why
     assert row["carried_rounds_unchanged"], why
     assert row["model_verifies"], why
+    # The resume stopped the killed run: its undelivered messages never reach a node.
+    assert row["killed_run_status"] == "finished:stopped", why
     assert row["ledgers"] == 3, why
     assert row["max_epsilon_after_resume"] <= script.EPSILON + 1e-6, why
     assert script.held(row), why
