@@ -117,6 +117,24 @@ def test_a_run_that_never_ends_is_given_up_at_the_timeout(
     assert time.monotonic() - begun < 10
 
 
+def test_stop_run_says_whether_the_superlink_stopped_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`link run --resume` stops the run it supersedes; one already over is no error."""
+    answers = iter(['{"success": true, "run-id": "42"}', '{"success": false}', "not json"])
+    asked: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        asked.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, next(answers), "")
+
+    monkeypatch.setattr(processes.subprocess, "run", fake_run)
+    assert processes.stop_run(tmp_path, "fed", 42)
+    assert asked[0][1:] == ["stop", "42", "fed", "--format", "json"]
+    assert not processes.stop_run(tmp_path, "fed", 42)
+    assert not processes.stop_run(tmp_path, "fed", 42)
+
+
 def test_a_run_that_did_not_start_is_an_error_whatever_the_log_says() -> None:
     with pytest.raises(RuntimeError, match="did not start"):
         processes.started_run_id("Successfully started run 7")
