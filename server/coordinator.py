@@ -160,6 +160,7 @@ class Coordinator:
         self.lineage = ServerState.new_lineage()
         self.strategy: object = None
         self.fairness: Fairness | None = None  # after training (`server.fairness`)
+        self.fairness_grid: InstitutionGrid | None = None  # secagg: the fairness sum's grid
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +179,7 @@ class Coordinator:
         )
         trained = self.train(fed, privacy)
         final, personalization = self.personalise(fed, trained)
-        self.fairness = measure_fairness(
+        self.fairness, self.fairness_grid = measure_fairness(
             self.grid,
             self.igrid,
             self.context,
@@ -485,7 +486,10 @@ class Coordinator:
             ),
             trained_rounds=trained.last_round,
             security=report.security(
-                self.igrid, self.verifier, self.identity, (self.sum_grid, self.level_grid)
+                self.igrid,
+                self.verifier,
+                self.identity,
+                (self.sum_grid, self.level_grid, self.fairness_grid),
             ),
             privacy=privacy,
             timing=Timing(

@@ -53,11 +53,13 @@ def measure_fairness(
     nodes: list[int],
     arrays: ArrayRecord,
     config: RoundConfig,
-) -> Fairness | None:
+) -> tuple[Fairness | None, InstitutionGrid | None]:
     """The fairness section of metrics.json, or None when the schema protects no attribute,
-    the settings turn it off, or an institution did not answer."""
+    the settings turn it off, or an institution did not answer; under `secagg` also the grid
+    its SecAgg+ sum ran on (whose verified replies the security record counts)."""
     if not settings.fairness or not schema.protected:
-        return None
+        return None, None
+    sum_grid = None
     try:
         layout = _layout(igrid, nodes, settings, schema)
         query = FairnessCountsQuery(layout=layout.model_dump_json())
@@ -74,7 +76,7 @@ def measure_fairness(
             total = _plain_sum(igrid, nodes, settings, arrays, config, query, layout)
     except FederationError as exc:
         log(WARNING, "Fairness not measured: %s", exc)
-        return None
+        return None, sum_grid
     result = fairness(total, layout, cutoffs(settings), secure=secure)
     log(
         INFO,
@@ -84,7 +86,7 @@ def measure_fairness(
             for a, r in result.adverse_impact_ratio.items()
         ),
     )
-    return result
+    return result, sum_grid
 
 
 def _replies(
