@@ -86,3 +86,25 @@ class Fairness(_Shape):
     secure_sum: bool = Field(
         False, description="the counts were summed by SecAgg+ (the coordinator saw only sums)"
     )
+
+    def worst(self) -> dict[str, float | None]:
+        """The least fair figure of each kind over every attribute (a sweep's columns)."""
+
+        def pick(values: list[float | None], best: bool) -> float | None:
+            present = [v for v in values if v is not None]
+            return (min(present) if best else max(present)) if present else None
+
+        return {
+            "min_adverse_impact_ratio": pick(
+                [v for r in self.adverse_impact_ratio.values() for v in r.values()], True
+            ),
+            "max_demographic_parity_difference": pick(
+                list(self.demographic_parity_difference.values()), False
+            ),
+            "max_equal_opportunity_difference": pick(
+                list(self.equal_opportunity_difference.values()), False
+            ),
+            "min_group_auc": pick(
+                [v for r in self.auc_by_group.values() for v in r.values()], True
+            ),
+        }

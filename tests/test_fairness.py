@@ -17,6 +17,7 @@ from jointcredit.data import synthetic
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.schema import parse_schema
 from jointcredit.federation.fairness import Cutoffs
+from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.fairness import (
     GroupLayout,
@@ -217,3 +218,36 @@ def test_the_synthetic_disparity_is_the_documented_one() -> None:
     assert age["50+"] == 1.0 and age["18-29"] is not None and age["18-29"] < 0.6
     assert result.demographic_parity_difference["sex"] is not None
     assert result.demographic_parity_difference["sex"] < 0.03
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+def test_a_sweep_reports_fairness_beside_utility_and_privacy(tmp_path: Path) -> None:
+    from jointcredit.simulations.sweep import RESULT_COLUMNS, _row, cells, load_grid
+    from jointcredit.simulations.sweep_report import write_outputs
+
+    grid_text = 'seeds = [1]\n[grid]\nprivacy = ["none", "secagg"]\n'
+    grid_file = tmp_path / "grid.toml"
+    grid_file.write_text(grid_text)
+    grid = load_grid(grid_file)
+    pd_, y, groups = _rows(2000, seed=3)
+    fair = centralized(pd_, y, groups, ("sex", "band"), CUTOFFS)
+    fixture = Path(__file__).parent / "fixtures" / "metrics-logreg-sample.json"
+    metrics = RunMetrics.read(fixture)
+    rows = []
+    for cell, fairness_ in zip(cells(grid, tmp_path / "out"), (fair, None), strict=True):
+        m = metrics.model_copy(update={"fairness": fairness_, "sweep_wall_seconds": 1.0})
+        rows.append(_row(cell, m, "done"))
+    assert {"min_adverse_impact_ratio", "max_equal_opportunity_difference"} <= set(RESULT_COLUMNS)
+    worst = fair.worst()
+    assert rows[0]["min_adverse_impact_ratio"] == worst["min_adverse_impact_ratio"]
+    assert worst["min_adverse_impact_ratio"] == min(fair.adverse_impact_ratio["band"].values())
+    assert rows[1]["min_adverse_impact_ratio"] is None  # no protected attribute: no figure
+    out = tmp_path / "out"
+    out.mkdir()
+    write_outputs(rows, grid, grid_text, out, "jointcredit sweep")
+    summary_md = (out / "summary.md").read_text()
+    assert "min AIR" in summary_md and f"{worst['min_adverse_impact_ratio']:.3f}" in summary_md
+    assert (out / "fairness.png").is_file()
+    assert "![fairness.png](fairness.png)" in (out / "report.md").read_text()
