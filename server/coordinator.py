@@ -179,6 +179,8 @@ class Coordinator:
         )
         trained = self.train(fed, privacy)
         final, personalization = self.personalise(fed, trained)
+        # Fairness of the final model from summed group counts (`server/fairness.py`).
+        bins = fed.bins.to_json() if fed.bins is not None else None
         self.fairness, self.fairness_grid = measure_fairness(
             self.grid,
             self.igrid,
@@ -187,7 +189,7 @@ class Coordinator:
             fed.schema,
             fed.nodes,
             trained.arrays,
-            RoundConfig(preprocessing=fed.spec.to_json(), bins=fed.bins and fed.bins.to_json()),
+            RoundConfig(preprocessing=fed.spec.to_json(), bins=bins),
         )
         return self.write(fed, trained, privacy, final, personalization)
 
