@@ -13,11 +13,16 @@ Message handlers (the messages are `jointcredit.federation.protocol`'s):
 - `train.histograms` (gradient-boosted trees): per tree level, gradient and hessian
   histograms of own rows for the nodes asked about (`client.trees`).
 - `evaluate`: score own test rows; in the final round also personalise a copy first.
+- `query.fairness_groups`, `query.fairness_counts` (schemas with protected attributes): the
+  groups its test rows hold, then its counts per group, label and score of the final model
+  (`client.fairness`).
 Every reply names its institution, so the coordinator can order replies and report per
 institution, and is signed on the way out by the outermost mod (`client.signing`).
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 from flwr.app import ArrayRecord, Context, Message
@@ -26,7 +31,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from pydantic import BaseModel
 
-from jointcredit.client import binning, personalization, scaffold, trees
+from jointcredit.client import binning, fairness, personalization, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.durable import Durable
@@ -37,6 +42,7 @@ from jointcredit.federation import protocol
 from jointcredit.federation.protocol import (
     BinningRecord,
     EvaluateMetrics,
+    FairnessGroupsRecord,
     ModelMessage,
     SummaryRecord,
     TreeLevelMessage,
@@ -100,6 +106,22 @@ def bin_counts(msg: Message, context: Context) -> Message:
 def _binning_reply(msg: Message, node: NodeData, answer: BaseModel) -> Message:
     record = BinningRecord(payload=answer.model_dump_json())
     return Message(protocol.binning_reply(node.institution, record), reply_to=msg)
+
+
+@app.query(protocol.FAIRNESS_GROUPS_ACTION)
+def fairness_groups(msg: Message, context: Context) -> Message:
+    _, node = _setup(context)
+    asked = protocol.parse_fairness_groups_query(msg.content)
+    record = FairnessGroupsRecord(payload=json.dumps(fairness.groups(node, asked.protected)))
+    return Message(protocol.fairness_groups_reply(node.institution, record), reply_to=msg)
+
+
+@app.query(protocol.FAIRNESS_COUNTS_ACTION)
+def fairness_counts(msg: Message, context: Context) -> Message:
+    settings, node = _setup(context)
+    ins, query = protocol.parse_fairness_counts_query(msg.content)
+    vector = fairness.counts(ins, query, node, settings)
+    return Message(protocol.fairness_counts_reply(node.institution, vector), reply_to=msg)
 
 
 @app.query(protocol.PRIOR_ACTION)

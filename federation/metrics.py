@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jointcredit.federation.fairness import Fairness
+
 JsonDict = dict[str, Any]
 
 
@@ -272,6 +274,9 @@ class RunMetrics(_Section):
     centralized: Centralized | None = None
     local_only: LocalOnly | None = None
     sweep_wall_seconds: float | None = Field(default=None, description="a sweep cell's wall time")
+    fairness: Fairness | None = Field(
+        default=None, description="group fairness across the schema's protected attributes"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_unset=True) + "\n"

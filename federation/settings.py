@@ -70,7 +70,9 @@ def _field(description: str, default: Any, alias: str | None = None, **limits: A
 class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    dataset: str = _field("sba (shipped sample), sba-full, synthetic, or a directory", "sba")
+    dataset: str = _field(
+        "sba (shipped sample), sba-full, hmda (Boston mortgages), synthetic, or a directory", "sba"
+    )
     data_dir: str = _field("a bring-your-own-data directory (instead of dataset)", "", "data-dir")
     schema_file: str = _field("schema file for a directory (default DIR/schema.toml)", "", "schema")
     institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
@@ -287,6 +289,27 @@ class RunSettings(BaseModel):
         8.0,
         "secagg-clipping-range",
         gt=0,
+    )
+    # Fairness across the schema's protected attributes (models/fairness.py): the decisions
+    # are the service policy's cut-offs; the defaults are the shipped default policy's
+    # (`service/default_policy.toml`, kept equal by a test).
+    fairness: bool = _field(
+        "measure group fairness of the final model when the schema names protected attributes",
+        True,
+    )
+    fairness_approve: int = _field(
+        "fairness: the policy's approve cut-off (score at or above: approved)",
+        680,
+        "fairness-approve",
+        ge=350,
+        le=950,
+    )
+    fairness_decline: int = _field(
+        "fairness: the policy's decline cut-off (score below: declined; between: referred)",
+        600,
+        "fairness-decline",
+        ge=350,
+        le=950,
     )
     # Gradient-boosted trees (model gbdt): XGBoost's parameters under their usual names.
     # Defaults sized for the default run (`make demo`) to stay under 2 minutes: every tree

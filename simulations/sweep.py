@@ -171,6 +171,7 @@ def _row(cell: Cell, m: RunMetrics | None, status: str, error: str = "") -> dict
             attacker_ids=" ".join(m.privacy.attack.attackers),
             rejected_replies=m.security.rejected_replies,
             wall_seconds=m.sweep_wall_seconds,
+            **(m.fairness.worst() if m.fairness is not None else {}),
         )
     else:
         values["attacker_ids"] = ""
@@ -192,6 +193,11 @@ RESULT_COLUMNS = (
     "attacker_ids",
     "rejected_replies",
     "wall_seconds",
+    # Fairness (schemas with protected attributes): the least fair figure over the attributes.
+    "min_adverse_impact_ratio",
+    "max_demographic_parity_difference",
+    "max_equal_opportunity_difference",
+    "min_group_auc",
 )
 
 

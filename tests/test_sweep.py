@@ -74,8 +74,10 @@ def test_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
     assert "unsigned" in results["error"].iloc[1]
     auc = results["auc"].iloc[0]
     assert auc > 0.7  # the median holds against the sign-flipping lender
+    # The synthetic institutions' protected attributes: fairness beside utility and privacy.
+    assert 0 < results["min_adverse_impact_ratio"].iloc[0] <= 1
     for name in ("results.json", "summary.md", "report.md", "auc_under_attack.png",
-                 "wall_time.png"):  # fmt: skip
+                 "wall_time.png", "fairness.png"):  # fmt: skip
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert 'adversary = ["", "bank-00:unsigned"]' in report and "Failed runs" in report
