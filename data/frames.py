@@ -232,8 +232,12 @@ def validate_chunks(
     for raw in chunks:
         if rows == 0:
             check_columns(
-                list(raw.columns), schema, source=source, with_time=with_time,
-                with_id=training, groups=with_groups,
+                list(raw.columns),
+                schema,
+                source=source,
+                with_time=with_time,
+                with_id=training,
+                groups=with_groups,
             )
         if len(raw) == 0:
             continue
