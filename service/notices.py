@@ -91,7 +91,7 @@ class NoticeService:
         reasons = response["reasons"]
         if lang != response.get("language", "en"):
             was = response.get("language", "en")
-            reasons = self._retell(decision_id, reasons, was, lang, expensive)
+            reasons = self._retell(decision_id, row, reasons, was, lang, expensive)
         texts = self.policy.notice
         deciding = [f["code"] for f in response["policy_flags"]
                     if f["action"] in ("decline", "refer")]  # fmt: skip
@@ -161,12 +161,12 @@ class NoticeService:
                 "history": history}  # fmt: skip
 
     def _retell(
-        self, decision_id: str, reasons: list[Json], was: Language, lang: Language,
-        expensive: bool,
+        self, decision_id: str, row: DecisionRow | None, reasons: list[Json], was: Language,
+        lang: Language, expensive: bool,
     ) -> list[Json]:  # fmt: skip
         """The reasons in `lang`, from the applicant's features as audited; the consent and
         exposure reasons the decider does not write, by their texts in either language."""
-        features = self._features(decision_id, expensive)
+        features = self._features(decision_id, row, expensive)
         told = self.decider.retell(reasons, features, lang)
         consent = self.policy.consent
         out = []
@@ -181,9 +181,9 @@ class NoticeService:
             out.append({**r, "text": text})
         return out
 
-    def _features(self, decision_id: str, expensive: bool) -> Json:
+    def _features(self, decision_id: str, row: DecisionRow | None, expensive: bool) -> Json:
         """The applicant's features as the decision's chained entry keeps them (`expensive`:
-        allowed to search and parse a batch's record)."""
+        allowed to parse a batch's record, and to search for it)."""
         found = self.audit.entry("decision", decision_id)
         if found is not None:
             features: Json = json.loads(found[2])["features"]
@@ -191,15 +191,24 @@ class NoticeService:
         columnar = self.responses.columnar_features(decision_id)
         if columnar is not None:
             return columnar
-        # A batch of rows: its decisions' ids are in its record only.
         if not expensive:
             raise _Expensive
+        # A batch of rows: its decisions' ids are in its record only. Until a review, the
+        # view row's last entry is that record; after one, it is among the rows before.
         needle = f'%"decision_id":"{decision_id}"%'
+        last = 0 if row is None else row.last_seq
         with Session(self.audit.engine) as s:
             text = s.scalars(
-                select(AuditRow.payload).where(AuditRow.kind == "batch",
+                select(AuditRow.payload).where(AuditRow.seq == last, AuditRow.kind == "batch",
                                                AuditRow.payload.like(needle))
             ).first()  # fmt: skip
+            if text is None:
+                text = s.scalars(
+                    select(AuditRow.payload)
+                    .where(AuditRow.seq < last, AuditRow.kind == "batch",
+                           AuditRow.payload.like(needle))
+                    .order_by(AuditRow.seq.desc())
+                ).first()  # fmt: skip
         if text is None:
             raise NotFound("no such decision")
         payload = json.loads(text)

@@ -140,7 +140,7 @@ def test_a_notice_comes_in_the_language_asked_whatever_the_decision_was_made_in(
         headers = {k: v for k, v in bad.items() if k != "lang"}
         r = _notice(api, en["decision_id"], lang, **headers)
         assert r.status_code == 422, r.text
-        assert r.json()["detail"][0]["field"] == ("lang" if lang else "Accept-Language")
+        assert r.json()["detail"][0]["field"] == ("query.lang" if lang else "Accept-Language")
 
 
 def test_an_approval_nobody_reviews_has_no_notice_and_others_ids_are_not_found(
@@ -264,3 +264,27 @@ def test_a_policy_with_a_text_lacking_chinese_is_refused_at_load_naming_it(
     )
     with pytest.raises(PolicyError, match=r"notice\.manual_review\.text_zh: Field required"):
         load_policy(policy)
+
+
+def test_decisions_give_no_reason_code_the_enumeration_lacks(api: Api) -> None:
+    from jointcredit.service.reason_codes import reason_codes
+
+    service = api.service
+    known = reason_codes(service.decider.policy, service.decider.features)
+    ex = api.example
+    bodies = [
+        ex, _approved(api), {**ex, "context": {"recent_lenders_90d": 6}},
+        {**ex, "context": {"online_activity_share": 0.1}},
+        {**ex, "applicant": {**ex["applicant"], "state": "ZZ"}},
+        {**ex, "applicant": {**ex["applicant"], "state": "FL", "gross_approved": 5e6}},
+        {**ex, "joint": {"applicant_id": "T", "annual_income": 1e5, "monthly_debt_payments": 0,
+                         "participating_lenders": ["bank-a"]}},
+    ]  # fmt: skip
+    seen: set[str] = set()
+    for body in bodies:
+        for language in ("en", "zh"):
+            d = api.post("/v1/decisions", {**body, "language": language}).json()
+            seen |= {r["code"] for r in d["reasons"]} | {f["code"] for f in d["policy_flags"]}
+            seen |= set(d["rules_not_evaluated"]) - {r.code for r in service.decider.policy.rules}
+    assert seen <= set(known), sorted(seen - set(known))
+    assert {"MANY_RECENT_LENDERS", "OUTSIDE_TRAINING_DATA", "EXPOSURE_UNAVAILABLE"} <= seen

@@ -109,6 +109,11 @@ async def progress(
     return await decisions.progress(decision_id, key.institution, key.key_id)
 
 
+# A tag whose primary subtag is a supported language (service/languages.py `negotiate`).
+LANGUAGE_TAG = (
+    "^(" + "|".join("".join(f"[{c.upper()}{c}]" for c in lang) for lang in LANGUAGES)
+    + ")(-[A-Za-z0-9]{1,8})*$"
+)  # fmt: skip
 NOTICE = {
     **responses(401, 404, 422, 429),
     409: {"model": Message, "description": "the decision was approved and nobody is to review "
@@ -127,9 +132,9 @@ async def notice(
     notices: Notices,
     lang: Annotated[
         str | None,
-        Query(max_length=64, description="the notice's language, e.g. zh-CN or en (over "
-              f"Accept-Language; supported: {', '.join(LANGUAGES)}); one the service does not "
-              "have is a 422"),
+        Query(max_length=64, pattern=LANGUAGE_TAG,
+              description="the notice's language, a language tag such as zh-CN, zh-Hans or "
+              f"en (over Accept-Language; supported: {', '.join(LANGUAGES)}); another is a 422"),
     ] = None,
 ) -> Any:  # fmt: skip
     """The adverse-action notice of a declined or referred decision, or of one under the
