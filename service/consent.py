@@ -14,19 +14,20 @@ worker process.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import inspect, select, tuple_
 from sqlalchemy.orm import Session
 
-from jointcredit.service.audit import AuditLog, Entry
+from jointcredit.service.audit import AuditError, AuditLog, Entry
 from jointcredit.service.chain import now
 from jointcredit.service.decision import DecisionTable
 from jointcredit.service.policy_texts import ConsentProblem, ConsentTexts
 from jointcredit.service.records import CONSENT
-from jointcredit.service.tables import Base, ConsentRow
+from jointcredit.service.tables import AuditRow, Base, ConsentRow
 
 Purpose = Literal["exposure"]
 PURPOSES: tuple[Purpose, ...] = ("exposure",)
@@ -161,3 +162,38 @@ def refuse_exposure(
         table.decision[k] = "refer"
     table.add_flag(k, flag, first_reason=refer)
     return {"problem": problem, "rule": texts.rule}
+
+
+def check_consents(audit: AuditLog) -> int:
+    """The `consents` table against the chain's consent entries (for `audit verify`, after
+    the chain itself verified): raise AuditError naming the first consent that differs.
+    Returns how many consents the log holds."""
+    expected: dict[tuple[str, str], dict[str, Any]] = {}
+    with Session(audit.engine) as s:
+        rows = s.scalars(select(AuditRow).where(AuditRow.kind == CONSENT).order_by(AuditRow.seq))
+        for row in rows:
+            change = json.loads(row.payload)
+            key = (row.institution, row.decision_id)
+            if change["action"] == "add":
+                expected[key] = {k: change[k] for k in _KEPT} | {"revoked_at": None}
+            elif key in expected:
+                expected[key] = {**expected[key], "revoked_at": change["revoked_at"]}
+            else:
+                raise AuditError(f"row {row.seq}: a revoke of a consent the log does not have")
+            expected[key]["last_seq"] = row.seq
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        if inspect(audit.engine).has_table(ConsentRow.__tablename__):
+            found = {
+                (c.institution, c.consent_id): {k: getattr(c, k) for k in (*_KEPT, "revoked_at",
+                                                                          "last_seq")}
+                for c in s.scalars(select(ConsentRow))
+            }  # fmt: skip
+    for institution, consent_id in sorted(set(found) | set(expected)):
+        if found.get((institution, consent_id)) != expected.get((institution, consent_id)):
+            raise AuditError(
+                f"consent {consent_id} of {institution}: consents table differs from the log"
+            )
+    return len(expected)
+
+
+_KEPT = ("applicant_ref", "purpose", "created_at", "expires_at")

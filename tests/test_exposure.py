@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from service_helpers import audit_verify, free_port, signed_artifact
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from jointcredit.service.app import create_app
@@ -382,6 +383,14 @@ def test_consent_commands_add_show_revoke_and_audit_each_change(tmp_path: Path) 
     assert kinds == [("consent", "c1", "add"), ("consent", "c2", "add"),
                      ("consent", "c1", "revoke")]  # fmt: skip
     assert audit_verify(db).exit_code == 0
+    # A revoke undone in the table behind the log's back is found.
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE consents SET revoked_at = NULL WHERE consent_id = 'c1'"))
+    engine.dispose()
+    broken = audit_verify(db)
+    assert broken.exit_code == 1
+    assert "consent c1 of bank-a: consents table differs from the log" in broken.output
 
 
 @pytest.mark.integration
