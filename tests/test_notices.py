@@ -218,6 +218,14 @@ def test_batches_and_columns_carry_the_request_for_a_person_per_applicant(api: A
         assert n.status_code == 200, n.text
         assert n.json()["language"] == lang
         assert bool(CJK.search(n.json()["principal_reasons"][0]["text"])) == (lang == "zh")
+    # Once reviewed, a row batch's decision's last entry is the review: its record is searched.
+    review = {"final_decision": "approve", "reviewer": "officer-2", "note": "Fine."}
+    reviewed = api.client.post(f"/v1/reviews/{rows[0]['decision_id']}", json=review,
+                               headers=api.headers)  # fmt: skip
+    assert reviewed.status_code == 200, reviewed.text
+    told = _notice(api, rows[0]["decision_id"], "zh").json()
+    assert told["review"]["final_decision"] == "approve" and told["review"]["reviewed"]
+    assert all(CJK.search(r["text"]) for r in told["principal_reasons"])
     col = _notice(api, out["decision_id"][0]).json()
     assert col["review"]["requested_by_applicant"] and col["review"]["status"] == "under_review"
     assert _notice(api, out["decision_id"][1]).status_code == 409
