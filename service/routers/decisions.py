@@ -114,6 +114,9 @@ LANGUAGE_TAG = (
     "^(" + "|".join("".join(f"[{c.upper()}{c}]" for c in lang) for lang in LANGUAGES)
     + ")(-[A-Za-z0-9]{1,8})*$"
 )  # fmt: skip
+NOTICE_LANGUAGE = {**ACCEPT_LANGUAGE, "description": "the notice's language when `lang` names "
+                   f"none (RFC 9110 weights; supported: {', '.join(LANGUAGES)}; default "
+                   "English); one that accepts none of them is a 422"}  # fmt: skip
 NOTICE = {
     **responses(401, 404, 422, 429),
     409: {"model": Message, "description": "the decision was approved and nobody is to review "
@@ -123,7 +126,7 @@ NOTICE = {
 
 @router.get(
     "/v1/decisions/{decision_id}/notice", response_model=NoticeOut, responses=NOTICE,
-    openapi_extra={"parameters": [ACCEPT_LANGUAGE]},
+    openapi_extra={"parameters": [NOTICE_LANGUAGE]},
 )  # fmt: skip
 async def notice(
     decision_id: Annotated[str, Path(max_length=128)],
