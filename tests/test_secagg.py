@@ -45,8 +45,9 @@ def test_secagg_equals_plain_aggregation(tmp_path: Path) -> None:
     record = masked["privacy"]["secagg"]
     assert masked["privacy"]["setting"] == "secagg"
     assert record["institutions_aggregated"] == {"1": 4, "2": 4}
-    # query + 4 SecAgg+ stages x 2 rounds + final evaluation, 4 institutions, all verified.
-    assert masked["security"]["verified_replies"] == 4 * (1 + 4 * 2 + 1)
+    # query + 4 SecAgg+ stages x 2 rounds + final evaluation + the fairness groups query and
+    # its counts' SecAgg+ sum (4 stages), 4 institutions, all verified.
+    assert masked["security"]["verified_replies"] == 4 * (1 + 4 * 2 + 1 + 1 + 4)
     assert masked["security"]["rejected_replies"] == 0
     assert abs(masked["federated"]["auc"] - plain["federated"]["auc"]) < 1e-3
 
