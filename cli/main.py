@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from jointcredit.cli.consent_cmds import consent_app
 from jointcredit.cli.decision_cmds import decide, score
 from jointcredit.cli.deploy_cmds import link_app, node_app, provision
 from jointcredit.cli.governance_cmds import promote, report
@@ -68,6 +69,7 @@ app.command("serve")(serve)
 app.command("decide")(decide)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(audit_app, name="audit")
+app.add_typer(consent_app, name="consent")
 app.add_typer(exposure_app, name="exposure")
 app.add_typer(link_app, name="link")
 app.add_typer(node_app, name="node")

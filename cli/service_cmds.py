@@ -218,6 +218,7 @@ def audit_verify(
 
     from jointcredit.service.anchors import check_anchors, read_anchors
     from jointcredit.service.audit import AuditError
+    from jointcredit.service.consent import check_consents
     from jointcredit.service.records import derive_views
     from jointcredit.trust.errors import TrustError
     from jointcredit.trust.keys import load_public_key
@@ -228,6 +229,7 @@ def audit_verify(
     log = open_audit_log(db)
     try:
         seq, head = log.verify(derive_views)
+        check_consents(log)  # the consent registry against its chained changes
         if anchors is not None and anchor_public_key is not None:
             found = read_anchors(anchors, load_public_key(anchor_public_key))
             check_anchors(found, log.row_hash)

@@ -6,6 +6,7 @@ service/reviews.py.
     POST /v1/decisions:batch      up to 10,000 applicants in one call
     POST /v1/decisions:columnar   the same, one list per feature (bulk scoring)
     GET  /v1/decisions/{id}       progress: received, scored, under review, decided
+    GET  /v1/decisions/{id}/notice  the adverse-action notice, in English or Chinese
     GET  /v1/reviews              the caller's referred applications awaiting review
     POST /v1/reviews/{id}         resolve one with a reviewer note (audited)
     GET  /healthz /readyz /metrics (Prometheus) /docs /redoc (OpenAPI, with valid examples;
@@ -29,6 +30,7 @@ from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import MAX_BODY, BodyLimit
+from jointcredit.service.notices import NoticeService
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
 from jointcredit.service.routers import decisions, ops, reviews
@@ -68,6 +70,7 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     state.service, state.metrics, state.writer = service, metrics, writer
     state.decisions = DecisionService(service, writer, responses, metrics, reads)
     state.reviews = ReviewService(service.audit, writer, responses, reads)
+    state.notices = NoticeService(service.audit, service.decider, responses, reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
     # The routers' routes join the app's own list: `include_router` in this FastAPI keeps a

@@ -54,11 +54,14 @@ class Entry:
     """One chain row: its kind, the decision (or batch) it is about, who asked, its payload,
     and the `decisions` rows it adds (`review`: the rows it updates)."""
 
-    kind: str  # "decision" | "batch" | "review"
-    decision_id: str  # a batch: the batch's own id
+    kind: str  # "decision" | "batch" | "review" | "consent"
+    decision_id: str  # a batch: the batch's own id; a consent: the consent's id
     institution: str
     payload: dict[str, Any]
     views: tuple[ViewRow, ...] = ()
+    # A consent entry's `consents` row: all its columns but `last_seq` (an add), or only
+    # `institution`, `consent_id` and `revoked_at` (a revoke).
+    consent: dict[str, Any] | None = None
 
 
 class AuditLog:
@@ -123,7 +126,9 @@ class AuditLog:
         """Append entries (and their view rows) in one transaction; returns their seqs.
         A review of a decision that is no longer awaiting review when the transaction reads it
         (another review, in this group or committed by any process, came first) is not written:
-        its seq is None. `wait=False`: raise Busy instead of waiting for another writer;
+        its seq is None; so is a consent added under an id the institution already used, or a
+        revoke of a consent it does not have or has revoked. `wait=False`: raise Busy instead
+        of waiting for another writer;
         otherwise LockTimeout after waiting about `lock_timeout` seconds for it."""
         with self._holding(wait, self.lock_timeout):
             return self._append(entries, wait)
@@ -194,12 +199,18 @@ class AuditLog:
             changed_views: list[Any] = []
             seqs: list[int | None] = []
             reviewed: set[str] = set()
+            consents: list[tuple[Any, Any]] = []
             for entry in entries:
                 if entry.kind == "review":
                     if not self._awaits_review(cur, entry.decision_id, reviewed):
                         seqs.append(None)
                         continue
                     reviewed.add(entry.decision_id)
+                if entry.consent is not None:
+                    if not self._consent_applies(cur, entry.consent, reviewed):
+                        seqs.append(None)
+                        continue
+                    reviewed.add(f"{entry.institution}\0{entry.decision_id}")
                 seq += 1
                 created = now()
                 payload = canonical(entry.payload)
@@ -214,6 +225,10 @@ class AuditLog:
                          "payload": payload, "prev_hash": prev, "hash": digest}
                     )
                 )  # fmt: skip
+                if entry.consent is not None:
+                    adding = "applicant_ref" in entry.consent
+                    statement = sql.add_consent if adding else sql.revoke_consent
+                    consents.append((statement, {**entry.consent, "last_seq": seq}))
                 for view in entry.views:
                     if entry.kind == "review":
                         changed_views.append(sql.update_view.params({**view, "last_seq": seq}))
@@ -227,6 +242,8 @@ class AuditLog:
                 cur.executemany(sql.view.sql, new_views)
             if changed_views:
                 cur.executemany(sql.update_view.sql, changed_views)
+            for statement, values in consents:
+                cur.execute(statement.sql, statement.params(values))
             head = sql.update_head if found else sql.insert_head
             cur.execute(head.sql, head.params({"id": 1, "seq": seq, "hash": prev}))
             raw.commit()
@@ -253,6 +270,17 @@ class AuditLog:
         cur.execute(self._sql.status.sql, self._sql.status.params({"decision_id": decision_id}))
         found = cur.fetchone()
         return found is not None and found[0] == "under_review"
+
+    def _consent_applies(self, cur: Any, change: dict[str, Any], seen: set[str]) -> bool:
+        """An add needs a new id; a revoke a consent that is not revoked (`seen`: changed
+        earlier in this transaction)."""
+        if f"{change['institution']}\0{change['consent_id']}" in seen:
+            return False
+        cur.execute(self._sql.consent.sql, self._sql.consent.params(change))
+        found = cur.fetchone()
+        if "applicant_ref" in change:
+            return found is None
+        return found is not None and found[0] is None
 
     def close(self) -> None:
         """Stop the checkpoint thread, release the lock file, close connections."""

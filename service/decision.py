@@ -57,6 +57,9 @@ class DecisionTable:
     out_of_range: list[dict[str, str]]  # numbers beyond what the model was trained on
     max_reasons: int | None = None  # the policy's: `add_flag` keeps each row within it
     language: Language = "en"  # of every text in the tables
+    # Applicants who asked for a person to decide (PIPL Art. 24): under review whatever the
+    # model and policy said. None: nobody asked.
+    human_review: list[bool] | None = None
 
     def __len__(self) -> int:
         return len(self.decision)
@@ -66,11 +69,22 @@ class DecisionTable:
             self.reason_ids[k], self.reason_table, self.contributions[k], self.features
         )
 
+    def requested_review(self, k: int) -> bool:
+        return self.human_review is not None and self.human_review[k]
+
+    def status(self, k: int) -> str:
+        return status(self.decision[k], self.requested_review(k))
+
     def policy_flags(self, k: int) -> list[Json]:
         return [self.rules[i] for i in self.flag_ids[k]]
 
     def rules_not_evaluated(self, k: int) -> list[str]:
         return [self.rules[i]["code"] for i in self.not_evaluated_ids[k]]
+
+    def add_not_evaluated(self, k: int, rule: Json) -> None:
+        """Say that applicant `k`'s request left `rule` (FlagOut's JSON) unevaluated."""
+        self.rules = [*self.rules, rule]
+        self.not_evaluated_ids[k] = [*self.not_evaluated_ids[k], len(self.rules) - 1]
 
     def add_flag(self, k: int, flag: Json, *, first_reason: bool) -> None:
         """Raise one more flag for applicant `k` (and, `first_reason`, give it as the first
@@ -93,7 +107,7 @@ class DecisionTable:
         decision = self.decision[k]
         return {
             "decision_id": decision_id,
-            "status": status(decision),
+            "status": self.status(k),
             "decision": decision,
             "probability_of_default": round(self.probability_of_default[k], 6),
             "score": self.score[k],
@@ -110,6 +124,7 @@ class DecisionTable:
             "joint_credit": joint,
             "created_at": created_at,
             "language": self.language,
+            "human_review_requested": self.requested_review(k),
         }
 
     def columns(self, ids: list[str], references: list[str | None]) -> Json:
@@ -117,7 +132,7 @@ class DecisionTable:
         stays a matrix, which orjson writes without a Python float per value)."""
         return {
             "decision_id": ids,
-            "status": [status(d) for d in self.decision],
+            "status": [self.status(k) for k in range(len(self.decision))],
             "decision": self.decision,
             "probability_of_default": [round(p, 6) for p in self.probability_of_default],
             "score": self.score,
@@ -130,6 +145,9 @@ class DecisionTable:
             "unseen_values": self.unknown_values,
             "out_of_range": self.out_of_range,
             "reference": references,
+            "human_review_requested": (
+                [False] * len(self.decision) if self.human_review is None else self.human_review
+            ),
         }
 
     @classmethod
@@ -158,11 +176,13 @@ class DecisionTable:
             unknown_values=columns["unseen_values"],
             out_of_range=columns.get("out_of_range") or [{} for _ in columns["decision"]],
             language=tables.get("language", "en"),
+            human_review=columns.get("human_review_requested"),
         )
 
 
-def status(decision: str) -> str:
-    return "under_review" if decision == "refer" else "decided"
+def status(decision: str, review_requested: bool = False) -> str:
+    """A referral, or any decision the applicant asked a person to make, awaits review."""
+    return "under_review" if decision == "refer" or review_requested else "decided"
 
 
 def _as_ids(columns: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -8,26 +8,32 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from jointcredit.service import records
 from jointcredit.service.audit import DecisionRow, Entry, ViewRow
 from jointcredit.service.chain import now
+from jointcredit.service.consent import ConsentRegistry, refuse_exposure
 from jointcredit.service.decision import DecisionTable, Json
 from jointcredit.service.errors import Invalid, NotFound, parse
 from jointcredit.service.exposure_http import ExposureResult
-from jointcredit.service.joint import apply_joint
+from jointcredit.service.joint import apply_joint, joint_limit
 from jointcredit.service.languages import Language, LanguageError, negotiate
 from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
+from jointcredit.service.policy_texts import ConsentProblem
 from jointcredit.service.records import Responses
 from jointcredit.service.schemas import category_text, columnar_model, request_models
 from jointcredit.service.writer import AuditWriter
 
 NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
+
+# Per applicant asking for a joint limit: the federation's exposure, or why consent did not
+# allow asking for it.
+Exposure: TypeAlias = ExposureResult | ConsentProblem | None
 
 
 def _accepted(header: str | None) -> Language | None:
@@ -49,6 +55,7 @@ class DecisionService:
         self.policy = service.decider.policy
         self.exposure = service.exposure
         self.audit = service.audit
+        self.consents = ConsentRegistry(service.audit)
         self.writer, self.responses, self.metrics = writer, responses, metrics
         self.model_info = service.model_info.model_dump(mode="json")
         schema = self.decider.model.card.data_schema
@@ -61,13 +68,15 @@ class DecisionService:
         start = time.perf_counter()
         item = parse(raw, self.single)
         language = item.language or _accepted(accept)
-        exposure: list[ExposureResult | None] = [None]
+        exposure: list[Exposure] = [None]
         if item.joint is not None:
-            exposure = await self._exposures([item])
+            exposure = await self._exposures([item], institution)
         received = now()
         request = item.model_dump(mode="json")  # JSON types: what is audited and digested
         applicant = {k: category_text(v) for k, v in request["applicant"].items()}
         table = self.decider.decide_one(applicant, request["context"] or {}, item.stance, language)
+        if item.human_review_requested:
+            table.human_review = [True]
         scored = now()
         outs, recs, views = self._answer(table, [item], exposure, institution, scored)
         entry = records.decision_entry(institution, request, recs[0], views[0], received, scored)
@@ -82,10 +91,12 @@ class DecisionService:
         body = parse(raw, self.batch)
         language = body.language or _accepted(accept)
         items = list(body.applications)
-        exposure = await self._exposures(items)
+        exposure = await self._exposures(items, institution)
         received = now()
         features, context = self._columns(items)
         table = self.decider.decide_columns(features, context, [i.stance for i in items], language)
+        if any(i.human_review_requested for i in items):
+            table.human_review = [i.human_review_requested for i in items]
         scored = now()
         outs, recs, views = self._answer(table, items, exposure, institution, scored)
         token = os.urandom(12).hex()
@@ -113,6 +124,8 @@ class DecisionService:
         given = {} if body.context is None else body.context.__dict__
         context = {c: given.get(c) or [None] * n for c in self.policy.context}
         table = self.decider.decide_columns(features, context, body.stance or [None] * n, language)
+        if body.human_review_requested is not None and any(body.human_review_requested):
+            table.human_review = list(body.human_review_requested)
         scored = now()
         token = os.urandom(12).hex()
         out = table.columns(records.decision_ids(token, n), body.reference or [None] * n)
@@ -156,7 +169,7 @@ class DecisionService:
             response = self.responses.of(row)
         at = response["created_at"]
         stages = [{"stage": "received", "at": at}, {"stage": "scored", "at": at}]
-        if response["decision"] == "refer":
+        if response["status"] == "under_review" or response["decision"] == "refer":
             stages.append({"stage": "under_review", "at": at})
         if row.status == "decided":
             stages.append({"stage": "decided", "at": row.updated_at})
@@ -177,14 +190,15 @@ class DecisionService:
         }
         return features, context
 
-    async def _exposures(self, items: list[Any]) -> list[ExposureResult | None]:
-        """The federation's exposure for each item that asks for a joint limit, concurrently."""
+    async def _exposures(self, items: list[Any], institution: str) -> list[Exposure]:
+        """The federation's exposure for each item that asks for a joint limit, concurrently;
+        for those whose consent does not allow the query, why (service/consent.py)."""
         asking = [k for k, item in enumerate(items) if item.joint is not None]
-        out: list[ExposureResult | None] = [None] * len(items)
+        out: list[Exposure] = [None] * len(items)
         if not asking:  # no task per applicant when nobody asks (a batch has up to 10,000)
             return out
         client = self.exposure
-        if client is None:
+        if client is None:  # nothing leaves the service: no consent needed
             for k in asking:
                 out[k] = NO_REGISTRY
             return out
@@ -193,13 +207,22 @@ class DecisionService:
             if unknown:
                 reason = f"not in the federation: {', '.join(unknown)}"
                 raise Invalid("joint.participating_lenders", reason)
-        results = await asyncio.gather(*(client.total(items[k].joint.applicant_id) for k in asking))
-        for k, result in zip(asking, results, strict=True):
+        asks = [(items[k].joint.consent_id, items[k].joint.applicant_id) for k in asking]
+        problems = await asyncio.to_thread(self.consents.problems, institution, asks, "exposure")
+        allowed = []
+        for k, problem in zip(asking, problems, strict=True):
+            out[k] = problem
+            if problem is None:
+                allowed.append(k)
+        results = await asyncio.gather(
+            *(client.total(items[k].joint.applicant_id) for k in allowed)
+        )
+        for k, result in zip(allowed, results, strict=True):
             out[k] = result
         return out
 
     def _answer(
-        self, table: DecisionTable, items: list[Any], exposure: list[ExposureResult | None],
+        self, table: DecisionTable, items: list[Any], exposure: list[Exposure],
         institution: str, scored: str,
     ) -> tuple[list[bytes], list[dict[str, Any]], list[ViewRow]]:  # fmt: skip
         """Each applicant's response (JSON), audit record and view row, joint limits added."""
@@ -209,10 +232,26 @@ class DecisionService:
         views: list[ViewRow] = []
         for k, (item, ex) in enumerate(zip(items, exposure, strict=True)):
             joint = None
-            if item.joint is not None and ex is not None:
+            consent = None
+            if item.joint is not None and isinstance(ex, ExposureResult):
                 limit = apply_joint(
                     table, k, item.joint, ex.total_cents, ex.unavailable, self.policy.joint
                 )
+            elif item.joint is not None and isinstance(ex, str):  # no consent: nobody was asked
+                consent = refuse_exposure(table, k, ex, self.policy.consent)
+                limit = joint_limit(
+                    item.joint, table.probability_of_default[k], None,
+                    declined=table.decision[k] == "decline", policy=self.policy.joint,
+                    language=table.language,
+                )  # fmt: skip
+            if item.joint is not None:
+                if table.status(k) == "under_review":  # limits only once a person approves
+                    limit = limit.model_copy(
+                        update={
+                            "available": 0.0,
+                            "allocations": dict.fromkeys(limit.allocations, 0.0),
+                        }
+                    )
                 joint = limit.model_dump(mode="json")
             decision_id = ids[32 * k : 32 * k + 32]
             response = table.render(
@@ -223,10 +262,14 @@ class DecisionService:
             record: dict[str, Any] = {"response": response}
             if item.joint is not None:
                 record["joint"] = item.joint.model_dump(mode="json")
+                record["consent"] = consent or {"problem": None}
+            if table.requested_review(k):
+                record["human_review"] = "requested by the applicant"
             recs.append(record)
             views.append(
-                records.view_row(decision_id, institution, table.decision[k], scored, text.decode())
-            )
+                records.view_row(decision_id, institution, table.decision[k], scored,
+                                 text.decode(), table.requested_review(k))
+            )  # fmt: skip
             outs.append(text)
         return outs, recs, views
 

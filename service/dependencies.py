@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from jointcredit.service.decisions import DecisionService
     from jointcredit.service.loader import Service
     from jointcredit.service.metrics import Metrics
+    from jointcredit.service.notices import NoticeService
     from jointcredit.service.reviews import ReviewService
 
 # HTTPBearer documents the scheme in OpenAPI (and costs less per request than a `Header`
@@ -53,6 +54,11 @@ async def decisions(request: Request) -> DecisionService:
 
 async def reviews(request: Request) -> ReviewService:
     found: ReviewService = request.app.state.reviews
+    return found
+
+
+async def notices(request: Request) -> NoticeService:
+    found: NoticeService = request.app.state.notices
     return found
 
 

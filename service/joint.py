@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jointcredit.service.decision import DecisionTable
 from jointcredit.service.fields import Institution, text
-from jointcredit.service.languages import EXPOSURE_UNAVAILABLE, Language
+from jointcredit.service.languages import EXPOSURE_CODE, EXPOSURE_UNAVAILABLE, Language
 
 
 class JointPolicy(BaseModel):
@@ -48,6 +48,7 @@ class JointRequest(BaseModel):
                     "annual_income": 420000,
                     "monthly_debt_payments": 6500,
                     "participating_lenders": ["bank-a", "bank-b"],
+                    "consent_id": "consent-2026-0001",
                 }
             ]
         },
@@ -59,6 +60,13 @@ class JointRequest(BaseModel):
     monthly_debt_payments: float = Field(ge=0, le=1e11, allow_inf_nan=False, strict=True)
     participating_lenders: list[Institution] = Field(
         min_length=1, max_length=50, description="institution ids"
+    )
+    consent_id: text(64, min_length=1) | None = Field(  # type: ignore[valid-type]
+        None,
+        description="the applicant's consent to query the other lenders, as registered with "
+        "`jointcredit consent add` for this applicant_id and purpose `exposure`; without a "
+        "valid one the exposure rule is not evaluated (`rules_not_evaluated`) and a reason "
+        "says why",
     )
 
 
@@ -156,7 +164,7 @@ def apply_joint(
     stays declined); a referred application gets a limit only once approved."""
     if total_cents is None:
         who = "; ".join(f"{i}: {why}" for i, why in sorted(unavailable.items()))
-        flag = {"code": "EXPOSURE_UNAVAILABLE", "action": "refer",
+        flag = {"code": EXPOSURE_CODE, "action": "refer",
                 "text": f"{EXPOSURE_UNAVAILABLE[table.language]} ({who})",
                 "points": 0}  # fmt: skip
         declined = table.decision[k] == "decline"

@@ -61,6 +61,8 @@ MISSING: dict[Language, str] = {"en": "missing", "zh": "缺失"}
 OTHER_LEVEL: dict[Language, str] = {"en": "other", "zh": "其他"}
 
 # The joint limit's referral when the federation's exposure total could not be established.
+EXPOSURE_CODE = "EXPOSURE_UNAVAILABLE"
+# Its text: when the federation's exposure total could not be established.
 EXPOSURE_UNAVAILABLE: dict[Language, str] = {
     "en": "The lenders' existing exposure to the applicant could not be established, so the "
     "joint limit needs a loan officer's review",

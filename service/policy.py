@@ -18,15 +18,14 @@ the policy, unless `absent_fields = "not_evaluated"` (the shipped default, so th
 model): such a rule is then never evaluated and every decision lists it so.
 
 Languages (service/languages.py): every text a borrower sees has an English key (`reason`,
-`text`, `approval_text`, `labels`, `unseen_text`, `range_text`) and may have a Chinese twin
-beside it, the same key with `_zh` (`reason_zh`, `text_zh`, `approval_text_zh`, `labels_zh`,
-`unseen_text_zh`, `range_text_zh`). A policy that gives every text of its own in both
-languages (the shipped default does) answers in the language a request asks for. One that
-lacks Chinese for any of its texts (none given, or a rule added in English only) is accepted
-and answers every request in English, the response's `language` saying so, and `serve` lists
-the texts without Chinese at start-up (`missing_chinese`): a borrower is never shown a letter
-half in one language and half in another. `[outside_training]` texts the policy leaves out
-take the built-in ones, which exist in both.
+`text`, `approval_text`, `labels`, `unseen_text`, `range_text`) and a Chinese twin beside it,
+the same key with `_zh` (`reason_zh`, `text_zh`, `approval_text_zh`, `labels_zh`,
+`unseen_text_zh`, `range_text_zh`); the notice and consent texts (`[notice]`, `[consent]`,
+service/policy_texts.py) come in pairs only. A policy file lacking Chinese for any text of its
+own is refused at load (`load_policy`, naming each key; `serve` exits 2): a borrower is never
+shown a letter half in one language and half in another. A policy built in code may still
+lack some (`missing_chinese`); it then answers every request in English, the response's
+`language` saying so. Texts the policy leaves out take the built-in ones, which exist in both.
 
 Before all of this, an applicant outside what the model was trained on (a category the
 federation's vocabulary lacks, a number beyond the span the preprocessing represents) is
@@ -45,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from jointcredit.service.joint import JointPolicy
 from jointcredit.service.languages import (
     DEFAULT,
+    EXPOSURE_CODE,
     LANGUAGES,
     MISSING,
     OTHER_LEVEL,
@@ -52,6 +52,7 @@ from jointcredit.service.languages import (
     PROFILE_REASON_CODE,
     Language,
 )
+from jointcredit.service.policy_texts import ConsentTexts, NoticeTexts, ScoreBand, default_bands
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
@@ -272,6 +273,15 @@ class Policy(_Strict):
     absent_fields: Literal["error", "not_evaluated"] = "error"
     outside_training: OutsideTraining = OutsideTraining()
     profile_risk: ProfileRisk = ProfileRisk()
+    notice: NoticeTexts = NoticeTexts()
+    consent: ConsentTexts = ConsentTexts()
+
+    def bands(self) -> list[ScoreBand]:
+        """What scores mean, by band from the highest down (`[[notice.bands]]`, else the
+        cut-offs')."""
+        given = self.notice.bands
+        return given if given is not None else default_bands(self.cutoffs.approve,
+                                                             self.cutoffs.decline)  # fmt: skip
 
     def missing_chinese(self) -> list[str]:
         """The policy's own texts (not the built-in ones) without a Chinese twin, by key."""
@@ -289,6 +299,7 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _unique_codes(self) -> Policy:
         codes = [r.code for r in self.rules] + [self.outside_training.code]
+        codes += [self.consent.rule, self.consent.code, self.profile_risk.code, EXPOSURE_CODE]
         dupes = sorted({c for c in codes if codes.count(c) > 1})
         if dupes:
             raise ValueError(f"duplicate rule codes: {', '.join(dupes)}")
@@ -357,7 +368,7 @@ def load_policy(path: Path | None = None) -> Policy:
     source = path or DEFAULT_POLICY
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except FileNotFoundError as exc:
         raise PolicyError(f"{source}: policy file not found") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -365,3 +376,9 @@ def load_policy(path: Path | None = None) -> Policy:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise PolicyError(f"{source}: invalid policy: {problems}") from exc
+    untranslated = policy.missing_chinese()
+    if untranslated:
+        raise PolicyError(
+            f"{source}: texts without their Chinese (zh-CN) twin: {', '.join(untranslated)}"
+        )
+    return policy

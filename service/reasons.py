@@ -48,7 +48,7 @@ class ModelReasons:
         self.policy = policy
         self.level = level or _as_given
         self.width = min(policy.max_reasons, len(features))
-        self._codes = [f"F_{name.upper()}" for name in features]
+        self._codes = [feature_code(name) for name in features]
         # Feature positions by name, last first: the tie-break.
         self._by_name = sorted(range(len(features)), key=lambda j: features[j], reverse=True)
         self._name_rank = {j: r for r, j in enumerate(reversed(self._by_name))}
@@ -142,6 +142,11 @@ class ModelReasons:
         entries += [self._entry(j, applicant[self.features[j]], False, language)
                     for _, _, j in least]  # fmt: skip
         return list(range(first_id, first_id + len(entries))), entries
+
+
+def feature_code(name: str) -> str:
+    """A model reason's code: its feature's."""
+    return f"F_{name.upper()}"
 
 
 def _as_given(name: str, value: Any) -> Any:

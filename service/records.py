@@ -27,6 +27,9 @@ from jointcredit.service.decision import DecisionTable, status
 # A `decisions` row's response when its columnar batch's chained record keeps it.
 IN_BATCH = ""
 
+# An entry that adds or revokes an applicant's consent (service/consent.py).
+CONSENT = "consent"
+
 BATCHES_KEPT = 8  # parsed columnar batch records kept in memory (a few MB each)
 
 # A batch's institution, its parsed record, and its decisions (None: not a columnar batch).
@@ -51,12 +54,15 @@ def locate(decision_id: str) -> tuple[str, int] | None:
 
 
 def view_row(
-    decision_id: str, institution: str, decision: str, at: str, response: str = IN_BATCH
-) -> ViewRow:
-    """A new `decisions` row (`response`: the response's JSON text, or kept in the batch)."""
+    decision_id: str, institution: str, decision: str, at: str, response: str = IN_BATCH,
+    review_requested: bool = False,
+) -> ViewRow:  # fmt: skip
+    """A new `decisions` row (`response`: the response's JSON text, or kept in the batch;
+    `review_requested`: the applicant asked for a person to decide)."""
+    state = status(decision, review_requested)
     return {
-        "decision_id": decision_id, "institution": institution, "status": status(decision),
-        "decision": decision, "final_decision": None if decision == "refer" else decision,
+        "decision_id": decision_id, "institution": institution, "status": state,
+        "decision": decision, "final_decision": None if state == "under_review" else decision,
         "created_at": at, "updated_at": at, "response": response,
     }  # fmt: skip
 
@@ -104,10 +110,12 @@ def columnar_entry(
         "policy_version": policy_version, "decisions": decisions, **tables(table),
     }  # fmt: skip
     views = [
-        view_row(decision_id, institution, "refer", scored)
-        for decision_id, outcome in zip(decisions["decision_id"], table.decision, strict=True)
-        if outcome == "refer"
-    ]
+        view_row(decision_id, institution, outcome, scored,
+                 review_requested=table.requested_review(k))
+        for k, (decision_id, outcome) in enumerate(
+            zip(decisions["decision_id"], table.decision, strict=True))
+        if decisions["status"][k] == "under_review"
+    ]  # fmt: skip
     return Entry("batch", batch_id(token), institution, payload, tuple(views))
 
 
@@ -128,7 +136,7 @@ def _made(response: Mapping[str, Any], seq: int) -> View:
     return {
         "status": response["status"],
         "decision": decision,
-        "final_decision": None if decision == "refer" else decision,
+        "final_decision": None if response["status"] == "under_review" else decision,
         "response": response,
         "last_seq": seq,
     }
@@ -141,11 +149,13 @@ def derive_views(
     if kind == "batch" and payload.get("format") == "columns":
         cols = payload["decisions"]
         return {
-            did: {**_made({"status": cols["status"][k], "decision": "refer"}, seq),
+            did: {**_made({"status": cols["status"][k], "decision": cols["decision"][k]}, seq),
                   "response": IN_BATCH}
             for k, did in enumerate(cols["decision_id"])
-            if cols["decision"][k] == "refer"
+            if cols["status"][k] == "under_review"
         }  # fmt: skip
+    if kind == CONSENT:
+        return {}  # the consent registry's own table, not a decision
     if kind == "batch":
         return {
             r["response"]["decision_id"]: _made(r["response"], seq) for r in payload["decisions"]
@@ -188,9 +198,22 @@ class Responses:
         """(institution, response) of a decision made in a columnar batch; None when the id
         is not one."""
         where = locate(decision_id)
-        if where is None:
+        cached = None if where is None else self._batch(where[0])
+        if where is None or cached is None:
             return None
-        batch, k = where
+        k = where[1]
+        institution, payload, table = cached
+        if table is None or k >= len(table):
+            return None
+        columns = payload["decisions"]
+        response = table.render(
+            k, decision_id=columns["decision_id"][k], reference=columns["reference"][k],
+            model=payload["model"], policy_version=payload["policy_version"],
+            created_at=payload["scored_at"],
+        )  # fmt: skip
+        return institution, response
+
+    def _batch(self, batch: str) -> _Parsed | None:
         with self._lock:
             cached = self._batches.get(batch)
             if cached is not None:
@@ -209,16 +232,17 @@ class Responses:
                 self._batches[batch] = cached
                 while len(self._batches) > BATCHES_KEPT:
                     self._batches.popitem(last=False)
-        institution, payload, table = cached
-        if table is None or k >= len(table):
+        return cached
+
+    def columnar_features(self, decision_id: str) -> dict[str, Any] | None:
+        """The features a columnar batch's decision was made on, as audited (None: the id
+        is not one)."""
+        where = locate(decision_id)
+        cached = None if where is None else self._batch(where[0])
+        if where is None or cached is None or cached[2] is None:
             return None
-        columns = payload["decisions"]
-        response = table.render(
-            k, decision_id=columns["decision_id"][k], reference=columns["reference"][k],
-            model=payload["model"], policy_version=payload["policy_version"],
-            created_at=payload["scored_at"],
-        )  # fmt: skip
-        return institution, response
+        features = cached[1]["features"]
+        return {f: values[where[1]] for f, values in features.items()}
 
     def of(self, row: DecisionRow) -> dict[str, Any]:
         """A view row's response, from the row or from its batch's chained record."""

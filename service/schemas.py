@@ -37,6 +37,11 @@ from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy
 
 MAX_BATCH = 10_000
+HUMAN_REVIEW_TEXT = (
+    "the applicant asks for a person to decide (PIPL Art. 24): scored as usual, but never "
+    "final by automated means; the decision goes to the review queue (status `under_review`)"
+)
+HUMAN_REVIEW: Any = (bool, Field(False, strict=True, description=HUMAN_REVIEW_TEXT))
 # The request models are generated per model and policy (below); their OpenAPI names.
 SINGLE, BATCH, COLUMNAR = "DecisionRequest", "BatchDecisionRequest", "ColumnarDecisionRequest"
 
@@ -190,7 +195,8 @@ def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> t
         named = [(f"columns.{k}", v) for k, v in self.columns.__dict__.items()]
         if self.context is not None:
             named += [(f"context.{k}", v) for k, v in self.context.__dict__.items()]
-        named += [("stance", self.stance), ("reference", self.reference)]
+        named += [("stance", self.stance), ("reference", self.reference),
+                  ("human_review_requested", self.human_review_requested)]  # fmt: skip
         for name, values in named:
             if values is not None and len(values) != n:
                 raise ValueError(f"{name} has {len(values)} values; the batch has {n} applicants")
@@ -215,7 +221,12 @@ def columnar_model(schema: Schema, policy: Policy, example: dict[str, Any]) -> t
         "context": (context | None, Field(None, description="policy signals; null: not sent")),
         "stance": (stance, Field(None, description="per applicant; null: the policy's stance")),
         "reference": (reference, Field(None, description="your own reference per applicant")),
-    }
+        "human_review_requested": (
+            list[Annotated[bool, Field(strict=True)]] | None,
+            Field(None, min_length=1, max_length=MAX_BATCH,
+                  description=f"per applicant: {HUMAN_REVIEW_TEXT}; null: nobody asks"),
+        ),
+    }  # fmt: skip
     return create_model(
         COLUMNAR,
         __config__=ConfigDict(
@@ -245,6 +256,7 @@ def request_models(
         "context": (context, Field(None, description="policy signals the model does not use")),
         "stance": (stance, Field(None, description="default: the policy's stance")),
         "reference": (text(128) | None, Field(None, description="your own reference")),
+        "human_review_requested": HUMAN_REVIEW,
         "joint": (
             JointRequest | None,
             Field(None, description="ask for a joint credit limit across participating lenders"),
@@ -358,6 +370,11 @@ class DecisionOut(BaseModel):
         description="the language of every text in this decision (what the request asked "
         "for, when the policy has it; else English)"
     )
+    human_review_requested: bool = Field(
+        False,
+        description="the applicant asked for a person to decide: under review until a "
+        "reviewer's final decision",
+    )
 
 
 class BatchOut(BaseModel):
@@ -397,6 +414,9 @@ class ColumnarDecisions(BaseModel):
     unseen_values: list[dict[str, str]]
     out_of_range: list[dict[str, str]]
     reference: list[str | None]
+    human_review_requested: list[bool] = Field(
+        description="per applicant: asked for a person to decide (then under review)"
+    )
 
 
 class ColumnarOut(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, literal_column, select, update
 
-from jointcredit.service.tables import AuditRow, ChainHead, DecisionRow
+from jointcredit.service.tables import AuditRow, ChainHead, ConsentRow, DecisionRow
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,26 @@ class Statements:
             dialect,
             id_="decision_id",
         )
+        # A consent's precondition, read inside the write transaction like a review's.
+        self.consent = Compiled.of(
+            select(ConsentRow.revoked_at).where(
+                ConsentRow.institution == bindparam("institution_"),
+                ConsentRow.consent_id == bindparam("consent_id_"),
+            ),
+            dialect,
+            institution_="institution",
+            consent_id_="consent_id",
+        )
+        self.add_consent = Compiled.of(insert(ConsentRow), dialect)
+        self.revoke_consent = Compiled.of(
+            update(ConsentRow)
+            .where(ConsentRow.institution == bindparam("institution_"),
+                   ConsentRow.consent_id == bindparam("consent_id_"))
+            .values(revoked_at=bindparam("revoked_at_"), last_seq=bindparam("last_seq_")),
+            dialect,
+            institution_="institution", consent_id_="consent_id", revoked_at_="revoked_at",
+            last_seq_="last_seq",
+        )  # fmt: skip
         self.update_head = Compiled.of(
             update(ChainHead)
             .where(ChainHead.id == bindparam("id_"))

@@ -3,7 +3,8 @@
 `audit_log` is append-only, one hash-chained row per entry (service/chain.py); `chain_head`
 holds the last row's number and hash, updated in the same transaction, so deleting the newest
 rows is caught too. `decisions` is the current view of each decision (status after reviews)
-that the API reads: derived data, checked against the chain by `audit verify`.
+that the API reads: derived data, checked against the chain by `audit verify`. `consents` is
+the institutions' consent registry (service/consent.py), written with its chained entries.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ class DecisionRow(Base):
     updated_at: Mapped[str] = mapped_column(String(40))
     # JSON text, or empty when the entry that made the decision keeps the response itself.
     response: Mapped[str] = mapped_column(Text)
+    last_seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"))
+
+
+class ConsentRow(Base):
+    """An applicant's consent to a cross-party use of its data, as the institution registered
+    it (`jointcredit consent add`); every add and revoke is also a chained entry."""
+
+    __tablename__ = "consents"
+    institution: Mapped[str] = mapped_column(String(128), primary_key=True)
+    consent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(128))  # the joint request's applicant_id
+    purpose: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[str] = mapped_column(String(40))
+    expires_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    revoked_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
     last_seq: Mapped[int] = mapped_column(ForeignKey("audit_log.seq"))
 
 

@@ -11,6 +11,7 @@ import pytest
 from test_audit_writer import _batch, _decision, write_concurrently
 
 from jointcredit.service.audit import AuditError, AuditLog, Entry, as_view
+from jointcredit.service.consent import ConsentError, ConsentRegistry, check_consents
 from jointcredit.service.records import derive_views
 from jointcredit.service.writer import AuditWriter
 
@@ -41,7 +42,7 @@ def test_chain_batches_reviews_and_tampering_on_postgres(pg_url: str) -> None:
 
 def test_two_writers_and_the_group_commit_keep_one_chain_on_postgres(pg_url: str) -> None:
     with AuditLog(pg_url).engine.begin() as conn:  # a fresh chain for this test
-        conn.exec_driver_sql("DROP TABLE decisions, audit_log, chain_head")
+        conn.exec_driver_sql("DROP TABLE consents, decisions, audit_log, chain_head")
     logs = [AuditLog(pg_url), AuditLog(pg_url)]  # two "processes": FOR UPDATE orders them
     write_concurrently(logs, 60)
     writer = AuditWriter(logs[0])
@@ -54,5 +55,13 @@ def test_two_writers_and_the_group_commit_keep_one_chain_on_postgres(pg_url: str
     seqs = asyncio.run(main())
     assert sorted(s for group in seqs for s in group) == list(range(121, 161))
     assert logs[0].verify(derive_views)[0] == 160
+    # The consent registry's chained changes, from both "processes".
+    added = ConsentRegistry(logs[0]).add("bank-a", "c1", "TIN-1", "exposure")
+    assert added.revoked_at is None
+    assert ConsentRegistry(logs[1]).revoke("bank-a", "c1").revoked_at is not None
+    with pytest.raises(ConsentError, match="already revoked"):
+        ConsentRegistry(logs[0]).revoke("bank-a", "c1")
+    assert ConsentRegistry(logs[0]).problems("bank-a", [("c1", "TIN-1")], "exposure") == ["revoked"]
+    assert logs[0].verify(derive_views)[0] == 162 and check_consents(logs[0]) == 1
     for log in logs:
         log.close()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from service_helpers import free_port, signed_artifact
+from service_helpers import audit_verify, free_port, signed_artifact
+from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
 from jointcredit.service.app import create_app
 from jointcredit.service.auth import new_key
+from jointcredit.service.consent import ConsentRegistry
 from jointcredit.service.exposure import (
     ISSUED_HEADER,
     MAC_HEADER,
@@ -39,6 +43,7 @@ from jointcredit.service.exposure import (
 )
 from jointcredit.service.exposure_http import ExposureClient, institution_app
 from jointcredit.service.loader import load_service
+from jointcredit.service.policy import load_policy
 from jointcredit.service.registry import (
     Registry,
     RegistryEntry,
@@ -170,8 +175,10 @@ class Institutions(httpx.AsyncBaseTransport):
     def __init__(self, apps: dict[str, FastAPI]) -> None:
         self.apps = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
         self.down: set[str] = set()
+        self.asked = 0  # share requests sent
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.asked += 1
         if request.url.host in self.down:
             raise httpx.ConnectError("connection refused", request=request)
         return await self.apps[request.url.host].handle_async_request(request)
@@ -195,9 +202,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                            db_url=f"sqlite:///{root / 'a.sqlite'}")  # fmt: skip
     transport = Institutions(apps)
     service.exposure = ExposureClient(registry, fed_key, transport=transport)
+    consents = ConsentRegistry(service.audit)
+    for applicant in ("TIN-1", "TIN-404"):
+        consents.add("bank-a", f"c-{applicant}", applicant, "exposure")
     with TestClient(create_app(service)) as client:
         yield {"client": client, "token": token, "apps": apps, "transport": transport,
-               "fed_key": fed_key}  # fmt: skip
+               "fed_key": fed_key, "consents": consents,
+               "db": f"sqlite:///{root / 'a.sqlite'}"}  # fmt: skip
 
 
 def _ledger(root: Path, institution: str) -> Path:
@@ -206,13 +217,21 @@ def _ledger(root: Path, institution: str) -> Path:
     return path
 
 
-def _request(client: TestClient, token: str, applicant_id: str, lenders: list[str]) -> Any:
+def _request(
+    client: TestClient, token: str, applicant_id: str, lenders: list[str],
+    consent: str | None = "", **extra: Any,
+) -> Any:  # fmt: skip
+    """A decision asking for a joint limit (`consent`: its consent id; "": the one the
+    fixture registered for this applicant; None: none)."""
     spec = client.get("/openapi.json").json()
     body = spec["components"]["schemas"]["DecisionRequest"]["examples"][0]
     body["joint"] = {
         "applicant_id": applicant_id, "annual_income": 600000, "monthly_debt_payments": 2000,
         "participating_lenders": lenders,
     }  # fmt: skip
+    if consent is not None:
+        body["joint"]["consent_id"] = consent or f"c-{applicant_id}"
+    body.update(extra)
     return client.post("/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"})
 
 
@@ -249,6 +268,129 @@ def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[st
         assert d["reasons"][0]["code"] == "EXPOSURE_UNAVAILABLE"
     assert d["joint_credit"]["existing_exposure"] is None
     assert d["joint_credit"]["available"] == 0
+
+
+def _refused(d: dict[str, Any], problem: str, language: str = "en") -> None:
+    """The exposure rule was not evaluated for want of consent, and the decision says why."""
+    texts = load_policy().consent
+    assert "JOINT_EXPOSURE" in d["rules_not_evaluated"]
+    flags = {f["code"]: f for f in d["policy_flags"]}
+    assert flags["CONSENT_REQUIRED"]["text"] == texts.why(problem, language)  # type: ignore[arg-type]
+    assert d["decision"] in {"refer", "decline"}
+    if d["decision"] == "refer":
+        assert d["reasons"][0]["code"] == "CONSENT_REQUIRED"
+    assert d["joint_credit"]["existing_exposure"] is None
+    assert d["joint_credit"]["available"] == 0
+
+
+@pytest.mark.integration
+def test_without_a_valid_consent_no_lender_is_asked_and_the_decision_says_why(
+    federation: dict[str, Any],
+) -> None:
+    client, token, transport = federation["client"], federation["token"], federation["transport"]
+    federation["consents"].add("bank-b", "c-elsewhere", "TIN-1", "exposure")
+    cases = [
+        (None, "missing"),
+        ("c-nope", "unknown"),
+        ("c-TIN-404", "mismatch"),
+        ("c-elsewhere", "unknown"),
+    ]  # another institution's consent is not the caller's
+    for consent, problem in cases:
+        before = transport.asked
+        r = _request(client, token, "TIN-1", ["bank-a", "cf-c"], consent)
+        assert r.status_code == 200, r.text
+        assert transport.asked == before, consent
+        _refused(r.json(), problem)
+    zh = _request(client, token, "TIN-1", ["bank-a", "cf-c"], None, language="zh").json()
+    _refused(zh, "missing", "zh")
+    expiring = datetime.now(UTC) + timedelta(seconds=1)
+    federation["consents"].add(
+        "bank-a", "c-short", "TIN-1", "exposure", expiring.isoformat(timespec="microseconds")
+    )
+    time.sleep(max(0.0, (expiring - datetime.now(UTC)).total_seconds()) + 0.05)
+    _refused(_request(client, token, "TIN-1", ["bank-a", "cf-c"], "c-short").json(), "expired")
+
+
+@pytest.mark.integration
+def test_a_revoked_consent_stops_the_next_query_at_once(federation: dict[str, Any]) -> None:
+    client, token, transport = federation["client"], federation["token"], federation["transport"]
+    from jointcredit.cli.main import app
+
+    cli = CliRunner()
+    db = ["--db", federation["db"], "--institution", "bank-a"]
+    added = cli.invoke(app, ["consent", "add", *db, "--applicant-ref", "TIN-1", "--id", "c-rev"])
+    assert added.exit_code == 0, added.output
+    before = transport.asked
+    ok = _request(client, token, "TIN-1", ["bank-a", "cf-c"], "c-rev").json()
+    assert transport.asked == before + len(INSTITUTIONS)
+    assert ok["joint_credit"]["existing_exposure"] == pytest.approx(150500.25)
+    assert "JOINT_EXPOSURE" not in ok["rules_not_evaluated"]
+    # Revoked by another process's connection to the database (as `--workers N` share it).
+    revoked = cli.invoke(app, ["consent", "revoke", "c-rev", *db])
+    assert revoked.exit_code == 0, revoked.output
+    before = transport.asked
+    _refused(_request(client, token, "TIN-1", ["bank-a", "cf-c"], "c-rev").json(), "revoked")
+    assert transport.asked == before
+    again = cli.invoke(app, ["consent", "revoke", "c-rev", *db])
+    assert again.exit_code == 2 and "already revoked" in again.output
+
+
+@pytest.mark.integration
+def test_consent_commands_add_show_revoke_and_audit_each_change(tmp_path: Path) -> None:
+    from jointcredit.cli.main import app
+    from jointcredit.service.audit import AuditLog
+
+    db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    AuditLog(db).close()
+    cli = CliRunner()
+    where = ["--db", db, "--institution", "bank-a"]
+
+    def run(*args: str) -> Any:
+        return cli.invoke(app, ["consent", *args], env={"COLUMNS": "300"})
+
+    assert run("add", *where, "--applicant-ref", "TIN-9", "--id", "c1",
+               "--expires", "2099-01-01").exit_code == 0  # fmt: skip
+    assert run("add", *where, "--applicant-ref", "TIN-8", "--id", "c2").exit_code == 0
+    shown = run("show", *where)
+    assert shown.exit_code == 0
+    assert "c1  valid  applicant TIN-9" in shown.output and "expires 2099-01-01" in shown.output
+    assert "c2  valid  applicant TIN-8" in shown.output
+    assert run("revoke", "c1", *where).exit_code == 0
+    assert "c1  revoked" in run("show", *where, "c1").output
+    assert run("show", "--db", db, "--institution", "bank-b").output.strip() == (
+        "bank-b has no consents"
+    )
+    for args, problem in [
+        (("add", *where, "--applicant-ref", "TIN-9", "--id", "c1"), "already has a consent c1"),
+        (("add", *where, "--applicant-ref", "TIN-9", "--id", "c3", "--purpose", "marketing"),
+         "--purpose must be one of: exposure"),
+        (("add", *where, "--applicant-ref", "TIN-9", "--id", "c3", "--expires", "soon"),
+         "not an ISO 8601"),
+        (("add", *where, "--applicant-ref", "TIN-9", "--id", "c3", "--expires", "2001-01-01"),
+         "not in the future"),
+        (("revoke", "c9", *where), "has no consent c9"),
+    ]:  # fmt: skip
+        r = run(*args)
+        assert r.exit_code == 2 and problem in r.output, (args, r.output)
+    assert run("show", *where, "c9").exit_code == 1
+    log = AuditLog(db, create=False)
+    try:
+        kinds = [
+            (row.kind, row.decision_id, json.loads(row.payload)["action"]) for row in log.rows()
+        ]
+    finally:
+        log.close()
+    assert kinds == [("consent", "c1", "add"), ("consent", "c2", "add"),
+                     ("consent", "c1", "revoke")]  # fmt: skip
+    assert audit_verify(db).exit_code == 0
+    # A revoke undone in the table behind the log's back is found.
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE consents SET revoked_at = NULL WHERE consent_id = 'c1'"))
+    engine.dispose()
+    broken = audit_verify(db)
+    assert broken.exit_code == 1
+    assert "consent c1 of bank-a: consents table differs from the log" in broken.output
 
 
 @pytest.mark.integration

@@ -146,3 +146,43 @@ def test_accept_language_picks_the_supported_language_of_highest_weight(
 def test_accept_language_that_accepts_nothing_supported_is_an_error(header: str) -> None:
     with pytest.raises(LanguageError):
         negotiate(header)
+
+
+def test_every_reason_code_the_service_can_give_has_both_texts_in_the_default_policy() -> None:
+    """Each code `reason_codes` enumerates (tests/test_notices.py checks that decisions give
+    no other) has an English and a Chinese text, with the same placeholders."""
+    from jointcredit.service.reason_codes import reason_codes
+
+    features = sorted(set(SBA_SCHEMA.features) | set(synthetic_schema().features))
+    codes = reason_codes(load_policy(), features)
+    assert {"MANY_RECENT_LENDERS", "OUTSIDE_TRAINING_DATA", "PROFILE_RISK",
+            "EXPOSURE_UNAVAILABLE", "CONSENT_REQUIRED", "JOINT_EXPOSURE",
+            "F_STATE"} <= set(codes)  # fmt: skip
+    for code, texts in codes.items():
+        assert texts, code
+        for en, zh in texts:
+            assert en and zh, (code, en, zh)
+            assert CJK.search(zh) and not CJK.search(en), (code, zh)
+            assert sorted(PLACEHOLDER.findall(en)) == sorted(PLACEHOLDER.findall(zh)), (code, en)
+    # A policy whose text for one feature lacks its Chinese leaves that code without one.
+    data = {**_bare(), "feature_reasons": {"state": {"text": "State {value}"}}}
+    (toward_default, _) = reason_codes(Policy.model_validate(data), ["state"])["F_STATE"]
+    assert toward_default == ("State {value}", "")
+
+
+def test_the_notice_and_consent_texts_are_pairs_in_both_languages() -> None:
+    policy = load_policy()
+    n = policy.notice
+    pairs = [n.scale, n.manual_review, n.correct_data, n.human_review, n.under_review,
+             n.reviewed, n.decided, *n.outcomes.values()]  # fmt: skip
+    pairs += [policy.consent.rule_text]
+    texts = [(p.text, p.text_zh) for p in pairs] + [(b.text, b.text_zh) for b in policy.bands()]
+    for en, zh in texts:
+        assert CJK.search(zh) and not CJK.search(en), (en, zh)
+        assert sorted(PLACEHOLDER.findall(en)) == sorted(PLACEHOLDER.findall(zh)), en
+    assert [b.min_score for b in policy.bands()] == [680, 600, 350]
+    bare = Policy.model_validate({**_bare(), "cutoffs": {"approve": 700, "decline": 350}})
+    assert [b.min_score for b in bare.bands()] == [700, 350]
+    with pytest.raises(ValidationError, match="the last at 350"):
+        Policy.model_validate({**_bare(), "notice": {"bands": [
+            {"min_score": 600, "text": "a", "text_zh": "甲"}]}})  # fmt: skip

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from jointcredit.service.app import create_app
 from jointcredit.service.auth import new_key
 from jointcredit.service.decide import Decider
-from jointcredit.service.loader import load_service
+from jointcredit.service.loader import StartupError, load_service
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,9 @@ def test_the_audit_keeps_what_tells_a_decision_again_in_either_language(api: Api
         assert decider.retell(zh["reasons"], applicant, "en") == en["reasons"]
 
 
-def test_an_english_only_policy_answers_in_english_and_says_so(root: Path, tmp_path: Path) -> None:
+def test_an_english_only_policy_file_is_refused_at_start_up_naming_the_text(
+    root: Path, tmp_path: Path
+) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(
         'version = "en-only"\nabsent_fields = "not_evaluated"\n[cutoffs]\napprove = 680\n'
@@ -147,15 +149,11 @@ def test_an_english_only_policy_answers_in_english_and_says_so(root: Path, tmp_p
         'points = -5\nwhen = { state = { eq = "FL" } }\n',
         encoding="utf-8",
     )
-    token = new_key(root / "keys.json", "bank-c")
-    service = load_service(
-        root / "model", root / "trust.json", policy_file=policy, api_keys=root / "keys.json",
-        db_url=f"sqlite:///{tmp_path / 'audit.sqlite'}",
-    )  # fmt: skip
-    with TestClient(create_app(service)) as client:
-        api = Api(client, token, service)
-        d = api.post("/v1/decisions", {**api.example, "language": "zh"}).json()
-    assert d["language"] == "en" and not any(CJK.search(r["text"]) for r in d["reasons"])
+    with pytest.raises(StartupError, match=r"without their Chinese \(zh-CN\) twin: rules\.FL"):
+        load_service(
+            root / "model", root / "trust.json", policy_file=policy, api_keys=root / "keys.json",
+            db_url=f"sqlite:///{tmp_path / 'audit.sqlite'}",
+        )  # fmt: skip
 
 
 def _cli(*args: str) -> tuple[int, str, str]:
