@@ -8,6 +8,9 @@
     train         arrays (+ SCAFFOLD's control),          arrays (none when a DP budget is
                   config: RoundConfig                     spent), metrics: TrainMetrics
     query.prior   arrays, config: RoundConfig             prior-deviation (squared, per array)
+    query.reference  arrays, config: RoundConfig,         reference: ReferenceRecord (its
+                  reference-bins: ReferenceQuery          training rows per score band and
+                  (after training: the final model)       feature bin, counts only)
     evaluate      arrays, config: RoundConfig             metrics: EvaluateMetrics
                   (+ prior-deviation: the federation's
                   sum, in the final round)
@@ -54,6 +57,10 @@ BIN_GRID_QUERY: Final = f"{MessageType.QUERY}.{BIN_GRID_ACTION}"
 BIN_COUNTS_ACTION: Final = "bin_counts"
 BIN_COUNTS_QUERY: Final = f"{MessageType.QUERY}.{BIN_COUNTS_ACTION}"
 HISTOGRAMS_ACTION: Final = "histograms"
+# After training: each institution's training rows per score band of the final model and per
+# feature bin (the artifact's reference distribution for stability monitoring).
+REFERENCE_ACTION: Final = "reference"
+REFERENCE_QUERY: Final = f"{MessageType.QUERY}.{REFERENCE_ACTION}"
 HISTOGRAMS_TRAIN: Final = f"{MessageType.TRAIN}.{HISTOGRAMS_ACTION}"
 
 # -- records of a message's content
@@ -63,6 +70,8 @@ METRICS: Final = "metrics"
 SUMMARY: Final = "summary"
 BINNING: Final = "binning"
 PRIOR: Final = "prior-deviation"
+REFERENCE: Final = "reference"
+REFERENCE_BINS: Final = "reference-bins"
 IDENTITY: Final = IDENTITY_RECORD
 SIGNATURE: Final = SIGNATURE_RECORD
 LEGACY_CONFIG: Final = "fitins.config"
@@ -193,6 +202,19 @@ class BinningRecord(_Config):
     """A node's binning answer (its grid histogram or its bin counts), as JSON."""
 
     payload: str = _key("json", ...)
+
+
+class ReferenceQuery(_Config):
+    """The reference query's bins (a `BinningSpec`, as JSON), beside the final model."""
+
+    bins: str = _key(BINS_JSON, ...)
+
+
+class ReferenceRecord(_Config):
+    """A node's reference counts (JSON list of whole numbers; layout:
+    `jointcredit.models.reference`)."""
+
+    counts: str = _key("json", ...)
 
 
 class RoundConfig(_Config):
@@ -552,3 +574,26 @@ def check_metrics(message_type: str, content: RecordDict) -> None:
 def withheld(content: RecordDict) -> bool:
     """A train reply without an update because the institution's DP budget is spent."""
     return not content.array_records and numbers(content).get("dp-steps") == 0
+
+
+def reference_query(model: ModelMessage, query: ReferenceQuery) -> RecordDict:
+    content = model.to_content()
+    content[REFERENCE_BINS] = query.to_record()
+    return content
+
+
+def parse_reference_query(content: RecordDict) -> tuple[ModelMessage, ReferenceQuery]:
+    if REFERENCE_BINS not in content.config_records:
+        raise ProtocolError("a reference query needs its reference-bins record")
+    query = ReferenceQuery.parse(content.config_records[REFERENCE_BINS], "reference bins")
+    return ModelMessage.from_content(content), query
+
+
+def reference_reply(institution: str, record: ReferenceRecord) -> RecordDict:
+    return RecordDict({REFERENCE: record.to_record(), IDENTITY: identity_record(institution)})
+
+
+def parse_reference_reply(content: RecordDict) -> ReferenceRecord:
+    if REFERENCE not in content.config_records:
+        raise ProtocolError("a reference reply needs its reference record")
+    return ReferenceRecord.parse(content.config_records[REFERENCE], "reference")

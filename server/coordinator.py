@@ -11,7 +11,8 @@
        tree level (`trees`), evaluated centrally after each tree;
     3. `personalise`: one last evaluate round where each institution also personalises a copy
        (hierarchical prior: a `query.prior` round first; `personalization`; trees: the
-       evaluation only);
+       evaluation only); then the reference round (`reference`: training rows per score band
+       and feature bin, the artifact's `reference.json` for stability monitoring);
     4. `write`: the signed OUT/model/, OUT/trust.json and OUT/metrics.json (`report`).
 Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
 strategy sees it and orders replies so a seeded run is reproducible.
@@ -54,6 +55,7 @@ from jointcredit.models.binning.grid import spans
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
+from jointcredit.models.reference import REFERENCE, Reference, reference_bins
 from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.trees import Tree, base_margin
 from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
@@ -72,6 +74,7 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
+from jointcredit.server.reference import reference_round
 from jointcredit.server.resume import (
     ResumePoint,
     ServerState,
@@ -156,6 +159,7 @@ class Coordinator:
         self.resumed: ResumePoint | None = None
         self.lineage = ServerState.new_lineage()
         self.strategy: object = None
+        self.reference: Reference | None = None  # the final artifact's, after training
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +178,7 @@ class Coordinator:
         )
         trained = self.train(fed, privacy)
         final, personalization = self.personalise(fed, trained)
+        self.reference = self._reference(fed, trained)
         return self.write(fed, trained, privacy, final, personalization)
 
     # -- 1
@@ -433,6 +438,14 @@ class Coordinator:
             self.igrid, fed.nodes, fed.node_inst, trained.arrays, fed.initial, config, s
         )
 
+    def _reference(self, fed: Federation, trained: Trained) -> Reference | None:
+        bins = reference_bins(fed.spec, fed.binning, fed.bins)
+        config = RoundConfig(
+            preprocessing=fed.spec.to_json(),
+            bins=None if fed.bins is None else fed.bins.to_json(),
+        )
+        return reference_round(self.igrid, fed.nodes, trained.arrays, config, bins, self.settings)
+
     # -- 4
     def write(
         self,
@@ -493,6 +506,7 @@ class Coordinator:
             trained.last_round,
             {"federated": federated},
             FINAL,
+            extra=None if self.reference is None else {REFERENCE: self.reference.to_bytes()},
         )
         metrics.write(self.out_dir / "metrics.json")
         log(INFO, "Wrote %s and %s", model_dir, self.out_dir / "metrics.json")
