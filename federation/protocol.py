@@ -19,6 +19,8 @@
                   tree so far + the nodes to build        per node to build, feature and bin;
                   (+ previous-tree: the last finished     metrics: HistogramMetrics
                   tree, at a tree's first level)
+    (under secagg the reference is a SecAgg+ train round whose fit config is the query, the
+    model's arrays as bytes: the counts as one masked vector)
     (under secagg each level is a SecAgg+ train round whose fit config is the request, its
     tree records' arrays as bytes: the histograms as one masked vector of fixed-point digits,
     `jointcredit.federation.fixed_point`)
@@ -207,7 +209,7 @@ class BinningRecord(_Config):
 class ReferenceQuery(_Config):
     """The reference query's bins (a `BinningSpec`, as JSON), beside the final model."""
 
-    bins: str = _key(BINS_JSON, ...)
+    bins: str = _key(REFERENCE_BINS, ...)
 
 
 class ReferenceRecord(_Config):
@@ -597,3 +599,36 @@ def parse_reference_reply(content: RecordDict) -> ReferenceRecord:
     if REFERENCE not in content.config_records:
         raise ProtocolError("a reference reply needs its reference record")
     return ReferenceRecord.parse(content.config_records[REFERENCE], "reference")
+
+
+REFERENCE_SUM_PREFIX: Final = "reference-arrays/"
+
+
+def reference_sum_config(model: ModelMessage, query: ReferenceQuery) -> dict[str, Any]:
+    """Under `secagg` the reference round is a SecAgg+ round whose fit config is the query:
+    the model's config, the bins, and each of the model's arrays as bytes."""
+    values: dict[str, Any] = {**model.config.values(), **query.values()}
+    for key, array in model.arrays.items():
+        values[f"{REFERENCE_SUM_PREFIX}{key}"] = ndarray_to_bytes(array.numpy())
+    return values
+
+
+def reference_sum_request(config: Mapping[str, Any]) -> tuple[ModelMessage, ReferenceQuery] | None:
+    """The reference a SecAgg+ fit config asks for (`reference_sum_config`); None for another
+    round's config."""
+    if REFERENCE_BINS not in config:
+        return None
+    arrays: dict[str, Array] = {}
+    plain: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == REFERENCE_BINS:
+            continue
+        if not key.startswith(REFERENCE_SUM_PREFIX):
+            plain[key] = value
+        elif isinstance(value, bytes):
+            arrays[key.removeprefix(REFERENCE_SUM_PREFIX)] = Array(bytes_to_ndarray(value))
+        else:
+            raise ProtocolError(f"reference sum: unexpected key {key}")
+    query = ReferenceQuery.parse({REFERENCE_BINS: config[REFERENCE_BINS]}, "reference sum")
+    model = ModelMessage(ArrayRecord(array_dict=arrays), RoundConfig.parse(plain, "reference sum"))
+    return model, query

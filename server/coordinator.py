@@ -74,7 +74,7 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
-from jointcredit.server.reference import reference_round
+from jointcredit.server.reference import reference_round, secure_reference
 from jointcredit.server.resume import (
     ResumePoint,
     ServerState,
@@ -88,7 +88,7 @@ from jointcredit.server.resume import (
     write_atomically,
 )
 from jointcredit.server.rounds import run_rounds
-from jointcredit.server.secagg import run_secagg
+from jointcredit.server.secagg import COUNT_RANGE, run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record, sampling
 from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.tree_sums import PlainSums, SecureSums, secure_sums
@@ -160,6 +160,7 @@ class Coordinator:
         self.lineage = ServerState.new_lineage()
         self.strategy: object = None
         self.reference: Reference | None = None  # the final artifact's, after training
+        self.reference_grid: InstitutionGrid | None = None  # secagg: its SecAgg+ sum's grid
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -444,7 +445,18 @@ class Coordinator:
             preprocessing=fed.spec.to_json(),
             bins=None if fed.bins is None else fed.bins.to_json(),
         )
-        return reference_round(self.igrid, fed.nodes, trained.arrays, config, bins, self.settings)
+        s, secure = self.settings, None
+        if s.privacy == "secagg":
+            if max(x.rows for x in fed.summaries) >= COUNT_RANGE:
+                log(WARNING, "No reference: SecAgg+ sums counts below %d a node", COUNT_RANGE)
+                return None
+            n = len(fed.nodes)
+            secure, self.reference_grid = secure_reference(
+                self.grid, self.igrid, self.context, s, n
+            )
+        return reference_round(
+            self.igrid, fed.nodes, trained.arrays, config, bins, s, secure, fed.institutions
+        )
 
     # -- 4
     def write(
@@ -484,7 +496,10 @@ class Coordinator:
             ),
             trained_rounds=trained.last_round,
             security=report.security(
-                self.igrid, self.verifier, self.identity, (self.sum_grid, self.level_grid)
+                self.igrid,
+                self.verifier,
+                self.identity,
+                (self.sum_grid, self.level_grid, self.reference_grid),
             ),
             privacy=privacy,
             timing=Timing(

@@ -6,26 +6,45 @@ training rows per score band of the final global model and per feature bin
 
 Counts only leave a node, as in the binning rounds. A reply that failed, was rejected or does
 not hold the agreed number of whole non-negative counts is left out and named in the log; the
-reference records whose rows it covers. Under `secagg` the round does not run yet (the counts
-would reach the coordinator unmasked): the artifact then has no reference and the service
-reports monitoring as unavailable.
+reference records whose rows it covers. Under `secagg` the round is one SecAgg+ sum of every
+institution's counts vector (`server.secagg.secure_sum`): the coordinator learns the
+federation's counts only; a dropout fails the sum, and the artifact then has no reference (the
+service reports monitoring unavailable) rather than the run failing after training.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from logging import INFO, WARNING
 
 import numpy as np
-from flwr.app import ArrayRecord, Message
+from flwr.app import ArrayRecord, Context, Message
 from flwr.common.logger import log
+from flwr.common.typing import Scalar
+from flwr.serverapp import Grid
 
 from jointcredit.federation import protocol
 from jointcredit.federation.protocol import ModelMessage, ReferenceQuery, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.binning import BinningSpec
 from jointcredit.models.reference import Reference, vector_length
+from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid, institution_of
+from jointcredit.server.secagg import COUNT_RANGE, secure_sum
+
+# The federation's sum of one counts vector per institution (length, SecAgg+ fit config).
+SecureSum = Callable[[int, dict[str, Scalar]], np.ndarray]
+
+
+def secure_reference(
+    grid: Grid, igrid: InstitutionGrid, context: Context, settings: RunSettings, n_nodes: int
+) -> tuple[SecureSum, InstitutionGrid]:
+    """Under `secagg`: the secure sum the reference round runs through, on a grid of its own
+    (SecAgg+ stages are train messages, which the training's records must not count)."""
+    sum_grid = InstitutionGrid(grid, igrid.verifier, settings.min_valid_fraction)
+    return partial(secure_sum, sum_grid, context, settings, n_nodes=n_nodes), sum_grid
 
 
 def reference_round(
@@ -35,14 +54,15 @@ def reference_round(
     config: RoundConfig,
     bins: BinningSpec,
     settings: RunSettings,
+    secure: SecureSum | None = None,
+    institutions: list[str] | None = None,
 ) -> Reference | None:
     """The federation's reference distribution; None when it cannot be had (no usable
-    reply, or `secagg`)."""
-    if settings.privacy == "secagg":
-        log(WARNING, "No reference distribution under privacy = secagg: monitoring unavailable")
-        return None
+    reply; under `secagg` (`secure`, over `institutions`) a failed sum)."""
     query = ReferenceQuery(bins=bins.to_json())
     model = ModelMessage(arrays, config)
+    if secure is not None:
+        return _secure(secure, model, query, bins, sorted(institutions or []))
     messages = [
         Message(
             protocol.reference_query(model, query),
@@ -74,6 +94,26 @@ def reference_round(
         return None
     reference = Reference.from_vector(total, bins, sorted(covered))
     log(INFO, "Reference distribution: %d training rows of %s", reference.rows, covered)
+    return reference
+
+
+def _secure(
+    secure: SecureSum,
+    model: ModelMessage,
+    query: ReferenceQuery,
+    bins: BinningSpec,
+    institutions: list[str],
+) -> Reference | None:
+    try:
+        total = secure(vector_length(bins), protocol.reference_sum_config(model, query))
+    except FederationError as exc:
+        log(WARNING, "No reference distribution: %s", exc)
+        return None
+    if (total < 0).any() or (total >= COUNT_RANGE * max(len(institutions), 1)).any():
+        log(WARNING, "No reference distribution: the secure sum is out of range")
+        return None
+    reference = Reference.from_vector(total, bins, institutions)
+    log(INFO, "Reference distribution (SecAgg+): %d training rows", reference.rows)
     return reference
 
 

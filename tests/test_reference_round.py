@@ -1,12 +1,13 @@
 """The coordinator's side of the reference round: add up the counts that verify and read,
-leave out and name the rest; nothing under secagg (the counts would arrive unmasked)."""
+leave out and name the rest; under secagg, the secure sum of the query.
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from grid_helpers import AnsweringGrid
 
 from jointcredit.federation import protocol
@@ -68,9 +69,26 @@ def test_the_reference_sums_usable_counts_and_names_who_it_covers(
     assert len(left_out) == 4 and not any("alpha" in m or "zeta" in m for m in left_out)
 
 
-def test_no_reference_round_under_secagg() -> None:
+@pytest.mark.usefixtures("task_identity")
+def test_under_secagg_the_reference_is_the_secure_sum_of_the_query() -> None:
+    asked: list[dict[str, object]] = []
+
+    def secure(length: int, config: dict[str, object]) -> np.ndarray:
+        asked.append(config)
+        return np.array(_counts(7), dtype=np.int64)[:length]
+
     grid = _grid({})
-    settings = RunSettings.from_run_config({"privacy": "secagg", "institutions": 4})
+    weights = ArrayRecord({"w": Array(np.array([1.5, -2.0]))})
     config = RoundConfig(preprocessing="{}")
-    assert reference_round(grid, [1, 2], ArrayRecord(), config, BINS, settings) is None
-    assert not grid.exchanges
+    reference = reference_round(
+        grid, [1, 2], weights, config, BINS, RunSettings(), secure, ["b-bank", "a-bank"]
+    )
+    assert reference is not None and reference.rows == 7 and not grid.exchanges
+    assert reference.institutions == ["a-bank", "b-bank"]
+    # The institution reads the model and the bins back from the fit config.
+    back = protocol.reference_sum_request(asked[0])
+    assert back is not None
+    model, query = back
+    assert model.arrays["w"].numpy().tolist() == [1.5, -2.0] and query.bins == BINS.to_json()
+    assert protocol.binning_sum_request(asked[0]) is None
+    assert protocol.tree_level_sum_request(asked[0]) is None
