@@ -55,6 +55,7 @@ class Monitor:
         self._flushing = threading.Lock()  # one flush at a time in this process
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._bands: dict[str, str] = {}  # each index's band as this worker last stored it
         self._thread = threading.Thread(target=self._run, name="monitoring", daemon=True)
         self._thread.start()
 
@@ -85,8 +86,9 @@ class Monitor:
                 singles, self._singles = self._singles, []
                 self._waiting = 0
             parts = [self.bins.codes(dict(p[1])) for p in pending]
-            if singles:
-                parts.append(np.array([self.bins.codes_record(a) for _, a in singles]))
+            if singles:  # coded as columns: a quarter of the cost of one record at a time
+                columns = {f: [a[f] for _, a in singles] for f in self.bins.names}
+                parts.append(self.bins.codes(columns))
             if parts:
                 scores = [s for p in pending for s in p[0]] + [s for s, _ in singles]
                 self.store.add(scores, np.concatenate(parts))
@@ -123,6 +125,9 @@ class Monitor:
         if not snap["window"]["applicants"]:
             return
         for name, index in indices.items():
+            if self._bands.get(name) == index["band"]:
+                continue  # unchanged since this worker stored it: no transaction
+            self._bands[name] = index["band"]
             left = self.store.cross(name, index["band"])
             if left is not None:
                 what = "PSI" if name == SCORE else "CSI"

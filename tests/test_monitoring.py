@@ -29,7 +29,7 @@ from jointcredit.models.reference import (
 from jointcredit.service.app import create_app
 from jointcredit.service.auth import new_key
 from jointcredit.service.loader import load_service
-from jointcredit.service.window import window_url
+from jointcredit.service.window import WindowStore, window_url
 
 WINDOW = 1500  # state has ~50 levels: sampling alone gives a CSI near (levels - 1) / WINDOW
 
@@ -79,6 +79,19 @@ def test_reference_counts_and_refuses_inconsistent_counts() -> None:
 def test_the_window_sits_beside_a_sqlite_log_and_inside_another_database() -> None:
     assert window_url("sqlite:////srv/audit.sqlite") == "sqlite:////srv/audit.sqlite-monitoring"
     assert window_url("postgresql://db/audit") == "postgresql://db/audit"
+
+
+def test_the_window_keeps_the_last_applicants_and_each_crossing_is_reported_once() -> None:
+    store = WindowStore("sqlite://", size=3, n_features=2)  # in memory, seen by every thread
+    store.add([400, 500], np.array([[0, 1], [1, 1]]))
+    store.add([600, 700, 800], np.array([[2, 0], [3, 0], [4, 1]]))
+    scores, codes = store.window()
+    assert scores.tolist() == [800, 700, 600] and codes.tolist() == [[4, 1], [3, 0], [2, 0]]
+    # The first record of a band: a crossing only out of "stable".
+    assert [store.cross("score", b) for b in ("stable", "act", "act", "watch", "watch")] == [
+        None, "stable", None, "act", None,
+    ]  # fmt: skip
+    assert store.cross("feature x", "watch") == "stable"
 
 
 # -- through the HTTP API

@@ -1,5 +1,5 @@
 """The coordinator's side of the reference round: add up the counts that verify and read,
-leave out and name the rest; under secagg, the secure sum of the query.
+leave out and name the rest; under secagg, the secure sum of the query."""
 
 from __future__ import annotations
 
