@@ -1,71 +1,92 @@
-"""What stability monitoring costs a decision (docs/GOVERNANCE.md, "Stability monitoring"):
-single decisions driven through the ASGI app in process, with the window on and off,
-alternating, measured as this process's CPU time (every thread: the background writer's
-binning, inserts and recomputation included) per decision.
+"""What stability monitoring costs (docs/GOVERNANCE.md, "Stability monitoring"), per part:
+on the decision path (an applicant joining the in-memory list) and in the background thread
+(binning, writing a group to the window, recomputing PSI/CSI over a full window), each as
+CPU time, the best of `--repeats`, on applicants of the shipped sample.
 
-Usage: python scripts/bench_monitoring.py --run RUN [--decisions 2000] [--pairs 5] [--window N]
+Usage: python scripts/bench_monitoring.py --run RUN [--window 10000] [--group 1000]
 RUN holds model/ (with reference.json) and trust.json, as `jointcredit simulate` writes them.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from fastapi.testclient import TestClient
+from jointcredit.data.catalog import DataConfig, load_federation
+from jointcredit.models.artifact import load_artifact
+from jointcredit.service.metrics import Metrics
+from jointcredit.service.monitoring import Monitor
+from jointcredit.trust.store import load_store
 
-from jointcredit.service.app import create_app
-from jointcredit.service.auth import new_key
-from jointcredit.service.loader import load_service
 
-
-def _cpu_per_decision(client: TestClient, headers: dict[str, str], body: dict, n: int) -> float:
-    monitor = client.app.state.monitor  # type: ignore[attr-defined]
-    start = time.process_time()
-    for _ in range(n):
-        r = client.post("/v1/decisions", json=body, headers=headers)
-        assert r.status_code == 200, r.text
-    if monitor is not None:
-        monitor.flush()  # what the background thread would have done for these decisions
-    return (time.process_time() - start) / n * 1e6
+def _best(repeats: int, work: Callable[[], None]) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        work()
+        times.append(time.process_time() - start)
+    return min(times)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", type=Path, required=True)
-    ap.add_argument("--decisions", type=int, default=2000)
-    ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--window", type=int, default=10_000)
+    ap.add_argument("--group", type=int, default=1000, help="applicants per background write")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
+    logging.getLogger("jointcredit.service.monitoring").setLevel(logging.ERROR)
+    model = load_artifact(args.run / "model", load_store(args.run / "trust.json"))
+    if model.reference is None:
+        raise SystemExit(f"{args.run / 'model'} has no reference.json")
+    x = load_federation(DataConfig(dataset="sba")).pooled_test().x
+    x = x.sample(args.group, replace=True, random_state=0)
+    records = x.astype(object).where(x.notna(), None).to_dict(orient="records")
+    columns = {f: [r[f] for r in records] for f in x.columns}
+    scores = [700] * args.group
+    n = args.group
     with tempfile.TemporaryDirectory(prefix="jointcredit-bench-monitoring-") as tmp:
-        key = new_key(Path(tmp) / "keys.json", "bank-a")
-        headers = {"Authorization": f"Bearer {key}"}
-        results: dict[str, list[float]] = {"off": [], "on": []}
-        for pair in range(args.pairs):
-            for mode in ("off", "on") if pair % 2 == 0 else ("on", "off"):
-                service = load_service(
-                    args.run / "model", args.run / "trust.json", api_keys=Path(tmp) / "keys.json",
-                    db_url=f"sqlite:///{tmp}/audit-{pair}-{mode}.sqlite",
-                    monitoring_window=args.window,
-                )  # fmt: skip
-                app = create_app(service)
-                if mode == "off":  # the decision path as before monitoring
-                    app.state.monitor.close()
-                    app.state.monitor = app.state.decisions.monitor = None
-                with TestClient(app) as client:
-                    body = client.get("/openapi.json").json()["components"]["schemas"][
-                        "DecisionRequest"]["examples"][0]  # fmt: skip
-                    _cpu_per_decision(client, headers, body, 200)  # warm up
-                    results[mode].append(_cpu_per_decision(client, headers, body, args.decisions))
-        off, on = (statistics.median(results[m]) for m in ("off", "on"))
-        ratios = [a / b for a, b in zip(results["on"], results["off"], strict=True)]
-        print(f"CPU per single decision, median of {args.pairs}: off {off:.0f} us, on {on:.0f} us")
-        print(f"on/off per pair: {', '.join(f'{r:.3f}' for r in ratios)}")
-        print(f"off: {', '.join(f'{v:.0f}' for v in results['off'])}")
-        print(f"on:  {', '.join(f'{v:.0f}' for v in results['on'])}")
+        monitor = Monitor(
+            model.reference, f"sqlite:///{tmp}/audit.sqlite", Metrics(),
+            size=args.window, interval=3600, flush_rows=10**9,
+        )  # fmt: skip
+        for _ in range(args.window // n + 1):  # a full window
+            monitor.add(scores, columns)
+            monitor.flush()
+
+        def singles() -> None:
+            for r in records:
+                monitor.add_one(700, r)
+
+        on_path_one = _best(args.repeats, singles) / n
+        monitor.flush()
+        on_path_batch = _best(args.repeats, lambda: monitor.add(scores, columns))
+        monitor.flush()
+
+        def flush_singles() -> None:
+            singles()
+            monitor.flush()
+
+        flush_one = _best(args.repeats, flush_singles) / n - on_path_one
+
+        def flush_batch() -> None:
+            monitor.add(scores, columns)
+            monitor.flush()
+
+        flush_many = _best(args.repeats, flush_batch) / n
+        snapshot = _best(args.repeats, lambda: monitor.snapshot())
+        monitor.close()
+    us = 1e6
+    print(f"window {args.window}, groups of {n} applicants, best of {args.repeats} (CPU time)")
+    print(f"on the decision path: {on_path_one * us:.2f} us per single decision, "
+          f"{on_path_batch * us:.1f} us per batch")  # fmt: skip
+    print(f"background, per applicant: {flush_one * us:.1f} us decided singly, "
+          f"{flush_many * us:.1f} us in batches (binning, write, recomputation)")  # fmt: skip
+    print(f"recomputing PSI/CSI over the full window: {snapshot * 1e3:.1f} ms")
 
 
 if __name__ == "__main__":
