@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jointcredit.data.catalog import DataConfig, load_federation
 from jointcredit.models.artifact import load_artifact
@@ -23,7 +24,7 @@ from jointcredit.service.monitoring import Monitor
 from jointcredit.trust.store import load_store
 
 
-def _best(repeats: int, work: Callable[[], None]) -> float:
+def _best(repeats: int, work: Callable[[], object]) -> float:
     times = []
     for _ in range(repeats):
         start = time.process_time()
@@ -45,7 +46,9 @@ def main() -> None:
         raise SystemExit(f"{args.run / 'model'} has no reference.json")
     x = load_federation(DataConfig(dataset="sba")).pooled_test().x
     x = x.sample(args.group, replace=True, random_state=0)
-    records = x.astype(object).where(x.notna(), None).to_dict(orient="records")
+    records: list[dict[str, Any]] = (
+        x.astype(object).where(x.notna(), None).to_dict(orient="records")  # type: ignore[assignment]
+    )
     columns = {f: [r[f] for r in records] for f in x.columns}
     scores = [700] * args.group
     n = args.group
@@ -78,7 +81,7 @@ def main() -> None:
             monitor.flush()
 
         flush_many = _best(args.repeats, flush_batch) / n
-        snapshot = _best(args.repeats, lambda: monitor.snapshot())
+        snapshot = _best(args.repeats, monitor.snapshot)
         monitor.close()
     us = 1e6
     print(f"window {args.window}, groups of {n} applicants, best of {args.repeats} (CPU time)")
