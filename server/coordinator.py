@@ -88,7 +88,7 @@ from jointcredit.server.resume import (
     write_atomically,
 )
 from jointcredit.server.rounds import run_rounds
-from jointcredit.server.secagg import COUNT_RANGE, run_secagg
+from jointcredit.server.secagg import run_secagg
 from jointcredit.server.strategy import build_strategy, robustness_record, sampling
 from jointcredit.server.tracker import RoundTracker, central_evaluator
 from jointcredit.server.tree_sums import PlainSums, SecureSums, secure_sums
@@ -445,18 +445,14 @@ class Coordinator:
             preprocessing=fed.spec.to_json(),
             bins=None if fed.bins is None else fed.bins.to_json(),
         )
-        s, secure = self.settings, None
-        if s.privacy == "secagg":
-            if max(x.rows for x in fed.summaries) >= COUNT_RANGE:
-                log(WARNING, "No reference: SecAgg+ sums counts below %d a node", COUNT_RANGE)
-                return None
-            n = len(fed.nodes)
-            secure, self.reference_grid = secure_reference(
-                self.grid, self.igrid, self.context, s, n
-            )
-        return reference_round(
-            self.igrid, fed.nodes, trained.arrays, config, bins, s, secure, fed.institutions
+        rows = max(x.rows for x in fed.summaries)
+        secure, self.reference_grid = secure_reference(
+            self.grid, self.igrid, self.context, self.settings, len(fed.nodes), rows
         )
+        return reference_round(
+            self.igrid, fed.nodes, trained.arrays, config, bins, self.settings, secure,
+            fed.institutions,
+        )  # fmt: skip
 
     # -- 4
     def write(

@@ -39,10 +39,18 @@ SecureSum = Callable[[int, dict[str, Scalar]], np.ndarray]
 
 
 def secure_reference(
-    grid: Grid, igrid: InstitutionGrid, context: Context, settings: RunSettings, n_nodes: int
-) -> tuple[SecureSum, InstitutionGrid]:
+    grid: Grid,
+    igrid: InstitutionGrid,
+    context: Context,
+    settings: RunSettings,
+    n_nodes: int,
+    max_rows: int,
+) -> tuple[SecureSum | None, InstitutionGrid | None]:
     """Under `secagg`: the secure sum the reference round runs through, on a grid of its own
-    (SecAgg+ stages are train messages, which the training's records must not count)."""
+    (SecAgg+ stages are train messages, which the training's records must not count); None
+    otherwise, or when an institution has too many rows for SecAgg+'s exact integer sum."""
+    if settings.privacy != "secagg" or max_rows >= COUNT_RANGE:
+        return None, None
     sum_grid = InstitutionGrid(grid, igrid.verifier, settings.min_valid_fraction)
     return partial(secure_sum, sum_grid, context, settings, n_nodes=n_nodes), sum_grid
 
@@ -63,6 +71,9 @@ def reference_round(
     model = ModelMessage(arrays, config)
     if secure is not None:
         return _secure(secure, model, query, bins, sorted(institutions or []))
+    if settings.privacy == "secagg":  # counts must not arrive unmasked
+        log(WARNING, "No reference: SecAgg+ sums counts below %d rows a node", COUNT_RANGE)
+        return None
     messages = [
         Message(
             protocol.reference_query(model, query),

@@ -92,3 +92,11 @@ def test_under_secagg_the_reference_is_the_secure_sum_of_the_query() -> None:
     assert model.arrays["w"].numpy().tolist() == [1.5, -2.0] and query.bins == BINS.to_json()
     assert protocol.binning_sum_request(asked[0]) is None
     assert protocol.tree_level_sum_request(asked[0]) is None
+
+
+def test_under_secagg_without_a_secure_sum_no_counts_are_asked_for() -> None:
+    grid = _grid({})
+    settings = RunSettings.from_run_config({"privacy": "secagg", "institutions": 4})
+    config = RoundConfig(preprocessing="{}")
+    assert reference_round(grid, [1, 2], ArrayRecord(), config, BINS, settings) is None
+    assert not grid.exchanges
