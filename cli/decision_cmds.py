@@ -101,6 +101,22 @@ LanguageOption = Annotated[
 AllowCheckpoint = Annotated[
     bool, typer.Option(help="use a round's checkpoint, not only a run's final model")
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="print JSON (the same facts as the table) instead")
+]
+
+
+def _print_json(value: Any) -> None:
+    """One JSON document on stdout, nothing else there (announcements go to stderr)."""
+    import json
+
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_plain))
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars as JSON numbers or strings."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
 
 
 def _language(language: str) -> Any:
@@ -125,6 +141,7 @@ def score(
     allow_checkpoint: AllowCheckpoint = False,
     coordinator_key_id: KeyIdOption = None,
     trust_any_coordinator: TrustAnyOption = False,
+    as_json: JsonOption = False,
 ) -> None:  # fmt: skip
     """Score applicants with a model artifact: probability of default and 350-950 score;
     below the table, why any applicant is outside the model's training data (in
@@ -149,17 +166,31 @@ def score(
     )
     rows = _records(x)
     unseen, beyond = coverage.many({c: [r[c] for r in rows] for c in x.columns}, len(x))
+    ids, entries = coverage.explain(unseen, beyond, 0, lang)
+    if as_json:
+        from jointcredit.service.loader import model_info
+
+        _print_json({
+            "model": model_info(model).model_dump(),
+            "language": lang,
+            "applicants": [
+                {"index": i, "applicant": rows[i], "probability_of_default": float(pd_[i]),
+                 "score": int(scores[i]), "unseen_values": unseen[i], "out_of_range": beyond[i],
+                 "outside_training": [entries[k]["text"] for k in ids[i]]}
+                for i in range(len(x))
+            ],
+        })  # fmt: skip
+        return
     table = Table(title=f"Scores from {model_dir}")
     shown = list(x.columns[:4])
     for col in ["#", *shown, "PD", "score", "outside training"]:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for i in range(len(x)):
         outside = ", ".join([*unseen[i], *beyond[i]]) or "-"
         table.add_row(
             str(i), *[str(x.iloc[i][c]) for c in shown], f"{pd_[i]:.3f}", str(scores[i]), outside
         )
     console.print(table)
-    ids, entries = coverage.explain(unseen, beyond, 0, lang)
     for i, row in enumerate(ids):
         for k in row:
             console.print(f"#{i}: {entries[k]['text']}", soft_wrap=True)
@@ -175,9 +206,10 @@ def decide(
     allow_checkpoint: AllowCheckpoint = False,
     coordinator_key_id: KeyIdOption = None,
     trust_any_coordinator: TrustAnyOption = False,
+    as_json: JsonOption = False,
 ) -> None:  # fmt: skip
     """Eligibility decisions for a few applicants, without starting the service (reasons in
-    `--language`, when the policy has it)."""
+    `--language`, when the policy has it). Not audited: the service's decisions are."""
     from rich.table import Table
 
     from jointcredit.service.decide import Decider
@@ -194,11 +226,14 @@ def decide(
     applicants = _records(_applicants(model, input_file, sample, seed=1))
     n = len(applicants)
     table = decider.decide(applicants, [{}] * n, [None] * n, lang)
+    if as_json:
+        _print_json(_decisions_json(model, decider, table, applicants))
+        return
     title = f"Eligibility decisions ({decider.policy.version}, reasons in {table.language})"
     out = Table(title=title)
     shown = decider.features[:2]
     for col in ("#", *shown, "PD", "score", "decision", "first reason"):
-        out.add_column(col)
+        out.add_column(col, overflow="fold")
     for i, a in enumerate(applicants):
         reasons = table.reasons(i)
         out.add_row(
@@ -208,6 +243,23 @@ def decide(
     console.print(out)
     for line in _not_evaluated(decider, table):
         console.print(line, soft_wrap=True)
+
+
+def _decisions_json(model: Any, decider: Any, table: Any, applicants: list[Any]) -> Any:
+    """Each decision as the service's `DecisionOut` (ids `local-N`: nothing is audited
+    here), with its applicant."""
+    from datetime import UTC, datetime
+
+    from jointcredit.service.loader import model_info
+
+    info = model_info(model).model_dump()
+    now = datetime.now(UTC).isoformat()
+    decisions = [
+        {"applicant": a, **table.render(i, decision_id=f"local-{i}", reference=None, model=info,
+                                        policy_version=decider.policy.version, created_at=now)}
+        for i, a in enumerate(applicants)
+    ]  # fmt: skip
+    return {"decisions": decisions, "notes": _not_evaluated(decider, table)}
 
 
 def _not_evaluated(decider: Any, table: Any) -> list[str]:

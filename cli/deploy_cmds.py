@@ -13,7 +13,7 @@ from rich.console import Console
 from jointcredit.cli.options import RUN_CONFIG_HELP, parse_run_config
 from jointcredit.cli.run_cmds import progress_bar
 from jointcredit.deploy import kits, node, processes
-from jointcredit.deploy.resume import check_resume
+from jointcredit.deploy.resume import check_resume, resume_config, superseded_run
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import SettingsError
 from jointcredit.trust import keys
@@ -163,8 +163,8 @@ def link_run(
     resume: Annotated[
         Path | None,
         typer.Option(
-            help="continue the run in this directory from its last signed checkpoint "
-            "(same settings; it becomes --out)"
+            help="continue the run in this directory from its last signed checkpoint, with "
+            "the settings it signed (keys given must agree; it becomes --out)"
         ),
     ] = None,
 ) -> None:
@@ -178,7 +178,8 @@ def link_run(
                 raise SettingsError("rounds: given as an option and in --run-config")
             extra["rounds"] = rounds
         if resume is not None:
-            out, extra["resume"] = resume, True
+            # The run's settings come from its signed checkpoint (the keys given must agree).
+            out, extra = resume, {**resume_config(resume, kit, extra), "resume": True}
         config = processes.run_config(kit, out, extra)
         settings = processes.resolved_settings(app_dir, kit, config)
         if resume is not None:
@@ -198,6 +199,11 @@ def link_run(
 
     try:
         processes.write_connection(kit, flwr_home, CONNECTION, address)
+        killed = None if resume is None else superseded_run(resume, kit)
+        if killed is not None and processes.stop_run(flwr_home, CONNECTION, killed):
+            # Its undelivered messages would otherwise still reach the nodes, where the
+            # killed run's tasks and the resumed run's would write the same DP ledgers.
+            console.print(f"stopped run {killed}, which this resume supersedes")
         with progress:
             run_id, status = processes.start_run(
                 app_dir, flwr_home, CONNECTION, config, timeout, on_line=on_line

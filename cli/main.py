@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from jointcredit.cli.decision_cmds import decide, score
 from jointcredit.cli.deploy_cmds import link_app, node_app, provision
+from jointcredit.cli.governance_cmds import promote, report
 from jointcredit.cli.model_cmds import binning
 from jointcredit.cli.run_cmds import config_app, simulate, sweep
 from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
@@ -28,6 +29,30 @@ app = typer.Typer(
     help="Federated credit scoring.",
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        import flwr
+
+        typer.echo(f"jointcredit {version('jointcredit')} (Flower {flwr.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Federated credit scoring."""
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets before training.")
 app.command()(simulate)
 app.command()(sweep)
@@ -37,6 +62,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(trust_app, name="trust")
 app.command("verify")(verify)
 app.command("binning")(binning)
+app.command("report")(report)
+app.command("promote")(promote)
 app.command("serve")(serve)
 app.command("decide")(decide)
 app.add_typer(apikey_app, name="apikey")
@@ -58,6 +85,9 @@ def data_check(
     max_file_mb: Annotated[
         int, typer.Option(min=1, help="largest institution file read, in MiB")
     ] = DEFAULT_MAX_FILE_MB,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the same facts) instead; exit codes stay")
+    ] = False,
 ) -> None:
     """Validate a bring-your-own-data directory without training: the same checks, and the
     same refusals, as `simulate` on it."""
@@ -69,12 +99,22 @@ def data_check(
     try:
         fed = load_federation(config)
     except DataValidationError as exc:
-        err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "directory": str(directory), "error": str(exc)}))
+        else:
+            err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
+    counts: dict[str, dict[str, float]] = {}
     for inst, d in fed.institutions.items():
         n = len(d.train) + len(d.test)
-        rate = (d.train.y.sum() + d.test.y.sum()) / n
-        console.print(f"{inst}: {n} rows, default rate {rate:.3f}")
+        counts[inst] = {"rows": n, "default_rate": float(d.train.y.sum() + d.test.y.sum()) / n}
+    if as_json:
+        facts = {"ok": True, "directory": str(directory), "institutions": counts,
+                 "features": list(fed.schema.features)}  # fmt: skip
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    for inst, c in counts.items():
+        console.print(f"{inst}: {c['rows']} rows, default rate {c['default_rate']:.3f}")
     console.print(
         f"[green]ok[/green]: {len(fed.ids)} institutions, {len(fed.schema.features)} features"
     )

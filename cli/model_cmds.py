@@ -53,7 +53,9 @@ def binning(
         f"{table.classing.min_bin_share:.0%}"
     )
     for col in ("feature", "type", "monotone", "attributes", "IV"):
-        summary.add_column(col, justify="right" if col in ("attributes", "IV") else "left")
+        summary.add_column(
+            col, overflow="fold", justify="right" if col in ("attributes", "IV") else "left"
+        )
     for f in sorted(table.features, key=lambda f: -f.iv):
         summary.add_row(f.name, f.type, f.monotone, str(len(f.bins)), f"{f.iv:.4f}")
     console.print(summary)
@@ -62,7 +64,9 @@ def binning(
             continue
         detail = Table(title=f"{f.name} (IV {f.iv:.4f})")
         for col in ("code", "attribute", "goods", "bads", "share", "bad rate", "WOE", "IV"):
-            detail.add_column(col, justify="left" if col == "attribute" else "right")
+            detail.add_column(
+                col, overflow="fold", justify="left" if col == "attribute" else "right"
+            )
         for b in f.bins:
             rate = "-" if b.bad_rate is None else f"{b.bad_rate:.3f}"
             detail.add_row(
@@ -79,7 +83,7 @@ def binning(
             f"{scale.min_score}-{scale.max_score}"
         )
         for col in ("feature", "attribute", "points"):
-            pts.add_column(col, justify="right" if col == "points" else "left")
+            pts.add_column(col, overflow="fold", justify="right" if col == "points" else "left")
         for a in s.attributes:
             if feature is None or a.feature == feature:
                 pts.add_row(a.feature, a.attribute, f"{a.points:+.2f}")

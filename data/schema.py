@@ -18,7 +18,11 @@ magnitudes: they must lie outside `min`/`max`, which therefore has to be declare
 they are on); `monotone = "increasing" | "decreasing"` on a numeric feature (the direction risk
 may move in as the value grows, for models that honour it); schema-level `time = "column"`
 (the column that orders rows in time, a year or a date: required in every data file, never a
-feature, the label or the id; `--split time` tests on each institution's latest rows).
+feature, the label or the id; `--split time` tests on each institution's latest rows);
+schema-level `protected = ["sex", "age_band"]`, or `protected = true` on a feature's table
+(`sex = { type = "categorical", protected = true }`): protected attributes, required in every
+data file, read as group labels and used only to measure fairness across groups (never a model
+feature: a column both listed as protected and kept as a feature is refused).
 """
 
 from __future__ import annotations
@@ -122,7 +126,33 @@ class Schema(BaseModel):
     positive: int | str
     id: str | None = None
     time: str | None = None
+    protected: tuple[str, ...] = ()
     features: dict[str, FeatureSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protected_features(cls, value: object) -> object:
+        # `name = { ..., protected = true }` declares a protected attribute where its column is
+        # described; it is moved out of the features, since it must never be one.
+        if not isinstance(value, dict) or not isinstance(value.get("features"), dict):
+            return value
+        features, marked = {}, []
+        for name, spec in value["features"].items():
+            if isinstance(spec, dict) and "protected" in spec:
+                flag = spec["protected"]
+                if not isinstance(flag, bool):
+                    raise ValueError(f"features.{name}.protected must be true or false")
+                spec = {k: v for k, v in spec.items() if k != "protected"}
+                if flag:
+                    marked.append(name)
+                    continue
+            features[name] = spec
+        if not marked:
+            return {**value, "features": features}
+        listed = value.get("protected", [])
+        if not isinstance(listed, list | tuple):
+            return value  # the field's own validation names the problem
+        return {**value, "features": features, "protected": [*listed, *marked]}
 
     @field_validator("features", mode="before")
     @classmethod
@@ -154,6 +184,20 @@ class Schema(BaseModel):
             # went bad, which nobody knew when deciding) and live applicants would all carry a
             # period the model never saw.
             raise ValueError(f"time column {self.time!r} cannot be a feature, the label or the id")
+        for name in self.protected:
+            # A protected attribute is measured, never used: as a feature the model could
+            # score applicants by it (disparate treatment).
+            if name in self.features:
+                raise ValueError(
+                    f"protected attribute {name!r} cannot also be a model feature: remove it "
+                    "from [features] (or mark it `protected = true` there)"
+                )
+            if not name or name in (self.label, self.id, self.time):
+                raise ValueError(
+                    f"protected attribute {name!r} cannot be the label, the id or the time column"
+                )
+        if len(set(self.protected)) != len(self.protected):
+            raise ValueError("protected lists an attribute twice")
         return self
 
     @property
@@ -173,6 +217,9 @@ class Schema(BaseModel):
             lines.append(f'id = "{self.id}"')
         if self.time is not None:
             lines.append(f'time = "{self.time}"')
+        if self.protected:
+            names = ", ".join(f'"{name}"' for name in self.protected)
+            lines.append(f"protected = [{names}]")
         lines.append("")
         lines.append("[features]")
         for name, spec in self.features.items():

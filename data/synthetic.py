@@ -27,6 +27,17 @@ Factor groups (column: meaning)
                           some applicants and ``debt_to_income`` then explodes (`bureau`)
     time                  ``application_month`` (1-36), the schema's time column
 
+Protected attributes (never features: the schema's `protected`; used to measure fairness)
+    ``sex`` ("female"/"male", probability 1/2 each) is drawn independently of everything else:
+    the true PD does not depend on it, so no disparity exists by construction (adverse impact
+    ratio 1 up to sampling). ``age_band`` ("18-29", "30-49", "50+") carries a known disparity:
+    with ``u = -0.9 z + N(0, 0.8)`` it is "18-29" when ``u > 0.7``, "50+" when ``u < -0.5``,
+    "30-49" otherwise, so younger applicants have lower creditworthiness on average and a
+    higher true default rate, through the features only (age itself enters no logit). Both come
+    from their own stream (``[seed, i, 3]``), so every other column is drawn as before. The
+    figures this implies at the default policy's cut-offs (approval rates under the true PD,
+    and what the models measure) are in docs/GOVERNANCE.md, "Fairness".
+
 Features share a latent creditworthiness ``z ~ N(mu, 1)`` so they are correlated as in real
 files (better borrowers: higher scores, income, fewer inquiries, ...).
 
@@ -205,6 +216,10 @@ _REGION_CONCENTRATION = 4.0
 _MAX_CONCENTRATION = 1e6
 
 
+PROTECTED = ("sex", "age_band")
+AGE_BANDS = ("18-29", "30-49", "50+")
+
+
 def synthetic_schema() -> Schema:
     """The schema of every synthetic institution frame."""
     num = FeatureSpec(type="numeric")
@@ -226,7 +241,23 @@ def synthetic_schema() -> Schema:
         "offline_activity_share": num,
         **bureau.FEATURES,
     }
-    return Schema(label=LABEL, positive=1, id=ID_COLUMN, time=bureau.TIME_COLUMN, features=features)
+    return Schema(
+        label=LABEL,
+        positive=1,
+        id=ID_COLUMN,
+        time=bureau.TIME_COLUMN,
+        protected=PROTECTED,
+        features=features,
+    )
+
+
+def _protected(rng: np.random.Generator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`sex` independent of everything; `age_band` tied to creditworthiness (module doc)."""
+    n = len(z)
+    sex = np.where(rng.random(n) < 0.5, "female", "male")
+    u = -0.9 * z + rng.normal(0.0, 0.8, n)
+    age_band = np.where(u > 0.7, AGE_BANDS[0], np.where(u < -0.5, AGE_BANDS[2], AGE_BANDS[1]))
+    return sex, age_band
 
 
 def _check_federation(n_institutions: int) -> None:
@@ -337,6 +368,7 @@ def generate_institution(
         np.round(income, 0), np.round(dti, 3), extract.pop("income_missing")
     )
     month = extract.pop(bureau.TIME_COLUMN)
+    sex, age_band = _protected(np.random.default_rng([seed, index, 3]), z)
 
     # Publish rounded values (as a lender's file would hold) and draw the labels from exactly
     # those, so the truth is a function of what a model sees.
@@ -372,8 +404,10 @@ def generate_institution(
         "industry": np.asarray(INDUSTRIES)[industry],
         "region": np.asarray(REGIONS)[region],
         LABEL: defaulted,
+        "sex": sex,
+        "age_band": age_band,
     }
-    order = [ID_COLUMN, bureau.TIME_COLUMN, *synthetic_schema().features, LABEL]
+    order = [ID_COLUMN, bureau.TIME_COLUMN, *synthetic_schema().features, *PROTECTED, LABEL]
     return pd.DataFrame({k: columns[k] for k in order})
 
 

@@ -349,6 +349,22 @@ def run_status(flwr_home: Path, connection: str, run_id: int) -> str:
         raise RuntimeError(f"flwr ls gave no status: {proc.stdout}{proc.stderr}") from exc
 
 
+def stop_run(flwr_home: Path, connection: str, run_id: int) -> bool:
+    """`flwr stop RUN_ID`: the SuperLink ends the run and fails its undelivered messages.
+    False when it was not running (already finished, or unknown)."""
+    proc = subprocess.run(
+        [flower_bin("flwr"), "stop", str(run_id), connection, "--format", "json"],
+        env=flower_env(flwr_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        return bool(json.loads(proc.stdout).get("success"))
+    except (ValueError, AttributeError):
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (for local demos and tests)."""
     with socket.socket() as s:

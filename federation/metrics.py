@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from jointcredit.federation.fairness import Fairness
+
 JsonDict = dict[str, Any]
 
 
@@ -63,6 +65,15 @@ class LocalOnly(_Section):
     per_institution: dict[str, LocalOnlyInstitution] = Field(default_factory=dict)
 
 
+class ScoreHistogram(_Section):
+    """The final model's scores on one institution's test split: counts per score band and
+    label (no row), for the validation report's curves (`jointcredit report`)."""
+
+    edges: list[float] = Field(description="band edges on the score scale, low (risky) first")
+    good: list[int]
+    bad: list[int]
+
+
 class InstitutionResult(_Section):
     """The final model on one institution's own test split."""
 
@@ -76,6 +87,7 @@ class InstitutionResult(_Section):
     )
     rejected_replies: int = 0
     auc_local_only: float | None = None
+    score_histogram: ScoreHistogram | None = None
 
 
 class Personalization(_Section):
@@ -262,6 +274,9 @@ class RunMetrics(_Section):
     centralized: Centralized | None = None
     local_only: LocalOnly | None = None
     sweep_wall_seconds: float | None = Field(default=None, description="a sweep cell's wall time")
+    fairness: Fairness | None = Field(
+        default=None, description="group fairness across the schema's protected attributes"
+    )
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, exclude_unset=True) + "\n"

@@ -2,6 +2,11 @@
 
     message       coordinator -> institution              institution -> coordinator
     query         config: SummaryQuery                    summary: SummaryRecord
+    query.fairness_groups  config: FairnessGroupsQuery    fairness: FairnessGroupsRecord
+    query.fairness_counts  arrays (the final model),      fairness-counts: the count vector
+                  config: RoundConfig + FairnessCountsQuery
+    (under secagg the counts are a SecAgg+ train round whose fit config is the query, the
+    model's arrays as bytes: a masked vector)
     query.bin_grid    config: BinGridQuery                binning: BinningRecord (histograms)
     query.bin_counts  config: BinCountsQuery (the bins)   binning: BinningRecord (counts)
     (under secagg both are SecAgg+ train rounds whose fit config is the query: a masked vector)
@@ -39,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 from flwr.common import bytes_to_ndarray, ndarray_to_bytes
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
@@ -58,6 +64,12 @@ BIN_GRID_ACTION: Final = "bin_grid"
 BIN_GRID_QUERY: Final = f"{MessageType.QUERY}.{BIN_GRID_ACTION}"
 BIN_COUNTS_ACTION: Final = "bin_counts"
 BIN_COUNTS_QUERY: Final = f"{MessageType.QUERY}.{BIN_COUNTS_ACTION}"
+# Fairness after training (schemas with protected attributes): the groups each institution
+# has, then its count vector on the agreed groups (a SecAgg+ round under `secagg`).
+FAIRNESS_GROUPS_ACTION: Final = "fairness_groups"
+FAIRNESS_GROUPS_QUERY: Final = f"{MessageType.QUERY}.{FAIRNESS_GROUPS_ACTION}"
+FAIRNESS_COUNTS_ACTION: Final = "fairness_counts"
+FAIRNESS_COUNTS_QUERY: Final = f"{MessageType.QUERY}.{FAIRNESS_COUNTS_ACTION}"
 HISTOGRAMS_ACTION: Final = "histograms"
 # After training: each institution's training rows per score band of the final model and per
 # feature bin (the artifact's reference distribution for stability monitoring).
@@ -93,6 +105,8 @@ HISTOGRAMS: Final = "histograms"
 
 # -- weights Flower's strategies average replies by
 NUM_EXAMPLES: Final = "num-examples"
+SCORE_BAND_GOODS: Final = "score-band-goods"
+SCORE_BAND_BADS: Final = "score-band-bads"
 UNIT_WEIGHT: Final = "unit-weight"  # institution-level DP: every institution weighs the same
 
 # -- node config (simulation: Flower's partition ids; deployment: `--node-config`)
@@ -219,6 +233,34 @@ class ReferenceRecord(_Config):
     counts: str = _key("json", ...)
 
 
+FAIRNESS: Final = "fairness"
+FAIRNESS_COUNTS: Final = "fairness-counts"
+FAIRNESS_PROTECTED: Final = "fairness-protected"
+FAIRNESS_LAYOUT: Final = "fairness-groups"
+FAIRNESS_MODEL_PREFIX: Final = "fairness-model/"
+
+
+class FairnessGroupsQuery(_Config):
+    """Which groups of these protected attributes (JSON list) the institution's test rows hold."""
+
+    protected: str = _key(FAIRNESS_PROTECTED, ...)
+
+
+class FairnessGroupsRecord(_Config):
+    """The answer: {attribute: [group, ...]} as JSON."""
+
+    payload: str = _key("json", ...)
+
+
+class FairnessCountsQuery(_Config):
+    """The agreed groups (a `GroupLayout`, JSON) and the policy's cut-offs. Rides beside the
+    `RoundConfig` (preprocessing, bins) of the final model in the same config record."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    layout: str = _key(FAIRNESS_LAYOUT, ...)
+
+
 class RoundConfig(_Config):
     """The config of a train, evaluate or query.prior message. Flower's strategies add
     `server-round`, FedProx `proximal-mu`, client-side DP clipping the clipping norm; the final
@@ -285,6 +327,10 @@ class EvaluateMetrics(_Metrics):
     brier_personalized: float | None = _key("brier-personalized")
     # Ditto's chosen proximal strength; -1: the unchanged global model won.
     personalized_mu: float | None = _key("personalized-mu")
+    # The global model's goods and bads per score band (`models/score_bands.py`): counts only,
+    # for the validation report's curves.
+    score_band_goods: list[int] | None = _key(SCORE_BAND_GOODS)
+    score_band_bads: list[int] | None = _key(SCORE_BAND_BADS)
 
 
 class TreeLevelConfig(_Config):
@@ -454,6 +500,17 @@ def numbers(content: RecordDict) -> dict[str, float]:
     return values
 
 
+def score_bands(content: RecordDict) -> tuple[list[int], list[int]] | None:
+    """An evaluate reply's (goods, bads) per score band, when it carries them."""
+    record = content.metric_records.get(METRICS)
+    if record is None:
+        return None
+    goods, bads = record.get(SCORE_BAND_GOODS), record.get(SCORE_BAND_BADS)
+    if not isinstance(goods, list) or not isinstance(bads, list) or len(goods) != len(bads):
+        return None
+    return [int(v) for v in goods], [int(v) for v in bads]
+
+
 @dataclass(frozen=True)
 class ModelMessage:
     """What the coordinator sends with a model: train, evaluate and query.prior."""
@@ -535,6 +592,85 @@ def parse_binning_reply(content: RecordDict) -> BinningRecord:
     if BINNING not in content.config_records:
         raise ProtocolError("a binning reply needs its binning record")
     return BinningRecord.parse(content.config_records[BINNING], "binning")
+
+
+def fairness_groups_query(query: FairnessGroupsQuery) -> RecordDict:
+    return RecordDict({CONFIG: query.to_record()})
+
+
+def parse_fairness_groups_query(content: RecordDict) -> FairnessGroupsQuery:
+    return FairnessGroupsQuery.parse(content.config_records[CONFIG], "fairness groups query")
+
+
+def fairness_groups_reply(institution: str, record: FairnessGroupsRecord) -> RecordDict:
+    return RecordDict({FAIRNESS: record.to_record(), IDENTITY: identity_record(institution)})
+
+
+def parse_fairness_groups_reply(content: RecordDict) -> FairnessGroupsRecord:
+    if FAIRNESS not in content.config_records:
+        raise ProtocolError("a fairness groups reply needs its fairness record")
+    return FairnessGroupsRecord.parse(content.config_records[FAIRNESS], "fairness groups")
+
+
+def fairness_counts_query(
+    arrays: ArrayRecord, config: RoundConfig, query: FairnessCountsQuery
+) -> RecordDict:
+    return RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord({**config.values(), **query.values()})})
+
+
+def parse_fairness_counts_query(
+    content: RecordDict,
+) -> tuple[ModelMessage, FairnessCountsQuery]:
+    arrays, config, _ = _parts(content, ARRAYS, PRIOR, "a fairness counts query")
+    return (
+        ModelMessage(arrays, RoundConfig.parse(config, "round config")),
+        FairnessCountsQuery.parse(config, "fairness counts query"),
+    )
+
+
+def fairness_counts_reply(institution: str, counts: np.ndarray) -> RecordDict:
+    record = ArrayRecord({FAIRNESS_COUNTS: Array(np.ascontiguousarray(counts, dtype=np.int64))})
+    return RecordDict({FAIRNESS_COUNTS: record, IDENTITY: identity_record(institution)})
+
+
+def parse_fairness_counts_reply(content: RecordDict) -> np.ndarray:
+    record = content.array_records.get(FAIRNESS_COUNTS)
+    if record is None or FAIRNESS_COUNTS not in record:
+        raise ProtocolError("a fairness counts reply needs its counts")
+    out: np.ndarray = record[FAIRNESS_COUNTS].numpy()
+    return out
+
+
+def fairness_sum_config(
+    arrays: ArrayRecord, config: RoundConfig, query: FairnessCountsQuery
+) -> dict[str, Any]:
+    """Under `secagg` the counts are a SecAgg+ round whose fit config is the query: the round
+    config, the layout, and each of the model's arrays as bytes (a legacy fit config holds
+    scalars and bytes only)."""
+    values: dict[str, Any] = {**config.values(), **query.values()}
+    for key, array in arrays.items():
+        values[f"{FAIRNESS_MODEL_PREFIX}{key}"] = ndarray_to_bytes(array.numpy())
+    return values
+
+
+def fairness_sum_request(
+    config: Mapping[str, Any],
+) -> tuple[ModelMessage, FairnessCountsQuery] | None:
+    """The fairness counts a SecAgg+ fit config asks for (`fairness_sum_config`); None for
+    another round's config."""
+    if FAIRNESS_LAYOUT not in config:
+        return None
+    arrays: dict[str, Array] = {}
+    plain: dict[str, Any] = {}
+    for key, value in config.items():
+        if not key.startswith(FAIRNESS_MODEL_PREFIX):
+            plain[key] = value
+        elif isinstance(value, bytes):
+            arrays[key.removeprefix(FAIRNESS_MODEL_PREFIX)] = Array(bytes_to_ndarray(value))
+        else:
+            raise ProtocolError(f"fairness counts sum: unexpected key {key}")
+    model = ModelMessage(ArrayRecord(array_dict=arrays), RoundConfig.parse(plain, "round config"))
+    return model, FairnessCountsQuery.parse(plain, "fairness counts sum")
 
 
 def train_reply(institution: str, metrics: TrainMetrics, arrays: ArrayRecord | None) -> RecordDict:

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 def combination_problems(s: RunSettings) -> list[str]:
     """Settings that cannot work together, whatever the number of institutions."""
     out: list[str] = []
+    if s.fairness_decline > s.fairness_approve:
+        out.append(
+            f"fairness-decline = {s.fairness_decline} is above fairness-approve = "
+            f"{s.fairness_approve}: a policy declines below its approve cut-off"
+        )
     if s.privacy in ("secagg", "dp-institution") and s.aggregator != "fedavg":
         out.append(
             f"aggregator = {s.aggregator} with privacy = {s.privacy}: a robust rule "

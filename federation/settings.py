@@ -15,6 +15,7 @@ Unknown keys are rejected, so a typo fails loudly.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -69,7 +70,9 @@ def _field(description: str, default: Any, alias: str | None = None, **limits: A
 class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    dataset: str = _field("sba (shipped sample), sba-full, synthetic, or a directory", "sba")
+    dataset: str = _field(
+        "sba (shipped sample), sba-full, hmda (Boston mortgages), synthetic, or a directory", "sba"
+    )
     data_dir: str = _field("a bring-your-own-data directory (instead of dataset)", "", "data-dir")
     schema_file: str = _field("schema file for a directory (default DIR/schema.toml)", "", "schema")
     institutions: int = _field("institutions to use, largest first (0: all)", 0, ge=0)
@@ -287,6 +290,27 @@ class RunSettings(BaseModel):
         "secagg-clipping-range",
         gt=0,
     )
+    # Fairness across the schema's protected attributes (models/fairness.py): the decisions
+    # are the service policy's cut-offs; the defaults are the shipped default policy's
+    # (`service/default_policy.toml`, kept equal by a test).
+    fairness: bool = _field(
+        "measure group fairness of the final model when the schema names protected attributes",
+        True,
+    )
+    fairness_approve: int = _field(
+        "fairness: the policy's approve cut-off (score at or above: approved)",
+        680,
+        "fairness-approve",
+        ge=350,
+        le=950,
+    )
+    fairness_decline: int = _field(
+        "fairness: the policy's decline cut-off (score below: declined; between: referred)",
+        600,
+        "fairness-decline",
+        ge=350,
+        le=950,
+    )
     # Gradient-boosted trees (model gbdt): XGBoost's parameters under their usual names.
     # Defaults sized for the default run (`make demo`) to stay under 2 minutes: every tree
     # level is a message round (docs/BENCHMARKS.md compares them with 100 trees of depth 6).
@@ -426,7 +450,11 @@ class RunSettings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(
                 (f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
-                + str(e["msg"]).removeprefix("Value error, ")
+                + (
+                    unknown_key(str(e["loc"][0]))
+                    if e["type"] == "extra_forbidden" and e["loc"]
+                    else str(e["msg"]).removeprefix("Value error, ")
+                )
                 for e in exc.errors()
             )
             raise SettingsError(f"invalid run config: {problems}") from exc
@@ -509,6 +537,29 @@ def settings_for_dataset(settings: RunSettings) -> RunSettings:
             f'"column" in schema.toml), and the schema of {source.description} has no time'
         )
     return settings.for_institutions(len(source.ids), "the dataset's")
+
+
+def setting_keys() -> list[str]:
+    """Every run-config key as the files spell it (kebab case)."""
+    return [field.alias or name for name, field in RunSettings.model_fields.items()]
+
+
+def unknown_key(key: str) -> str:
+    """What to say about a key that is not a setting: the nearest ones, if any are close."""
+    near = difflib.get_close_matches(key.replace("_", "-"), setting_keys(), n=3, cutoff=0.6)
+    hint = (
+        f" (did you mean {' or '.join(near)}?)"
+        if near
+        else " (jointcredit simulate --help lists them)"
+    )
+    return f"not a setting{hint}"
+
+
+def unknown_keys(config: Mapping[str, Any], where: str) -> list[str]:
+    """A problem per key of `config` (field names or run-config keys) that is not a setting,
+    named `where.key` (e.g. `base.round`, as the TOML file's table and key)."""
+    known = set(setting_keys()) | set(RunSettings.model_fields)
+    return [f"{where}.{key}: {unknown_key(key)}" for key in config if key not in known]
 
 
 def canonical_keys(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from jointcredit.data.schema import Schema
+from jointcredit.federation.checkpoints import MANIFEST_RUN_ID, signed_run_id
 from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.binning.table import BinningTable
 from jointcredit.models.learners import Architecture, FeatureColumns, feature_columns, learner
@@ -64,7 +65,6 @@ MANIFEST_BINNING = "binning-replies"
 # What the artifact is, inside what is signed: a run's final model or the checkpoint of one of
 # its rounds (a copied checkpoint must not pass for the final model).
 MANIFEST_STAGE = "stage"
-MANIFEST_RUN_ID = "run-id"
 Stage = Literal["final", "checkpoint"]
 FINAL: Stage = "final"
 CHECKPOINT: Stage = "checkpoint"
@@ -221,8 +221,7 @@ class ScoringModel:
 
     @property
     def run_id(self) -> int | None:
-        value = self.verified.manifest.get(MANIFEST_RUN_ID)
-        return value if isinstance(value, int) else None
+        return signed_run_id(self.verified.manifest)
 
     def describe(self) -> str:
         """What this artifact is, as the signed manifest says: for the line tools print."""

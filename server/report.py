@@ -15,9 +15,12 @@ from jointcredit.federation.metrics import (
     InstitutionResult,
     Rejection,
     RoundRecord,
+    ScoreHistogram,
     Security,
 )
 from jointcredit.federation.protocol import HISTOGRAMS_TRAIN, EvaluateMetrics
+from jointcredit.models.score_bands import band_edges
+from jointcredit.models.scorecard import ScoreScale
 from jointcredit.server.grid import Exchange, InstitutionGrid
 from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.privacy import round_epsilons, train_metrics
@@ -192,5 +195,9 @@ def institution_results(final: Exchange, grid: InstitutionGrid) -> dict[str, Ins
         )
         if m.personalized_mu is not None:  # Ditto only
             result.personalized_mu = m.personalized_mu
+        edges = band_edges(ScoreScale())
+        bands = final.score_bands.get(inst)
+        if bands is not None and len(bands[0]) == len(edges) - 1:
+            result.score_histogram = ScoreHistogram(edges=edges, good=bands[0], bad=bands[1])
         out[inst] = result
     return out

@@ -17,6 +17,10 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+# Flower's line for a round's aggregated metrics, as `start` logs it: `link run` follows the
+# run's log and shows the institutions' AUC from it (deploy/processes.py `reported_auc`).
+AGGREGATED = "\t└──> Aggregated MetricRecord: %s"
+
 
 def run_rounds(
     strategy: Strategy,
@@ -41,13 +45,17 @@ def run_rounds(
             messages=strategy.configure_train(server_round, arrays, train_config, grid),
             timeout=timeout,
         )
-        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        aggregated, train_metrics = strategy.aggregate_train(server_round, replies)
         if aggregated is not None:
             arrays = aggregated
+        if train_metrics is not None:
+            log(INFO, AGGREGATED, train_metrics)
         replies = grid.send_and_receive(
             messages=strategy.configure_evaluate(server_round, arrays, evaluate_config, grid),
             timeout=timeout,
         )
-        strategy.aggregate_evaluate(server_round, replies)
+        evaluate_metrics = strategy.aggregate_evaluate(server_round, replies)
+        if evaluate_metrics is not None:
+            log(INFO, AGGREGATED, evaluate_metrics)
         evaluate_fn(server_round, arrays)
     return arrays

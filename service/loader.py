@@ -1,7 +1,8 @@
 """Start-up: the service refuses to run on anything it cannot vouch for.
 
 It loads only a verified signed artifact (`load_artifact` checks the coordinator's signature
-against the trust store), and refuses, naming the reason, a model that is degenerate (non-finite
+against the trust store; with `require_promotion` also its signed promotion record,
+`models/promotion.py`), and refuses, naming the reason, a model that is degenerate (non-finite
 or all-zero weights, the same output for every probe applicant) or whose preprocessing does not
 match its schema, and a policy whose rules name fields the model does not know.
 """
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifact
+from jointcredit.models.promotion import read_promotion
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.anchors import anchor_key as anchor_key_file
 from jointcredit.service.applicants import probes, typical
@@ -86,6 +88,18 @@ def single_threaded_math() -> None:
     torch.set_num_threads(1)
 
 
+def model_info(model: ScoringModel) -> ModelInfo:
+    """What every decision says about the model that made it."""
+    return ModelInfo(
+        version=model.verified.manifest_sha256,
+        signing_key=model.verified.key_id,
+        kind=model.card.architecture.kind,
+        trained_round=model.verified.manifest.get("round"),
+        stage=model.stage,
+        run_id=model.run_id,
+    )
+
+
 def load_service(
     model_dir: Path,
     trust_file: Path,
@@ -97,6 +111,7 @@ def load_service(
     exposure_registry: Path | None = None,
     federation_key: Path | None = None,
     allow_checkpoint: bool = False,
+    require_promotion: bool = False,
     anchors_file: Path | None = None,
     anchor_key: Path | None = None,
     anchor_every: int = 1000,
@@ -114,6 +129,11 @@ def load_service(
         model.require_final(allow_checkpoint)
     except ArtifactError as exc:
         raise StartupError(str(exc)) from exc
+    if require_promotion:
+        try:
+            read_promotion(model_dir, trust, model.verified.manifest_sha256)
+        except TrustError as exc:
+            raise StartupError(f"--require-promotion: {exc}") from exc
     check_model(model)
     try:
         policy = load_policy(policy_file)
@@ -131,15 +151,7 @@ def load_service(
     if not keys.keys:
         raise StartupError("no API keys: create one with `jointcredit apikey new`")
     url = db_url or f"sqlite:///{(model_dir.resolve().parent / 'decisions.sqlite')}"
-    manifest = model.verified.manifest
-    info = ModelInfo(
-        version=model.verified.manifest_sha256,
-        signing_key=model.verified.key_id,
-        kind=model.card.architecture.kind,
-        trained_round=manifest.get("round"),
-        stage=model.stage,
-        run_id=model.run_id,
-    )
+    info = model_info(model)
     example = {
         "applicant": typical(model.spec, model.card.data_schema.features),
         "context": {},

@@ -14,6 +14,8 @@ uvicorn answers 503. In production a reverse proxy in front does this and more
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,16 +129,47 @@ class LimitedHttpTools(HttpToolsProtocol):
             self.transport.close()
 
 
-def run(app: Any, limits: ServerLimits, *, workers: int = 1, **kwargs: Any) -> None:
+def address(sock: socket.socket, scheme: str = "http") -> str:
+    """The URL a bound socket answers on (the real port when 0 was asked for)."""
+    host, port = sock.getsockname()[:2]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's Server that says where it listens once it does (at log level warning uvicorn
+    says nothing, and a port that was taken must not be announced)."""
+
+    def __init__(self, config: uvicorn.Config, announce: Callable[[str], None] | None) -> None:
+        super().__init__(config)
+        self.announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.announce is not None and self.started:
+            for listener in self.servers:
+                for sock in listener.sockets or ():
+                    self.announce(address(sock))
+
+
+def run(
+    app: Any,
+    limits: ServerLimits,
+    *,
+    workers: int = 1,
+    announce: Callable[[str], None] | None = None,
+    **kwargs: Any,
+) -> None:
     """uvicorn.run with the limits (`app`: an app, or with `workers` > 1 an import string;
-    `kwargs`: uvicorn.Config's)."""
+    `kwargs`: uvicorn.Config's); `announce(url)` once the socket listens."""
     config = LimitedConfig(app, limits, workers=workers, **kwargs)
-    server = uvicorn.Server(config)
+    server = AnnouncingServer(config, announce if workers == 1 else None)
     try:
         if workers == 1:
             server.run()
         else:
             sock = config.bind_socket()
+            if announce is not None:
+                announce(address(sock))
             Multiprocess(config, target=server.run, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass

@@ -6,7 +6,10 @@ from typing import Any
 
 from rich.table import Table
 
+from jointcredit.federation.fairness import Fairness
 from jointcredit.federation.metrics import Privacy, RunMetrics
+
+FOUR_FIFTHS = 0.8
 
 
 def _f(v: Any, digits: int = 3) -> str:
@@ -17,7 +20,7 @@ def comparison_table(metrics: RunMetrics) -> Table:
     split = ", out of time" if metrics.config.get("split") == "time" else ""
     table = Table(title=f"Federated vs centralized vs local-only (pooled test split{split})")
     for col in ("model", "AUC", "KS", "Brier"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, overflow="fold", justify="left" if col == "model" else "right")
     fed = metrics.federated
     table.add_row("federated (global model)", _f(fed.auc), _f(fed.ks), _f(fed.brier))
     c = metrics.centralized
@@ -45,7 +48,7 @@ def institution_table(metrics: RunMetrics) -> Table:
     method = metrics.personalization.method
     personalised = f"personalised ({method})" if method else "personalised"
     for col in ("institution", "test rows", "local-only", "global", personalised):
-        table.add_column(col, justify="left" if col == "institution" else "right")
+        table.add_column(col, overflow="fold", justify="left" if col == "institution" else "right")
     for inst, row in metrics.per_institution.items():
         table.add_row(
             inst,
@@ -53,6 +56,41 @@ def institution_table(metrics: RunMetrics) -> Table:
             _f(row.auc_local_only),
             _f(row.auc),
             _f(row.auc_personalized),
+        )
+    return table
+
+
+def fairness_table(fairness: Fairness) -> Table:
+    """Per protected attribute and group: approval rate, adverse impact ratio (flagged below
+    the 4/5 rule), approval among repaid applicants, AUC; the attribute's parity gaps."""
+    c = fairness.cutoffs
+    table = Table(
+        title=f"Fairness on the pooled test split (approved: score >= {c.approve}; "
+        f"AIR < 0.80 fails the 4/5 rule)"
+    )
+    for col in ("attribute", "group", "applicants", "approved", "AIR", "repaid approved", "AUC"):
+        table.add_column(col, justify="left" if col in ("attribute", "group") else "right")
+    for attribute in fairness.attributes:
+        for group, counts in fairness.groups[attribute].items():
+            air = fairness.adverse_impact_ratio[attribute][group]
+            table.add_row(
+                attribute,
+                group,
+                str(counts.applicants),
+                _f(counts.approval_rate),
+                _f(air) + (" !" if air is not None and air < FOUR_FIFTHS else ""),
+                _f(counts.repaid_approval_rate),
+                _f(fairness.auc_by_group[attribute][group]),
+            )
+        table.add_row(
+            attribute,
+            "gap",
+            "",
+            _f(fairness.demographic_parity_difference[attribute]),
+            "",
+            _f(fairness.equal_opportunity_difference[attribute]),
+            "",
+            end_section=True,
         )
     return table
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jointcredit.federation.checkpoints import latest_checkpoint
+from jointcredit.federation.checkpoints import latest_checkpoint, resumed_settings
 from jointcredit.federation.settings import RunSettings, SettingsError
 from jointcredit.models.artifact import ArtifactError, verify_artifact
 from jointcredit.trust.errors import TrustError
@@ -101,14 +101,7 @@ def killed_run(run_dir: Path, given: dict[str, Any]) -> KilledRun:
     except ArtifactError as exc:
         raise ResumeRefused(f"refusing to resume from {checkpoint}: {exc}") from exc
     recorded: dict[str, Any] = dict(verified.manifest.get("training", {}))
-    conflicting = sorted(k for k, v in given.items() if k in recorded and recorded[k] != v)
-    unknown = sorted(k for k in given if k not in recorded and k != "keys-dir")
-    if conflicting or unknown:
-        raise SettingsError(
-            "resume: settings differ from the signed checkpoint "
-            f"{checkpoint}: {', '.join(conflicting + unknown)} (a resumed run keeps the "
-            "settings it started with)"
-        )
+    resumed_settings(recorded, given, checkpoint, local={"keys-dir"})  # given keys must agree
     settings = RunSettings.from_run_config(
         {
             **recorded,

@@ -49,6 +49,7 @@ from jointcredit.federation.settings import (
     SettingsError,
     canonical_keys,
     settings_for_dataset,
+    unknown_keys,
 )
 
 Scalar = str | int | float | bool
@@ -81,6 +82,9 @@ def load_grid(path: Path) -> SweepGrid:
     except ValidationError as exc:
         e = exc.errors()[0]
         raise ValueError(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}") from exc
+    unknown = unknown_keys(grid.base, "base") + unknown_keys(grid.grid, "grid")
+    if unknown:
+        raise ValueError(f"{path}: " + "; ".join(unknown))
     for key, values in grid.grid.items():
         if not values:
             raise ValueError(f"{path}: grid.{key} is an empty list")
@@ -167,6 +171,7 @@ def _row(cell: Cell, m: RunMetrics | None, status: str, error: str = "") -> dict
             attacker_ids=" ".join(m.privacy.attack.attackers),
             rejected_replies=m.security.rejected_replies,
             wall_seconds=m.sweep_wall_seconds,
+            **(m.fairness.worst() if m.fairness is not None else {}),
         )
     else:
         values["attacker_ids"] = ""
@@ -188,6 +193,11 @@ RESULT_COLUMNS = (
     "attacker_ids",
     "rejected_replies",
     "wall_seconds",
+    # Fairness (schemas with protected attributes): the least fair figure over the attributes.
+    "min_adverse_impact_ratio",
+    "max_demographic_parity_difference",
+    "max_equal_opportunity_difference",
+    "min_group_auc",
 )
 
 

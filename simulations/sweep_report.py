@@ -45,6 +45,8 @@ def summary(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]
             "mia_auc",
             "mia_tpr_at_1pct_fpr",
             "wall_seconds",
+            "min_adverse_impact_ratio",
+            "max_equal_opportunity_difference",
         ):
             entry[key] = _stat([r.get(key) for r in done])
         entry["values"] = {k: group[0][k] for k in keys}
@@ -54,8 +56,9 @@ def summary(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]
 
 def markdown_table(entries: list[dict[str, Any]]) -> str:
     lines = [
-        "| setting | runs | AUC | KS | Brier | epsilon | MIA AUC | MIA TPR@1%FPR | wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| setting | runs | AUC | KS | Brier | epsilon | MIA AUC | MIA TPR@1%FPR | min AIR | "
+        "max EOD | wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in entries:
         runs = f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
@@ -63,6 +66,8 @@ def markdown_table(entries: list[dict[str, Any]]) -> str:
             f"| {e['setting']} | {runs} | {_fmt(e['auc'])} | {_fmt(e['ks'])} | "
             f"{_fmt(e['brier'])} | {_fmt(e['epsilon_spent'], digits=2)} | "
             f"{_fmt(e['mia_auc'])} | {_fmt(e['mia_tpr_at_1pct_fpr'])} | "
+            f"{_fmt(e['min_adverse_impact_ratio'], digits=3)} | "
+            f"{_fmt(e['max_equal_opportunity_difference'], digits=3)} | "
             f"{_fmt(e['wall_seconds'], digits=1)} |"
         )
     return "\n".join(lines) + "\n"
@@ -95,6 +100,11 @@ def _plots(rows: list[dict[str, Any]], entries: list[dict[str, Any]], out: Path)
     if "privacy_setting" in done and done["privacy_setting"].isin(private).any():
         made.extend(_epsilon_plots(done, out, plt))
 
+    fair = [(e["setting"], e["min_adverse_impact_ratio"][0]) for e in entries]
+    fair = [(label, value) for label, value in fair if value is not None]
+    if fair:
+        made.append(_fairness_plot(fair, out, plt))
+
     walls = [(e["setting"], e["wall_seconds"][0]) for e in entries if e["wall_seconds"][0]]
     if walls:
         fig, ax = plt.subplots(figsize=(7, 0.5 * len(walls) + 1.5))
@@ -108,6 +118,21 @@ def _plots(rows: list[dict[str, Any]], entries: list[dict[str, Any]], out: Path)
     return made
 
 
+def _fairness_plot(fair: list[tuple[str, float]], out: Path, plt: Any) -> str:
+    """The least adverse impact ratio of each setting (mean over seeds), against the 4/5 rule."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(fair) + 1.5))
+    ax.barh([f[0] for f in fair], [f[1] for f in fair])
+    ax.axvline(0.8, linestyle="--", color="grey", label="4/5 rule")
+    ax.invert_yaxis()
+    ax.set_xlim(0.0, 1.05)
+    ax.set_xlabel("least adverse impact ratio over protected groups (approval rate / highest)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "fairness.png", dpi=120)
+    plt.close(fig)
+    return "fairness.png"
+
+
 _DP_LABELS = {"dp-record": "record-level DP", "dp-institution": "institution-level DP"}
 
 
@@ -119,6 +144,7 @@ def _epsilon_plots(done: pd.DataFrame, out: Path, plt: Any) -> list[str]:
     for measure, name, label in (
         ("auc", "auc_vs_epsilon.png", "federated AUC (pooled test)"),
         ("mia_auc", "mia_vs_epsilon.png", "membership-inference AUC"),
+        ("min_adverse_impact_ratio", "fairness_vs_epsilon.png", "least adverse impact ratio"),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,21 @@ def serve_process(args: list[str], port: int) -> subprocess.Popen[str]:
     """`jointcredit serve ARGS` on 127.0.0.1:`port`, as its own process."""
     cmd = [sys.executable, "-m", "jointcredit.cli", "serve", *args, "--port", str(port)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def serve_announced(args: list[str], seconds: float = 90) -> tuple[subprocess.Popen[str], str]:
+    """`jointcredit serve ARGS --port 0`: the process and the URL it says it listens on."""
+    proc = serve_process([*args, "--host", "127.0.0.1"], 0)
+    assert proc.stdout is not None
+    timer = threading.Timer(seconds, proc.kill)  # a start that hangs ends the read below
+    timer.start()
+    try:
+        for line in proc.stdout:
+            if line.startswith("listening on "):
+                return proc, line.split()[2]
+    finally:
+        timer.cancel()
+    raise AssertionError(f"serve never said where it listens: {proc.stderr and proc.stderr.read()}")
 
 
 def wait_ready(base: str, proc: subprocess.Popen[str], seconds: float = 90) -> None:

@@ -158,3 +158,34 @@ def test_decide_and_score_read_applicants_from_a_file(root: Path, tmp_path: Path
     for command in ("decide", "score"):
         code, _, err = _cli(command, str(root / "model"), "--input", str(bad))
         assert code == 2 and "bureau_score" in err, (command, err)
+
+
+def test_score_and_decide_json_carry_the_tables_facts(root: Path) -> None:
+    import json
+
+    from jointcredit.service.schemas import DecisionOut
+
+    code, out, err = _cli("score", str(root / "model"), "--sample", "3", "--json")
+    assert code == 0, err
+    scored = json.loads(out)  # stdout holds the document and nothing else
+    assert [a["index"] for a in scored["applicants"]] == [0, 1, 2]
+    assert all(350 <= a["score"] <= 950 and 0 < a["probability_of_default"] < 1
+               for a in scored["applicants"])  # fmt: skip
+    assert scored["model"]["kind"] == "logreg"
+    code, out, err = _cli("decide", str(root / "model"), "--sample", "3", "--json")
+    assert code == 0, err
+    decided = json.loads(out)
+    for d in decided["decisions"]:
+        DecisionOut.model_validate({k: v for k, v in d.items() if k != "applicant"})
+        assert set(d["applicant"]) >= {"bureau_score"}
+        assert set(d["rules_not_evaluated"]) >= ABSENT
+    assert any("this model has no sector" in n for n in decided["notes"])
+
+
+def test_tables_cut_nothing_at_80_columns(root: Path) -> None:
+    from jointcredit.cli.main import app
+
+    result = CliRunner().invoke(app, ["score", str(root / "model"), "--sample", "2"],
+                                env={"COLUMNS": "80"})  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stdout  # wrapped, never cut

@@ -143,6 +143,21 @@ def test_label_type_must_match_positive(byod_dir: Path) -> None:
         _load(byod_dir)
 
 
+def test_a_string_positive_with_numeric_labels_is_a_type_mismatch(byod_dir: Path) -> None:
+    schema = byod_dir / "schema.toml"
+    schema.write_text(SCHEMA_TOML.replace("positive = 1", 'positive = "yes"'))
+    with pytest.raises(DataValidationError, match=r"positive = 'yes' \(a string\) but the label"):
+        _load(byod_dir)
+    schema.write_text(SCHEMA_TOML.replace("positive = 1", 'positive = "1"'))
+    assert _load(byod_dir)  # the file's own spelling of its numbers, as text, is fine
+
+
+def test_the_schemas_id_column_must_exist(byod_dir: Path) -> None:
+    (byod_dir / "schema.toml").write_text(SCHEMA_TOML.replace("applicant_id", "applicant_no"))
+    with pytest.raises(DataValidationError, match=r"id column \(id = 'applicant_no'\) is missing"):
+        _load(byod_dir)
+
+
 def test_one_class_in_whole_federation(byod_dir: Path) -> None:
     for name in ("bank-a.csv", "bank-b.csv"):
         make_institution(9).assign(defaulted=0).to_csv(byod_dir / name, index=False)

@@ -4,6 +4,7 @@ supervisor, the SuperNode's shortened polls. The real processes: tests/test_depl
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -14,10 +15,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from typer.testing import CliRunner
 
 from jointcredit.cli.main import app as cli
 from jointcredit.deploy import clientapp_worker, kits, node, processes, supernode
+from jointcredit.server.rounds import run_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -112,6 +115,24 @@ def test_a_run_that_never_ends_is_given_up_at_the_timeout(
     with pytest.raises(RuntimeError, match="did not end within"):
         processes.start_run(ROOT, tmp_path, "fed", {}, timeout=1.0)
     assert time.monotonic() - begun < 10
+
+
+def test_stop_run_says_whether_the_superlink_stopped_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`link run --resume` stops the run it supersedes; one already over is no error."""
+    answers = iter(['{"success": true, "run-id": "42"}', '{"success": false}', "not json"])
+    asked: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        asked.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, next(answers), "")
+
+    monkeypatch.setattr(processes.subprocess, "run", fake_run)
+    assert processes.stop_run(tmp_path, "fed", 42)
+    assert asked[0][1:] == ["stop", "42", "fed", "--format", "json"]
+    assert not processes.stop_run(tmp_path, "fed", 42)
+    assert not processes.stop_run(tmp_path, "fed", 42)
 
 
 def test_a_run_that_did_not_start_is_an_error_whatever_the_log_says() -> None:
@@ -300,3 +321,44 @@ def test_the_nodes_secret_is_private_and_removed(tmp_path: Path) -> None:
         assert secret.parent.stat().st_mode & 0o777 == 0o700
         assert len(secret.read_bytes()) == 32
     assert not secret.exists() and not secret.parent.exists()
+
+
+class _OneRound:
+    """A strategy and grid with one institution that reports an AUC: what `run_rounds` logs."""
+
+    def configure_train(self, *_: object) -> list[object]:
+        return []
+
+    def aggregate_train(self, *_: object) -> tuple[None, MetricRecord]:
+        return None, MetricRecord({"loss": 0.5})
+
+    def configure_evaluate(self, *_: object) -> list[object]:
+        return []
+
+    def aggregate_evaluate(self, *_: object) -> MetricRecord:
+        return MetricRecord({"auc": 0.7125, "num-examples": 10})
+
+    def send_and_receive(self, **_: object) -> list[object]:
+        return []
+
+
+def test_link_run_progress_reads_the_auc_the_round_loop_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`link run` shows the institutions' AUC from the ServerApp's log: the round loop must
+    still log the line Flower's `Strategy.start` did."""
+    fake = _OneRound()
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        run_rounds(
+            fake,  # type: ignore[arg-type]
+            fake,  # type: ignore[arg-type]
+            ArrayRecord(),
+            first_round=1,
+            num_rounds=1,
+            timeout=1.0,
+            train_config=ConfigRecord(),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=lambda *_: None,
+        )
+    found = [processes.reported_auc(r.getMessage()) for r in caplog.records]
+    assert 0.7125 in found

@@ -47,9 +47,10 @@ def test_secagg_equals_plain_aggregation(tmp_path: Path) -> None:
     record = masked["privacy"]["secagg"]
     assert masked["privacy"]["setting"] == "secagg"
     assert record["institutions_aggregated"] == {"1": 4, "2": 4}
-    # query + 4 SecAgg+ stages x 2 rounds + final evaluation + the reference's 4 SecAgg+
-    # stages, 4 institutions, all verified.
-    assert masked["security"]["verified_replies"] == 4 * (1 + 4 * 2 + 1 + 4)
+    # query + 4 SecAgg+ stages x 2 rounds + final evaluation + the fairness groups query and
+    # its counts' SecAgg+ sum (4 stages) + the reference's SecAgg+ sum (4 stages), 4
+    # institutions, all verified.
+    assert masked["security"]["verified_replies"] == 4 * (1 + 4 * 2 + 1 + 1 + 4 + 4)
     # The reference counts, summed masked, are the plain run's (the features' exactly; the
     # scores come from weights equal to 1e-4).
     trust = load_store(tmp_path / "secagg" / "trust.json")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_helpers import audit_verify, free_port, serve_process, signed_artifact, wait_ready
+from service_helpers import audit_verify, serve_announced, signed_artifact, wait_ready
 
 from jointcredit.service.auth import new_key
 from jointcredit.service.schemas import DecisionOut
@@ -27,10 +27,12 @@ def test_serve_answers_a_decision_over_the_network(tmp_path: Path) -> None:
     model_dir = signed_artifact(tmp_path)
     key = new_key(tmp_path / "keys.json", "bank-a")
     db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
-    port = free_port()
-    proc = serve_process(["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"),
-                   "--api-keys", str(tmp_path / "keys.json"), "--db", db], port)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    # Port 0: the kernel picks one, and serve says which (as it does for any port).
+    proc, base = serve_announced(
+        ["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"),
+         "--api-keys", str(tmp_path / "keys.json"), "--db", db]
+    )  # fmt: skip
+    assert base.startswith("http://127.0.0.1:") and not base.endswith(":0")
     try:
         wait_ready(base, proc)
         spec = httpx.get(f"{base}/openapi.json").json()
@@ -51,13 +53,10 @@ def test_two_workers_share_one_audit_chain(tmp_path: Path) -> None:
     model_dir = signed_artifact(tmp_path)
     key = new_key(tmp_path / "keys.json", "bank-a")
     db = f"sqlite:///{tmp_path / 'audit.sqlite'}"
-    port = free_port()
-    proc = serve_process(
+    proc, base = serve_announced(
         ["--model", str(model_dir), "--trust", str(tmp_path / "trust.json"), "--api-keys",
-         str(tmp_path / "keys.json"), "--db", db, "--workers", "2"],
-        port,
+         str(tmp_path / "keys.json"), "--db", db, "--workers", "2"]
     )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, proc)
         spec = httpx.get(f"{base}/openapi.json").json()

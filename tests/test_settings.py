@@ -59,8 +59,10 @@ def test_flower_app_components_and_no_federations_section() -> None:
 
 
 def test_unknown_or_invalid_run_config_is_rejected() -> None:
-    with pytest.raises(SettingsError, match="roundz"):
+    with pytest.raises(SettingsError, match=r"roundz: not a setting \(did you mean rounds\?\)"):
         RunSettings.from_run_config({"roundz": 3})
+    with pytest.raises(SettingsError, match=r"xyzzy: not a setting \(jointcredit simulate"):
+        RunSettings.from_run_config({"xyzzy": 3})
     with pytest.raises(SettingsError, match="strategy"):
         RunSettings.from_run_config({"strategy": "fedsgd"})
 

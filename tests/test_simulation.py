@@ -260,3 +260,40 @@ def test_synthetic_institutions_federate_with_the_mlp_recipe(tmp_path: Path) -> 
     # The artifact holds the model alone, not the control variates.
     model = load_artifact(tmp_path / "model", load_store(tmp_path / "trust.json")).model
     assert not any(k.startswith("scaffold") for k in model.state_dict())
+
+
+def test_score_band_counts_give_the_pooled_curves(run: tuple[Path, dict[str, Any]]) -> None:
+    """The final evaluation's score-band counts (the validation report's curves) cover each
+    institution's test split, and summed they give the pooled test split's AUC and KS up to
+    the bands' ties."""
+    import numpy as np
+
+    from jointcredit.simulations.score_curves import curves
+
+    _, metrics = run
+    hists = [r["score_histogram"] for r in metrics["per_institution"].values()]
+    for r, h in zip(metrics["per_institution"].values(), hists, strict=True):
+        assert sum(h["good"]) + sum(h["bad"]) == r["n_test"]
+    c = curves(
+        np.asarray(hists[0]["edges"]),
+        np.sum([h["good"] for h in hists], axis=0),
+        np.sum([h["bad"] for h in hists], axis=0),
+    )
+    assert c.auc == pytest.approx(metrics["federated"]["auc"], abs=0.01)
+    assert c.ks == pytest.approx(metrics["federated"]["ks"], abs=0.03)
+
+
+def test_the_validation_report_of_a_real_run(run: tuple[Path, dict[str, Any]]) -> None:
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    out, _ = run
+    result = CliRunner().invoke(app, ["report", str(out), "--trust-any-coordinator"])
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    assert "The signed model verifies: the final model of run" in markdown
+    assert "Not recorded by this run" not in markdown  # the run sent its score-band counts
+    for figure in ("roc", "ks", "calibration", "scores", "institutions"):
+        assert (out / "report_files" / f"{figure}.png").is_file()
+    assert "| 3 | " in markdown  # round 3's signed updates, by institution

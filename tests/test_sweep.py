@@ -48,8 +48,11 @@ def test_grid_is_checked_and_deduplicated(tmp_path: Path) -> None:
     assert len({c.id for c in found}) == 6
     with pytest.raises(ValueError, match="aggregator"):
         cells(load_grid(_grid(tmp_path, '[grid]\naggregator = ["mean"]\n')), tmp_path)
-    with pytest.raises(ValueError, match="rouds"):
-        cells(load_grid(_grid(tmp_path, "[base]\nrouds = 3\n")), tmp_path)
+    # A typo is named where it was written, with the nearest key, before any cell is built.
+    with pytest.raises(ValueError, match=r"base\.rouds: not a setting \(did you mean rounds\?\)"):
+        load_grid(_grid(tmp_path, "[base]\nrouds = 3\n"))
+    with pytest.raises(ValueError, match=r"grid\.epsilom: .*did you mean epsilon\b"):
+        load_grid(_grid(tmp_path, "[grid]\nepsilom = [1.0]\n"))
     with pytest.raises(ValueError, match="empty list"):
         load_grid(_grid(tmp_path, "[grid]\nrounds = []\n"))
     with pytest.raises(ValueError, match="seeds"):
@@ -71,8 +74,10 @@ def test_sweep_runs_resumes_and_reports(tmp_path: Path) -> None:
     assert "unsigned" in results["error"].iloc[1]
     auc = results["auc"].iloc[0]
     assert auc > 0.7  # the median holds against the sign-flipping lender
+    # The synthetic institutions' protected attributes: fairness beside utility and privacy.
+    assert 0 < results["min_adverse_impact_ratio"].iloc[0] <= 1
     for name in ("results.json", "summary.md", "report.md", "auc_under_attack.png",
-                 "wall_time.png"):  # fmt: skip
+                 "wall_time.png", "fairness.png"):  # fmt: skip
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert 'adversary = ["", "bank-00:unsigned"]' in report and "Failed runs" in report

@@ -161,7 +161,8 @@ def test_frames_hold_every_schema_column_with_sane_values(
     schema = synthetic_schema()
     for inst, f in hetero.items():
         assert list(f.columns) == [
-            "applicant_id", "application_month", *schema.features, "defaulted"
+            "applicant_id", "application_month", *schema.features, "sex", "age_band",
+            "defaulted"
         ], inst  # fmt: skip
         assert f["applicant_id"].is_unique
         assert f["applicant_id"].str.startswith(f"{inst}-").all()
