@@ -3,6 +3,10 @@ on the decision path (an applicant joining the in-memory list) and in the backgr
 (binning, writing a group to the window, recomputing PSI/CSI over a full window), each as
 CPU time, the best of `--repeats`, on applicants of the shipped sample.
 
+Also what one decision's Prometheus updates cost in a single process and in the
+multiprocess mode `serve --workers N` uses (each in a fresh interpreter: the mode is chosen
+when prometheus_client is imported).
+
 Usage: python scripts/bench_monitoring.py --run RUN [--window 10000] [--group 1000]
 RUN holds model/ (with reference.json) and trust.json, as `jointcredit simulate` writes them.
 """
@@ -11,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +38,34 @@ def _best(repeats: int, work: Callable[[], object]) -> float:
         work()
         times.append(time.process_time() - start)
     return min(times)
+
+
+METRICS = """
+import time
+from jointcredit.service.metrics import Metrics
+m = Metrics()
+m.count_commits(lambda: 1.0)
+n, best = 20000, []
+for _ in range(5):
+    start = time.process_time()
+    for _ in range(n):
+        m.decided(["approve"])
+        m.latency_one.observe(0.003)
+    best.append((time.process_time() - start) / n)
+print(min(best) * 1e6)
+"""
+
+
+def _metrics_cost(multiprocess: bool) -> float:
+    """CPU time of one decision's metric updates (a counter, a histogram, the commits gauge)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    with tempfile.TemporaryDirectory(prefix="jointcredit-bench-metrics-") as tmp:
+        if multiprocess:
+            env["PROMETHEUS_MULTIPROC_DIR"] = tmp
+        done = subprocess.run(
+            [sys.executable, "-c", METRICS], env=env, capture_output=True, text=True, check=True
+        )
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -90,6 +125,9 @@ def main() -> None:
     print(f"background, per applicant: {flush_one * us:.1f} us decided singly, "
           f"{flush_many * us:.1f} us in batches (binning, write, recomputation)")  # fmt: skip
     print(f"recomputing PSI/CSI over the full window: {snapshot * 1e3:.1f} ms")
+    single, multi = _metrics_cost(False), _metrics_cost(True)
+    print(f"a decision's metric updates: {single:.1f} us in one process, {multi:.1f} us in "
+          "prometheus_client's multiprocess mode")  # fmt: skip
 
 
 if __name__ == "__main__":
