@@ -94,6 +94,10 @@ def serve(
     max_header_kb: HeaderKbOption = 32,
     header_timeout: HeaderTimeoutOption = 5.0,
     max_connections: ConnectionsOption = 1000,
+    monitoring_window: Annotated[
+        int, typer.Option(min=1, help="stability monitoring: the last N applicants decided "
+                          "(single, batch and columnar alike) against the training reference")
+    ] = 10_000,
 ) -> None:  # fmt: skip
     """Serve eligibility decisions from a verified signed model. Behind a reverse proxy in
     production (docs/DEPLOYMENT.md)."""
@@ -117,6 +121,7 @@ def serve(
         "anchor_every": anchor_every,
         "anchor_seconds": anchor_seconds,
         "audit_lock_timeout": audit_lock_timeout,
+        "monitoring_window": monitoring_window,
     }
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -158,22 +163,23 @@ def serve(
         app = create_app(service, max_body=max_body)
         server.run(app, limits, host=host, port=port, announce=_listening, **UVICORN)
         return
-    from jointcredit.service.workers import export_args
+    from jointcredit.service.workers import export_args, multiprocess_metrics
 
     # Checked once here so a bad model fails before any worker starts; every worker then
     # loads and checks it again, with the same audit log (its URL, now resolved).
     export_args({"model_dir": model, "trust_file": trust, **args, "db_url": service.audit.url,
                  "max_body": max_body})  # fmt: skip
-    server.run(
-        "jointcredit.service.workers:app_from_env",
-        limits,
-        factory=True,
-        workers=workers,
-        host=host,
-        port=port,
-        announce=_listening,
-        **UVICORN,
-    )
+    with multiprocess_metrics():
+        server.run(
+            "jointcredit.service.workers:app_from_env",
+            limits,
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            announce=_listening,
+            **UVICORN,
+        )
 
 
 def _listening(url: str) -> None:

@@ -12,6 +12,8 @@ Message handlers (the messages are `jointcredit.federation.protocol`'s):
   coefficient (squared), for the hierarchical personalisation prior (`client.personalization`).
 - `train.histograms` (gradient-boosted trees): per tree level, gradient and hessian
   histograms of own rows for the nodes asked about (`client.trees`).
+- `query.reference`: after training, own training rows per score band of the final model and
+  per feature bin, as counts (`client.reference`).
 - `evaluate`: score own test rows; in the final round also personalise a copy first.
 - `query.fairness_groups`, `query.fairness_counts` (schemas with protected attributes): the
   groups its test rows hold, then its counts per group, label and score of the final model
@@ -31,7 +33,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from pydantic import BaseModel
 
-from jointcredit.client import binning, fairness, personalization, scaffold, trees
+from jointcredit.client import binning, fairness, personalization, reference, scaffold, trees
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.durable import Durable
@@ -44,6 +46,7 @@ from jointcredit.federation.protocol import (
     EvaluateMetrics,
     FairnessGroupsRecord,
     ModelMessage,
+    ReferenceRecord,
     SummaryRecord,
     TreeLevelMessage,
 )
@@ -131,6 +134,16 @@ def prior_query(msg: Message, context: Context) -> Message:
     model, _ = node.model(ins, settings)
     deviation = personalization.deviation_for_prior(model, node.spec(ins), node, context)
     return Message(protocol.prior_reply(node.institution, deviation), reply_to=msg)
+
+
+@app.query(protocol.REFERENCE_ACTION)
+def reference_query(msg: Message, context: Context) -> Message:
+    """After training: own training rows per score band and feature bin (counts only)."""
+    settings, node = _setup(context)
+    ins, query = protocol.parse_reference_query(msg.content)
+    counts = reference.reference_counts(ins, query, node, settings)
+    record = ReferenceRecord(counts=json.dumps([int(c) for c in counts]))
+    return Message(protocol.reference_reply(node.institution, record), reply_to=msg)
 
 
 def institution_clipping_mod(

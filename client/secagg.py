@@ -1,7 +1,7 @@
 """The institution's side of secure aggregation (Flower SecAgg+), for training rounds and, for a
 model on agreed bins, the binning rounds (its counts as one masked vector), for trees,
-each tree level (its histograms as one masked vector of fixed-point digits), and the fairness
-counts after training (one masked vector).
+each tree level (its histograms as one masked vector of fixed-point digits), and after
+training the fairness counts and the reference counts (one masked vector each).
 
 SecAgg+ exists only on Flower's legacy API: the coordinator's `SecAggPlusWorkflow` drives four
 stages (setup, key sharing, masked-vector collection, unmasking), each a train message, and
@@ -25,7 +25,7 @@ from flwr.client.message_handler.message_handler import handle_legacy_message_fr
 from flwr.client.mod import secaggplus_mod
 from flwr.common.typing import NDArrays, Scalar
 
-from jointcredit.client import binning, fairness, trees
+from jointcredit.client import binning, fairness, reference, trees
 from jointcredit.client.data import NodeData
 from jointcredit.client.update import LocalUpdate
 from jointcredit.federation import fixed_point, protocol
@@ -68,6 +68,12 @@ class _Institution(NumPyClient):
     def fit(
         self, parameters: NDArrays, config: dict[str, Scalar]
     ) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        reference_request = protocol.reference_sum_request(config)
+        if reference_request is not None:
+            # Weight 1: this institution's reference counts, summed exactly.
+            ins, query = reference_request
+            counts = reference.reference_counts(ins, query, self.node, self.settings)
+            return [counts.astype(np.float64)], 1, dict(TrainMetrics(num_examples=1).values())
         fair = protocol.fairness_sum_request(config)
         if fair is not None:
             # Weight 1: the counts as they are; the coordinator learns only their sum.

@@ -145,6 +145,13 @@ def histograms(ins: TreeLevelMessage, context: Context, node: NodeData) -> Recor
     return protocol.histogram_reply(node.institution, histogram_record(hist), metrics)
 
 
+def training_pds(ins: ModelMessage, node: NodeData) -> np.ndarray:
+    """The final ensemble's probability of default for this node's training rows."""
+    if ins.config.bins is None:
+        raise protocol.ProtocolError("a tree ensemble to score needs its bins")
+    return ensemble_of(ins.arrays).predict_pd(node.codes(_bins(ins.config.bins), "train"))
+
+
 def evaluation_pds(
     ins: ModelMessage, node: NodeData, settings: RunSettings
 ) -> tuple[np.ndarray, np.ndarray | None]:

@@ -13,6 +13,9 @@
     train         arrays (+ SCAFFOLD's control),          arrays (none when a DP budget is
                   config: RoundConfig                     spent), metrics: TrainMetrics
     query.prior   arrays, config: RoundConfig             prior-deviation (squared, per array)
+    query.reference  arrays, config: RoundConfig,         reference: ReferenceRecord (its
+                  reference-bins: ReferenceQuery          training rows per score band and
+                  (after training: the final model)       feature bin, counts only)
     evaluate      arrays, config: RoundConfig             metrics: EvaluateMetrics
                   (+ prior-deviation: the federation's
                   sum, in the final round)
@@ -21,6 +24,8 @@
                   tree so far + the nodes to build        per node to build, feature and bin;
                   (+ previous-tree: the last finished     metrics: HistogramMetrics
                   tree, at a tree's first level)
+    (under secagg the reference is a SecAgg+ train round whose fit config is the query, the
+    model's arrays as bytes: the counts as one masked vector)
     (under secagg each level is a SecAgg+ train round whose fit config is the request, its
     tree records' arrays as bytes: the histograms as one masked vector of fixed-point digits,
     `jointcredit.federation.fixed_point`)
@@ -66,6 +71,10 @@ FAIRNESS_GROUPS_QUERY: Final = f"{MessageType.QUERY}.{FAIRNESS_GROUPS_ACTION}"
 FAIRNESS_COUNTS_ACTION: Final = "fairness_counts"
 FAIRNESS_COUNTS_QUERY: Final = f"{MessageType.QUERY}.{FAIRNESS_COUNTS_ACTION}"
 HISTOGRAMS_ACTION: Final = "histograms"
+# After training: each institution's training rows per score band of the final model and per
+# feature bin (the artifact's reference distribution for stability monitoring).
+REFERENCE_ACTION: Final = "reference"
+REFERENCE_QUERY: Final = f"{MessageType.QUERY}.{REFERENCE_ACTION}"
 HISTOGRAMS_TRAIN: Final = f"{MessageType.TRAIN}.{HISTOGRAMS_ACTION}"
 
 # -- records of a message's content
@@ -75,6 +84,8 @@ METRICS: Final = "metrics"
 SUMMARY: Final = "summary"
 BINNING: Final = "binning"
 PRIOR: Final = "prior-deviation"
+REFERENCE: Final = "reference"
+REFERENCE_BINS: Final = "reference-bins"
 IDENTITY: Final = IDENTITY_RECORD
 SIGNATURE: Final = SIGNATURE_RECORD
 LEGACY_CONFIG: Final = "fitins.config"
@@ -207,6 +218,19 @@ class BinningRecord(_Config):
     """A node's binning answer (its grid histogram or its bin counts), as JSON."""
 
     payload: str = _key("json", ...)
+
+
+class ReferenceQuery(_Config):
+    """The reference query's bins (a `BinningSpec`, as JSON), beside the final model."""
+
+    bins: str = _key(REFERENCE_BINS, ...)
+
+
+class ReferenceRecord(_Config):
+    """A node's reference counts (JSON list of whole numbers; layout:
+    `jointcredit.models.reference`)."""
+
+    counts: str = _key("json", ...)
 
 
 FAIRNESS: Final = "fairness"
@@ -688,3 +712,59 @@ def check_metrics(message_type: str, content: RecordDict) -> None:
 def withheld(content: RecordDict) -> bool:
     """A train reply without an update because the institution's DP budget is spent."""
     return not content.array_records and numbers(content).get("dp-steps") == 0
+
+
+def reference_query(model: ModelMessage, query: ReferenceQuery) -> RecordDict:
+    content = model.to_content()
+    content[REFERENCE_BINS] = query.to_record()
+    return content
+
+
+def parse_reference_query(content: RecordDict) -> tuple[ModelMessage, ReferenceQuery]:
+    if REFERENCE_BINS not in content.config_records:
+        raise ProtocolError("a reference query needs its reference-bins record")
+    query = ReferenceQuery.parse(content.config_records[REFERENCE_BINS], "reference bins")
+    return ModelMessage.from_content(content), query
+
+
+def reference_reply(institution: str, record: ReferenceRecord) -> RecordDict:
+    return RecordDict({REFERENCE: record.to_record(), IDENTITY: identity_record(institution)})
+
+
+def parse_reference_reply(content: RecordDict) -> ReferenceRecord:
+    if REFERENCE not in content.config_records:
+        raise ProtocolError("a reference reply needs its reference record")
+    return ReferenceRecord.parse(content.config_records[REFERENCE], "reference")
+
+
+REFERENCE_SUM_PREFIX: Final = "reference-arrays/"
+
+
+def reference_sum_config(model: ModelMessage, query: ReferenceQuery) -> dict[str, Any]:
+    """Under `secagg` the reference round is a SecAgg+ round whose fit config is the query:
+    the model's config, the bins, and each of the model's arrays as bytes."""
+    values: dict[str, Any] = {**model.config.values(), **query.values()}
+    for key, array in model.arrays.items():
+        values[f"{REFERENCE_SUM_PREFIX}{key}"] = ndarray_to_bytes(array.numpy())
+    return values
+
+
+def reference_sum_request(config: Mapping[str, Any]) -> tuple[ModelMessage, ReferenceQuery] | None:
+    """The reference a SecAgg+ fit config asks for (`reference_sum_config`); None for another
+    round's config."""
+    if REFERENCE_BINS not in config:
+        return None
+    arrays: dict[str, Array] = {}
+    plain: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == REFERENCE_BINS:
+            continue
+        if not key.startswith(REFERENCE_SUM_PREFIX):
+            plain[key] = value
+        elif isinstance(value, bytes):
+            arrays[key.removeprefix(REFERENCE_SUM_PREFIX)] = Array(bytes_to_ndarray(value))
+        else:
+            raise ProtocolError(f"reference sum: unexpected key {key}")
+    query = ReferenceQuery.parse({REFERENCE_BINS: config[REFERENCE_BINS]}, "reference sum")
+    model = ModelMessage(ArrayRecord(array_dict=arrays), RoundConfig.parse(plain, "reference sum"))
+    return model, query

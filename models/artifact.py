@@ -11,6 +11,8 @@ Layout of a model directory::
                          (binned scorecard: also its points table)
     binning.json         binned scorecard only: the federation's bins and IV table
     scorecard.csv        binned scorecard only: the points table (base points, attributes)
+    reference.json       final models: the federation's training rows per score band and
+                         feature bin (`jointcredit.models.reference`; stability monitoring)
     manifest.json        digests of the files above, training and privacy settings, metrics,
                          each round's accepted update digests (binned scorecard: also the
                          binning replies'), the trust store's digest
@@ -42,6 +44,7 @@ from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.binning.table import BinningTable
 from jointcredit.models.learners import Architecture, FeatureColumns, feature_columns, learner
 from jointcredit.models.preprocessing import PreprocessingSpec
+from jointcredit.models.reference import REFERENCE, Reference
 from jointcredit.models.scorecard import PointsTable, ScoreScale, points_table
 from jointcredit.models.training import predict_pd
 from jointcredit.trust.canonical import canonical_json
@@ -196,6 +199,7 @@ class ScoringModel:
     verified: Verified
     binning: BinningTable | None = None  # the binned scorecard's IV table
     bins: BinningSpec | None = None  # gradient-boosted trees: the agreed bins
+    reference: Reference | None = None  # the training distribution (None: not recorded)
 
     @property
     def spans(self) -> dict[str, tuple[float, float]]:
@@ -332,7 +336,24 @@ def load_artifact(directory: Path, trust: TrustStore) -> ScoringModel:
         verified=verified,
         binning=_binning(directory, card, verified),
         bins=bins,
+        reference=_reference(directory, verified, spec),
     )
+
+
+def _reference(directory: Path, verified: Verified, spec: PreprocessingSpec) -> Reference | None:
+    """The signed reference distribution, when the artifact has one."""
+    if REFERENCE not in verified.contents:
+        return None
+    try:
+        reference = Reference.model_validate_json(verified.contents[REFERENCE])
+    except ValueError as exc:
+        raise ArtifactError(f"{directory / REFERENCE}: invalid reference: {exc}") from exc
+    if sorted(reference.bins.names) != sorted(f.name for f in spec.features):
+        raise ArtifactError(
+            f"{directory / REFERENCE}: bins for {reference.bins.names}, the preprocessing has "
+            f"{[f.name for f in spec.features]}"
+        )
+    return reference
 
 
 def _binning(directory: Path, card: ModelCard, verified: Verified) -> BinningTable | None:

@@ -13,6 +13,8 @@
        (hierarchical prior: a `query.prior` round first; `personalization`; trees: the
        evaluation only); then, when the schema protects attributes, fairness from summed
        group counts (`fairness`: two query rounds, the counts a SecAgg+ sum under `secagg`);
+       then the reference round (`reference`: training rows per score band and feature bin,
+       the artifact's `reference.json` for stability monitoring);
     4. `write`: the signed OUT/model/, OUT/trust.json and OUT/metrics.json (`report`).
 Replies pass through `InstitutionGrid`, which verifies each reply's signature before any
 strategy sees it and orders replies so a seeded run is reproducible.
@@ -56,6 +58,7 @@ from jointcredit.models.binning.grid import spans
 from jointcredit.models.learners import Architecture, architecture, build_model, learner
 from jointcredit.models.learners.gbdt import tree_params
 from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec
+from jointcredit.models.reference import REFERENCE, Reference, reference_bins
 from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.trees import Tree, base_margin
 from jointcredit.models.trees.exchange import ensemble_of, ensemble_record
@@ -75,6 +78,7 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
+from jointcredit.server.reference import reference_round, secure_reference
 from jointcredit.server.resume import (
     ResumePoint,
     ServerState,
@@ -161,6 +165,8 @@ class Coordinator:
         self.strategy: object = None
         self.fairness: Fairness | None = None  # after training (`server.fairness`)
         self.fairness_grid: InstitutionGrid | None = None  # secagg: the fairness sum's grid
+        self.reference: Reference | None = None  # the final artifact's, after training
+        self.reference_grid: InstitutionGrid | None = None  # secagg: its SecAgg+ sum's grid
 
     def run(self) -> RunMetrics:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +197,7 @@ class Coordinator:
             trained.arrays,
             RoundConfig(preprocessing=fed.spec.to_json(), bins=bins),
         )
+        self.reference = self._reference(fed, trained)
         return self.write(fed, trained, privacy, final, personalization)
 
     # -- 1
@@ -450,6 +457,21 @@ class Coordinator:
             self.igrid, fed.nodes, fed.node_inst, trained.arrays, fed.initial, config, s
         )
 
+    def _reference(self, fed: Federation, trained: Trained) -> Reference | None:
+        bins = reference_bins(fed.spec, fed.binning, fed.bins)
+        config = RoundConfig(
+            preprocessing=fed.spec.to_json(),
+            bins=None if fed.bins is None else fed.bins.to_json(),
+        )
+        rows = max(x.rows for x in fed.summaries)
+        secure, self.reference_grid = secure_reference(
+            self.grid, self.igrid, self.context, self.settings, len(fed.nodes), rows
+        )
+        return reference_round(
+            self.igrid, fed.nodes, trained.arrays, config, bins, self.settings, secure,
+            fed.institutions,
+        )  # fmt: skip
+
     # -- 4
     def write(
         self,
@@ -491,7 +513,7 @@ class Coordinator:
                 self.igrid,
                 self.verifier,
                 self.identity,
-                (self.sum_grid, self.level_grid, self.fairness_grid),
+                (self.sum_grid, self.level_grid, self.fairness_grid, self.reference_grid),
             ),
             privacy=privacy,
             timing=Timing(
@@ -515,6 +537,7 @@ class Coordinator:
             trained.last_round,
             {"federated": federated},
             FINAL,
+            extra=None if self.reference is None else {REFERENCE: self.reference.to_bytes()},
         )
         metrics.write(self.out_dir / "metrics.json")
         log(INFO, "Wrote %s and %s", model_dir, self.out_dir / "metrics.json")

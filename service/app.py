@@ -8,6 +8,8 @@ service/reviews.py.
     GET  /v1/decisions/{id}       progress: received, scored, under review, decided
     GET  /v1/decisions/{id}/notice  the adverse-action notice, in English or Chinese
     GET  /v1/reviews              the caller's referred applications awaiting review
+    GET  /v1/monitoring           PSI of the score, CSI of each feature: the recently served
+                                  applicants against the training reference (monitoring.py)
     POST /v1/reviews/{id}         resolve one with a reviewer note (audited)
     GET  /healthz /readyz /metrics (Prometheus) /docs /redoc (OpenAPI, with valid examples;
          served with their assets, no CDN: service/docs.py)
@@ -30,10 +32,11 @@ from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import MAX_BODY, BodyLimit
+from jointcredit.service.monitoring import Monitor
 from jointcredit.service.notices import NoticeService
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import decisions, ops, reviews
+from jointcredit.service.routers import decisions, monitoring, ops, reviews
 from jointcredit.service.schemas import ReviewIn
 from jointcredit.service.writer import AuditWriter
 
@@ -48,6 +51,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     yield
     await app.state.writer.close()
+    if app.state.monitor is not None:
+        app.state.monitor.close()
     app.state.service.audit.close()  # stops the checkpoint thread, releases the lock file
 
 
@@ -68,7 +73,13 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     )
     state = app.state
     state.service, state.metrics, state.writer = service, metrics, writer
-    state.decisions = DecisionService(service, writer, responses, metrics, reads)
+    reference = service.decider.model.reference
+    state.monitor = (
+        None
+        if reference is None
+        else Monitor(reference, service.audit.url, metrics, size=service.monitoring_window)
+    )
+    state.decisions = DecisionService(service, writer, responses, metrics, reads, state.monitor)
     state.reviews = ReviewService(service.audit, writer, responses, reads)
     state.notices = NoticeService(service.audit, service.decider, responses, reads)
     app.add_middleware(BodyLimit, limit=max_body)
@@ -77,7 +88,7 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     # router nested and per request matches through it twice and rebuilds the route's handler,
     # which the routes need none of (no prefix; tags are the routers' own; no dependency
     # overrides).
-    for router in (decisions.router, reviews.router, ops.router):
+    for router in (decisions.router, reviews.router, monitoring.router, ops.router):
         app.router.routes.extend(router.routes)
     d = state.decisions
     openapi.extend(app, [d.single, d.batch, d.columnar, ReviewIn])

@@ -24,6 +24,7 @@ from jointcredit.service.languages import Language, LanguageError, negotiate
 from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
+from jointcredit.service.monitoring import Monitor
 from jointcredit.service.policy_texts import ConsentProblem
 from jointcredit.service.records import Responses
 from jointcredit.service.schemas import category_text, columnar_model, request_models
@@ -48,9 +49,10 @@ def _accepted(header: str | None) -> Language | None:
 class DecisionService:
     def __init__(
         self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics,
-        reads: ReadLimits,
+        reads: ReadLimits, monitor: Monitor | None = None,
     ) -> None:  # fmt: skip
         self.reads = reads
+        self.monitor = monitor  # stability monitoring's window (None: no reference)
         self.decider = service.decider
         self.policy = service.decider.policy
         self.exposure = service.exposure
@@ -81,6 +83,8 @@ class DecisionService:
         outs, recs, views = self._answer(table, [item], exposure, institution, scored)
         entry = records.decision_entry(institution, request, recs[0], views[0], received, scored)
         await self._audit(entry, table)
+        if self.monitor is not None:
+            self.monitor.add_one(table.score[0], applicant)
         self.metrics.latency_one.observe(time.perf_counter() - start)
         return outs[0]
 
@@ -104,6 +108,8 @@ class DecisionService:
             institution, token, raw, features, context, recs, views, received, scored
         )
         await self._audit(entry, table)
+        if self.monitor is not None:
+            self.monitor.add(table.score, features)
         self.metrics.latency_batch.observe(time.perf_counter() - start)
         return b'{"decisions":[' + b",".join(outs) + b"]}"
 
@@ -135,6 +141,8 @@ class DecisionService:
             received, scored,
         )  # fmt: skip
         await self._audit(entry, table)
+        if self.monitor is not None:
+            self.monitor.add(table.score, features)
         self.metrics.latency_batch.observe(time.perf_counter() - start)
         if expand:
             out["reasons"] = [table.reasons(k) for k in range(n)]

@@ -47,6 +47,7 @@ class Service:
     example: dict[str, Any]  # a valid request (OpenAPI's example)
     exposure: ExposureClient | None = None  # None: joint limits are referred
     anchors: AnchorWriter | None = None  # signed chain-head anchors (service/anchors.py)
+    monitoring_window: int = 10_000  # applicants in the stability window (service/monitoring.py)
 
 
 def check_model(model: ScoringModel) -> None:
@@ -116,6 +117,7 @@ def load_service(
     anchor_every: int = 1000,
     anchor_seconds: float = 60.0,
     audit_lock_timeout: float = LOCK_TIMEOUT,
+    monitoring_window: int = 10_000,
 ) -> Service:
     single_threaded_math()
     try:
@@ -178,5 +180,6 @@ def load_service(
         auth=Authenticator(keys),
         model_info=info,
         example=example,
+        monitoring_window=monitoring_window,
         exposure=None if registry is None or fed_key is None else ExposureClient(registry, fed_key),
     )

@@ -8,8 +8,12 @@ service/sqlite.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from fastapi import FastAPI
 
 from jointcredit.service.app import create_app
 from jointcredit.service.loader import load_service
+from jointcredit.service.metrics import MULTIPROC_ENV
 from jointcredit.service.middleware import MAX_BODY
 
 ENV = "JOINTCREDIT_SERVE_ARGS"
@@ -40,6 +45,24 @@ def import_args() -> dict[str, Any]:
     for key in exported["paths"]:
         args[key] = Path(args[key])
     return args
+
+
+@contextlib.contextmanager
+def multiprocess_metrics() -> Iterator[Path]:
+    """prometheus_client's multiprocess mode for the workers started inside: a fresh private
+    directory for their metric files (unless the operator named one), removed afterwards.
+    Set before any worker starts, since each picks its mode when it imports the library."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        yield Path(given)
+        return
+    directory = Path(tempfile.mkdtemp(prefix="jointcredit-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def app_from_env() -> FastAPI:

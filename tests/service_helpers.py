@@ -18,12 +18,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from jointcredit.data.catalog import DataConfig, load_federation
-from jointcredit.models.artifact import Stage, save_artifact, state_to_numpy
+from jointcredit.models.artifact import Stage, load_artifact, save_artifact, state_to_numpy
 from jointcredit.models.binning import Classing, binning_from_rows, merge_histograms
 from jointcredit.models.binning.grid import grid_histogram
 from jointcredit.models.binning.grid import spans as training_spans
 from jointcredit.models.learners import architecture, build_model
 from jointcredit.models.preprocessing import CategoricalFeature, agree, summarize
+from jointcredit.models.reference import REFERENCE, Reference, count_rows, reference_bins
 from jointcredit.models.scorecard import woe_preprocessing
 from jointcredit.models.training import TrainConfig, train
 from jointcredit.models.trees import TreeEnsemble, TreeParams
@@ -43,12 +44,15 @@ def signed_artifact(
     kind: str = "logreg",
     spans: bool = False,
     stage: Stage = "final",
+    reference: bool = False,
 ) -> Path:
     """A signed model (default: a logistic scorecard; `scorecard`: the binned one, on bins
     agreed from the institutions' rows; `gbdt`: trees over the federation's agreed bins)
     trained on four institutions of a dataset (default: the shipped sample; a few seconds).
     `zero`: all-zero weights (trees: no tree). `spans`: trees record their training spans (as
-    the coordinator does; without, as trees written before spans were recorded)."""
+    the coordinator does; without, as trees written before spans were recorded). `reference`:
+    with the training reference distribution (`reference.json`) of the pooled training rows,
+    which is what the federation's summed counts equal."""
     fed = load_federation(DataConfig(dataset=dataset, institutions=4, synthetic_rows=800))
     schema = fed.schema
     summaries = [
@@ -91,13 +95,22 @@ def signed_artifact(
             state = {k: np.zeros_like(v) for k, v in state.items()}
     trust = create_key_set(root / "keys", fed.ids, federation=f"svc-{root.name}")
     store.save_store(root / "trust.json", trust)
-    save_artifact(
-        root / "model", state=state, spec=spec, architecture=arch, schema=schema,
-        stage=stage, run_id=7,
-        institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
-        signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
-        provenance={"round": 2}, bins=bins, binning=binning, spans=recorded,
-    )  # fmt: skip
+
+    def save(extra: dict[str, bytes] | None = None) -> None:
+        save_artifact(
+            root / "model", state=state, spec=spec, architecture=arch, schema=schema,
+            stage=stage, run_id=7,
+            institutions=fed.ids, training={}, metrics={}, created_at="2026-11-30T00:00:00+00:00",
+            signer=keys.load_private_key(root / "keys" / "coordinator.key"), trust=trust,
+            provenance={"round": 2}, bins=bins, binning=binning, spans=recorded, extra=extra,
+        )  # fmt: skip
+
+    save()
+    if reference:
+        scores = load_artifact(root / "model", trust).score(pooled.x)
+        layout = reference_bins(spec, binning, bins)
+        counts = count_rows(scores, pooled.x, layout)
+        save({REFERENCE: Reference.from_vector(counts, layout, fed.ids).to_bytes()})
     return root / "model"
 
 

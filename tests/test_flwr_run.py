@@ -51,8 +51,8 @@ def test_flwr_run_completes_and_stops_its_superlink(tmp_path: Path) -> None:
     from jointcredit.trust.store import load_store
 
     out = tmp_path / "out"
-    # query, train, evaluate, the personalisation prior's query, final evaluate
-    assert metrics["security"]["verified_replies"] == 2 * 5
+    # query, train, evaluate, the personalisation prior's query, final evaluate, reference
+    assert metrics["security"]["verified_replies"] == 2 * 6
     load_artifact(out / "model", load_store(out / "trust.json"))
     assert not (out / "keys").exists()
     deadline = time.monotonic() + 20

@@ -12,8 +12,10 @@ import pytest
 
 from jointcredit.data.catalog import resolve
 from jointcredit.federation.settings import RunSettings
+from jointcredit.models.artifact import load_artifact
 from jointcredit.server.errors import FederationError
 from jointcredit.simulations.simulate import simulate
+from jointcredit.trust.store import load_store
 
 BASE: dict[str, Any] = {
     "dataset": "synthetic",
@@ -46,8 +48,18 @@ def test_secagg_equals_plain_aggregation(tmp_path: Path) -> None:
     assert masked["privacy"]["setting"] == "secagg"
     assert record["institutions_aggregated"] == {"1": 4, "2": 4}
     # query + 4 SecAgg+ stages x 2 rounds + final evaluation + the fairness groups query and
-    # its counts' SecAgg+ sum (4 stages), 4 institutions, all verified.
-    assert masked["security"]["verified_replies"] == 4 * (1 + 4 * 2 + 1 + 1 + 4)
+    # its counts' SecAgg+ sum (4 stages) + the reference's SecAgg+ sum (4 stages), 4
+    # institutions, all verified.
+    assert masked["security"]["verified_replies"] == 4 * (1 + 4 * 2 + 1 + 1 + 4 + 4)
+    # The reference counts, summed masked, are the plain run's (the features' exactly; the
+    # scores come from weights equal to 1e-4).
+    trust = load_store(tmp_path / "secagg" / "trust.json")
+    secure = load_artifact(tmp_path / "secagg" / "model", trust).reference
+    trust = load_store(tmp_path / "plain" / "trust.json")
+    summed = load_artifact(tmp_path / "plain" / "model", trust).reference
+    assert secure is not None and summed is not None
+    assert secure.feature_counts == summed.feature_counts and secure.rows == summed.rows
+    assert np.abs(np.subtract(secure.score_counts, summed.score_counts)).sum() <= 4
     assert masked["security"]["rejected_replies"] == 0
     assert abs(masked["federated"]["auc"] - plain["federated"]["auc"]) < 1e-3
 

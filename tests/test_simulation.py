@@ -16,6 +16,7 @@ from jointcredit.data.catalog import load_federation
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import load_artifact
+from jointcredit.models.reference import Reference, count_rows, reference_bins
 from jointcredit.simulations.simulate import simulate as run_simulation
 from jointcredit.trust.store import load_store
 
@@ -88,8 +89,8 @@ def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, An
     out, metrics = run
     security = metrics["security"]
     # 4 institutions: query + 3 train + 3 evaluate + the personalisation prior's query + the
-    # personalisation round.
-    assert security["verified_replies"] == 4 * 9 and security["rejected_replies"] == 0
+    # personalisation round + the reference round.
+    assert security["verified_replies"] == 4 * 10 and security["rejected_replies"] == 0
     trust = load_store(out / "trust.json")
     assert security["trust_store_sha256"] == trust.digest()
     assert sorted(trust.institutions) == metrics["institutions"]
@@ -104,6 +105,21 @@ def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, An
         assert checkpoint.verified.manifest["round"] == r
         assert (checkpoint.stage, checkpoint.run_id) == ("checkpoint", final.run_id)
     assert not any(p.suffix == ".key" for p in out.rglob("*"))  # no private key left in OUT
+
+
+def test_the_artifact_carries_the_federations_reference_distribution(
+    run: tuple[Path, dict[str, Any]],
+) -> None:
+    """The summed reference counts are the pooled training rows' under the final model."""
+    out, metrics = run
+    model = load_artifact(out / "model", load_store(out / "trust.json"))
+    assert model.reference is not None and "reference.json" in model.verified.manifest["files"]
+    pooled = load_federation(_settings(out).data).pooled_train().x
+    bins = reference_bins(model.spec, model.binning, model.bins)
+    expected = Reference.from_vector(
+        count_rows(model.score(pooled), pooled, bins), bins, metrics["institutions"]
+    )
+    assert model.reference == expected and model.reference.rows == len(pooled)
 
 
 def test_malicious_institutions_are_rejected_and_the_run_completes(tmp_path: Path) -> None:

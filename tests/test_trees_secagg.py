@@ -72,10 +72,10 @@ def test_secagg_trees_equal_the_plain_runs_within_the_rounding(tmp_path: Path) -
     assert masked["privacy"]["setting"] == "secagg"
     assert record["institutions_aggregated"] == {str(v): 4 for v in range(1, levels + 1)}
     # Every SecAgg+ stage reply verified: 4 stages per level, 4 institutions; the grid round
-    # is a SecAgg+ sum too (4 stages), then the query and the final evaluation, and fairness
-    # (its groups query, its counts' SecAgg+ sum).
+    # is a SecAgg+ sum too (4 stages), then the query and the final evaluation, fairness (its
+    # groups query, its counts' SecAgg+ sum) and the reference's SecAgg+ sum (4 stages).
     assert masked["security"]["rejected_replies"] == 0
-    assert masked["security"]["verified_replies"] == 4 * (1 + 4 + 4 * levels + 1 + 1 + 4)
+    assert masked["security"]["verified_replies"] == 4 * (1 + 4 + 4 * levels + 1 + 1 + 4 + 4)
     manifest = json.loads((tmp_path / "secagg" / "model" / "manifest.json").read_text())
     assert [u["round"] for u in manifest["updates"]] == [
         level for level in range(1, levels + 1) for _ in range(4)

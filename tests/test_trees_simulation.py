@@ -19,6 +19,7 @@ from jointcredit.models.artifact import MANIFEST_BINNING, load_artifact
 from jointcredit.models.binning import merge_histograms
 from jointcredit.models.binning.grid import grid_histogram, spans
 from jointcredit.models.learners.gbdt import TreeModule, tree_params
+from jointcredit.models.reference import Reference, count_rows
 from jointcredit.models.trees import train
 from jointcredit.models.trees.bins import bins_from_rows
 from jointcredit.models.trees.bins import layout as bin_layout
@@ -77,6 +78,18 @@ def test_the_federated_ensemble_is_the_central_engines(
         assert np.array_equal(f.feature, c.feature) and np.array_equal(f.threshold, c.threshold)
         assert np.array_equal(f.default_left, c.default_left)
         np.testing.assert_allclose(f.value, c.value, rtol=0, atol=1e-9)
+
+
+def test_the_trees_reference_counts_the_pooled_rows_on_their_own_bins(
+    run: tuple[Path, dict[str, Any], RunSettings],
+) -> None:
+    out, metrics, settings = run
+    model = load_artifact(out / "model", load_store(out / "trust.json"))
+    assert model.reference is not None and model.bins is not None
+    assert model.reference.bins == model.bins  # the ensemble's agreed bins
+    pooled = load_federation(settings.data).pooled_train().x
+    counts = count_rows(model.score(pooled), pooled, model.bins)
+    assert model.reference == Reference.from_vector(counts, model.bins, metrics["institutions"])
 
 
 def test_metrics_rounds_baselines_and_timing(

@@ -88,7 +88,7 @@ def _shown(interaction: Any) -> str:
 
 def test_the_service_keeps_its_openapi_contract(tmp_path: Path) -> None:
     key = new_key(tmp_path / "keys.json", "bank-a")
-    service = load_service(signed_artifact(tmp_path), tmp_path / "trust.json",
+    service = load_service(signed_artifact(tmp_path, reference=True), tmp_path / "trust.json",
                            api_keys=tmp_path / "keys.json",
                            db_url=f"sqlite:///{tmp_path / 'audit.sqlite'}")  # fmt: skip
     schema = schemathesis.openapi.from_asgi(
