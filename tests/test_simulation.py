@@ -218,7 +218,9 @@ def test_cli_on_bring_your_own_data(byod_dir: Path, tmp_path: Path) -> None:
 
 
 def test_cli_reports_bad_data_before_training(byod_dir: Path, tmp_path: Path) -> None:
-    (byod_dir / "bank-a.csv").write_text("age,income,sector,defaulted\nold,1,retail,0\n")
+    (byod_dir / "bank-a.csv").write_text(
+        "applicant_id,age,income,sector,defaulted\n1,old,1,retail,0\n"
+    )
     proc = _cli_simulate("--dataset", str(byod_dir), "--out", str(tmp_path / "x"), timeout=120)
     assert proc.returncode == 2
     assert "bank-a.csv" in proc.stderr and "'age'" in proc.stderr and "Traceback" not in proc.stderr
