@@ -139,8 +139,10 @@ def calibration(repaid: np.ndarray, defaulted: np.ndarray) -> Calibration | None
     predicted = float((n * _PD_AT).sum()) / total
     observed = float(defaulted.sum()) / total
     bands = []
-    for lo in range(SCALE.min_score, SCALE.max_score + 1, BAND_WIDTH):
-        hi = min(lo + BAND_WIDTH - 1, SCALE.max_score)
+    for lo in range(SCALE.min_score, SCALE.max_score, BAND_WIDTH):
+        # The last band also holds the top score (900-950), not a band of its own.
+        last = lo + BAND_WIDTH >= SCALE.max_score
+        hi = SCALE.max_score if last else lo + BAND_WIDTH - 1
         part = slice(lo - SCALE.min_score, hi - SCALE.min_score + 1)
         k = int(n[part].sum())
         if k == 0:

@@ -77,7 +77,11 @@ def measure_fairness(
     except FederationError as exc:
         log(WARNING, "Fairness not measured: %s", exc)
         return None, sum_grid
-    result = fairness(total, layout, cutoffs(settings), secure=secure)
+    try:  # a masked input can make the sum impossible (a negative count): not measured
+        result = fairness(total, layout, cutoffs(settings), secure=secure)
+    except ValueError as exc:
+        log(WARNING, "Fairness not measured: the counts are inconsistent: %s", exc)
+        return None, sum_grid
     log(
         INFO,
         "Fairness: adverse impact ratio %s",

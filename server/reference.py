@@ -92,6 +92,9 @@ def reference_round(
         inst = institution_of(reply, grid.node_institution)
         try:
             counts = _counts(protocol.parse_reference_reply(reply.content).counts, length)
+            # Its own counts must make a reference (every feature counting the same rows):
+            # one institution's inconsistent vector is left out, not the whole reference.
+            Reference.from_vector(counts, bins, [inst])
         except ValueError as exc:
             log(WARNING, "Reference counts of %s left out: %s", inst, exc)
             continue
@@ -123,7 +126,11 @@ def _secure(
     if (total < 0).any() or (total >= COUNT_RANGE * max(len(institutions), 1)).any():
         log(WARNING, "No reference distribution: the secure sum is out of range")
         return None
-    reference = Reference.from_vector(total, bins, institutions)
+    try:  # a masked input can make the sum inconsistent: no reference, not a failed run
+        reference = Reference.from_vector(total, bins, institutions)
+    except ValueError as exc:
+        log(WARNING, "No reference distribution: the secure sum is inconsistent: %s", exc)
+        return None
     log(INFO, "Reference distribution (SecAgg+): %d training rows", reference.rows)
     return reference
 

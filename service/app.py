@@ -72,7 +72,7 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
         redoc_url=None,
     )
     state = app.state
-    state.service, state.metrics, state.writer = service, metrics, writer
+    state.service, state.metrics, state.writer, state.reads = service, metrics, writer, reads
     reference = service.decider.model.reference
     state.monitor = (
         None

@@ -56,7 +56,8 @@ def window_url(audit_url: str) -> str:
     """Where the window lives for an audit log at `audit_url`."""
     prefix = "sqlite:///"
     if audit_url.startswith(prefix) and audit_url != f"{prefix}:memory:":
-        return f"{audit_url}-monitoring"
+        path, mark, query = audit_url.partition("?")  # the file, then the URL's options
+        return f"{path}-monitoring{mark}{query}"
     return audit_url
 
 

@@ -54,6 +54,10 @@ def multiprocess_metrics() -> Iterator[Path]:
     Set before any worker starts, since each picks its mode when it imports the library."""
     given = os.environ.get(MULTIPROC_ENV)
     if given:
+        # prometheus_client adds up every file there: ones left by an earlier run or by dead
+        # workers would count again (its documentation: wipe the directory between runs).
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
         yield Path(given)
         return
     directory = Path(tempfile.mkdtemp(prefix="jointcredit-metrics-"))

@@ -116,10 +116,16 @@ def _curves_sections(m: RunMetrics, scale: ScoreScale) -> list[Section]:
     )
     hists = _histograms(m)
     missing = sorted(set(m.per_institution) - set(hists))
-    if not hists or missing or len({tuple(h.edges) for h in hists.values()}) != 1:
+    one_class = bool(hists) and any(
+        sum(sum(getattr(h, side)) for h in hists.values()) == 0 for side in ("good", "bad")
+    )
+    if not hists or missing or one_class or len({tuple(h.edges) for h in hists.values()}) != 1:
         note = (
-            "Not recorded by this run: the final evaluation's score-band counts are missing "
-            f"for {', '.join(missing) or 'every institution'} (runs before they were recorded)."
+            "Not computable: the test splits hold one class only (curves need goods and bads)."
+            if one_class and not missing
+            else "Not recorded by this run: the final evaluation's score-band counts are "
+            f"missing for {', '.join(missing) or 'every institution'} (runs before they were "
+            "recorded)."
         )
         for sec in (disc, cal, dist):
             sec.blocks.append(note)

@@ -251,3 +251,15 @@ def test_a_sweep_reports_fairness_beside_utility_and_privacy(tmp_path: Path) -> 
     assert "min AIR" in summary_md and f"{worst['min_adverse_impact_ratio']:.3f}" in summary_md
     assert (out / "fairness.png").is_file()
     assert "![fairness.png](fairness.png)" in (out / "report.md").read_text()
+
+
+def test_calibration_bands_cover_the_scale_in_50_points_the_top_score_in_the_last() -> None:
+    from jointcredit.models.fairness import calibration
+
+    n = 950 - 350 + 1
+    repaid, defaulted = np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    result = calibration(repaid, defaulted)
+    assert result is not None
+    spans = [band.scores for band in result.bands]
+    assert spans[0] == (350, 399) and spans[-1] == (900, 950) and len(spans) == 12
+    assert sum(band.applicants for band in result.bands) == n

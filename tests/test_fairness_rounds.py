@@ -146,3 +146,33 @@ def test_no_protected_attribute_or_turned_off_asks_nothing() -> None:
             None,
         )
     assert grid.exchanges == []
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_an_impossible_secure_sum_leaves_no_figures_not_a_failed_run(
+    trust: tuple[TrustStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under secagg a masked input can make the sum hold a negative count: the run goes on
+    without the fairness section."""
+    store, keys = trust
+    grid = InstitutionGrid(_node(keys), UpdateVerifier(store, run_id=7))  # type: ignore[arg-type]
+    schema, spec = _agreed(grid)
+    model = build_model(architecture("logreg", spec.n_outputs), seed=3)
+
+    def impossible(*args: object, **kwargs: object) -> np.ndarray:
+        length = args[3]
+        assert isinstance(length, int)
+        return np.full(length, -1, dtype=np.int64)
+
+    monkeypatch.setattr("jointcredit.server.fairness.secure_sum", impossible)
+    result, sum_grid = measure_fairness(
+        grid,  # type: ignore[arg-type]
+        grid,
+        Context(7, 0, {}, RecordDict(), {}),
+        SETTINGS.replaced(privacy="secagg"),
+        schema,
+        NODES,
+        ArrayRecord(model.state_dict()),
+        RoundConfig(preprocessing=spec.to_json()),
+    )
+    assert result is None and sum_grid is not None

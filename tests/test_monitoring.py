@@ -79,6 +79,10 @@ def test_reference_counts_and_refuses_inconsistent_counts() -> None:
 def test_the_window_sits_beside_a_sqlite_log_and_inside_another_database() -> None:
     assert window_url("sqlite:////srv/audit.sqlite") == "sqlite:////srv/audit.sqlite-monitoring"
     assert window_url("postgresql://db/audit") == "postgresql://db/audit"
+    # The URL's options stay options, not a part of the file's name.
+    assert (
+        window_url("sqlite:////srv/a.db?timeout=30") == "sqlite:////srv/a.db-monitoring?timeout=30"
+    )
 
 
 def test_the_window_keeps_the_last_applicants_and_each_crossing_is_reported_once() -> None:
@@ -186,6 +190,11 @@ def test_monitoring_is_stable_on_the_training_distribution_and_acts_on_a_shift(
     metrics = api["client"].get("/metrics").text
     psi = next(line for line in metrics.splitlines() if line.startswith("jointcredit_score_psi "))
     assert float(psi.split()[1]) == pytest.approx(shifted["score"]["value"], abs=1e-6)
+    # Each read writes and reads the window: an expensive read, limited per API key.
+    codes = [
+        api["client"].get("/v1/monitoring", headers=api["headers"]).status_code for _ in range(10)
+    ]
+    assert 429 in codes
 
 
 @pytest.mark.integration

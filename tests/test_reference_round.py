@@ -56,6 +56,8 @@ def test_the_reference_sums_usable_counts_and_names_who_it_covers(
         4: ("negative-lender", [-1, *_counts(1)[1:]]),
         5: ("float-lender", [1.5] + [0] * 15),
         6: ("silent-lender", None),
+        # Its features count other rows than its score bands: left out, the run goes on.
+        7: ("inconsistent-lender", [4] + [0] * 9 + [1, 0, 0] + [0, 4, 0]),
     }
     reference = reference_round(
         _grid(answers), list(answers), ArrayRecord(), RoundConfig(preprocessing="{}"), BINS,
@@ -66,7 +68,7 @@ def test_the_reference_sums_usable_counts_and_names_who_it_covers(
     assert reference.score_counts == [8] + [0] * 9
     assert reference.feature_counts == {"age": [8, 0, 0], "kind": [0, 8, 0]}
     left_out = [m for m in caplog.messages if "left out" in m or "missing" in m]
-    assert len(left_out) == 4 and not any("alpha" in m or "zeta" in m for m in left_out)
+    assert len(left_out) == 5 and not any("alpha" in m or "zeta" in m for m in left_out)
 
 
 @pytest.mark.usefixtures("task_identity")
@@ -100,3 +102,15 @@ def test_under_secagg_without_a_secure_sum_no_counts_are_asked_for() -> None:
     config = RoundConfig(preprocessing="{}")
     assert reference_round(grid, [1, 2], ArrayRecord(), config, BINS, settings) is None
     assert not grid.exchanges
+
+
+@pytest.mark.usefixtures("task_identity")
+def test_an_inconsistent_secure_sum_gives_no_reference_not_a_failed_run() -> None:
+    def secure(length: int, config: dict[str, object]) -> np.ndarray:
+        return np.array([4] + [0] * 9 + [1, 0, 0] + [0, 4, 0], dtype=np.int64)
+
+    config = RoundConfig(preprocessing="{}")
+    reference = reference_round(
+        _grid({}), [1, 2], ArrayRecord(), config, BINS, RunSettings(), secure, ["a", "b"]
+    )
+    assert reference is None

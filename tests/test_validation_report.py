@@ -142,3 +142,17 @@ def test_the_privacy_section_of_a_dp_record_run() -> None:
     assert rows["setting"] == "dp-record" and rows["epsilon spent"] != "-"
     assert rows["record-level DP"].startswith(m.privacy.record_dp.mechanism)  # type: ignore[union-attr]
     assert [r[0] for r in per_institution.rows] == sorted(m.privacy.epsilon_per_institution or {})
+
+
+def test_test_splits_of_one_class_are_named_not_a_traceback(tmp_path: Path) -> None:
+    import json
+
+    out = run_dir(tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for row in metrics["per_institution"].values():
+        hist = row["score_histogram"]
+        hist["good"] = [g + b for g, b in zip(hist["good"], hist["bad"], strict=True)]
+        hist["bad"] = [0] * len(hist["bad"])
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    _, markdown = _report(out)
+    assert markdown.count("Not computable: the test splits hold one class only") == 3

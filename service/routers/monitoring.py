@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from jointcredit.service import dependencies
+from jointcredit.service.auth import ApiKey
 from jointcredit.service.openapi import responses
 
 router = APIRouter(tags=["monitoring"])
-Caller = Annotated[str, Depends(dependencies.institution)]
 
 
 class StabilityIndex(BaseModel):
@@ -46,11 +46,16 @@ class MonitoringOut(BaseModel):
     )
 
 
-@router.get("/v1/monitoring", response_model=MonitoringOut, responses=responses(401))
-async def monitoring(request: Request, _: Caller) -> MonitoringOut:
-    """PSI and CSI over the window (this worker's newest applicants written first)."""
+@router.get("/v1/monitoring", response_model=MonitoringOut, responses=responses(401, 429))
+async def monitoring(
+    request: Request, key: Annotated[ApiKey, Depends(dependencies.api_key)]
+) -> MonitoringOut:
+    """PSI and CSI over the window (this worker's newest applicants written first). An
+    expensive read for the key's limits: it writes the waiting applicants and reads the
+    window."""
     monitor = request.app.state.monitor
     if monitor is None:
         return MonitoringOut(available=False)
-    snapshot = await asyncio.to_thread(monitor.flush)
+    async with request.app.state.reads.expensive(key.key_id):
+        snapshot = await asyncio.to_thread(monitor.flush)
     return MonitoringOut(available=True, **snapshot)
