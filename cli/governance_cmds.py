@@ -4,6 +4,7 @@ promotion record, only when every gate passes): docs/GOVERNANCE.md."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -44,7 +45,13 @@ def promote(
     coordinator-signed promotion record (MODEL_DIR/promotion.json). Exit 1 naming each failed
     gate; exit 2 on bad input."""
     from jointcredit.models.artifact import ArtifactError, load_artifact
-    from jointcredit.models.gates import GatesError, check_gates, parse_gates, read_run
+    from jointcredit.models.gates import (
+        GatesError,
+        check_gates,
+        parse_gates,
+        read_run,
+        unsigned_differences,
+    )
     from jointcredit.models.promotion import write_promotion
     from jointcredit.trust import keys
     from jointcredit.trust.errors import TrustError
@@ -73,6 +80,9 @@ def promote(
         raise _fail(
             f"{metrics_file} is of run {run.metrics.run_id}, the model of run {model.run_id}"
         )
+    edited = unsigned_differences(model.verified.manifest, json.loads(metrics_bytes))
+    if edited:
+        raise _fail(f"{metrics_file} disagrees with the signed model: {'; '.join(edited)}")
     results = check_gates(run, thresholds)
     table = Table(title=f"Gates for {model_dir} ({gates})")
     for col in ("gate", "threshold", "value", "result", "what"):

@@ -36,6 +36,32 @@ class Run:
     fairness: dict[str, Any] | None
 
 
+# The parts of metrics.json the coordinator also signed into the model's manifest.
+SIGNED_SECTIONS = ("metrics", "privacy")
+
+
+def unsigned_differences(manifest: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Where metrics.json says otherwise than the model's signed manifest (the federated
+    figures, the privacy spent): a gate must never pass on figures edited after signing."""
+    found: list[str] = []
+
+    def walk(signed: Any, given: Any, where: str) -> None:
+        if isinstance(signed, dict):
+            for key, value in signed.items():
+                inner = given.get(key) if isinstance(given, dict) else None
+                walk(value, inner, f"{where}.{key}" if where else key)
+        elif signed != given and not (_nan(signed) and _nan(given)):
+            found.append(f"{where}: signed {signed!r}, metrics.json {given!r}")
+
+    walk(manifest.get("metrics", {}), metrics, "")
+    walk(manifest.get("privacy", {}), metrics.get("privacy"), "privacy")
+    return found
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def read_run(path: Path) -> Run:
     raw = json.loads(path.read_bytes())
     fairness = raw.pop(FAIRNESS, None)

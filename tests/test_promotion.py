@@ -140,3 +140,25 @@ def test_a_difference_given_per_attribute_is_gated_too(tmp_path: Path) -> None:
     (result,) = check_gates(run, {"max_demographic_parity_difference": 0.1})
     assert (result.value, result.passed) == (pytest.approx(0.11), False)
     assert "(sex)" in result.detail
+
+
+def test_figures_edited_after_signing_are_found() -> None:
+    from jointcredit.models.gates import unsigned_differences
+
+    manifest = {
+        "metrics": {"federated": {"auc": 0.75, "ks": float("nan")}},
+        "privacy": {"setting": "dp-record", "epsilon_spent": 1.9},
+    }
+    honest = {
+        "federated": {"auc": 0.75, "ks": float("nan"), "evaluated_on": "institutions"},
+        "privacy": {"setting": "dp-record", "epsilon_spent": 1.9, "delta": 1e-5},
+        "centralized": {"auc": 0.76},
+    }
+    assert unsigned_differences(manifest, honest) == []
+    edited = {**honest, "federated": {**honest["federated"], "auc": 0.99},
+              "privacy": {**honest["privacy"], "epsilon_spent": 0.5}}  # fmt: skip
+    assert unsigned_differences(manifest, edited) == [
+        "federated.auc: signed 0.75, metrics.json 0.99",
+        "privacy.epsilon_spent: signed 1.9, metrics.json 0.5",
+    ]
+    assert unsigned_differences(manifest, {"privacy": {}}) != []  # a signed figure removed
