@@ -7,9 +7,11 @@ scores). Approvals, referrals, declines and the confusion counts at a cut-off ar
 that histogram; AUC per group is exact at the score's resolution (ties count half, as in
 scikit-learn's `roc_auc_score` on the same whole scores); calibration compares each score's PD
 with the observed default rate. Each institution computes its vector on its own test rows
-(`count_vector`) and the coordinator only ever sees the federation's sum (under `secagg`, a
-SecAgg+ sum), so it learns no row's group. `fairness` on the pooled rows' vector is the
-centralized computation: the federated sum of vectors is that vector exactly.
+(`count_vector`); under `secagg` the coordinator sees only the federation's SecAgg+ sum,
+otherwise each institution's vector: counts, never a row, but at (group, label, whole score)
+resolution, so on a small test split many cells are one applicant. `fairness` on the pooled
+rows' vector is the centralized computation: the federated sum of vectors is that vector
+exactly.
 """
 
 from __future__ import annotations

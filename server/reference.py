@@ -67,6 +67,11 @@ def reference_round(
 ) -> Reference | None:
     """The federation's reference distribution; None when it cannot be had (no usable
     reply; under `secagg` (`secure`, over `institutions`) a failed sum)."""
+    if settings.privacy in ("dp-record", "dp-institution"):
+        # Exact counts of training rows would be a release the privacy accounting does not
+        # cover: a DP run's artifact carries no reference (monitoring: unavailable).
+        log(WARNING, "No reference: %s runs release no exact training-row counts", settings.privacy)
+        return None
     query = ReferenceQuery(bins=bins.to_json())
     model = ModelMessage(arrays, config)
     if secure is not None:

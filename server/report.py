@@ -197,7 +197,12 @@ def institution_results(final: Exchange, grid: InstitutionGrid) -> dict[str, Ins
             result.personalized_mu = m.personalized_mu
         edges = band_edges(ScoreScale())
         bands = final.score_bands.get(inst)
-        if bands is not None and len(bands[0]) == len(edges) - 1:
+        if (
+            bands is not None
+            and len(bands[0]) == len(bands[1]) == len(edges) - 1
+            and min(*bands[0], *bands[1]) >= 0
+            and sum(bands[0]) + sum(bands[1]) == m.num_examples
+        ):  # counts that add up to the institution's test split, or none
             result.score_histogram = ScoreHistogram(edges=edges, good=bands[0], bad=bands[1])
         out[inst] = result
     return out

@@ -114,3 +114,12 @@ def test_an_inconsistent_secure_sum_gives_no_reference_not_a_failed_run() -> Non
         _grid({}), [1, 2], ArrayRecord(), config, BINS, RunSettings(), secure, ["a", "b"]
     )
     assert reference is None
+
+
+@pytest.mark.parametrize("privacy", ["dp-record", "dp-institution"])
+def test_a_dp_run_releases_no_exact_training_counts(privacy: str) -> None:
+    grid = _grid({})
+    settings = RunSettings.from_run_config({"privacy": privacy, "model": "logreg"})
+    config = RoundConfig(preprocessing="{}")
+    assert reference_round(grid, [1, 2], ArrayRecord(), config, BINS, settings) is None
+    assert not grid.exchanges  # nothing asked
