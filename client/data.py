@@ -16,7 +16,13 @@ import torch
 from flwr.app import ArrayRecord
 from sklearn.model_selection import train_test_split
 
-from jointcredit.data.catalog import DataConfig, load_institution, load_institution_file, resolve
+from jointcredit.data.catalog import (
+    DataConfig,
+    load_institution,
+    load_institution_file,
+    preload_institution_file,
+    resolve,
+)
 from jointcredit.data.frames import InstitutionData
 from jointcredit.data.schema import Schema, load_schema
 from jointcredit.federation import control
@@ -134,6 +140,15 @@ def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData
         schema = source.schema
     _CACHE[key] = NodeData(data=data, schema=schema)
     return _CACHE[key]
+
+
+def preload_node_file(data_file: str, schema_file: str) -> None:
+    """Deployment: validate the node's own file before its first message. The node's
+    long-lived ClientApp worker calls this once; the fork that runs each message then finds
+    the rows already read (`read_institution_file`: only while the file is unchanged)."""
+    preload_institution_file(
+        Path(data_file), load_schema(Path(schema_file)), max_mb=DataConfig().max_file_mb
+    )
 
 
 def simulated_institutions(settings: RunSettings, node_config: NodeConfig) -> list[str]:

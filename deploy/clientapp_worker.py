@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
 
@@ -34,8 +34,59 @@ CLIENTAPP = "jointcredit.client.app:app"
 # Imported lazily by the first use of what the app calls in every task: torch's optimizers
 # import torch._dynamo when the first one is built (seconds of imports, per task if not here).
 WARM = ("torch._dynamo",)
+# Called with the node's data and schema files before the first task, so that no task reads
+# and validates the node's file again (each fork inherits the validated rows).
+PRELOAD_DATA = "jointcredit.client.data:preload_node_file"
 POLL_SECONDS = 0.1  # between task polls on the loopback Runtime API
 STOP_GRACE = 10.0  # seconds a running task gets to finish on SIGTERM
+
+
+def pin_clientapp(app: object, reference: str) -> None:
+    """Have Flower's `run_clientapp` (in this process and its forks) run `app`, the ClientApp
+    this node installed, instead of importing the component a run's FAB names: the FAB comes
+    from the coordinator, and a node must never execute code another party sent. A FAB that
+    names any other component fails its task loudly. Refuses if Flower's runner no longer
+    looks the loader up by that name (the installed Flower then needs a look)."""
+    from flwr.clientapp.client_app import ClientApp, LoadClientAppError
+    from flwr.common.config import get_project_config, get_project_dir
+    from flwr.supernode.runtime import run_clientapp as runner
+
+    if not isinstance(app, ClientApp):
+        raise TypeError(f"{reference} is not a Flower ClientApp")
+    if not callable(getattr(runner, "get_load_client_app_fn", None)):
+        raise RuntimeError(
+            "flwr.supernode.runtime.run_clientapp no longer has get_load_client_app_fn: "
+            "check the installed Flower before pinning the node's ClientApp"
+        )
+
+    def get_load_client_app_fn(
+        default_app_ref: str, app_path: str | None, multi_app: bool
+    ) -> Callable[[str, str, str], ClientApp]:
+        def load(fab_id: str, fab_version: str, fab_hash: str) -> ClientApp:
+            config = get_project_config(get_project_dir(fab_id, fab_version, fab_hash))
+            named = config.get("tool", {}).get("flwr", {}).get("app", {}).get("components", {})
+            declared = named.get("clientapp") if isinstance(named, dict) else None
+            if declared != reference:
+                raise LoadClientAppError(
+                    f"the run's app names ClientApp {declared!r}; this node runs only its "
+                    f"installed {reference}"
+                )
+            return app
+
+        return load
+
+    setattr(runner, "get_load_client_app_fn", get_load_client_app_fn)  # noqa: B010
+
+
+def preload_data(reference: str, data_file: str, schema_file: str) -> None:
+    """Call the app's `module:function` that reads the node's file ahead of its tasks. A file
+    it cannot read is left for the tasks to report (as they would without this)."""
+    module_name, _, name = reference.partition(":")
+    function = getattr(importlib.import_module(module_name), name)
+    try:
+        function(data_file, schema_file)
+    except Exception as exc:  # each task reads the file again and says why
+        print(f"ClientApp worker: the node's file was not read ahead ({type(exc).__name__})")
 
 
 def preload(reference: str, warm: Sequence[str] = WARM) -> object:
@@ -188,12 +239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runtime-api-address", required=True, help="the SuperNode's HOST:PORT")
     ap.add_argument("--clientapp", default=CLIENTAPP, help="module:attribute to preload")
     ap.add_argument("--superexec-auth-secret-file", type=str, default=None)
+    ap.add_argument("--data-file", default=None, help="the node's file, read before any task")
+    ap.add_argument("--schema", default=None, help="its schema (with --data-file)")
     args = ap.parse_args(argv)
     secret = None
     if args.superexec_auth_secret_file is not None:
         with open(args.superexec_auth_secret_file, "rb") as fh:
             secret = fh.read()
-    preload(args.clientapp)
+    pin_clientapp(preload(args.clientapp), args.clientapp)
+    if args.data_file and args.schema:
+        preload_data(PRELOAD_DATA, args.data_file, args.schema)
     # The task's first pull of its message often comes while the SuperNode is still fetching
     # the message's objects from the SuperLink (it hands out the task first).
     shorten_object_pulls("pull_and_inflate_object_from_tree")

@@ -81,6 +81,8 @@ def node_commands(
         "--superexec-auth-secret-file",
         str(secret),
     ]
+    if schema is not None:
+        worker += ["--data-file", str(data.resolve()), "--schema", str(schema.resolve())]
     return NodeCommands(node, worker)
 
 

@@ -20,19 +20,25 @@ from collections.abc import Sequence
 from typing import Any
 
 DEFAULT_POLL = 0.5  # seconds
+# Flower's loop sleeps 3 s when the SuperLink had nothing for it; its shorter sleeps (0.5 s)
+# wait on the node's own state (its ClientApp's reply, an object still being stored), which
+# is cheap to look at again: each such wait was a quarter second per message on average.
+IDLE_SLEEP = 3.0
+LOCAL_WAIT = 0.02  # seconds
 
 
 class ShortSleeps:
-    """The `time` module as one Flower module sees it, with every sleep capped."""
+    """The `time` module as one Flower module sees it, with its idle poll capped at `cap` and
+    its waits on local state at `local_cap`."""
 
-    def __init__(self, cap: float) -> None:
-        self.cap = cap
+    def __init__(self, cap: float, local_cap: float = LOCAL_WAIT) -> None:
+        self.cap, self.local_cap = cap, local_cap
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap))
+        time.sleep(min(seconds, self.cap if seconds >= IDLE_SLEEP else self.local_cap))
 
 
 def shorten_polls(cap: float) -> None:
@@ -51,8 +57,9 @@ def shorten_polls(cap: float) -> None:
 # A pull of objects that are not there yet (the other side has announced the message but is
 # still storing its objects) waits Flower's default 1 s, doubling to 10 s, before asking again:
 # most of a small model's message. These instead.
-PULL_BACKOFF = 0.02  # seconds, doubling...
-PULL_BACKOFF_CAP = 0.5  # ...up to this
+PULL_BACKOFF = 0.01  # seconds, doubling...
+PULL_BACKOFF_CAP = 0.05  # ...up to this (loopback: the ClientApp from its own SuperNode)
+REMOTE_PULL_BACKOFF_CAP = 0.1  # the SuperNode from the SuperLink
 
 
 def shorten_object_pulls(
@@ -87,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = args[2:]
     shorten_polls(cap)
     # The SuperNode's pull of a message's objects from the SuperLink.
-    shorten_object_pulls("pull_objects")
+    shorten_object_pulls("pull_objects", cap=REMOTE_PULL_BACKOFF_CAP)
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *args]

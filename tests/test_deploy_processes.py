@@ -362,3 +362,56 @@ def test_link_run_progress_reads_the_auc_the_round_loop_logs(
         )
     found = [processes.reported_auc(r.getMessage()) for r in caplog.records]
     assert 0.7125 in found
+
+
+def test_supernode_local_waits_are_short_and_idle_polls_capped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flower's 0.5 s waits on the node's own state (its ClientApp's reply, an object being
+    stored) come back after LOCAL_WAIT; its 3 s idle poll after the poll interval."""
+    slept: list[float] = []
+    monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    sleeps = supernode.ShortSleeps(cap=0.5)
+    sleeps.sleep(0.5)
+    sleeps.sleep(3)
+    sleeps.sleep(0.001)
+    assert slept == [supernode.LOCAL_WAIT, 0.5, 0.001]
+
+
+def test_a_node_runs_only_its_installed_clientapp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The FAB comes from the coordinator: a FAB naming another ClientApp (code it could
+    carry) fails the task; the node's own component gets the preloaded app object."""
+    from flwr.clientapp.client_app import LoadClientAppError
+    from flwr.common import config as flwr_config
+    from flwr.supernode.runtime import run_clientapp as runner
+
+    monkeypatch.setattr(runner, "get_load_client_app_fn", runner.get_load_client_app_fn)
+    declared = {"clientapp": clientapp_worker.CLIENTAPP}
+    monkeypatch.setattr(flwr_config, "get_project_dir", lambda *a: tmp_path)
+    monkeypatch.setattr(
+        flwr_config,
+        "get_project_config",
+        lambda _d: {"tool": {"flwr": {"app": {"components": dict(declared)}}}},
+    )
+    app = clientapp_worker.preload(clientapp_worker.CLIENTAPP, warm=())
+    clientapp_worker.pin_clientapp(app, clientapp_worker.CLIENTAPP)
+    load = runner.get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+    assert load("jointcredit/jointcredit", "1.0.0", "ab" * 32) is app
+    declared["clientapp"] = "evil:app"
+    with pytest.raises(LoadClientAppError, match="evil:app"):
+        load("jointcredit/jointcredit", "1.0.0", "ab" * 32)
+
+
+def test_the_node_worker_reads_the_nodes_file_ahead(tmp_path: Path) -> None:
+    out = tmp_path / "kits"
+    kits.provision("f", ["bank-a"], "127.0.0.1:9092", out)
+    data = ROOT / "data" / "sba_sample" / "bbcn-bank.parquet"
+    schema = ROOT / "data" / "sba_sample" / "schema.toml"
+    args = ["node", "start", "--kit", str(out / "bank-a"), "--data", str(data), "--dry-run"]
+    result = runner.invoke(cli, [*args, "--schema", str(schema)])
+    assert result.exit_code == 0, result.output
+    worker_line = result.output.strip().splitlines()[1]
+    assert f"--data-file {data.resolve()}" in worker_line
+    assert f"--schema {schema.resolve()}" in worker_line
