@@ -79,6 +79,8 @@ def _shorthand(span: str, commands: Mapping[str, frozenset[str]]) -> str | None:
     """Inline code such as `link run --resume RUN_DIR` or `serve --workers 2`: a jointcredit
     command written without the program's name (a command's bare name is prose)."""
     words = span.split()
+    if words and words[0] == "--run-config":  # `--run-config "max-file-mb=4096"`: its keys
+        return f"jointcredit simulate {span}"
     if len(words) < 2 or words[0] not in commands:
         return None
     subcommands = commands[words[0]]

@@ -47,6 +47,7 @@ def test_the_docs_quote_commands(quoted: list[Quoted]) -> None:
     assert any("trust add" in t and "--public-key keys/bank-a.pub" in t for t in texts)
     assert "jointcredit simulate --finetune-epochs 0" in texts
     assert "jointcredit serve --workers 2" in texts  # inline shorthand
+    assert any(t.startswith("jointcredit simulate --run-config") for t in texts)
 
 
 def test_every_quoted_command_exists(
