@@ -91,6 +91,7 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     for router in (decisions.router, reviews.router, monitoring.router, ops.router):
         app.router.routes.extend(router.routes)
     d = state.decisions
-    openapi.extend(app, [d.single, d.batch, d.columnar, ReviewIn])
+    examples = {("POST", "/v1/decisions"): d.example}
+    openapi.extend(app, [d.single, d.batch, d.columnar, ReviewIn], examples)
     docs.install(app)
     return app

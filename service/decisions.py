@@ -18,6 +18,7 @@ from jointcredit.service.chain import now
 from jointcredit.service.consent import ConsentRegistry, refuse_exposure
 from jointcredit.service.decision import DecisionTable, Json
 from jointcredit.service.errors import Invalid, NotFound, parse
+from jointcredit.service.examples import example_decision
 from jointcredit.service.exposure_http import ExposureResult
 from jointcredit.service.joint import apply_joint, joint_limit
 from jointcredit.service.languages import Language, LanguageError, negotiate
@@ -63,6 +64,10 @@ class DecisionService:
         schema = self.decider.model.card.data_schema
         self.single, self.batch = request_models(schema, self.policy, service.example)
         self.columnar = columnar_model(schema, self.policy, service.example)
+        # The OpenAPI page's response example: this model's and policy's real answer.
+        self.example = example_decision(
+            self.decider, self.single, service.example, self.model_info, now()
+        )
         self.categorical = [f for f, s in schema.features.items() if s.type == "categorical"]
 
     async def one(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:

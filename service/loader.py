@@ -19,10 +19,11 @@ from jointcredit.models.artifact import ArtifactError, ScoringModel, load_artifa
 from jointcredit.models.promotion import read_promotion
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.anchors import anchor_key as anchor_key_file
-from jointcredit.service.applicants import probes, typical
+from jointcredit.service.applicants import probes
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
 from jointcredit.service.auth import Authenticator, KeyFile, load_keys
 from jointcredit.service.decide import Decider
+from jointcredit.service.examples import example_request
 from jointcredit.service.exposure import ExposureError
 from jointcredit.service.exposure_http import ExposureClient
 from jointcredit.service.policy import load_policy
@@ -152,11 +153,7 @@ def load_service(
         raise StartupError("no API keys: create one with `jointcredit apikey new`")
     url = db_url or f"sqlite:///{(model_dir.resolve().parent / 'decisions.sqlite')}"
     info = model_info(model)
-    example = {
-        "applicant": typical(model.spec, model.card.data_schema.features),
-        "context": {},
-        "reference": "application-0001",
-    }
+    example = example_request(model.spec, model.card.data_schema.features, policy.context)
     audit = AuditLog(url, lock_timeout=audit_lock_timeout)
     # Anchors beside the model's run by default: move the file where the database's writers
     # cannot write (docs/SERVICE.md, "Audit anchors").

@@ -7,6 +7,7 @@ documented way of extending the schema), and the error bodies the service really
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,6 +29,13 @@ class ValidationProblems(BaseModel):
 class Message(BaseModel):
     """An error that is one sentence."""
 
+    detail: str
+
+
+class NotReady(BaseModel):
+    """`/readyz` when the audit log cannot be written."""
+
+    status: str = Field(description='"not ready"')
     detail: str
 
 
@@ -58,7 +66,22 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def extend(app: FastAPI, bodies: list[type[BaseModel]]) -> None:
+def json_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses(*codes)` for a route whose own responses are not JSON (its errors are)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code, entry in responses(*codes).items():
+        schema = {"$ref": f"#/components/schemas/{entry['model'].__name__}"}
+        content = {"application/json": {"schema": schema}}
+        out[code] = {"description": entry["description"], "content": content}
+    return out
+
+
+def extend(
+    app: FastAPI, bodies: list[type[BaseModel]], examples: Mapping[tuple[str, str], Any]
+) -> None:
+    """Add the request `bodies`' schemas and, per (method, path), the example of its 200
+    response."""
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(
@@ -70,6 +93,9 @@ def extend(app: FastAPI, bodies: list[type[BaseModel]]) -> None:
                 js = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(js.pop("$defs", {}))
                 components[model.__name__] = js
+            for (method, path), example in examples.items():
+                ok = schema["paths"][path][method.lower()]["responses"]["200"]
+                ok["content"]["application/json"]["example"] = example
             app.openapi_schema = schema
         return app.openapi_schema
 

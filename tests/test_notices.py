@@ -194,8 +194,9 @@ def test_an_applicant_who_asks_for_a_person_is_never_decided_by_the_machine(api:
 
 def test_batches_and_columns_carry_the_request_for_a_person_per_applicant(api: Api) -> None:
     approved = _approved(api)
+    declined = {**api.example, "context": {"recent_lenders_90d": 6}}
     rows = api.post("/v1/decisions:batch", {"applications": [
-        {**approved, "human_review_requested": True}, approved, api.example,
+        {**approved, "human_review_requested": True}, approved, declined,
     ]}).json()["decisions"]  # fmt: skip
     assert [d["status"] for d in rows] == ["under_review", "decided", "decided"]
     assert [d["human_review_requested"] for d in rows] == [True, False, False]

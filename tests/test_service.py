@@ -83,8 +83,11 @@ def test_openapi_example_is_a_valid_request_and_gets_a_full_decision(
     assert pushes == sorted(pushes, reverse=True) and all(c >= 0 for c in pushes)
     assert d["model"]["signing_key"] and len(d["model"]["version"]) == 64
     assert d["policy_version"].startswith("jointcredit-default")
-    # Thin-file and velocity rules need context the example does not carry: said, not guessed.
-    assert "THIN_FILE_OFFLINE" in d["rules_not_evaluated"]
+    # The example carries the context every rule needs; without it, the rules are said to be
+    # not evaluated, not guessed.
+    assert d["rules_not_evaluated"] == []
+    bare = _post(served, {**_example(served), "context": {}}).json()
+    assert "THIN_FILE_OFFLINE" in bare["rules_not_evaluated"]
 
 
 @pytest.mark.parametrize(

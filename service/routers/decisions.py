@@ -1,7 +1,8 @@
 """Decisions: one applicant, a batch as rows, a batch as columns, and a decision's progress.
 
 The request bodies are generated per model and policy, so the routes read the raw body and the
-use case validates it (service/decisions.py); service/openapi.py documents the bodies."""
+use case validates it (service/decisions.py); service/openapi.py documents the bodies. The
+routes' docstrings are the OpenAPI page's descriptions: written for the API's users."""
 
 from __future__ import annotations
 
@@ -64,16 +65,27 @@ def _json(content: bytes) -> Response:
 
 
 @router.post(
-    "/v1/decisions", response_model=DecisionOut, responses=DECIDE, openapi_extra=_body(SINGLE)
-)
+    "/v1/decisions", response_model=DecisionOut, responses=DECIDE, openapi_extra=_body(SINGLE),
+    summary="Decide one application",
+    response_description="the decision, written to the audit log before it is answered",
+)  # fmt: skip
 async def decide_one(request: Request, institution: Caller, decisions: Decisions) -> Response:
+    """Score one applicant with the verified model and apply the credit policy: approve,
+    decline or refer to a person, with the score, the probability of default and up to four
+    principal reasons in the applicant's language. Context signals the policy's rules use go in
+    `context`; a rule whose signal is not sent is listed in `rules_not_evaluated`. `joint` asks
+    for a credit limit shared with the other lenders."""
     return _json(await decisions.one(await request.body(), institution, _language(request)))
 
 
 @router.post(
-    "/v1/decisions:batch", response_model=BatchOut, responses=DECIDE, openapi_extra=_body(BATCH)
-)
+    "/v1/decisions:batch", response_model=BatchOut, responses=DECIDE, openapi_extra=_body(BATCH),
+    summary="Decide a batch of applications",
+    response_description="one decision per application, in request order",
+)  # fmt: skip
 async def decide_batch(request: Request, institution: Caller, decisions: Decisions) -> Response:
+    """Up to 10,000 applications, each as for a single decision, decided together and
+    audited as one entry."""
     return _json(await decisions.rows(await request.body(), institution, _language(request)))
 
 
@@ -82,6 +94,8 @@ async def decide_batch(request: Request, institution: Caller, decisions: Decisio
     response_model=ColumnarOut,
     responses=DECIDE,
     openapi_extra=_body(COLUMNAR),
+    summary="Decide a batch given as columns",
+    response_description="one list per decision field, one entry per applicant",
 )
 async def decide_columnar(
     request: Request,
@@ -100,12 +114,18 @@ async def decide_columnar(
     return _json(await decisions.columns(body, institution, expand, _language(request)))
 
 
-@router.get("/v1/decisions/{decision_id}", responses=responses(401, 404, 422, 429))
+@router.get(
+    "/v1/decisions/{decision_id}", responses=responses(401, 404, 422, 429),
+    summary="Look up a decision and where it stands",
+    response_description="its status, its stages so far and the decision as it was answered",
+)  # fmt: skip
 async def progress(
     decision_id: Annotated[str, Path(max_length=128)],
     key: Annotated[ApiKey, Depends(dependencies.api_key)],
     decisions: Decisions,
 ) -> dict[str, Any]:
+    """One of the calling institution's decisions: received, scored, under review, decided
+    (with the reviewer's final decision once there is one)."""
     return await decisions.progress(decision_id, key.institution, key.key_id)
 
 
@@ -127,6 +147,8 @@ NOTICE = {
 @router.get(
     "/v1/decisions/{decision_id}/notice", response_model=NoticeOut, responses=NOTICE,
     openapi_extra={"parameters": [NOTICE_LANGUAGE]},
+    summary="Get the adverse-action notice of a decision",
+    response_description="the notice, in the language asked for",
 )  # fmt: skip
 async def notice(
     decision_id: Annotated[str, Path(max_length=128)],

@@ -46,13 +46,17 @@ class MonitoringOut(BaseModel):
     )
 
 
-@router.get("/v1/monitoring", response_model=MonitoringOut, responses=responses(401, 429))
+@router.get(
+    "/v1/monitoring", response_model=MonitoringOut, responses=responses(401, 429),
+    summary="Check the served applicants' stability against training",
+    response_description="PSI of the score and CSI of each feature, with their bands",
+)  # fmt: skip
 async def monitoring(
     request: Request, key: Annotated[ApiKey, Depends(dependencies.api_key)]
 ) -> MonitoringOut:
-    """PSI and CSI over the window (this worker's newest applicants written first). An
-    expensive read for the key's limits: it writes the waiting applicants and reads the
-    window."""
+    """The population stability index of the score and the characteristic stability index of
+    each feature, over the most recently decided applicants against the model's training rows.
+    Counts against the API key's allowance of expensive reads."""
     monitor = request.app.state.monitor
     if monitor is None:
         return MonitoringOut(available=False)

@@ -45,10 +45,16 @@ Limit = Annotated[
 _REVIEW = {"$ref": f"#/components/schemas/{ReviewIn.__name__}"}
 
 
-@router.get("/v1/reviews", responses=responses(401, 422, 429))
+@router.get(
+    "/v1/reviews", responses=responses(401, 422, 429),
+    summary="List the applications awaiting review",
+    response_description="the calling institution's referred applications, oldest first",
+)  # fmt: skip
 async def review_queue(
     key: Annotated[ApiKey, Depends(dependencies.api_key)], reviews: Reviews, limit: Limit = 100
 ) -> dict[str, Any]:
+    """Applications referred to a person (by the policy, or because the applicant asked for
+    one) that nobody has decided yet."""
     return await reviews.queue(key.institution, limit, key.key_id)
 
 
@@ -57,6 +63,8 @@ async def review_queue(
     responses=responses(401, 404, 409, 413, 422, 503),
     openapi_extra={"requestBody": {"required": True,
                                    "content": {"application/json": {"schema": _REVIEW}}}},
+    summary="Record a reviewer's final decision",
+    response_description="the application's final decision",
 )  # fmt: skip
 async def resolve(
     decision_id: Annotated[str, Path(max_length=128)],
@@ -64,5 +72,7 @@ async def resolve(
     institution: Caller,
     reviews: Reviews,
 ) -> dict[str, Any]:
+    """A person's approve or decline of an application awaiting review, with who decided and
+    why; written to the audit log. An application is decided once."""
     body = parse(await request.body(), ReviewIn)
     return await reviews.resolve(decision_id, institution, body)
