@@ -231,7 +231,7 @@ def sweep(
     verbose: Verbose = False,
 ) -> None:
     """Run a grid of settings x seeds; write results.csv/json, summary.md, plots, report.md."""
-    from jointcredit.simulations.sweep import Cell, cells, load_grid, run_sweep
+    from jointcredit.simulations.sweep import Cell, cells, load_grid, run_sweep, setting_label
     from jointcredit.simulations.sweep_report import write_outputs
 
     _quiet_flower(verbose)
@@ -245,7 +245,7 @@ def sweep(
     task = progress.add_task("sweep", total=total, status="")
 
     def on_cell(cell: Cell, status: str) -> None:
-        label = ", ".join(f"{k}={v}" for k, v in cell.setting.items())
+        label = setting_label(cell.setting)
         if status != "running":
             progress.advance(task)
             console.print(f"{label} seed {cell.seed}: {status}", soft_wrap=True)
