@@ -28,6 +28,19 @@ def _fmt(stat: tuple[float | None, float | None], digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
+MEASURES = (
+    "auc",
+    "ks",
+    "brier",
+    "epsilon_spent",
+    "mia_auc",
+    "mia_tpr_at_1pct_fpr",
+    "wall_seconds",
+    "min_adverse_impact_ratio",
+    "max_equal_opportunity_difference",
+)
+
+
 def summary(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
     """One entry per setting: mean and sd over seeds of each measure."""
     out = []
@@ -38,17 +51,7 @@ def summary(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]
             "runs": len(done),
             "failed": len(group) - len(done),
         }
-        for key in (
-            "auc",
-            "ks",
-            "brier",
-            "epsilon_spent",
-            "mia_auc",
-            "mia_tpr_at_1pct_fpr",
-            "wall_seconds",
-            "min_adverse_impact_ratio",
-            "max_equal_opportunity_difference",
-        ):
+        for key in MEASURES:
             entry[key] = _stat([r.get(key) for r in done])
         entry["values"] = {k: group[0][k] for k in keys}
         out.append(entry)
@@ -112,3 +115,36 @@ def write_outputs(
         report.extend(f"- {r['cell']} (seed {r['seed']}): {r['error']}\n" for r in failed)
     (out / "report.md").write_text("".join(report), encoding="utf-8")
     return {"report": out / "report.md", "csv": out / "results.csv"}
+
+
+def summary_json(rows: list[dict[str, Any]], grid: SweepGrid, out: Path) -> dict[str, Any]:
+    """`sweep --json`: the outputs' paths, then per setting (summary.md's rows) its grid values,
+    runs, failed runs and {mean, sd} of each measure (null: not measured; sd null: one run),
+    and per run its cell id, grid values, seed, status and error."""
+    keys = list(grid.grid)
+    settings = [
+        {
+            "setting": e["setting"],
+            "values": e["values"],
+            "runs": e["runs"],
+            "failed": e["failed"],
+            **{k: {"mean": e[k][0], "sd": e[k][1]} for k in MEASURES},
+        }
+        for e in summary(rows, keys)
+    ]
+    runs = [
+        {"cell": r["cell"], "values": {k: r[k] for k in keys}, "seed": r["seed"],
+         "status": r["status"], "error": r.get("error") or None}
+        for r in rows
+    ]  # fmt: skip
+    return {
+        "report": str(out / "report.md"),
+        "results_csv": str(out / "results.csv"),
+        "results_json": str(out / "results.json"),
+        "summary_md": str(out / "summary.md"),
+        "plots": sorted(p.name for p in out.glob("*.png")),
+        "runs": len(rows),
+        "failed": sum(1 for r in rows if r["status"] == "failed"),
+        "settings": settings,
+        "cells": runs,
+    }
