@@ -101,8 +101,9 @@ def test_every_figure_has_a_title_and_error_bars_over_seeds() -> None:
 def test_attack_plot_shows_chance_and_the_fault_free_reference() -> None:
     ax = _ax(_draw(_attack_rows(), ["aggregator", "attack"])["auc_under_attack.png"])
     assert _line_at(ax, 0.5) == "chance (AUC 0.5)"
-    reference = _line_at(ax, np.mean([r["auc"] for r in _attack_rows()
-                                      if (r["aggregator"], r["attack"]) == ("fedavg", "none")]))  # fmt: skip
+    rows = _attack_rows()
+    fault_free = [r["auc"] for r in rows if (r["aggregator"], r["attack"]) == ("fedavg", "none")]
+    reference = _line_at(ax, np.mean(fault_free))
     assert reference is not None and "FedAvg, no attack" in reference
     low, high = ax.get_ylim()
     assert low <= 0.265 and high >= 1.0  # FedAvg under sign-flip (below chance) is in view
