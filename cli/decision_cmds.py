@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from jointcredit.cli.output import JsonOption, WideOption, print_json, show_table
 from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
 
 console = Console()
@@ -101,22 +102,6 @@ LanguageOption = Annotated[
 AllowCheckpoint = Annotated[
     bool, typer.Option(help="use a round's checkpoint, not only a run's final model")
 ]
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="print JSON (the same facts as the table) instead")
-]
-
-
-def _print_json(value: Any) -> None:
-    """One JSON document on stdout, nothing else there (announcements go to stderr)."""
-    import json
-
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_plain))
-
-
-def _plain(value: Any) -> Any:
-    """NumPy scalars as JSON numbers or strings."""
-    item = getattr(value, "item", None)
-    return item() if callable(item) else str(value)
 
 
 def _language(language: str) -> Any:
@@ -142,6 +127,7 @@ def score(
     coordinator_key_id: KeyIdOption = None,
     trust_any_coordinator: TrustAnyOption = False,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:  # fmt: skip
     """Score applicants with a model artifact: probability of default and 350-950 score;
     below the table, why any applicant is outside the model's training data (in
@@ -170,7 +156,7 @@ def score(
     if as_json:
         from jointcredit.service.loader import model_info
 
-        _print_json({
+        print_json({
             "model": model_info(model).model_dump(),
             "language": lang,
             "applicants": [
@@ -190,7 +176,7 @@ def score(
         table.add_row(
             str(i), *[str(x.iloc[i][c]) for c in shown], f"{pd_[i]:.3f}", str(scores[i]), outside
         )
-    console.print(table)
+    show_table(console, table, wide)
     for i, row in enumerate(ids):
         for k in row:
             console.print(f"#{i}: {entries[k]['text']}", soft_wrap=True)
@@ -207,6 +193,7 @@ def decide(
     coordinator_key_id: KeyIdOption = None,
     trust_any_coordinator: TrustAnyOption = False,
     as_json: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:  # fmt: skip
     """Eligibility decisions for a few applicants, without starting the service (reasons in
     `--language`, when the policy has it). Not audited: the service's decisions are."""
@@ -227,7 +214,7 @@ def decide(
     n = len(applicants)
     table = decider.decide(applicants, [{}] * n, [None] * n, lang)
     if as_json:
-        _print_json(_decisions_json(model, decider, table, applicants))
+        print_json(_decisions_json(model, decider, table, applicants))
         return
     title = f"Eligibility decisions ({decider.policy.version}, reasons in {table.language})"
     out = Table(title=title)
@@ -240,7 +227,7 @@ def decide(
             str(i), *[show_value(a[f]) for f in shown], f"{table.probability_of_default[i]:.3f}",
             str(table.score[i]), table.decision[i], reasons[0]["text"] if reasons else "-",
         )  # fmt: skip
-    console.print(out)
+    show_table(console, out, wide)
     for line in _not_evaluated(decider, table):
         console.print(line, soft_wrap=True)
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from jointcredit.cli.output import show_table
 from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
 from jointcredit.cli.trust_cmds import PassphraseEnv
 
@@ -91,7 +92,7 @@ def promote(
         value = "not measured" if r.value is None else f"{r.value:.4g}"
         verdict = "[green]pass[/green]" if r.passed else "[red]FAIL[/red]"
         table.add_row(r.name, f"{r.threshold:g}", value, verdict, escape(r.detail))
-    console.print(table)
+    show_table(console, table)
     failed = [r for r in results if not r.passed]
     if failed:
         for r in failed:

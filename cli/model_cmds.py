@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from jointcredit.cli.output import WideOption, show_table
+
 console = Console()
 err = Console(stderr=True)
 
@@ -22,6 +24,7 @@ def binning(
         str | None, typer.Option(help="only this feature's attributes (default: every one)")
     ] = None,
     points: Annotated[bool, typer.Option(help="also the points table (scorecard.csv)")] = False,
+    wide: WideOption = False,
 ) -> None:
     """Show the IV table of a binned scorecard (`--model scorecard`): IV per feature, then
     each feature's attributes with counts, bad rate, WOE and IV. It verifies the signed
@@ -58,7 +61,7 @@ def binning(
         )
     for f in sorted(table.features, key=lambda f: -f.iv):
         summary.add_row(f.name, f.type, f.monotone, str(len(f.bins)), f"{f.iv:.4f}")
-    console.print(summary)
+    show_table(console, summary, wide)
     for f in table.features:
         if feature is not None and f.name != feature:
             continue
@@ -73,7 +76,7 @@ def binning(
                 str(b.code), b.label, str(b.goods), str(b.bads), f"{b.share:.3f}", rate,
                 f"{b.woe:+.4f}", f"{b.iv:.4f}",
             )  # fmt: skip
-        console.print(detail)
+        show_table(console, detail, wide)
     if points:
         s = card.scorecard
         scale = s.scale
@@ -87,4 +90,4 @@ def binning(
         for a in s.attributes:
             if feature is None or a.feature == feature:
                 pts.add_row(a.feature, a.attribute, f"{a.points:+.2f}")
-        console.print(pts)
+        show_table(console, pts, wide)

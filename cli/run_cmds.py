@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jointcredit.cli.options import with_settings_options
+from jointcredit.cli.output import WideOption, print_json, show_table
 from jointcredit.data.errors import DataValidationError
 from jointcredit.federation.settings import RunSettings, SettingsError, settings_for_dataset
 
@@ -39,7 +40,7 @@ LOCAL_RUN_EXCLUDES = {
 Verbose = Annotated[bool, typer.Option(help="show Flower's own logs")]
 
 
-def progress_bar() -> Progress:
+def progress_bar(to: Console = console) -> Progress:
     """A bar with a status line (rounds of a federation, cells of a sweep)."""
     return Progress(
         TextColumn("{task.description}"),
@@ -47,7 +48,7 @@ def progress_bar() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
-        console=console,
+        console=to,
     )
 
 
@@ -109,6 +110,17 @@ def simulate(
             "'.OUT.partial-*' directory it left (settings as it recorded them)"
         ),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="print one JSON document instead of the tables (progress on stderr): out, "
+            "model, metrics_file (paths), and as in metrics.json institutions, federated, "
+            "centralized, local_only, per_institution, personalization, fairness, security, "
+            "privacy, trained_rounds, timing",
+        ),
+    ] = False,
+    wide: WideOption = False,
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines. The run
     is written beside OUT and moved into place only when it succeeded."""
@@ -119,6 +131,7 @@ def simulate(
         fairness_table,
         institution_table,
         privacy_line,
+        summary_json,
     )
     from jointcredit.simulations.resume import KilledRun, ResumeRefused, killed_run
     from jointcredit.simulations.simulate import OutputExists
@@ -139,10 +152,12 @@ def simulate(
             err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from exc
         settings, out = killed.settings, killed.out
-        console.print(f"resuming {killed.staging} from {killed.checkpoint.name}")
+        (err if as_json else console).print(
+            f"resuming {killed.staging} from {killed.checkpoint.name}"
+        )
     else:
         settings = resolve_local({**config, "out-dir": str(out.resolve())})
-    progress = progress_bar()
+    progress = progress_bar(err if as_json else console)
     # Trees report once per tree; weight models once per round.
     total = settings.trees if settings.model == "gbdt" else settings.rounds
     task = progress.add_task("federation", total=total, status="starting")
@@ -186,10 +201,13 @@ def simulate(
         raise typer.Exit(1) from exc
     finally:
         unsubscribe()
-    console.print(comparison_table(metrics))
-    console.print(institution_table(metrics))
+    if as_json:
+        print_json(summary_json(metrics, out))
+        return
+    show_table(console, comparison_table(metrics), wide)
+    show_table(console, institution_table(metrics), wide)
     if metrics.fairness is not None:
-        console.print(fairness_table(metrics.fairness))
+        show_table(console, fairness_table(metrics.fairness), wide)
     security = metrics.security
     console.print(
         f"Signed updates: {security.verified_replies} replies verified, "
@@ -229,10 +247,22 @@ def sweep(
     grid: Annotated[Path, typer.Option(help="grid file (TOML: seeds, base, grid)")],
     out: Annotated[Path, typer.Option(help="output directory (re-run to resume)")],
     verbose: Verbose = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="print one JSON document at the end instead of the report's path (progress "
+            "on stderr): report, results_csv, results_json, summary_md, plots, runs, failed, "
+            "settings (per setting: setting, values, runs, failed, and {mean, sd} of auc, ks, "
+            "brier, epsilon_spent, mia_auc, mia_tpr_at_1pct_fpr, wall_seconds, "
+            "min_adverse_impact_ratio, max_equal_opportunity_difference), cells (per run: "
+            "cell, values, seed, status, error)",
+        ),
+    ] = False,
 ) -> None:
     """Run a grid of settings x seeds; write results.csv/json, summary.md, plots, report.md."""
-    from jointcredit.simulations.sweep import Cell, cells, load_grid, run_sweep
-    from jointcredit.simulations.sweep_report import write_outputs
+    from jointcredit.simulations.sweep import Cell, cells, load_grid, run_sweep, setting_label
+    from jointcredit.simulations.sweep_report import summary_json, write_outputs
 
     _quiet_flower(verbose)
     try:
@@ -241,21 +271,25 @@ def sweep(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    progress = progress_bar()
+    shown = err if as_json else console
+    progress = progress_bar(shown)
     task = progress.add_task("sweep", total=total, status="")
 
     def on_cell(cell: Cell, status: str) -> None:
-        label = ", ".join(f"{k}={v}" for k, v in cell.setting.items())
+        label = setting_label(cell.setting)
         if status != "running":
             progress.advance(task)
-            console.print(f"{label} seed {cell.seed}: {status}", soft_wrap=True)
+            shown.print(f"{label} seed {cell.seed}: {status}", soft_wrap=True)
         progress.update(task, status=f"{label} seed {cell.seed}: {status}")
 
     with progress:
         rows = run_sweep(spec, out, on_cell=on_cell, verbose=verbose)
     command = f"jointcredit sweep --grid {grid} --out {out}"
     paths = write_outputs(rows, spec, grid.read_text(encoding="utf-8"), out, command)
-    console.print(f"Report: {paths['report']}  results: {paths['csv']}", soft_wrap=True)
+    if as_json:
+        print_json(summary_json(rows, spec, out))
+    else:
+        console.print(f"Report: {paths['report']}  results: {paths['csv']}", soft_wrap=True)
     failed = sum(1 for r in rows if r["status"] == "failed")
     if failed:
         err.print(f"[red]{failed} of {len(rows)} runs failed[/red] (see the report)")

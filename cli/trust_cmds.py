@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 
+from jointcredit.cli.output import WideOption, show_table
 from jointcredit.cli.pinning import KeyIdOption, TrustAnyOption, coordinator_pin
 from jointcredit.trust import keys, store
 from jointcredit.trust.errors import TrustError
@@ -141,6 +142,7 @@ def trust_show(
     coordinator_key_id: Annotated[
         str | None, typer.Option(help="pin: the coordinator key id you expect")
     ] = None,
+    wide: WideOption = False,
 ) -> None:
     """Verify a trust store and list its keys."""
     try:
@@ -152,14 +154,14 @@ def trust_show(
         f"signature OK)"
     )
     for col in ("institution", "key id", "added", "status"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col)
     for inst, entries in sorted(trust.institutions.items()):
         for e in entries:
             status = f"revoked {e.revoked_at}" if e.revoked else "active"
             if e.revoked and e.revoked_reason:
                 status += f" ({e.revoked_reason})"
             table.add_row(inst, e.key_id, e.added_at, status)
-    console.print(table)
+    show_table(console, table, wide)
     console.print(f"sha256 {trust.digest()}")
 
 

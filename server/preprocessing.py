@@ -110,5 +110,13 @@ def agree_preprocessing(
         min_count=settings.min_category_count,
         standardize_indicators=settings.standardize_indicators,
     )
-    log(INFO, "Agreed preprocessing: %d input features from %d rows", spec.n_outputs, rows)
+    # The spec itself (kilobytes of JSON) rides in every message's config, never in the log.
+    log(
+        INFO,
+        "Agreed preprocessing: %d input features from %d rows (spec sha256 %s, %d bytes)",
+        spec.n_outputs,
+        rows,
+        spec.digest()[:16],
+        len(spec.to_json()),
+    )
     return spec, schema, node_inst, summaries

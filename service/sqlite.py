@@ -7,7 +7,7 @@ cross-process write lock, and WAL checkpoints off the request path.
 - Appends need the database's write lock from their first read of the chain head. SQLite has no
   `SELECT ... FOR UPDATE`, so writes go through an engine whose transactions start with `BEGIN
   IMMEDIATE` (SQLAlchemy's documented pysqlite recipe: the driver's implicit BEGIN is off).
-- Processes queue for that lock on an advisory file lock (`<db>.lock`) in the kernel: without
+- Processes queue for that lock on an advisory file lock (`<db>.lock`, `filelock`): without
   it a process that finds the database locked polls in SQLite's busy handler, sleeping between
   tries, which put the waits of two service workers far above a transaction's length.
 - Checkpoints (copying the WAL into the database file, with an fsync) run in a background
@@ -23,13 +23,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: SQLite's own locking orders writers
-    fcntl = None  # type: ignore[assignment]
-
+import filelock
 from sqlalchemy import Engine, create_engine, event
 
 
@@ -94,60 +90,58 @@ def is_locked(exc: BaseException) -> bool:
 
 
 class FileLock:
-    """The advisory lock that orders the writing processes of one database file."""
+    """The advisory lock that orders the writing processes of one database file: filelock's
+    primitive (`flock` on POSIX) on a descriptor held open while the log is open.
+    `filelock.FileLock` itself opens the file on every acquire, ~70x the cost of a try here
+    (docs/BENCHMARKS.md, "Audit lock"); its descriptor functions have no timeout, so the
+    bounded wait is ours."""
 
     def __init__(self, path: str) -> None:
-        self._file: IO[bytes] | None = None
-        if fcntl is not None:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            self._file = os.fdopen(fd, "ab")  # held open while the log is open
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600
+        )
 
     @property
     def held_open(self) -> bool:
-        return self._file is not None
+        return self._fd is not None
 
     @contextlib.contextmanager
     def hold(self, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
         """Hold the lock; `wait=False`: Busy if taken; `timeout`: LockTimeout after that many
         seconds (None: wait as long as it takes)."""
-        if self._file is None:
-            yield
-            return
-        self._acquire(self._file, wait, timeout)
+        if self._fd is None:
+            raise RuntimeError("the audit log's lock file is closed")
+        self._acquire(self._fd, wait, timeout)
         try:
             yield
         finally:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+            filelock.unlock_descriptor(self._fd)
 
     @staticmethod
-    def _acquire(file: IO[bytes], wait: bool, timeout: float | None) -> None:
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _acquire(fd: int, wait: bool, timeout: float | None) -> None:
+        if filelock.lock_descriptor(fd, blocking=False):
             return
-        except BlockingIOError as exc:
-            if not wait:
-                raise Busy("another process is appending") from exc
+        if not wait:
+            raise Busy("another process is appending")
         if timeout is None:
-            fcntl.flock(file, fcntl.LOCK_EX)
+            filelock.lock_descriptor(fd, blocking=True, poll_interval=0.005)
             return
-        # flock has no timeout: poll, sleeping briefly (a commit holds it for milliseconds).
+        # Poll, sleeping briefly: a commit holds the lock for milliseconds.
         deadline, pause = time.monotonic() + timeout, 0.0005
         while True:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            try:
-                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if filelock.lock_descriptor(fd, blocking=False):
                 return
-            except BlockingIOError as exc:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"another process has held the audit log's lock for {timeout:g} s"
-                    ) from exc
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"another process has held the audit log's lock for {timeout:g} s"
+                )
             pause = min(pause * 2, 0.005)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Checkpointer:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -141,3 +143,34 @@ def privacy_line(privacy: Privacy) -> str:
 
 def _g(v: float | None) -> str:
     return "-" if v is None else f"{v:g}"
+
+
+# `simulate --json`: these sections of metrics.json (the tables' and lines' facts), beside the
+# paths of the outputs.
+SUMMARY_SECTIONS = (
+    "institutions",
+    "federated",
+    "centralized",
+    "local_only",
+    "per_institution",
+    "personalization",
+    "fairness",
+    "security",
+    "privacy",
+    "trained_rounds",
+    "timing",
+)
+
+
+def summary_json(metrics: RunMetrics, out: Path) -> dict[str, Any]:
+    """What `simulate` prints, as one JSON-ready document: `out`, `model`, `metrics_file`, then
+    `SUMMARY_SECTIONS` as metrics.json has them (epsilon = inf as Infinity, as there)."""
+    sections = json.loads(
+        metrics.model_dump_json(include=set(SUMMARY_SECTIONS), exclude_unset=True)
+    )
+    paths = {
+        "out": str(out),
+        "model": str(out / "model"),
+        "metrics_file": str(out / "metrics.json"),
+    }
+    return {**paths, **{k: sections.get(k) for k in SUMMARY_SECTIONS}}

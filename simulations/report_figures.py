@@ -125,7 +125,8 @@ def institution_aucs(rows: Mapping[str, Mapping[str, float | None]]) -> bytes:
             values = [rows[n].get(kind) for n in names]
             ax.bar(x + j * width, [np.nan if v is None else v for v in values], width, label=kind)
         ax.set_xticks(x + width * (len(kinds) - 1) / 2, names, rotation=20, ha="right", fontsize=7)
-        ax.set_ylim(0.5, 1.0)
+        ax.axhline(0.5, color="black", linewidth=0.8, linestyle="-.", label="chance (AUC 0.5)")
+        ax.set_ylim(0.4, 1.0)  # chance in view
         ax.set_ylabel("AUC on the institution's own test split")
         ax.set_title("Per-institution AUC")
         ax.legend(fontsize=7)

@@ -17,7 +17,8 @@ Grid file (TOML)::
 Keys are the Flower run-config keys (`[tool.flwr.app.config]` in pyproject.toml); every cell is
 validated before the first one runs. A cell without an attack has no attackers (so `attack =
 ["none", ...]` with `attackers = [2]` does not run a pointless "2 attackers doing nothing"), and
-a non-private cell has no epsilon (the reference runs once, shown with "-").
+a non-private cell has no epsilon (the reference runs once: empty in results.csv, null in
+results.json, "no DP" in labels).
 
 Resumable: a cell's outputs live in OUT/cells/<id>/ (id = digest of its settings); a cell whose
 metrics.json is there is not run again. Each cell runs in a fresh process (a federation leaves
@@ -66,7 +67,8 @@ class SweepGrid(BaseModel):
 @dataclass(frozen=True)
 class Cell:
     id: str
-    setting: dict[str, Scalar]  # the grid values of this cell (what varies)
+    # The grid values of this cell (what varies); None: a key the cell drops (`_normalise`).
+    setting: dict[str, Scalar | None]
     seed: int
     settings: RunSettings
 
@@ -138,7 +140,7 @@ def cells(grid: SweepGrid, out: Path) -> list[Cell]:
                 )
             except (ValueError, DataValidationError) as exc:
                 raise ValueError(f"grid cell {chosen} (seed {seed}): {exc}") from exc
-            shown = {k: config.get(k, "-") for k in keys}
+            shown = {k: config.get(k) for k in keys}
             found.setdefault(digest, Cell(digest, shown, seed, settings))
     return list(found.values())
 
@@ -254,6 +256,15 @@ def iter_settings(
     """Rows grouped by setting (the grid values), in first-seen order, with a readable label."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        label = ", ".join(f"{k}={row[k]}" for k in keys) or "default"
+        label = setting_label({k: row[k] for k in keys})
         groups.setdefault(label, []).append(row)
     yield from groups.items()
+
+
+def setting_label(setting: dict[str, Any]) -> str:
+    """A setting as people read it: `key=value`, and for the keys a cell dropped (a non-private
+    cell's epsilon, a cell without SecAgg+'s shares) why, once."""
+    parts = [f"{k}={v}" for k, v in setting.items() if v is not None]
+    dropped = [k for k, v in setting.items() if v is None]
+    notes = dict.fromkeys("no DP" if k in _DP_KEYS else "no SecAgg+" for k in dropped)
+    return ", ".join(parts + list(notes)) or "default"

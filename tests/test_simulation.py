@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,37 @@ def simulate(settings: RunSettings, **options: Any) -> dict[str, Any]:
     return metrics
 
 
+# What the coordinator (the ServerApp, in this process) logged during the module's run.
+_LOGGED: list[str] = []
+
+
+class _Lines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _LOGGED.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("sim") / "out"
-    return out, simulate(_settings(out))
+    handler, flwr_log = _Lines(logging.INFO), logging.getLogger("flwr")
+    flwr_log.addHandler(handler)
+    try:
+        return out, simulate(_settings(out))
+    finally:
+        flwr_log.removeHandler(handler)
+
+
+def test_the_log_names_the_spec_by_digest_and_size(run: tuple[Path, dict[str, Any]]) -> None:
+    """The agreed preprocessing (kilobytes of JSON in every message's config) is logged as its
+    digest and size; no line carries it (Flower's `Strategy.start` logged the whole train
+    config, spec included, in lines of over 4,000 characters)."""
+    _, metrics = run
+    digest = metrics["preprocessing"]["sha256"]
+    agreed = [line for line in _LOGGED if line.startswith("Agreed preprocessing")]
+    assert len(agreed) == 1 and f"sha256 {digest[:16]}" in agreed[0], agreed
+    assert "bytes" in agreed[0]
+    assert all(len(line) < 1000 for line in _LOGGED), max(_LOGGED, key=len)[:300]
+    assert not [line for line in _LOGGED if '"features"' in line or "preprocessing'" in line]
 
 
 def test_outputs_follow_the_contract(run: tuple[Path, dict[str, Any]]) -> None:
