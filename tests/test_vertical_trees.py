@@ -21,7 +21,11 @@ from jointcredit.models.vertical.label_party import (
     joined_layout,
     train,
 )
-from jointcredit.models.vertical.messages import EncryptedHistograms, HistogramQuery
+from jointcredit.models.vertical.messages import (
+    EncryptedGradients,
+    EncryptedHistograms,
+    HistogramQuery,
+)
 from jointcredit.models.vertical.model import LABEL_PARTY, VerticalEnsemble
 from jointcredit.privacy.paillier import HeuSecretKey, public_key
 from jointcredit.simulations.vertical_codes import VerticalCodes, vertical_codes
@@ -238,3 +242,18 @@ def test_packing_sums_exactly_and_refuses_what_no_sum_can_be() -> None:
         packing.unpack([(1 << (packing.FRACTION_BITS + packing.COUNT_BITS + 1)) | 1])
     with pytest.raises(ValueError):
         packing.to_fixed(np.array([1.5]), np.array([0.1]))
+
+
+def test_reduced_leakage_trees_show_the_feature_party_nothing(
+    data: VerticalCodes, key: HeuSecretKey
+) -> None:
+    (party,) = _parties(data, key, [[0, 1, 2, 3]])
+    link = _Recording(party)
+    received: list[EncryptedGradients] = []
+    link.receive_gradients = received.append  # type: ignore[attr-defined]
+    params = replace(PARAMS, n_trees=2, max_depth=2)
+    model = train(
+        data.label.codes, data.y, data.label.layout, [link], params, key, label_only_trees=2
+    )
+    assert not received and not link.replies and len(party.table) == 0
+    assert set(np.concatenate([t.owner for t in model.trees]).tolist()) == {LEAF, LABEL_PARTY}

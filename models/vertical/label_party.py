@@ -16,7 +16,7 @@ joined rows (the lossless tests).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -81,9 +81,14 @@ def train(
     parties: Sequence[FeaturePartyLink],
     params: TreeParams,
     key: SecretKey,
+    *,
+    label_only_trees: int = 0,
 ) -> VerticalEnsemble:
     """`codes` (rows, own features) of the aligned rows, `y` their labels; each of `parties`
-    holds the same rows in the same order."""
+    holds the same rows in the same order. The first `label_only_trees` trees are grown on
+    the label party's features alone, the feature parties seeing nothing of them
+    (SecureBoost's reduced-leakage variant: the first tree's nodes follow the labels most
+    closely)."""
     bins = histogram.flat_bins(codes, layout)
     y = np.asarray(y, dtype=np.float64)
     linked: list[_Party] = []
@@ -98,9 +103,15 @@ def train(
     base = base_margin(y.sum(), len(y))
     margin = np.full(len(y), base)
     trees = []
-    for _ in range(params.n_trees):
+    if label_only_trees < 0:
+        raise ValueError("label_only_trees must not be negative")
+    own_params = replace(params, monotone=params.monotone[: layout.n_features])
+    for i in range(params.n_trees):
         grad, hess = gradients(margin, y)
-        tree, leaf = _grow(codes, bins, grad, hess, layout, joined, linked, params, key)
+        if i < label_only_trees:
+            tree, leaf = _grow(codes, bins, grad, hess, layout, layout, [], own_params, key)
+        else:
+            tree, leaf = _grow(codes, bins, grad, hess, layout, joined, linked, params, key)
         trees.append(tree)
         margin = margin + tree.value[leaf]
     return VerticalEnsemble(base, tuple(layout.missing), tuple(trees))
