@@ -19,6 +19,8 @@ import numpy as np
 from heu import numpy as hnp
 from heu import phe as hphe
 
+from jointcredit.models.vertical.cipher import Ciphertexts
+
 KEY_BITS: Final = 2048
 MIN_KEY_BITS: Final = 2048  # below it, factoring the modulus is within reach
 MAX_BUCKETS: Final = 127  # HEU's bucket sums take int8 codes
@@ -71,8 +73,9 @@ class HeuPublicKey:
         return HeuCiphertexts(array)
 
     def bucket_sums(
-        self, values: HeuCiphertexts, groups: Sequence[np.ndarray], codes: np.ndarray, buckets: int
-    ) -> list[HeuCiphertexts]:
+        self, values: Ciphertexts, groups: Sequence[np.ndarray], codes: np.ndarray, buckets: int
+    ) -> list[Ciphertexts]:
+        values = _heu(values)
         if not 0 < buckets <= MAX_BUCKETS:
             raise ValueError(f"1 to {MAX_BUCKETS} buckets per feature, not {buckets}")
         if codes.ndim != 2 or len(codes) != len(values):
@@ -89,6 +92,12 @@ class HeuPublicKey:
         return [HeuCiphertexts(s) for s in sums]
 
 
+def _heu(values: Ciphertexts) -> HeuCiphertexts:
+    if not isinstance(values, HeuCiphertexts):
+        raise TypeError(f"HEU ciphertexts expected, not {type(values).__name__}")
+    return values
+
+
 class HeuSecretKey:
     def __init__(self, scheme: Scheme = "paillier", key_bits: int = KEY_BITS) -> None:
         if key_bits < MIN_KEY_BITS:
@@ -100,8 +109,8 @@ class HeuSecretKey:
     def public(self) -> HeuPublicKey:
         return self._public
 
-    def decrypt(self, values: HeuCiphertexts) -> list[int]:
-        plain = self._kit.decryptor().decrypt(values.array)
+    def decrypt(self, values: Ciphertexts) -> list[int]:
+        plain = self._kit.decryptor().decrypt(_heu(values).array)
         return [int(v) for v in plain.to_numpy(self._public._encoder).ravel().tolist()]
 
 
