@@ -14,6 +14,7 @@ in a party's file is ignored, never loaded. Identifiers must be present and uniq
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +83,19 @@ def load_party(
     path: Path, schema: VerticalSchema, party: str, *, max_mb: int = DEFAULT_MAX_FILE_MB
 ) -> PartyData:
     """Read and validate one party's file: its id column, own features (and label)."""
-    source = str(path)
+    return validate_party(read_chunks(path, max_mb=max_mb), schema, party, source=str(path))
+
+
+def validate_party(
+    chunks: Iterable[pd.DataFrame], schema: VerticalSchema, party: str, *, source: str
+) -> PartyData:
+    """One party's raw rows (consecutive pieces, indexed by file position) validated."""
     spec = schema.parties[party]
     features = schema.party_features(party)
     label = schema.base.label if spec.label else None
     parts: list[pd.DataFrame] = []
     seen_labels: set[str] = set()
-    for raw in read_chunks(path, max_mb=max_mb):
+    for raw in chunks:
         if not parts:
             _check_header(list(raw.columns), schema, party, source)
         if len(raw) == 0:

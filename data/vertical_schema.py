@@ -24,6 +24,7 @@ supported in a vertical schema yet.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,11 +56,22 @@ class VerticalSchema:
     @property
     def id(self) -> str:
         assert self.base.id is not None  # checked when parsed
-        return self.base.id
+        return str(self.base.id)
 
     @property
     def label_party(self) -> str:
         return next(name for name, spec in self.parties.items() if spec.label)
+
+    def to_toml(self) -> str:
+        """The hand-written TOML form (`load_vertical_schema` reads it back)."""
+        lines = [self.base.to_toml()]
+        for name, spec in self.parties.items():
+            lines.append(f"[parties.{name}]")
+            if spec.label:
+                lines.append("label = true")
+            lines.append(f"features = {json.dumps(list(spec.features))}")  # a TOML array too
+            lines.append("")
+        return "\n".join(lines)
 
     def party_features(self, party: str) -> dict[str, FeatureSpec]:
         """A party's own features and their types, in the order its table lists them."""
