@@ -90,11 +90,22 @@ def data_check(
     as_json: Annotated[
         bool, typer.Option("--json", help="print JSON (the same facts) instead; exit codes stay")
     ] = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["horizontal", "vertical"]),
+            help="horizontal: a file per institution; vertical: a directory per party "
+            "(docs/DATA.md)",
+        ),
+    ] = "horizontal",
 ) -> None:
     """Validate a bring-your-own-data directory without training: the same checks, and the
     same refusals, as `simulate` on it."""
     from jointcredit.data.catalog import DataConfig, load_federation
 
+    if layout == "vertical":
+        _check_vertical(directory, schema, max_file_mb, as_json)
+        return
     config = DataConfig(
         dataset=str(directory), schema=str(schema or ""), min_rows=min_rows, max_file_mb=max_file_mb
     )
@@ -120,6 +131,40 @@ def data_check(
     console.print(
         f"[green]ok[/green]: {len(fed.ids)} institutions, {len(fed.schema.features)} features"
     )
+
+
+def _check_vertical(directory: Path, schema: Path | None, max_mb: int, as_json: bool) -> None:
+    from jointcredit.data.vertical import load_vertical
+
+    try:
+        data = load_vertical(directory, schema, max_mb=max_mb)
+    except DataValidationError as exc:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "directory": str(directory), "error": str(exc)}))
+        else:
+            err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    # All parties' files are on this machine here, so their overlap is no secret to it.
+    shared = set.intersection(*(set(p.ids) for p in data.parties.values()))
+    facts: dict[str, dict[str, object]] = {}
+    for name, party in data.parties.items():
+        facts[name] = {"rows": len(party), "features": list(data.schema.parties[name].features)}
+        if party.label_column is not None:
+            facts[name]["label"] = True
+            facts[name]["default_rate"] = float(party.frame[party.label_column].mean())
+    if as_json:
+        typer.echo(json.dumps({"ok": True, "directory": str(directory), "layout": "vertical",
+                               "parties": facts, "shared_ids": len(shared)}, indent=2))  # fmt: skip
+        return
+    for name, party in data.parties.items():
+        rate = (
+            f", label, default rate {facts[name]['default_rate']:.3f}"
+            if "label" in facts[name]
+            else ""
+        )
+        features = len(data.schema.parties[name].features)
+        console.print(f"{name}: {len(party)} rows, {features} features{rate}")
+    console.print(f"[green]ok[/green]: {len(facts)} parties, {len(shared)} identifiers in all")
 
 
 @app.command()

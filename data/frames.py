@@ -151,6 +151,28 @@ def _categorical(col: pd.Series) -> pd.Series:
     return pd.Series(out, index=col.index, name=col.name, dtype=object)
 
 
+def typed_features(
+    raw: pd.DataFrame, features: Mapping[str, FeatureSpec], source: str
+) -> dict[str, pd.Series]:
+    """`features`' columns of `raw` typed and checked (range, missing values), indexed from 0;
+    `raw`'s index is the rows' positions in the file, which errors name."""
+    feats: dict[str, pd.Series] = {}
+    for name, spec in features.items():
+        col = raw[name]
+        series = _numeric(col, name, source) if spec.type == "numeric" else _categorical(col)
+        _check_range(series, spec, name, source)
+        missing = series.isna()
+        if missing.any() and spec.missing == "error":
+            raise DataValidationError(
+                f"{int(missing.sum())} missing value(s) (first at line(s) {_rows(missing)}); "
+                'set missing = "impute" in the schema to allow them',
+                source=source,
+                column=name,
+            )
+        feats[name] = series.reset_index(drop=True)
+    return feats
+
+
 def _numeric_text(value: object) -> bool:
     try:
         float(str(value))
@@ -159,7 +181,7 @@ def _numeric_text(value: object) -> bool:
     return True
 
 
-def _label(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.ndarray:
+def label_values(col: pd.Series, schema: Schema, source: str, seen: set[str]) -> np.ndarray:
     """1 where the label is the schema's positive value; `seen` collects the distinct label
     values of the whole file (a file validated in chunks must be binary as a whole)."""
     name = schema.label
@@ -319,21 +341,8 @@ def _validate_rows(
     with_time, with_groups = parts
     # Index = position in the file, so that errors name the file's lines.
     raw = raw.set_axis(pd.RangeIndex(first, first + len(raw)))
-    feats: dict[str, pd.Series] = {}
-    for name, spec in schema.features.items():
-        col = raw[name]
-        series = _numeric(col, name, source) if spec.type == "numeric" else _categorical(col)
-        _check_range(series, spec, name, source)
-        missing = series.isna()
-        if missing.any() and spec.missing == "error":
-            raise DataValidationError(
-                f"{int(missing.sum())} missing value(s) (first at line(s) {_rows(missing)}); "
-                'set missing = "impute" in the schema to allow them',
-                source=source,
-                column=name,
-            )
-        feats[name] = series.reset_index(drop=True)
-    y = _label(raw[schema.label], schema, source, labels)
+    feats = typed_features(raw, schema.features, source)
+    y = label_values(raw[schema.label], schema, source, labels)
     time = _time(raw[str(schema.time)], source) if with_time else None
     groups = None
     if with_groups:

@@ -161,7 +161,11 @@ def main() -> None:
         else [int(i) for i in args.cases.split(",")]
     )
     # Cases not re-run keep their section (and its numbers) from the existing file.
-    previous = _sections(args.out.read_text(encoding="utf-8")) if args.out.exists() else {}
+    text = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    # `## ` sections after the cases are written by hand by their own scripts (e.g.
+    # scripts/bench_psi.py) and kept as they are, after the cases.
+    text, *hand_written = text.split("\n## ")
+    previous = _sections(text)
     load_start = os.getloadavg()[0]
     parts = []
     for n, case in enumerate(CASES, start=1):
@@ -250,7 +254,8 @@ scikit-learn): logistic regression AUC 0.734, HistGradientBoosting 0.778; out of
 and 0.683.
 
 """
-    args.out.write_text(header + "\n".join(parts), encoding="utf-8")
+    tail = "".join("\n## " + section for section in hand_written)
+    args.out.write_text(header + "\n".join(parts) + tail, encoding="utf-8")
     print(f"wrote {args.out}")
 
 
