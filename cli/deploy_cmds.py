@@ -233,10 +233,10 @@ def node_start(
         typer.Option(
             min=0.01,
             max=3.0,
-            help="seconds the SuperNode waits between polls of the SuperLink when it has no "
-            "message, and between checks for its ClientApp's reply (Flower's own: 3 and 0.5; "
-            "each node polls about 1/this times a second: keep 0.5 or more for large "
-            "federations)",
+            help="seconds an idle SuperNode waits between polls of the SuperLink (Flower's "
+            "own: 3 s; each idle node polls about 1/this times a second: keep 0.5 or more "
+            "for large federations); during a run it polls every 0.2 s at most, and checks "
+            "for its ClientApp's reply every 20 ms",
         ),
     ] = 0.5,
     dry_run: Annotated[bool, typer.Option(help="print the commands instead")] = False,

@@ -335,7 +335,9 @@ def started_run_id(stdout: str, stderr: str = "") -> int:
     raise RuntimeError(f"flwr run did not start a run:\n{(stdout + stderr)[-3000:]}")
 
 
-def run_status(flwr_home: Path, connection: str, run_id: int) -> str:
+def run_record(flwr_home: Path, connection: str, run_id: int) -> dict[str, Any]:
+    """The SuperLink's record of a run (`flwr ls --run-id --format json`): status, its
+    pending/starting/running/finished times, traffic."""
     proc = subprocess.run(
         [flower_bin("flwr"), "ls", connection, "--run-id", str(run_id), "--format", "json"],
         env=flower_env(flwr_home),
@@ -344,9 +346,16 @@ def run_status(flwr_home: Path, connection: str, run_id: int) -> str:
         timeout=120,
     )
     try:
-        return str(json.loads(proc.stdout)["runs"][0]["status"])
-    except (ValueError, KeyError, IndexError) as exc:
+        record = json.loads(proc.stdout)["runs"][0]
+        if not isinstance(record, dict) or "status" not in record:
+            raise KeyError("status")
+        return record
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise RuntimeError(f"flwr ls gave no status: {proc.stdout}{proc.stderr}") from exc
+
+
+def run_status(flwr_home: Path, connection: str, run_id: int) -> str:
+    return str(run_record(flwr_home, connection, run_id)["status"])
 
 
 def stop_run(flwr_home: Path, connection: str, run_id: int) -> bool:

@@ -290,7 +290,7 @@ def _section(tmp: Path, run: Path, seconds: float, levels: tuple[int, ...], n_ba
                 f"({aps / max(bare_batch, 1):.2f})"
             )
         versus_batch += "."
-    shown = run.relative_to(ROOT) if run.is_absolute() else run
+    shown = run.relative_to(ROOT) if run.is_absolute() and run.is_relative_to(ROOT) else run
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     card = json.loads((run / "model" / "model.json").read_text())
     served = f"{card['architecture']['kind']} model of `{shown}`"

@@ -12,7 +12,9 @@ scorecard recipe. Prints one JSON line per scenario:
   default subprocess isolation (a fresh `flwr-clientapp` process per message) and its
   default 3 s idle poll - the figure to compare with.
 - run time: from `flwr run` to the run's final status, nodes already connected (and, for
-  `node-start`, their workers ready: a node serves many runs).
+  `node-start`, their workers ready: a node serves many runs); `superlink_run_seconds`: the
+  same run as the SuperLink recorded it (created to finished), without the start-ups of the
+  `flwr run` / `flwr ls` commands that measure it.
 - `--restart`: when round 3 starts, one node's whole process group is killed (SIGKILL, as
   a machine failing) and started again with the same kit; reports the rounds it trained in.
 
@@ -28,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 from jointcredit.deploy import kits, node, processes
@@ -43,6 +46,17 @@ LENDERS = {
 }
 RESTARTED = "bank-b"
 KILL_AT_ROUND = 3
+
+
+def superlink_seconds(record: dict[str, object]) -> float | None:
+    """The run's time as the SuperLink recorded it (created to finished): without the
+    measuring side's `flwr run`/`flwr ls` process start-ups."""
+    try:
+        pending = datetime.fromisoformat(str(record["pending-at"]))
+        finished = datetime.fromisoformat(str(record["finished-at"]))
+    except (KeyError, ValueError):
+        return None
+    return round((finished - pending).total_seconds(), 1)
 
 
 class Deployment:
@@ -141,11 +155,13 @@ def scenario(
             ROOT, dep.flwr_home, "rel", config, timeout=3600, on_line=on_line
         )
         seconds = time.monotonic() - started
+        record = processes.run_record(dep.flwr_home, "rel", run_id)
     finally:
         dep.down()
     result: dict[str, object] = {
         "mode": mode, "institutions": len(LENDERS), "rounds": rounds, "status": status,
         "run_seconds": round(seconds, 1), "seconds_per_round": round(seconds / rounds, 1),
+        "superlink_run_seconds": superlink_seconds(record),
     }  # fmt: skip
     if status == "finished:completed":
         metrics = RunMetrics.read(out / "run" / "metrics.json")

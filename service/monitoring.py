@@ -30,6 +30,9 @@ from jointcredit.service.window import WindowStore, window_url
 log = logging.getLogger("jointcredit.service.monitoring")
 
 DEFAULT_WINDOW = 10_000
+# Bands are judged (and crossings logged) only over at least this many applicants (or the whole
+# window, if smaller): over a handful, sampling alone puts PSI in "act" (one applicant: ~7).
+MIN_APPLICANTS = 100
 SCORE = "score"
 
 
@@ -47,6 +50,7 @@ class Monitor:
         self.reference, self.metrics = reference, metrics
         self.bins = reference.bins
         self.size, self.interval, self.flush_rows = size, interval, flush_rows
+        self.min_applicants = min(size, MIN_APPLICANTS)
         self.store = WindowStore(window_url(audit_url), size, len(self.bins.features))
         self._pending: list[tuple[Sequence[int], Mapping[str, Sequence[Any]]]] = []
         self._singles: list[tuple[int, Mapping[str, Any]]] = []
@@ -122,7 +126,7 @@ class Monitor:
             snap["score"]["value"],
             {k: v["value"] for k, v in snap["features"].items()},
         )
-        if not snap["window"]["applicants"]:
+        if snap["window"]["applicants"] < self.min_applicants:
             return
         for name, index in indices.items():
             if self._bands.get(name) == index["band"]:

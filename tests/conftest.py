@@ -21,6 +21,9 @@ TIERS = ("unit", "integration", "e2e")
 def pytest_configure(config: pytest.Config) -> None:
     """Coordinator pins (trust/pins.py) go to a directory of this session's, inherited by
     every subprocess, not to the user's ~/.jointcredit."""
+    # pytest-xdist's workers start with COLUMNS=80, which the CLI's rich consoles (made when
+    # its modules are imported) would keep for good; a test that wants a width sets it itself.
+    os.environ.pop("COLUMNS", None)
     home = tempfile.mkdtemp(prefix="jointcredit-home-")
     config.stash[_HOME] = home
     os.environ[HOME_ENV] = home

@@ -368,14 +368,21 @@ def test_supernode_local_waits_are_short_and_idle_polls_capped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Flower's 0.5 s waits on the node's own state (its ClientApp's reply, an object being
-    stored) come back after LOCAL_WAIT; its 3 s idle poll after the poll interval."""
+    stored) come back after LOCAL_WAIT; its 3 s idle poll after the poll interval, or after
+    ACTIVE_POLL while a run is sending the node messages."""
     slept: list[float] = []
+    now = [1000.0]
     monkeypatch.setattr(supernode.time, "sleep", slept.append)
+    monkeypatch.setattr(supernode.time, "monotonic", lambda: now[0])
     sleeps = supernode.ShortSleeps(cap=0.5)
-    sleeps.sleep(0.5)
-    sleeps.sleep(3)
+    sleeps.sleep(3)  # no run yet: the configured poll
+    sleeps.sleep(0.5)  # a message in hand (its reply awaited)
     sleeps.sleep(0.001)
-    assert slept == [supernode.LOCAL_WAIT, 0.5, 0.001]
+    sleeps.sleep(3)  # during the run: the next message comes soon
+    now[0] += supernode.ACTIVE_WINDOW + 1
+    sleeps.sleep(3)  # the run is over: back to the configured poll
+    assert slept == [0.5, supernode.LOCAL_WAIT, 0.001, supernode.ACTIVE_POLL, 0.5]
+    assert supernode.ShortSleeps(cap=0.1).active_poll == 0.1  # never slower than asked
 
 
 def test_a_node_runs_only_its_installed_clientapp(

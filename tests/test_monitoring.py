@@ -98,6 +98,40 @@ def test_the_window_keeps_the_last_applicants_and_each_crossing_is_reported_once
     assert store.cross("feature x", "watch") == "stable"
 
 
+def test_no_band_is_judged_over_fewer_applicants_than_the_minimum(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One applicant's PSI is huge by sampling alone: no crossing is logged before the window
+    holds MIN_APPLICANTS; the same shift over enough applicants is logged once."""
+    from jointcredit.service.metrics import Metrics
+    from jointcredit.service.monitoring import MIN_APPLICANTS, Monitor
+
+    caplog.set_level(logging.WARNING, logger="jointcredit.service.monitoring")
+    bins = BinningSpec(features=[NumericBins(name="age", edges=[30.0, 50.0], special=[])])
+    rng = np.random.default_rng(0)
+    scores = rng.integers(350, 951, 2000)
+    ref = Reference.from_vector(
+        count_rows(
+            scores,
+            pd.DataFrame({"age": rng.uniform(18, 80, 2000)}),
+            bins,
+        ),
+        bins,
+        ["a"],
+    )
+    monitor = Monitor(ref, "sqlite://", Metrics(), size=1000, interval=3600)
+    try:
+        monitor.add_one(900, {"age": 40.0})
+        assert monitor.flush()["score"]["band"] == "act"  # the index itself, for whoever asks
+        assert not _crossings(caplog, "PSI")
+        n = MIN_APPLICANTS - 1
+        monitor.add([900] * n, {"age": [40.0] * n})  # everyone in the top band: a real shift
+        monitor.flush()
+        assert len(_crossings(caplog, "PSI")) == 1
+    finally:
+        monitor.close()
+
+
 # -- through the HTTP API
 
 
