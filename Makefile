@@ -45,8 +45,10 @@ typecheck: $(STAMP)
 	# The scripts (benchmarks, attack run, studies) too: they import each other by file name.
 	cd .typecheck && MYPYPATH=../scripts ../$(VENV)/bin/mypy --config-file ../pyproject.toml ../scripts/*.py
 
+# Two workers (pytest-xdist), one test file each at a time: module fixtures are built once,
+# and most of an e2e test is waiting on processes, not computing.
 pytest: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

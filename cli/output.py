@@ -4,6 +4,7 @@ full width with `--wide`), and `--json` documents alone on stdout."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import typer
@@ -28,8 +29,23 @@ _UNBOUNDED = 10_000
 
 
 def print_json(value: Any) -> None:
-    """One JSON document on stdout, nothing else there (announcements go to stderr)."""
-    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=_plain))
+    """One JSON document on stdout, nothing else there (announcements go to stderr). Strict
+    JSON, for jq and every other parser: an infinite or undefined number (epsilon of a run
+    without DP, an AUC without both classes) is null."""
+    typer.echo(
+        json.dumps(_finite(value), ensure_ascii=False, indent=2, default=_plain, allow_nan=False)
+    )
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    item = getattr(value, "item", None)
+    return _finite(item()) if callable(item) and not isinstance(value, str | bytes) else value
 
 
 def _plain(value: Any) -> Any:

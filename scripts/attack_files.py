@@ -134,7 +134,10 @@ def _not_a_database(db: Path) -> None:
 
 
 _MID = "(SELECT seq FROM audit_log ORDER BY seq LIMIT 1 OFFSET 5)"
-_ONE_DECISION = "(SELECT decision_id FROM decisions ORDER BY decision_id LIMIT 1)"
+# A decision still under review: marking it decided and approved in the view is a real change.
+_ONE_DECISION = (
+    "(SELECT decision_id FROM decisions WHERE status = 'under_review' ORDER BY decision_id LIMIT 1)"
+)
 _REVIEWED = "(SELECT decision_id FROM decisions WHERE final_decision IS NOT NULL LIMIT 1)"
 
 NEEDS_REVIEW = "a review's outcome flipped in the view"
@@ -201,7 +204,10 @@ def make_log(model: Model, token: str, workdir: Path, decisions: int = 30) -> Se
             review = schemas["ReviewIn"]["examples"][0]
             referred = []
             for i in range(decisions):
-                r = http.post("/v1/decisions", json={**example, "reference": f"app-{i}"},
+                # The documented applicant is approved: every third one asks for a person, so
+                # the log also holds decisions under review (and reviews of them).
+                asked = {"human_review_requested": True} if i % 3 == 0 else {}
+                r = http.post("/v1/decisions", json={**example, **asked, "reference": f"app-{i}"},
                               headers=headers)  # fmt: skip
                 r.raise_for_status()
                 if r.json()["status"] == "under_review":

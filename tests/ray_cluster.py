@@ -71,7 +71,8 @@ class LoopbackCluster:
         found = []
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):  # a worker may end while we look
-                if proc.cmdline()[0].endswith("/raylet"):
+                cmdline = proc.cmdline()  # empty for a process already gone (a zombie)
+                if cmdline and cmdline[0].endswith("/raylet"):
                     found.append(proc)
         return found
 

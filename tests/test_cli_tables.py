@@ -68,3 +68,17 @@ def test_every_table_printed_through_show_table_folds() -> None:
     assert "…" not in text
     assert LONG_ID in "".join(line.split("│")[1].strip() for line in text.splitlines()
                               if line.startswith("│"))  # fmt: skip
+
+
+def test_json_output_is_strict_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """jq refuses `Infinity`/`NaN`: an epsilon without DP or an undefined AUC is null."""
+    import json
+
+    import numpy as np
+
+    from jointcredit.cli.output import print_json
+
+    print_json({"epsilon": float("inf"), "auc": float("nan"), "x": [np.float64("inf"), 1.5]})
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda c: 1 / 0) == {
+        "epsilon": None, "auc": None, "x": [None, 1.5],
+    }  # fmt: skip

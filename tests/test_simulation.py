@@ -60,11 +60,15 @@ class _Lines(logging.Handler):
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     out = tmp_path_factory.mktemp("sim") / "out"
     handler, flwr_log = _Lines(logging.INFO), logging.getLogger("flwr")
+    # An earlier test in this process (a quiet CLI run) may have left Flower's logger quieter.
+    level = flwr_log.level
+    flwr_log.setLevel(logging.INFO)
     flwr_log.addHandler(handler)
     try:
         return out, simulate(_settings(out))
     finally:
         flwr_log.removeHandler(handler)
+        flwr_log.setLevel(level)
 
 
 def test_the_log_names_the_spec_by_digest_and_size(run: tuple[Path, dict[str, Any]]) -> None:
