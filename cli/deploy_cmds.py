@@ -235,8 +235,8 @@ def node_start(
             max=3.0,
             help="seconds an idle SuperNode waits between polls of the SuperLink (Flower's "
             "own: 3 s; each idle node polls about 1/this times a second: keep 0.5 or more "
-            "for large federations); during a run it polls every 0.2 s at most, and checks "
-            "for its ClientApp's reply every 20 ms",
+            "for large federations); during a run it polls every 0.2 s at most (unless this "
+            "is above 0.5), and checks for its ClientApp's reply every 20 ms",
         ),
     ] = 0.5,
     dry_run: Annotated[bool, typer.Option(help="print the commands instead")] = False,

@@ -235,13 +235,16 @@ def load_federation(config: DataConfig) -> FederatedData:
 
 # A deployed node's long-lived ClientApp worker validates its one file before any message
 # (`preload_institution_file`) and runs each message in a fork: the forks reuse those rows
-# while the file is the one that was read (same device, inode, size, modification time).
+# while the file is the one that was read: same device, inode, size, modification time and
+# status-change time (set by the kernel on every write or utime, so a same-size rewrite with
+# its old modification time put back is read again).
 _VALIDATED_FILES: dict[str, tuple[tuple[object, ...], Split]] = {}
 
 
 def _file_identity(path: Path, schema: Schema, max_mb: int) -> tuple[object, ...]:
     st = path.stat()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, schema.model_dump_json(), max_mb)
+    stamps = (st.st_mtime_ns, st.st_ctime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, *stamps, schema.model_dump_json(), max_mb)
 
 
 def read_institution_file(path: Path, schema: Schema, *, max_mb: int) -> Split:

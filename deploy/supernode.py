@@ -7,7 +7,8 @@ is in that sleep, so the wait alone was most of a small model's deployed round. 
 Flower's own `flower-supernode` entry point with the idle sleep capped at `--poll-interval`
 (the SuperLink then answers about 1/poll-interval empty pulls per idle node and second: keep
 it at 0.5 s or more for large federations), at `ACTIVE_POLL` while a run is sending the node
-messages, and the waits for its ClientApp's reply at `LOCAL_WAIT`. Nothing else changes: same
+messages (unless the interval is set above 0.5 s), and the waits for its ClientApp's reply at
+`LOCAL_WAIT`. Nothing else changes: same
 arguments, TLS, node authentication, node config.
 
     python -m jointcredit.deploy.supernode --poll-interval 0.5 FLOWER-SUPERNODE-ARGS...
@@ -29,6 +30,7 @@ LOCAL_WAIT = 0.02  # seconds
 # Those shorter waits happen only while the node holds a message, i.e. during a run, whose next
 # message then comes within seconds: for a while after one the node polls at ACTIVE_POLL, a
 # node without a run at `--poll-interval` (the SuperLink's load from idle nodes is unchanged).
+# An operator who sets an interval above the default (a large federation) keeps it throughout.
 ACTIVE_POLL = 0.2  # seconds
 ACTIVE_WINDOW = 30.0  # seconds after the node last held a message
 
@@ -46,7 +48,8 @@ class ShortSleeps:
         active_window: float = ACTIVE_WINDOW,
     ) -> None:
         self.cap, self.local_cap = cap, local_cap
-        self.active_poll, self.active_window = min(active_poll, cap), active_window
+        self.active_poll = min(active_poll, cap) if cap <= DEFAULT_POLL else cap
+        self.active_window = active_window
         self.last_message = -float("inf")
 
     def __getattr__(self, name: str) -> Any:

@@ -383,6 +383,7 @@ def test_supernode_local_waits_are_short_and_idle_polls_capped(
     sleeps.sleep(3)  # the run is over: back to the configured poll
     assert slept == [0.5, supernode.LOCAL_WAIT, 0.001, supernode.ACTIVE_POLL, 0.5]
     assert supernode.ShortSleeps(cap=0.1).active_poll == 0.1  # never slower than asked
+    assert supernode.ShortSleeps(cap=2.0).active_poll == 2.0  # a large federation's choice
 
 
 def test_a_node_runs_only_its_installed_clientapp(

@@ -73,6 +73,27 @@ def test_a_changed_file_is_read_again(node_file: Path, monkeypatch: pytest.Monke
     assert len(seen) == 3
 
 
+def test_a_same_size_rewrite_with_its_old_times_is_read_again(
+    node_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same inode, the same size, its modification time put back (`touch -r`, `cp -p`):
+    still another file's rows."""
+    schema = load_schema(SAMPLE / "schema.toml")
+    seen = _count_validations(monkeypatch)
+    catalog.load_institution_file(node_file, schema, catalog.DataConfig())
+    before = node_file.stat()
+    content = bytearray(node_file.read_bytes())
+    with node_file.open("r+b") as fh:  # same inode, same length
+        fh.write(bytes(content))
+    os.utime(node_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = node_file.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns,
+    )  # fmt: skip
+    catalog.load_institution_file(node_file, schema, catalog.DataConfig())
+    assert len(seen) == 2
+
+
 def test_a_file_that_cannot_be_read_ahead_is_left_to_the_tasks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
