@@ -242,18 +242,23 @@ class Schema(BaseModel):
         return "\n".join(lines) + "\n"
 
 
-def load_schema(path: str | Path) -> Schema:
-    """Read and validate a schema file; every problem becomes a `DataValidationError`."""
+def read_schema_toml(path: str | Path) -> dict[str, object]:
+    """A schema file's TOML (horizontal or vertical); a missing, unreadable or malformed file
+    is a `DataValidationError` naming it."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise DataValidationError("schema file not found", source=str(p)) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"cannot read schema file: {exc}", source=str(p)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise DataValidationError(f"not valid TOML: {exc}", source=str(p)) from exc
-    return parse_schema(raw, source=str(p))
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Read and validate a schema file; every problem becomes a `DataValidationError`."""
+    return parse_schema(read_schema_toml(path), source=str(Path(path)))
 
 
 def parse_schema(raw: dict[str, object], *, source: str = "<schema>") -> Schema:

@@ -25,7 +25,6 @@ supported in a vertical schema yet.
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from jointcredit.data.errors import DataValidationError
-from jointcredit.data.schema import FeatureSpec, Schema, parse_schema
+from jointcredit.data.schema import FeatureSpec, Schema, parse_schema, read_schema_toml
 from jointcredit.trust.ids import RULE, is_institution_id
 
 
@@ -80,16 +79,7 @@ class VerticalSchema:
 
 def load_vertical_schema(path: str | Path) -> VerticalSchema:
     """Read and check a vertical schema file; every problem is a `DataValidationError`."""
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise DataValidationError("schema file not found", source=str(p)) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataValidationError(f"cannot read schema file: {exc}", source=str(p)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise DataValidationError(f"not valid TOML: {exc}", source=str(p)) from exc
-    return parse_vertical_schema(raw, source=str(p))
+    return parse_vertical_schema(read_schema_toml(path), source=str(Path(path)))
 
 
 def parse_vertical_schema(raw: dict[str, object], *, source: str = "<schema>") -> VerticalSchema:
