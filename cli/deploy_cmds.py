@@ -12,7 +12,7 @@ from rich.console import Console
 
 from jointcredit.cli.options import RUN_CONFIG_HELP, parse_run_config
 from jointcredit.cli.run_cmds import progress_bar
-from jointcredit.deploy import kits, node, processes
+from jointcredit.deploy import kits, link, node, processes
 from jointcredit.deploy.resume import check_resume, resume_config, superseded_run
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.federation.settings import SettingsError
@@ -34,14 +34,6 @@ CONNECTION = "jointcredit"
 def _fail(exc: Exception, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
     return typer.Exit(code)
-
-
-def _exec(cmd: list[str], dry_run: bool) -> None:
-    """Replace this process with `cmd` (Flower's own process), or only print it."""
-    if dry_run:
-        console.print(processes.shell_line(cmd), soft_wrap=True)
-        return
-    processes.exec_process(cmd, processes.flower_env())
 
 
 def provision(
@@ -115,14 +107,22 @@ def link_start(
     listen: Annotated[
         str | None, typer.Option(help="address to listen on [default: 0.0.0.0]")
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="print the command instead")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the commands instead")] = False,
 ) -> None:
-    """Run the SuperLink with TLS and node authentication (replaces this process)."""
+    """Run the SuperLink (TLS, node authentication) until SIGTERM, with the long-lived
+    ServerApp worker that runs this machine's installed ServerApp for each run, both
+    supervised here."""
     try:
-        cmd = processes.superlink_command(kit, state, listen)
-    except ValueError as exc:
+        if dry_run:
+            secret = Path("PRIVATE-DIR") / node.SECRET_NAME  # made fresh at each start
+            cmds = link.link_commands(kit, state, secret, listen)
+            console.print(processes.shell_line(cmds.supernode), soft_wrap=True)
+            console.print(processes.shell_line(cmds.clientapp), soft_wrap=True)
+            return
+        code = link.run_link(kit, state, processes.flower_env(), listen)
+    except (ValueError, OSError) as exc:
         raise _fail(exc) from exc
-    _exec(cmd, dry_run)
+    raise typer.Exit(code)
 
 
 @link_app.command("register")

@@ -4,7 +4,8 @@ Under process isolation the SuperNode starts nothing itself: something must poll
 API (loopback) for ClientApp tasks. Flower's `flower-superexec` does that by starting a fresh
 `flwr-clientapp` process per task, i.e. per message, which imports Flower, torch and the app
 before handling its one message and exiting. This worker imports the app once, then runs each
-task in a fork of itself through Flower's own `run_clientapp` (the body of `flwr-clientapp`):
+task in a fork of itself (`app_worker`) through Flower's own `run_clientapp` (the body of
+`flwr-clientapp`):
 still one process per message, the node's state travelling only in the task's Context as
 Flower intends, but nothing left to import.
 
@@ -15,17 +16,19 @@ Started and supervised by `jointcredit node start` (`deploy/node.py`); run by ha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
-import signal
 import sys
-import time
-import traceback
 from collections.abc import Callable, Sequence
-from types import FrameType
 from typing import NoReturn
 
+from jointcredit.deploy.app_worker import (
+    TaskWorker,
+    fresh_randomness,
+    import_component,
+    read_secret,
+    run_forked_task,
+)
 from jointcredit.deploy.supernode import shorten_object_pulls
 
 # The app's ClientApp, as `[tool.flwr.app.components] clientapp` names it (a unit test holds
@@ -38,7 +41,7 @@ WARM = ("torch._dynamo",)
 # and validates the node's file again (each fork inherits the validated rows).
 PRELOAD_DATA = "jointcredit.client.data:preload_node_file"
 POLL_SECONDS = 0.1  # between task polls on the loopback Runtime API
-STOP_GRACE = 10.0  # seconds a running task gets to finish on SIGTERM
+_fresh_randomness = fresh_randomness  # the name the tests and older scripts use
 
 
 def pin_clientapp(app: object, reference: str) -> None:
@@ -94,34 +97,15 @@ def preload(reference: str, warm: Sequence[str] = WARM) -> object:
     to."""
     for name in warm:
         importlib.import_module(name)
-    module_name, _, attributes = reference.partition(":")
-    found: object = importlib.import_module(module_name)
-    for name in attributes.split(".") if attributes else []:
-        found = getattr(found, name)
     from flwr.clientapp import ClientApp
 
-    if not isinstance(found, ClientApp):
-        raise TypeError(f"{reference} is not a Flower ClientApp")
-    return found
-
-
-def _fresh_randomness() -> None:
-    """A fork starts with its parent's pseudo-random state; a fresh process would not.
-    Python's `random` reseeds itself after fork; NumPy's global generator (Flower's SecAgg+
-    quantisation draws from it) does not. Torch's default seed is fixed in any process."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed()
+    return import_component(reference, ClientApp)
 
 
 def _run_task(address: str, token: str) -> NoReturn:
-    """In the fork: exactly what `flwr-clientapp --token TOKEN` does, then leave without the
-    parent's exit handlers."""
-    code = 1
-    try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        _fresh_randomness()
+    """In the fork: exactly what `flwr-clientapp --token TOKEN` does."""
+
+    def body() -> None:
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
         run_clientapp(
@@ -132,106 +116,8 @@ def _run_task(address: str, token: str) -> NoReturn:
             parent_pid=os.getppid(),
             runtime_dependency_install=False,
         )
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # a task's failure must not reach the worker's loop
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
 
-
-class Worker:
-    """Poll the SuperNode's Runtime API for ClientApp tasks; fork one child per task."""
-
-    def __init__(self, address: str, secret: bytes | None, poll: float = POLL_SECONDS) -> None:
-        from flwr.supercore.interceptors import (
-            RuntimeVersionHttpInterceptor,
-            SuperExecAuthHttpInterceptor,
-        )
-        from flwr.supercore.protobuf.client import ProtobufClientInterceptor
-        from flwr.supercore.retry import make_simple_http_retry_invoker
-        from flwr.supercore.runtime import RuntimeHttpClient
-
-        interceptors: list[ProtobufClientInterceptor] = [
-            RuntimeVersionHttpInterceptor(component_name="SuperExec")
-        ]
-        if secret is not None:
-            interceptors.append(
-                SuperExecAuthHttpInterceptor(
-                    master_secret=secret,
-                    protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"}),
-                )
-            )
-        self.address = address
-        self.poll = poll
-        self.client = RuntimeHttpClient.from_server_address(
-            server_address=address,
-            insecure=True,
-            root_certificates=None,
-            interceptors=interceptors,
-            retry_invoker=make_simple_http_retry_invoker(),
-        )
-        self.children: set[int] = set()
-        self.stopping = False
-        self.parent = os.getppid()
-
-    def _stop(self, _sig: int, _frame: FrameType | None) -> None:
-        self.stopping = True
-
-    def _reap(self) -> None:
-        for pid in list(self.children):
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                self.children.discard(pid)
-
-    def acquire(self) -> str | None:
-        """A ClientApp task's token, or None when there is none."""
-        from flwr.proto.runtime_pb2 import AcquireTaskRequest
-        from flwr.supercore.constant import TaskType
-
-        res = self.client.AcquireTask(
-            AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
-        )
-        if res.HasField("task") and res.token:
-            return str(res.token)
-        return None
-
-    def serve(self) -> int:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        try:
-            while not self.stopping and os.getppid() == self.parent:
-                self._reap()
-                token = self.acquire()
-                if token is None:
-                    time.sleep(self.poll)
-                    continue
-                sys.stdout.flush()
-                sys.stderr.flush()
-                pid = os.fork()
-                if pid == 0:
-                    _run_task(self.address, token)
-                self.children.add(pid)
-        finally:
-            self._shutdown()
-        return 0
-
-    def _signal_children(self, sig: int) -> None:
-        for pid in self.children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-
-    def _shutdown(self) -> None:
-        self._signal_children(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
-        while self.children and time.monotonic() < deadline:
-            self._reap()
-            time.sleep(0.05)
-        self._signal_children(signal.SIGKILL)
-        self.client.close()
+    run_forked_task(body)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,10 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data-file", default=None, help="the node's file, read before any task")
     ap.add_argument("--schema", default=None, help="its schema (with --data-file)")
     args = ap.parse_args(argv)
-    secret = None
-    if args.superexec_auth_secret_file is not None:
-        with open(args.superexec_auth_secret_file, "rb") as fh:
-            secret = fh.read()
+    secret = read_secret(args.superexec_auth_secret_file)
     pin_clientapp(preload(args.clientapp), args.clientapp)
     if args.data_file and args.schema:
         preload_data(PRELOAD_DATA, args.data_file, args.schema)
@@ -256,7 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"ClientApp worker ready ({args.clientapp}), polling {args.runtime_api_address}")
     sys.stdout.flush()
-    return Worker(args.runtime_api_address, secret).serve()
+    from flwr.supercore.constant import TaskType
+
+    address = args.runtime_api_address
+    return TaskWorker(
+        address,
+        TaskType.CLIENT_APP.value,
+        lambda token: _run_task(address, token),
+        secret=secret,
+        poll=POLL_SECONDS,
+    ).serve()
 
 
 if __name__ == "__main__":

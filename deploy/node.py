@@ -108,9 +108,16 @@ def activation_window() -> float:
 
 
 class Supervisor:
-    def __init__(self, commands: NodeCommands, env: dict[str, str]) -> None:
+    """A Flower process (`commands.supernode`: the SuperNode, or the SuperLink for
+    `deploy/link.py`) and its long-lived app worker (`commands.clientapp`), started together
+    and stopped together; a worker that dies is restarted with a back-off."""
+
+    def __init__(
+        self, commands: NodeCommands, env: dict[str, str], worker_name: str = "ClientApp worker"
+    ) -> None:
         self.commands = commands
         self.env = env
+        self.worker_name = worker_name
         self.stop_requested = False
         self.node: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -181,12 +188,12 @@ class Supervisor:
                 if self.worker is not None and self.worker.poll() is not None:
                     self.deaths = [t for t in self.deaths if now - t < 60] + [now]
                     print(
-                        f"ClientApp worker exited ({self.worker.returncode}); restarting",
+                        f"{self.worker_name} exited ({self.worker.returncode}); restarting",
                         file=sys.stderr,
                         flush=True,
                     )
                     if len(self.deaths) >= FAST_FAILURES:
-                        print("ClientApp worker keeps failing: stopping the node", file=sys.stderr)
+                        print(f"{self.worker_name} keeps failing: stopping", file=sys.stderr)
                         return 1
                     pause = min(RESTART_PAUSE[0] * 2 ** (len(self.deaths) - 1), RESTART_PAUSE[1])
                     restart_at = now + pause

@@ -81,10 +81,15 @@ def _require(kit: Path, *names: str) -> None:
         raise ValueError(f"{kit}: missing {', '.join(missing)} (is this the right kit?)")
 
 
-def superlink_command(kit: Path, state: Path, listen: str | None = None) -> list[str]:
+def superlink_command(
+    kit: Path, state: Path, listen: str | None = None, serverapp_secret: Path | None = None
+) -> list[str]:
     """flower-superlink with the kit's TLS certificate, node authentication on, its state in
     `state/`; listening on `listen` (default: the federation address's port on all
-    interfaces - restrict who can reach it: see docs/DEPLOYMENT.md)."""
+    interfaces - restrict who can reach it: see docs/DEPLOYMENT.md). With `serverapp_secret`:
+    process isolation, its runs taken only by the worker holding that secret
+    (`deploy/serverapp_worker.py`, started beside it by `deploy/link.py`); without, Flower's
+    own SuperExec starts a `flwr-serverapp` process per run."""
     _require(kit, CA_CERT, SUPERLINK_CERT, SUPERLINK_KEY)
     fed = load_federation(kit)
     state.mkdir(parents=True, exist_ok=True)
@@ -104,6 +109,11 @@ def superlink_command(kit: Path, state: Path, listen: str | None = None) -> list
         listen or "0.0.0.0",
         "--port",
         str(fed.port),
+        *(
+            ["--isolation", "process", "--superexec-auth-secret-file", str(serverapp_secret)]
+            if serverapp_secret is not None
+            else []
+        ),
     ]
 
 

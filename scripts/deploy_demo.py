@@ -20,7 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from jointcredit.deploy import kits, node, processes
+from jointcredit.deploy import kits, link, node, processes
 from jointcredit.federation.metrics import RunMetrics
 from jointcredit.trust.keyset import TRUST_FILE
 
@@ -57,7 +57,7 @@ def main() -> None:
     try:
         start(
             "superlink",
-            processes.superlink_command(fed.coordinator, args.out / "state", "127.0.0.1"),
+            link.link_start_command(fed.coordinator, args.out / "state", "127.0.0.1"),
         )
         processes.wait_listening(port)
         processes.write_connection(fed.coordinator, flwr_home, "demo")

@@ -8,9 +8,11 @@ scorecard recipe. Prints one JSON line per scenario:
         [--restart] [--poll-interval S] [--out runs/reliability-deploy]
 
 - `node-start` (default): nodes started by `jointcredit node start` (SuperNode + long-lived
-  ClientApp worker). `per-message`: the previous way, `flower-supernode` with Flower's
-  default subprocess isolation (a fresh `flwr-clientapp` process per message) and its
-  default 3 s idle poll - the figure to compare with.
+  ClientApp worker), the SuperLink by `jointcredit link start` (SuperLink + long-lived
+  ServerApp worker). `per-message`: the previous way, `flower-supernode` and
+  `flower-superlink` with Flower's default subprocess isolation (a fresh `flwr-clientapp`
+  process per message, a fresh `flwr-serverapp` per run) and its default 3 s idle poll - the
+  figure to compare with.
 - run time: from `flwr run` to the run's final status, nodes already connected (and, for
   `node-start`, their workers ready: a node serves many runs); `superlink_run_seconds`: the
   same run as the SuperLink recorded it (created to finished), without the start-ups of the
@@ -33,7 +35,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from jointcredit.deploy import kits, node, processes
+from jointcredit.deploy import kits, link, node, processes
 from jointcredit.federation.metrics import RunMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +93,13 @@ class Deployment:
         worker = self.mode != "node-start" or "ClientApp worker ready" in text
         return "SuperNode ID" in text and worker
 
+    def wait_for(self, log: str, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in (self.out / f"{log}.log").read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{log}: no {text!r} after {timeout:.0f} s")
+            time.sleep(0.2)
+
     def wait_ready(self, logs: list[str], timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while not all(self.ready(log) for log in logs):
@@ -100,13 +109,19 @@ class Deployment:
 
     def up(self) -> None:
         coordinator = self.kits.coordinator
-        self.start("superlink", processes.superlink_command(coordinator, self.out / "state"))
+        state = self.out / "state"
+        if self.mode == "node-start":  # and `link start`: SuperLink + ServerApp worker
+            self.start("superlink", link.link_start_command(coordinator, state))
+        else:
+            self.start("superlink", processes.superlink_command(coordinator, state))
         processes.wait_listening(self.port)
         processes.write_connection(coordinator, self.flwr_home, "rel")
         processes.register_nodes(coordinator, self.flwr_home, "rel")
         for inst in LENDERS:
             self.start(inst, self.node_command(inst))
         self.wait_ready(list(LENDERS))
+        if self.mode == "node-start":
+            self.wait_for("superlink", "ServerApp worker ready")
 
     def kill(self, name: str) -> None:
         os.killpg(self.procs[name].pid, signal.SIGKILL)

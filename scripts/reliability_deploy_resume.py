@@ -42,7 +42,7 @@ import psutil
 from reliability_deploy import LENDERS, ROOT, SCHEMA, Deployment
 from reliability_resume import reference_epsilon
 
-from jointcredit.deploy import processes
+from jointcredit.deploy import link, processes
 from jointcredit.federation.checkpoints import latest_checkpoint, signed_run_id
 from jointcredit.server.resume import STATE_JSON
 
@@ -67,9 +67,22 @@ def link_run(dep: Deployment, *args: str) -> list[str]:
     ]  # fmt: skip
 
 
+WORKER = "jointcredit.deploy.serverapp_worker"
+
+
+def _is_serverapp(proc: psutil.Process) -> bool:
+    """A run's ServerApp: Flower's `flwr-serverapp` process, or a fork of the ServerApp
+    worker (`link start`), whose parent is that worker."""
+    command = proc.cmdline()
+    if any("flwr-serverapp" in part for part in command):
+        return True
+    parent = proc.parent()
+    return WORKER in command and parent is not None and WORKER in parent.cmdline()
+
+
 def serverapps(superlink_pid: int) -> list[psutil.Process]:
-    """The ServerApp processes below this SuperLink (its SuperExec's children): only ours,
-    never another deployment's on the same machine."""
+    """The ServerApp processes below this deployment's SuperLink (`link start`'s process or
+    Flower's SuperExec's): only ours, never another deployment's on the same machine."""
     try:
         below = psutil.Process(superlink_pid).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -77,7 +90,7 @@ def serverapps(superlink_pid: int) -> list[psutil.Process]:
     found = []
     for proc in below:
         try:
-            if any("flwr-serverapp" in part for part in proc.cmdline()):
+            if _is_serverapp(proc):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -151,10 +164,11 @@ def kill_at_round(dep: Deployment, run: subprocess.Popen[bytes], k: int, host: b
 def restart_superlink(dep: Deployment) -> None:
     dep.start(
         "superlink",
-        processes.superlink_command(dep.kits.coordinator, dep.out / "state"),
+        link.link_start_command(dep.kits.coordinator, dep.out / "state"),
         "superlink-restarted",
     )
     processes.wait_listening(dep.port)
+    dep.wait_for("superlink-restarted", "ServerApp worker ready")
 
 
 def trial(out: Path, rng: random.Random, rounds: int = 4, host: bool = False) -> dict[str, Any]:
