@@ -52,7 +52,7 @@ class Relay:
 
     def send(self, node: int, kind: str, content: RecordDict) -> tuple[Message, str]:
         """Send one message to `node`; its verified reply and the party that signed it."""
-        sent = self.grid.create_message(content, kind, node, "")
+        sent = Message(content, dst_node_id=node, message_type=kind)
         self.bytes_sent += v.content_bytes(content)
         self.messages += 1
         replies = list(self.grid.send_and_receive([sent], timeout=self.timeout))
