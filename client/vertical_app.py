@@ -206,11 +206,12 @@ def step(msg: Message, context: Context) -> Message:
     action = str(request[v.ACTION])
     if action == v.START:
         columns = {}
-        for p in session.indices:
-            relay_step = int(str(request[f"{v.RELAY_STEP}/{p}"]))
+        # In the order they were answered: each relayed answer must be newer than the last.
+        steps = {p: int(str(request[f"{v.RELAY_STEP}/{p}"])) for p in session.indices}
+        for p in sorted(steps, key=steps.__getitem__):
             relay_node = int(str(request[f"{v.RELAY_NODE}/{p}"]))
             relayed = v.relayed(msg.content, p)
-            columns[p] = session.answer(relayed, p, relay_step, relay_node, v.PSI)
+            columns[p] = session.answer(relayed, p, steps[p], relay_node, v.PSI)
         session.start(columns)
     elif action == v.NEXT:
         party = str(request[v.PARTY])
@@ -222,6 +223,7 @@ def step(msg: Message, context: Context) -> Message:
         raise ProtocolError(f"unknown training step {action!r}")
     kind, value = session.next_request(step)
     if kind == "done":
+        _end(msg, context)  # the thread has ended; nothing of the run stays in the process
         metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
         return _reply(msg, session, v.content(step, v.DONE, **metrics))
     party, wanted, arrays = value
@@ -235,4 +237,11 @@ def serve(msg: Message, context: Context) -> Message:
         raise ProtocolError("only feature parties serve the label party's requests")
     action = str(v.request(msg.content)[v.ACTION])
     out = session.serve(action, v.arrays(msg.content))
+    if action == v.WRITE_PART:  # its last request
+        _end(msg, context)
     return _reply(msg, session, v.content(_step(msg), action, out))
+
+
+def _end(msg: Message, context: Context) -> None:
+    with _LOCK:
+        _SESSIONS.pop((msg.metadata.run_id, context.node_id), None)

@@ -92,7 +92,7 @@ def hello(relay: Relay, nodes: list[int]) -> tuple[str, list[str]]:
         relay.nodes[party] = node
         roles[party] = str(v.request(reply.content).get(v.ROLE))
     labels = [p for p, r in roles.items() if r == v.LABEL_ROLE]
-    features = [p for p, r in roles.items() if r == v.FEATURE_ROLE]
+    features = sorted(p for p, r in roles.items() if r == v.FEATURE_ROLE)
     if len(labels) != 1 or not features or len(labels) + len(features) != len(roles):
         raise FederationError(f"one label party and feature parties expected, got {roles}")
     return labels[0], features
