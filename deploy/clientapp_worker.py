@@ -56,10 +56,14 @@ def pin_clientapp(app: object, reference: str) -> None:
 
     if not isinstance(app, ClientApp):
         raise TypeError(f"{reference} is not a Flower ClientApp")
-    if not callable(getattr(runner, "get_load_client_app_fn", None)):
+    calls = runner.run_clientapp.__code__.co_names
+    if not callable(getattr(runner, "get_load_client_app_fn", None)) or (
+        "get_load_client_app_fn" not in calls
+    ):
         raise RuntimeError(
-            "flwr.supernode.runtime.run_clientapp no longer has get_load_client_app_fn: "
-            "check the installed Flower before pinning the node's ClientApp"
+            "flwr.supernode.runtime.run_clientapp no longer loads the app through "
+            "get_load_client_app_fn: check the installed Flower before pinning the node's "
+            "ClientApp"
         )
 
     def get_load_client_app_fn(

@@ -5,8 +5,9 @@ started together and supervised (`deploy/node.py`'s `Supervisor`).
 `deploy/serverapp_worker.py` takes each run, with the app imported once. They share a
 per-start random secret (`node.private_secret`: a 0600 file in a private directory, removed on
 exit) so that only this worker can take the SuperLink's runs. The worker reaches the
-SuperLink's Runtime API on loopback when the SuperLink's certificate names 127.0.0.1 and it
-listens there, else at the federation's address; always over TLS with the kit's CA.
+SuperLink's Runtime API over TLS with the kit's CA, at an address the SuperLink listens on and
+its certificate names (`runtime_address`): loopback when it can, else the federation's address
+or the `--listen` address; `link start` refuses to start when there is none.
 """
 
 from __future__ import annotations
@@ -26,21 +27,43 @@ LOOPBACK = "127.0.0.1"
 WORKER_NAME = "ServerApp worker"
 
 
-def _certificate_names_loopback(kit: Path) -> bool:
+def _certificate_names(kit: Path) -> set[str]:
+    """The names and addresses the SuperLink's TLS certificate is valid for."""
     cert = x509.load_pem_x509_certificate((kit / SUPERLINK_CERT).read_bytes())
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return False
-    return ipaddress.ip_address(LOOPBACK) in sans.get_values_for_type(x509.IPAddress)
+        return set()
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return ips | {name.lower() for name in sans.get_values_for_type(x509.DNSName)}
+
+
+def _canonical(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host.lower()
 
 
 def runtime_address(kit: Path, listen: str | None) -> str:
-    """Where the worker reaches the SuperLink's Runtime API (its one HTTPS port)."""
+    """Where the worker reaches the SuperLink's Runtime API (its one HTTPS port): an address
+    the SuperLink listens on that its certificate names. Raises ValueError when there is
+    none (the worker could never connect, and runs would wait without an error)."""
     fed = load_federation(kit)
-    if listen in (None, "0.0.0.0", LOOPBACK) and _certificate_names_loopback(kit):
-        return f"{LOOPBACK}:{fed.port}"
-    return fed.superlink
+    names = _certificate_names(kit)
+    host = None if listen is None else _canonical(listen)
+    if host in (None, "0.0.0.0", "::"):  # every interface: loopback, or the federation name
+        if LOOPBACK in names:
+            return f"{LOOPBACK}:{fed.port}"
+        return fed.superlink
+    assert host is not None
+    if host in names:
+        return f"[{host}]:{fed.port}" if ":" in host else f"{host}:{fed.port}"
+    raise ValueError(
+        f"the SuperLink's certificate does not name --listen {listen}, so its ServerApp worker "
+        "could not reach it over TLS: listen on all interfaces, or provision the federation "
+        f"with --extra-host {listen}"
+    )
 
 
 def link_commands(kit: Path, state: Path, secret: Path, listen: str | None = None) -> NodeCommands:

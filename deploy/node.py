@@ -18,6 +18,7 @@ up with the SuperNode's error (a key that is not registered is refused the same 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,23 @@ def private_secret() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_supervisor() -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the child gets SIGTERM when the supervisor dies, even by
+    SIGKILL, so no Flower process outlives it holding its port or taking tasks (Linux;
+    elsewhere None). libc is loaded here, in the parent, so the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return set_parent_death_signal
+
+
 def activation_window() -> float:
     """How long a crashed node's key may still be held online by the SuperLink (s)."""
     from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
@@ -129,7 +147,11 @@ class Supervisor:
         """The SuperNode, its output passed through (and watched for a refused activation)."""
         self.refused.clear()
         node = subprocess.Popen(
-            self.commands.supernode, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            self.commands.supernode,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_supervisor(),
         )
         self.relay = threading.Thread(target=self._relay, args=(node,), daemon=True)
         self.relay.start()
@@ -167,7 +189,11 @@ class Supervisor:
         self.stop_requested = True
 
     def _start_worker(self) -> None:
-        self.worker = subprocess.Popen(self.commands.clientapp, env=self.env)
+        self.worker = subprocess.Popen(
+            self.commands.clientapp,
+            env=self.env,
+            preexec_fn=_die_with_supervisor(),
+        )
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._request_stop)

@@ -57,10 +57,10 @@ def pin_serverapp(app: object, reference: str) -> None:
     if not isinstance(app, ServerApp):
         raise TypeError(f"{reference} is not a Flower ServerApp")
     original: Callable[..., Any] | None = getattr(runtime, "run_", None)
-    if not callable(original):
+    if not callable(original) or "run_" not in runtime.run_serverapp.__code__.co_names:
         raise RuntimeError(
-            "flwr.superlink.runtime.run_serverapp no longer has run_: check the installed "
-            "Flower before pinning the coordinator's ServerApp"
+            "flwr.superlink.runtime.run_serverapp no longer runs the app through run_: check "
+            "the installed Flower before pinning the coordinator's ServerApp"
         )
     runner: Callable[..., Any] = original
 

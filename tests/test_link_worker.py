@@ -60,7 +60,17 @@ def test_the_worker_reaches_the_runtime_api_where_the_certificate_is_valid(
     )
     assert link.runtime_address(both.coordinator, None) == "127.0.0.1:9092"
     assert link.runtime_address(both.coordinator, "0.0.0.0") == "127.0.0.1:9092"
-    assert link.runtime_address(both.coordinator, "10.1.2.3") == "link.example.org:9092"
+    assert link.runtime_address(both.coordinator, "link.example.org") == "link.example.org:9092"
+    # An address the certificate does not name: the worker could never connect (TLS), and
+    # runs would wait without an error; refused at start instead, naming the fix.
+    with pytest.raises(ValueError, match=r"--extra-host 10\.1\.2\.3"):
+        link.runtime_address(both.coordinator, "10.1.2.3")
+    with pytest.raises(ValueError, match=r"does not name --listen 127\.0\.0\.1"):
+        link.runtime_address(named.coordinator, "127.0.0.1")
+    refused = runner.invoke(
+        cli, ["link", "start", "--kit", str(named.coordinator), "--listen", "127.0.0.1"]
+    )
+    assert refused.exit_code == 2 and "--extra-host 127.0.0.1" in refused.output
 
 
 def test_the_superlink_runs_only_its_installed_serverapp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,12 +99,55 @@ def test_the_superlink_runs_only_its_installed_serverapp(monkeypatch: pytest.Mon
 
 
 def test_pinning_refuses_a_flower_without_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pin patches the name Flower's `run_serverapp` calls: if it stops calling it (or
+    it is gone), patching would pin nothing, so the worker refuses to start."""
     import importlib
 
     runtime = importlib.import_module("flwr.superlink.runtime.run_serverapp")
-    monkeypatch.delattr(runtime, "run_")
     app = serverapp_worker.preload(serverapp_worker.SERVERAPP)
+    with monkeypatch.context() as m:
+        m.setattr(runtime, "run_serverapp", lambda **kw: None)  # loads the app another way
+        with pytest.raises(RuntimeError, match="run_"):
+            serverapp_worker.pin_serverapp(app, serverapp_worker.SERVERAPP)
+    monkeypatch.delattr(runtime, "run_")
     with pytest.raises(RuntimeError, match="run_"):
         serverapp_worker.pin_serverapp(app, serverapp_worker.SERVERAPP)
     with pytest.raises(TypeError):
         serverapp_worker.pin_serverapp(object(), "x:y")
+
+
+@pytest.mark.integration
+def test_supervised_processes_do_not_outlive_a_killed_supervisor() -> None:
+    """SIGKILL to `link start` / `node start` (no chance to stop its children): the SuperLink
+    or SuperNode and the worker get SIGTERM from the kernel rather than keep the port and
+    take tasks with nobody supervising them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    script = (
+        "import os, sys\n"
+        "from jointcredit.deploy import node\n"
+        f"cmds = node.NodeCommands({sleeper!r}, {sleeper!r})\n"
+        "node.Supervisor(cmds, dict(os.environ)).run()\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        children: list[psutil.Process] = []
+        while len(children) < 2 and time.monotonic() < deadline:
+            children = psutil.Process(supervisor.pid).children()
+            time.sleep(0.1)
+        assert len(children) == 2
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, alive
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
