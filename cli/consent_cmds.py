@@ -82,7 +82,9 @@ def consent_add(
     consent_id: Annotated[
         str, typer.Option("--id", help="the consent's reference (requests' joint.consent_id)")
     ],
-    purpose: Annotated[str, typer.Option(help="what the consent allows: exposure")] = "exposure",
+    purpose: Annotated[
+        str, typer.Option(help="what the consent allows: exposure, vertical")
+    ] = "exposure",
     expires: Annotated[
         str | None, typer.Option(help="ISO 8601 date or time it lapses (UTC unless given)")
     ] = None,

@@ -1,0 +1,149 @@
+"""The bank's side of scoring a vertical applicant: one signed query to each feature party's
+endpoint (concurrently, one round each, a strict deadline), its signed answer verified.
+
+Each party's outcome is its routing (one side per split) or why there is none:
+`unavailable` (down, slow, an answer unsigned, badly signed, from another key, of another
+shape), `no_data` (the party says the applicant is not in its data) or `no_consent` (the
+party says no valid consent for this query is registered). The decision layer refers every
+applicant whose routing is incomplete, naming the parties: it never routes a guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+import numpy as np
+from pydantic import ValidationError
+
+from jointcredit.service.vertical_kit import VerticalKit
+from jointcredit.service.vertical_party import SIDES_PATH, SidesAnswer, SidesRequest
+from jointcredit.service.vertical_wire import (
+    NONCE_HEADER,
+    Nonces,
+    SignatureRefused,
+    sign,
+    verify,
+)
+
+Problem = Literal["unavailable", "no_data", "no_consent"]
+MAX_ANSWER = 64 * 2**10  # an answer is a few hundred bytes: one side per split
+
+
+@dataclass(frozen=True)
+class PartyLink:
+    """A feature party as the label party's model names it (`party`), the institution whose
+    key signs its answers, and its endpoint's base URL."""
+
+    party: str
+    institution: str
+    url: str
+    splits: int  # how many split ids the label party's model refers to
+
+
+@dataclass(frozen=True)
+class Routing:
+    sides: dict[str, np.ndarray] = field(default_factory=dict)  # party -> (splits,) bool
+    problems: dict[str, tuple[Problem, str]] = field(default_factory=dict)  # party -> why
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
+
+
+class VerticalClient:
+    def __init__(
+        self,
+        kit: VerticalKit,
+        parties: list[PartyLink],
+        model_id: str,
+        *,
+        timeout: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: parties in process
+    ) -> None:
+        if not parties:
+            raise ValueError("a vertical model needs at least one feature party's endpoint")
+        self.kit, self.parties, self.model_id, self.timeout = kit, parties, model_id, timeout
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._nonces = Nonces()
+
+    def _http(self) -> httpx.AsyncClient:
+        # One pool for the process's life: a TLS handshake per decision would cost more than
+        # the decision (kept-alive connections, each verified at its handshake).
+        if self._client is None:
+            verify = True if self._transport is not None else self.kit.client_context()
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout, transport=self._transport, verify=verify
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def routing(self, applicant_id: str, consent_id: str | None) -> Routing:
+        start = time.perf_counter()
+        body = (
+            SidesRequest(applicant_id=applicant_id, consent_id=consent_id, model=self.model_id)
+            .model_dump_json()
+            .encode()
+        )
+        http = self._http()
+        answers = await asyncio.gather(*(self._ask(http, p, body) for p in self.parties))
+        routing = Routing(seconds=time.perf_counter() - start)
+        for p, got in zip(self.parties, answers, strict=True):
+            if isinstance(got, np.ndarray):
+                routing.sides[p.party] = got
+            else:
+                routing.problems[p.party] = got
+        return routing
+
+    async def _ask(
+        self, http: httpx.AsyncClient, p: PartyLink, body: bytes
+    ) -> np.ndarray | tuple[Problem, str]:
+        headers = sign(self.kit.signing_key, SIDES_PATH, body)
+        headers["Content-Type"] = "application/json"
+        try:
+            # The deadline covers the whole exchange, connection included.
+            r = await asyncio.wait_for(
+                http.post(p.url.rstrip("/") + SIDES_PATH, content=body, headers=headers),
+                self.timeout,
+            )
+        except TimeoutError:
+            return "unavailable", f"no answer within {self.timeout:g} s"
+        except httpx.HTTPError as exc:
+            return "unavailable", f"unreachable ({type(exc).__name__})"
+        if len(r.content) > MAX_ANSWER:
+            return "unavailable", "an answer too large"
+        try:
+            verify(
+                self.kit.trust, r.headers, SIDES_PATH, r.content, self._nonces,
+                expected=p.institution, answering=(headers[NONCE_HEADER],
+                                                   r.status_code),
+            )  # fmt: skip
+        except SignatureRefused as exc:
+            return "unavailable", f"answer refused: {exc.code}"
+        if r.status_code not in (200, 403, 404):
+            return "unavailable", f"refused the query ({r.status_code})"
+        try:
+            answer = SidesAnswer.model_validate_json(r.content)
+        except ValidationError:
+            return "unavailable", "a malformed answer"
+        if answer.party != p.party or answer.model != self.model_id:
+            return "unavailable", "an answer for another party or model"
+        if answer.status == "not_found" and r.status_code == 404:
+            return "no_data", "the applicant is not in its data"
+        if answer.status == "consent_required" and r.status_code == 403:
+            return "no_consent", answer.consent_problem or "no consent"
+        if answer.status != "found" or r.status_code != 200 or answer.sides is None:
+            return "unavailable", "an answer that does not match its status"
+        if len(answer.sides) != p.splits:
+            return "unavailable", f"{len(answer.sides)} sides for {p.splits} splits"
+        left: np.ndarray = np.frombuffer(answer.sides.encode(), dtype=np.uint8) == ord("L")
+        return left

@@ -1,0 +1,140 @@
+"""A feature party's (a platform's) side of scoring a vertical applicant: its part of the
+model, its own applicants' bin codes, and what it answers a label party's signed query.
+
+For an applicant in its data, with a consent registered for the asking institution, purpose
+`vertical` and this applicant (its own consent registry: `jointcredit consent add --db
+ITS_DB --institution BANK --purpose vertical ...`), it answers with the side each of its
+splits sends the applicant (`SplitTable.sides`) and nothing else: no raw value, no bin, no
+threshold. Otherwise a signed `consent_required` (checked first: without consent the caller
+does not learn whether the applicant is a customer), `not_found` or `other_model` answer,
+which the bank can tell apart from a failure. Every verified query, whatever its answer, is
+appended to the platform's hash-chained audit log before the answer leaves
+(service/audit.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from jointcredit.data.files import DEFAULT_MAX_FILE_MB, read_chunks
+from jointcredit.data.vertical import validate_party
+from jointcredit.data.vertical_schema import VerticalSchema
+from jointcredit.models.binning.spec import BinningSpec
+from jointcredit.models.vertical.feature_party import SplitTable
+from jointcredit.service.audit import AuditLog, Entry
+from jointcredit.service.consent import ConsentRegistry
+from jointcredit.service.fields import text
+from jointcredit.service.records import VERTICAL_QUERY
+
+SIDES_PATH = "/v1/vertical/sides"
+MAX_SIDES_BODY = 4 * 2**10  # an applicant id, a consent id, a model id
+
+
+class SidesRequest(BaseModel):
+    """The label party's question: how does this applicant route through your splits?"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    applicant_id: text(128, min_length=1)  # type: ignore[valid-type]
+    consent_id: text(64, min_length=1) | None = None  # type: ignore[valid-type]
+    model: str = Field(pattern=r"^[0-9a-f]{64}$", description="the vertical model's id")
+
+
+class SidesAnswer(BaseModel):
+    """`found`: `sides` holds, per split id, 'L' (left) or 'R'; otherwise why not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: Literal["found", "not_found", "consent_required", "other_model"]
+    party: str
+    model: str
+    sides: str | None = Field(None, pattern=r"^[LR]*$")
+    consent_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class FeaturePart:
+    """The feature party's part of a vertical model, as its serving needs it. INTERFACE until
+    the signed artifact's loader exists: `model_id` binds it to the label party's part (the
+    same vertical model), `party` is its name in the vertical schema."""
+
+    party: str
+    model_id: str
+    schema: VerticalSchema
+    bins: BinningSpec  # its own features' bins: raw values -> codes
+    table: SplitTable
+
+
+@dataclass(frozen=True)
+class Applicants:
+    """The platform's own applicants: identifier -> row of bin codes."""
+
+    rows: dict[str, int]
+    codes: np.ndarray  # (applicants, its features)
+
+    @classmethod
+    def load(
+        cls, path: Path, part: FeaturePart, *, max_mb: int = DEFAULT_MAX_FILE_MB
+    ) -> Applicants:
+        """Read and validate its data file (the schema's id column and its features)."""
+        data = validate_party(
+            read_chunks(path, max_mb=max_mb), part.schema, part.party, source=str(path)
+        )
+        ids = [str(i) for i in data.ids.tolist()]
+        codes = part.bins.codes(data.frame[part.bins.names]).astype(np.int64)
+        return cls({i: k for k, i in enumerate(ids)}, codes)
+
+
+class FeaturePartyEndpoint:
+    """Answers verified queries for one feature party (`institution`)."""
+
+    def __init__(
+        self, institution: str, part: FeaturePart, applicants: Applicants, audit: AuditLog
+    ) -> None:
+        self.institution = institution
+        self.part = part
+        self.applicants = applicants
+        self.audit = audit
+        self.consents = ConsentRegistry(audit)
+
+    def answer(self, caller: str, request: SidesRequest) -> tuple[int, SidesAnswer]:
+        """(HTTP status, answer) for a verified query by `caller`. Consent is checked first,
+        so that a caller without it does not learn whether the applicant is a customer."""
+        base = {"party": self.part.party, "model": self.part.model_id}
+        if request.model != self.part.model_id:
+            return 409, SidesAnswer(status="other_model", **base)
+        (problem,) = self.consents.problems(
+            caller, [(request.consent_id, request.applicant_id)], "vertical"
+        )
+        if problem is not None:
+            return 403, SidesAnswer(status="consent_required", consent_problem=problem, **base)
+        row = self.applicants.rows.get(request.applicant_id)
+        if row is None:
+            return 404, SidesAnswer(status="not_found", **base)
+        sides = self.part.table.sides(self.applicants.codes[row : row + 1])[0]
+        return 200, SidesAnswer(status="found", sides="".join("L" if s else "R" for s in sides),
+                                **base)  # fmt: skip
+
+    def handle(
+        self, caller: str, key_id: str, nonce: str, request: SidesRequest
+    ) -> tuple[int, SidesAnswer]:
+        """Answer, and chain the query with its answer before the answer leaves."""
+        status, answer = self.answer(caller, request)
+        self.record(caller, key_id, nonce, request, status, answer)
+        return status, answer
+
+    def record(self, caller: str, key_id: str, nonce: str, request: SidesRequest,
+               status: int, answer: SidesAnswer) -> None:  # fmt: skip
+        """Chain the query and what was answered (not the sides: a digest of them)."""
+        sides = None if answer.sides is None else hashlib.sha256(answer.sides.encode()).hexdigest()
+        payload = {
+            "applicant_id": request.applicant_id, "consent_id": request.consent_id,
+            "model": request.model, "key_id": key_id, "http_status": status,
+            "status": answer.status, "consent_problem": answer.consent_problem,
+            "sides_sha256": sides,
+        }  # fmt: skip
+        self.audit.append([Entry(VERTICAL_QUERY, nonce, caller, payload)])
