@@ -7,6 +7,11 @@ to vouch for (training config, metrics, accepted update digests...), signed by t
 
 The signature covers the exact bytes of manifest.json, which covers every listed file by
 digest, so changing any byte anywhere is caught and named.
+
+A directory can instead be signed by one institution's key (`institution=`: a vertical
+federation's parties each sign their own part of a model); it then verifies only against an
+active key of that institution in the coordinator-signed trust store, so a part signed by
+another party, or by a revoked key, is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
@@ -48,10 +53,16 @@ def sign_directory(
     body: dict[str, Any],
     coordinator: Ed25519PrivateKey,
     store: TrustStore,
+    *,
+    institution: str | None = None,
 ) -> dict[str, Any]:
+    """Sign with the coordinator's key, or with `institution`'s (then `coordinator` is that
+    institution's key, which must be one of its active keys in `store`)."""
     kid = keys.key_id(coordinator)
-    if kid != store.coordinator.key_id:
+    if institution is None and kid != store.coordinator.key_id:
         raise TrustError(f"key {kid} is not the trust store's coordinator key")
+    if institution is not None and kid not in {e.key_id for e in store.active_keys(institution)}:
+        raise TrustError(f"key {kid} is not an active key of {institution} in the trust store")
     reserved = {"format", "files", "trust_store_sha256", "signed_by"} & set(body)
     if reserved:
         raise ValueError(f"manifest body may not set {sorted(reserved)}")
@@ -83,8 +94,11 @@ def _read(path: Path, what: str) -> bytes:
         raise TrustError(f"{exc} ({what})") from exc
 
 
-def verify_directory(directory: Path, store: TrustStore) -> Verified:
-    """Check the coordinator's signature and every file digest; raise naming what failed."""
+def verify_directory(
+    directory: Path, store: TrustStore, *, institution: str | None = None
+) -> Verified:
+    """Check the coordinator's signature (or, with `institution`, the signature of one of that
+    institution's active keys) and every file digest; raise naming what failed."""
     if not directory.is_dir():
         raise TrustError(f"{directory}: not a directory")
     data = _read(directory / MANIFEST, "the directory is not signed")
@@ -98,16 +112,11 @@ def verify_directory(directory: Path, store: TrustStore) -> Verified:
         raise TrustError(f"{directory / SIGNATURE}: malformed signature file ({exc})") from exc
     if scheme != SCHEME:
         raise TrustError(f"{directory / SIGNATURE}: unknown scheme {scheme!r}")
-    if signer != store.coordinator.key_id:
+    public = _signer_key(directory, store, signer, institution)
+    who = "the coordinator's" if institution is None else f"{institution}'s"
+    if len(signature) != keys.SIGNATURE_BYTES or not keys.verify(public, signature, data):
         raise TrustError(
-            f"{directory / SIGNATURE}: signed by key {signer}, not by the coordinator key "
-            f"{store.coordinator.key_id} of the trust store"
-        )
-    if len(signature) != keys.SIGNATURE_BYTES or not keys.verify(
-        store.coordinator_public(), signature, data
-    ):
-        raise TrustError(
-            f"{directory / SIGNATURE}: the coordinator's signature over {MANIFEST} does not "
+            f"{directory / SIGNATURE}: {who} signature over {MANIFEST} does not "
             f"verify ({MANIFEST} was changed after signing, or the signature was)"
         )
     try:
@@ -134,4 +143,27 @@ def verify_directory(directory: Path, store: TrustStore) -> Verified:
         same_trust_store=manifest.get("trust_store_sha256") == store.digest(),
         contents=contents,
         manifest_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _signer_key(
+    directory: Path, store: TrustStore, signer: str, institution: str | None
+) -> Ed25519PublicKey:
+    if institution is None:
+        if signer != store.coordinator.key_id:
+            raise TrustError(
+                f"{directory / SIGNATURE}: signed by key {signer}, not by the coordinator key "
+                f"{store.coordinator.key_id} of the trust store"
+            )
+        return store.coordinator_public()
+    for entry in store.active_keys(institution):
+        if entry.key_id == signer:
+            return keys.public_from_b64(entry.public_key)
+    found = store.find(signer)
+    owner = "no one in the trust store" if found is None else found[0]
+    if found is not None and found[0] == institution:
+        owner = f"{institution}, revoked"
+    raise TrustError(
+        f"{directory / SIGNATURE}: signed by key {signer} ({owner}), not by an active key "
+        f"of {institution}"
     )

@@ -1,0 +1,517 @@
+"""The vertical model artifact: each party's part of a vertical tree ensemble, signed by that
+party's own institution key and verified against the federation's trust store on load (no
+unverified load path, as `jointcredit.models.artifact`).
+
+Layout::
+
+    OUT/model/                   the label party's part, signed by the label party's key
+        vertical.json            `VerticalCard`: which party holds which splits (party ->
+                                 its index in the trees and its number of splits), the label
+                                 party's features by name (no other party's), the training
+                                 settings and metrics, each feature party's part digest (the
+                                 SHA-256 of its signed manifest)
+        ensemble.npz             the `VerticalEnsemble` (NumPy, loaded with allow_pickle=False)
+        bins.json                the label party's own bins (raw values -> codes)
+        manifest.json/.sig
+    OUT/model/parties/<party>/   a feature party's part, signed by that party's key
+        part.json                `FeaturePartCard`: party, index, number of splits, features
+        splits.npz               its `SplitTable`
+        bins.json                its own bins, so it can code a raw applicant
+        manifest.json/.sig
+
+Public functions (stable: the feature party's scoring service uses them):
+
+- `write_feature_part(model_dir, part, *, created_at, signer, trust) -> str`: write and sign
+  `model_dir/parties/<party>/` (built beside it and renamed into place); returns the SHA-256
+  of its signed manifest, which the label party records in its card.
+- `write_label_part(model_dir, *, ensemble, bins, schema, label_party, parties, training,
+  metrics, created_at, signer, trust) -> VerticalCard`: write and sign the label party's
+  part at `model_dir/` (every file replaced whole, the signature last).
+- `load_feature_part(model_dir, party, trust, *, expected_sha256=None) -> FeaturePart`:
+  verify (signed by an active key of `party`), then load and cross-check.
+- `load_label_part(model_dir, trust) -> LabelPart`: the same for the label party's part.
+- `load_vertical_model(model_dir, trust) -> VerticalModel`: every part, each feature party's
+  manifest digest checked against the label party's card; `VerticalModel.predict_pd` scores
+  raw per-party frames (simulations, tests).
+- `is_vertical(model_dir) -> bool`: whether a directory holds a vertical model's card.
+
+`ArtifactError` names what failed (a missing file, a digest, a foreign or revoked signer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field
+
+from jointcredit.data.schema import Schema
+from jointcredit.models.artifact import ArtifactError, weights_bytes
+from jointcredit.models.binning.spec import BinningSpec
+from jointcredit.models.scorecard import ScoreScale
+from jointcredit.models.trees.tree import CATEGORY_SPLIT, LEAF
+from jointcredit.models.vertical.feature_party import SplitTable
+from jointcredit.models.vertical.model import LABEL_PARTY, VerticalEnsemble, VerticalTree
+from jointcredit.trust.canonical import canonical_json
+from jointcredit.trust.errors import TrustError
+from jointcredit.trust.files import UnsafeFile, read_regular, replace_file
+from jointcredit.trust.manifest import Verified, sign_directory, verify_directory
+from jointcredit.trust.store import TrustStore, check_institution_id
+
+FORMAT = "jointcredit-vertical-model"
+PART_FORMAT = "jointcredit-vertical-part"
+CARD = "vertical.json"
+ENSEMBLE = "ensemble.npz"
+BINS = "bins.json"
+PART = "part.json"
+SPLITS = "splits.npz"
+PARTIES = "parties"
+MAX_NODES = 1 << 22  # more nodes than any configured ensemble can grow: a hostile file
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartyEntry(_Strict):
+    """A feature party as the label party's card records it."""
+
+    index: int = Field(ge=1)  # its id in the trees (`VerticalTree.owner`)
+    splits: int = Field(ge=0)  # how many of the ensemble's nodes it holds
+    part_sha256: str  # the SHA-256 of its part's signed manifest
+
+
+class VerticalCard(_Strict):
+    format: str = FORMAT
+    version: int = 1
+    label_party: str
+    features: list[str]  # the label party's, in its codes' order
+    data_schema: Schema  # the label party's label and own features only
+    parties: dict[str, PartyEntry]
+    label_party_splits: int
+    score_scale: ScoreScale = ScoreScale()
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    ensemble_sha256: str
+    bins_sha256: str
+    created_at: str
+
+
+class FeaturePartCard(_Strict):
+    format: str = PART_FORMAT
+    version: int = 1
+    party: str
+    index: int = Field(ge=1)
+    splits: int = Field(ge=0)
+    features: list[str]
+    splits_sha256: str
+    bins_sha256: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class FeaturePart:
+    """A feature party's part: its split table and the bins its raw columns are coded by."""
+
+    party: str
+    index: int
+    table: SplitTable
+    bins: BinningSpec
+
+    def sides(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """(rows, splits) bool: each row's side at each of this party's splits, from its
+        raw columns (what it answers the label party, nothing more)."""
+        return self.table.sides(self.bins.codes(frame).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class LabelPart:
+    card: VerticalCard
+    ensemble: VerticalEnsemble
+    bins: BinningSpec
+    verified: Verified
+
+    def predict_pd(
+        self, frame: pd.DataFrame | Mapping[str, Any], sides: Mapping[int, np.ndarray]
+    ) -> np.ndarray:
+        """PD of rows from the label party's raw columns and each feature party's `sides`
+        (by its index in the trees)."""
+        return self.ensemble.predict_pd(self.bins.codes(frame).astype(np.int64), sides)
+
+
+@dataclass(frozen=True)
+class VerticalModel:
+    label: LabelPart
+    parties: dict[str, FeaturePart]
+
+    def predict_pd(self, frames: Mapping[str, pd.DataFrame]) -> np.ndarray:
+        """PD of aligned rows given every party's raw frame (same rows, same order)."""
+        sides = {p.index: p.sides(frames[name]) for name, p in self.parties.items()}
+        return self.label.predict_pd(frames[self.label.card.label_party], sides)
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+def ensemble_arrays(ensemble: VerticalEnsemble) -> dict[str, np.ndarray]:
+    """The ensemble as flat arrays: every tree's nodes one after the other."""
+    trees = ensemble.trees
+    width = max((t.category_left.shape[1] for t in trees), default=0)
+    out: dict[str, np.ndarray] = {}
+    for name, dtype in _TREE_FIELDS.items():
+        parts: list[np.ndarray] = [np.asarray(getattr(t, name), dtype=dtype) for t in trees]
+        out[name] = np.concatenate(parts) if parts else np.zeros(0, dtype)
+    cats = np.zeros((sum(t.n_nodes for t in trees), width), dtype=bool)
+    at = 0
+    for t in trees:
+        cats[at : at + t.n_nodes, : t.category_left.shape[1]] = t.category_left
+        at += t.n_nodes
+    out["category_left"] = cats
+    out["tree_start"] = np.cumsum([0] + [t.n_nodes for t in trees]).astype(np.int64)
+    out["base_margin"] = np.array([ensemble.base_margin], dtype=np.float64)
+    out["missing"] = np.array(ensemble.missing, dtype=np.int64)
+    return out
+
+
+_TREE_FIELDS: dict[str, type[Any]] = {
+    "owner": np.int32,
+    "split": np.int32,
+    "threshold": np.int32,
+    "default_left": np.bool_,
+    "special_left": np.int64,
+    "left": np.int32,
+    "right": np.int32,
+    "value": np.float64,
+    "cover": np.float64,
+}
+
+
+def ensemble_from_arrays(arrays: Mapping[str, np.ndarray]) -> VerticalEnsemble:
+    """Rebuild and check an ensemble from `ensemble_arrays`' form; ValueError if malformed."""
+    needed = {*_TREE_FIELDS, "category_left", "tree_start", "base_margin", "missing"}
+    if absent := needed - set(arrays):
+        raise ValueError(f"ensemble arrays missing: {sorted(absent)}")
+    n = len(arrays["owner"])
+    if n > MAX_NODES or any(len(arrays[k]) != n for k in (*_TREE_FIELDS, "category_left")):
+        raise ValueError("ensemble arrays of different lengths")
+    if np.asarray(arrays["category_left"]).ndim != 2:
+        raise ValueError("category_left is not a (nodes, width) table")
+    bounds = np.asarray(arrays["tree_start"], dtype=np.int64)
+    if len(bounds) < 1 or bounds[0] != 0 or bounds[-1] != n or np.any(np.diff(bounds) < 1):
+        raise ValueError("tree_start does not partition the nodes")
+    missing = tuple(int(m) for m in np.asarray(arrays["missing"]).tolist())
+    if np.asarray(arrays["base_margin"]).shape != (1,):
+        raise ValueError("one base margin")
+    trees = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        fields: dict[str, np.ndarray] = {
+            k: np.asarray(arrays[k][a:b], dtype=d) for k, d in _TREE_FIELDS.items()
+        }
+        tree = VerticalTree(**fields, category_left=np.asarray(arrays["category_left"][a:b], bool))
+        _check_tree(tree, len(missing))
+        trees.append(tree)
+    base = float(np.asarray(arrays["base_margin"], dtype=np.float64)[0])
+    return VerticalEnsemble(base, missing, tuple(trees))
+
+
+def _check_tree(t: VerticalTree, n_own: int) -> None:
+    internal = t.owner != LEAF
+    own = np.flatnonzero(internal)
+    children = np.concatenate([t.left[internal], t.right[internal]])
+    if np.any(children >= t.n_nodes) or np.any(children <= np.concatenate([own, own])):
+        raise ValueError("a tree whose children do not come after their parent")
+    if len(np.unique(children)) != len(children):
+        raise ValueError("a tree node with two parents")
+    if np.any(t.owner < LEAF) or np.any(internal & (t.split < 0)):
+        raise ValueError("a node with a negative owner or split")
+    mine = t.owner == LABEL_PARTY
+    if np.any(t.split[mine] >= n_own):
+        raise ValueError("a split on a feature the label party does not have")
+    by_set = mine & (t.threshold == CATEGORY_SPLIT)
+    if np.any(mine & (t.threshold < -1) & ~by_set):
+        raise ValueError("a tree node with a negative threshold")
+    if np.any(by_set) and t.category_left.shape[1] == 0:
+        raise ValueError("a set split without its set of categories")
+
+
+def table_arrays(table: SplitTable) -> dict[str, np.ndarray]:
+    width = max((len(c) for c in table.category_left), default=0)
+    cats = np.zeros((len(table), width), dtype=bool)
+    for i, c in enumerate(table.category_left):
+        cats[i, : len(c)] = c
+    return {
+        "missing": np.array(table.missing, dtype=np.int64),
+        "feature": np.array(table.feature, dtype=np.int64),
+        "threshold": np.array(table.threshold, dtype=np.int64),
+        "default_left": np.array(table.default_left, dtype=bool),
+        "special_left": np.array(table.special_left, dtype=np.int64),
+        "category_left": cats,
+    }
+
+
+def table_from_arrays(arrays: Mapping[str, np.ndarray]) -> SplitTable:
+    needed = {"missing", "feature", "threshold", "default_left", "special_left", "category_left"}
+    if absent := needed - set(arrays):
+        raise ValueError(f"split table arrays missing: {sorted(absent)}")
+    missing = tuple(int(m) for m in np.asarray(arrays["missing"]).tolist())
+    n = len(arrays["feature"])
+    cats = np.asarray(arrays["category_left"], dtype=bool)
+    if n > MAX_NODES or any(
+        len(arrays[k]) != n for k in ("threshold", "default_left", "special_left")
+    ):
+        raise ValueError("split table arrays of different lengths")
+    if cats.ndim != 2 or len(cats) != n:
+        raise ValueError("category_left is not a (splits, width) table")
+    feature = np.asarray(arrays["feature"], dtype=np.int64)
+    if np.any((feature < 0) | (feature >= len(missing))):
+        raise ValueError("a split on a feature the party does not have")
+    threshold = np.asarray(arrays["threshold"], dtype=np.int64)
+    if np.any((threshold < -1) & (threshold != CATEGORY_SPLIT)):
+        raise ValueError("a split with a negative threshold")
+    return SplitTable(
+        missing,
+        feature.tolist(),
+        threshold.tolist(),
+        np.asarray(arrays["default_left"], dtype=bool).tolist(),
+        np.asarray(arrays["special_left"], dtype=np.int64).tolist(),
+        list(cats),
+    )
+
+
+def _npz(data: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        return {k: npz[k].copy() for k in npz.files}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def part_directory(model_dir: Path, party: str) -> Path:
+    return model_dir / PARTIES / check_institution_id(party)
+
+
+def write_feature_part(
+    model_dir: Path,
+    part: FeaturePart,
+    *,
+    created_at: str,
+    signer: Ed25519PrivateKey,
+    trust: TrustStore,
+) -> str:
+    """Write and sign `model_dir/parties/<party>/` with the party's own key; returns the
+    SHA-256 of its signed manifest. Built in a fresh directory beside the target and renamed
+    into place: a reader sees the old part or the whole new one."""
+    target = part_directory(model_dir, part.party)
+    if part.bins.names and len(part.bins.names) != len(part.table.missing):
+        raise ValueError("the bins and the split table have different features")
+    splits = weights_bytes(table_arrays(part.table))
+    bins = canonical_json(part.bins.model_dump(mode="json"))
+    card = FeaturePartCard(
+        party=part.party,
+        index=part.index,
+        splits=len(part.table),
+        features=part.bins.names,
+        splits_sha256=_sha(splits),
+        bins_sha256=_sha(bins),
+        created_at=created_at,
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{part.party}."))
+    try:
+        (tmp / SPLITS).write_bytes(splits)
+        (tmp / BINS).write_bytes(bins)
+        (tmp / PART).write_bytes(canonical_json(card.model_dump(mode="json")))
+        sign_directory(
+            tmp,
+            [PART, SPLITS, BINS],
+            {"kind": PART_FORMAT, "party": part.party, "created_at": created_at},
+            signer,
+            trust,
+            institution=part.party,
+        )
+        tmp.chmod(0o755)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _sha((target / "manifest.json").read_bytes())
+
+
+def write_label_part(
+    model_dir: Path,
+    *,
+    ensemble: VerticalEnsemble,
+    bins: BinningSpec,
+    schema: Schema,
+    label_party: str,
+    parties: Mapping[str, PartyEntry],
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    created_at: str,
+    signer: Ed25519PrivateKey,
+    trust: TrustStore,
+    score_scale: ScoreScale | None = None,
+) -> VerticalCard:
+    """Write and sign the label party's part at `model_dir/` with its own key. `schema`: the
+    label party's label and own features (in `bins`' order); `parties`: every feature party
+    the trees route through, with its part's manifest digest (`write_feature_part`'s)."""
+    check_institution_id(label_party)
+    if list(schema.features) != bins.names or len(bins.names) != len(ensemble.missing):
+        raise ValueError("the schema, the bins and the ensemble have different features")
+    index = {e.index: name for name, e in parties.items()}
+    if len(index) != len(parties) or set(ensemble.parties()) - set(index):
+        raise ValueError("every feature party of the trees needs one entry with its own index")
+    owners = np.concatenate([t.owner for t in ensemble.trees]) if ensemble.trees else np.zeros(0)
+    for name, entry in parties.items():
+        if int((owners == entry.index).sum()) != entry.splits:
+            raise ValueError(f"{name}: the trees hold another number of its splits")
+    ens = weights_bytes(ensemble_arrays(ensemble))
+    bbytes = canonical_json(bins.model_dump(mode="json"))
+    card = VerticalCard(
+        label_party=label_party,
+        features=bins.names,
+        data_schema=schema,
+        parties=dict(parties),
+        label_party_splits=int((owners == LABEL_PARTY).sum()),
+        score_scale=score_scale or ScoreScale(),
+        training=training,
+        metrics=metrics,
+        ensemble_sha256=_sha(ens),
+        bins_sha256=_sha(bbytes),
+        created_at=created_at,
+    )
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # Each file whole (a crash leaves the old one or the new one); the signature comes last,
+    # so a part caught half-written does not verify.
+    replace_file(model_dir / ENSEMBLE, ens, mode=0o644)
+    replace_file(model_dir / BINS, bbytes, mode=0o644)
+    replace_file(model_dir / CARD, canonical_json(card.model_dump(mode="json")), mode=0o644)
+    sign_directory(
+        model_dir,
+        [CARD, ENSEMBLE, BINS],
+        {
+            "kind": FORMAT,
+            "party": label_party,
+            "parties": {name: e.part_sha256 for name, e in sorted(parties.items())},
+            "training": training,
+            "metrics": metrics,
+            "created_at": created_at,
+        },
+        signer,
+        trust,
+        institution=label_party,
+    )
+    return card
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def is_vertical(model_dir: Path) -> bool:
+    return (model_dir / CARD).is_file()
+
+
+def _verified(directory: Path, trust: TrustStore, party: str, files: set[str]) -> Verified:
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: not a vertical model part")
+    try:
+        verified = verify_directory(directory, trust, institution=party)
+    except TrustError as exc:
+        raise ArtifactError(str(exc)) from exc
+    if missing := files - set(verified.manifest["files"]):
+        raise ArtifactError(f"{directory}: the signed manifest does not cover {sorted(missing)}")
+    return verified
+
+
+def _digest_check(directory: Path, name: str, data: bytes, expected: str) -> None:
+    if _sha(data) != expected:
+        raise ArtifactError(f"{directory / name}: SHA-256 does not match the part's card")
+
+
+def load_feature_part(
+    model_dir: Path, party: str, trust: TrustStore, *, expected_sha256: str | None = None
+) -> FeaturePart:
+    """Verify `model_dir/parties/<party>/` (signed by an active key of `party`; with
+    `expected_sha256`, exactly the manifest the label party recorded), then load it."""
+    directory = part_directory(model_dir, party)
+    verified = _verified(directory, trust, party, {PART, SPLITS, BINS})
+    if expected_sha256 is not None and verified.manifest_sha256 != expected_sha256:
+        raise ArtifactError(
+            f"{directory}: manifest SHA-256 {verified.manifest_sha256} is not the part the "
+            f"label party's card records ({expected_sha256})"
+        )
+    try:
+        card = FeaturePartCard.model_validate_json(verified.contents[PART])
+        if card.format != PART_FORMAT or card.party != party:
+            raise ValueError(f"a {card.format} part of {card.party!r}")
+        _digest_check(directory, SPLITS, verified.contents[SPLITS], card.splits_sha256)
+        _digest_check(directory, BINS, verified.contents[BINS], card.bins_sha256)
+        table = table_from_arrays(_npz(verified.contents[SPLITS]))
+        bins = BinningSpec.model_validate_json(verified.contents[BINS])
+    except ValueError as exc:
+        raise ArtifactError(f"{directory}: invalid part: {exc}") from exc
+    if bins.names != card.features or len(table.missing) != len(bins.names):
+        raise ArtifactError(f"{directory}: the bins, the card and the split table disagree")
+    if len(table) != card.splits:
+        raise ArtifactError(f"{directory}: {len(table)} splits, the card says {card.splits}")
+    return FeaturePart(party, card.index, table, bins)
+
+
+def load_label_part(model_dir: Path, trust: TrustStore) -> LabelPart:
+    """Verify the label party's part (signed by an active key of the label party its card
+    names), then load and cross-check it."""
+    try:
+        claimed = VerticalCard.model_validate_json(read_regular(model_dir / CARD)).label_party
+    except (FileNotFoundError, UnsafeFile, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / CARD}: not a vertical model card: {exc}") from exc
+    # The card names its signer; the signature is then checked against that party's keys,
+    # and the card re-read from the verified bytes.
+    verified = _verified(model_dir, trust, claimed, {CARD, ENSEMBLE, BINS})
+    try:
+        card = VerticalCard.model_validate_json(verified.contents[CARD])
+        if card.format != FORMAT or card.label_party != claimed:
+            raise ValueError(f"a {card.format} card of {card.label_party!r}")
+        _digest_check(model_dir, ENSEMBLE, verified.contents[ENSEMBLE], card.ensemble_sha256)
+        _digest_check(model_dir, BINS, verified.contents[BINS], card.bins_sha256)
+        ensemble = ensemble_from_arrays(_npz(verified.contents[ENSEMBLE]))
+        bins = BinningSpec.model_validate_json(verified.contents[BINS])
+    except ValueError as exc:
+        raise ArtifactError(f"{model_dir}: invalid vertical model: {exc}") from exc
+    if bins.names != card.features or len(ensemble.missing) != len(bins.names):
+        raise ArtifactError(f"{model_dir}: the bins, the card and the ensemble disagree")
+    unknown = set(ensemble.parties()) - {e.index for e in card.parties.values()}
+    if unknown:
+        raise ArtifactError(f"{model_dir}: trees route through unnamed parties {sorted(unknown)}")
+    return LabelPart(card, ensemble, bins, verified)
+
+
+def load_vertical_model(model_dir: Path, trust: TrustStore) -> VerticalModel:
+    """The label party's part and every feature party's, each verified against its own
+    party's keys and the digest the label party's card recorded for it."""
+    label = load_label_part(model_dir, trust)
+    parties = {}
+    for name, entry in label.card.parties.items():
+        part = load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
+        if part.index != entry.index or len(part.table) != entry.splits:
+            raise ArtifactError(f"{part_directory(model_dir, name)}: not the part the card names")
+        split_ids = [t.split[t.owner == entry.index] for t in label.ensemble.trees if t.n_nodes]
+        if any(np.any(s >= len(part.table)) for s in split_ids):
+            raise ArtifactError(f"{model_dir}: a split id {name}'s table does not hold")
+        parties[name] = part
+    return VerticalModel(label, parties)

@@ -1,0 +1,205 @@
+"""The vertical model artifact: each party's part signed by its own key, loaded only verified,
+scoring as the trained parts did; a changed byte, a part signed by another party or a revoked
+key, or a feature party's part swapped for another validly signed one is refused."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from jointcredit.data.vertical_datasets import load_vertical_dataset
+from jointcredit.models.artifact import ArtifactError
+from jointcredit.models.trees import TreeParams
+from jointcredit.models.trees import train as central_train
+from jointcredit.models.trees.bins import layout as bin_layout
+from jointcredit.models.vertical.artifact import (
+    FeaturePart,
+    PartyEntry,
+    is_vertical,
+    load_feature_part,
+    load_label_part,
+    load_vertical_model,
+    part_directory,
+    write_feature_part,
+    write_label_part,
+)
+from jointcredit.models.vertical.feature_party import FeatureParty
+from jointcredit.models.vertical.label_party import train
+from jointcredit.models.vertical.party_bins import joined_bins, party_bins, party_schema
+from jointcredit.privacy.paillier import HeuSecretKey, public_key
+from jointcredit.trust import keys, store
+from jointcredit.trust.store import TrustStore
+
+CREATED = "2026-12-07T00:00:00+00:00"
+
+
+@dataclass
+class Trained:
+    frames: dict[str, pd.DataFrame]  # aligned rows, per party
+    trust: TrustStore
+    keys: dict[str, Ed25519PrivateKey]
+    coordinator: Ed25519PrivateKey
+    central_pd: np.ndarray
+    model_dir: Path
+
+
+def _write(t: Trained, out: Path, parties: dict[str, FeatureParty], label_args: dict) -> None:
+    entries = {}
+    for name, fp in parties.items():
+        part = FeaturePart(name, fp.party, fp.table, label_args.pop(f"bins_{name}"))
+        digest = write_feature_part(
+            out, part, created_at=CREATED, signer=t.keys[name], trust=t.trust
+        )
+        entries[name] = PartyEntry(index=fp.party, splits=len(fp.table), part_sha256=digest)
+    write_label_part(
+        out, parties=entries, created_at=CREATED, signer=t.keys["bank"], trust=t.trust,
+        **label_args,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    data = load_vertical_dataset("synthetic-vertical", rows=400, seed=3)
+    bank, platform = data.parties["bank"].frame, data.parties["platform"].frame
+    joined = bank.merge(platform, on="phone")
+    frames = {
+        "bank": joined[["phone", *bank.columns[1:]]],
+        "platform": joined[list(platform.columns)],
+    }
+    schemas = {p: party_schema(data.schema, p) for p in frames}
+    bins = {
+        p: party_bins(frames[p], schemas[p], max_bins=8, max_categories=20, min_count=1)
+        for p in frames
+    }
+    codes = {p: bins[p].codes(frames[p]).astype(np.int64) for p in frames}
+    y = frames["bank"]["defaulted"].to_numpy(dtype=float)
+    params = TreeParams(n_trees=3, max_depth=3, learning_rate=0.3)
+    secret = HeuSecretKey()
+    fp = FeatureParty(
+        1, codes["platform"], bin_layout(bins["platform"]), public_key(secret.public.to_bytes())
+    )
+    ensemble = train(codes["bank"], y, bin_layout(bins["bank"]), [fp], params, secret)
+    both = joined_bins([bins["bank"], bins["platform"]])
+    central = central_train(
+        np.hstack([codes["bank"], codes["platform"]]), y, bin_layout(both), params
+    )
+    central_pd = central.predict_pd(np.hstack([codes["bank"], codes["platform"]]))
+
+    coordinator = keys.generate()
+    trust = store.create("vertical-test", coordinator)
+    party_keys = {p: keys.generate() for p in ("bank", "platform", "other")}
+    for p, k in party_keys.items():
+        trust = store.add_key(trust, p, k.public_key(), coordinator)
+    t = Trained(frames, trust, party_keys, coordinator, central_pd, tmp_path_factory.mktemp("m"))
+    _write(
+        t,
+        t.model_dir,
+        {"platform": fp},
+        {
+            "bins_platform": bins["platform"],
+            "ensemble": ensemble,
+            "bins": bins["bank"],
+            "schema": schemas["bank"],
+            "label_party": "bank",
+            "training": {"trees": 3},
+            "metrics": {"auc": 0.5},
+        },
+    )
+    return t
+
+
+def _copy(t: Trained, tmp_path: Path) -> Path:
+    out = tmp_path / "model"
+    shutil.copytree(t.model_dir, out)
+    return out
+
+
+def test_round_trip_scores_as_the_central_model(trained: Trained) -> None:
+    assert is_vertical(trained.model_dir)
+    model = load_vertical_model(trained.model_dir, trained.trust)
+    pd_ = model.predict_pd(trained.frames)
+    assert np.max(np.abs(pd_ - trained.central_pd)) < 1e-9
+    card = model.label.card
+    assert card.label_party == "bank" and card.parties["platform"].index == 1
+    assert card.label_party_splits + card.parties["platform"].splits == sum(
+        int((t.owner >= 0).sum()) for t in model.label.ensemble.trees
+    )
+    # The label party's card names its own features only.
+    assert set(card.features) == set(trained.frames["bank"].columns) - {"phone", "defaulted"}
+    assert not set(card.data_schema.features) & set(trained.frames["platform"].columns)
+    assert model.label.verified.key_id == keys.key_id(trained.keys["bank"])
+
+
+def test_a_feature_party_loads_its_own_part_alone(trained: Trained) -> None:
+    part = load_feature_part(trained.model_dir, "platform", trained.trust)
+    sides = part.sides(trained.frames["platform"].head(5))
+    assert sides.shape == (5, len(part.table))
+
+
+def test_a_changed_byte_is_refused(trained: Trained, tmp_path: Path) -> None:
+    out = _copy(trained, tmp_path)
+    splits = part_directory(out, "platform") / "splits.npz"
+    data = bytearray(splits.read_bytes())
+    data[-20] ^= 1
+    splits.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"splits\.npz"):
+        load_vertical_model(out, trained.trust)
+    ens = out / "ensemble.npz"
+    data = bytearray(ens.read_bytes())
+    data[-20] ^= 1
+    ens.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"ensemble\.npz"):
+        load_label_part(out, trained.trust)
+
+
+def test_a_part_signed_by_another_party_is_refused(trained: Trained, tmp_path: Path) -> None:
+    out = _copy(trained, tmp_path)
+    part = load_feature_part(out, "platform", trained.trust)
+    # The bank rewrites the platform's part under its own key: the signature names the bank.
+    from jointcredit.trust import manifest
+
+    directory = part_directory(out, "platform")
+    manifest.sign_directory(
+        directory, ["part.json", "splits.npz", "bins.json"], {"kind": "x"},
+        trained.keys["bank"], trained.trust, institution="bank",
+    )  # fmt: skip
+    with pytest.raises(ArtifactError, match=r"\(bank\), not by an active key of platform"):
+        load_feature_part(out, "platform", trained.trust)
+    del part
+
+
+def test_a_swapped_part_is_refused(trained: Trained, tmp_path: Path) -> None:
+    """A validly signed part of the platform's, but not the one the label party recorded."""
+    out = _copy(trained, tmp_path)
+    part = load_feature_part(out, "platform", trained.trust)
+    write_feature_part(
+        out, part, created_at="2027-01-01T00:00:00+00:00", signer=trained.keys["platform"],
+        trust=trained.trust,
+    )  # fmt: skip
+    load_feature_part(out, "platform", trained.trust)  # valid on its own
+    with pytest.raises(ArtifactError, match="not the part the label party's card records"):
+        load_vertical_model(out, trained.trust)
+
+
+def test_a_revoked_or_unknown_key_is_refused(trained: Trained) -> None:
+    revoked, _ = store.revoke(trained.trust, trained.coordinator, institution="platform")
+    with pytest.raises(ArtifactError, match="platform, revoked"):
+        load_feature_part(trained.model_dir, "platform", revoked)
+    stranger = store.create("vertical-test", keys.generate())
+    with pytest.raises(ArtifactError, match="no one in the trust store"):
+        load_label_part(trained.model_dir, stranger)
+
+
+def test_writing_refuses_a_key_of_another_party(trained: Trained, tmp_path: Path) -> None:
+    part = load_feature_part(trained.model_dir, "platform", trained.trust)
+    with pytest.raises(Exception, match="not an active key of platform"):
+        write_feature_part(
+            tmp_path, part, created_at=CREATED, signer=trained.keys["bank"], trust=trained.trust
+        )
+    assert not (tmp_path / "parties" / "platform").exists()
