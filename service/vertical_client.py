@@ -60,14 +60,17 @@ class VerticalClient:
         self,
         kit: VerticalKit,
         parties: list[PartyLink],
-        model_id: str,
+        model_ids: dict[str, str],
         *,
         timeout: float = 0.5,
         transport: httpx.AsyncBaseTransport | None = None,  # tests: parties in process
     ) -> None:
         if not parties:
             raise ValueError("a vertical model needs at least one feature party's endpoint")
-        self.kit, self.parties, self.model_id, self.timeout = kit, parties, model_id, timeout
+        if set(model_ids) != {p.party for p in parties}:
+            raise ValueError("one model id per feature party")
+        # Per party: the SHA-256 of its signed part, as the label party's card records it.
+        self.kit, self.parties, self.model_ids, self.timeout = kit, parties, model_ids, timeout
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._nonces = Nonces()
@@ -89,13 +92,10 @@ class VerticalClient:
 
     async def routing(self, applicant_id: str, consent_id: str | None) -> Routing:
         start = time.perf_counter()
-        body = (
-            SidesRequest(applicant_id=applicant_id, consent_id=consent_id, model=self.model_id)
-            .model_dump_json()
-            .encode()
-        )
         http = self._http()
-        answers = await asyncio.gather(*(self._ask(http, p, body) for p in self.parties))
+        answers = await asyncio.gather(
+            *(self._ask(http, p, applicant_id, consent_id) for p in self.parties)
+        )
         routing = Routing(seconds=time.perf_counter() - start)
         for p, got in zip(self.parties, answers, strict=True):
             if isinstance(got, np.ndarray):
@@ -105,8 +105,11 @@ class VerticalClient:
         return routing
 
     async def _ask(
-        self, http: httpx.AsyncClient, p: PartyLink, body: bytes
+        self, http: httpx.AsyncClient, p: PartyLink, applicant_id: str, consent_id: str | None
     ) -> np.ndarray | tuple[Problem, str]:
+        model = self.model_ids[p.party]
+        query = SidesRequest(applicant_id=applicant_id, consent_id=consent_id, model=model)
+        body = query.model_dump_json().encode()
         headers = sign(self.kit.signing_key, SIDES_PATH, body)
         headers["Content-Type"] = "application/json"
         try:
@@ -135,7 +138,7 @@ class VerticalClient:
             answer = SidesAnswer.model_validate_json(r.content)
         except ValidationError:
             return "unavailable", "a malformed answer"
-        if answer.party != p.party or answer.model != self.model_id:
+        if answer.party != p.party or answer.model != model:
             return "unavailable", "an answer for another party or model"
         if answer.status == "not_found" and r.status_code == 404:
             return "no_data", "the applicant is not in its data"

@@ -22,15 +22,18 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from jointcredit.data.errors import DataValidationError
 from jointcredit.data.files import DEFAULT_MAX_FILE_MB, read_chunks
 from jointcredit.data.vertical import validate_party
 from jointcredit.data.vertical_schema import VerticalSchema
-from jointcredit.models.binning.spec import BinningSpec
-from jointcredit.models.vertical.feature_party import SplitTable
+from jointcredit.models.artifact import ArtifactError
+from jointcredit.models.vertical.artifact import FeaturePart, load_feature_part, part_directory
 from jointcredit.service.audit import AuditLog, Entry
 from jointcredit.service.consent import ConsentRegistry
 from jointcredit.service.fields import text
 from jointcredit.service.records import VERTICAL_QUERY
+from jointcredit.trust.files import UnsafeFile, read_regular
+from jointcredit.trust.store import TrustStore
 
 SIDES_PATH = "/v1/vertical/sides"
 MAX_SIDES_BODY = 4 * 2**10  # an applicant id, a consent id, a model id
@@ -57,16 +60,26 @@ class SidesAnswer(BaseModel):
 
 
 @dataclass(frozen=True)
-class FeaturePart:
-    """The feature party's part of a vertical model, as its serving needs it. INTERFACE until
-    the signed artifact's loader exists: `model_id` binds it to the label party's part (the
-    same vertical model), `party` is its name in the vertical schema."""
+class ServedPart:
+    """The feature party's verified part of a vertical model (models/vertical/artifact.py)
+    and the model's id as both sides know it: the SHA-256 of this part's signed manifest,
+    which the label party's signed card records."""
 
-    party: str
+    part: FeaturePart
     model_id: str
-    schema: VerticalSchema
-    bins: BinningSpec  # its own features' bins: raw values -> codes
-    table: SplitTable
+
+    @classmethod
+    def load(cls, model_dir: Path, party: str, trust: TrustStore) -> ServedPart:
+        """Verify and load `model_dir/parties/<party>/` (signed by an active key of `party`).
+        The digest is read first and then required of the verified manifest, so the id and
+        the part loaded are the same bytes."""
+        try:
+            manifest = read_regular(part_directory(model_dir, party) / "manifest.json")
+        except (FileNotFoundError, UnsafeFile) as exc:
+            raise ArtifactError(f"{model_dir}: no signed part of {party}: {exc}") from exc
+        digest = hashlib.sha256(manifest).hexdigest()
+        part = load_feature_part(model_dir, party, trust, expected_sha256=digest)
+        return cls(part, digest)
 
 
 @dataclass(frozen=True)
@@ -78,25 +91,31 @@ class Applicants:
 
     @classmethod
     def load(
-        cls, path: Path, part: FeaturePart, *, max_mb: int = DEFAULT_MAX_FILE_MB
-    ) -> Applicants:
-        """Read and validate its data file (the schema's id column and its features)."""
-        data = validate_party(
-            read_chunks(path, max_mb=max_mb), part.schema, part.party, source=str(path)
-        )
+        cls, path: Path, served: ServedPart, schema: VerticalSchema, *,
+        max_mb: int = DEFAULT_MAX_FILE_MB,
+    ) -> Applicants:  # fmt: skip
+        """Read and validate its data file (the schema's id column and the party's
+        features), then code it with the part's bins."""
+        party = served.part.party
+        if party not in schema.parties:
+            raise DataValidationError(f"the schema has no [parties.{party}]", source=str(path))
+        data = validate_party(read_chunks(path, max_mb=max_mb), schema, party, source=str(path))
+        missing = [f for f in served.part.bins.names if f not in data.frame.columns]
+        if missing:
+            raise DataValidationError(
+                f"the model's features {missing} are not the schema's {party} features",
+                source=str(path),
+            )
         ids = [str(i) for i in data.ids.tolist()]
-        codes = part.bins.codes(data.frame[part.bins.names]).astype(np.int64)
+        codes = served.part.bins.codes(data.frame[served.part.bins.names]).astype(np.int64)
         return cls({i: k for k, i in enumerate(ids)}, codes)
 
 
 class FeaturePartyEndpoint:
-    """Answers verified queries for one feature party (`institution`)."""
+    """Answers verified queries for one feature party."""
 
-    def __init__(
-        self, institution: str, part: FeaturePart, applicants: Applicants, audit: AuditLog
-    ) -> None:
-        self.institution = institution
-        self.part = part
+    def __init__(self, served: ServedPart, applicants: Applicants, audit: AuditLog) -> None:
+        self.served = served
         self.applicants = applicants
         self.audit = audit
         self.consents = ConsentRegistry(audit)
@@ -104,8 +123,8 @@ class FeaturePartyEndpoint:
     def answer(self, caller: str, request: SidesRequest) -> tuple[int, SidesAnswer]:
         """(HTTP status, answer) for a verified query by `caller`. Consent is checked first,
         so that a caller without it does not learn whether the applicant is a customer."""
-        base = {"party": self.part.party, "model": self.part.model_id}
-        if request.model != self.part.model_id:
+        base = {"party": self.served.part.party, "model": self.served.model_id}
+        if request.model != self.served.model_id:
             return 409, SidesAnswer(status="other_model", **base)
         (problem,) = self.consents.problems(
             caller, [(request.consent_id, request.applicant_id)], "vertical"
@@ -115,7 +134,7 @@ class FeaturePartyEndpoint:
         row = self.applicants.rows.get(request.applicant_id)
         if row is None:
             return 404, SidesAnswer(status="not_found", **base)
-        sides = self.part.table.sides(self.applicants.codes[row : row + 1])[0]
+        sides = self.served.part.table.sides(self.applicants.codes[row : row + 1])[0]
         return 200, SidesAnswer(status="found", sides="".join("L" if s else "R" for s in sides),
                                 **base)  # fmt: skip
 

@@ -86,6 +86,6 @@ def party_app(endpoint: FeaturePartyEndpoint, kit: VerticalKit) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "party": endpoint.part.party}
+        return {"status": "ok", "party": endpoint.served.part.party}
 
     return app

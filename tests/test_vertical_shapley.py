@@ -38,23 +38,24 @@ def trained() -> tuple[VerticalCodes, list[FeatureParty], VerticalEnsemble]:
 
 
 def _value(model: VerticalEnsemble, own: np.ndarray, sides: dict[int, np.ndarray],
-           ref: np.ndarray, coalition: set[int]) -> float:  # fmt: skip
+           ref: np.ndarray | None, coalition: set[int]) -> float:  # fmt: skip
     """margin of the hybrid: players in `coalition` (own feature j, or a party's id as
-    -party) from the applicant, the rest from the reference (a party: its larger child)."""
+    -party) from the applicant, the rest from the reference (a party, or every node without
+    a reference applicant: the larger child)."""
     total = model.base_margin
     missing = np.asarray(model.missing)
     for t in model.trees:
         n = 0
         while t.owner[n] != LEAF:
-            if t.owner[n] == LABEL_PARTY:
+            if t.owner[n] == LABEL_PARTY and (ref is not None or int(t.split[n]) in coalition):
                 f = int(t.split[n])
-                c = own[f] if f in coalition else ref[f]
+                c = own[f] if f in coalition or ref is None else ref[f]
                 at = np.array([n])
                 code = np.array([c])
                 left = bool(goes_left(code, missing[f], t.threshold[at], t.default_left[at],
                                       t.special_left[at],
                                       in_category(t.category_left, at, code))[0])  # fmt: skip
-            elif -int(t.owner[n]) in coalition:
+            elif t.owner[n] != LABEL_PARTY and -int(t.owner[n]) in coalition:
                 left = bool(sides[int(t.owner[n])][0, int(t.split[n])])
             else:
                 left = bool(t.cover[t.left[n]] >= t.cover[t.right[n]])
@@ -63,11 +64,12 @@ def _value(model: VerticalEnsemble, own: np.ndarray, sides: dict[int, np.ndarray
     return total
 
 
+@pytest.mark.parametrize("given", [True, False], ids=["reference-applicant", "majority-paths"])
 def test_values_are_the_shapley_values_of_the_players(
-    trained: tuple[VerticalCodes, list[FeatureParty], VerticalEnsemble],
+    trained: tuple[VerticalCodes, list[FeatureParty], VerticalEnsemble], given: bool
 ) -> None:
     data, parties, model = trained
-    ref = np.median(data.label.codes, axis=0).astype(np.int64)
+    ref = np.median(data.label.codes, axis=0).astype(np.int64) if given else None
     explain = VerticalShapley(model, ref)
     players = [0, 1, 2, -1, -2]
     for row in (0, 7, 42):

@@ -2,114 +2,150 @@
 party as one player: its splits are a function of its columns, which the label party never
 sees, only the sides its answer gives. The players are the label party's own features and one
 per feature party; the values are the Shapley values of v(S) = margin(the applicant on S, the
-reference elsewhere), exactly (a group's value is the group's Shapley value, not a sum over
+reference elsewhere), exactly (a party's value is the group's Shapley value, not a sum over
 its splits), and they add up to margin(applicant) - margin(reference).
 
-The reference: for the label party's features the portfolio-average applicant's codes (as
-for the horizontal trees); for a feature party, at each of its splits the side most training
-rows took (the larger child's cover): the label party knows it from its own model, so no
-feature party is asked anything for it.
+The reference: at each node, the side the reference takes. For the label party's nodes it is
+the side of a reference applicant's codes when one is given; for a feature party's nodes (and
+the label party's without a reference applicant) the side most training rows took (the
+larger child's cover): the label party knows it from its own model, so no feature party is
+asked anything for it.
 
-How: `ReferenceShapley` over the ensemble rewritten with each feature party's nodes splitting
-on one column per party (0: the reference's side, 1: the applicant's) and, so that the
-applicant's side at each such node reaches the routing, one hidden column per node that no
-split reads (its value is always 0); the routing of those nodes is overridden (`_left`).
+How: `ReferenceShapley` over the ensemble rewritten so that every node splits on its player's
+column (1: the applicant's side, 0: the reference's), with the node's routing overridden
+(`_left`): the applicant's side from its codes (the label party's nodes) or from one hidden
+column per feature-party node holding the side the party answered; no split reads a hidden
+or code column, so they get no value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from jointcredit.models.trees.ensemble import TreeEnsemble, sigmoid
 from jointcredit.models.trees.shapley import ReferenceShapley
-from jointcredit.models.trees.tree import LEAF, Tree
+from jointcredit.models.trees.tree import LEAF, Tree, goes_left, in_category
 from jointcredit.models.vertical.model import LABEL_PARTY, VerticalEnsemble
 
 
 class _Routed(ReferenceShapley):
-    def __init__(
-        self,
-        ensemble: TreeEnsemble,
-        reference: np.ndarray,
-        remote: np.ndarray,
-        group: np.ndarray,
-        hidden: np.ndarray,
-        reference_left: np.ndarray,
-    ) -> None:
-        # Set before the base class routes the reference through `_left`.
-        self._remote, self._group, self._hidden = remote, group, hidden
-        self._reference_left = reference_left
-        super().__init__(ensemble, reference)
+    """Columns: players, then the label party's codes, then one side per remote node."""
+
+    def __init__(self, ensemble: TreeEnsemble, routing: _Routing) -> None:
+        self._r = routing  # set before the base class routes the reference through `_left`
+        super().__init__(ensemble, np.zeros(ensemble.n_features, dtype=np.int64))
 
     def _left(self, codes: np.ndarray) -> np.ndarray:
-        left = super()._left(codes)
-        if len(self._remote):
-            applicant = codes[:, self._group] == 1
-            left[:, self._remote] = np.where(
-                applicant, codes[:, self._hidden] == 1, self._reference_left
-            )
-        return left
+        r = self._r
+        applicant = np.zeros((len(codes), len(r.player)), dtype=bool)
+        if len(r.own):
+            code = codes[:, r.code_column[r.own]]
+            nodes = np.broadcast_to(np.arange(len(r.own)), code.shape)
+            applicant[:, r.own] = goes_left(
+                code, r.missing[r.own], r.threshold[r.own], r.default_left[r.own],
+                r.special_left[r.own], in_category(r.category_left, nodes, code),
+            )  # fmt: skip
+        if len(r.remote):
+            applicant[:, r.remote] = codes[:, r.hidden] == 1
+        out: np.ndarray = np.where(codes[:, r.player] == 1, applicant, r.reference_left)
+        return out
+
+
+@dataclass(frozen=True)
+class _Routing:
+    """Per internal node of the ensemble (in `ReferenceShapley`'s flat order): its player's
+    column, the reference's side, and what routes the applicant (the label party's nodes:
+    their split on its code column; remote nodes: their hidden column)."""
+
+    player: np.ndarray
+    reference_left: np.ndarray
+    code_column: np.ndarray
+    missing: np.ndarray
+    threshold: np.ndarray
+    default_left: np.ndarray
+    special_left: np.ndarray
+    category_left: np.ndarray  # the label party's nodes' sets, (own nodes, width)
+    own: np.ndarray  # which nodes are the label party's
+    remote: np.ndarray
+    hidden: np.ndarray  # each remote node's hidden column
 
 
 class VerticalShapley:
-    """PD and Shapley values for the label party's rows of own codes and each feature
-    party's sides; columns: own features, then `parties` in order."""
+    """PD and Shapley values for rows of the label party's own codes and each feature party's
+    sides (by its index in the trees); value columns: own features, then `parties` in order.
+    `reference`: a reference applicant's own codes (None: the majority side everywhere)."""
 
-    def __init__(self, model: VerticalEnsemble, reference: np.ndarray) -> None:
-        ref = np.asarray(reference, dtype=np.int64).reshape(-1)
+    def __init__(self, model: VerticalEnsemble, reference: np.ndarray | None = None) -> None:
         n_own = len(model.missing)
-        if len(ref) != n_own:
+        ref = None if reference is None else np.asarray(reference, dtype=np.int64).reshape(-1)
+        if ref is not None and len(ref) != n_own:
             raise ValueError(f"a reference of {len(ref)} codes for {n_own} features")
         self.model = model
         self.parties = model.parties()
-        column = {p: n_own + g for g, p in enumerate(self.parties)}
-        first_hidden = n_own + len(self.parties)
-        trees: list[Tree] = []
-        remote, group, hidden, ref_left = [], [], [], []
+        player_of = {p: n_own + g for g, p in enumerate(self.parties)}
+        self._n_players = n_own + len(self.parties)
+        code_start = self._n_players
+        hidden_start = code_start + n_own
+        cols: dict[str, list[int]] = {k: [] for k in (
+            "player", "reference_left", "code_column", "missing", "threshold", "default_left",
+            "special_left", "own", "remote", "hidden")}  # fmt: skip
+        categories: list[np.ndarray] = []
         self._remote_split: list[tuple[int, int]] = []  # (party, split id) per hidden column
-        flat = 0
+        missing = np.asarray(model.missing, dtype=np.int64)
+        width = max((t.category_left.shape[1] for t in model.trees), default=0)
+        trees: list[Tree] = []
         for t in model.trees:
-            internal = t.owner != LEAF
-            theirs = internal & (t.owner != LABEL_PARTY)
-            feature = np.where(internal, t.split, LEAF).astype(np.int32)
-            rank = np.cumsum(internal) - 1  # a node's place among the tree's internal nodes
-            for n in np.flatnonzero(theirs).tolist():
-                party = int(t.owner[n])
-                feature[n] = column[party]
-                remote.append(flat + int(rank[n]))
-                group.append(column[party])
-                hidden.append(first_hidden + len(self._remote_split))
-                ref_left.append(bool(t.cover[t.left[n]] >= t.cover[t.right[n]]))
-                self._remote_split.append((party, int(t.split[n])))
-            flat += int(internal.sum())
-            trees.append(
-                Tree(
-                    feature=feature,
-                    threshold=t.threshold.copy(),
-                    default_left=t.default_left.copy(),
-                    left=t.left.copy(),
-                    right=t.right.copy(),
-                    value=t.value.copy(),
-                    cover=t.cover.copy(),
-                    special_left=t.special_left.copy(),
-                    category_left=t.category_left.copy(),
-                )
-            )
-        n_hidden = len(self._remote_split)
-        missing = (*model.missing, *(-1,) * (len(self.parties) + n_hidden))
-        self._width = first_hidden + n_hidden
-        self._n_players = first_hidden
-        self._reference = np.concatenate([ref, np.zeros(self._width - n_own, dtype=np.int64)])
-        self._shapley = _Routed(
-            TreeEnsemble(model.base_margin, missing, tuple(trees)),
-            self._reference,
-            np.array(remote, dtype=np.int64),
-            np.array(group, dtype=np.int64),
-            np.array(hidden, dtype=np.int64),
-            np.array(ref_left, dtype=bool),
-        )
+            feature = np.full(t.n_nodes, LEAF, dtype=np.int32)
+            for n in np.flatnonzero(t.owner != LEAF).tolist():
+                k = len(cols["player"])
+                major = bool(t.cover[t.left[n]] >= t.cover[t.right[n]])
+                f = int(t.split[n])
+                cats = np.zeros(width, dtype=bool)
+                if t.owner[n] == LABEL_PARTY:
+                    cols["own"].append(k)
+                    feature[n] = f
+                    cats[: t.category_left.shape[1]] = t.category_left[n]
+                    if ref is not None:
+                        at = np.array([n])
+                        major = bool(goes_left(
+                            ref[f:f + 1], missing[f:f + 1], t.threshold[at], t.default_left[at],
+                            t.special_left[at], in_category(t.category_left, at, ref[f:f + 1]),
+                        )[0])  # fmt: skip
+                    cols["code_column"].append(code_start + f)
+                    cols["missing"].append(int(missing[f]))
+                else:
+                    party = int(t.owner[n])
+                    feature[n] = player_of[party]
+                    cols["remote"].append(k)
+                    cols["hidden"].append(hidden_start + len(self._remote_split))
+                    self._remote_split.append((party, f))
+                    cols["code_column"].append(0)
+                    cols["missing"].append(-1)
+                cols["player"].append(int(feature[n]))
+                cols["threshold"].append(int(t.threshold[n]))
+                cols["default_left"].append(int(t.default_left[n]))
+                cols["special_left"].append(int(t.special_left[n]))
+                cols["reference_left"].append(int(major))
+                categories.append(cats)
+            trees.append(Tree(
+                feature=feature, threshold=np.zeros(t.n_nodes, np.int32),
+                default_left=np.zeros(t.n_nodes, bool), left=t.left.copy(), right=t.right.copy(),
+                value=t.value.copy(), cover=t.cover.copy(),
+                special_left=np.zeros(t.n_nodes, np.int64),
+                category_left=np.zeros((t.n_nodes, 0), bool),
+            ))  # fmt: skip
+        arrays = {k: np.asarray(v, dtype=np.int64) for k, v in cols.items()}
+        for name in ("reference_left", "default_left"):
+            arrays[name] = arrays[name].astype(bool)
+        every = np.asarray(categories, dtype=bool).reshape(len(categories), width)
+        routing = _Routing(**arrays, category_left=every[arrays["own"]])
+        self._width = hidden_start + len(self._remote_split)
+        self._code_start = code_start
+        view = TreeEnsemble(model.base_margin, (-1,) * self._width, tuple(trees))
+        self._shapley = _Routed(view, routing)
 
     def __call__(
         self, codes: np.ndarray, sides: Mapping[int, np.ndarray]
@@ -118,22 +154,17 @@ class VerticalShapley:
         codes = np.asarray(codes, dtype=np.int64)
         pd_ = sigmoid(self.model.margin(codes, sides))
         rows = np.zeros((len(codes), self._width), dtype=np.int64)
-        n_own = codes.shape[1]
-        rows[:, :n_own] = codes
-        rows[:, n_own : self._n_players] = 1
+        rows[:, : self._n_players] = 1
+        rows[:, self._code_start : self._code_start + codes.shape[1]] = codes
         for k, (party, split) in enumerate(self._remote_split):
-            rows[:, self._n_players + k] = sides[party][:, split]
+            rows[:, self._code_start + codes.shape[1] + k] = sides[party][:, split]
         values = self._shapley(rows)[:, : self._n_players]
         return pd_, values
 
     def reference_margin(self) -> float:
-        """margin(reference): what the values are pushes from."""
-        row = self._reference.reshape(1, -1).copy()
-        return float(self._shapley.ensemble.base_margin + self._leaf_sum(row))
-
-    def _leaf_sum(self, row: np.ndarray) -> float:
-        left = self._shapley._left(row)[0]
-        total, flat = 0.0, 0
+        """margin(reference): the margin the values are pushes from."""
+        left = self._shapley._left(np.zeros((1, self._width), dtype=np.int64))[0]
+        total, flat = self.model.base_margin, 0
         for t in self._shapley.ensemble.trees:
             internal = np.flatnonzero(t.feature != LEAF)
             at = {int(n): flat + i for i, n in enumerate(internal.tolist())}
