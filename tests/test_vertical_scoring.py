@@ -45,6 +45,8 @@ from jointcredit.service.vertical_wire import (
 )
 from jointcredit.trust import keys, store
 
+pytestmark = pytest.mark.integration
+
 CONSENT = "consent-7"
 
 
@@ -200,8 +202,11 @@ def _decide(
     language: str = "en",
 ) -> dict[str, object]:  # fmt: skip
     applicant_id, features = fed.applicant(k)
-    body = {"applicant": features, "vertical": {"applicant_id": applicant_id,
-                                                "consent_id": consent}, "language": language}
+    body = {
+        "applicant": features,
+        "vertical": {"applicant_id": applicant_id, "consent_id": consent},
+        "language": language,
+    }
     r = client.post("/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
     out: dict[str, object] = r.json()
@@ -248,7 +253,7 @@ class _Broken(httpx.AsyncBaseTransport):
         if self.how == "unsigned":
             headers = {"content-type": "application/json"}
         elif self.how == "tampered":
-            body = body.replace(b'"L', b'"R', 1).replace(b'LR', b'RR', 1)
+            body = body.replace(b'"L', b'"R', 1).replace(b"LR", b"RR", 1)
         elif self.how == "foreign":  # validly signed, by another member's key
             nonce = request.headers[NONCE_HEADER]
             headers = sign(self.key, SIDES_PATH, body, answering=(nonce, r.status_code))  # type: ignore[arg-type]
