@@ -84,10 +84,14 @@ class ServedPart:
 
 @dataclass(frozen=True)
 class Applicants:
-    """The platform's own applicants: identifier -> row of bin codes."""
+    """The platform's own applicants: identifier -> row; their bin codes, and the side of
+    every split for every applicant, worked out once at start-up (one bit each), so that a
+    query costs a lookup."""
 
     rows: dict[str, int]
-    codes: np.ndarray  # (applicants, its features)
+    codes: np.ndarray  # (applicants, its features), the bins' small unsigned type
+    packed: np.ndarray  # (applicants, ceil(splits / 8)) uint8: 1 = left
+    splits: int
 
     @classmethod
     def load(
@@ -107,8 +111,22 @@ class Applicants:
                 source=str(path),
             )
         ids = [str(i) for i in data.ids.tolist()]
-        codes = served.part.bins.codes(data.frame[served.part.bins.names]).astype(np.int64)
-        return cls({i: k for k, i in enumerate(ids)}, codes)
+        codes = served.part.bins.codes(data.frame[served.part.bins.names])
+        table = served.part.table
+        packed = np.concatenate(
+            [
+                np.packbits(table.sides(codes[i : i + _CHUNK].astype(np.int64)), axis=1)
+                for i in range(0, len(codes), _CHUNK)
+            ]
+        )
+        return cls({i: k for k, i in enumerate(ids)}, codes, packed, len(table))
+
+    def sides(self, row: int) -> np.ndarray:
+        out: np.ndarray = np.unpackbits(self.packed[row], count=self.splits).astype(bool)
+        return out
+
+
+_CHUNK = 65_536  # applicants coded into sides at a time
 
 
 class FeaturePartyEndpoint:
@@ -134,7 +152,7 @@ class FeaturePartyEndpoint:
         row = self.applicants.rows.get(request.applicant_id)
         if row is None:
             return 404, SidesAnswer(status="not_found", **base)
-        sides = self.served.part.table.sides(self.applicants.codes[row : row + 1])[0]
+        sides = self.applicants.sides(row)
         return 200, SidesAnswer(status="found", sides="".join("L" if s else "R" for s in sides),
                                 **base)  # fmt: skip
 

@@ -110,7 +110,7 @@ def test_an_applicant_with_consent_gets_only_the_sides_of_the_platforms_splits(
     assert answer.status == "found" and len(answer.sides or "") == len(table)
     assert set(json.loads(r.content)) == {"status", "party", "model", "sides", "consent_problem"}
     row = platform.endpoint.applicants.rows[platform.applicant]
-    codes = platform.endpoint.applicants.codes[row : row + 1]
+    codes = platform.endpoint.applicants.codes[row : row + 1].astype("int64")
     assert answer.sides == "".join("L" if s else "R" for s in table.sides(codes)[0])
     # The answer is bound to its query: checked against another query's nonce it fails.
     with pytest.raises(SignatureRefused, match="bad-signature"):
@@ -227,7 +227,7 @@ def test_the_service_decides_with_the_platforms_routing_and_its_reason_group(
     label = client.app.state.service.decider.label  # type: ignore[attr-defined]
     row = platform.endpoint.applicants.rows[platform.applicant]
     sides = {1: platform.endpoint.served.part.table.sides(
-        platform.endpoint.applicants.codes[row : row + 1])}  # fmt: skip
+        platform.endpoint.applicants.codes[row : row + 1].astype("int64"))}  # fmt: skip
     expected = label.predict_pd({f: [v] for f, v in fed.applicant(k)[1].items()}, sides)[0]
     assert pd_ == pytest.approx(expected, abs=1e-6)
     decider = client.app.state.service.decider  # type: ignore[attr-defined]
