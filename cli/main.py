@@ -20,7 +20,7 @@ from jointcredit.cli.model_cmds import binning
 from jointcredit.cli.run_cmds import config_app, simulate, sweep
 from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
-from jointcredit.cli.vertical_cmds import vertical_app
+from jointcredit.cli.vertical_serve_cmds import vertical_app
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.files import DEFAULT_MAX_FILE_MB
 
