@@ -127,7 +127,8 @@ def main() -> None:
                 "SELECT payload FROM audit_log WHERE kind = 'decision' ORDER BY seq"
             )
         ][args.warmup :]
-    splits = json.loads((fed.model / "vertical.json").read_text())["parties"]["platform"]["splits"]
+        card = json.loads((fed.model / "vertical.json").read_text())
+        splits = card["parties"]["platform"]["splits"]
     print(f"### {args.decisions} single vertical decisions over loopback, one feature party")
     print()
     print(f"model: {args.trees} trees of depth 3 ({splits} of their splits the platform's), "
