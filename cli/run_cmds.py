@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -121,9 +122,32 @@ def simulate(
         ),
     ] = False,
     wide: WideOption = False,
+    layout: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["horizontal", "vertical"]),
+            help="horizontal: institutions hold different applicants; vertical: parties hold "
+            "different columns of the same applicants (a bank with the label, platforms), "
+            "aligned by private set intersection (docs/VERTICAL.md)",
+        ),
+    ] = "horizontal",
 ) -> None:
     """Run a Flower simulation of the federation and compare it with its baselines. The run
     is written beside OUT and moved into place only when it succeeded."""
+    if layout == "vertical":
+        from jointcredit.cli.vertical_cmds import simulate_vertical
+
+        given = {"--resume": resume is not None, "--ray-address": bool(ray_address),
+                 "--ray-cpus": bool(ray_cpus), "--resumable": resumable}  # fmt: skip
+        simulate_vertical(
+            config,
+            out,
+            unsupported=[flag for flag, on in given.items() if on],
+            baselines=baselines,
+            force=force,
+            as_json=as_json,
+        )
+        return
     from jointcredit.server import events
     from jointcredit.simulations.engine import RayAddressError, parse_ray_address
     from jointcredit.simulations.report import (

@@ -177,8 +177,12 @@ def verify(
     """Verify a signed model artifact: trust store, coordinator signature (the pinned
     coordinator key), every digest."""
     from jointcredit.models.artifact import ArtifactError, load_artifact
+    from jointcredit.models.vertical.artifact import is_vertical
 
     pin = coordinator_pin(trust_file, coordinator_key_id, trust_any_coordinator)
+    if is_vertical(artifact):
+        _verify_vertical(artifact, trust_file, pin, as_json)
+        return
     try:
         trust = store.load_store(trust_file, pin=pin)
         model = load_artifact(artifact, trust)
@@ -217,4 +221,54 @@ def verify(
         console.print(
             "  [yellow]note[/yellow]: signed under another version of the trust store "
             f"({manifest.get('trust_store_sha256')}); the coordinator key is the same"
+        )
+
+
+def _verify_vertical(artifact: Path, trust_file: Path, pin: str | None, as_json: bool) -> None:
+    """A vertical model: the label party's part and every feature party's, each signed by an
+    active key of its own party in the trust store (whose coordinator key is pinned)."""
+    from jointcredit.models.artifact import ArtifactError
+    from jointcredit.models.vertical.artifact import load_vertical_model
+
+    try:
+        trust = store.load_store(trust_file, pin=pin)
+        model = load_vertical_model(artifact, trust)
+    except (TrustError, ArtifactError) as exc:
+        if as_json:
+            typer.echo(
+                json.dumps({"verified": False, "artifact": str(artifact), "error": str(exc)})
+            )
+        else:
+            err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    card = model.label.card
+    parts = {
+        name: {"splits": entry.splits, "manifest_sha256": entry.part_sha256}
+        for name, entry in card.parties.items()
+    }
+    if as_json:
+        facts = {
+            "verified": True, "artifact": str(artifact), "layout": "vertical",
+            "federation": trust.federation, "label_party": card.label_party,
+            "label_party_key_id": model.label.verified.key_id,
+            "label_party_splits": card.label_party_splits,
+            "manifest_sha256": model.label.verified.manifest_sha256, "parties": parts,
+        }  # fmt: skip
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    console.print(
+        f"[green]OK[/green] {artifact}: a vertical model of {len(model.label.ensemble.trees)} "
+        f"trees ({trust.federation})",
+        soft_wrap=True,
+    )
+    console.print(
+        f"  {card.label_party} (label party): {card.label_party_splits} splits, signed by its "
+        f"key {model.label.verified.key_id}",
+        soft_wrap=True,
+    )
+    for name, part in parts.items():
+        console.print(
+            f"  {name}: {part['splits']} splits, its part signed by its own key "
+            f"(manifest sha256 {part['manifest_sha256']})",
+            soft_wrap=True,
         )

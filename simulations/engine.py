@@ -35,9 +35,12 @@ from typing import Any
 from flwr.app import Context, RecordDict
 
 from jointcredit.federation.settings import RunSettings
+from jointcredit.federation.vertical import VerticalSettings
 
 SERVER_APP = "jointcredit.server.app:app"
 CLIENT_APP = "jointcredit.client.app:app"
+VERTICAL_SERVER_APP = "jointcredit.server.vertical_app:app"
+VERTICAL_CLIENT_APP = "jointcredit.client.vertical_app:app"
 
 
 def _toml_value(v: int | float | bool | str) -> str:
@@ -48,7 +51,12 @@ def _toml_value(v: int | float | bool | str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_app_dir(directory: Path, settings: RunSettings) -> None:
+def write_app_dir(
+    directory: Path,
+    settings: RunSettings | VerticalSettings,
+    server_app: str = SERVER_APP,
+    client_app: str = CLIENT_APP,
+) -> None:
     """A minimal Flower app directory whose config is exactly this run's settings.
 
     Simulated ClientApps read their run config from the app directory's pyproject.toml.
@@ -63,8 +71,8 @@ version = "0.1.0"
 publisher = "jointcredit"
 
 [tool.flwr.app.components]
-serverapp = "{SERVER_APP}"
-clientapp = "{CLIENT_APP}"
+serverapp = "{server_app}"
+clientapp = "{client_app}"
 
 [tool.flwr.app.config]
 {config}
@@ -177,11 +185,18 @@ def _one_pass_delivery() -> Iterator[None]:
 
 
 def run_simulation(
-    settings: RunSettings, *, num_nodes: int, cpus_per_client: int = 2, ray_address: str = ""
+    settings: RunSettings | VerticalSettings,
+    *,
+    num_nodes: int,
+    cpus_per_client: int = 2,
+    ray_address: str = "",
+    server_app: str = SERVER_APP,
+    client_app: str = CLIENT_APP,
 ) -> None:
     """Run to completion; raises whatever the ServerApp raised. `ray_address`: HOST:PORT of
     an existing Ray cluster to run the institutions on (left running afterwards); empty: a
-    private Ray instance on this machine, stopped at the end."""
+    private Ray instance on this machine, stopped at the end. `server_app`, `client_app`:
+    the apps (the vertical federation's: `VERTICAL_SERVER_APP`, `VERTICAL_CLIENT_APP`)."""
     # Quiet, self-contained runs: no telemetry, no update check, Ray logs not echoed.
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
@@ -225,7 +240,7 @@ def run_simulation(
         _ray_on_loopback(not host or is_loopback(host)),
         tempfile.TemporaryDirectory(prefix="jointcredit-app-") as app_dir,
     ):
-        write_app_dir(Path(app_dir), settings)
+        write_app_dir(Path(app_dir), settings, server_app, client_app)
         context = Context(
             run_id=run_id,
             node_id=0,
@@ -236,8 +251,8 @@ def run_simulation(
         _run_simulation(
             num_supernodes=num_nodes,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            server_app_attr=SERVER_APP,
-            client_app_attr=CLIENT_APP,
+            server_app_attr=server_app,
+            client_app_attr=client_app,
             backend_name="ray",
             backend_config=backend_config,  # type: ignore[arg-type]
             server_app_context=context,

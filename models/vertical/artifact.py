@@ -76,6 +76,7 @@ BINS = "bins.json"
 PART = "part.json"
 SPLITS = "splits.npz"
 PARTIES = "parties"
+MODEL_DIR = "model"  # a run's model directory under OUT
 MAX_NODES = 1 << 22  # more nodes than any configured ensemble can grow: a hostile file
 
 

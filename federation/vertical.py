@@ -1,0 +1,195 @@
+"""The vertical federation's contract between the coordinator and the parties' nodes: its run
+settings (`VerticalSettings`, the same run-config keys as `RunSettings` where they mean the
+same) and the wire: message types, record names, actions and the relay's keys.
+
+Every message carries the step it belongs to as `server-round` in `protocol.CONFIG` (so a
+reply's signature binds it, and the verifiers of the horizontal path check it unchanged), and
+what it asks for in the `vertical` ConfigRecord (`ACTION`, and for the label party's requests
+the feature party they go to). Payloads are NumPy arrays in the `payload` ArrayRecord. A
+feature party's reply reaches the label party whole: each of its records under `RELAY_PREFIX`
++ its name, so the label party checks the feature party's own signature (end to end: the
+coordinator cannot change what it relays without the signature failing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from jointcredit.federation import protocol
+
+LAYOUT: Final = "layout"
+VERTICAL: Final = "vertical"
+
+# -- message types (Flower's kinds with our own suffix)
+HELLO_ACTION: Final = "vertical_hello"  # every node: which party are you
+PSI_ACTION: Final = "vertical_psi"  # PSI's steps, both roles
+STEP_ACTION: Final = "vertical_step"  # the label party: its next request, or done
+SERVE_ACTION: Final = "vertical_serve"  # a feature party: answer the label party's request
+HELLO: Final = f"{MessageType.QUERY}.{HELLO_ACTION}"
+PSI: Final = f"{MessageType.QUERY}.{PSI_ACTION}"
+STEP: Final = f"{MessageType.TRAIN}.{STEP_ACTION}"
+SERVE: Final = f"{MessageType.TRAIN}.{SERVE_ACTION}"
+
+# -- records
+REQUEST: Final = "vertical"  # ConfigRecord: ACTION, PARTY, ...
+PAYLOAD: Final = "payload"  # ArrayRecord
+RELAY_PREFIX: Final = "relay/"
+ACTION: Final = "action"
+PARTY: Final = "party"
+ROLE: Final = "role"
+RELAY_NODE: Final = "relay-node"  # the feature party's node id, beside a relayed reply
+RELAY_STEP: Final = "relay-step"  # ...and the step it answered
+
+# -- actions
+LABEL_ROLE: Final = "label"
+FEATURE_ROLE: Final = "feature"
+PSI_BLIND: Final = "psi-blind"  # label party: its blinded set for one feature party
+PSI_REBLIND: Final = "psi-reblind"  # feature party: own blinded set, the label party's reblinded
+PSI_INTERSECT: Final = "psi-intersect"  # label party: intersect with one feature party
+PSI_ALIGN: Final = "psi-align"  # label party: the aligned rows, every feature party's message
+PSI_ALIGNED: Final = "psi-aligned"  # feature party: take its aligned rows; reply its columns
+START: Final = "start"  # label party: start training (every feature party's columns relayed)
+NEXT: Final = "next"  # label party: a feature party's answer to its last request
+DONE: Final = "done"  # label party's reply: training, evaluation and its part written
+GRADIENTS: Final = "gradients"
+HISTOGRAMS: Final = "histograms"
+SPLIT: Final = "split"
+SIDES: Final = "sides"
+WRITE_PART: Final = "write-part"
+
+# -- payload arrays and request values
+BLINDED: Final = "blinded"
+REBLINDED: Final = "reblinded"
+POSITIONS: Final = "positions"
+ORDER: Final = "order"
+TRAIN_ROWS: Final = "train-rows"
+N_BINS: Final = "n-bins"
+MISSING: Final = "missing"
+SPECIAL: Final = "special"
+CATEGORICAL: Final = "categorical"
+PUBLIC_KEY: Final = "public-key"
+CIPHERTEXTS: Final = "ciphertexts"
+ROWS: Final = "rows"
+SLOT: Final = "slot"
+N_SLOTS: Final = "n-slots"
+NODE_PREFIX: Final = "node/"
+BUCKETS: Final = "buckets"
+FEATURE: Final = "feature"
+THRESHOLD: Final = "threshold"
+DEFAULT_LEFT: Final = "default-left"
+SPECIAL_LEFT: Final = "special-left"
+CATEGORY_LEFT: Final = "category-left"
+SPLIT_ID: Final = "split-id"
+LEFT: Final = "left"
+PART_SHA256: Final = "part-sha256"
+SIZE: Final = "size"
+# The label party's final reply: metrics of the federated model on the aligned test rows.
+METRIC_PREFIX: Final = "metric/"
+
+
+class VerticalSettings(BaseModel):
+    """A vertical run's settings, under `RunSettings`' run-config keys where they mean the
+    same (defaults: FATE's quality configuration, 30 trees of depth 3 on 32 bins)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    layout: Literal["vertical"] = VERTICAL
+    dataset: str = "synthetic-vertical"
+    schema_file: str = Field("", alias="schema")
+    model: Literal["gbdt"] = "gbdt"
+    seed: int = 42
+    test_fraction: float = Field(0.2, alias="test-fraction", gt=0, lt=1)
+    synthetic_rows: int = Field(30_000, alias="synthetic-rows", ge=200)
+    trees: int = Field(30, ge=1, le=1000)
+    max_depth: int = Field(3, alias="max-depth", ge=1, le=8)
+    # HEU's bucket sums take codes below 127: bins, special values and missing together.
+    max_bins: int = Field(32, alias="max-bins", ge=2, le=100)
+    tree_learning_rate: float = Field(0.3, alias="tree-learning-rate", gt=0, le=1)
+    min_child_weight: float = Field(1.0, alias="min-child-weight", ge=0)
+    reg_lambda: float = Field(1.0, alias="reg-lambda", ge=0)
+    min_split_loss: float = Field(0.0, alias="min-split-loss", ge=0)
+    max_categories: int = Field(50, alias="max-categories", ge=2)
+    min_category_count: int = Field(1, alias="min-category-count", ge=1)
+    label_only_trees: int = Field(0, alias="label-only-trees", ge=0)
+    # Set by the simulation: where the parties write their parts, and their keys.
+    out_dir: str = Field("", alias="out-dir")
+    keys_dir: str = Field("", alias="keys-dir")
+    trust_file: str = Field("", alias="trust-file")
+    parties: int = Field(2, ge=2, le=64)  # nodes the coordinator waits for
+    timeout: float = Field(600.0, gt=0)  # seconds a node may take for one step
+
+    def to_run_config(self) -> dict[str, int | float | str | bool]:
+        return dict(self.model_dump(by_alias=True))
+
+    @classmethod
+    def from_run_config(cls, config: dict[str, Any]) -> VerticalSettings:
+        return cls.model_validate(config)
+
+
+def is_vertical(run_config: dict[str, Any]) -> bool:
+    return run_config.get(LAYOUT) == VERTICAL
+
+
+def content(
+    step: int, action: str, arrays: dict[str, np.ndarray] | None = None, /, **values: Any
+) -> RecordDict:
+    """A vertical message's (or reply's) content: its step, action, values and arrays."""
+    out = RecordDict(
+        {
+            protocol.CONFIG: ConfigRecord({"server-round": step}),
+            REQUEST: ConfigRecord({ACTION: action, **values}),
+        }
+    )
+    if arrays:
+        out[PAYLOAD] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return out
+
+
+def request(content: RecordDict) -> ConfigRecord:
+    record = content.get(REQUEST)
+    if not isinstance(record, ConfigRecord) or not isinstance(record.get(ACTION), str):
+        raise protocol.ProtocolError("a vertical message without its request record")
+    return record
+
+
+def arrays(content: RecordDict) -> dict[str, np.ndarray]:
+    record = content.get(PAYLOAD)
+    if record is None:
+        return {}
+    if not isinstance(record, ArrayRecord):
+        raise protocol.ProtocolError("the payload is not an ArrayRecord")
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def relay(reply: RecordDict, into: RecordDict, party: str) -> None:
+    """Copy a feature party's reply, signature included, into a message to the label party."""
+    for name, record in reply.items():
+        into[f"{RELAY_PREFIX}{party}/{name}"] = record
+
+
+def relayed(content: RecordDict, party: str) -> RecordDict:
+    """The reply of `party` a message relays, as it sent it."""
+    prefix = f"{RELAY_PREFIX}{party}/"
+    return RecordDict(
+        {k.removeprefix(prefix): r for k, r in content.items() if k.startswith(prefix)}
+    )
+
+
+def relayed_parties(content: RecordDict) -> list[str]:
+    return sorted({k.split("/")[1] for k in content if k.startswith(RELAY_PREFIX)})
+
+
+def content_bytes(content: RecordDict) -> int:
+    """What a message's content weighs on the wire, about: its arrays' bytes and its
+    config values' (for `bytes_sent`)."""
+    total = 0
+    for record in content.values():
+        if isinstance(record, ArrayRecord):
+            total += sum(len(a.data) for a in record.values())
+        elif isinstance(record, ConfigRecord):
+            total += sum(len(str(k)) + len(repr(x)) for k, x in record.items())
+    return total

@@ -1,0 +1,187 @@
+"""The vertical federation's ServerApp: a coordinator that relays, and never computes on data.
+
+It asks every node which party it is, runs the PSI between the label party and each feature
+party by passing their messages along, then relays the label party's requests to the feature
+parties and their answers back until the label party says it is done. Every reply is
+verified (`UpdateVerifier`: the party's institution key, this run, this step, this message
+kind, a fresh nonce) before it is used or relayed, and a feature party's answer is relayed
+whole, its signature included, so the label party checks it again itself.
+
+What passes through it is what the parties send each other (docs/PRIVACY.md, "Vertical runs:
+what the coordinator sees"): blinded curve points, Paillier ciphertexts and public key, which
+aligned rows are in which node (instance spaces), a split's local feature index and bin, which
+rows went left, sides of test rows, part digests and the federated model's test metrics. It
+holds no label, no feature value and no secret key. It writes `OUT/vertical.json`: the run's
+`vertical` facts and the federated metrics the label party reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from flwr.app import Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from jointcredit.federation import vertical as v
+from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.server.errors import FederationError
+from jointcredit.server.grid import short_reason
+from jointcredit.server.preprocessing import wait_for_nodes
+from jointcredit.server.verify import UpdateVerifier
+from jointcredit.trust.files import replace_file
+from jointcredit.trust.store import load_store
+from jointcredit.trust.updates import Rejected
+
+RESULT = "vertical.json"
+app = ServerApp()
+
+
+@dataclass
+class Relay:
+    grid: Grid
+    verifier: UpdateVerifier
+    timeout: float
+    step: int = 0
+    bytes_sent: int = 0
+    messages: int = 0
+    nodes: dict[str, int] = field(default_factory=dict)  # party -> node
+
+    def send(self, node: int, kind: str, content: RecordDict) -> tuple[Message, str]:
+        """Send one message to `node`; its verified reply and the party that signed it."""
+        sent = Message(content, dst_node_id=node, message_type=kind)
+        self.bytes_sent += v.content_bytes(content)
+        self.messages += 1
+        replies = list(self.grid.send_and_receive([sent], timeout=self.timeout))
+        who = self.verifier.node_institution.get(node, f"node {node}")
+        if not replies:
+            raise FederationError(f"{who}: no reply within {self.timeout:g} s ({kind})")
+        reply = replies[0]
+        if reply.has_error():
+            raise FederationError(f"{who} failed ({kind}): {short_reason(reply.error.reason)}")
+        try:
+            accepted = self.verifier.check(reply, sent)
+        except Rejected as exc:
+            raise FederationError(f"{who}'s reply ({kind}) rejected: {exc}") from exc
+        return reply, accepted.institution
+
+    def ask(self, party: str, kind: str, content: RecordDict) -> Message:
+        """Send one message to `party`'s node and return its verified reply."""
+        reply, signer = self.send(self.nodes[party], kind, content)
+        if signer != party:
+            raise FederationError(f"{party}'s node answered as {signer}")
+        return reply
+
+    def message(
+        self, action: str, arrays: dict[str, np.ndarray] | None = None, /, **values: object
+    ) -> RecordDict:
+        self.step += 1
+        return v.content(self.step, action, arrays, **values)
+
+
+def hello(relay: Relay, nodes: list[int]) -> tuple[str, list[str]]:
+    """Each node's verified party; the label party and the feature parties."""
+    roles: dict[str, str] = {}
+    for node in nodes:
+        reply, party = relay.send(node, v.HELLO, relay.message(v.HELLO_ACTION))
+        if party in roles:
+            raise FederationError(f"two nodes are {party}")
+        relay.nodes[party] = node
+        roles[party] = str(v.request(reply.content).get(v.ROLE))
+    labels = [p for p, r in roles.items() if r == v.LABEL_ROLE]
+    features = sorted(p for p, r in roles.items() if r == v.FEATURE_ROLE)
+    if len(labels) != 1 or not features or len(labels) + len(features) != len(roles):
+        raise FederationError(f"one label party and feature parties expected, got {roles}")
+    return labels[0], features
+
+
+def psi(
+    relay: Relay, label: str, features: list[str]
+) -> tuple[int, dict[str, Message], dict[str, int]]:
+    """PSI of the label party with each feature party, then the aligned rows sent out."""
+    for party in features:
+        blinded = relay.ask(label, v.PSI, relay.message(v.PSI_BLIND, party=party))
+        answer = relay.ask(party, v.PSI, relay.message(v.PSI_REBLIND, v.arrays(blinded.content)))
+        relayed = {v.RELAY_STEP: relay.step, v.RELAY_NODE: relay.nodes[party]}
+        content = relay.message(v.PSI_INTERSECT, party=party, **relayed)
+        v.relay(answer.content, content, party)
+        relay.ask(label, v.PSI, content)
+    aligned = relay.ask(label, v.PSI, relay.message(v.PSI_ALIGN))
+    request = v.request(aligned.content)
+    size = int(str(request.get(v.SIZE)))
+    indices = dict(item.split("=") for item in str(request.get(v.PARTY)).split(","))
+    arrays = v.arrays(aligned.content)
+    columns, steps = {}, {}
+    for party in features:
+        mine = {
+            k.removeprefix(f"{party}/"): a for k, a in arrays.items() if k.startswith(f"{party}/")
+        }
+        columns[party] = relay.ask(
+            party, v.PSI, relay.message(v.PSI_ALIGNED, mine, party=indices[party])
+        )
+        steps[party] = relay.step
+    return size, columns, steps
+
+
+def train(
+    relay: Relay, label: str, columns: dict[str, Message], steps: dict[str, int]
+) -> dict[str, float]:
+    """Relay the label party's requests until it is done; `columns`: each feature party's
+    reply to its aligned rows (its columns' layout), `steps`: the steps they answered."""
+    values: dict[str, object] = {}
+    for party in columns:
+        values[f"{v.RELAY_STEP}/{party}"] = steps[party]
+        values[f"{v.RELAY_NODE}/{party}"] = relay.nodes[party]
+    content = relay.message(v.START, **values)
+    for party, reply in columns.items():
+        v.relay(reply.content, content, party)
+    reply = relay.ask(label, v.STEP, content)
+    while (action := str(v.request(reply.content)[v.ACTION])) != v.DONE:
+        party = str(v.request(reply.content).get(v.PARTY))
+        if party not in relay.nodes or party == label:
+            raise FederationError(f"the label party asked a party not in the run: {party!r}")
+        answer = relay.ask(party, v.SERVE, relay.message(action, v.arrays(reply.content)))
+        relayed = {v.RELAY_STEP: relay.step, v.RELAY_NODE: relay.nodes[party]}
+        content = relay.message(v.NEXT, party=party, **relayed)
+        v.relay(answer.content, content, party)
+        reply = relay.ask(label, v.STEP, content)
+    return {
+        k.removeprefix(v.METRIC_PREFIX): float(x)  # type: ignore[arg-type]
+        for k, x in v.request(reply.content).items()
+        if k.startswith(v.METRIC_PREFIX)
+    }
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = VerticalSettings.from_run_config(dict(context.run_config))
+    trust = load_store(Path(settings.trust_file))
+    relay = Relay(grid, UpdateVerifier(trust, context.run_id), settings.timeout)
+    nodes = wait_for_nodes(grid, settings.parties, settings.timeout)
+    label, features = hello(relay, nodes)
+    started = time.perf_counter()
+    size, columns, steps = psi(relay, label, features)
+    psi_seconds = time.perf_counter() - started
+    if size == 0:
+        raise FederationError("the parties have no applicant in common")
+    started = time.perf_counter()
+    federated = train(relay, label, columns, steps)
+    result = {
+        "federated": federated,
+        "vertical": {
+            "label_party": label,
+            "parties": [label, *features],
+            "intersection_size": size,
+            "psi_seconds": psi_seconds,
+            "training_seconds": time.perf_counter() - started,
+            "bytes_sent": relay.bytes_sent,
+            "messages": relay.messages,
+            "verified_replies": relay.verifier.accepted,
+        },
+    }
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    replace_file(out / RESULT, json.dumps(result, indent=2).encode(), mode=0o644)

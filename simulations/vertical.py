@@ -1,0 +1,168 @@
+"""`jointcredit simulate --layout vertical`: a vertical federation in a Flower simulation, then
+its baselines, into the same OUT contract as a horizontal run.
+
+Every party's data is validated first. The run gets fresh keys (one per party and the
+coordinator's, on a memory file system, gone when the run ends; `OUT/trust.json` keeps their
+public half), runs `jointcredit.server.vertical_app` and `jointcredit.client.vertical_app` in
+a staging directory beside OUT, and moves it into place only when everything succeeded.
+
+Every node runs in one Ray actor (one actor asking for every CPU): a party's session (its
+PSI scalar, the Paillier secret key, the label party's training thread) lives in the process
+that handles its messages, and is never serialized to move between processes.
+
+Baselines, on the rows the parties align (the simulation holds every party's rows; the
+federation never does): `centralized` is the same learner on the joined rows with the same
+bins (each party's, from its own aligned training rows: equal to `federated`, the lossless
+property), `label_party_only` the same learner on the label party's own columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from jointcredit.client.vertical_label import own_bins, split_rows, tree_params
+from jointcredit.data.vertical import VerticalData
+from jointcredit.data.vertical_datasets import VERTICAL_DATASETS, load_vertical_dataset
+from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.trees import train as central_train
+from jointcredit.models.trees.bins import layout as bin_layout
+from jointcredit.models.vertical.artifact import MODEL_DIR, load_vertical_model
+from jointcredit.models.vertical.party_bins import joined_bins
+from jointcredit.server.vertical_app import RESULT
+from jointcredit.simulations.engine import (
+    VERTICAL_CLIENT_APP,
+    VERTICAL_SERVER_APP,
+    run_simulation,
+)
+from jointcredit.simulations.guard import run_guard
+from jointcredit.simulations.simulate import _publish, _staging
+from jointcredit.trust.files import replace_file
+from jointcredit.trust.keyset import TRUST_FILE, create_key_set
+from jointcredit.trust.store import load_store
+
+METRICS = "metrics.json"
+# Paths and node counts are the run's own, not settings to report.
+_RUN_ONLY = {"out-dir", "keys-dir", "trust-file", "parties", "timeout"}
+
+
+def load_data(settings: VerticalSettings) -> VerticalData:
+    schema = Path(settings.schema_file) if settings.schema_file else None
+    return load_vertical_dataset(
+        settings.dataset, schema=schema, seed=settings.seed, rows=settings.synthetic_rows
+    )
+
+
+def simulate_vertical(
+    settings: VerticalSettings, out: Path, *, replace: bool = True, with_baselines: bool = True
+) -> dict[str, Any]:
+    """Run and write OUT (metrics.json, model/, trust.json); returns the metrics."""
+    started = time.monotonic()
+    data = load_data(settings)  # every party's rows validated before any node starts
+    parties = list(data.schema.parties)
+    staging = _staging(out, replace)
+    try:
+        run = settings.model_copy(
+            update={"out_dir": str(staging), "parties": len(parties), "trust_file": ""}
+        )
+        with run_guard(with_keys=True) as keys_dir:
+            assert keys_dir is not None
+            name = f"simulation-{secrets.token_hex(6)}"
+            create_key_set(keys_dir, parties, federation=name)
+            shutil.copyfile(keys_dir / TRUST_FILE, staging / TRUST_FILE)
+            run = run.model_copy(
+                update={"keys_dir": str(keys_dir), "trust_file": str(staging / TRUST_FILE)}
+            )
+            run_simulation(
+                run,
+                num_nodes=len(parties),
+                cpus_per_client=os.cpu_count() or 1,
+                server_app=VERTICAL_SERVER_APP,
+                client_app=VERTICAL_CLIENT_APP,
+            )
+        result_path = staging / RESULT
+        if not result_path.is_file():
+            raise RuntimeError("the vertical federation finished without its result")
+        result = json.loads(result_path.read_bytes())
+        result_path.unlink()
+        # The model as a scorer would load it: every part verified against its party's key.
+        load_vertical_model(staging / MODEL_DIR, load_store(staging / TRUST_FILE))
+        metrics: dict[str, Any] = {
+            "layout": "vertical",
+            "dataset": settings.dataset,
+            "federated": result["federated"],
+            "centralized": None,
+            "label_party_only": None,
+            "vertical": result["vertical"],
+            "config": {k: x for k, x in settings.to_run_config().items() if k not in _RUN_ONLY},
+        }
+        if with_baselines:
+            t = time.monotonic()
+            metrics["centralized"], metrics["label_party_only"] = baselines(data, settings)
+            metrics["vertical"]["baselines_seconds"] = round(time.monotonic() - t, 3)
+        metrics["vertical"]["total_seconds"] = round(time.monotonic() - started, 3)
+        replace_file(staging / METRICS, json.dumps(metrics, indent=2).encode(), mode=0o644)
+        _publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+def aligned_frames(
+    data: VerticalData, settings: VerticalSettings
+) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
+    """Every party's rows of the applicants all parties hold, in the label party's row order
+    (as PSI aligns them), and which are test rows (as the label party draws them)."""
+    schema = data.schema
+    label = data.label_party.frame
+    ids = label[schema.id]
+    common = set(ids)
+    for party, d in data.parties.items():
+        if party != schema.label_party:
+            common &= set(d.frame[schema.id])
+    rows = np.flatnonzero(ids.isin(common).to_numpy())
+    test = split_rows(len(label), settings.seed, settings.test_fraction)[rows]
+    wanted = ids.iloc[rows].to_numpy()
+    frames = {
+        party: d.frame.set_index(schema.id).loc[wanted].reset_index()
+        for party, d in data.parties.items()
+    }
+    return frames, test
+
+
+def baselines(
+    data: VerticalData, settings: VerticalSettings
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(`centralized`, `label_party_only`): the same learner on the joined aligned rows with
+    every party's own bins, and on the label party's columns alone; on the same test rows."""
+    frames, test = aligned_frames(data, settings)
+    schema, label = data.schema, data.schema.label_party
+    order = [label, *[p for p in schema.parties if p != label]]
+    bins = [own_bins(frames[p][~test], schema, p, settings) for p in order]
+    codes = np.hstack(
+        [b.codes(frames[p]).astype(np.int64) for b, p in zip(bins, order, strict=True)]
+    )
+    y = frames[label][schema.base.label].to_numpy(dtype=np.float64)
+    params = tree_params(settings)
+    joined = central_train(codes[~test], y[~test], bin_layout(joined_bins(bins)), params)
+    n_own = len(bins[0].names)
+    own = central_train(codes[~test, :n_own], y[~test], bin_layout(bins[0]), params)
+
+    def scores(pd_: np.ndarray) -> dict[str, float]:
+        s = risk_metrics(y[test], pd_)
+        return {k: float(x) for k, x in s.model_dump().items() if x is not None}
+
+    return scores(joined.predict_pd(codes[test])), scores(own.predict_pd(codes[test, :n_own]))
+
+
+def known_dataset(dataset: str) -> bool:
+    return dataset in VERTICAL_DATASETS or Path(dataset).is_dir()
