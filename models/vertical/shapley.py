@@ -146,19 +146,32 @@ class VerticalShapley:
         self._code_start = code_start
         view = TreeEnsemble(model.base_margin, (-1,) * self._width, tuple(trees))
         self._shapley = _Routed(view, routing)
+        # Per party: its hidden columns and the split id each holds the side of.
+        self._hidden = {
+            party: (
+                np.array([hidden_start + k for k, (q, _) in enumerate(self._remote_split)
+                          if q == party], dtype=np.int64),
+                np.array([s for q, s in self._remote_split if q == party], dtype=np.int64),
+            )
+            for party in self.parties
+        }  # fmt: skip
+        self._reference_margin = self.reference_margin()
 
     def __call__(
         self, codes: np.ndarray, sides: Mapping[int, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(PD per row, (rows, own features + parties) Shapley values in log-odds)."""
         codes = np.asarray(codes, dtype=np.int64)
-        pd_ = sigmoid(self.model.margin(codes, sides))
         rows = np.zeros((len(codes), self._width), dtype=np.int64)
         rows[:, : self._n_players] = 1
         rows[:, self._code_start : self._code_start + codes.shape[1]] = codes
-        for k, (party, split) in enumerate(self._remote_split):
-            rows[:, self._code_start + codes.shape[1] + k] = sides[party][:, split]
+        for party, (columns, splits) in self._hidden.items():
+            rows[:, columns] = sides[party][:, splits]
         values = self._shapley(rows)[:, : self._n_players]
+        # The values add up to margin(row) - margin(reference) (efficiency), so the margin
+        # needs no second walk through the trees (tests/test_vertical_scoring.py holds the PD
+        # to the ensemble's own routing).
+        pd_ = sigmoid(self._reference_margin + values.sum(axis=1))
         return pd_, values
 
     def reference_margin(self) -> float:
