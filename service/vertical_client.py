@@ -33,6 +33,10 @@ Problem = Literal["unavailable", "no_data", "no_consent"]
 MAX_ANSWER = 64 * 2**10  # an answer is a few hundred bytes: one side per split
 
 
+class _TooLarge(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class PartyLink:
     """A feature party as the label party's model names it (`party`), the institution whose
@@ -104,6 +108,20 @@ class VerticalClient:
                 routing.problems[p.party] = got
         return routing
 
+    @staticmethod
+    async def _exchange(
+        http: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """POST, reading at most MAX_ANSWER bytes of the answer (a hostile party's endless
+        body is cut off, not buffered)."""
+        async with http.stream("POST", url, content=body, headers=headers) as r:
+            content = bytearray()
+            async for chunk in r.aiter_bytes():
+                content += chunk
+                if len(content) > MAX_ANSWER:
+                    raise _TooLarge
+            return r.status_code, r.headers, bytes(content)
+
     async def _ask(
         self, http: httpx.AsyncClient, p: PartyLink, applicant_id: str, consent_id: str | None
     ) -> np.ndarray | tuple[Problem, str]:
@@ -112,39 +130,39 @@ class VerticalClient:
         body = query.model_dump_json().encode()
         headers = sign(self.kit.signing_key, SIDES_PATH, body)
         headers["Content-Type"] = "application/json"
+        headers["Accept-Encoding"] = "identity"  # the signed bytes, as sent
+        url = p.url.rstrip("/") + SIDES_PATH
         try:
             # The deadline covers the whole exchange, connection included.
-            r = await asyncio.wait_for(
-                http.post(p.url.rstrip("/") + SIDES_PATH, content=body, headers=headers),
-                self.timeout,
+            status, answer_headers, content = await asyncio.wait_for(
+                self._exchange(http, url, body, headers), self.timeout
             )
         except TimeoutError:
             return "unavailable", f"no answer within {self.timeout:g} s"
         except httpx.HTTPError as exc:
             return "unavailable", f"unreachable ({type(exc).__name__})"
-        if len(r.content) > MAX_ANSWER:
+        except _TooLarge:
             return "unavailable", "an answer too large"
         try:
             verify(
-                self.kit.trust, r.headers, SIDES_PATH, r.content, self._nonces,
-                expected=p.institution, answering=(headers[NONCE_HEADER],
-                                                   r.status_code),
+                self.kit.trust, answer_headers, SIDES_PATH, content, self._nonces,
+                expected=p.institution, answering=(headers[NONCE_HEADER], status),
             )  # fmt: skip
         except SignatureRefused as exc:
             return "unavailable", f"answer refused: {exc.code}"
-        if r.status_code not in (200, 403, 404):
-            return "unavailable", f"refused the query ({r.status_code})"
+        if status not in (200, 403, 404):
+            return "unavailable", f"refused the query ({status})"
         try:
-            answer = SidesAnswer.model_validate_json(r.content)
+            answer = SidesAnswer.model_validate_json(content)
         except ValidationError:
             return "unavailable", "a malformed answer"
         if answer.party != p.party or answer.model != model:
             return "unavailable", "an answer for another party or model"
-        if answer.status == "not_found" and r.status_code == 404:
+        if answer.status == "not_found" and status == 404:
             return "no_data", "the applicant is not in its data"
-        if answer.status == "consent_required" and r.status_code == 403:
+        if answer.status == "consent_required" and status == 403:
             return "no_consent", answer.consent_problem or "no consent"
-        if answer.status != "found" or r.status_code != 200 or answer.sides is None:
+        if answer.status != "found" or status != 200 or answer.sides is None:
             return "unavailable", "an answer that does not match its status"
         if len(answer.sides) != p.splits:
             return "unavailable", f"{len(answer.sides)} sides for {p.splits} splits"

@@ -254,13 +254,15 @@ class _Broken(httpx.AsyncBaseTransport):
             headers = {"content-type": "application/json"}
         elif self.how == "tampered":
             body = body.replace(b'"L', b'"R', 1).replace(b"LR", b"RR", 1)
+        elif self.how == "huge":  # an endless answer is cut off, not buffered
+            body = b"L" * (2 * 2**20)
         elif self.how == "foreign":  # validly signed, by another member's key
             nonce = request.headers[NONCE_HEADER]
             headers = sign(self.key, SIDES_PATH, body, answering=(nonce, r.status_code))  # type: ignore[arg-type]
         return httpx.Response(r.status_code, headers=headers, content=body)
 
 
-@pytest.mark.parametrize("how", ["down", "slow", "unsigned", "tampered", "foreign"])
+@pytest.mark.parametrize("how", ["down", "slow", "unsigned", "tampered", "foreign", "huge"])
 def test_a_missing_or_untrustworthy_answer_refers_naming_the_platform(
     platform: Platform, fed: Federation, how: str
 ) -> None:

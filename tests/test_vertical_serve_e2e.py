@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 from vertical_helpers import Federation, vertical_federation
 
-from jointcredit.service.audit import AuditLog
+from jointcredit.cli.main import app
 from jointcredit.service.auth import new_key
-from jointcredit.service.consent import ConsentRegistry
 
 pytestmark = pytest.mark.e2e
 
@@ -60,15 +60,18 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 @pytest.fixture
 def platform(fed: Federation) -> Iterator[tuple[subprocess.Popen[str], str]]:
     db = f"sqlite:///{fed.root / 'platform-e2e.sqlite'}"
-    log = AuditLog(db)
-    applicant = fed.applicant(fed.known(1)[0])[0]
-    ConsentRegistry(log).add("bank", "c-e2e", applicant, "vertical")
-    log.close()
     proc, url = _started(
         ["vertical", "serve", "--kit", str(fed.kit("platform")), "--model", str(fed.model),
          "--data", str(fed.platform_data), "--schema", str(fed.schema), "--db", db],
         "answering vertical queries on ",
     )  # fmt: skip
+    # The consent registered while it serves, as docs/VERTICAL.md says: read per query.
+    applicant = fed.applicant(fed.known(1)[0])[0]
+    added = CliRunner().invoke(app, [
+        "consent", "add", "--db", db, "--institution", "bank", "--applicant-ref", applicant,
+        "--id", "c-e2e", "--purpose", "vertical",
+    ])  # fmt: skip
+    assert added.exit_code == 0, added.output
     yield proc, url
     _stop(proc)
 
@@ -95,7 +98,7 @@ def test_the_service_decides_over_http_and_refers_once_the_platform_is_killed(
         r = httpx.post(f"{base}/v1/decisions", json=body, headers=auth, timeout=30)
         assert r.status_code == 200, r.text
         got = r.json()
-        assert isinstance(got["probability_of_default"], float) and got["score"] is not None
+        assert isinstance(got["probability_of_default"], float), got["reasons"]
         # Without a certificate of the federation the platform does not even talk.
         with pytest.raises(httpx.HTTPError):
             httpx.post(f"{platform_url}/v1/vertical/sides", content=b"{}", verify=False)
