@@ -5,7 +5,7 @@ every add and revoke is a chained audit entry."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -90,7 +90,7 @@ def consent_add(
     ] = None,
 ) -> None:
     """Register an applicant's consent (audited)."""
-    from jointcredit.service.consent import PURPOSES, ConsentError, Purpose
+    from jointcredit.service.consent import PURPOSES, ConsentError
 
     if purpose not in PURPOSES:
         err.print(f"[red]error:[/red] --purpose must be one of: {', '.join(PURPOSES)}")
@@ -100,9 +100,7 @@ def consent_add(
     _check_text("--institution", institution, 128)
     registry = _registry(db)
     try:
-        added = registry.add(
-            institution, consent_id, applicant_ref, cast(Purpose, purpose), _expires(expires)
-        )
+        added = registry.add(institution, consent_id, applicant_ref, purpose, _expires(expires))
     except ConsentError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
