@@ -91,6 +91,11 @@ class VerticalDecider:
         self.parties = [name[i] for i in label.ensemble.parties()]
         self.index = {p: e.index for p, e in label.card.parties.items()}
         self.columns = [*self.features, *map(party_column, self.parties)]
+        for p in self.parties:  # every split id a party's answer must cover
+            index, count = self.index[p], label.card.parties[p].splits
+            used = [t.split[t.owner == index] for t in label.ensemble.trees]
+            if any(len(u) and int(u.max()) >= count for u in used):
+                raise ValueError(f"the trees name a split of {p} beyond its {count} splits")
         self.explain = VerticalShapley(label.ensemble)
         self.scale = label.card.score_scale
         self.rules = Rules(policy, self.features)

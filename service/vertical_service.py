@@ -142,9 +142,13 @@ def load_vertical_service(
             f"(given {sorted(endpoints)})"
         )
     try:
-        decider = VerticalDecider(label, load_policy(policy_file))
+        policy = load_policy(policy_file)
     except ValueError as exc:
         raise StartupError(f"policy: {exc}") from exc
+    try:
+        decider = VerticalDecider(label, policy)
+    except ValueError as exc:
+        raise StartupError(f"vertical model or policy: {exc}") from exc
     links = [PartyLink(p, p, endpoints[p], label.card.parties[p].splits) for p in decider.parties]
     # The model's id as each party knows it: the SHA-256 of that party's signed part, which
     # the bank's signed card records.

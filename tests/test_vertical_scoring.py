@@ -300,3 +300,20 @@ def test_a_kit_of_another_party_than_the_models_label_party_is_refused(fed: Fede
             fed.model, fed.trust, fed.kit("platform"), {"platform": "https://x"},
             api_keys=Path("/nonexistent"),
         )  # fmt: skip
+
+
+def test_a_card_whose_trees_name_splits_beyond_a_partys_count_is_refused(
+    fed: Federation,
+) -> None:
+    from dataclasses import replace
+
+    from jointcredit.models.vertical.artifact import load_label_part
+    from jointcredit.service.policy import load_policy
+    from jointcredit.service.vertical_decide import VerticalDecider
+    from jointcredit.trust.store import load_store
+
+    label = load_label_part(fed.model, load_store(fed.trust))
+    entry = label.card.parties["platform"].model_copy(update={"splits": 1})
+    card = label.card.model_copy(update={"parties": {"platform": entry}})
+    with pytest.raises(ValueError, match="beyond its 1 splits"):
+        VerticalDecider(replace(label, card=card), load_policy(None))
