@@ -81,6 +81,23 @@ def test_the_out_contract(run: Run) -> None:
     code, output = _cli("verify", str(run.out / "model"), "--trust", str(run.out / "trust.json"))
     assert code == 0, output
     assert "platform: " in output and "signed by its own key" in output
+    code, output = _cli(
+        "verify", str(run.out / "model"), "--trust", str(run.out / "trust.json"), "--json"
+    )
+    facts = json.loads(output)
+    assert code == 0 and facts["verified"] and facts["label_party"] == "bank"
+    assert facts["label_party_splits"] + facts["parties"]["platform"]["splits"] > 0
+    # A changed byte in the platform's part: verify fails, naming the file.
+    splits = run.out / "model" / "parties" / "platform" / "splits.npz"
+    data = splits.read_bytes()
+    try:
+        splits.write_bytes(data[:-9] + bytes([data[-9] ^ 1]) + data[-8:])
+        code, output = _cli(
+            "verify", str(run.out / "model"), "--trust", str(run.out / "trust.json")
+        )
+        assert code == 1 and "splits.npz" in output
+    finally:
+        splits.write_bytes(data)
 
 
 def test_the_federated_model_is_the_joined_rows_model(run: Run) -> None:
