@@ -165,8 +165,9 @@ class VerticalDecider:
             flags.append(len(rules))
             rules.append({"code": REFERRAL_CODE[problem], "action": "refer", "text": text,
                           "points": 0})  # fmt: skip
+            # The party also by name in `feature`: machine-readable, whatever the language.
             reasons.append({"code": REFERRAL_CODE[problem], "text": text, "kind": "policy",
-                            "feature": None, "direction": None})  # fmt: skip
+                            "feature": party_column(party), "direction": None})  # fmt: skip
         first = len(self._rule_reasons[lang])
         ids = list(range(first, first + len(reasons)))[: self.max_reasons]
         none = cast(Any, [None])  # rendered as null: not scored

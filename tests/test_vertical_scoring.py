@@ -24,6 +24,7 @@ from jointcredit.data.vertical_schema import load_vertical_schema
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.records import derive_views
+from jointcredit.service.schemas import DecisionOut
 from jointcredit.service.vertical_kit import VerticalKit, load_kit
 from jointcredit.service.vertical_party import (
     SIDES_PATH,
@@ -232,6 +233,7 @@ def test_the_service_decides_with_the_platforms_routing_and_its_reason_group(
     assert pd_ == pytest.approx(expected, abs=1e-6)
     decider = client.app.state.service.decider  # type: ignore[attr-defined]
     assert decider.columns[-1] == "party:platform"
+    DecisionOut.model_validate(got, strict=True)
 
 
 @dataclass
@@ -277,6 +279,7 @@ def test_a_missing_or_untrustworthy_answer_refers_naming_the_platform(
             assert got["probability_of_default"] is None and got["score"] is None
             first = got["reasons"][0]  # type: ignore[index]
             assert first["code"] == "VERTICAL_PARTY_UNAVAILABLE" and word in first["text"]
+            assert first["feature"] == "party:platform"
 
 
 def test_no_consent_and_no_data_refer_with_their_own_reasons(
@@ -290,6 +293,8 @@ def test_no_consent_and_no_data_refer_with_their_own_reasons(
     assert no_consent["reasons"][0]["code"] == "VERTICAL_PARTY_NO_CONSENT"  # type: ignore[index]
     assert no_data["reasons"][0]["code"] == "VERTICAL_PARTY_NO_DATA"  # type: ignore[index]
     assert no_data["decision"] == "refer" and no_data["score"] is None
+    for got in (no_consent, no_data):  # the horizontal service's response form
+        DecisionOut.model_validate(got, strict=True)
 
 
 def test_a_kit_of_another_party_than_the_models_label_party_is_refused(fed: Federation) -> None:
