@@ -12,7 +12,10 @@ signed with the party's key and bound to the query's nonce.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request, Response
@@ -54,10 +57,20 @@ def _json_text(value: str) -> str:
     return json.dumps(value[:300])
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The applicants' table and the part live as long as the process: frozen out of the
+    # collector's full scans, which would otherwise walk them on the request path.
+    gc.collect()
+    gc.freeze()
+    yield
+    app.state.vertical.endpoint.audit.close()
+
+
 def party_app(endpoint: FeaturePartyEndpoint, kit: VerticalKit) -> FastAPI:
     app = FastAPI(
         title=f"jointcredit vertical scoring endpoint ({kit.institution})",
-        docs_url=None, redoc_url=None, openapi_url=None,
+        docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan,
     )  # fmt: skip
     state = _State(endpoint, kit, Nonces())
     app.state.vertical = state

@@ -15,6 +15,7 @@ Batches, notices, joint limits and stability monitoring are the horizontal servi
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import AsyncIterator
@@ -239,6 +240,9 @@ async def decide(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # As the horizontal app: what start-up built stays out of the collector's full scans.
+    gc.collect()
+    gc.freeze()
     yield
     await app.state.writer.close()
     await app.state.service.client.close()
