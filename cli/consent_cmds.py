@@ -82,7 +82,9 @@ def consent_add(
     consent_id: Annotated[
         str, typer.Option("--id", help="the consent's reference (requests' joint.consent_id)")
     ],
-    purpose: Annotated[str, typer.Option(help="what the consent allows: exposure")] = "exposure",
+    purpose: Annotated[
+        str, typer.Option(help="what the consent allows: exposure, vertical")
+    ] = "exposure",
     expires: Annotated[
         str | None, typer.Option(help="ISO 8601 date or time it lapses (UTC unless given)")
     ] = None,
@@ -98,7 +100,7 @@ def consent_add(
     _check_text("--institution", institution, 128)
     registry = _registry(db)
     try:
-        added = registry.add(institution, consent_id, applicant_ref, "exposure", _expires(expires))
+        added = registry.add(institution, consent_id, applicant_ref, purpose, _expires(expires))
     except ConsentError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc

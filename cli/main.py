@@ -20,6 +20,7 @@ from jointcredit.cli.model_cmds import binning
 from jointcredit.cli.run_cmds import config_app, simulate, sweep
 from jointcredit.cli.service_cmds import apikey_app, audit_app, exposure_app, serve
 from jointcredit.cli.trust_cmds import keys_app, trust_app, verify
+from jointcredit.cli.vertical_serve_cmds import vertical_app
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.files import DEFAULT_MAX_FILE_MB
 
@@ -71,6 +72,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(audit_app, name="audit")
 app.add_typer(consent_app, name="consent")
 app.add_typer(exposure_app, name="exposure")
+app.add_typer(vertical_app, name="vertical")
 app.add_typer(link_app, name="link")
 app.add_typer(node_app, name="node")
 app.command()(provision)

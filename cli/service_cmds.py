@@ -98,6 +98,18 @@ def serve(
         int, typer.Option(min=1, help="stability monitoring: the last N applicants decided "
                           "(single, batch and columnar alike) against the training reference")
     ] = 10_000,
+    vertical_kit: Annotated[
+        Path | None, typer.Option(help="a vertical model: the bank's kit (signing key, trust "
+                                  "store, endpoint certificate for mutual TLS)")
+    ] = None,
+    party: Annotated[
+        list[str] | None, typer.Option(help="a vertical model: NAME=URL of each feature "
+                                       "party's endpoint (repeat)")
+    ] = None,
+    party_timeout: Annotated[
+        float, typer.Option(min=0.01, help="a vertical model: seconds a feature party has to "
+                            "answer (then the applicant is referred)")
+    ] = 0.5,
 ) -> None:  # fmt: skip
     """Serve eligibility decisions from a verified signed model. Behind a reverse proxy in
     production (docs/DEPLOYMENT.md)."""
@@ -107,6 +119,15 @@ def serve(
     from jointcredit.service.loader import StartupError, load_service
 
     pin = coordinator_pin(trust, coordinator_key_id, trust_any_coordinator)
+    from jointcredit.models.vertical.artifact import is_vertical
+
+    if is_vertical(model) or vertical_kit is not None or party:
+        _serve_vertical(
+            model, trust, vertical_kit, party or [], party_timeout, pin, policy=policy, db=db,
+            api_keys=api_keys, host=host, port=port, workers=workers,
+            limits=(max_header_kb, header_timeout, max_connections),
+        )  # fmt: skip
+        return
     args: dict[str, Any] = {
         "policy_file": policy,
         "db_url": db,
@@ -180,6 +201,56 @@ def serve(
             announce=_listening,
             **UVICORN,
         )
+
+
+def _serve_vertical(
+    model: Path, trust: Path, kit: Path | None, parties: list[str], timeout: float,
+    pin: str | None, *, policy: Path | None, db: str | None, api_keys: Path | None, host: str,
+    port: int, workers: int, limits: tuple[int, float, int],
+) -> None:  # fmt: skip
+    """`serve` of a vertical model: the bank's part, asking each feature party per applicant
+    (service/vertical_service.py)."""
+    from jointcredit.service import server
+    from jointcredit.service.auth import AuthError
+    from jointcredit.service.loader import StartupError
+    from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
+
+    def refuse(problem: str) -> typer.Exit:
+        err.print(f"[red]refusing to start:[/red] {escape(problem)}", soft_wrap=True)
+        return typer.Exit(2)
+
+    if kit is None or not parties:
+        raise refuse("a vertical model needs --vertical-kit and a --party NAME=URL per feature "
+                     "party")  # fmt: skip
+    if workers != 1:
+        raise refuse("a vertical model is served by one worker process (--workers 1)")
+    endpoints: dict[str, str] = {}
+    for item in parties:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url.startswith("https://") or name in endpoints:
+            raise refuse(f"--party {item!r}: expected NAME=https://HOST:PORT, once per party")
+        endpoints[name] = url
+    try:
+        service = load_vertical_service(
+            model, trust, kit, endpoints, policy_file=policy, db_url=db, api_keys=api_keys,
+            coordinator_key_id=pin, timeout=timeout,
+        )  # fmt: skip
+    except (StartupError, AuthError, OSError) as exc:
+        raise refuse(str(exc)) from exc
+    info = service.model_info
+    console.print(
+        f"serving the vertical model {info.version[:16]} (signed by {info.signing_key}), "
+        f"feature parties {', '.join(sorted(endpoints))}, audit "
+        f"{_hide_password(service.audit.url)}",
+        soft_wrap=True,
+    )
+    max_header_kb, header_timeout, max_connections = limits
+    server.run(
+        create_vertical_app(service),
+        server.ServerLimits(max_header_bytes=max_header_kb * 2**10,
+                            header_timeout=header_timeout, max_connections=max_connections),
+        host=host, port=port, announce=_listening, **UVICORN,
+    )  # fmt: skip
 
 
 def _listening(url: str) -> None:

@@ -15,6 +15,8 @@ Layout of OUT (no private key ever sits in another party's kit)::
         node-auth.key node-auth.pub SuperNode authentication key pair (EC, OpenSSH; key 0600)
         signing.key                 its Ed25519 update-signing key (0600)
         node.toml                   its node config (institution id; data path set at start)
+        endpoint.crt endpoint.key   vertical scoring's TLS certificate, server and client
+                                    (`issue_endpoint_certificate`; key 0600)
 
 Provisioning centrally is NVIDIA FLARE's model and the simplest to operate; an institution
 that wants its signing key never to exist elsewhere makes its own (`jointcredit keys new`)
@@ -46,6 +48,8 @@ SUPERLINK_KEY = "superlink.key"
 NODE_AUTH_KEY = "node-auth.key"
 NODE_AUTH_PUB = "node-auth.pub"
 SIGNING_KEY = "signing.key"
+ENDPOINT_CERT = "endpoint.crt"  # vertical scoring's mutual TLS (service/vertical_kit.py)
+ENDPOINT_KEY = "endpoint.key"
 COORDINATOR_DIR = "coordinator"
 PROVISIONER_DIR = "provisioner"
 
@@ -206,9 +210,42 @@ def _institution_kit(out: Path, inst: str, fed: Federation, ca_pem: bytes) -> Ed
     return key.public_key()
 
 
-def _replace(path: Path, data: bytes) -> None:
+def issue_endpoint_certificate(out: Path, institution: str, hosts: list[str]) -> Path:
+    """Issue `institution`'s endpoint certificate (vertical scoring's mutual TLS: server at
+    `hosts`, and client) with the CA key under `out`, into its kit there; an existing one is
+    replaced (rotation). Returns the certificate's path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    fed = load_federation(out / COORDINATOR_DIR)
+    inst = store.check_institution_id(institution)
+    kit = out / inst
+    if inst not in fed.institutions or not kit.is_dir():
+        raise ValueError(f"{inst} has no kit in federation {fed.name!r} under {out}")
+    try:
+        ca_key = serialization.load_pem_private_key(
+            (out / PROVISIONER_DIR / CA_KEY).read_bytes(), None
+        )
+        ca_cert = x509.load_pem_x509_certificate((kit / CA_CERT).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{out}: cannot read the federation CA: {exc}") from exc
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{out / PROVISIONER_DIR / CA_KEY}: not the federation's CA key")
+    if pki.fingerprint(ca_cert) != fed.ca_sha256:
+        raise ValueError(f"{kit / CA_CERT} is not the federation's CA")
+    issued = pki.endpoint_certificate(pki.Issued(ca_cert, ca_key), fed.name, inst, hosts)
+    _replace(kit / ENDPOINT_KEY, issued.key_pem(), 0o600)
+    _replace(kit / ENDPOINT_CERT, issued.cert_pem())
+    return kit / ENDPOINT_CERT
+
+
+def _replace(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     tmp.replace(path)
 
 

@@ -4,6 +4,8 @@
   certificate and nothing else; SuperNodes trust exactly this CA for the SuperLink;
 - the SuperLink's TLS certificate (EC P-256) with a SAN for each name or address it is
   reached by;
+- an institution's endpoint certificate (EC P-256, its id as common name; server and client
+  use) for the mutual TLS of vertical scoring (`jointcredit vertical endpoint-cert`);
 - one node-authentication key pair per institution: EC P-256 in OpenSSH format, the format
   `flwr supernode register` and `flower-supernode --auth-supernode-private-key` expect.
 
@@ -116,6 +118,37 @@ def server_certificate(ca: Issued, federation: str, hosts: list[str]) -> Issued:
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
+        )
+        .sign(ca.key, hashes.SHA384())
+    )
+    return Issued(cert, key)
+
+
+def endpoint_certificate(ca: Issued, federation: str, institution: str, hosts: list[str]) -> Issued:
+    """An institution's certificate for the vertical scoring exchange's mutual TLS: its id as
+    the common name, valid as a server (a feature party's endpoint, reached at `hosts`) and
+    as a client (the bank's service asking)."""
+    if not hosts:
+        raise ValueError("an endpoint certificate needs at least one host name or address")
+    key = ec.generate_private_key(ec.SECP256R1())
+    start, end = _validity(LEAF_DAYS)
+    sans: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        sans.extend(_san(host))
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(institution, federation))
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
         )

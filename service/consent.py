@@ -29,8 +29,11 @@ from jointcredit.service.policy_texts import ConsentProblem, ConsentTexts
 from jointcredit.service.records import CONSENT
 from jointcredit.service.tables import AuditRow, Base, ConsentRow
 
-Purpose = Literal["exposure"]
-PURPOSES: tuple[Purpose, ...] = ("exposure",)
+# `exposure`: the lenders' secure sum (joint limits); `vertical`: a feature party's routing of
+# the applicant through its splits (vertical scoring, asked of the platform, which checks it
+# in its own registry).
+Purpose = Literal["exposure", "vertical"]
+PURPOSES: tuple[Purpose, ...] = ("exposure", "vertical")
 
 
 class ConsentError(ValueError):

@@ -105,11 +105,13 @@ class DecisionTable:
         """Applicant `k`'s decision as `DecisionOut`'s JSON, field for field (tested); built as
         a dict and serialised once, not validated by pydantic per decision."""
         decision = self.decision[k]
+        pd_ = self.probability_of_default[k]
         return {
             "decision_id": decision_id,
             "status": self.status(k),
             "decision": decision,
-            "probability_of_default": round(self.probability_of_default[k], 6),
+            # None: not scored (a vertical model's feature party gave no routing)
+            "probability_of_default": None if pd_ is None else round(pd_, 6),
             "score": self.score[k],
             "policy_score": self.policy_score[k],
             "stance": self.stance[k],

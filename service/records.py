@@ -29,6 +29,8 @@ IN_BATCH = ""
 
 # An entry that adds or revokes an applicant's consent (service/consent.py).
 CONSENT = "consent"
+# A feature party's audit of one signed routing query it answered (service/vertical_party.py).
+VERTICAL_QUERY = "vertical-query"
 
 BATCHES_KEPT = 8  # parsed columnar batch records kept in memory (a few MB each)
 
@@ -154,8 +156,8 @@ def derive_views(
             for k, did in enumerate(cols["decision_id"])
             if cols["status"][k] == "under_review"
         }  # fmt: skip
-    if kind == CONSENT:
-        return {}  # the consent registry's own table, not a decision
+    if kind in (CONSENT, VERTICAL_QUERY):
+        return {}  # the consent registry's own table, a platform's query: not decisions
     if kind == "batch":
         return {
             r["response"]["decision_id"]: _made(r["response"], seq) for r in payload["decisions"]

@@ -348,9 +348,16 @@ class DecisionOut(BaseModel):
     decision_id: str
     status: Literal["decided", "under_review"]
     decision: Literal["approve", "decline", "refer"]
-    probability_of_default: float
-    score: int = Field(description="350-950; 660 = PD 10 %, +50 per doubling of the odds")
-    policy_score: int = Field(description="score after policy adjustments (what cut-offs use)")
+    probability_of_default: float | None = Field(
+        description="null only when not scored: a vertical model's feature party gave no "
+        "routing for the applicant (referred, the flags say which and why)"
+    )
+    score: int | None = Field(
+        description="350-950; 660 = PD 10 %, +50 per doubling of the odds (null: not scored)"
+    )
+    policy_score: int | None = Field(
+        description="score after policy adjustments (what cut-offs use; null: not scored)"
+    )
     stance: str
     reasons: list[ReasonOut]
     policy_flags: list[FlagOut]

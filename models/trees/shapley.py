@@ -162,14 +162,14 @@ class ReferenceShapley:
         # A leaf whose pairs the reference fails is alive only if the row passes them all.
         self._a_needed = np.bincount(self._a_leaf, minlength=n_leaves)
 
-    def _passes(self, codes: np.ndarray) -> np.ndarray:
-        """(rows, pairs): whether each row passes every test of the pair's leaf path on the
-        pair's feature."""
+    def _left(self, codes: np.ndarray) -> np.ndarray:
+        """(rows, internal nodes): whether each row goes left at each node (a subclass may
+        route some nodes otherwise: models/vertical/shapley.py)."""
         p = self.paths
         missing = np.asarray(self.ensemble.missing)
         code = codes[:, p.feature]
         nodes = np.broadcast_to(np.arange(len(p.feature)), code.shape)
-        left = goes_left(
+        left: np.ndarray = goes_left(
             code,
             missing[p.feature],
             p.threshold,
@@ -177,6 +177,13 @@ class ReferenceShapley:
             p.special_left,
             in_category(p.category_left, nodes, code),
         )
+        return left
+
+    def _passes(self, codes: np.ndarray) -> np.ndarray:
+        """(rows, pairs): whether each row passes every test of the pair's leaf path on the
+        pair's feature."""
+        p = self.paths
+        left = self._left(codes)
         went = np.concatenate([left, ~left], axis=1).astype(np.float32)
         failed = np.asarray(went @ p.fails)
         out: np.ndarray = failed == 0
