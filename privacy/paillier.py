@@ -1,12 +1,14 @@
-"""Additively homomorphic encryption for the vertical trees: Paillier (SecretFlow HEU's
-`ZPaillier`, 2048-bit modulus by default) behind the small interface the trees need
-(`jointcredit.models.vertical.cipher`).
+"""Additively homomorphic encryption for the vertical trees: SecretFlow HEU's Okamoto-Uchiyama
+(`OU`, the default) or Paillier (`ZPaillier`), 2048-bit modulus, behind the small interface
+the trees need (`jointcredit.models.vertical.cipher`).
 
 HEU was chosen by measured speed (docs/BENCHMARKS.md, `scripts/bench_paillier.py`): its
-arrays encrypt, add and decrypt in C++ without a Python object per ciphertext, and it sums
-ciphertexts into feature bins in one call (what the feature party does per node).
-`scheme="ou"` (Okamoto-Uchiyama, SecretFlow's default for its trees) is faster still and
-offered for measurement; Paillier stays the default.
+arrays encrypt, add and decrypt in C++ on both cores without a Python object per ciphertext,
+and it sums ciphertexts into feature bins in one call (what the feature party does per node).
+OU is the default for the same reason (about 10x Paillier's encryptions, 3x its additions;
+SecretFlow's default for its trees); its plaintext space (about a third of the modulus, 682
+bits) still holds a packed row with room to spare. Its security rests on factoring a 2048-bit
+n = p^2 q (ARCHITECTURE.md, docs/PRIVACY.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from heu import numpy as hnp
 from heu import phe as hphe
 
+from jointcredit.models.vertical import packing
 from jointcredit.models.vertical.cipher import Ciphertexts
 
 KEY_BITS: Final = 2048
@@ -52,6 +55,8 @@ class HeuPublicKey:
         self._kit = kit
         self._encoder = kit.bigint_encoder()
         self._bound = int(kit.public_key().plaintext_bound())
+        if self._bound <= 1 << packing.PACKED_BITS:
+            raise ValueError(f"a plaintext space below {packing.PACKED_BITS} bits: too small")
 
     def to_bytes(self) -> bytes:
         data: bytes = self._kit.public_key().serialize()
@@ -99,9 +104,10 @@ def _heu(values: Ciphertexts) -> HeuCiphertexts:
 
 
 class HeuSecretKey:
-    def __init__(self, scheme: Scheme = "paillier", key_bits: int = KEY_BITS) -> None:
+    def __init__(self, scheme: Scheme = "ou", key_bits: int = KEY_BITS) -> None:
         if key_bits < MIN_KEY_BITS:
             raise ValueError(f"a key of at least {MIN_KEY_BITS} bits, not {key_bits}")
+        self.scheme: Scheme = scheme
         self._kit = hnp.setup(_SCHEMES[scheme], key_bits)
         self._public = HeuPublicKey(self._kit)
 

@@ -1,7 +1,7 @@
 """Vertical SecureBoost-style trees against XGBoost on the joined rows, and what the feature
 party's columns buy the label party.
 
-    nice -n 5 .venv/bin/python scripts/bench_vertical_trees.py [--scheme paillier|ou]
+    nice -n 5 .venv/bin/python scripts/bench_vertical_trees.py [--scheme ou|paillier]
         [--rows 30000] [--trees 30] [--depth 3] [--bins 32] [--xgboost-only]
 
 Synthetic aligned codes (`jointcredit.simulations.vertical_codes`): 13 label-party and 10
@@ -123,7 +123,7 @@ class CountingLink:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--scheme", choices=["paillier", "ou"], default="paillier")
+    ap.add_argument("--scheme", choices=["paillier", "ou"], default="ou")
     ap.add_argument("--rows", type=int, default=30000)
     ap.add_argument("--trees", type=int, default=30)
     ap.add_argument("--depth", type=int, default=3)

@@ -33,9 +33,10 @@ from jointcredit.simulations.vertical_codes import VerticalCodes, vertical_codes
 PARAMS = TreeParams(n_trees=4, max_depth=3, learning_rate=0.3)
 
 
-@pytest.fixture(scope="module")
-def key() -> HeuSecretKey:
-    return HeuSecretKey()
+@pytest.fixture(scope="module", params=["ou", "paillier"])
+def key(request: pytest.FixtureRequest) -> HeuSecretKey:
+    """Every test runs under each scheme the trees offer: lossless whichever is chosen."""
+    return HeuSecretKey(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_feature_party_replies_are_ciphertexts_only(data: VerticalCodes, key: He
     params = replace(PARAMS, n_trees=1, max_depth=2)
     train(data.label.codes, data.y, data.label.layout, [link], params, key)
     assert link.replies
-    other = HeuSecretKey()
+    other = HeuSecretKey(key.scheme)
     margin = np.full(len(data.y), np.log(data.y.mean() / (1 - data.y.mean())))
     g = 1 / (1 + np.exp(-margin)) - data.y
     for reply in link.replies:
@@ -209,7 +210,7 @@ def test_altered_replies_wrong_keys_and_other_rows_fail_loudly(
         train(data.label.codes, data.y, data.label.layout, [_Recording(party, _flip)], params, key)
 
     # A feature party holding another key than the one the gradients came under.
-    stranger = FeatureParty(1, party.codes, party.layout, HeuSecretKey().public)
+    stranger = FeatureParty(1, party.codes, party.layout, HeuSecretKey(key.scheme).public)
     with pytest.raises(ValueError, match="another key"):
         train(data.label.codes, data.y, data.label.layout, [stranger], params, key)
 
