@@ -77,6 +77,39 @@ class HeuPublicKey:
             raise ValueError(f"expected a column of ciphertexts, got shape {array.shape}")
         return HeuCiphertexts(array)
 
+    def sums_per_ciphertext(self, width: int) -> int:
+        # Measured (docs/BENCHMARKS.md): shifting a sum into place costs more than an OU
+        # decryption (mod p^2, a third of the modulus) saves, and less than a Paillier one.
+        if self._kit.get_schema() == hphe.SchemaType.OU:
+            return 1
+        return max(1, (self._bound.bit_length() - 1) // width)
+
+    def side_by_side(self, values: Ciphertexts, width: int, per: int) -> HeuCiphertexts:
+        array = _heu(values).array
+        n = int(array.rows)
+        if per < 1 or width < 1 or per * width >= self._bound.bit_length():
+            raise ValueError(f"{per} values of {width} bits do not fit one plaintext")
+        m = -(-n // per)
+        evaluator = self._kit.evaluator()
+        shift = hnp.array(np.full((m, 1), 1 << width, dtype=object), self._encoder)
+        # Horner: from the last slot down, shift the sum so far one width up and add the
+        # next slot, so each ciphertext is raised to 2^width only per - 1 times.
+        acc = None
+        for s in reversed(range(per)):
+            lo, hi = s * m, min((s + 1) * m, n)
+            if acc is not None:
+                acc = evaluator.mul(acc, shift)
+            if lo >= hi:
+                continue
+            part = array[lo:hi]
+            if acc is None:
+                acc = part if hi - lo == m else _padded(evaluator, part, m, self)
+            elif hi - lo == m:
+                acc = evaluator.add(acc, part)
+            else:
+                acc[0 : hi - lo] = evaluator.add(acc[0 : hi - lo], part)
+        return HeuCiphertexts(acc)
+
     def bucket_sums(
         self, values: Ciphertexts, groups: Sequence[np.ndarray], codes: np.ndarray, buckets: int
     ) -> list[Ciphertexts]:
@@ -95,6 +128,13 @@ class HeuPublicKey:
             values.array, masks, order, buckets, False
         )
         return [HeuCiphertexts(s) for s in sums]
+
+
+def _padded(evaluator: Any, part: Any, m: int, key: HeuPublicKey) -> Any:
+    """`part` followed by encryptions of zero up to `m` ciphertexts."""
+    zeros = key.encrypt([0] * m).array
+    zeros[0 : int(part.rows)] = evaluator.add(zeros[0 : int(part.rows)], part)
+    return zeros
 
 
 def _heu(values: Ciphertexts) -> HeuCiphertexts:
