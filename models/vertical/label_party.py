@@ -169,7 +169,13 @@ def _decrypted(
         cipher = key.public.load(data)
         if len(cipher) != -(-n_sums // per):
             raise InconsistentHistograms(f"feature party {party.id}: a node of another size")
-        sums = packing.split_slots(key.decrypt(cipher), per, n_sums)
+        # Only the ciphertexts holding a bin of the layout (sum j * buckets + k sits in
+        # ciphertext (j * buckets + k) mod their count); the rest stand in as zero.
+        plain = [0] * len(cipher)
+        needed = np.unique(positions % len(cipher))
+        for q, v in zip(needed.tolist(), key.decrypt(cipher.take(needed)), strict=True):
+            plain[q] = v
+        sums = packing.split_slots(plain, per, n_sums)
         g, h, c = packing.unpack([sums[i] for i in positions.tolist()])
         totals = fixed.totals(np.flatnonzero(row_slot == s))
         ends = (lay.offsets + lay.n_bins).tolist()
