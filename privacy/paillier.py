@@ -1,12 +1,14 @@
-"""Additively homomorphic encryption for the vertical trees: Paillier (SecretFlow HEU's
-`ZPaillier`, 2048-bit modulus by default) behind the small interface the trees need
-(`jointcredit.models.vertical.cipher`).
+"""Additively homomorphic encryption for the vertical trees: SecretFlow HEU's Okamoto-Uchiyama
+(`OU`, the default) or Paillier (`ZPaillier`), 2048-bit modulus, behind the small interface
+the trees need (`jointcredit.models.vertical.cipher`).
 
 HEU was chosen by measured speed (docs/BENCHMARKS.md, `scripts/bench_paillier.py`): its
-arrays encrypt, add and decrypt in C++ without a Python object per ciphertext, and it sums
-ciphertexts into feature bins in one call (what the feature party does per node).
-`scheme="ou"` (Okamoto-Uchiyama, SecretFlow's default for its trees) is faster still and
-offered for measurement; Paillier stays the default.
+arrays encrypt, add and decrypt in C++ on both cores without a Python object per ciphertext,
+and it sums ciphertexts into feature bins in one call (what the feature party does per node).
+OU is the default for the same reason (about 10x Paillier's encryptions, 3x its additions;
+SecretFlow's default for its trees); its plaintext space (about a third of the modulus, 682
+bits) still holds a packed row with room to spare. Its security rests on factoring a 2048-bit
+n = p^2 q (ARCHITECTURE.md, docs/PRIVACY.md).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from heu import numpy as hnp
 from heu import phe as hphe
 
+from jointcredit.models.vertical import packing
 from jointcredit.models.vertical.cipher import Ciphertexts
 
 KEY_BITS: Final = 2048
@@ -52,6 +55,8 @@ class HeuPublicKey:
         self._kit = kit
         self._encoder = kit.bigint_encoder()
         self._bound = int(kit.public_key().plaintext_bound())
+        if self._bound <= 1 << packing.PACKED_BITS:
+            raise ValueError(f"a plaintext space below {packing.PACKED_BITS} bits: too small")
 
     def to_bytes(self) -> bytes:
         data: bytes = self._kit.public_key().serialize()
@@ -71,6 +76,39 @@ class HeuPublicKey:
         if array.ndim != 2 or array.cols != 1:
             raise ValueError(f"expected a column of ciphertexts, got shape {array.shape}")
         return HeuCiphertexts(array)
+
+    def sums_per_ciphertext(self, width: int) -> int:
+        # Measured (docs/BENCHMARKS.md): shifting a sum into place costs more than an OU
+        # decryption (mod p^2, a third of the modulus) saves, and less than a Paillier one.
+        if self._kit.get_schema() == hphe.SchemaType.OU:
+            return 1
+        return max(1, (self._bound.bit_length() - 1) // width)
+
+    def side_by_side(self, values: Ciphertexts, width: int, per: int) -> HeuCiphertexts:
+        array = _heu(values).array
+        n = int(array.rows)
+        if per < 1 or width < 1 or per * width >= self._bound.bit_length():
+            raise ValueError(f"{per} values of {width} bits do not fit one plaintext")
+        m = -(-n // per)
+        evaluator = self._kit.evaluator()
+        shift = hnp.array(np.full((m, 1), 1 << width, dtype=object), self._encoder)
+        # Horner: from the last slot down, shift the sum so far one width up and add the
+        # next slot, so each ciphertext is raised to 2^width only per - 1 times.
+        acc = None
+        for s in reversed(range(per)):
+            lo, hi = s * m, min((s + 1) * m, n)
+            if acc is not None:
+                acc = evaluator.mul(acc, shift)
+            if lo >= hi:
+                continue
+            part = array[lo:hi]
+            if acc is None:
+                acc = part if hi - lo == m else _padded(evaluator, part, m, self)
+            elif hi - lo == m:
+                acc = evaluator.add(acc, part)
+            else:
+                acc[0 : hi - lo] = evaluator.add(acc[0 : hi - lo], part)
+        return HeuCiphertexts(acc)
 
     def bucket_sums(
         self, values: Ciphertexts, groups: Sequence[np.ndarray], codes: np.ndarray, buckets: int
@@ -92,6 +130,13 @@ class HeuPublicKey:
         return [HeuCiphertexts(s) for s in sums]
 
 
+def _padded(evaluator: Any, part: Any, m: int, key: HeuPublicKey) -> Any:
+    """`part` followed by encryptions of zero up to `m` ciphertexts."""
+    zeros = key.encrypt([0] * m).array
+    zeros[0 : int(part.rows)] = evaluator.add(zeros[0 : int(part.rows)], part)
+    return zeros
+
+
 def _heu(values: Ciphertexts) -> HeuCiphertexts:
     if not isinstance(values, HeuCiphertexts):
         raise TypeError(f"HEU ciphertexts expected, not {type(values).__name__}")
@@ -99,9 +144,10 @@ def _heu(values: Ciphertexts) -> HeuCiphertexts:
 
 
 class HeuSecretKey:
-    def __init__(self, scheme: Scheme = "paillier", key_bits: int = KEY_BITS) -> None:
+    def __init__(self, scheme: Scheme = "ou", key_bits: int = KEY_BITS) -> None:
         if key_bits < MIN_KEY_BITS:
             raise ValueError(f"a key of at least {MIN_KEY_BITS} bits, not {key_bits}")
+        self.scheme: Scheme = scheme
         self._kit = hnp.setup(_SCHEMES[scheme], key_bits)
         self._public = HeuPublicKey(self._kit)
 

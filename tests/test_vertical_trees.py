@@ -33,9 +33,10 @@ from jointcredit.simulations.vertical_codes import VerticalCodes, vertical_codes
 PARAMS = TreeParams(n_trees=4, max_depth=3, learning_rate=0.3)
 
 
-@pytest.fixture(scope="module")
-def key() -> HeuSecretKey:
-    return HeuSecretKey()
+@pytest.fixture(scope="module", params=["ou", "paillier"])
+def key(request: pytest.FixtureRequest) -> HeuSecretKey:
+    """Every test runs under each scheme the trees offer: lossless whichever is chosen."""
+    return HeuSecretKey(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_feature_party_replies_are_ciphertexts_only(data: VerticalCodes, key: He
     params = replace(PARAMS, n_trees=1, max_depth=2)
     train(data.label.codes, data.y, data.label.layout, [link], params, key)
     assert link.replies
-    other = HeuSecretKey()
+    other = HeuSecretKey(key.scheme)
     margin = np.full(len(data.y), np.log(data.y.mean() / (1 - data.y.mean())))
     g = 1 / (1 + np.exp(-margin)) - data.y
     for reply in link.replies:
@@ -175,9 +176,11 @@ def test_feature_party_replies_are_ciphertexts_only(data: VerticalCodes, key: He
                 total = float(g[link.party.codes[:, 0] == k].sum())
                 assert struct.pack("<d", total) not in blob
             cipher = key.public.load(blob)
-            assert len(cipher) == reply.buckets * link.party.layout.n_features
+            per = key.public.sums_per_ciphertext(packing.PACKED_BITS)
+            assert per == {"ou": 1, "paillier": 9}[key.scheme]  # bin sums per ciphertext
+            assert len(cipher) == -(-reply.buckets * link.party.layout.n_features // per)
             with pytest.raises(packing.NotAHistogram):  # another key reads nothing
-                packing.unpack(other.decrypt(cipher.take(np.arange(4))))
+                packing.split_slots(other.decrypt(cipher), per, len(cipher) * per)
 
 
 def test_label_party_model_holds_no_threshold_of_the_platform(
@@ -209,7 +212,7 @@ def test_altered_replies_wrong_keys_and_other_rows_fail_loudly(
         train(data.label.codes, data.y, data.label.layout, [_Recording(party, _flip)], params, key)
 
     # A feature party holding another key than the one the gradients came under.
-    stranger = FeatureParty(1, party.codes, party.layout, HeuSecretKey().public)
+    stranger = FeatureParty(1, party.codes, party.layout, HeuSecretKey(key.scheme).public)
     with pytest.raises(ValueError, match="another key"):
         train(data.label.codes, data.y, data.label.layout, [stranger], params, key)
 
@@ -242,6 +245,32 @@ def test_packing_sums_exactly_and_refuses_what_no_sum_can_be() -> None:
         packing.unpack([(1 << (packing.FRACTION_BITS + packing.COUNT_BITS + 1)) | 1])
     with pytest.raises(ValueError):
         packing.to_fixed(np.array([1.5]), np.array([0.1]))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 9, 10, 20])
+def test_sums_side_by_side_decrypt_to_each_sum(key: HeuSecretKey, n: int) -> None:
+    """Several bin sums in one plaintext, whatever the count's remainder: each comes back."""
+    rng = np.random.default_rng(n)
+    values = [int(v) for v in rng.integers(0, 1 << 62, n)]
+    values[-1] = (1 << packing.PACKED_BITS) - 1  # the widest a sum can be
+    # OU's 682-bit plaintexts hold 3 (it does not pay there, but must work), Paillier's 9.
+    per = {"ou": 3, "paillier": 9}[key.scheme]
+    packed = key.public.side_by_side(key.public.encrypt(values), packing.PACKED_BITS, per)
+    assert len(packed) == -(-n // per)
+    assert packing.split_slots(key.decrypt(packed), per, n) == values
+    with pytest.raises(ValueError, match="do not fit"):
+        key.public.side_by_side(packed, packing.PACKED_BITS, per + 1)
+
+
+def test_split_slots_refuses_what_side_by_side_sums_cannot_be() -> None:
+    w = packing.PACKED_BITS
+    assert packing.split_slots([5 | (7 << w), 6], 2, 3) == [5, 6, 7]
+    with pytest.raises(packing.NotAHistogram):  # wider than two sums
+        packing.split_slots([1 << (2 * w), 0], 2, 3)
+    with pytest.raises(packing.NotAHistogram):  # a sum past the histogram's end
+        packing.split_slots([5, 6 | (1 << w)], 2, 3)
+    with pytest.raises(packing.NotAHistogram):  # a count of plaintexts for another size
+        packing.split_slots([5, 6, 7], 2, 3)
 
 
 def test_reduced_leakage_trees_show_the_feature_party_nothing(

@@ -37,6 +37,17 @@ class PublicKey(Protocol):
         none."""
         ...
 
+    def sums_per_ciphertext(self, width: int) -> int:
+        """How many `width`-bit sums a feature party puts side by side in one ciphertext: as
+        many as the plaintext space holds where shifting them together costs less than the
+        decryptions it saves, else 1 (each on its own)."""
+        ...
+
+    def side_by_side(self, values: Ciphertexts, width: int, per: int) -> Ciphertexts:
+        """Ciphertexts of sum over s < `per` of v[s * m + q] * 2^(s * `width`), q < m =
+        ceil(len / per): `per` values in one plaintext, so one decryption reads them all."""
+        ...
+
     def bucket_sums(
         self, values: Ciphertexts, groups: Sequence[np.ndarray], codes: np.ndarray, buckets: int
     ) -> list[Ciphertexts]:

@@ -15,6 +15,7 @@ import numpy as np
 from jointcredit.models.trees.histogram import UNUSED
 from jointcredit.models.trees.params import BinLayout
 from jointcredit.models.trees.tree import CATEGORY_SPLIT, goes_left
+from jointcredit.models.vertical import packing
 from jointcredit.models.vertical.cipher import Ciphertexts, PublicKey
 from jointcredit.models.vertical.messages import (
     EncryptedGradients,
@@ -106,6 +107,11 @@ class FeatureParty:
             raise ValueError("a row in a node slot beyond the query's")
         groups = [slot == s for s in range(query.n_slots)]
         sums = self._key.bucket_sums(self._gradients, groups, self.codes, self._buckets)
+        # Several bin sums per ciphertext where the scheme gains by it: fewer decryptions for
+        # the label party, which derives the same count from the same public key.
+        per = self._key.sums_per_ciphertext(packing.PACKED_BITS)
+        if per > 1:
+            sums = [self._key.side_by_side(s, packing.PACKED_BITS, per) for s in sums]
         return EncryptedHistograms(tuple(s.to_bytes() for s in sums), self._buckets)
 
     def split(self, order: SplitOrder) -> SplitDone:

@@ -2,10 +2,12 @@
 split finder (`jointcredit.models.trees`), over its own features and every feature party's.
 
 Per tree it encrypts each aligned row's packed (gradient, hessian, 1) once and sends it to
-every feature party. Per level the grower asks for the smaller child's histograms (it derives
-each sibling as parent - child itself, after decryption); the label party builds its own
-features' histograms in plaintext, sends each feature party the instance space (which row is
-in which requested node), decrypts the encrypted bin sums it gets back, checks every feature's
+every feature party; a feature party returns its bin sums several to a ciphertext where the
+scheme gains by it (`cipher.PublicKey.sums_per_ciphertext`), so one decryption reads several.
+Per level the grower asks for the smaller child's histograms (it derives each sibling as
+parent - child itself, after decryption); the label party builds its own features'
+histograms in plaintext, sends each feature party the instance space (which row is in which
+requested node), decrypts the encrypted bin sums it gets back, checks every feature's
 bins add up to the node's totals it already knows, and lays them beside its own in the joined
 layout (its features first, then each feature party's in order). The winning party of each
 split is told its local feature and bin and returns a split id and the node's left rows.
@@ -160,12 +162,21 @@ def _decrypted(
     positions = np.concatenate(
         [j * reply.buckets + np.arange(k) for j, k in enumerate(lay.n_bins)]
     ).astype(np.int64)
+    n_sums = reply.buckets * lay.n_features
+    per = key.public.sums_per_ciphertext(packing.PACKED_BITS)
     out = np.zeros((n_slots, lay.total_bins, 2))
     for s, data in enumerate(reply.nodes):
         cipher = key.public.load(data)
-        if len(cipher) != reply.buckets * lay.n_features:
+        if len(cipher) != -(-n_sums // per):
             raise InconsistentHistograms(f"feature party {party.id}: a node of another size")
-        g, h, c = packing.unpack(key.decrypt(cipher.take(positions)))
+        # Only the ciphertexts holding a bin of the layout (sum j * buckets + k sits in
+        # ciphertext (j * buckets + k) mod their count); the rest stand in as zero.
+        plain = [0] * len(cipher)
+        needed = np.unique(positions % len(cipher))
+        for q, v in zip(needed.tolist(), key.decrypt(cipher.take(needed)), strict=True):
+            plain[q] = v
+        sums = packing.split_slots(plain, per, n_sums)
+        g, h, c = packing.unpack([sums[i] for i in positions.tolist()])
         totals = fixed.totals(np.flatnonzero(row_slot == s))
         ends = (lay.offsets + lay.n_bins).tolist()
         for j, (a, b) in enumerate(zip(lay.offsets.tolist(), ends, strict=True)):

@@ -83,6 +83,23 @@ def unpack(sums: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(g, object), np.array(h, object), np.array(c, object)
 
 
+def split_slots(values: list[int], per: int, n: int) -> list[int]:
+    """Decrypted plaintexts of `per` sums each (`cipher.PublicKey.side_by_side`) -> the `n`
+    sums in their original order; raises `NotAHistogram` for a plaintext wider than that."""
+    if per < 1 or len(values) != -(-n // per):
+        raise NotAHistogram(f"{len(values)} plaintexts cannot carry {n} sums {per} at a time")
+    width = len(values)
+    flat = [0] * (width * per)
+    for q, v in enumerate(values):
+        if v < 0 or v.bit_length() > per * PACKED_BITS:
+            raise NotAHistogram("a decrypted histogram value out of range: wrong key or altered")
+        for s in range(per):
+            flat[s * width + q] = (v >> (s * PACKED_BITS)) & ((1 << PACKED_BITS) - 1)
+    if any(flat[n:]):
+        raise NotAHistogram("a sum beyond the histogram's end: altered")
+    return flat[:n]
+
+
 def to_float(grad: np.ndarray, hess: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Unpacked sums -> (..., 2) float64 (G, H), the offset taken back off exactly."""
     g = [(a - b * _SCALE) / _SCALE for a, b in zip(grad.tolist(), count.tolist(), strict=True)]
