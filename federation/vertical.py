@@ -196,7 +196,7 @@ _VERTICAL_KEYS = frozenset(f.alias or name for name, f in VerticalSettings.model
 HORIZONTAL_ONLY = frozenset(
     {
         "rounds", "strategy", "privacy", "aggregator", "attack", "attackers", "adversary",
-        "faults", "resume", "split", "institutions", "personal-trees", "finetune-epochs",
+        "faults", "resume", "split", "personal-trees", "finetune-epochs",
         "personalization", "local-epochs", "batch-size", "learning-rate", "optimizer",
         "proximal-mu", "epsilon", "noise-multiplier", "secagg-shares",
     }

@@ -30,7 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from jointcredit.federation import vertical as v
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.server.errors import FederationError
-from jointcredit.server.grid import short_reason
+from jointcredit.server.grid import push_and_pull, short_reason
 from jointcredit.server.preprocessing import wait_for_nodes
 from jointcredit.server.verify import UpdateVerifier
 from jointcredit.trust.files import replace_file
@@ -60,7 +60,9 @@ class Relay:
         sent = Message(content, dst_node_id=node, message_type=kind)
         self.bytes_sent += v.content_bytes(content)
         self.messages += 1
-        replies = list(self.grid.send_and_receive([sent], timeout=self.timeout))
+        # Polled promptly: one message per vertical step, hundreds per run (Flower's own
+        # send_and_receive waits 3 s between polls over the network).
+        _, replies = push_and_pull(self.grid, [sent], self.timeout)
         who = self.verifier.node_institution.get(node, f"node {node}")
         if not replies:
             raise FederationError(f"{who}: no reply within {self.timeout:g} s ({kind})")

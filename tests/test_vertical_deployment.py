@@ -32,7 +32,7 @@ from jointcredit.simulations.vertical import aligned_frames, baselines
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTIES = ["bank", "platform"]  # the synthetic-vertical schema's parties: the kits' ids
-ROWS, SEED, TREES = 400, 5, 3
+ROWS, SEED, TREES, DEPTH = 400, 5, 2, 2
 pytestmark = pytest.mark.e2e
 
 
@@ -109,7 +109,7 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
         assert stat.S_ISSOCK(sock.stat().st_mode)
 
     out = tmp_path / "run"
-    settings = {"layout": "vertical", "trees": TREES, "max-depth": 3, "seed": SEED}
+    settings = {"layout": "vertical", "trees": TREES, "max-depth": DEPTH, "seed": SEED}
     started = time.monotonic()
     run = subprocess.run(
         [processes.flower_bin("jointcredit"), "link", "run", "--kit", str(coordinator),
@@ -138,7 +138,7 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
 
     # The same data in process: PSI's intersection, and the same learner on the joined rows
     # with the same bins gives the deployed federation's AUC (lossless over real nodes).
-    same = VerticalSettings(dataset=str(data), trees=TREES, max_depth=3, seed=SEED)
+    same = VerticalSettings(dataset=str(data), trees=TREES, max_depth=DEPTH, seed=SEED)
     joined = load_vertical_dataset(str(data))
     frames, _ = aligned_frames(joined, same)
     assert vertical["intersection_size"] == len(frames["bank"])
