@@ -102,8 +102,8 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
             provisioned.kit(party), own, schema=schema, port=processes.free_port()
         )
         procs.start(party, cmd)
-    for party in PARTIES:
-        sock = _session_socket(procs, party)
+    sockets = [_session_socket(procs, party) for party in PARTIES]
+    for sock in sockets:
         # Node-local: a unix socket in a directory only the node's user may enter.
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         assert stat.S_ISSOCK(sock.stat().st_mode)
@@ -145,7 +145,10 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
     centralized, _ = baselines(joined, same)
     assert metrics["federated"]["auc"] == pytest.approx(centralized["auc"], abs=1e-9)
     assert metrics["federated"]["brier"] == pytest.approx(centralized["brier"], abs=1e-9)
-    # Each session ended with the run: the hosts hold nothing of it.
-    for party in PARTIES:
-        assert "dropped (idle)" not in procs.log(party)
+    # Each session ended with the run (none left to drop as idle); stopped nodes leave no
+    # channel behind.
     print(f"vertical deployed run: {seconds:.1f} s, {vertical}")
+    procs.stop_all()
+    for party, sock in zip(PARTIES, sockets, strict=True):
+        assert "dropped (idle)" not in procs.log(party)
+        assert not sock.parent.exists()
