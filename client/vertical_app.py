@@ -192,7 +192,8 @@ def _answer(msg: Message, context: Context) -> Message:
     req = Request.of(msg, context)
     path = os.environ.get(channel.SOCKET_ENV)
     if path:
-        timeout = VerticalSettings.of(req.run_config, req.run_id).timeout
+        # A step may take the run's step timeout in the host; its own error comes first.
+        timeout = VerticalSettings.of(req.run_config, req.run_id).timeout + channel.GRACE
         return Message(channel.forward(path, req, timeout=timeout), reply_to=msg)
     return Message(handle(req), reply_to=msg)
 

@@ -36,6 +36,7 @@ OK: Final = 0
 ERROR: Final = 1
 REQUEST_STATUS: Final = 2
 MAX_ERROR: Final = 4096  # characters of an error message sent back
+GRACE: Final = 30.0  # seconds a task waits beyond the run's step timeout for the host's reply
 META: Final = "jointcredit.channel"  # the request's own record, beside the message content
 
 
