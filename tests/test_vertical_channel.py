@@ -140,3 +140,41 @@ def test_the_app_run_config_selects_the_vertical_settings() -> None:
         VerticalSettings.from_app_config({**fused, "trees": 0})
     run = VerticalSettings.of(fused, run_id=99)
     assert run.out_dir.endswith("/99") and run.generated_keys
+
+
+def test_the_deployed_client_app_hands_vertical_runs_to_the_vertical_app(
+    monkeypatch: pytest.MonkeyPatch, task_identity: None
+) -> None:
+    from flwr.app import Context, Message
+
+    from jointcredit.client import app as client_app
+
+    msg = Message(v.content(1, v.HELLO_ACTION), dst_node_id=3, message_type=v.HELLO)
+    seen: list[str] = []
+
+    def vertical(m: Message, c: Context) -> Message:
+        seen.append("vertical")
+        return m
+
+    def horizontal(m: Message, c: Context) -> Message:
+        seen.append("horizontal")
+        return m
+
+    monkeypatch.setattr(client_app.vertical_app, "app", vertical)
+    for layout in ("vertical", "horizontal"):
+        context = Context(3, 3, {}, RecordDict(), {"layout": layout})
+        client_app.layout_mod(msg, context, horizontal)
+    assert seen == ["vertical", "horizontal"]
+
+
+def test_the_deployed_server_app_runs_the_vertical_coordinator_for_vertical_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flwr.app import Context
+
+    from jointcredit.server import app as server_app
+
+    ran: list[int] = []
+    monkeypatch.setattr(server_app.vertical_app, "main", lambda grid, context: ran.append(1))
+    server_app.main(None, Context(3, 0, {}, RecordDict(), {"layout": "vertical"}))  # type: ignore[arg-type]
+    assert ran == [1]
