@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Annotated
@@ -182,6 +183,10 @@ def link_run(
             out, extra = resume, {**resume_config(resume, kit, extra), "resume": True}
         config = processes.run_config(kit, out, extra)
         settings = processes.resolved_settings(app_dir, kit, config)
+        if settings.layout == "vertical":
+            if resume is not None:
+                raise SettingsError("--resume: vertical runs have no checkpoints to resume")
+            processes.resolved_vertical(app_dir, config)
         if resume is not None:
             check_resume(resume, kit, settings)
     except (SettingsError, ValueError) as exc:
@@ -216,6 +221,15 @@ def link_run(
     if status != "finished:completed":
         err.print(f"the ServerApp's log: {flwr_home / f'run-{run_id}.log'}")
         raise typer.Exit(1)
+    if settings.layout == "vertical":
+        vertical = json.loads((out / "metrics.json").read_text())
+        facts = vertical["vertical"]
+        console.print(
+            f"model: {out / 'model'}  AUC (label party's test rows): "
+            f"{vertical['federated']['auc']:.4f}  parties: {', '.join(facts['parties'])}  "
+            f"aligned: {facts['intersection_size']}"
+        )
+        return
     auc = RunMetrics.read(out / "metrics.json").federated.auc
     shown = "-" if auc is None else f"{auc:.4f}"
     console.print(f"model: {out / 'model'}  AUC (institutions): {shown}")

@@ -74,9 +74,15 @@ def _parameter(name: str) -> inspect.Parameter:
     )
 
 
+# Settings no command takes as a generated option: `simulate` has its own `--layout`.
+NOT_OPTIONS = frozenset({"layout"})
+
+
 def settings_parameters(exclude: set[str]) -> list[inspect.Parameter]:
     return [
-        _parameter(name) for name in RunSettings.model_fields if run_config_key(name) not in exclude
+        _parameter(name)
+        for name in RunSettings.model_fields
+        if run_config_key(name) not in exclude | NOT_OPTIONS
     ]
 
 

@@ -324,7 +324,22 @@ def sweep(
 def config_resolve(config: dict[str, Any]) -> None:
     """Print, as JSON, the run config these keys resolve to for their dataset's
     institutions (recipes applied, every rule checked); exit 2 naming the keys if the run
-    could not start."""
+    could not start. A vertical run config (`layout=vertical`) resolves to the vertical
+    federation's settings."""
+    if config.get("layout") == "vertical":
+        from jointcredit.federation.vertical import VerticalSettings
+        from jointcredit.simulations.vertical import known_dataset
+
+        try:
+            vertical = VerticalSettings.from_app_config(config)
+        except SettingsError as exc:
+            err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from exc
+        if not known_dataset(vertical.dataset):
+            err.print(f"[red]error:[/red] unknown vertical dataset {vertical.dataset!r}")
+            raise typer.Exit(2)
+        console.print_json(json.dumps(vertical.to_run_config()))
+        return
     settings = resolve_local(config)
     console.print_json(json.dumps(settings.to_run_config()))
 

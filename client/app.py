@@ -33,14 +33,22 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from pydantic import BaseModel
 
-from jointcredit.client import binning, fairness, personalization, reference, scaffold, trees
+from jointcredit.client import (
+    binning,
+    fairness,
+    personalization,
+    reference,
+    scaffold,
+    trees,
+    vertical_app,
+)
 from jointcredit.client.adversary import adversary_mod
 from jointcredit.client.data import NodeData, node_data
 from jointcredit.client.durable import Durable
 from jointcredit.client.faults import fault_mod
 from jointcredit.client.signing import signing_key, signing_mod
 from jointcredit.client.update import local_update
-from jointcredit.federation import protocol
+from jointcredit.federation import protocol, vertical
 from jointcredit.federation.protocol import (
     BinningRecord,
     EvaluateMetrics,
@@ -51,11 +59,22 @@ from jointcredit.federation.protocol import (
     TreeLevelMessage,
 )
 from jointcredit.federation.settings import RunSettings
+from jointcredit.federation.vertical import is_vertical
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.preprocessing import summarize
 from jointcredit.models.score_bands import band_counts
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.training import predict_pd
+
+
+def layout_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """A vertical run (`layout = "vertical"`) is the vertical ClientApp's, with its own
+    signing (`client.vertical_app`): one ClientApp for both, as a deployed node runs only
+    this one."""
+    if is_vertical(dict(context.run_config)):
+        return vertical_app.app(msg, context)
+    return call_next(msg, context)
+
 
 # Small models on 2 cores: one intra-op thread per client avoids oversubscription. In
 # deployment each message runs in a fork of the node's worker, which imported this module
@@ -67,7 +86,17 @@ torch.set_num_threads(1)
 # signs exactly what leaves; the simulation-only adversary sits outside it, as a network
 # attacker or a dishonest node's own code would; a simulated crash (`faults`) outside both,
 # as the node's whole process failing.
-app = ClientApp(mods=[fault_mod, adversary_mod, signing_mod])
+app = ClientApp(mods=[layout_mod, fault_mod, adversary_mod, signing_mod])
+
+
+@app.query(vertical.HELLO_ACTION)
+@app.query(vertical.PSI_ACTION)
+@app.train(vertical.STEP_ACTION)
+@app.train(vertical.SERVE_ACTION)
+def vertical_only(msg: Message, context: Context) -> Message:
+    """Registered so that Flower routes the vertical kinds to this app (and its layout mod);
+    reached only in a horizontal run."""
+    raise protocol.ProtocolError(f"{msg.metadata.message_type} in a horizontal run")
 
 
 def _setup(context: Context) -> tuple[RunSettings, NodeData]:

@@ -11,24 +11,34 @@ Every reply names its party and is signed on its way out by `vertical_signing_mo
 party's institution key (the same signature and binding as the horizontal path's replies).
 
 A party's session (its rows, its PSI scalar, the Paillier secret key, the training thread)
-lives in its node's process, keyed by run and node, and is never serialized: not into a
-message, nor into Flower's node state. A simulation therefore runs every node in one Ray actor
-(`simulations/vertical.py`); a message that reaches a process without its session fails
-naming that.
+lives in one process of its node, keyed by run and node, and is never serialized: not into a
+message, nor into Flower's node state. In a simulation that is the Ray actor every node runs
+in (`simulations/vertical.py`), and `handle` runs in it. In a deployment each message runs in
+a fork of the node's ClientApp worker, so the handlers forward the message to the node's
+session host (`client.vertical_channel`, a unix socket private to the node), which runs
+`handle` and keeps the sessions; the reply is signed in the fork as here. A message that
+reaches a process without its session fails naming that. Sessions end with the run (the
+label party's `done`, a feature party's `write-part`) or when idle longer than the run's step
+timeout (`expire`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
+from jointcredit.client import vertical_channel as channel
 from jointcredit.client.signing import binding_for
 from jointcredit.client.vertical_feature import FeatureSession
 from jointcredit.client.vertical_label import LabelSession
@@ -45,7 +55,32 @@ from jointcredit.trust.updates import SIGNATURE_RECORD, sign_content
 
 Session = LabelSession | FeatureSession
 _SESSIONS: dict[tuple[int, int], Session] = {}
+_USED: dict[tuple[int, int], float] = {}  # monotonic time of each session's last message
 _LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a vertical handler needs of a message and its context: all a forked task passes
+    to the node's session host."""
+
+    run_id: int
+    node_id: int
+    message_type: str
+    content: RecordDict
+    run_config: dict[str, Any]
+    node_config: dict[str, Any]
+
+    @classmethod
+    def of(cls, msg: Message, context: Context) -> Request:
+        return cls(
+            msg.metadata.run_id, context.node_id, msg.metadata.message_type, msg.content,
+            dict(context.run_config), dict(context.node_config),
+        )  # fmt: skip
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.run_id, self.node_id)
 
 
 @cache
@@ -53,8 +88,10 @@ def _key(path: str, passphrase_env: str) -> Ed25519PrivateKey:
     return keys.load_private_key(Path(path), keys.passphrase_from_env(passphrase_env or None))
 
 
-def _party_and_key(context: Context, settings: VerticalSettings) -> tuple[str, Ed25519PrivateKey]:
-    node = NodeConfig.parse(context.node_config, "node config")
+def _party_and_key(
+    node_config: dict[str, Any], settings: VerticalSettings
+) -> tuple[str, Ed25519PrivateKey]:
+    node = NodeConfig.parse(node_config, "node config")
     schema = _schema(settings, node)
     if node.institution:
         party = node.institution
@@ -90,44 +127,46 @@ def _dataset(settings: VerticalSettings) -> VerticalData:
     )
 
 
-def _session(msg: Message, context: Context) -> Session:
+def _session(req: Request) -> Session:
     """The node's session of this run: created by the hello message, found afterwards."""
-    key = (msg.metadata.run_id, context.node_id)
     with _LOCK:
-        found = _SESSIONS.get(key)
+        found = _SESSIONS.get(req.key)
+        if found is not None:
+            _USED[req.key] = time.monotonic()
     if found is not None:
         return found
-    if msg.metadata.message_type != v.HELLO:
+    if req.message_type != v.HELLO:
         raise RuntimeError(
-            "this node's vertical session is not in this process: a vertical run needs every "
-            "message of a node handled by the process that started its session"
+            "this node's vertical session is not in this process (never started, ended, or "
+            "dropped after the run's timeout): a vertical run needs every message of a node "
+            "handled where its session started"
         )
-    settings = VerticalSettings.from_run_config(dict(context.run_config))
-    party, signer = _party_and_key(context, settings)
-    node = NodeConfig.parse(context.node_config, "node config")
+    settings = VerticalSettings.of(req.run_config, req.run_id)
+    party, signer = _party_and_key(req.node_config, settings)
+    node = NodeConfig.parse(req.node_config, "node config")
     if node.data_file:
         schema = load_vertical_schema(node.schema_file or settings.schema_file)
         frame = load_party(Path(node.data_file), schema, party).frame
     else:
         data = _dataset(settings)
         schema, frame = data.schema, data.parties[party].frame
-    trust = store.load_store(Path(settings.trust_file))
+    # A deployed node checks relayed answers against its own kit's trust store.
+    trust = store.load_store(Path(node.trust_store) if node.trust_store else settings.trust_path)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     session: Session
     if schema.parties[party].label:
-        session = LabelSession(
-            party, schema, frame, settings, trust, msg.metadata.run_id, signer, created
-        )
+        session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created)
     with _LOCK:
-        _SESSIONS[key] = session
+        _SESSIONS[req.key] = session
+        _USED[req.key] = time.monotonic()
     return session
 
 
 def _signing_key(msg: Message, context: Context) -> Ed25519PrivateKey:
-    settings = VerticalSettings.from_run_config(dict(context.run_config))
-    return _party_and_key(context, settings)[1]
+    settings = VerticalSettings.of(dict(context.run_config), msg.metadata.run_id)
+    return _party_and_key(dict(context.node_config), settings)[1]
 
 
 def vertical_signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -147,62 +186,100 @@ def vertical_signing_mod(msg: Message, context: Context, call_next: ClientAppCal
 app = ClientApp(mods=[vertical_signing_mod])
 
 
-def _reply(msg: Message, session: Session, content: RecordDict) -> Message:
+def _answer(msg: Message, context: Context) -> Message:
+    """This node's reply: from its session host when the node runs one (deployment), else
+    handled here (simulation)."""
+    req = Request.of(msg, context)
+    path = os.environ.get(channel.SOCKET_ENV)
+    if path:
+        # A step may take the run's step timeout in the host; its own error comes first.
+        timeout = VerticalSettings.of(req.run_config, req.run_id).timeout + channel.GRACE
+        return Message(channel.forward(path, req, timeout=timeout), reply_to=msg)
+    return Message(handle(req), reply_to=msg)
+
+
+@app.query(v.HELLO_ACTION)
+def hello_handler(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+@app.query(v.PSI_ACTION)
+def psi_handler(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+@app.train(v.STEP_ACTION)
+def step_handler(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+@app.train(v.SERVE_ACTION)
+def serve_handler(msg: Message, context: Context) -> Message:
+    return _answer(msg, context)
+
+
+def handle(req: Request) -> RecordDict:
+    """The reply content to one vertical message (unsigned), with the node's session."""
+    handlers = {v.HELLO: hello, v.PSI: psi, v.STEP: step, v.SERVE: serve}
+    handler = handlers.get(req.message_type)
+    if handler is None:
+        raise ProtocolError(f"not a vertical message: {req.message_type!r}")
+    return handler(req)
+
+
+def _reply(session: Session, content: RecordDict) -> RecordDict:
     content[protocol.IDENTITY] = protocol.identity_record(session.party)
-    return Message(content, reply_to=msg)
+    return content
 
 
-def _step(msg: Message) -> int:
-    step = protocol.server_round(msg.content)
+def _step(req: Request) -> int:
+    step = protocol.server_round(req.content)
     if step is None:
         raise ProtocolError("a vertical message without its step")
     return step
 
 
-@app.query(v.HELLO_ACTION)
-def hello(msg: Message, context: Context) -> Message:
-    session = _session(msg, context)
+def hello(req: Request) -> RecordDict:
+    session = _session(req)
     role = v.LABEL_ROLE if isinstance(session, LabelSession) else v.FEATURE_ROLE
-    return _reply(msg, session, v.content(_step(msg), v.HELLO_ACTION, role=role))
+    return _reply(session, v.content(_step(req), v.HELLO_ACTION, role=role))
 
 
-@app.query(v.PSI_ACTION)
-def psi(msg: Message, context: Context) -> Message:
-    session = _session(msg, context)
-    step, request = _step(msg), v.request(msg.content)
+def psi(req: Request) -> RecordDict:
+    session = _session(req)
+    step, request = _step(req), v.request(req.content)
     action = str(request[v.ACTION])
     if isinstance(session, FeatureSession):
         if action == v.PSI_REBLIND:
-            out = session.reblind(v.arrays(msg.content))
+            out = session.reblind(v.arrays(req.content))
         elif action == v.PSI_ALIGNED:
-            out = session.aligned(v.arrays(msg.content), int(str(request.get(v.PARTY, "0"))))
+            out = session.aligned(v.arrays(req.content), int(str(request.get(v.PARTY, "0"))))
         else:
             raise ProtocolError(f"a feature party does not do {action!r}")
-        return _reply(msg, session, v.content(step, action, out))
+        return _reply(session, v.content(step, action, out))
     party = str(request.get(v.PARTY, ""))
     if action == v.PSI_BLIND:
-        return _reply(msg, session, v.content(step, action, session.blind(party)))
+        return _reply(session, v.content(step, action, session.blind(party)))
     if action == v.PSI_INTERSECT:
         answer = session.answer(
-            v.relayed(msg.content, party), party, int(str(request[v.RELAY_STEP])),
+            v.relayed(req.content, party), party, int(str(request[v.RELAY_STEP])),
             int(str(request[v.RELAY_NODE])), v.PSI,
         )  # fmt: skip
         session.intersect(party, answer)
-        return _reply(msg, session, v.content(step, action))
+        return _reply(session, v.content(step, action))
     if action == v.PSI_ALIGN:
         size, per_party = session.align()
         arrays = {f"{p}/{k}": a for p, d in per_party.items() for k, a in d.items()}
         indices = ",".join(f"{p}={i}" for p, i in session.indices.items())
-        return _reply(msg, session, v.content(step, action, arrays, size=size, party=indices))
+        return _reply(session, v.content(step, action, arrays, size=size, party=indices))
     raise ProtocolError(f"the label party does not do {action!r}")
 
 
-@app.train(v.STEP_ACTION)
-def step(msg: Message, context: Context) -> Message:
-    session = _session(msg, context)
+def step(req: Request) -> RecordDict:
+    session = _session(req)
     if not isinstance(session, LabelSession):
         raise ProtocolError("only the label party takes training steps")
-    step, request = _step(msg), v.request(msg.content)
+    step, request = _step(req), v.request(req.content)
     action = str(request[v.ACTION])
     if action == v.START:
         columns = {}
@@ -210,38 +287,61 @@ def step(msg: Message, context: Context) -> Message:
         steps = {p: int(str(request[f"{v.RELAY_STEP}/{p}"])) for p in session.indices}
         for p in sorted(steps, key=steps.__getitem__):
             relay_node = int(str(request[f"{v.RELAY_NODE}/{p}"]))
-            relayed = v.relayed(msg.content, p)
+            relayed = v.relayed(req.content, p)
             columns[p] = session.answer(relayed, p, steps[p], relay_node, v.PSI)
         session.start(columns)
     elif action == v.NEXT:
         party = str(request[v.PARTY])
         session.deliver(
-            v.relayed(msg.content, party), party, int(str(request[v.RELAY_STEP])),
+            v.relayed(req.content, party), party, int(str(request[v.RELAY_STEP])),
             int(str(request[v.RELAY_NODE])),
         )  # fmt: skip
     else:
         raise ProtocolError(f"unknown training step {action!r}")
     kind, value = session.next_request(step)
     if kind == "done":
-        _end(msg, context)  # the thread has ended; nothing of the run stays in the process
+        _end(req.key)  # the thread has ended; nothing of the run stays in the process
         metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
-        return _reply(msg, session, v.content(step, v.DONE, **metrics))
+        return _reply(session, v.content(step, v.DONE, **metrics))
     party, wanted, arrays = value
-    return _reply(msg, session, v.content(step, wanted, arrays, party=party))
+    return _reply(session, v.content(step, wanted, arrays, party=party))
 
 
-@app.train(v.SERVE_ACTION)
-def serve(msg: Message, context: Context) -> Message:
-    session = _session(msg, context)
+def serve(req: Request) -> RecordDict:
+    session = _session(req)
     if not isinstance(session, FeatureSession):
         raise ProtocolError("only feature parties serve the label party's requests")
-    action = str(v.request(msg.content)[v.ACTION])
-    out = session.serve(action, v.arrays(msg.content))
+    action = str(v.request(req.content)[v.ACTION])
+    out = session.serve(action, v.arrays(req.content))
     if action == v.WRITE_PART:  # its last request
-        _end(msg, context)
-    return _reply(msg, session, v.content(_step(msg), action, out))
+        _end(req.key)
+    return _reply(session, v.content(_step(req), action, out))
 
 
-def _end(msg: Message, context: Context) -> None:
+def _end(key: tuple[int, int]) -> Session | None:
     with _LOCK:
-        _SESSIONS.pop((msg.metadata.run_id, context.node_id), None)
+        _USED.pop(key, None)
+        return _SESSIONS.pop(key, None)
+
+
+def expire(now: float | None = None) -> list[tuple[int, int]]:
+    """Drop every session idle longer than its run's step timeout (the coordinator has given
+    up on it by then); a label party's training thread is stopped. The keys dropped."""
+    now = time.monotonic() if now is None else now
+    with _LOCK:
+        idle = [k for k, s in _SESSIONS.items() if now - _USED.get(k, now) > s.settings.timeout]
+    for key in idle:
+        drop(key)
+    return idle
+
+
+def drop(key: tuple[int, int]) -> None:
+    """End a session now (its label party's training thread stopped)."""
+    session = _end(key)
+    if isinstance(session, LabelSession):
+        session.close()
+
+
+def sessions() -> list[tuple[int, int]]:
+    with _LOCK:
+        return list(_SESSIONS)

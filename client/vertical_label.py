@@ -209,6 +209,10 @@ class LabelSession:
         )  # fmt: skip
         return {**metrics, "train-rows": float(len(train_rows)), "test-rows": len(test_rows)}
 
+    def close(self) -> None:
+        """The session is dropped: a training thread waiting for an answer stops."""
+        self._inbox.put(ProtocolError("the vertical session was dropped (idle too long)"))
+
     def ask(self, party: str, action: str, arrays: Arrays) -> Arrays:
         """From the training thread: hand a request to the coordinator, wait for the answer."""
         self._outbox.put(("ask", (party, action, arrays)))

@@ -58,11 +58,13 @@ def load_vertical_dataset(
     return VerticalData(vschema, parties)
 
 
-def write_vertical_directory(dataset: str, out: Path, *, seed: int = 0) -> Path:
+def write_vertical_directory(
+    dataset: str, out: Path, *, seed: int = 0, rows: int = SYNTHETIC_JOINED_ROWS
+) -> Path:
     """A named dataset in the vertical layout (a directory per party, `schema.toml`)."""
     if out.exists():
         raise FileExistsError(f"{out} exists")
-    vschema, frames = vertical_frames(dataset, seed=seed)
+    vschema, frames = vertical_frames(dataset, seed=seed, rows=rows)
     # Built beside `out` and moved into place whole: a crash leaves no half-written layout.
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True)

@@ -7,7 +7,8 @@ before handling its one message and exiting. This worker imports the app once, t
 task in a fork of itself (`app_worker`) through Flower's own `run_clientapp` (the body of
 `flwr-clientapp`):
 still one process per message, the node's state travelling only in the task's Context as
-Flower intends, but nothing left to import.
+Flower intends, but nothing left to import. A vertical run's party sessions, which must
+outlive a message, are kept by the node's session host (`deploy.session_host`), started here.
 
 Started and supervised by `jointcredit node start` (`deploy/node.py`); run by hand as
 `python -m jointcredit.deploy.clientapp_worker --runtime-api-address 127.0.0.1:9094`.
@@ -29,6 +30,7 @@ from jointcredit.deploy.app_worker import (
     read_secret,
     run_forked_task,
 )
+from jointcredit.deploy.session_host import session_host
 from jointcredit.deploy.supernode import shorten_object_pulls
 
 # The app's ClientApp, as `[tool.flwr.app.components] clientapp` names it (a unit test holds
@@ -146,13 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flwr.supercore.constant import TaskType
 
     address = args.runtime_api_address
-    return TaskWorker(
-        address,
-        TaskType.CLIENT_APP.value,
-        lambda token: _run_task(address, token),
-        secret=secret,
-        poll=POLL_SECONDS,
-    ).serve()
+    # Vertical runs keep each party's session (secrets, training thread) in the node's
+    # session host, which the forked tasks reach over a node-local socket.
+    with session_host():
+        return TaskWorker(
+            address,
+            TaskType.CLIENT_APP.value,
+            lambda token: _run_task(address, token),
+            secret=secret,
+            poll=POLL_SECONDS,
+        ).serve()
 
 
 if __name__ == "__main__":

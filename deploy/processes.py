@@ -41,6 +41,7 @@ from jointcredit.deploy.kits import (
 )
 from jointcredit.federation.protocol import NodeConfig
 from jointcredit.federation.settings import RunSettings
+from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust.keyset import COORDINATOR, TRUST_FILE
 
 # Quiet, contained Flower processes; never a per-run `uv sync` (it would fetch a CUDA torch).
@@ -127,6 +128,8 @@ def node_config(kit: Path, data: Path, schema: Path | None) -> str:
         schema_file=str(schema.resolve()) if schema is not None else None,
         # What must survive a crash (DP ledger, c_i), kept by the institution in its kit.
         state_dir=str((kit / "state").resolve()),
+        # The federation's trust store: a vertical party checks relayed answers against it.
+        trust_store=str((kit / TRUST_FILE).resolve()),
     ).values()
     for key, value in values.items():
         if "'" in value or '"' in value:
@@ -258,6 +261,12 @@ def resolved_settings(app: Path, kit: Path, config: dict[str, Any]) -> RunSettin
         raise ValueError(f"{app}: not a Flower app directory (no pyproject.toml)")
     fused = get_fused_config_from_dir(app, config)
     return RunSettings.from_run_config(fused).for_institutions(institutions, "the kit's")
+
+
+def resolved_vertical(app: Path, config: dict[str, Any]) -> VerticalSettings:
+    """What the ServerApp will run for a `layout = "vertical"` run config (`SettingsError`
+    naming the keys when it could not work)."""
+    return VerticalSettings.from_app_config(get_fused_config_from_dir(app, config))
 
 
 # A line of the ServerApp's log that starts round k of n (Flower's strategies log it).

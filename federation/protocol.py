@@ -119,6 +119,7 @@ SIGNING_KEY: Final = "signing-key"
 SIGNING_KEY_PASSPHRASE_ENV: Final = "signing-key-passphrase-env"
 # Where the node keeps, signed, what must survive a crash of either side (`client.durable`).
 STATE_DIR: Final = "state-dir"
+NODE_TRUST_STORE: Final = "trust-store"  # the kit's trust store (vertical parties check relays)
 
 # -- what an institution keeps in its Flower node state between messages
 STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
@@ -449,6 +450,7 @@ class NodeConfig(_Record):
     signing_key: str | None = _key(SIGNING_KEY)
     signing_key_passphrase_env: str | None = _key(SIGNING_KEY_PASSPHRASE_ENV)
     state_dir: str | None = _key(STATE_DIR)
+    trust_store: str | None = _key(NODE_TRUST_STORE)
 
     @property
     def simulated(self) -> bool:

@@ -339,6 +339,17 @@ class RunSettings(BaseModel):
         "personal-trees",
         ge=0,
     )
+    layout: Literal["horizontal", "vertical"] = _field(
+        "horizontal (institutions hold different applicants) or vertical (a bank and "
+        "platforms hold different columns of the same applicants: docs/VERTICAL.md)",
+        "horizontal",
+    )
+    label_only_trees: int = _field(
+        "vertical runs: the first K trees on the label party's features alone",
+        0,
+        "label-only-trees",
+        ge=0,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -388,6 +399,11 @@ class RunSettings(BaseModel):
         `training` (a key only one side has counts as differing): a resume needs none."""
         own = self.provenance()
         return sorted(k for k in set(own) | set(recorded) if own.get(k) != recorded.get(k))
+
+    @classmethod
+    def changed(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The given keys (run-config spelling) set to other than `auto` and the default."""
+        return cls._changed(given)
 
     @classmethod
     def _changed(cls, given: Mapping[str, Any]) -> dict[str, Any]:

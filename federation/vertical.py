@@ -13,13 +13,16 @@ coordinator cannot change what it relays without the signature failing).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jointcredit.federation import protocol
+from jointcredit.federation.settings import RunSettings, SettingsError, default_run_dir
+from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, TRUST_FILE
 
 LAYOUT: Final = "layout"
 VERTICAL: Final = "vertical"
@@ -128,6 +131,76 @@ class VerticalSettings(BaseModel):
     @classmethod
     def from_run_config(cls, config: dict[str, Any]) -> VerticalSettings:
         return cls.model_validate(config)
+
+    @property
+    def trust_path(self) -> Path:
+        """The run's trust store: `trust-file`, or the one of `keys-dir`'s key set."""
+        return Path(self.trust_file) if self.trust_file else Path(self.keys_dir) / TRUST_FILE
+
+    @property
+    def generated_keys(self) -> bool:
+        """Keys the coordinator makes for this run under OUT (`flwr run .` simulations)."""
+        return self.keys_dir.endswith(f"/{RUN_KEYS_SUBDIR}") and not self.trust_file
+
+    @classmethod
+    def of(cls, config: dict[str, Any], run_id: int) -> VerticalSettings:
+        """The settings of run `run_id`: as `jointcredit simulate` sets them (`parties`
+        given), or from the app's fused run config (`flwr run`, `jointcredit link run`), its
+        out-dir defaulting to ~/.jointcredit/runs/<run id>, and, with no keys given (a local
+        `flwr run .` simulation), keys the coordinator makes there for this run."""
+        if "parties" in config:
+            return cls.from_run_config(config)
+        settings = cls.from_app_config(config)
+        out = Path(settings.out_dir) if settings.out_dir else default_run_dir(run_id)
+        update: dict[str, Any] = {"out_dir": str(out)}
+        if not settings.keys_dir and not settings.trust_file:
+            update["keys_dir"] = str(out / RUN_KEYS_SUBDIR)
+        return settings.model_copy(update=update)
+
+    @classmethod
+    def from_app_config(cls, config: dict[str, Any]) -> VerticalSettings:
+        """A vertical run's settings from the app's run config (`[tool.flwr.app.config]` with
+        the run's overrides, as `flwr run` fuses them): the keys the run set (other than their
+        horizontal default) that a vertical run takes; a key it leaves at the app's default
+        takes the vertical default (30 trees of depth 3 on 32 bins). A horizontal-only
+        setting, or a bad value, raises `SettingsError` naming it."""
+        settings = RunSettings.from_run_config(config)  # every key typed and checked
+        if settings.layout != VERTICAL:
+            raise SettingsError(f"layout: {settings.layout}, not {VERTICAL}")
+        changed = RunSettings.changed(config)
+        refused = sorted(set(changed) & HORIZONTAL_ONLY)
+        if refused:
+            raise SettingsError(f"not a setting of vertical runs: {', '.join(refused)}")
+        values: dict[str, Any] = {k: x for k, x in changed.items() if k in _VERTICAL_KEYS}
+        if settings.data_dir:
+            values["dataset"] = settings.data_dir
+        values.update(parties=settings.min_nodes, timeout=settings.round_timeout)
+        if settings.model not in ("gbdt", "auto"):
+            raise SettingsError(f"model: {settings.model} (vertical runs train gbdt)")
+        values.pop("model", None)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise SettingsError(f"invalid vertical run config: {problems}") from exc
+
+
+_VERTICAL_KEYS = frozenset(f.alias or name for name, f in VerticalSettings.model_fields.items()) - {
+    "parties",
+    "timeout",
+}
+# Keys of horizontal runs only: a vertical run that sets them is refused, not silently
+# run without them.
+HORIZONTAL_ONLY = frozenset(
+    {
+        "rounds", "strategy", "privacy", "aggregator", "attack", "attackers", "adversary",
+        "faults", "resume", "split", "personal-trees", "finetune-epochs",
+        "personalization", "local-epochs", "batch-size", "learning-rate", "optimizer",
+        "proximal-mu", "epsilon", "noise-multiplier", "secagg-shares",
+    }
+)  # fmt: skip
 
 
 def is_vertical(run_config: dict[str, Any]) -> bool:

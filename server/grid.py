@@ -55,6 +55,27 @@ def short_reason(reason: str | None) -> str:
     return lines[-1] if lines else "error without a reason"
 
 
+def push_and_pull(
+    grid: Grid, sent: list[Message], timeout: float | None
+) -> tuple[list[str], list[Message]]:
+    """Flower's `send_and_receive`, polling for the replies promptly (module docstring): the
+    pushed messages' ids and the replies that came before `timeout`."""
+    ids = list(grid.push_messages(sent))
+    waiting = set(ids)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies: list[Message] = []
+    pause = MIN_POLL
+    while waiting:
+        got = list(grid.pull_messages(waiting))
+        replies += got
+        waiting.difference_update(r.metadata.reply_to_message_id for r in got)
+        if not waiting or (deadline is not None and time.monotonic() >= deadline):
+            break
+        time.sleep(pause)
+        pause = MIN_POLL if got else min(2 * pause, MAX_POLL)
+    return ids, replies
+
+
 def institution_of(reply: Message, known: dict[int, str]) -> str:
     """The node's verified institution if known, else what the reply claims."""
     node = reply.metadata.src_node_id
@@ -259,20 +280,7 @@ class InstitutionGrid(DelegatingGrid):
     def _push_and_pull(
         self, sent: list[Message], timeout: float | None
     ) -> tuple[list[str], list[Message]]:
-        ids = list(self.inner.push_messages(sent))
-        waiting = set(ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        pause = MIN_POLL
-        while waiting:
-            got = list(self.inner.pull_messages(waiting))
-            replies += got
-            waiting.difference_update(r.metadata.reply_to_message_id for r in got)
-            if not waiting or (deadline is not None and time.monotonic() >= deadline):
-                break
-            time.sleep(pause)
-            pause = MIN_POLL if got else min(2 * pause, MAX_POLL)
-        return ids, replies
+        return push_and_pull(self.inner, sent, timeout)
 
     def _unclipped(self, ex: Exchange, sent: Message | None, reply: Message) -> str | None:
         if self.update_bound is None or ex.message_type != MessageType.TRAIN or sent is None:

@@ -18,6 +18,7 @@ holds no label, no feature value and no secret key. It writes `OUT/vertical.json
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +30,18 @@ from flwr.serverapp import Grid, ServerApp
 from jointcredit.federation import vertical as v
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.server.errors import FederationError
-from jointcredit.server.grid import short_reason
+from jointcredit.server.grid import push_and_pull, short_reason
 from jointcredit.server.preprocessing import wait_for_nodes
 from jointcredit.server.verify import UpdateVerifier
 from jointcredit.trust.files import replace_file
+from jointcredit.trust.keyset import TRUST_FILE, create_key_set
 from jointcredit.trust.store import load_store
 from jointcredit.trust.updates import Rejected
 
 RESULT = "vertical.json"
+METRICS = "metrics.json"
+# Paths and node counts are the run's own, not settings to report.
+RUN_ONLY = frozenset({"out-dir", "keys-dir", "trust-file", "parties", "timeout"})
 app = ServerApp()
 
 
@@ -55,7 +60,9 @@ class Relay:
         sent = Message(content, dst_node_id=node, message_type=kind)
         self.bytes_sent += v.content_bytes(content)
         self.messages += 1
-        replies = list(self.grid.send_and_receive([sent], timeout=self.timeout))
+        # Polled promptly: one message per vertical step, hundreds per run (Flower's own
+        # send_and_receive waits 3 s between polls over the network).
+        _, replies = push_and_pull(self.grid, [sent], self.timeout)
         who = self.verifier.node_institution.get(node, f"node {node}")
         if not replies:
             raise FederationError(f"{who}: no reply within {self.timeout:g} s ({kind})")
@@ -157,8 +164,34 @@ def train(
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    settings = VerticalSettings.from_run_config(dict(context.run_config))
-    trust = load_store(Path(settings.trust_file))
+    settings = VerticalSettings.of(dict(context.run_config), context.run_id)
+    generated = _generate_keys(settings, context.run_id) if settings.generated_keys else None
+    try:
+        _run(grid, context, settings)
+    finally:
+        if generated is not None:  # the run's private keys: gone with the run
+            shutil.rmtree(generated, ignore_errors=True)
+
+
+def _generate_keys(settings: VerticalSettings, run_id: int) -> Path:
+    """A local `flwr run .` simulation given no keys: a key set for the dataset's parties,
+    where the simulated nodes on this machine find theirs (as the horizontal ServerApp)."""
+    from jointcredit.data.vertical_datasets import load_vertical_dataset
+
+    schema = Path(settings.schema_file) if settings.schema_file else None
+    parties = list(
+        load_vertical_dataset(
+            settings.dataset, schema=schema, seed=settings.seed, rows=settings.synthetic_rows
+        ).schema.parties
+    )
+    directory = Path(settings.keys_dir)
+    shutil.rmtree(directory, ignore_errors=True)  # a previous run's keys in a reused out-dir
+    create_key_set(directory, parties, federation=f"simulation-{run_id}")
+    return directory
+
+
+def _run(grid: Grid, context: Context, settings: VerticalSettings) -> None:
+    trust = load_store(settings.trust_path)
     relay = Relay(grid, UpdateVerifier(trust, context.run_id), settings.timeout)
     nodes = wait_for_nodes(grid, settings.parties, settings.timeout)
     label, features = hello(relay, nodes)
@@ -184,4 +217,18 @@ def main(grid: Grid, context: Context) -> None:
     }
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    replace_file(out / RESULT, json.dumps(result, indent=2).encode(), mode=0o644)
+    if "parties" in context.run_config:  # `jointcredit simulate`: it writes OUT from this
+        replace_file(out / RESULT, json.dumps(result, indent=2).encode(), mode=0o644)
+        return
+    # `flwr run` / `jointcredit link run`: OUT as a simulation leaves it, without the
+    # baselines (the coordinator holds no rows to compute them on).
+    metrics = dict(
+        layout=v.VERTICAL,
+        dataset=settings.dataset,
+        **result,
+        centralized=None,
+        label_party_only=None,
+        config={k: x for k, x in settings.to_run_config().items() if k not in RUN_ONLY},
+    )
+    replace_file(out / TRUST_FILE, settings.trust_path.read_bytes(), mode=0o644)
+    replace_file(out / METRICS, json.dumps(metrics, indent=2).encode(), mode=0o644)
