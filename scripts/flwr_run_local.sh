@@ -40,6 +40,8 @@ flwr="${FLWR:-$(dirname "$(command -v python)")/flwr}"
 [ -x "$flwr" ] || flwr=.venv/bin/flwr
 bin="$(dirname "$flwr")"
 jointcredit="$bin/jointcredit"
+# The SuperLink starts its flower-superexec (and that its flwr-serverapp) by name: from here.
+export PATH="$bin:$PATH"
 
 "$jointcredit" config resolve --institutions "$nodes" --run-config "$extra" >/dev/null || exit 2
 
