@@ -24,7 +24,7 @@ from jointcredit.data.catalog import (
     resolve,
 )
 from jointcredit.data.frames import InstitutionData
-from jointcredit.data.schema import Schema, load_schema
+from jointcredit.data.schema import Schema, load_schema, read_schema_toml
 from jointcredit.federation import control
 from jointcredit.federation.protocol import ModelMessage, NodeConfig
 from jointcredit.federation.settings import RunSettings
@@ -145,7 +145,10 @@ def node_data(node_config: dict[str, object], settings: RunSettings) -> NodeData
 def preload_node_file(data_file: str, schema_file: str) -> None:
     """Deployment: validate the node's own file before its first message. The node's
     long-lived ClientApp worker calls this once; the fork that runs each message then finds
-    the rows already read (`read_institution_file`: only while the file is unchanged)."""
+    the rows already read (`read_institution_file`: only while the file is unchanged). A
+    vertical schema (`[parties.*]`) is left alone: a party's rows are read by its session."""
+    if "parties" in read_schema_toml(schema_file):
+        return
     preload_institution_file(
         Path(data_file), load_schema(Path(schema_file)), max_mb=DataConfig().max_file_mb
     )

@@ -103,3 +103,21 @@ def test_a_file_that_cannot_be_read_ahead_is_left_to_the_tasks(
         clientapp_worker.PRELOAD_DATA, str(tmp_path / "none.parquet"), str(SAMPLE / "schema.toml")
     )
     assert "not read ahead" in capsys.readouterr().out
+
+
+def test_a_vertical_partys_file_is_not_read_as_an_institutions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A vertical node's schema has `[parties.*]`: its rows are read by the party's session,
+    so the worker neither validates them as a horizontal file nor reports a failure."""
+    from jointcredit.deploy import clientapp_worker
+
+    schema = tmp_path / "schema.toml"
+    schema.write_text(
+        'id = "customer_id"\n[parties.bank]\nlabel = "default"\nfeatures = ["a"]\n'
+        '[parties.platform]\nfeatures = ["b"]\n'
+    )
+    clientapp_worker.preload_data(
+        clientapp_worker.PRELOAD_DATA, str(tmp_path / "bank.parquet"), str(schema)
+    )
+    assert "not read ahead" not in capsys.readouterr().out
