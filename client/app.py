@@ -54,6 +54,7 @@ from jointcredit.federation.protocol import (
     EvaluateMetrics,
     FairnessGroupsRecord,
     ModelMessage,
+    ReferenceQuery,
     ReferenceRecord,
     SummaryRecord,
     TreeLevelMessage,
@@ -170,9 +171,15 @@ def reference_query(msg: Message, context: Context) -> Message:
     """After training: own training rows per score band and feature bin (counts only)."""
     settings, node = _setup(context)
     ins, query = protocol.parse_reference_query(msg.content)
-    counts = reference.reference_counts(ins, query, node, settings)
-    record = ReferenceRecord(counts=json.dumps([int(c) for c in counts]))
+    record = _reference_record(ins, query, node, settings)
     return Message(protocol.reference_reply(node.institution, record), reply_to=msg)
+
+
+def _reference_record(
+    ins: ModelMessage, query: ReferenceQuery, node: NodeData, settings: RunSettings
+) -> ReferenceRecord:
+    counts = reference.reference_counts(ins, query, node, settings)
+    return ReferenceRecord(counts=json.dumps([int(c) for c in counts]))
 
 
 def institution_clipping_mod(
@@ -298,7 +305,11 @@ def evaluate_handler(msg: Message, context: Context) -> Message:
                 else (-1.0 if chosen.mu is None else chosen.mu),
             }
         )
-    return Message(protocol.evaluate_reply(node.institution, metrics), reply_to=msg)
+    reply = protocol.evaluate_reply(node.institution, metrics)
+    asked = protocol.asked_reference(msg.content)  # the final evaluation, outside secagg/DP
+    if asked is not None:
+        protocol.add_reference(reply, _reference_record(ins, asked, node, settings))
+    return Message(reply, reply_to=msg)
 
 
 def _nan(v: float | None) -> float:

@@ -17,8 +17,11 @@
                   reference-bins: ReferenceQuery          training rows per score band and
                   (after training: the final model)       feature bin, counts only)
     evaluate      arrays, config: RoundConfig             metrics: EvaluateMetrics
-                  (+ prior-deviation: the federation's
-                  sum, in the final round)
+                  (+ prior-deviation: the federation's    (+ reference: ReferenceRecord, when
+                  sum, in the final round; + reference-   asked)
+                  bins: ReferenceQuery in the final
+                  round outside secagg and DP, instead
+                  of a query.reference exchange)
     train.histograms  (gradient-boosted trees, one per tree level)
                   config: TreeLevelConfig, tree: the      histograms: gradient and hessian
                   tree so far + the nodes to build        per node to build, feature and bin;
@@ -727,6 +730,26 @@ def parse_reference_query(content: RecordDict) -> tuple[ModelMessage, ReferenceQ
         raise ProtocolError("a reference query needs its reference-bins record")
     query = ReferenceQuery.parse(content.config_records[REFERENCE_BINS], "reference bins")
     return ModelMessage.from_content(content), query
+
+
+def ask_reference(content: RecordDict, query: ReferenceQuery) -> RecordDict:
+    """The final evaluate message asking for the reference counts too (outside `secagg` and
+    DP, where they are plain counts anyway): one exchange after training instead of two."""
+    content[REFERENCE_BINS] = query.to_record()
+    return content
+
+
+def asked_reference(content: RecordDict) -> ReferenceQuery | None:
+    """The reference an evaluate message asks for with its metrics (`ask_reference`)."""
+    if REFERENCE_BINS not in content.config_records:
+        return None
+    return ReferenceQuery.parse(content.config_records[REFERENCE_BINS], "reference bins")
+
+
+def add_reference(content: RecordDict, record: ReferenceRecord) -> RecordDict:
+    """An evaluate reply carrying the reference counts it was asked for."""
+    content[REFERENCE] = record.to_record()
+    return content
 
 
 def reference_reply(institution: str, record: ReferenceRecord) -> RecordDict:

@@ -50,7 +50,7 @@ from jointcredit.federation.metrics import (
     Timing,
     TreeTiming,
 )
-from jointcredit.federation.protocol import NUM_EXAMPLES, RoundConfig
+from jointcredit.federation.protocol import NUM_EXAMPLES, ReferenceQuery, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.artifact import CHECKPOINT, FINAL, MANIFEST_BINNING, Stage, save_artifact
 from jointcredit.models.binning import BinningSpec, BinningTable
@@ -78,7 +78,12 @@ from jointcredit.server.identity import CoordinatorIdentity
 from jointcredit.server.personalization import final_round
 from jointcredit.server.preprocessing import agree_preprocessing, wait_for_nodes
 from jointcredit.server.privacy import privacy_record
-from jointcredit.server.reference import reference_round, secure_reference
+from jointcredit.server.reference import (
+    folds_into_final_evaluation,
+    reference_of,
+    reference_round,
+    secure_reference,
+)
 from jointcredit.server.resume import (
     ResumePoint,
     ServerState,
@@ -166,6 +171,7 @@ class Coordinator:
         self.fairness: Fairness | None = None  # after training (`server.fairness`)
         self.fairness_grid: InstitutionGrid | None = None  # secagg: the fairness sum's grid
         self.reference: Reference | None = None  # the final artifact's, after training
+        self.reference_folded = False  # it came with the final evaluation's replies
         self.reference_grid: InstitutionGrid | None = None  # secagg: its SecAgg+ sum's grid
 
     def run(self) -> RunMetrics:
@@ -197,7 +203,8 @@ class Coordinator:
             trained.arrays,
             RoundConfig(preprocessing=fed.spec.to_json(), bins=bins),
         )
-        self.reference = self._reference(fed, trained)
+        if not self.reference_folded:
+            self.reference = self._reference(fed, trained)
         return self.write(fed, trained, privacy, final, personalization)
 
     # -- 1
@@ -453,9 +460,15 @@ class Coordinator:
             return final, Personalization(method=s.personalization_method)
         config = RoundConfig(preprocessing=fed.spec.to_json())
         assert fed.initial is not None  # a model that exchanges weights starts from one
-        return final_round(
-            self.igrid, fed.nodes, fed.node_inst, trained.arrays, fed.initial, config, s
+        bins = reference_bins(fed.spec, fed.binning, fed.bins)
+        query = ReferenceQuery(bins=bins.to_json()) if folds_into_final_evaluation(s) else None
+        final, personalization, replies = final_round(
+            self.igrid, fed.nodes, fed.node_inst, trained.arrays, fed.initial, config, s, query
         )
+        if query is not None:  # the reference came with the final evaluation's replies
+            self.reference = reference_of(replies, final, self.igrid, bins)
+            self.reference_folded = True
+        return final, personalization
 
     def _reference(self, fed: Federation, trained: Trained) -> Reference | None:
         bins = reference_bins(fed.spec, fed.binning, fed.bins)

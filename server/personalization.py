@@ -22,7 +22,7 @@ from torch import nn
 
 from jointcredit.federation import protocol
 from jointcredit.federation.metrics import Personalization
-from jointcredit.federation.protocol import ModelMessage, RoundConfig
+from jointcredit.federation.protocol import ModelMessage, ReferenceQuery, RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.server.grid import Exchange, InstitutionGrid, institution_of
 
@@ -35,8 +35,11 @@ def final_round(
     initial: nn.Module,
     round_config: RoundConfig,
     settings: RunSettings,
-) -> tuple[Exchange, Personalization]:
-    """The final evaluate exchange, with personalisation when the settings ask for it."""
+    reference: ReferenceQuery | None = None,
+) -> tuple[Exchange, Personalization, list[Message]]:
+    """The final evaluate exchange, with personalisation when the settings ask for it and
+    the reference counts when `reference` is given (`protocol.ask_reference`); with its
+    verified replies."""
     config = round_config.model_copy(
         update={"finetune_epochs": settings.finetune_epochs, "server_round": settings.rounds + 1}
     )
@@ -55,20 +58,18 @@ def final_round(
             personalization.ditto_institutions = sorted(set(node_inst.values()) - in_prior)
     # Only an institution whose deviation is in the sum gets it (it subtracts its own); one
     # whose prior reply failed or was rejected personalises with Ditto.
-    messages = [
-        Message(
-            ModelMessage(
-                final_arrays,
-                config,
-                prior_sum if prior_sum is not None and node_inst.get(n) in in_prior else None,
-            ).to_content(),
-            dst_node_id=n,
-            message_type=protocol.EVALUATE,
-        )
-        for n in nodes
-    ]
-    list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-    return grid.exchanges[-1], personalization
+    messages = []
+    for n in nodes:
+        content = ModelMessage(
+            final_arrays,
+            config,
+            prior_sum if prior_sum is not None and node_inst.get(n) in in_prior else None,
+        ).to_content()
+        if reference is not None:
+            protocol.ask_reference(content, reference)
+        messages.append(Message(content, dst_node_id=n, message_type=protocol.EVALUATE))
+    replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+    return grid.exchanges[-1], personalization, replies
 
 
 def federation_prior(

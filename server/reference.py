@@ -31,7 +31,7 @@ from jointcredit.federation.settings import RunSettings
 from jointcredit.models.binning import BinningSpec
 from jointcredit.models.reference import Reference, vector_length
 from jointcredit.server.errors import FederationError
-from jointcredit.server.grid import InstitutionGrid, institution_of
+from jointcredit.server.grid import Exchange, InstitutionGrid, institution_of
 from jointcredit.server.secagg import COUNT_RANGE, secure_sum
 
 # The federation's sum of one counts vector per institution (length, SecAgg+ fit config).
@@ -88,6 +88,21 @@ def reference_round(
         for n in nodes
     ]
     replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+    return reference_of(replies, grid.exchanges[-1], grid, bins)
+
+
+def folds_into_final_evaluation(settings: RunSettings) -> bool:
+    """Whether the final evaluation can carry the reference query (`protocol.ask_reference`):
+    only where its counts travel plain anyway (not under DP: no reference; not under secagg:
+    a SecAgg+ sum)."""
+    return settings.privacy not in ("dp-record", "dp-institution", "secagg")
+
+
+def reference_of(
+    replies: list[Message], exchange: Exchange, grid: InstitutionGrid, bins: BinningSpec
+) -> Reference | None:
+    """The reference from an exchange's verified replies (the reference round's, or the final
+    evaluation's that carried the query); the exchange's failures are named in the log."""
     length = vector_length(bins)
     total = np.zeros(length, dtype=np.int64)
     covered: list[str] = []
@@ -105,7 +120,6 @@ def reference_round(
             continue
         total += counts
         covered.append(inst)
-    exchange = grid.exchanges[-1]
     for inst, reason in sorted({**exchange.errors, **exchange.rejected}.items()):
         log(WARNING, "Reference counts of %s missing: %s", inst, reason)
     if not covered:

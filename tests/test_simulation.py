@@ -121,8 +121,8 @@ def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, An
     out, metrics = run
     security = metrics["security"]
     # 4 institutions: query + 3 train + 3 evaluate + the personalisation prior's query + the
-    # personalisation round + the reference round.
-    assert security["verified_replies"] == 4 * 10 and security["rejected_replies"] == 0
+    # personalisation round, which also brings the reference's counts (no round of its own).
+    assert security["verified_replies"] == 4 * 9 and security["rejected_replies"] == 0
     trust = load_store(out / "trust.json")
     assert security["trust_store_sha256"] == trust.digest()
     assert sorted(trust.institutions) == metrics["institutions"]
@@ -132,6 +132,8 @@ def test_every_reply_verified_and_the_model_signed(run: tuple[Path, dict[str, An
     assert final.stage == "final" and final.run_id is not None
     assert [u["round"] for u in manifest["updates"]] == [1, 2, 3]
     assert all(sorted(u["accepted"]) == metrics["institutions"] for u in manifest["updates"])
+    # The reference counts came with the final evaluation, from every institution.
+    assert final.reference is not None and final.reference.institutions == metrics["institutions"]
     for r in (1, 2, 3):  # each round's checkpoint is a signed artifact of its own
         checkpoint = load_artifact(out / "checkpoints" / f"round-{r:03d}", trust)
         assert checkpoint.verified.manifest["round"] == r
