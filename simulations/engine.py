@@ -54,13 +54,15 @@ def _toml_value(v: int | float | bool | str) -> str:
 def write_app_dir(
     directory: Path,
     settings: RunSettings | VerticalSettings,
-    server_app: str = SERVER_APP,
-    client_app: str = CLIENT_APP,
+    server_app: str = "",
+    client_app: str = "",
 ) -> None:
-    """A minimal Flower app directory whose config is exactly this run's settings.
+    """A minimal Flower app directory whose config is exactly this run's settings (apps:
+    empty for `SERVER_APP` / `CLIENT_APP`, read when called, so a test can substitute one).
 
     Simulated ClientApps read their run config from the app directory's pyproject.toml.
     """
+    server_app, client_app = server_app or SERVER_APP, client_app or CLIENT_APP
     config = "\n".join(f'"{k}" = {_toml_value(v)}' for k, v in settings.to_run_config().items())
     (directory / "pyproject.toml").write_text(
         f"""[project]
@@ -190,8 +192,8 @@ def run_simulation(
     num_nodes: int,
     cpus_per_client: int = 2,
     ray_address: str = "",
-    server_app: str = SERVER_APP,
-    client_app: str = CLIENT_APP,
+    server_app: str = "",
+    client_app: str = "",
 ) -> None:
     """Run to completion; raises whatever the ServerApp raised. `ray_address`: HOST:PORT of
     an existing Ray cluster to run the institutions on (left running afterwards); empty: a
@@ -240,6 +242,7 @@ def run_simulation(
         _ray_on_loopback(not host or is_loopback(host)),
         tempfile.TemporaryDirectory(prefix="jointcredit-app-") as app_dir,
     ):
+        server_app, client_app = server_app or SERVER_APP, client_app or CLIENT_APP
         write_app_dir(Path(app_dir), settings, server_app, client_app)
         context = Context(
             run_id=run_id,
