@@ -5,7 +5,9 @@ Handlers (`jointcredit.federation.vertical`'s message types):
 - `query.vertical_psi`: the PSI steps (`client.vertical_label`, `client.vertical_feature`);
 - `train.vertical_step` (label party): start training with every feature party's columns, or
   take a feature party's relayed answer; reply with the next request, or done;
-- `train.vertical_serve` (feature party): answer one of the label party's requests.
+- `train.vertical_serve` (feature party): answer one of the label party's requests, which the
+  coordinator relays whole and the feature party verifies against the label party's own
+  signature first (`client.vertical_feature`); its PSI requests come the same way.
 
 Every reply names its party and is signed on its way out by `vertical_signing_mod` with the
 party's institution key (the same signature and binding as the horizontal path's replies).
@@ -33,6 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -54,6 +57,7 @@ from jointcredit.trust.keyset import private_key_path
 from jointcredit.trust.updates import SIGNATURE_RECORD, sign_content
 
 Session = LabelSession | FeatureSession
+Arrays = dict[str, np.ndarray]
 _SESSIONS: dict[tuple[int, int], Session] = {}
 _USED: dict[tuple[int, int], float] = {}  # monotonic time of each session's last message
 _LOCK = threading.Lock()
@@ -157,7 +161,7 @@ def _session(req: Request) -> Session:
     if schema.parties[party].label:
         session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
-        session = FeatureSession(party, schema, frame, settings, trust, signer, created)
+        session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
     with _LOCK:
         _SESSIONS[req.key] = session
         _USED[req.key] = time.monotonic()
@@ -248,31 +252,32 @@ def hello(req: Request) -> RecordDict:
 def psi(req: Request) -> RecordDict:
     session = _session(req)
     step, request = _step(req), v.request(req.content)
-    action = str(request[v.ACTION])
     if isinstance(session, FeatureSession):
-        if action == v.PSI_REBLIND:
-            out = session.reblind(v.arrays(req.content))
-        elif action == v.PSI_ALIGNED:
-            out = session.aligned(v.arrays(req.content), int(str(request.get(v.PARTY, "0"))))
-        else:
-            raise ProtocolError(f"a feature party does not do {action!r}")
-        return _reply(session, v.content(step, action, out))
+        return _answer_label(session, step, session.handle(req.content, v.PSI))
+    action = str(request[v.ACTION])
     party = str(request.get(v.PARTY, ""))
     if action == v.PSI_BLIND:
-        return _reply(session, v.content(step, action, session.blind(party)))
+        out = v.content(step, action, session.blind(party), party=party)
+        return session.sent(party, _reply(session, out))
     if action == v.PSI_INTERSECT:
         answer = session.answer(
             v.relayed(req.content, party), party, int(str(request[v.RELAY_STEP])),
-            int(str(request[v.RELAY_NODE])), v.PSI,
+            int(str(request[v.RELAY_NODE])), v.PSI, v.PSI_REBLIND,
         )  # fmt: skip
         session.intersect(party, answer)
         return _reply(session, v.content(step, action))
     if action == v.PSI_ALIGN:
-        size, per_party = session.align()
-        arrays = {f"{p}/{k}": a for p, d in per_party.items() for k, a in d.items()}
-        indices = ",".join(f"{p}={i}" for p, i in session.indices.items())
-        return _reply(session, v.content(step, action, arrays, size=size, party=indices))
+        size, index, arrays = session.aligned_for(party)
+        out = v.content(step, action, arrays, size=size, party=party, **{v.INDEX: index})
+        return session.sent(party, _reply(session, out))
     raise ProtocolError(f"the label party does not do {action!r}")
+
+
+def _answer_label(
+    session: FeatureSession, step: int, answer: tuple[str, Arrays, bytes]
+) -> RecordDict:
+    action, out, digest = answer
+    return _reply(session, v.content(step, action, out, **{v.REQUEST_SHA256: digest}))
 
 
 def step(req: Request) -> RecordDict:
@@ -288,7 +293,7 @@ def step(req: Request) -> RecordDict:
         for p in sorted(steps, key=steps.__getitem__):
             relay_node = int(str(request[f"{v.RELAY_NODE}/{p}"]))
             relayed = v.relayed(req.content, p)
-            columns[p] = session.answer(relayed, p, steps[p], relay_node, v.PSI)
+            columns[p] = session.answer(relayed, p, steps[p], relay_node, v.PSI, v.PSI_ALIGNED)
         session.start(columns)
     elif action == v.NEXT:
         party = str(request[v.PARTY])
@@ -304,18 +309,17 @@ def step(req: Request) -> RecordDict:
         metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
         return _reply(session, v.content(step, v.DONE, **metrics))
     party, wanted, arrays = value
-    return _reply(session, v.content(step, wanted, arrays, party=party))
+    return session.sent(party, _reply(session, v.content(step, wanted, arrays, party=party)))
 
 
 def serve(req: Request) -> RecordDict:
     session = _session(req)
     if not isinstance(session, FeatureSession):
         raise ProtocolError("only feature parties serve the label party's requests")
-    action = str(v.request(req.content)[v.ACTION])
-    out = session.serve(action, v.arrays(req.content))
-    if action == v.WRITE_PART:  # its last request
+    answer = session.handle(req.content, v.STEP)
+    if answer[0] == v.WRITE_PART:  # its last request
         _end(req.key)
-    return _reply(session, v.content(_step(req), action, out))
+    return _answer_label(session, _step(req), answer)
 
 
 def _end(key: tuple[int, int]) -> Session | None:
