@@ -52,7 +52,7 @@ from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import NodeConfig, ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
-from jointcredit.trust import keys, store
+from jointcredit.trust import keys, pins, store
 from jointcredit.trust.keyset import private_key_path
 from jointcredit.trust.updates import SIGNATURE_RECORD, sign_content
 
@@ -107,15 +107,42 @@ def _party_and_key(
         raise ValueError(f"{party} is not a party of the vertical schema")
     if node.signing_key:
         return party, _key(node.signing_key, node.signing_key_passphrase_env or "")
-    if not settings.keys_dir:
-        raise RuntimeError("no signing key: set signing-key in the node config")
+    if _deployed(node) or not settings.keys_dir:
+        raise RuntimeError(_needs("signing-key"))
     return party, _key(str(private_key_path(Path(settings.keys_dir), party)), "")
+
+
+def _deployed(node: NodeConfig) -> bool:
+    """A deployed node: its node config names its institution or data file (a simulated one
+    has partition ids only). It takes its trust store, signing key, data file and schema from
+    its node config alone: the run config is the coordinator's to set."""
+    return node.institution is not None or node.data_file is not None
+
+
+def _needs(key: str) -> str:
+    return (
+        f"a deployed vertical node needs {key} in its node config (flower-supernode "
+        "--node-config): it takes none from the run config, which the coordinator sets"
+    )
 
 
 def _schema(settings: VerticalSettings, node: NodeConfig) -> VerticalSchema:
     if node.schema_file:
         return load_vertical_schema(node.schema_file)
+    if _deployed(node):
+        raise ValueError(_needs("schema"))
     return _dataset(settings).schema
+
+
+def _trust(settings: VerticalSettings, node: NodeConfig) -> store.TrustStore:
+    """A deployed node's own trust store (its kit's), held to the coordinator key pinned for
+    its federation when this machine recorded one; a simulation's, the run's."""
+    if not _deployed(node):
+        return store.load_store(settings.trust_path)
+    if not node.trust_store:
+        raise ValueError(_needs("trust-store"))
+    path = Path(node.trust_store)
+    return store.load_store(path, pin=pins.pinned_key(pins.federation_of(path)))
 
 
 @cache
@@ -148,14 +175,16 @@ def _session(req: Request) -> Session:
     settings = VerticalSettings.of(req.run_config, req.run_id)
     party, signer = _party_and_key(req.node_config, settings)
     node = NodeConfig.parse(req.node_config, "node config")
-    if node.data_file:
-        schema = load_vertical_schema(node.schema_file or settings.schema_file)
+    if _deployed(node):
+        if not node.data_file:
+            raise ValueError(_needs("data-file"))
+        schema = _schema(settings, node)
         frame = load_party(Path(node.data_file), schema, party).frame
     else:
         data = _dataset(settings)
         schema, frame = data.schema, data.parties[party].frame
-    # A deployed node checks relayed answers against its own kit's trust store.
-    trust = store.load_store(Path(node.trust_store) if node.trust_store else settings.trust_path)
+    # A deployed node checks relayed messages against its own kit's trust store.
+    trust = _trust(settings, node)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     session: Session
     if schema.parties[party].label:
