@@ -20,8 +20,8 @@ a fork of the node's ClientApp worker, so the handlers forward the message to th
 session host (`client.vertical_channel`, a unix socket private to the node), which runs
 `handle` and keeps the sessions; the reply is signed in the fork as here. A message that
 reaches a process without its session fails naming that. Sessions end with the run (the
-label party's `done`, a feature party's `write-part`) or when idle longer than the run's step
-timeout (`expire`).
+label party's `done`, a feature party's `write-part`), with any message that fails (its error
+ends the run), or when idle longer than the run's step timeout (`expire`).
 """
 
 from __future__ import annotations
@@ -257,7 +257,11 @@ def handle(req: Request) -> RecordDict:
     handler = handlers.get(req.message_type)
     if handler is None:
         raise ProtocolError(f"not a vertical message: {req.message_type!r}")
-    return handler(req)
+    try:
+        return handler(req)
+    except BaseException:
+        drop(req.key)  # the run fails: its secrets and training thread go with it
+        raise
 
 
 def _reply(session: Session, content: RecordDict) -> RecordDict:

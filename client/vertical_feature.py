@@ -140,7 +140,12 @@ class FeatureSession:
             self.trees.receive_gradients(message)
             return {}
         if action == v.HISTOGRAMS:
-            return wire.histograms_arrays(self._trees(action).histograms(wire.query_from(arrays)))
+            query = wire.query_from(arrays)
+            if query.n_slots > 1 << self.settings.max_depth:  # a level has at most this many
+                raise ProtocolError(
+                    f"{query.n_slots} node slots at depth {self.settings.max_depth}"
+                )
+            return wire.histograms_arrays(self._trees(action).histograms(query))
         if action == v.SPLIT:
             order = wire.order_from(arrays)
             wire.rows_check(order.rows, len(self.train_codes), "a split's rows")

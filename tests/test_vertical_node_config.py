@@ -14,6 +14,7 @@ from jointcredit.client import vertical_app
 from jointcredit.data.vertical_datasets import write_vertical_directory
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
+from jointcredit.federation.protocol import ProtocolError
 from jointcredit.trust.keyset import TRUST_FILE, create_key_set, private_key_path
 
 RUN = 31
@@ -70,3 +71,16 @@ def test_a_deployed_node_verifies_against_its_own_trust_store(setup: dict[str, P
         assert session.trust.federation == "vnode-kit"
     finally:
         vertical_app.drop(req.key)
+
+
+def test_a_failed_message_drops_the_session(setup: dict[str, Path]) -> None:
+    """Its PSI scalar, rows (and for a label party its Paillier secret key and training
+    thread) do not outlive the message that ended the run."""
+    node = {protocol.PARTITION_ID: "1", protocol.NUM_PARTITIONS: "2"}  # the platform
+    hello = _hello(setup, node, **{"keys-dir": str(setup["kit"])})
+    vertical_app.handle(hello)
+    assert vertical_app.sessions() == [hello.key]
+    bad = vertical_app.Request(RUN, 5, v.SERVE, v.content(2, v.GRADIENTS), hello.run_config, node)
+    with pytest.raises(ProtocolError, match="step and node"):
+        vertical_app.handle(bad)
+    assert vertical_app.sessions() == []

@@ -298,3 +298,13 @@ def test_the_label_party_takes_an_answer_only_to_the_request_it_sent(parties: Pa
     with pytest.raises(ProtocolError, match="not 'psi-aligned'"):  # a PSI answer as columns
         label.answer(answer(4, action, digest), "platform", 4, FEATURE_NODE, v.PSI, v.PSI_ALIGNED)
     label.answer(answer(5, action, digest), "platform", 5, FEATURE_NODE, v.PSI, v.PSI_REBLIND)
+
+
+def test_a_feature_party_refuses_more_node_slots_than_a_level_has(parties: Parties) -> None:
+    label, feature, keys_ = parties
+    _, arrays = _psi(label, feature, keys_)
+    feature.handle(_relay(_request(3, v.PSI_ALIGN, arrays, keys_["bank"], index=1), 3), v.PSI)
+    rows = len(feature.train_codes)  # type: ignore[arg-type]
+    huge = wire.query_arrays(HistogramQuery(np.zeros(rows, np.int64), 1 << 16))
+    with pytest.raises(ProtocolError, match="65536 node slots at depth 3"):
+        feature.handle(_relay(_request(5, v.HISTOGRAMS, huge, keys_["bank"], v.STEP), 5), v.STEP)
