@@ -103,7 +103,7 @@ class LabelSession:
     created_at: str
     psi: dict[str, LabelPsi] = field(default_factory=dict)
     matches: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    aligned: np.ndarray | None = None  # own rows in the intersection, ascending
+    aligned: np.ndarray | None = None  # own rows in the intersection, in a random order
     test: np.ndarray | None = None  # per aligned row
     indices: dict[str, int] = field(default_factory=dict)  # feature party -> its index
     _outbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -147,7 +147,7 @@ class LabelSession:
         return len(self.aligned), self.indices[party], self._aligned[party]
 
     def align(self) -> tuple[int, dict[str, Arrays]]:
-        """Own rows in every feature party's intersection, in own row order; per feature
+        """Own rows in every feature party's intersection, in a random order; per feature
         party, its matched positions (ascending), the order of its rows, and which are
         training rows."""
         parties = [p for p in self.schema.parties if p != self.party]
@@ -156,7 +156,9 @@ class LabelSession:
         common = set(range(len(self.frame)))
         for rows, _ in self.matches.values():
             common &= set(rows.tolist())
-        self.aligned = np.array(sorted(common), dtype=np.int64)
+        # A random order (fresh OS entropy, unseeded): the aligned rows' order tells no feature
+        # party, nor the coordinator, the order of the shared applicants in this party's file.
+        self.aligned = np.random.default_rng().permutation(np.array(sorted(common), np.int64))
         self.test = split_rows(len(self.frame), self.settings.seed, self.settings.test_fraction)[
             self.aligned
         ]

@@ -308,3 +308,13 @@ def test_a_feature_party_refuses_more_node_slots_than_a_level_has(parties: Parti
     huge = wire.query_arrays(HistogramQuery(np.zeros(rows, np.int64), 1 << 16))
     with pytest.raises(ProtocolError, match="65536 node slots at depth 3"):
         feature.handle(_relay(_request(5, v.HISTOGRAMS, huge, keys_["bank"], v.STEP), 5), v.STEP)
+
+
+def test_the_aligned_rows_are_in_a_fresh_random_order(parties: Parties) -> None:
+    """Not the bank's file order: a feature party (and the coordinator) would learn it."""
+    label, feature, keys_ = parties
+    _psi(label, feature, keys_)
+    aligned = label.aligned
+    assert aligned is not None and len(aligned) > 20
+    assert not np.all(np.diff(aligned) > 0)
+    assert sorted(aligned.tolist()) == sorted(set(aligned.tolist()))
