@@ -251,3 +251,23 @@ def test_a_split_table_refuses_splits_out_of_range() -> None:
     }  # fmt: skip
     with pytest.raises(ValueError, match="no category in its set"):
         table_from_arrays(arrays)
+
+
+def test_verify_holds_a_vertical_model_to_its_expected_label_party(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """Any member of the trust store can sign a vertical model naming itself the label party:
+    `verify --label-party` refuses one whose label party is not the one expected."""
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    trust_file = tmp_path / "trust.json"
+    store.save_store(trust_file, trained.trust)
+    base = ["verify", str(trained.model_dir), "--trust", str(trust_file),
+            "--trust-any-coordinator"]  # fmt: skip
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "--label-party", "bank"]).exit_code == 0
+    wrong = runner.invoke(app, [*base, "--label-party", "platform"])
+    assert wrong.exit_code == 1
+    assert "its label party is 'bank', not 'platform'" in wrong.output
