@@ -57,6 +57,7 @@ from jointcredit.trust.keyset import private_key_path
 from jointcredit.trust.updates import SIGNATURE_RECORD, sign_content
 
 Session = LabelSession | FeatureSession
+VERTICAL_RUNS = "vertical"  # a deployed party's parts: <state-dir>/vertical/<run id>/model/
 Arrays = dict[str, np.ndarray]
 _SESSIONS: dict[tuple[int, int], Session] = {}
 _USED: dict[tuple[int, int], float] = {}  # monotonic time of each session's last message
@@ -114,8 +115,9 @@ def _party_and_key(
 
 def _deployed(node: NodeConfig) -> bool:
     """A deployed node: its node config names its institution or data file (a simulated one
-    has partition ids only). It takes its trust store, signing key, data file and schema from
-    its node config alone: the run config is the coordinator's to set."""
+    has partition ids only). It takes its trust store, signing key, data file, schema and
+    output directory (`state-dir`/vertical/<run id>) from its node config alone: the run
+    config is the coordinator's to set."""
     return node.institution is not None or node.data_file is not None
 
 
@@ -178,6 +180,11 @@ def _session(req: Request) -> Session:
     if _deployed(node):
         if not node.data_file:
             raise ValueError(_needs("data-file"))
+        if not node.state_dir:
+            raise ValueError(_needs("state-dir"))
+        # Its part of the model goes to its own directory, not where the run config says.
+        own = Path(node.state_dir) / VERTICAL_RUNS / str(req.run_id)
+        settings = settings.model_copy(update={"out_dir": str(own)})
         schema = _schema(settings, node)
         frame = load_party(Path(node.data_file), schema, party).frame
     else:

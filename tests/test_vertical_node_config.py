@@ -41,13 +41,20 @@ def _node(paths: dict[str, Path], *leave_out: str) -> dict[str, str]:
         protocol.NODE_SCHEMA: str(paths["data"] / "schema.toml"),
         protocol.SIGNING_KEY: str(private_key_path(paths["kit"], "bank")),
         protocol.NODE_TRUST_STORE: str(paths["kit"] / TRUST_FILE),
+        protocol.STATE_DIR: str(paths["kit"] / "state"),
     }
     return {k: x for k, x in full.items() if k not in leave_out}
 
 
 @pytest.mark.parametrize(
     "missing",
-    [protocol.SIGNING_KEY, protocol.NODE_TRUST_STORE, protocol.NODE_SCHEMA, protocol.DATA_FILE],
+    [
+        protocol.SIGNING_KEY,
+        protocol.NODE_TRUST_STORE,
+        protocol.NODE_SCHEMA,
+        protocol.DATA_FILE,
+        protocol.STATE_DIR,
+    ],
 )
 def test_a_deployed_node_takes_nothing_of_its_own_from_the_run_config(
     setup: dict[str, Path], missing: str
@@ -55,20 +62,25 @@ def test_a_deployed_node_takes_nothing_of_its_own_from_the_run_config(
     evil = setup["evil"]
     req = _hello(
         setup, _node(setup, missing), **{"keys-dir": str(evil),
-        "trust-file": str(evil / TRUST_FILE), "schema": str(setup["data"] / "schema.toml")},
+        "trust-file": str(evil / TRUST_FILE), "schema": str(setup["data"] / "schema.toml"),
+        "out-dir": str(evil)},
     )  # fmt: skip
     with pytest.raises((ValueError, RuntimeError), match=f"needs {missing} in its node config"):
         vertical_app.handle(req)
     assert vertical_app.sessions() == []
 
 
-def test_a_deployed_node_verifies_against_its_own_trust_store(setup: dict[str, Path]) -> None:
+def test_a_deployed_node_verifies_against_its_own_trust_store_and_writes_in_its_own_directory(
+    setup: dict[str, Path],
+) -> None:
     evil = setup["evil"]
-    req = _hello(setup, _node(setup), **{"trust-file": str(evil / TRUST_FILE)})
+    run = {"trust-file": str(evil / TRUST_FILE), "out-dir": str(evil)}
+    req = _hello(setup, _node(setup), **run)
     try:
         vertical_app.handle(req)
         session = vertical_app._SESSIONS[req.key]
         assert session.trust.federation == "vnode-kit"
+        assert session.settings.out_dir == str(setup["kit"] / "state" / "vertical" / str(RUN))
     finally:
         vertical_app.drop(req.key)
 
