@@ -109,7 +109,7 @@ def _party_and_key(
     if node.signing_key:
         return party, _key(node.signing_key, node.signing_key_passphrase_env or "")
     if _deployed(node) or not settings.keys_dir:
-        raise RuntimeError(_needs("signing-key"))
+        raise RuntimeError(_needs(protocol.SIGNING_KEY))
     return party, _key(str(private_key_path(Path(settings.keys_dir), party)), "")
 
 
@@ -132,7 +132,7 @@ def _schema(settings: VerticalSettings, node: NodeConfig) -> VerticalSchema:
     if node.schema_file:
         return load_vertical_schema(node.schema_file)
     if _deployed(node):
-        raise ValueError(_needs("schema"))
+        raise ValueError(_needs(protocol.NODE_SCHEMA))
     return _dataset(settings).schema
 
 
@@ -142,7 +142,7 @@ def _trust(settings: VerticalSettings, node: NodeConfig) -> store.TrustStore:
     if not _deployed(node):
         return store.load_store(settings.trust_path)
     if not node.trust_store:
-        raise ValueError(_needs("trust-store"))
+        raise ValueError(_needs(protocol.NODE_TRUST_STORE))
     path = Path(node.trust_store)
     return store.load_store(path, pin=pins.pinned_key(pins.federation_of(path)))
 
@@ -179,9 +179,9 @@ def _session(req: Request) -> Session:
     node = NodeConfig.parse(req.node_config, "node config")
     if _deployed(node):
         if not node.data_file:
-            raise ValueError(_needs("data-file"))
+            raise ValueError(_needs(protocol.DATA_FILE))
         if not node.state_dir:
-            raise ValueError(_needs("state-dir"))
+            raise ValueError(_needs(protocol.STATE_DIR))
         # Its part of the model goes to its own directory, not where the run config says.
         own = Path(node.state_dir) / VERTICAL_RUNS / str(req.run_id)
         settings = settings.model_copy(update={"out_dir": str(own)})
