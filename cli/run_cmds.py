@@ -138,7 +138,8 @@ def simulate(
         from jointcredit.cli.vertical_cmds import simulate_vertical
 
         given = {"--resume": resume is not None, "--ray-address": bool(ray_address),
-                 "--ray-cpus": bool(ray_cpus), "--resumable": resumable}  # fmt: skip
+                 "--ray-cpus": bool(ray_cpus), "--resumable": resumable,
+                 "--no-audit": not audit, "--wide": wide}  # fmt: skip
         simulate_vertical(
             config,
             out,

@@ -173,6 +173,13 @@ def verify(
     as_json: Annotated[
         bool, typer.Option("--json", help="print JSON (the same facts) instead; exit codes stay")
     ] = False,
+    label_party: Annotated[
+        str | None,
+        typer.Option(
+            help="a vertical model: the institution that must be its label party (any member "
+            "of the trust store can sign a vertical model naming itself)"
+        ),
+    ] = None,
 ) -> None:
     """Verify a signed model artifact: trust store, coordinator signature (the pinned
     coordinator key), every digest."""
@@ -181,8 +188,11 @@ def verify(
 
     pin = coordinator_pin(trust_file, coordinator_key_id, trust_any_coordinator)
     if is_vertical(artifact):
-        _verify_vertical(artifact, trust_file, pin, as_json)
+        _verify_vertical(artifact, trust_file, pin, as_json, label_party)
         return
+    if label_party is not None:
+        err.print(f"[red]error:[/red] --label-party: {artifact} is not a vertical model")
+        raise typer.Exit(2)
     try:
         trust = store.load_store(trust_file, pin=pin)
         model = load_artifact(artifact, trust)
@@ -224,15 +234,21 @@ def verify(
         )
 
 
-def _verify_vertical(artifact: Path, trust_file: Path, pin: str | None, as_json: bool) -> None:
+def _verify_vertical(
+    artifact: Path, trust_file: Path, pin: str | None, as_json: bool, label_party: str | None
+) -> None:
     """A vertical model: the label party's part and every feature party's, each signed by an
-    active key of its own party in the trust store (whose coordinator key is pinned)."""
+    active key of its own party in the trust store (whose coordinator key is pinned); its
+    label party the one expected, when given."""
     from jointcredit.models.artifact import ArtifactError
     from jointcredit.models.vertical.artifact import load_vertical_model
 
     try:
         trust = store.load_store(trust_file, pin=pin)
         model = load_vertical_model(artifact, trust)
+        named = model.label.card.label_party
+        if label_party is not None and named != label_party:
+            raise ArtifactError(f"its label party is {named!r}, not {label_party!r}")
     except (TrustError, ArtifactError) as exc:
         if as_json:
             typer.echo(

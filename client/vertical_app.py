@@ -5,7 +5,9 @@ Handlers (`jointcredit.federation.vertical`'s message types):
 - `query.vertical_psi`: the PSI steps (`client.vertical_label`, `client.vertical_feature`);
 - `train.vertical_step` (label party): start training with every feature party's columns, or
   take a feature party's relayed answer; reply with the next request, or done;
-- `train.vertical_serve` (feature party): answer one of the label party's requests.
+- `train.vertical_serve` (feature party): answer one of the label party's requests, which the
+  coordinator relays whole and the feature party verifies against the label party's own
+  signature first (`client.vertical_feature`); its PSI requests come the same way.
 
 Every reply names its party and is signed on its way out by `vertical_signing_mod` with the
 party's institution key (the same signature and binding as the horizontal path's replies).
@@ -18,8 +20,8 @@ a fork of the node's ClientApp worker, so the handlers forward the message to th
 session host (`client.vertical_channel`, a unix socket private to the node), which runs
 `handle` and keeps the sessions; the reply is signed in the fork as here. A message that
 reaches a process without its session fails naming that. Sessions end with the run (the
-label party's `done`, a feature party's `write-part`) or when idle longer than the run's step
-timeout (`expire`).
+label party's `done`, a feature party's `write-part`), with any message that fails (its error
+ends the run), or when idle longer than the run's step timeout (`expire`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -49,11 +52,13 @@ from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import NodeConfig, ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
-from jointcredit.trust import keys, store
+from jointcredit.trust import keys, pins, store
 from jointcredit.trust.keyset import private_key_path
 from jointcredit.trust.updates import SIGNATURE_RECORD, sign_content
 
 Session = LabelSession | FeatureSession
+VERTICAL_RUNS = "vertical"  # a deployed party's parts: <state-dir>/vertical/<run id>/model/
+Arrays = dict[str, np.ndarray]
 _SESSIONS: dict[tuple[int, int], Session] = {}
 _USED: dict[tuple[int, int], float] = {}  # monotonic time of each session's last message
 _LOCK = threading.Lock()
@@ -103,15 +108,43 @@ def _party_and_key(
         raise ValueError(f"{party} is not a party of the vertical schema")
     if node.signing_key:
         return party, _key(node.signing_key, node.signing_key_passphrase_env or "")
-    if not settings.keys_dir:
-        raise RuntimeError("no signing key: set signing-key in the node config")
+    if _deployed(node) or not settings.keys_dir:
+        raise RuntimeError(_needs(protocol.SIGNING_KEY))
     return party, _key(str(private_key_path(Path(settings.keys_dir), party)), "")
+
+
+def _deployed(node: NodeConfig) -> bool:
+    """A deployed node: its node config names its institution or data file (a simulated one
+    has partition ids only). It takes its trust store, signing key, data file, schema and
+    output directory (`state-dir`/vertical/<run id>) from its node config alone: the run
+    config is the coordinator's to set."""
+    return node.institution is not None or node.data_file is not None
+
+
+def _needs(key: str) -> str:
+    return (
+        f"a deployed vertical node needs {key} in its node config (flower-supernode "
+        "--node-config): it takes none from the run config, which the coordinator sets"
+    )
 
 
 def _schema(settings: VerticalSettings, node: NodeConfig) -> VerticalSchema:
     if node.schema_file:
         return load_vertical_schema(node.schema_file)
+    if _deployed(node):
+        raise ValueError(_needs(protocol.NODE_SCHEMA))
     return _dataset(settings).schema
+
+
+def _trust(settings: VerticalSettings, node: NodeConfig) -> store.TrustStore:
+    """A deployed node's own trust store (its kit's), held to the coordinator key pinned for
+    its federation when this machine recorded one; a simulation's, the run's."""
+    if not _deployed(node):
+        return store.load_store(settings.trust_path)
+    if not node.trust_store:
+        raise ValueError(_needs(protocol.NODE_TRUST_STORE))
+    path = Path(node.trust_store)
+    return store.load_store(path, pin=pins.pinned_key(pins.federation_of(path)))
 
 
 @cache
@@ -144,20 +177,27 @@ def _session(req: Request) -> Session:
     settings = VerticalSettings.of(req.run_config, req.run_id)
     party, signer = _party_and_key(req.node_config, settings)
     node = NodeConfig.parse(req.node_config, "node config")
-    if node.data_file:
-        schema = load_vertical_schema(node.schema_file or settings.schema_file)
+    if _deployed(node):
+        if not node.data_file:
+            raise ValueError(_needs(protocol.DATA_FILE))
+        if not node.state_dir:
+            raise ValueError(_needs(protocol.STATE_DIR))
+        # Its part of the model goes to its own directory, not where the run config says.
+        own = Path(node.state_dir) / VERTICAL_RUNS / str(req.run_id)
+        settings = settings.model_copy(update={"out_dir": str(own)})
+        schema = _schema(settings, node)
         frame = load_party(Path(node.data_file), schema, party).frame
     else:
         data = _dataset(settings)
         schema, frame = data.schema, data.parties[party].frame
-    # A deployed node checks relayed answers against its own kit's trust store.
-    trust = store.load_store(Path(node.trust_store) if node.trust_store else settings.trust_path)
+    # A deployed node checks relayed messages against its own kit's trust store.
+    trust = _trust(settings, node)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     session: Session
     if schema.parties[party].label:
         session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
-        session = FeatureSession(party, schema, frame, settings, trust, signer, created)
+        session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
     with _LOCK:
         _SESSIONS[req.key] = session
         _USED[req.key] = time.monotonic()
@@ -224,7 +264,11 @@ def handle(req: Request) -> RecordDict:
     handler = handlers.get(req.message_type)
     if handler is None:
         raise ProtocolError(f"not a vertical message: {req.message_type!r}")
-    return handler(req)
+    try:
+        return handler(req)
+    except BaseException:
+        drop(req.key)  # the run fails: its secrets and training thread go with it
+        raise
 
 
 def _reply(session: Session, content: RecordDict) -> RecordDict:
@@ -248,31 +292,32 @@ def hello(req: Request) -> RecordDict:
 def psi(req: Request) -> RecordDict:
     session = _session(req)
     step, request = _step(req), v.request(req.content)
-    action = str(request[v.ACTION])
     if isinstance(session, FeatureSession):
-        if action == v.PSI_REBLIND:
-            out = session.reblind(v.arrays(req.content))
-        elif action == v.PSI_ALIGNED:
-            out = session.aligned(v.arrays(req.content), int(str(request.get(v.PARTY, "0"))))
-        else:
-            raise ProtocolError(f"a feature party does not do {action!r}")
-        return _reply(session, v.content(step, action, out))
+        return _answer_label(session, step, session.handle(req.content, v.PSI))
+    action = str(request[v.ACTION])
     party = str(request.get(v.PARTY, ""))
     if action == v.PSI_BLIND:
-        return _reply(session, v.content(step, action, session.blind(party)))
+        out = v.content(step, action, session.blind(party), party=party)
+        return session.sent(party, _reply(session, out))
     if action == v.PSI_INTERSECT:
         answer = session.answer(
             v.relayed(req.content, party), party, int(str(request[v.RELAY_STEP])),
-            int(str(request[v.RELAY_NODE])), v.PSI,
+            int(str(request[v.RELAY_NODE])), v.PSI, v.PSI_REBLIND,
         )  # fmt: skip
         session.intersect(party, answer)
         return _reply(session, v.content(step, action))
     if action == v.PSI_ALIGN:
-        size, per_party = session.align()
-        arrays = {f"{p}/{k}": a for p, d in per_party.items() for k, a in d.items()}
-        indices = ",".join(f"{p}={i}" for p, i in session.indices.items())
-        return _reply(session, v.content(step, action, arrays, size=size, party=indices))
+        size, index, arrays = session.aligned_for(party)
+        out = v.content(step, action, arrays, size=size, party=party, **{v.INDEX: index})
+        return session.sent(party, _reply(session, out))
     raise ProtocolError(f"the label party does not do {action!r}")
+
+
+def _answer_label(
+    session: FeatureSession, step: int, answer: tuple[str, Arrays, bytes]
+) -> RecordDict:
+    action, out, digest = answer
+    return _reply(session, v.content(step, action, out, **{v.REQUEST_SHA256: digest}))
 
 
 def step(req: Request) -> RecordDict:
@@ -288,7 +333,7 @@ def step(req: Request) -> RecordDict:
         for p in sorted(steps, key=steps.__getitem__):
             relay_node = int(str(request[f"{v.RELAY_NODE}/{p}"]))
             relayed = v.relayed(req.content, p)
-            columns[p] = session.answer(relayed, p, steps[p], relay_node, v.PSI)
+            columns[p] = session.answer(relayed, p, steps[p], relay_node, v.PSI, v.PSI_ALIGNED)
         session.start(columns)
     elif action == v.NEXT:
         party = str(request[v.PARTY])
@@ -304,18 +349,17 @@ def step(req: Request) -> RecordDict:
         metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
         return _reply(session, v.content(step, v.DONE, **metrics))
     party, wanted, arrays = value
-    return _reply(session, v.content(step, wanted, arrays, party=party))
+    return session.sent(party, _reply(session, v.content(step, wanted, arrays, party=party)))
 
 
 def serve(req: Request) -> RecordDict:
     session = _session(req)
     if not isinstance(session, FeatureSession):
         raise ProtocolError("only feature parties serve the label party's requests")
-    action = str(v.request(req.content)[v.ACTION])
-    out = session.serve(action, v.arrays(req.content))
-    if action == v.WRITE_PART:  # its last request
+    answer = session.handle(req.content, v.STEP)
+    if answer[0] == v.WRITE_PART:  # its last request
         _end(req.key)
-    return _reply(session, v.content(_step(req), action, out))
+    return _answer_label(session, _step(req), answer)
 
 
 def _end(key: tuple[int, int]) -> Session | None:

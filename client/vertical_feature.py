@@ -2,16 +2,25 @@
 rows, and its side of the trees (`jointcredit.models.vertical.feature_party.FeatureParty`),
 each request answered from its own columns; at the end its part of the model, written and
 signed with its own key. Its raw values, bin edges and split thresholds never leave it.
+
+It acts only on the label party's own requests: each reaches it whole, as the label party
+signed it (its institution key in this node's trust store; which party is the label party:
+the vertical schema), relayed by the coordinator. The request is verified for this run, the
+label party's step and message kind, a fresh nonce and this party as addressee before
+anything is computed; its arrays (a blinded set, aligned positions, the Paillier public key,
+gradients, queries, split orders) are taken only from it. Each answer carries the SHA-256 of
+the request it answers (`vertical.request_digest`), for the label party to compare.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from flwr.app import RecordDict
 
 from jointcredit.client import vertical_wire as wire
 from jointcredit.client.vertical_label import own_bins
@@ -26,8 +35,10 @@ from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
 from jointcredit.privacy.paillier import public_key
 from jointcredit.privacy.psi import FeaturePsi
 from jointcredit.trust.store import TrustStore
+from jointcredit.trust.updates import Expected, Rejected, check_content
 
 Arrays = dict[str, np.ndarray]
+TRAINING = frozenset({v.GRADIENTS, v.HISTOGRAMS, v.SPLIT, v.SIDES, v.WRITE_PART})
 
 
 @dataclass
@@ -39,12 +50,60 @@ class FeatureSession:
     trust: TrustStore
     signer: Any
     created_at: str
+    run_id: int
     psi: FeaturePsi | None = None
     bins: BinningSpec | None = None
     train_codes: np.ndarray | None = None
     test_codes: np.ndarray | None = None
     index: int = 0
     trees: FeatureParty | None = None
+    _nonces: set[bytes] = field(default_factory=set)
+    _last_step: int = -1
+
+    def handle(self, content: RecordDict, kind: str) -> tuple[str, Arrays, bytes]:
+        """Answer the label party's request a coordinator message relays (`kind`: the message
+        type the label party sent it under): the answer's action, its arrays, and the
+        request's digest."""
+        action, arrays, request, digest = self.label_request(content, kind)
+        if kind == v.PSI and action == v.PSI_BLIND:
+            return v.PSI_REBLIND, self.reblind(arrays), digest
+        if kind == v.PSI and action == v.PSI_ALIGN:
+            index = request.get(v.INDEX)
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise ProtocolError("aligned rows without this party's index")
+            return v.PSI_ALIGNED, self.aligned(arrays, index), digest
+        if kind == v.STEP and action in TRAINING:
+            return action, self.serve(action, arrays), digest
+        raise ProtocolError(f"a feature party does not do {action!r} ({kind})")
+
+    def label_request(self, content: RecordDict, kind: str) -> tuple[str, Arrays, Any, bytes]:
+        """The label party's request relayed whole in `content`, verified end to end: its
+        action, arrays, request record and digest. Anything else raises `ProtocolError`."""
+        outer = v.request(content)
+        try:
+            step, node = int(str(outer[v.RELAY_STEP])), int(str(outer[v.RELAY_NODE]))
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError("a request without the label party's step and node") from exc
+        label = self.schema.label_party
+        relayed = v.relayed(content, label)
+        if step <= self._last_step:
+            raise ProtocolError(f"a label party request of step {step}, not newer than the last")
+        try:
+            accepted = check_content(
+                relayed, Expected(self.run_id, step, node, kind, label), self.trust
+            )
+        except Rejected as exc:
+            raise ProtocolError(f"the request relayed as {label}'s does not verify: {exc}") from exc
+        if accepted.nonce in self._nonces:
+            raise ProtocolError(f"{label}'s request was relayed before (a replay)")
+        request = v.request(relayed)
+        if request.get(v.PARTY) != self.party:
+            raise ProtocolError(
+                f"{label}'s request is for {request.get(v.PARTY)!r}, not this party"
+            )
+        self._nonces.add(accepted.nonce)
+        self._last_step = step
+        return str(request[v.ACTION]), v.arrays(relayed), request, v.request_digest(relayed)
 
     def reblind(self, arrays: Arrays) -> Arrays:
         if self.psi is not None:
@@ -81,7 +140,12 @@ class FeatureSession:
             self.trees.receive_gradients(message)
             return {}
         if action == v.HISTOGRAMS:
-            return wire.histograms_arrays(self._trees(action).histograms(wire.query_from(arrays)))
+            query = wire.query_from(arrays)
+            if query.n_slots > 1 << self.settings.max_depth:  # a level has at most this many
+                raise ProtocolError(
+                    f"{query.n_slots} node slots at depth {self.settings.max_depth}"
+                )
+            return wire.histograms_arrays(self._trees(action).histograms(query))
         if action == v.SPLIT:
             order = wire.order_from(arrays)
             wire.rows_check(order.rows, len(self.train_codes), "a split's rows")

@@ -4,10 +4,13 @@ Training runs `jointcredit.models.vertical.label_party.train` unchanged, in a th
 node, with one `MessageLink` per feature party: each link call becomes a request in the label
 party's reply to the coordinator, and waits for the feature party's answer, which the
 coordinator relays in its next message. So the label party drives the trees as in process, and
-Flower carries every exchange. Every relayed answer is checked against the feature party's
-own signature (its key in the trust store, the step and message kind it was asked under, a
-fresh nonce) before the link returns it: the coordinator can drop or delay an answer, never
-change or forge one.
+Flower carries every exchange. Each request goes out signed by this node (its reply to the
+coordinator) and reaches the feature party whole, which verifies it before acting. Every
+relayed answer is checked against the feature party's own signature (its key in the trust
+store, the step and message kind it was asked under, a fresh nonce), its action, and the
+SHA-256 of the request it answers, which must be the one this party sent that party last,
+before the link returns it: the coordinator can drop or delay an answer, never change or
+forge one, nor have it answer another request.
 
 After the trees: the feature parties' sides of the aligned test rows (the federated model's
 metrics), each feature party's part written and signed by itself, then the label party's own
@@ -100,7 +103,7 @@ class LabelSession:
     created_at: str
     psi: dict[str, LabelPsi] = field(default_factory=dict)
     matches: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    aligned: np.ndarray | None = None  # own rows in the intersection, ascending
+    aligned: np.ndarray | None = None  # own rows in the intersection, in a random order
     test: np.ndarray | None = None  # per aligned row
     indices: dict[str, int] = field(default_factory=dict)  # feature party -> its index
     _outbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
@@ -108,6 +111,8 @@ class LabelSession:
     _asked: _Asked | None = None
     _nonces: set[bytes] = field(default_factory=set)
     _last_step: int = -1
+    _requests: dict[str, bytes] = field(default_factory=dict)  # party -> last request's digest
+    _aligned: dict[str, Arrays] | None = None
     _thread: threading.Thread | None = None
 
     # -- PSI
@@ -126,8 +131,23 @@ class LabelSession:
         result, positions = psi.intersect(wire._get(answer, v.REBLINDED, "uint8", 2), peer)
         self.matches[party] = (result.rows, positions)
 
+    def sent(self, party: str, content: RecordDict) -> RecordDict:
+        """Note a request to `party` as it leaves (its digest, which the answer must carry)."""
+        self._requests[party] = v.request_digest(content)
+        return content
+
+    def aligned_for(self, party: str) -> tuple[int, int, Arrays]:
+        """The aligned rows' message for one feature party: the intersection's size, its
+        index, its arrays (the alignment made once, at the first)."""
+        if self._aligned is None:
+            _, self._aligned = self.align()
+        if party not in self._aligned:
+            raise ProtocolError(f"{party!r} is not a feature party of this run")
+        assert self.aligned is not None
+        return len(self.aligned), self.indices[party], self._aligned[party]
+
     def align(self) -> tuple[int, dict[str, Arrays]]:
-        """Own rows in every feature party's intersection, in own row order; per feature
+        """Own rows in every feature party's intersection, in a random order; per feature
         party, its matched positions (ascending), the order of its rows, and which are
         training rows."""
         parties = [p for p in self.schema.parties if p != self.party]
@@ -136,7 +156,9 @@ class LabelSession:
         common = set(range(len(self.frame)))
         for rows, _ in self.matches.values():
             common &= set(rows.tolist())
-        self.aligned = np.array(sorted(common), dtype=np.int64)
+        # A random order (fresh OS entropy, unseeded): the aligned rows' order tells no feature
+        # party, nor the coordinator, the order of the shared applicants in this party's file.
+        self.aligned = np.random.default_rng().permutation(np.array(sorted(common), np.int64))
         self.test = split_rows(len(self.frame), self.settings.seed, self.settings.test_fraction)[
             self.aligned
         ]
@@ -231,9 +253,12 @@ class LabelSession:
             self._asked = _Asked(party, action, step)
         return kind, value
 
-    def answer(self, relayed: RecordDict, party: str, step: int, node: int, kind: str) -> Arrays:
+    def answer(
+        self, relayed: RecordDict, party: str, step: int, node: int, kind: str, action: str
+    ) -> Arrays:
         """Check a relayed feature party answer end to end: its own signature over it, for
-        this run, the step and node it says, the kind of message it was asked with."""
+        this run, the step and node it says, the kind of message it was asked with, its
+        `action`, and the digest of the request it answers: the last one sent to `party`."""
         if step <= self._last_step:
             raise ProtocolError(f"a relayed answer of step {step}, not newer than the last")
         try:
@@ -244,6 +269,12 @@ class LabelSession:
             raise ProtocolError(f"the answer relayed as {party}'s does not verify: {exc}") from exc
         if accepted.nonce in self._nonces:
             raise ProtocolError(f"{party}'s answer was relayed before (a replay)")
+        request = v.request(relayed)
+        if request.get(v.ACTION) != action:
+            raise ProtocolError(f"{party} answered {request.get(v.ACTION)!r}, not {action!r}")
+        wanted = self._requests.get(party)
+        if wanted is None or request.get(v.REQUEST_SHA256) != wanted:
+            raise ProtocolError(f"{party}'s answer is to another request than the one sent it")
         self._nonces.add(accepted.nonce)
         self._last_step = step
         return v.arrays(relayed)
@@ -253,9 +284,7 @@ class LabelSession:
         if asked is None or asked.party != party or step <= asked.step_after:
             raise ProtocolError(f"an answer from {party} that was not asked for")
         try:
-            arrays = self.answer(relayed, party, step, node, v.SERVE)
-            if v.request(relayed).get(v.ACTION) != asked.action:
-                raise ProtocolError(f"{party} answered another request than {asked.action}")
+            arrays = self.answer(relayed, party, step, node, v.SERVE, asked.action)
         except ProtocolError as exc:
             self._inbox.put(exc)  # the training thread stops with it
             raise

@@ -13,6 +13,7 @@ coordinator cannot change what it relays without the signature failing).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from jointcredit.federation import protocol
 from jointcredit.federation.settings import RunSettings, SettingsError, default_run_dir
 from jointcredit.trust.keyset import RUN_KEYS_SUBDIR, TRUST_FILE
+from jointcredit.trust.updates import content_parts
 
 LAYOUT: Final = "layout"
 VERTICAL: Final = "vertical"
@@ -46,6 +48,10 @@ PARTY: Final = "party"
 ROLE: Final = "role"
 RELAY_NODE: Final = "relay-node"  # the feature party's node id, beside a relayed reply
 RELAY_STEP: Final = "relay-step"  # ...and the step it answered
+# A feature party's answer: the SHA-256 of the label party's request it answers
+# (`request_digest`), so the label party takes an answer only to what it asked.
+REQUEST_SHA256: Final = "request-sha256"
+INDEX: Final = "index"  # the label party's aligned rows for a feature party: its index
 
 # -- actions
 LABEL_ROLE: Final = "label"
@@ -53,7 +59,7 @@ FEATURE_ROLE: Final = "feature"
 PSI_BLIND: Final = "psi-blind"  # label party: its blinded set for one feature party
 PSI_REBLIND: Final = "psi-reblind"  # feature party: own blinded set, the label party's reblinded
 PSI_INTERSECT: Final = "psi-intersect"  # label party: intersect with one feature party
-PSI_ALIGN: Final = "psi-align"  # label party: the aligned rows, every feature party's message
+PSI_ALIGN: Final = "psi-align"  # label party: one feature party's aligned rows, its index
 PSI_ALIGNED: Final = "psi-aligned"  # feature party: take its aligned rows; reply its columns
 START: Final = "start"  # label party: start training (every feature party's columns relayed)
 NEXT: Final = "next"  # label party: a feature party's answer to its last request
@@ -250,6 +256,16 @@ def relayed(content: RecordDict, party: str) -> RecordDict:
     return RecordDict(
         {k.removeprefix(prefix): r for k, r in content.items() if k.startswith(prefix)}
     )
+
+
+def request_digest(content: RecordDict) -> bytes:
+    """The SHA-256 of a message's content as signed (every item's digest: its step, action,
+    addressee, each array's bytes): the label party's of its request, the feature party's
+    of the request it verified, equal only if the request is the same."""
+    h = hashlib.sha256(b"jointcredit-vertical-request/1\x00")
+    for name, digest in content_parts(content).items():  # the signature record left out
+        h.update(len(name).to_bytes(8, "big") + name.encode() + digest)
+    return h.digest()
 
 
 def relayed_parties(content: RecordDict) -> list[str]:

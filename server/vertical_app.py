@@ -4,8 +4,9 @@ It asks every node which party it is, runs the PSI between the label party and e
 party by passing their messages along, then relays the label party's requests to the feature
 parties and their answers back until the label party says it is done. Every reply is
 verified (`UpdateVerifier`: the party's institution key, this run, this step, this message
-kind, a fresh nonce) before it is used or relayed, and a feature party's answer is relayed
-whole, its signature included, so the label party checks it again itself.
+kind, a fresh nonce) before it is used or relayed, and every relayed message goes whole, its
+signature included: a feature party acts only on the label party's own signed request, and
+the label party takes only the feature party's signed answer to that very request.
 
 What passes through it is what the parties send each other (docs/PRIVACY.md, "Vertical runs:
 what the coordinator sees"): blinded curve points, Paillier ciphertexts and public key, which
@@ -88,6 +89,14 @@ class Relay:
         self.step += 1
         return v.content(self.step, action, arrays, **values)
 
+    def forward(self, action: str, source: str, reply: Message, **values: object) -> RecordDict:
+        """The next message, relaying `source`'s reply to the last message whole (its
+        signature included, so the receiver verifies it against `source`'s own key)."""
+        relayed = {v.RELAY_STEP: self.step, v.RELAY_NODE: self.nodes[source]}
+        content = self.message(action, **relayed, **values)
+        v.relay(reply.content, content, source)
+        return content
+
 
 def hello(relay: Relay, nodes: list[int]) -> tuple[str, list[str]]:
     """Each node's verified party; the label party and the feature parties."""
@@ -108,27 +117,18 @@ def hello(relay: Relay, nodes: list[int]) -> tuple[str, list[str]]:
 def psi(
     relay: Relay, label: str, features: list[str]
 ) -> tuple[int, dict[str, Message], dict[str, int]]:
-    """PSI of the label party with each feature party, then the aligned rows sent out."""
+    """PSI of the label party with each feature party, then the aligned rows sent out: each
+    of the label party's messages relayed whole to the feature party it is for, and back."""
     for party in features:
         blinded = relay.ask(label, v.PSI, relay.message(v.PSI_BLIND, party=party))
-        answer = relay.ask(party, v.PSI, relay.message(v.PSI_REBLIND, v.arrays(blinded.content)))
-        relayed = {v.RELAY_STEP: relay.step, v.RELAY_NODE: relay.nodes[party]}
-        content = relay.message(v.PSI_INTERSECT, party=party, **relayed)
-        v.relay(answer.content, content, party)
-        relay.ask(label, v.PSI, content)
-    aligned = relay.ask(label, v.PSI, relay.message(v.PSI_ALIGN))
-    request = v.request(aligned.content)
-    size = int(str(request.get(v.SIZE)))
-    indices = dict(item.split("=") for item in str(request.get(v.PARTY)).split(","))
-    arrays = v.arrays(aligned.content)
+        answer = relay.ask(party, v.PSI, relay.forward(v.PSI_REBLIND, label, blinded))
+        relay.ask(label, v.PSI, relay.forward(v.PSI_INTERSECT, party, answer, party=party))
+    size = 0
     columns, steps = {}, {}
     for party in features:
-        mine = {
-            k.removeprefix(f"{party}/"): a for k, a in arrays.items() if k.startswith(f"{party}/")
-        }
-        columns[party] = relay.ask(
-            party, v.PSI, relay.message(v.PSI_ALIGNED, mine, party=indices[party])
-        )
+        aligned = relay.ask(label, v.PSI, relay.message(v.PSI_ALIGN, party=party))
+        size = int(str(v.request(aligned.content).get(v.SIZE)))
+        columns[party] = relay.ask(party, v.PSI, relay.forward(v.PSI_ALIGNED, label, aligned))
         steps[party] = relay.step
     return size, columns, steps
 
@@ -150,11 +150,8 @@ def train(
         party = str(v.request(reply.content).get(v.PARTY))
         if party not in relay.nodes or party == label:
             raise FederationError(f"the label party asked a party not in the run: {party!r}")
-        answer = relay.ask(party, v.SERVE, relay.message(action, v.arrays(reply.content)))
-        relayed = {v.RELAY_STEP: relay.step, v.RELAY_NODE: relay.nodes[party]}
-        content = relay.message(v.NEXT, party=party, **relayed)
-        v.relay(answer.content, content, party)
-        reply = relay.ask(label, v.STEP, content)
+        answer = relay.ask(party, v.SERVE, relay.forward(action, label, reply))
+        reply = relay.ask(label, v.STEP, relay.forward(v.NEXT, party, answer, party=party))
     return {
         k.removeprefix(v.METRIC_PREFIX): float(x)  # type: ignore[arg-type]
         for k, x in v.request(reply.content).items()

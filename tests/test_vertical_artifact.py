@@ -18,6 +18,8 @@ from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.trees import TreeParams
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.bins import layout as bin_layout
+from jointcredit.models.trees.tree import CATEGORY_SPLIT
+from jointcredit.models.vertical import artifact
 from jointcredit.models.vertical.artifact import (
     FeaturePart,
     PartyEntry,
@@ -26,11 +28,13 @@ from jointcredit.models.vertical.artifact import (
     load_label_part,
     load_vertical_model,
     part_directory,
+    table_from_arrays,
     write_feature_part,
     write_label_part,
 )
-from jointcredit.models.vertical.feature_party import FeatureParty
+from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
 from jointcredit.models.vertical.label_party import train
+from jointcredit.models.vertical.messages import SplitOrder
 from jointcredit.models.vertical.party_bins import joined_bins, party_bins, party_schema
 from jointcredit.privacy.paillier import HeuSecretKey, public_key
 from jointcredit.trust import keys, store
@@ -203,3 +207,67 @@ def test_writing_refuses_a_key_of_another_party(trained: Trained, tmp_path: Path
             tmp_path, part, created_at=CREATED, signer=trained.keys["bank"], trust=trained.trust
         )
     assert not (tmp_path / "parties" / "platform").exists()
+
+
+def test_a_part_rewritten_is_never_missing(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old part stays in place until the new one is: a failed rename leaves it whole."""
+    out = _copy(trained, tmp_path)
+    part = load_feature_part(out, "platform", trained.trust)
+    target = part_directory(out, "platform")
+    real = artifact.os.replace
+
+    def failing(src: object, dst: object) -> None:
+        if Path(str(dst)) == target:
+            raise OSError("disk full")
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifact.os, "replace", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_feature_part(
+            out, part, created_at=CREATED, signer=trained.keys["platform"], trust=trained.trust
+        )
+    monkeypatch.undo()
+    load_vertical_model(out, trained.trust)  # the old part, whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["platform"]
+
+
+def test_a_split_table_refuses_splits_out_of_range() -> None:
+    table = SplitTable((5, 5))
+    rows = np.arange(3, dtype=np.int64)
+    empty_set = SplitOrder(0, CATEGORY_SPLIT, True, 0, np.zeros(0, bool), rows)
+    with pytest.raises(ValueError, match="category set of 0 codes"):
+        table.add(empty_set)
+    with pytest.raises(ValueError, match="threshold 9"):
+        table.add(SplitOrder(1, 9, True, 0, np.zeros(0, bool), rows), (6, 6))
+    with pytest.raises(ValueError, match="threshold -5"):
+        table.add(SplitOrder(1, -5, True, 0, np.zeros(0, bool), rows))
+    assert len(table) == 0
+    arrays = {
+        "missing": np.array([5]), "feature": np.array([0]),
+        "threshold": np.array([CATEGORY_SPLIT]), "default_left": np.array([True]),
+        "special_left": np.array([0]), "category_left": np.zeros((1, 0), bool),
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="no category in its set"):
+        table_from_arrays(arrays)
+
+
+def test_verify_holds_a_vertical_model_to_its_expected_label_party(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """Any member of the trust store can sign a vertical model naming itself the label party:
+    `verify --label-party` refuses one whose label party is not the one expected."""
+    from typer.testing import CliRunner
+
+    from jointcredit.cli.main import app
+
+    trust_file = tmp_path / "trust.json"
+    store.save_store(trust_file, trained.trust)
+    base = ["verify", str(trained.model_dir), "--trust", str(trust_file),
+            "--trust-any-coordinator"]  # fmt: skip
+    runner = CliRunner()
+    assert runner.invoke(app, [*base, "--label-party", "bank"]).exit_code == 0
+    wrong = runner.invoke(app, [*base, "--label-party", "platform"])
+    assert wrong.exit_code == 1
+    assert "its label party is 'bank', not 'platform'" in wrong.output

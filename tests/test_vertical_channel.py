@@ -23,10 +23,13 @@ from jointcredit.client import vertical_app
 from jointcredit.client import vertical_channel as channel
 from jointcredit.client.vertical_app import Request
 from jointcredit.client.vertical_host import SessionServer, _Handler
+from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation.settings import SettingsError
 from jointcredit.federation.vertical import VerticalSettings
-from jointcredit.trust.keyset import TRUST_FILE, create_key_set
+from jointcredit.trust import keys
+from jointcredit.trust.keyset import TRUST_FILE, create_key_set, private_key_path
+from jointcredit.trust.updates import SIGNATURE_RECORD, Binding, fresh_nonce, sign_content
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN, NODE = 21, 5
@@ -75,6 +78,17 @@ def test_a_request_survives_the_channel_encoding(run_config: dict[str, object]) 
         channel.encode_request(_request(v.PSI, forged, run_config))
 
 
+def _from_the_bank(request: RecordDict, run_config: dict[str, object]) -> RecordDict:
+    """The coordinator's message relaying the bank's signed request (step 2, its node 4)."""
+    bank = keys.load_private_key(private_key_path(Path(str(run_config["keys-dir"])), "bank"))
+    request[protocol.IDENTITY] = protocol.identity_record("bank")
+    binding = Binding(RUN, 2, 4, "bank", v.PSI, fresh_nonce())
+    request[SIGNATURE_RECORD] = sign_content(request, binding, bank)
+    content = v.content(3, v.PSI_REBLIND, **{v.RELAY_STEP: 2, v.RELAY_NODE: 4})
+    v.relay(request, content, "bank")
+    return content
+
+
 def test_the_host_keeps_a_session_between_messages(
     host: str, run_config: dict[str, object]
 ) -> None:
@@ -85,7 +99,9 @@ def test_the_host_keeps_a_session_between_messages(
     # A later message (another task, another connection) finds the same session.
     blinded = np.zeros((3, 32), dtype=np.uint8)
     blinded[:, 0] = [9, 10, 11]
-    psi = v.content(2, v.PSI_REBLIND, {v.BLINDED: blinded})
+    psi = _from_the_bank(
+        v.content(2, v.PSI_BLIND, {v.BLINDED: blinded}, party="platform"), run_config
+    )
     reply = channel.forward(host, _request(v.PSI, psi, run_config), timeout=60)
     assert v.REBLINDED in v.arrays(reply)
     # A message of a run it holds no session of: refused, naming why.

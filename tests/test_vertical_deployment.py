@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from jointcredit.cli.deploy_cmds import CONNECTION
+from jointcredit.client.vertical_app import VERTICAL_RUNS
 from jointcredit.data.vertical_datasets import load_vertical_dataset, write_vertical_directory
 from jointcredit.deploy import kits, link, node, processes
 from jointcredit.federation.vertical import VerticalSettings
@@ -83,6 +85,12 @@ def _session_socket(procs: Procs, party: str) -> Path:
     raise AssertionError(f"{party}'s session host never started:\n{procs.log(party)[-3000:]}")
 
 
+def _own_part(kit: Path) -> Path:
+    """The one run's model directory a party wrote under its kit's state directory."""
+    (found,) = (kit / "state" / VERTICAL_RUNS).glob("*/model")
+    return found
+
+
 def test_two_parties_run_psi_and_training_over_real_supernodes(
     tmp_path: Path, procs: Procs
 ) -> None:
@@ -128,13 +136,20 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
     assert vertical["parties"] == PARTIES and vertical["label_party"] == "bank"
     # Every relayed reply was verified, and the signed model verifies part by part.
     assert vertical["verified_replies"] == vertical["messages"] > 0
+    # Each party wrote its part in its own kit's state directory (its node config's), none
+    # where the run config (the coordinator) says; the platform's part put beside the bank's.
+    assert not (out / "model").exists()
+    model = _own_part(provisioned.kit("bank"))
+    shutil.copytree(
+        _own_part(provisioned.kit("platform")) / "parties" / "platform",
+        model / "parties" / "platform",
+    )
     verify = subprocess.run(
-        [processes.flower_bin("jointcredit"), "verify", str(out / "model"),
+        [processes.flower_bin("jointcredit"), "verify", str(model),
          "--trust", str(out / "trust.json")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert (out / "model" / "parties" / "platform").is_dir()
 
     # The same data in process: PSI's intersection, and the same learner on the joined rows
     # with the same bins gives the deployed federation's AUC (lossless over real nodes).

@@ -128,12 +128,26 @@ def test_the_federated_model_is_the_joined_rows_model(run: Run) -> None:
         assert np.array_equal(vt.left, ct.left) and np.array_equal(vt.right, ct.right)
         assert np.max(np.abs(vt.value - ct.value)) < 1e-9
         for n in np.flatnonzero(ct.feature >= 0).tolist():
+            central_sides = (
+                bool(ct.default_left[n]), int(ct.special_left[n]),
+                np.flatnonzero(ct.category_left[n]).tolist(),
+            )  # fmt: skip
             if vt.owner[n] == LABEL_PARTY:
                 assert vt.split[n] == ct.feature[n] and vt.threshold[n] == ct.threshold[n]
+                sides = (
+                    bool(vt.default_left[n]), int(vt.special_left[n]),
+                    np.flatnonzero(vt.category_left[n]).tolist(),
+                )  # fmt: skip
             else:
                 k = int(vt.split[n])
-                assert n_own + platform.table.feature[k] == ct.feature[n]
-                assert platform.table.threshold[k] == ct.threshold[n]
+                table = platform.table
+                assert n_own + table.feature[k] == ct.feature[n]
+                assert table.threshold[k] == ct.threshold[n]
+                sides = (
+                    bool(table.default_left[k]), int(table.special_left[k]),
+                    np.flatnonzero(table.category_left[k]).tolist(),
+                )  # fmt: skip
+            assert sides == central_sides, f"node {n}: missing, special or category sides"
     rows = {p: f[test] for p, f in frames.items()}
     federated = model.predict_pd(rows)
     assert np.max(np.abs(federated - central.predict_pd(codes[test]))) < 1e-9
@@ -205,6 +219,8 @@ def test_no_message_carries_an_identifier_or_its_hash(run: Run) -> None:
             "not supported with --layout vertical: --ray-address",
         ),
         (["--max-depth", "9"], "max-depth"),
+        (["--no-audit"], "not supported with --layout vertical: --no-audit"),
+        (["--wide"], "not supported with --layout vertical: --wide"),
     ],
 )
 def test_bad_input_exits_2(args: list[str], named: str, tmp_path: Path) -> None:

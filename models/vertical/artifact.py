@@ -279,6 +279,8 @@ def table_from_arrays(arrays: Mapping[str, np.ndarray]) -> SplitTable:
     threshold = np.asarray(arrays["threshold"], dtype=np.int64)
     if np.any((threshold < -1) & (threshold != CATEGORY_SPLIT)):
         raise ValueError("a split with a negative threshold")
+    if np.any(threshold == CATEGORY_SPLIT) and cats.shape[1] == 0:
+        raise ValueError("a split by a category set with no category in its set")
     return SplitTable(
         missing,
         feature.tolist(),
@@ -345,13 +347,35 @@ def write_feature_part(
             institution=part.party,
         )
         tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        digest = _sha((tmp / "manifest.json").read_bytes())
+        _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _sha((target / "manifest.json").read_bytes())
+    return digest
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put directory `new` at `target`: the old one renamed aside first, restored if the
+    rename in fails, removed only once the new one is in place."""
+    aside = None
+    if target.is_symlink() or target.exists():
+        aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old."))
+        aside = aside / target.name
+        os.rename(target, aside)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, target)
+            aside.parent.rmdir()
+        raise
+    if aside is not None:
+        if aside.is_symlink():
+            aside.unlink()
+        else:
+            shutil.rmtree(aside)
+        aside.parent.rmdir()
 
 
 def write_label_part(

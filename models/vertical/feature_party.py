@@ -38,9 +38,17 @@ class SplitTable:
     special_left: list[int] = field(default_factory=list)
     category_left: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, order: SplitOrder) -> int:
+    def add(self, order: SplitOrder, n_bins: tuple[int, ...] = ()) -> int:
+        """Record a split; `n_bins` (each feature's codes) bounds its threshold and set."""
         if not 0 <= order.feature < len(self.missing):
             raise ValueError(f"no local feature {order.feature}")
+        codes = n_bins[order.feature] if n_bins else None
+        width = len(order.category_left)
+        if order.threshold == CATEGORY_SPLIT:
+            if not 0 < width <= (codes or width):
+                raise ValueError(f"a category set of {width} codes")
+        elif not -1 <= order.threshold < (codes if codes is not None else order.threshold + 1):
+            raise ValueError(f"threshold {order.threshold} of local feature {order.feature}")
         self.feature.append(order.feature)
         self.threshold.append(order.threshold)
         self.default_left.append(order.default_left)
@@ -115,7 +123,7 @@ class FeatureParty:
         return EncryptedHistograms(tuple(s.to_bytes() for s in sums), self._buckets)
 
     def split(self, order: SplitOrder) -> SplitDone:
-        split_id = self.table.add(order)
+        split_id = self.table.add(order, self.layout.n_bins)
         rows = np.asarray(order.rows, dtype=np.int64)
         left = self.table.sides(self.codes[rows], np.array([split_id]))[:, 0]
         return SplitDone(split_id, left)
