@@ -1,11 +1,11 @@
 """The Flower processes of a deployment, started from a kit: thin wrappers that always turn on
 TLS and node authentication and always turn off runtime dependency installation.
 
-`jointcredit link start` / `node start` replace themselves with `flower-superlink` /
-`flower-supernode` (exec), so a process manager's SIGTERM reaches Flower directly and Flower
-shuts down cleanly. `link register` runs `flwr supernode register` once per institution, and
-`link run` runs the app with `flwr run` and reads back the run's real final status (`flwr run
---stream` exits 0 even when the ServerApp fails).
+`jointcredit link start` / `node start` run `flower-superlink` / `flower-supernode` from
+these commands beside their long-lived app workers (`deploy/link.py`, `deploy/node.py`), and
+pass a process manager's SIGTERM on to both. `link register` runs `flwr supernode register`
+once per institution, and `link run` runs the app with `flwr run` and reads back the run's
+real final status (`flwr run --stream` exits 0 even when the ServerApp fails).
 """
 
 from __future__ import annotations
@@ -184,13 +184,6 @@ def supernode_command(
     if max_retries is not None:
         cmd += ["--max-retries", str(max_retries), "--max-wait-time", "15"]
     return cmd
-
-
-def exec_process(cmd: list[str], env: dict[str, str]) -> None:
-    """Become `cmd` (SIGTERM then goes to Flower itself)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execvpe(cmd[0], cmd, env)
 
 
 # -- the coordinator's tools (flwr CLI against the SuperLink's Control API)

@@ -1,9 +1,9 @@
 """The coordinator's long-lived ServerApp worker, beside `flower-superlink --isolation process`.
 
 Under Flower's default (subprocess) isolation the SuperLink starts `flower-superexec`, which
-polls for a run once a second and starts a fresh `flwr-serverapp` process for it; that
-process imports Flower, torch, scikit-learn and the app before the run's first message
-(5-7 s on the 2-core benchmark machine). This worker imports the app once, then runs each run
+polls for a run and starts a fresh `flwr-serverapp` process for it; that process imports
+Flower, torch, scikit-learn and the app before the run's first message (the cost:
+docs/RELIABILITY.md). This worker imports the app once, then runs each run
 in a fork of itself through Flower's own `run_serverapp` (the body of `flwr-serverapp`), with
 the run's output mirrored to the SuperLink's log stream as that process does.
 
