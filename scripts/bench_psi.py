@@ -3,6 +3,7 @@ machine, each a separate process, the messages going through pipes.
 
     python scripts/bench_psi.py --label 1000000 --feature 1000000 [--overlap 600000] [--threads 1]
     python scripts/bench_psi.py --ops 20000    # each curve primitive's operations per second
+    python scripts/bench_psi.py --label N --feature N --json   # one JSON line (make bench)
 
 The label party holds identifiers 0 .. label-1, the feature party label-overlap .. (as
 phone-number-like strings). Each party blinds its own set concurrently, re-blinds the other's,
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import resource
@@ -120,6 +122,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="threads per party")
     parser.add_argument("--ops", type=int, default=0, help="only time N of each primitive")
+    parser.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     args = parser.parse_args()
     if args.ops:
         per_operation(args.ops)
@@ -153,6 +156,15 @@ def main() -> None:
     ops = 2 * (args.label + args.feature)  # blind own + re-blind the other's, both parties
     peaks = {name: got[name][3] for name in got}
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if args.json:
+        print(json.dumps({
+            "label": args.label, "feature": args.feature, "overlap": overlap,
+            "threads": args.threads, "wall_seconds": wall, "ops_per_second": ops / wall,
+            "blind_seconds": [got["label"][1], got["feature"][1]],
+            "cpu_seconds": [got["label"][2], got["feature"][2]],
+            "peak_bytes": [peaks["label"], peaks["feature"]], "load_start": load,
+        }))  # fmt: skip
+        return
     print(
         "| label x feature | overlap | threads/party | wall s | X25519 ops/s "
         "| blind own s (label, feature) | CPU s (label, feature) "

@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--trees", type=int, default=30)
     ap.add_argument("--rows", type=int, default=2000, help="synthetic joined rows to train on")
+    ap.add_argument("--json", action="store_true", help="one JSON line instead of Markdown")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-vertical-") as tmp:
@@ -129,6 +130,15 @@ def main() -> None:
         ][args.warmup :]
         card = json.loads((fed.model / "vertical.json").read_text())
         splits = card["parties"]["platform"]["splits"]
+    if args.json:
+        print(json.dumps({
+            "decisions": args.decisions, "trees": args.trees, "rows": args.rows,
+            "platform_splits": splits, "all_with_reasons": reasons == len(latencies),
+            "p50_ms": _ms(latencies, 50), "p99_ms": _ms(latencies, 99),
+            "max_ms": max(latencies) * 1000, "round_p50_ms": _ms(rounds, 50),
+            "round_p99_ms": _ms(rounds, 99), "load": [load_before[0], load_after[0]],
+        }))  # fmt: skip
+        return
     print(f"### {args.decisions} single vertical decisions over loopback, one feature party")
     print()
     print(f"model: {args.trees} trees of depth 3 ({splits} of their splits the platform's), "
