@@ -141,6 +141,38 @@ def test_vertical_trees_equal_the_central_engine_on_the_joined_rows(
     assert isinstance(central, TreeEnsemble)
 
 
+def test_a_platform_category_split_is_sent_as_wide_as_its_own_feature(
+    data: VerticalCodes, key: HeuSecretKey
+) -> None:
+    """The bank's categorical feature with more categories than the platform's (as on
+    sba-vertical: the bank's 51 states, the platform's sectors): a category split at the
+    platform must still be accepted and equal the central engine's."""
+    label = data.label
+    j = label.layout.n_features - 1  # the label party's categorical column: 8 categories
+    rng = np.random.default_rng(7)
+    codes = label.codes.copy()
+    present = codes[:, j] < 8
+    codes[present, j] = codes[present, j] * 4 + rng.integers(0, 4, int(present.sum()))
+    codes[~present, j] = 32
+    n_bins = (*label.layout.n_bins[:j], 33)
+    missing = (*label.layout.missing[:j], 32)
+    layout = BinLayout(n_bins, missing, label.layout.special, label.layout.categorical)
+    parties = _parties(data, key, [[0, 1, 2, 3]])
+    params = replace(PARAMS, n_trees=3)
+    model = train(codes, data.y, layout, parties, params, key)
+
+    joined_codes = np.hstack([codes, parties[0].codes])
+    joined = joined_layout(layout, [parties[0].layout])
+    assert joined.category_width == 32 > parties[0].layout.n_bins[3]
+    central = central_train(joined_codes, data.y, joined, params)
+    table = parties[0].table
+    assert any(t == -2 for t in table.threshold)  # the platform made a category split
+    sides = {1: table.sides(parties[0].codes)}
+    np.testing.assert_allclose(
+        model.margin(codes, sides), central.margin(joined_codes), rtol=0, atol=1e-9
+    )
+
+
 class _Recording:
     """A feature party whose replies are kept (or changed by `alter`)."""
 

@@ -228,7 +228,9 @@ def _route(
                     threshold=int(tree.threshold[n]),
                     default_left=bool(tree.default_left[n]),
                     special_left=int(tree.special_left[n]),
-                    category_left=tree.category_left[n].copy(),
+                    # As wide as that feature's own codes: the joined width is the widest
+                    # categorical of any party, which the feature party's bounds refuse.
+                    category_left=tree.category_left[n][: p.layout.n_bins[f - p.start]].copy(),
                     rows=rows,
                 )
             )
