@@ -4,6 +4,7 @@ every add and revoke is a chained audit entry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -51,6 +52,22 @@ def _expires(value: str | None) -> str | None:
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _change(db: str, done: str, change: Callable[[ConsentRegistry], Consent]) -> None:
+    """One audited change to the registry in `db`, said as `done` with the consent after it;
+    a refused one (`ConsentError`) exits 2 naming why."""
+    from jointcredit.service.consent import ConsentError
+
+    registry = _registry(db)
+    try:
+        changed = change(registry)
+    except ConsentError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    finally:
+        registry.audit.close()
+    console.print(f"{done} {escape(_show(changed))}", soft_wrap=True)
+
+
 def _show(c: Consent) -> str:
     from jointcredit.service.chain import now
 
@@ -90,7 +107,7 @@ def consent_add(
     ] = None,
 ) -> None:
     """Register an applicant's consent (audited)."""
-    from jointcredit.service.consent import PURPOSES, ConsentError
+    from jointcredit.service.consent import PURPOSES
 
     if purpose not in PURPOSES:
         err.print(f"[red]error:[/red] --purpose must be one of: {', '.join(PURPOSES)}")
@@ -98,15 +115,11 @@ def consent_add(
     _check_text("--id", consent_id, 64)
     _check_text("--applicant-ref", applicant_ref, 128)
     _check_text("--institution", institution, 128)
-    registry = _registry(db)
-    try:
-        added = registry.add(institution, consent_id, applicant_ref, purpose, _expires(expires))
-    except ConsentError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
-    finally:
-        registry.audit.close()
-    console.print(f"added {escape(_show(added))}", soft_wrap=True)
+    _change(
+        db,
+        "added",
+        lambda r: r.add(institution, consent_id, applicant_ref, purpose, _expires(expires)),
+    )
 
 
 @consent_app.command("revoke")
@@ -116,17 +129,7 @@ def consent_revoke(
     institution: InstitutionOption,
 ) -> None:
     """Revoke a consent (audited): the next exposure query that names it is refused."""
-    from jointcredit.service.consent import ConsentError
-
-    registry = _registry(db)
-    try:
-        revoked = registry.revoke(institution, consent_id)
-    except ConsentError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
-    finally:
-        registry.audit.close()
-    console.print(f"revoked {escape(_show(revoked))}", soft_wrap=True)
+    _change(db, "revoked", lambda r: r.revoke(institution, consent_id))
 
 
 @consent_app.command("show")

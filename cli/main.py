@@ -114,11 +114,7 @@ def data_check(
     try:
         fed = load_federation(config)
     except DataValidationError as exc:
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "directory": str(directory), "error": str(exc)}))
-        else:
-            err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise _data_error(directory, exc, as_json) from exc
     counts: dict[str, dict[str, float]] = {}
     for inst, d in fed.institutions.items():
         n = len(d.train) + len(d.test)
@@ -135,17 +131,22 @@ def data_check(
     )
 
 
+def _data_error(directory: Path, exc: DataValidationError, as_json: bool) -> typer.Exit:
+    """`data check`'s refusal, either layout: as JSON or a red line, exit status 2."""
+    if as_json:
+        typer.echo(json.dumps({"ok": False, "directory": str(directory), "error": str(exc)}))
+    else:
+        err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
+    return typer.Exit(2)
+
+
 def _check_vertical(directory: Path, schema: Path | None, max_mb: int, as_json: bool) -> None:
     from jointcredit.data.vertical import load_vertical
 
     try:
         data = load_vertical(directory, schema, max_mb=max_mb)
     except DataValidationError as exc:
-        if as_json:
-            typer.echo(json.dumps({"ok": False, "directory": str(directory), "error": str(exc)}))
-        else:
-            err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+        raise _data_error(directory, exc, as_json) from exc
     # All parties' files are on this machine here, so their overlap is no secret to it.
     shared = set.intersection(*(set(p.ids) for p in data.parties.values()))
     facts: dict[str, dict[str, object]] = {}

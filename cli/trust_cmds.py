@@ -42,6 +42,15 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
+def _not_verified(artifact: Path, exc: Exception, as_json: bool) -> typer.Exit:
+    """`verify`'s failure, either layout: as JSON or a red line, exit status 1."""
+    if as_json:
+        typer.echo(json.dumps({"verified": False, "artifact": str(artifact), "error": str(exc)}))
+    else:
+        err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
+    return typer.Exit(1)
+
+
 @keys_app.command("new")
 def keys_new(
     out: Annotated[Path, typer.Option(help="directory for ID.key (0600) and ID.pub")],
@@ -197,13 +206,7 @@ def verify(
         trust = store.load_store(trust_file, pin=pin)
         model = load_artifact(artifact, trust)
     except (TrustError, ArtifactError) as exc:
-        if as_json:
-            typer.echo(
-                json.dumps({"verified": False, "artifact": str(artifact), "error": str(exc)})
-            )
-        else:
-            err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        raise _not_verified(artifact, exc, as_json) from exc
     manifest = model.verified.manifest
     updates = manifest.get("updates", [])
     accepted = sum(len(u["accepted"]) for u in updates)
@@ -250,13 +253,7 @@ def _verify_vertical(
         if label_party is not None and named != label_party:
             raise ArtifactError(f"its label party is {named!r}, not {label_party!r}")
     except (TrustError, ArtifactError) as exc:
-        if as_json:
-            typer.echo(
-                json.dumps({"verified": False, "artifact": str(artifact), "error": str(exc)})
-            )
-        else:
-            err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
-        raise typer.Exit(1) from exc
+        raise _not_verified(artifact, exc, as_json) from exc
     card = model.label.card
     parts = {
         name: {"splits": entry.splits, "manifest_sha256": entry.part_sha256}

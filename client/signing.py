@@ -7,6 +7,7 @@ replies carry no content and go unsigned; the coordinator records them as errors
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -64,15 +65,27 @@ def binding_for(msg: Message, context: Context, institution: str) -> Binding:
     )
 
 
-def signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    reply = call_next(msg, context)
+def signed_reply(
+    msg: Message,
+    context: Context,
+    reply: Message,
+    key_for: Callable[[str], Ed25519PrivateKey],
+    signer: str = "institution",
+) -> Message:
+    """`reply` to `msg` signed with the key of the institution (or party: `signer`) it
+    names, `key_for(institution)`; an error reply (no content) as it is."""
     if not reply.has_content():
         return reply
     institution = protocol.claimed_institution(reply.content)
     if institution is None:
-        raise protocol.ProtocolError("a reply must name its institution before it is signed")
-    key = signing_key(context, institution)
+        raise protocol.ProtocolError(f"a reply must name its {signer} before it is signed")
+    key = key_for(institution)
     reply.content[SIGNATURE_RECORD] = sign_content(
         reply.content, binding_for(msg, context, institution), key
     )
     return reply
+
+
+def signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    reply = call_next(msg, context)
+    return signed_reply(msg, context, reply, lambda institution: signing_key(context, institution))

@@ -42,7 +42,7 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from jointcredit.client import vertical_channel as channel
-from jointcredit.client.signing import binding_for
+from jointcredit.client.signing import signed_reply
 from jointcredit.client.vertical_feature import FeatureSession
 from jointcredit.client.vertical_label import LabelSession
 from jointcredit.data.vertical import VerticalData, load_party
@@ -54,7 +54,6 @@ from jointcredit.federation.protocol import NodeConfig, ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust import keys, pins, store
 from jointcredit.trust.keyset import private_key_path
-from jointcredit.trust.updates import SIGNATURE_RECORD, sign_content
 
 Session = LabelSession | FeatureSession
 VERTICAL_RUNS = "vertical"  # a deployed party's parts: <state-dir>/vertical/<run id>/model/
@@ -212,15 +211,7 @@ def _signing_key(msg: Message, context: Context) -> Ed25519PrivateKey:
 def vertical_signing_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Signs every reply as it leaves the node (`client.signing`'s format and binding)."""
     reply = call_next(msg, context)
-    if not reply.has_content():
-        return reply
-    institution = protocol.claimed_institution(reply.content)
-    if institution is None:
-        raise ProtocolError("a reply must name its party before it is signed")
-    reply.content[SIGNATURE_RECORD] = sign_content(
-        reply.content, binding_for(msg, context, institution), _signing_key(msg, context)
-    )
-    return reply
+    return signed_reply(msg, context, reply, lambda _: _signing_key(msg, context), "party")
 
 
 app = ClientApp(mods=[vertical_signing_mod])

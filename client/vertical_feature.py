@@ -35,7 +35,7 @@ from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
 from jointcredit.privacy.paillier import public_key
 from jointcredit.privacy.psi import FeaturePsi
 from jointcredit.trust.store import TrustStore
-from jointcredit.trust.updates import Expected, Rejected, check_content
+from jointcredit.trust.updates import Expected
 
 Arrays = dict[str, np.ndarray]
 TRAINING = frozenset({v.GRADIENTS, v.HISTOGRAMS, v.SPLIT, v.SIDES, v.WRITE_PART})
@@ -88,14 +88,8 @@ class FeatureSession:
         relayed = v.relayed(content, label)
         if step <= self._last_step:
             raise ProtocolError(f"a label party request of step {step}, not newer than the last")
-        try:
-            accepted = check_content(
-                relayed, Expected(self.run_id, step, node, kind, label), self.trust
-            )
-        except Rejected as exc:
-            raise ProtocolError(f"the request relayed as {label}'s does not verify: {exc}") from exc
-        if accepted.nonce in self._nonces:
-            raise ProtocolError(f"{label}'s request was relayed before (a replay)")
+        expected = Expected(self.run_id, step, node, kind, label)
+        accepted = wire.verify_relayed(relayed, expected, self.trust, self._nonces, "request")
         request = v.request(relayed)
         if request.get(v.PARTY) != self.party:
             raise ProtocolError(

@@ -53,7 +53,7 @@ from jointcredit.models.vertical.party_bins import party_bins, party_schema
 from jointcredit.privacy.paillier import HeuSecretKey
 from jointcredit.privacy.psi import LabelPsi
 from jointcredit.trust.store import TrustStore
-from jointcredit.trust.updates import Expected, Rejected, check_content
+from jointcredit.trust.updates import Expected
 
 Arrays = dict[str, np.ndarray]
 
@@ -261,14 +261,8 @@ class LabelSession:
         `action`, and the digest of the request it answers: the last one sent to `party`."""
         if step <= self._last_step:
             raise ProtocolError(f"a relayed answer of step {step}, not newer than the last")
-        try:
-            accepted = check_content(
-                relayed, Expected(self.run_id, step, node, kind, party), self.trust
-            )
-        except Rejected as exc:
-            raise ProtocolError(f"the answer relayed as {party}'s does not verify: {exc}") from exc
-        if accepted.nonce in self._nonces:
-            raise ProtocolError(f"{party}'s answer was relayed before (a replay)")
+        expected = Expected(self.run_id, step, node, kind, party)
+        accepted = wire.verify_relayed(relayed, expected, self.trust, self._nonces, "answer")
         request = v.request(relayed)
         if request.get(v.ACTION) != action:
             raise ProtocolError(f"{party} answered {request.get(v.ACTION)!r}, not {action!r}")

@@ -7,6 +7,7 @@ relayed message may be hostile), and a payload that is not what its action carri
 from __future__ import annotations
 
 import numpy as np
+from flwr.app import RecordDict
 
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
@@ -20,10 +21,29 @@ from jointcredit.models.vertical.messages import (
     SplitOrder,
 )
 from jointcredit.privacy.paillier import MAX_BUCKETS
+from jointcredit.trust.store import TrustStore
+from jointcredit.trust.updates import Accepted, Expected, Rejected, check_content
 
 Arrays = dict[str, np.ndarray]
 MAX_FEATURES = 10_000
 MAX_NODES = 1 << 16
+
+
+def verify_relayed(
+    relayed: RecordDict, expected: Expected, trust: TrustStore, seen: set[bytes], noun: str
+) -> Accepted:
+    """A party's own signed message (`noun`: request or answer) as relayed: its signature by
+    `expected.institution` for the run, step, node and kind expected, and a nonce not in
+    `seen`. Anything else raises `ProtocolError`; the caller records the nonce once it has
+    checked the rest."""
+    party = expected.institution
+    try:
+        accepted = check_content(relayed, expected, trust)
+    except Rejected as exc:
+        raise ProtocolError(f"the {noun} relayed as {party}'s does not verify: {exc}") from exc
+    if accepted.nonce in seen:
+        raise ProtocolError(f"{party}'s {noun} was relayed before (a replay)")
+    return accepted
 
 
 def _bytes(data: bytes) -> np.ndarray:

@@ -98,10 +98,11 @@ def _san(host: str) -> list[x509.GeneralName]:
         return [x509.DNSName(host)]
 
 
-def server_certificate(ca: Issued, federation: str, hosts: list[str]) -> Issued:
-    """The SuperLink's TLS certificate, valid for every name in `hosts`."""
-    if not hosts:
-        raise ValueError("the SuperLink certificate needs at least one host name or address")
+def _leaf(
+    ca: Issued, subject: x509.Name, hosts: list[str], usage: list[x509.ObjectIdentifier]
+) -> Issued:
+    """A fresh EC P-256 key and its certificate from `ca`: valid for every name in `hosts`
+    (duplicates once), not a CA, for the extended key `usage` given."""
     key = ec.generate_private_key(ec.SECP256R1())
     start, end = _validity(LEAF_DAYS)
     sans: list[x509.GeneralName] = []
@@ -109,38 +110,7 @@ def server_certificate(ca: Issued, federation: str, hosts: list[str]) -> Issued:
         sans.extend(_san(host))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"{federation} superlink", federation))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), False
-        )
-        .sign(ca.key, hashes.SHA384())
-    )
-    return Issued(cert, key)
-
-
-def endpoint_certificate(ca: Issued, federation: str, institution: str, hosts: list[str]) -> Issued:
-    """An institution's certificate for the vertical scoring exchange's mutual TLS: its id as
-    the common name, valid as a server (a feature party's endpoint, reached at `hosts`) and
-    as a client (the bank's service asking)."""
-    if not hosts:
-        raise ValueError("an endpoint certificate needs at least one host name or address")
-    key = ec.generate_private_key(ec.SECP256R1())
-    start, end = _validity(LEAF_DAYS)
-    sans: list[x509.GeneralName] = []
-    for host in dict.fromkeys(hosts):
-        sans.extend(_san(host))
-    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(institution, federation))
+        .subject_name(subject)
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -155,6 +125,24 @@ def endpoint_certificate(ca: Issued, federation: str, institution: str, hosts: l
         .sign(ca.key, hashes.SHA384())
     )
     return Issued(cert, key)
+
+
+def server_certificate(ca: Issued, federation: str, hosts: list[str]) -> Issued:
+    """The SuperLink's TLS certificate, valid for every name in `hosts`."""
+    if not hosts:
+        raise ValueError("the SuperLink certificate needs at least one host name or address")
+    subject = _name(f"{federation} superlink", federation)
+    return _leaf(ca, subject, hosts, [ExtendedKeyUsageOID.SERVER_AUTH])
+
+
+def endpoint_certificate(ca: Issued, federation: str, institution: str, hosts: list[str]) -> Issued:
+    """An institution's certificate for the vertical scoring exchange's mutual TLS: its id as
+    the common name, valid as a server (a feature party's endpoint, reached at `hosts`) and
+    as a client (the bank's service asking)."""
+    if not hosts:
+        raise ValueError("an endpoint certificate needs at least one host name or address")
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return _leaf(ca, _name(institution, federation), hosts, usage)
 
 
 @dataclass(frozen=True)

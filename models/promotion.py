@@ -12,7 +12,6 @@ the gates, which read training metrics) to check a promotion at start-up.
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,16 @@ from jointcredit.trust import keys
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.files import UnsafeFile, read_regular, replace_file
+from jointcredit.trust.manifest import (
+    SCHEME,
+    read_signature_record,
+    signature_record,
+    signature_verifies,
+)
 from jointcredit.trust.store import TrustStore
 
 PROMOTION = "promotion.json"
 FORMAT = "jointcredit-promotion/1"
-SCHEME = "ed25519"
 MAX_BYTES = 1 << 20  # a record is a few KiB; anything far larger is not one
 
 
@@ -48,12 +52,7 @@ def write_promotion(
             f"key {kid} is not the trust store's coordinator key {trust.coordinator.key_id}"
         )
     body = {**record, "format": FORMAT, "signed_by": kid}
-    data = canonical_json(body)
-    signature = {
-        "scheme": SCHEME,
-        "key_id": kid,
-        "signature": base64.b64encode(coordinator.sign(data)).decode(),
-    }
+    signature = signature_record(coordinator, kid, canonical_json(body))
     path = model_dir / PROMOTION
     replace_file(path, canonical_json({"record": body, "signature": signature}), mode=0o644)
     return path
@@ -73,9 +72,7 @@ def read_promotion(model_dir: Path, trust: TrustStore, manifest_sha256: str) -> 
     try:
         outer = json.loads(raw)
         body = outer["record"]
-        sig = outer["signature"]
-        signature = base64.b64decode(str(sig["signature"]), validate=True)
-        signer, scheme = str(sig["key_id"]), str(sig["scheme"])
+        signature, signer, scheme = read_signature_record(outer["signature"])
         if not isinstance(body, dict):
             raise TypeError("record is not an object")
     except (ValueError, KeyError, TypeError) as exc:
@@ -87,9 +84,7 @@ def read_promotion(model_dir: Path, trust: TrustStore, manifest_sha256: str) -> 
             f"{path}: signed by key {signer}, not by the coordinator key "
             f"{trust.coordinator.key_id} of the trust store"
         )
-    if len(signature) != keys.SIGNATURE_BYTES or not keys.verify(
-        trust.coordinator_public(), signature, canonical_json(body)
-    ):
+    if not signature_verifies(trust.coordinator_public(), signature, canonical_json(body)):
         raise TrustError(
             f"{path}: the coordinator's signature does not verify (the record was changed "
             "after signing, or the signature was)"

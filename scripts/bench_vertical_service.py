@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,24 +29,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from service_helpers import announced  # noqa: E402
 from vertical_helpers import vertical_federation  # noqa: E402
 
 
 def _started(
     args: list[str], marker: str, env: dict[str, str]
 ) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "jointcredit.cli", *args, "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    timer = threading.Timer(120, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith(marker):
-                return proc, line[len(marker) :].split()[0]
-    finally:
-        timer.cancel()
-    raise SystemExit(f"{args[:2]} did not start: {proc.stderr and proc.stderr.read()}")
+    proc, url = announced(args, marker, 120, env)
+    if url is None:
+        raise SystemExit(f"{args[:2]} did not start: {proc.stderr and proc.stderr.read()}")
+    return proc, url
 
 
 def _ms(values: list[float], q: float) -> float:

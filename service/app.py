@@ -20,7 +20,6 @@ own decisions and review items. Errors never carry stack traces (service/errors.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,7 +28,7 @@ from fastapi import FastAPI
 from jointcredit.service import docs, errors, openapi
 from jointcredit.service.decisions import DecisionService
 from jointcredit.service.limits import ReadLimits
-from jointcredit.service.loader import Service
+from jointcredit.service.loader import Service, freeze_start_up
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import MAX_BODY, BodyLimit
 from jointcredit.service.monitoring import Monitor
@@ -45,10 +44,7 @@ __all__ = ["Service", "create_app"]
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # What start-up built (torch, the model, schemas) lives as long as the process: frozen out
-    # of the collector's sight, full collections stop re-scanning it on the request path.
-    gc.collect()
-    gc.freeze()
+    freeze_start_up()
     yield
     await app.state.writer.close()
     if app.state.monitor is not None:

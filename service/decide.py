@@ -26,9 +26,9 @@ import numpy as np
 from jointcredit.models.artifact import ScoringModel
 from jointcredit.service.applicants import typical
 from jointcredit.service.coverage import Coverage, Found
-from jointcredit.service.decision import DecisionTable
+from jointcredit.service.decision import DecisionTable, rule_tables
 from jointcredit.service.explain import model_kernel
-from jointcredit.service.languages import LANGUAGES, Language
+from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy, Rule, Stance
 from jointcredit.service.reasons import (
     TOWARD_APPROVAL,
@@ -52,18 +52,8 @@ class Decider:
         self.coverage = Coverage(
             model.spec, schema, policy.outside_training, bins=model.bins, spans=model.spans
         )
-        # Shared by every table, never changed: each rule as a flag and as a policy reason, in
-        # the rules' order, in each language; a request's other reasons come after them.
-        self._flags = {
-            lang: [{"code": r.code, "action": r.action, "text": r.text(lang), "points": r.points}
-                   for r in self.rules.order]
-            for lang in LANGUAGES
-        }  # fmt: skip
-        self._rule_reasons = {
-            lang: [{"code": r.code, "text": r.text(lang), "kind": "policy", "feature": None,
-                    "direction": _direction(r)} for r in self.rules.order]
-            for lang in LANGUAGES
-        }  # fmt: skip
+        # A request's other reasons come after the rules' own.
+        self._flags, self._rule_reasons = rule_tables(self.rules.order, _direction)
         self.reasons = ModelReasons(self.features, policy, self.coverage.level)
         self.max_reasons = policy.max_reasons
 

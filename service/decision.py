@@ -10,11 +10,14 @@ audit record's form (`columns`), and a stored record reads back as a table (`fro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jointcredit.service.languages import Language
+from jointcredit.service.languages import LANGUAGES, Language
+
+if TYPE_CHECKING:  # the policy imports this module (through `joint`)
+    from jointcredit.service.policy import Rule
 
 Json = dict[str, Any]
 
@@ -34,6 +37,25 @@ def reason_objects(
         value = None if entry["kind"] != "model" else contributions[features.index(feature)]
         out.append({**entry, "contribution": None if value is None else float(value)})
     return out
+
+
+def rule_tables(
+    order: Sequence[Rule], direction: Callable[[Rule], str]
+) -> tuple[dict[Language, list[Json]], dict[Language, list[Json]]]:
+    """Each rule as a policy flag and as a policy reason (which way it pushes: `direction`),
+    in the rules' `order`, in each language: a table's `rules` and the head of its
+    `reason_table`, shared by every table and never changed."""
+    flags = {
+        lang: [{"code": r.code, "action": r.action, "text": r.text(lang), "points": r.points}
+               for r in order]
+        for lang in LANGUAGES
+    }  # fmt: skip
+    reasons = {
+        lang: [{"code": r.code, "text": r.text(lang), "kind": "policy", "feature": None,
+                "direction": direction(r)} for r in order]
+        for lang in LANGUAGES
+    }  # fmt: skip
+    return flags, reasons
 
 
 @dataclass(slots=True)

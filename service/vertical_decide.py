@@ -20,8 +20,8 @@ import numpy as np
 
 from jointcredit.models.vertical.artifact import LabelPart
 from jointcredit.models.vertical.shapley import VerticalShapley
-from jointcredit.service.decision import DecisionTable
-from jointcredit.service.languages import LANGUAGES, Language
+from jointcredit.service.decision import DecisionTable, rule_tables
+from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy, Stance
 from jointcredit.service.reasons import TOWARD_DEFAULT, ModelReasons
 from jointcredit.service.rules import Rules, Value
@@ -101,16 +101,7 @@ class VerticalDecider:
         self.rules = Rules(policy, self.features)
         self.reasons = _PartyReasons(self.features, self.parties, policy)
         self.max_reasons = policy.max_reasons
-        self._flags = {
-            lang: [{"code": r.code, "action": r.action, "text": r.text(lang), "points": r.points}
-                   for r in self.rules.order]
-            for lang in LANGUAGES
-        }  # fmt: skip
-        self._rule_reasons = {
-            lang: [{"code": r.code, "text": r.text(lang), "kind": "policy", "feature": None,
-                    "direction": TOWARD_DEFAULT} for r in self.rules.order]
-            for lang in LANGUAGES
-        }  # fmt: skip
+        self._flags, self._rule_reasons = rule_tables(self.rules.order, lambda _: TOWARD_DEFAULT)
 
     def decide_one(
         self, applicant: Mapping[str, Any], context: Mapping[str, Any], stance: Stance | None,

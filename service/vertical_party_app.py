@@ -12,7 +12,6 @@ signed with the party's key and bound to the query's nonce.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request, Response
 from pydantic import ValidationError
 
+from jointcredit.service.loader import freeze_start_up
 from jointcredit.service.middleware import BodyLimit
 from jointcredit.service.vertical_kit import VerticalKit
 from jointcredit.service.vertical_party import (
@@ -59,10 +59,7 @@ def _json_text(value: str) -> str:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # The applicants' table and the part live as long as the process: frozen out of the
-    # collector's full scans, which would otherwise walk them on the request path.
-    gc.collect()
-    gc.freeze()
+    freeze_start_up()
     yield
     app.state.vertical.endpoint.audit.close()
 

@@ -15,7 +15,6 @@ Batches, notices, joint limits and stability monitoring are the horizontal servi
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import AsyncIterator
@@ -42,7 +41,7 @@ from jointcredit.service.errors import parse
 from jointcredit.service.fields import text
 from jointcredit.service.languages import Language
 from jointcredit.service.limits import ReadLimits
-from jointcredit.service.loader import StartupError, single_threaded_math
+from jointcredit.service.loader import StartupError, freeze_start_up, single_threaded_math
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import BodyLimit
 from jointcredit.service.policy import Stance, load_policy
@@ -240,9 +239,7 @@ async def decide(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # As the horizontal app: what start-up built stays out of the collector's full scans.
-    gc.collect()
-    gc.freeze()
+    freeze_start_up()
     yield
     await app.state.writer.close()
     await app.state.service.client.close()

@@ -140,19 +140,34 @@ def serve_process(args: list[str], port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def serve_announced(args: list[str], seconds: float = 90) -> tuple[subprocess.Popen[str], str]:
-    """`jointcredit serve ARGS --port 0`: the process and the URL it says it listens on."""
-    proc = serve_process([*args, "--host", "127.0.0.1"], 0)
+def announced(
+    args: list[str], marker: str, seconds: float = 90, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str | None]:
+    """`jointcredit ARGS --host 127.0.0.1 --port 0` as its own process, and the URL on the
+    line of its output starting `marker` (None: its output ended first; a start that hangs
+    is killed after `seconds`)."""
+    cmd = [sys.executable, "-m", "jointcredit.cli", *args, "--host", "127.0.0.1", "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     timer = threading.Timer(seconds, proc.kill)  # a start that hangs ends the read below
     timer.start()
     try:
         for line in proc.stdout:
-            if line.startswith("listening on "):
-                return proc, line.split()[2]
+            if line.startswith(marker):
+                return proc, line[len(marker) :].split()[0]
     finally:
         timer.cancel()
-    raise AssertionError(f"serve never said where it listens: {proc.stderr and proc.stderr.read()}")
+    return proc, None
+
+
+def serve_announced(args: list[str], seconds: float = 90) -> tuple[subprocess.Popen[str], str]:
+    """`jointcredit serve ARGS --port 0`: the process and the URL it says it listens on."""
+    proc, url = announced(["serve", *args], "listening on ", seconds)
+    if url is None:
+        raise AssertionError(
+            f"serve never said where it listens: {proc.stderr and proc.stderr.read()}"
+        )
+    return proc, url
 
 
 def wait_ready(base: str, proc: subprocess.Popen[str], seconds: float = 90) -> None:

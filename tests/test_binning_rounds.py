@@ -9,17 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import Message, RecordDict
 from grid_helpers import AnsweringGrid
+from node_helpers import agreed_preprocessing, node_reply
 
-from jointcredit.client.app import app
 from jointcredit.data.catalog import load_institution, resolve
-from jointcredit.data.schema import Schema
 from jointcredit.federation import protocol
-from jointcredit.federation.protocol import BinningRecord, NodeConfig, SummaryQuery
+from jointcredit.federation.protocol import BinningRecord, NodeConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.binning import BinCounts, Classing, binning_from_rows
-from jointcredit.models.preprocessing import CategoricalFeature, InstitutionSummary, agree
+from jointcredit.models.preprocessing import CategoricalFeature
 from jointcredit.server.binning import Binning, agree_binning
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import InstitutionGrid
@@ -41,17 +40,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrustStore, Path]:
 
 def _node(keys: Path, tamper: int | None = None) -> AnsweringGrid:
     def answer(msg: Message) -> RecordDict:
+        reply = node_reply(msg, SETTINGS, keys)
         partition = msg.metadata.dst_node_id - 100
-        context = Context(
-            run_id=7,
-            node_id=msg.metadata.dst_node_id,
-            node_config=NodeConfig(partition_id=partition, num_partitions=3).values(),
-            state=RecordDict(),
-            run_config=SETTINGS.replaced(keys_dir=str(keys)).to_run_config(),
-        )
-        msg.metadata.__dict__["_message_id"] = f"m-{partition}"
-        reply = app(msg, context)
-        assert not reply.has_error(), reply.error
         if tamper == partition and msg.metadata.message_type == protocol.BIN_COUNTS_QUERY:
             del reply.content[protocol.BINNING]  # a relay changes what the node signed
             counts = BinCounts(goods={}, bads={})
@@ -63,15 +53,6 @@ def _node(keys: Path, tamper: int | None = None) -> AnsweringGrid:
     return AnsweringGrid(answer, nodes=NODES)
 
 
-def _agreed_preprocessing(grid: InstitutionGrid) -> tuple[Schema, object]:
-    query = protocol.summary_query(SummaryQuery(max_categories=64, min_category_count=5))
-    sent = [Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in NODES]
-    records = [protocol.parse_summary_reply(r.content) for r in grid.send_and_receive(sent)]
-    schema = Schema.model_validate_json(records[0].data_schema)
-    summaries = [InstitutionSummary.model_validate_json(r.summary) for r in records]
-    return schema, agree(summaries, schema, max_categories=64, min_count=5)
-
-
 @pytest.mark.usefixtures("task_identity")
 def test_the_federation_agrees_the_bins_the_rows_would_give(
     trust: tuple[TrustStore, Path],
@@ -79,7 +60,7 @@ def test_the_federation_agrees_the_bins_the_rows_would_give(
     store, keys = trust
     verifier = UpdateVerifier(store, run_id=7)
     grid = InstitutionGrid(_node(keys), verifier)  # type: ignore[arg-type]
-    schema, spec = _agreed_preprocessing(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     table = agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
     assert [e.message_type for e in grid.exchanges[-2:]] == [
         protocol.BIN_GRID_QUERY,
@@ -112,7 +93,7 @@ def test_an_answer_changed_after_signing_stops_the_binning(
 ) -> None:
     store, keys = trust
     grid = InstitutionGrid(_node(keys, tamper=1), UpdateVerifier(store, run_id=7))  # type: ignore[arg-type]
-    schema, spec = _agreed_preprocessing(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     inst = resolve(SETTINGS.data).ids[1]
     with pytest.raises(FederationError, match=rf"bin counts.*{inst}: tampered"):
         agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
@@ -124,7 +105,7 @@ def test_unsigned_but_malformed_counts_are_refused_naming_the_institution(
 ) -> None:
     _, keys = trust
     grid = InstitutionGrid(_node(keys, tamper=2))  # type: ignore[arg-type]  # no verifier
-    schema, spec = _agreed_preprocessing(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     inst = resolve(SETTINGS.data).ids[2]
     with pytest.raises(FederationError, match=rf"{inst}: unreadable bin counts"):
         agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
@@ -141,7 +122,7 @@ def test_under_secagg_the_sums_of_masked_vectors_give_the_same_table(
 
     _, keys = trust
     grid = InstitutionGrid(_node(keys))  # type: ignore[arg-type]
-    schema, spec = _agreed_preprocessing(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     plain = agree_binning(Binning(grid, NODES, SETTINGS, schema), spec)  # type: ignore[arg-type]
     nodes = [
         node_data(NodeConfig(partition_id=p, num_partitions=3).values(), SETTINGS) for p in range(3)

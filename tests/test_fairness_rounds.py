@@ -9,18 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from grid_helpers import AnsweringGrid
+from node_helpers import agreed_preprocessing, node_reply
 
-from jointcredit.client.app import app
 from jointcredit.data.catalog import load_institution, resolve
 from jointcredit.data.schema import Schema
 from jointcredit.federation import protocol
-from jointcredit.federation.protocol import NodeConfig, RoundConfig, SummaryQuery
+from jointcredit.federation.protocol import RoundConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.models.fairness import centralized
 from jointcredit.models.learners import architecture, build_model
-from jointcredit.models.preprocessing import InstitutionSummary, PreprocessingSpec, agree
 from jointcredit.models.training import predict_pd
 from jointcredit.server.fairness import cutoffs, measure_fairness
 from jointcredit.server.grid import InstitutionGrid
@@ -49,17 +48,8 @@ def trust(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrustStore, Path]:
 
 def _node(keys: Path, tamper: int | None = None) -> AnsweringGrid:
     def answer(msg: Message) -> RecordDict:
+        reply = node_reply(msg, SETTINGS, keys)
         partition = msg.metadata.dst_node_id - 100
-        context = Context(
-            run_id=7,
-            node_id=msg.metadata.dst_node_id,
-            node_config=NodeConfig(partition_id=partition, num_partitions=3).values(),
-            state=RecordDict(),
-            run_config=SETTINGS.replaced(keys_dir=str(keys)).to_run_config(),
-        )
-        msg.metadata.__dict__["_message_id"] = f"m-{partition}"
-        reply = app(msg, context)
-        assert not reply.has_error(), reply.error
         if tamper == partition and msg.metadata.message_type == protocol.FAIRNESS_COUNTS_QUERY:
             counts = protocol.parse_fairness_counts_reply(reply.content).copy()
             counts[0] += 1  # a relay changes what the node signed
@@ -72,20 +62,11 @@ def _node(keys: Path, tamper: int | None = None) -> AnsweringGrid:
     return AnsweringGrid(answer, nodes=NODES)
 
 
-def _agreed(grid: InstitutionGrid) -> tuple[Schema, PreprocessingSpec]:
-    query = protocol.summary_query(SummaryQuery(max_categories=64, min_category_count=5))
-    sent = [Message(query, dst_node_id=n, message_type=MessageType.QUERY) for n in NODES]
-    records = [protocol.parse_summary_reply(r.content) for r in grid.send_and_receive(sent)]
-    schema = Schema.model_validate_json(records[0].data_schema)
-    summaries = [InstitutionSummary.model_validate_json(r.summary) for r in records]
-    return schema, agree(summaries, schema, max_categories=64, min_count=5)
-
-
 @pytest.mark.usefixtures("task_identity")
 def test_the_coordinator_s_figures_are_the_pooled_rows(trust: tuple[TrustStore, Path]) -> None:
     store, keys = trust
     grid = InstitutionGrid(_node(keys), UpdateVerifier(store, run_id=7))  # type: ignore[arg-type]
-    schema, spec = _agreed(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     model = build_model(architecture("logreg", spec.n_outputs), seed=3)
     config = RoundConfig(preprocessing=spec.to_json())
     arrays = ArrayRecord(model.state_dict())
@@ -117,7 +98,7 @@ def test_the_coordinator_s_figures_are_the_pooled_rows(trust: tuple[TrustStore, 
 def test_counts_changed_after_signing_leave_no_figures(trust: tuple[TrustStore, Path]) -> None:
     store, keys = trust
     grid = InstitutionGrid(_node(keys, tamper=1), UpdateVerifier(store, run_id=7))  # type: ignore[arg-type]
-    schema, spec = _agreed(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     model = build_model(architecture("logreg", spec.n_outputs), seed=3)
     result, _ = measure_fairness(
         grid,  # type: ignore[arg-type]
@@ -156,7 +137,7 @@ def test_an_impossible_secure_sum_leaves_no_figures_not_a_failed_run(
     without the fairness section."""
     store, keys = trust
     grid = InstitutionGrid(_node(keys), UpdateVerifier(store, run_id=7))  # type: ignore[arg-type]
-    schema, spec = _agreed(grid)
+    schema, spec = agreed_preprocessing(grid, NODES)
     model = build_model(architecture("logreg", spec.n_outputs), seed=3)
 
     def impossible(*args: object, **kwargs: object) -> np.ndarray:

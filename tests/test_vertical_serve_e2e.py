@@ -6,13 +6,12 @@ same applicant is referred with a reason naming the platform."""
 from __future__ import annotations
 
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from service_helpers import announced
 from typer.testing import CliRunner
 from vertical_helpers import Federation, vertical_federation
 
@@ -26,20 +25,12 @@ def _started(
     args: list[str], marker: str, seconds: float = 90
 ) -> tuple[subprocess.Popen[str], str]:
     """`jointcredit ARGS --port 0 --host 127.0.0.1`: the process and the URL it announces."""
-    cmd = [sys.executable, "-m", "jointcredit.cli", *args, "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    timer = threading.Timer(seconds, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            if line.startswith(marker):
-                return proc, line[len(marker) :].split()[0]
-    finally:
-        timer.cancel()
-    raise AssertionError(
-        f"{args[:2]} never said where it listens: {proc.stderr and proc.stderr.read()}"
-    )
+    proc, url = announced(args, marker, seconds)
+    if url is None:
+        raise AssertionError(
+            f"{args[:2]} never said where it listens: {proc.stderr and proc.stderr.read()}"
+        )
+    return proc, url
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

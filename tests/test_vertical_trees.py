@@ -10,8 +10,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from vertical_helpers import sub_layout
 
-from jointcredit.models.trees import BinLayout, Tree, TreeEnsemble, TreeParams
+from jointcredit.models.trees import Tree, TreeEnsemble, TreeParams
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.tree import LEAF
 from jointcredit.models.vertical import packing
@@ -44,20 +45,11 @@ def data() -> VerticalCodes:
     return vertical_codes(2000, 3, 4, bins=8, seed=1)
 
 
-def _sub_layout(layout: BinLayout, cols: list[int]) -> BinLayout:
-    return BinLayout(
-        tuple(layout.n_bins[j] for j in cols),
-        tuple(layout.missing[j] for j in cols),
-        tuple(layout.n_special(j) for j in cols),
-        tuple(layout.is_categorical(j) for j in cols),
-    )
-
-
 def _parties(data: VerticalCodes, key: HeuSecretKey, groups: list[list[int]]) -> list[FeatureParty]:
     """The feature columns split among feature parties 1, 2, ... by `groups`."""
     pub = public_key(key.public.to_bytes())
     return [
-        FeatureParty(i + 1, data.feature.codes[:, g], _sub_layout(data.feature.layout, g), pub)
+        FeatureParty(i + 1, data.feature.codes[:, g], sub_layout(data.feature.layout, g), pub)
         for i, g in enumerate(groups)
     ]
 

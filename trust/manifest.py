@@ -75,14 +75,30 @@ def sign_directory(
         "signed_by": kid,
     }
     data = canonical_json(manifest)
-    sig = {
-        "scheme": SCHEME,
-        "key_id": kid,
-        "signature": base64.b64encode(coordinator.sign(data)).decode(),
-    }
     (directory / MANIFEST).write_bytes(data)
-    (directory / SIGNATURE).write_bytes(canonical_json(sig))
+    (directory / SIGNATURE).write_bytes(canonical_json(signature_record(coordinator, kid, data)))
     return manifest
+
+
+def signature_record(key: Ed25519PrivateKey, key_id: str, data: bytes) -> dict[str, str]:
+    """`key`'s detached signature of `data` as stored (a manifest's, a promotion record's):
+    the scheme, the signer's key id and the signature in base64."""
+    return {
+        "scheme": SCHEME,
+        "key_id": key_id,
+        "signature": base64.b64encode(key.sign(data)).decode(),
+    }
+
+
+def read_signature_record(sig: Any) -> tuple[bytes, str, str]:
+    """A stored signature record's signature, signer key id and scheme; raises `ValueError`,
+    `KeyError` or `TypeError` when it is malformed (the caller names the file)."""
+    signature = base64.b64decode(str(sig["signature"]), validate=True)
+    return signature, str(sig["key_id"]), str(sig["scheme"])
+
+
+def signature_verifies(public: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    return len(signature) == keys.SIGNATURE_BYTES and keys.verify(public, signature, data)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -104,17 +120,14 @@ def verify_directory(
     data = _read(directory / MANIFEST, "the directory is not signed")
     raw_sig = _read(directory / SIGNATURE, "the manifest has no signature")
     try:
-        sig = json.loads(raw_sig)
-        signature = base64.b64decode(str(sig["signature"]), validate=True)
-        signer = str(sig["key_id"])
-        scheme = str(sig["scheme"])
+        signature, signer, scheme = read_signature_record(json.loads(raw_sig))
     except (ValueError, KeyError, TypeError) as exc:
         raise TrustError(f"{directory / SIGNATURE}: malformed signature file ({exc})") from exc
     if scheme != SCHEME:
         raise TrustError(f"{directory / SIGNATURE}: unknown scheme {scheme!r}")
     public = _signer_key(directory, store, signer, institution)
     who = "the coordinator's" if institution is None else f"{institution}'s"
-    if len(signature) != keys.SIGNATURE_BYTES or not keys.verify(public, signature, data):
+    if not signature_verifies(public, signature, data):
         raise TrustError(
             f"{directory / SIGNATURE}: {who} signature over {MANIFEST} does not "
             f"verify ({MANIFEST} was changed after signing, or the signature was)"

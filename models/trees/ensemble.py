@@ -20,7 +20,16 @@ from typing import Any
 import numpy as np
 
 from jointcredit.models.trees.threshold_form import ShapColumns, shap_columns, threshold_form
-from jointcredit.models.trees.tree import CATEGORY_SPLIT, FIELDS, LEAF, Tree, goes_left, in_category
+from jointcredit.models.trees.tree import (
+    CATEGORY_SPLIT,
+    FIELDS,
+    LEAF,
+    Tree,
+    check_structure,
+    check_thresholds,
+    goes_left,
+    in_category,
+)
 
 TREE_START = "tree_start"
 BASE_MARGIN = "base_margin"
@@ -235,14 +244,5 @@ def _node_means(t: Tree) -> np.ndarray:
 
 def _check_tree(t: Tree) -> None:
     internal = t.feature != LEAF
-    children = np.concatenate([t.left[internal], t.right[internal]])
-    own = np.flatnonzero(internal)
-    if np.any(children >= t.n_nodes) or np.any(children <= np.concatenate([own, own])):
-        raise ValueError("a tree whose children do not come after their parent")
-    if len(np.unique(children)) != len(children):
-        raise ValueError("a tree node with two parents")
-    by_set = internal & (t.threshold == CATEGORY_SPLIT)
-    if np.any(internal & (t.threshold < -1) & ~by_set):
-        raise ValueError("a tree node with a negative threshold")
-    if np.any(by_set) and t.category_left.shape[1] == 0:
-        raise ValueError("a set split without its set of categories")
+    check_structure(t.left, t.right, internal, t.n_nodes)
+    check_thresholds(t.threshold, t.category_left, internal)

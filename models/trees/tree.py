@@ -167,6 +167,29 @@ def goes_left(
     return out
 
 
+def check_structure(
+    left: np.ndarray, right: np.ndarray, internal: np.ndarray, n_nodes: int
+) -> None:
+    """A stored tree's links (`internal`: which nodes split): each child after its parent,
+    inside the tree, with one parent. Raises `ValueError`."""
+    children = np.concatenate([left[internal], right[internal]])
+    own = np.flatnonzero(internal)
+    if np.any(children >= n_nodes) or np.any(children <= np.concatenate([own, own])):
+        raise ValueError("a tree whose children do not come after their parent")
+    if len(np.unique(children)) != len(children):
+        raise ValueError("a tree node with two parents")
+
+
+def check_thresholds(threshold: np.ndarray, category_left: np.ndarray, splits: np.ndarray) -> None:
+    """The nodes where `splits`: a bin threshold (-1 and up) or a set split with its set of
+    categories stored. Raises `ValueError`."""
+    by_set = splits & (threshold == CATEGORY_SPLIT)
+    if np.any(splits & (threshold < -1) & ~by_set):
+        raise ValueError("a tree node with a negative threshold")
+    if np.any(by_set) and category_left.shape[1] == 0:
+        raise ValueError("a set split without its set of categories")
+
+
 def chain_digest(previous: bytes, tree: Tree) -> bytes:
     """The digest of an ensemble after `tree`: it names every tree before, in order."""
     return hashlib.sha256(previous + tree.digest()).digest()

@@ -45,10 +45,10 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,7 @@ from jointcredit.data.schema import Schema
 from jointcredit.models.artifact import ArtifactError, weights_bytes
 from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.scorecard import ScoreScale
-from jointcredit.models.trees.tree import CATEGORY_SPLIT, LEAF
+from jointcredit.models.trees.tree import CATEGORY_SPLIT, LEAF, check_structure, check_thresholds
 from jointcredit.models.vertical.feature_party import SplitTable
 from jointcredit.models.vertical.model import LABEL_PARTY, VerticalEnsemble, VerticalTree
 from jointcredit.trust.canonical import canonical_json
@@ -227,22 +227,13 @@ def ensemble_from_arrays(arrays: Mapping[str, np.ndarray]) -> VerticalEnsemble:
 
 def _check_tree(t: VerticalTree, n_own: int) -> None:
     internal = t.owner != LEAF
-    own = np.flatnonzero(internal)
-    children = np.concatenate([t.left[internal], t.right[internal]])
-    if np.any(children >= t.n_nodes) or np.any(children <= np.concatenate([own, own])):
-        raise ValueError("a tree whose children do not come after their parent")
-    if len(np.unique(children)) != len(children):
-        raise ValueError("a tree node with two parents")
+    check_structure(t.left, t.right, internal, t.n_nodes)
     if np.any(t.owner < LEAF) or np.any(internal & (t.split < 0)):
         raise ValueError("a node with a negative owner or split")
     mine = t.owner == LABEL_PARTY
     if np.any(t.split[mine] >= n_own):
         raise ValueError("a split on a feature the label party does not have")
-    by_set = mine & (t.threshold == CATEGORY_SPLIT)
-    if np.any(mine & (t.threshold < -1) & ~by_set):
-        raise ValueError("a tree node with a negative threshold")
-    if np.any(by_set) and t.category_left.shape[1] == 0:
-        raise ValueError("a set split without its set of categories")
+    check_thresholds(t.threshold, t.category_left, mine)
 
 
 def table_arrays(table: SplitTable) -> dict[str, np.ndarray]:
@@ -469,6 +460,25 @@ def _digest_check(directory: Path, name: str, data: bytes, expected: str) -> Non
         raise ArtifactError(f"{directory / name}: SHA-256 does not match the part's card")
 
 
+_Arrays = TypeVar("_Arrays")  # what a part's arrays file is read into
+
+
+def _arrays_and_bins(
+    directory: Path,
+    verified: Verified,
+    arrays: tuple[str, str],
+    bins_sha256: str,
+    read: Callable[[dict[str, np.ndarray]], _Arrays],
+) -> tuple[_Arrays, BinningSpec]:
+    """A part's arrays file (`arrays`: its name and the SHA-256 its card records), read by
+    `read`, and its bins, both checked against their card's digests first."""
+    name, sha256 = arrays
+    _digest_check(directory, name, verified.contents[name], sha256)
+    _digest_check(directory, BINS, verified.contents[BINS], bins_sha256)
+    parsed = read(_npz(verified.contents[name]))
+    return parsed, BinningSpec.model_validate_json(verified.contents[BINS])
+
+
 def load_feature_part(
     model_dir: Path, party: str, trust: TrustStore, *, expected_sha256: str | None = None
 ) -> FeaturePart:
@@ -485,10 +495,9 @@ def load_feature_part(
         card = FeaturePartCard.model_validate_json(verified.contents[PART])
         if card.format != PART_FORMAT or card.party != party:
             raise ValueError(f"a {card.format} part of {card.party!r}")
-        _digest_check(directory, SPLITS, verified.contents[SPLITS], card.splits_sha256)
-        _digest_check(directory, BINS, verified.contents[BINS], card.bins_sha256)
-        table = table_from_arrays(_npz(verified.contents[SPLITS]))
-        bins = BinningSpec.model_validate_json(verified.contents[BINS])
+        table, bins = _arrays_and_bins(
+            directory, verified, (SPLITS, card.splits_sha256), card.bins_sha256, table_from_arrays
+        )
     except ValueError as exc:
         raise ArtifactError(f"{directory}: invalid part: {exc}") from exc
     if bins.names != card.features or len(table.missing) != len(bins.names):
@@ -512,10 +521,13 @@ def load_label_part(model_dir: Path, trust: TrustStore) -> LabelPart:
         card = VerticalCard.model_validate_json(verified.contents[CARD])
         if card.format != FORMAT or card.label_party != claimed:
             raise ValueError(f"a {card.format} card of {card.label_party!r}")
-        _digest_check(model_dir, ENSEMBLE, verified.contents[ENSEMBLE], card.ensemble_sha256)
-        _digest_check(model_dir, BINS, verified.contents[BINS], card.bins_sha256)
-        ensemble = ensemble_from_arrays(_npz(verified.contents[ENSEMBLE]))
-        bins = BinningSpec.model_validate_json(verified.contents[BINS])
+        ensemble, bins = _arrays_and_bins(
+            model_dir,
+            verified,
+            (ENSEMBLE, card.ensemble_sha256),
+            card.bins_sha256,
+            ensemble_from_arrays,
+        )
     except ValueError as exc:
         raise ArtifactError(f"{model_dir}: invalid vertical model: {exc}") from exc
     if bins.names != card.features or len(ensemble.missing) != len(bins.names):
