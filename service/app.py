@@ -36,7 +36,7 @@ from jointcredit.service.monitoring import Monitor
 from jointcredit.service.notices import NoticeService
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import decisions, monitoring, ops, reviews
+from jointcredit.service.routers import decisions, monitoring, notices, ops, reviews
 from jointcredit.service.schemas import ReviewIn
 from jointcredit.service.writer import AuditWriter
 
@@ -88,7 +88,8 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     # router nested and per request matches through it twice and rebuilds the route's handler,
     # which the routes need none of (no prefix; tags are the routers' own; no dependency
     # overrides).
-    for router in (decisions.router, reviews.router, monitoring.router, ops.router):
+    routers = (decisions.router, notices.router, reviews.router, monitoring.router, ops.router)
+    for router in routers:
         app.router.routes.extend(router.routes)
     d = state.decisions
     examples = {("POST", "/v1/decisions"): d.example}
