@@ -126,6 +126,7 @@ def serve(
             model, trust, vertical_kit, party or [], party_timeout, pin, policy=policy, db=db,
             api_keys=api_keys, host=host, port=port, workers=workers,
             limits=(max_header_kb, header_timeout, max_connections),
+            exposure=(exposure_registry, federation_key),
         )  # fmt: skip
         return
     args: dict[str, Any] = {
@@ -207,6 +208,7 @@ def _serve_vertical(
     model: Path, trust: Path, kit: Path | None, parties: list[str], timeout: float,
     pin: str | None, *, policy: Path | None, db: str | None, api_keys: Path | None, host: str,
     port: int, workers: int, limits: tuple[int, float, int],
+    exposure: tuple[Path | None, Path | None],
 ) -> None:  # fmt: skip
     """`serve` of a vertical model: the bank's part, asking each feature party per applicant
     (service/vertical_service.py)."""
@@ -233,10 +235,13 @@ def _serve_vertical(
     try:
         service = load_vertical_service(
             model, trust, kit, endpoints, policy_file=policy, db_url=db, api_keys=api_keys,
-            coordinator_key_id=pin, timeout=timeout,
+            coordinator_key_id=pin, timeout=timeout, exposure_registry=exposure[0],
+            federation_key=exposure[1],
         )  # fmt: skip
     except (StartupError, AuthError, OSError) as exc:
         raise refuse(str(exc)) from exc
+    if exposure[0] is not None and not exposure[0].is_dir():
+        err.print(UNSIGNED_REGISTRY.format(path=exposure[0]), soft_wrap=True)
     info = service.model_info
     console.print(
         f"serving the vertical model {info.version[:16]} (signed by {info.signing_key}), "

@@ -37,18 +37,23 @@ from jointcredit.service.anchors import anchor_key as anchor_key_file
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
 from jointcredit.service.auth import Authenticator, load_keys
 from jointcredit.service.chain import now
+from jointcredit.service.consent import ConsentRegistry
 from jointcredit.service.decisions import _accepted
 from jointcredit.service.errors import parse
+from jointcredit.service.exposure_http import ExposureClient
 from jointcredit.service.fields import text
+from jointcredit.service.joint import JointRequest
+from jointcredit.service.joint_limits import JointLimits
 from jointcredit.service.languages import Language
 from jointcredit.service.limits import ReadLimits
-from jointcredit.service.loader import StartupError, single_threaded_math
+from jointcredit.service.loader import StartupError, exposure_client, single_threaded_math
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import BodyLimit
+from jointcredit.service.notices import NoticeService
 from jointcredit.service.policy import Stance, load_policy
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import ops, reviews
+from jointcredit.service.routers import notices, ops, reviews
 from jointcredit.service.schemas import (
     HUMAN_REVIEW,
     ModelInfo,
@@ -90,6 +95,7 @@ class VerticalService:
     model_info: ModelInfo
     request: type[BaseModel]
     anchors: AnchorWriter | None = None
+    exposure: ExposureClient | None = None  # None: joint limits are referred
 
 
 def request_model(label: LabelPart, decider: VerticalDecider) -> type[BaseModel]:
@@ -105,6 +111,10 @@ def request_model(label: LabelPart, decider: VerticalDecider) -> type[BaseModel]
         stance=(Stance | None, Field(None, description="default: the policy's")),
         reference=(text(128) | None, Field(None, description="your own reference")),
         human_review_requested=HUMAN_REVIEW,
+        joint=(
+            JointRequest | None,
+            Field(None, description="ask for a joint credit limit across participating lenders"),
+        ),
         language=language,
     )
 
@@ -123,6 +133,8 @@ def load_vertical_service(
     audit_lock_timeout: float = LOCK_TIMEOUT,
     anchors_file: Path | None = None,
     anchor_key: Path | None = None,
+    exposure_registry: Path | None = None,
+    federation_key: Path | None = None,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: the parties in process
 ) -> VerticalService:
     single_threaded_math()
@@ -150,6 +162,7 @@ def load_vertical_service(
         decider = VerticalDecider(label, policy)
     except ValueError as exc:
         raise StartupError(f"vertical model or policy: {exc}") from exc
+    exposure = exposure_client(exposure_registry, federation_key, trust)
     links = [PartyLink(p, p, endpoints[p], label.card.parties[p].splits) for p in decider.parties]
     # The model's id as each party knows it: the SHA-256 of that party's signed part, which
     # the bank's signed card records.
@@ -172,7 +185,14 @@ def load_vertical_service(
         trained_round=None, stage="final", run_id=None,
     )  # fmt: skip
     return VerticalService(
-        decider, client, audit, Authenticator(keys), info, request_model(label, decider), anchors
+        decider,
+        client,
+        audit,
+        Authenticator(keys),
+        info,
+        request_model(label, decider),
+        anchors,
+        exposure,
     )
 
 
@@ -180,6 +200,8 @@ class VerticalDecisions:
     def __init__(self, service: VerticalService, writer: AuditWriter, metrics: Metrics) -> None:
         self.service, self.writer, self.metrics = service, writer, metrics
         self.model_info = service.model_info.model_dump(mode="json")
+        policy = service.decider.policy
+        self.joint = JointLimits(service.exposure, ConsentRegistry(service.audit), policy)
 
     async def one(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:
         start = time.perf_counter()
@@ -188,6 +210,9 @@ class VerticalDecisions:
         language = item.language or _accepted(accept)
         stance = item.stance
         routing = await s.client.routing(item.vertical.applicant_id, item.vertical.consent_id)
+        # The other lenders are asked about the applicant only once it can be scored.
+        joint = item.joint if routing.complete else None
+        exposure = (await self.joint.exposures([joint], institution))[0]
         received = now()
         request = item.model_dump(mode="json")
         applicant = {k: category_text(v) for k, v in request["applicant"].items()}
@@ -199,11 +224,12 @@ class VerticalDecisions:
             table = s.decider.unscored(stance, language, routing.problems)
         if item.human_review_requested:
             table.human_review = [True]
+        limit, kept = self.joint.answer(table, 0, item.joint, exposure)
         scored = now()
         decision_id = os.urandom(16).hex()
         response = table.render(
             0, decision_id=decision_id, reference=item.reference, model=self.model_info,
-            policy_version=s.decider.policy.version, created_at=scored,
+            policy_version=s.decider.policy.version, created_at=scored, joint=limit,
         )  # fmt: skip
         out = orjson.dumps(response)
         asked = {p: "answered" for p in routing.sides}
@@ -211,7 +237,10 @@ class VerticalDecisions:
         record = {
             "response": response,
             "vertical": {"parties": asked, "seconds": round(routing.seconds, 6)},
+            **kept,
         }
+        if table.requested_review(0):
+            record["human_review"] = "requested by the applicant"
         view = records.view_row(decision_id, institution, table.decision[0], scored,
                                 out.decode(), table.requested_review(0))  # fmt: skip
         entry = records.decision_entry(institution, request, record, view, received, scored)
@@ -260,9 +289,11 @@ def create_vertical_app(service: VerticalService, *, max_body: int = 64 * 2**10)
     state.service, state.metrics, state.writer = service, metrics, writer
     state.reads = ReadLimits()
     state.decisions = VerticalDecisions(service, writer, metrics)
-    state.reviews = ReviewService(service.audit, writer, Responses(service.audit), state.reads)
+    responses = Responses(service.audit)
+    state.reviews = ReviewService(service.audit, writer, responses, state.reads)
+    state.notices = NoticeService(service.audit, service.decider, responses, state.reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
-    for r in (router, reviews.router, ops.router):
+    for r in (router, notices.router, reviews.router, ops.router):
         app.router.routes.extend(r.routes)
     return app

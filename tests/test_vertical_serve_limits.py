@@ -1,0 +1,290 @@
+"""A vertical model's decisions with the horizontal service's joint limit and notices, in
+process: the platform's endpoint as tests/test_vertical_scoring.py runs it, the lenders'
+exposure endpoints as tests/test_exposure.py runs them. An approve carries the limit the
+horizontal rule gives for its PD and policy, less the federation's exposure (a secure sum);
+a decision referred for want of the platform's routing gets no limit and nobody is asked about
+the applicant's exposure; a decline's notice names the platform's group in English and
+Chinese, an unscored referral's names the platform and has no score."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from fastapi.testclient import TestClient
+from vertical_helpers import Federation, vertical_federation
+
+from jointcredit.data.vertical_schema import load_vertical_schema
+from jointcredit.service.audit import AuditLog
+from jointcredit.service.auth import new_key
+from jointcredit.service.consent import ConsentRegistry
+from jointcredit.service.exposure import Institution, Ledger, pseudonym
+from jointcredit.service.exposure_http import ExposureClient, institution_app
+from jointcredit.service.joint import JointRequest, joint_limit
+from jointcredit.service.loader import StartupError
+from jointcredit.service.notice_models import NoticeOut
+from jointcredit.service.policy import load_policy
+from jointcredit.service.registry import Registry, RegistryEntry, new_federation_key, public_b64
+from jointcredit.service.schemas import DecisionOut
+from jointcredit.service.vertical_kit import load_kit
+from jointcredit.service.vertical_party import Applicants, FeaturePartyEndpoint, ServedPart
+from jointcredit.service.vertical_party_app import party_app
+from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
+
+pytestmark = pytest.mark.integration
+
+INSTITUTIONS = ["bank", "lender-b", "lender-c"]  # the exposure registry (3 at least)
+LENDERS = ["bank", "lender-b"]  # those sharing the limit
+EXPOSED, FRESH = "TIN-exposed", "TIN-fresh"  # the joint limit's applicant ids
+EXPOSURE = {"bank": {EXPOSED: 120_000.0}, "lender-b": {EXPOSED: 30_500.25}, "lender-c": {}}
+INCOME, PAYMENTS = 600_000.0, 2_000.0
+
+
+class Lenders(httpx.AsyncBaseTransport):
+    """The lenders' exposure endpoints in process, by host; counts the share requests."""
+
+    def __init__(self, apps: dict[str, Any]) -> None:
+        self.apps = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
+        self.down: set[str] = set()
+        self.asked = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.asked += 1
+        if request.url.host in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.apps[request.url.host].handle_async_request(request)
+
+
+@dataclass
+class Bank:
+    fed: Federation
+    client: TestClient
+    token: str
+    other: str  # another lender's API key at the same service
+    lenders: Lenders
+    platform: FeaturePartyEndpoint
+    known: list[int]  # bank applicants the platform holds, each with both consents
+    fed_key: bytes
+    registry: Registry
+
+    def decide(self, k: int, joint_id: str | None = EXPOSED, **extra: Any) -> dict[str, Any]:
+        applicant_id, features = self.fed.applicant(k)
+        body: dict[str, Any] = {
+            "applicant": features,
+            "vertical": {"applicant_id": applicant_id, "consent_id": f"v-{applicant_id}"},
+            **extra,
+        }
+        if joint_id is not None:
+            body["joint"] = {
+                "applicant_id": joint_id, "annual_income": INCOME,
+                "monthly_debt_payments": PAYMENTS, "participating_lenders": LENDERS,
+                "consent_id": f"x-{joint_id}",
+            }  # fmt: skip
+        r = self.client.post("/v1/decisions", json=body, headers=self.auth)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        DecisionOut.model_validate(out, strict=True)
+        return out
+
+    def notice(self, decision_id: str, lang: str = "en") -> httpx.Response:
+        return self.client.get(f"/v1/decisions/{decision_id}/notice?lang={lang}", headers=self.auth)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
+    return vertical_federation(tmp_path_factory.mktemp("vfed-limits"), trees=6)
+
+
+def _lenders(fed_key: bytes) -> tuple[Registry, Lenders]:
+    keys = {i: X25519PrivateKey.generate() for i in INSTITUTIONS}
+    registry = Registry(
+        federation="test",
+        institutions={i: RegistryEntry(url=f"http://{i}.test", x25519_public=public_b64(
+            k.public_key())) for i, k in keys.items()},
+    )  # fmt: skip
+    apps = {}
+    for i in INSTITUTIONS:
+        ledger = Ledger({pseudonym(fed_key, a): round(v * 100) for a, v in EXPOSURE[i].items()})
+        apps[f"{i}.test"] = institution_app(Institution(i, keys[i], registry, ledger), fed_key)
+    return registry, Lenders(apps)
+
+
+def _service(
+    fed: Federation, transport: httpx.AsyncBaseTransport, lenders: Lenders, fed_key: bytes,
+    registry: Registry, name: str,
+) -> tuple[TestClient, str, str]:  # fmt: skip
+    """The bank's vertical service (its client, the bank's API key and another lender's),
+    joint limits over `lenders`, the applicants' exposure consents registered."""
+    keys_file = fed.root / f"{name}.keys.json"
+    token, other = new_key(keys_file, "bank"), new_key(keys_file, "lender-b")
+    service = load_vertical_service(
+        fed.model, fed.trust, fed.kit("bank"), {"platform": "https://platform.test"},
+        api_keys=keys_file, db_url=f"sqlite:///{fed.root / f'{name}.sqlite'}",
+        anchor_key=fed.root / f"{name}.anchor.key",
+        anchors_file=fed.root / f"{name}.anchors.jsonl", transport=transport, timeout=0.5,
+    )  # fmt: skip
+    service.exposure = ExposureClient(registry, fed_key, transport=lenders)
+    consents = ConsentRegistry(service.audit)
+    for joint_id in (EXPOSED, FRESH):
+        consents.add("bank", f"x-{joint_id}", joint_id, "exposure")
+    return TestClient(create_vertical_app(service)), token, other
+
+
+@pytest.fixture(scope="module")
+def bank(fed: Federation) -> Iterator[Bank]:
+    kit = load_kit(fed.kit("platform"))
+    served = ServedPart.load(fed.model, "platform", kit.trust)
+    applicants = Applicants.load(fed.platform_data, served, load_vertical_schema(fed.schema))
+    endpoint = FeaturePartyEndpoint(
+        served, applicants, AuditLog(f"sqlite:///{fed.root / 'platform.sqlite'}")
+    )
+    known = fed.known(60)
+    for k in known:
+        applicant_id = fed.applicant(k)[0]
+        endpoint.consents.add("bank", f"v-{applicant_id}", applicant_id, "vertical")
+    fed_key = bytes.fromhex(new_federation_key())
+    registry, lenders = _lenders(fed_key)
+    with TestClient(party_app(endpoint, kit)) as platform:
+        transport = httpx.ASGITransport(platform.app)
+        client, token, other = _service(fed, transport, lenders, fed_key, registry, "bank")
+        with client:
+            yield Bank(fed, client, token, other, lenders, endpoint, known, fed_key, registry)
+
+
+def _first(bank: Bank, decision: str) -> tuple[int, dict[str, Any]]:
+    """The first known applicant the service decides `decision` (with a joint limit)."""
+    for k in bank.known:
+        got = bank.decide(k)
+        if got["decision"] == decision:
+            return k, got
+    raise AssertionError(f"no {decision} among the first {len(bank.known)} known applicants")
+
+
+def test_an_approve_carries_the_horizontal_limit_less_the_federations_exposure(
+    bank: Bank,
+) -> None:
+    k, got = _first(bank, "approve")
+    joint = got["joint_credit"]
+    assert joint is not None and got["status"] == "decided"
+    # The PD as the model gives it on the bank's codes and the platform's true routing.
+    label = bank.client.app.state.service.decider.label  # type: ignore[attr-defined]
+    applicant_id, features = bank.fed.applicant(k)
+    row = bank.platform.applicants.rows[applicant_id]
+    sides = {1: bank.platform.served.part.table.sides(
+        bank.platform.applicants.codes[row : row + 1].astype("int64"))}  # fmt: skip
+    pd_ = float(label.predict_pd({f: [v] for f, v in features.items()}, sides)[0])
+    request = JointRequest(
+        applicant_id=EXPOSED, annual_income=INCOME, monthly_debt_payments=PAYMENTS,
+        participating_lenders=LENDERS,
+    )  # fmt: skip
+    exposure_cents = sum(round(v.get(EXPOSED, 0) * 100) for v in EXPOSURE.values())
+    expected = joint_limit(request, pd_, exposure_cents, False, load_policy().joint)
+    assert joint["existing_exposure"] == pytest.approx(150_500.25)
+    for field in ("capacity", "total_limit", "available"):
+        assert joint[field] == pytest.approx(getattr(expected, field), abs=0.01), field
+    assert joint["allocations"] == expected.allocations and joint["rule"] == expected.rule
+    assert joint["available"] > 0 and set(joint["allocations"]) == set(LENDERS)
+    # No exposure elsewhere: the same applicant's limit is the larger by exactly that much.
+    fresh = bank.decide(k, FRESH)["joint_credit"]
+    assert fresh["existing_exposure"] == 0.0 and fresh["total_limit"] == joint["total_limit"]
+    assert fresh["available"] == pytest.approx(joint["available"] + 150_500.25, abs=0.01)
+    assert sum(fresh["allocations"].values()) > sum(joint["allocations"].values())
+    # Without a joint request: no limit, nobody asked.
+    before = bank.lenders.asked
+    assert bank.decide(k, None)["joint_credit"] is None and bank.lenders.asked == before
+
+
+def test_a_lender_down_refers_the_approve_as_the_horizontal_service_does(bank: Bank) -> None:
+    k, _ = _first(bank, "approve")
+    bank.lenders.down.add("lender-b.test")
+    try:
+        got = bank.decide(k)
+    finally:
+        bank.lenders.down.clear()
+    assert got["decision"] == "refer" and got["reasons"][0]["code"] == "EXPOSURE_UNAVAILABLE"
+    assert "lender-b" in got["reasons"][0]["text"]
+    joint = got["joint_credit"]
+    assert joint["existing_exposure"] is None and joint["available"] == 0
+    assert set(joint["allocations"].values()) == {0.0}
+
+
+class _Down(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+
+def test_the_platform_unavailable_refers_with_no_limit_and_asks_no_lender(
+    bank: Bank, fed: Federation
+) -> None:
+    client, token, _ = _service(
+        fed, _Down(), bank.lenders, bank.fed_key, bank.registry, "platform-down"
+    )
+    down = Bank(fed, client, token, "", bank.lenders, bank.platform, bank.known, bank.fed_key,
+                bank.registry)  # fmt: skip
+    before = bank.lenders.asked
+    with client:
+        got = down.decide(bank.known[0])
+        notices = {lang: down.notice(got["decision_id"], lang) for lang in ("en", "zh")}
+    assert got["decision"] == "refer" and got["probability_of_default"] is None
+    assert got["joint_credit"] is None and bank.lenders.asked == before
+    assert got["reasons"][0]["code"] == "VERTICAL_PARTY_UNAVAILABLE"
+    assert "JOINT_EXPOSURE" in got["rules_not_evaluated"]
+    # Its notice names the platform and why, in either language, and gives no score.
+    for lang, words in (("en", "platform's information could not be obtained"),
+                        ("zh", "未能获取platform的信息")):  # fmt: skip
+        r = notices[lang]
+        assert r.status_code == 200, r.text
+        notice = NoticeOut.model_validate(r.json())
+        assert notice.score is None and notice.decided_by == ["VERTICAL_PARTY_UNAVAILABLE"]
+        first = notice.principal_reasons[0]
+        assert first.code == "VERTICAL_PARTY_UNAVAILABLE" and words in first.text
+        assert "ConnectError" in first.text and first.feature == "party:platform"
+
+
+def test_a_declines_notice_names_the_platforms_group_in_either_language(bank: Bank) -> None:
+    for k in bank.known:
+        got = bank.decide(k, None)
+        group = [r for r in got["reasons"] if r["feature"] == "party:platform"]
+        if got["decision"] == "decline" and group:
+            break
+    else:
+        raise AssertionError("no decline whose reasons include the platform's group")
+    assert group[0]["direction"] == "toward_default" and group[0]["kind"] == "model"
+    texts = {"en": "Information held by platform raised the estimated risk",
+             "zh": "platform所掌握的信息使估计的违约风险上升"}  # fmt: skip
+    for lang, text in texts.items():
+        r = bank.notice(got["decision_id"], lang)
+        assert r.status_code == 200, r.text
+        notice = NoticeOut.model_validate(r.json())
+        assert notice.language == lang and notice.decision == "decline"
+        assert notice.score is not None and notice.score.score == got["score"]
+        named = [p for p in notice.principal_reasons if p.feature == "party:platform"]
+        assert named and named[0].text == text and named[0].kind == "model"
+        assert named[0].contribution == pytest.approx(group[0]["contribution"])
+    # An approve that nobody is to review has no notice; another institution's is not found.
+    _, approved = _first(bank, "approve")
+    assert bank.notice(approved["decision_id"]).status_code == 409
+    r = bank.client.get(f"/v1/decisions/{got['decision_id']}/notice",
+                        headers={"Authorization": f"Bearer {bank.other}"})  # fmt: skip
+    assert r.status_code == 404
+
+
+def test_joint_limits_need_both_the_registry_and_the_federation_key(
+    fed: Federation, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    new_key(keys_file, "bank")
+    with pytest.raises(StartupError, match="both --exposure-registry and --federation-key"):
+        load_vertical_service(
+            fed.model, fed.trust, fed.kit("bank"), {"platform": "https://platform.test"},
+            api_keys=keys_file, exposure_registry=tmp_path / "registry",
+        )  # fmt: skip
