@@ -126,7 +126,7 @@ def serve(
             model, trust, vertical_kit, party or [], party_timeout, pin, policy=policy, db=db,
             api_keys=api_keys, host=host, port=port, workers=workers,
             limits=(max_header_kb, header_timeout, max_connections),
-            exposure=(exposure_registry, federation_key),
+            exposure=(exposure_registry, federation_key), max_body=int(max_body_mb * 2**20),
         )  # fmt: skip
         return
     args: dict[str, Any] = {
@@ -208,7 +208,7 @@ def _serve_vertical(
     model: Path, trust: Path, kit: Path | None, parties: list[str], timeout: float,
     pin: str | None, *, policy: Path | None, db: str | None, api_keys: Path | None, host: str,
     port: int, workers: int, limits: tuple[int, float, int],
-    exposure: tuple[Path | None, Path | None],
+    exposure: tuple[Path | None, Path | None], max_body: int,
 ) -> None:  # fmt: skip
     """`serve` of a vertical model: the bank's part, asking each feature party per applicant
     (service/vertical_service.py)."""
@@ -251,7 +251,7 @@ def _serve_vertical(
     )
     max_header_kb, header_timeout, max_connections = limits
     server.run(
-        create_vertical_app(service),
+        create_vertical_app(service, max_body=max_body),
         server.ServerLimits(max_header_bytes=max_header_kb * 2**10,
                             header_timeout=header_timeout, max_connections=max_connections),
         host=host, port=port, announce=_listening, **UVICORN,

@@ -1,15 +1,18 @@
-"""A vertical model's decisions with the horizontal service's joint limit and notices, in
-process: the platform's endpoint as tests/test_vertical_scoring.py runs it, the lenders'
+"""A vertical model's decisions with the horizontal service's joint limit, notices and
+batches, in process: the platform's endpoint as tests/test_vertical_scoring.py runs it, the lenders'
 exposure endpoints as tests/test_exposure.py runs them. An approve carries the limit the
 horizontal rule gives for its PD and policy, less the federation's exposure (a secure sum);
 a decision referred for want of the platform's routing gets no limit and nobody is asked about
 the applicant's exposure; a decline's notice names the platform's group in English and
-Chinese, an unscored referral's names the platform and has no score."""
+Chinese, an unscored referral's names the platform and has no score; a batch decides each
+applicant as a single request would, asking the platform once per applicant, a bounded number
+at a time, audited as one entry."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from fastapi.testclient import TestClient
 from vertical_helpers import Federation, vertical_federation
 
 from jointcredit.data.vertical_schema import load_vertical_schema
+from jointcredit.service import vertical_decisions
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.consent import ConsentRegistry
@@ -71,13 +75,21 @@ class Bank:
     known: list[int]  # bank applicants the platform holds, each with both consents
     fed_key: bytes
     registry: Registry
+    transport: httpx.AsyncBaseTransport  # to the platform's endpoint
 
     def decide(self, k: int, joint_id: str | None = EXPOSED, **extra: Any) -> dict[str, Any]:
+        body = {**self.body(k, joint_id), **extra}
+        r = self.client.post("/v1/decisions", json=body, headers=self.auth)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        DecisionOut.model_validate(out, strict=True)
+        return out
+
+    def body(self, k: int, joint_id: str | None = EXPOSED) -> dict[str, Any]:
         applicant_id, features = self.fed.applicant(k)
         body: dict[str, Any] = {
             "applicant": features,
             "vertical": {"applicant_id": applicant_id, "consent_id": f"v-{applicant_id}"},
-            **extra,
         }
         if joint_id is not None:
             body["joint"] = {
@@ -85,11 +97,11 @@ class Bank:
                 "monthly_debt_payments": PAYMENTS, "participating_lenders": LENDERS,
                 "consent_id": f"x-{joint_id}",
             }  # fmt: skip
-        r = self.client.post("/v1/decisions", json=body, headers=self.auth)
-        assert r.status_code == 200, r.text
-        out: dict[str, Any] = r.json()
-        DecisionOut.model_validate(out, strict=True)
-        return out
+        return body
+
+    def batch(self, bodies: list[dict[str, Any]], **extra: Any) -> httpx.Response:
+        payload = {"applications": bodies, **extra}
+        return self.client.post("/v1/decisions:batch", json=payload, headers=self.auth)
 
     def notice(self, decision_id: str, lang: str = "en") -> httpx.Response:
         return self.client.get(f"/v1/decisions/{decision_id}/notice?lang={lang}", headers=self.auth)
@@ -157,7 +169,9 @@ def bank(fed: Federation) -> Iterator[Bank]:
         transport = httpx.ASGITransport(platform.app)
         client, token, other = _service(fed, transport, lenders, fed_key, registry, "bank")
         with client:
-            yield Bank(fed, client, token, other, lenders, endpoint, known, fed_key, registry)
+            yield Bank(
+                fed, client, token, other, lenders, endpoint, known, fed_key, registry, transport
+            )
 
 
 def _first(bank: Bank, decision: str) -> tuple[int, dict[str, Any]]:
@@ -228,8 +242,7 @@ def test_the_platform_unavailable_refers_with_no_limit_and_asks_no_lender(
     client, token, _ = _service(
         fed, _Down(), bank.lenders, bank.fed_key, bank.registry, "platform-down"
     )
-    down = Bank(fed, client, token, "", bank.lenders, bank.platform, bank.known, bank.fed_key,
-                bank.registry)  # fmt: skip
+    down = replace(bank, client=client, token=token)
     before = bank.lenders.asked
     with client:
         got = down.decide(bank.known[0])
@@ -288,3 +301,72 @@ def test_joint_limits_need_both_the_registry_and_the_federation_key(
             fed.model, fed.trust, fed.kit("bank"), {"platform": "https://platform.test"},
             api_keys=keys_file, exposure_registry=tmp_path / "registry",
         )  # fmt: skip
+
+
+SAME = ("decision", "status", "probability_of_default", "score", "policy_score", "reasons",
+        "policy_flags", "rules_not_evaluated", "joint_credit")  # fmt: skip
+
+
+def test_a_batch_decides_each_applicant_as_alone_asking_each_party_once(bank: Bank) -> None:
+    ks = bank.known[:8]
+    stranger = bank.fed.unknown(1)[0]  # no consent at the platform: referred, unscored
+    bodies = [bank.body(k, EXPOSED if i % 2 else None) for i, k in enumerate(ks)]
+    bodies.append(bank.body(stranger))
+    platform_before, _ = bank.platform.audit.head()
+    audit = bank.client.app.state.service.audit  # type: ignore[attr-defined]
+    bank_before, _ = audit.head()
+    r = bank.batch(bodies, language="zh")
+    assert r.status_code == 200, r.text
+    got = r.json()["decisions"]
+    assert len(got) == len(bodies)
+    assert bank.platform.audit.head()[0] - platform_before == len(bodies)  # one query each
+    assert audit.head()[0] == bank_before + 1  # one chained entry for the batch
+    for i, (k, d) in enumerate(zip(ks, got, strict=False)):
+        DecisionOut.model_validate(d, strict=True)
+        alone = bank.decide(k, EXPOSED if i % 2 else None, language="zh")
+        assert {f: d[f] for f in SAME} == {f: alone[f] for f in SAME}, k
+        assert (d["joint_credit"] is None) == (i % 2 == 0)
+    last = got[-1]
+    assert last["decision"] == "refer" and last["score"] is None
+    assert last["joint_credit"] is None and last["language"] == "zh"
+    assert last["reasons"][0]["code"] == "VERTICAL_PARTY_NO_CONSENT"
+    # A batch decision's notice reads the batch's record.
+    refer = bank.notice(last["decision_id"])
+    assert refer.status_code == 200, refer.text
+    assert NoticeOut.model_validate(refer.json()).principal_reasons[0].code == (
+        "VERTICAL_PARTY_NO_CONSENT"
+    )
+
+
+class _Tracking(httpx.AsyncBaseTransport):
+    """The platform, each answer a little late; counts the queries in flight at once."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.now, self.most, self.total = inner, 0, 0, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.total += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(0.05)
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.now -= 1
+
+
+def test_a_batchs_queries_run_concurrently_and_bounded(
+    bank: Bank, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vertical_decisions, "ROUTING_AT_ONCE", 3)
+    tracking = _Tracking(bank.transport)
+    client, token, _ = _service(
+        fed, tracking, bank.lenders, bank.fed_key, bank.registry, "tracking"
+    )
+    other = replace(bank, client=client, token=token)
+    with client:
+        r = other.batch([other.body(k, None) for k in bank.known[:10]])
+        assert r.status_code == 200, r.text
+        too_many = other.batch([other.body(bank.known[0], None)] * 1001)
+    assert tracking.total == 10 and tracking.most == 3
+    assert too_many.status_code == 422 and tracking.total == 10
