@@ -1,11 +1,11 @@
 """The decision use case: validate the request, score it and apply the policy (`Decider`),
-add any joint limit, audit the decision (answered only once its entry is committed), render
-the response. One applicant, a batch of rows, a batch of columns; and reading a decision back.
+add any joint limit (service/joint_limits.py), audit the decision (answered only once its
+entry is committed), render the response. One applicant, a batch of rows, a batch of columns;
+reading a decision back: service/progress.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import Any
@@ -13,19 +13,17 @@ from typing import Any
 import orjson
 
 from jointcredit.service import records
-from jointcredit.service.audit import DecisionRow, Entry, ViewRow
+from jointcredit.service.audit import Entry, ViewRow
 from jointcredit.service.chain import now
 from jointcredit.service.consent import ConsentRegistry
-from jointcredit.service.decision import DecisionTable, Json
-from jointcredit.service.errors import Invalid, NotFound, parse
+from jointcredit.service.decision import DecisionTable
+from jointcredit.service.errors import Invalid, parse
 from jointcredit.service.examples import example_decision
 from jointcredit.service.joint_limits import Exposure, JointLimits
 from jointcredit.service.languages import Language, LanguageError, negotiate
-from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.monitoring import Monitor
-from jointcredit.service.records import Responses
 from jointcredit.service.schemas import category_text, columnar_model, request_models
 from jointcredit.service.writer import AuditWriter
 
@@ -41,18 +39,15 @@ def _accepted(header: str | None) -> Language | None:
 
 class DecisionService:
     def __init__(
-        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics,
-        reads: ReadLimits, monitor: Monitor | None = None,
+        self, service: Service, writer: AuditWriter, metrics: Metrics,
+        monitor: Monitor | None = None,
     ) -> None:  # fmt: skip
-        self.reads = reads
         self.monitor = monitor  # stability monitoring's window (None: no reference)
         self.decider = service.decider
         self.policy = service.decider.policy
-        self.exposure = service.exposure
-        self.audit = service.audit
         self.consents = ConsentRegistry(service.audit)
         self.joint = JointLimits(service.exposure, self.consents, self.policy)
-        self.writer, self.responses, self.metrics = writer, responses, metrics
+        self.writer, self.metrics = writer, metrics
         self.model_info = service.model_info.model_dump(mode="json")
         schema = self.decider.model.card.data_schema
         self.single, self.batch = request_models(schema, self.policy, service.example)
@@ -149,40 +144,6 @@ class DecisionService:
         answer = {"count": n, "decisions": out, **records.tables(table), "model": self.model_info,
                   "policy_version": self.policy.version, "created_at": scored}  # fmt: skip
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-
-    async def progress(self, decision_id: str, institution: str, key_id: str) -> Json:
-        """Where a decision stands: received, scored, under review, decided. Read in a worker
-        thread; a read that must parse a batch record counts against the key's limits."""
-        if self.responses.holds(decision_id):
-            return await asyncio.to_thread(self._progress, decision_id, institution)
-        async with self.reads.expensive(key_id):
-            return await asyncio.to_thread(self._progress, decision_id, institution)
-
-    def _progress(self, decision_id: str, institution: str) -> Json:
-        row = self.audit.get(decision_id)
-        if row is None:
-            found = self.responses.in_batch(decision_id)  # columnar, decided at once
-            if found is None or found[0] != institution:
-                raise NotFound("no such decision")  # never confirm another's id
-            response = found[1]
-            row = DecisionRow(
-                status=response["status"], decision=response["decision"],
-                final_decision=response["decision"], updated_at=response["created_at"],
-            )  # fmt: skip
-        elif row.institution != institution:
-            raise NotFound("no such decision")
-        else:
-            response = self.responses.of(row)
-        at = response["created_at"]
-        stages = [{"stage": "received", "at": at}, {"stage": "scored", "at": at}]
-        if response["status"] == "under_review" or response["decision"] == "refer":
-            stages.append({"stage": "under_review", "at": at})
-        if row.status == "decided":
-            stages.append({"stage": "decided", "at": row.updated_at})
-        return {
-            "decision_id": decision_id, "status": row.status, "decision": row.decision,
-            "final_decision": row.final_decision, "progress": stages, "response": response,
-        }  # fmt: skip
 
     def _columns(self, items: list[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         """A batch's validated features and context signals, column by column."""

@@ -9,12 +9,13 @@ service's hash-chained log before it is answered (the use case: service/vertical
                               its consent reference) and, as the horizontal service takes it,
                               `joint` (a joint credit limit: service/joint_limits.py)
     POST /v1/decisions:batch  up to 1,000 of them, each party asked once per applicant
+    GET  /v1/decisions/{id}   where it stands, as the horizontal service's
     GET  /v1/decisions/{id}/notice  the adverse-action notice, as the horizontal service's
     GET  /v1/reviews, POST /v1/reviews/{id}: as the horizontal service
     GET  /healthz /readyz /metrics
 
-The horizontal service's columnar batches, decision progress reads (`GET /v1/decisions/{id}`)
-and stability monitoring are not served for a vertical model.
+The horizontal service's columnar batches and stability monitoring are not served for a
+vertical model.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import BodyLimit
 from jointcredit.service.notices import NoticeService
 from jointcredit.service.policy import load_policy
+from jointcredit.service.progress import Progress
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import notices, ops, reviews
+from jointcredit.service.routers import notices, ops, progress, reviews
 from jointcredit.service.schemas import ModelInfo
 from jointcredit.service.vertical_client import PartyLink, VerticalClient
 from jointcredit.service.vertical_decide import VerticalDecider
@@ -171,9 +173,10 @@ def create_vertical_app(service: VerticalService, *, max_body: int = 2 * 2**20) 
     state.decisions = VerticalDecisions(service, writer, metrics)
     responses = Responses(service.audit)
     state.reviews = ReviewService(service.audit, writer, responses, state.reads)
+    state.progress = Progress(service.audit, responses, state.reads)
     state.notices = NoticeService(service.audit, service.decider, responses, state.reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
-    for r in (decisions_router, notices.router, reviews.router, ops.router):
+    for r in (decisions_router, progress.router, notices.router, reviews.router, ops.router):
         app.router.routes.extend(r.routes)
     return app

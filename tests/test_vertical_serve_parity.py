@@ -370,3 +370,21 @@ def test_a_batchs_queries_run_concurrently_and_bounded(
         too_many = other.batch([other.body(bank.known[0], None)] * 1001)
     assert tracking.total == 10 and tracking.most == 3
     assert too_many.status_code == 422 and tracking.total == 10
+
+
+def test_a_decision_reads_back_where_it_stands_and_only_for_its_institution(
+    bank: Bank,
+) -> None:
+    single = bank.decide(bank.known[0])
+    batched = bank.batch([bank.body(bank.known[1])]).json()["decisions"][0]
+    for decision in (single, batched):
+        r = bank.client.get(f"/v1/decisions/{decision['decision_id']}", headers=bank.auth)
+        assert r.status_code == 200, r.text
+        read = r.json()
+        assert read["response"] == decision and read["decision"] == decision["decision"]
+        stages = [s["stage"] for s in read["progress"]]
+        assert stages[:2] == ["received", "scored"]
+        assert ("under_review" in stages) == (decision["status"] == "under_review")
+        other = {"Authorization": f"Bearer {bank.other}"}
+        assert bank.client.get(f"/v1/decisions/{decision['decision_id']}",
+                               headers=other).status_code == 404  # fmt: skip

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from jointcredit.service import dependencies
-from jointcredit.service.auth import ApiKey
 from jointcredit.service.decisions import DecisionService
 from jointcredit.service.languages import LANGUAGES
 from jointcredit.service.openapi import responses
@@ -109,18 +108,3 @@ async def decide_columnar(
     limits here: those need a secure sum per applicant."""
     body = await request.body()
     return _json(await decisions.columns(body, institution, expand, _language(request)))
-
-
-@router.get(
-    "/v1/decisions/{decision_id}", responses=responses(401, 404, 422, 429),
-    summary="Look up a decision and where it stands",
-    response_description="its status, its stages so far and the decision as it was answered",
-)  # fmt: skip
-async def progress(
-    decision_id: Annotated[str, Path(max_length=128)],
-    key: Annotated[ApiKey, Depends(dependencies.api_key)],
-    decisions: Decisions,
-) -> dict[str, Any]:
-    """One of the calling institution's decisions: received, scored, under review, decided
-    (with the reviewer's final decision once there is one)."""
-    return await decisions.progress(decision_id, key.institution, key.key_id)
