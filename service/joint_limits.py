@@ -24,6 +24,8 @@ from jointcredit.service.policy_texts import ConsentProblem
 
 NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
 NOT_SCORED = "not asked: the application was not scored"
+# A batch's secure sums in flight at once (each asks every institution of the registry).
+TOTALS_AT_ONCE = 16
 
 # Per applicant asking for a joint limit: the federation's exposure, or why consent did not
 # allow asking for it.
@@ -36,12 +38,24 @@ class JointLimits:
     ) -> None:
         self.exposure, self.consents, self.policy = exposure, consents, policy
 
+    def check(self, requests: Sequence[JointRequest | None]) -> None:
+        """A 422 for a participating lender outside the federation (before anyone is asked
+        anything about the applicant)."""
+        if self.exposure is None:
+            return
+        for r in requests:
+            unknown = [] if r is None else self.exposure.outsiders(r.participating_lenders)
+            if unknown:
+                reason = f"not in the federation: {', '.join(unknown)}"
+                raise Invalid("joint.participating_lenders", reason)
+
     async def exposures(
         self, requests: Sequence[JointRequest | None], institution: str
     ) -> list[Exposure]:
         """The federation's exposure for each applicant whose request asks for a joint limit
-        (None: not asked), concurrently; for those whose consent does not allow the query,
-        why (service/consent.py). A lender outside the federation is a 422."""
+        (None: not asked), concurrently (at most TOTALS_AT_ONCE secure sums at a time); for
+        those whose consent does not allow the query, why (service/consent.py). A lender
+        outside the federation is a 422."""
         asking = [k for k, r in enumerate(requests) if r is not None]
         out: list[Exposure] = [None] * len(requests)
         if not asking:  # no task per applicant when nobody asks (a batch has up to 10,000)
@@ -51,12 +65,8 @@ class JointLimits:
             for k in asking:
                 out[k] = NO_REGISTRY
             return out
+        self.check(requests)
         asked = [(k, r) for k, r in enumerate(requests) if r is not None]
-        for _, r in asked:
-            unknown = client.outsiders(r.participating_lenders)
-            if unknown:
-                reason = f"not in the federation: {', '.join(unknown)}"
-                raise Invalid("joint.participating_lenders", reason)
         asks = [(r.consent_id, r.applicant_id) for _, r in asked]
         problems = await asyncio.to_thread(self.consents.problems, institution, asks, "exposure")
         allowed = []
@@ -64,7 +74,13 @@ class JointLimits:
             out[k] = problem
             if problem is None:
                 allowed.append((k, r))
-        results = await asyncio.gather(*(client.total(r.applicant_id) for _, r in allowed))
+        at_once = asyncio.Semaphore(TOTALS_AT_ONCE)
+
+        async def total(applicant_id: str) -> ExposureResult:
+            async with at_once:
+                return await client.total(applicant_id)
+
+        results = await asyncio.gather(*(total(r.applicant_id) for _, r in allowed))
         for (k, _), result in zip(allowed, results, strict=True):
             out[k] = result
         return out

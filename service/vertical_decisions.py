@@ -100,6 +100,7 @@ class VerticalDecisions:
         start = time.perf_counter()
         item = parse(raw, self.service.request)
         language = item.language or _accepted(accept)
+        self.joint.check([item.joint])
         routing = await self._routing(item)
         exposure = await self._exposures([item], [routing], institution)
         received = now()
@@ -119,6 +120,7 @@ class VerticalDecisions:
         body = parse(raw, self.service.batch_request)
         language = body.language or _accepted(accept)
         items = list(body.applications)
+        self.joint.check([i.joint for i in items])
         at_once = asyncio.Semaphore(ROUTING_AT_ONCE)
 
         async def bounded(item: Any) -> Routing:

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from vertical_helpers import Federation, vertical_federation
 
 from jointcredit.data.vertical_schema import load_vertical_schema
-from jointcredit.service import vertical_decisions
+from jointcredit.service import joint_limits, vertical_decisions
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.consent import ConsentRegistry
@@ -56,12 +56,20 @@ class Lenders(httpx.AsyncBaseTransport):
         self.apps = {host: httpx.ASGITransport(app=app) for host, app in apps.items()}
         self.down: set[str] = set()
         self.asked = 0
+        self.delay = 0.0  # seconds each answer takes
+        self.now = self.most = 0  # share requests in flight, and the most at once
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.asked += 1
         if request.url.host in self.down:
             raise httpx.ConnectError("connection refused", request=request)
-        return await self.apps[request.url.host].handle_async_request(request)
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(self.delay)
+            return await self.apps[request.url.host].handle_async_request(request)
+        finally:
+            self.now -= 1
 
 
 @dataclass
@@ -388,3 +396,32 @@ def test_a_decision_reads_back_where_it_stands_and_only_for_its_institution(
         other = {"Authorization": f"Bearer {bank.other}"}
         assert bank.client.get(f"/v1/decisions/{decision['decision_id']}",
                                headers=other).status_code == 404  # fmt: skip
+
+
+def test_a_lender_outside_the_federation_is_a_422_before_anyone_is_asked(bank: Bank) -> None:
+    platform_before, _ = bank.platform.audit.head()
+    asked = bank.lenders.asked
+    body = bank.body(bank.known[0])
+    body["joint"]["participating_lenders"] = ["bank", "evil"]
+    for r in (
+        bank.client.post("/v1/decisions", json=body, headers=bank.auth),
+        bank.batch([bank.body(bank.known[1]), body]),
+    ):
+        assert r.status_code == 422, r.text
+        assert "not in the federation: evil" in r.text
+    assert bank.platform.audit.head()[0] == platform_before and bank.lenders.asked == asked
+
+
+def test_a_batchs_secure_sums_are_bounded_too(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(joint_limits, "TOTALS_AT_ONCE", 2)
+    bank.lenders.delay, bank.lenders.most = 0.05, 0
+    asked = bank.lenders.asked
+    try:
+        r = bank.batch([bank.body(k) for k in bank.known[:6]])
+    finally:
+        bank.lenders.delay = 0.0
+    assert r.status_code == 200, r.text
+    scored = sum(d["score"] is not None for d in r.json()["decisions"])
+    # Each secure sum asks every institution of the registry at once: 2 sums, 3 each.
+    assert bank.lenders.asked - asked == scored * len(INSTITUTIONS)
+    assert bank.lenders.most == 2 * len(INSTITUTIONS)
