@@ -33,6 +33,7 @@ from jointcredit.service.joint import JointRequest, joint_limit
 from jointcredit.service.loader import StartupError
 from jointcredit.service.notice_models import NoticeOut
 from jointcredit.service.policy import load_policy
+from jointcredit.service.records import derive_views
 from jointcredit.service.registry import Registry, RegistryEntry, new_federation_key, public_b64
 from jointcredit.service.schemas import DecisionOut
 from jointcredit.service.vertical_kit import load_kit
@@ -329,6 +330,7 @@ def test_a_batch_decides_each_applicant_as_alone_asking_each_party_once(bank: Ba
     assert len(got) == len(bodies)
     assert bank.platform.audit.head()[0] - platform_before == len(bodies)  # one query each
     assert audit.head()[0] == bank_before + 1  # one chained entry for the batch
+    assert audit.verify(derive_views)[0] == audit.head()[0]  # its view rows replay
     for i, (k, d) in enumerate(zip(ks, got, strict=False)):
         DecisionOut.model_validate(d, strict=True)
         alone = bank.decide(k, EXPOSED if i % 2 else None, language="zh")
