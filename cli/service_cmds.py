@@ -122,10 +122,23 @@ def serve(
     from jointcredit.models.vertical.artifact import is_vertical
 
     if is_vertical(model) or vertical_kit is not None or party:
+        # Refused, not ignored: an operator asking for a promotion check must not get none.
+        horizontal_only = [name for name, given in (
+            ("--require-promotion", require_promotion), ("--allow-checkpoint", allow_checkpoint),
+            ("--monitoring-window", monitoring_window != 10_000),
+        ) if given]  # fmt: skip
+        if horizontal_only:
+            err.print(f"[red]refusing to start:[/red] not supported for a vertical model: "
+                      f"{', '.join(horizontal_only)}", soft_wrap=True)  # fmt: skip
+            raise typer.Exit(2)
         _serve_vertical(
             model, trust, vertical_kit, party or [], party_timeout, pin, policy=policy, db=db,
             api_keys=api_keys, host=host, port=port, workers=workers,
             limits=(max_header_kb, header_timeout, max_connections),
+            exposure=(exposure_registry, federation_key), max_body=int(max_body_mb * 2**20),
+            audit=dict(audit_lock_timeout=audit_lock_timeout, anchors_file=anchors,
+                       anchor_key=anchor_key, anchor_every=anchor_every,
+                       anchor_seconds=anchor_seconds),
         )  # fmt: skip
         return
     args: dict[str, Any] = {
@@ -207,6 +220,7 @@ def _serve_vertical(
     model: Path, trust: Path, kit: Path | None, parties: list[str], timeout: float,
     pin: str | None, *, policy: Path | None, db: str | None, api_keys: Path | None, host: str,
     port: int, workers: int, limits: tuple[int, float, int],
+    exposure: tuple[Path | None, Path | None], max_body: int, audit: dict[str, Any],
 ) -> None:  # fmt: skip
     """`serve` of a vertical model: the bank's part, asking each feature party per applicant
     (service/vertical_service.py)."""
@@ -233,10 +247,13 @@ def _serve_vertical(
     try:
         service = load_vertical_service(
             model, trust, kit, endpoints, policy_file=policy, db_url=db, api_keys=api_keys,
-            coordinator_key_id=pin, timeout=timeout,
+            coordinator_key_id=pin, timeout=timeout, exposure_registry=exposure[0],
+            federation_key=exposure[1], **audit,
         )  # fmt: skip
     except (StartupError, AuthError, OSError) as exc:
         raise refuse(str(exc)) from exc
+    if exposure[0] is not None and not exposure[0].is_dir():
+        err.print(UNSIGNED_REGISTRY.format(path=exposure[0]), soft_wrap=True)
     info = service.model_info
     console.print(
         f"serving the vertical model {info.version[:16]} (signed by {info.signing_key}), "
@@ -246,7 +263,7 @@ def _serve_vertical(
     )
     max_header_kb, header_timeout, max_connections = limits
     server.run(
-        create_vertical_app(service),
+        create_vertical_app(service, max_body=max_body),
         server.ServerLimits(max_header_bytes=max_header_kb * 2**10,
                             header_timeout=header_timeout, max_connections=max_connections),
         host=host, port=port, announce=_listening, **UVICORN,

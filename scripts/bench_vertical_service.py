@@ -7,9 +7,12 @@ The model: trained by the real exchange (Paillier) on the synthetic-vertical row
 parties hold, `--trees` trees of depth 3 over the bank's features and the platform's
 (tests/vertical_helpers.py builds the federation: kits, endpoint certificates, signed parts).
 Requests are sequential from one kept-alive client: the latency of one decision, not the
-throughput of the service.
+throughput of the service. With `--batch N` the same decisions go as batches of N
+(`POST /v1/decisions:batch`, the platform asked once per applicant, a bounded number at a
+time): each batch's latency and the decisions per second, against the singles'.
 
 Usage: python scripts/bench_vertical_service.py [--decisions 2000] [--trees 30] [--rows 2000]
+       [--batch N]
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def main() -> None:
     ap.add_argument("--trees", type=int, default=30)
     ap.add_argument("--rows", type=int, default=2000, help="synthetic joined rows to train on")
     ap.add_argument("--json", action="store_true", help="one JSON line instead of Markdown")
+    ap.add_argument("--batch", type=int, default=0, help="also send the decisions as batches")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-vertical-") as tmp:
@@ -87,17 +91,19 @@ def main() -> None:
             "listening on ", env,
         )  # fmt: skip
         try:
-            bodies = []
+            items = []
             for k in known:
                 aid, feats = fed.applicant(k)
-                bodies.append(json.dumps({"applicant": feats, "vertical": {
-                    "applicant_id": aid, "consent_id": f"c{k}"}}).encode())  # fmt: skip
+                items.append({"applicant": feats, "vertical": {
+                    "applicant_id": aid, "consent_id": f"c{k}"}})  # fmt: skip
+            bodies = [json.dumps(item).encode() for item in items]
             latencies: list[float] = []
+            batches: list[float] = []
             reasons = 0
             load_before = os.getloadavg()
             with httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {token}",
-                                        "Content-Type": "application/json"}, timeout=30,
+                                        "Content-Type": "application/json"}, timeout=120,
             ) as client:  # fmt: skip
                 for i in range(args.warmup + args.decisions):
                     t0 = time.perf_counter()
@@ -109,6 +115,14 @@ def main() -> None:
                     if i >= args.warmup:
                         latencies.append(dt)
                         reasons += bool(got["reasons"])
+                for b in range(args.decisions // args.batch if args.batch else 0):
+                    chunk = [items[(b * args.batch + j) % len(items)] for j in range(args.batch)]
+                    t0 = time.perf_counter()
+                    r = client.post("/v1/decisions:batch", json={"applications": chunk})
+                    batches.append(time.perf_counter() - t0)
+                    scored = [d["score"] is not None for d in r.json().get("decisions", [])]
+                    if r.status_code != 200 or not all(scored) or len(scored) != args.batch:
+                        raise SystemExit(f"batch not scored: {r.status_code} {r.text[:300]}")
             load_after = os.getloadavg()
         finally:
             for proc in (bank, platform):
@@ -144,6 +158,13 @@ def main() -> None:
           f"{max(latencies) * 1000:.1f} |")  # fmt: skip
     print(f"| of which the platform's round | {_ms(rounds, 50):.1f} | {_ms(rounds, 99):.1f} | "
           f"{max(rounds) * 1000:.1f} |")  # fmt: skip
+    if batches:
+        per_second = args.batch * len(batches) / sum(batches)
+        print(f"| batch of {args.batch} ({len(batches)} batches) | {_ms(batches, 50):.1f} | "
+              f"{_ms(batches, 99):.1f} | {max(batches) * 1000:.1f} |")  # fmt: skip
+        print()
+        print(f"decisions per second: singles {len(latencies) / sum(latencies):.0f}, "
+              f"batches of {args.batch} {per_second:.0f}")  # fmt: skip
     print()
     print(f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
           f"on {os.cpu_count()} cores")  # fmt: skip

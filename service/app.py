@@ -33,9 +33,10 @@ from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import MAX_BODY, BodyLimit
 from jointcredit.service.monitoring import Monitor
 from jointcredit.service.notices import NoticeService
+from jointcredit.service.progress import Progress
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import decisions, monitoring, ops, reviews
+from jointcredit.service.routers import decisions, monitoring, notices, ops, progress, reviews
 from jointcredit.service.schemas import ReviewIn
 from jointcredit.service.writer import AuditWriter
 
@@ -75,8 +76,9 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
         if reference is None
         else Monitor(reference, service.audit.url, metrics, size=service.monitoring_window)
     )
-    state.decisions = DecisionService(service, writer, responses, metrics, reads, state.monitor)
+    state.decisions = DecisionService(service, writer, metrics, state.monitor)
     state.reviews = ReviewService(service.audit, writer, responses, reads)
+    state.progress = Progress(service.audit, responses, reads)
     state.notices = NoticeService(service.audit, service.decider, responses, reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
@@ -84,7 +86,9 @@ def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:
     # router nested and per request matches through it twice and rebuilds the route's handler,
     # which the routes need none of (no prefix; tags are the routers' own; no dependency
     # overrides).
-    for router in (decisions.router, reviews.router, monitoring.router, ops.router):
+    routers = (decisions.router, progress.router, notices.router, reviews.router,
+               monitoring.router, ops.router)  # fmt: skip
+    for router in routers:
         app.router.routes.extend(router.routes)
     d = state.decisions
     examples = {("POST", "/v1/decisions"): d.example}

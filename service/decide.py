@@ -29,9 +29,8 @@ from jointcredit.service.coverage import Coverage, Found
 from jointcredit.service.decision import DecisionTable, rule_tables
 from jointcredit.service.explain import model_kernel
 from jointcredit.service.languages import Language
-from jointcredit.service.policy import Policy, Rule, Stance
+from jointcredit.service.policy import Policy, Stance
 from jointcredit.service.reasons import (
-    TOWARD_APPROVAL,
     TOWARD_DEFAULT,
     ModelReasons,
     profile_entry,
@@ -53,7 +52,7 @@ class Decider:
             model.spec, schema, policy.outside_training, bins=model.bins, spans=model.spans
         )
         # A request's other reasons come after the rules' own.
-        self._flags, self._rule_reasons = rule_tables(self.rules.order, _direction)
+        self._flags, self._rule_reasons = rule_tables(self.rules.order)
         self.reasons = ModelReasons(self.features, policy, self.coverage.level)
         self.max_reasons = policy.max_reasons
 
@@ -227,9 +226,3 @@ class Decider:
                 text = rules.get(r["code"], text)
             out.append({**r, "text": text})
         return out
-
-
-def _direction(rule: Rule) -> str:
-    """Which way a rule pushes a decision: an adjustment by its points' sign, a decline or a
-    referral against approval."""
-    return TOWARD_APPROVAL if rule.action == "adjust" and rule.points > 0 else TOWARD_DEFAULT

@@ -10,7 +10,7 @@ audit record's form (`columns`), and a stored record reads back as a table (`fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +39,22 @@ def reason_objects(
     return out
 
 
+def rule_direction(rule: Rule) -> str:
+    """Which way a rule pushes a decision: an adjustment by its points' sign, a decline or a
+    referral against approval."""
+    # Here, not at the top: reasons -> policy -> joint -> this module.
+    from jointcredit.service.reasons import TOWARD_APPROVAL, TOWARD_DEFAULT
+
+    return TOWARD_APPROVAL if rule.action == "adjust" and rule.points > 0 else TOWARD_DEFAULT
+
+
 def rule_tables(
-    order: Sequence[Rule], direction: Callable[[Rule], str]
+    order: Sequence[Rule],
 ) -> tuple[dict[Language, list[Json]], dict[Language, list[Json]]]:
-    """Each rule as a policy flag and as a policy reason (which way it pushes: `direction`),
-    in the rules' `order`, in each language: a table's `rules` and the head of its
-    `reason_table`, shared by every table and never changed."""
+    """Each rule as a policy flag and as a policy reason (which way it pushes:
+    `rule_direction`, the same for every model), in the rules' `order`, in each language: a
+    table's `rules` and the head of its `reason_table`, shared by every table and never
+    changed."""
     flags = {
         lang: [{"code": r.code, "action": r.action, "text": r.text(lang), "points": r.points}
                for r in order]
@@ -52,7 +62,7 @@ def rule_tables(
     }  # fmt: skip
     reasons = {
         lang: [{"code": r.code, "text": r.text(lang), "kind": "policy", "feature": None,
-                "direction": direction(r)} for r in order]
+                "direction": rule_direction(r)} for r in order]
         for lang in LANGUAGES
     }  # fmt: skip
     return flags, reasons

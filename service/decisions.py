@@ -1,41 +1,31 @@
 """The decision use case: validate the request, score it and apply the policy (`Decider`),
-add any joint limit, audit the decision (answered only once its entry is committed), render
-the response. One applicant, a batch of rows, a batch of columns; and reading a decision back.
+add any joint limit (service/joint_limits.py), audit the decision (answered only once its
+entry is committed), render the response. One applicant, a batch of rows, a batch of columns;
+reading a decision back: service/progress.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from typing import Any, TypeAlias
+from typing import Any
 
 import orjson
 
 from jointcredit.service import records
-from jointcredit.service.audit import DecisionRow, Entry, ViewRow
+from jointcredit.service.audit import Entry, ViewRow
 from jointcredit.service.chain import now
-from jointcredit.service.consent import ConsentRegistry, refuse_exposure
-from jointcredit.service.decision import DecisionTable, Json
-from jointcredit.service.errors import Invalid, NotFound, parse
+from jointcredit.service.consent import ConsentRegistry
+from jointcredit.service.decision import DecisionTable
+from jointcredit.service.errors import Invalid, parse
 from jointcredit.service.examples import example_decision
-from jointcredit.service.exposure_http import ExposureResult
-from jointcredit.service.joint import apply_joint, joint_limit
+from jointcredit.service.joint_limits import Exposure, JointLimits
 from jointcredit.service.languages import Language, LanguageError, negotiate
-from jointcredit.service.limits import ReadLimits
 from jointcredit.service.loader import Service
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.monitoring import Monitor
-from jointcredit.service.policy_texts import ConsentProblem
-from jointcredit.service.records import Responses
 from jointcredit.service.schemas import category_text, columnar_model, request_models
 from jointcredit.service.writer import AuditWriter
-
-NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
-
-# Per applicant asking for a joint limit: the federation's exposure, or why consent did not
-# allow asking for it.
-Exposure: TypeAlias = ExposureResult | ConsentProblem | None
 
 
 def _accepted(header: str | None) -> Language | None:
@@ -49,17 +39,15 @@ def _accepted(header: str | None) -> Language | None:
 
 class DecisionService:
     def __init__(
-        self, service: Service, writer: AuditWriter, responses: Responses, metrics: Metrics,
-        reads: ReadLimits, monitor: Monitor | None = None,
+        self, service: Service, writer: AuditWriter, metrics: Metrics,
+        monitor: Monitor | None = None,
     ) -> None:  # fmt: skip
-        self.reads = reads
         self.monitor = monitor  # stability monitoring's window (None: no reference)
         self.decider = service.decider
         self.policy = service.decider.policy
-        self.exposure = service.exposure
-        self.audit = service.audit
         self.consents = ConsentRegistry(service.audit)
-        self.writer, self.responses, self.metrics = writer, responses, metrics
+        self.joint = JointLimits(service.exposure, self.consents, self.policy)
+        self.writer, self.metrics = writer, metrics
         self.model_info = service.model_info.model_dump(mode="json")
         schema = self.decider.model.card.data_schema
         self.single, self.batch = request_models(schema, self.policy, service.example)
@@ -157,40 +145,6 @@ class DecisionService:
                   "policy_version": self.policy.version, "created_at": scored}  # fmt: skip
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    async def progress(self, decision_id: str, institution: str, key_id: str) -> Json:
-        """Where a decision stands: received, scored, under review, decided. Read in a worker
-        thread; a read that must parse a batch record counts against the key's limits."""
-        if self.responses.holds(decision_id):
-            return await asyncio.to_thread(self._progress, decision_id, institution)
-        async with self.reads.expensive(key_id):
-            return await asyncio.to_thread(self._progress, decision_id, institution)
-
-    def _progress(self, decision_id: str, institution: str) -> Json:
-        row = self.audit.get(decision_id)
-        if row is None:
-            found = self.responses.in_batch(decision_id)  # columnar, decided at once
-            if found is None or found[0] != institution:
-                raise NotFound("no such decision")  # never confirm another's id
-            response = found[1]
-            row = DecisionRow(
-                status=response["status"], decision=response["decision"],
-                final_decision=response["decision"], updated_at=response["created_at"],
-            )  # fmt: skip
-        elif row.institution != institution:
-            raise NotFound("no such decision")
-        else:
-            response = self.responses.of(row)
-        at = response["created_at"]
-        stages = [{"stage": "received", "at": at}, {"stage": "scored", "at": at}]
-        if response["status"] == "under_review" or response["decision"] == "refer":
-            stages.append({"stage": "under_review", "at": at})
-        if row.status == "decided":
-            stages.append({"stage": "decided", "at": row.updated_at})
-        return {
-            "decision_id": decision_id, "status": row.status, "decision": row.decision,
-            "final_decision": row.final_decision, "progress": stages, "response": response,
-        }  # fmt: skip
-
     def _columns(self, items: list[Any]) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         """A batch's validated features and context signals, column by column."""
         applicants = [i.applicant.__dict__ for i in items]  # pydantic keeps fields there
@@ -204,35 +158,7 @@ class DecisionService:
         return features, context
 
     async def _exposures(self, items: list[Any], institution: str) -> list[Exposure]:
-        """The federation's exposure for each item that asks for a joint limit, concurrently;
-        for those whose consent does not allow the query, why (service/consent.py)."""
-        asking = [k for k, item in enumerate(items) if item.joint is not None]
-        out: list[Exposure] = [None] * len(items)
-        if not asking:  # no task per applicant when nobody asks (a batch has up to 10,000)
-            return out
-        client = self.exposure
-        if client is None:  # nothing leaves the service: no consent needed
-            for k in asking:
-                out[k] = NO_REGISTRY
-            return out
-        for k in asking:
-            unknown = client.outsiders(items[k].joint.participating_lenders)
-            if unknown:
-                reason = f"not in the federation: {', '.join(unknown)}"
-                raise Invalid("joint.participating_lenders", reason)
-        asks = [(items[k].joint.consent_id, items[k].joint.applicant_id) for k in asking]
-        problems = await asyncio.to_thread(self.consents.problems, institution, asks, "exposure")
-        allowed = []
-        for k, problem in zip(asking, problems, strict=True):
-            out[k] = problem
-            if problem is None:
-                allowed.append(k)
-        results = await asyncio.gather(
-            *(client.total(items[k].joint.applicant_id) for k in allowed)
-        )
-        for k, result in zip(allowed, results, strict=True):
-            out[k] = result
-        return out
+        return await self.joint.exposures([item.joint for item in items], institution)
 
     def _answer(
         self, table: DecisionTable, items: list[Any], exposure: list[Exposure],
@@ -244,38 +170,14 @@ class DecisionService:
         recs: list[dict[str, Any]] = []
         views: list[ViewRow] = []
         for k, (item, ex) in enumerate(zip(items, exposure, strict=True)):
-            joint = None
-            consent = None
-            if item.joint is not None and isinstance(ex, ExposureResult):
-                limit = apply_joint(
-                    table, k, item.joint, ex.total_cents, ex.unavailable, self.policy.joint
-                )
-            elif item.joint is not None and isinstance(ex, str):  # no consent: nobody was asked
-                consent = refuse_exposure(table, k, ex, self.policy.consent)
-                limit = joint_limit(
-                    item.joint, table.probability_of_default[k], None,
-                    declined=table.decision[k] == "decline", policy=self.policy.joint,
-                    language=table.language,
-                )  # fmt: skip
-            if item.joint is not None:
-                if table.status(k) == "under_review":  # limits only once a person approves
-                    limit = limit.model_copy(
-                        update={
-                            "available": 0.0,
-                            "allocations": dict.fromkeys(limit.allocations, 0.0),
-                        }
-                    )
-                joint = limit.model_dump(mode="json")
+            joint, kept = self.joint.answer(table, k, item.joint, ex)
             decision_id = ids[32 * k : 32 * k + 32]
             response = table.render(
                 k, decision_id=decision_id, reference=item.reference, model=self.model_info,
                 policy_version=self.policy.version, created_at=scored, joint=joint,
             )  # fmt: skip
             text = orjson.dumps(response)
-            record: dict[str, Any] = {"response": response}
-            if item.joint is not None:
-                record["joint"] = item.joint.model_dump(mode="json")
-                record["consent"] = consent or {"problem": None}
+            record: dict[str, Any] = {"response": response, **kept}
             if table.requested_review(k):
                 record["human_review"] = "requested by the applicant"
             recs.append(record)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from jointcredit.service.loader import Service
     from jointcredit.service.metrics import Metrics
     from jointcredit.service.notices import NoticeService
+    from jointcredit.service.progress import Progress
     from jointcredit.service.reviews import ReviewService
 
 # HTTPBearer documents the scheme in OpenAPI (and costs less per request than a `Header`
@@ -54,6 +55,11 @@ async def decisions(request: Request) -> DecisionService:
 
 async def reviews(request: Request) -> ReviewService:
     found: ReviewService = request.app.state.reviews
+    return found
+
+
+async def progress(request: Request) -> Progress:
+    found: Progress = request.app.state.progress
     return found
 
 

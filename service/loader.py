@@ -31,7 +31,7 @@ from jointcredit.service.policy import load_policy
 from jointcredit.service.registry import load_federation_key, load_registry
 from jointcredit.service.schemas import ModelInfo
 from jointcredit.trust.errors import TrustError
-from jointcredit.trust.store import load_store
+from jointcredit.trust.store import TrustStore, load_store
 
 
 class StartupError(RuntimeError):
@@ -110,6 +110,21 @@ def model_info(model: ScoringModel) -> ModelInfo:
     )
 
 
+def exposure_client(
+    registry: Path | None, federation_key: Path | None, trust: TrustStore
+) -> ExposureClient | None:
+    """The client of the federation's exposure endpoints for joint limits (the registry
+    verified against the trust store); None when neither file is given."""
+    if (registry is None) != (federation_key is None):
+        raise StartupError("joint limits need both --exposure-registry and --federation-key")
+    if registry is None or federation_key is None:
+        return None
+    try:
+        return ExposureClient(load_registry(registry, trust), load_federation_key(federation_key))
+    except ExposureError as exc:
+        raise StartupError(str(exc)) from exc
+
+
 def load_service(
     model_dir: Path,
     trust_file: Path,
@@ -150,13 +165,7 @@ def load_service(
         decider = Decider(model, policy)
     except ValueError as exc:
         raise StartupError(f"policy: {exc}") from exc
-    if (exposure_registry is None) != (federation_key is None):
-        raise StartupError("joint limits need both --exposure-registry and --federation-key")
-    try:
-        registry = load_registry(exposure_registry, trust) if exposure_registry else None
-        fed_key = load_federation_key(federation_key) if federation_key else None
-    except ExposureError as exc:
-        raise StartupError(str(exc)) from exc
+    exposure = exposure_client(exposure_registry, federation_key, trust)
     keys = load_keys(api_keys) if api_keys is not None else KeyFile()
     if not keys.keys:
         raise StartupError("no API keys: create one with `jointcredit apikey new`")
@@ -187,5 +196,5 @@ def load_service(
         model_info=info,
         example=example,
         monitoring_window=monitoring_window,
-        exposure=None if registry is None or fed_key is None else ExposureClient(registry, fed_key),
+        exposure=exposure,
     )

@@ -68,7 +68,10 @@ class NoticeOut(BaseModel):
         "model's score and the cut-offs decided"
     )
     principal_reasons: list[NoticeReason] = Field(max_length=4)
-    score: ScoreMeaning
+    score: ScoreMeaning | None = Field(
+        description="null only when not scored: a vertical model's feature party gave no "
+        "routing for the applicant (the principal reasons name it)"
+    )
     human_review: str | None = Field(
         None, description="said when the applicant asked for a person to decide"
     )

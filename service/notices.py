@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from typing import Any, get_args
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jointcredit.service.audit import AuditLog, DecisionRow
-from jointcredit.service.decide import Decider
 from jointcredit.service.errors import Conflict, Invalid, NotFound
 from jointcredit.service.languages import (
     EXPOSURE_CODE,
@@ -54,9 +54,22 @@ def notice_language(lang: str | None, accept: str | None) -> Language | None:
         raise Invalid(field, str(exc)) from None
 
 
+class Teller(Protocol):
+    """What a notice needs of the decider that made the decision: its policy, and its reasons
+    told again in another language (service/decide.py `Decider`, service/vertical_decide.py
+    `VerticalDecider`)."""
+
+    policy: Policy
+
+    def retell(
+        self, reasons: Sequence[Mapping[str, Any]], applicant: Mapping[str, Any],
+        language: Language,
+    ) -> list[dict[str, Any]]: ...  # fmt: skip
+
+
 class NoticeService:
     def __init__(
-        self, audit: AuditLog, decider: Decider, responses: Responses, reads: ReadLimits
+        self, audit: AuditLog, decider: Teller, responses: Responses, reads: ReadLimits
     ) -> None:
         self.audit, self.decider, self.responses, self.reads = audit, decider, responses, reads
         self.policy: Policy = decider.policy
@@ -124,7 +137,9 @@ class NoticeService:
             raise NotFound("no such decision")
         return row, self.responses.of(row)
 
-    def _score(self, score: int, lang: Language) -> Json:
+    def _score(self, score: int | None, lang: Language) -> Json | None:
+        if score is None:  # not scored: a vertical model's feature party gave no routing
+            return None
         bands = self.policy.bands()
         k = next((k for k, b in enumerate(bands) if score >= b.min_score), len(bands) - 1)
         band = bands[k]

@@ -13,7 +13,8 @@ horizontal artifact's preprocessing, which a vertical part does not carry).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -23,7 +24,7 @@ from jointcredit.models.vertical.shapley import VerticalShapley
 from jointcredit.service.decision import DecisionTable, rule_tables
 from jointcredit.service.languages import Language
 from jointcredit.service.policy import Policy, Stance
-from jointcredit.service.reasons import TOWARD_DEFAULT, ModelReasons
+from jointcredit.service.reasons import TOWARD_DEFAULT, ModelReasons, profile_entry
 from jointcredit.service.rules import Rules, Value
 from jointcredit.service.vertical_client import Problem
 
@@ -59,9 +60,40 @@ REFERRAL: dict[Problem, dict[Language, str]] = {
 }
 
 
+PARTY_PREFIX = "party:"
+
+
 def party_column(party: str) -> str:
     """A feature party's reason group among the contribution columns."""
-    return f"party:{party}"
+    return f"{PARTY_PREFIX}{party}"
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A referral's text as a pattern that reads back its `party` and `why`."""
+    pattern = re.escape(template)
+    pattern = pattern.replace(re.escape("{party}"), "(?P<party>.+?)", 1)
+    return re.compile("^" + pattern.replace(re.escape("{why}"), "(?P<why>.*)", 1) + "$")
+
+
+# A referral's problem by its code, and its texts as patterns in every language.
+PROBLEM_OF = {code: problem for problem, code in REFERRAL_CODE.items()}
+_REFERRAL_PATTERNS = {
+    problem: [_template_pattern(t) for t in texts.values()] for problem, texts in REFERRAL.items()
+}
+
+
+def referral_text(problem: Problem, party: str, why: str, language: Language) -> str:
+    return REFERRAL[problem][language].replace("{party}", party).replace("{why}", why)
+
+
+def retold_referral(problem: Problem, party: str, text: str, language: Language) -> str:
+    """A referral's text in `language`, its `why` read back from the text it was given in
+    (the client's own words, the same in every language); unchanged when it is not one."""
+    for pattern in _REFERRAL_PATTERNS[problem]:
+        found = pattern.match(text)
+        if found is not None:
+            return referral_text(problem, party, found.groupdict().get("why") or "", language)
+    return text
 
 
 class _PartyReasons(ModelReasons):
@@ -101,7 +133,7 @@ class VerticalDecider:
         self.rules = Rules(policy, self.features)
         self.reasons = _PartyReasons(self.features, self.parties, policy)
         self.max_reasons = policy.max_reasons
-        self._flags, self._rule_reasons = rule_tables(self.rules.order, lambda _: TOWARD_DEFAULT)
+        self._flags, self._rule_reasons = rule_tables(self.rules.order)
 
     def decide_one(
         self, applicant: Mapping[str, Any], context: Mapping[str, Any], stance: Stance | None,
@@ -152,7 +184,7 @@ class VerticalDecider:
         rules = list(self._flags[lang])
         flags, reasons = [], []
         for party, (problem, why) in sorted(problems.items()):
-            text = REFERRAL[problem][lang].replace("{party}", party).replace("{why}", why)
+            text = referral_text(problem, party, why, lang)
             flags.append(len(rules))
             rules.append({"code": REFERRAL_CODE[problem], "action": "refer", "text": text,
                           "points": 0})  # fmt: skip
@@ -170,3 +202,31 @@ class VerticalDecider:
             not_evaluated_ids=[list(range(len(self.rules.order)))], unknown_values=[{}],
             out_of_range=[{}], max_reasons=self.max_reasons, language=lang,
         )  # fmt: skip
+
+    def retell(
+        self, reasons: Sequence[Mapping[str, Any]], applicant: Mapping[str, Any],
+        language: Language,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """A decision's reasons with their texts in `language`, as `Decider.retell` does it:
+        from each reason's code, feature and direction and the bank's features as audited; a
+        party's group by the party, a referral for want of its routing by its problem, the
+        party and the why its text gave. Reasons this decider does not write (a joint limit's
+        or consent's referral) are kept as they are."""
+        lang = self.policy.answers_in(language)
+        rules = {r["code"]: r["text"] for r in self._rule_reasons[lang]}
+        out = []
+        for r in reasons:
+            text, feature, code = r["text"], r["feature"], r["code"]
+            if r["kind"] == "model":
+                toward_default = r["direction"] == TOWARD_DEFAULT
+                text = self.reasons.text(feature, applicant.get(feature), toward_default, lang)
+            elif code in PROBLEM_OF and feature is not None:
+                party = feature.removeprefix(PARTY_PREFIX)
+                text = retold_referral(PROBLEM_OF[code], party, text, lang)
+            elif code == self.policy.profile_risk.code and feature is None:
+                followed = any(other["kind"] == "model" for other in reasons)
+                text = profile_entry(self.policy, followed, lang)["text"]
+            else:
+                text = rules.get(code, text)
+            out.append({**r, "text": text})
+        return out

@@ -2,80 +2,67 @@
 --vertical-kit KIT --party NAME=URL ...`): the bank's part of the model, verified as signed by
 the bank's own key; for each applicant one signed query to each feature party's endpoint
 (service/vertical_client.py), then the decision (service/vertical_decide.py), audited in the
-service's hash-chained log before it is answered.
+service's hash-chained log before it is answered (the use case: service/vertical_decisions.py).
 
     POST /v1/decisions        one applicant: its features at the bank, plus `vertical`
                               (the applicant's identifier, as the parties key their data, and
-                              its consent reference)
+                              its consent reference) and, as the horizontal service takes it,
+                              `joint` (a joint credit limit: service/joint_limits.py)
+    POST /v1/decisions:batch  up to 1,000 of them, each party asked once per applicant
+    GET  /v1/decisions/{id}   where it stands, as the horizontal service's
+    GET  /v1/decisions/{id}/notice  the adverse-action notice, as the horizontal service's
     GET  /v1/reviews, POST /v1/reviews/{id}: as the horizontal service
     GET  /healthz /readyz /metrics
 
-Batches, notices, joint limits and stability monitoring are the horizontal service's only.
+The horizontal service's columnar batches and stability monitoring are not served for a
+vertical model.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
 
 import httpx
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi import FastAPI
+from pydantic import BaseModel
 
 from jointcredit.models.artifact import ArtifactError
-from jointcredit.models.vertical.artifact import LabelPart, load_label_part
-from jointcredit.service import dependencies, errors, records
+from jointcredit.models.vertical.artifact import load_label_part
+from jointcredit.service import errors
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.anchors import anchor_key as anchor_key_file
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
 from jointcredit.service.auth import Authenticator, load_keys
-from jointcredit.service.chain import now
-from jointcredit.service.decisions import _accepted
-from jointcredit.service.errors import parse
-from jointcredit.service.fields import text
-from jointcredit.service.languages import Language
+from jointcredit.service.exposure_http import ExposureClient
 from jointcredit.service.limits import ReadLimits
-from jointcredit.service.loader import StartupError, freeze_start_up, single_threaded_math
+from jointcredit.service.loader import (
+    StartupError,
+    exposure_client,
+    freeze_start_up,
+    single_threaded_math,
+)
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import BodyLimit
-from jointcredit.service.policy import Stance, load_policy
+from jointcredit.service.notices import NoticeService
+from jointcredit.service.policy import load_policy
+from jointcredit.service.progress import Progress
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import ops, reviews
-from jointcredit.service.schemas import (
-    HUMAN_REVIEW,
-    ModelInfo,
-    applicant_model,
-    category_text,
-    context_model,
-)
+from jointcredit.service.routers import notices, ops, progress, reviews
+from jointcredit.service.schemas import ModelInfo
 from jointcredit.service.vertical_client import PartyLink, VerticalClient
 from jointcredit.service.vertical_decide import VerticalDecider
+from jointcredit.service.vertical_decisions import VerticalDecisions, request_models
+from jointcredit.service.vertical_decisions import router as decisions_router
 from jointcredit.service.vertical_kit import KitError, load_kit
 from jointcredit.service.writer import AuditWriter
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.store import load_store
 
 KIND = "vertical-gbdt"
-
-
-class VerticalRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    applicant_id: text(128, min_length=1) = Field(  # type: ignore[valid-type]
-        description="the applicant as the feature parties key their data (sent to them)"
-    )
-    consent_id: text(64, min_length=1) | None = Field(  # type: ignore[valid-type]
-        None,
-        description="the applicant's consent to use the feature parties' information, as "
-        "registered at each party (purpose `vertical`); without one a party answers that "
-        "consent is required and the application is referred",
-    )
 
 
 @dataclass
@@ -88,24 +75,9 @@ class VerticalService:
     auth: Authenticator
     model_info: ModelInfo
     request: type[BaseModel]
+    batch_request: type[BaseModel]
     anchors: AnchorWriter | None = None
-
-
-def request_model(label: LabelPart, decider: VerticalDecider) -> type[BaseModel]:
-    schema = label.card.data_schema
-    language: Any = (Language | None, Field(None, description="en or zh"))
-    context: Any = (context_model(decider.policy) | None, Field(None))
-    return create_model(
-        "VerticalDecisionRequest",
-        __config__=ConfigDict(extra="forbid", frozen=True),
-        applicant=(applicant_model(schema), Field(..., description="the bank's features")),
-        vertical=(VerticalRef, Field(..., description="whom to ask the feature parties about")),
-        context=context,
-        stance=(Stance | None, Field(None, description="default: the policy's")),
-        reference=(text(128) | None, Field(None, description="your own reference")),
-        human_review_requested=HUMAN_REVIEW,
-        language=language,
-    )
+    exposure: ExposureClient | None = None  # None: joint limits are referred
 
 
 def load_vertical_service(
@@ -122,6 +94,10 @@ def load_vertical_service(
     audit_lock_timeout: float = LOCK_TIMEOUT,
     anchors_file: Path | None = None,
     anchor_key: Path | None = None,
+    anchor_every: int = 1000,
+    anchor_seconds: float = 60.0,
+    exposure_registry: Path | None = None,
+    federation_key: Path | None = None,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: the parties in process
 ) -> VerticalService:
     single_threaded_math()
@@ -149,6 +125,7 @@ def load_vertical_service(
         decider = VerticalDecider(label, policy)
     except ValueError as exc:
         raise StartupError(f"vertical model or policy: {exc}") from exc
+    exposure = exposure_client(exposure_registry, federation_key, trust)
     links = [PartyLink(p, p, endpoints[p], label.card.parties[p].splits) for p in decider.parties]
     # The model's id as each party knows it: the SHA-256 of that party's signed part, which
     # the bank's signed card records.
@@ -165,76 +142,21 @@ def load_vertical_service(
     except (OSError, TrustError) as exc:
         audit.close()
         raise StartupError(f"audit anchor key: {exc}") from exc
-    anchors = AnchorWriter(anchors_file or here / "decisions.anchors.jsonl", signer, audit.head)
+    anchors = AnchorWriter(
+        anchors_file or here / "decisions.anchors.jsonl",
+        signer,
+        audit.head,
+        every=anchor_every,
+        seconds=anchor_seconds,
+    )
     info = ModelInfo(
         version=label.verified.manifest_sha256, signing_key=label.verified.key_id, kind=KIND,
         trained_round=None, stage="final", run_id=None,
     )  # fmt: skip
+    single, batch = request_models(label.card.data_schema, decider)
     return VerticalService(
-        decider, client, audit, Authenticator(keys), info, request_model(label, decider), anchors
+        decider, client, audit, Authenticator(keys), info, single, batch, anchors, exposure
     )
-
-
-class VerticalDecisions:
-    def __init__(self, service: VerticalService, writer: AuditWriter, metrics: Metrics) -> None:
-        self.service, self.writer, self.metrics = service, writer, metrics
-        self.model_info = service.model_info.model_dump(mode="json")
-
-    async def one(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:
-        start = time.perf_counter()
-        s = self.service
-        item = parse(raw, s.request)
-        language = item.language or _accepted(accept)
-        stance = item.stance
-        routing = await s.client.routing(item.vertical.applicant_id, item.vertical.consent_id)
-        received = now()
-        request = item.model_dump(mode="json")
-        applicant = {k: category_text(v) for k, v in request["applicant"].items()}
-        if routing.complete:
-            table = s.decider.decide_one(
-                applicant, request["context"] or {}, stance, language, routing.sides
-            )
-        else:
-            table = s.decider.unscored(stance, language, routing.problems)
-        if item.human_review_requested:
-            table.human_review = [True]
-        scored = now()
-        decision_id = os.urandom(16).hex()
-        response = table.render(
-            0, decision_id=decision_id, reference=item.reference, model=self.model_info,
-            policy_version=s.decider.policy.version, created_at=scored,
-        )  # fmt: skip
-        out = orjson.dumps(response)
-        asked = {p: "answered" for p in routing.sides}
-        asked |= {p: f"{problem}: {why}" for p, (problem, why) in routing.problems.items()}
-        record = {
-            "response": response,
-            "vertical": {"parties": asked, "seconds": round(routing.seconds, 6)},
-        }
-        view = records.view_row(decision_id, institution, table.decision[0], scored,
-                                out.decode(), table.requested_review(0))  # fmt: skip
-        entry = records.decision_entry(institution, request, record, view, received, scored)
-        await self.writer.append([entry])
-        self.metrics.decided(table.decision)
-        self.metrics.latency_one.observe(time.perf_counter() - start)
-        return out
-
-
-router = APIRouter(tags=["decisions"])
-
-
-@router.post("/v1/decisions", summary="Decide one applicant of a vertical model")
-async def decide(
-    request: Request,
-    institution: Annotated[str, Depends(dependencies.institution)],
-    accept_language: Annotated[str | None, Header()] = None,
-) -> Response:
-    """The applicant's features at the bank and whom to ask the feature parties about; a
-    party that does not give its routing (down, slow, unsigned, no data, no consent) refers
-    the application with a reason naming it."""
-    use: VerticalDecisions = request.app.state.decisions
-    body = await use.one(await request.body(), institution, accept_language)
-    return Response(body, media_type="application/json")
 
 
 @asynccontextmanager
@@ -246,7 +168,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.service.audit.close()
 
 
-def create_vertical_app(service: VerticalService, *, max_body: int = 64 * 2**10) -> FastAPI:
+def create_vertical_app(service: VerticalService, *, max_body: int = 2 * 2**20) -> FastAPI:
+    """The app (`max_body`: the largest request body accepted, bytes; a 1,000-applicant
+    batch is about 1 MiB)."""
     metrics = Metrics()
     writer = AuditWriter(service.audit, anchors=service.anchors)
     app = FastAPI(
@@ -257,9 +181,12 @@ def create_vertical_app(service: VerticalService, *, max_body: int = 64 * 2**10)
     state.service, state.metrics, state.writer = service, metrics, writer
     state.reads = ReadLimits()
     state.decisions = VerticalDecisions(service, writer, metrics)
-    state.reviews = ReviewService(service.audit, writer, Responses(service.audit), state.reads)
+    responses = Responses(service.audit)
+    state.reviews = ReviewService(service.audit, writer, responses, state.reads)
+    state.progress = Progress(service.audit, responses, state.reads)
+    state.notices = NoticeService(service.audit, service.decider, responses, state.reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
-    for r in (router, reviews.router, ops.router):
+    for r in (decisions_router, progress.router, notices.router, reviews.router, ops.router):
         app.router.routes.extend(r.routes)
     return app

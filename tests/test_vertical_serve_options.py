@@ -1,0 +1,55 @@
+"""`jointcredit serve` of a vertical model honours the audit options it shares with the
+horizontal service (the anchors, the lock timeout) and refuses the horizontal-only ones
+instead of silently serving without them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from jointcredit.cli.main import app
+from jointcredit.service import vertical_service
+from jointcredit.service.loader import StartupError
+
+BASE = ["serve", "--model", "m", "--trust", "t.json", "--trust-any-coordinator",
+        "--vertical-kit", "kit", "--party", "platform=https://127.0.0.1:9443"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--require-promotion"], ["--allow-checkpoint"], ["--monitoring-window", "50"]],
+    ids=["require-promotion", "allow-checkpoint", "monitoring-window"],
+)
+def test_horizontal_only_options_are_refused_for_a_vertical_model(
+    option: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("the service must not be loaded")
+
+    monkeypatch.setattr(vertical_service, "load_vertical_service", never)
+    result = CliRunner().invoke(app, [*BASE, *option])
+    assert result.exit_code == 2, result.output
+    assert option[0] in result.output and "vertical" in result.output
+
+
+def test_the_anchor_and_lock_options_reach_the_vertical_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    got: dict[str, Any] = {}
+
+    def capture(*_a: object, **kwargs: Any) -> None:
+        got.update(kwargs)
+        raise StartupError("stopped by the test")
+
+    monkeypatch.setattr(vertical_service, "load_vertical_service", capture)
+    result = CliRunner().invoke(app, [
+        *BASE, "--anchors", str(tmp_path / "a.jsonl"), "--anchor-key", str(tmp_path / "a.key"),
+        "--anchor-every", "7", "--anchor-seconds", "3", "--audit-lock-timeout", "1.5",
+    ])  # fmt: skip
+    assert result.exit_code == 2 and "stopped by the test" in result.output
+    assert got["anchors_file"] == tmp_path / "a.jsonl"
+    assert got["anchor_key"] == tmp_path / "a.key"
+    assert (got["anchor_every"], got["anchor_seconds"], got["audit_lock_timeout"]) == (7, 3, 1.5)
