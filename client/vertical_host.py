@@ -116,7 +116,7 @@ def serve(path: str, parent: int | None = None, restarted: str | None = None) ->
         server.shutdown()
         server.server_close()
         for key in vertical_app.sessions():
-            vertical_app.drop(key)
+            vertical_app.drop(key, "the session host stopped")
         registry.sync([])  # a clean stop loses nothing a successor must refuse
 
 
