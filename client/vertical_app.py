@@ -255,11 +255,31 @@ def handle(req: Request) -> RecordDict:
     handler = handlers.get(req.message_type)
     if handler is None:
         raise ProtocolError(f"not a vertical message: {req.message_type!r}")
+    if req.message_type in (v.STEP, v.SERVE) and _is_abort(req.content):
+        handler = abort
     try:
         return handler(req)
     except BaseException:
-        drop(req.key)  # the run fails: its secrets and training thread go with it
+        drop(req.key, "a message failed")  # the run fails: its secrets and thread go with it
         raise
+
+
+def _is_abort(content: RecordDict) -> bool:
+    try:
+        return v.request(content).get(v.ACTION) == v.ABORT
+    except ProtocolError:
+        return False  # the handler refuses it, naming why
+
+
+def abort(req: Request) -> RecordDict:
+    """The coordinator ended the run: drop its session now (its secrets, a label party's
+    training thread) rather than when idle past the step timeout."""
+    with _LOCK:
+        session = _SESSIONS.get(req.key)
+    if session is None:
+        raise ProtocolError(f"no vertical session of run {req.run_id} on this node to abort")
+    drop(req.key, "the coordinator ended the run")
+    return _reply(session, v.content(_step(req), v.ABORT))
 
 
 def _reply(session: Session, content: RecordDict) -> RecordDict:
@@ -370,11 +390,11 @@ def expire(now: float | None = None) -> list[tuple[int, int]]:
     return idle
 
 
-def drop(key: tuple[int, int]) -> None:
+def drop(key: tuple[int, int], why: str = "idle too long") -> None:
     """End a session now (its label party's training thread stopped)."""
     session = _end(key)
     if isinstance(session, LabelSession):
-        session.close()
+        session.close(why)
 
 
 def sessions() -> list[tuple[int, int]]:

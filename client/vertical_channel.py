@@ -136,7 +136,14 @@ def forward(path: str, req: Request, *, timeout: float) -> RecordDict:
         except OSError as exc:
             raise ChannelError(f"the node's vertical session host is not reachable: {exc}") from exc
         send_frame(sock, REQUEST_STATUS, encode_request(req))
-        status, payload = recv_frame(sock, (OK, ERROR))
+        try:
+            status, payload = recv_frame(sock, (OK, ERROR))
+        except (OSError, ChannelError) as exc:  # the host died or hung with the request
+            raise ChannelError(
+                f"the node's vertical session host gave no reply to run {req.run_id}'s "
+                f"{req.message_type} within {timeout:g} s ({exc}); if it stopped, the run's "
+                "session was lost with it"
+            ) from exc
     if status == ERROR:
         raise ChannelError(payload.decode("utf-8", errors="replace"))
     return decode_content(payload)

@@ -231,9 +231,9 @@ class LabelSession:
         )  # fmt: skip
         return {**metrics, "train-rows": float(len(train_rows)), "test-rows": len(test_rows)}
 
-    def close(self) -> None:
+    def close(self, why: str = "idle too long") -> None:
         """The session is dropped: a training thread waiting for an answer stops."""
-        self._inbox.put(ProtocolError("the vertical session was dropped (idle too long)"))
+        self._inbox.put(ProtocolError(f"the vertical session was dropped ({why})"))
 
     def ask(self, party: str, action: str, arrays: Arrays) -> Arrays:
         """From the training thread: hand a request to the coordinator, wait for the answer."""

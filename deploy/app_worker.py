@@ -75,7 +75,8 @@ def read_secret(path: str | None) -> bytes | None:
 
 class TaskWorker:
     """Poll the Runtime API at `address` for tasks of `task_type`; fork one child per task,
-    which calls `run_task(token)` (and must not return: see `run_forked_task`)."""
+    which calls `run_task(token)` (and must not return: see `run_forked_task`). `tick`, when
+    given, runs before each poll (the ClientApp worker restarts its session host there)."""
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class TaskWorker:
         secret: bytes | None,
         poll: float,
         root_certificates: bytes | None = None,
+        tick: Callable[[], object] | None = None,
     ) -> None:
         from flwr.supercore.interceptors import (
             RuntimeVersionHttpInterceptor,
@@ -108,6 +110,7 @@ class TaskWorker:
         self.task_type = task_type
         self.run_task = run_task
         self.poll = poll
+        self.tick = tick
         self.client = RuntimeHttpClient.from_server_address(
             server_address=address,
             insecure=root_certificates is None,
@@ -143,6 +146,8 @@ class TaskWorker:
         try:
             while not self.stopping and os.getppid() == self.parent:
                 self._reap()
+                if self.tick is not None:
+                    self.tick()
                 token = self.acquire()
                 if token is None:
                     time.sleep(self.poll)

@@ -149,14 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     address = args.runtime_api_address
     # Vertical runs keep each party's session (secrets, training thread) in the node's
-    # session host, which the forked tasks reach over a node-local socket.
-    with session_host():
+    # session host, which the forked tasks reach over a node-local socket; one that died is
+    # restarted before the next task is taken.
+    with session_host() as host:
         return TaskWorker(
             address,
             TaskType.CLIENT_APP.value,
             lambda token: _run_task(address, token),
             secret=secret,
             poll=POLL_SECONDS,
+            tick=host.check,
         ).serve()
 
 

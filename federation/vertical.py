@@ -69,6 +69,12 @@ HISTOGRAMS: Final = "histograms"
 SPLIT: Final = "split"
 SIDES: Final = "sides"
 WRITE_PART: Final = "write-part"
+# The coordinator to every party when a run fails (a party silent past the step timeout, a
+# rejected reply): drop the run's session now (`train.vertical_step` to the label party,
+# `train.vertical_serve` to a feature party). It needs no party's signature: the coordinator
+# can end a run anyway, by sending nothing more.
+ABORT: Final = "abort"
+ABORT_SECONDS: Final = 10.0  # at most this long waiting for the parties to confirm an abort
 
 # -- payload arrays and request values
 BLINDED: Final = "blinded"

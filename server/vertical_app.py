@@ -65,16 +65,41 @@ class Relay:
         # send_and_receive waits 3 s between polls over the network).
         _, replies = push_and_pull(self.grid, [sent], self.timeout)
         who = self.verifier.node_institution.get(node, f"node {node}")
+        what = f"step {self.step} ({kind}, {v.request(content).get(v.ACTION)!s})"
         if not replies:
-            raise FederationError(f"{who}: no reply within {self.timeout:g} s ({kind})")
+            raise FederationError(f"{who}: no reply within {self.timeout:g} s to {what}")
         reply = replies[0]
         if reply.has_error():
-            raise FederationError(f"{who} failed ({kind}): {short_reason(reply.error.reason)}")
+            raise FederationError(f"{who} failed {what}: {short_reason(reply.error.reason)}")
         try:
             accepted = self.verifier.check(reply, sent)
         except Rejected as exc:
-            raise FederationError(f"{who}'s reply ({kind}) rejected: {exc}") from exc
+            raise FederationError(f"{who}'s reply to {what} rejected: {exc}") from exc
         return reply, accepted.institution
+
+    def abort(self, label: str | None) -> list[str]:
+        """The run failed: tell every party to drop its session now (secrets, the label
+        party's training thread) rather than when idle past the step timeout. Best effort,
+        for at most `ABORT_SECONDS`; the parties that confirmed."""
+        self.step += 1
+        sent = [
+            Message(
+                v.content(self.step, v.ABORT),
+                dst_node_id=node,
+                message_type=v.STEP if party == label else v.SERVE,
+            )
+            for party, node in self.nodes.items()
+        ]
+        try:
+            _, replies = push_and_pull(self.grid, sent, min(self.timeout, v.ABORT_SECONDS))
+        except Exception:  # the run has failed already; its error is the one to report
+            return []
+        node_party = {node: party for party, node in self.nodes.items()}
+        return sorted(
+            node_party[r.metadata.src_node_id]
+            for r in replies
+            if not r.has_error() and r.metadata.src_node_id in node_party
+        )
 
     def ask(self, party: str, kind: str, content: RecordDict) -> Message:
         """Send one message to `party`'s node and return its verified reply."""
@@ -191,14 +216,19 @@ def _run(grid: Grid, context: Context, settings: VerticalSettings) -> None:
     trust = load_store(settings.trust_path)
     relay = Relay(grid, UpdateVerifier(trust, context.run_id), settings.timeout)
     nodes = wait_for_nodes(grid, settings.parties, settings.timeout)
-    label, features = hello(relay, nodes)
-    started = time.perf_counter()
-    size, columns, steps = psi(relay, label, features)
-    psi_seconds = time.perf_counter() - started
-    if size == 0:
-        raise FederationError("the parties have no applicant in common")
-    started = time.perf_counter()
-    federated = train(relay, label, columns, steps)
+    label: str | None = None
+    try:
+        label, features = hello(relay, nodes)
+        started = time.perf_counter()
+        size, columns, steps = psi(relay, label, features)
+        psi_seconds = time.perf_counter() - started
+        if size == 0:
+            raise FederationError("the parties have no applicant in common")
+        started = time.perf_counter()
+        federated = train(relay, label, columns, steps)
+    except BaseException:
+        relay.abort(label)
+        raise
     result = {
         "federated": federated,
         "vertical": {

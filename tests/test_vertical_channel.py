@@ -113,6 +113,26 @@ def test_the_host_keeps_a_session_between_messages(
     assert (RUN, NODE) not in vertical_app.sessions()
 
 
+def test_an_abort_drops_the_session_at_once(host: str, run_config: dict[str, object]) -> None:
+    """The coordinator's abort when a run fails (`server.vertical_app.Relay.abort`): the
+    session goes now, not after the step timeout, and the run's later messages are refused."""
+    run = RUN + 5
+    node_config = {"partition-id": 1, "num-partitions": 2}
+    hello = Request(run, NODE, v.HELLO, v.content(1, v.HELLO_ACTION), dict(run_config), node_config)
+    channel.forward(host, hello, timeout=60)
+    assert (run, NODE) in vertical_app.sessions()
+    abort = Request(run, NODE, v.SERVE, v.content(9, v.ABORT), dict(run_config), node_config)
+    reply = channel.forward(host, abort, timeout=60)
+    assert v.request(reply)[v.ACTION] == v.ABORT
+    assert protocol.claimed_institution(reply) == "platform"  # so the node signs it
+    assert (run, NODE) not in vertical_app.sessions()
+    with pytest.raises(channel.ChannelError, match=f"no vertical session of run {run}"):
+        channel.forward(host, abort, timeout=60)
+    later = Request(run, NODE, v.SERVE, v.content(10, v.HISTOGRAMS), dict(run_config), node_config)
+    with pytest.raises(channel.ChannelError, match="session is not in this process"):
+        channel.forward(host, later, timeout=60)
+
+
 def _raw(host: str, data: bytes) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(30)

@@ -100,29 +100,30 @@ def test_the_out_contract(run: Run) -> None:
         splits.write_bytes(data)
 
 
-def test_the_federated_model_is_the_joined_rows_model(run: Run) -> None:
-    """The trees grown over Flower messages equal the central engine's on the joined rows
-    with the same bins: same structure, leaf values within 1e-9, same PDs."""
-    settings = VerticalSettings.model_validate(
-        {"synthetic-rows": 400, "trees": 3, "max-depth": 3, "seed": 5}
-    )
-    frames, test = aligned_frames(load_data(settings), settings)
-    schema = load_data(settings).schema
-    bins = [own_bins(frames[p][~test], schema, p, settings) for p in ("bank", "platform")]
+def assert_is_the_joined_rows_model(out: Path, settings: VerticalSettings) -> dict[str, int]:
+    """The trees grown over Flower messages at `out` equal the central engine's on the
+    joined rows with every party's own bins: same structure (each node's feature, threshold,
+    missing, special and category sides, whichever party holds it), leaf values within 1e-9,
+    same PDs. The number of nodes each feature party's splits make."""
+    data = load_data(settings)
+    schema = data.schema
+    frames, test = aligned_frames(data, settings)
+    model = load_vertical_model(out / "model", load_store(out / "trust.json"))
+    # The joined columns: the label party's, then each feature party's by its index.
+    by_index = sorted(model.parties, key=lambda p: model.parties[p].index)
+    assert sorted(by_index) == sorted(p for p in schema.parties if p != schema.label_party)
+    order = [schema.label_party, *by_index]
+    bins = [own_bins(frames[p][~test], schema, p, settings) for p in order]
+    offsets = np.cumsum([0, *[len(b.names) for b in bins]])
     codes = np.hstack(
-        [
-            b.codes(frames[p]).astype(np.int64)
-            for b, p in zip(bins, ("bank", "platform"), strict=True)
-        ]
+        [b.codes(frames[p]).astype(np.int64) for b, p in zip(bins, order, strict=True)]
     )
-    y = frames["bank"]["defaulted"].to_numpy(dtype=float)
+    y = frames[schema.label_party][schema.base.label].to_numpy(dtype=float)
     central = central_train(
         codes[~test], y[~test], bin_layout(joined_bins(bins)), tree_params(settings)
     )
 
-    model = load_vertical_model(run.out / "model", load_store(run.out / "trust.json"))
-    platform = model.parties["platform"]
-    n_own = len(bins[0].names)
+    held = dict.fromkeys(by_index, 0)
     assert len(model.label.ensemble.trees) == len(central.trees)
     for vt, ct in zip(model.label.ensemble.trees, central.trees, strict=True):
         assert np.array_equal(vt.left, ct.left) and np.array_equal(vt.right, ct.right)
@@ -139,9 +140,13 @@ def test_the_federated_model_is_the_joined_rows_model(run: Run) -> None:
                     np.flatnonzero(vt.category_left[n]).tolist(),
                 )  # fmt: skip
             else:
+                party = order[int(vt.owner[n])]
+                held[party] += 1
                 k = int(vt.split[n])
-                table = platform.table
-                assert n_own + table.feature[k] == ct.feature[n]
+                table = model.parties[party].table
+                assert offsets[int(vt.owner[n])] + table.feature[k] == ct.feature[n], (
+                    f"node {n}: {party}'s split is not the central engine's feature"
+                )
                 assert table.threshold[k] == ct.threshold[n]
                 sides = (
                     bool(table.default_left[k]), int(table.special_left[k]),
@@ -151,8 +156,18 @@ def test_the_federated_model_is_the_joined_rows_model(run: Run) -> None:
     rows = {p: f[test] for p, f in frames.items()}
     federated = model.predict_pd(rows)
     assert np.max(np.abs(federated - central.predict_pd(codes[test]))) < 1e-9
-    # The platform's split thresholds are not in the label party's part.
+    # The feature parties' split thresholds are not in the label party's part.
     assert all(np.all(t.threshold[t.owner > LABEL_PARTY] == 0) for t in model.label.ensemble.trees)
+    return held
+
+
+def test_the_federated_model_is_the_joined_rows_model(run: Run) -> None:
+    """Lossless over messages: the central engine's trees on the joined rows."""
+    settings = VerticalSettings.model_validate(
+        {"synthetic-rows": 400, "trees": 3, "max-depth": 3, "seed": 5}
+    )
+    held = assert_is_the_joined_rows_model(run.out, settings)
+    assert held["platform"] > 0
 
 
 def _blob(contents: list[RecordDict]) -> bytes:
@@ -230,6 +245,9 @@ def test_bad_input_exits_2(args: list[str], named: str, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+TREES3, DEPTH3 = 2, 2
+
+
 def test_three_parties_from_a_directory(tmp_path: Path) -> None:
     """A bank and two platforms from a bring-your-own directory: the rows all three hold are
     aligned (fewer than either platform shares with the bank), each platform's part signed by
@@ -260,7 +278,8 @@ def test_three_parties_from_a_directory(tmp_path: Path) -> None:
     out = tmp_path / "out"
     code, output = _cli(
         "simulate", "--layout", "vertical", "--dataset", str(data), "--schema",
-        str(data / "schema.toml"), "--trees", "2", "--max-depth", "2", "--out", str(out),
+        str(data / "schema.toml"), "--trees", str(TREES3), "--max-depth", str(DEPTH3),
+        "--out", str(out),
     )  # fmt: skip
     assert code == 0, output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -271,3 +290,11 @@ def test_three_parties_from_a_directory(tmp_path: Path) -> None:
     code, output = _cli("verify", str(out / "model"), "--trust", str(out / "trust.json"))
     assert code == 0, output
     assert "pay: " in output and "shop: " in output
+    # Not only the AUC: the trees are the central engine's on the rows all three hold, and
+    # both platforms' splits are in them (dropping either one's histograms changes them).
+    settings = VerticalSettings.model_validate(
+        {"dataset": str(data), "schema": str(data / "schema.toml"), "trees": TREES3,
+         "max-depth": DEPTH3}
+    )  # fmt: skip
+    held = assert_is_the_joined_rows_model(out, settings)
+    assert held["pay"] > 0 and held["shop"] > 0, held

@@ -1,0 +1,84 @@
+"""Which vertical sessions a deployed node's session host holds, kept beside its socket so a
+restarted host can name the sessions its predecessor lost.
+
+A session holds secrets (PSI scalar, Paillier secret key) and is never written to disk; only
+its key (run id, node id) is, in `SESSIONS_FILE` in the channel's 0700 directory, replaced
+whole on every change. When the host dies (crash, OOM kill, `kill -9`) the node's worker starts
+a new one (`deploy.session_host`), which reads the file: every session listed there is lost,
+and each later message of those runs is refused naming its run, rather than found missing
+without a reason or, worse, met with a fresh session in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Final
+
+from jointcredit.trust.files import UnsafeFile, read_regular, replace_file
+
+SESSIONS_FILE: Final = "sessions.json"
+MAX_FILE: Final = 1 << 20  # bytes; far above any node's number of runs
+MAX_LOST: Final = 10_000  # lost keys remembered (the oldest forgotten first)
+Key = tuple[int, int]
+
+
+def _keys(value: object) -> list[Key]:
+    if not isinstance(value, list):
+        raise ValueError("not a list")
+    keys: list[Key] = []
+    for item in value:
+        if not isinstance(item, list) or len(item) != 2 or not all(type(x) is int for x in item):
+            raise ValueError("an entry that is not [run id, node id]")
+        keys.append((item[0], item[1]))
+    return keys
+
+
+class Registry:
+    """The host's sessions on disk, and the sessions earlier hosts of this node lost."""
+
+    def __init__(self, directory: Path, restarted: str | None = None) -> None:
+        self.path = directory / SESSIONS_FILE
+        self.restarted = restarted  # why the previous host stopped (None: first start)
+        self._lock = threading.Lock()
+        self._live: list[Key] = []
+        self.lost: list[Key] = self._read_lost()
+        self._lost = frozenset(self.lost)
+        self._write()
+
+    def _read_lost(self) -> list[Key]:
+        try:
+            found = json.loads(read_regular(self.path, MAX_FILE))
+            if not isinstance(found, dict):
+                raise ValueError("not a JSON object")
+            lost = _keys(found.get("lost", [])) + _keys(found.get("live", []))
+        except FileNotFoundError:
+            return []
+        except (UnsafeFile, ValueError) as exc:  # the node's own file: say so, start afresh
+            print(f"vertical session host: {self.path} unreadable ({exc}); ignored", flush=True)
+            return []
+        return list(dict.fromkeys(lost))[-MAX_LOST:]
+
+    def _write(self) -> None:
+        data = {"live": [list(k) for k in self._live], "lost": [list(k) for k in self.lost]}
+        replace_file(self.path, json.dumps(data).encode(), mode=0o600)
+
+    def sync(self, live: list[Key]) -> None:
+        """Record the sessions the host now holds (written only when they changed)."""
+        with self._lock:
+            live = sorted(live)
+            if live != self._live:
+                self._live = live
+                self._write()
+
+    def lost_reason(self, run_id: int, node_id: int) -> str | None:
+        """Why a message of this session cannot be served, when the session was lost."""
+        if (run_id, node_id) not in self._lost:
+            return None
+        why = f" ({self.restarted})" if self.restarted else ""
+        return (
+            f"the vertical session of run {run_id} on this node (node {node_id}) was lost: the "
+            f"node's session host stopped{why} and was restarted without it; a session's "
+            f"secrets are never written to disk, so run {run_id} cannot continue: start a new run"
+        )

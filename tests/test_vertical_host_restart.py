@@ -1,0 +1,139 @@
+"""A deployed node's vertical session host that dies (crash, OOM kill, `kill -9`) is restarted
+by the node's worker: the host runs as the worker starts it (`deploy.session_host`), a party's
+session is made there, the host is killed, and after the worker's check the next message of
+that session is refused naming its run as lost (a hello for it too: no fresh session in the
+middle of a run), while a new run's session works. The worker's task loop runs the check
+before each poll."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from typing import NoReturn
+
+import numpy as np
+import pytest
+
+from jointcredit.client import vertical_channel as channel
+from jointcredit.client.vertical_app import Request
+from jointcredit.client.vertical_registry import SESSIONS_FILE
+from jointcredit.deploy import session_host as deploy_session_host
+from jointcredit.deploy.app_worker import TaskWorker
+from jointcredit.deploy.session_host import SessionHost, session_host
+from jointcredit.federation import vertical as v
+from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.trust.keyset import TRUST_FILE, create_key_set
+
+pytestmark = pytest.mark.integration  # the host is a process of its own, as on a node
+
+OLD, NEW, NODE = 41, 42, 5
+
+
+@pytest.fixture(scope="module")
+def run_config(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    keys_dir = tmp_path_factory.mktemp("keys")
+    create_key_set(keys_dir, ["bank", "platform"], federation="restart-test")
+    settings = VerticalSettings.model_validate(
+        {"synthetic-rows": 200, "keys-dir": str(keys_dir), "trust-file": str(keys_dir / TRUST_FILE)}
+    )
+    return dict(settings.to_run_config())
+
+
+@pytest.fixture
+def host() -> Iterator[SessionHost]:
+    with session_host() as started:
+        yield started
+
+
+def _send(host: SessionHost, run: int, kind: str, config: dict[str, object]) -> str:
+    """The role a hello gets, or for a PSI message the names of its reply's arrays."""
+    if kind == v.HELLO:
+        content = v.content(1, v.HELLO_ACTION)
+    else:  # a message only a session that already exists can take
+        blinded = np.zeros((2, 32), dtype=np.uint8)
+        content = v.content(3, v.PSI_REBLIND, {v.BLINDED: blinded}, party="platform")
+    node_config = {"partition-id": 1, "num-partitions": 2}  # the platform, simulated
+    req = Request(run, NODE, kind, content, dict(config), node_config)
+    reply = channel.forward(str(host.path), req, timeout=60)
+    return str(v.request(reply)[v.ROLE]) if kind == v.HELLO else ",".join(v.arrays(reply))
+
+
+def _kill(host: SessionHost) -> None:
+    assert host.proc is not None
+    os.kill(host.proc.pid, signal.SIGKILL)
+    host.proc.wait()
+
+
+def test_a_killed_host_is_restarted_and_names_the_lost_session(
+    host: SessionHost, run_config: dict[str, object]
+) -> None:
+    assert os.environ[channel.SOCKET_ENV] == str(host.path)
+    assert _send(host, OLD, v.HELLO, run_config) == v.FEATURE_ROLE
+    registry = json.loads((host.directory / SESSIONS_FILE).read_text())
+    assert registry["live"] == [[OLD, NODE]]  # ids only: nothing of the session's secrets
+    assert host.check() and host.restarts == 0  # alive: left alone
+
+    _kill(host)
+    with pytest.raises(channel.ChannelError, match="not reachable"):
+        _send(host, OLD, v.HELLO, run_config)
+    assert host.check() and host.restarts == 1
+    # The old run's next message, and a hello that would start it afresh: refused, named.
+    for kind in (v.PSI, v.HELLO):
+        with pytest.raises(channel.ChannelError, match=rf"session of run {OLD} .*was lost"):
+            _send(host, OLD, kind, run_config)
+    # Why the old host stopped is in the reason too.
+    with pytest.raises(channel.ChannelError, match="killed by SIGKILL"):
+        _send(host, OLD, v.PSI, run_config)
+    # A new run works on the new host.
+    assert _send(host, NEW, v.HELLO, run_config) == v.FEATURE_ROLE
+    registry = json.loads((host.directory / SESSIONS_FILE).read_text())
+    assert registry == {"live": [[NEW, NODE]], "lost": [[OLD, NODE]]}
+    # The channel's directory and files stay the node user's own.
+    assert stat.S_IMODE(host.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((host.directory / SESSIONS_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(host.path.stat().st_mode) & 0o077 == 0
+
+    # Killed again: the first run is still refused, the second now lost too.
+    _kill(host)
+    assert host.check() and host.restarts == 2
+    for run in (OLD, NEW):
+        with pytest.raises(channel.ChannelError, match=rf"session of run {run} .*was lost"):
+            _send(host, run, v.PSI, run_config)
+
+
+def test_a_host_that_cannot_start_is_retried_later(
+    host: SessionHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _kill(host)
+    monkeypatch.setattr(deploy_session_host, "HOST_MODULE", "jointcredit.no_such_module")
+    assert not host.check()  # the new host exits at start: reported, the worker goes on
+    monkeypatch.undo()
+    assert not host.check()  # within RESTART_EVERY: not tried again
+    host._next_try = 0.0  # the retry interval has passed
+    assert host.check() and host.restarts == 1
+
+
+def test_the_worker_loop_checks_before_each_poll() -> None:
+    ticks: list[int] = []
+    worker = TaskWorker("127.0.0.1:1", "clientapp", _never, secret=None, poll=0.0,
+                        tick=lambda: ticks.append(1))  # fmt: skip
+
+    def acquire() -> None:
+        worker.stopping = len(ticks) >= 3
+        return None
+
+    worker.acquire = acquire  # type: ignore[method-assign]
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert worker.serve() == 0
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert len(ticks) == 3
+
+
+def _never(_token: str) -> NoReturn:
+    raise AssertionError("no task was acquired")
