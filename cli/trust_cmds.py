@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from jointcredit.cli.output import WideOption, show_table
@@ -47,7 +48,7 @@ def _not_verified(artifact: Path, exc: Exception, as_json: bool) -> typer.Exit:
     if as_json:
         typer.echo(json.dumps({"verified": False, "artifact": str(artifact), "error": str(exc)}))
     else:
-        err.print(f"[red]FAILED[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]FAILED[/red] {escape(str(exc))}", soft_wrap=True)
     return typer.Exit(1)
 
 

@@ -247,3 +247,18 @@ def test_env_passphrase_must_exist(tmp_path: Path) -> None:
         "JC_MISSING",
     )  # fmt: skip
     assert code == 2 and "JC_MISSING" in out and not (tmp_path / "x.key").exists()
+
+
+def test_verify_prints_a_failure_as_written_not_as_markup(
+    artifact: Path, federation: Path, tmp_path: Path
+) -> None:
+    """A bracketed name in the error (here the model's own directory) is shown, not taken as
+    rich markup and dropped."""
+    copy = tmp_path / "model[bold]x"
+    shutil.copytree(artifact, copy)
+    (copy / SIGNATURE).unlink()
+    code, out = _cli(
+        "verify", str(copy), "--trust", str(federation / "trust.json"), "--trust-any-coordinator"
+    )
+    assert code == 1 and "FAILED" in out
+    assert "model[bold]x" in out.replace("\n", "")
