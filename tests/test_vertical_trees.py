@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from vertical_helpers import sub_layout
 
-from jointcredit.models.trees import Tree, TreeEnsemble, TreeParams
+from jointcredit.models.trees import BinLayout, Tree, TreeEnsemble, TreeParams
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.tree import LEAF
 from jointcredit.models.vertical import packing
