@@ -19,12 +19,14 @@ from jointcredit.service.decision import DecisionTable, Json
 from jointcredit.service.errors import Invalid
 from jointcredit.service.exposure_http import ExposureClient, ExposureResult
 from jointcredit.service.joint import JointRequest, apply_joint, joint_limit
+from jointcredit.service.limits import Gate
 from jointcredit.service.policy import Policy
 from jointcredit.service.policy_texts import ConsentProblem
 
 NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
 NOT_SCORED = "not asked: the application was not scored"
-# A batch's secure sums in flight at once (each asks every institution of the registry).
+# Secure sums in flight at once across the whole service, singles and batches alike (each
+# asks every institution of the registry), so concurrent requests cannot multiply the load.
 TOTALS_AT_ONCE = 16
 
 # Per applicant asking for a joint limit: the federation's exposure, or why consent did not
@@ -37,6 +39,7 @@ class JointLimits:
         self, exposure: ExposureClient | None, consents: ConsentRegistry, policy: Policy
     ) -> None:
         self.exposure, self.consents, self.policy = exposure, consents, policy
+        self._at_once = Gate(TOTALS_AT_ONCE)
 
     def check(self, requests: Sequence[JointRequest | None]) -> None:
         """A 422 for a participating lender outside the federation (before anyone is asked
@@ -53,7 +56,8 @@ class JointLimits:
         self, requests: Sequence[JointRequest | None], institution: str
     ) -> list[Exposure]:
         """The federation's exposure for each applicant whose request asks for a joint limit
-        (None: not asked), concurrently (at most TOTALS_AT_ONCE secure sums at a time); for
+        (None: not asked), concurrently (one secure sum per distinct applicant, at most
+        TOTALS_AT_ONCE at a time across the service); for
         those whose consent does not allow the query, why (service/consent.py). A lender
         outside the federation is a 422."""
         asking = [k for k, r in enumerate(requests) if r is not None]
@@ -74,15 +78,16 @@ class JointLimits:
             out[k] = problem
             if problem is None:
                 allowed.append((k, r))
-        at_once = asyncio.Semaphore(TOTALS_AT_ONCE)
 
         async def total(applicant_id: str) -> ExposureResult:
-            async with at_once:
+            async with self._at_once():
                 return await client.total(applicant_id)
 
-        results = await asyncio.gather(*(total(r.applicant_id) for _, r in allowed))
-        for (k, _), result in zip(allowed, results, strict=True):
-            out[k] = result
+        # One secure sum per applicant, however often a batch repeats it.
+        distinct = list(dict.fromkeys(r.applicant_id for _, r in allowed))
+        results = dict(zip(distinct, await asyncio.gather(*map(total, distinct)), strict=True))
+        for k, r in allowed:
+            out[k] = results[r.applicant_id]
         return out
 
     def answer(

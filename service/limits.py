@@ -31,13 +31,28 @@ class _Bucket:
     running: int = 0
 
 
+class Gate:
+    """At most `at_once` holders at a time across a service: an asyncio semaphore for
+    whichever event loop is running (a service runs one; tests run several in turn, and a
+    semaphore that has waited on one loop refuses to wait on another)."""
+
+    def __init__(self, at_once: int) -> None:
+        self.at_once = at_once
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:
+            self._slots, self._loop = asyncio.Semaphore(self.at_once), loop
+        return self._slots
+
+
 class ReadLimits:
     def __init__(self, rate: float = 2.0, burst: int = 4, at_once: int = 2) -> None:
         self.rate, self.burst = rate, burst
         self._buckets: dict[str, _Bucket] = {}  # by API key id: a bounded, known set
-        self._at_once = at_once
-        self._slots: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._gate = Gate(at_once)
 
     @asynccontextmanager
     async def expensive(self, key_id: str) -> AsyncIterator[None]:
@@ -53,13 +68,7 @@ class ReadLimits:
         bucket.tokens -= 1
         bucket.running += 1
         try:
-            async with self._semaphore():
+            async with self._gate():
                 yield
         finally:
             bucket.running -= 1
-
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._slots is None or self._loop is not loop:  # tests run several loops in turn
-            self._slots, self._loop = asyncio.Semaphore(self._at_once), loop
-        return self._slots

@@ -1,10 +1,11 @@
 """The vertical service's decision use case (service/vertical_service.py builds it): for one
 applicant or a batch of rows, each applicant's routing from every feature party (one signed
-query per applicant per party, service/vertical_client.py; a batch's at most
-`ROUTING_AT_ONCE` applicants at a time), its joint limit (service/joint_limits.py, the
-horizontal service's step), the decision (service/vertical_decide.py), audited in one chained
-entry before it is answered, as the horizontal service records a decision or a batch of rows
-(service/records.py), so reviews and notices read them alike.
+query per distinct applicant per party, service/vertical_client.py; at most
+`ROUTING_AT_ONCE` applicants at a time across the service), its joint limit
+(service/joint_limits.py, the horizontal service's step), the decision
+(service/vertical_decide.py), audited in one chained entry before it is answered, as the
+horizontal service records a decision or a batch of rows (service/records.py), so reviews and
+notices read them alike.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from jointcredit.service.fields import text
 from jointcredit.service.joint import JointRequest
 from jointcredit.service.joint_limits import Exposure, JointLimits
 from jointcredit.service.languages import Language
+from jointcredit.service.limits import Gate
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.policy import Stance
 from jointcredit.service.schemas import HUMAN_REVIEW, applicant_model, category_text, context_model
@@ -95,13 +97,16 @@ class VerticalDecisions:
         self.model_info = service.model_info.model_dump(mode="json")
         policy = service.decider.policy
         self.joint = JointLimits(service.exposure, ConsentRegistry(service.audit), policy)
+        # Across the service, singles and batches alike: concurrent batches cannot multiply
+        # the queries each feature party answers (and audits).
+        self._routing_at_once = Gate(ROUTING_AT_ONCE)
 
     async def one(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:
         start = time.perf_counter()
         item = parse(raw, self.service.request)
         language = item.language or _accepted(accept)
         self.joint.check([item.joint])
-        routing = await self._routing(item)
+        routing = await self._routing(item.vertical.applicant_id, item.vertical.consent_id)
         exposure = await self._exposures([item], [routing], institution)
         received = now()
         request = item.model_dump(mode="json")
@@ -121,13 +126,12 @@ class VerticalDecisions:
         language = body.language or _accepted(accept)
         items = list(body.applications)
         self.joint.check([i.joint for i in items])
-        at_once = asyncio.Semaphore(ROUTING_AT_ONCE)
-
-        async def bounded(item: Any) -> Routing:
-            async with at_once:
-                return await self._routing(item)
-
-        routings = await asyncio.gather(*(bounded(i) for i in items))
+        # Each feature party is asked once per distinct applicant and consent of the batch.
+        keys = [(i.vertical.applicant_id, i.vertical.consent_id) for i in items]
+        distinct = list(dict.fromkeys(keys))
+        asked = await asyncio.gather(*(self._routing(*key) for key in distinct))
+        by_key = dict(zip(distinct, asked, strict=True))
+        routings = [by_key[key] for key in keys]
         exposures = await self._exposures(items, routings, institution)
         received = now()
         requests = [i.model_dump(mode="json") for i in items]
@@ -158,9 +162,9 @@ class VerticalDecisions:
         self.metrics.latency_batch.observe(time.perf_counter() - start)
         return b'{"decisions":[' + b",".join(outs) + b"]}"
 
-    async def _routing(self, item: Any) -> Routing:
-        ref = item.vertical
-        return await self.service.client.routing(ref.applicant_id, ref.consent_id)
+    async def _routing(self, applicant_id: str, consent_id: str | None) -> Routing:
+        async with self._routing_at_once():
+            return await self.service.client.routing(applicant_id, consent_id)
 
     async def _exposures(
         self, items: list[Any], routings: list[Routing], institution: str

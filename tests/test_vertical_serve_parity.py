@@ -11,6 +11,7 @@ at a time, audited as one entry."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,7 +142,7 @@ def _lenders(fed_key: bytes) -> tuple[Registry, Lenders]:
 
 def _service(
     fed: Federation, transport: httpx.AsyncBaseTransport, lenders: Lenders, fed_key: bytes,
-    registry: Registry, name: str,
+    registry: Registry, name: str, joint_ids: tuple[str, ...] = (EXPOSED, FRESH),
 ) -> tuple[TestClient, str, str]:  # fmt: skip
     """The bank's vertical service (its client, the bank's API key and another lender's),
     joint limits over `lenders`, the applicants' exposure consents registered."""
@@ -155,7 +156,7 @@ def _service(
     )  # fmt: skip
     service.exposure = ExposureClient(registry, fed_key, transport=lenders)
     consents = ConsentRegistry(service.audit)
-    for joint_id in (EXPOSED, FRESH):
+    for joint_id in joint_ids:
         consents.add("bank", f"x-{joint_id}", joint_id, "exposure")
     return TestClient(create_vertical_app(service)), token, other
 
@@ -414,12 +415,22 @@ def test_a_lender_outside_the_federation_is_a_422_before_anyone_is_asked(bank: B
     assert bank.platform.audit.head()[0] == platform_before and bank.lenders.asked == asked
 
 
-def test_a_batchs_secure_sums_are_bounded_too(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batchs_secure_sums_are_bounded_too(
+    bank: Bank, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(joint_limits, "TOTALS_AT_ONCE", 2)
+    ids = tuple(f"TIN-{k}" for k in bank.known[:6])
+    client, token, _ = _service(
+        fed, bank.transport, bank.lenders, bank.fed_key, bank.registry, "sums", ids
+    )
+    other = replace(bank, client=client, token=token)
     bank.lenders.delay, bank.lenders.most = 0.05, 0
     asked = bank.lenders.asked
     try:
-        r = bank.batch([bank.body(k) for k in bank.known[:6]])
+        with client:
+            # Six applicants, each with its own joint id: six secure sums.
+            bodies = [other.body(k, f"TIN-{k}") for k in bank.known[:6]]
+            r = other.batch(bodies)
     finally:
         bank.lenders.delay = 0.0
     assert r.status_code == 200, r.text
@@ -427,3 +438,40 @@ def test_a_batchs_secure_sums_are_bounded_too(bank: Bank, monkeypatch: pytest.Mo
     # Each secure sum asks every institution of the registry at once: 2 sums, 3 each.
     assert bank.lenders.asked - asked == scored * len(INSTITUTIONS)
     assert bank.lenders.most == 2 * len(INSTITUTIONS)
+
+
+def test_concurrent_batches_share_the_services_bound_on_platform_queries(
+    bank: Bank, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four batches at once, the bound patched to 3: at most 3 queries in flight across all
+    of them (per request, 12 were)."""
+    monkeypatch.setattr(vertical_decisions, "ROUTING_AT_ONCE", 3)
+    tracking = _Tracking(bank.transport)
+    client, token, _ = _service(fed, tracking, bank.lenders, bank.fed_key, bank.registry, "four")
+    other = replace(bank, client=client, token=token)
+    codes: list[int] = []
+    with client:
+        bodies = [other.body(k, None) for k in bank.known[:10]]
+        threads = [
+            threading.Thread(target=lambda: codes.append(other.batch(bodies).status_code))
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [200] * 4 and tracking.total == 40
+    assert tracking.most == 3
+
+
+def test_an_applicant_repeated_in_a_batch_is_asked_about_once(bank: Bank) -> None:
+    """One applicant 50 times: one query to the platform (one entry in its audit log) and one
+    secure sum (every lender of the registry asked once), 50 equal decisions."""
+    asked, platform_before = bank.lenders.asked, bank.platform.audit.head()[0]
+    r = bank.batch([bank.body(bank.known[0])] * 50)
+    assert r.status_code == 200, r.text
+    decisions = r.json()["decisions"]
+    assert decisions[0]["score"] is not None
+    assert bank.platform.audit.head()[0] - platform_before == 1
+    assert bank.lenders.asked - asked == len(INSTITUTIONS)
+    assert all(d[k] == decisions[0][k] for d in decisions for k in SAME)
