@@ -5,6 +5,7 @@ instead of silently serving without them."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -53,3 +54,30 @@ def test_the_anchor_and_lock_options_reach_the_vertical_service(
     assert got["anchors_file"] == tmp_path / "a.jsonl"
     assert got["anchor_key"] == tmp_path / "a.key"
     assert (got["anchor_every"], got["anchor_seconds"], got["audit_lock_timeout"]) == (7, 3, 1.5)
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("given", "bytes_"), [([], 2 * 2**20), (["--max-body-mb", "4"], 4 * 2**20)]
+)
+def test_a_vertical_model_takes_bodies_of_2_mib_unless_told_otherwise(
+    given: list[str], bytes_: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the horizontal service's 16 MiB: a vertical batch holds at most 1,000 applicants,
+    and the one worker a vertical model has would buffer whatever it is sent."""
+    got: dict[str, int] = {}
+    info = SimpleNamespace(version="v" * 16, signing_key="k")
+    loaded = SimpleNamespace(model_info=info, audit=SimpleNamespace(url="sqlite:///x"))
+
+    def started(_service: object, *, max_body: int) -> None:
+        got["max_body"] = max_body
+        raise _Started
+
+    monkeypatch.setattr(vertical_service, "load_vertical_service", lambda *a, **k: loaded)
+    monkeypatch.setattr(vertical_service, "create_vertical_app", started)
+    result = CliRunner().invoke(app, [*BASE, *given])
+    assert isinstance(result.exception, _Started), result.output
+    assert got["max_body"] == bytes_
