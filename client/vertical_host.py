@@ -61,7 +61,7 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         finally:
             if registry is not None:
-                registry.sync(vertical_app.sessions())
+                registry.sync(vertical_app.sessions)
         sock.settimeout(None)
         with contextlib.suppress(OSError):  # the task is gone (killed, timed out)
             channel.send_frame(sock, channel.OK, reply)
@@ -111,13 +111,13 @@ def serve(path: str, parent: int | None = None, restarted: str | None = None) ->
                 last_expiry = waited
                 for run_id, _node_id in vertical_app.expire():
                     print(f"vertical session of run {run_id} dropped (idle)", flush=True)
-                registry.sync(vertical_app.sessions())
+                registry.sync(vertical_app.sessions)
     finally:
         server.shutdown()
         server.server_close()
         for key in vertical_app.sessions():
             vertical_app.drop(key, "the session host stopped")
-        registry.sync([])  # a clean stop loses nothing a successor must refuse
+        registry.sync(list)  # a clean stop loses nothing a successor must refuse
 
 
 def main(argv: Sequence[str] | None = None) -> int:

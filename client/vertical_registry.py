@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -64,10 +65,12 @@ class Registry:
         data = {"live": [list(k) for k in self._live], "lost": [list(k) for k in self.lost]}
         replace_file(self.path, json.dumps(data).encode(), mode=0o600)
 
-    def sync(self, live: list[Key]) -> None:
-        """Record the sessions the host now holds (written only when they changed)."""
+    def sync(self, source: Callable[[], list[Key]]) -> None:
+        """Record the sessions the host now holds (written only when they changed). `source`
+        is read under the lock: a list read before it could be older than one another thread
+        has written meanwhile, and would drop a live session from the file."""
         with self._lock:
-            live = sorted(live)
+            live = sorted(source())
             if live != self._live:
                 self._live = live
                 self._write()

@@ -11,7 +11,9 @@ import json
 import os
 import signal
 import stat
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 
 from jointcredit.client import vertical_channel as channel
 from jointcredit.client.vertical_app import Request
-from jointcredit.client.vertical_registry import SESSIONS_FILE
+from jointcredit.client.vertical_registry import SESSIONS_FILE, Registry
 from jointcredit.deploy import session_host as deploy_session_host
 from jointcredit.deploy.app_worker import TaskWorker
 from jointcredit.deploy.session_host import SessionHost, session_host
@@ -98,6 +100,7 @@ def test_a_killed_host_is_restarted_and_names_the_lost_session(
 
     # Killed again: the first run is still refused, the second now lost too.
     _kill(host)
+    host._next_try = 0.0  # RESTART_EVERY since the last attempt (the run above may be faster)
     assert host.check() and host.restarts == 2
     for run in (OLD, NEW):
         with pytest.raises(channel.ChannelError, match=rf"session of run {run} .*was lost"):
@@ -137,3 +140,32 @@ def test_the_worker_loop_checks_before_each_poll() -> None:
 
 def _never(_token: str) -> NoReturn:
     raise AssertionError("no task was acquired")
+
+
+def test_the_registry_never_writes_an_older_session_list_over_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    """Two handler threads record the sessions: the one that read the list first must not
+    write it last (a live session would be missing from the file, and a restarted host would
+    not refuse its run). The list is read under the registry's lock."""
+    registry = Registry(tmp_path)
+    live: list[tuple[int, int]] = [(1, 7)]
+    first_read, go_on = threading.Event(), threading.Event()
+
+    def slow() -> list[tuple[int, int]]:
+        seen = list(live)
+        first_read.set()
+        go_on.wait(5)
+        return seen
+
+    a = threading.Thread(target=registry.sync, args=(slow,))
+    a.start()
+    first_read.wait(5)
+    live.append((2, 7))  # a second session starts while the first thread is slow
+    b = threading.Thread(target=registry.sync, args=(lambda: list(live),))
+    b.start()
+    go_on.set()
+    a.join(5)
+    b.join(5)
+    written = json.loads((tmp_path / SESSIONS_FILE).read_text())
+    assert written["live"] == [[1, 7], [2, 7]]
