@@ -35,7 +35,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test has exactly one tier; without a marker it is a unit test. Integration and
-    e2e tests are also `slow`, so `-m "not slow"` keeps meaning the fast tier."""
+    e2e tests are also `slow`, so `-m "not slow"` keeps meaning the fast tier. The files with
+    the longest tests are run first."""
     for item in items:
         tiers = [t for t in TIERS if item.get_closest_marker(t) is not None]
         if len(tiers) > 1:
@@ -44,6 +45,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
         elif tiers[0] != "unit":
             item.add_marker(pytest.mark.slow)
+    # Files with the longest tests first (e2e, then integration, then unit; a file keeps its
+    # own order): under `-n 2 --dist loadfile` the short files then fill in around them
+    # instead of one worker running the longest files alone at the end.
+    rank = {"e2e": 0, "integration": 1}
+    first: dict[str, int] = {}
+    for item in items:
+        tier = next((t for t in rank if item.get_closest_marker(t) is not None), None)
+        path = item.nodeid.split("::", 1)[0]
+        first[path] = min(first.get(path, 2), rank.get(tier or "", 2))
+    items.sort(key=lambda i: first[i.nodeid.split("::", 1)[0]])
 
 
 @pytest.fixture
