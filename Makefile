@@ -48,7 +48,7 @@ typecheck: $(STAMP)
 # Two workers (pytest-xdist), one test file each at a time: module fixtures are built once,
 # and most of an e2e test is waiting on processes, not computing.
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -n 2 --dist loadfile
+	$(VENV)/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test: lint typecheck pytest
 

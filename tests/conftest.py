@@ -46,8 +46,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         elif tiers[0] != "unit":
             item.add_marker(pytest.mark.slow)
     # Files with the longest tests first (e2e, then integration, then unit; a file keeps its
-    # own order): under `-n 2 --dist loadfile` the short files then fill in around them
-    # instead of one worker running the longest files alone at the end.
+    # own order): under `make test`'s `-n 2 --dist loadfile --no-loadscope-reorder` the short
+    # files then fill in around them instead of one worker running the longest files alone at
+    # the end (xdist's own order, most tests per file first, put the one-test e2e files last).
     rank = {"e2e": 0, "integration": 1}
     first: dict[str, int] = {}
     for item in items:
