@@ -176,18 +176,7 @@ def load_service(
     # Anchors beside the model's run by default: move the file where the database's writers
     # cannot write (docs/SERVICE.md, "Audit anchors").
     here = model_dir.resolve().parent
-    try:
-        signer = anchor_key_file(anchor_key or here / "audit-anchor.key")
-    except (OSError, TrustError) as exc:
-        audit.close()
-        raise StartupError(f"audit anchor key: {exc}") from exc
-    anchors = AnchorWriter(
-        anchors_file or here / "decisions.anchors.jsonl",
-        signer,
-        audit.head,
-        every=anchor_every,
-        seconds=anchor_seconds,
-    )
+    anchors = open_anchors(audit, here, anchors_file, anchor_key, anchor_every, anchor_seconds)
     return Service(
         decider=decider,
         audit=audit,
@@ -198,3 +187,20 @@ def load_service(
         monitoring_window=monitoring_window,
         exposure=exposure,
     )
+
+
+def open_anchors(
+    audit: AuditLog, here: Path, anchors_file: Path | None, anchor_key: Path | None,
+    every: int, seconds: float,
+) -> AnchorWriter:  # fmt: skip
+    """The audit log's anchor writer (its key, created if absent, and its file default to
+    `here`, the model's run); the log is closed when the key cannot be had."""
+    try:
+        signer = anchor_key_file(anchor_key or here / "audit-anchor.key")
+    except (OSError, TrustError) as exc:
+        audit.close()
+        raise StartupError(f"audit anchor key: {exc}") from exc
+    return AnchorWriter(
+        anchors_file or here / "decisions.anchors.jsonl", signer, audit.head, every=every,
+        seconds=seconds,
+    )  # fmt: skip

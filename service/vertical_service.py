@@ -33,7 +33,6 @@ from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.vertical.artifact import load_label_part
 from jointcredit.service import errors
 from jointcredit.service.anchors import AnchorWriter
-from jointcredit.service.anchors import anchor_key as anchor_key_file
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
 from jointcredit.service.auth import Authenticator, load_keys
 from jointcredit.service.exposure_http import ExposureClient
@@ -42,6 +41,7 @@ from jointcredit.service.loader import (
     StartupError,
     exposure_client,
     freeze_start_up,
+    open_anchors,
     single_threaded_math,
 )
 from jointcredit.service.metrics import Metrics
@@ -137,18 +137,7 @@ def load_vertical_service(
     here = model_dir.resolve().parent
     url = db_url or f"sqlite:///{here / 'decisions.sqlite'}"
     audit = AuditLog(url, lock_timeout=audit_lock_timeout)
-    try:
-        signer = anchor_key_file(anchor_key or here / "audit-anchor.key")
-    except (OSError, TrustError) as exc:
-        audit.close()
-        raise StartupError(f"audit anchor key: {exc}") from exc
-    anchors = AnchorWriter(
-        anchors_file or here / "decisions.anchors.jsonl",
-        signer,
-        audit.head,
-        every=anchor_every,
-        seconds=anchor_seconds,
-    )
+    anchors = open_anchors(audit, here, anchors_file, anchor_key, anchor_every, anchor_seconds)
     info = ModelInfo(
         version=label.verified.manifest_sha256, signing_key=label.verified.key_id, kind=KIND,
         trained_round=None, stage="final", run_id=None,
