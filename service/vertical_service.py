@@ -8,7 +8,7 @@ service's hash-chained log before it is answered (the use case: service/vertical
                               (the applicant's identifier, as the parties key their data, and
                               its consent reference) and, as the horizontal service takes it,
                               `joint` (a joint credit limit: service/joint_limits.py)
-    POST /v1/decisions:batch  up to 1,000 of them, each party asked once per applicant
+    POST /v1/decisions:batch  up to 1,000 of them, each party asked once per distinct applicant
     GET  /v1/decisions/{id}   where it stands, as the horizontal service's
     GET  /v1/decisions/{id}/notice  the adverse-action notice, as the horizontal service's
     GET  /v1/reviews, POST /v1/reviews/{id}: as the horizontal service

@@ -35,7 +35,7 @@ from jointcredit.deploy.session_host import HOST_MODULE
 
 pytestmark = pytest.mark.e2e
 
-ROWS, TREES, DEPTH = 400, 2, 2  # 32 messages: about 8 s of PSI, 50 s of training
+ROWS, TREES, DEPTH = 400, 2, 2  # small, yet enough steps to stop the platform mid-training
 STEP_TIMEOUT = 30  # round-timeout: seconds one step may take
 INTO_TRAINING = 15.0  # seconds after both sessions exist: PSI is over
 
