@@ -1,13 +1,19 @@
 """A vertical federation deployed as partners run it: provisioned kits, the coordinator's
 `jointcredit link start` (SuperLink + ServerApp worker) and two parties' `jointcredit node
 start` (SuperNode + ClientApp worker + vertical session host), TLS and node authentication on
-127.0.0.1, each node given only its own party's file. `jointcredit link run --run-config
-layout=vertical` runs PSI and training through the one ServerApp and ClientApp a deployment
-pins; every message runs in a fork of the node's worker, so this fails unless the parties'
-sessions outlive their messages. The signed model verifies, and the federated AUC equals the
-same learner on the joined rows in process (lossless), on the same data.
+127.0.0.1, each node given only its own party's file. One such federation (a module fixture:
+its start-up is a third of a test's time) serves both tests, in file order:
 
-Every process started here is stopped (SIGTERM, then SIGKILL) also when the test fails.
+1. a party's processes fail mid-run: the platform's whole node stops (SIGSTOP), then its
+   session host is killed (`kill -9`); each run fails naming the platform and the step, the
+   bank's session is dropped and no model is written;
+2. on the same nodes (after those failures when run in file order) `jointcredit link run
+   --run-config layout=vertical` runs PSI and training through the one ServerApp and ClientApp
+   a deployment pins; every message runs in a fork of the node's worker, so this fails unless
+   the parties' sessions outlive their messages. The signed model verifies, and the federated
+   AUC equals the same learner on the joined rows in process (lossless), on the same data.
+
+Every process started here is stopped (SIGTERM, then SIGKILL) also when a test fails.
 """
 
 from __future__ import annotations
@@ -20,21 +26,27 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from jointcredit.cli.deploy_cmds import CONNECTION
 from jointcredit.client.vertical_app import VERTICAL_RUNS
+from jointcredit.client.vertical_registry import SESSIONS_FILE
 from jointcredit.data.vertical_datasets import load_vertical_dataset, write_vertical_directory
 from jointcredit.deploy import kits, link, node, processes
+from jointcredit.deploy.session_host import HOST_MODULE
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.simulations.vertical import aligned_frames, baselines
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTIES = ["bank", "platform"]  # the synthetic-vertical schema's parties: the kits' ids
 ROWS, SEED, TREES, DEPTH = 400, 5, 2, 2
+# The failing runs' round-timeout (seconds one step may take; the product's default is
+# longer): the stopped node's run waits it out, and a session idle this long is dropped.
+STEP_TIMEOUT = 15
 pytestmark = pytest.mark.e2e
 
 
@@ -66,13 +78,38 @@ class Procs:
                 proc.wait(timeout=5)
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    running = Procs(tmp_path, processes.flower_env(tmp_path / "flwr-home"))
-    try:
-        yield running
-    finally:
-        running.stop_all()
+@dataclass
+class Deployed:
+    """The running federation: its processes (and their logs), kits, data and sockets."""
+
+    procs: Procs
+    root: Path
+    data: Path
+    provisioned: kits.Provisioned
+    sockets: dict[str, Path]
+
+    @property
+    def coordinator(self) -> Path:
+        return self.provisioned.coordinator
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.root / "flwr-home"
+
+    def runs(self, party: str) -> Path:
+        """Where a party's node keeps its runs' models (its kit's state directory)."""
+        return self.provisioned.kit(party) / "state" / VERTICAL_RUNS
+
+    def node(self, party: str) -> subprocess.Popen[bytes]:
+        return self.procs.started[PARTIES.index(party) + 1]  # after the link
+
+    def run_command(self, out: Path, **extra: object) -> list[str]:
+        settings = {"layout": "vertical", "trees": TREES, "max-depth": DEPTH, "seed": SEED,
+                    **extra}  # fmt: skip
+        return [processes.flower_bin("jointcredit"), "link", "run", "--kit",
+                str(self.coordinator), "--app", str(ROOT), "--out", str(out), "--flwr-home",
+                str(self.flwr_home), "--timeout", "600",
+                *[f"--run-config={k}={x}" for k, x in settings.items()]]  # fmt: skip
 
 
 def _session_socket(procs: Procs, party: str) -> Path:
@@ -85,46 +122,169 @@ def _session_socket(procs: Procs, party: str) -> Path:
     raise AssertionError(f"{party}'s session host never started:\n{procs.log(party)[-3000:]}")
 
 
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    root = tmp_path_factory.mktemp("vfed")
+    procs = Procs(root, processes.flower_env(root / "flwr-home"))
+    try:
+        data = write_vertical_directory("synthetic-vertical", root / "data", seed=SEED, rows=ROWS)
+        port = processes.free_port()
+        provisioned = kits.provision("vfed", PARTIES, f"127.0.0.1:{port}", root / "kits")
+        coordinator, flwr_home = provisioned.coordinator, root / "flwr-home"
+        procs.start("link", link.link_start_command(coordinator, root / "state"))
+        processes.wait_listening(port)
+        processes.write_connection(coordinator, flwr_home, CONNECTION)
+        processes.register_nodes(coordinator, flwr_home, CONNECTION)
+        for party in PARTIES:
+            # Each node is given only its own party's file.
+            own = data / party / f"{party}.parquet"
+            cmd = node.node_start_command(
+                provisioned.kit(party), own, schema=data / "schema.toml", port=processes.free_port()
+            )
+            procs.start(party, cmd)
+        sockets = {party: _session_socket(procs, party) for party in PARTIES}
+        yield Deployed(procs, root, data, provisioned, sockets)
+    finally:
+        procs.stop_all()
+
+
 def _own_part(kit: Path) -> Path:
     """The one run's model directory a party wrote under its kit's state directory."""
     (found,) = (kit / "state" / VERTICAL_RUNS).glob("*/model")
     return found
 
 
-def test_two_parties_run_psi_and_training_over_real_supernodes(
-    tmp_path: Path, procs: Procs
+def _live(socket: Path) -> list[list[int]]:
+    return list(json.loads((socket.parent / SESSIONS_FILE).read_text())["live"])
+
+
+def _wait(what: str, condition: Callable[[], object], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds:g} s: {what}")
+
+
+def _host_pid(socket: Path) -> int:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if HOST_MODULE.encode() in cmd and str(socket).encode() in cmd:
+            return int(entry.name)
+    raise AssertionError(f"no session host on {socket}")
+
+
+def _server_log(output: str) -> str:
+    """The failed run's ServerApp log, where `link run` says it is."""
+    found = re.search(r"the ServerApp's log: (\S+)", output)
+    assert found, output
+    return Path(found.group(1)).read_text(errors="replace")
+
+
+def _into_training(fed: Deployed, bank_log: int) -> None:
+    """Both parties' sessions exist and the bank has been asked a training step since its log
+    was `bank_log` long: PSI is over, training under way."""
+    bank, platform = (fed.sockets[p] for p in PARTIES)
+    _wait("both parties' sessions", lambda: _live(bank) and _live(platform), 300)
+    _wait(
+        "the run's first training step at the bank",
+        lambda: "Receiving: train." in fed.procs.log("bank")[bank_log:],
+        300,
+    )
+
+
+def _start_failing_run(fed: Deployed, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        fed.run_command(out, **{"round-timeout": STEP_TIMEOUT}),
+        env={**fed.procs.env, "COLUMNS": "400"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_a_stopped_node_and_a_killed_session_host_end_the_run_cleanly(
+    deployed: Deployed,
 ) -> None:
-    data = write_vertical_directory("synthetic-vertical", tmp_path / "data", seed=SEED, rows=ROWS)
-    schema = data / "schema.toml"
-    port = processes.free_port()
-    provisioned = kits.provision("vfed", PARTIES, f"127.0.0.1:{port}", tmp_path / "kits")
-    coordinator, flwr_home = provisioned.coordinator, tmp_path / "flwr-home"
-    procs.start("link", link.link_start_command(coordinator, tmp_path / "state"))
-    processes.wait_listening(port)
-    processes.write_connection(coordinator, flwr_home, CONNECTION)
-    processes.register_nodes(coordinator, flwr_home, CONNECTION)
-    for party in PARTIES:
-        # Each node is given only its own party's file.
-        own = data / party / f"{party}.parquet"
-        cmd = node.node_start_command(
-            provisioned.kit(party), own, schema=schema, port=processes.free_port()
-        )
-        procs.start(party, cmd)
-    sockets = [_session_socket(procs, party) for party in PARTIES]
-    for sock in sockets:
+    """1. The platform's whole node stops (SIGSTOP of its process group): after the step
+    timeout the run fails, its ServerApp log naming the platform and the step; the bank's
+    session is dropped (by the coordinator's abort, or as idle: it waited as long as the
+    coordinator) and the bank writes no model. 2. The platform's session host is killed
+    (`kill -9`): the node's worker starts another, the run fails at once naming the platform
+    and the step, and the bank's session is dropped on the coordinator's abort (not later, as
+    idle). That a next run completes on the same nodes is the next test's run."""
+    fed, procs = deployed, deployed.procs
+    bank, platform = (fed.sockets[p] for p in PARTIES)
+    platform_node = fed.node("platform")
+    models = len(list(fed.runs("bank").glob("*/model")))
+
+    # 1. The platform's node stops answering mid-run.
+    run = _start_failing_run(fed, fed.root / "run1")
+    _into_training(fed, len(procs.log("bank")))
+    os.killpg(platform_node.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        _wait("the bank's session dropped", lambda: not _live(bank), STEP_TIMEOUT + 30)
+        dropped_after = time.monotonic() - stopped
+        output, _ = run.communicate(timeout=120)
+    finally:
+        os.killpg(platform_node.pid, signal.SIGCONT)
+    assert run.returncode == 1, output
+    log = _server_log(output)
+    # No reply within the step timeout, or, if the SuperLink noticed the node's heartbeats
+    # stop first, an error reply in its place: either way the platform and the step named.
+    said = re.findall(
+        rf"platform(?:: no reply within {STEP_TIMEOUT} s to| failed) step \d+ \([^)]*\)", log
+    )
+    assert said, log[-3000:]
+    # By the coordinator's abort or, idle as long as the coordinator waited, as idle.
+    assert dropped_after < STEP_TIMEOUT + 15
+    assert len(list(fed.runs("bank").glob("*/model"))) == models, "a failed run's model"
+    print(f"stopped node: {said[-1]}")
+
+    # 2. The platform's session host is killed mid-run.
+    _wait("the platform's stale session gone", lambda: not _live(platform), STEP_TIMEOUT + 30)
+    bank_log = len(procs.log("bank"))
+    run = _start_failing_run(fed, fed.root / "run2")
+    _into_training(fed, bank_log)
+    os.kill(_host_pid(platform), signal.SIGKILL)
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 1, output
+    log = _server_log(output)
+    said = re.findall(r"platform failed step \d+ \([^)]*\)[^\n]*", log)
+    assert said, log[-3000:]
+    _wait("the platform's host restarted", lambda: "restarting it" in procs.log("platform"), 30)
+    # The run failed at once: the bank's session went on the coordinator's abort, not later
+    # as idle.
+    _wait("the bank's session dropped", lambda: not _live(bank), 30)
+    assert "dropped (idle)" not in procs.log("bank")[bank_log:]
+    assert len(list(fed.runs("bank").glob("*/model"))) == models, "a failed run's model"
+    print(f"killed host: {said[-1][:300]}")
+
+
+def test_two_parties_run_psi_and_training_over_real_supernodes(deployed: Deployed) -> None:
+    fed, procs = deployed, deployed.procs
+    # A session host restarted (the test before) listens on the same socket again.
+    _wait("both session hosts' sockets", lambda: all(map(Path.exists, fed.sockets.values())), 60)
+    for sock in fed.sockets.values():
         # Node-local: a unix socket in a directory only the node's user may enter.
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         assert stat.S_ISSOCK(sock.stat().st_mode)
+    logs_before = {party: len(procs.log(party)) for party in PARTIES}
 
-    out = tmp_path / "run"
-    settings = {"layout": "vertical", "trees": TREES, "max-depth": DEPTH, "seed": SEED}
+    out = fed.root / "run"
     started = time.monotonic()
     run = subprocess.run(
-        [processes.flower_bin("jointcredit"), "link", "run", "--kit", str(coordinator),
-         "--app", str(ROOT), "--out", str(out), "--flwr-home", str(flwr_home),
-         "--timeout", "600", *[f"--run-config={k}={x}" for k, x in settings.items()]],
-        env=procs.env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        fed.run_command(out),
+        env={**procs.env, "COLUMNS": "400"},  # its summary on one line
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     seconds = time.monotonic() - started
     logs = "\n".join(procs.log(p)[-3000:] for p in ("link", *PARTIES))
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{logs}"
@@ -139,9 +299,9 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
     # Each party wrote its part in its own kit's state directory (its node config's), none
     # where the run config (the coordinator) says; the platform's part put beside the bank's.
     assert not (out / "model").exists()
-    model = _own_part(provisioned.kit("bank"))
+    model = _own_part(fed.provisioned.kit("bank"))
     shutil.copytree(
-        _own_part(provisioned.kit("platform")) / "parties" / "platform",
+        _own_part(fed.provisioned.kit("platform")) / "parties" / "platform",
         model / "parties" / "platform",
     )
     verify = subprocess.run(
@@ -153,8 +313,8 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
 
     # The same data in process: PSI's intersection, and the same learner on the joined rows
     # with the same bins gives the deployed federation's AUC (lossless over real nodes).
-    same = VerticalSettings(dataset=str(data), trees=TREES, max_depth=DEPTH, seed=SEED)
-    joined = load_vertical_dataset(str(data))
+    same = VerticalSettings(dataset=str(fed.data), trees=TREES, max_depth=DEPTH, seed=SEED)
+    joined = load_vertical_dataset(str(fed.data))
     frames, _ = aligned_frames(joined, same)
     assert vertical["intersection_size"] == len(frames["bank"])
     centralized, _ = baselines(joined, same)
@@ -164,6 +324,6 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(
     # channel behind.
     print(f"vertical deployed run: {seconds:.1f} s, {vertical}")
     procs.stop_all()
-    for party, sock in zip(PARTIES, sockets, strict=True):
-        assert "dropped (idle)" not in procs.log(party)
+    for party, sock in fed.sockets.items():
+        assert "dropped (idle)" not in procs.log(party)[logs_before[party] :]
         assert not sock.parent.exists()
