@@ -26,7 +26,11 @@ from jointcredit.simulations import vertical as sim
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT = 30.0  # seconds one step may take (the first, hello, starts the Ray actor)
+# The run's step timeout (its settings'): the first step, hello, starts the Ray actors.
+START_TIMEOUT = 30.0
+# Seconds a training step may take, set on the relay once training starts (the actors are
+# up): the stalled step's wait, which the error must name.
+TIMEOUT = 10.0
 STALL_AT = 4  # the platform's 4th training request is the first it never answers
 
 
@@ -68,8 +72,10 @@ def test_a_silent_feature_party_ends_the_run_naming_it(
 ) -> None:
     grids: list[StallingGrid] = []
     aborted: list[list[str]] = []
+    timeouts: list[float] = []  # the relay's, before the first training step
     push_and_pull = vertical_app.push_and_pull
     abort = vertical_app.Relay.abort
+    send = vertical_app.Relay.send
     simulate = sim.simulate_vertical
 
     def stalling(grid: Any, sent: list[Message], timeout: float | None) -> Any:
@@ -81,11 +87,20 @@ def test_a_silent_feature_party_ends_the_run_naming_it(
         aborted.append(abort(self, label))
         return aborted[-1]
 
+    def short_training_steps(
+        self: vertical_app.Relay, node: int, kind: str, content: Any
+    ) -> tuple[Message, str]:
+        if kind == v.SERVE and not timeouts:
+            timeouts.append(self.timeout)
+            self.timeout = TIMEOUT
+        return send(self, node, kind, content)
+
     def short_steps(settings: v.VerticalSettings, out: Path, **kw: Any) -> Any:
-        return simulate(settings.model_copy(update={"timeout": TIMEOUT}), out, **kw)
+        return simulate(settings.model_copy(update={"timeout": START_TIMEOUT}), out, **kw)
 
     monkeypatch.setattr(vertical_app, "push_and_pull", stalling)
     monkeypatch.setattr(vertical_app.Relay, "abort", recorded_abort)
+    monkeypatch.setattr(vertical_app.Relay, "send", short_training_steps)
     monkeypatch.setattr(sim, "simulate_vertical", short_steps)
     out = tmp_path / "out"
     result = CliRunner().invoke(
@@ -96,6 +111,8 @@ def test_a_silent_feature_party_ends_the_run_naming_it(
     )  # fmt: skip
     output = " ".join(result.output.split())
     assert result.exit_code == 1, output
+    # The relay waited as long as the run's settings said until training started.
+    assert timeouts == [START_TIMEOUT], output
     grid = grids[0]
     assert grid.stalled_at is not None, output
     step, action = grid.stalled_at
