@@ -49,7 +49,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
-    return vertical_federation(tmp_path_factory.mktemp("vfed-e2e"), trees=6)
+    return vertical_federation(tmp_path_factory.mktemp("vfed-e2e"), trees=2)
 
 
 @pytest.fixture
