@@ -51,6 +51,7 @@ from jointcredit.data.vertical_schema import VerticalSchema, load_vertical_schem
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import NodeConfig, ProtocolError
+from jointcredit.federation.session_socket import SOCKET_ENV
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust import keys, pins, store
 from jointcredit.trust.keyset import private_key_path
@@ -221,7 +222,7 @@ def _answer(msg: Message, context: Context) -> Message:
     """This node's reply: from its session host when the node runs one (deployment), else
     handled here (simulation)."""
     req = Request.of(msg, context)
-    path = os.environ.get(channel.SOCKET_ENV)
+    path = os.environ.get(SOCKET_ENV)
     if path:
         # A step may take the run's step timeout in the host; its own error comes first.
         timeout = VerticalSettings.of(req.run_config, req.run_id).timeout + channel.GRACE

@@ -8,10 +8,10 @@ gets back the unsigned reply content, or an error message; the task signs the re
 simulation.
 
 The channel is a unix socket in a 0700 directory the node's ClientApp worker makes at start
-(its path inherited by the forks through `SOCKET_ENV`): only the node's own user reaches it,
-never the network. Frames are length-prefixed protobuf (Flower's own `RecordDict`
-serialisation), never pickle: a peer on the socket can send bytes, not code. Every frame is
-bounded (`MAX_FRAME`) and every read has a deadline.
+(its path inherited by the forks through `federation.session_socket.SOCKET_ENV`): only the
+node's own user reaches it, never the network. Frames are length-prefixed protobuf (Flower's
+own `RecordDict` serialisation), never pickle: a peer on the socket can send bytes, not code.
+Every frame is bounded (`MAX_FRAME`) and every read has a deadline.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 if TYPE_CHECKING:
     from jointcredit.client.vertical_app import Request
 
-SOCKET_ENV: Final = "JOINTCREDIT_VERTICAL_SOCKET"
-SOCKET_NAME: Final = "vertical.sock"
 MAX_FRAME: Final = 1 << 30  # 1 GiB: far above a run's largest message (PSI of 1M ids: ~32 MB)
 HEADER: Final = struct.Struct("!BQ")  # status, payload length
 OK: Final = 0

@@ -3,7 +3,7 @@ worker and stopped with it.
 
 The worker makes a private directory (0700, in the system's temp directory) for the channel's
 unix socket, starts the host on it, and puts the socket's path in its environment, so each
-task it forks finds it (`client.vertical_channel.SOCKET_ENV`). Nothing of the host listens on
+task it forks finds it (`federation.session_socket.SOCKET_ENV`). Nothing of the host listens on
 a network port; the directory is removed when the worker stops. The worker checks the host
 between task polls and starts another on the same socket when it has died (crash, OOM kill,
 `kill -9`): its sessions, which hold secrets and are never written to disk, are lost, and the
@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from jointcredit.client.vertical_channel import SOCKET_ENV, SOCKET_NAME
+from jointcredit.federation.session_socket import SOCKET_ENV, SOCKET_NAME
 
 HOST_MODULE = "jointcredit.client.vertical_host"
 READY_SECONDS = 60.0  # the host imports the vertical stack before it binds

@@ -25,6 +25,7 @@ from jointcredit.client.vertical_app import Request
 from jointcredit.client.vertical_host import SessionServer, _Handler
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
+from jointcredit.federation.session_socket import SOCKET_NAME
 from jointcredit.federation.settings import SettingsError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust import keys
@@ -38,7 +39,7 @@ RUN, NODE = 21, 5
 @pytest.fixture(scope="module")
 def host() -> Iterator[str]:
     directory = tempfile.mkdtemp(prefix="jc-channel-")  # short: unix socket paths are bounded
-    path = str(Path(directory) / channel.SOCKET_NAME)
+    path = str(Path(directory) / SOCKET_NAME)
     server = SessionServer(path, _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -26,6 +26,7 @@ from jointcredit.deploy import session_host as deploy_session_host
 from jointcredit.deploy.app_worker import TaskWorker
 from jointcredit.deploy.session_host import SessionHost, session_host
 from jointcredit.federation import vertical as v
+from jointcredit.federation.session_socket import SOCKET_ENV
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust.keyset import TRUST_FILE, create_key_set
 
@@ -72,7 +73,7 @@ def _kill(host: SessionHost) -> None:
 def test_a_killed_host_is_restarted_and_names_the_lost_session(
     host: SessionHost, run_config: dict[str, object]
 ) -> None:
-    assert os.environ[channel.SOCKET_ENV] == str(host.path)
+    assert os.environ[SOCKET_ENV] == str(host.path)
     assert _send(host, OLD, v.HELLO, run_config) == v.FEATURE_ROLE
     registry = json.loads((host.directory / SESSIONS_FILE).read_text())
     assert registry["live"] == [[OLD, NODE]]  # ids only: nothing of the session's secrets
