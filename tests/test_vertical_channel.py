@@ -130,8 +130,10 @@ def test_an_abort_drops_the_session_at_once(host: str, run_config: dict[str, obj
     with pytest.raises(channel.ChannelError, match=f"no vertical session of run {run}"):
         channel.forward(host, abort, timeout=60)
     later = Request(run, NODE, v.SERVE, v.content(10, v.HISTOGRAMS), dict(run_config), node_config)
-    with pytest.raises(channel.ChannelError, match="session is not in this process"):
+    with pytest.raises(channel.ChannelError, match=f"run {run} was aborted by the coordinator"):
         channel.forward(host, later, timeout=60)
+    with pytest.raises(channel.ChannelError, match=f"run {run} was aborted by the coordinator"):
+        channel.forward(host, hello, timeout=60)  # no fresh session of an aborted run
 
 
 def _raw(host: str, data: bytes) -> str:
