@@ -51,6 +51,7 @@ from jointcredit.data.vertical_schema import VerticalSchema, load_vertical_schem
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import NodeConfig, ProtocolError
+from jointcredit.federation.session_socket import SOCKET_ENV
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust import keys, pins, store
 from jointcredit.trust.keyset import private_key_path
@@ -61,6 +62,10 @@ Arrays = dict[str, np.ndarray]
 _SESSIONS: dict[tuple[int, int], Session] = {}
 _USED: dict[tuple[int, int], float] = {}  # monotonic time of each session's last message
 _LOCK = threading.Lock()
+# Runs the coordinator aborted: a hello of one is refused, also one still under way when the
+# abort came (the coordinator gave up on it), so no session of it is left to idle.
+_ABORTED: dict[tuple[int, int], None] = {}
+MAX_ABORTED = 10_000  # keys remembered, the oldest forgotten first
 
 
 @dataclass(frozen=True)
@@ -165,8 +170,11 @@ def _session(req: Request) -> Session:
         found = _SESSIONS.get(req.key)
         if found is not None:
             _USED[req.key] = time.monotonic()
+        aborted = req.key in _ABORTED
     if found is not None:
         return found
+    if aborted:
+        raise RuntimeError(_aborted(req.run_id))
     if req.message_type != v.HELLO:
         raise RuntimeError(
             "this node's vertical session is not in this process (never started, ended, or "
@@ -198,9 +206,19 @@ def _session(req: Request) -> Session:
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
     with _LOCK:
-        _SESSIONS[req.key] = session
-        _USED[req.key] = time.monotonic()
+        aborted = req.key in _ABORTED
+        if not aborted:
+            _SESSIONS[req.key] = session
+            _USED[req.key] = time.monotonic()
+    if aborted:
+        if isinstance(session, LabelSession):
+            session.close("the coordinator ended the run")
+        raise RuntimeError(_aborted(req.run_id))
     return session
+
+
+def _aborted(run_id: int) -> str:
+    return f"run {run_id} was aborted by the coordinator: this node starts no session of it"
 
 
 def _signing_key(msg: Message, context: Context) -> Ed25519PrivateKey:
@@ -221,7 +239,7 @@ def _answer(msg: Message, context: Context) -> Message:
     """This node's reply: from its session host when the node runs one (deployment), else
     handled here (simulation)."""
     req = Request.of(msg, context)
-    path = os.environ.get(channel.SOCKET_ENV)
+    path = os.environ.get(SOCKET_ENV)
     if path:
         # A step may take the run's step timeout in the host; its own error comes first.
         timeout = VerticalSettings.of(req.run_config, req.run_id).timeout + channel.GRACE
@@ -276,8 +294,14 @@ def abort(req: Request) -> RecordDict:
     training thread) rather than when idle past the step timeout."""
     with _LOCK:
         session = _SESSIONS.get(req.key)
+        _ABORTED[req.key] = None  # a hello of it, even one still under way, starts nothing
+        while len(_ABORTED) > MAX_ABORTED:
+            del _ABORTED[next(iter(_ABORTED))]
     if session is None:
-        raise ProtocolError(f"no vertical session of run {req.run_id} on this node to abort")
+        raise ProtocolError(
+            f"no vertical session of run {req.run_id} on this node to abort (a hello of it "
+            "still under way is refused when it ends)"
+        )
     drop(req.key, "the coordinator ended the run")
     return _reply(session, v.content(_step(req), v.ABORT))
 

@@ -8,17 +8,20 @@ gets back the unsigned reply content, or an error message; the task signs the re
 simulation.
 
 The channel is a unix socket in a 0700 directory the node's ClientApp worker makes at start
-(its path inherited by the forks through `SOCKET_ENV`): only the node's own user reaches it,
-never the network. Frames are length-prefixed protobuf (Flower's own `RecordDict`
-serialisation), never pickle: a peer on the socket can send bytes, not code. Every frame is
-bounded (`MAX_FRAME`) and every read has a deadline.
+(its path inherited by the forks through `federation.session_socket.SOCKET_ENV`): only the
+node's own user reaches it, never the network. Frames are length-prefixed protobuf (Flower's
+own `RecordDict` serialisation), never pickle: a peer on the socket can send bytes, not code.
+Every frame is bounded (`MAX_FRAME`) and every read has a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from flwr.app import ConfigRecord, RecordDict
@@ -28,8 +31,7 @@ from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
 if TYPE_CHECKING:
     from jointcredit.client.vertical_app import Request
 
-SOCKET_ENV: Final = "JOINTCREDIT_VERTICAL_SOCKET"
-SOCKET_NAME: Final = "vertical.sock"
+MAX_ADDRESS: Final = 107  # bytes of a unix socket's address (Linux: 108 with its NUL)
 MAX_FRAME: Final = 1 << 30  # 1 GiB: far above a run's largest message (PSI of 1M ids: ~32 MB)
 HEADER: Final = struct.Struct("!BQ")  # status, payload length
 OK: Final = 0
@@ -126,13 +128,30 @@ def decode_request(data: bytes) -> Request:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def socket_address(path: str) -> Iterator[str]:
+    """`path` as a unix socket's address, for `bind` or `connect`: itself when it fits, else
+    the same file through a descriptor of its directory (`/proc/self/fd/N/NAME`, Linux), since
+    a node's state directory may be deeper than an address may be long (`MAX_ADDRESS`)."""
+    if len(os.fsencode(path)) <= MAX_ADDRESS:
+        yield path
+        return
+    directory, name = os.path.split(path)
+    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{name}"
+    finally:
+        os.close(fd)
+
+
 def forward(path: str, req: Request, *, timeout: float) -> RecordDict:
     """Send `req` to the session host at `path`; its reply content. Raises `ChannelError`
     with the host's reason when it failed the request."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect(path)
+            with socket_address(path) as address:
+                sock.connect(address)
         except OSError as exc:
             raise ChannelError(f"the node's vertical session host is not reachable: {exc}") from exc
         send_frame(sock, REQUEST_STATUS, encode_request(req))

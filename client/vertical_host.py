@@ -89,10 +89,11 @@ def serve(path: str, parent: int | None = None, restarted: str | None = None) ->
     signal.signal(signal.SIGINT, _stop)
     old = os.umask(0o177)  # the socket file: the node's own user only
     try:
-        server = SessionServer(path, _Handler, bind_and_activate=False)
-        server.registry = registry = Registry(Path(path).parent, restarted)
-        server.server_bind()
-        server.server_activate()
+        with channel.socket_address(path) as address:
+            server = SessionServer(address, _Handler, bind_and_activate=False)
+            server.registry = registry = Registry(Path(path).parent, restarted)
+            server.server_bind()
+            server.server_activate()
     finally:
         os.umask(old)
     if registry.lost:
@@ -115,9 +116,13 @@ def serve(path: str, parent: int | None = None, restarted: str | None = None) ->
     finally:
         server.shutdown()
         server.server_close()
+        with contextlib.suppress(FileNotFoundError):  # this host's own (it holds the lock)
+            os.unlink(path)
+        # Whatever it held is lost with it, however it stops (its worker gone, SIGTERM): a
+        # successor on this directory refuses those runs by name.
+        registry.close(vertical_app.sessions)
         for key in vertical_app.sessions():
             vertical_app.drop(key, "the session host stopped")
-        registry.sync(list)  # a clean stop loses nothing a successor must refuse
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,9 @@ its key (run id, node id) is, in `SESSIONS_FILE` in the channel's 0700 directory
 whole on every change. When the host dies (crash, OOM kill, `kill -9`) the node's worker starts
 a new one (`deploy.session_host`), which reads the file: every session listed there is lost,
 and each later message of those runs is refused naming its run, rather than found missing
-without a reason or, worse, met with a fresh session in the middle of a run.
+without a reason or, worse, met with a fresh session in the middle of a run. A host that stops
+otherwise lists what it held as lost; the directory is the node's own (under its state
+directory), so the next worker's host, after the whole worker was killed, refuses them too.
 """
 
 from __future__ import annotations
@@ -74,6 +76,17 @@ class Registry:
             if live != self._live:
                 self._live = live
                 self._write()
+
+    def close(self, source: Callable[[], list[Key]]) -> None:
+        """The host stops: the sessions it holds (`source`) are lost with it, so a successor
+        on this directory (the worker's next host, or the next worker's) refuses their runs by
+        name, as after a crash. Its own later messages of them are refused too."""
+        with self._lock:
+            ended = [*self._live, *sorted(source())]
+            self.lost = list(dict.fromkeys([*self.lost, *ended]))[-MAX_LOST:]
+            self._lost = frozenset(self.lost)
+            self._live = []
+            self._write()
 
     def lost_reason(self, run_id: int, node_id: int) -> str | None:
         """Why a message of this session cannot be served, when the session was lost."""

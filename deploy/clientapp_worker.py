@@ -21,6 +21,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from jointcredit.deploy.app_worker import (
@@ -133,6 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--superexec-auth-secret-file", type=str, default=None)
     ap.add_argument("--data-file", default=None, help="the node's file, read before any task")
     ap.add_argument("--schema", default=None, help="its schema (with --data-file)")
+    ap.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="the node's state directory (its vertical session host keeps its socket and "
+        "session registry there; without it, a temporary directory)",
+    )
     args = ap.parse_args(argv)
     secret = read_secret(args.superexec_auth_secret_file)
     pin_clientapp(preload(args.clientapp), args.clientapp)
@@ -151,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Vertical runs keep each party's session (secrets, training thread) in the node's
     # session host, which the forked tasks reach over a node-local socket; one that died is
     # restarted before the next task is taken.
-    with session_host() as host:
+    with session_host(args.state_dir) as host:
         return TaskWorker(
             address,
             TaskType.CLIENT_APP.value,

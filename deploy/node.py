@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 
 from jointcredit.deploy import clientapp_worker, supernode
-from jointcredit.deploy.processes import flower_bin, supernode_command
+from jointcredit.deploy.processes import flower_bin, node_state_dir, supernode_command
 
 SECRET_NAME = "superexec-auth.secret"
 GRACE = 20.0  # seconds both processes get to stop before SIGKILL
@@ -81,6 +81,8 @@ def node_commands(
         f"127.0.0.1:{port}",
         "--superexec-auth-secret-file",
         str(secret),
+        "--state-dir",  # the vertical session host's directory, kept across worker restarts
+        str(node_state_dir(kit)),
     ]
     if schema is not None:
         worker += ["--data-file", str(data.resolve()), "--schema", str(schema.resolve())]

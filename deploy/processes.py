@@ -118,6 +118,12 @@ def superlink_command(
     ]
 
 
+def node_state_dir(kit: Path) -> Path:
+    """Where a node keeps what must outlive its processes (DP ledger, c_i, vertical parts, its
+    vertical session registry): in its own kit."""
+    return (kit / "state").resolve()
+
+
 def node_config(kit: Path, data: Path, schema: Path | None) -> str:
     """The node config string: who this node is, its one data file, its signing key."""
     node = load_node(kit)
@@ -127,7 +133,7 @@ def node_config(kit: Path, data: Path, schema: Path | None) -> str:
         signing_key=str((kit / SIGNING_KEY).resolve()),
         schema_file=str(schema.resolve()) if schema is not None else None,
         # What must survive a crash (DP ledger, c_i), kept by the institution in its kit.
-        state_dir=str((kit / "state").resolve()),
+        state_dir=str(node_state_dir(kit)),
         # The federation's trust store: a vertical party checks relayed answers against it.
         trust_store=str((kit / TRUST_FILE).resolve()),
     ).values()

@@ -55,10 +55,12 @@ class Relay:
     bytes_sent: int = 0
     messages: int = 0
     nodes: dict[str, int] = field(default_factory=dict)  # party -> node
+    addressed: set[int] = field(default_factory=set)  # every node sent a message, known or not
 
     def send(self, node: int, kind: str, content: RecordDict) -> tuple[Message, str]:
         """Send one message to `node`; its verified reply and the party that signed it."""
         sent = Message(content, dst_node_id=node, message_type=kind)
+        self.addressed.add(node)
         self.bytes_sent += v.content_bytes(content)
         self.messages += 1
         # Polled promptly: one message per vertical step, hundreds per run (Flower's own
@@ -78,27 +80,31 @@ class Relay:
         return reply, accepted.institution
 
     def abort(self, label: str | None) -> list[str]:
-        """The run failed: tell every party to drop its session now (secrets, the label
-        party's training thread) rather than when idle past the step timeout. Best effort,
-        for at most `ABORT_SECONDS`; the parties that confirmed."""
+        """The run failed: tell every node it addressed to drop its session now (secrets,
+        the label party's training thread) rather than when idle past the step timeout; a
+        node whose hello went unanswered or was refused too (its party unknown here), since
+        it may have started a session all the same. Best effort, for at most
+        `ABORT_SECONDS`; the parties (or unknown nodes) that confirmed."""
         self.step += 1
+        node_party = {node: party for party, node in self.nodes.items()}
+        label_node = self.nodes.get(label) if label is not None else None
         sent = [
             Message(
                 v.content(self.step, v.ABORT),
                 dst_node_id=node,
-                message_type=v.STEP if party == label else v.SERVE,
+                # Either type reaches a node's abort; the label party's own is STEP.
+                message_type=v.STEP if node == label_node else v.SERVE,
             )
-            for party, node in self.nodes.items()
+            for node in sorted(self.addressed)
         ]
         try:
             _, replies = push_and_pull(self.grid, sent, min(self.timeout, v.ABORT_SECONDS))
         except Exception:  # the run has failed already; its error is the one to report
             return []
-        node_party = {node: party for party, node in self.nodes.items()}
         return sorted(
-            node_party[r.metadata.src_node_id]
+            node_party.get(r.metadata.src_node_id, f"node {r.metadata.src_node_id}")
             for r in replies
-            if not r.has_error() and r.metadata.src_node_id in node_party
+            if not r.has_error() and r.metadata.src_node_id in self.addressed
         )
 
     def ask(self, party: str, kind: str, content: RecordDict) -> Message:

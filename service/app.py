@@ -48,6 +48,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     freeze_start_up()
     yield
     await app.state.writer.close()
+    if app.state.service.exposure is not None:
+        await app.state.service.exposure.close()
     if app.state.monitor is not None:
         app.state.monitor.close()
     app.state.service.audit.close()  # stops the checkpoint thread, releases the lock file

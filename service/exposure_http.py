@@ -69,6 +69,26 @@ class ExposureClient:
         self.timeout = timeout
         self.transport = transport
         self._request_key = request_key(federation_key)
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        """The client every query shares: its kept-alive connections spare a TLS handshake
+        per lender per applicant. A client's connections belong to the event loop that opened
+        them, so another loop (a script's `asyncio.run`) is given a client of its own. Made
+        with no await between the check and the assignment: concurrent queries of one loop
+        get the same one."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+            self._loop = loop
+        return self._client
+
+    async def close(self) -> None:
+        """Close the shared client (the service's shutdown); a later query makes another."""
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
 
     def outsiders(self, lenders: list[str]) -> list[str]:
         """Lenders that are not institutions of the registry."""
@@ -108,8 +128,8 @@ class ExposureClient:
                 return "answer does not match the query"
             return value
 
-        async with httpx.AsyncClient(timeout=self.timeout, transport=self.transport) as client:
-            answers = await asyncio.gather(*(ask(client, i) for i in request.participants))
+        client = self._http()
+        answers = await asyncio.gather(*(ask(client, i) for i in request.participants))
         failed = {
             inst: a
             for inst, a in zip(request.participants, answers, strict=True)

@@ -154,6 +154,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
     await app.state.writer.close()
     await app.state.service.client.close()
+    if app.state.service.exposure is not None:
+        await app.state.service.exposure.close()
     app.state.service.audit.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -239,6 +240,12 @@ def test_node_start_prints_both_processes_with_tls_auth_and_process_isolation(
         worker_line
     )
     assert "node-auth.key" not in worker_line and "signing.key" not in worker_line
+    # The worker's vertical session host keeps its registry in the node's own state directory
+    # (the one its node config names), so the node's next worker finds it.
+    state = processes.node_state_dir(out / "bank-a")
+    node_args = shlex.split(node_line)
+    node_config = node_args[node_args.index("--node-config") + 1]
+    assert f"--state-dir {state}" in worker_line and f"state-dir='{state}'" in node_config
     assert "--poll-interval 0.5" in node_line  # the default
     args = ["node", "start", "--kit", str(out / "bank-a"), "--data", str(data), "--dry-run"]
     tuned = runner.invoke(cli, [*args, "--poll-interval", "0.2"])

@@ -4,6 +4,7 @@ the institutions' apps in process, and `jointcredit exposure serve` as real proc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -41,7 +42,7 @@ from jointcredit.service.exposure import (
     request_mac,
     total_from_shares,
 )
-from jointcredit.service.exposure_http import ExposureClient, institution_app
+from jointcredit.service.exposure_http import ExposureClient, ExposureResult, institution_app
 from jointcredit.service.loader import load_service
 from jointcredit.service.policy import load_policy
 from jointcredit.service.registry import (
@@ -253,6 +254,87 @@ def test_joint_limit_subtracts_the_secure_sum_of_exposure(federation: dict[str, 
     ]
 
 
+class _Counted(httpx.AsyncClient):
+    """httpx's client, counting how many are made and closed."""
+
+    made: ClassVar[list[_Counted]] = []
+    closed: ClassVar[list[_Counted]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.made.append(self)
+
+    async def aclose(self) -> None:
+        self.closed.append(self)
+        await super().aclose()
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> type[_Counted]:
+    monkeypatch.setattr(_Counted, "made", [])
+    monkeypatch.setattr(_Counted, "closed", [])
+    monkeypatch.setattr(httpx, "AsyncClient", _Counted)
+    return _Counted
+
+
+def _institutions(root: Path, fed_key: bytes) -> tuple[Registry, Institutions]:
+    keys = _keys()
+    registry = _registry(keys, {i: f"http://{i}.test" for i in INSTITUTIONS})
+    apps = {
+        f"{i}.test": institution_app(
+            Institution(i, keys[i], registry, Ledger.load(_ledger(root, i), fed_key)), fed_key
+        )
+        for i in INSTITUTIONS
+    }
+    return registry, Institutions(apps)
+
+
+def test_concurrent_totals_share_one_client_until_it_is_closed(
+    tmp_path: Path, counted: type[_Counted]
+) -> None:
+    """One connection pool for every applicant and lender (not a client, so a TLS handshake
+    per lender, per applicant); `close` closes it, and a later query makes another."""
+    fed_key = bytes.fromhex(new_federation_key())
+    registry, transport = _institutions(tmp_path, fed_key)
+    exposure = ExposureClient(registry, fed_key, timeout=3.5, transport=transport)
+
+    async def run() -> list[int | None]:
+        totals = await asyncio.gather(*(exposure.total(a) for a in ("TIN-1", "TIN-2", "TIN-3")))
+        assert len(counted.made) == 1 and not counted.closed
+        await exposure.close()
+        assert counted.closed == counted.made
+        again = await exposure.total("TIN-1")
+        await exposure.close()
+        return [t.total_cents for t in [*totals, again]]
+
+    assert asyncio.run(run()) == [12000000 + 3050025, 500000, 99900, 12000000 + 3050025]
+    assert len(counted.made) == 2 and counted.closed == counted.made
+    assert counted.made[0].timeout == httpx.Timeout(3.5)  # the client's timeout kept
+    assert transport.asked == 4 * len(INSTITUTIONS)  # through the injected transport
+
+
+@pytest.mark.integration
+def test_the_service_queries_through_one_client_and_closes_it_at_shutdown(
+    tmp_path: Path, counted: type[_Counted]
+) -> None:
+    fed_key = bytes.fromhex(new_federation_key())
+    registry, transport = _institutions(tmp_path, fed_key)
+    token = new_key(tmp_path / "api.json", "bank-a")
+    service = load_service(signed_artifact(tmp_path / "run"), tmp_path / "run" / "trust.json",
+                           api_keys=tmp_path / "api.json",
+                           db_url=f"sqlite:///{tmp_path / 'a.sqlite'}")  # fmt: skip
+    service.exposure = ExposureClient(registry, fed_key, transport=transport)
+    consents = ConsentRegistry(service.audit)
+    with TestClient(create_app(service)) as client:
+        for applicant in ("TIN-1", "TIN-2"):
+            consents.add("bank-a", f"c-{applicant}", applicant, "exposure")
+            r = _request(client, token, applicant, ["bank-a", "cf-c"])
+            assert r.json()["joint_credit"]["existing_exposure"] is not None, r.text
+        assert transport.asked == 2 * len(INSTITUTIONS)
+        assert len(counted.made) == 1 and not counted.closed
+    assert counted.closed == counted.made  # the service's shutdown closed it
+
+
 @pytest.mark.integration
 def test_one_institution_down_gives_refer_not_a_wrong_number(federation: dict[str, Any]) -> None:
     federation["transport"].down.add("bank-b.test")
@@ -448,7 +530,6 @@ def test_exposure_serve_processes_answer_a_secure_sum(tmp_path: Path) -> None:
     """Keys, a signed registry and the federation key made by the CLI; three `jointcredit
     exposure serve` processes; the service's client adds their shares up, and reports who did
     not answer once one is stopped."""
-    import asyncio
 
     subprocess.run(_cli("exposure", "federation-key", "--out", str(tmp_path / "fed.key")),
                    check=True)  # fmt: skip
@@ -508,10 +589,17 @@ def test_exposure_serve_processes_answer_a_secure_sum(tmp_path: Path) -> None:
             load_registry(tmp_path / "reg", load_store(trust)),
             load_federation_key(tmp_path / "fed.key"),
         )
-        assert asyncio.run(client.total("TIN-1")).total_cents == 12000000 + 3050025
+
+        async def total() -> ExposureResult:
+            try:
+                return await client.total("TIN-1")
+            finally:
+                await client.close()  # as the service's shutdown does
+
+        assert asyncio.run(total()).total_cents == 12000000 + 3050025
         procs["bank-b"].terminate()
         procs["bank-b"].wait(timeout=20)
-        missing = asyncio.run(client.total("TIN-1"))
+        missing = asyncio.run(total())
         assert missing.total_cents is None and set(missing.unavailable) == {"bank-b"}
     finally:
         for p in procs.values():

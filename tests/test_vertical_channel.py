@@ -25,6 +25,7 @@ from jointcredit.client.vertical_app import Request
 from jointcredit.client.vertical_host import SessionServer, _Handler
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
+from jointcredit.federation.session_socket import SOCKET_NAME
 from jointcredit.federation.settings import SettingsError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust import keys
@@ -38,7 +39,7 @@ RUN, NODE = 21, 5
 @pytest.fixture(scope="module")
 def host() -> Iterator[str]:
     directory = tempfile.mkdtemp(prefix="jc-channel-")  # short: unix socket paths are bounded
-    path = str(Path(directory) / channel.SOCKET_NAME)
+    path = str(Path(directory) / SOCKET_NAME)
     server = SessionServer(path, _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -129,8 +130,10 @@ def test_an_abort_drops_the_session_at_once(host: str, run_config: dict[str, obj
     with pytest.raises(channel.ChannelError, match=f"no vertical session of run {run}"):
         channel.forward(host, abort, timeout=60)
     later = Request(run, NODE, v.SERVE, v.content(10, v.HISTOGRAMS), dict(run_config), node_config)
-    with pytest.raises(channel.ChannelError, match="session is not in this process"):
+    with pytest.raises(channel.ChannelError, match=f"run {run} was aborted by the coordinator"):
         channel.forward(host, later, timeout=60)
+    with pytest.raises(channel.ChannelError, match=f"run {run} was aborted by the coordinator"):
+        channel.forward(host, hello, timeout=60)  # no fresh session of an aborted run
 
 
 def _raw(host: str, data: bytes) -> str:

@@ -11,6 +11,8 @@ import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from jointcredit.deploy import session_host as deploy_session_host
 from jointcredit.deploy.app_worker import TaskWorker
 from jointcredit.deploy.session_host import SessionHost, session_host
 from jointcredit.federation import vertical as v
+from jointcredit.federation.session_socket import SOCKET_ENV, SOCKET_NAME
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust.keyset import TRUST_FILE, create_key_set
 
@@ -50,8 +53,10 @@ def host() -> Iterator[SessionHost]:
         yield started
 
 
-def _send(host: SessionHost, run: int, kind: str, config: dict[str, object]) -> str:
-    """The role a hello gets, or for a PSI message the names of its reply's arrays."""
+def _send(host: SessionHost | Path, run: int, kind: str, config: dict[str, object]) -> str:
+    """The role a hello gets, or for a PSI message the names of its reply's arrays (`host`:
+    the host, or its socket's path)."""
+    path = host.path if isinstance(host, SessionHost) else host
     if kind == v.HELLO:
         content = v.content(1, v.HELLO_ACTION)
     else:  # a message only a session that already exists can take
@@ -59,7 +64,7 @@ def _send(host: SessionHost, run: int, kind: str, config: dict[str, object]) -> 
         content = v.content(3, v.PSI_REBLIND, {v.BLINDED: blinded}, party="platform")
     node_config = {"partition-id": 1, "num-partitions": 2}  # the platform, simulated
     req = Request(run, NODE, kind, content, dict(config), node_config)
-    reply = channel.forward(str(host.path), req, timeout=60)
+    reply = channel.forward(str(path), req, timeout=60)
     return str(v.request(reply)[v.ROLE]) if kind == v.HELLO else ",".join(v.arrays(reply))
 
 
@@ -72,7 +77,7 @@ def _kill(host: SessionHost) -> None:
 def test_a_killed_host_is_restarted_and_names_the_lost_session(
     host: SessionHost, run_config: dict[str, object]
 ) -> None:
-    assert os.environ[channel.SOCKET_ENV] == str(host.path)
+    assert os.environ[SOCKET_ENV] == str(host.path)
     assert _send(host, OLD, v.HELLO, run_config) == v.FEATURE_ROLE
     registry = json.loads((host.directory / SESSIONS_FILE).read_text())
     assert registry["live"] == [[OLD, NODE]]  # ids only: nothing of the session's secrets
@@ -105,6 +110,78 @@ def test_a_killed_host_is_restarted_and_names_the_lost_session(
     for run in (OLD, NEW):
         with pytest.raises(channel.ChannelError, match=rf"session of run {run} .*was lost"):
             _send(host, run, v.PSI, run_config)
+
+
+# A node's ClientApp worker, as `clientapp_worker.main` runs its session host.
+WORKER = """
+import sys, time
+from pathlib import Path
+from jointcredit.deploy.session_host import session_host
+with session_host(Path(sys.argv[1])) as host:
+    print("host pid", host.proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("killed", ["worker", "worker and host"])
+def test_the_next_worker_on_the_node_names_the_runs_lost_with_a_killed_one(
+    tmp_path: Path, run_config: dict[str, object], killed: str
+) -> None:
+    """The whole worker is killed (`kill -9`): alone, its orphaned host sees it gone and
+    stops; with its host, nothing is written at all. Either way the node's next worker uses
+    the same directory under the node's state directory and its host refuses the old run by
+    name, a hello for it included, instead of "not in this process" or a fresh session. The
+    state directory is deeper than a unix socket's address may be long."""
+    state = tmp_path / ("a-kit-kept-in-a-rather-deep-directory-" * 2) / "kit" / "state"
+    path = state / deploy_session_host.HOST_DIR / SOCKET_NAME
+    assert len(os.fsencode(path)) > channel.MAX_ADDRESS
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(state)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        line = ""
+        while not line.startswith("host pid"):  # the host's own lines come first
+            line = worker.stdout.readline()
+            assert line, "the worker ended before its session host started"
+        host_pid = int(line.split()[-1])
+        assert _send(path, OLD, v.HELLO, run_config) == v.FEATURE_ROLE
+        worker.kill()
+        worker.wait()
+        if killed == "worker and host":
+            os.kill(host_pid, signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.wait()
+
+    with session_host(state) as host:
+        assert host.path == path
+        for kind in (v.PSI, v.HELLO):
+            with pytest.raises(channel.ChannelError, match=rf"session of run {OLD} .*was lost"):
+                _send(host, OLD, kind, run_config)
+        assert _send(host, NEW, v.HELLO, run_config) == v.FEATURE_ROLE
+        assert stat.S_IMODE(host.directory.stat().st_mode) == 0o700
+    # A clean stop loses the sessions it held too: the next worker refuses both runs.
+    assert not path.exists()  # the stopped host removed its socket
+    registry = json.loads((path.parent / SESSIONS_FILE).read_text())
+    assert registry == {"live": [], "lost": [[OLD, NODE], [NEW, NODE]]}
+    with session_host(state) as host:
+        for run in (OLD, NEW):
+            with pytest.raises(channel.ChannelError, match=rf"session of run {run} .*was lost"):
+                _send(host, run, v.PSI, run_config)
+
+
+def test_a_second_host_on_the_same_directory_is_refused(
+    tmp_path: Path, run_config: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second node started with the same kit must not take over the first one's socket."""
+    with session_host(tmp_path / "state") as first:
+        monkeypatch.setattr(deploy_session_host, "LOCK_WAIT", 0.5)
+        second = session_host(tmp_path / "state")
+        with pytest.raises(RuntimeError, match="another vertical session host"):
+            second.__enter__()
+        assert first.check() and first.restarts == 0
+        assert _send(first, NEW, v.HELLO, run_config) == v.FEATURE_ROLE
 
 
 def test_a_host_that_cannot_start_is_retried_later(

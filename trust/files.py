@@ -1,5 +1,6 @@
 """Files that hold secrets or that several processes rewrite: written whole or not at all, never
-through a symlink, readable by the owner only.
+through a symlink, readable by the owner only; directories only their owner may enter
+(`private_directory`).
 
 `replace_file` writes a fresh temporary file beside the target (`mkstemp`: a new, randomly
 named file created exclusively, so nothing planted at a predictable temporary path is followed
@@ -34,6 +35,25 @@ def refuse_symlink(path: Path) -> None:
         raise UnsafeFile(f"{path}: is a symbolic link; refusing to write through it")
     if not stat.S_ISREG(st.st_mode):
         raise UnsafeFile(f"{path}: not a regular file")
+
+
+def private_directory(path: Path) -> Path:
+    """`path` as a directory only this user may enter: made (0700) when absent; refused
+    (UnsafeFile) when it is a symlink, not a directory, another user's, or open to group or
+    others, since whoever may enter it could replace what this user keeps there."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeFile(f"{path}: is a symbolic link; refusing to use it as a private directory")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeFile(f"{path}: not a directory")
+    if st.st_uid != os.geteuid():
+        raise UnsafeFile(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
+    if st.st_mode & 0o077:
+        mode = stat.S_IMODE(st.st_mode)
+        raise UnsafeFile(f"{path}: mode {mode:04o}, open to other users (must be 0700)")
+    return path
 
 
 def replace_file(path: Path, data: bytes, mode: int = 0o600) -> None:
