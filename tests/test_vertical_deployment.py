@@ -320,10 +320,11 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(deployed: Deploye
     centralized, _ = baselines(joined, same)
     assert metrics["federated"]["auc"] == pytest.approx(centralized["auc"], abs=1e-9)
     assert metrics["federated"]["brier"] == pytest.approx(centralized["brier"], abs=1e-9)
-    # Each session ended with the run (none left to drop as idle); stopped nodes leave no
-    # channel behind.
+    # Each session ended with the run (none left to drop as idle, none recorded live); stopped
+    # nodes leave no channel behind, only their private directory and its registry.
     print(f"vertical deployed run: {seconds:.1f} s, {vertical}")
     procs.stop_all()
     for party, sock in fed.sockets.items():
         assert "dropped (idle)" not in procs.log(party)[logs_before[party] :]
-        assert not sock.parent.exists()
+        assert not sock.exists()
+        assert _live(sock) == []
