@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -62,6 +63,7 @@ Arrays = dict[str, np.ndarray]
 _SESSIONS: dict[tuple[int, int], Session] = {}
 _USED: dict[tuple[int, int], float] = {}  # monotonic time of each session's last message
 _LOCK = threading.Lock()
+_registrar: Callable[[tuple[int, int]], None] | None = None  # register_sessions_with
 # Runs the coordinator aborted: a hello of one is refused, also one still under way when the
 # abort came (the coordinator gave up on it), so no session of it is left to idle.
 _ABORTED: dict[tuple[int, int], None] = {}
@@ -205,6 +207,8 @@ def _session(req: Request) -> Session:
         session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
+    if _registrar is not None:  # outside _LOCK: the registry reads `sessions` under its lock
+        _registrar(req.key)
     with _LOCK:
         aborted = req.key in _ABORTED
         if not aborted:
@@ -419,6 +423,13 @@ def drop(key: tuple[int, int], why: str = "idle too long") -> None:
     session = _end(key)
     if isinstance(session, LabelSession):
         session.close(why)
+
+
+def register_sessions_with(registrar: Callable[[tuple[int, int]], None] | None) -> None:
+    """Have every new session's key recorded (`registrar`, the session host's registry)
+    before its hello is answered; it may refuse the session by raising."""
+    global _registrar
+    _registrar = registrar
 
 
 def sessions() -> list[tuple[int, int]]:

@@ -31,6 +31,7 @@ from types import FrameType
 from jointcredit.client import vertical_app
 from jointcredit.client import vertical_channel as channel
 from jointcredit.client.vertical_registry import Registry
+from jointcredit.federation import vertical as v
 
 READ_TIMEOUT = 120.0  # seconds a task may take to send its request
 EXPIRE_EVERY = 10.0  # seconds between looks for idle sessions
@@ -61,7 +62,9 @@ class _Handler(socketserver.BaseRequestHandler):
             return
         finally:
             if registry is not None:
-                registry.sync(vertical_app.sessions)
+                # Only a hello registers a session (`Registry.register`), so only it settles one.
+                hello = req.message_type == v.HELLO
+                registry.sync(vertical_app.sessions, settled=req.key if hello else None)
         sock.settimeout(None)
         with contextlib.suppress(OSError):  # the task is gone (killed, timed out)
             channel.send_frame(sock, channel.OK, reply)
@@ -92,6 +95,7 @@ def serve(path: str, parent: int | None = None, restarted: str | None = None) ->
         with channel.socket_address(path) as address:
             server = SessionServer(address, _Handler, bind_and_activate=False)
             server.registry = registry = Registry(Path(path).parent, restarted)
+            vertical_app.register_sessions_with(registry.register)
             server.server_bind()
             server.server_activate()
     finally:
@@ -114,6 +118,7 @@ def serve(path: str, parent: int | None = None, restarted: str | None = None) ->
                     print(f"vertical session of run {run_id} dropped (idle)", flush=True)
                 registry.sync(vertical_app.sessions)
     finally:
+        registry.stop()  # handler threads outlive `shutdown`: a hello from now on starts nothing
         server.shutdown()
         server.server_close()
         with contextlib.suppress(FileNotFoundError):  # this host's own (it holds the lock)

@@ -46,6 +46,10 @@ class Registry:
         self.restarted = restarted  # why the previous host stopped (None: first start)
         self._lock = threading.Lock()
         self._live: list[Key] = []
+        # Sessions registered while being created, not yet settled by their handler: kept in
+        # the file even before they are in the host's session table.
+        self._pending: dict[Key, int] = {}
+        self._stopping = False
         self.lost: list[Key] = self._read_lost()
         self._lost = frozenset(self.lost)
         self._write()
@@ -67,12 +71,37 @@ class Registry:
         data = {"live": [list(k) for k in self._live], "lost": [list(k) for k in self.lost]}
         replace_file(self.path, json.dumps(data).encode(), mode=0o600)
 
-    def sync(self, source: Callable[[], list[Key]]) -> None:
-        """Record the sessions the host now holds (written only when they changed). `source`
-        is read under the lock: a list read before it could be older than one another thread
-        has written meanwhile, and would drop a live session from the file."""
+    def register(self, key: Key) -> None:
+        """A session is being created: on disk before its hello is answered, so a host killed
+        any time after the answer leaves it listed (and its successor refuses its run rather
+        than start it afresh mid-run). Refused once the host has begun to stop: a session
+        made then would be missing from the lost list `close` writes."""
         with self._lock:
-            live = sorted(source())
+            if self._stopping:
+                raise RuntimeError("the node's session host is stopping: it starts no session")
+            self._pending[key] = self._pending.get(key, 0) + 1
+            if key not in self._live:
+                self._live = sorted([*self._live, key])
+                self._write()
+
+    def stop(self) -> None:
+        """The host begins to stop: no session is registered from now on."""
+        with self._lock:
+            self._stopping = True
+
+    def sync(self, source: Callable[[], list[Key]], settled: Key | None = None) -> None:
+        """Record the sessions the host now holds (written only when they changed); `settled`:
+        the key a handler registered, now in the host's table or failed. `source` is read
+        under the lock: a list read before it could be older than one another thread has
+        written meanwhile, and would drop a live session from the file."""
+        with self._lock:
+            if settled in self._pending:
+                self._pending[settled] -= 1
+                if not self._pending[settled]:
+                    del self._pending[settled]
+            if self._stopping:
+                return  # `close` writes the last list
+            live = sorted({*source(), *self._pending})
             if live != self._live:
                 self._live = live
                 self._write()
@@ -82,7 +111,8 @@ class Registry:
         on this directory (the worker's next host, or the next worker's) refuses their runs by
         name, as after a crash. Its own later messages of them are refused too."""
         with self._lock:
-            ended = [*self._live, *sorted(source())]
+            self._stopping = True
+            ended = [*self._live, *sorted({*source(), *self._pending})]
             self.lost = list(dict.fromkeys([*self.lost, *ended]))[-MAX_LOST:]
             self._lost = frozenset(self.lost)
             self._live = []

@@ -21,7 +21,7 @@ own decisions and review items. Errors never carry stack traces (service/errors.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -47,12 +47,14 @@ __all__ = ["Service", "create_app"]
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     freeze_start_up()
     yield
-    await app.state.writer.close()
-    if app.state.service.exposure is not None:
-        await app.state.service.exposure.close()
-    if app.state.monitor is not None:
-        app.state.monitor.close()
-    app.state.service.audit.close()  # stops the checkpoint thread, releases the lock file
+    # Every close runs even when an earlier one raises (last pushed, first run).
+    async with AsyncExitStack() as closing:
+        closing.callback(app.state.service.audit.close)  # checkpoint thread, lock file
+        if app.state.monitor is not None:
+            closing.callback(app.state.monitor.close)
+        if app.state.service.exposure is not None:
+            closing.push_async_callback(app.state.service.exposure.close)
+        await app.state.writer.close()
 
 
 def create_app(service: Service, *, max_body: int = MAX_BODY) -> FastAPI:

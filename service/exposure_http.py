@@ -12,6 +12,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from fastapi import FastAPI
@@ -47,6 +48,20 @@ def institution_app(institution: Institution, federation_key: bytes) -> FastAPI:
     return app
 
 
+# Secure sums in flight at once across the whole service, singles and batches alike (each
+# asks every institution of the registry), so concurrent requests cannot multiply the load.
+TOTALS_AT_ONCE = 16
+
+
+class _RefuseCookies(DefaultCookiePolicy):
+    """Stores no cookie: a jar kept for the client's lifetime would let a lender link one
+    applicant's query to the next, and a cookie set for a shared parent domain would reach
+    the other lenders."""
+
+    def set_ok(self, cookie: object, request: object) -> bool:
+        return False
+
+
 @dataclass(frozen=True)
 class ExposureResult:
     total_cents: int | None
@@ -80,7 +95,18 @@ class ExposureClient:
         get the same one."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
+            # A connection for every lender of every total in flight: with httpx's default
+            # pool (100), a queued request's PoolTimeout would read as "unreachable" -> refer.
+            pool = TOTALS_AT_ONCE * max(1, len(self.registry.institutions))
+            self._client = httpx.AsyncClient(
+                timeout=self.timeout,
+                transport=self.transport,
+                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                cookies=CookieJar(policy=_RefuseCookies()),
+                # Lenders are reached directly: no proxy from the environment (it would see
+                # every query) and no .netrc credentials sent to them.
+                trust_env=False,
+            )
             self._loop = loop
         return self._client
 

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 from jointcredit.service.consent import ConsentRegistry, refuse_exposure
 from jointcredit.service.decision import DecisionTable, Json
 from jointcredit.service.errors import Invalid
-from jointcredit.service.exposure_http import ExposureClient, ExposureResult
+from jointcredit.service.exposure_http import TOTALS_AT_ONCE, ExposureClient, ExposureResult
 from jointcredit.service.joint import JointRequest, apply_joint, joint_limit
 from jointcredit.service.limits import Gate
 from jointcredit.service.policy import Policy
@@ -25,9 +25,6 @@ from jointcredit.service.policy_texts import ConsentProblem
 
 NO_REGISTRY = ExposureResult(None, {"*": "no exposure registry configured"})
 NOT_SCORED = "not asked: the application was not scored"
-# Secure sums in flight at once across the whole service, singles and batches alike (each
-# asks every institution of the registry), so concurrent requests cannot multiply the load.
-TOTALS_AT_ONCE = 16
 
 # Per applicant asking for a joint limit: the federation's exposure, or why consent did not
 # allow asking for it.

@@ -21,7 +21,7 @@ vertical model.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,11 +152,13 @@ def load_vertical_service(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     freeze_start_up()
     yield
-    await app.state.writer.close()
-    await app.state.service.client.close()
-    if app.state.service.exposure is not None:
-        await app.state.service.exposure.close()
-    app.state.service.audit.close()
+    # Every close runs even when an earlier one raises (last pushed, first run).
+    async with AsyncExitStack() as closing:
+        closing.callback(app.state.service.audit.close)
+        if app.state.service.exposure is not None:
+            closing.push_async_callback(app.state.service.exposure.close)
+        closing.push_async_callback(app.state.service.client.close)
+        await app.state.writer.close()
 
 
 def create_vertical_app(service: VerticalService, *, max_body: int = 2 * 2**20) -> FastAPI:

@@ -42,7 +42,12 @@ from jointcredit.service.exposure import (
     request_mac,
     total_from_shares,
 )
-from jointcredit.service.exposure_http import ExposureClient, ExposureResult, institution_app
+from jointcredit.service.exposure_http import (
+    TOTALS_AT_ONCE,
+    ExposureClient,
+    ExposureResult,
+    institution_app,
+)
 from jointcredit.service.loader import load_service
 from jointcredit.service.policy import load_policy
 from jointcredit.service.registry import (
@@ -53,6 +58,7 @@ from jointcredit.service.registry import (
     public_b64,
     sign_registry,
 )
+from jointcredit.service.writer import AuditWriter
 
 INSTITUTIONS = ["bank-a", "bank-b", "cf-c"]
 LEDGERS = {
@@ -606,3 +612,92 @@ def test_exposure_serve_processes_answer_a_secure_sum(tmp_path: Path) -> None:
             p.terminate()
         for p in procs.values():
             p.wait(timeout=20)
+
+
+class _CookieLender(httpx.AsyncBaseTransport):
+    """A lender that sets a cookie on every answer; records each request's Cookie header."""
+
+    def __init__(self) -> None:
+        self.cookies_sent: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.cookies_sent.append(request.headers.get("cookie"))
+        return httpx.Response(503, headers={"Set-Cookie": "track=applicant-1; Path=/"})
+
+
+def test_the_shared_client_keeps_no_cookie_and_ignores_the_environment(
+    tmp_path: Path, counted: type[_Counted]
+) -> None:
+    """A cookie one lender sets is never sent back (not to it for the next applicant, not to
+    another lender of the parent domain); proxies and .netrc from the environment are off;
+    the pool holds a connection per lender for every total in flight."""
+    fed_key = bytes.fromhex(new_federation_key())
+    registry = _registry(_keys(), {i: f"http://{i}.test" for i in INSTITUTIONS})
+    lender = _CookieLender()
+    exposure = ExposureClient(registry, fed_key, transport=lender)
+
+    async def run() -> None:
+        for applicant in ("TIN-1", "TIN-2"):
+            await exposure.total(applicant)
+        await exposure.close()
+
+    asyncio.run(run())
+    assert len(lender.cookies_sent) == 2 * len(INSTITUTIONS)
+    assert lender.cookies_sent == [None] * len(lender.cookies_sent)
+    (client,) = counted.made
+    assert client.trust_env is False
+    assert not list(client.cookies.jar)
+
+
+def test_the_pool_is_sized_for_every_lender_of_every_total(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[dict[str, Any]] = []
+    real = httpx.AsyncClient
+
+    def record(**kwargs: Any) -> httpx.AsyncClient:
+        made.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(httpx, "AsyncClient", record)
+    fed_key = bytes.fromhex(new_federation_key())
+    registry = _registry(_keys(), {i: f"http://{i}.test" for i in INSTITUTIONS})
+    exposure = ExposureClient(registry, fed_key, transport=_CookieLender())
+
+    async def run() -> None:
+        await exposure.total("TIN-1")
+        await exposure.close()
+
+    asyncio.run(run())
+    pool = TOTALS_AT_ONCE * len(INSTITUTIONS)
+    assert made[0]["limits"] == httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+
+
+@pytest.mark.integration
+def test_the_exposure_client_is_closed_even_when_the_writer_close_raises(
+    tmp_path: Path, counted: type[_Counted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fed_key = bytes.fromhex(new_federation_key())
+    registry, transport = _institutions(tmp_path, fed_key)
+    token = new_key(tmp_path / "api.json", "bank-a")
+    service = load_service(signed_artifact(tmp_path / "run"), tmp_path / "run" / "trust.json",
+                           api_keys=tmp_path / "api.json",
+                           db_url=f"sqlite:///{tmp_path / 'a.sqlite'}")  # fmt: skip
+    service.exposure = ExposureClient(registry, fed_key, transport=transport)
+    ConsentRegistry(service.audit).add("bank-a", "c-TIN-1", "TIN-1", "exposure")
+    audit_closed: list[bool] = []
+    real_audit_close = service.audit.close
+    monkeypatch.setattr(
+        service.audit, "close", lambda: (audit_closed.append(True), real_audit_close())[1]
+    )
+
+    async def broken(self: AuditWriter) -> None:
+        raise RuntimeError("writer close failed")
+
+    monkeypatch.setattr(AuditWriter, "close", broken)
+    app = create_app(service)
+    with pytest.raises(RuntimeError, match="writer close failed"), TestClient(app) as client:
+        r = _request(client, token, "TIN-1", ["bank-a", "cf-c"])
+        assert r.json()["joint_credit"]["existing_exposure"] is not None, r.text
+    assert counted.made and counted.closed == counted.made
+    assert audit_closed == [True]

@@ -5,9 +5,11 @@ uses one under the node's state directory and refuses an unsafe one before it st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,52 @@ def test_the_session_host_refuses_an_unsafe_directory_before_it_starts(tmp_path:
     with pytest.raises(UnsafeFile, match="symbolic link"), session_host(state):
         pass
     assert list((tmp_path / "elsewhere").iterdir()) == []  # nothing made through the link
+
+
+def test_a_parent_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Whoever may write the parent (`KIT/state`) could rename the checked directory away
+    and put their own in its place: refused before anything is made in it."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    state.chmod(0o770)
+    with pytest.raises(UnsafeFile, match=r"state: mode 0770, open to other users"):
+        private_directory(state / HOST_DIR)
+    assert list(state.iterdir()) == []
+    state.chmod(0o755)  # readable by others is fine: only writing it lets them swap
+    assert private_directory(state / HOST_DIR) == state / HOST_DIR
+
+
+def test_a_symlink_swapped_in_while_checking_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory is replaced by a symlink to another one right after it is examined
+    (`lstat` or `fstat`, whichever looks at it): what the caller would then use is not what
+    was checked, so it is refused."""
+    target = tmp_path / "host"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    real_lstat, real_fstat = os.lstat, os.fstat
+
+    def swap() -> None:
+        if target.is_dir() and not target.is_symlink():
+            target.rmdir()
+            target.symlink_to(elsewhere)
+
+    def lstat(p: Any, *a: Any, **k: Any) -> os.stat_result:
+        st = real_lstat(p, *a, **k)
+        if Path(p) == target:
+            swap()
+        return st
+
+    def fstat(fd: int) -> os.stat_result:
+        st = real_fstat(fd)
+        with contextlib.suppress(FileNotFoundError):  # the parent's is looked at first
+            seen = real_lstat(target)
+            if (st.st_dev, st.st_ino) == (seen.st_dev, seen.st_ino):
+                swap()
+        return st
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    monkeypatch.setattr(os, "fstat", fstat)
+    with pytest.raises(UnsafeFile, match="replaced while it was being checked"):
+        private_directory(target)

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,10 @@ from typing import NoReturn
 import numpy as np
 import pytest
 
+from jointcredit.client import vertical_app
 from jointcredit.client import vertical_channel as channel
 from jointcredit.client.vertical_app import Request
+from jointcredit.client.vertical_host import SessionServer, _Handler
 from jointcredit.client.vertical_registry import SESSIONS_FILE, Registry
 from jointcredit.deploy import session_host as deploy_session_host
 from jointcredit.deploy.app_worker import TaskWorker
@@ -246,3 +249,52 @@ def test_the_registry_never_writes_an_older_session_list_over_a_newer_one(
     b.join(5)
     written = json.loads((tmp_path / SESSIONS_FILE).read_text())
     assert written["live"] == [[1, 7], [2, 7]]
+
+
+@pytest.fixture
+def in_process() -> Iterator[tuple[Path, Registry]]:
+    """The host's server and registry in threads of the test, as `vertical_host.serve` sets
+    them up (short directory: unix socket paths are bounded)."""
+    directory = Path(tempfile.mkdtemp(prefix="jc-reg-"))
+    server = SessionServer(str(directory / SOCKET_NAME), _Handler)
+    server.registry = registry = Registry(directory)
+    vertical_app.register_sessions_with(registry.register)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield directory / SOCKET_NAME, registry
+    finally:
+        vertical_app.register_sessions_with(None)
+        server.shutdown()
+        server.server_close()
+        for key in vertical_app.sessions():
+            vertical_app.drop(key, "test over")
+
+
+def test_an_answered_hello_is_on_disk_before_the_handler_syncs(
+    in_process: tuple[Path, Registry],
+    run_config: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host SIGKILLed after answering a hello but before its handler's sync (here: the sync
+    does nothing) still lists the session, so the next host refuses the run by name rather
+    than let a retried hello start it afresh mid-run."""
+    path, _registry = in_process
+    monkeypatch.setattr(Registry, "sync", lambda *_a, **_k: None)
+    assert _send(path, OLD, v.HELLO, run_config) == v.FEATURE_ROLE
+    assert json.loads((path.parent / SESSIONS_FILE).read_text())["live"] == [[OLD, NODE]]
+    assert Registry(path.parent, "killed by SIGKILL").lost == [(OLD, NODE)]
+
+
+def test_a_stopping_host_starts_no_session(
+    in_process: tuple[Path, Registry], run_config: dict[str, object]
+) -> None:
+    """Handler threads outlive the server's shutdown: a hello they finish once the host has
+    begun to stop is refused, not a session missing from the lost list `close` writes."""
+    path, registry = in_process
+    registry.stop()
+    with pytest.raises(channel.ChannelError, match="stopping"):
+        _send(path, NEW, v.HELLO, run_config)
+    assert (NEW, NODE) not in vertical_app.sessions()
+    registry.close(vertical_app.sessions)
+    assert json.loads((path.parent / SESSIONS_FILE).read_text()) == {"live": [], "lost": []}

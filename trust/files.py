@@ -12,6 +12,7 @@ new one. `locked` serialises read-modify-write cycles of one file across process
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -37,22 +38,52 @@ def refuse_symlink(path: Path) -> None:
         raise UnsafeFile(f"{path}: not a regular file")
 
 
+def _open_directory(name: str | Path, dir_fd: int | None, shown: Path) -> int:
+    """A descriptor of the directory `name` itself (never a symlink's target): every check is
+    then made on what was opened, not on a path that may name something else by then."""
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as exc:
+        if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+            raise UnsafeFile(f"{shown}: is a symbolic link; refusing to use it") from exc
+        if exc.errno == errno.ENOTDIR:
+            raise UnsafeFile(f"{shown}: not a directory") from exc
+        raise
+
+
+def _owned(fd: int, shown: Path, forbidden: int, need: str) -> os.stat_result:
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        raise UnsafeFile(f"{shown}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
+    if st.st_mode & forbidden:
+        mode = stat.S_IMODE(st.st_mode)
+        raise UnsafeFile(f"{shown}: mode {mode:04o}, open to other users (must be {need})")
+    return st
+
+
 def private_directory(path: Path) -> Path:
     """`path` as a directory only this user may enter: made (0700) when absent; refused
     (UnsafeFile) when it is a symlink, not a directory, another user's, or open to group or
-    others, since whoever may enter it could replace what this user keeps there."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        raise UnsafeFile(f"{path}: is a symbolic link; refusing to use it as a private directory")
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeFile(f"{path}: not a directory")
-    if st.st_uid != os.geteuid():
-        raise UnsafeFile(f"{path}: owned by uid {st.st_uid}, not by this user ({os.geteuid()})")
-    if st.st_mode & 0o077:
-        mode = stat.S_IMODE(st.st_mode)
-        raise UnsafeFile(f"{path}: mode {mode:04o}, open to other users (must be 0700)")
+    others, since whoever may enter it could replace what this user keeps there. Its parent
+    must be this user's and writable by no one else: whoever may write the parent could
+    rename the checked directory away and put their own in its place after the checks."""
+    parent_fd = _open_directory(path.parent, None, path.parent)
+    try:
+        _owned(parent_fd, path.parent, 0o022, "writable by its owner only")
+        # Made and opened through the checked parent's descriptor, not its path.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path.name, 0o700, dir_fd=parent_fd)
+        fd = _open_directory(path.name, parent_fd, path)
+        try:
+            st = _owned(fd, path, 0o077, "0700")
+        finally:
+            os.close(fd)
+        # Still the directory checked (not swapped for another, or a symlink, meanwhile).
+        now = os.stat(path.name, dir_fd=parent_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsafeFile(f"{path}: replaced while it was being checked")
+    finally:
+        os.close(parent_fd)
     return path
 
 
