@@ -77,6 +77,9 @@ class HeuPublicKey:
             raise ValueError(f"expected a column of ciphertexts, got shape {array.shape}")
         return HeuCiphertexts(array)
 
+    def plaintext_bits(self) -> int:
+        return self._bound.bit_length() - 1
+
     def sums_per_ciphertext(self, width: int) -> int:
         # Measured (docs/BENCHMARKS.md): shifting a sum into place costs more than an OU
         # decryption (mod p^2, a third of the modulus) saves, and less than a Paillier one.

@@ -144,6 +144,13 @@ def regroup(fine: BinningSpec, coarse: BinningSpec, counts: BinCounts) -> BinCou
     return BinCounts(goods=goods, bads=bads)
 
 
+def merge_map(
+    fine: NumericBins | CategoricalBins, coarse: NumericBins | CategoricalBins
+) -> np.ndarray:
+    """For each fine code of a feature, the coarse code `coarse_bins` merged it into."""
+    return _fine_to_coarse(fine, coarse)
+
+
 def _fine_to_coarse(
     fine: NumericBins | CategoricalBins, coarse: NumericBins | CategoricalBins
 ) -> np.ndarray:

@@ -37,6 +37,11 @@ class PublicKey(Protocol):
         none."""
         ...
 
+    def plaintext_bits(self) -> int:
+        """Every whole number below 2^bits is a plaintext (what packing several counts into
+        one plaintext may use)."""
+        ...
+
     def sums_per_ciphertext(self, width: int) -> int:
         """How many `width`-bit sums a feature party puts side by side in one ciphertext: as
         many as the plaintext space holds where shifting them together costs less than the
