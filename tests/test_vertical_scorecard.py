@@ -21,7 +21,12 @@ from jointcredit.models.vertical.party_bins import party_bins, party_schema
 from jointcredit.models.vertical.scorecard import slots
 from jointcredit.models.vertical.scorecard.central import central_scorecard
 from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
-from jointcredit.models.vertical.scorecard.fit import VerticalScorecard, one_step
+from jointcredit.models.vertical.scorecard.fit import (
+    Calibration,
+    VerticalScorecard,
+    one_step,
+    solve,
+)
 from jointcredit.models.vertical.scorecard.label_party import ScorecardLink, train
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
@@ -59,7 +64,7 @@ def _schema(vs: VerticalSchema) -> VerticalSchema:
 @pytest.fixture(scope="module")
 def parties() -> Parties:
     settings = VerticalSettings.model_validate(
-        {"dataset": "synthetic-vertical", "synthetic-rows": 2000}
+        {"dataset": "synthetic-vertical", "synthetic-rows": 1000}
     )
     data = load_data(settings)
     frames, test = aligned_frames(data, settings)
@@ -99,10 +104,30 @@ def fitted(parties: Parties, key: HeuSecretKey) -> VerticalScorecard:
     return _train(parties, key, _platform(parties, key))
 
 
-def test_lossless_against_the_joined_rows(parties: Parties, fitted: VerticalScorecard) -> None:
+@pytest.mark.parametrize("calibration", ["lda", "newton"])
+def test_lossless_against_the_joined_rows(
+    parties: Parties, key: HeuSecretKey, fitted: VerticalScorecard, calibration: Calibration
+) -> None:
     p = parties
+    if calibration != "lda":
+        link = [_platform(p, key)]
+        fitted = train(
+            p.bank,
+            p.y,
+            p.bank_bins,
+            p.schema,
+            link,
+            key,
+            classing=CLASSING,
+            calibration=calibration,
+        )
     central = central_scorecard(
-        (p.bank, p.bank_bins), (p.platform, p.platform_bins), p.y, p.schema, classing=CLASSING
+        (p.bank, p.bank_bins),
+        (p.platform, p.platform_bins),
+        p.y,
+        p.schema,
+        classing=CLASSING,
+        calibration=calibration,
     )
     assert fitted.intercept == pytest.approx(central.intercept, abs=1e-9)
     np.testing.assert_allclose(fitted.weights, central.weights, rtol=0, atol=1e-9)
@@ -154,6 +179,25 @@ def test_one_step_is_a_newton_step_of_the_log_likelihood() -> None:
     expected = w0 + np.linalg.solve(hessian, x.T @ (y - p))
     b, w = one_step(x.T @ x, x.T @ y, int(y.sum()), ridge=0.0)
     np.testing.assert_allclose(np.r_[b, w], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_lda_calibration_is_the_linear_discriminant() -> None:
+    """Against Fisher's discriminant computed row by row: the within-class covariance's
+    inverse times the difference of the class means, the intercept at their midpoint plus the
+    log prior odds."""
+    rng = np.random.default_rng(4)
+    y = (rng.random(600) < 0.25).astype(float)
+    x = rng.normal(size=(600, 3)) + np.outer(y, [0.9, -0.4, 0.1]) + 0.3
+    x1 = np.column_stack([np.ones(600), x])
+    mu1, mu0 = x[y == 1].mean(axis=0), x[y == 0].mean(axis=0)
+    within = (
+        (x[y == 1] - mu1).T @ (x[y == 1] - mu1) + (x[y == 0] - mu0).T @ (x[y == 0] - mu0)
+    ) / 600
+    beta = np.linalg.solve(within, mu1 - mu0)
+    p1 = y.mean()
+    intercept = math.log(p1 / (1 - p1)) - beta @ (mu1 + mu0) / 2
+    b, w = solve(x1.T @ x1, x1.T @ y, int(y.sum()), ridge=0.0, calibration="lda")
+    np.testing.assert_allclose(np.r_[b, w], np.r_[intercept, beta], rtol=1e-9, atol=1e-12)
 
 
 def test_slots_add_up_to_exact_counts() -> None:
@@ -274,8 +318,7 @@ def test_the_platform_refuses_another_key_and_row_count(
     parties: Parties, key: HeuSecretKey
 ) -> None:
     platform = _platform(parties, key)
-    other = HeuSecretKey("ou")
-    message = EncryptedSlots(other.public.to_bytes(), b"", len(parties.platform), 1)
+    message = EncryptedSlots(b"another key", b"", len(parties.platform), 1)
     with pytest.raises(ValueError, match="another key"):
         platform.tables(message)
     message = EncryptedSlots(key.public.to_bytes(), b"", len(parties.platform) + 1, 1)

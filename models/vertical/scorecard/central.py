@@ -26,6 +26,7 @@ def central_scorecard(
     classing: Classing,
     scale: ScoreScale | None = None,
     ridge: float = fit.RIDGE,
+    calibration: fit.Calibration = "lda",
 ) -> fit.VerticalScorecard:
     """(frame, fine bins) of the label party's and the feature party's aligned training rows
     (`platform` None: the label party's features alone, the same learner)."""
@@ -41,5 +42,7 @@ def central_scorecard(
         coarse = BinningSpec(features=[f.woe.bins for f in features]).codes(p_frame)
         columns += [f.woe.values[coarse[:, j]] for j, f in enumerate(features)]
     x = np.column_stack(columns)
-    intercept, weights = fit.one_step(x.T @ x, x.T @ y, int(y.sum()), ridge)
+    intercept, weights = fit.solve(
+        x.T @ x, x.T @ y, int(y.sum()), ridge=ridge, calibration=calibration
+    )
     return fit.scorecard(intercept, weights, own_woe, features, scale or ScoreScale())

@@ -76,6 +76,7 @@ def train(
     classing: Classing,
     scale: ScoreScale | None = None,
     ridge: float = fit.RIDGE,
+    calibration: fit.Calibration = "lda",
 ) -> fit.VerticalScorecard:
     """`frame`: the label party's aligned training rows (its features), `y` their labels,
     `fine` its fine bins of them; `schema` the federation's (every feature's type, special
@@ -114,7 +115,7 @@ def train(
     )
     platform = fit.platform_features(fine_p, counts, schema, classing)
     gram, xty = _moments(own, own_codes, y, platform, cols, pairs, per_bin, plan.offsets)
-    intercept, weights = fit.one_step(gram, xty, bads, ridge)
+    intercept, weights = fit.solve(gram, xty, bads, ridge=ridge, calibration=calibration)
     return fit.scorecard(intercept, weights, own, platform, scale or ScoreScale())
 
 
