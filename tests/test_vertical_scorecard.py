@@ -335,3 +335,22 @@ def test_one_feature_party_and_two_classes(parties: Parties, key: HeuSecretKey) 
         train(p.bank, np.zeros_like(p.y), p.bank_bins, p.schema, [platform], key, classing=CLASSING)
     with pytest.raises(ValueError, match="0/1 label"):
         train(p.bank, p.y[:-1], p.bank_bins, p.schema, [platform], key, classing=CLASSING)
+
+
+def test_bins_of_a_few_applicants_are_refused(parties: Parties, key: HeuSecretKey) -> None:
+    """Neither party lets the other count a bin of fewer than 5 applicants: the bank would
+    learn their platform bins, or the platform's bins of theirs."""
+    p = parties
+    few = p.platform.copy()
+    col = few["payment_failures_90d"].to_numpy(dtype=float, copy=True)
+    col[np.isnan(col)] = 0.0
+    col[:3] = np.nan  # a missing bin of 3 rows
+    few["payment_failures_90d"] = col
+    with pytest.raises(ValueError, match=r"payment_failures_90d: bin \d+ holds 3 rows"):
+        ScorecardFeatureParty(few, p.platform_bins, public_key(key.public.to_bytes()))
+    bank = p.bank.copy()
+    income = bank["monthly_income"].to_numpy(dtype=float, copy=True)
+    income[:2] = np.nan
+    bank["monthly_income"] = income
+    with pytest.raises(ValueError, match=r"monthly_income: bin \d+ holds 2 rows"):
+        train(bank, p.y, p.bank_bins, p.schema, [_platform(p, key)], key, classing=CLASSING)

@@ -12,6 +12,21 @@ from jointcredit.models.vertical.scorecard.messages import FineColumns, PairCoun
 from jointcredit.models.vertical.scorecard.slots import BAD, COUNT
 
 MAX_FINE_BINS = 127  # the ciphertext bucket sums' limit (`privacy.paillier.MAX_BUCKETS`)
+# The fewest rows a bin whose counts the other party learns may hold, unless empty: the
+# project's smallest category a node reports (`min-category-count`'s default). A bin of one
+# applicant would hand the label party that applicant's bins of every other feature.
+MIN_CELL_ROWS = 5
+
+
+def check_cells(rows: np.ndarray, name: str, min_rows: int) -> None:
+    """Refuse a bin of `name` holding fewer than `min_rows` rows, none aside."""
+    small = np.flatnonzero((rows > 0) & (rows < min_rows))
+    if small.size:
+        k = int(small[0])
+        raise ValueError(
+            f"{name}: bin {k} holds {int(rows[k])} rows, fewer than {min_rows}: its counts "
+            "would single out applicants; merge it or drop the feature"
+        )
 
 
 def _counts(value: object, shape: tuple[int, ...], what: str) -> np.ndarray:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from jointcredit.models.binning import BinningSpec, NumericBins
 from jointcredit.models.vertical.cipher import PublicKey
+from jointcredit.models.vertical.scorecard import checks
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
     EncryptedTables,
@@ -23,11 +24,22 @@ from jointcredit.models.vertical.scorecard.messages import (
 
 
 class ScorecardFeatureParty:
-    def __init__(self, frame: pd.DataFrame, bins: BinningSpec, key: PublicKey) -> None:
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        bins: BinningSpec,
+        key: PublicKey,
+        *,
+        min_rows: int = checks.MIN_CELL_ROWS,
+    ) -> None:
         """`frame`: its aligned training rows in the label party's order; `bins`: its fine
-        bins of them (`party_bins.party_bins`); `key`: the label party's public key."""
+        bins of them (`party_bins.party_bins`); `key`: the label party's public key. A fine
+        bin of fewer than `min_rows` rows (none aside) is refused: the label party would
+        learn its applicants' every other bin."""
         self.bins, self._key = bins, key
         self.codes = bins.codes(frame).astype(np.int64)
+        for j, f in enumerate(bins.features):
+            checks.check_cells(np.bincount(self.codes[:, j], minlength=f.n_bins), f.name, min_rows)
 
     def columns(self) -> FineColumns:
         feats = self.bins.features

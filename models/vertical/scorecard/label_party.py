@@ -77,10 +77,13 @@ def train(
     scale: ScoreScale | None = None,
     ridge: float = fit.RIDGE,
     calibration: fit.Calibration = "lda",
+    min_rows: int = checks.MIN_CELL_ROWS,
 ) -> fit.VerticalScorecard:
     """`frame`: the label party's aligned training rows (its features), `y` their labels,
     `fine` its fine bins of them; `schema` the federation's (every feature's type, special
-    values and monotone direction); the feature party holds the same rows in the same order."""
+    values and monotone direction); the feature party holds the same rows in the same order.
+    An own coarse bin of fewer than `min_rows` rows (none aside) is refused: the cross
+    tables would show the platform's bins of its few applicants."""
     if len(parties) != 1:
         raise ValueError(
             f"the vertical scorecard takes exactly one feature party, not {len(parties)}: "
@@ -92,6 +95,8 @@ def train(
     bads = int(y.sum())
     own, own_codes = own_features(frame, y, fine, schema, classing)
     own_rows = [np.bincount(own_codes[:, a], minlength=f.bins.n_bins) for a, f in enumerate(own)]
+    for rows, f in zip(own_rows, own, strict=True):
+        checks.check_cells(rows, f.name, min_rows)  # the platform's counts per one of them
 
     cols = link.columns()
     checks.check_columns(cols, n, schema, fine.names)
