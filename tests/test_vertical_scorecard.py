@@ -279,6 +279,9 @@ HOSTILE = [
     pytest.param({"columns": lambda c: _bump(c, int(c.rows[0][1]) + 1)}, "negative", id="negative"),
     pytest.param({"columns": _bank_feature}, "not a feature party's", id="bank-feature"),
     pytest.param({"columns": _more_bins}, "shape", id="bins-vs-rows"),
+    pytest.param(
+        {"columns": lambda c: replace(c, regular=(2.5, *c.regular[1:]))}, "whole", id="half-bin"
+    ),
     pytest.param({"pairs": lambda p: PairCounts(p.tables[:-1])}, "pair tables", id="pair-missing"),
     pytest.param({"pairs": _moved_pair}, "add up", id="pair-inconsistent"),
     pytest.param(

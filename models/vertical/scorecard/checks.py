@@ -46,6 +46,9 @@ def check_columns(cols: FineColumns, rows: int, schema: Schema, own: list[str]) 
         raise ValueError("fine columns: one kind, bin count and row count vector per feature")
     if len(set(cols.names)) != m:
         raise ValueError("fine columns: a feature named twice")
+    whole = (int, np.integer)
+    if not all(isinstance(v, whole) for v in (*cols.regular, *cols.special)):
+        raise ValueError("fine columns: bin counts must be whole numbers")
     for j, name in enumerate(cols.names):
         spec = schema.features.get(name)
         if spec is None or name in own:
