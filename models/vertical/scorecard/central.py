@@ -1,7 +1,8 @@
 """The vertical scorecard's central equivalent: the same learner on the joined rows (the
 same fine bins, classing, WOE and one-step fit, `fit`), with X'X and X'y computed from the
 rows' design matrix. The vertical fit equals it to float rounding
-(tests/test_vertical_scorecard.py).
+(tests/test_vertical_scorecard.py). It is the reference, so it takes nothing from
+`label_party`: its inputs come straight from the horizontal binning functions.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import pandas as pd
 
 from jointcredit.data.schema import Schema
 from jointcredit.models.binning import BinningSpec, count_bins
-from jointcredit.models.binning.table import Classing
+from jointcredit.models.binning.encoding import woe_features
+from jointcredit.models.binning.table import Classing, classify
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.vertical.scorecard import fit
-from jointcredit.models.vertical.scorecard.label_party import labels, own_features
 
 
 def central_scorecard(
@@ -31,8 +32,10 @@ def central_scorecard(
     """(frame, fine bins) of the label party's and the feature party's aligned training rows
     (`platform` None: the label party's features alone, the same learner)."""
     frame, fine = own
-    y = labels(y, len(frame))
-    own_woe, own_codes = own_features(frame, y, fine, schema, classing)
+    y = np.asarray(y).astype(np.int64)
+    table = classify(fine, count_bins(frame, y, fine), schema, classing)
+    own_woe = woe_features(table)
+    own_codes = table.bins.codes(frame)
     columns = [np.ones(len(y))] + [f.values[own_codes[:, a]] for a, f in enumerate(own_woe)]
     features: tuple[fit.PlatformFeature, ...] = ()
     if platform is not None:
