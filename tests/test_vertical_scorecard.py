@@ -49,6 +49,7 @@ class Parties:
     schema: Schema
     bank_bins: BinningSpec
     platform_bins: BinningSpec
+    platform_fine: BinningSpec  # 16 bins a feature: pair-table cells of 1-4 rows
 
 
 def _schema(vs: VerticalSchema) -> VerticalSchema:
@@ -64,7 +65,7 @@ def _schema(vs: VerticalSchema) -> VerticalSchema:
 @pytest.fixture(scope="module")
 def parties() -> Parties:
     settings = VerticalSettings.model_validate(
-        {"dataset": "synthetic-vertical", "synthetic-rows": 1000}
+        {"dataset": "synthetic-vertical", "synthetic-rows": 3000}
     )
     data = load_data(settings)
     frames, test = aligned_frames(data, settings)
@@ -79,11 +80,14 @@ def parties() -> Parties:
     platform["payment_failures_90d"] = col
     y = bank[vs.base.label].to_numpy().astype(np.int64)
 
-    def bins(party: str, frame: pd.DataFrame) -> BinningSpec:
+    def bins(party: str, frame: pd.DataFrame, max_bins: int) -> BinningSpec:
         schema = party_schema(vs, party)
-        return party_bins(frame, schema, max_bins=16, max_categories=20, min_count=5)
+        return party_bins(frame, schema, max_bins=max_bins, max_categories=20, min_count=5)
 
-    return Parties(bank, platform, y, vs.base, bins("bank", bank), bins("platform", platform))
+    # The platform's fine bins coarse enough that no pair-table cell holds 1-4 rows.
+    platform_bins = bins("platform", platform, 4)
+    fine = bins("platform", platform, 16)
+    return Parties(bank, platform, y, vs.base, bins("bank", bank, 16), platform_bins, fine)
 
 
 @pytest.fixture(scope="module")
@@ -276,14 +280,14 @@ def _swapped(t: EncryptedTables) -> EncryptedTables:
 
 HOSTILE = [
     pytest.param({"columns": _other_rows}, "counts", id="rows-not-n"),
-    pytest.param({"columns": lambda c: _bump(c, int(c.rows[0][1]) + 1)}, "negative", id="negative"),
+    pytest.param({"columns": lambda c: _bump(c, int(c.rows[0][1]) + 1)}, "below 0", id="negative"),
     pytest.param({"columns": _bank_feature}, "not a feature party's", id="bank-feature"),
     pytest.param({"columns": _more_bins}, "shape", id="bins-vs-rows"),
     pytest.param(
         {"columns": lambda c: replace(c, regular=(2.5, *c.regular[1:]))}, "whole", id="half-bin"
     ),
     pytest.param({"pairs": lambda p: PairCounts(p.tables[:-1])}, "pair tables", id="pair-missing"),
-    pytest.param({"pairs": _moved_pair}, "add up", id="pair-inconsistent"),
+    pytest.param({"pairs": _moved_pair}, "add up|above its", id="pair-inconsistent"),
     pytest.param(
         {"tables": lambda t: replace(t, columns=t.columns[:-1])}, "columns of", id="column-missing"
     ),
@@ -306,11 +310,8 @@ def test_sums_over_other_rows_are_refused(parties: Parties, key: HeuSecretKey) -
     """A platform whose sums count other rows than those whose bins it announced."""
     honest = _platform(parties, key)
     n = len(parties.platform)
-    shifted = ScorecardFeatureParty(
-        parties.platform.iloc[np.r_[0 : n // 2, 0 : n - n // 2]].reset_index(drop=True),
-        parties.platform_bins,
-        public_key(key.public.to_bytes()),
-    )
+    shifted = _platform(parties, key)
+    shifted.codes = shifted.codes[np.r_[0 : n // 2, 0 : n - n // 2]]
     cheat = Hostile(honest)
     cheat.tables = shifted.tables  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="sums of"):
@@ -357,3 +358,88 @@ def test_bins_of_a_few_applicants_are_refused(parties: Parties, key: HeuSecretKe
     bank["monthly_income"] = income
     with pytest.raises(ValueError, match=r"monthly_income: bin \d+ holds 2 rows"):
         train(bank, p.y, p.bank_bins, p.schema, [_platform(p, key)], key, classing=CLASSING)
+
+
+def _wrapped(cells: PairCounts, delta: int) -> PairCounts:
+    """+delta on cells (0, 0) and (1, 1) of the first table, -delta on (0, 1) and (1, 0),
+    sent as uint64: the -delta cells wrap past 2^63, every row and column total holds."""
+    t = cells.tables[0].astype(np.uint64)
+    for at, sign in (((0, 0), 1), ((1, 1), 1), ((0, 1), -1), ((1, 0), -1)):
+        t[at] = np.uint64((int(t[at]) + sign * delta) % 2**64)
+    return PairCounts((t, *cells.tables[1:]))
+
+
+@pytest.mark.parametrize("delta", [10**12, None], ids=["1e12", "one-above-marginal"])
+def test_wrapped_uint64_pair_tables_are_refused(
+    parties: Parties, key: HeuSecretKey, delta: int | None
+) -> None:
+    """The review's attack: a uint64 table whose wrapped cells keep the totals (it moved the
+    platform's weights to ~0); `None`: cell (0, 0) one above its row's or column's total."""
+    honest = _platform(parties, key)
+    cols, t = honest.columns(), honest.pairs().tables[0]
+    low = min(int(cols.rows[0][0]), int(cols.rows[1][0]))
+    step = delta if delta is not None else low - int(t[0, 0]) + 1
+    a, b = honest.columns().names[:2]
+    with pytest.raises(ValueError, match=rf"pair table \({a}, {b}\): a count below 0 or above"):
+        _train(parties, key, Hostile(honest, pairs=lambda p: _wrapped(p, step)))
+
+
+MALFORMED = [
+    pytest.param(
+        {"tables": lambda t: replace(t, buckets=float(t.buckets))}, "buckets", id="buckets"
+    ),
+    pytest.param(
+        {"columns": lambda c: replace(c, rows=tuple(r.tolist() for r in c.rows))},
+        "rows of",
+        id="rows-as-lists",
+    ),
+    pytest.param(
+        {"columns": lambda c: replace(c, names=(["x"], *c.names[1:]))}, "names", id="name-list"
+    ),
+]
+
+
+@pytest.mark.parametrize(("changes", "error"), MALFORMED)
+def test_malformed_answers_are_value_errors(
+    parties: Parties, key: HeuSecretKey, changes: dict[str, object], error: str
+) -> None:
+    """A field of the wrong type is a ValueError naming it, not a TypeError further on."""
+    with pytest.raises(ValueError, match=error):
+        _train(parties, key, Hostile(_platform(parties, key), **changes))
+
+
+def test_pair_cells_of_a_few_applicants_are_refused(parties: Parties, key: HeuSecretKey) -> None:
+    """Every fine bin holds 5 rows or more, but a pair of them fewer: the platform refuses
+    to send the pair table, naming both features."""
+    pk = public_key(key.public.to_bytes())
+    with pytest.raises(ValueError, match=r"pair table \(\w+, \w+\): bin \(\d+, \d+\) holds [1-4] "):
+        ScorecardFeatureParty(parties.platform, parties.platform_fine, pk)
+
+
+def test_no_setting_lowers_the_minimum_below_5(parties: Parties, key: HeuSecretKey) -> None:
+    """`min_rows=1` (a vertical run's `min-category-count`) still refuses bins of 2-3 rows."""
+    p = parties
+    few = p.platform.copy()
+    col = few["payment_failures_90d"].to_numpy(dtype=float, copy=True)
+    col[np.isnan(col)] = 0.0
+    col[:3] = np.nan
+    few["payment_failures_90d"] = col
+    pk = public_key(key.public.to_bytes())
+    with pytest.raises(ValueError, match="holds 3 rows, fewer than 5"):
+        ScorecardFeatureParty(few, p.platform_bins, pk, min_rows=1)
+    bank = p.bank.copy()
+    income = bank["monthly_income"].to_numpy(dtype=float, copy=True)
+    income[:2] = np.nan
+    bank["monthly_income"] = income
+    with pytest.raises(ValueError, match="holds 2 rows, fewer than 5"):
+        train(bank, p.y, p.bank_bins, p.schema, [_platform(p, key)], key, classing=CLASSING,
+              min_rows=1)  # fmt: skip
+
+
+def test_one_bound_on_fine_bins() -> None:
+    """The models' bound on fine codes is the scheme's bucket limit, defined once."""
+    from jointcredit.models.vertical.cipher import MAX_BUCKETS
+    from jointcredit.models.vertical.scorecard.checks import MAX_FINE_BINS
+    from jointcredit.privacy.paillier import MAX_BUCKETS as SCHEME_BUCKETS
+
+    assert MAX_FINE_BINS == MAX_BUCKETS == SCHEME_BUCKETS

@@ -34,12 +34,20 @@ class ScorecardFeatureParty:
     ) -> None:
         """`frame`: its aligned training rows in the label party's order; `bins`: its fine
         bins of them (`party_bins.party_bins`); `key`: the label party's public key. A fine
-        bin of fewer than `min_rows` rows (none aside) is refused: the label party would
-        learn its applicants' every other bin."""
+        bin, or cell of a pair table, of fewer than `min_rows` rows (at least
+        `checks.MIN_CELL_ROWS`; none aside) is refused: the label party would learn its
+        applicants' every other bin, or their bins of two features."""
         self.bins, self._key = bins, key
         self.codes = bins.codes(frame).astype(np.int64)
+        min_rows = checks.min_cell_rows(min_rows)
         for j, f in enumerate(bins.features):
             checks.check_cells(np.bincount(self.codes[:, j], minlength=f.n_bins), f.name, min_rows)
+        names = [f.name for f in bins.features]
+        self._pairs = self._pair_tables()
+        pairs = ((a, b) for i, a in enumerate(names) for b in names[i + 1 :])
+        for (a, b), table in zip(pairs, self._pairs, strict=True):
+            checks.check_cells(table, f"pair table ({a}, {b})", min_rows,
+                               f"coarser fine bins of {a!r} or {b!r}")  # fmt: skip
 
     def columns(self) -> FineColumns:
         feats = self.bins.features
@@ -55,6 +63,9 @@ class ScorecardFeatureParty:
         )
 
     def pairs(self) -> PairCounts:
+        return PairCounts(self._pairs)
+
+    def _pair_tables(self) -> tuple[np.ndarray, ...]:
         n_bins = [f.n_bins for f in self.bins.features]
         tables = []
         for j in range(len(n_bins)):
@@ -62,7 +73,7 @@ class ScorecardFeatureParty:
                 joint = self.codes[:, j] * n_bins[k] + self.codes[:, k]
                 counts = np.bincount(joint, minlength=n_bins[j] * n_bins[k])
                 tables.append(counts.reshape(n_bins[j], n_bins[k]).astype(np.int64))
-        return PairCounts(tuple(tables))
+        return tuple(tables)
 
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         """Each ciphertext column summed over the rows of each of its fine bins."""

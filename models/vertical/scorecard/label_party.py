@@ -82,8 +82,9 @@ def train(
     """`frame`: the label party's aligned training rows (its features), `y` their labels,
     `fine` its fine bins of them; `schema` the federation's (every feature's type, special
     values and monotone direction); the feature party holds the same rows in the same order.
-    An own coarse bin of fewer than `min_rows` rows (none aside) is refused: the cross
-    tables would show the platform's bins of its few applicants."""
+    An own coarse bin of fewer than `min_rows` rows (at least `checks.MIN_CELL_ROWS`; none
+    aside) is refused: the cross tables would show the platform's bins of its few
+    applicants."""
     if len(parties) != 1:
         raise ValueError(
             f"the vertical scorecard takes exactly one feature party, not {len(parties)}: "
@@ -94,24 +95,26 @@ def train(
     y = labels(y, n)
     bads = int(y.sum())
     own, own_codes = own_features(frame, y, fine, schema, classing)
+    min_rows = checks.min_cell_rows(min_rows)
     own_rows = [np.bincount(own_codes[:, a], minlength=f.bins.n_bins) for a, f in enumerate(own)]
     for rows, f in zip(own_rows, own, strict=True):
         checks.check_cells(rows, f.name, min_rows)  # the platform's counts per one of them
 
-    cols = link.columns()
-    checks.check_columns(cols, n, schema, fine.names)
-    pairs = checks.check_pairs(link.pairs(), cols)
+    # From here on only the checked, int64 copies of the platform's answers are used.
+    cols = checks.check_columns(link.columns(), n, schema, fine.names)
+    pairs = checks.check_pairs(link.pairs(), cols, n)
 
     plan = slots.plan(n, [f.bins.n_bins for f in own], key.public.plaintext_bits())
     sent = key.public.encrypt(slots.pack(plan, y, own_codes))
     reply = link.tables(EncryptedSlots(key.public.to_bytes(), sent.to_bytes(), n, plan.columns))
-    sums = _decrypted(reply, cols, plan, key)
-    checks.check_tables(sums, cols, reply.buckets, own_rows, plan.offsets, bads)
+    buckets = checks.whole(reply.buckets, "sums: buckets")
+    sums = _decrypted(reply.columns, buckets, cols, plan, key)
+    sums = checks.check_tables(sums, cols, buckets, own_rows, plan.offsets, bads)
 
     fine_p = fit.stand_in_bins(
         list(zip(cols.names, cols.categorical, cols.regular, strict=True)), schema
     )
-    at = reply.buckets * np.arange(len(cols.names))
+    at = buckets * np.arange(len(cols.names))
     per_bin = [sums[a : a + cols.n_bins(j)] for j, a in enumerate(at.tolist())]
     named = list(zip(cols.names, per_bin, strict=True))
     counts = BinCounts(
@@ -125,19 +128,21 @@ def train(
 
 
 def _decrypted(
-    reply: EncryptedTables, cols: FineColumns, plan: slots.SlotPlan, key: SecretKey
+    columns: object, buckets: int, cols: FineColumns, plan: slots.SlotPlan, key: SecretKey
 ) -> np.ndarray:
     """The feature party's sums, decrypted and unpacked: (features * buckets, slots)."""
     m = len(cols.names)
-    if len(reply.columns) != plan.columns:
-        raise ValueError(f"{len(reply.columns)} columns of sums, {plan.columns} sent")
-    if not max(cols.n_bins(j) for j in range(m)) <= reply.buckets <= checks.MAX_FINE_BINS:
-        raise ValueError(f"sums over {reply.buckets} buckets per feature")
+    if not isinstance(columns, tuple | list) or not all(isinstance(c, bytes) for c in columns):
+        raise ValueError("sums: columns must be a list of bytes")
+    if len(columns) != plan.columns:
+        raise ValueError(f"{len(columns)} columns of sums, {plan.columns} sent")
+    if not max(cols.n_bins(j) for j in range(m)) <= buckets <= checks.MAX_FINE_BINS:
+        raise ValueError(f"sums over {buckets} buckets per feature")
     plain = []
-    for data in reply.columns:
+    for data in columns:
         column = key.public.load(data)
-        if len(column) != m * reply.buckets:
-            raise ValueError(f"{len(column)} sums in a column, {m * reply.buckets} expected")
+        if len(column) != m * buckets:
+            raise ValueError(f"{len(column)} sums in a column, {m * buckets} expected")
         plain.append(key.decrypt(column))
     return slots.unpack(plan, plain)
 
