@@ -409,11 +409,15 @@ def test_malformed_answers_are_value_errors(
 
 
 def test_pair_cells_of_a_few_applicants_are_refused(parties: Parties, key: HeuSecretKey) -> None:
-    """Every fine bin holds 5 rows or more, but a pair of them fewer: the platform refuses
-    to send the pair table, naming both features."""
+    """Every fine bin holds 5 rows or more, but a pair of them fewer: a platform that asks
+    for a minimum on pair cells refuses to send the pair table, naming both features; one
+    that asks for less than 5 gets 5."""
     pk = public_key(key.public.to_bytes())
-    with pytest.raises(ValueError, match=r"pair table \(\w+, \w+\): bin \(\d+, \d+\) holds [1-4] "):
-        ScorecardFeatureParty(parties.platform, parties.platform_fine, pk)
+    ScorecardFeatureParty(parties.platform, parties.platform_fine, pk)  # not asked: served
+    small = r"pair table \(\w+, \w+\): bin \(\d+, \d+\) holds [1-4] "
+    for asked in (5, 2):
+        with pytest.raises(ValueError, match=small):
+            ScorecardFeatureParty(parties.platform, parties.platform_fine, pk, pair_min_rows=asked)
 
 
 def test_no_setting_lowers_the_minimum_below_5(parties: Parties, key: HeuSecretKey) -> None:

@@ -31,12 +31,16 @@ class ScorecardFeatureParty:
         key: PublicKey,
         *,
         min_rows: int = checks.MIN_CELL_ROWS,
+        pair_min_rows: int = 0,
     ) -> None:
         """`frame`: its aligned training rows in the label party's order; `bins`: its fine
         bins of them (`party_bins.party_bins`); `key`: the label party's public key. A fine
-        bin, or cell of a pair table, of fewer than `min_rows` rows (at least
-        `checks.MIN_CELL_ROWS`; none aside) is refused: the label party would learn its
-        applicants' every other bin, or their bins of two features."""
+        bin of fewer than `min_rows` rows (at least `checks.MIN_CELL_ROWS`; none aside) is
+        refused: the label party would learn its applicants' every other bin. A pair-table
+        cell of fewer than `pair_min_rows` (0: not checked; else at least
+        `checks.MIN_CELL_ROWS`) is refused too, the platform's choice: the tables are its own
+        label-free co-distribution, and at the shipped data's fine bins most pairs have a
+        cell of 1-4 rows (docs/PRIVACY.md, "Vertical scorecard: what each party learns")."""
         self.bins, self._key = bins, key
         self.codes = bins.codes(frame).astype(np.int64)
         min_rows = checks.min_cell_rows(min_rows)
@@ -45,8 +49,9 @@ class ScorecardFeatureParty:
         names = [f.name for f in bins.features]
         self._pairs = self._pair_tables()
         pairs = ((a, b) for i, a in enumerate(names) for b in names[i + 1 :])
+        pair_min = checks.min_cell_rows(pair_min_rows) if pair_min_rows > 0 else 0
         for (a, b), table in zip(pairs, self._pairs, strict=True):
-            checks.check_cells(table, f"pair table ({a}, {b})", min_rows,
+            checks.check_cells(table, f"pair table ({a}, {b})", pair_min,
                                f"coarser fine bins of {a!r} or {b!r}")  # fmt: skip
 
     def columns(self) -> FineColumns:
