@@ -22,11 +22,11 @@ from heu import numpy as hnp
 from heu import phe as hphe
 
 from jointcredit.models.vertical import packing
+from jointcredit.models.vertical.cipher import MAX_BUCKETS as MAX_BUCKETS  # re-exported
 from jointcredit.models.vertical.cipher import Ciphertexts
 
 KEY_BITS: Final = 2048
 MIN_KEY_BITS: Final = 2048  # below it, factoring the modulus is within reach
-MAX_BUCKETS: Final = 127  # HEU's bucket sums take int8 codes
 Scheme = Literal["paillier", "ou"]
 _SCHEMES: Final = {"paillier": hphe.SchemaType.ZPaillier, "ou": hphe.SchemaType.OU}
 _FORMAT: Final = hnp.MatrixSerializeFormat.Best
@@ -76,6 +76,9 @@ class HeuPublicKey:
         if array.ndim != 2 or array.cols != 1:
             raise ValueError(f"expected a column of ciphertexts, got shape {array.shape}")
         return HeuCiphertexts(array)
+
+    def plaintext_bits(self) -> int:
+        return self._bound.bit_length() - 1
 
     def sums_per_ciphertext(self, width: int) -> int:
         # Measured (docs/BENCHMARKS.md): shifting a sum into place costs more than an OU

@@ -80,6 +80,9 @@ class TimedPublic:
     def load(self, data: bytes) -> Ciphertexts:
         return self.key.load(data)
 
+    def plaintext_bits(self) -> int:
+        return self.key.plaintext_bits()
+
     def sums_per_ciphertext(self, width: int) -> int:
         return self.key.sums_per_ciphertext(width)
 

@@ -137,17 +137,17 @@ def regroup(fine: BinningSpec, coarse: BinningSpec, counts: BinCounts) -> BinCou
     goods: dict[str, list[int]] = {}
     bads: dict[str, list[int]] = {}
     for f, c in zip(fine.features, coarse.features, strict=True):
-        target = _fine_to_coarse(f, c)
+        target = merge_map(f, c)
         g, b = counts.arrays(f.name)
         goods[f.name] = np.bincount(target, weights=g, minlength=c.n_bins).astype(int).tolist()
         bads[f.name] = np.bincount(target, weights=b, minlength=c.n_bins).astype(int).tolist()
     return BinCounts(goods=goods, bads=bads)
 
 
-def _fine_to_coarse(
+def merge_map(
     fine: NumericBins | CategoricalBins, coarse: NumericBins | CategoricalBins
 ) -> np.ndarray:
-    """For each fine code, its coarse code."""
+    """For each fine code of a feature, the coarse code `coarse_bins` merged it into."""
     if isinstance(fine, NumericBins) and isinstance(coarse, NumericBins):
         # A fine bin's lowest value is its lower edge (bin 0: below everything).
         lows: Sequence[float] = [-np.inf, *fine.edges]

@@ -8,9 +8,13 @@ party sends it (its bytes), which can add ciphertexts but never read them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
+
+# The most codes per feature a `bucket_sums` call takes (HEU's bucket sums take int8 codes):
+# defined here once, for the models that send codes and the scheme that sums them.
+MAX_BUCKETS: Final = 127
 
 
 class Ciphertexts(Protocol):
@@ -35,6 +39,11 @@ class PublicKey(Protocol):
     def load(self, data: bytes) -> Ciphertexts:
         """Ciphertexts from `Ciphertexts.to_bytes`; raises ValueError for bytes that are
         none."""
+        ...
+
+    def plaintext_bits(self) -> int:
+        """Every whole number below 2^bits is a plaintext (what packing several counts into
+        one plaintext may use)."""
         ...
 
     def sums_per_ciphertext(self, width: int) -> int:

@@ -1,0 +1,162 @@
+"""The label party's checks of everything a feature party sends it, before any use: types,
+shapes, sizes and ranges, and consistency with what it already knows (the aligned training
+rows' number, its own coarse bins' counts, the total of bads). Each failure is a ValueError
+naming what is wrong, and never a value of the label party's own (its bads, its bins'
+counts): the text may reach the feature party. Counts are validated in the type they came
+in and only then converted, and the callers use the converted arrays returned here, never
+the message's own fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from jointcredit.data.schema import Schema
+from jointcredit.models.vertical.cipher import MAX_BUCKETS
+from jointcredit.models.vertical.scorecard.messages import FineColumns, PairCounts
+from jointcredit.models.vertical.scorecard.slots import BAD, COUNT, FIRST
+
+MAX_FINE_BINS = MAX_BUCKETS  # a fine code is a bucket of the ciphertext sums
+# The fewest rows a bin or pair-table cell whose counts the other party learns may hold,
+# unless empty. A floor, not a setting: a run's `min-category-count` (1 for vertical runs)
+# never lowers it (`min_cell_rows`). A bin of one applicant would hand the label party that
+# applicant's bins of every other feature.
+MIN_CELL_ROWS = 5
+
+
+def min_cell_rows(requested: int) -> int:
+    """The minimum a party applies: the one asked for, never below `MIN_CELL_ROWS`."""
+    return max(int(requested), MIN_CELL_ROWS)
+
+
+def check_cells(rows: np.ndarray, name: str, min_rows: int, advice: str = "") -> None:
+    """Refuse a bin (or table cell) of `name` holding fewer than `min_rows` rows, none
+    aside."""
+    small = np.argwhere((rows > 0) & (rows < min_rows))
+    if small.size:
+        at = tuple(int(i) for i in small[0])
+        where = at[0] if len(at) == 1 else at
+        raise ValueError(
+            f"{name}: bin {where} holds {int(rows[at])} rows, fewer than {min_rows}: its counts "
+            f"would single out applicants; {advice or 'merge it or drop the feature'}"
+        )
+
+
+def whole(value: object, what: str) -> int:
+    """A Python or numpy integer, not a bool or a float."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{what}: a whole number, got {type(value).__name__}")
+    return int(value)
+
+
+def counts(value: object, shape: tuple[int, ...], what: str, most: int) -> np.ndarray:
+    """`value` as int64 counts: a numpy integer array of `shape`, each count in 0..`most`,
+    checked in its own dtype first (a uint64 count of 2^63 or more would wrap negative)."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "iu" or value.shape != shape:
+        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value)
+        raise ValueError(f"{what}: an integer array of shape {shape}, got {got}")
+    if value.size and (value.min() < 0 or value.max() > most):
+        raise ValueError(f"{what}: a count below 0 or above the {most} aligned training rows")
+    return value.astype(np.int64)
+
+
+def check_columns(cols: FineColumns, rows: int, schema: Schema, own: list[str]) -> FineColumns:
+    """`cols` with its fields' types checked and its row counts as int64 (what to use)."""
+    fields = (cols.names, cols.categorical, cols.regular, cols.special, cols.rows)
+    if not all(isinstance(f, tuple | list) for f in fields):
+        raise ValueError("fine columns: names, categorical, regular, special and rows as lists")
+    m = len(cols.names)
+    if m < 1 or not all(len(f) == m for f in fields):
+        raise ValueError("fine columns: one kind, bin count and row count vector per feature")
+    if not all(isinstance(v, str) for v in cols.names):
+        raise ValueError("fine columns: feature names must be strings")
+    if len(set(cols.names)) != m:
+        raise ValueError("fine columns: a feature named twice")
+    if not all(isinstance(v, bool | np.bool_) for v in cols.categorical):
+        raise ValueError("fine columns: categorical must be booleans")
+    regular = tuple(whole(v, "fine columns: bin counts") for v in cols.regular)
+    special = tuple(whole(v, "fine columns: bin counts") for v in cols.special)
+    out = replace(cols, categorical=tuple(bool(v) for v in cols.categorical), regular=regular,
+                  special=special)  # fmt: skip
+    normal = []
+    for j, name in enumerate(cols.names):
+        spec = schema.features.get(name)
+        if spec is None or name in own:
+            raise ValueError(f"fine columns: {name!r} is not a feature party's feature")
+        if out.categorical[j] != (spec.type == "categorical"):
+            raise ValueError(f"fine columns: {name!r} of another type than the schema's")
+        n_special = 0 if out.categorical[j] else len(spec.special)
+        if special[j] != n_special or not 1 <= regular[j] <= MAX_FINE_BINS:
+            raise ValueError(f"fine columns: {name!r} has {regular[j]} regular and "
+                             f"{special[j]} special bins")  # fmt: skip
+        if out.n_bins(j) > MAX_FINE_BINS:
+            raise ValueError(f"fine columns: {name!r} has more than {MAX_FINE_BINS} bins")
+        c = counts(cols.rows[j], (out.n_bins(j),), f"rows of {name!r}", rows)
+        if int(c.sum()) != rows:
+            raise ValueError(f"fine columns: {name!r} counts {c.sum()} rows, not {rows}")
+        normal.append(c)
+    return replace(out, rows=tuple(normal))
+
+
+def check_pairs(pairs: PairCounts, cols: FineColumns, rows: int) -> list[np.ndarray]:
+    """The pair tables as int64, each cell at most its row's and its column's totals and the
+    tables consistent with both features' rows per fine bin (`cols`: as `check_columns`
+    returned it)."""
+    m = len(cols.names)
+    tables = pairs.tables
+    if not isinstance(tables, tuple | list) or len(tables) != m * (m - 1) // 2:
+        raise ValueError(f"pair tables: {m * (m - 1) // 2} for {m} features")
+    out = []
+    at = 0
+    for j in range(m):
+        for k in range(j + 1, m):
+            what = f"pair table ({cols.names[j]}, {cols.names[k]})"
+            t = counts(tables[at], (cols.n_bins(j), cols.n_bins(k)), what, rows)
+            if np.any(t > np.minimum.outer(cols.rows[j], cols.rows[k])):
+                raise ValueError(f"{what}: a cell above its row's or column's total")
+            if not (
+                np.array_equal(t.sum(axis=1), cols.rows[j])
+                and np.array_equal(t.sum(axis=0), cols.rows[k])
+            ):
+                raise ValueError(f"{what}: does not add up to the features' rows per bin")
+            out.append(t)
+            at += 1
+    return out
+
+
+def check_tables(
+    sums: np.ndarray,
+    cols: FineColumns,
+    buckets: int,
+    own_rows: list[np.ndarray],
+    offsets: np.ndarray,
+    bads: int,
+) -> np.ndarray:
+    """`sums` (features * buckets, slots): the decrypted per-fine-bin sums of the slots
+    (`slots` layout), returned as int64. Every fine bin's row slot equals its announced rows,
+    its bads are at most its rows, each own feature's coarse bins split its rows, positions
+    past a feature's bins are empty; over the fine bins, each own coarse bin holds its rows
+    and the bads add up to the label party's. The messages name no count: they are the label
+    party's."""
+    n = int(cols.rows[0].sum())  # the aligned training rows (`check_columns`)
+    shape = (len(cols.names) * buckets, FIRST + sum(len(r) for r in own_rows))
+    sums = counts(sums, shape, "decrypted sums", n)
+    for j, name in enumerate(cols.names):
+        block = sums[j * buckets : (j + 1) * buckets]
+        k = cols.n_bins(j)
+        if block[k:].any():
+            raise ValueError(f"sums of {name!r}: a sum past its fine bins")
+        block = block[:k]
+        if not np.array_equal(block[:, COUNT], cols.rows[j]):
+            raise ValueError(f"sums of {name!r}: rows per fine bin differ from those announced")
+        if np.any(block[:, BAD] > block[:, COUNT]) or int(block[:, BAD].sum()) != bads:
+            raise ValueError(f"sums of {name!r}: bads per fine bin inconsistent")
+        for a, rows in enumerate(own_rows):
+            cross = block[:, offsets[a] : offsets[a] + len(rows)]
+            if not np.array_equal(cross.sum(axis=1), block[:, COUNT]):
+                raise ValueError(f"sums of {name!r}: own feature {a}'s bins do not split a bin")
+            if not np.array_equal(cross.sum(axis=0), rows):
+                raise ValueError(f"sums of {name!r}: own feature {a}'s bins miscounted")
+    return sums
