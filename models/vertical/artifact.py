@@ -77,6 +77,7 @@ PART = "part.json"
 SPLITS = "splits.npz"
 PARTIES = "parties"
 MODEL_DIR = "model"  # a run's model directory under OUT
+SCORECARD_CARD = "scorecard.json"  # a vertical scorecard's (`scorecard.artifact`)
 MAX_NODES = 1 << 22  # more nodes than any configured ensemble can grow: a hostile file
 
 
@@ -440,7 +441,8 @@ def write_label_part(
 
 
 def is_vertical(model_dir: Path) -> bool:
-    return (model_dir / CARD).is_file()
+    """A vertical model: the trees' card, or the vertical scorecard's."""
+    return (model_dir / CARD).is_file() or (model_dir / SCORECARD_CARD).is_file()
 
 
 def _verified(directory: Path, trust: TrustStore, party: str, files: set[str]) -> Verified:
