@@ -201,6 +201,8 @@ class VerticalSettings(BaseModel):
             raise SettingsError(f"model: {settings.model} (vertical runs train gbdt or scorecard)")
         values.pop("model", None)
         if settings.model == "scorecard":
+            if trees := sorted(set(changed) & TREE_KEYS):
+                raise SettingsError(f"not a setting of vertical scorecards: {', '.join(trees)}")
             values["model"] = "scorecard"
         try:
             return cls.model_validate(values)
