@@ -79,6 +79,11 @@ class ServedPart:
             raise ArtifactError(f"{model_dir}: no signed part of {party}: {exc}") from exc
         digest = hashlib.sha256(manifest).hexdigest()
         part = load_feature_part(model_dir, party, trust, expected_sha256=digest)
+        if part.model != "gbdt":  # it holds no split: it would answer every applicant alike
+            raise ArtifactError(
+                f"{model_dir}: {party}'s part of a vertical {part.model}: serving it is not "
+                'supported yet (docs/VERTICAL.md, "The vertical scorecard")'
+            )
         return cls(part, digest)
 
 

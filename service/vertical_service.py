@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.vertical.artifact import load_label_part
+from jointcredit.models.vertical.scorecard.artifact import is_scorecard
 from jointcredit.service import errors
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
@@ -101,6 +102,11 @@ def load_vertical_service(
     transport: httpx.AsyncBaseTransport | None = None,  # tests: the parties in process
 ) -> VerticalService:
     single_threaded_math()
+    if is_scorecard(model_dir):
+        raise StartupError(
+            f"{model_dir}: a vertical scorecard: serving it is not supported yet "
+            '(docs/VERTICAL.md, "The vertical scorecard")'
+        )
     try:
         trust = load_store(trust_file, pin=coordinator_key_id)
         label = load_label_part(model_dir, trust)

@@ -183,7 +183,7 @@ def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScore
         raise ArtifactError(f"{model_dir}: invalid vertical scorecard: {exc}") from exc
     ((name, entry),) = card.parties.items()
     part = parts.load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
-    if part.index != entry.index or len(part.table) != 0:
+    if part.model != "scorecard" or part.index != entry.index or len(part.table) != 0:
         raise ArtifactError(f"{parts.part_directory(model_dir, name)}: not the part the card names")
     own, platform = model.own, model.platform
     if (
