@@ -1,7 +1,8 @@
 """`jointcredit simulate --layout vertical`: the vertical federation's run from the command
 line. The run-setting options a vertical run has are the gradient-boosted trees' and the
-data's; any other one given (rounds, strategy, privacy, ...) is refused with exit 2 naming it,
-as are the simulate options a vertical run does not have yet."""
+data's (`--model scorecard`: the data's and `--max-bins` only); any other one given (rounds,
+strategy, privacy, a tree setting for a scorecard, ...) is refused with exit 2 naming it, as
+are the simulate options a vertical run does not have yet."""
 
 from __future__ import annotations
 
