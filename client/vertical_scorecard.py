@@ -23,6 +23,7 @@ from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.table import Classing
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry
+from jointcredit.models.vertical.party_bins import party_schema
 from jointcredit.models.vertical.scorecard import artifact
 from jointcredit.models.vertical.scorecard.label_party import train
 from jointcredit.models.vertical.scorecard.messages import (
@@ -101,6 +102,7 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     artifact.write_label_part(
         Path(s.out_dir) / MODEL_DIR,
         model=artifact.ScorecardModel.of(model, "lda"),
+        schema=party_schema(session.schema, session.party),
         label_party=session.party,
         parties={link.party: PartyEntry(index=link.index, splits=0, part_sha256=digest)},
         training={"model": "scorecard", "max-bins": s.max_bins, "min-bin-share": MIN_BIN_SHARE,

@@ -191,16 +191,14 @@ def test_options_it_does_not_take_exit_2(args: list[str], named: str, tmp_path: 
     assert not (tmp_path / "o").exists()
 
 
-def test_serving_it_is_refused_naming_why(out: Path, tmp_path: Path) -> None:
-    """Not silently served as trees: the platform's part holds no split, so as a trees' part
-    it would answer every applicant alike."""
+def test_its_platform_part_says_it_is_a_scorecards(out: Path) -> None:
+    """The platform's part holds no split: it says whose it is, so nothing takes it for a
+    trees' part (which would route every applicant alike)."""
     from jointcredit.models.artifact import ArtifactError
-    from jointcredit.service.loader import StartupError
-    from jointcredit.service.vertical_party import ServedPart
-    from jointcredit.service.vertical_service import load_vertical_service
+    from jointcredit.models.vertical.artifact import load_feature_part, load_label_part
 
     trust = load_store(out / "trust.json")
-    with pytest.raises(ArtifactError, match="part of a vertical scorecard: serving it is not"):
-        ServedPart.load(out / "model", "platform", trust)
-    with pytest.raises(StartupError, match="a vertical scorecard: serving it is not supported"):
-        load_vertical_service(out / "model", out / "trust.json", tmp_path, {})
+    part = load_feature_part(out / "model", "platform", trust)
+    assert part.model == "scorecard" and len(part.table) == 0
+    with pytest.raises(ArtifactError, match="not a vertical model card"):
+        load_label_part(out / "model", trust)

@@ -25,6 +25,7 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict
 
+from jointcredit.data.schema import Schema
 from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.binning.encoding import WoeFeature
 from jointcredit.models.scorecard import PointsTable
@@ -83,6 +84,7 @@ class ScorecardCard(_Strict):
     format: str = FORMAT
     version: int = 1
     label_party: str
+    data_schema: Schema  # the label party's label and own features only
     holders: dict[str, list[str]]  # party -> the features whose attributes it holds
     parties: dict[str, parts.PartyEntry]
     training: dict[str, Any]
@@ -115,6 +117,7 @@ def write_label_part(
     model_dir: Path,
     *,
     model: ScorecardModel,
+    schema: Schema,
     label_party: str,
     parties: Mapping[str, parts.PartyEntry],
     training: dict[str, Any],
@@ -130,8 +133,11 @@ def write_label_part(
         raise ValueError("a vertical scorecard has exactly one feature party")
     (name,) = parties
     data = canonical_json(model.model_dump(mode="json"))
+    if sorted(schema.features) != sorted(f.name for f in model.own):
+        raise ValueError("the schema and the points table have different own features")
     card = ScorecardCard(
         label_party=label_party,
+        data_schema=schema,
         holders={
             label_party: [f.name for f in model.own],
             name: [p.woe.name for p in model.platform],
@@ -163,10 +169,16 @@ def write_label_part(
     return card
 
 
-def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScorecardModel:
+@dataclass(frozen=True)
+class ScorecardLabelPart:
+    card: ScorecardCard
+    model: VerticalScorecard
+    verified: Verified
+
+
+def load_label_part(model_dir: Path, trust: TrustStore) -> ScorecardLabelPart:
     """Verify the label party's part (signed by an active key of the label party its card
-    names) and the feature party's (by its own key, the digest the card records), then load
-    and cross-check them."""
+    names), then load and cross-check it."""
     try:
         claimed = ScorecardCard.model_validate_json(read_regular(model_dir / CARD)).label_party
     except (FileNotFoundError, UnsafeFile, ValueError) as exc:
@@ -181,19 +193,31 @@ def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScore
         model = stored.scorecard()
     except ValueError as exc:
         raise ArtifactError(f"{model_dir}: invalid vertical scorecard: {exc}") from exc
+    ((name, _),) = card.parties.items()
+    own, platform = model.own, model.platform
+    if len(model.weights) != len(own) + len(platform) or card.holders != {
+        claimed: [f.name for f in own],
+        name: [p.name for p in platform],
+    }:
+        raise ArtifactError(f"{model_dir}: the card and the points table disagree")
+    if sorted(f.name for f in own) != sorted(card.data_schema.features):  # its keys sorted
+        raise ArtifactError(f"{model_dir}: the card's schema is not the points' own features")
+    return ScorecardLabelPart(card, model, verified)
+
+
+def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScorecardModel:
+    """The label party's part and the feature party's (by its own key, the digest the card
+    records), each verified, then cross-checked."""
+    label = load_label_part(model_dir, trust)
+    card, model = label.card, label.model
     ((name, entry),) = card.parties.items()
     part = parts.load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
     if part.model != "scorecard" or part.index != entry.index or len(part.table) != 0:
         raise ArtifactError(f"{parts.part_directory(model_dir, name)}: not the part the card names")
-    own, platform = model.own, model.platform
-    if (
-        len(model.weights) != len(own) + len(platform)
-        or part.bins.names != [p.name for p in platform]
-        or card.holders != {claimed: [f.name for f in own], name: part.bins.names}
-    ):
+    if part.bins.names != card.holders[name]:
         raise ArtifactError(f"{model_dir}: the card, the points and the parts' features disagree")
-    for f, p in zip(part.bins.features, platform, strict=True):
+    for f, p in zip(part.bins.features, model.platform, strict=True):
         merge = p.merge
         if len(merge) != f.n_bins or merge.min() < 0 or merge.max() >= p.woe.bins.n_bins:
             raise ArtifactError(f"{model_dir}: {p.name}'s merge map does not fit its fine bins")
-    return VerticalScorecardModel(card, model, verified, {name: part})
+    return VerticalScorecardModel(card, model, label.verified, {name: part})
