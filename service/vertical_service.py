@@ -66,6 +66,7 @@ from jointcredit.trust.errors import TrustError
 from jointcredit.trust.store import load_store
 
 KIND = "vertical-gbdt"
+SCORECARD_KIND = "vertical-scorecard"
 
 
 @dataclass
@@ -154,7 +155,8 @@ def load_vertical_service(
     audit = AuditLog(url, lock_timeout=audit_lock_timeout)
     anchors = open_anchors(audit, here, anchors_file, anchor_key, anchor_every, anchor_seconds)
     info = ModelInfo(
-        version=label.verified.manifest_sha256, signing_key=label.verified.key_id, kind=KIND,
+        version=label.verified.manifest_sha256, signing_key=label.verified.key_id,
+        kind=SCORECARD_KIND if scorecard else KIND,
         trained_round=None, stage="final", run_id=None,
     )  # fmt: skip
     single, batch = request_models(label.card.data_schema, decider)

@@ -194,6 +194,7 @@ def test_the_decision_is_the_points_tables(platform: Platform) -> None:
                 assert r["kind"] != "model" or r["feature"] in [*features, "party:platform"]
     decider = client.app.state.service.decider  # type: ignore[attr-defined]
     assert decider.columns[-1] == "party:platform"
+    assert client.app.state.service.model_info.kind == "vertical-scorecard"  # type: ignore[attr-defined]
     # Contributions: each attribute's log-odds over its feature's best, the platform's summed.
     k = fed.known(1)[0]
     applicant_id, features = fed.applicant(k)
