@@ -239,3 +239,33 @@ def _frame(features: dict[str, object]) -> pd.DataFrame:
 def _platform_row(fed: Federation, applicant_id: str) -> pd.DataFrame:
     data = pd.read_csv(fed.platform_data)
     return data[data[ID_COLUMN].astype(str) == applicant_id]
+
+
+class _Tampered(httpx.AsyncBaseTransport):
+    """The platform's signed answer with one code changed in flight."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        r = await self.inner.handle_async_request(request)
+        answer = json.loads(await r.aread())
+        answer["codes"][0] = 1 - min(answer["codes"][0], 1)
+        body = json.dumps(answer).encode()
+        return httpx.Response(r.status_code, headers=dict(r.headers), content=body)
+
+
+def test_a_changed_or_impossible_code_is_not_scored(platform: Platform) -> None:
+    from jointcredit.service.vertical_client import _codes
+
+    fed = platform.fed
+    client, token = _service(fed, _Tampered(httpx.ASGITransport(platform.client.app)), "moved")
+    with client:
+        got = _decide(client, token, fed, fed.known(1)[0])
+    assert got["decision"] == "refer" and got["score"] is None
+    first = got["reasons"][0]  # type: ignore[index]
+    assert first["code"] == "VERTICAL_PARTY_UNAVAILABLE" and "answer refused" in first["text"]
+    assert _codes([0, 3], (4, 3)) == ("unavailable", "a code outside its feature's bins")
+    assert _codes([0], (4, 3)) == ("unavailable", "1 codes for 2 features")
+    assert _codes(None, (4,)) == ("unavailable", "0 codes for 1 features")
+    assert _codes([3, 2], (4, 3)).tolist() == [3, 2]  # type: ignore[union-attr]
