@@ -246,7 +246,11 @@ def _verify_vertical(
     label party the one expected, when given."""
     from jointcredit.models.artifact import ArtifactError
     from jointcredit.models.vertical.artifact import load_vertical_model
+    from jointcredit.models.vertical.scorecard.artifact import is_scorecard
 
+    if is_scorecard(artifact):
+        _verify_vertical_scorecard(artifact, trust_file, pin, as_json, label_party)
+        return
     try:
         trust = store.load_store(trust_file, pin=pin)
         model = load_vertical_model(artifact, trust)
@@ -284,5 +288,53 @@ def _verify_vertical(
         console.print(
             f"  {name}: {part['splits']} splits, its part signed by its own key "
             f"(manifest sha256 {part['manifest_sha256']})",
+            soft_wrap=True,
+        )
+
+
+def _verify_vertical_scorecard(
+    artifact: Path, trust_file: Path, pin: str | None, as_json: bool, label_party: str | None
+) -> None:
+    """A vertical scorecard: the label party's part (points, WOE, merge maps) and the feature
+    party's (its fine bins), each signed by an active key of its own party."""
+    from jointcredit.models.artifact import ArtifactError
+    from jointcredit.models.vertical.scorecard.artifact import load_vertical_scorecard
+
+    try:
+        trust = store.load_store(trust_file, pin=pin)
+        model = load_vertical_scorecard(artifact, trust)
+        card = model.card
+        if label_party is not None and card.label_party != label_party:
+            raise ArtifactError(f"its label party is {card.label_party!r}, not {label_party!r}")
+    except (TrustError, ArtifactError) as exc:
+        raise _not_verified(artifact, exc, as_json) from exc
+    parts = {
+        name: {"features": card.holders[name], "manifest_sha256": entry.part_sha256}
+        for name, entry in card.parties.items()
+    }
+    if as_json:
+        facts = {
+            "verified": True, "artifact": str(artifact), "layout": "vertical",
+            "model": "scorecard", "federation": trust.federation,
+            "label_party": card.label_party, "label_party_key_id": model.verified.key_id,
+            "label_party_features": card.holders[card.label_party],
+            "manifest_sha256": model.verified.manifest_sha256, "parties": parts,
+        }  # fmt: skip
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    console.print(
+        f"[green]OK[/green] {artifact}: a vertical scorecard of "
+        f"{sum(len(f) for f in card.holders.values())} features ({trust.federation})",
+        soft_wrap=True,
+    )
+    console.print(
+        f"  {card.label_party} (label party): the points table, signed by its key "
+        f"{model.verified.key_id}",
+        soft_wrap=True,
+    )
+    for name, part in parts.items():
+        console.print(
+            f"  {name}: the fine bins of {len(part['features'])} features, its part signed by "
+            f"its own key (manifest sha256 {part['manifest_sha256']})",
             soft_wrap=True,
         )

@@ -1,7 +1,8 @@
 """`jointcredit simulate --layout vertical`: the vertical federation's run from the command
 line. The run-setting options a vertical run has are the gradient-boosted trees' and the
-data's; any other one given (rounds, strategy, privacy, ...) is refused with exit 2 naming it,
-as are the simulate options a vertical run does not have yet."""
+data's (`--model scorecard`: the data's and `--max-bins` only); any other one given (rounds,
+strategy, privacy, a tree setting for a scorecard, ...) is refused with exit 2 naming it, as
+are the simulate options a vertical run does not have yet."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from jointcredit.cli.output import print_json, show_table
 from jointcredit.data.errors import DataValidationError
-from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.federation.vertical import TREE_KEYS, VerticalSettings
 
 console = Console()
 err = Console(stderr=True)
@@ -34,15 +35,22 @@ def _refuse(message: str) -> typer.Exit:
 
 def vertical_settings(config: dict[str, Any], unsupported: list[str]) -> VerticalSettings:
     """The settings of a vertical run from the keys the caller gave; exit 2 for keys and
-    options a vertical run does not take, for `--model scorecard`, for an unknown dataset."""
+    options a vertical run does not take (a tree setting for `--model scorecard`), for an
+    unknown dataset."""
     from jointcredit.simulations.vertical import known_dataset
 
     if unsupported:
         raise _refuse(f"not supported with --layout vertical: {', '.join(unsupported)}")
-    if config.get("model", "gbdt") != "gbdt":
+    model = config.get("model", "gbdt")
+    if model not in ("gbdt", "scorecard"):
         raise _refuse(
-            f"--model {config['model']} is not supported with --layout vertical yet "
-            "(vertical runs train gradient-boosted trees: --model gbdt)"
+            f"--model {model} is not supported with --layout vertical (vertical runs train "
+            "gradient-boosted trees, --model gbdt, or a scorecard, --model scorecard)"
+        )
+    if model == "scorecard" and (trees := sorted(set(config) & TREE_KEYS)):
+        raise _refuse(
+            f"not meaningful for --model scorecard: {', '.join(trees)} (tree settings; the "
+            "vertical scorecard takes max-bins, max-categories, min-category-count)"
         )
     if "data-dir" in config:
         config = {k: x for k, x in config.items() if k != "data-dir"} | {
@@ -79,6 +87,7 @@ def simulate_vertical(
     as_json: bool,
 ) -> None:
     from jointcredit.simulations.simulate import OutputExists
+    from jointcredit.simulations.vertical import Refused
     from jointcredit.simulations.vertical import simulate_vertical as run
 
     settings = vertical_settings(config, unsupported)
@@ -87,7 +96,7 @@ def simulate_vertical(
     except DataValidationError as exc:
         err.print(f"[red]data error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    except OutputExists as exc:
+    except (OutputExists, Refused) as exc:
         raise _refuse(str(exc)) from exc
     except Exception as exc:
         err.print(f"[red]simulation failed:[/red] {escape(str(exc))}", soft_wrap=True)

@@ -83,8 +83,13 @@ def serve(
         raise typer.Exit(2) from exc
     url = db or f"sqlite:///{data.resolve().parent / f'{party.institution}.vertical.sqlite'}"
     endpoint = FeaturePartyEndpoint(served, applicants, AuditLog(url))
+    what = (
+        f"{len(served.part.table)} splits"
+        if served.part.model == "gbdt"
+        else f"the fine codes of {len(served.part.bins.names)} features (a scorecard)"
+    )
     console.print(
-        f"{party.institution}: {len(served.part.table)} splits of model {served.model_id[:16]}, "
+        f"{party.institution}: {what} of model {served.model_id[:16]}, "
         f"{len(applicants.rows)} applicants, audit {url}",
         soft_wrap=True,
     )

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from flwr.app import RecordDict
 
+from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.client import vertical_wire as wire
 from jointcredit.client.vertical_label import own_bins
 from jointcredit.data.vertical_schema import VerticalSchema
@@ -32,13 +33,15 @@ from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import MODEL_DIR, FeaturePart, write_feature_part
 from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
+from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
 from jointcredit.privacy.paillier import public_key
 from jointcredit.privacy.psi import FeaturePsi
 from jointcredit.trust.store import TrustStore
 from jointcredit.trust.updates import Expected
 
 Arrays = dict[str, np.ndarray]
-TRAINING = frozenset({v.GRADIENTS, v.HISTOGRAMS, v.SPLIT, v.SIDES, v.WRITE_PART})
+TREES = frozenset({v.GRADIENTS, v.HISTOGRAMS, v.SPLIT, v.SIDES, v.WRITE_PART})
+SCORECARD = frozenset({v.SC_COLUMNS, v.SC_PAIRS, v.SC_TABLES, v.SC_TEST_CODES, v.WRITE_PART})
 
 
 @dataclass
@@ -57,6 +60,8 @@ class FeatureSession:
     test_codes: np.ndarray | None = None
     index: int = 0
     trees: FeatureParty | None = None
+    train_frame: pd.DataFrame | None = None  # its aligned training rows (the scorecard's)
+    scorecard: ScorecardFeatureParty | None = None
     _nonces: set[bytes] = field(default_factory=set)
     _last_step: int = -1
 
@@ -72,7 +77,9 @@ class FeatureSession:
             if not isinstance(index, int) or isinstance(index, bool):
                 raise ProtocolError("aligned rows without this party's index")
             return v.PSI_ALIGNED, self.aligned(arrays, index), digest
-        if kind == v.STEP and action in TRAINING:
+        if kind == v.STEP and self.settings.model == "scorecard" and action in SCORECARD:
+            return action, self.serve_scorecard(action, arrays), digest
+        if kind == v.STEP and self.settings.model == "gbdt" and action in TREES:
             return action, self.serve(action, arrays), digest
         raise ProtocolError(f"a feature party does not do {action!r} ({kind})")
 
@@ -115,7 +122,8 @@ class FeatureSession:
         if sorted(order.tolist()) != list(range(len(rows))) or len(train) != len(rows):
             raise ProtocolError("the aligned rows' order is not a permutation of the matches")
         mine = self.frame.iloc[rows[order]]
-        self.bins = own_bins(mine[train], self.schema, self.party, self.settings)
+        self.train_frame = mine[train].reset_index(drop=True)
+        self.bins = own_bins(self.train_frame, self.schema, self.party, self.settings)
         self.train_codes = self.bins.codes(mine[train]).astype(np.int64)
         self.test_codes = self.bins.codes(mine[~train]).astype(np.int64)
         if not 0 < index < 1 << 20:
@@ -155,6 +163,42 @@ class FeatureSession:
                 created_at=self.created_at, signer=self.signer, trust=self.trust,
             )  # fmt: skip
             return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}
+        raise ProtocolError(f"unknown request {action!r}")
+
+    def serve_scorecard(self, action: str, arrays: Arrays) -> Arrays:
+        """The vertical scorecard's steps (`models.vertical.scorecard.feature_party`): the
+        label party's key from its first request, nothing of it before."""
+        if self.bins is None or self.train_frame is None or self.test_codes is None:
+            raise ProtocolError("a training request before PSI")
+        if action == v.SC_COLUMNS:
+            if self.scorecard is not None:
+                raise ProtocolError("the scorecard's columns asked twice")
+            raw = wire._get(arrays, v.PUBLIC_KEY, "uint8").tobytes()
+            try:
+                key = public_key(raw)
+                self.scorecard = ScorecardFeatureParty(self.train_frame, self.bins, key)
+            except ValueError as exc:
+                raise ProtocolError(f"{self.party}: {exc}") from exc
+            return sw.columns_arrays(self.scorecard.columns())
+        if action == v.WRITE_PART:
+            empty = SplitTable(bin_layout(self.bins).missing)  # its fine bins, no split
+            digest = write_feature_part(
+                Path(self.settings.out_dir) / MODEL_DIR,
+                FeaturePart(self.party, self.index, empty, self.bins, "scorecard"),
+                created_at=self.created_at, signer=self.signer, trust=self.trust,
+            )  # fmt: skip
+            return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}
+        if self.scorecard is None:
+            raise ProtocolError(f"{action} before the scorecard's columns")
+        if action == v.SC_PAIRS:
+            return sw.pairs_arrays(self.scorecard.pairs())
+        if action == v.SC_TABLES:
+            try:
+                return sw.tables_arrays(self.scorecard.tables(sw.slots_from(arrays)))
+            except ValueError as exc:
+                raise ProtocolError(f"{self.party}: {exc}") from exc
+        if action == v.SC_TEST_CODES:
+            return {v.CODES: self.test_codes}
         raise ProtocolError(f"unknown request {action!r}")
 
     def _trees(self, action: str) -> FeatureParty:

@@ -31,6 +31,7 @@ import pandas as pd
 from flwr.app import RecordDict
 
 from jointcredit.client import vertical_wire as wire
+from jointcredit.client.vertical_scorecard import train_scorecard
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
@@ -193,7 +194,10 @@ class LabelSession:
 
     def _run(self, links: list[MessageLink]) -> None:
         try:
-            self._outbox.put(("done", self._train(links)))
+            if self.settings.model == "scorecard":
+                self._outbox.put(("done", train_scorecard(self, links)))
+            else:
+                self._outbox.put(("done", self._train(links)))
         except BaseException as exc:  # the handler re-raises it: an error reply
             self._outbox.put(("error", exc))
 

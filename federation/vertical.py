@@ -69,6 +69,11 @@ HISTOGRAMS: Final = "histograms"
 SPLIT: Final = "split"
 SIDES: Final = "sides"
 WRITE_PART: Final = "write-part"
+# The vertical scorecard's steps (`models.vertical.scorecard`), a feature party's answers:
+SC_COLUMNS: Final = "scorecard-columns"  # its fine bins' rows (the label party's key sent)
+SC_PAIRS: Final = "scorecard-pairs"  # its features' pairs' joint fine-bin counts
+SC_TABLES: Final = "scorecard-tables"  # the label party's ciphertexts summed per fine bin
+SC_TEST_CODES: Final = "scorecard-test-codes"  # its fine codes of the aligned test rows
 # The coordinator to every party when a run fails (a party silent past the step timeout, a
 # rejected reply): drop the run's session now (`train.vertical_step` to the label party,
 # `train.vertical_serve` to a feature party). It needs no party's signature: the coordinator
@@ -101,6 +106,11 @@ CATEGORY_LEFT: Final = "category-left"
 SPLIT_ID: Final = "split-id"
 LEFT: Final = "left"
 PART_SHA256: Final = "part-sha256"
+NAMES: Final = "names"
+REGULAR: Final = "regular"
+COLUMNS: Final = "columns"
+PAIRS: Final = "pairs"
+CODES: Final = "codes"
 SIZE: Final = "size"
 # The label party's final reply: metrics of the federated model on the aligned test rows.
 METRIC_PREFIX: Final = "metric/"
@@ -115,7 +125,7 @@ class VerticalSettings(BaseModel):
     layout: Literal["vertical"] = VERTICAL
     dataset: str = "synthetic-vertical"
     schema_file: str = Field("", alias="schema")
-    model: Literal["gbdt"] = "gbdt"
+    model: Literal["gbdt", "scorecard"] = "gbdt"
     seed: int = 42
     test_fraction: float = Field(0.2, alias="test-fraction", gt=0, lt=1)
     synthetic_rows: int = Field(30_000, alias="synthetic-rows", ge=200)
@@ -187,9 +197,13 @@ class VerticalSettings(BaseModel):
         if settings.data_dir:
             values["dataset"] = settings.data_dir
         values.update(parties=settings.min_nodes, timeout=settings.round_timeout)
-        if settings.model not in ("gbdt", "auto"):
-            raise SettingsError(f"model: {settings.model} (vertical runs train gbdt)")
+        if settings.model not in ("gbdt", "auto", "scorecard"):
+            raise SettingsError(f"model: {settings.model} (vertical runs train gbdt or scorecard)")
         values.pop("model", None)
+        if settings.model == "scorecard":
+            if trees := sorted(set(changed) & TREE_KEYS):
+                raise SettingsError(f"not a setting of vertical scorecards: {', '.join(trees)}")
+            values["model"] = "scorecard"
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -212,6 +226,13 @@ HORIZONTAL_ONLY = frozenset(
         "personalization", "local-epochs", "batch-size", "learning-rate", "optimizer",
         "proximal-mu", "epsilon", "noise-multiplier", "secagg-shares",
     }
+)  # fmt: skip
+
+
+# The trees' settings: a vertical scorecard run refuses them rather than ignoring them.
+TREE_KEYS = frozenset(
+    {"trees", "max-depth", "tree-learning-rate", "min-child-weight", "reg-lambda",
+     "min-split-loss", "label-only-trees"}
 )  # fmt: skip
 
 

@@ -255,13 +255,14 @@ def _run(grid: Grid, context: Context, settings: VerticalSettings) -> None:
         return
     # `flwr run` / `jointcredit link run`: OUT as a simulation leaves it, without the
     # baselines (the coordinator holds no rows to compute them on).
+    hidden = RUN_ONLY | (v.TREE_KEYS if settings.model == "scorecard" else set())
     metrics = dict(
         layout=v.VERTICAL,
         dataset=settings.dataset,
         **result,
         centralized=None,
         label_party_only=None,
-        config={k: x for k, x in settings.to_run_config().items() if k not in RUN_ONLY},
+        config={k: x for k, x in settings.to_run_config().items() if k not in hidden},
     )
     replace_file(out / TRUST_FILE, settings.trust_path.read_bytes(), mode=0o644)
     replace_file(out / METRICS, json.dumps(metrics, indent=2).encode(), mode=0o644)

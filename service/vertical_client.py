@@ -46,11 +46,14 @@ class PartyLink:
     institution: str
     url: str
     splits: int  # how many split ids the label party's model refers to
+    # A vertical scorecard's feature party: its fine bins per feature (it answers codes).
+    n_bins: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Routing:
-    sides: dict[str, np.ndarray] = field(default_factory=dict)  # party -> (splits,) bool
+    # party -> (splits,) bool; a scorecard's party -> (features,) int64 fine codes
+    sides: dict[str, np.ndarray] = field(default_factory=dict)
     problems: dict[str, tuple[Problem, str]] = field(default_factory=dict)  # party -> why
     seconds: float = 0.0
 
@@ -162,9 +165,26 @@ class VerticalClient:
             return "no_data", "the applicant is not in its data"
         if answer.status == "consent_required" and status == 403:
             return "no_consent", answer.consent_problem or "no consent"
-        if answer.status != "found" or status != 200 or answer.sides is None:
+        if answer.status != "found" or status != 200:
+            return "unavailable", "an answer that does not match its status"
+        if p.n_bins is not None:
+            return _codes(answer.codes, p.n_bins)
+        if answer.sides is None:
             return "unavailable", "an answer that does not match its status"
         if len(answer.sides) != p.splits:
             return "unavailable", f"{len(answer.sides)} sides for {p.splits} splits"
         left: np.ndarray = np.frombuffer(answer.sides.encode(), dtype=np.uint8) == ord("L")
         return left
+
+
+def _codes(codes: list[int] | None, n_bins: tuple[int, ...]) -> np.ndarray | tuple[Problem, str]:
+    """A scorecard party's fine codes: one per feature, each within its fine bins."""
+    if codes is None or len(codes) != len(n_bins):
+        return (
+            "unavailable",
+            f"{0 if codes is None else len(codes)} codes for {len(n_bins)} features",
+        )
+    out = np.asarray(codes, dtype=np.int64)
+    if np.any(out < 0) or np.any(out >= np.asarray(n_bins)):
+        return "unavailable", "a code outside its feature's bins"
+    return out

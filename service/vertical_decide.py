@@ -141,9 +141,7 @@ class VerticalDecider:
     ) -> DecisionTable:  # fmt: skip
         """One applicant with every feature party's routing (`sides[party]`, one per split)."""
         lang = self.policy.answers_in(language)
-        codes = np.array([self.label.bins.codes_record(applicant)], dtype=np.int64)
-        by_index = {self.index[p]: np.asarray(s, dtype=bool)[None, :] for p, s in sides.items()}
-        pds, contrib = self.explain(codes, by_index)
+        pds, contrib = self.scored(applicant, sides)
         score = int(self.scale.score(pds)[0])
         fields = {
             f: Value(applicant[f] if f in applicant else context.get(f)) for f in self.rules.fields
@@ -173,6 +171,15 @@ class VerticalDecider:
             flag_ids=explained.flags, not_evaluated_ids=explained.unevaluated,
             unknown_values=[{}], out_of_range=[{}], max_reasons=self.max_reasons, language=lang,
         )  # fmt: skip
+
+    def scored(
+        self, applicant: Mapping[str, Any], sides: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(PD, contributions per column in log-odds) of one applicant as one row each."""
+        codes = np.array([self.label.bins.codes_record(applicant)], dtype=np.int64)
+        by_index = {self.index[p]: np.asarray(s, dtype=bool)[None, :] for p, s in sides.items()}
+        pds, contrib = self.explain(codes, by_index)
+        return np.asarray(pds), np.asarray(contrib)
 
     def unscored(
         self, stance: Stance | None, language: Language | None,

@@ -5,7 +5,9 @@ For an applicant in its data, with a consent registered for the asking instituti
 `vertical` and this applicant (its own consent registry: `jointcredit consent add --db
 ITS_DB --institution BANK --purpose vertical ...`), it answers with the side each of its
 splits sends the applicant (`SplitTable.sides`) and nothing else: no raw value, no bin, no
-threshold. Otherwise a signed `consent_required` (checked first: without consent the caller
+threshold; for a vertical scorecard's part, the applicant's fine-bin code per feature (no
+raw value, no edge: the bank's part maps codes to points). Otherwise a signed
+`consent_required` (checked first: without consent the caller
 does not learn whether the applicant is a customer), `not_found` or `other_model` answer,
 which the bank can tell apart from a failure. Every verified query, whatever its answer, is
 appended to the platform's hash-chained audit log before the answer leaves
@@ -17,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +39,7 @@ from jointcredit.trust.store import TrustStore
 
 SIDES_PATH = "/v1/vertical/sides"
 MAX_SIDES_BODY = 4 * 2**10  # an applicant id, a consent id, a model id
+MAX_CODES = 256  # a scorecard part's features (`client.vertical_scorecard_wire.MAX_FEATURES`)
 
 
 class SidesRequest(BaseModel):
@@ -56,6 +59,9 @@ class SidesAnswer(BaseModel):
     party: str
     model: str
     sides: str | None = Field(None, pattern=r"^[LR]*$")
+    # A vertical scorecard's: the applicant's fine-bin code per feature of the party's part
+    # (no raw value, no edge), which the bank maps to its points.
+    codes: list[int] | None = Field(None, max_length=MAX_CODES)
     consent_problem: str | None = None
 
 
@@ -79,6 +85,8 @@ class ServedPart:
             raise ArtifactError(f"{model_dir}: no signed part of {party}: {exc}") from exc
         digest = hashlib.sha256(manifest).hexdigest()
         part = load_feature_part(model_dir, party, trust, expected_sha256=digest)
+        if part.model == "scorecard" and len(part.bins.names) > MAX_CODES:
+            raise ArtifactError(f"{model_dir}: more than {MAX_CODES} features to answer codes of")
         return cls(part, digest)
 
 
@@ -141,7 +149,7 @@ class FeaturePartyEndpoint:
     def answer(self, caller: str, request: SidesRequest) -> tuple[int, SidesAnswer]:
         """(HTTP status, answer) for a verified query by `caller`. Consent is checked first,
         so that a caller without it does not learn whether the applicant is a customer."""
-        base = {"party": self.served.part.party, "model": self.served.model_id}
+        base: dict[str, Any] = {"party": self.served.part.party, "model": self.served.model_id}
         if request.model != self.served.model_id:
             return 409, SidesAnswer(status="other_model", **base)
         (problem,) = self.consents.problems(
@@ -152,6 +160,9 @@ class FeaturePartyEndpoint:
         row = self.applicants.rows.get(request.applicant_id)
         if row is None:
             return 404, SidesAnswer(status="not_found", **base)
+        if self.served.part.model == "scorecard":  # its fine codes: the bank has the points
+            codes = [int(c) for c in self.applicants.codes[row]]
+            return 200, SidesAnswer(status="found", codes=codes, **base)
         sides = self.applicants.sides(row)
         return 200, SidesAnswer(status="found", sides="".join("L" if s else "R" for s in sides),
                                 **base)  # fmt: skip
@@ -166,8 +177,9 @@ class FeaturePartyEndpoint:
 
     def record(self, caller: str, key_id: str, nonce: str, request: SidesRequest,
                status: int, answer: SidesAnswer) -> None:  # fmt: skip
-        """Chain the query and what was answered (not the sides: a digest of them)."""
-        sides = None if answer.sides is None else hashlib.sha256(answer.sides.encode()).hexdigest()
+        """Chain the query and what was answered (not the sides or codes: a digest of them)."""
+        given = answer.sides if answer.codes is None else ",".join(map(str, answer.codes))
+        sides = None if given is None else hashlib.sha256(given.encode()).hexdigest()
         payload = {
             "applicant_id": request.applicant_id, "consent_id": request.consent_id,
             "model": request.model, "key_id": key_id, "http_status": status,

@@ -92,7 +92,9 @@ def party_app(endpoint: FeaturePartyEndpoint, kit: VerticalKit) -> FastAPI:
         status, answer = await asyncio.to_thread(
             endpoint.handle, signed.institution, signed.key_id, signed.nonce, query
         )
-        return _signed(state, status, answer.model_dump_json().encode(), signed.nonce)
+        # A trees' answer as before (no `codes` key); a scorecard's carries its codes.
+        text = answer.model_dump_json(exclude={"codes"} if answer.codes is None else None)
+        return _signed(state, status, text.encode(), signed.nonce)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -30,7 +30,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from jointcredit.models.artifact import ArtifactError
-from jointcredit.models.vertical.artifact import load_label_part
+from jointcredit.models.vertical.artifact import LabelPart, load_label_part
+from jointcredit.models.vertical.scorecard.artifact import ScorecardLabelPart, is_scorecard
+from jointcredit.models.vertical.scorecard.artifact import load_label_part as load_scorecard_part
 from jointcredit.service import errors
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
@@ -58,11 +60,13 @@ from jointcredit.service.vertical_decide import VerticalDecider
 from jointcredit.service.vertical_decisions import VerticalDecisions, request_models
 from jointcredit.service.vertical_decisions import router as decisions_router
 from jointcredit.service.vertical_kit import KitError, load_kit
+from jointcredit.service.vertical_scorecard_decide import ScorecardDecider
 from jointcredit.service.writer import AuditWriter
 from jointcredit.trust.errors import TrustError
 from jointcredit.trust.store import load_store
 
 KIND = "vertical-gbdt"
+SCORECARD_KIND = "vertical-scorecard"
 
 
 @dataclass
@@ -101,9 +105,14 @@ def load_vertical_service(
     transport: httpx.AsyncBaseTransport | None = None,  # tests: the parties in process
 ) -> VerticalService:
     single_threaded_math()
+    scorecard = is_scorecard(model_dir)
+    label: LabelPart | ScorecardLabelPart
     try:
         trust = load_store(trust_file, pin=coordinator_key_id)
-        label = load_label_part(model_dir, trust)
+        if scorecard:
+            label = load_scorecard_part(model_dir, trust)
+        else:
+            label = load_label_part(model_dir, trust)
         kit = load_kit(kit_dir, pin=coordinator_key_id)
     except (TrustError, ArtifactError, KitError) as exc:
         raise StartupError(f"vertical model or kit does not verify: {exc}") from exc
@@ -121,12 +130,19 @@ def load_vertical_service(
         policy = load_policy(policy_file)
     except ValueError as exc:
         raise StartupError(f"policy: {exc}") from exc
+    decider: VerticalDecider
     try:
-        decider = VerticalDecider(label, policy)
+        if isinstance(label, ScorecardLabelPart):
+            decider = ScorecardDecider(label, policy)
+            n_bins: tuple[int, ...] | None = decider.n_bins
+        else:
+            decider, n_bins = VerticalDecider(label, policy), None
     except ValueError as exc:
         raise StartupError(f"vertical model or policy: {exc}") from exc
     exposure = exposure_client(exposure_registry, federation_key, trust)
-    links = [PartyLink(p, p, endpoints[p], label.card.parties[p].splits) for p in decider.parties]
+    links = [
+        PartyLink(p, p, endpoints[p], label.card.parties[p].splits, n_bins) for p in decider.parties
+    ]
     # The model's id as each party knows it: the SHA-256 of that party's signed part, which
     # the bank's signed card records.
     model_ids = {p: label.card.parties[p].part_sha256 for p in decider.parties}
@@ -139,7 +155,8 @@ def load_vertical_service(
     audit = AuditLog(url, lock_timeout=audit_lock_timeout)
     anchors = open_anchors(audit, here, anchors_file, anchor_key, anchor_every, anchor_seconds)
     info = ModelInfo(
-        version=label.verified.manifest_sha256, signing_key=label.verified.key_id, kind=KIND,
+        version=label.verified.manifest_sha256, signing_key=label.verified.key_id,
+        kind=SCORECARD_KIND if scorecard else KIND,
         trained_round=None, stage="final", run_id=None,
     )  # fmt: skip
     single, batch = request_models(label.card.data_schema, decider)

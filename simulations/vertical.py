@@ -30,14 +30,17 @@ import numpy as np
 import pandas as pd
 
 from jointcredit.client.vertical_label import own_bins, split_rows, tree_params
+from jointcredit.client.vertical_scorecard import classing as scorecard_classing
 from jointcredit.data.vertical import VerticalData
 from jointcredit.data.vertical_datasets import VERTICAL_DATASETS, load_vertical_dataset
-from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.federation.vertical import TREE_KEYS, VerticalSettings
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import MODEL_DIR, load_vertical_model
 from jointcredit.models.vertical.party_bins import joined_bins
+from jointcredit.models.vertical.scorecard.artifact import load_vertical_scorecard
+from jointcredit.models.vertical.scorecard.central import central_scorecard
 from jointcredit.server.vertical_app import RESULT
 from jointcredit.simulations.engine import (
     VERTICAL_CLIENT_APP,
@@ -69,6 +72,12 @@ def simulate_vertical(
     started = time.monotonic()
     data = load_data(settings)  # every party's rows validated before any node starts
     parties = list(data.schema.parties)
+    if settings.model == "scorecard" and len(parties) != 2:
+        raise Refused(
+            f"--model scorecard takes one label party and one feature party, not "
+            f"{len(parties) - 1} feature parties: a cross table between two feature parties "
+            "is not computed yet (docs/VERTICAL.md)"
+        )
     staging = _staging(out, replace)
     try:
         run = settings.model_copy(
@@ -95,7 +104,12 @@ def simulate_vertical(
         result = json.loads(result_path.read_bytes())
         result_path.unlink()
         # The model as a scorer would load it: every part verified against its party's key.
-        load_vertical_model(staging / MODEL_DIR, load_store(staging / TRUST_FILE))
+        trust = load_store(staging / TRUST_FILE)
+        hidden = _RUN_ONLY | (TREE_KEYS if settings.model == "scorecard" else set())
+        if settings.model == "scorecard":
+            load_vertical_scorecard(staging / MODEL_DIR, trust)
+        else:
+            load_vertical_model(staging / MODEL_DIR, trust)
         metrics: dict[str, Any] = {
             "layout": "vertical",
             "dataset": settings.dataset,
@@ -103,11 +117,12 @@ def simulate_vertical(
             "centralized": None,
             "label_party_only": None,
             "vertical": result["vertical"],
-            "config": {k: x for k, x in settings.to_run_config().items() if k not in _RUN_ONLY},
+            "config": {k: x for k, x in settings.to_run_config().items() if k not in hidden},
         }
         if with_baselines:
             t = time.monotonic()
-            metrics["centralized"], metrics["label_party_only"] = baselines(data, settings)
+            learner = scorecard_baselines if settings.model == "scorecard" else baselines
+            metrics["centralized"], metrics["label_party_only"] = learner(data, settings)
             metrics["vertical"]["baselines_seconds"] = round(time.monotonic() - t, 3)
         metrics["vertical"]["total_seconds"] = round(time.monotonic() - started, 3)
         replace_file(staging / METRICS, json.dumps(metrics, indent=2).encode(), mode=0o644)
@@ -162,6 +177,42 @@ def baselines(
         return {k: float(x) for k, x in s.model_dump().items() if x is not None}
 
     return scores(joined.predict_pd(codes[test])), scores(own.predict_pd(codes[test, :n_own]))
+
+
+def scorecard_baselines(
+    data: VerticalData, settings: VerticalSettings
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The vertical scorecard's (`centralized`, `label_party_only`): its central equivalent on
+    the joined aligned training rows with each party's own fine bins, and the same learner on
+    the label party's columns alone; on the same test rows."""
+    frames, test = aligned_frames(data, settings)
+    schema, label = data.schema, data.schema.label_party
+    (other,) = [p for p in schema.parties if p != label]
+    bank, platform = frames[label], frames[other]
+    bank_tr, plat_tr = bank[~test].reset_index(drop=True), platform[~test].reset_index(drop=True)
+    bank_fine = own_bins(bank_tr, schema, label, settings)
+    plat_fine = own_bins(plat_tr, schema, other, settings)
+    y = bank[schema.base.label].to_numpy().astype(np.int64)
+    kw: dict[str, Any] = {"classing": scorecard_classing(settings)}
+    joined = central_scorecard(
+        (bank_tr, bank_fine), (plat_tr, plat_fine), y[~test], schema.base, **kw
+    )
+    alone = central_scorecard((bank_tr, bank_fine), None, y[~test], schema.base, **kw)
+    own_te = joined.own_codes(bank[test])
+    fine_te = plat_fine.codes(platform[test]).astype(np.int64)
+    no_platform = np.zeros((int(test.sum()), 0), dtype=np.int64)
+
+    def scores(logit: np.ndarray) -> dict[str, float]:
+        s = risk_metrics(y[test], 1 / (1 + np.exp(-logit)))
+        return {k: float(x) for k, x in s.model_dump().items() if x is not None}
+
+    return scores(joined.logit(own_te, fine_te)), scores(
+        alone.logit(alone.own_codes(bank[test]), no_platform)
+    )
+
+
+class Refused(ValueError):
+    """A run the settings allow that this layout cannot do: the caller's error (exit 2)."""
 
 
 def known_dataset(dataset: str) -> bool:

@@ -228,7 +228,7 @@ def test_no_message_carries_an_identifier_or_its_hash(run: Run) -> None:
     [
         (["--dataset", "nope"], "unknown vertical dataset 'nope'"),
         (["--rounds", "3"], "not meaningful for --layout vertical: rounds"),
-        (["--model", "scorecard"], "--model scorecard is not supported"),
+        (["--model", "mlp"], "--model mlp is not supported"),
         (
             ["--ray-address", "127.0.0.1:6379"],
             "not supported with --layout vertical: --ray-address",

@@ -48,7 +48,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -77,6 +77,7 @@ PART = "part.json"
 SPLITS = "splits.npz"
 PARTIES = "parties"
 MODEL_DIR = "model"  # a run's model directory under OUT
+SCORECARD_CARD = "scorecard.json"  # a vertical scorecard's (`scorecard.artifact`)
 MAX_NODES = 1 << 22  # more nodes than any configured ensemble can grow: a hostile file
 
 
@@ -112,6 +113,7 @@ class FeaturePartCard(_Strict):
     format: str = PART_FORMAT
     version: int = 1
     party: str
+    model: Literal["gbdt", "scorecard"] = "gbdt"  # whose part: the trees' or a scorecard's
     index: int = Field(ge=1)
     splits: int = Field(ge=0)
     features: list[str]
@@ -128,6 +130,7 @@ class FeaturePart:
     index: int
     table: SplitTable
     bins: BinningSpec
+    model: Literal["gbdt", "scorecard"] = "gbdt"  # a scorecard's part: its fine bins only
 
     def sides(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """(rows, splits) bool: each row's side at each of this party's splits, from its
@@ -314,8 +317,11 @@ def write_feature_part(
         raise ValueError("the bins and the split table have different features")
     splits = weights_bytes(table_arrays(part.table))
     bins = canonical_json(part.bins.model_dump(mode="json"))
+    if part.model == "scorecard" and len(part.table):
+        raise ValueError("a vertical scorecard's part holds no split")
     card = FeaturePartCard(
         party=part.party,
+        model=part.model,
         index=part.index,
         splits=len(part.table),
         features=part.bins.names,
@@ -440,7 +446,8 @@ def write_label_part(
 
 
 def is_vertical(model_dir: Path) -> bool:
-    return (model_dir / CARD).is_file()
+    """A vertical model: the trees' card, or the vertical scorecard's."""
+    return (model_dir / CARD).is_file() or (model_dir / SCORECARD_CARD).is_file()
 
 
 def _verified(directory: Path, trust: TrustStore, party: str, files: set[str]) -> Verified:
@@ -504,7 +511,7 @@ def load_feature_part(
         raise ArtifactError(f"{directory}: the bins, the card and the split table disagree")
     if len(table) != card.splits:
         raise ArtifactError(f"{directory}: {len(table)} splits, the card says {card.splits}")
-    return FeaturePart(party, card.index, table, bins)
+    return FeaturePart(party, card.index, table, bins, card.model)
 
 
 def load_label_part(model_dir: Path, trust: TrustStore) -> LabelPart:
@@ -545,7 +552,7 @@ def load_vertical_model(model_dir: Path, trust: TrustStore) -> VerticalModel:
     parties = {}
     for name, entry in label.card.parties.items():
         part = load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
-        if part.index != entry.index or len(part.table) != entry.splits:
+        if part.model != "gbdt" or part.index != entry.index or len(part.table) != entry.splits:
             raise ArtifactError(f"{part_directory(model_dir, name)}: not the part the card names")
         split_ids = [t.split[t.owner == entry.index] for t in label.ensemble.trees if t.n_nodes]
         if any(np.any(s >= len(part.table)) for s in split_ids):

@@ -1,0 +1,114 @@
+"""The vertical scorecard over the same Flower exchange as the trees (`client.vertical_label`):
+the label party's side runs `models.vertical.scorecard.label_party.train` unchanged in its
+training thread, with a `ScorecardMessageLink` whose every call is a request the coordinator
+relays whole to the feature party and whose answer is verified as the trees' are
+(`LabelSession.answer`: the feature party's signature, step, action, the request's digest).
+
+Then the federated model's metrics on the aligned test rows (the feature party's fine codes of
+them, checked against its announced bins), the feature party's part (its fine bins only) and
+the label party's (`models.vertical.scorecard.artifact`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from jointcredit.client import vertical_scorecard_wire as sw
+from jointcredit.federation import vertical as v
+from jointcredit.federation.protocol import ProtocolError
+from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.models.binning.table import Classing
+from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry
+from jointcredit.models.vertical.party_bins import party_schema
+from jointcredit.models.vertical.scorecard import artifact
+from jointcredit.models.vertical.scorecard.label_party import train
+from jointcredit.models.vertical.scorecard.messages import (
+    EncryptedSlots,
+    EncryptedTables,
+    FineColumns,
+    PairCounts,
+)
+from jointcredit.privacy.paillier import HeuSecretKey
+
+if TYPE_CHECKING:
+    from jointcredit.client.vertical_label import LabelSession, MessageLink
+
+MIN_BIN_SHARE = 0.05  # coarse classing's smallest share of the rows per attribute
+
+
+def classing(s: VerticalSettings) -> Classing:
+    """The scorecard's classing: fine bins as many as `max-bins` (the parties' fine bins)."""
+    return Classing(fine_bins=s.max_bins, min_bin_share=MIN_BIN_SHARE)
+
+
+class ScorecardMessageLink:
+    """`ScorecardLink` over Flower messages, to one feature party."""
+
+    def __init__(self, link: MessageLink, public_key: bytes) -> None:
+        self.session, self.party, self.index = link.session, link.party, link.index
+        self._key = public_key
+        self._cols: FineColumns | None = None
+
+    def columns(self) -> FineColumns:
+        key = {v.PUBLIC_KEY: np.frombuffer(self._key, dtype=np.uint8).copy()}
+        self._cols = sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
+        return self._cols
+
+    def pairs(self) -> PairCounts:
+        return sw.pairs_from(self.session.ask(self.party, v.SC_PAIRS, {}), self._checked())
+
+    def tables(self, message: EncryptedSlots) -> EncryptedTables:
+        return sw.tables_from(self.session.ask(self.party, v.SC_TABLES, sw.slots_arrays(message)))
+
+    def test_codes(self, rows: int) -> np.ndarray:
+        return sw.codes_from(
+            self.session.ask(self.party, v.SC_TEST_CODES, {}), rows, self._checked()
+        )
+
+    def _checked(self) -> FineColumns:
+        if self._cols is None:
+            raise ProtocolError(f"{self.party}: a scorecard step before its columns")
+        return self._cols
+
+
+def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str, float]:
+    """The label party's scorecard run: fit, evaluate on the aligned test rows, write the
+    parts; returns the metrics its `done` reply carries."""
+    from jointcredit.client.vertical_label import own_bins
+
+    assert session.aligned is not None and session.test is not None
+    if len(links) != 1:
+        raise ProtocolError(f"the vertical scorecard takes one feature party, not {len(links)}")
+    s = session.settings
+    rows = session.frame.iloc[session.aligned]
+    train_rows = rows[~session.test].reset_index(drop=True)
+    test_rows = rows[session.test].reset_index(drop=True)
+    fine = own_bins(train_rows, session.schema, session.party, s)
+    label = session.schema.base.label
+    key = HeuSecretKey()
+    link = ScorecardMessageLink(links[0], key.public.to_bytes())
+    model = train(
+        train_rows, train_rows[label].to_numpy(), fine, session.schema.base, [link], key,
+        classing=classing(s),
+    )  # fmt: skip
+    logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows)))
+    scores = risk_metrics(test_rows[label].to_numpy(), 1 / (1 + np.exp(-logit)))
+    metrics = {k: float(x) for k, x in scores.model_dump().items() if x is not None}
+    digest = links[0].write_part()
+    artifact.write_label_part(
+        Path(s.out_dir) / MODEL_DIR,
+        model=artifact.ScorecardModel.of(model, "lda"),
+        schema=party_schema(session.schema, session.party),
+        label_party=session.party,
+        parties={link.party: PartyEntry(index=link.index, splits=0, part_sha256=digest)},
+        training={"model": "scorecard", "max-bins": s.max_bins, "min-bin-share": MIN_BIN_SHARE,
+                  "calibration": "lda", "seed": s.seed, "train-rows": len(train_rows),
+                  "test-rows": len(test_rows)},
+        metrics=metrics, created_at=session.created_at, signer=session.signer,
+        trust=session.trust,
+    )  # fmt: skip
+    return {**metrics, "train-rows": float(len(train_rows)), "test-rows": len(test_rows)}

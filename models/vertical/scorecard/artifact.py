@@ -1,0 +1,223 @@
+"""The vertical scorecard's artifact: the label party's part (points table, its own coarse
+bins and WOE, the feature party's merge maps and WOE by code, weights, calibration) signed by
+the label party's key, and the feature party's part (its fine bins' edges and levels only: an
+empty split table, `artifact.write_feature_part` as the trees') signed by its own.
+
+Layout::
+
+    OUT/model/
+        scorecard.json           `ScorecardCard`: which party holds which features, each
+                                 feature party's part digest, training settings, metrics
+        points.json              `ScorecardModel` (canonical JSON)
+        manifest.json/.sig
+    OUT/model/parties/<party>/   the feature party's part (`artifact.load_feature_part`)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict
+
+from jointcredit.data.schema import Schema
+from jointcredit.models.artifact import ArtifactError
+from jointcredit.models.binning.encoding import WoeFeature
+from jointcredit.models.scorecard import PointsTable
+from jointcredit.models.vertical import artifact as parts
+from jointcredit.models.vertical.scorecard.fit import PlatformFeature, VerticalScorecard
+from jointcredit.trust.canonical import canonical_json
+from jointcredit.trust.files import UnsafeFile, read_regular, replace_file
+from jointcredit.trust.manifest import Verified, sign_directory
+from jointcredit.trust.store import TrustStore, check_institution_id
+
+FORMAT = "jointcredit-vertical-scorecard"
+CARD = parts.SCORECARD_CARD
+MODEL = "points.json"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MergedFeature(_Strict):
+    """A feature party's feature as the label party keeps it (`fit.PlatformFeature`)."""
+
+    woe: WoeFeature
+    merge: list[int]  # fine code -> coarse code
+
+
+class ScorecardModel(_Strict):
+    intercept: float
+    weights: list[float]  # the label party's features, then the feature party's
+    calibration: str
+    own: list[WoeFeature]
+    platform: list[MergedFeature]
+    points: PointsTable
+
+    @classmethod
+    def of(cls, m: VerticalScorecard, calibration: str) -> ScorecardModel:
+        return cls(
+            intercept=float(m.intercept),
+            weights=[float(w) for w in m.weights],
+            calibration=calibration,
+            own=list(m.own),
+            platform=[MergedFeature(woe=p.woe, merge=p.merge.tolist()) for p in m.platform],
+            points=m.points,
+        )
+
+    def scorecard(self) -> VerticalScorecard:
+        platform = tuple(
+            PlatformFeature(p.woe, np.asarray(p.merge, dtype=np.int64)) for p in self.platform
+        )
+        return VerticalScorecard(
+            self.intercept, np.asarray(self.weights), tuple(self.own), platform, self.points
+        )
+
+
+class ScorecardCard(_Strict):
+    format: str = FORMAT
+    version: int = 1
+    label_party: str
+    data_schema: Schema  # the label party's label and own features only
+    holders: dict[str, list[str]]  # party -> the features whose attributes it holds
+    parties: dict[str, parts.PartyEntry]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    model_sha256: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class VerticalScorecardModel:
+    card: ScorecardCard
+    model: VerticalScorecard
+    verified: Verified
+    parties: dict[str, parts.FeaturePart]
+
+    def predict_pd(self, frames: Mapping[str, pd.DataFrame]) -> np.ndarray:
+        """PD of aligned rows given every party's raw frame (same rows, same order)."""
+        (name,) = self.parties
+        own = self.model.own_codes(frames[self.card.label_party])
+        fine = self.parties[name].bins.codes(frames[name]).astype(np.int64)
+        out: np.ndarray = 1 / (1 + np.exp(-self.model.logit(own, fine)))
+        return out
+
+
+def is_scorecard(model_dir: Path) -> bool:
+    return (model_dir / CARD).is_file()
+
+
+def write_label_part(
+    model_dir: Path,
+    *,
+    model: ScorecardModel,
+    schema: Schema,
+    label_party: str,
+    parties: Mapping[str, parts.PartyEntry],
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    created_at: str,
+    signer: Ed25519PrivateKey,
+    trust: TrustStore,
+) -> ScorecardCard:
+    """Write and sign the label party's part at `model_dir/` with its own key; `parties`:
+    the feature party with its part's manifest digest (`artifact.write_feature_part`'s)."""
+    check_institution_id(label_party)
+    if len(parties) != 1:
+        raise ValueError("a vertical scorecard has exactly one feature party")
+    (name,) = parties
+    data = canonical_json(model.model_dump(mode="json"))
+    if sorted(schema.features) != sorted(f.name for f in model.own):
+        raise ValueError("the schema and the points table have different own features")
+    card = ScorecardCard(
+        label_party=label_party,
+        data_schema=schema,
+        holders={
+            label_party: [f.name for f in model.own],
+            name: [p.woe.name for p in model.platform],
+        },
+        parties=dict(parties),
+        training=training,
+        metrics=metrics,
+        model_sha256=parts._sha(data),
+        created_at=created_at,
+    )
+    model_dir.mkdir(parents=True, exist_ok=True)
+    replace_file(model_dir / MODEL, data, mode=0o644)
+    replace_file(model_dir / CARD, canonical_json(card.model_dump(mode="json")), mode=0o644)
+    sign_directory(
+        model_dir,
+        [CARD, MODEL],
+        {
+            "kind": FORMAT,
+            "party": label_party,
+            "parties": {n: e.part_sha256 for n, e in sorted(parties.items())},
+            "training": training,
+            "metrics": metrics,
+            "created_at": created_at,
+        },
+        signer,
+        trust,
+        institution=label_party,
+    )
+    return card
+
+
+@dataclass(frozen=True)
+class ScorecardLabelPart:
+    card: ScorecardCard
+    model: VerticalScorecard
+    verified: Verified
+
+
+def load_label_part(model_dir: Path, trust: TrustStore) -> ScorecardLabelPart:
+    """Verify the label party's part (signed by an active key of the label party its card
+    names), then load and cross-check it."""
+    try:
+        claimed = ScorecardCard.model_validate_json(read_regular(model_dir / CARD)).label_party
+    except (FileNotFoundError, UnsafeFile, ValueError) as exc:
+        raise ArtifactError(f"{model_dir / CARD}: not a vertical scorecard card: {exc}") from exc
+    verified = parts._verified(model_dir, trust, claimed, {CARD, MODEL})
+    try:
+        card = ScorecardCard.model_validate_json(verified.contents[CARD])
+        if card.format != FORMAT or card.label_party != claimed or len(card.parties) != 1:
+            raise ValueError(f"a {card.format} card of {card.label_party!r}")
+        parts._digest_check(model_dir, MODEL, verified.contents[MODEL], card.model_sha256)
+        stored = ScorecardModel.model_validate_json(verified.contents[MODEL])
+        model = stored.scorecard()
+    except ValueError as exc:
+        raise ArtifactError(f"{model_dir}: invalid vertical scorecard: {exc}") from exc
+    ((name, _),) = card.parties.items()
+    own, platform = model.own, model.platform
+    if len(model.weights) != len(own) + len(platform) or card.holders != {
+        claimed: [f.name for f in own],
+        name: [p.name for p in platform],
+    }:
+        raise ArtifactError(f"{model_dir}: the card and the points table disagree")
+    if sorted(f.name for f in own) != sorted(card.data_schema.features):  # its keys sorted
+        raise ArtifactError(f"{model_dir}: the card's schema is not the points' own features")
+    return ScorecardLabelPart(card, model, verified)
+
+
+def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScorecardModel:
+    """The label party's part and the feature party's (by its own key, the digest the card
+    records), each verified, then cross-checked."""
+    label = load_label_part(model_dir, trust)
+    card, model = label.card, label.model
+    ((name, entry),) = card.parties.items()
+    part = parts.load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
+    if part.model != "scorecard" or part.index != entry.index or len(part.table) != 0:
+        raise ArtifactError(f"{parts.part_directory(model_dir, name)}: not the part the card names")
+    if part.bins.names != card.holders[name]:
+        raise ArtifactError(f"{model_dir}: the card, the points and the parts' features disagree")
+    for f, p in zip(part.bins.features, model.platform, strict=True):
+        merge = p.merge
+        if len(merge) != f.n_bins or merge.min() < 0 or merge.max() >= p.woe.bins.n_bins:
+            raise ArtifactError(f"{model_dir}: {p.name}'s merge map does not fit its fine bins")
+    return VerticalScorecardModel(card, model, label.verified, {name: part})

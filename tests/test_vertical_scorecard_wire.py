@@ -1,0 +1,91 @@
+"""The vertical scorecard's Flower payloads: what one party sends decodes to the same message
+at the other, and a payload that is not what its action carries (wrong dtype, shape, size, a
+code outside its bins, more than the bounds) is refused with `ProtocolError` naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jointcredit.client import vertical_scorecard_wire as sw
+from jointcredit.federation import vertical as v
+from jointcredit.federation.protocol import ProtocolError
+from jointcredit.models.vertical.scorecard.messages import (
+    EncryptedSlots,
+    EncryptedTables,
+    FineColumns,
+    PairCounts,
+)
+
+COLS = FineColumns(
+    names=("a", "b", "c"),
+    categorical=(False, True, False),
+    regular=(3, 2, 4),
+    special=(1, 0, 0),
+    rows=(np.array([4, 3, 2, 1, 0]), np.array([5, 4, 1]), np.array([1, 2, 3, 4, 0])),
+)
+
+
+def test_round_trips() -> None:
+    cols = sw.columns_from(sw.columns_arrays(COLS))
+    assert cols.names == COLS.names and cols.categorical == COLS.categorical
+    assert cols.regular == COLS.regular and cols.special == COLS.special
+    for got, want in zip(cols.rows, COLS.rows, strict=True):
+        np.testing.assert_array_equal(got, want)
+    rng = np.random.default_rng(0)
+    shapes = [(5, 3), (5, 5), (3, 5)]
+    pairs = PairCounts(tuple(rng.integers(0, 9, s) for s in shapes))
+    back = sw.pairs_from(sw.pairs_arrays(pairs), COLS)
+    for got, want in zip(back.tables, pairs.tables, strict=True):
+        np.testing.assert_array_equal(got, want)
+    slots = EncryptedSlots(b"key", b"ciphertexts", 10, 2)
+    assert sw.slots_from(sw.slots_arrays(slots)) == slots
+    tables = EncryptedTables((b"x", b"yz"), 5)
+    assert sw.tables_from(sw.tables_arrays(tables)) == tables
+    codes = np.array([[0, 1, 4], [4, 2, 0]], dtype=np.int64)
+    np.testing.assert_array_equal(sw.codes_from({v.CODES: codes}, 2, COLS), codes)
+
+
+def _columns(**changed: np.ndarray) -> dict[str, np.ndarray]:
+    return sw.columns_arrays(COLS) | changed
+
+
+@pytest.mark.parametrize(
+    ("arrays", "named"),
+    [
+        (_columns(**{v.ROWS: np.zeros(13)}), "expected 1-D int64"),
+        (_columns(**{v.ROWS: np.zeros(12, np.int64)}), "12 row counts for 13 bins"),
+        (_columns(**{v.REGULAR: np.array([3, 2], np.int64)}), "one kind, regular and special"),
+        (_columns(**{v.REGULAR: np.array([3, 2, 200], np.int64)}), "1 to 127 bins"),
+        (_columns(**{v.REGULAR: np.array([3, 0, 4], np.int64)}), "1 to 127 bins"),
+        (_columns(**{v.SPECIAL: np.array([1, -1, 0], np.int64)}), "1 to 127 bins"),
+        (_columns(**{v.NAMES: np.zeros(70_000, np.uint8)}), "names of 70000 bytes"),
+        (_columns(**{v.NAMES: np.frombuffer(b"\xff\xfe", np.uint8)}), "not UTF-8"),
+        ({}, "no 'names'"),
+    ],
+)
+def test_bad_columns_are_refused(arrays: dict[str, np.ndarray], named: str) -> None:
+    with pytest.raises(ProtocolError, match=named):
+        sw.columns_from(arrays)
+
+
+def test_bad_pairs_codes_and_counts_are_refused() -> None:
+    with pytest.raises(ProtocolError, match="49 values for 55 cells"):
+        sw.pairs_from({v.PAIRS: np.zeros(49, np.int64)}, COLS)
+    with pytest.raises(ProtocolError, match="expected 1-D int64"):
+        sw.pairs_from({v.PAIRS: np.zeros(55, np.float64)}, COLS)
+    with pytest.raises(ProtocolError, match="outside its feature's bins"):
+        sw.codes_from({v.CODES: np.array([[0, 3, 0]], np.int64)}, 1, COLS)
+    with pytest.raises(ProtocolError, match="outside its feature's bins"):
+        sw.codes_from({v.CODES: np.array([[-1, 0, 0]], np.int64)}, 1, COLS)
+    with pytest.raises(ProtocolError, match=r"shape \(1, 3\), not \(2, 3\)"):
+        sw.codes_from({v.CODES: np.zeros((1, 3), np.int64)}, 2, COLS)
+    for n in (0, sw.MAX_COLUMNS + 1):
+        slots = sw.slots_arrays(EncryptedSlots(b"k", b"c", 1, 1)) | {v.COLUMNS: np.array([n])}
+        with pytest.raises(ProtocolError, match="ciphertext columns per row"):
+            sw.slots_from(slots)
+        tables = sw.tables_arrays(EncryptedTables((b"x",), 5)) | {v.COLUMNS: np.array([n])}
+        with pytest.raises(ProtocolError, match="columns of ciphertext sums"):
+            sw.tables_from(tables)
+    with pytest.raises(ProtocolError, match="no 'node/1'"):
+        sw.tables_from(sw.tables_arrays(EncryptedTables((b"x",), 5)) | {v.COLUMNS: np.array([2])})
