@@ -137,10 +137,26 @@ class Applicants:
 _CHUNK = 65_536  # applicants coded into sides at a time
 
 
+FINE_CODES_REFUSED = (
+    "this part is a vertical scorecard's: it would answer every queried applicant's fine bin "
+    "of each of its features (each value to within one of its fine bins), not the sides of a "
+    "few splits; answering so needs the platform's explicit consent (--answer-fine-codes; "
+    "docs/PRIVACY.md, 'Vertical scorecard: serving')"
+)
+
+
 class FeaturePartyEndpoint:
     """Answers verified queries for one feature party."""
 
-    def __init__(self, served: ServedPart, applicants: Applicants, audit: AuditLog) -> None:
+    def __init__(
+        self, served: ServedPart, applicants: Applicants, audit: AuditLog, *,
+        fine_codes: bool = False,
+    ) -> None:  # fmt: skip
+        """`fine_codes`: the platform's consent to answer a scorecard's part at all. Its answer
+        is the applicant's fine bin of every feature, far more than the trees' sides of a few
+        splits, so it is never given by default (docs/PRIVACY.md)."""
+        if served.part.model == "scorecard" and not fine_codes:
+            raise ValueError(FINE_CODES_REFUSED)
         self.served = served
         self.applicants = applicants
         self.audit = audit

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +116,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     kit = load_kit(fed.kit("platform"))
     served = ServedPart.load(fed.model, "platform", kit.trust)
     applicants = Applicants.load(fed.platform_data, served, load_vertical_schema(fed.schema))
-    endpoint = FeaturePartyEndpoint(
-        served, applicants, AuditLog(f"sqlite:///{fed.root / 'platform.sqlite'}")
-    )
+    audit = AuditLog(f"sqlite:///{fed.root / 'platform.sqlite'}")
+    with pytest.raises(ValueError, match=r"fine bin of each of its features.*--answer-fine-codes"):
+        FeaturePartyEndpoint(served, applicants, audit)  # not without the platform's consent
+    endpoint = FeaturePartyEndpoint(served, applicants, audit, fine_codes=True)
     for k in [*fed.known(3), *fed.unknown(1)]:
         endpoint.consents.add("bank", f"consent-{k}", fed.applicant(k)[0], "vertical")
     with TestClient(party_app(endpoint, kit)) as client:
@@ -269,3 +272,20 @@ def test_a_changed_or_impossible_code_is_not_scored(platform: Platform) -> None:
     assert _codes([0], (4, 3)) == ("unavailable", "1 codes for 2 features")
     assert _codes(None, (4,)) == ("unavailable", "0 codes for 1 features")
     assert _codes([3, 2], (4, 3)).tolist() == [3, 2]  # type: ignore[union-attr]
+
+
+def test_vertical_serve_refuses_a_scorecard_part_without_answer_fine_codes(
+    platform: Platform,
+) -> None:
+    """The command exits 2 naming the disclosure and the option, before it listens (a
+    timeout here means it started serving)."""
+    fed = platform.fed
+    cmd = [
+        sys.executable, "-m", "jointcredit.cli", "vertical", "serve",
+        "--kit", str(fed.kit("platform")), "--model", str(fed.model),
+        "--data", str(fed.platform_data), "--schema", str(fed.schema),
+        "--db", f"sqlite:///{fed.root / 'refused.sqlite'}", "--port", "0",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "--answer-fine-codes" in run.stderr and "fine bin" in run.stderr
