@@ -296,7 +296,7 @@ def _verify_vertical_scorecard(
     artifact: Path, trust_file: Path, pin: str | None, as_json: bool, label_party: str | None
 ) -> None:
     """A vertical scorecard: the label party's part (points, WOE, merge maps) and the feature
-    party's (its fine bins), each signed by an active key of its own party."""
+    party's (its fine bins and merge maps), each signed by an active key of its own party."""
     from jointcredit.models.artifact import ArtifactError
     from jointcredit.models.vertical.scorecard.artifact import load_vertical_scorecard
 
@@ -334,7 +334,8 @@ def _verify_vertical_scorecard(
     )
     for name, part in parts.items():
         console.print(
-            f"  {name}: the fine bins of {len(part['features'])} features, its part signed by "
+            f"  {name}: the fine bins and merge maps of {len(part['features'])} features, its "
+            "part signed by "
             f"its own key (manifest sha256 {part['manifest_sha256']})",
             soft_wrap=True,
         )

@@ -60,13 +60,9 @@ def serve(
     max_header_kb: HeaderKbOption = 32,
     header_timeout: HeaderTimeoutOption = 5.0,
     max_connections: ConnectionsOption = 1000,
-    answer_fine_codes: Annotated[
-        bool, typer.Option("--answer-fine-codes", help="for a scorecard's part: answer each "
-                           "queried applicant's fine bin of every feature (refused without)")
-    ] = False,
 ) -> None:  # fmt: skip
     """Answer signed routing queries for this party's applicants over mutual TLS: the sides
-    of its splits only (a scorecard's part: its fine bins, with --answer-fine-codes), for
+    of its splits only (a scorecard's part: its attribute, the coarse code, per feature), for
     applicants in --data with a consent registered (purpose `vertical`); every query
     audited."""
     from jointcredit.data.errors import DataValidationError
@@ -87,17 +83,11 @@ def serve(
         err.print(f"[red]refusing to start:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from exc
     url = db or f"sqlite:///{data.resolve().parent / f'{party.institution}.vertical.sqlite'}"
-    try:
-        endpoint = FeaturePartyEndpoint(
-            served, applicants, AuditLog(url), fine_codes=answer_fine_codes
-        )
-    except ValueError as exc:
-        err.print(f"[red]refusing to start:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from exc
+    endpoint = FeaturePartyEndpoint(served, applicants, AuditLog(url))
     what = (
         f"{len(served.part.table)} splits"
         if served.part.model == "gbdt"
-        else f"the fine codes of {len(served.part.bins.names)} features (a scorecard)"
+        else f"the coarse codes of {len(served.part.bins.names)} features (a scorecard)"
     )
     console.print(
         f"{party.institution}: {what} of model {served.model_id[:16]}, "

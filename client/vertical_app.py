@@ -44,7 +44,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from jointcredit.client import vertical_channel as channel
 from jointcredit.client.signing import signed_reply
-from jointcredit.client.vertical_feature import FeatureSession
+from jointcredit.client.vertical_feature import LAST, FeatureSession
 from jointcredit.client.vertical_label import LabelSession
 from jointcredit.data.vertical import VerticalData, load_party
 from jointcredit.data.vertical_datasets import load_vertical_dataset
@@ -396,7 +396,7 @@ def serve(req: Request) -> RecordDict:
     if not isinstance(session, FeatureSession):
         raise ProtocolError("only feature parties serve the label party's requests")
     answer = session.handle(req.content, v.STEP)
-    if answer[0] == v.WRITE_PART:  # its last request
+    if answer[0] == LAST[session.settings.model]:  # its last request
         _end(req.key)
     return _answer_label(session, _step(req), answer)
 

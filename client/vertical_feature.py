@@ -33,6 +33,7 @@ from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import MODEL_DIR, FeaturePart, write_feature_part
 from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
 from jointcredit.privacy.paillier import public_key
 from jointcredit.privacy.psi import FeaturePsi
@@ -42,6 +43,9 @@ from jointcredit.trust.updates import Expected
 Arrays = dict[str, np.ndarray]
 TREES = frozenset({v.GRADIENTS, v.HISTOGRAMS, v.SPLIT, v.SIDES, v.WRITE_PART})
 SCORECARD = frozenset({v.SC_COLUMNS, v.SC_PAIRS, v.SC_TABLES, v.SC_TEST_CODES, v.WRITE_PART})
+# Each model's last request, after which the session ends: the scorecard's part (with the
+# merge maps) comes before its test rows' coarse codes, which need the maps.
+LAST = {"gbdt": v.WRITE_PART, "scorecard": v.SC_TEST_CODES}
 
 
 @dataclass
@@ -62,6 +66,7 @@ class FeatureSession:
     trees: FeatureParty | None = None
     train_frame: pd.DataFrame | None = None  # its aligned training rows (the scorecard's)
     scorecard: ScorecardFeatureParty | None = None
+    merge: tuple[np.ndarray, ...] | None = None  # the scorecard's, from its write-part request
     _nonces: set[bytes] = field(default_factory=set)
     _last_step: int = -1
 
@@ -180,16 +185,19 @@ class FeatureSession:
             except ValueError as exc:
                 raise ProtocolError(f"{self.party}: {exc}") from exc
             return sw.columns_arrays(self.scorecard.columns())
+        if self.scorecard is None:
+            raise ProtocolError(f"{action} before the scorecard's columns")
         if action == v.WRITE_PART:
+            if self.merge is not None:
+                raise ProtocolError("the scorecard's part written twice")
+            self.merge = sw.merge_from(arrays, self.bins)  # checked before anything is kept
             empty = SplitTable(bin_layout(self.bins).missing)  # its fine bins, no split
             digest = write_feature_part(
                 Path(self.settings.out_dir) / MODEL_DIR,
-                FeaturePart(self.party, self.index, empty, self.bins, "scorecard"),
+                FeaturePart(self.party, self.index, empty, self.bins, "scorecard", self.merge),
                 created_at=self.created_at, signer=self.signer, trust=self.trust,
             )  # fmt: skip
             return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}
-        if self.scorecard is None:
-            raise ProtocolError(f"{action} before the scorecard's columns")
         if action == v.SC_PAIRS:
             return sw.pairs_arrays(self.scorecard.pairs())
         if action == v.SC_TABLES:
@@ -197,8 +205,10 @@ class FeatureSession:
                 return sw.tables_arrays(self.scorecard.tables(sw.slots_from(arrays)))
             except ValueError as exc:
                 raise ProtocolError(f"{self.party}: {exc}") from exc
-        if action == v.SC_TEST_CODES:
-            return {v.CODES: self.test_codes}
+        if action == v.SC_TEST_CODES:  # the scorecard's attributes, never the fine bins
+            if self.merge is None:
+                raise ProtocolError("the test rows' codes before the merge maps (write-part)")
+            return {v.CODES: coarse_codes(self.test_codes, self.merge)}
         raise ProtocolError(f"unknown request {action!r}")
 
     def _trees(self, action: str) -> FeatureParty:

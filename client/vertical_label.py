@@ -321,8 +321,11 @@ class MessageLink:
             raise ProtocolError(f"{self.party}: sides for another number of test rows")
         return sides
 
-    def write_part(self) -> str:
-        digest = wire._get(self.session.ask(self.party, v.WRITE_PART, {}), v.PART_SHA256, "uint8")
+    def write_part(self, arrays: Arrays | None = None) -> str:
+        """The feature party's part written; `arrays`: what it needs besides (a scorecard's
+        merge maps)."""
+        answer = self.session.ask(self.party, v.WRITE_PART, arrays or {})
+        digest = wire._get(answer, v.PART_SHA256, "uint8")
         text = digest.tobytes().decode("ascii", errors="replace")
         if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
             raise ProtocolError(f"{self.party}: not a SHA-256 of its part")

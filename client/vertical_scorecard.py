@@ -4,13 +4,15 @@ training thread, with a `ScorecardMessageLink` whose every call is a request the
 relays whole to the feature party and whose answer is verified as the trees' are
 (`LabelSession.answer`: the feature party's signature, step, action, the request's digest).
 
-Then the federated model's metrics on the aligned test rows (the feature party's fine codes of
-them, checked against its announced bins), the feature party's part (its fine bins only) and
-the label party's (`models.vertical.scorecard.artifact`).
+Then the feature party's part (its fine bins and the merge maps the label party sends it), the
+federated model's metrics on the aligned test rows (the feature party's coarse codes of them,
+through those maps, each checked within its feature's coarse bins) and the label party's part
+(`models.vertical.scorecard.artifact`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,10 +66,9 @@ class ScorecardMessageLink:
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         return sw.tables_from(self.session.ask(self.party, v.SC_TABLES, sw.slots_arrays(message)))
 
-    def test_codes(self, rows: int) -> np.ndarray:
-        return sw.codes_from(
-            self.session.ask(self.party, v.SC_TEST_CODES, {}), rows, self._checked()
-        )
+    def test_codes(self, rows: int, n_coarse: Sequence[int]) -> np.ndarray:
+        """The feature party's coarse codes of the aligned test rows (after its part)."""
+        return sw.codes_from(self.session.ask(self.party, v.SC_TEST_CODES, {}), rows, n_coarse)
 
     def _checked(self) -> FineColumns:
         if self._cols is None:
@@ -95,10 +96,12 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
         train_rows, train_rows[label].to_numpy(), fine, session.schema.base, [link], key,
         classing=classing(s),
     )  # fmt: skip
-    logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows)))
+    # The feature party keeps the merge maps in its part, then answers coarse codes by them.
+    digest = links[0].write_part(sw.merge_arrays([p.merge for p in model.platform]))
+    n_coarse = [p.woe.bins.n_bins for p in model.platform]
+    logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows), n_coarse))
     scores = risk_metrics(test_rows[label].to_numpy(), 1 / (1 + np.exp(-logit)))
     metrics = {k: float(x) for k, x in scores.model_dump().items() if x is not None}
-    digest = links[0].write_part()
     artifact.write_label_part(
         Path(s.out_dir) / MODEL_DIR,
         model=artifact.ScorecardModel.of(model, "lda"),

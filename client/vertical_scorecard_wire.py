@@ -7,11 +7,15 @@ is not what its action carries raises `ProtocolError` naming it. The contents' c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from jointcredit.client.vertical_wire import _bytes, _get, _scalar
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
+from jointcredit.models.binning.spec import BinningSpec
+from jointcredit.models.vertical.merge_maps import check_merge_maps
 from jointcredit.models.vertical.scorecard.checks import MAX_FINE_BINS
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
@@ -120,13 +124,42 @@ def tables_from(arrays: Arrays) -> EncryptedTables:
     return EncryptedTables(columns, _scalar(arrays, v.BUCKETS))
 
 
-def codes_from(arrays: Arrays, rows: int, cols: FineColumns) -> np.ndarray:
-    """A feature party's fine codes of `rows` rows, each within its feature's bins."""
+def codes_from(arrays: Arrays, rows: int, n_coarse: Sequence[int]) -> np.ndarray:
+    """A feature party's coarse codes of `rows` rows, each within its feature's `n_coarse`
+    (the scorecard's attributes of that feature)."""
     codes = _get(arrays, v.CODES, "int64", 2)
-    m = len(cols.names)
+    m = len(n_coarse)
     if codes.shape != (rows, m):
-        raise ProtocolError(f"fine codes of shape {codes.shape}, not ({rows}, {m})")
-    limits = np.array([cols.n_bins(j) for j in range(m)], dtype=np.int64)
+        raise ProtocolError(f"coarse codes of shape {codes.shape}, not ({rows}, {m})")
+    limits = np.asarray(n_coarse, dtype=np.int64)
     if codes.size and (codes.min() < 0 or np.any(codes >= limits)):
-        raise ProtocolError("a fine code outside its feature's bins")
+        raise ProtocolError("a coarse code outside its feature's coarse bins")
     return codes
+
+
+def merge_arrays(maps: Sequence[np.ndarray]) -> Arrays:
+    """The label party's merge maps, one row per feature, padded with -1 past its fine bins."""
+    width = max((len(m) for m in maps), default=0)
+    out = np.full((len(maps), width), -1, dtype=np.int64)
+    for j, m in enumerate(maps):
+        out[j, : len(m)] = m
+    return {v.MERGE: out}
+
+
+def merge_from(arrays: Arrays, bins: BinningSpec) -> tuple[np.ndarray, ...]:
+    """The merge maps of a write-part request, checked against the feature party's own fine
+    bins (`merge_maps.check_merge_maps`); `ProtocolError` naming the field otherwise."""
+    raw = _get(arrays, v.MERGE, "int64", 2)
+    n_bins = [f.n_bins for f in bins.features]
+    if raw.shape != (len(n_bins), max(n_bins, default=0)):
+        raise ProtocolError(
+            f"{v.MERGE!r}: shape {raw.shape}, not one map per feature of its "
+            f"{len(n_bins)} ({len(n_bins)}, {max(n_bins, default=0)})"
+        )
+    if any(np.any(row[k:] != -1) for row, k in zip(raw, n_bins, strict=True)):
+        raise ProtocolError(f"{v.MERGE!r}: a code past a feature's fine bins")
+    try:
+        return check_merge_maps([row[:k] for row, k in zip(raw, n_bins, strict=True)], n_bins,
+                                bins.names)  # fmt: skip
+    except ValueError as exc:
+        raise ProtocolError(f"{v.MERGE!r}: {exc}") from exc

@@ -46,13 +46,13 @@ class PartyLink:
     institution: str
     url: str
     splits: int  # how many split ids the label party's model refers to
-    # A vertical scorecard's feature party: its fine bins per feature (it answers codes).
+    # A vertical scorecard's feature party: its coarse bins per feature (it answers those).
     n_bins: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Routing:
-    # party -> (splits,) bool; a scorecard's party -> (features,) int64 fine codes
+    # party -> (splits,) bool; a scorecard's party -> (features,) int64 coarse codes
     sides: dict[str, np.ndarray] = field(default_factory=dict)
     problems: dict[str, tuple[Problem, str]] = field(default_factory=dict)  # party -> why
     seconds: float = 0.0
@@ -178,7 +178,7 @@ class VerticalClient:
 
 
 def _codes(codes: list[int] | None, n_bins: tuple[int, ...]) -> np.ndarray | tuple[Problem, str]:
-    """A scorecard party's fine codes: one per feature, each within its fine bins."""
+    """A scorecard party's coarse codes: one per feature, each within its coarse bins."""
     if codes is None or len(codes) != len(n_bins):
         return (
             "unavailable",

@@ -5,8 +5,9 @@ For an applicant in its data, with a consent registered for the asking instituti
 `vertical` and this applicant (its own consent registry: `jointcredit consent add --db
 ITS_DB --institution BANK --purpose vertical ...`), it answers with the side each of its
 splits sends the applicant (`SplitTable.sides`) and nothing else: no raw value, no bin, no
-threshold; for a vertical scorecard's part, the applicant's fine-bin code per feature (no
-raw value, no edge: the bank's part maps codes to points). Otherwise a signed
+threshold; for a vertical scorecard's part, the applicant's coarse code per feature (its fine
+bin through the merge map its part holds: the scorecard's attribute, no raw value, no edge,
+no fine bin; the bank's part has the points). Otherwise a signed
 `consent_required` (checked first: without consent the caller
 does not learn whether the applicant is a customer), `not_found` or `other_model` answer,
 which the bank can tell apart from a failure. Every verified query, whatever its answer, is
@@ -59,8 +60,8 @@ class SidesAnswer(BaseModel):
     party: str
     model: str
     sides: str | None = Field(None, pattern=r"^[LR]*$")
-    # A vertical scorecard's: the applicant's fine-bin code per feature of the party's part
-    # (no raw value, no edge), which the bank maps to its points.
+    # A vertical scorecard's: the applicant's coarse code (attribute) per feature of the
+    # party's part (no raw value, no edge, no fine bin), which the bank's points score.
     codes: list[int] | None = Field(None, max_length=MAX_CODES)
     consent_problem: str | None = None
 
@@ -92,12 +93,12 @@ class ServedPart:
 
 @dataclass(frozen=True)
 class Applicants:
-    """The platform's own applicants: identifier -> row; their bin codes, and the side of
-    every split for every applicant, worked out once at start-up (one bit each), so that a
-    query costs a lookup."""
+    """The platform's own applicants: identifier -> row; their bin codes (a scorecard's part:
+    coarse codes), and the side of every split for every applicant, worked out once at
+    start-up (one bit each), so that a query costs a lookup."""
 
     rows: dict[str, int]
-    codes: np.ndarray  # (applicants, its features), the bins' small unsigned type
+    codes: np.ndarray  # (applicants, its features); a scorecard's part: coarse, int64
     packed: np.ndarray  # (applicants, ceil(splits / 8)) uint8: 1 = left
     splits: int
 
@@ -119,8 +120,10 @@ class Applicants:
                 source=str(path),
             )
         ids = [str(i) for i in data.ids.tolist()]
-        codes = served.part.bins.codes(data.frame[served.part.bins.names])
-        table = served.part.table
+        frame = data.frame[served.part.bins.names]
+        part = served.part
+        codes = part.coarse(frame) if part.model == "scorecard" else part.bins.codes(frame)
+        table = part.table
         packed = np.concatenate(
             [
                 np.packbits(table.sides(codes[i : i + _CHUNK].astype(np.int64)), axis=1)
@@ -137,26 +140,10 @@ class Applicants:
 _CHUNK = 65_536  # applicants coded into sides at a time
 
 
-FINE_CODES_REFUSED = (
-    "this part is a vertical scorecard's: it would answer every queried applicant's fine bin "
-    "of each of its features (each value to within one of its fine bins), not the sides of a "
-    "few splits; answering so needs the platform's explicit consent (--answer-fine-codes; "
-    "docs/PRIVACY.md, 'Vertical scorecard: serving')"
-)
-
-
 class FeaturePartyEndpoint:
     """Answers verified queries for one feature party."""
 
-    def __init__(
-        self, served: ServedPart, applicants: Applicants, audit: AuditLog, *,
-        fine_codes: bool = False,
-    ) -> None:  # fmt: skip
-        """`fine_codes`: the platform's consent to answer a scorecard's part at all. Its answer
-        is the applicant's fine bin of every feature, far more than the trees' sides of a few
-        splits, so it is never given by default (docs/PRIVACY.md)."""
-        if served.part.model == "scorecard" and not fine_codes:
-            raise ValueError(FINE_CODES_REFUSED)
+    def __init__(self, served: ServedPart, applicants: Applicants, audit: AuditLog) -> None:
         self.served = served
         self.applicants = applicants
         self.audit = audit
@@ -176,7 +163,7 @@ class FeaturePartyEndpoint:
         row = self.applicants.rows.get(request.applicant_id)
         if row is None:
             return 404, SidesAnswer(status="not_found", **base)
-        if self.served.part.model == "scorecard":  # its fine codes: the bank has the points
+        if self.served.part.model == "scorecard":  # its coarse codes: the bank has the points
             codes = [int(c) for c in self.applicants.codes[row]]
             return 200, SidesAnswer(status="found", codes=codes, **base)
         sides = self.applicants.sides(row)

@@ -1,5 +1,6 @@
 """Deciding a vertical scorecard's applicant at the bank: its own features by its coarse bins,
-the platform's fine codes (its answer) by the merge maps, to points, PD and the 350-950 score;
+the platform's coarse codes (its answer, the scorecard's attributes) directly, to points, PD
+and the 350-950 score (the bank's merge maps are not used here: the platform applies its own);
 then the vertical trees' policy, rules, reasons and referrals (`vertical_decide`) unchanged.
 
 An attribute's contribution is what it adds to the log-odds over its feature's best
@@ -33,10 +34,10 @@ class ScorecardDecider(VerticalDecider):
         self.columns = [*self.features, *map(party_column, self.parties)]
         self._bins = BinningSpec(features=[f.bins for f in m.own])
         n_own = len(m.own)
-        # Per feature, the log-odds each code adds (own: coarse codes; platform: fine codes).
+        # Per feature, the log-odds each coarse code (attribute) adds, both parties'.
         self._own = [m.weights[a] * f.values for a, f in enumerate(m.own)]
-        self._platform = [m.weights[n_own + j] * p.fine_values for j, p in enumerate(m.platform)]
-        self.n_bins = tuple(len(p.merge) for p in m.platform)  # what the platform answers
+        self._platform = [m.weights[n_own + j] * p.woe.values for j, p in enumerate(m.platform)]
+        self.n_bins = tuple(p.woe.bins.n_bins for p in m.platform)  # what the platform answers
         self.scale = m.points.scale
         self.rules = Rules(policy, self.features)
         self.reasons = _PartyReasons(self.features, self.parties, policy)
@@ -46,12 +47,12 @@ class ScorecardDecider(VerticalDecider):
     def scored(
         self, applicant: Mapping[str, Any], sides: Mapping[str, np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """`sides[party]`: the platform's fine code per feature (checked by the client)."""
+        """`sides[party]`: the platform's coarse code per feature (checked by the client)."""
         (party,) = self.parties
         codes = self._bins.codes_record(applicant)
-        fine = np.asarray(sides[party], dtype=np.int64)
+        coarse = np.asarray(sides[party], dtype=np.int64)
         own = [t[c] for t, c in zip(self._own, codes, strict=True)]
-        plat = [t[c] for t, c in zip(self._platform, fine.tolist(), strict=True)]
+        plat = [t[c] for t, c in zip(self._platform, coarse.tolist(), strict=True)]
         logit = self.scorecard.intercept + sum(own) + sum(plat)
         pd_ = np.array([1 / (1 + np.exp(-logit))])
         lost = [x - t.min() for x, t in zip(own, self._own, strict=True)]

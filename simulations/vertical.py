@@ -38,6 +38,7 @@ from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import MODEL_DIR, load_vertical_model
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.party_bins import joined_bins
 from jointcredit.models.vertical.scorecard.artifact import load_vertical_scorecard
 from jointcredit.models.vertical.scorecard.central import central_scorecard
@@ -200,13 +201,14 @@ def scorecard_baselines(
     alone = central_scorecard((bank_tr, bank_fine), None, y[~test], schema.base, **kw)
     own_te = joined.own_codes(bank[test])
     fine_te = plat_fine.codes(platform[test]).astype(np.int64)
+    coarse_te = coarse_codes(fine_te, [p.merge for p in joined.platform])  # as it answers
     no_platform = np.zeros((int(test.sum()), 0), dtype=np.int64)
 
     def scores(logit: np.ndarray) -> dict[str, float]:
         s = risk_metrics(y[test], 1 / (1 + np.exp(-logit)))
         return {k: float(x) for k, x in s.model_dump().items() if x is not None}
 
-    return scores(joined.logit(own_te, fine_te)), scores(
+    return scores(joined.logit(own_te, coarse_te)), scores(
         alone.logit(alone.own_codes(bank[test]), no_platform)
     )
 

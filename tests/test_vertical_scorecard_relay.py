@@ -1,8 +1,12 @@
 """A feature party's scorecard steps: taken only from the label party's signed request,
 in a scorecard run only (and the trees' steps only in a trees run), in order (columns with the
-label party's key first, once), and refusing ciphertexts under another key than that one."""
+label party's key first, once), refusing ciphertexts under another key than that one, and
+merge maps that are not one valid map per its feature; the test rows answered by coarse code
+only, after its part holds the maps."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +20,8 @@ from jointcredit.data.vertical_datasets import load_vertical_dataset
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.models.vertical.artifact import load_feature_part
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.scorecard.messages import EncryptedSlots
 from jointcredit.privacy.paillier import HeuSecretKey
 from jointcredit.trust import keys, store
@@ -24,10 +30,11 @@ RUN = 7
 Parties = tuple[LabelSession, FeatureSession, dict[str, Ed25519PrivateKey]]
 
 
-def _parties(model: str) -> Parties:
+def _parties(model: str, out: Path | None = None) -> Parties:
     settings = VerticalSettings.model_validate(
-        {"synthetic-rows": 400, "model": model, "max-bins": 8, "min-category-count": 10}
-    )
+        {"synthetic-rows": 400, "model": model, "max-bins": 8, "min-category-count": 10,
+         "out-dir": str(out or "")}
+    )  # fmt: skip
     data = load_vertical_dataset("synthetic-vertical", rows=400)
     coordinator = keys.generate()
     party_keys = {p: keys.generate() for p in ("bank", "platform")}
@@ -56,8 +63,8 @@ def _key(secret: HeuSecretKey) -> dict[str, np.ndarray]:
     return {v.PUBLIC_KEY: np.frombuffer(secret.public.to_bytes(), np.uint8).copy()}
 
 
-def test_the_scorecard_steps_in_order_from_signed_requests() -> None:
-    parties = _parties("scorecard")
+def test_the_scorecard_steps_in_order_from_signed_requests(tmp_path: Path) -> None:
+    parties = _parties("scorecard", tmp_path)
     label, feature, keys_ = parties
     _aligned(parties)
     bank = keys_["bank"]
@@ -87,9 +94,49 @@ def test_the_scorecard_steps_in_order_from_signed_requests() -> None:
     )
     with pytest.raises(ProtocolError, match="another key"):
         ask(11, v.SC_TABLES, sw.slots_arrays(slots))
-    assert feature.test_codes is not None
-    codes = sw.codes_from(ask(12, v.SC_TEST_CODES, {}), len(feature.test_codes), cols)
-    assert codes.shape == (len(feature.test_codes), len(cols.names))
+    assert feature.test_codes is not None and feature.bins is not None
+    with pytest.raises(ProtocolError, match="before the merge maps"):
+        ask(12, v.SC_TEST_CODES, {})
+    # Pool fine bins 0 and 1 of every feature (a map as the bank's classing gives it).
+    maps = [np.r_[0, np.arange(k - 1)] for k in (f.n_bins for f in feature.bins.features)]
+    for step, bad in enumerate(_malformed(maps), start=13):
+        with pytest.raises(ProtocolError, match="'merge-maps'"):
+            ask(step, v.WRITE_PART, bad)
+    assert feature.merge is None and not (tmp_path / "model").exists()  # nothing kept
+    ask(30, v.WRITE_PART, sw.merge_arrays(maps))
+    with pytest.raises(ProtocolError, match="written twice"):
+        ask(31, v.WRITE_PART, sw.merge_arrays(maps))
+    k = [int(m.max()) + 1 for m in maps]
+    codes = sw.codes_from(ask(32, v.SC_TEST_CODES, {}), len(feature.test_codes), k)
+    np.testing.assert_array_equal(codes, coarse_codes(feature.test_codes, maps))
+    assert (codes < np.array(k)).all()  # the attributes only: a fine code past 0 moved down
+    moved = feature.test_codes > 0
+    assert moved.any() and (codes[moved] == feature.test_codes[moved] - 1).all()
+    part = load_feature_part(tmp_path / "model", "platform", label.trust)
+    assert all(np.array_equal(a, b) for a, b in zip(part.merge, maps, strict=True))
+
+
+def _malformed(maps: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Write-part payloads whose merge maps the platform must refuse (each names the field)."""
+    good = sw.merge_arrays(maps)[v.MERGE]
+    j = next(j for j, m in enumerate(maps) if len(m) >= 3)
+    n = len(maps[j])
+
+    def changed(j: int, at: int, to: int) -> dict[str, np.ndarray]:
+        out = good.copy()
+        out[j, at] = to
+        return {v.MERGE: out}
+
+    return [
+        {},  # no maps
+        {v.MERGE: good[:-1]},  # one feature without a map
+        {v.MERGE: good.astype(np.float64)},
+        {v.MERGE: np.pad(good, ((0, 0), (0, 1)), constant_values=-1)},  # past every feature
+        changed(0, 1, -1),  # a fine code not mapped
+        changed(j, n - 1, n - 1),  # coarse code n - 2 unused
+        changed(0, 1, 99),  # a code outside the feature's codes
+        {v.MERGE: np.zeros((good.shape[0], 4096), np.int64)},  # past any feature's bins
+    ]
 
 
 def test_a_trees_run_refuses_the_scorecard_steps() -> None:

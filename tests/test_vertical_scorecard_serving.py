@@ -1,5 +1,6 @@
 """Serving a vertical scorecard, in process: the platform's endpoint answers an applicant's
-fine-bin code per its feature (no sides, no raw value, no edge), signed; the bank's service
+coarse code (the scorecard's attribute) per its feature, through the merge maps its signed
+part holds (no sides, no raw value, no edge, no fine bin), signed; the bank's service
 turns them with its own features into the points table's PD and score, with the platform as
 one reason group, and refers naming the platform when it is slow or does not know the
 applicant."""
@@ -8,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +25,17 @@ from jointcredit.data.synthetic_vertical import ID_COLUMN
 from jointcredit.data.vertical_datasets import vertical_frames
 from jointcredit.data.vertical_schema import load_vertical_schema
 from jointcredit.deploy import kits
+from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.binning.table import Classing
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import (
     FeaturePart,
     PartyEntry,
+    part_directory,
     write_feature_part,
 )
 from jointcredit.models.vertical.feature_party import SplitTable
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.party_bins import party_bins, party_schema
 from jointcredit.models.vertical.scorecard import artifact
 from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
@@ -52,6 +55,8 @@ from jointcredit.service.vertical_party import (
 from jointcredit.service.vertical_party_app import party_app
 from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
 from jointcredit.trust import keys
+from jointcredit.trust.canonical import canonical_json
+from jointcredit.trust.manifest import sign_directory
 from jointcredit.trust.store import load_store
 
 pytestmark = pytest.mark.integration
@@ -84,7 +89,8 @@ def scorecard_federation(root: Path, rows: int = 1500, seed: int = 5) -> Federat
                    classing=Classing(fine_bins=16))  # fmt: skip
     model = root / "run" / "model"
     empty = SplitTable(bin_layout(bins["platform"]).missing)
-    part = FeaturePart("platform", 1, empty, bins["platform"], "scorecard")
+    maps = tuple(p.merge for p in fitted.platform)
+    part = FeaturePart("platform", 1, empty, bins["platform"], "scorecard", maps)
     digest = write_feature_part(model, part, created_at=CREATED, signer=signer["platform"],
                                 trust=trust)  # fmt: skip
     artifact.write_label_part(
@@ -117,9 +123,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     served = ServedPart.load(fed.model, "platform", kit.trust)
     applicants = Applicants.load(fed.platform_data, served, load_vertical_schema(fed.schema))
     audit = AuditLog(f"sqlite:///{fed.root / 'platform.sqlite'}")
-    with pytest.raises(ValueError, match=r"fine bin of each of its features.*--answer-fine-codes"):
-        FeaturePartyEndpoint(served, applicants, audit)  # not without the platform's consent
-    endpoint = FeaturePartyEndpoint(served, applicants, audit, fine_codes=True)
+    endpoint = FeaturePartyEndpoint(served, applicants, audit)
     for k in [*fed.known(3), *fed.unknown(1)]:
         endpoint.consents.add("bank", f"consent-{k}", fed.applicant(k)[0], "vertical")
     with TestClient(party_app(endpoint, kit)) as client:
@@ -163,16 +167,52 @@ def _decide(client: TestClient, token: str, fed: Federation, k: int,
     return out
 
 
-def test_the_platform_answers_fine_codes_only(platform: Platform) -> None:
+def test_the_platform_answers_coarse_codes_only(platform: Platform) -> None:
     fed = platform.fed
     applicant = fed.applicant(fed.known(1)[0])[0]
     request = SidesRequest(applicant_id=applicant, consent_id=f"consent-{fed.known(1)[0]}",
                            model=platform.endpoint.served.model_id)  # fmt: skip
     status, answer = platform.endpoint.answer("bank", request)
-    row = platform.endpoint.applicants.rows[applicant]
+    applicants, part = platform.endpoint.applicants, platform.endpoint.served.part
+    row = applicants.rows[applicant]
     assert status == 200 and answer.sides is None
-    assert answer.codes == platform.endpoint.applicants.codes[row].tolist()
+    assert answer.codes == applicants.codes[row].tolist()
     assert set(json.loads(answer.model_dump_json())) >= {"codes"}
+    # Every applicant's answer: its fine bins through the maps, within each feature's k_j.
+    data = pd.read_csv(fed.platform_data)
+    fine = part.bins.codes(data[part.bins.names]).astype(np.int64)
+    k = np.array([int(m.max()) + 1 for m in part.merge])
+    np.testing.assert_array_equal(applicants.codes, coarse_codes(fine, part.merge))
+    assert (applicants.codes >= 0).all() and (applicants.codes < k).all()
+    model = load_vertical_score(fed)
+    assert k.tolist() == [p.woe.bins.n_bins for p in model.platform]
+    merged = [j for j, m in enumerate(part.merge) if len(m) > k[j]]
+    assert merged  # some fine bins pooled: there the answer is not the fine code
+    for j in merged:
+        assert np.any(applicants.codes[:, j] != fine[:, j])
+
+
+def test_a_tampered_or_malformed_merge_map_is_refused(platform: Platform, tmp_path: Path) -> None:
+    """The maps are in the platform's signed part: changed, it fails verification; signed
+    malformed (by the platform's own key), it fails loading naming the maps."""
+    fed = platform.fed
+    trust = load_store(fed.trust)
+    signer = keys.load_private_key(fed.kit("platform") / "signing.key")
+    for name, resign in (("tampered", False), ("malformed", True)):
+        model = tmp_path / name
+        shutil.copytree(fed.model, model)
+        directory = part_directory(model, "platform")
+        card = json.loads((directory / "part.json").read_text())
+        card["merge"][0] = [0] * len(card["merge"][0][:-1]) + [2]  # coarse code 1 unused
+        (directory / "part.json").write_bytes(canonical_json(card))
+        if resign:
+            sign_directory(directory, ["part.json", "splits.npz", "bins.json"],
+                           {"kind": "jointcredit-vertical-part", "party": "platform",
+                            "created_at": CREATED}, signer, trust,
+                           institution="platform")  # fmt: skip
+        match = "invalid merge maps.*not all used" if resign else "SHA-256|digest|signature"
+        with pytest.raises(ArtifactError, match=match):
+            ServedPart.load(model, "platform", trust)
 
 
 def test_the_decision_is_the_points_tables(platform: Platform) -> None:
@@ -187,8 +227,9 @@ def test_the_decision_is_the_points_tables(platform: Platform) -> None:
             own = model.own_codes(_frame(features))
             row = platform.endpoint.applicants.rows[applicant_id]
             fine = part.bins.codes(_platform_row(fed, applicant_id)).astype(np.int64)
-            assert fine.tolist()[0] == platform.endpoint.applicants.codes[row].tolist()
-            pd_ = float(1 / (1 + np.exp(-model.logit(own, fine)[0])))
+            coarse = coarse_codes(fine, [p.merge for p in model.platform])  # the bank's maps
+            assert coarse.tolist()[0] == platform.endpoint.applicants.codes[row].tolist()
+            pd_ = float(1 / (1 + np.exp(-model.logit(own, coarse)[0])))
             assert got["probability_of_default"] == pytest.approx(pd_, abs=1e-6)  # as answered
             assert got["score"] == int(model.points.scale.score(pd_))
             assert got["decision"] in ("approve", "decline", "refer")
@@ -206,7 +247,7 @@ def test_the_decision_is_the_points_tables(platform: Platform) -> None:
     n_own = len(model.own)
     assert contrib.shape == (1, n_own + 1) and (contrib >= 0).all()
     best = sum(min(model.weights[a] * f.values) for a, f in enumerate(model.own))
-    best += sum(min(model.weights[n_own + j] * p.fine_values) for j, p in enumerate(model.platform))
+    best += sum(min(model.weights[n_own + j] * p.woe.values) for j, p in enumerate(model.platform))
     logit = model.intercept + best + contrib.sum()
     assert pd_[0] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-12)
 
@@ -272,20 +313,3 @@ def test_a_changed_or_impossible_code_is_not_scored(platform: Platform) -> None:
     assert _codes([0], (4, 3)) == ("unavailable", "1 codes for 2 features")
     assert _codes(None, (4,)) == ("unavailable", "0 codes for 1 features")
     assert _codes([3, 2], (4, 3)).tolist() == [3, 2]  # type: ignore[union-attr]
-
-
-def test_vertical_serve_refuses_a_scorecard_part_without_answer_fine_codes(
-    platform: Platform,
-) -> None:
-    """The command exits 2 naming the disclosure and the option, before it listens (a
-    timeout here means it started serving)."""
-    fed = platform.fed
-    cmd = [
-        sys.executable, "-m", "jointcredit.cli", "vertical", "serve",
-        "--kit", str(fed.kit("platform")), "--model", str(fed.model),
-        "--data", str(fed.platform_data), "--schema", str(fed.schema),
-        "--db", f"sqlite:///{fed.root / 'refused.sqlite'}", "--port", "0",
-    ]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2, run.stdout + run.stderr
-    assert "--answer-fine-codes" in run.stderr and "fine bin" in run.stderr

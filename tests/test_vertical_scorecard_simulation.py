@@ -21,6 +21,7 @@ from jointcredit.data import synthetic_vertical as sv
 from jointcredit.data.vertical_schema import PartySpec, VerticalSchema
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning import OTHER, CategoricalBins, NumericBins
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.scorecard.artifact import load_vertical_scorecard
 from jointcredit.models.vertical.scorecard.central import central_scorecard
 from jointcredit.simulations.vertical import aligned_frames, load_data
@@ -120,7 +121,12 @@ def test_the_model_is_the_central_equivalent(out: Path, data_dir: Path) -> None:
             assert levels and not levels & {x for g in bins.groups for x in g}, kept.name
     assert model.card.holders == {"bank": b_fine.names, "platform": p_fine.names}
     federated = model.predict_pd({"bank": bank[test], "platform": platform[test]})
-    logit = central.logit(central.own_codes(bank[test]), p_fine.codes(platform[test]))
+    # The platform answers coarse codes through the maps its part holds: the central fit's.
+    maps = [p.merge for p in central.platform]
+    for mine, theirs in zip(model.parties["platform"].merge, maps, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    coarse = coarse_codes(p_fine.codes(platform[test]).astype(np.int64), maps)
+    logit = central.logit(central.own_codes(bank[test]), coarse)
     np.testing.assert_allclose(federated, 1 / (1 + np.exp(-logit)), rtol=0, atol=1e-9)
     assert np.ptp(federated) > 0.1
 

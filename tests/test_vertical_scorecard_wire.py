@@ -43,7 +43,7 @@ def test_round_trips() -> None:
     tables = EncryptedTables((b"x", b"yz"), 5)
     assert sw.tables_from(sw.tables_arrays(tables)) == tables
     codes = np.array([[0, 1, 4], [4, 2, 0]], dtype=np.int64)
-    np.testing.assert_array_equal(sw.codes_from({v.CODES: codes}, 2, COLS), codes)
+    np.testing.assert_array_equal(sw.codes_from({v.CODES: codes}, 2, (5, 3, 5)), codes)
 
 
 def _columns(**changed: np.ndarray) -> dict[str, np.ndarray]:
@@ -74,12 +74,12 @@ def test_bad_pairs_codes_and_counts_are_refused() -> None:
         sw.pairs_from({v.PAIRS: np.zeros(49, np.int64)}, COLS)
     with pytest.raises(ProtocolError, match="expected 1-D int64"):
         sw.pairs_from({v.PAIRS: np.zeros(55, np.float64)}, COLS)
-    with pytest.raises(ProtocolError, match="outside its feature's bins"):
-        sw.codes_from({v.CODES: np.array([[0, 3, 0]], np.int64)}, 1, COLS)
-    with pytest.raises(ProtocolError, match="outside its feature's bins"):
-        sw.codes_from({v.CODES: np.array([[-1, 0, 0]], np.int64)}, 1, COLS)
+    with pytest.raises(ProtocolError, match="outside its feature's coarse bins"):
+        sw.codes_from({v.CODES: np.array([[0, 3, 0]], np.int64)}, 1, (5, 3, 5))
+    with pytest.raises(ProtocolError, match="outside its feature's coarse bins"):
+        sw.codes_from({v.CODES: np.array([[-1, 0, 0]], np.int64)}, 1, (5, 3, 5))
     with pytest.raises(ProtocolError, match=r"shape \(1, 3\), not \(2, 3\)"):
-        sw.codes_from({v.CODES: np.zeros((1, 3), np.int64)}, 2, COLS)
+        sw.codes_from({v.CODES: np.zeros((1, 3), np.int64)}, 2, (5, 3, 5))
     for n in (0, sw.MAX_COLUMNS + 1):
         slots = sw.slots_arrays(EncryptedSlots(b"k", b"c", 1, 1)) | {v.COLUMNS: np.array([n])}
         with pytest.raises(ProtocolError, match="ciphertext columns per row"):

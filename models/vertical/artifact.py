@@ -17,7 +17,8 @@ Layout::
         part.json                `FeaturePartCard`: party, index, number of splits, features
         splits.npz               its `SplitTable`
         bins.json                its own bins, so it can code a raw applicant
-        manifest.json/.sig
+        manifest.json/.sig       (a scorecard's part: no split; `part.json` also holds the
+                                 label party's merge maps, fine code -> coarse code)
 
 Public functions (stable: the feature party's scoring service uses them):
 
@@ -61,6 +62,7 @@ from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.trees.tree import CATEGORY_SPLIT, LEAF, check_structure, check_thresholds
 from jointcredit.models.vertical.feature_party import SplitTable
+from jointcredit.models.vertical.merge_maps import check_merge_maps, coarse_codes
 from jointcredit.models.vertical.model import LABEL_PARTY, VerticalEnsemble, VerticalTree
 from jointcredit.trust.canonical import canonical_json
 from jointcredit.trust.errors import TrustError
@@ -120,6 +122,7 @@ class FeaturePartCard(_Strict):
     splits_sha256: str
     bins_sha256: str
     created_at: str
+    merge: list[list[int]] | None = None  # a scorecard's: fine code -> coarse code per feature
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,13 @@ class FeaturePart:
     index: int
     table: SplitTable
     bins: BinningSpec
-    model: Literal["gbdt", "scorecard"] = "gbdt"  # a scorecard's part: its fine bins only
+    model: Literal["gbdt", "scorecard"] = "gbdt"  # a scorecard's: its fine bins and merge maps
+    merge: tuple[np.ndarray, ...] = ()  # a scorecard's: fine code -> coarse code per feature
+
+    def coarse(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
+        """(rows, features) int64: a scorecard part's coarse codes of rows (its fine bins,
+        then the merge maps): what it answers the label party, never the fine bin."""
+        return coarse_codes(self.bins.codes(frame).astype(np.int64), self.merge)
 
     def sides(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """(rows, splits) bool: each row's side at each of this party's splits, from its
@@ -319,6 +328,13 @@ def write_feature_part(
     bins = canonical_json(part.bins.model_dump(mode="json"))
     if part.model == "scorecard" and len(part.table):
         raise ValueError("a vertical scorecard's part holds no split")
+    merge = None
+    if part.model == "scorecard":
+        n_bins = [f.n_bins for f in part.bins.features]
+        maps = check_merge_maps(part.merge, n_bins, part.bins.names)
+        merge = [m.tolist() for m in maps]
+    elif part.merge:
+        raise ValueError("only a vertical scorecard's part holds merge maps")
     card = FeaturePartCard(
         party=part.party,
         model=part.model,
@@ -328,13 +344,14 @@ def write_feature_part(
         splits_sha256=_sha(splits),
         bins_sha256=_sha(bins),
         created_at=created_at,
+        merge=merge,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{part.party}."))
     try:
         (tmp / SPLITS).write_bytes(splits)
         (tmp / BINS).write_bytes(bins)
-        (tmp / PART).write_bytes(canonical_json(card.model_dump(mode="json")))
+        (tmp / PART).write_bytes(canonical_json(card.model_dump(mode="json", exclude_none=True)))
         sign_directory(
             tmp,
             [PART, SPLITS, BINS],
@@ -511,7 +528,14 @@ def load_feature_part(
         raise ArtifactError(f"{directory}: the bins, the card and the split table disagree")
     if len(table) != card.splits:
         raise ArtifactError(f"{directory}: {len(table)} splits, the card says {card.splits}")
-    return FeaturePart(party, card.index, table, bins, card.model)
+    if (card.model == "scorecard") != (card.merge is not None):
+        raise ArtifactError(f"{directory}: merge maps belong to a scorecard's part, and only")
+    try:
+        n_bins = [f.n_bins for f in bins.features]
+        merge = check_merge_maps(card.merge or [], n_bins, bins.names) if card.merge else ()
+    except ValueError as exc:
+        raise ArtifactError(f"{directory}: invalid merge maps: {exc}") from exc
+    return FeaturePart(party, card.index, table, bins, card.model, merge)
 
 
 def load_label_part(model_dir: Path, trust: TrustStore) -> LabelPart:

@@ -1,7 +1,10 @@
 """The vertical scorecard's artifact: the label party's part (points table, its own coarse
 bins and WOE, the feature party's merge maps and WOE by code, weights, calibration) signed by
-the label party's key, and the feature party's part (its fine bins' edges and levels only: an
-empty split table, `artifact.write_feature_part` as the trees') signed by its own.
+the label party's key, and the feature party's part (its fine bins' edges and levels and the
+same merge maps, so it answers coarse codes: an empty split table,
+`artifact.write_feature_part` as the trees') signed by its own. The label party keeps its copy
+of the maps for the points table's record and to check the feature party's against; it scores
+the coarse codes the feature party answers and never maps a fine code.
 
 Layout::
 
@@ -101,11 +104,12 @@ class VerticalScorecardModel:
     parties: dict[str, parts.FeaturePart]
 
     def predict_pd(self, frames: Mapping[str, pd.DataFrame]) -> np.ndarray:
-        """PD of aligned rows given every party's raw frame (same rows, same order)."""
+        """PD of aligned rows given every party's raw frame (same rows, same order): the
+        feature party's coarse codes from its own part, as it answers them."""
         (name,) = self.parties
         own = self.model.own_codes(frames[self.card.label_party])
-        fine = self.parties[name].bins.codes(frames[name]).astype(np.int64)
-        out: np.ndarray = 1 / (1 + np.exp(-self.model.logit(own, fine)))
+        coarse = self.parties[name].coarse(frames[name])
+        out: np.ndarray = 1 / (1 + np.exp(-self.model.logit(own, coarse)))
         return out
 
 
@@ -216,8 +220,8 @@ def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScore
         raise ArtifactError(f"{parts.part_directory(model_dir, name)}: not the part the card names")
     if part.bins.names != card.holders[name]:
         raise ArtifactError(f"{model_dir}: the card, the points and the parts' features disagree")
-    for f, p in zip(part.bins.features, model.platform, strict=True):
-        merge = p.merge
-        if len(merge) != f.n_bins or merge.min() < 0 or merge.max() >= p.woe.bins.n_bins:
-            raise ArtifactError(f"{model_dir}: {p.name}'s merge map does not fit its fine bins")
+    # The feature party answers through its own copy of the maps: it must be the points'.
+    for mine, p in zip(part.merge, model.platform, strict=True):
+        if not np.array_equal(mine, p.merge) or int(mine.max()) + 1 != p.woe.bins.n_bins:
+            raise ArtifactError(f"{model_dir}: {p.name}: the parts' merge maps disagree")
     return VerticalScorecardModel(card, model, label.verified, {name: part})

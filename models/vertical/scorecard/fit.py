@@ -81,11 +81,11 @@ class VerticalScorecard:
         bins = BinningSpec(features=[f.bins for f in self.own])
         return bins.codes(frame).astype(np.int64)
 
-    def logit(self, own_codes: np.ndarray, platform_fine: np.ndarray) -> np.ndarray:
-        """Log-odds of rows: the label party's coarse codes and the feature party's fine
-        codes."""
+    def logit(self, own_codes: np.ndarray, platform_coarse: np.ndarray) -> np.ndarray:
+        """Log-odds of rows: the label party's coarse codes and the feature party's (what it
+        answers, through its copy of the merge maps)."""
         columns = [f.values[own_codes[:, a]] for a, f in enumerate(self.own)]
-        columns += [f.fine_values[platform_fine[:, j]] for j, f in enumerate(self.platform)]
+        columns += [f.woe.values[platform_coarse[:, j]] for j, f in enumerate(self.platform)]
         x = np.column_stack(columns) if columns else np.zeros((len(own_codes), 0))
         out: np.ndarray = self.intercept + x @ self.weights
         return out

@@ -1,0 +1,46 @@
+"""A vertical scorecard's merge maps (fine code -> coarse code per feature party feature): the
+shape of the label party's coarse classing of the feature party's fine bins, which the feature
+party keeps in its signed part to answer an applicant's coarse attribute (never its fine bin).
+
+Each map is checked wherever it arrives (the label party's write-part request, a stored part):
+one per feature, every fine code mapped, each to a coarse code, the codes 0..k-1 all used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def check_merge_maps(
+    maps: Sequence[Sequence[int] | np.ndarray], n_bins: Sequence[int], names: Sequence[str]
+) -> tuple[np.ndarray, ...]:
+    """The maps as int64 arrays, or ValueError naming the feature and what is wrong."""
+    if len(maps) != len(n_bins):
+        raise ValueError(f"{len(maps)} merge maps for {len(n_bins)} features")
+    out = []
+    for raw, k_fine, name in zip(maps, n_bins, names, strict=True):
+        m = np.asarray(raw)
+        if m.ndim != 1 or len(m) != k_fine:
+            raise ValueError(f"{name}: a merge map of {m.size} codes for {k_fine} fine bins")
+        if m.size and m.dtype.kind not in "iu":
+            raise ValueError(f"{name}: a merge map of {m.dtype}, not whole codes")
+        m = m.astype(np.int64)
+        if m.size and (m.min() < 0 or m.max() >= k_fine):
+            raise ValueError(f"{name}: a coarse code outside 0..{k_fine - 1}")
+        if np.unique(m).size != (int(m.max()) + 1 if m.size else 0):
+            raise ValueError(f"{name}: coarse codes 0..{int(m.max())} not all used")
+        out.append(m)
+    return tuple(out)
+
+
+def coarse_codes(fine: np.ndarray, maps: Sequence[np.ndarray]) -> np.ndarray:
+    """(rows, features) fine codes -> the coarse codes their maps give."""
+    columns = [m[fine[:, j].astype(np.int64)] for j, m in enumerate(maps)]
+    return np.column_stack(columns) if columns else np.zeros((len(fine), 0), np.int64)
+
+
+def n_coarse(maps: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """Each feature's number of coarse codes (k_j)."""
+    return tuple(int(m.max()) + 1 if m.size else 0 for m in maps)
