@@ -25,6 +25,7 @@ from flwr.app import RecordDict
 from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.client import vertical_wire as wire
 from jointcredit.client.vertical_label import own_bins
+from jointcredit.client.vertical_scorecard import MIN_BIN_SHARE
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
@@ -33,7 +34,7 @@ from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import MODEL_DIR, FeaturePart, write_feature_part
 from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
-from jointcredit.models.vertical.merge_maps import coarse_codes
+from jointcredit.models.vertical.merge_maps import check_pooling, coarse_codes
 from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
 from jointcredit.privacy.paillier import public_key
 from jointcredit.privacy.psi import FeaturePsi
@@ -190,7 +191,13 @@ class FeatureSession:
         if action == v.WRITE_PART:
             if self.merge is not None:
                 raise ProtocolError("the scorecard's part written twice")
-            self.merge = sw.merge_from(arrays, self.bins)  # checked before anything is kept
+            maps = sw.merge_from(arrays, self.bins)
+            cols = self.scorecard.columns()
+            try:
+                check_pooling(maps, cols.rows, cols.regular, MIN_BIN_SHARE, cols.names)
+            except ValueError as exc:
+                raise ProtocolError(f"{v.MERGE!r}: {exc}") from exc
+            self.merge = maps  # checked before anything is kept
             empty = SplitTable(bin_layout(self.bins).missing)  # its fine bins, no split
             digest = write_feature_part(
                 Path(self.settings.out_dir) / MODEL_DIR,

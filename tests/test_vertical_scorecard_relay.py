@@ -97,9 +97,12 @@ def test_the_scorecard_steps_in_order_from_signed_requests(tmp_path: Path) -> No
     assert feature.test_codes is not None and feature.bins is not None
     with pytest.raises(ProtocolError, match="before the merge maps"):
         ask(12, v.SC_TEST_CODES, {})
-    # Pool fine bins 0 and 1 of every feature (a map as the bank's classing gives it).
-    maps = [np.r_[0, np.arange(k - 1)] for k in (f.n_bins for f in feature.bins.features)]
-    for step, bad in enumerate(_malformed(maps), start=13):
+    # Pool each feature's regular fine bins into one attribute, specials and missing apart
+    # (a map classing gives when no split of the regular bins is worth keeping).
+    regular = cols.regular
+    maps = [np.r_[np.zeros(r, np.int64), 1 + np.arange(f.n_bins - r)]
+            for r, f in zip(regular, feature.bins.features, strict=True)]  # fmt: skip
+    for step, bad in enumerate(_malformed(maps, regular), start=13):
         with pytest.raises(ProtocolError, match="'merge-maps'"):
             ask(step, v.WRITE_PART, bad)
     assert feature.merge is None and not (tmp_path / "model").exists()  # nothing kept
@@ -109,17 +112,15 @@ def test_the_scorecard_steps_in_order_from_signed_requests(tmp_path: Path) -> No
     k = [int(m.max()) + 1 for m in maps]
     codes = sw.codes_from(ask(32, v.SC_TEST_CODES, {}), len(feature.test_codes), k)
     np.testing.assert_array_equal(codes, coarse_codes(feature.test_codes, maps))
-    assert (codes < np.array(k)).all()  # the attributes only: a fine code past 0 moved down
-    moved = feature.test_codes > 0
-    assert moved.any() and (codes[moved] == feature.test_codes[moved] - 1).all()
+    assert (codes < np.array(k)).all() and (codes != feature.test_codes).any()  # not fine
     part = load_feature_part(tmp_path / "model", "platform", label.trust)
     assert all(np.array_equal(a, b) for a, b in zip(part.merge, maps, strict=True))
 
 
-def _malformed(maps: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+def _malformed(maps: list[np.ndarray], regular: tuple[int, ...]) -> list[dict[str, np.ndarray]]:
     """Write-part payloads whose merge maps the platform must refuse (each names the field)."""
     good = sw.merge_arrays(maps)[v.MERGE]
-    j = next(j for j, m in enumerate(maps) if len(m) >= 3)
+    j = next(j for j, r in enumerate(regular) if r >= 2)
     n = len(maps[j])
 
     def changed(j: int, at: int, to: int) -> dict[str, np.ndarray]:
@@ -133,7 +134,8 @@ def _malformed(maps: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         {v.MERGE: good.astype(np.float64)},
         {v.MERGE: np.pad(good, ((0, 0), (0, 1)), constant_values=-1)},  # past every feature
         changed(0, 1, -1),  # a fine code not mapped
-        changed(j, n - 1, n - 1),  # coarse code n - 2 unused
+        changed(j, n - 1, n - 1),  # missing's coarse code past the others: one unused
+        sw.merge_arrays([np.arange(len(m)) for m in maps]),  # the fine bins back: refused
         changed(0, 1, 99),  # a code outside the feature's codes
         {v.MERGE: np.zeros((good.shape[0], 4096), np.int64)},  # past any feature's bins
     ]

@@ -10,6 +10,7 @@ import pytest
 from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
+from jointcredit.models.vertical.merge_maps import check_pooling
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
     EncryptedTables,
@@ -89,3 +90,17 @@ def test_bad_pairs_codes_and_counts_are_refused() -> None:
             sw.tables_from(tables)
     with pytest.raises(ProtocolError, match="no 'node/1'"):
         sw.tables_from(sw.tables_arrays(EncryptedTables((b"x",), 5)) | {v.COLUMNS: np.array([2])})
+
+
+def test_merge_maps_finer_than_classing_are_refused() -> None:
+    """A hostile bank's identity map would read the fine bins back: the platform refuses a
+    coarse bin under 5 % of its rows (unless alone) and a special or missing bin pooled."""
+    rows = [np.array([50, 3, 47, 10, 5])]  # 3 regular fine bins, a special value, missing
+    check_pooling([np.array([0, 0, 1, 2, 3])], rows, [3], 0.05, ["a"])  # classing's shape
+    check_pooling([np.array([0, 0, 0, 1, 2])], rows, [3], 0.05, ["a"])  # one regular bin
+    with pytest.raises(ValueError, match=r"a: coarse codes \[1\] hold under 5%"):
+        check_pooling([np.array([0, 1, 2, 3, 4])], rows, [3], 0.05, ["a"])  # identity
+    with pytest.raises(ValueError, match="special values and missing keep a coarse code"):
+        check_pooling([np.array([0, 0, 1, 2, 2])], rows, [3], 0.05, ["a"])
+    with pytest.raises(ValueError, match="special values and missing keep a coarse code"):
+        check_pooling([np.array([0, 0, 1, 1, 2])], rows, [3], 0.05, ["a"])

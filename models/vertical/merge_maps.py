@@ -3,7 +3,8 @@ shape of the label party's coarse classing of the feature party's fine bins, whi
 party keeps in its signed part to answer an applicant's coarse attribute (never its fine bin).
 
 Each map is checked wherever it arrives (the label party's write-part request, a stored part):
-one per feature, every fine code mapped, each to a coarse code, the codes 0..k-1 all used.
+one per feature, every fine code mapped, each to a coarse code, the codes 0..k-1 all used; and
+by the feature party, against its own rows per fine bin, no finer than classing (`check_pooling`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from jointcredit.models.binning.classing import min_rows_for
 
 
 def check_merge_maps(
@@ -44,3 +47,30 @@ def coarse_codes(fine: np.ndarray, maps: Sequence[np.ndarray]) -> np.ndarray:
 def n_coarse(maps: Sequence[np.ndarray]) -> tuple[int, ...]:
     """Each feature's number of coarse codes (k_j)."""
     return tuple(int(m.max()) + 1 if m.size else 0 for m in maps)
+
+
+def check_pooling(
+    maps: Sequence[np.ndarray],
+    rows: Sequence[np.ndarray],
+    regular: Sequence[int],
+    min_share: float,
+    names: Sequence[str],
+) -> None:
+    """No map finer than coarse classing gives (models/binning/classing.py), which a hostile
+    label party could otherwise ask for to read fine bins back: every coarse code of regular
+    fine bins holds at least `min_share` of the feature's rows (`rows`: per fine bin) unless
+    it is the only one, and each special value and missing keeps a coarse code of its own."""
+    for m, r, reg, name in zip(maps, rows, regular, names, strict=True):
+        plain, own = m[:reg], m[reg:]
+        if len(set(own.tolist())) != len(own) or set(own.tolist()) & set(plain.tolist()):
+            raise ValueError(f"{name}: special values and missing keep a coarse code each")
+        codes = np.unique(plain)
+        if len(codes) < 2:
+            continue
+        held = np.bincount(plain, weights=np.asarray(r[:reg], np.float64), minlength=len(m))
+        least = min_rows_for(int(np.sum(r)), min_share)
+        if small := [int(c) for c in codes if held[c] < least]:
+            raise ValueError(
+                f"{name}: coarse codes {small} hold under {min_share:.0%} of its rows, finer "
+                "than classing"
+            )
