@@ -2,7 +2,7 @@
 `jointcredit link start` (SuperLink + ServerApp worker) and two parties' `jointcredit node
 start` (SuperNode + ClientApp worker + vertical session host), TLS and node authentication on
 127.0.0.1, each node given only its own party's file. One such federation (a module fixture:
-its start-up is a third of a test's time) serves both tests, in file order:
+its start-up is a third of a test's time) serves the three tests, in file order:
 
 1. a party's processes fail mid-run: the platform's whole node stops (SIGSTOP), then its
    session host is killed (`kill -9`); each run fails naming the platform and the step, the
@@ -11,7 +11,10 @@ its start-up is a third of a test's time) serves both tests, in file order:
    --run-config layout=vertical` runs PSI and training through the one ServerApp and ClientApp
    a deployment pins; every message runs in a fork of the node's worker, so this fails unless
    the parties' sessions outlive their messages. The signed model verifies, and the federated
-   AUC equals the same learner on the joined rows in process (lossless), on the same data.
+   AUC equals the same learner on the joined rows in process (lossless), on the same data;
+3. then `--run-config model=scorecard`, the vertical scorecard, on the same nodes: its parts
+   verify and its AUC equals its central equivalent on the joined rows; the nodes are stopped
+   and each party's sessions have ended with the runs.
 
 Every process started here is stopped (SIGTERM, then SIGKILL) also when a test fails.
 """
@@ -29,21 +32,26 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jointcredit.cli.deploy_cmds import CONNECTION
 from jointcredit.client.vertical_app import VERTICAL_RUNS
+from jointcredit.client.vertical_feature import SCORECARD
 from jointcredit.client.vertical_registry import SESSIONS_FILE
 from jointcredit.data.vertical_datasets import load_vertical_dataset, write_vertical_directory
 from jointcredit.deploy import kits, link, node, processes
 from jointcredit.deploy.session_host import HOST_MODULE
 from jointcredit.federation.vertical import VerticalSettings
-from jointcredit.simulations.vertical import aligned_frames, baselines
+from jointcredit.simulations.vertical import aligned_frames, baselines, scorecard_baselines
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTIES = ["bank", "platform"]  # the synthetic-vertical schema's parties: the kits' ids
 ROWS, SEED, TREES, DEPTH = 400, 5, 2, 2
+TREES_RUN = {"trees": TREES, "max-depth": DEPTH}
+# Fine bins of at least 5 training rows each at ROWS (neither party counts fewer).
+SCORECARD_RUN = {"model": "scorecard", "max-bins": 8, "min-category-count": 10}
 # The failing runs' round-timeout (seconds one step may take; the product's default is
 # longer): the stopped node's run waits it out, and a session idle this long is dropped.
 STEP_TIMEOUT = 15
@@ -104,8 +112,7 @@ class Deployed:
         return self.procs.started[PARTIES.index(party) + 1]  # after the link
 
     def run_command(self, out: Path, **extra: object) -> list[str]:
-        settings = {"layout": "vertical", "trees": TREES, "max-depth": DEPTH, "seed": SEED,
-                    **extra}  # fmt: skip
+        settings = {"layout": "vertical", "seed": SEED, **extra}
         return [processes.flower_bin("jointcredit"), "link", "run", "--kit",
                 str(self.coordinator), "--app", str(ROOT), "--out", str(out), "--flwr-home",
                 str(self.flwr_home), "--timeout", "600",
@@ -148,9 +155,10 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         procs.stop_all()
 
 
-def _own_part(kit: Path) -> Path:
-    """The one run's model directory a party wrote under its kit's state directory."""
-    (found,) = (kit / "state" / VERTICAL_RUNS).glob("*/model")
+def _own_part(kit: Path, old: frozenset[Path] = frozenset()) -> Path:
+    """The one run's model directory a party wrote under its kit's state directory (other
+    than the `old` runs')."""
+    (found,) = set((kit / "state" / VERTICAL_RUNS).glob("*/model")) - old
     return found
 
 
@@ -201,7 +209,7 @@ def _into_training(fed: Deployed, bank_log: int) -> None:
 
 def _start_failing_run(fed: Deployed, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        fed.run_command(out, **{"round-timeout": STEP_TIMEOUT}),
+        fed.run_command(out, **TREES_RUN, **{"round-timeout": STEP_TIMEOUT}),
         env={**fed.procs.env, "COLUMNS": "400"}, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -266,50 +274,57 @@ def test_a_stopped_node_and_a_killed_session_host_end_the_run_cleanly(
     print(f"killed host: {said[-1][:300]}")
 
 
+def _clean_run(
+    fed: Deployed, out: Path, settings: dict[str, object], *verify_args: str
+) -> tuple[dict[str, Any], float]:
+    """Run `link run` to completion: its metrics.json and seconds, after checking that every
+    relayed reply was verified and that each party wrote its own part in its own kit's state
+    directory (none where the run config says), the parts, put together, verifying."""
+    old = {p: frozenset(fed.runs(p).glob("*/model")) for p in PARTIES}
+    started = time.monotonic()
+    run = subprocess.run(
+        fed.run_command(out, **settings),
+        env={**fed.procs.env, "COLUMNS": "400"},  # its summary on one line
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    seconds = time.monotonic() - started
+    logs = "\n".join(fed.procs.log(p)[-3000:] for p in ("link", *PARTIES))
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{logs}"
+    assert "AUC (label party's test rows)" in run.stdout
+
+    metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
+    vertical = metrics["vertical"]
+    assert metrics["layout"] == "vertical"
+    assert vertical["parties"] == PARTIES and vertical["label_party"] == "bank"
+    assert vertical["verified_replies"] == vertical["messages"] > 0
+    # The platform's part put beside the bank's, each signed part verified by its own key.
+    assert not (out / "model").exists()
+    model = _own_part(fed.provisioned.kit("bank"), old["bank"])
+    shutil.copytree(
+        _own_part(fed.provisioned.kit("platform"), old["platform"]) / "parties" / "platform",
+        model / "parties" / "platform",
+    )
+    verify = subprocess.run(
+        [processes.flower_bin("jointcredit"), "verify", str(model),
+         "--trust", str(out / "trust.json"), *verify_args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    return metrics, seconds
+
+
 def test_two_parties_run_psi_and_training_over_real_supernodes(deployed: Deployed) -> None:
-    fed, procs = deployed, deployed.procs
+    fed = deployed
     # A session host restarted (the test before) listens on the same socket again.
     _wait("both session hosts' sockets", lambda: all(map(Path.exists, fed.sockets.values())), 60)
     for sock in fed.sockets.values():
         # Node-local: a unix socket in a directory only the node's user may enter.
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         assert stat.S_ISSOCK(sock.stat().st_mode)
-    logs_before = {party: len(procs.log(party)) for party in PARTIES}
-
-    out = fed.root / "run"
-    started = time.monotonic()
-    run = subprocess.run(
-        fed.run_command(out),
-        env={**procs.env, "COLUMNS": "400"},  # its summary on one line
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    seconds = time.monotonic() - started
-    logs = "\n".join(procs.log(p)[-3000:] for p in ("link", *PARTIES))
-    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{logs}"
-    assert "AUC (label party's test rows)" in run.stdout
-
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics, seconds = _clean_run(fed, fed.root / "run", TREES_RUN)
     vertical = metrics["vertical"]
-    assert metrics["layout"] == "vertical"
-    assert vertical["parties"] == PARTIES and vertical["label_party"] == "bank"
-    # Every relayed reply was verified, and the signed model verifies part by part.
-    assert vertical["verified_replies"] == vertical["messages"] > 0
-    # Each party wrote its part in its own kit's state directory (its node config's), none
-    # where the run config (the coordinator) says; the platform's part put beside the bank's.
-    assert not (out / "model").exists()
-    model = _own_part(fed.provisioned.kit("bank"))
-    shutil.copytree(
-        _own_part(fed.provisioned.kit("platform")) / "parties" / "platform",
-        model / "parties" / "platform",
-    )
-    verify = subprocess.run(
-        [processes.flower_bin("jointcredit"), "verify", str(model),
-         "--trust", str(out / "trust.json")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert verify.returncode == 0, verify.stdout + verify.stderr
 
     # The same data in process: PSI's intersection, and the same learner on the joined rows
     # with the same bins gives the deployed federation's AUC (lossless over real nodes).
@@ -320,9 +335,35 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(deployed: Deploye
     centralized, _ = baselines(joined, same)
     assert metrics["federated"]["auc"] == pytest.approx(centralized["auc"], abs=1e-9)
     assert metrics["federated"]["brier"] == pytest.approx(centralized["brier"], abs=1e-9)
-    # Each session ended with the run (none left to drop as idle, none recorded live); stopped
-    # nodes leave no channel behind, only their private directory and its registry.
     print(f"vertical deployed run: {seconds:.1f} s, {vertical}")
+
+
+def test_the_vertical_scorecard_runs_over_the_same_supernodes(deployed: Deployed) -> None:
+    """The scorecard selected by the run config alone, on the nodes the trees ran on: its
+    parts verify as a scorecard with the bank as label party, its AUC is its central
+    equivalent's on the joined rows, and the platform refused no request of it."""
+    fed, procs = deployed, deployed.procs
+    logs_before = {party: len(procs.log(party)) for party in PARTIES}
+    metrics, seconds = _clean_run(
+        fed, fed.root / "scorecard", SCORECARD_RUN, "--label-party", "bank"
+    )
+    assert metrics["config"]["model"] == "scorecard" and "trees" not in metrics["config"]
+    same = VerticalSettings.model_validate(
+        {"dataset": str(fed.data), "seed": SEED, **SCORECARD_RUN}
+    )
+    centralized, _ = scorecard_baselines(load_vertical_dataset(str(fed.data)), same)
+    for k in ("auc", "brier"):
+        assert metrics["federated"][k] == pytest.approx(centralized[k], abs=1e-9), k
+    # The platform took each scorecard step once and refused none (a request failing its
+    # verification raises in the handler, which the node logs with its traceback).
+    platform_log = procs.log("platform")[logs_before["platform"] :]
+    assert platform_log.count("Receiving: train.vertical_serve") == len(SCORECARD)
+    assert not re.search(r"ProtocolError|Traceback|refus", platform_log), platform_log[-3000:]
+    auc = (metrics["federated"]["auc"], centralized["auc"])
+    print(f"vertical deployed scorecard: {seconds:.1f} s, AUC {auc}, {metrics['vertical']}")
+
+    # Each session ended with its run (none left to drop as idle, none recorded live); stopped
+    # nodes leave no channel behind, only their private directory and its registry.
     procs.stop_all()
     for party, sock in fed.sockets.items():
         assert "dropped (idle)" not in procs.log(party)[logs_before[party] :]
