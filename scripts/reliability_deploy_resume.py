@@ -114,7 +114,9 @@ def ledgers(dep: Deployment) -> dict[str, list[list[float]]]:
     """Each institution's RDP history, read from its own node's state directory."""
     found: dict[str, list[list[float]]] = {}
     for inst in LENDERS:
-        for path in (dep.kits.kit(inst) / "state").rglob("*.json"):
+        # Its durable state is STATE/<lineage>/<institution>.json (client/durable.py); the
+        # state directory also holds other files, such as the vertical session host's.
+        for path in (dep.kits.kit(inst) / "state").glob(f"*/{inst}.json"):
             state = json.loads(path.read_text())["state"]
             if state.get("record_dp"):
                 found[state["institution"]] = json.loads(state["record_dp"]["history"])
