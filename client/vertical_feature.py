@@ -194,7 +194,9 @@ class FeatureSession:
             maps = sw.merge_from(arrays, self.bins)
             cols = self.scorecard.columns()
             try:
-                check_pooling(maps, cols.rows, cols.regular, MIN_BIN_SHARE, cols.names)
+                check_pooling(
+                    maps, cols.rows, cols.regular, MIN_BIN_SHARE, cols.names, cols.categorical
+                )
             except ValueError as exc:
                 raise ProtocolError(f"{v.MERGE!r}: {exc}") from exc
             self.merge = maps  # checked before anything is kept

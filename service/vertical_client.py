@@ -184,7 +184,7 @@ def _codes(codes: list[int] | None, n_bins: tuple[int, ...]) -> np.ndarray | tup
             "unavailable",
             f"{0 if codes is None else len(codes)} codes for {len(n_bins)} features",
         )
-    out = np.asarray(codes, dtype=np.int64)
-    if np.any(out < 0) or np.any(out >= np.asarray(n_bins)):
+    # Compared as Python ints first: a code past int64 would raise in np.asarray, not refer.
+    if any(not 0 <= c < n for c, n in zip(codes, n_bins, strict=True)):
         return "unavailable", "a code outside its feature's bins"
-    return out
+    return np.asarray(codes, dtype=np.int64)

@@ -198,19 +198,26 @@ def test_a_tampered_or_malformed_merge_map_is_refused(platform: Platform, tmp_pa
     fed = platform.fed
     trust = load_store(fed.trust)
     signer = keys.load_private_key(fed.kit("platform") / "signing.key")
-    for name, resign in (("tampered", False), ("malformed", True)):
+    for name, resign in (("tampered", False), ("malformed", True), ("empty", True)):
         model = tmp_path / name
         shutil.copytree(fed.model, model)
         directory = part_directory(model, "platform")
         card = json.loads((directory / "part.json").read_text())
-        card["merge"][0] = [0] * len(card["merge"][0][:-1]) + [2]  # coarse code 1 unused
+        if name == "empty":
+            card["merge"] = []  # no map at all: refused as one missing, not loaded without
+        else:
+            card["merge"][0] = [0] * len(card["merge"][0][:-1]) + [2]  # coarse code 1 unused
         (directory / "part.json").write_bytes(canonical_json(card))
         if resign:
             sign_directory(directory, ["part.json", "splits.npz", "bins.json"],
                            {"kind": "jointcredit-vertical-part", "party": "platform",
                             "created_at": CREATED}, signer, trust,
                            institution="platform")  # fmt: skip
-        match = "invalid merge maps.*not all used" if resign else "SHA-256|digest|signature"
+        match = (
+            "invalid merge maps" + (".*not all used" if name == "malformed" else "")
+            if resign
+            else "SHA-256|digest|signature"
+        )
         with pytest.raises(ArtifactError, match=match):
             ServedPart.load(model, "platform", trust)
 
@@ -310,6 +317,8 @@ def test_a_changed_or_impossible_code_is_not_scored(platform: Platform) -> None:
     first = got["reasons"][0]  # type: ignore[index]
     assert first["code"] == "VERTICAL_PARTY_UNAVAILABLE" and "answer refused" in first["text"]
     assert _codes([0, 3], (4, 3)) == ("unavailable", "a code outside its feature's bins")
+    # past int64 (the answer's JSON allows it): refused, not an OverflowError
+    assert _codes([10**23, 0], (4, 3)) == ("unavailable", "a code outside its feature's bins")
     assert _codes([0], (4, 3)) == ("unavailable", "1 codes for 2 features")
     assert _codes(None, (4,)) == ("unavailable", "0 codes for 1 features")
     assert _codes([3, 2], (4, 3)).tolist() == [3, 2]  # type: ignore[union-attr]

@@ -96,11 +96,23 @@ def test_merge_maps_finer_than_classing_are_refused() -> None:
     """A hostile bank's identity map would read the fine bins back: the platform refuses a
     coarse bin under 5 % of its rows (unless alone) and a special or missing bin pooled."""
     rows = [np.array([50, 3, 47, 10, 5])]  # 3 regular fine bins, a special value, missing
-    check_pooling([np.array([0, 0, 1, 2, 3])], rows, [3], 0.05, ["a"])  # classing's shape
-    check_pooling([np.array([0, 0, 0, 1, 2])], rows, [3], 0.05, ["a"])  # one regular bin
+    check_pooling([np.array([0, 0, 1, 2, 3])], rows, [3], 0.05, ["a"], [False])  # classing's shape
+    check_pooling([np.array([0, 0, 0, 1, 2])], rows, [3], 0.05, ["a"], [False])  # one regular bin
     with pytest.raises(ValueError, match=r"a: coarse codes \[1\] hold under 5%"):
-        check_pooling([np.array([0, 1, 2, 3, 4])], rows, [3], 0.05, ["a"])  # identity
+        check_pooling([np.array([0, 1, 2, 3, 4])], rows, [3], 0.05, ["a"], [False])  # identity
     with pytest.raises(ValueError, match="special values and missing keep a coarse code"):
-        check_pooling([np.array([0, 0, 1, 2, 2])], rows, [3], 0.05, ["a"])
+        check_pooling([np.array([0, 0, 1, 2, 2])], rows, [3], 0.05, ["a"], [False])
     with pytest.raises(ValueError, match="special values and missing keep a coarse code"):
-        check_pooling([np.array([0, 0, 1, 1, 2])], rows, [3], 0.05, ["a"])
+        check_pooling([np.array([0, 0, 1, 1, 2])], rows, [3], 0.05, ["a"], [False])
+
+
+def test_a_numeric_features_fine_bins_pool_only_with_their_neighbours() -> None:
+    """Pairing distant fine bins ({0, 2} and {1, 3}) keeps every coarse code over 5 % yet
+    tells a bank that knows an applicant is in bins 0-1 the exact bin; classing never pools
+    so. A categorical feature's levels have no order: any pooling of them passes."""
+    rows = [np.array([25, 25, 25, 25, 0])]  # 4 regular fine bins, missing
+    check_pooling([np.array([0, 0, 1, 1, 2])], rows, [4], 0.05, ["a"], [False])
+    for distant in ([0, 1, 0, 1, 2], [1, 1, 0, 0, 2], [0, 0, 2, 2, 1]):
+        with pytest.raises(ValueError, match="a: a numeric feature's fine bins pool only"):
+            check_pooling([np.array(distant)], rows, [4], 0.05, ["a"], [False])
+    check_pooling([np.array([0, 1, 0, 1, 2])], rows, [4], 0.05, ["a"], [True])

@@ -532,7 +532,7 @@ def load_feature_part(
         raise ArtifactError(f"{directory}: merge maps belong to a scorecard's part, and only")
     try:
         n_bins = [f.n_bins for f in bins.features]
-        merge = check_merge_maps(card.merge or [], n_bins, bins.names) if card.merge else ()
+        merge = check_merge_maps(card.merge, n_bins, bins.names) if card.merge is not None else ()
     except ValueError as exc:
         raise ArtifactError(f"{directory}: invalid merge maps: {exc}") from exc
     return FeaturePart(party, card.index, table, bins, card.model, merge)

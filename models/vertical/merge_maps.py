@@ -55,15 +55,21 @@ def check_pooling(
     regular: Sequence[int],
     min_share: float,
     names: Sequence[str],
+    categorical: Sequence[bool],
 ) -> None:
     """No map finer than coarse classing gives (models/binning/classing.py), which a hostile
     label party could otherwise ask for to read fine bins back: every coarse code of regular
     fine bins holds at least `min_share` of the feature's rows (`rows`: per fine bin) unless
-    it is the only one, and each special value and missing keeps a coarse code of its own."""
-    for m, r, reg, name in zip(maps, rows, regular, names, strict=True):
+    it is the only one, each special value and missing keeps a coarse code of its own, and a
+    numeric feature's regular fine bins are pooled only with their neighbours, in order (as
+    classing pools them: no pairing of distant bins to single out one)."""
+    for m, r, reg, name, cat in zip(maps, rows, regular, names, categorical, strict=True):
         plain, own = m[:reg], m[reg:]
         if len(set(own.tolist())) != len(own) or set(own.tolist()) & set(plain.tolist()):
             raise ValueError(f"{name}: special values and missing keep a coarse code each")
+        steps = np.diff(plain)
+        if not cat and plain.size and (plain[0] != 0 or np.any((steps != 0) & (steps != 1))):
+            raise ValueError(f"{name}: a numeric feature's fine bins pool only with neighbours")
         codes = np.unique(plain)
         if len(codes) < 2:
             continue
