@@ -127,7 +127,6 @@ def serve(
         # Refused, not ignored: an operator asking for a promotion check must not get none.
         horizontal_only = [name for name, given in (
             ("--require-promotion", require_promotion), ("--allow-checkpoint", allow_checkpoint),
-            ("--monitoring-window", monitoring_window != 10_000),
         ) if given]  # fmt: skip
         if horizontal_only:
             err.print(f"[red]refusing to start:[/red] not supported for a vertical model: "
@@ -139,9 +138,9 @@ def serve(
             limits=(max_header_kb, header_timeout, max_connections),
             exposure=(exposure_registry, federation_key),
             max_body=int((2.0 if max_body_mb is None else max_body_mb) * 2**20),
-            audit=dict(audit_lock_timeout=audit_lock_timeout, anchors_file=anchors,
+            options=dict(audit_lock_timeout=audit_lock_timeout, anchors_file=anchors,
                        anchor_key=anchor_key, anchor_every=anchor_every,
-                       anchor_seconds=anchor_seconds),
+                       anchor_seconds=anchor_seconds, monitoring_window=monitoring_window),
         )  # fmt: skip
         return
     args: dict[str, Any] = {
@@ -223,7 +222,7 @@ def _serve_vertical(
     model: Path, trust: Path, kit: Path | None, parties: list[str], timeout: float,
     pin: str | None, *, policy: Path | None, db: str | None, api_keys: Path | None, host: str,
     port: int, workers: int, limits: tuple[int, float, int],
-    exposure: tuple[Path | None, Path | None], max_body: int, audit: dict[str, Any],
+    exposure: tuple[Path | None, Path | None], max_body: int, options: dict[str, Any],
 ) -> None:  # fmt: skip
     """`serve` of a vertical model: the bank's part, asking each feature party per applicant
     (service/vertical_service.py)."""
@@ -251,7 +250,7 @@ def _serve_vertical(
         service = load_vertical_service(
             model, trust, kit, endpoints, policy_file=policy, db_url=db, api_keys=api_keys,
             coordinator_key_id=pin, timeout=timeout, exposure_registry=exposure[0],
-            federation_key=exposure[1], **audit,
+            federation_key=exposure[1], **options,
         )  # fmt: skip
     except (StartupError, AuthError, OSError) as exc:
         raise refuse(str(exc)) from exc

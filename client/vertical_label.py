@@ -38,9 +38,15 @@ from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.metrics import risk_metrics
+from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.trees import TreeParams
 from jointcredit.models.trees.bins import layout as bin_layout
-from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry, write_label_part
+from jointcredit.models.vertical.artifact import (
+    MODEL_DIR,
+    PartyEntry,
+    held_out_reference,
+    write_label_part,
+)
 from jointcredit.models.vertical.label_party import train
 from jointcredit.models.vertical.messages import (
     EncryptedGradients,
@@ -232,6 +238,7 @@ class LabelSession:
                       "tree-learning-rate": s.tree_learning_rate, "seed": s.seed,
                       "train-rows": len(train_rows), "test-rows": len(test_rows)},
             metrics=metrics, created_at=self.created_at, signer=self.signer, trust=self.trust,
+            reference=held_out_reference(ScoreScale().score(pd_), test_rows, bins, self.party),
         )  # fmt: skip
         return {**metrics, "train-rows": float(len(train_rows)), "test-rows": len(test_rows)}
 

@@ -22,9 +22,10 @@ from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.binning.table import Classing
 from jointcredit.models.metrics import risk_metrics
-from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry
+from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry, held_out_reference
 from jointcredit.models.vertical.party_bins import party_schema
 from jointcredit.models.vertical.scorecard import artifact
 from jointcredit.models.vertical.scorecard.label_party import train
@@ -100,7 +101,11 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     digest = links[0].write_part(sw.merge_arrays([p.merge for p in model.platform]))
     n_coarse = [p.woe.bins.n_bins for p in model.platform]
     logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows), n_coarse))
-    scores = risk_metrics(test_rows[label].to_numpy(), 1 / (1 + np.exp(-logit)))
+    pd_ = 1 / (1 + np.exp(-logit))
+    scores = risk_metrics(test_rows[label].to_numpy(), pd_)
+    attributes = BinningSpec(features=[f.bins for f in model.own])
+    score = model.points.scale.score(pd_)
+    reference = held_out_reference(score, test_rows, attributes, session.party)
     metrics = {k: float(x) for k, x in scores.model_dump().items() if x is not None}
     artifact.write_label_part(
         Path(s.out_dir) / MODEL_DIR,
@@ -112,6 +117,6 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
                   "calibration": "lda", "seed": s.seed, "train-rows": len(train_rows),
                   "test-rows": len(test_rows)},
         metrics=metrics, created_at=session.created_at, signer=session.signer,
-        trust=session.trust,
+        trust=session.trust, reference=reference,
     )  # fmt: skip
     return {**metrics, "train-rows": float(len(train_rows)), "test-rows": len(test_rows)}

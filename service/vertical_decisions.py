@@ -32,6 +32,7 @@ from jointcredit.service.joint_limits import Exposure, JointLimits
 from jointcredit.service.languages import Language
 from jointcredit.service.limits import Gate
 from jointcredit.service.metrics import Metrics
+from jointcredit.service.monitoring import Monitor
 from jointcredit.service.policy import Stance
 from jointcredit.service.schemas import HUMAN_REVIEW, applicant_model, category_text, context_model
 from jointcredit.service.vertical_client import Routing
@@ -92,8 +93,12 @@ def request_models(
 
 
 class VerticalDecisions:
-    def __init__(self, service: VerticalService, writer: AuditWriter, metrics: Metrics) -> None:
+    def __init__(
+        self, service: VerticalService, writer: AuditWriter, metrics: Metrics,
+        monitor: Monitor | None = None,
+    ) -> None:  # fmt: skip
         self.service, self.writer, self.metrics = service, writer, metrics
+        self.monitor = monitor  # stability monitoring's window (None: no reference)
         self.model_info = service.model_info.model_dump(mode="json")
         policy = service.decider.policy
         self.joint = JointLimits(service.exposure, ConsentRegistry(service.audit), policy)
@@ -116,6 +121,7 @@ class VerticalDecisions:
         entry = records.decision_entry(institution, request, record, view, received, scored)
         await self.writer.append([entry])
         self.metrics.decided([view["decision"]])
+        self._monitored([decided[0]], [request])
         self.metrics.latency_one.observe(time.perf_counter() - start)
         return out
 
@@ -159,8 +165,19 @@ class VerticalDecisions:
         )
         await self.writer.append([entry])
         self.metrics.decided([v["decision"] for v in views])
+        self._monitored([d[0] for d in decided], requests)
         self.metrics.latency_batch.observe(time.perf_counter() - start)
         return b'{"decisions":[' + b",".join(outs) + b"]}"
+
+    def _monitored(self, tables: list[DecisionTable], requests: list[dict[str, Any]]) -> None:
+        """The scored applicants join the stability window: a referral for want of a party's
+        answer has no score, and is not one of the population the model scores."""
+        if self.monitor is None:
+            return
+        for table, request in zip(tables, requests, strict=True):
+            if table.score[0] is not None:
+                applicant = {k: category_text(v) for k, v in request["applicant"].items()}
+                self.monitor.add_one(int(table.score[0]), applicant)
 
     async def _routing(self, applicant_id: str, consent_id: str | None) -> Routing:
         async with self._routing_at_once():

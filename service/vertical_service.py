@@ -12,10 +12,12 @@ service's hash-chained log before it is answered (the use case: service/vertical
     GET  /v1/decisions/{id}   where it stands, as the horizontal service's
     GET  /v1/decisions/{id}/notice  the adverse-action notice, as the horizontal service's
     GET  /v1/reviews, POST /v1/reviews/{id}: as the horizontal service
+    GET  /v1/monitoring       PSI of the score, CSI of each of the bank's features: the
+                              applicants scored against the model's held-out reference, as
+                              the horizontal service's (a part without one: unavailable)
     GET  /healthz /readyz /metrics
 
-The horizontal service's columnar batches and stability monitoring are not served for a
-vertical model.
+The horizontal service's columnar batches are not served for a vertical model.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from jointcredit.models.artifact import ArtifactError
+from jointcredit.models.reference import Reference
 from jointcredit.models.vertical.artifact import LabelPart, load_label_part
 from jointcredit.models.vertical.scorecard.artifact import ScorecardLabelPart, is_scorecard
 from jointcredit.models.vertical.scorecard.artifact import load_label_part as load_scorecard_part
@@ -48,12 +51,13 @@ from jointcredit.service.loader import (
 )
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.middleware import BodyLimit
+from jointcredit.service.monitoring import DEFAULT_WINDOW, Monitor
 from jointcredit.service.notices import NoticeService
 from jointcredit.service.policy import load_policy
 from jointcredit.service.progress import Progress
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
-from jointcredit.service.routers import notices, ops, progress, reviews
+from jointcredit.service.routers import monitoring, notices, ops, progress, reviews
 from jointcredit.service.schemas import ModelInfo
 from jointcredit.service.vertical_client import PartyLink, VerticalClient
 from jointcredit.service.vertical_decide import VerticalDecider
@@ -82,6 +86,8 @@ class VerticalService:
     batch_request: type[BaseModel]
     anchors: AnchorWriter | None = None
     exposure: ExposureClient | None = None  # None: joint limits are referred
+    reference: Reference | None = None  # the label part's: stability monitoring
+    monitoring_window: int = DEFAULT_WINDOW
 
 
 def load_vertical_service(
@@ -102,6 +108,7 @@ def load_vertical_service(
     anchor_seconds: float = 60.0,
     exposure_registry: Path | None = None,
     federation_key: Path | None = None,
+    monitoring_window: int = DEFAULT_WINDOW,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: the parties in process
 ) -> VerticalService:
     single_threaded_math()
@@ -161,8 +168,9 @@ def load_vertical_service(
     )  # fmt: skip
     single, batch = request_models(label.card.data_schema, decider)
     return VerticalService(
-        decider, client, audit, Authenticator(keys), info, single, batch, anchors, exposure
-    )
+        decider, client, audit, Authenticator(keys), info, single, batch, anchors, exposure,
+        label.reference, monitoring_window,
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -172,6 +180,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Every close runs even when an earlier one raises (last pushed, first run).
     async with AsyncExitStack() as closing:
         closing.callback(app.state.service.audit.close)
+        if app.state.monitor is not None:
+            closing.callback(app.state.monitor.close)
         if app.state.service.exposure is not None:
             closing.push_async_callback(app.state.service.exposure.close)
         closing.push_async_callback(app.state.service.client.close)
@@ -190,13 +200,20 @@ def create_vertical_app(service: VerticalService, *, max_body: int = 2 * 2**20) 
     state = app.state
     state.service, state.metrics, state.writer = service, metrics, writer
     state.reads = ReadLimits()
-    state.decisions = VerticalDecisions(service, writer, metrics)
+    state.monitor = (
+        None
+        if service.reference is None
+        else Monitor(service.reference, service.audit.url, metrics, size=service.monitoring_window)
+    )
+    state.decisions = VerticalDecisions(service, writer, metrics, state.monitor)
     responses = Responses(service.audit)
     state.reviews = ReviewService(service.audit, writer, responses, state.reads)
     state.progress = Progress(service.audit, responses, state.reads)
     state.notices = NoticeService(service.audit, service.decider, responses, state.reads)
     app.add_middleware(BodyLimit, limit=max_body)
     errors.install(app)
-    for r in (decisions_router, progress.router, notices.router, reviews.router, ops.router):
+    routers = (decisions_router, progress.router, notices.router, reviews.router,
+               monitoring.router, ops.router)  # fmt: skip
+    for r in routers:
         app.router.routes.extend(r.routes)
     return app

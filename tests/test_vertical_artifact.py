@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from jointcredit.data.vertical_datasets import load_vertical_dataset
 from jointcredit.models.artifact import ArtifactError
+from jointcredit.models.reference import Reference, count_rows
 from jointcredit.models.trees import TreeParams
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.bins import layout as bin_layout
@@ -23,6 +24,7 @@ from jointcredit.models.vertical import artifact
 from jointcredit.models.vertical.artifact import (
     FeaturePart,
     PartyEntry,
+    held_out_reference,
     is_vertical,
     load_feature_part,
     load_label_part,
@@ -271,3 +273,53 @@ def test_verify_holds_a_vertical_model_to_its_expected_label_party(
     wrong = runner.invoke(app, [*base, "--label-party", "platform"])
     assert wrong.exit_code == 1
     assert "its label party is 'bank', not 'platform'" in wrong.output
+
+
+def _with_reference(t: Trained, out: Path, **overrides: object) -> Path:
+    """The trained label part rewritten at `out` with a held-out reference (`overrides`:
+    write_label_part's arguments to change)."""
+    label = load_label_part(t.model_dir, t.trust)
+    bank = t.frames["bank"]
+    pd_ = label.predict_pd(bank, {1: load_feature_part(t.model_dir, "platform", t.trust).sides(
+        t.frames["platform"])})  # fmt: skip
+    scores = label.card.score_scale.score(pd_)
+    stored = label.card.data_schema  # its features in the bins' order, as written
+    schema = stored.model_copy(
+        update={"features": {n: stored.features[n] for n in label.bins.names}}
+    )
+    args: dict[str, object] = dict(
+        ensemble=label.ensemble, bins=label.bins, schema=schema,
+        label_party="bank", parties=label.card.parties, training={"trees": 3}, metrics={},
+        created_at=CREATED, signer=t.keys["bank"], trust=t.trust,
+        reference=held_out_reference(scores, bank, label.bins, "bank"),
+    )  # fmt: skip
+    shutil.copytree(t.model_dir, out)
+    write_label_part(out, **{**args, **overrides})  # type: ignore[arg-type]
+    return out
+
+
+def test_the_reference_is_signed_with_the_label_part(trained: Trained, tmp_path: Path) -> None:
+    """The held-out reference (stability monitoring's) rides in the label party's signed part:
+    loaded as written, a changed byte refused, one counting another party's feature never
+    written; a part without one loads with none."""
+    assert load_label_part(trained.model_dir, trained.trust).reference is None
+    out = _with_reference(trained, tmp_path / "with")
+    label = load_label_part(out, trained.trust)
+    ref = label.reference
+    assert ref is not None and ref.rows == len(trained.frames["bank"])
+    assert ref.bins.names == label.bins.names and ref.institutions == ["bank"]
+    assert sum(ref.score_counts) == ref.rows and len(set(ref.score_counts)) > 1
+    assert "reference.json" in label.verified.manifest["files"]
+
+    path = out / "reference.json"
+    path.write_bytes(path.read_bytes().replace(b'"rows":', b'"rows": ', 1))
+    with pytest.raises(ArtifactError, match=r"reference\.json"):
+        load_label_part(out, trained.trust)
+
+    platform = load_feature_part(trained.model_dir, "platform", trained.trust)
+    foreign = Reference.from_vector(
+        count_rows(np.full(len(trained.frames["platform"]), 600), trained.frames["platform"],
+                   platform.bins), platform.bins, ["bank"],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="does not hold"):
+        _with_reference(trained, tmp_path / "foreign", reference=foreign)

@@ -208,3 +208,16 @@ def test_its_platform_part_says_it_is_a_scorecards(out: Path) -> None:
     assert part.model == "scorecard" and len(part.table) == 0
     with pytest.raises(ArtifactError, match="not a vertical model card"):
         load_label_part(out / "model", trust)
+
+
+def test_the_label_part_carries_the_held_out_reference(out: Path) -> None:
+    """Stability monitoring's reference: the aligned test rows' scores and the bank's own
+    attributes (the points table's coarse bins), signed in the bank's part."""
+    from jointcredit.models.binning.spec import BinningSpec
+    from jointcredit.models.vertical.scorecard.artifact import load_label_part
+
+    label = load_label_part(out / "model", load_store(out / "trust.json"))
+    ref = label.reference
+    assert ref is not None and ref.rows == label.card.training["test-rows"] > 0
+    assert ref.bins == BinningSpec(features=[f.bins for f in label.model.own])
+    assert ref.institutions == ["bank"] and sum(c > 0 for c in ref.score_counts) > 1

@@ -1,6 +1,6 @@
-"""`jointcredit serve` of a vertical model honours the audit options it shares with the
-horizontal service (the anchors, the lock timeout) and refuses the horizontal-only ones
-instead of silently serving without them."""
+"""`jointcredit serve` of a vertical model honours the options it shares with the
+horizontal service (the anchors, the lock timeout, the monitoring window) and refuses the
+horizontal-only ones instead of silently serving without them."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ BASE = ["serve", "--model", "m", "--trust", "t.json", "--trust-any-coordinator",
 
 @pytest.mark.parametrize(
     "option",
-    [["--require-promotion"], ["--allow-checkpoint"], ["--monitoring-window", "50"]],
-    ids=["require-promotion", "allow-checkpoint", "monitoring-window"],
+    [["--require-promotion"], ["--allow-checkpoint"]],
+    ids=["require-promotion", "allow-checkpoint"],
 )
 def test_horizontal_only_options_are_refused_for_a_vertical_model(
     option: list[str], monkeypatch: pytest.MonkeyPatch
@@ -36,7 +36,7 @@ def test_horizontal_only_options_are_refused_for_a_vertical_model(
     assert option[0] in result.output and "vertical" in result.output
 
 
-def test_the_anchor_and_lock_options_reach_the_vertical_service(
+def test_the_anchor_lock_and_monitoring_options_reach_the_vertical_service(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     got: dict[str, Any] = {}
@@ -49,11 +49,13 @@ def test_the_anchor_and_lock_options_reach_the_vertical_service(
     result = CliRunner().invoke(app, [
         *BASE, "--anchors", str(tmp_path / "a.jsonl"), "--anchor-key", str(tmp_path / "a.key"),
         "--anchor-every", "7", "--anchor-seconds", "3", "--audit-lock-timeout", "1.5",
+        "--monitoring-window", "50",
     ])  # fmt: skip
     assert result.exit_code == 2 and "stopped by the test" in result.output
     assert got["anchors_file"] == tmp_path / "a.jsonl"
     assert got["anchor_key"] == tmp_path / "a.key"
     assert (got["anchor_every"], got["anchor_seconds"], got["audit_lock_timeout"]) == (7, 3, 1.5)
+    assert got["monitoring_window"] == 50
 
 
 class _Started(Exception):

@@ -475,3 +475,44 @@ def test_an_applicant_repeated_in_a_batch_is_asked_about_once(bank: Bank) -> Non
     assert bank.platform.audit.head()[0] - platform_before == 1
     assert bank.lenders.asked - asked == len(INSTITUTIONS)
     assert all(d[k] == decisions[0][k] for d in decisions for k in SAME)
+
+
+def test_scored_applicants_join_the_stability_window_referrals_do_not(bank: Bank) -> None:
+    """Stability monitoring as the horizontal service's, against the label part's held-out
+    reference: each scored applicant (single or in a batch) joins the window with its score
+    and the bank's features; a referral for want of the platform's routing has no score and
+    does not join."""
+    monitor = bank.client.app.state.monitor  # type: ignore[attr-defined]
+    label = bank.client.app.state.service.decider.label  # type: ignore[attr-defined]
+    assert monitor is not None and label.reference is not None
+
+    def window() -> dict[str, Any]:
+        r = bank.client.get("/v1/monitoring", headers=bank.auth)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    start = window()
+    assert start["available"] and start["reference"]["rows"] == label.reference.rows
+    assert set(start["features"]) == set(label.bins.names)  # the bank's own, no platform's
+    stranger = bank.fed.unknown(1)[0]
+    ks = bank.known[:4]
+    singles = [bank.decide(k, None) for k in ks[:2]]
+    assert bank.decide(stranger, None)["score"] is None
+    mid = window()
+    assert mid["window"]["applicants"] == start["window"]["applicants"] + 2
+    r = bank.batch([bank.body(k, None) for k in (ks[2], stranger, ks[3])])
+    assert r.status_code == 200, r.text
+    batch = r.json()["decisions"]
+    end = window()
+    assert end["window"]["applicants"] == mid["window"]["applicants"] + 2
+    scores, codes = monitor.store.window()  # newest first
+    expected = [d["score"] for d in (*singles, batch[0], batch[2])]
+    assert [int(s) for s in scores[3::-1]] == expected
+    # The features as the reference's bins code them, from what the bank was sent.
+    applicants = [bank.fed.applicant(k)[1] for k in ks]
+    coded = label.reference.bins.codes({f: [a[f] for a in applicants] for f in label.bins.names})
+    assert codes[3::-1].tolist() == coded.tolist()
+    assert end["score"]["value"] is not None
+    metrics = bank.client.get("/metrics").text
+    assert "jointcredit_score_psi" in metrics and "jointcredit_monitoring_window" in metrics

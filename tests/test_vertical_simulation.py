@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from jointcredit.cli.main import app
 from jointcredit.client.vertical_label import own_bins, tree_params
 from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.models.reference import Reference, count_rows
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import load_vertical_model
@@ -156,6 +157,12 @@ def assert_is_the_joined_rows_model(out: Path, settings: VerticalSettings) -> di
     rows = {p: f[test] for p, f in frames.items()}
     federated = model.predict_pd(rows)
     assert np.max(np.abs(federated - central.predict_pd(codes[test]))) < 1e-9
+    # Stability monitoring's reference: the held-out rows' scores and the bank's own bins.
+    label_rows = rows[schema.label_party]
+    expected = count_rows(model.label.card.score_scale.score(federated), label_rows, bins[0])
+    assert model.label.reference is not None
+    assert model.label.reference.rows == int(test.sum())
+    assert model.label.reference == Reference.from_vector(expected, bins[0], [schema.label_party])
     # The feature parties' split thresholds are not in the label party's part.
     assert all(np.all(t.threshold[t.owner > LABEL_PARTY] == 0) for t in model.label.ensemble.trees)
     return held

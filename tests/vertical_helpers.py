@@ -14,11 +14,13 @@ import pandas as pd
 from jointcredit.data.synthetic_vertical import ID_COLUMN
 from jointcredit.data.vertical_datasets import vertical_frames
 from jointcredit.deploy import kits
+from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.trees import BinLayout, TreeParams
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import (
     FeaturePart,
     PartyEntry,
+    held_out_reference,
     write_feature_part,
     write_label_part,
 )
@@ -120,7 +122,9 @@ def vertical_federation(
         label_party="bank",
         parties={"platform": PartyEntry(index=1, splits=len(fp.table), part_sha256=digest)},
         training={"trees": trees}, metrics={}, created_at=CREATED, signer=signer["bank"],
-        trust=trust,
+        trust=trust, reference=held_out_reference(ScoreScale().score(ensemble.predict_pd(
+            codes["bank"], {1: fp.table.sides(codes["platform"])})), aligned["bank"],
+            bins["bank"], "bank"),
     )  # fmt: skip
     schema = root / "schema.toml"
     schema.write_text(vschema.to_toml(), encoding="utf-8")

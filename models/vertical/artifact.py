@@ -12,6 +12,9 @@ Layout::
                                  SHA-256 of its signed manifest)
         ensemble.npz             the `VerticalEnsemble` (NumPy, loaded with allow_pickle=False)
         bins.json                the label party's own bins (raw values -> codes)
+        reference.json           the aligned test rows' score bands and the label party's
+                                 feature bins (`jointcredit.models.reference`): what the
+                                 service's stability monitoring compares applicants with
         manifest.json/.sig
     OUT/model/parties/<party>/   a feature party's part, signed by that party's key
         part.json                `FeaturePartCard`: party, index, number of splits, features
@@ -26,8 +29,10 @@ Public functions (stable: the feature party's scoring service uses them):
   `model_dir/parties/<party>/` (built beside it and renamed into place); returns the SHA-256
   of its signed manifest, which the label party records in its card.
 - `write_label_part(model_dir, *, ensemble, bins, schema, label_party, parties, training,
-  metrics, created_at, signer, trust) -> VerticalCard`: write and sign the label party's
-  part at `model_dir/` (every file replaced whole, the signature last).
+  metrics, created_at, signer, trust, reference=None) -> VerticalCard`: write and sign the
+  label party's part at `model_dir/` (every file replaced whole, the signature last).
+- `held_out_reference(scores, frame, bins, label_party) -> Reference`: the reference a label
+  part carries.
 - `load_feature_part(model_dir, party, trust, *, expected_sha256=None) -> FeaturePart`:
   verify (signed by an active key of `party`), then load and cross-check.
 - `load_label_part(model_dir, trust) -> LabelPart`: the same for the label party's part.
@@ -59,6 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from jointcredit.data.schema import Schema
 from jointcredit.models.artifact import ArtifactError, weights_bytes
 from jointcredit.models.binning.spec import BinningSpec
+from jointcredit.models.reference import REFERENCE, Reference, count_rows
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.trees.tree import CATEGORY_SPLIT, LEAF, check_structure, check_thresholds
 from jointcredit.models.vertical.feature_party import SplitTable
@@ -109,6 +115,7 @@ class VerticalCard(_Strict):
     ensemble_sha256: str
     bins_sha256: str
     created_at: str
+    reference_sha256: str | None = None  # none in parts written before it was kept
 
 
 class FeaturePartCard(_Strict):
@@ -153,6 +160,7 @@ class LabelPart:
     ensemble: VerticalEnsemble
     bins: BinningSpec
     verified: Verified
+    reference: Reference | None = None  # stability monitoring's (parts older than it: none)
 
     def predict_pd(
         self, frame: pd.DataFrame | Mapping[str, Any], sides: Mapping[int, np.ndarray]
@@ -406,6 +414,7 @@ def write_label_part(
     signer: Ed25519PrivateKey,
     trust: TrustStore,
     score_scale: ScoreScale | None = None,
+    reference: Reference | None = None,
 ) -> VerticalCard:
     """Write and sign the label party's part at `model_dir/` with its own key. `schema`: the
     label party's label and own features (in `bins`' order); `parties`: every feature party
@@ -422,6 +431,7 @@ def write_label_part(
             raise ValueError(f"{name}: the trees hold another number of its splits")
     ens = weights_bytes(ensemble_arrays(ensemble))
     bbytes = canonical_json(bins.model_dump(mode="json"))
+    ref = reference_bytes(reference, bins.names)
     card = VerticalCard(
         label_party=label_party,
         features=bins.names,
@@ -434,16 +444,19 @@ def write_label_part(
         ensemble_sha256=_sha(ens),
         bins_sha256=_sha(bbytes),
         created_at=created_at,
+        reference_sha256=None if ref is None else _sha(ref),
     )
     model_dir.mkdir(parents=True, exist_ok=True)
     # Each file whole (a crash leaves the old one or the new one); the signature comes last,
     # so a part caught half-written does not verify.
     replace_file(model_dir / ENSEMBLE, ens, mode=0o644)
     replace_file(model_dir / BINS, bbytes, mode=0o644)
+    if ref is not None:
+        replace_file(model_dir / REFERENCE, ref, mode=0o644)
     replace_file(model_dir / CARD, canonical_json(card.model_dump(mode="json")), mode=0o644)
     sign_directory(
         model_dir,
-        [CARD, ENSEMBLE, BINS],
+        [CARD, ENSEMBLE, BINS, *([REFERENCE] if ref is not None else [])],
         {
             "kind": FORMAT,
             "party": label_party,
@@ -457,6 +470,44 @@ def write_label_part(
         institution=label_party,
     )
     return card
+
+
+def held_out_reference(
+    scores: np.ndarray, frame: pd.DataFrame, bins: BinningSpec, label_party: str
+) -> Reference:
+    """The label party's reference: its aligned test rows' 350-950 scores by band and its own
+    features by `bins`. The held-out rows, not the training rows: the label party has every
+    held-out row's score for both models, while a scorecard's training rows never get one
+    (the platform's codes of them do not reach the bank)."""
+    return Reference.from_vector(count_rows(scores, frame, bins), bins, [label_party])
+
+
+def reference_bytes(reference: Reference | None, own: list[str]) -> bytes | None:
+    """`reference` as stored, refused when it counts a feature the label party does not
+    hold (its part must name no other party's feature)."""
+    if reference is None:
+        return None
+    if foreign := set(reference.bins.names) - set(own):
+        raise ValueError(f"the reference counts features the label party does not hold: "
+                         f"{sorted(foreign)}")  # fmt: skip
+    return reference.to_bytes()
+
+
+def load_reference(
+    directory: Path, verified: Verified, sha256: str | None, own: list[str]
+) -> Reference | None:
+    """A label part's reference, checked against its card's digest (None: it has none)."""
+    if sha256 is None:
+        return None
+    if REFERENCE not in verified.contents:
+        raise ArtifactError(f"{directory}: the signed manifest does not cover {REFERENCE}")
+    _digest_check(directory, REFERENCE, verified.contents[REFERENCE], sha256)
+    try:
+        reference = Reference.model_validate_json(verified.contents[REFERENCE])
+        reference_bytes(reference, own)
+    except ValueError as exc:
+        raise ArtifactError(f"{directory / REFERENCE}: invalid reference: {exc}") from exc
+    return reference
 
 
 # ---------------------------------------------------------------------------- loading
@@ -566,7 +617,8 @@ def load_label_part(model_dir: Path, trust: TrustStore) -> LabelPart:
     unknown = set(ensemble.parties()) - {e.index for e in card.parties.values()}
     if unknown:
         raise ArtifactError(f"{model_dir}: trees route through unnamed parties {sorted(unknown)}")
-    return LabelPart(card, ensemble, bins, verified)
+    reference = load_reference(model_dir, verified, card.reference_sha256, bins.names)
+    return LabelPart(card, ensemble, bins, verified, reference)
 
 
 def load_vertical_model(model_dir: Path, trust: TrustStore) -> VerticalModel:

@@ -12,6 +12,8 @@ Layout::
         scorecard.json           `ScorecardCard`: which party holds which features, each
                                  feature party's part digest, training settings, metrics
         points.json              `ScorecardModel` (canonical JSON)
+        reference.json           stability monitoring's reference: the aligned test rows'
+                                 scores and the label party's attributes (`artifact`)
         manifest.json/.sig
     OUT/model/parties/<party>/   the feature party's part (`artifact.load_feature_part`)
 """
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from jointcredit.data.schema import Schema
 from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.binning.encoding import WoeFeature
+from jointcredit.models.reference import REFERENCE, Reference
 from jointcredit.models.scorecard import PointsTable
 from jointcredit.models.vertical import artifact as parts
 from jointcredit.models.vertical.scorecard.fit import PlatformFeature, VerticalScorecard
@@ -94,6 +97,7 @@ class ScorecardCard(_Strict):
     metrics: dict[str, Any]
     model_sha256: str
     created_at: str
+    reference_sha256: str | None = None  # none in parts written before it was kept
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ def write_label_part(
     created_at: str,
     signer: Ed25519PrivateKey,
     trust: TrustStore,
+    reference: Reference | None = None,
 ) -> ScorecardCard:
     """Write and sign the label party's part at `model_dir/` with its own key; `parties`:
     the feature party with its part's manifest digest (`artifact.write_feature_part`'s)."""
@@ -139,6 +144,7 @@ def write_label_part(
     data = canonical_json(model.model_dump(mode="json"))
     if sorted(schema.features) != sorted(f.name for f in model.own):
         raise ValueError("the schema and the points table have different own features")
+    ref = parts.reference_bytes(reference, [f.name for f in model.own])
     card = ScorecardCard(
         label_party=label_party,
         data_schema=schema,
@@ -151,13 +157,16 @@ def write_label_part(
         metrics=metrics,
         model_sha256=parts._sha(data),
         created_at=created_at,
+        reference_sha256=None if ref is None else parts._sha(ref),
     )
     model_dir.mkdir(parents=True, exist_ok=True)
     replace_file(model_dir / MODEL, data, mode=0o644)
+    if ref is not None:
+        replace_file(model_dir / REFERENCE, ref, mode=0o644)
     replace_file(model_dir / CARD, canonical_json(card.model_dump(mode="json")), mode=0o644)
     sign_directory(
         model_dir,
-        [CARD, MODEL],
+        [CARD, MODEL, *([REFERENCE] if ref is not None else [])],
         {
             "kind": FORMAT,
             "party": label_party,
@@ -178,6 +187,7 @@ class ScorecardLabelPart:
     card: ScorecardCard
     model: VerticalScorecard
     verified: Verified
+    reference: Reference | None = None  # stability monitoring's (parts older than it: none)
 
 
 def load_label_part(model_dir: Path, trust: TrustStore) -> ScorecardLabelPart:
@@ -206,7 +216,9 @@ def load_label_part(model_dir: Path, trust: TrustStore) -> ScorecardLabelPart:
         raise ArtifactError(f"{model_dir}: the card and the points table disagree")
     if sorted(f.name for f in own) != sorted(card.data_schema.features):  # its keys sorted
         raise ArtifactError(f"{model_dir}: the card's schema is not the points' own features")
-    return ScorecardLabelPart(card, model, verified)
+    own_names = [f.name for f in own]
+    reference = parts.load_reference(model_dir, verified, card.reference_sha256, own_names)
+    return ScorecardLabelPart(card, model, verified, reference)
 
 
 def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScorecardModel:
