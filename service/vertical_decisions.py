@@ -33,8 +33,17 @@ from jointcredit.service.languages import Language
 from jointcredit.service.limits import Gate
 from jointcredit.service.metrics import Metrics
 from jointcredit.service.monitoring import Monitor
+from jointcredit.service.openapi import responses
 from jointcredit.service.policy import Stance
-from jointcredit.service.schemas import HUMAN_REVIEW, applicant_model, category_text, context_model
+from jointcredit.service.routers.decisions import request_body
+from jointcredit.service.schemas import (
+    HUMAN_REVIEW,
+    BatchOut,
+    DecisionOut,
+    applicant_model,
+    category_text,
+    context_model,
+)
 from jointcredit.service.vertical_client import Routing
 from jointcredit.service.writer import AuditWriter
 
@@ -48,6 +57,8 @@ if TYPE_CHECKING:
 # queries in flight.
 MAX_VERTICAL_BATCH = 1000
 ROUTING_AT_ONCE = 16
+# The generated request bodies' names in the OpenAPI schema.
+V_SINGLE, V_BATCH = "VerticalDecisionRequest", "VerticalBatchRequest"
 
 
 class VerticalRef(BaseModel):
@@ -81,10 +92,10 @@ def request_models(
         ),
     }
     config = ConfigDict(extra="forbid", frozen=True)
-    single = create_model("VerticalDecisionRequest", __config__=config, **fields, language=language)
+    single = create_model(V_SINGLE, __config__=config, **fields, language=language)
     item = create_model("VerticalBatchApplication", __config__=config, **fields)
     batch = create_model(
-        "VerticalBatchRequest",
+        V_BATCH,
         __config__=config,
         applications=(list[item], Field(..., min_length=1, max_length=MAX_VERTICAL_BATCH)),  # type: ignore[valid-type]
         language=language,
@@ -235,9 +246,14 @@ class VerticalDecisions:
 
 router = APIRouter(tags=["decisions"])
 Caller = Annotated[str, Depends(dependencies.institution)]
+DECIDE = responses(401, 413, 422, 503)
 
 
-@router.post("/v1/decisions", summary="Decide one applicant of a vertical model")
+@router.post(
+    "/v1/decisions", response_model=DecisionOut, responses=DECIDE,
+    openapi_extra=request_body(V_SINGLE), summary="Decide one applicant of a vertical model",
+    response_description="the decision, written to the audit log before it is answered",
+)  # fmt: skip
 async def decide(
     request: Request, institution: Caller, accept_language: Annotated[str | None, Header()] = None
 ) -> Response:
@@ -250,7 +266,12 @@ async def decide(
     return Response(body, media_type="application/json")
 
 
-@router.post("/v1/decisions:batch", summary="Decide a batch of applicants of a vertical model")
+@router.post(
+    "/v1/decisions:batch", response_model=BatchOut, responses=DECIDE,
+    openapi_extra=request_body(V_BATCH),
+    summary="Decide a batch of applicants of a vertical model",
+    response_description="one decision per application, in request order",
+)  # fmt: skip
 async def decide_batch(
     request: Request, institution: Caller, accept_language: Annotated[str | None, Header()] = None
 ) -> Response:

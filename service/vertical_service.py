@@ -16,6 +16,7 @@ service's hash-chained log before it is answered (the use case: service/vertical
                               applicants scored against the model's held-out reference, as
                               the horizontal service's (a part without one: unavailable)
     GET  /healthz /readyz /metrics
+    GET  /docs /redoc /openapi.json   the API's pages, the generated bodies included
 
 The horizontal service's columnar batches are not served for a vertical model.
 """
@@ -36,7 +37,7 @@ from jointcredit.models.reference import Reference
 from jointcredit.models.vertical.artifact import LabelPart, load_label_part
 from jointcredit.models.vertical.scorecard.artifact import ScorecardLabelPart, is_scorecard
 from jointcredit.models.vertical.scorecard.artifact import load_label_part as load_scorecard_part
-from jointcredit.service import errors
+from jointcredit.service import docs, errors, openapi
 from jointcredit.service.anchors import AnchorWriter
 from jointcredit.service.audit import LOCK_TIMEOUT, AuditLog
 from jointcredit.service.auth import Authenticator, load_keys
@@ -58,7 +59,7 @@ from jointcredit.service.progress import Progress
 from jointcredit.service.records import Responses
 from jointcredit.service.reviews import ReviewService
 from jointcredit.service.routers import monitoring, notices, ops, progress, reviews
-from jointcredit.service.schemas import ModelInfo
+from jointcredit.service.schemas import ModelInfo, ReviewIn
 from jointcredit.service.vertical_client import PartyLink, VerticalClient
 from jointcredit.service.vertical_decide import VerticalDecider
 from jointcredit.service.vertical_decisions import VerticalDecisions, request_models
@@ -216,4 +217,6 @@ def create_vertical_app(service: VerticalService, *, max_body: int = 2 * 2**20) 
                monitoring.router, ops.router)  # fmt: skip
     for r in routers:
         app.router.routes.extend(r.routes)
+    openapi.extend(app, [service.request, service.batch_request, ReviewIn], {})
+    docs.install(app)
     return app

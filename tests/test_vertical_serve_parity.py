@@ -516,3 +516,28 @@ def test_scored_applicants_join_the_stability_window_referrals_do_not(bank: Bank
     assert end["score"]["value"] is not None
     metrics = bank.client.get("/metrics").text
     assert "jointcredit_score_psi" in metrics and "jointcredit_monitoring_window" in metrics
+
+
+def test_the_api_pages_document_the_vertical_bodies(bank: Bank) -> None:
+    """The vertical service's OpenAPI schema declares its generated request bodies (the bank's
+    features only, the `vertical` reference), the decision it answers and its errors; the
+    pages are served without any asset from outside the service."""
+    schema = bank.client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    for path, name in (("/v1/decisions", "VerticalDecisionRequest"),
+                       ("/v1/decisions:batch", "VerticalBatchRequest")):  # fmt: skip
+        post = schema["paths"][path]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": f"#/components/schemas/{name}"} and name in components
+        assert {"200", "401", "413", "422", "503"} <= set(post["responses"])
+    single = components["VerticalDecisionRequest"]
+    assert {"applicant", "vertical", "joint"} <= set(single["properties"])
+    applicant = components[single["properties"]["applicant"]["$ref"].rsplit("/", 1)[1]]
+    label = bank.client.app.state.service.decider.label  # type: ignore[attr-defined]
+    assert set(applicant["properties"]) == set(label.bins.names)  # no platform feature
+    assert {"VerticalRef", "DecisionOut", "ReviewIn"} <= set(components)
+    assert "/v1/monitoring" in schema["paths"]
+    for page in ("/docs", "/redoc"):
+        r = bank.client.get(page)
+        assert r.status_code == 200 and "/openapi.json" in r.text
+        assert "cdn." not in r.text and "unpkg" not in r.text

@@ -30,7 +30,9 @@ Decisions = Annotated[DecisionService, Depends(dependencies.decisions)]
 DECIDE = responses(401, 413, 422, 503)
 
 
-def _body(name: str) -> dict[str, Any]:
+def request_body(name: str) -> dict[str, Any]:
+    """A route's `openapi_extra`: its body is the generated model `name`, and the
+    Accept-Language header."""
     schema = {"$ref": f"#/components/schemas/{name}"}
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
@@ -61,7 +63,8 @@ def _json(content: bytes) -> Response:
 
 
 @router.post(
-    "/v1/decisions", response_model=DecisionOut, responses=DECIDE, openapi_extra=_body(SINGLE),
+    "/v1/decisions", response_model=DecisionOut, responses=DECIDE,
+    openapi_extra=request_body(SINGLE),
     summary="Decide one application",
     response_description="the decision, written to the audit log before it is answered",
 )  # fmt: skip
@@ -75,7 +78,8 @@ async def decide_one(request: Request, institution: Caller, decisions: Decisions
 
 
 @router.post(
-    "/v1/decisions:batch", response_model=BatchOut, responses=DECIDE, openapi_extra=_body(BATCH),
+    "/v1/decisions:batch", response_model=BatchOut, responses=DECIDE,
+    openapi_extra=request_body(BATCH),
     summary="Decide a batch of applications",
     response_description="one decision per application, in request order",
 )  # fmt: skip
@@ -89,7 +93,7 @@ async def decide_batch(request: Request, institution: Caller, decisions: Decisio
     "/v1/decisions:columnar",
     response_model=ColumnarOut,
     responses=DECIDE,
-    openapi_extra=_body(COLUMNAR),
+    openapi_extra=request_body(COLUMNAR),
     summary="Decide a batch given as columns",
     response_description="one list per decision field, one entry per applicant",
 )
