@@ -238,8 +238,6 @@ def _serve_vertical(
     if kit is None or not parties:
         raise refuse("a vertical model needs --vertical-kit and a --party NAME=URL per feature "
                      "party")  # fmt: skip
-    if workers != 1:
-        raise refuse("a vertical model is served by one worker process (--workers 1)")
     endpoints: dict[str, str] = {}
     for item in parties:
         name, sep, url = item.partition("=")
@@ -250,7 +248,7 @@ def _serve_vertical(
         service = load_vertical_service(
             model, trust, kit, endpoints, policy_file=policy, db_url=db, api_keys=api_keys,
             coordinator_key_id=pin, timeout=timeout, exposure_registry=exposure[0],
-            federation_key=exposure[1], **options,
+            federation_key=exposure[1], workers=workers, **options,
         )  # fmt: skip
     except (StartupError, AuthError, OSError) as exc:
         raise refuse(str(exc)) from exc
@@ -264,12 +262,28 @@ def _serve_vertical(
         soft_wrap=True,
     )
     max_header_kb, header_timeout, max_connections = limits
-    server.run(
-        create_vertical_app(service, max_body=max_body),
-        server.ServerLimits(max_header_bytes=max_header_kb * 2**10,
-                            header_timeout=header_timeout, max_connections=max_connections),
-        host=host, port=port, announce=_listening, **UVICORN,
+    server_limits = server.ServerLimits(
+        max_header_bytes=max_header_kb * 2**10, header_timeout=header_timeout,
+        max_connections=max_connections,
     )  # fmt: skip
+    if workers == 1:
+        app = create_vertical_app(service, max_body=max_body)
+        server.run(app, server_limits, host=host, port=port, announce=_listening, **UVICORN)
+        return
+    from jointcredit.service.workers import export_args, multiprocess_metrics
+
+    # Checked once here; every worker loads and checks it again, with the same audit log.
+    export_args({
+        "model_dir": model, "trust_file": trust, "kit_dir": kit, "endpoints": endpoints,
+        "policy_file": policy, "db_url": service.audit.url, "api_keys": api_keys,
+        "coordinator_key_id": pin, "timeout": timeout, "exposure_registry": exposure[0],
+        "federation_key": exposure[1], "workers": workers, "max_body": max_body, **options,
+    })  # fmt: skip
+    with multiprocess_metrics():
+        server.run(
+            "jointcredit.service.workers:vertical_app_from_env", server_limits, factory=True,
+            workers=workers, host=host, port=port, announce=_listening, **UVICORN,
+        )  # fmt: skip
 
 
 def _listening(url: str) -> None:

@@ -1,8 +1,8 @@
 """The vertical service's decision use case (service/vertical_service.py builds it): for one
 applicant or a batch of rows, each applicant's routing from every feature party (one signed
 query per distinct applicant per party, service/vertical_client.py; at most
-`ROUTING_AT_ONCE` applicants at a time across the service), its joint limit
-(service/joint_limits.py, the horizontal service's step), the decision
+`ROUTING_AT_ONCE` applicants at a time across the service, its workers sharing the bound),
+its joint limit (service/joint_limits.py, the horizontal service's step), the decision
 (service/vertical_decide.py), audited in one chained entry before it is answered, as the
 horizontal service records a decision or a batch of rows (service/records.py), so reviews and
 notices read them alike.
@@ -115,7 +115,7 @@ class VerticalDecisions:
         self.joint = JointLimits(service.exposure, ConsentRegistry(service.audit), policy)
         # Across the service, singles and batches alike: concurrent batches cannot multiply
         # the queries each feature party answers (and audits).
-        self._routing_at_once = Gate(ROUTING_AT_ONCE)
+        self._routing_at_once = Gate(max(1, ROUTING_AT_ONCE // service.workers))
 
     async def one(self, raw: bytes, institution: str, accept: str | None = None) -> bytes:
         start = time.perf_counter()

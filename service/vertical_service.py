@@ -89,6 +89,7 @@ class VerticalService:
     exposure: ExposureClient | None = None  # None: joint limits are referred
     reference: Reference | None = None  # the label part's: stability monitoring
     monitoring_window: int = DEFAULT_WINDOW
+    workers: int = 1  # the worker processes serving it (service-wide bounds are shared)
 
 
 def load_vertical_service(
@@ -110,6 +111,7 @@ def load_vertical_service(
     exposure_registry: Path | None = None,
     federation_key: Path | None = None,
     monitoring_window: int = DEFAULT_WINDOW,
+    workers: int = 1,
     transport: httpx.AsyncBaseTransport | None = None,  # tests: the parties in process
 ) -> VerticalService:
     single_threaded_math()
@@ -170,7 +172,7 @@ def load_vertical_service(
     single, batch = request_models(label.card.data_schema, decider)
     return VerticalService(
         decider, client, audit, Authenticator(keys), info, single, batch, anchors, exposure,
-        label.reference, monitoring_window,
+        label.reference, monitoring_window, workers,
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""`jointcredit serve --workers N`: each uvicorn worker process builds its own app.
+"""`jointcredit serve --workers N`: each uvicorn worker process builds its own app (a vertical
+model's too: `vertical_app_from_env`).
 
 uvicorn starts workers from an import string, so the verified start-up arguments travel in an
 environment variable. Each worker runs the same start-up checks (signature, probes, policy)
@@ -23,6 +24,7 @@ from jointcredit.service.app import create_app
 from jointcredit.service.loader import load_service
 from jointcredit.service.metrics import MULTIPROC_ENV
 from jointcredit.service.middleware import MAX_BODY
+from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
 
 ENV = "JOINTCREDIT_SERVE_ARGS"
 
@@ -75,3 +77,12 @@ def app_from_env() -> FastAPI:
     model_dir, trust_file = args.pop("model_dir"), args.pop("trust_file")
     max_body = int(args.pop("max_body", MAX_BODY))
     return create_app(load_service(model_dir, trust_file, **args), max_body=max_body)
+
+
+def vertical_app_from_env() -> FastAPI:
+    """The uvicorn factory each worker of a vertical model calls."""
+    args = import_args()
+    where = [args.pop(k) for k in ("model_dir", "trust_file", "kit_dir", "endpoints")]
+    max_body = int(args.pop("max_body"))
+    service = load_vertical_service(*where, **args)
+    return create_vertical_app(service, max_body=max_body)

@@ -69,7 +69,7 @@ def test_a_vertical_model_takes_bodies_of_2_mib_unless_told_otherwise(
     given: list[str], bytes_: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not the horizontal service's 16 MiB: a vertical batch holds at most 1,000 applicants,
-    and the one worker a vertical model has would buffer whatever it is sent."""
+    and each worker would buffer whatever it is sent."""
     got: dict[str, int] = {}
     info = SimpleNamespace(version="v" * 16, signing_key="k")
     loaded = SimpleNamespace(model_info=info, audit=SimpleNamespace(url="sqlite:///x"))

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from vertical_helpers import Federation, vertical_federation
 
 from jointcredit.data.vertical_schema import load_vertical_schema
-from jointcredit.service import joint_limits, vertical_decisions
+from jointcredit.service import joint_limits, vertical_decisions, workers
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import new_key
 from jointcredit.service.consent import ConsentRegistry
@@ -541,3 +541,32 @@ def test_the_api_pages_document_the_vertical_bodies(bank: Bank) -> None:
         r = bank.client.get(page)
         assert r.status_code == 200 and "/openapi.json" in r.text
         assert "cdn." not in r.text and "unpkg" not in r.text
+
+
+def test_each_worker_builds_the_vertical_service_from_the_exported_arguments(
+    fed: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --workers N` on a vertical model: what the CLI exports is what each worker's
+    factory loads (uvicorn's processes themselves: tests/test_monitoring_workers.py); the
+    workers share the service-wide bound on platform queries."""
+    monkeypatch.setenv(workers.ENV, "restored after the test")
+    keys_file = tmp_path / "keys.json"
+    token = new_key(keys_file, "bank")
+    workers.export_args({
+        "model_dir": fed.model, "trust_file": fed.trust, "kit_dir": fed.kit("bank"),
+        "endpoints": {"platform": "https://127.0.0.1:9"}, "policy_file": None,
+        "db_url": f"sqlite:///{tmp_path / 'workers.sqlite'}", "api_keys": keys_file,
+        "coordinator_key_id": None, "timeout": 0.3, "exposure_registry": None,
+        "federation_key": None, "workers": 4, "max_body": 2**20, "monitoring_window": 50,
+        "anchors_file": tmp_path / "a.jsonl", "anchor_key": tmp_path / "a.key",
+    })  # fmt: skip
+    built = workers.vertical_app_from_env()
+    service = built.state.service
+    assert (service.workers, service.monitoring_window) == (4, 50)
+    assert built.state.decisions._routing_at_once.at_once == vertical_decisions.ROUTING_AT_ONCE // 4
+    applicant_id, features = fed.applicant(fed.known(1)[0])
+    body = {"applicant": features, "vertical": {"applicant_id": applicant_id}}
+    with TestClient(built) as client:
+        r = client.post("/v1/decisions", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["reasons"][0]["code"] == "VERTICAL_PARTY_UNAVAILABLE"  # nothing listens
