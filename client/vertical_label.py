@@ -32,6 +32,7 @@ from flwr.app import RecordDict
 
 from jointcredit.client import vertical_wire as wire
 from jointcredit.client.vertical_scorecard import train_scorecard
+from jointcredit.data.frames import time_split
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
@@ -69,6 +70,31 @@ def split_rows(n: int, seed: int, test_fraction: float) -> np.ndarray:
     """Which of the label party's rows are test rows: drawn per row from the seed, so the
     baselines of a simulation pick the same ones."""
     return np.random.default_rng(seed).random(n) < test_fraction
+
+
+def held_out_rows(
+    frame: pd.DataFrame, schema: VerticalSchema, settings: VerticalSettings, aligned: np.ndarray
+) -> np.ndarray:
+    """Which `aligned` rows (positions in the label party's `frame`, in any order) are test
+    rows: `split = random` draws each of the label party's rows from the seed; `split =
+    time` takes the latest `test_fraction` of the aligned rows by the label party's time
+    column, every training row strictly earlier (`time_split`). Either way the simulation's
+    baselines pick the same rows."""
+    if settings.split == "random":
+        drawn = split_rows(len(frame), settings.seed, settings.test_fraction)
+        chosen: np.ndarray = drawn[aligned]
+        return chosen
+    time = schema.base.time
+    if time is None:
+        raise ProtocolError(
+            'split = time needs the schema\'s time column (time = "column", in the label '
+            "party's file); this schema has none"
+        )
+    keys = frame[time].to_numpy(dtype=np.float64)[aligned]
+    _, later = time_split(keys, settings.test_fraction, schema.label_party)
+    test = np.zeros(len(aligned), dtype=bool)
+    test[later] = True
+    return test
 
 
 def tree_params(s: VerticalSettings) -> TreeParams:
@@ -166,9 +192,7 @@ class LabelSession:
         # A random order (fresh OS entropy, unseeded): the aligned rows' order tells no feature
         # party, nor the coordinator, the order of the shared applicants in this party's file.
         self.aligned = np.random.default_rng().permutation(np.array(sorted(common), np.int64))
-        self.test = split_rows(len(self.frame), self.settings.seed, self.settings.test_fraction)[
-            self.aligned
-        ]
+        self.test = held_out_rows(self.frame, self.schema, self.settings, self.aligned)
         at = {int(r): i for i, r in enumerate(self.aligned.tolist())}
         out = {}
         for party in parties:

@@ -343,7 +343,7 @@ def _validate_rows(
     raw = raw.set_axis(pd.RangeIndex(first, first + len(raw)))
     feats = typed_features(raw, schema.features, source)
     y = label_values(raw[schema.label], schema, source, labels)
-    time = _time(raw[str(schema.time)], source) if with_time else None
+    time = time_keys(raw[str(schema.time)], source) if with_time else None
     groups = None
     if with_groups:
         groups = pd.DataFrame(
@@ -355,7 +355,7 @@ def _validate_rows(
     return Split(x=pd.DataFrame(feats), y=y, time=time, groups=groups)
 
 
-def _time(col: pd.Series, source: str) -> np.ndarray:
+def time_keys(col: pd.Series, source: str) -> np.ndarray:
     """The time column as float64 sort keys: numbers (years, months) as they are, dates and
     timestamps as seconds since 1970. No value may be missing: a row without a time
     cannot be put on either side of an out-of-time split."""

@@ -7,7 +7,8 @@ many again of the businesses the bank never lent to (two thirds of the other 25 
 business attributes. So the bank has 45,000 rows, the platform 46,000, and 36,000 are shared.
 
 Only decision-time columns, as in `sba` (data/sba.py says what was dropped as leakage); the
-approval year, the time column there, is left out (a vertical schema has no time column yet).
+approval year, the time column there, is the bank's time column here (never a feature:
+`--split time` tests on the latest aligned loans).
 Identifiers are synthetic US employer identification numbers (``NN-NNNNNNN``), unique, drawn
 from the seed, in neither party's row order. Derived at load time, nothing shipped beside the
 sample.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from jointcredit.data.sba import SAMPLE_DIR, SBA_SCHEMA
+from jointcredit.data.sba import SAMPLE_DIR, SBA_SCHEMA, TIME_COLUMN
 from jointcredit.data.vertical_schema import VerticalSchema, parse_vertical_schema
 
 ID_COLUMN = "ein"
@@ -45,6 +46,7 @@ def vertical_schema() -> VerticalSchema:
             "label": SBA_SCHEMA.label,
             "positive": SBA_SCHEMA.positive,
             "id": ID_COLUMN,
+            "time": TIME_COLUMN,
             "features": features,
             "parties": {
                 BANK: {"label": True, "features": list(BANK_FEATURES)},
@@ -84,7 +86,8 @@ def generate(seed: int = 0) -> dict[str, pd.DataFrame]:
     extra = others[: round(len(others) * OTHERS_AT_PLATFORM)]
     bank_rows = rng.permutation(bank_rows)
     platform_rows = rng.permutation(np.concatenate([shared, extra]))
-    bank = loans.iloc[bank_rows][[*BANK_FEATURES, SBA_SCHEMA.label]].reset_index(drop=True)
+    bank_columns = [*BANK_FEATURES, SBA_SCHEMA.label, TIME_COLUMN]
+    bank = loans.iloc[bank_rows][bank_columns].reset_index(drop=True)
     platform = loans.iloc[platform_rows][list(PLATFORM_FEATURES)].reset_index(drop=True)
     bank.insert(0, ID_COLUMN, ids[bank_rows])
     platform.insert(0, ID_COLUMN, ids[platform_rows])

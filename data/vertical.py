@@ -27,6 +27,7 @@ from jointcredit.data.frames import (
     MISSING_TOKENS,
     check_unique_header,
     label_values,
+    time_keys,
     typed_features,
 )
 from jointcredit.data.vertical_schema import VerticalSchema, load_vertical_schema
@@ -104,6 +105,8 @@ def validate_party(
         columns.update(typed_features(raw, features, source))
         if label is not None:
             columns[label] = pd.Series(label_values(raw[label], schema.base, source, seen_labels))
+            if (time := schema.base.time) is not None:  # only the label party splits by it
+                columns[time] = pd.Series(time_keys(raw[time], source), index=raw.index)
         parts.append(pd.DataFrame(columns).set_axis(raw.index))
     frame = pd.concat(parts) if parts else pd.DataFrame()
     if frame.empty:
@@ -152,6 +155,8 @@ def _check_header(columns: list[object], schema: VerticalSchema, party: str, sou
     wanted = list(schema.parties[party].features)
     if schema.parties[party].label:
         wanted.append(schema.base.label)
+        if schema.base.time is not None:
+            wanted.append(schema.base.time)
     missing = [c for c in wanted if c not in names]
     if missing:
         raise DataValidationError(

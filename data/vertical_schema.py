@@ -18,8 +18,9 @@ party (a bank), holds the label::
 
 Refused, naming the key: no `id`; fewer than two parties; no label party or two; a party with
 no features; a feature claimed by two parties, by none, or a party's feature that `[features]`
-does not type; a party id outside the institution id rule. `time` and `protected` are not
-supported in a vertical schema yet.
+does not type; a party id outside the institution id rule. `time = "column"` names a column
+of the label party's file (never a feature; `--split time` tests on the latest aligned rows);
+`protected` is not supported in a vertical schema yet.
 """
 
 from __future__ import annotations
@@ -89,9 +90,8 @@ def parse_vertical_schema(raw: dict[str, object], *, source: str = "<schema>") -
     tables = raw.get("parties")
     if not isinstance(tables, dict) or not tables:
         raise refuse("parties: a vertical schema needs a [parties.<id>] table per party")
-    for key in ("time", "protected"):
-        if key in raw:
-            raise refuse(f"{key}: not supported in a vertical schema yet")
+    if "protected" in raw:
+        raise refuse("protected: not supported in a vertical schema yet")
     if not raw.get("id"):
         raise refuse("id: required (the identifier column every party's file has)")
     base = parse_schema({k: v for k, v in raw.items() if k != "parties"}, source=source)

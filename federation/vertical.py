@@ -130,6 +130,9 @@ class VerticalSettings(BaseModel):
     model: Literal["gbdt", "scorecard"] = "gbdt"
     seed: int = 42
     test_fraction: float = Field(0.2, alias="test-fraction", gt=0, lt=1)
+    # random: test rows drawn per row from the seed; time: the latest aligned rows by the
+    # label party's time column (out-of-time validation).
+    split: Literal["random", "time"] = "random"
     synthetic_rows: int = Field(30_000, alias="synthetic-rows", ge=200)
     trees: int = Field(30, ge=1, le=1000)
     max_depth: int = Field(3, alias="max-depth", ge=1, le=8)
@@ -224,7 +227,7 @@ _VERTICAL_KEYS = frozenset(f.alias or name for name, f in VerticalSettings.model
 HORIZONTAL_ONLY = frozenset(
     {
         "rounds", "strategy", "privacy", "aggregator", "attack", "attackers", "adversary",
-        "faults", "resume", "split", "personal-trees", "finetune-epochs",
+        "faults", "resume", "personal-trees", "finetune-epochs",
         "personalization", "local-epochs", "batch-size", "learning-rate", "optimizer",
         "proximal-mu", "epsilon", "noise-multiplier", "secagg-shares",
     }

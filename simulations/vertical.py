@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jointcredit.client.vertical_label import own_bins, split_rows, tree_params
+from jointcredit.client.vertical_label import held_out_rows, own_bins, tree_params
 from jointcredit.client.vertical_scorecard import classing as scorecard_classing
 from jointcredit.data.vertical import VerticalData
 from jointcredit.data.vertical_datasets import VERTICAL_DATASETS, load_vertical_dataset
@@ -73,6 +73,13 @@ def simulate_vertical(
     started = time.monotonic()
     data = load_data(settings)  # every party's rows validated before any node starts
     parties = list(data.schema.parties)
+    if settings.split == "time":
+        if data.schema.base.time is None:
+            raise Refused(
+                '--split time needs the schema\'s time column (time = "column", in the label '
+                f"party's file); {settings.dataset} has none"
+            )
+        aligned_frames(data, settings)  # every aligned row at one time: refused here
     if settings.model == "scorecard" and len(parties) != 2:
         raise Refused(
             f"--model scorecard takes one label party and one feature party, not "
@@ -146,7 +153,7 @@ def aligned_frames(
         if party != schema.label_party:
             common &= set(d.frame[schema.id])
     rows = np.flatnonzero(ids.isin(common).to_numpy())
-    test = split_rows(len(label), settings.seed, settings.test_fraction)[rows]
+    test = held_out_rows(label, schema, settings, rows)
     wanted = ids.iloc[rows].to_numpy()
     frames = {
         party: d.frame.set_index(schema.id).loc[wanted].reset_index()

@@ -33,7 +33,7 @@ features = ["sector", "employees"]
 
 
 def write(tmp: Path, schema: str = SCHEMA) -> Path:
-    (tmp / "bank").mkdir()
+    (tmp / "bank").mkdir(parents=True)
     (tmp / "platform").mkdir()
     pd.DataFrame(
         {
@@ -147,3 +147,41 @@ def test_data_check_vertical_exit_codes(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "check", "--layout", "vertical", str(root)])
     assert result.exit_code == 2
     assert "exactly one party holds the label" in result.stderr
+
+
+def test_the_label_partys_time_column_is_kept_as_sort_keys(tmp_path: Path) -> None:
+    """`time = "column"` names a column of the label party's file: kept (as float64 sort keys,
+    years or ISO dates) beside its features, required there, never a feature; a feature
+    party's file needs none; `protected` is still refused."""
+    schema = edited('id = "customer_id"\n', 'id = "customer_id"\ntime = "applied"\n')
+    root = write(tmp_path, schema)
+    bank = root / "bank" / "loans.csv"
+    frame = pd.read_csv(bank)
+    frame["applied"] = ["2019-03-01", "2020-01-15", "2021-06-30", "2021-07-01"]
+    frame.to_csv(bank, index=False)
+    data = load_vertical(root)
+    keys = data.parties["bank"].frame["applied"]
+    assert keys.dtype == "float64" and keys.is_monotonic_increasing
+    assert "applied" not in data.parties["platform"].frame.columns
+    assert "applied" not in data.schema.party_features("bank")
+    frame.loc[1, "applied"] = "soon"
+    frame.to_csv(bank, index=False)
+    with pytest.raises(DataValidationError, match="neither a number"):
+        load_vertical(root)
+    frame.drop(columns="applied").to_csv(bank, index=False)
+    with pytest.raises(DataValidationError, match=r"column\(s\) missing from its file: applied"):
+        load_vertical(root)
+    with pytest.raises(DataValidationError, match="cannot be a feature"):
+        load_vertical(
+            write(
+                tmp_path / "f",
+                edited('id = "customer_id"\n', 'id = "customer_id"\ntime = "term"\n'),
+            )
+        )
+    with pytest.raises(DataValidationError, match="protected: not supported"):
+        load_vertical(
+            write(
+                tmp_path / "p",
+                edited('id = "customer_id"\n', 'id = "customer_id"\nprotected = ["x"]\n'),
+            )
+        )

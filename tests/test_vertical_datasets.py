@@ -30,7 +30,10 @@ def test_sba_vertical_partial_overlap_and_columns() -> None:
     assert len(set(bank.ids) & set(platform.ids)) == 36_000
     assert all(re.fullmatch(r"\d{2}-\d{7}", i) for i in bank.ids[:500])
     assert list(platform.frame.columns) == ["ein", *sba_vertical.PLATFORM_FEATURES]
-    assert bank.frame.columns[-1] == "charged_off" and "approval_year" not in bank.frame
+    # The approval year is the bank's time column (out-of-time splits), never a feature.
+    assert list(bank.frame.columns[-2:]) == ["charged_off", "approval_year"]
+    assert data.schema.base.time == "approval_year"
+    assert "approval_year" not in data.schema.party_features("bank")
     # the bank's rows are real loans: its default rate is the sample's (21.2 %), not skewed
     assert abs(bank.frame["charged_off"].mean() - 0.212) < 0.01
 
