@@ -121,4 +121,11 @@ def simulate_vertical(
         f"coordinator in {vert['messages']} messages, every reply verified",
         soft_wrap=True,
     )
+    if metrics["config"].get("split") == "time":
+        console.print(
+            f"out of time: tested on the latest {int(metrics['federated']['test-rows'])} aligned "
+            f"applicants by the bank's time column, trained on the "
+            f"{int(metrics['federated']['train-rows'])} before them",
+            soft_wrap=True,
+        )
     console.print(f"model (each party's part signed by its key): {out / 'model'}", soft_wrap=True)

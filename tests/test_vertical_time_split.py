@@ -86,6 +86,7 @@ def test_a_vertical_scorecard_run_tests_on_the_latest_applicants(tmp_path: Path)
         "--test-fraction", "0.25", "--out", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "out of time: tested on the latest" in " ".join(result.output.split())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["split"] == "time"
     for k in ("auc", "ks", "brier"):
