@@ -25,6 +25,7 @@ from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.table import Classing
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry
+from jointcredit.models.vertical.merge_maps import MIN_BIN_SHARE, n_coarse
 from jointcredit.models.vertical.party_bins import party_schema
 from jointcredit.models.vertical.scorecard import artifact
 from jointcredit.models.vertical.scorecard.label_party import train
@@ -39,8 +40,6 @@ from jointcredit.privacy.paillier import HeuSecretKey
 if TYPE_CHECKING:
     from jointcredit.client.vertical_label import LabelSession, MessageLink
 
-MIN_BIN_SHARE = 0.05  # coarse classing's smallest share of the rows per attribute
-
 
 def classing(s: VerticalSettings) -> Classing:
     """The scorecard's classing: fine bins as many as `max-bins` (the parties' fine bins)."""
@@ -53,27 +52,21 @@ class ScorecardMessageLink:
     def __init__(self, link: MessageLink, public_key: bytes) -> None:
         self.session, self.party, self.index = link.session, link.party, link.index
         self._key = public_key
-        self._cols: FineColumns | None = None
 
     def columns(self) -> FineColumns:
         key = {v.PUBLIC_KEY: np.frombuffer(self._key, dtype=np.uint8).copy()}
-        self._cols = sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
-        return self._cols
-
-    def pairs(self) -> PairCounts:
-        return sw.pairs_from(self.session.ask(self.party, v.SC_PAIRS, {}), self._checked())
+        return sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
 
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         return sw.tables_from(self.session.ask(self.party, v.SC_TABLES, sw.slots_arrays(message)))
 
+    def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
+        answer = self.session.ask(self.party, v.SC_COARSE, sw.merge_arrays(maps))
+        return sw.pairs_from(answer, n_coarse(maps))
+
     def test_codes(self, rows: int, n_coarse: Sequence[int]) -> np.ndarray:
         """The feature party's coarse codes of the aligned test rows (after its part)."""
         return sw.codes_from(self.session.ask(self.party, v.SC_TEST_CODES, {}), rows, n_coarse)
-
-    def _checked(self) -> FineColumns:
-        if self._cols is None:
-            raise ProtocolError(f"{self.party}: a scorecard step before its columns")
-        return self._cols
 
 
 def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str, float]:
@@ -96,7 +89,8 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
         train_rows, train_rows[label].to_numpy(), fine, session.schema.base, [link], key,
         classing=classing(s),
     )  # fmt: skip
-    # The feature party keeps the merge maps in its part, then answers coarse codes by them.
+    # The feature party keeps the merge maps (the coarse step's, sent again: the signed
+    # request names what its part holds) in its part, then answers coarse codes by them.
     digest = links[0].write_part(sw.merge_arrays([p.merge for p in model.platform]))
     n_coarse = [p.woe.bins.n_bins for p in model.platform]
     logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows), n_coarse))

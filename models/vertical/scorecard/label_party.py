@@ -2,15 +2,17 @@
 its own rows and labels, the feature party's from homomorphic sums, and one Newton step
 (`fit`) on X'X and X'y assembled from contingency tables, none of them a row of the other.
 
-One exchange with the feature party: it announces its fine bins' row counts and its pairs'
-joint counts (label-free); the label party encrypts once per aligned training row the packed
-slots of its label and its own features' coarse bins (`slots`; its classing needs only its
-own labels, so they are known before anything is sent), the feature party sums them per its
-fine bins, and one decryption per (fine bin, ciphertext column) gives the bads per fine bin
-and every (own coarse bin, feature party's fine bin) count. The coarse classing, WOE and
-weights of the feature party's features stay here. Every answer is checked (`checks`) before
-use. One feature party: a second one's cross table with the first would need one of them to
-encrypt its codes for the other (docs/VERTICAL.md).
+Three steps with the feature party: it announces its fine bins' row counts (label-free); the
+label party encrypts once per aligned training row the packed slots of its label and its own
+features' coarse bins (`slots`; its classing needs only its own labels, so they are known
+before anything is sent), the feature party sums them per its fine bins, and one decryption
+per (fine bin, ciphertext column) gives the bads per fine bin and every (own coarse bin,
+feature party's fine bin) count; the label party classes the feature party's fine bins from
+those counts and sends it the merge maps, and the feature party answers the joint
+coarse-code counts of each pair of its features (all X'X needs: the inputs are constant on
+coarse bins). The WOE and weights of the feature party's features stay here. Every answer is
+checked (`checks`) before use. One feature party: a second one's cross table with the first
+would need one of them to encrypt its codes for the other (docs/VERTICAL.md).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jointcredit.models.binning.encoding import WoeFeature, woe_features
 from jointcredit.models.binning.table import Classing, classify
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.vertical.cipher import SecretKey
+from jointcredit.models.vertical.merge_maps import coarse_rows
 from jointcredit.models.vertical.scorecard import checks, fit, slots
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
@@ -42,9 +45,9 @@ class ScorecardLink(Protocol):
 
     def columns(self) -> FineColumns: ...
 
-    def pairs(self) -> PairCounts: ...
-
     def tables(self, message: EncryptedSlots) -> EncryptedTables: ...
+
+    def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts: ...
 
 
 def own_features(
@@ -102,7 +105,6 @@ def train(
 
     # From here on only the checked, int64 copies of the platform's answers are used.
     cols = checks.check_columns(link.columns(), n, schema, fine.names)
-    pairs = checks.check_pairs(link.pairs(), cols, n)
 
     plan = slots.plan(n, [f.bins.n_bins for f in own], key.public.plaintext_bits())
     sent = key.public.encrypt(slots.pack(plan, y, own_codes))
@@ -122,6 +124,8 @@ def train(
         bads={c: b[:, slots.BAD].tolist() for c, b in named},
     )
     platform = fit.platform_features(fine_p, counts, schema, classing)
+    maps = [p.merge for p in platform]
+    pairs = checks.check_pairs(link.coarse(maps), cols.names, coarse_rows(maps, cols.rows), n)
     gram, xty = _moments(own, own_codes, y, platform, cols, pairs, per_bin, plan.offsets)
     intercept, weights = fit.solve(gram, xty, bads, ridge=ridge, calibration=calibration)
     return fit.scorecard(intercept, weights, own, platform, scale or ScoreScale())
@@ -175,7 +179,7 @@ def _moments(
         for a, f in enumerate(own):
             cross = per_bin[j][:, offsets[a] : offsets[a] + f.bins.n_bins]  # (fine, own coarse)
             gram[1 + a, at] = f.values @ cross.T @ u[j]
-    for t, (j, k) in enumerate(combinations(range(p_n), 2)):
-        gram[1 + a_n + j, 1 + a_n + k] = u[j] @ pairs[t] @ u[k]
+    for t, (j, k) in enumerate(combinations(range(p_n), 2)):  # coarse x coarse
+        gram[1 + a_n + j, 1 + a_n + k] = platform[j].woe.values @ pairs[t] @ platform[k].woe.values
     upper = np.triu(gram, 1)
     return np.triu(gram) + upper.T, xty
