@@ -390,8 +390,9 @@ def step(req: Request) -> RecordDict:
         _end(req.key)  # the thread has ended; nothing of the run stays in the process
         metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
         return _reply(session, v.content(step, v.DONE, **metrics))
-    party, wanted, arrays = value
-    return session.sent(party, _reply(session, v.content(step, wanted, arrays, party=party)))
+    party, wanted, arrays, values = value
+    out = v.content(step, wanted, arrays, party=party, **values)
+    return session.sent(party, _reply(session, out))
 
 
 def serve(req: Request) -> RecordDict:

@@ -70,6 +70,7 @@ class FeatureSession:
     merge: tuple[np.ndarray, ...] | None = None  # the scorecard's, once its part holds them
     pair_min_rows: int | None = None  # node config `pair-min-rows`: its coarse pair tables' floor
     _scorecard_steps: int = 0  # how many of SCORECARD it has answered
+    _crossed: set[tuple[bool, str]] = field(default_factory=set)  # (as the peer, other party)
     _nonces: set[bytes] = field(default_factory=set)
     _last_step: int = -1
 
@@ -85,6 +86,8 @@ class FeatureSession:
             if not isinstance(index, int) or isinstance(index, bool):
                 raise ProtocolError("aligned rows without this party's index")
             return v.PSI_ALIGNED, self.aligned(arrays, index), digest
+        if kind == v.STEP and self.settings.model == "scorecard" and action == v.SC_CROSS:
+            return self.serve_cross(content, request, arrays, digest)
         if kind == v.STEP and self.settings.model == "scorecard" and action in SCORECARD:
             return action, self.serve_scorecard(action, arrays), digest
         if kind == v.STEP and self.settings.model == "gbdt" and action in TREES:
@@ -106,7 +109,9 @@ class FeatureSession:
         expected = Expected(self.run_id, step, node, kind, label)
         accepted = wire.verify_relayed(relayed, expected, self.trust, self._nonces, "request")
         request = v.request(relayed)
-        if request.get(v.PARTY) != self.party:
+        # A cross table's peer is asked for its encrypted codes by the request for the party.
+        peer = request.get(v.ACTION) == v.SC_CROSS and request.get(v.PEER) == self.party
+        if request.get(v.PARTY) != self.party and not peer:
             raise ProtocolError(
                 f"{label}'s request is for {request.get(v.PARTY)!r}, not this party"
             )
@@ -186,6 +191,56 @@ class FeatureSession:
         out = self._scorecard_step(action, arrays)
         self._scorecard_steps += 1  # only once it succeeded (a failed one ends the run)
         return out
+
+    def serve_cross(
+        self, content: RecordDict, request: Any, arrays: Arrays, digest: bytes
+    ) -> tuple[str, Arrays, bytes]:
+        """A cross table with another feature party, between the coarse step and write-part,
+        once per (role, other party): as the request's peer, its coarse codes encrypted under
+        the label party's key (for the other party, which the coordinator relays them to); as
+        its addressee, the peer's answer to this very request, verified against the peer's
+        own signature, summed per its coarse codes."""
+        at = SCORECARD.index(v.WRITE_PART)
+        if self._scorecard_steps != at or self.scorecard is None:
+            raise ProtocolError(f"the scorecard step {v.SC_CROSS!r} outside its place: {SCORECARD}")
+        party, peer = str(request.get(v.PARTY)), str(request.get(v.PEER))
+        features = [p for p in self.schema.parties if p != self.schema.label_party]
+        if party == peer or not {party, peer} <= set(features):
+            raise ProtocolError(f"a cross table of {party!r} and {peer!r}")
+        as_peer = peer == self.party
+        other = party if as_peer else peer
+        if (as_peer, other) in self._crossed:
+            raise ProtocolError(f"the scorecard step {v.SC_CROSS!r} with {other!r} repeated")
+        try:
+            if as_peer:
+                out = sw.slots_arrays(self.scorecard.cross_slots())
+                action = v.SC_CROSS_SLOTS
+            else:
+                answer = self._peer_answer(content, peer, digest)
+                out = sw.tables_arrays(self.scorecard.cross_tables(sw.slots_from(answer)))
+                action = v.SC_CROSS
+        except ValueError as exc:
+            raise ProtocolError(f"{self.party}: {exc}") from exc
+        self._crossed.add((as_peer, other))
+        return action, out, digest
+
+    def _peer_answer(self, content: RecordDict, peer: str, digest: bytes) -> Arrays:
+        """`peer`'s relayed answer to the label party's request of `digest`, verified end to
+        end: its signature, step and node, a fresh nonce, its action and request digest."""
+        outer = v.request(content)
+        try:
+            step = int(str(outer[f"{v.RELAY_STEP}/{peer}"]))
+            node = int(str(outer[f"{v.RELAY_NODE}/{peer}"]))
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError(f"a cross table without {peer}'s step and node") from exc
+        relayed = v.relayed(content, peer)
+        expected = Expected(self.run_id, step, node, v.SERVE, peer)
+        accepted = wire.verify_relayed(relayed, expected, self.trust, self._nonces, "answer")
+        answer = v.request(relayed)
+        if answer.get(v.ACTION) != v.SC_CROSS_SLOTS or answer.get(v.REQUEST_SHA256) != digest:
+            raise ProtocolError(f"{peer}'s relayed answer is not to this cross table's request")
+        self._nonces.add(accepted.nonce)
+        return v.arrays(relayed)
 
     def _scorecard_step(self, action: str, arrays: Arrays) -> Arrays:
         assert self.bins is not None and self.train_frame is not None

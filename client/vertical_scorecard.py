@@ -20,7 +20,6 @@ import numpy as np
 
 from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.federation import vertical as v
-from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.table import Classing
 from jointcredit.models.metrics import risk_metrics
@@ -52,10 +51,13 @@ class ScorecardMessageLink:
     def __init__(self, link: MessageLink, public_key: bytes) -> None:
         self.session, self.party, self.index = link.session, link.party, link.index
         self._key = public_key
+        self.names: tuple[str, ...] = ()  # its features, as its columns named them
 
     def columns(self) -> FineColumns:
         key = {v.PUBLIC_KEY: np.frombuffer(self._key, dtype=np.uint8).copy()}
-        return sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
+        cols = sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
+        self.names = cols.names
+        return cols
 
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         return sw.tables_from(self.session.ask(self.party, v.SC_TABLES, sw.slots_arrays(message)))
@@ -63,6 +65,12 @@ class ScorecardMessageLink:
     def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
         answer = self.session.ask(self.party, v.SC_COARSE, sw.merge_arrays(maps))
         return sw.pairs_from(answer, n_coarse(maps))
+
+    def cross(self, peer: ScorecardMessageLink) -> EncryptedTables:
+        """`peer`'s encrypted coarse codes summed by this party: the coordinator relays the
+        request to the peer and its answer to this party, never through this node."""
+        answer = self.session.ask(self.party, v.SC_CROSS, {}, **{v.PEER: peer.party})
+        return sw.tables_from(answer)
 
     def test_codes(self, rows: int, n_coarse: Sequence[int]) -> np.ndarray:
         """The feature party's coarse codes of the aligned test rows (after its part)."""
@@ -75,8 +83,6 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     from jointcredit.client.vertical_label import own_bins
 
     assert session.aligned is not None and session.test is not None
-    if len(links) != 1:
-        raise ProtocolError(f"the vertical scorecard takes one feature party, not {len(links)}")
     s = session.settings
     rows = session.frame.iloc[session.aligned]
     train_rows = rows[~session.test].reset_index(drop=True)
@@ -84,16 +90,23 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     fine = own_bins(train_rows, session.schema, session.party, s)
     label = session.schema.base.label
     key = HeuSecretKey()
-    link = ScorecardMessageLink(links[0], key.public.to_bytes())
+    scorecard_links = [ScorecardMessageLink(link, key.public.to_bytes()) for link in links]
     model = train(
-        train_rows, train_rows[label].to_numpy(), fine, session.schema.base, [link], key,
-        classing=classing(s),
+        train_rows, train_rows[label].to_numpy(), fine, session.schema.base, scorecard_links,
+        key, classing=classing(s),
     )  # fmt: skip
-    # The feature party keeps the merge maps (the coarse step's, sent again: the signed
-    # request names what its part holds) in its part, then answers coarse codes by them.
-    digest = links[0].write_part(sw.merge_arrays([p.merge for p in model.platform]))
-    n_coarse = [p.woe.bins.n_bins for p in model.platform]
-    logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows), n_coarse))
+    entries, held, at = {}, [], 0
+    for link, sc in zip(links, scorecard_links, strict=True):
+        mine = model.platform[at : at + len(sc.names)]
+        at += len(sc.names)
+        # Each feature party keeps its merge maps (its coarse step's, sent again: the signed
+        # request names what its part holds) in its part, then answers coarse codes by them.
+        digest = link.write_part(sw.merge_arrays([p.merge for p in mine]))
+        entries[link.party] = PartyEntry(index=link.index, splits=0, part_sha256=digest)
+        n_coarse = [p.woe.bins.n_bins for p in mine]
+        held.append(sc.test_codes(len(test_rows), n_coarse))
+    coarse = np.column_stack(held) if held else np.zeros((len(test_rows), 0), np.int64)
+    logit = model.logit(model.own_codes(test_rows), coarse)
     scores = risk_metrics(test_rows[label].to_numpy(), 1 / (1 + np.exp(-logit)))
     metrics = {k: float(x) for k, x in scores.model_dump().items() if x is not None}
     artifact.write_label_part(
@@ -101,7 +114,8 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
         model=artifact.ScorecardModel.of(model, "lda"),
         schema=party_schema(session.schema, session.party),
         label_party=session.party,
-        parties={link.party: PartyEntry(index=link.index, splits=0, part_sha256=digest)},
+        parties=entries,
+        holders={sc.party: list(sc.names) for sc in scorecard_links},
         training={"model": "scorecard", "max-bins": s.max_bins, "min-bin-share": MIN_BIN_SHARE,
                   "calibration": "lda", "seed": s.seed, "train-rows": len(train_rows),
                   "test-rows": len(test_rows)},

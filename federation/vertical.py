@@ -75,6 +75,14 @@ SC_COLUMNS: Final = "scorecard-columns"  # its fine bins' rows (the label party'
 SC_TABLES: Final = "scorecard-tables"  # the label party's ciphertexts summed per fine bin
 SC_COARSE: Final = "scorecard-coarse"  # its features' pairs' joint coarse-code counts (maps sent)
 SC_TEST_CODES: Final = "scorecard-test-codes"  # its coarse codes of the aligned test rows
+# Two feature parties' cross table, after both coarse steps: the label party asks one (PARTY)
+# to sum another's (PEER) coarse codes; the coordinator relays the request to the peer first,
+# whose answer (SC_CROSS_SLOTS: its coarse one-hots encrypted under the label party's key)
+# it relays with the request to the party, never to the label party; the party answers the
+# sums per its coarse codes (SC_CROSS).
+SC_CROSS: Final = "scorecard-cross"
+SC_CROSS_SLOTS: Final = "scorecard-cross-slots"
+PEER: Final = "peer"
 # (between SC_COARSE and SC_TEST_CODES: WRITE_PART, with the same merge maps)
 # The coordinator to every party when a run fails (a party silent past the step timeout, a
 # rejected reply): drop the run's session now (`train.vertical_step` to the label party,

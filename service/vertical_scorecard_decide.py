@@ -30,7 +30,9 @@ class ScorecardDecider(VerticalDecider):
         self.features = [f.name for f in m.own]
         self.parties = list(label.card.parties)
         if len(self.parties) != 1:
-            raise ValueError("a vertical scorecard has one feature party")
+            raise ValueError(
+                "serving a vertical scorecard of more than one feature party is not built yet"
+            )
         self.columns = [*self.features, *map(party_column, self.parties)]
         self._bins = BinningSpec(features=[f.bins for f in m.own])
         n_own = len(m.own)

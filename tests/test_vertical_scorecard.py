@@ -349,11 +349,13 @@ def test_the_platform_refuses_another_key_and_row_count(
         platform.tables(message)
 
 
-def test_one_feature_party_and_two_classes(parties: Parties, key: HeuSecretKey) -> None:
+def test_distinct_feature_parties_and_two_classes(parties: Parties, key: HeuSecretKey) -> None:
     p = parties
     platform = _platform(p, key)
-    with pytest.raises(ValueError, match="exactly one feature party"):
+    with pytest.raises(ValueError, match="not a feature party's feature"):  # answered twice
         train(p.bank, p.y, p.bank_bins, p.schema, [platform, platform], key, classing=CLASSING)
+    with pytest.raises(ValueError, match="at least one feature party"):
+        train(p.bank, p.y, p.bank_bins, p.schema, [], key, classing=CLASSING)
     with pytest.raises(ValueError, match="both goods and bads"):
         train(p.bank, np.zeros_like(p.y), p.bank_bins, p.schema, [platform], key, classing=CLASSING)
     with pytest.raises(ValueError, match="0/1 label"):
@@ -524,3 +526,55 @@ def test_one_bound_on_fine_bins() -> None:
     from jointcredit.privacy.paillier import MAX_BUCKETS as SCHEME_BUCKETS
 
     assert MAX_FINE_BINS == MAX_BUCKETS == SCHEME_BUCKETS
+
+
+def _split(p: Parties, key: HeuSecretKey, at: int) -> list[ScorecardFeatureParty]:
+    """The platform's features held by two feature parties: the first `at`, and the rest."""
+    pk = public_key(key.public.to_bytes())
+    features = p.platform_fine.features
+    return [ScorecardFeatureParty(p.platform, BinningSpec(features=features[:at]), pk),
+            ScorecardFeatureParty(p.platform, BinningSpec(features=features[at:]), pk)]  # fmt: skip
+
+
+def test_two_feature_parties_are_lossless(parties: Parties, key: HeuSecretKey) -> None:
+    """A bank and two platforms: the fit equals the joined rows' (and the one platform
+    holding all their features'), the cross blocks of X'X coming from one platform's
+    encrypted coarse codes summed by the other."""
+    p = parties
+    two = _split(p, key, 4)
+    fitted = train(p.bank, p.y, p.bank_bins, p.schema, two, key, classing=CLASSING)
+    halves = [(p.platform, party.bins) for party in two]
+    central = central_scorecard((p.bank, p.bank_bins), halves, p.y, p.schema, classing=CLASSING)
+    assert fitted.intercept == pytest.approx(central.intercept, abs=1e-9)
+    np.testing.assert_allclose(fitted.weights, central.weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        [a.points for a in fitted.points.attributes],
+        [a.points for a in central.points.attributes],
+        atol=1e-9,
+    )
+    one = central_scorecard(
+        (p.bank, p.bank_bins), (p.platform, p.platform_fine), p.y, p.schema, classing=CLASSING
+    )
+    np.testing.assert_allclose(fitted.weights, one.weights, rtol=0, atol=1e-9)
+
+
+def test_a_cross_table_that_does_not_add_up_is_refused(parties: Parties, key: HeuSecretKey) -> None:
+    """The second platform sums other rows' codes than the first one encrypted (the first
+    half of them twice): the cross sums no longer match the first party's coarse rows. (A
+    permutation of the rows would pass: docs/PRIVACY.md, trust assumptions.)"""
+    p = parties
+    first, second = _split(p, key, 4)
+
+    class Shifted(ScorecardFeatureParty):
+        def cross(self, peer: ScorecardFeatureParty) -> EncryptedTables:
+            slots_ = peer.cross_slots()
+            values = self._key.load(slots_.ciphertexts)
+            n = slots_.rows
+            half = np.r_[0 : n // 2, 0 : n - n // 2]
+            order = np.concatenate([q * n + half for q in range(slots_.columns)])
+            moved = replace(slots_, ciphertexts=values.take(order).to_bytes())
+            return self.cross_tables(moved)
+
+    shifted = Shifted(p.platform, second.bins, public_key(key.public.to_bytes()))
+    with pytest.raises(ValueError, match="sums of"):
+        train(p.bank, p.y, p.bank_bins, p.schema, [first, shifted], key, classing=CLASSING)

@@ -141,35 +141,37 @@ def check_pairs(
 
 def check_tables(
     sums: np.ndarray,
-    cols: FineColumns,
+    names: Sequence[str],
+    rows: Sequence[np.ndarray],
     buckets: int,
-    own_rows: list[np.ndarray],
+    own_rows: Sequence[np.ndarray],
     offsets: np.ndarray,
     bads: int,
 ) -> np.ndarray:
-    """`sums` (features * buckets, slots): the decrypted per-fine-bin sums of the slots
-    (`slots` layout), returned as int64. Every fine bin's row slot equals its announced rows,
-    its bads are at most its rows, each own feature's coarse bins split its rows, positions
-    past a feature's bins are empty; over the fine bins, each own coarse bin holds its rows
-    and the bads add up to the label party's. The messages name no count: they are the label
-    party's."""
-    n = int(cols.rows[0].sum())  # the aligned training rows (`check_columns`)
-    shape = (len(cols.names) * buckets, FIRST + sum(len(r) for r in own_rows))
+    """`sums` (features * buckets, slots): the decrypted per-bin sums of the slots (`slots`
+    layout) over the bins of a feature party's features `names` with `rows` per bin (its
+    fine bins, or for a cross table its coarse bins), returned as int64. Every bin's row slot
+    equals its rows, its bads are at most its rows, each slotted feature's bins (`own_rows`:
+    the label party's coarse bins, or another feature party's) split its rows, positions past
+    a feature's bins are empty; over the bins, each slotted bin holds its rows and the bads
+    add up to `bads`. The messages name no count: they are the label party's."""
+    n = int(rows[0].sum())  # the aligned training rows (`check_columns`)
+    shape = (len(names) * buckets, FIRST + sum(len(r) for r in own_rows))
     sums = counts(sums, shape, "decrypted sums", n)
-    for j, name in enumerate(cols.names):
+    for j, name in enumerate(names):
         block = sums[j * buckets : (j + 1) * buckets]
-        k = cols.n_bins(j)
+        k = len(rows[j])
         if block[k:].any():
-            raise ValueError(f"sums of {name!r}: a sum past its fine bins")
+            raise ValueError(f"sums of {name!r}: a sum past its bins")
         block = block[:k]
-        if not np.array_equal(block[:, COUNT], cols.rows[j]):
-            raise ValueError(f"sums of {name!r}: rows per fine bin differ from those announced")
+        if not np.array_equal(block[:, COUNT], rows[j]):
+            raise ValueError(f"sums of {name!r}: rows per bin differ from those announced")
         if np.any(block[:, BAD] > block[:, COUNT]) or int(block[:, BAD].sum()) != bads:
-            raise ValueError(f"sums of {name!r}: bads per fine bin inconsistent")
-        for a, rows in enumerate(own_rows):
-            cross = block[:, offsets[a] : offsets[a] + len(rows)]
+            raise ValueError(f"sums of {name!r}: bads per bin inconsistent")
+        for a, own in enumerate(own_rows):
+            cross = block[:, offsets[a] : offsets[a] + len(own)]
             if not np.array_equal(cross.sum(axis=1), block[:, COUNT]):
-                raise ValueError(f"sums of {name!r}: own feature {a}'s bins do not split a bin")
-            if not np.array_equal(cross.sum(axis=0), rows):
-                raise ValueError(f"sums of {name!r}: own feature {a}'s bins miscounted")
+                raise ValueError(f"sums of {name!r}: slotted feature {a}'s bins do not split a bin")
+            if not np.array_equal(cross.sum(axis=0), own):
+                raise ValueError(f"sums of {name!r}: slotted feature {a}'s bins miscounted")
     return sums

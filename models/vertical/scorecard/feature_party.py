@@ -27,7 +27,7 @@ from jointcredit.models.vertical.merge_maps import (
     coarse_codes,
     n_coarse,
 )
-from jointcredit.models.vertical.scorecard import checks
+from jointcredit.models.vertical.scorecard import checks, slots
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
     EncryptedTables,
@@ -77,6 +77,31 @@ class ScorecardFeatureParty:
 
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         """Each ciphertext column summed over the rows of each of its fine bins."""
+        buckets = max((f.n_bins for f in self.bins.features), default=1)
+        return self._sums(message, self.codes, buckets)
+
+    def cross_slots(self) -> EncryptedSlots:
+        """For another feature party (never the label party's node, which holds the secret
+        key): per aligned training row, the one-hot of each of its features' coarse codes,
+        packed as the label party's slots (`slots`; the label slot left empty) and encrypted
+        under the label party's key, fresh randomness per row."""
+        if self.merge is None:
+            raise ValueError("its coarse codes asked for before the merge maps")
+        n = len(self.codes)
+        plan = slots.plan(n, n_coarse(self.merge), self._key.plaintext_bits())
+        packed = slots.pack(plan, np.zeros(n, np.int64), coarse_codes(self.codes, self.merge))
+        return EncryptedSlots(self._key.to_bytes(), self._key.encrypt(packed).to_bytes(), n,
+                              plan.columns)  # fmt: skip
+
+    def cross_tables(self, message: EncryptedSlots) -> EncryptedTables:
+        """Another feature party's `cross_slots` summed per coarse code of each of its own
+        features: the label party decrypts the two parties' coarse x coarse tables."""
+        if self.merge is None:
+            raise ValueError("another party's codes summed before the merge maps")
+        buckets = max(n_coarse(self.merge), default=1)
+        return self._sums(message, coarse_codes(self.codes, self.merge), buckets)
+
+    def _sums(self, message: EncryptedSlots, codes: np.ndarray, buckets: int) -> EncryptedTables:
         if message.public_key != self._key.to_bytes():
             raise ValueError("slots encrypted under another key than the label party's")
         n = len(self.codes)
@@ -85,12 +110,11 @@ class ScorecardFeatureParty:
         values = self._key.load(message.ciphertexts)
         if len(values) != n * message.columns:
             raise ValueError(f"{len(values)} ciphertexts, {n * message.columns} announced")
-        buckets = max((f.n_bins for f in self.bins.features), default=1)
         everyone = [np.ones(n, dtype=bool)]
         out = []
         for q in range(message.columns):
             column = values.take(np.arange(q * n, (q + 1) * n))
-            (sums,) = self._key.bucket_sums(column, everyone, self.codes, buckets)
+            (sums,) = self._key.bucket_sums(column, everyone, codes, buckets)
             out.append(sums.to_bytes())
         return EncryptedTables(tuple(out), buckets)
 
@@ -122,3 +146,9 @@ class ScorecardFeatureParty:
             tables.append(table)
         self.merge = checked  # only once every table passed
         return PairCounts(tuple(tables))
+
+    def cross(self, peer: ScorecardFeatureParty) -> EncryptedTables:
+        """In process, as a link (`label_party.ScorecardLink`): `peer`'s coarse codes summed
+        per its own coarse codes (over Flower the peer's ciphertexts go to this party past the
+        label party's node: client/vertical_scorecard)."""
+        return self.cross_tables(peer.cross_slots())
