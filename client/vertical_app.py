@@ -206,10 +206,8 @@ def _session(req: Request) -> Session:
     if schema.parties[party].label:
         session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
-        session = FeatureSession(
-            party, schema, frame, settings, trust, signer, created, req.run_id,
-            pair_min_rows=node.pair_min_rows,  # its own floor, not the coordinator's to set
-        )  # fmt: skip
+        session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
+        session.pair_min_rows = node.pair_min_rows  # its own floor, not the coordinator's to set
     if _registrar is not None:  # outside _LOCK: the registry reads `sessions` under its lock
         _registrar(req.key)
     with _LOCK:
