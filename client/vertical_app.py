@@ -207,6 +207,7 @@ def _session(req: Request) -> Session:
         session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
+        session.pair_min_rows = node.pair_min_rows  # its own floor, not the coordinator's to set
     if _registrar is not None:  # outside _LOCK: the registry reads `sessions` under its lock
         _registrar(req.key)
     with _LOCK:
@@ -387,8 +388,9 @@ def step(req: Request) -> RecordDict:
         _end(req.key)  # the thread has ended; nothing of the run stays in the process
         metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
         return _reply(session, v.content(step, v.DONE, **metrics))
-    party, wanted, arrays = value
-    return session.sent(party, _reply(session, v.content(step, wanted, arrays, party=party)))
+    party, wanted, arrays, values = value
+    out = v.content(step, wanted, arrays, party=party, **values)
+    return session.sent(party, _reply(session, out))
 
 
 def serve(req: Request) -> RecordDict:

@@ -25,7 +25,6 @@ from flwr.app import RecordDict
 from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.client import vertical_wire as wire
 from jointcredit.client.vertical_label import own_bins
-from jointcredit.client.vertical_scorecard import MIN_BIN_SHARE
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
@@ -34,7 +33,7 @@ from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.trees.bins import layout as bin_layout
 from jointcredit.models.vertical.artifact import MODEL_DIR, FeaturePart, write_feature_part
 from jointcredit.models.vertical.feature_party import FeatureParty, SplitTable
-from jointcredit.models.vertical.merge_maps import check_pooling, coarse_codes
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
 from jointcredit.privacy.paillier import public_key
 from jointcredit.privacy.psi import FeaturePsi
@@ -43,7 +42,8 @@ from jointcredit.trust.updates import Expected
 
 Arrays = dict[str, np.ndarray]
 TREES = frozenset({v.GRADIENTS, v.HISTOGRAMS, v.SPLIT, v.SIDES, v.WRITE_PART})
-SCORECARD = frozenset({v.SC_COLUMNS, v.SC_PAIRS, v.SC_TABLES, v.SC_TEST_CODES, v.WRITE_PART})
+# The scorecard's steps, in the one order a feature party takes them, each once.
+SCORECARD = (v.SC_COLUMNS, v.SC_TABLES, v.SC_COARSE, v.WRITE_PART, v.SC_TEST_CODES)
 # Each model's last request, after which the session ends: the scorecard's part (with the
 # merge maps) comes before its test rows' coarse codes, which need the maps.
 LAST = {"gbdt": v.WRITE_PART, "scorecard": v.SC_TEST_CODES}
@@ -67,7 +67,10 @@ class FeatureSession:
     trees: FeatureParty | None = None
     train_frame: pd.DataFrame | None = None  # its aligned training rows (the scorecard's)
     scorecard: ScorecardFeatureParty | None = None
-    merge: tuple[np.ndarray, ...] | None = None  # the scorecard's, from its write-part request
+    merge: tuple[np.ndarray, ...] | None = None  # the scorecard's, once its part holds them
+    pair_min_rows: int | None = None  # node config `pair-min-rows`: its coarse pair tables' floor
+    _scorecard_steps: int = 0  # how many of SCORECARD it has answered
+    _crossed: set[tuple[bool, str]] = field(default_factory=set)  # (as the peer, other party)
     _nonces: set[bytes] = field(default_factory=set)
     _last_step: int = -1
 
@@ -83,6 +86,8 @@ class FeatureSession:
             if not isinstance(index, int) or isinstance(index, bool):
                 raise ProtocolError("aligned rows without this party's index")
             return v.PSI_ALIGNED, self.aligned(arrays, index), digest
+        if kind == v.STEP and self.settings.model == "scorecard" and action == v.SC_CROSS:
+            return self.serve_cross(content, request, arrays, digest)
         if kind == v.STEP and self.settings.model == "scorecard" and action in SCORECARD:
             return action, self.serve_scorecard(action, arrays), digest
         if kind == v.STEP and self.settings.model == "gbdt" and action in TREES:
@@ -104,7 +109,9 @@ class FeatureSession:
         expected = Expected(self.run_id, step, node, kind, label)
         accepted = wire.verify_relayed(relayed, expected, self.trust, self._nonces, "request")
         request = v.request(relayed)
-        if request.get(v.PARTY) != self.party:
+        # A cross table's peer is asked for its encrypted codes by the request for the party.
+        peer = request.get(v.ACTION) == v.SC_CROSS and request.get(v.PEER) == self.party
+        if request.get(v.PARTY) != self.party and not peer:
             raise ProtocolError(
                 f"{label}'s request is for {request.get(v.PARTY)!r}, not this party"
             )
@@ -172,53 +179,110 @@ class FeatureSession:
         raise ProtocolError(f"unknown request {action!r}")
 
     def serve_scorecard(self, action: str, arrays: Arrays) -> Arrays:
-        """The vertical scorecard's steps (`models.vertical.scorecard.feature_party`): the
-        label party's key from its first request, nothing of it before."""
+        """The vertical scorecard's steps (`models.vertical.scorecard.feature_party`), each
+        once and in `SCORECARD`'s order: the label party's key from its first request, its
+        merge maps from the coarse step, held to in its part."""
         if self.bins is None or self.train_frame is None or self.test_codes is None:
             raise ProtocolError("a training request before PSI")
+        done, at = self._scorecard_steps, SCORECARD.index(action)
+        if at != done:
+            why = "repeated" if at < done else f"before {SCORECARD[done]!r}"
+            raise ProtocolError(f"the scorecard step {action!r} {why}: steps go {SCORECARD}")
+        out = self._scorecard_step(action, arrays)
+        self._scorecard_steps += 1  # only once it succeeded (a failed one ends the run)
+        return out
+
+    def serve_cross(
+        self, content: RecordDict, request: Any, arrays: Arrays, digest: bytes
+    ) -> tuple[str, Arrays, bytes]:
+        """A cross table with another feature party, between the coarse step and write-part,
+        once per (role, other party): as the request's peer, its coarse codes encrypted under
+        the label party's key (for the other party, which the coordinator relays them to); as
+        its addressee, the peer's answer to this very request, verified against the peer's
+        own signature, summed per its coarse codes."""
+        at = SCORECARD.index(v.WRITE_PART)
+        if self._scorecard_steps != at or self.scorecard is None:
+            raise ProtocolError(f"the scorecard step {v.SC_CROSS!r} outside its place: {SCORECARD}")
+        party, peer = str(request.get(v.PARTY)), str(request.get(v.PEER))
+        features = [p for p in self.schema.parties if p != self.schema.label_party]
+        if party == peer or not {party, peer} <= set(features):
+            raise ProtocolError(f"a cross table of {party!r} and {peer!r}")
+        as_peer = peer == self.party
+        other = party if as_peer else peer
+        if (as_peer, other) in self._crossed:
+            raise ProtocolError(f"the scorecard step {v.SC_CROSS!r} with {other!r} repeated")
+        try:
+            if as_peer:
+                out = sw.slots_arrays(self.scorecard.cross_slots())
+                action = v.SC_CROSS_SLOTS
+            else:
+                answer = self._peer_answer(content, peer, digest)
+                out = sw.tables_arrays(self.scorecard.cross_tables(sw.slots_from(answer)))
+                action = v.SC_CROSS
+        except ValueError as exc:
+            raise ProtocolError(f"{self.party}: {exc}") from exc
+        self._crossed.add((as_peer, other))
+        return action, out, digest
+
+    def _peer_answer(self, content: RecordDict, peer: str, digest: bytes) -> Arrays:
+        """`peer`'s relayed answer to the label party's request of `digest`, verified end to
+        end: its signature, step and node, a fresh nonce, its action and request digest."""
+        outer = v.request(content)
+        try:
+            step = int(str(outer[f"{v.RELAY_STEP}/{peer}"]))
+            node = int(str(outer[f"{v.RELAY_NODE}/{peer}"]))
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError(f"a cross table without {peer}'s step and node") from exc
+        relayed = v.relayed(content, peer)
+        expected = Expected(self.run_id, step, node, v.SERVE, peer)
+        accepted = wire.verify_relayed(relayed, expected, self.trust, self._nonces, "answer")
+        answer = v.request(relayed)
+        if answer.get(v.ACTION) != v.SC_CROSS_SLOTS or answer.get(v.REQUEST_SHA256) != digest:
+            raise ProtocolError(f"{peer}'s relayed answer is not to this cross table's request")
+        self._nonces.add(accepted.nonce)
+        return v.arrays(relayed)
+
+    def _scorecard_step(self, action: str, arrays: Arrays) -> Arrays:
+        assert self.bins is not None and self.train_frame is not None
+        assert self.test_codes is not None
         if action == v.SC_COLUMNS:
-            if self.scorecard is not None:
-                raise ProtocolError("the scorecard's columns asked twice")
             raw = wire._get(arrays, v.PUBLIC_KEY, "uint8").tobytes()
             try:
                 key = public_key(raw)
-                self.scorecard = ScorecardFeatureParty(self.train_frame, self.bins, key)
+                self.scorecard = ScorecardFeatureParty(
+                    self.train_frame, self.bins, key, pair_min_rows=self.pair_min_rows
+                )
             except ValueError as exc:
                 raise ProtocolError(f"{self.party}: {exc}") from exc
             return sw.columns_arrays(self.scorecard.columns())
-        if self.scorecard is None:
-            raise ProtocolError(f"{action} before the scorecard's columns")
-        if action == v.WRITE_PART:
-            if self.merge is not None:
-                raise ProtocolError("the scorecard's part written twice")
-            maps = sw.merge_from(arrays, self.bins)
-            cols = self.scorecard.columns()
-            try:
-                check_pooling(
-                    maps, cols.rows, cols.regular, MIN_BIN_SHARE, cols.names, cols.categorical
-                )
-            except ValueError as exc:
-                raise ProtocolError(f"{v.MERGE!r}: {exc}") from exc
-            self.merge = maps  # checked before anything is kept
-            empty = SplitTable(bin_layout(self.bins).missing)  # its fine bins, no split
-            digest = write_feature_part(
-                Path(self.settings.out_dir) / MODEL_DIR,
-                FeaturePart(self.party, self.index, empty, self.bins, "scorecard", self.merge),
-                created_at=self.created_at, signer=self.signer, trust=self.trust,
-            )  # fmt: skip
-            return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}
-        if action == v.SC_PAIRS:
-            return sw.pairs_arrays(self.scorecard.pairs())
+        assert self.scorecard is not None  # the columns step came first
         if action == v.SC_TABLES:
             try:
                 return sw.tables_arrays(self.scorecard.tables(sw.slots_from(arrays)))
             except ValueError as exc:
                 raise ProtocolError(f"{self.party}: {exc}") from exc
-        if action == v.SC_TEST_CODES:  # the scorecard's attributes, never the fine bins
-            if self.merge is None:
-                raise ProtocolError("the test rows' codes before the merge maps (write-part)")
-            return {v.CODES: coarse_codes(self.test_codes, self.merge)}
-        raise ProtocolError(f"unknown request {action!r}")
+        if action == v.SC_COARSE:
+            maps = sw.merge_from(arrays, self.bins)
+            try:
+                return sw.pairs_arrays(self.scorecard.coarse(maps))
+            except ValueError as exc:
+                raise ProtocolError(f"{self.party}: {v.MERGE!r}: {exc}") from exc
+        if action == v.WRITE_PART:
+            held = self.scorecard.merge
+            assert held is not None  # the coarse step came first
+            maps = sw.merge_from(arrays, self.bins)
+            if len(maps) != len(held) or not all(map(np.array_equal, maps, held)):
+                raise ProtocolError(f"{v.MERGE!r}: not the merge maps of the {v.SC_COARSE!r} step")
+            self.merge = held
+            empty = SplitTable(bin_layout(self.bins).missing)  # its fine bins, no split
+            digest = write_feature_part(
+                Path(self.settings.out_dir) / MODEL_DIR,
+                FeaturePart(self.party, self.index, empty, self.bins, "scorecard", held),
+                created_at=self.created_at, signer=self.signer, trust=self.trust,
+            )  # fmt: skip
+            return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}
+        assert self.merge is not None  # SC_TEST_CODES, after its part: attributes, no fine bin
+        return {v.CODES: coarse_codes(self.test_codes, self.merge)}
 
     def _trees(self, action: str) -> FeatureParty:
         if self.trees is None:

@@ -270,9 +270,10 @@ class LabelSession:
         """The session is dropped: a training thread waiting for an answer stops."""
         self._inbox.put(ProtocolError(f"the vertical session was dropped ({why})"))
 
-    def ask(self, party: str, action: str, arrays: Arrays) -> Arrays:
-        """From the training thread: hand a request to the coordinator, wait for the answer."""
-        self._outbox.put(("ask", (party, action, arrays)))
+    def ask(self, party: str, action: str, arrays: Arrays, **values: str) -> Arrays:
+        """From the training thread: hand a request to the coordinator, wait for the answer;
+        `values`: the request's (a cross table's peer)."""
+        self._outbox.put(("ask", (party, action, arrays, values)))
         answer = self._inbox.get(timeout=self.settings.timeout)
         if isinstance(answer, BaseException):
             raise answer
@@ -284,7 +285,7 @@ class LabelSession:
         if kind == "error":
             raise RuntimeError(f"vertical training failed: {value}") from value
         if kind == "ask":
-            party, action, _ = value
+            party, action, _, _ = value
             self._asked = _Asked(party, action, step)
         return kind, value
 

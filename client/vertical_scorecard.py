@@ -20,12 +20,12 @@ import numpy as np
 
 from jointcredit.client import vertical_scorecard_wire as sw
 from jointcredit.federation import vertical as v
-from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.spec import BinningSpec
 from jointcredit.models.binning.table import Classing
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.vertical.artifact import MODEL_DIR, PartyEntry, held_out_reference
+from jointcredit.models.vertical.merge_maps import MIN_BIN_SHARE, n_coarse
 from jointcredit.models.vertical.party_bins import party_schema
 from jointcredit.models.vertical.scorecard import artifact
 from jointcredit.models.vertical.scorecard.label_party import train
@@ -40,8 +40,6 @@ from jointcredit.privacy.paillier import HeuSecretKey
 if TYPE_CHECKING:
     from jointcredit.client.vertical_label import LabelSession, MessageLink
 
-MIN_BIN_SHARE = 0.05  # coarse classing's smallest share of the rows per attribute
-
 
 def classing(s: VerticalSettings) -> Classing:
     """The scorecard's classing: fine bins as many as `max-bins` (the parties' fine bins)."""
@@ -54,27 +52,30 @@ class ScorecardMessageLink:
     def __init__(self, link: MessageLink, public_key: bytes) -> None:
         self.session, self.party, self.index = link.session, link.party, link.index
         self._key = public_key
-        self._cols: FineColumns | None = None
+        self.names: tuple[str, ...] = ()  # its features, as its columns named them
 
     def columns(self) -> FineColumns:
         key = {v.PUBLIC_KEY: np.frombuffer(self._key, dtype=np.uint8).copy()}
-        self._cols = sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
-        return self._cols
-
-    def pairs(self) -> PairCounts:
-        return sw.pairs_from(self.session.ask(self.party, v.SC_PAIRS, {}), self._checked())
+        cols = sw.columns_from(self.session.ask(self.party, v.SC_COLUMNS, key))
+        self.names = cols.names
+        return cols
 
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         return sw.tables_from(self.session.ask(self.party, v.SC_TABLES, sw.slots_arrays(message)))
 
+    def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
+        answer = self.session.ask(self.party, v.SC_COARSE, sw.merge_arrays(maps))
+        return sw.pairs_from(answer, n_coarse(maps))
+
+    def cross(self, peer: ScorecardMessageLink) -> EncryptedTables:
+        """`peer`'s encrypted coarse codes summed by this party: the coordinator relays the
+        request to the peer and its answer to this party, never through this node."""
+        answer = self.session.ask(self.party, v.SC_CROSS, {}, **{v.PEER: peer.party})
+        return sw.tables_from(answer)
+
     def test_codes(self, rows: int, n_coarse: Sequence[int]) -> np.ndarray:
         """The feature party's coarse codes of the aligned test rows (after its part)."""
         return sw.codes_from(self.session.ask(self.party, v.SC_TEST_CODES, {}), rows, n_coarse)
-
-    def _checked(self) -> FineColumns:
-        if self._cols is None:
-            raise ProtocolError(f"{self.party}: a scorecard step before its columns")
-        return self._cols
 
 
 def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str, float]:
@@ -83,8 +84,6 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     from jointcredit.client.vertical_label import own_bins
 
     assert session.aligned is not None and session.test is not None
-    if len(links) != 1:
-        raise ProtocolError(f"the vertical scorecard takes one feature party, not {len(links)}")
     s = session.settings
     rows = session.frame.iloc[session.aligned]
     train_rows = rows[~session.test].reset_index(drop=True)
@@ -92,15 +91,23 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     fine = own_bins(train_rows, session.schema, session.party, s)
     label = session.schema.base.label
     key = HeuSecretKey()
-    link = ScorecardMessageLink(links[0], key.public.to_bytes())
+    scorecard_links = [ScorecardMessageLink(link, key.public.to_bytes()) for link in links]
     model = train(
-        train_rows, train_rows[label].to_numpy(), fine, session.schema.base, [link], key,
-        classing=classing(s),
+        train_rows, train_rows[label].to_numpy(), fine, session.schema.base, scorecard_links,
+        key, classing=classing(s),
     )  # fmt: skip
-    # The feature party keeps the merge maps in its part, then answers coarse codes by them.
-    digest = links[0].write_part(sw.merge_arrays([p.merge for p in model.platform]))
-    n_coarse = [p.woe.bins.n_bins for p in model.platform]
-    logit = model.logit(model.own_codes(test_rows), link.test_codes(len(test_rows), n_coarse))
+    entries, held, at = {}, [], 0
+    for link, sc in zip(links, scorecard_links, strict=True):
+        mine = model.platform[at : at + len(sc.names)]
+        at += len(sc.names)
+        # Each feature party keeps its merge maps (its coarse step's, sent again: the signed
+        # request names what its part holds) in its part, then answers coarse codes by them.
+        digest = link.write_part(sw.merge_arrays([p.merge for p in mine]))
+        entries[link.party] = PartyEntry(index=link.index, splits=0, part_sha256=digest)
+        n_coarse = [p.woe.bins.n_bins for p in mine]
+        held.append(sc.test_codes(len(test_rows), n_coarse))
+    coarse = np.column_stack(held) if held else np.zeros((len(test_rows), 0), np.int64)
+    logit = model.logit(model.own_codes(test_rows), coarse)
     pd_ = 1 / (1 + np.exp(-logit))
     scores = risk_metrics(test_rows[label].to_numpy(), pd_)
     attributes = BinningSpec(features=[f.bins for f in model.own])
@@ -112,7 +119,8 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
         model=artifact.ScorecardModel.of(model, "lda"),
         schema=party_schema(session.schema, session.party),
         label_party=session.party,
-        parties={link.party: PartyEntry(index=link.index, splits=0, part_sha256=digest)},
+        parties=entries,
+        holders={sc.party: list(sc.names) for sc in scorecard_links},
         training={"model": "scorecard", "max-bins": s.max_bins, "min-bin-share": MIN_BIN_SHARE,
                   "calibration": "lda", "seed": s.seed, "train-rows": len(train_rows),
                   "test-rows": len(test_rows)},

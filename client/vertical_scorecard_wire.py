@@ -8,6 +8,7 @@ is not what its action carries raises `ProtocolError` naming it. The contents' c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from jointcredit.client.vertical_wire import _bytes, _get, _scalar
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.models.binning.spec import BinningSpec
-from jointcredit.models.vertical.merge_maps import check_merge_maps
+from jointcredit.models.vertical.merge_maps import MAX_FEATURES, check_merge_maps
 from jointcredit.models.vertical.scorecard.checks import MAX_FINE_BINS
 from jointcredit.models.vertical.scorecard.messages import (
     EncryptedSlots,
@@ -25,8 +26,6 @@ from jointcredit.models.vertical.scorecard.messages import (
 )
 
 Arrays = dict[str, np.ndarray]
-# A feature party's features: its pairs' tables grow with the square of their number.
-MAX_FEATURES = 256
 MAX_NAMES_BYTES = 64 * 1024
 MAX_COLUMNS = 64  # plaintexts per row (`slots.SlotPlan.columns`)
 
@@ -76,11 +75,11 @@ def pairs_arrays(p: PairCounts) -> Arrays:
     return {v.PAIRS: np.concatenate(flat) if flat else np.zeros(0, np.int64)}
 
 
-def pairs_from(arrays: Arrays, cols: FineColumns) -> PairCounts:
-    """The pair tables, shaped by the (already checked) fine columns they count."""
+def pairs_from(arrays: Arrays, n_coarse: Sequence[int]) -> PairCounts:
+    """The coarse pair tables, shaped by each feature's coarse codes (`n_coarse`: of the
+    merge maps the label party sent)."""
     flat = _get(arrays, v.PAIRS, "int64")
-    m = len(cols.names)
-    shapes = [(cols.n_bins(j), cols.n_bins(k)) for j in range(m) for k in range(j + 1, m)]
+    shapes = [(a, b) for a, b in combinations(n_coarse, 2)]
     sizes = [a * b for a, b in shapes]
     if len(flat) != sum(sizes):
         raise ProtocolError(f"pair counts: {len(flat)} values for {sum(sizes)} cells")

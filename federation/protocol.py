@@ -123,6 +123,9 @@ SIGNING_KEY_PASSPHRASE_ENV: Final = "signing-key-passphrase-env"
 # Where the node keeps, signed, what must survive a crash of either side (`client.durable`).
 STATE_DIR: Final = "state-dir"
 NODE_TRUST_STORE: Final = "trust-store"  # the kit's trust store (vertical parties check relays)
+# A vertical scorecard's feature party: the fewest rows a non-empty cell of its coarse pair
+# tables may hold (at least 5 when set; unset: not checked).
+PAIR_MIN_ROWS: Final = "pair-min-rows"
 
 # -- what an institution keeps in its Flower node state between messages
 STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
@@ -454,6 +457,7 @@ class NodeConfig(_Record):
     signing_key_passphrase_env: str | None = _key(SIGNING_KEY_PASSPHRASE_ENV)
     state_dir: str | None = _key(STATE_DIR)
     trust_store: str | None = _key(NODE_TRUST_STORE)
+    pair_min_rows: int | None = _key(PAIR_MIN_ROWS)
 
     @property
     def simulated(self) -> bool:

@@ -69,11 +69,21 @@ HISTOGRAMS: Final = "histograms"
 SPLIT: Final = "split"
 SIDES: Final = "sides"
 WRITE_PART: Final = "write-part"
-# The vertical scorecard's steps (`models.vertical.scorecard`), a feature party's answers:
+# The vertical scorecard's steps (`models.vertical.scorecard`), in this order, each once; a
+# feature party's answers:
 SC_COLUMNS: Final = "scorecard-columns"  # its fine bins' rows (the label party's key sent)
-SC_PAIRS: Final = "scorecard-pairs"  # its features' pairs' joint fine-bin counts
 SC_TABLES: Final = "scorecard-tables"  # the label party's ciphertexts summed per fine bin
+SC_COARSE: Final = "scorecard-coarse"  # its features' pairs' joint coarse-code counts (maps sent)
 SC_TEST_CODES: Final = "scorecard-test-codes"  # its coarse codes of the aligned test rows
+# Two feature parties' cross table, after both coarse steps: the label party asks one (PARTY)
+# to sum another's (PEER) coarse codes; the coordinator relays the request to the peer first,
+# whose answer (SC_CROSS_SLOTS: its coarse one-hots encrypted under the label party's key)
+# it relays with the request to the party, never to the label party; the party answers the
+# sums per its coarse codes (SC_CROSS).
+SC_CROSS: Final = "scorecard-cross"
+SC_CROSS_SLOTS: Final = "scorecard-cross-slots"
+PEER: Final = "peer"
+# (between SC_COARSE and SC_TEST_CODES: WRITE_PART, with the same merge maps)
 # The coordinator to every party when a run fails (a party silent past the step timeout, a
 # rejected reply): drop the run's session now (`train.vertical_step` to the label party,
 # `train.vertical_serve` to a feature party). It needs no party's signature: the coordinator
@@ -111,7 +121,8 @@ REGULAR: Final = "regular"
 COLUMNS: Final = "columns"
 PAIRS: Final = "pairs"
 CODES: Final = "codes"
-# A scorecard's write-part request: the merge maps, one row per feature padded with -1.
+# A scorecard's coarse and write-part requests: the merge maps, one row per feature padded
+# with -1.
 MERGE: Final = "merge-maps"
 SIZE: Final = "size"
 # The label party's final reply: metrics of the federated model on the aligned test rows.

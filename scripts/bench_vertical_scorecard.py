@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -51,22 +52,29 @@ class CountingLink:
 
     def __init__(self, party: ScorecardFeatureParty) -> None:
         self.party, self.sent, self.received = party, 0, 0
+        self.pair_cells = self.small_pair_cells = 0  # the coarse pair tables' cells, of 1-4 rows
 
     def columns(self) -> FineColumns:
         cols = self.party.columns()
         self.received += sum(r.nbytes for r in cols.rows) + 16 * len(cols.names)
         return cols
 
-    def pairs(self) -> PairCounts:
-        pairs = self.party.pairs()
-        self.received += sum(t.nbytes for t in pairs.tables)
-        return pairs
-
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         self.sent += len(message.ciphertexts) + len(message.public_key)
         reply = self.party.tables(message)
         self.received += sum(len(c) for c in reply.columns)
         return reply
+
+    def cross(self, peer: CountingLink) -> EncryptedTables:
+        return self.party.cross(peer.party)  # two feature parties: not measured here
+
+    def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
+        self.sent += sum(m.nbytes for m in maps)
+        pairs = self.party.coarse(maps)
+        self.received += sum(t.nbytes for t in pairs.tables)
+        self.pair_cells = sum(t.size for t in pairs.tables)
+        self.small_pair_cells = sum(int(((t > 0) & (t < 5)).sum()) for t in pairs.tables)
+        return pairs
 
 
 def _metrics(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
@@ -152,6 +160,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     out["phase_operations"] = clock.counts
     out["bytes_to_platform"] = link.sent
     out["bytes_to_bank"] = link.received
+    out["pair_cells"] = link.pair_cells
+    out["pair_cells_under_5_rows"] = link.small_pair_cells
 
     t = time.perf_counter()
     central = central_scorecard(

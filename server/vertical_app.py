@@ -11,7 +11,9 @@ the label party takes only the feature party's signed answer to that very reques
 What passes through it is what the parties send each other (docs/PRIVACY.md, "Vertical runs:
 what the coordinator sees"): blinded curve points, Paillier ciphertexts and public key, which
 aligned rows are in which node (instance spaces), a split's local feature index and bin, which
-rows went left, sides of test rows, part digests and the federated model's test metrics. It
+rows went left, sides of test rows, part digests and the federated model's test metrics; for
+a scorecard of several platforms, one platform's coarse codes encrypted under the label
+party's key, which it relays to another platform and never to the label party (`cross`). It
 holds no label, no feature value and no secret key. It writes `OUT/vertical.json`: the run's
 `vertical` facts and the federated metrics the label party reported.
 """
@@ -181,13 +183,35 @@ def train(
         party = str(v.request(reply.content).get(v.PARTY))
         if party not in relay.nodes or party == label:
             raise FederationError(f"the label party asked a party not in the run: {party!r}")
-        answer = relay.ask(party, v.SERVE, relay.forward(action, label, reply))
+        if action == v.SC_CROSS:
+            answer = cross(relay, label, party, reply)
+        else:
+            answer = relay.ask(party, v.SERVE, relay.forward(action, label, reply))
         reply = relay.ask(label, v.STEP, relay.forward(v.NEXT, party, answer, party=party))
     return {
         k.removeprefix(v.METRIC_PREFIX): float(x)  # type: ignore[arg-type]
         for k, x in v.request(reply.content).items()
         if k.startswith(v.METRIC_PREFIX)
     }
+
+
+def cross(relay: Relay, label: str, party: str, request: Message) -> Message:
+    """A scorecard cross table: the label party's request relayed to its peer first, whose
+    answer (its coarse codes encrypted under the label party's key) goes, with the request,
+    to `party`, and never to the label party, which could decrypt it; `party`'s answer."""
+    peer = str(v.request(request.content).get(v.PEER))
+    if peer not in relay.nodes or peer in (label, party):
+        raise FederationError(f"a cross table with a party not in the run: {peer!r}")
+    asked_at = relay.step  # the step the label party's request answered
+    slots = relay.ask(peer, v.SERVE, relay.forward(v.SC_CROSS, label, request))
+    content = relay.message(
+        v.SC_CROSS,
+        **{v.RELAY_STEP: asked_at, v.RELAY_NODE: relay.nodes[label],
+           f"{v.RELAY_STEP}/{peer}": relay.step, f"{v.RELAY_NODE}/{peer}": relay.nodes[peer]},
+    )  # fmt: skip
+    v.relay(request.content, content, label)
+    v.relay(slots.content, content, peer)
+    return relay.ask(party, v.SERVE, content)
 
 
 @app.main()

@@ -31,6 +31,7 @@ from jointcredit.data.vertical import validate_party
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.models.artifact import ArtifactError
 from jointcredit.models.vertical.artifact import FeaturePart, load_feature_part, part_directory
+from jointcredit.models.vertical.merge_maps import MAX_FEATURES
 from jointcredit.service.audit import AuditLog, Entry
 from jointcredit.service.consent import ConsentRegistry
 from jointcredit.service.fields import text
@@ -40,7 +41,7 @@ from jointcredit.trust.store import TrustStore
 
 SIDES_PATH = "/v1/vertical/sides"
 MAX_SIDES_BODY = 4 * 2**10  # an applicant id, a consent id, a model id
-MAX_CODES = 256  # a scorecard part's features (`client.vertical_scorecard_wire.MAX_FEATURES`)
+MAX_CODES = MAX_FEATURES  # a scorecard part's features, the codes it answers
 
 
 class SidesRequest(BaseModel):

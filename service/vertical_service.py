@@ -144,14 +144,15 @@ def load_vertical_service(
     try:
         if isinstance(label, ScorecardLabelPart):
             decider = ScorecardDecider(label, policy)
-            n_bins: tuple[int, ...] | None = decider.n_bins
+            n_bins: dict[str, tuple[int, ...]] = decider.n_bins  # each platform's answer
         else:
-            decider, n_bins = VerticalDecider(label, policy), None
+            decider, n_bins = VerticalDecider(label, policy), {}
     except ValueError as exc:
         raise StartupError(f"vertical model or policy: {exc}") from exc
     exposure = exposure_client(exposure_registry, federation_key, trust)
     links = [
-        PartyLink(p, p, endpoints[p], label.card.parties[p].splits, n_bins) for p in decider.parties
+        PartyLink(p, p, endpoints[p], label.card.parties[p].splits, n_bins.get(p))
+        for p in decider.parties
     ]
     # The model's id as each party knows it: the SHA-256 of that party's signed part, which
     # the bank's signed card records.

@@ -80,12 +80,6 @@ def simulate_vertical(
                 f"party's file); {settings.dataset} has none"
             )
         aligned_frames(data, settings)  # every aligned row at one time: refused here
-    if settings.model == "scorecard" and len(parties) != 2:
-        raise Refused(
-            f"--model scorecard takes one label party and one feature party, not "
-            f"{len(parties) - 1} feature parties: a cross table between two feature parties "
-            "is not computed yet (docs/VERTICAL.md)"
-        )
     staging = _staging(out, replace)
     try:
         run = settings.model_copy(
@@ -195,20 +189,26 @@ def scorecard_baselines(
     the label party's columns alone; on the same test rows."""
     frames, test = aligned_frames(data, settings)
     schema, label = data.schema, data.schema.label_party
-    (other,) = [p for p in schema.parties if p != label]
-    bank, platform = frames[label], frames[other]
-    bank_tr, plat_tr = bank[~test].reset_index(drop=True), platform[~test].reset_index(drop=True)
+    others = [p for p in schema.parties if p != label]  # the feature parties' index order
+    bank = frames[label]
+    bank_tr = bank[~test].reset_index(drop=True)
     bank_fine = own_bins(bank_tr, schema, label, settings)
-    plat_fine = own_bins(plat_tr, schema, other, settings)
+    platforms = []
+    for other in others:
+        plat_tr = frames[other][~test].reset_index(drop=True)
+        platforms.append((plat_tr, own_bins(plat_tr, schema, other, settings)))
     y = bank[schema.base.label].to_numpy().astype(np.int64)
     kw: dict[str, Any] = {"classing": scorecard_classing(settings)}
-    joined = central_scorecard(
-        (bank_tr, bank_fine), (plat_tr, plat_fine), y[~test], schema.base, **kw
-    )
+    joined = central_scorecard((bank_tr, bank_fine), platforms, y[~test], schema.base, **kw)
     alone = central_scorecard((bank_tr, bank_fine), None, y[~test], schema.base, **kw)
     own_te = joined.own_codes(bank[test])
-    fine_te = plat_fine.codes(platform[test]).astype(np.int64)
-    coarse_te = coarse_codes(fine_te, [p.merge for p in joined.platform])  # as it answers
+    fine_te = np.column_stack(
+        [
+            fine.codes(frames[o][test]).astype(np.int64)
+            for o, (_, fine) in zip(others, platforms, strict=True)
+        ]
+    )
+    coarse_te = coarse_codes(fine_te, [p.merge for p in joined.platform])  # as they answer
     no_platform = np.zeros((int(test.sum()), 0), dtype=np.int64)
 
     def scores(logit: np.ndarray) -> dict[str, float]:

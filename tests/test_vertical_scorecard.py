@@ -6,7 +6,10 @@ does not fit what it asked or already knows."""
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -49,7 +52,7 @@ class Parties:
     schema: Schema
     bank_bins: BinningSpec
     platform_bins: BinningSpec
-    platform_fine: BinningSpec  # 16 bins a feature: pair-table cells of 1-4 rows
+    platform_fine: BinningSpec  # 16 bins a feature: fine pair-table cells of 1-4 rows
 
 
 def _schema(vs: VerticalSchema) -> VerticalSchema:
@@ -84,7 +87,8 @@ def parties() -> Parties:
         schema = party_schema(vs, party)
         return party_bins(frame, schema, max_bins=max_bins, max_categories=20, min_count=5)
 
-    # The platform's fine bins coarse enough that no pair-table cell holds 1-4 rows.
+    # Few fine bins (the fast case), and 16, whose fine x fine pair tables would hold cells of
+    # 1-4 rows: what the coarse tables replaced.
     platform_bins = bins("platform", platform, 4)
     fine = bins("platform", platform, 16)
     return Parties(bank, platform, y, vs.base, bins("bank", bank, 16), platform_bins, fine)
@@ -108,13 +112,22 @@ def fitted(parties: Parties, key: HeuSecretKey) -> VerticalScorecard:
     return _train(parties, key, _platform(parties, key))
 
 
-@pytest.mark.parametrize("calibration", ["lda", "newton"])
+@pytest.mark.parametrize(
+    ("calibration", "fine"), [("lda", False), ("newton", False), ("lda", True)]
+)
 def test_lossless_against_the_joined_rows(
-    parties: Parties, key: HeuSecretKey, fitted: VerticalScorecard, calibration: Calibration
+    parties: Parties,
+    key: HeuSecretKey,
+    fitted: VerticalScorecard,
+    calibration: Calibration,
+    fine: bool,
 ) -> None:
+    """Equal to the joined rows' fit, also at 16 fine bins a feature, whose fine x fine pair
+    tables have cells of 1-4 rows: the coarse tables are enough."""
     p = parties
-    if calibration != "lda":
-        link = [_platform(p, key)]
+    bins = p.platform_fine if fine else p.platform_bins
+    if calibration != "lda" or fine:
+        link = [ScorecardFeatureParty(p.platform, bins, public_key(key.public.to_bytes()))]
         fitted = train(
             p.bank,
             p.y,
@@ -127,7 +140,7 @@ def test_lossless_against_the_joined_rows(
         )
     central = central_scorecard(
         (p.bank, p.bank_bins),
-        (p.platform, p.platform_bins),
+        (p.platform, bins),
         p.y,
         p.schema,
         classing=CLASSING,
@@ -238,16 +251,21 @@ class Hostile:
         change = self.changes.get("columns")
         return change(cols) if callable(change) else cols
 
-    def pairs(self) -> PairCounts:
-        pairs = self.honest.pairs()
-        change = self.changes.get("pairs")
-        return change(pairs) if callable(change) else pairs
-
     def tables(self, message: EncryptedSlots) -> EncryptedTables:
         change = self.changes.get("slots")
         answer = self.honest.tables(change(message) if callable(change) else message)
         change = self.changes.get("tables")
         return change(answer) if callable(change) else answer
+
+    def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
+        pairs = self.honest.coarse(maps)
+        change = self.changes.get("pairs")
+        return change(pairs) if callable(change) else pairs
+
+
+def _fine_pairs(p: PairCounts) -> PairCounts:
+    """Tables of another shape than the coarse codes' (e.g. fine x fine) are refused."""
+    return PairCounts(tuple(np.pad(t, ((0, 1), (0, 1))) for t in p.tables))
 
 
 def _bump(cols: FineColumns, delta: int) -> FineColumns:
@@ -288,6 +306,7 @@ HOSTILE = [
     ),
     pytest.param({"pairs": lambda p: PairCounts(p.tables[:-1])}, "pair tables", id="pair-missing"),
     pytest.param({"pairs": _moved_pair}, "add up|above its", id="pair-inconsistent"),
+    pytest.param({"pairs": _fine_pairs}, "of shape", id="pair-not-coarse"),
     pytest.param(
         {"tables": lambda t: replace(t, columns=t.columns[:-1])}, "columns of", id="column-missing"
     ),
@@ -330,11 +349,13 @@ def test_the_platform_refuses_another_key_and_row_count(
         platform.tables(message)
 
 
-def test_one_feature_party_and_two_classes(parties: Parties, key: HeuSecretKey) -> None:
+def test_distinct_feature_parties_and_two_classes(parties: Parties, key: HeuSecretKey) -> None:
     p = parties
     platform = _platform(p, key)
-    with pytest.raises(ValueError, match="exactly one feature party"):
+    with pytest.raises(ValueError, match="not a feature party's feature"):  # answered twice
         train(p.bank, p.y, p.bank_bins, p.schema, [platform, platform], key, classing=CLASSING)
+    with pytest.raises(ValueError, match="at least one feature party"):
+        train(p.bank, p.y, p.bank_bins, p.schema, [], key, classing=CLASSING)
     with pytest.raises(ValueError, match="both goods and bads"):
         train(p.bank, np.zeros_like(p.y), p.bank_bins, p.schema, [platform], key, classing=CLASSING)
     with pytest.raises(ValueError, match="0/1 label"):
@@ -360,10 +381,14 @@ def test_bins_of_a_few_applicants_are_refused(parties: Parties, key: HeuSecretKe
         train(bank, p.y, p.bank_bins, p.schema, [_platform(p, key)], key, classing=CLASSING)
 
 
-def _wrapped(cells: PairCounts, delta: int) -> PairCounts:
+def _wrapped(cells: PairCounts, delta: int | None) -> PairCounts:
     """+delta on cells (0, 0) and (1, 1) of the first table, -delta on (0, 1) and (1, 0),
-    sent as uint64: the -delta cells wrap past 2^63, every row and column total holds."""
+    sent as uint64: the -delta cells wrap past 2^63, every row and column total holds.
+    None: cell (0, 0) one above its row's or column's total."""
     t = cells.tables[0].astype(np.uint64)
+    if delta is None:
+        low = min(int(t[0].sum()), int(t[:, 0].sum()))
+        delta = low - int(t[0, 0]) + 1
     for at, sign in (((0, 0), 1), ((1, 1), 1), ((0, 1), -1), ((1, 0), -1)):
         t[at] = np.uint64((int(t[at]) + sign * delta) % 2**64)
     return PairCounts((t, *cells.tables[1:]))
@@ -376,12 +401,9 @@ def test_wrapped_uint64_pair_tables_are_refused(
     """The review's attack: a uint64 table whose wrapped cells keep the totals (it moved the
     platform's weights to ~0); `None`: cell (0, 0) one above its row's or column's total."""
     honest = _platform(parties, key)
-    cols, t = honest.columns(), honest.pairs().tables[0]
-    low = min(int(cols.rows[0][0]), int(cols.rows[1][0]))
-    step = delta if delta is not None else low - int(t[0, 0]) + 1
     a, b = honest.columns().names[:2]
     with pytest.raises(ValueError, match=rf"pair table \({a}, {b}\): a count below 0 or above"):
-        _train(parties, key, Hostile(honest, pairs=lambda p: _wrapped(p, step)))
+        _train(parties, key, Hostile(honest, pairs=lambda p: _wrapped(p, delta)))
 
 
 MALFORMED = [
@@ -408,16 +430,73 @@ def test_malformed_answers_are_value_errors(
         _train(parties, key, Hostile(_platform(parties, key), **changes))
 
 
+def _pooled(bins: BinningSpec) -> list[np.ndarray]:
+    """Merge maps classing may give: every regular fine bin one attribute, each special value
+    and missing its own."""
+    return [np.r_[np.zeros(f.regular, np.int64), 1 + np.arange(f.n_bins - f.regular)]
+            for f in bins.features]  # fmt: skip
+
+
 def test_pair_cells_of_a_few_applicants_are_refused(parties: Parties, key: HeuSecretKey) -> None:
-    """Every fine bin holds 5 rows or more, but a pair of them fewer: a platform that asks
-    for a minimum on pair cells refuses to send the pair table, naming both features; one
-    that asks for less than 5 gets 5."""
+    """Every fine bin holds 5 rows or more, but a coarse pair cell fewer (3 rows missing in
+    both features): a platform that asks for a minimum on pair cells refuses to send that
+    table, naming both features and not the count; one that asks for less than 5 gets 5."""
+    frame = parties.platform.copy()
+    a, b = "monthly_spend", "spend_volatility"
+    for name, rows in ((a, np.r_[0:3, 10:14]), (b, np.r_[0:3, 20:24])):
+        col = frame[name].to_numpy(dtype=float, copy=True)
+        col[rows] = np.nan  # 7 missing each, 3 of them the same applicants
+        frame[name] = col
+    spec = party_bins(frame, party_schema(_schema(load_data(VerticalSettings()).schema),
+                      "platform"), max_bins=4, max_categories=20, min_count=5)  # fmt: skip
     pk = public_key(key.public.to_bytes())
-    ScorecardFeatureParty(parties.platform, parties.platform_fine, pk)  # not asked: served
-    small = r"pair table \(\w+, \w+\): bin \(\d+, \d+\) holds [1-4] "
+    maps = _pooled(spec)
+    served = ScorecardFeatureParty(frame, spec, pk).coarse(maps)  # not asked: served
+    assert any(((t > 0) & (t < 5)).any() for t in served.tables)
     for asked in (5, 2):
-        with pytest.raises(ValueError, match=small):
-            ScorecardFeatureParty(parties.platform, parties.platform_fine, pk, pair_min_rows=asked)
+        platform = ScorecardFeatureParty(frame, spec, pk, pair_min_rows=asked)
+        assert platform.pair_min_rows == 5
+        with pytest.raises(ValueError, match=rf"pair table \({a}, {b}\): a cell holds fewer "
+                           "than 5 rows") as refused:  # fmt: skip
+            platform.coarse(maps)
+        assert not re.search(r"\b[1-4] rows", str(refused.value))  # no count named
+        assert platform.merge is None  # nothing kept
+
+
+def test_the_platform_takes_merge_maps_once_and_no_finer_than_classing(
+    parties: Parties, key: HeuSecretKey
+) -> None:
+    platform = _platform(parties, key)
+    maps = _pooled(parties.platform_bins)
+    with pytest.raises(ValueError, match=r"finer than classing|pool only with neighbours"):
+        platform.coarse([np.arange(len(m)) for m in maps])  # its fine bins back
+    assert platform.merge is None
+    platform.coarse(maps)
+    with pytest.raises(ValueError, match="given already"):
+        platform.coarse(maps)
+
+
+def test_the_coarse_tables_are_no_finer_than_the_merge_maps(
+    parties: Parties, key: HeuSecretKey
+) -> None:
+    """What the bank is sent: one table per pair of the platform's features, each of the
+    coarse codes' shape, never a fine bin's row or column."""
+    p = parties
+    platform = ScorecardFeatureParty(p.platform, p.platform_fine, public_key(key.public.to_bytes()))
+    seen: list[PairCounts] = []
+
+    class Recording(Hostile):
+        def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
+            seen.append(self.honest.coarse(maps))
+            return seen[-1]
+
+    model = train(p.bank, p.y, p.bank_bins, p.schema, [Recording(platform)], key,
+                  classing=CLASSING)  # fmt: skip
+    k = [f.woe.bins.n_bins for f in model.platform]
+    fine = [f.n_bins for f in p.platform_fine.features]
+    assert sum(k) < sum(fine)
+    (pairs,) = seen
+    assert [t.shape for t in pairs.tables] == [(a, b) for a, b in combinations(k, 2)]
 
 
 def test_no_setting_lowers_the_minimum_below_5(parties: Parties, key: HeuSecretKey) -> None:
@@ -447,3 +526,55 @@ def test_one_bound_on_fine_bins() -> None:
     from jointcredit.privacy.paillier import MAX_BUCKETS as SCHEME_BUCKETS
 
     assert MAX_FINE_BINS == MAX_BUCKETS == SCHEME_BUCKETS
+
+
+def _split(p: Parties, key: HeuSecretKey, at: int) -> list[ScorecardFeatureParty]:
+    """The platform's features held by two feature parties: the first `at`, and the rest."""
+    pk = public_key(key.public.to_bytes())
+    features = p.platform_fine.features
+    return [ScorecardFeatureParty(p.platform, BinningSpec(features=features[:at]), pk),
+            ScorecardFeatureParty(p.platform, BinningSpec(features=features[at:]), pk)]  # fmt: skip
+
+
+def test_two_feature_parties_are_lossless(parties: Parties, key: HeuSecretKey) -> None:
+    """A bank and two platforms: the fit equals the joined rows' (and the one platform
+    holding all their features'), the cross blocks of X'X coming from one platform's
+    encrypted coarse codes summed by the other."""
+    p = parties
+    two = _split(p, key, 4)
+    fitted = train(p.bank, p.y, p.bank_bins, p.schema, two, key, classing=CLASSING)
+    halves = [(p.platform, party.bins) for party in two]
+    central = central_scorecard((p.bank, p.bank_bins), halves, p.y, p.schema, classing=CLASSING)
+    assert fitted.intercept == pytest.approx(central.intercept, abs=1e-9)
+    np.testing.assert_allclose(fitted.weights, central.weights, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        [a.points for a in fitted.points.attributes],
+        [a.points for a in central.points.attributes],
+        atol=1e-9,
+    )
+    one = central_scorecard(
+        (p.bank, p.bank_bins), (p.platform, p.platform_fine), p.y, p.schema, classing=CLASSING
+    )
+    np.testing.assert_allclose(fitted.weights, one.weights, rtol=0, atol=1e-9)
+
+
+def test_a_cross_table_that_does_not_add_up_is_refused(parties: Parties, key: HeuSecretKey) -> None:
+    """The second platform sums other rows' codes than the first one encrypted (the first
+    half of them twice): the cross sums no longer match the first party's coarse rows. (A
+    permutation of the rows would pass: docs/PRIVACY.md, trust assumptions.)"""
+    p = parties
+    first, second = _split(p, key, 4)
+
+    class Shifted(ScorecardFeatureParty):
+        def cross(self, peer: ScorecardFeatureParty) -> EncryptedTables:
+            slots_ = peer.cross_slots()
+            values = self._key.load(slots_.ciphertexts)
+            n = slots_.rows
+            half = np.r_[0 : n // 2, 0 : n - n // 2]
+            order = np.concatenate([q * n + half for q in range(slots_.columns)])
+            moved = replace(slots_, ciphertexts=values.take(order).to_bytes())
+            return self.cross_tables(moved)
+
+    shifted = Shifted(p.platform, second.bins, public_key(key.public.to_bytes()))
+    with pytest.raises(ValueError, match="sums of"):
+        train(p.bank, p.y, p.bank_bins, p.schema, [first, shifted], key, classing=CLASSING)

@@ -97,7 +97,8 @@ def scorecard_federation(root: Path, rows: int = 1500, seed: int = 5) -> Federat
         model, model=artifact.ScorecardModel.of(fitted, "lda"),
         schema=party_schema(vschema, "bank"), label_party="bank",
         parties={"platform": PartyEntry(index=1, splits=0, part_sha256=digest)},
-        training={}, metrics={}, created_at=CREATED, signer=signer["bank"], trust=trust,
+        holders={"platform": bins["platform"].names}, training={}, metrics={},
+        created_at=CREATED, signer=signer["bank"], trust=trust,
     )  # fmt: skip
     schema = root / "schema.toml"
     schema.write_text(vschema.to_toml(), encoding="utf-8")

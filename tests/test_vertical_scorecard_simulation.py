@@ -153,8 +153,11 @@ def test_verify_passes_and_fails_on_a_changed_byte(out: Path) -> None:
     assert _cli("verify", model, "--trust", trust)[0] == 0
 
 
-def test_two_feature_parties_are_refused(tmp_path: Path) -> None:
-    frames = sv.generate(300, seed=2)
+def test_a_bank_and_two_platforms(tmp_path: Path) -> None:
+    """Two feature parties (the platform's features split between them): the run completes,
+    its federated model equals the central equivalent on the rows all three hold (the same
+    test AUC), and each platform's part verifies against its own key."""
+    frames = sv.generate(700, seed=4)
     platform = frames["platform"]
     cols = list(sv.PLATFORM_FEATURES)
     base = sv.vertical_schema()
@@ -166,17 +169,23 @@ def test_two_feature_parties_are_refused(tmp_path: Path) -> None:
     data = _write(
         tmp_path / "data",
         schema,
-        {"bank": frames["bank"], "pay": platform[["phone", *cols[:5]]],
-         "shop": platform[["phone", *cols[5:]]]},
+        {"bank": frames["bank"].iloc[:650], "pay": platform[["phone", *cols[:5]]].iloc[30:],
+         "shop": platform[["phone", *cols[5:]]].iloc[50:]},
     )  # fmt: skip
+    out = tmp_path / "o"
     code, output = _cli(
         "simulate", "--layout", "vertical", "--model", "scorecard", "--dataset", str(data),
-        "--schema", str(data / "schema.toml"), "--out", str(tmp_path / "o"),
+        "--schema", str(data / "schema.toml"), "--out", str(out), *OPTIONS,
     )  # fmt: skip
-    assert code == 2, output
-    assert "one feature party, not 2 feature parties" in output
-    assert "cross table between two feature parties" in output
-    assert not (tmp_path / "o").exists()
+    assert code == 0, output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["vertical"]["parties"] == ["bank", "pay", "shop"]
+    assert metrics["federated"]["auc"] == pytest.approx(metrics["centralized"]["auc"], abs=1e-9)
+    assert metrics["centralized"]["auc"] > metrics["label_party_only"]["auc"]
+    model = load_vertical_scorecard(out / "model", load_store(out / "trust.json"))
+    assert list(model.parties) == ["pay", "shop"]
+    assert [p.name for p in model.model.platform] == cols
+    assert _cli("verify", str(out / "model"), "--trust", str(out / "trust.json"))[0] == 0
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,9 @@ def test_round_trips() -> None:
     for got, want in zip(cols.rows, COLS.rows, strict=True):
         np.testing.assert_array_equal(got, want)
     rng = np.random.default_rng(0)
-    shapes = [(5, 3), (5, 5), (3, 5)]
+    shapes = [(4, 2), (4, 3), (2, 3)]  # coarse codes (4, 2, 3)
     pairs = PairCounts(tuple(rng.integers(0, 9, s) for s in shapes))
-    back = sw.pairs_from(sw.pairs_arrays(pairs), COLS)
+    back = sw.pairs_from(sw.pairs_arrays(pairs), (4, 2, 3))
     for got, want in zip(back.tables, pairs.tables, strict=True):
         np.testing.assert_array_equal(got, want)
     slots = EncryptedSlots(b"key", b"ciphertexts", 10, 2)
@@ -71,10 +71,10 @@ def test_bad_columns_are_refused(arrays: dict[str, np.ndarray], named: str) -> N
 
 
 def test_bad_pairs_codes_and_counts_are_refused() -> None:
-    with pytest.raises(ProtocolError, match="49 values for 55 cells"):
-        sw.pairs_from({v.PAIRS: np.zeros(49, np.int64)}, COLS)
+    with pytest.raises(ProtocolError, match="25 values for 26 cells"):
+        sw.pairs_from({v.PAIRS: np.zeros(25, np.int64)}, (4, 2, 3))
     with pytest.raises(ProtocolError, match="expected 1-D int64"):
-        sw.pairs_from({v.PAIRS: np.zeros(55, np.float64)}, COLS)
+        sw.pairs_from({v.PAIRS: np.zeros(26, np.float64)}, (4, 2, 3))
     with pytest.raises(ProtocolError, match="outside its feature's coarse bins"):
         sw.codes_from({v.CODES: np.array([[0, 3, 0]], np.int64)}, 1, (5, 3, 5))
     with pytest.raises(ProtocolError, match="outside its feature's coarse bins"):

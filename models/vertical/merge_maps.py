@@ -5,6 +5,8 @@ party keeps in its signed part to answer an applicant's coarse attribute (never 
 Each map is checked wherever it arrives (the label party's write-part request, a stored part):
 one per feature, every fine code mapped, each to a coarse code, the codes 0..k-1 all used; and
 by the feature party, against its own rows per fine bin, no finer than classing (`check_pooling`).
+The label party sends them once its classing is done (the scorecard's coarse step), and again
+with the write-part request, which must carry the same maps.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from jointcredit.models.binning.classing import min_rows_for
+
+# Coarse classing's smallest share of a feature's rows per attribute: the label party classes
+# with it, and a feature party holds the maps it is sent to it (`check_pooling`).
+MIN_BIN_SHARE = 0.05
+# A scorecard feature party's features at most: its coarse pair tables grow with their
+# square, and a served part answers one code per feature.
+MAX_FEATURES = 256
 
 
 def check_merge_maps(
@@ -42,6 +51,16 @@ def coarse_codes(fine: np.ndarray, maps: Sequence[np.ndarray]) -> np.ndarray:
     """(rows, features) fine codes -> the coarse codes their maps give."""
     columns = [m[fine[:, j].astype(np.int64)] for j, m in enumerate(maps)]
     return np.column_stack(columns) if columns else np.zeros((len(fine), 0), np.int64)
+
+
+def coarse_rows(maps: Sequence[np.ndarray], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per feature, its rows per coarse code, from its rows per fine code (`rows`)."""
+    out = []
+    for m, r, k in zip(maps, rows, n_coarse(maps), strict=True):
+        held = np.zeros(k, np.int64)
+        np.add.at(held, m, np.asarray(r, np.int64))
+        out.append(held)
+    return out
 
 
 def n_coarse(maps: Sequence[np.ndarray]) -> tuple[int, ...]:

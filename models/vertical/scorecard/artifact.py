@@ -20,7 +20,7 @@ Layout::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,13 +108,19 @@ class VerticalScorecardModel:
     parties: dict[str, parts.FeaturePart]
 
     def predict_pd(self, frames: Mapping[str, pd.DataFrame]) -> np.ndarray:
-        """PD of aligned rows given every party's raw frame (same rows, same order): the
+        """PD of aligned rows given every party's raw frame (same rows, same order): each
         feature party's coarse codes from its own part, as it answers them."""
-        (name,) = self.parties
         own = self.model.own_codes(frames[self.card.label_party])
-        coarse = self.parties[name].coarse(frames[name])
+        coarse = np.column_stack(
+            [own[:, :0]] + [self.parties[n].coarse(frames[n]) for n in feature_parties(self.card)]
+        )
         out: np.ndarray = 1 / (1 + np.exp(-self.model.logit(own, coarse)))
         return out
+
+
+def feature_parties(card: ScorecardCard) -> list[str]:
+    """The feature parties in their features' order in the points table (by index)."""
+    return sorted(card.parties, key=lambda n: card.parties[n].index)
 
 
 def is_scorecard(model_dir: Path) -> bool:
@@ -128,6 +134,7 @@ def write_label_part(
     schema: Schema,
     label_party: str,
     parties: Mapping[str, parts.PartyEntry],
+    holders: Mapping[str, Sequence[str]],
     training: dict[str, Any],
     metrics: dict[str, Any],
     created_at: str,
@@ -136,11 +143,14 @@ def write_label_part(
     reference: Reference | None = None,
 ) -> ScorecardCard:
     """Write and sign the label party's part at `model_dir/` with its own key; `parties`:
-    the feature party with its part's manifest digest (`artifact.write_feature_part`'s)."""
+    each feature party with its part's manifest digest (`artifact.write_feature_part`'s),
+    `holders` its features (in the points table's order, the parties by index)."""
     check_institution_id(label_party)
-    if len(parties) != 1:
-        raise ValueError("a vertical scorecard has exactly one feature party")
-    (name,) = parties
+    if not parties or sorted(parties) != sorted(holders):
+        raise ValueError("a vertical scorecard's feature parties, each with its features")
+    order = sorted(parties, key=lambda n: parties[n].index)
+    if [f for n in order for f in holders[n]] != [p.woe.name for p in model.platform]:
+        raise ValueError("the feature parties' features are not the points table's")
     data = canonical_json(model.model_dump(mode="json"))
     if sorted(schema.features) != sorted(f.name for f in model.own):
         raise ValueError("the schema and the points table have different own features")
@@ -148,10 +158,7 @@ def write_label_part(
     card = ScorecardCard(
         label_party=label_party,
         data_schema=schema,
-        holders={
-            label_party: [f.name for f in model.own],
-            name: [p.woe.name for p in model.platform],
-        },
+        holders={label_party: [f.name for f in model.own]} | {n: list(holders[n]) for n in order},
         parties=dict(parties),
         training=training,
         metrics=metrics,
@@ -200,19 +207,22 @@ def load_label_part(model_dir: Path, trust: TrustStore) -> ScorecardLabelPart:
     verified = parts._verified(model_dir, trust, claimed, {CARD, MODEL})
     try:
         card = ScorecardCard.model_validate_json(verified.contents[CARD])
-        if card.format != FORMAT or card.label_party != claimed or len(card.parties) != 1:
+        if card.format != FORMAT or card.label_party != claimed or not card.parties:
             raise ValueError(f"a {card.format} card of {card.label_party!r}")
         parts._digest_check(model_dir, MODEL, verified.contents[MODEL], card.model_sha256)
         stored = ScorecardModel.model_validate_json(verified.contents[MODEL])
         model = stored.scorecard()
     except ValueError as exc:
         raise ArtifactError(f"{model_dir}: invalid vertical scorecard: {exc}") from exc
-    ((name, _),) = card.parties.items()
     own, platform = model.own, model.platform
-    if len(model.weights) != len(own) + len(platform) or card.holders != {
-        claimed: [f.name for f in own],
-        name: [p.name for p in platform],
-    }:
+    order = feature_parties(card)
+    held = [f for n in order for f in card.holders.get(n, [])]
+    if (
+        len(model.weights) != len(own) + len(platform)
+        or sorted(card.holders) != sorted([claimed, *order])
+        or card.holders[claimed] != [f.name for f in own]
+        or held != [p.name for p in platform]
+    ):
         raise ArtifactError(f"{model_dir}: the card and the points table disagree")
     if sorted(f.name for f in own) != sorted(card.data_schema.features):  # its keys sorted
         raise ArtifactError(f"{model_dir}: the card's schema is not the points' own features")
@@ -226,14 +236,22 @@ def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScore
     records), each verified, then cross-checked."""
     label = load_label_part(model_dir, trust)
     card, model = label.card, label.model
-    ((name, entry),) = card.parties.items()
-    part = parts.load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
-    if part.model != "scorecard" or part.index != entry.index or len(part.table) != 0:
-        raise ArtifactError(f"{parts.part_directory(model_dir, name)}: not the part the card names")
-    if part.bins.names != card.holders[name]:
-        raise ArtifactError(f"{model_dir}: the card, the points and the parts' features disagree")
-    # The feature party answers through its own copy of the maps: it must be the points'.
-    for mine, p in zip(part.merge, model.platform, strict=True):
-        if not np.array_equal(mine, p.merge) or int(mine.max()) + 1 != p.woe.bins.n_bins:
-            raise ArtifactError(f"{model_dir}: {p.name}: the parts' merge maps disagree")
-    return VerticalScorecardModel(card, model, label.verified, {name: part})
+    loaded, at = {}, 0
+    for name in feature_parties(card):
+        entry = card.parties[name]
+        part = parts.load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
+        if part.model != "scorecard" or part.index != entry.index or len(part.table) != 0:
+            where = parts.part_directory(model_dir, name)
+            raise ArtifactError(f"{where}: not the part the card names")
+        if part.bins.names != card.holders[name]:
+            raise ArtifactError(
+                f"{model_dir}: the card, the points and the parts' features disagree"
+            )
+        # The feature party answers through its own copy of the maps: it must be the points'.
+        mine = model.platform[at : at + len(part.merge)]
+        at += len(part.merge)
+        for merge, p in zip(part.merge, mine, strict=True):
+            if not np.array_equal(merge, p.merge) or int(merge.max()) + 1 != p.woe.bins.n_bins:
+                raise ArtifactError(f"{model_dir}: {p.name}: the parts' merge maps disagree")
+        loaded[name] = part
+    return VerticalScorecardModel(card, model, label.verified, loaded)

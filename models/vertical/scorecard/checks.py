@@ -9,7 +9,9 @@ the message's own fields.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from itertools import combinations
 
 import numpy as np
 
@@ -100,63 +102,76 @@ def check_columns(cols: FineColumns, rows: int, schema: Schema, own: list[str]) 
     return replace(out, rows=tuple(normal))
 
 
-def check_pairs(pairs: PairCounts, cols: FineColumns, rows: int) -> list[np.ndarray]:
-    """The pair tables as int64, each cell at most its row's and its column's totals and the
-    tables consistent with both features' rows per fine bin (`cols`: as `check_columns`
-    returned it)."""
-    m = len(cols.names)
+def check_pair_cells(table: np.ndarray, a: str, b: str, min_rows: int) -> None:
+    """The feature party's refusal of a pair table with a non-empty cell under `min_rows`
+    rows: the message names the pair and the floor, no cell and no count (it reaches the
+    label party and the coordinator)."""
+    if np.any((table > 0) & (table < min_rows)):
+        raise ValueError(
+            f"pair table ({a}, {b}): a cell holds fewer than {min_rows} rows; not sent (its "
+            f"pair-min-rows): coarser fine bins of {a!r} or {b!r} may help"
+        )
+
+
+def check_pairs(
+    pairs: PairCounts, names: Sequence[str], marginals: Sequence[np.ndarray], rows: int
+) -> list[np.ndarray]:
+    """The coarse pair tables as int64, per pair (j, k), j < k, of features `names` whose rows
+    per coarse code are `marginals` (the label party's own: the feature party's rows per fine
+    bin pooled by its merge maps): each table of their shape, each cell at most its row's and
+    its column's totals and the table adding up to both."""
+    m = len(names)
     tables = pairs.tables
     if not isinstance(tables, tuple | list) or len(tables) != m * (m - 1) // 2:
         raise ValueError(f"pair tables: {m * (m - 1) // 2} for {m} features")
     out = []
-    at = 0
-    for j in range(m):
-        for k in range(j + 1, m):
-            what = f"pair table ({cols.names[j]}, {cols.names[k]})"
-            t = counts(tables[at], (cols.n_bins(j), cols.n_bins(k)), what, rows)
-            if np.any(t > np.minimum.outer(cols.rows[j], cols.rows[k])):
-                raise ValueError(f"{what}: a cell above its row's or column's total")
-            if not (
-                np.array_equal(t.sum(axis=1), cols.rows[j])
-                and np.array_equal(t.sum(axis=0), cols.rows[k])
-            ):
-                raise ValueError(f"{what}: does not add up to the features' rows per bin")
-            out.append(t)
-            at += 1
+    for at, (j, k) in enumerate(combinations(range(m), 2)):
+        what = f"pair table ({names[j]}, {names[k]})"
+        t = counts(tables[at], (len(marginals[j]), len(marginals[k])), what, rows)
+        if np.any(t > np.minimum.outer(marginals[j], marginals[k])):
+            raise ValueError(f"{what}: a cell above its row's or column's total")
+        if not (
+            np.array_equal(t.sum(axis=1), marginals[j])
+            and np.array_equal(t.sum(axis=0), marginals[k])
+        ):
+            raise ValueError(f"{what}: does not add up to the features' rows per coarse bin")
+        out.append(t)
     return out
 
 
 def check_tables(
     sums: np.ndarray,
-    cols: FineColumns,
+    names: Sequence[str],
+    rows: Sequence[np.ndarray],
     buckets: int,
-    own_rows: list[np.ndarray],
+    own_rows: Sequence[np.ndarray],
     offsets: np.ndarray,
     bads: int,
 ) -> np.ndarray:
-    """`sums` (features * buckets, slots): the decrypted per-fine-bin sums of the slots
-    (`slots` layout), returned as int64. Every fine bin's row slot equals its announced rows,
-    its bads are at most its rows, each own feature's coarse bins split its rows, positions
-    past a feature's bins are empty; over the fine bins, each own coarse bin holds its rows
-    and the bads add up to the label party's. The messages name no count: they are the label
-    party's."""
-    n = int(cols.rows[0].sum())  # the aligned training rows (`check_columns`)
-    shape = (len(cols.names) * buckets, FIRST + sum(len(r) for r in own_rows))
+    """`sums` (features * buckets, slots): the decrypted per-bin sums of the slots (`slots`
+    layout) over the bins of a feature party's features `names` with `rows` per bin (its
+    fine bins, or for a cross table its coarse bins), returned as int64. Every bin's row slot
+    equals its rows, its bads are at most its rows, each slotted feature's bins (`own_rows`:
+    the label party's coarse bins, or another feature party's) split its rows, positions past
+    a feature's bins are empty; over the bins, each slotted bin holds its rows and the bads
+    add up to `bads`. The messages name no count: they are the label party's."""
+    n = int(rows[0].sum())  # the aligned training rows (`check_columns`)
+    shape = (len(names) * buckets, FIRST + sum(len(r) for r in own_rows))
     sums = counts(sums, shape, "decrypted sums", n)
-    for j, name in enumerate(cols.names):
+    for j, name in enumerate(names):
         block = sums[j * buckets : (j + 1) * buckets]
-        k = cols.n_bins(j)
+        k = len(rows[j])
         if block[k:].any():
-            raise ValueError(f"sums of {name!r}: a sum past its fine bins")
+            raise ValueError(f"sums of {name!r}: a sum past its bins")
         block = block[:k]
-        if not np.array_equal(block[:, COUNT], cols.rows[j]):
-            raise ValueError(f"sums of {name!r}: rows per fine bin differ from those announced")
+        if not np.array_equal(block[:, COUNT], rows[j]):
+            raise ValueError(f"sums of {name!r}: rows per bin differ from those announced")
         if np.any(block[:, BAD] > block[:, COUNT]) or int(block[:, BAD].sum()) != bads:
-            raise ValueError(f"sums of {name!r}: bads per fine bin inconsistent")
-        for a, rows in enumerate(own_rows):
-            cross = block[:, offsets[a] : offsets[a] + len(rows)]
+            raise ValueError(f"sums of {name!r}: bads per bin inconsistent")
+        for a, own in enumerate(own_rows):
+            cross = block[:, offsets[a] : offsets[a] + len(own)]
             if not np.array_equal(cross.sum(axis=1), block[:, COUNT]):
-                raise ValueError(f"sums of {name!r}: own feature {a}'s bins do not split a bin")
-            if not np.array_equal(cross.sum(axis=0), rows):
-                raise ValueError(f"sums of {name!r}: own feature {a}'s bins miscounted")
+                raise ValueError(f"sums of {name!r}: slotted feature {a}'s bins do not split a bin")
+            if not np.array_equal(cross.sum(axis=0), own):
+                raise ValueError(f"sums of {name!r}: slotted feature {a}'s bins miscounted")
     return sums

@@ -2,11 +2,14 @@
 the vertical scorecard (in process now; a Flower exchange will carry the same contents).
 
 Feature party -> label party, in plaintext and label-free: how many fine bins each of its
-features has and its aligned training rows per fine bin (`FineColumns`: no edge, no level),
-and per pair of its own features their joint fine-bin counts (`PairCounts`).
+features has and its aligned training rows per fine bin (`FineColumns`: no edge, no level).
 Label party -> feature party: per aligned training row, ciphertexts of its label and of the
 one-hot of each of its own features' coarse bins, packed side by side (`EncryptedSlots`).
 Feature party -> label party: those ciphertexts summed per its fine bins (`EncryptedTables`).
+Label party -> feature party: its classing's merge maps (fine code -> coarse code per feature,
+`merge_maps`). Feature party -> label party: per pair of its own features their joint
+coarse-code counts (`PairCounts`), label-free: X'X needs no finer table, its inputs being
+constant on coarse bins.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class FineColumns:
 @dataclass(frozen=True)
 class PairCounts:
     """Per pair (j, k), j < k, of the feature party's features in order (j outer): its
-    training rows per (fine code of j, fine code of k)."""
+    training rows per (coarse code of j, coarse code of k), by the label party's merge maps."""
 
     tables: tuple[np.ndarray, ...]
 
