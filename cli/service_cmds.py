@@ -238,6 +238,13 @@ def _serve_vertical(
     if kit is None or not parties:
         raise refuse("a vertical model needs --vertical-kit and a --party NAME=URL per feature "
                      "party")  # fmt: skip
+    from jointcredit.service.vertical_decisions import ROUTING_AT_ONCE
+
+    if workers > ROUTING_AT_ONCE:
+        raise refuse(
+            f"a vertical model is served by at most {ROUTING_AT_ONCE} workers: they share the "
+            f"bound of {ROUTING_AT_ONCE} applicants asked about at once"
+        )
     endpoints: dict[str, str] = {}
     for item in parties:
         name, sep, url = item.partition("=")

@@ -204,6 +204,13 @@ def _session(req: Request) -> Session:
     created = datetime.now(UTC).isoformat(timespec="seconds")
     session: Session
     if schema.parties[party].label:
+        if settings.split == "time" and _deployed(node) and not node.allow_time_split:
+            # The split is the coordinator's to set; what it discloses is the bank's to accept.
+            raise ValueError(
+                "split = time tells every feature party which of its shared customers are the "
+                "label party's latest applicants (docs/PRIVACY.md); a deployed label party takes "
+                f"it only with {protocol.ALLOW_TIME_SPLIT} = true in its node config"
+            )
         session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)

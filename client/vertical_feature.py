@@ -49,6 +49,10 @@ SCORECARD = (v.SC_COLUMNS, v.SC_TABLES, v.SC_COARSE, v.WRITE_PART, v.SC_TEST_COD
 LAST = {"gbdt": v.WRITE_PART, "scorecard": v.SC_TEST_CODES}
 
 
+# The most of the aligned rows a label party may mark as test rows (`aligned`).
+MAX_TEST_SHARE = 0.6  # a run's test fraction is at most 0.5; room for a time split's whole years
+
+
 @dataclass
 class FeatureSession:
     party: str
@@ -134,6 +138,14 @@ class FeatureSession:
         train = wire._get(arrays, v.TRAIN_ROWS, "bool")
         if sorted(order.tolist()) != list(range(len(rows))) or len(train) != len(rows):
             raise ProtocolError("the aligned rows' order is not a permutation of the matches")
+        tested = float(np.mean(~train)) if len(train) else 0.0
+        if tested > MAX_TEST_SHARE:
+            # Test rows get their codes or sides answered one by one: a label party must not
+            # call most shared applicants test rows, whatever the run's test fraction says.
+            raise ProtocolError(
+                f"{tested:.0%} of the aligned rows marked as test rows: a feature party "
+                f"answers for at most {MAX_TEST_SHARE:.0%}"
+            )
         mine = self.frame.iloc[rows[order]]
         self.train_frame = mine[train].reset_index(drop=True)
         self.bins = own_bins(self.train_frame, self.schema, self.party, self.settings)

@@ -126,6 +126,8 @@ NODE_TRUST_STORE: Final = "trust-store"  # the kit's trust store (vertical parti
 # A vertical scorecard's feature party: the fewest rows a non-empty cell of its coarse pair
 # tables may hold (at least 5 when set; unset: not checked).
 PAIR_MIN_ROWS: Final = "pair-min-rows"
+# A deployed label party takes `split = time` only when its own node config allows it.
+ALLOW_TIME_SPLIT: Final = "allow-time-split"
 
 # -- what an institution keeps in its Flower node state between messages
 STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
@@ -458,6 +460,7 @@ class NodeConfig(_Record):
     state_dir: str | None = _key(STATE_DIR)
     trust_store: str | None = _key(NODE_TRUST_STORE)
     pair_min_rows: int | None = _key(PAIR_MIN_ROWS)
+    allow_time_split: bool = _key(ALLOW_TIME_SPLIT, False)
 
     @property
     def simulated(self) -> bool:

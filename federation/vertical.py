@@ -140,7 +140,8 @@ class VerticalSettings(BaseModel):
     schema_file: str = Field("", alias="schema")
     model: Literal["gbdt", "scorecard"] = "gbdt"
     seed: int = 42
-    test_fraction: float = Field(0.2, alias="test-fraction", gt=0, lt=1)
+    # At most half: a feature party answers for at most half of the aligned rows as test rows.
+    test_fraction: float = Field(0.2, alias="test-fraction", gt=0, le=0.5)
     # random: test rows drawn per row from the seed; time: the latest aligned rows by the
     # label party's time column (out-of-time validation).
     split: Literal["random", "time"] = "random"

@@ -83,3 +83,17 @@ def test_a_vertical_model_takes_bodies_of_2_mib_unless_told_otherwise(
     result = CliRunner().invoke(app, [*BASE, *given])
     assert isinstance(result.exception, _Started), result.output
     assert got["max_body"] == bytes_
+
+
+def test_more_workers_than_the_shared_query_bound_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The workers share the bound on applicants asked about at once (16): each needs at
+    least one, so more than 16 would break it."""
+
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("the service must not be loaded")
+
+    monkeypatch.setattr(vertical_service, "load_vertical_service", never)
+    result = CliRunner().invoke(app, [*BASE, "--workers", "17"])
+    assert result.exit_code == 2 and "at most 16 workers" in " ".join(result.output.split())

@@ -14,13 +14,17 @@ import pytest
 from typer.testing import CliRunner
 
 from jointcredit.cli.main import app
-from jointcredit.client.vertical_label import held_out_rows, split_rows
+from jointcredit.client import vertical_app
+from jointcredit.client.vertical_label import LabelSession, held_out_rows, split_rows
 from jointcredit.data import synthetic_vertical as sv
 from jointcredit.data.vertical_datasets import load_vertical_dataset
 from jointcredit.data.vertical_schema import VerticalSchema
+from jointcredit.federation import protocol
+from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.vertical.scorecard.artifact import load_label_part
+from jointcredit.trust.keyset import TRUST_FILE, create_key_set, private_key_path
 from jointcredit.trust.store import load_store
 
 TIME = "applied"
@@ -100,3 +104,53 @@ def test_a_vertical_scorecard_run_tests_on_the_latest_applicants(tmp_path: Path)
     tested = int(label.card.training["test-rows"])
     cut = np.sort(years)[::-1][tested - 1]  # the earliest test year
     assert int((years >= cut).sum()) == tested and (years < cut).sum() > 0
+
+
+def test_a_platform_answers_for_at_most_60_percent_of_the_aligned_rows_as_test_rows() -> None:
+    """A label party marking most shared applicants as test rows would get their codes (or
+    sides) one by one: the platform refuses the alignment, whatever the run's fraction."""
+    from test_vertical_relay import _psi, _relay, _request
+    from test_vertical_scorecard_relay import _parties
+
+    label, feature, keys_ = _parties("scorecard")
+    _, arrays = _psi(label, feature, keys_)
+    train = arrays[v.TRAIN_ROWS].copy()
+    train[: int(len(train) * 0.7)] = False
+    forged = {**arrays, v.TRAIN_ROWS: train}
+    with pytest.raises(ProtocolError, match="marked as test rows"):
+        feature.handle(_relay(_request(3, v.PSI_ALIGN, forged, keys_["bank"], index=1), 3), v.PSI)
+
+
+def test_a_deployed_bank_takes_a_time_split_only_when_its_node_config_allows(
+    tmp_path: Path,
+) -> None:
+    """Test membership under `split = time` is the bank's time column cut at a threshold, and
+    every platform learns it of its shared customers: the coordinator may ask for it, a
+    deployed bank runs it only with `allow-time-split = true` in its own node config."""
+    data = _directory(tmp_path / "data")
+    kit = tmp_path / "kit"
+    create_key_set(kit, ["bank", "platform"], federation="time-split")
+    node = {
+        protocol.INSTITUTION: "bank",
+        protocol.DATA_FILE: str(data / "bank" / "bank.csv"),
+        protocol.NODE_SCHEMA: str(data / "schema.toml"),
+        protocol.SIGNING_KEY: str(private_key_path(kit, "bank")),
+        protocol.NODE_TRUST_STORE: str(kit / TRUST_FILE),
+        protocol.STATE_DIR: str(kit / "state"),
+    }
+    run = {"layout": "vertical", "parties": 2, "model": "scorecard", "split": "time"}
+
+    def hello(node: dict[str, object]) -> vertical_app.Request:
+        return vertical_app.Request(7, 9, v.HELLO, v.content(1, v.HELLO_ACTION), run, node)
+
+    with pytest.raises(ValueError, match="allow-time-split = true"):
+        vertical_app.handle(hello(node))
+    vertical_app.handle(hello({**node, protocol.ALLOW_TIME_SPLIT: True}))
+    try:
+        (key,) = vertical_app.sessions()
+        assert isinstance(vertical_app._SESSIONS[key], LabelSession)
+    finally:
+        vertical_app.drop((7, 9))
+    assert VerticalSettings.model_validate({"test-fraction": 0.5}).test_fraction == 0.5
+    with pytest.raises(ValueError, match="test-fraction"):
+        VerticalSettings.model_validate({"test-fraction": 0.6})
