@@ -460,7 +460,7 @@ class NodeConfig(_Record):
     state_dir: str | None = _key(STATE_DIR)
     trust_store: str | None = _key(NODE_TRUST_STORE)
     pair_min_rows: int | None = _key(PAIR_MIN_ROWS)
-    allow_time_split: bool = _key(ALLOW_TIME_SPLIT, False)
+    allow_time_split: bool | None = _key(ALLOW_TIME_SPLIT)
 
     @property
     def simulated(self) -> bool:
