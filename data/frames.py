@@ -16,7 +16,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.schema import FeatureSpec, Schema
@@ -421,6 +420,9 @@ def split_institution(
         # Stratify only when each class can appear on both sides; otherwise a plain split.
         stratify = data.y if counts.min() >= 2 else None
         idx = np.arange(len(data.y))
+        # Imported here: scikit-learn (with SciPy) is a second of every CLI command's start.
+        from sklearn.model_selection import train_test_split
+
         tr, te = train_test_split(
             idx, test_size=test_fraction, random_state=seed, stratify=stratify
         )

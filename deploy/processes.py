@@ -216,24 +216,40 @@ def register_nodes(
     kit: Path, flwr_home: Path, connection: str, only: list[str] | None = None
 ) -> dict[str, str]:
     """`flwr supernode register` for each institution's node key; returns the output per
-    institution. Fails on the first key the SuperLink refuses."""
+    institution. Every key must be in the kit before any is registered; the registrations
+    then run side by side (each is a `flwr` process start, seconds of imports), and the first
+    key the SuperLink refused, in the kit's order, is the error."""
     fed = load_federation(kit)
-    done: dict[str, str] = {}
-    for inst in only or fed.institutions:
-        pub = kit / "nodes" / f"{inst}.pub"
+    keys = {inst: kit / "nodes" / f"{inst}.pub" for inst in only or fed.institutions}
+    for inst, pub in keys.items():
         if not pub.is_file():
             raise ValueError(f"{pub}: no node key for {inst} in this kit")
-        proc = subprocess.run(
+    env = flower_env(flwr_home)
+    started = {
+        inst: subprocess.Popen(
             [flower_bin("flwr"), "supernode", "register", str(pub), connection, "--name", inst],
-            env=flower_env(flwr_home),
-            capture_output=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
         )
-        if proc.returncode != 0:
-            raise RuntimeError(f"registering {inst} failed: {proc.stdout}{proc.stderr}".strip())
-        done[inst] = proc.stdout.strip()
-    return done
+        for inst, pub in keys.items()
+    }
+    deadline = time.monotonic() + 120
+    answers: dict[str, tuple[int, str]] = {}
+    try:
+        for inst, proc in started.items():
+            out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            answers[inst] = (proc.returncode, out + err if proc.returncode else out)
+    finally:
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for inst, (code, output) in answers.items():
+        if code != 0:
+            raise RuntimeError(f"registering {inst} failed: {output}".strip())
+    return {inst: output.strip() for inst, (_, output) in answers.items()}
 
 
 def run_config(kit: Path, out: Path, extra: dict[str, Any]) -> dict[str, Any]:

@@ -109,9 +109,11 @@ def test_reading_a_large_csv_takes_a_bounded_multiple_of_its_size(tmp_path: Path
         fh.write(header + "\n" + body * 60)  # ~60 MiB, 1.2 M rows
     size = (d / "bank-big.csv").stat().st_size
     # The process's own high-water mark (VmHWM starts afresh at exec; ru_maxrss would carry
-    # this test process's).
+    # this test process's). The split's scikit-learn is imported first: its ~90 MB are code,
+    # not the file's rows (data.frames imports it only when it splits).
     probe = (
         "import json, sys\n"
+        "import sklearn.model_selection\n"
         "from jointcredit.data.catalog import DataConfig, load_federation\n"
         "def kib(key):\n"
         "    line = next(x for x in open('/proc/self/status') if x.startswith(key))\n"
