@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,13 @@ def loopback_cluster(cpus_per_node: int = 1) -> Iterator[LoopbackCluster]:
              f"--address={cluster.address}", *common, *_node_ports()],
             env,
         )  # fmt: skip
+        # `ray start` can return before the second node's raylet shows in the process table
+        # (seen once on a loaded machine): the cluster is ready when both are there.
+        deadline = time.monotonic() + 60
+        while len(cluster.raylets()) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster has {len(cluster.raylets())} raylet(s), not 2")
+            time.sleep(0.5)
         yield cluster
     finally:
         cluster.stop()
