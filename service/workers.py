@@ -24,7 +24,6 @@ from jointcredit.service.app import create_app
 from jointcredit.service.loader import load_service
 from jointcredit.service.metrics import MULTIPROC_ENV
 from jointcredit.service.middleware import MAX_BODY
-from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
 
 ENV = "JOINTCREDIT_SERVE_ARGS"
 
@@ -81,6 +80,10 @@ def app_from_env() -> FastAPI:
 
 def vertical_app_from_env() -> FastAPI:
     """The uvicorn factory each worker of a vertical model calls."""
+    # Imported here: a horizontal model's workers start without the vertical modules, so both
+    # are ready about as soon as each other (tests/test_monitoring_workers.py).
+    from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
+
     args = import_args()
     where = [args.pop(k) for k in ("model_dir", "trust_file", "kit_dir", "endpoints")]
     max_body = int(args.pop("max_body"))
