@@ -35,7 +35,7 @@ from jointcredit.deploy.app_worker import (
 # The app's ServerApp, as `[tool.flwr.app.components] serverapp` names it.
 SERVERAPP = "jointcredit.server.app:app"
 # Between polls for a new run (flower-superexec: 1 s). Each poll is a query of the SuperLink's
-# state: at 0.1 s they were half of an idle SuperLink's CPU (docs/RELIABILITY.md); a run's
+# state, so a shorter interval costs an idle SuperLink CPU (docs/RELIABILITY.md); a run's
 # first message waits up to the SuperNodes' idle poll (0.5 s) anyway.
 POLL_SECONDS = 0.5
 

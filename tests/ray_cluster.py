@@ -115,8 +115,8 @@ def loopback_cluster(cpus_per_node: int = 1) -> Iterator[LoopbackCluster]:
              f"--address={cluster.address}", *common, *_node_ports()],
             env,
         )  # fmt: skip
-        # `ray start` can return before the second node's raylet shows in the process table
-        # (seen once on a loaded machine): the cluster is ready when both are there.
+        # `ray start` can return before the second node's raylet shows in the process table:
+        # the cluster is ready when both are there.
         deadline = time.monotonic() + 60
         while len(cluster.raylets()) < 2:
             if time.monotonic() > deadline:
