@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vertical_helpers import deployed_node_config, hello_request
 
 from jointcredit.client import vertical_app
 from jointcredit.data.vertical_datasets import write_vertical_directory
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
-from jointcredit.trust.keyset import TRUST_FILE, create_key_set, private_key_path
+from jointcredit.trust.keyset import TRUST_FILE, create_key_set
 
 RUN = 31
 
@@ -31,18 +32,14 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _hello(paths: dict[str, Path], node: dict[str, str], **run: Any) -> vertical_app.Request:
     run_config = {"layout": "vertical", "parties": 2, "synthetic-rows": 200, **run}
-    return vertical_app.Request(RUN, 5, v.HELLO, v.content(1, v.HELLO_ACTION), run_config, node)
+    return hello_request(RUN, 5, run_config, node)
 
 
 def _node(paths: dict[str, Path], *leave_out: str) -> dict[str, str]:
-    full = {
-        protocol.INSTITUTION: "bank",
-        protocol.DATA_FILE: str(paths["data"] / "bank" / "bank.parquet"),
-        protocol.NODE_SCHEMA: str(paths["data"] / "schema.toml"),
-        protocol.SIGNING_KEY: str(private_key_path(paths["kit"], "bank")),
-        protocol.NODE_TRUST_STORE: str(paths["kit"] / TRUST_FILE),
-        protocol.STATE_DIR: str(paths["kit"] / "state"),
-    }
+    data = paths["data"]
+    full = deployed_node_config(
+        paths["kit"], "bank", data / "bank" / "bank.parquet", data / "schema.toml"
+    )
     return {k: x for k, x in full.items() if k not in leave_out}
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_vertical_relay import _psi, _relay, _request
+from vertical_helpers import deployed_node_config, hello_request
 
 from jointcredit.client import vertical_app
 from jointcredit.client import vertical_scorecard_wire as sw
@@ -32,7 +33,7 @@ from jointcredit.models.vertical.scorecard.label_party import train
 from jointcredit.models.vertical.scorecard.messages import EncryptedSlots
 from jointcredit.privacy.paillier import HeuSecretKey
 from jointcredit.trust import keys, store
-from jointcredit.trust.keyset import TRUST_FILE, create_key_set, private_key_path
+from jointcredit.trust.keyset import create_key_set
 
 RUN = 7
 Parties = tuple[LabelSession, FeatureSession, dict[str, Ed25519PrivateKey]]
@@ -190,18 +191,13 @@ def test_a_deployed_platform_takes_its_pair_floor_from_its_node_config(tmp_path:
     data = write_vertical_directory("synthetic-vertical", tmp_path / "data", rows=200)
     kit = tmp_path / "kit"
     create_key_set(kit, ["bank", "platform"], federation="pair-floor")
-    node = {
-        protocol.INSTITUTION: "platform",
-        protocol.DATA_FILE: str(data / "platform" / "platform.parquet"),
-        protocol.NODE_SCHEMA: str(data / "schema.toml"),
-        protocol.SIGNING_KEY: str(private_key_path(kit, "platform")),
-        protocol.NODE_TRUST_STORE: str(kit / TRUST_FILE),
-        protocol.STATE_DIR: str(kit / "state"),
-    }
+    node = deployed_node_config(
+        kit, "platform", data / "platform" / "platform.parquet", data / "schema.toml"
+    )
     run = {"layout": "vertical", "parties": 2, "synthetic-rows": 200, "model": "scorecard"}
 
     def hello(node: dict[str, object]) -> vertical_app.Request:
-        return vertical_app.Request(RUN, 9, v.HELLO, v.content(1, v.HELLO_ACTION), run, node)
+        return hello_request(RUN, 9, run, node)
 
     with pytest.raises(ProtocolError, match="pair-min-rows"):
         vertical_app.handle(hello({**node, protocol.PAIR_MIN_ROWS: "many"}))

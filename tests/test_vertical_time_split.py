@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
+from vertical_helpers import deployed_node_config, hello_request
 
 from jointcredit.cli.main import app
 from jointcredit.client import vertical_app
@@ -24,7 +25,7 @@ from jointcredit.federation import vertical as v
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.vertical.scorecard.artifact import load_label_part
-from jointcredit.trust.keyset import TRUST_FILE, create_key_set, private_key_path
+from jointcredit.trust.keyset import create_key_set
 from jointcredit.trust.store import load_store
 
 TIME = "applied"
@@ -130,18 +131,11 @@ def test_a_deployed_bank_takes_a_time_split_only_when_its_node_config_allows(
     data = _directory(tmp_path / "data")
     kit = tmp_path / "kit"
     create_key_set(kit, ["bank", "platform"], federation="time-split")
-    node = {
-        protocol.INSTITUTION: "bank",
-        protocol.DATA_FILE: str(data / "bank" / "bank.csv"),
-        protocol.NODE_SCHEMA: str(data / "schema.toml"),
-        protocol.SIGNING_KEY: str(private_key_path(kit, "bank")),
-        protocol.NODE_TRUST_STORE: str(kit / TRUST_FILE),
-        protocol.STATE_DIR: str(kit / "state"),
-    }
+    node = deployed_node_config(kit, "bank", data / "bank" / "bank.csv", data / "schema.toml")
     run = {"layout": "vertical", "parties": 2, "model": "scorecard", "split": "time"}
 
     def hello(node: dict[str, object]) -> vertical_app.Request:
-        return vertical_app.Request(7, 9, v.HELLO, v.content(1, v.HELLO_ACTION), run, node)
+        return hello_request(7, 9, run, node)
 
     with pytest.raises(ValueError, match="allow-time-split = true"):
         vertical_app.handle(hello(node))

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from jointcredit.client import vertical_app
 from jointcredit.data.synthetic_vertical import ID_COLUMN
 from jointcredit.data.vertical_datasets import vertical_frames
 from jointcredit.deploy import kits
+from jointcredit.federation import protocol
+from jointcredit.federation import vertical as v
 from jointcredit.models.scorecard import ScoreScale
 from jointcredit.models.trees import BinLayout, TreeParams
 from jointcredit.models.trees.bins import layout as bin_layout
@@ -29,6 +33,7 @@ from jointcredit.models.vertical.label_party import train
 from jointcredit.models.vertical.party_bins import party_bins, party_schema
 from jointcredit.privacy.paillier import HeuSecretKey, public_key
 from jointcredit.trust import keys
+from jointcredit.trust.keyset import TRUST_FILE, private_key_path
 from jointcredit.trust.store import load_store
 
 CREATED = "2026-12-07T00:00:00+00:00"
@@ -133,4 +138,26 @@ def vertical_federation(
     applicants = bank.drop(columns=[vschema.base.label])
     return Federation(
         root, out, model, schema, data, applicants, frozenset(platform[ID_COLUMN].astype(str))
+    )
+
+
+def deployed_node_config(kit: Path, party: str, data_file: Path, schema: Path) -> dict[str, str]:
+    """A deployed vertical node's own node config: its institution, data file, schema, signing
+    key, trust store and state directory, all under `kit` (a `create_key_set` directory)."""
+    return {
+        protocol.INSTITUTION: party,
+        protocol.DATA_FILE: str(data_file),
+        protocol.NODE_SCHEMA: str(schema),
+        protocol.SIGNING_KEY: str(private_key_path(kit, party)),
+        protocol.NODE_TRUST_STORE: str(kit / TRUST_FILE),
+        protocol.STATE_DIR: str(kit / "state"),
+    }
+
+
+def hello_request(
+    run_id: int, node_id: int, run_config: dict[str, Any], node: dict[str, Any]
+) -> vertical_app.Request:
+    """The coordinator's hello to a deployed node, as `vertical_app.handle` takes it."""
+    return vertical_app.Request(
+        run_id, node_id, v.HELLO, v.content(1, v.HELLO_ACTION), run_config, node
     )
