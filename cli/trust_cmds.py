@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -260,10 +260,13 @@ def _verify_vertical(
     except (TrustError, ArtifactError) as exc:
         raise _not_verified(artifact, exc, as_json) from exc
     card = model.label.card
-    parts = {
-        name: {"splits": entry.splits, "manifest_sha256": entry.part_sha256}
+    parts: dict[str, dict[str, Any]] = {
+        name: {
+            "splits": entry.splits, "manifest_sha256": entry.part_sha256,
+            "names_label_party": model.parties[name].label_party is not None,
+        }
         for name, entry in card.parties.items()
-    }
+    }  # fmt: skip
     if as_json:
         facts = {
             "verified": True, "artifact": str(artifact), "layout": "vertical",
@@ -290,6 +293,7 @@ def _verify_vertical(
             f"(manifest sha256 {part['manifest_sha256']})",
             soft_wrap=True,
         )
+    _label_party_note(card.label_party, parts, label_party)
 
 
 def _verify_vertical_scorecard(
@@ -308,10 +312,13 @@ def _verify_vertical_scorecard(
             raise ArtifactError(f"its label party is {card.label_party!r}, not {label_party!r}")
     except (TrustError, ArtifactError) as exc:
         raise _not_verified(artifact, exc, as_json) from exc
-    parts = {
-        name: {"features": card.holders[name], "manifest_sha256": entry.part_sha256}
+    parts: dict[str, dict[str, Any]] = {
+        name: {
+            "features": card.holders[name], "manifest_sha256": entry.part_sha256,
+            "names_label_party": model.parties[name].label_party is not None,
+        }
         for name, entry in card.parties.items()
-    }
+    }  # fmt: skip
     if as_json:
         facts = {
             "verified": True, "artifact": str(artifact), "layout": "vertical",
@@ -337,5 +344,22 @@ def _verify_vertical_scorecard(
             f"  {name}: the fine bins and merge maps of {len(part['features'])} features, its "
             "part signed by "
             f"its own key (manifest sha256 {part['manifest_sha256']})",
+            soft_wrap=True,
+        )
+    _label_party_note(card.label_party, parts, label_party)
+
+
+def _label_party_note(named: str, parts: dict[str, dict[str, Any]], expected: str | None) -> None:
+    """Who vouches for the label party: a feature part records, under its own party's
+    signature, the label party it trained for (checked equal when the model loaded)."""
+    vouching = [name for name, part in parts.items() if part["names_label_party"]]
+    if vouching:
+        console.print(f"  {named} is the label party its feature parties trained for "
+                      f"({', '.join(vouching)})", soft_wrap=True)  # fmt: skip
+    elif expected is None:
+        console.print(
+            f"  [yellow]note[/yellow]: no feature part names its label party (parts written "
+            f"before they did): any member can sign a label part naming itself; pass "
+            f"--label-party to check it is {named}",
             soft_wrap=True,
         )

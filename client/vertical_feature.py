@@ -184,7 +184,8 @@ class FeatureSession:
         if action == v.WRITE_PART:
             digest = write_feature_part(
                 Path(self.settings.out_dir) / MODEL_DIR,
-                FeaturePart(self.party, self.index, table, self.bins),
+                FeaturePart(self.party, self.index, table, self.bins,
+                            label_party=self.schema.label_party),
                 created_at=self.created_at, signer=self.signer, trust=self.trust,
             )  # fmt: skip
             return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}
@@ -289,7 +290,8 @@ class FeatureSession:
             empty = SplitTable(bin_layout(self.bins).missing)  # its fine bins, no split
             digest = write_feature_part(
                 Path(self.settings.out_dir) / MODEL_DIR,
-                FeaturePart(self.party, self.index, empty, self.bins, "scorecard", held),
+                FeaturePart(self.party, self.index, empty, self.bins, "scorecard", held,
+                            self.schema.label_party),
                 created_at=self.created_at, signer=self.signer, trust=self.trust,
             )  # fmt: skip
             return {v.PART_SHA256: np.frombuffer(digest.encode("ascii"), dtype=np.uint8)}

@@ -165,6 +165,8 @@ class VerticalClient:
             return "no_data", "the applicant is not in its data"
         if answer.status == "consent_required" and status == 403:
             return "no_consent", answer.consent_problem or "no consent"
+        if answer.status == "not_label_party" and status == 403:
+            return "unavailable", "its part was trained for another label party"
         if answer.status != "found" or status != 200:
             return "unavailable", "an answer that does not match its status"
         if p.n_bins is not None:

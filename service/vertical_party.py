@@ -57,7 +57,7 @@ class SidesAnswer(BaseModel):
     """`found`: `sides` holds, per split id, 'L' (left) or 'R'; otherwise why not."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    status: Literal["found", "not_found", "consent_required", "other_model"]
+    status: Literal["found", "not_found", "consent_required", "other_model", "not_label_party"]
     party: str
     model: str
     sides: str | None = Field(None, pattern=r"^[LR]*$")
@@ -113,6 +113,13 @@ class Applicants:
         party = served.part.party
         if party not in schema.parties:
             raise DataValidationError(f"the schema has no [parties.{party}]", source=str(path))
+        label = served.part.label_party
+        if label is not None and label != schema.label_party:
+            raise DataValidationError(
+                f"the model was trained for label party {label!r}, the schema names "
+                f"{schema.label_party!r}",
+                source=str(path),
+            )
         data = validate_party(read_chunks(path, max_mb=max_mb), schema, party, source=str(path))
         missing = [f for f in served.part.bins.names if f not in data.frame.columns]
         if missing:
@@ -156,6 +163,11 @@ class FeaturePartyEndpoint:
         base: dict[str, Any] = {"party": self.served.part.party, "model": self.served.model_id}
         if request.model != self.served.model_id:
             return 409, SidesAnswer(status="other_model", **base)
+        # Another member of the federation (a second platform) is no label party of this model:
+        # its routing is the bank's alone, consent or not. Parts written before: not recorded.
+        label = self.served.part.label_party
+        if label is not None and caller != label:
+            return 403, SidesAnswer(status="not_label_party", **base)
         (problem,) = self.consents.problems(
             caller, [(request.consent_id, request.applicant_id)], "vertical"
         )

@@ -5,7 +5,7 @@ key, or a feature party's part swapped for another validly signed one is refused
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,8 @@ class Trained:
 def _write(t: Trained, out: Path, parties: dict[str, FeatureParty], label_args: dict) -> None:
     entries = {}
     for name, fp in parties.items():
-        part = FeaturePart(name, fp.party, fp.table, label_args.pop(f"bins_{name}"))
+        bins = label_args.pop(f"bins_{name}")
+        part = FeaturePart(name, fp.party, fp.table, bins, label_party=label_args["label_party"])
         digest = write_feature_part(
             out, part, created_at=CREATED, signer=t.keys[name], trust=t.trust
         )
@@ -191,6 +192,34 @@ def test_a_swapped_part_is_refused(trained: Trained, tmp_path: Path) -> None:
     load_feature_part(out, "platform", trained.trust)  # valid on its own
     with pytest.raises(ArtifactError, match="not the part the label party's card records"):
         load_vertical_model(out, trained.trust)
+
+
+def test_a_member_cannot_claim_the_platforms_part_as_trained_for_it(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """Any member can sign a label part naming itself the label party and recording the
+    platform's real part: the platform's own signed part names the bank, so the model is
+    refused; a part that names itself its label party is never written."""
+    out = _copy(trained, tmp_path)
+    label = load_label_part(out, trained.trust)
+    assert load_feature_part(out, "platform", trained.trust).label_party == "bank"
+    card = label.card
+    features = {n: card.data_schema.features[n] for n in card.features}  # in the bins' order
+    write_label_part(
+        out, ensemble=label.ensemble, bins=label.bins,
+        schema=card.data_schema.model_copy(update={"features": features}),
+        label_party="other", parties=card.parties, training=card.training, metrics=card.metrics,
+        created_at=CREATED, signer=trained.keys["other"], trust=trained.trust,
+    )  # fmt: skip
+    assert load_label_part(out, trained.trust).card.label_party == "other"  # valid on its own
+    with pytest.raises(ArtifactError, match="trained for label party 'bank', not 'other'"):
+        load_vertical_model(out, trained.trust)
+    part = load_feature_part(trained.model_dir, "platform", trained.trust)
+    with pytest.raises(ValueError, match="cannot be its own label party"):
+        write_feature_part(
+            tmp_path / "own", replace(part, label_party="platform"), created_at=CREATED,
+            signer=trained.keys["platform"], trust=trained.trust,
+        )  # fmt: skip
 
 
 def test_a_revoked_or_unknown_key_is_refused(trained: Trained) -> None:

@@ -90,7 +90,7 @@ def scorecard_federation(root: Path, rows: int = 1500, seed: int = 5) -> Federat
     model = root / "run" / "model"
     empty = SplitTable(bin_layout(bins["platform"]).missing)
     maps = tuple(p.merge for p in fitted.platform)
-    part = FeaturePart("platform", 1, empty, bins["platform"], "scorecard", maps)
+    part = FeaturePart("platform", 1, empty, bins["platform"], "scorecard", maps, "bank")
     digest = write_feature_part(model, part, created_at=CREATED, signer=signer["platform"],
                                 trust=trust)  # fmt: skip
     artifact.write_label_part(

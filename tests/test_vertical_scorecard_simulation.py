@@ -139,6 +139,7 @@ def test_verify_passes_and_fails_on_a_changed_byte(out: Path) -> None:
     code, output = _cli("verify", model, "--trust", trust, "--json")
     facts = json.loads(output)
     assert code == 0 and facts["model"] == "scorecard" and facts["label_party"] == "bank"
+    assert facts["parties"]["platform"]["names_label_party"] is True
     code, output = _cli("verify", model, "--trust", trust, "--label-party", "platform")
     assert code == 1 and "its label party is 'bank'" in output
     for part in ("parties/platform/bins.json", "points.json"):

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from vertical_helpers import Federation, vertical_federation
 
+from jointcredit.data.errors import DataValidationError
 from jointcredit.data.vertical_schema import load_vertical_schema
 from jointcredit.service.audit import AuditLog
 from jointcredit.service.auth import new_key
@@ -32,6 +33,7 @@ from jointcredit.service.vertical_party import (
     FeaturePartyEndpoint,
     ServedPart,
     SidesAnswer,
+    SidesRequest,
 )
 from jointcredit.service.vertical_party_app import party_app
 from jointcredit.service.vertical_service import create_vertical_app, load_vertical_service
@@ -135,6 +137,34 @@ def test_consent_is_checked_before_membership_and_not_found_is_its_own_answer(
         assert answer.status == expected and answer.sides is None
     r = _post(platform, _query(platform, platform.applicant, model="ab" * 32))
     assert r.status_code == 409 and json.loads(r.content)["status"] == "other_model"
+
+
+def test_only_the_label_party_its_part_names_is_answered(platform: Platform) -> None:
+    """Another member of the federation (a second platform, say) with a consent of its own
+    still gets no routing: the part records the label party it was trained for."""
+    endpoint = platform.endpoint
+    assert endpoint.served.part.label_party == "bank"
+    endpoint.consents.add("other", "consent-other", platform.applicant, "vertical")
+    query = SidesRequest.model_validate_json(_query(platform, platform.applicant, "consent-other"))
+    status, answer = endpoint.answer("other", query)
+    assert (status, answer.status, answer.sides) == (403, "not_label_party", None)
+    status, answer = endpoint.answer(
+        "bank", SidesRequest.model_validate_json(_query(platform, platform.applicant))
+    )
+    assert (status, answer.status) == (200, "found")
+
+
+def test_a_platform_refuses_to_serve_under_a_schema_naming_another_label_party(
+    platform: Platform, tmp_path: Path
+) -> None:
+    text = platform.fed.schema.read_text().replace("[parties.bank]", "[parties.lender]")
+    (tmp_path / "schema.toml").write_text(text)
+    with pytest.raises(DataValidationError, match="trained for label party 'bank'"):
+        Applicants.load(
+            platform.fed.platform_data,
+            platform.endpoint.served,
+            load_vertical_schema(tmp_path / "schema.toml"),
+        )
 
 
 def test_unsigned_tampered_unknown_revoked_stale_and_replayed_queries_are_refused(

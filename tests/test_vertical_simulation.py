@@ -82,12 +82,14 @@ def test_the_out_contract(run: Run) -> None:
     code, output = _cli("verify", str(run.out / "model"), "--trust", str(run.out / "trust.json"))
     assert code == 0, output
     assert "platform: " in output and "signed by its own key" in output
+    assert "bank is the label party its feature parties trained for (platform)" in output
     code, output = _cli(
         "verify", str(run.out / "model"), "--trust", str(run.out / "trust.json"), "--json"
     )
     facts = json.loads(output)
     assert code == 0 and facts["verified"] and facts["label_party"] == "bank"
     assert facts["label_party_splits"] + facts["parties"]["platform"]["splits"] > 0
+    assert facts["parties"]["platform"]["names_label_party"] is True
     # A changed byte in the platform's part: verify fails, naming the file.
     splits = run.out / "model" / "parties" / "platform" / "splits.npz"
     data = splits.read_bytes()

@@ -118,7 +118,7 @@ def vertical_federation(
     ensemble = train(codes["bank"], y, bin_layout(bins["bank"]), [fp], params, secret)
 
     model = root / "run" / "model"
-    part = FeaturePart("platform", 1, fp.table, bins["platform"])
+    part = FeaturePart("platform", 1, fp.table, bins["platform"], label_party="bank")
     digest = write_feature_part(
         model, part, created_at=CREATED, signer=signer["platform"], trust=trust
     )

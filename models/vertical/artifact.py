@@ -130,6 +130,9 @@ class FeaturePartCard(_Strict):
     bins_sha256: str
     created_at: str
     merge: list[list[int]] | None = None  # a scorecard's: fine code -> coarse code per feature
+    # The party it trained for, under its own signature: a member signing a label part that
+    # names itself cannot also make this part name it. Parts written before it: none.
+    label_party: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class FeaturePart:
     bins: BinningSpec
     model: Literal["gbdt", "scorecard"] = "gbdt"  # a scorecard's: its fine bins and merge maps
     merge: tuple[np.ndarray, ...] = ()  # a scorecard's: fine code -> coarse code per feature
+    label_party: str | None = None  # the label party it trained for, as its card records
 
     def coarse(self, frame: pd.DataFrame | Mapping[str, Any]) -> np.ndarray:
         """(rows, features) int64: a scorecard part's coarse codes of rows (its fine bins,
@@ -343,6 +347,10 @@ def write_feature_part(
         merge = [m.tolist() for m in maps]
     elif part.merge:
         raise ValueError("only a vertical scorecard's part holds merge maps")
+    if part.label_party is not None:
+        check_institution_id(part.label_party)
+        if part.label_party == part.party:
+            raise ValueError(f"{part.party!r} cannot be its own label party")
     card = FeaturePartCard(
         party=part.party,
         model=part.model,
@@ -353,6 +361,7 @@ def write_feature_part(
         bins_sha256=_sha(bins),
         created_at=created_at,
         merge=merge,
+        label_party=part.label_party,
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{part.party}."))
@@ -586,7 +595,17 @@ def load_feature_part(
         merge = check_merge_maps(card.merge, n_bins, bins.names) if card.merge is not None else ()
     except ValueError as exc:
         raise ArtifactError(f"{directory}: invalid merge maps: {exc}") from exc
-    return FeaturePart(party, card.index, table, bins, card.model, merge)
+    return FeaturePart(party, card.index, table, bins, card.model, merge, card.label_party)
+
+
+def check_label_party(model_dir: Path, label_party: str, part: FeaturePart) -> None:
+    """A feature part that names the label party it trained for (signed by its own party)
+    must name the one the label party's card does."""
+    if part.label_party is not None and part.label_party != label_party:
+        raise ArtifactError(
+            f"{part_directory(model_dir, part.party)}: {part.party} trained for label party "
+            f"{part.label_party!r}, not {label_party!r}"
+        )
 
 
 def load_label_part(model_dir: Path, trust: TrustStore) -> LabelPart:
@@ -630,6 +649,7 @@ def load_vertical_model(model_dir: Path, trust: TrustStore) -> VerticalModel:
         part = load_feature_part(model_dir, name, trust, expected_sha256=entry.part_sha256)
         if part.model != "gbdt" or part.index != entry.index or len(part.table) != entry.splits:
             raise ArtifactError(f"{part_directory(model_dir, name)}: not the part the card names")
+        check_label_party(model_dir, label.card.label_party, part)
         split_ids = [t.split[t.owner == entry.index] for t in label.ensemble.trees if t.n_nodes]
         if any(np.any(s >= len(part.table)) for s in split_ids):
             raise ArtifactError(f"{model_dir}: a split id {name}'s table does not hold")

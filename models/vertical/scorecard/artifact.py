@@ -243,6 +243,7 @@ def load_vertical_scorecard(model_dir: Path, trust: TrustStore) -> VerticalScore
         if part.model != "scorecard" or part.index != entry.index or len(part.table) != 0:
             where = parts.part_directory(model_dir, name)
             raise ArtifactError(f"{where}: not the part the card names")
+        parts.check_label_party(model_dir, card.label_party, part)
         if part.bins.names != card.holders[name]:
             raise ArtifactError(
                 f"{model_dir}: the card, the points and the parts' features disagree"
