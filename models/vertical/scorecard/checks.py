@@ -131,7 +131,7 @@ def check_cross_cells(table: np.ndarray, a: str, b: str, min_rows: int) -> None:
     """The label party's refusal of a decrypted cross table with a non-empty cell under
     `min_rows` (the stricter of the two feature parties' `pair-min-rows`): it is used for
     nothing and the run ends. The message names the pair and the floor, no cell and no count
-    (it reaches the feature parties and the coordinator)."""
+    (it may reach the coordinator and the feature parties)."""
     if np.any((table > 0) & (table < min_rows)):
         raise ValueError(
             f"cross table ({a}, {b}): a cell holds fewer than {min_rows} rows (the feature "

@@ -178,8 +178,8 @@ def _cross(first: _Party, second: _Party, n: int, key: SecretKey) -> list[np.nda
     `first`'s encrypted coarse one-hots summed by `second` per its coarse codes (checked
     against both parties' coarse rows; no label slot), each cell empty or at least the
     stricter of the two parties' `pair-min-rows` when either set one: this party decrypts
-    the cells, so it holds them to that floor before any use (docs/PRIVACY.md, "Several
-    platforms", says what that does and does not prevent)."""
+    the cells, so it holds them to that floor before any use (docs/PRIVACY.md, "The cross
+    tables' floor": what that does and does not prevent)."""
     plan = slots.plan(n, [len(r) for r in first.coarse_rows], key.public.plaintext_bits())
     reply = second.link.cross(first.link)
     buckets = checks.whole(reply.buckets, "cross sums: buckets")
