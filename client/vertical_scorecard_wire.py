@@ -72,7 +72,10 @@ def columns_from(arrays: Arrays) -> FineColumns:
 
 def pairs_arrays(p: PairCounts) -> Arrays:
     flat = [np.asarray(t, dtype=np.int64).ravel() for t in p.tables]
-    return {v.PAIRS: np.concatenate(flat) if flat else np.zeros(0, np.int64)}
+    return {
+        v.PAIRS: np.concatenate(flat) if flat else np.zeros(0, np.int64),
+        v.PAIR_FLOOR: np.array([p.min_rows or 0], dtype=np.int64),
+    }
 
 
 def pairs_from(arrays: Arrays, n_coarse: Sequence[int]) -> PairCounts:
@@ -84,7 +87,10 @@ def pairs_from(arrays: Arrays, n_coarse: Sequence[int]) -> PairCounts:
     if len(flat) != sum(sizes):
         raise ProtocolError(f"pair counts: {len(flat)} values for {sum(sizes)} cells")
     parts = np.split(flat, np.cumsum(sizes)[:-1]) if shapes else []
-    return PairCounts(tuple(t.reshape(s) for t, s in zip(parts, shapes, strict=True)))
+    floor = _scalar(arrays, v.PAIR_FLOOR)  # range-checked by the label party (checks.pair_floor)
+    return PairCounts(
+        tuple(t.reshape(s) for t, s in zip(parts, shapes, strict=True)), floor or None
+    )
 
 
 def slots_arrays(m: EncryptedSlots) -> Arrays:

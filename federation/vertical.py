@@ -120,6 +120,8 @@ NAMES: Final = "names"
 REGULAR: Final = "regular"
 COLUMNS: Final = "columns"
 PAIRS: Final = "pairs"
+# With the pair tables: the feature party's `pair-min-rows` (0: unset), for its cross tables.
+PAIR_FLOOR: Final = "pair-floor"
 CODES: Final = "codes"
 # A scorecard's coarse and write-part requests: the merge maps, one row per feature padded
 # with -1.

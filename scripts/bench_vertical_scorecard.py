@@ -6,13 +6,17 @@ fit the one Newton step approximates.
 
     nice -n 5 .venv/bin/python scripts/bench_vertical_scorecard.py
         [--dataset synthetic-vertical|sba-vertical] [--rows 30000] [--scheme ou|paillier]
-        [--json]
+        [--platforms 1|2] [--json]
 
 The rows, test split and each party's fine bins are those of `simulate --layout vertical`
 (`--rows`: synthetic-vertical's applicants; sba-vertical is the shipped sample). Both
 parties run in this process; the bank's encryptions and decryptions and the platform's
 ciphertext sums are timed at the cipher interface (scripts/bench_vertical_trees.py's
-wrappers), the bytes of every message counted.
+wrappers), the bytes of every message counted. `--platforms 2`: the platform's features held
+by two feature parties (the first half, the rest), so the fit takes the cross step too
+(one party's coarse codes encrypted under the bank's key, summed by the other): its time,
+bytes and the cross tables' cells under 5 rows (what a platform's `pair-min-rows` would
+make the bank refuse) are reported beside the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from itertools import product
 from typing import Any
 
 import numpy as np
@@ -32,7 +37,9 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 from jointcredit.client.vertical_label import own_bins
 from jointcredit.federation.vertical import VerticalSettings
+from jointcredit.models.binning import BinningSpec
 from jointcredit.models.binning.table import Classing
+from jointcredit.models.vertical.merge_maps import coarse_codes, n_coarse
 from jointcredit.models.vertical.scorecard.central import central_scorecard
 from jointcredit.models.vertical.scorecard.feature_party import ScorecardFeatureParty
 from jointcredit.models.vertical.scorecard.fit import VerticalScorecard
@@ -53,6 +60,8 @@ class CountingLink:
     def __init__(self, party: ScorecardFeatureParty) -> None:
         self.party, self.sent, self.received = party, 0, 0
         self.pair_cells = self.small_pair_cells = 0  # the coarse pair tables' cells, of 1-4 rows
+        self.cross_seconds = 0.0  # as the summing party: the peer's encryption and its sums
+        self.cross_slots_bytes = 0  # the peer's ciphertexts, relayed to this party
 
     def columns(self) -> FineColumns:
         cols = self.party.columns()
@@ -66,7 +75,13 @@ class CountingLink:
         return reply
 
     def cross(self, peer: CountingLink) -> EncryptedTables:
-        return self.party.cross(peer.party)  # two feature parties: not measured here
+        t = time.perf_counter()
+        slots = peer.party.cross_slots()
+        reply = self.party.cross_tables(slots)
+        self.cross_seconds += time.perf_counter() - t
+        self.cross_slots_bytes += len(slots.ciphertexts) + len(slots.public_key)
+        self.received += sum(len(c) for c in reply.columns)
+        return reply
 
     def coarse(self, maps: Sequence[np.ndarray]) -> PairCounts:
         self.sent += sum(m.nbytes for m in maps)
@@ -75,6 +90,21 @@ class CountingLink:
         self.pair_cells = sum(t.size for t in pairs.tables)
         self.small_pair_cells = sum(int(((t > 0) & (t < 5)).sum()) for t in pairs.tables)
         return pairs
+
+
+def _cross_cells(links: Sequence[CountingLink]) -> tuple[int, int]:
+    """The two platforms' coarse x coarse cross tables (all their cells, and the non-empty
+    ones under 5 rows), counted here from both parties' codes: what the bank decrypted."""
+    first, second = (link.party for link in links)
+    assert first.merge is not None and second.merge is not None
+    a, b = coarse_codes(first.codes, first.merge), coarse_codes(second.codes, second.merge)
+    ka, kb = n_coarse(first.merge), n_coarse(second.merge)
+    cells = small = 0
+    for i, j in product(range(len(ka)), range(len(kb))):
+        t = np.bincount(a[:, i] * kb[j] + b[:, j], minlength=ka[i] * kb[j])
+        cells += t.size
+        small += int(((t > 0) & (t < 5)).sum())
+    return cells, small
 
 
 def _metrics(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
@@ -102,6 +132,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=30000)
     ap.add_argument("--scheme", choices=["ou", "paillier"], default="ou")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--platforms", type=int, choices=[1, 2], default=1,
+                    help="feature parties holding the platform's features")  # fmt: skip
     ap.add_argument("--json", action="store_true", help="one JSON object, nothing else")
     args = ap.parse_args()
     # HEU's C++ logs to the process's stdout: keep it on stderr until the result is printed.
@@ -141,6 +173,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": int(tr.sum()),
         "test_rows": int(te.sum()),
         "bad_rate": float(y[tr].mean()),
+        "platforms": args.platforms,
         "features": [len(bank_fine.names), len(plat_fine.names)],
         "cpus": os.cpu_count(),
         "load_start": os.getloadavg()[0],
@@ -151,22 +184,37 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     secret = HeuSecretKey(args.scheme)
     out["keygen_seconds"] = time.perf_counter() - t
     key = TimedSecret(secret, clock)
-    pub = TimedPublic(public_key(secret.public.to_bytes()), clock)
+    feats = plat_fine.features
+    half = (len(feats) + 1) // 2
+    held = [plat_fine] if args.platforms == 1 else [
+        BinningSpec(features=feats[:half]), BinningSpec(features=feats[half:])]  # fmt: skip
+    clocks = [Clock() for _ in held]  # each platform's own cipher work
+    links = [
+        CountingLink(ScorecardFeatureParty(plat_tr, bins, TimedPublic(public_key(
+            secret.public.to_bytes()), c)))
+        for bins, c in zip(held, clocks, strict=True)
+    ]  # fmt: skip
     t = time.perf_counter()
-    link = CountingLink(ScorecardFeatureParty(plat_tr, plat_fine, pub))
-    vertical = train(bank_tr, y[tr], bank_fine, vs.base, [link], key, classing=classing)
+    vertical = train(bank_tr, y[tr], bank_fine, vs.base, links, key, classing=classing)
     out["vertical_seconds"] = time.perf_counter() - t
     out["phase_seconds"] = clock.seconds
     out["phase_operations"] = clock.counts
-    out["bytes_to_platform"] = link.sent
-    out["bytes_to_bank"] = link.received
-    out["pair_cells"] = link.pair_cells
-    out["pair_cells_under_5_rows"] = link.small_pair_cells
+    out["bytes_to_platform"] = sum(link.sent for link in links)
+    out["bytes_to_bank"] = sum(link.received for link in links)
+    out["pair_cells"] = sum(link.pair_cells for link in links)
+    out["pair_cells_under_5_rows"] = sum(link.small_pair_cells for link in links)
+    if args.platforms == 2:
+        out["platform_phase_seconds"] = [c.seconds for c in clocks]
+        out["platform_phase_operations"] = [c.counts for c in clocks]
+        out["cross_seconds"] = links[1].cross_seconds
+        out["cross_bytes_between_platforms"] = links[1].cross_slots_bytes
+        out["cross_cells"], out["cross_cells_under_5_rows"] = _cross_cells(links)
 
     t = time.perf_counter()
     central = central_scorecard(
-        (bank_tr, bank_fine), (plat_tr, plat_fine), y[tr], vs.base, classing=classing
-    )
+        (bank_tr, bank_fine), [(plat_tr, bins) for bins in held], y[tr], vs.base,
+        classing=classing,
+    )  # fmt: skip
     out["central_seconds"] = time.perf_counter() - t
     differences = np.r_[vertical.intercept - central.intercept, vertical.weights - central.weights]
     out["max_abs_weight_difference_vs_central"] = float(np.abs(differences).max())
@@ -177,8 +225,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     alone = central_scorecard((bank_tr, bank_fine), None, y[tr], vs.base, classing=classing)
     # The raw Newton step (no discriminant scale): equal to the vertical one run so.
     newton = central_scorecard(
-        (bank_tr, bank_fine), (plat_tr, plat_fine), y[tr], vs.base, classing=classing,
-        calibration="newton",
+        (bank_tr, bank_fine), [(plat_tr, bins) for bins in held], y[tr], vs.base,
+        classing=classing, calibration="newton",
     )  # fmt: skip
 
     own_te = vertical.own_codes(bank[te])

@@ -20,6 +20,7 @@ from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning import BinningSpec, NumericBins
 from jointcredit.models.binning.table import Classing
+from jointcredit.models.vertical.merge_maps import coarse_codes
 from jointcredit.models.vertical.party_bins import party_bins, party_schema
 from jointcredit.models.vertical.scorecard import slots
 from jointcredit.models.vertical.scorecard.central import central_scorecard
@@ -578,3 +579,77 @@ def test_a_cross_table_that_does_not_add_up_is_refused(parties: Parties, key: He
     shifted = Shifted(p.platform, second.bins, public_key(key.public.to_bytes()))
     with pytest.raises(ValueError, match="sums of"):
         train(p.bank, p.y, p.bank_bins, p.schema, [first, shifted], key, classing=CLASSING)
+
+
+def _cross_pair(
+    p: Parties, key: HeuSecretKey, floors: tuple[int | None, int | None]
+) -> tuple[list[ScorecardFeatureParty], str, str]:
+    """Two platforms, one holding `monthly_spend`, the other `spend_volatility`: 7 rows
+    missing in each, 3 of them the same applicants, so the cross table's (missing, missing)
+    cell holds 3 rows while every fine bin holds 5 or more (and neither has a pair table of
+    its own). `floors`: each one's pair-min-rows."""
+    frame = p.platform.copy()
+    a, b = "monthly_spend", "spend_volatility"
+    for name, rows in ((a, np.r_[0:3, 10:14]), (b, np.r_[0:3, 20:24])):
+        col = frame[name].to_numpy(dtype=float, copy=True)
+        col[rows] = np.nan
+        frame[name] = col
+    spec = party_bins(frame, party_schema(_schema(load_data(VerticalSettings()).schema),
+                      "platform"), max_bins=4, max_categories=20, min_count=5)  # fmt: skip
+    feats = spec.features
+    mine = [f for f in feats if f.name == a]
+    rest = [f for f in feats if f.name == b]
+    pk = public_key(key.public.to_bytes())
+    two = [ScorecardFeatureParty(frame, BinningSpec(features=part), pk, pair_min_rows=floor)
+           for part, floor in zip((mine, rest), floors, strict=True)]  # fmt: skip
+    return two, a, b
+
+
+def test_cross_cells_of_a_few_applicants_are_not_used(parties: Parties, key: HeuSecretKey) -> None:
+    """A cross cell of 1-4 rows: with neither platform's pair-min-rows set the fit takes it
+    (the old rule); with either's set, the bank refuses the decrypted cross table before any
+    use, naming the pair and the floor, not the count."""
+    p = parties
+    two, a, b = _cross_pair(p, key, (None, None))
+    train(p.bank, p.y, p.bank_bins, p.schema, two, key, classing=CLASSING)
+    assert two[0].merge is not None and two[1].merge is not None
+    first_codes = coarse_codes(two[0].codes, two[0].merge)
+    second_codes = coarse_codes(two[1].codes, two[1].merge)
+    joint = np.bincount(first_codes[:, 0] * 10 + second_codes[:, 0])
+    assert ((joint > 0) & (joint < 5)).any()  # the cell the floor is about
+    for floors in ((5, None), (None, 2), (5, 8)):
+        two, a, b = _cross_pair(p, key, floors)
+        floor = max(f for f in floors if f is not None)
+        with pytest.raises(ValueError, match=rf"cross table \({a}, {b}\): a cell holds fewer "
+                           rf"than {max(floor, 5)} rows") as refused:  # fmt: skip
+            train(p.bank, p.y, p.bank_bins, p.schema, two, key, classing=CLASSING)
+        assert not re.search(r"\b[1-4] rows", str(refused.value))  # no count named
+
+
+def test_the_pair_floor_travels_with_the_pair_tables(parties: Parties, key: HeuSecretKey) -> None:
+    """A platform's pair-min-rows reaches the bank with its pair tables (in process and over
+    the wire); an announced floor under 5, not whole or absurdly large is refused."""
+    from jointcredit.client import vertical_scorecard_wire as sw
+    from jointcredit.federation import vertical as v
+    from jointcredit.models.vertical.scorecard import checks
+
+    p = parties
+    pk = public_key(key.public.to_bytes())
+    maps = _pooled(p.platform_bins)
+    for asked, announced in ((None, None), (2, 5), (9, 9)):
+        platform = ScorecardFeatureParty(p.platform, p.platform_bins, pk, pair_min_rows=asked)
+        pairs = platform.coarse(maps)
+        assert pairs.min_rows == announced
+        back = sw.pairs_from(sw.pairs_arrays(pairs), [len(set(m.tolist())) for m in maps])
+        assert back.min_rows == announced and checks.pair_floor(back.min_rows) == announced
+    for bad in (3, -1, 10**7, 5.0, True):
+        with pytest.raises(ValueError, match="pair-min-rows"):
+            checks.pair_floor(bad)
+    arrays = sw.pairs_arrays(pairs)
+    arrays[v.PAIR_FLOOR] = np.array([5, 5], np.int64)
+    with pytest.raises(ValueError, match="one value"):
+        sw.pairs_from(arrays, [len(set(m.tolist())) for m in maps])
+    platform = _platform(p, key)
+    hostile = Hostile(platform, pairs=lambda t: replace(t, min_rows=4))
+    with pytest.raises(ValueError, match="pair-min-rows 4 outside"):
+        _train(p, key, hostile)

@@ -86,7 +86,8 @@ class Three:
         return [np.r_[np.zeros(f.regular, np.int64), 1 + np.arange(f.n_bins - f.regular)]
                 for f in bins.features]  # fmt: skip
 
-    def through_coarse(self, party: str) -> None:
+    def through_coarse(self, party: str) -> Arrays:
+        """Its columns, tables and coarse steps; the coarse step's answer."""
         key = {v.PUBLIC_KEY: np.frombuffer(self.secret.public.to_bytes(), np.uint8).copy()}
         self.ask(party, v.SC_COLUMNS, key)
         rows = 320
@@ -95,7 +96,7 @@ class Three:
             rows, 1,
         )  # fmt: skip
         self.ask(party, v.SC_TABLES, sw.slots_arrays(message))
-        self.ask(party, v.SC_COARSE, sw.merge_arrays(self.maps(party)))
+        return self.ask(party, v.SC_COARSE, sw.merge_arrays(self.maps(party)))
 
 
 def _peer_answer(
@@ -200,3 +201,16 @@ def test_cross_slots_are_under_the_label_partys_key(tmp_path: Path) -> None:
     assert first.public_key == three.secret.public.to_bytes() and first.rows == 320
     assert first.ciphertexts != second.ciphertexts
     assert replace(first, ciphertexts=b"") == replace(second, ciphertexts=b"")
+
+
+def test_a_platforms_pair_floor_travels_with_its_signed_pair_tables(tmp_path: Path) -> None:
+    """A platform's node-config `pair-min-rows` (floored at 5) reaches the bank in its signed
+    coarse step's answer, for the bank to hold the cross tables of its codes to it; unset,
+    it is announced as 0 (none)."""
+    three = Three(tmp_path)
+    three.sessions["pay"].pair_min_rows = 2
+    for party, floor in (("pay", 5), ("shop", 0)):
+        answer = three.through_coarse(party)
+        np.testing.assert_array_equal(answer[v.PAIR_FLOOR], [floor])
+        k = [int(m.max()) + 1 for m in three.maps(party)]
+        assert sw.pairs_from(answer, k).min_rows == (floor or None)

@@ -26,6 +26,7 @@ MAX_FINE_BINS = MAX_BUCKETS  # a fine code is a bucket of the ciphertext sums
 # never lowers it (`min_cell_rows`). A bin of one applicant would hand the label party that
 # applicant's bins of every other feature.
 MIN_CELL_ROWS = 5
+MAX_PAIR_FLOOR = 1_000_000  # a pair-min-rows above the most aligned rows a run takes
 
 
 def min_cell_rows(requested: int) -> int:
@@ -110,6 +111,31 @@ def check_pair_cells(table: np.ndarray, a: str, b: str, min_rows: int) -> None:
         raise ValueError(
             f"pair table ({a}, {b}): a cell holds fewer than {min_rows} rows; not sent (its "
             f"pair-min-rows): coarser fine bins of {a!r} or {b!r} may help"
+        )
+
+
+def pair_floor(value: object) -> int | None:
+    """A feature party's announced `pair-min-rows`: None (unset) or a whole number from
+    `MIN_CELL_ROWS` to `MAX_PAIR_FLOOR`; a ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError("pair tables: pair-min-rows must be a whole number")
+    if not MIN_CELL_ROWS <= int(value) <= MAX_PAIR_FLOOR:
+        raise ValueError(f"pair tables: pair-min-rows {int(value)} outside "
+                         f"{MIN_CELL_ROWS}..{MAX_PAIR_FLOOR}")  # fmt: skip
+    return int(value)
+
+
+def check_cross_cells(table: np.ndarray, a: str, b: str, min_rows: int) -> None:
+    """The label party's refusal of a decrypted cross table with a non-empty cell under
+    `min_rows` (the stricter of the two feature parties' `pair-min-rows`): it is used for
+    nothing and the run ends. The message names the pair and the floor, no cell and no count
+    (it may reach the coordinator and the feature parties)."""
+    if np.any((table > 0) & (table < min_rows)):
+        raise ValueError(
+            f"cross table ({a}, {b}): a cell holds fewer than {min_rows} rows (the feature "
+            f"parties' pair-min-rows); not used: coarser fine bins of {a!r} or {b!r} may help"
         )
 
 

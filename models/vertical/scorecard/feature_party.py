@@ -145,7 +145,7 @@ class ScorecardFeatureParty:
                 checks.check_pair_cells(table, names[a], names[b], self.pair_min_rows)
             tables.append(table)
         self.merge = checked  # only once every table passed
-        return PairCounts(tuple(tables))
+        return PairCounts(tuple(tables), self.pair_min_rows)
 
     def cross(self, peer: ScorecardFeatureParty) -> EncryptedTables:
         """In process, as a link (`label_party.ScorecardLink`): `peer`'s coarse codes summed

@@ -69,6 +69,7 @@ class _Party:
     features: tuple[fit.PlatformFeature, ...] = ()
     coarse_rows: list[np.ndarray] = field(default_factory=list)  # per feature, rows per code
     pairs: list[np.ndarray] = field(default_factory=list)  # its coarse pair tables
+    floor: int | None = None  # its pair-min-rows, which its cross tables are held to too
 
     @property
     def maps(self) -> list[np.ndarray]:
@@ -149,6 +150,7 @@ def train(
         party.coarse_rows = coarse_rows(party.maps, party.cols.rows)
         answer = party.link.coarse(party.maps)
         party.pairs = checks.check_pairs(answer, party.cols.names, party.coarse_rows, n)
+        party.floor = checks.pair_floor(answer.min_rows)
     pairs = combinations(range(len(held)), 2)
     cross = {(k, m): _cross(held[k], held[m], n, key) for k, m in pairs}
     gram, xty = _moments(own, own_codes, y, held, cross, plan.offsets)
@@ -174,18 +176,26 @@ def _classed(party: _Party, schema: Schema, classing: Classing) -> tuple[fit.Pla
 def _cross(first: _Party, second: _Party, n: int, key: SecretKey) -> list[np.ndarray]:
     """Per (feature a of `first`, feature b of `second`) their coarse x coarse table, from
     `first`'s encrypted coarse one-hots summed by `second` per its coarse codes (checked
-    against both parties' coarse rows; no label slot)."""
+    against both parties' coarse rows; no label slot), each cell empty or at least the
+    stricter of the two parties' `pair-min-rows` when either set one: this party decrypts
+    the cells, so it holds them to that floor before any use (docs/PRIVACY.md, "The cross
+    tables' floor": what that does and does not prevent)."""
     plan = slots.plan(n, [len(r) for r in first.coarse_rows], key.public.plaintext_bits())
     reply = second.link.cross(first.link)
     buckets = checks.whole(reply.buckets, "cross sums: buckets")
     sums = _decrypted(reply.columns, buckets, [len(r) for r in second.coarse_rows], plan, key)
     sums = checks.check_tables(sums, second.cols.names, second.coarse_rows, buckets,
                                first.coarse_rows, plan.offsets, 0)  # fmt: skip
+    floors = [f for f in (first.floor, second.floor) if f is not None]
     out = []
     for a, rows in enumerate(first.coarse_rows):
         at = plan.offsets[a]
         for b, own in enumerate(second.coarse_rows):
-            out.append(sums[b * buckets : b * buckets + len(own), at : at + len(rows)].T)
+            table = sums[b * buckets : b * buckets + len(own), at : at + len(rows)].T
+            if floors:
+                names = first.cols.names[a], second.cols.names[b]
+                checks.check_cross_cells(table, *names, max(floors))
+            out.append(table)
     return out  # a outer, b inner: (coarse of a, coarse of b)
 
 

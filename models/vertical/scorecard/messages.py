@@ -38,9 +38,12 @@ class FineColumns:
 @dataclass(frozen=True)
 class PairCounts:
     """Per pair (j, k), j < k, of the feature party's features in order (j outer): its
-    training rows per (coarse code of j, coarse code of k), by the label party's merge maps."""
+    training rows per (coarse code of j, coarse code of k), by the label party's merge maps;
+    `min_rows`, its `pair-min-rows` (None: unset), which the label party also holds the
+    cross tables of its codes with another feature party's to."""
 
     tables: tuple[np.ndarray, ...]
+    min_rows: int | None = None
 
 
 @dataclass(frozen=True)
