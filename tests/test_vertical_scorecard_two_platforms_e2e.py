@@ -101,7 +101,7 @@ def two_platforms(root: Path, rows: int = 1500, seed: int = 5) -> Two:
         mine = fitted.platform[at : at + len(features[p])]
         at += len(features[p])
         part = FeaturePart(p, index, SplitTable(bin_layout(bins[p]).missing), bins[p],
-                           "scorecard", tuple(f.merge for f in mine))  # fmt: skip
+                           "scorecard", tuple(f.merge for f in mine), "bank")  # fmt: skip
         digest = write_feature_part(model, part, created_at=CREATED, signer=signer[p],
                                     trust=trust)  # fmt: skip
         entries[p] = PartyEntry(index=index, splits=0, part_sha256=digest)
