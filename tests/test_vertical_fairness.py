@@ -301,3 +301,16 @@ def test_the_cutoffs_are_the_horizontal_runs_settings() -> None:
     with pytest.raises(ValueError, match="fairness-decline must not be above"):
         VerticalSettings.model_validate({"fairness-approve": 600, "fairness-decline": 620})
     assert (SETTINGS.fairness_approve, SETTINGS.fairness_decline) == (680, 600)
+
+
+def test_simulate_refuses_an_attribute_with_too_many_groups_exit_2(tmp_path: Path) -> None:
+    root = write(tmp_path / "d", sex=[f"g{i}" for i in range(4)])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_fairness, "MAX_GROUPS", 3)
+        out = tmp_path / "out"
+        result = CliRunner().invoke(
+            app, ["simulate", "--layout", "vertical", "--dataset", str(root), "--out", str(out)]
+        )
+    assert result.exit_code == 2, result.output
+    assert "'sex' has 4 groups; at most 3" in " ".join(result.output.split())
+    assert not out.exists()

@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import MetricFrame, demographic_parity_difference, selection_rate
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from typer.testing import CliRunner
 
+from jointcredit.cli.main import app
 from jointcredit.client import vertical_app
 from jointcredit.data.vertical_datasets import load_vertical_dataset, write_vertical_directory
 from jointcredit.federation.fairness import Fairness
@@ -177,3 +179,29 @@ def test_the_banks_groups_leave_only_as_figures_equal_to_the_joined_rows(
             sensitive_features=groups[name][repaid],
         )  # fmt: skip
         assert federated.equal_opportunity_difference[name] == pytest.approx(eo.difference())
+
+
+@pytest.mark.integration
+def test_simulate_writes_the_horizontal_runs_fairness_key_and_the_baselines(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--layout", "vertical", "--dataset", "synthetic-vertical",
+            "--synthetic-rows", "1500", "--trees", "4", "--max-depth", "2",
+            "--fairness-approve", "620", "--fairness-decline", "560",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Fairness on the bank's held-out aligned rows" in result.output
+    metrics = json.loads((out / "metrics.json").read_bytes())
+    federated = Fairness.model_validate(metrics["fairness"])  # the horizontal run's shape
+    assert federated.attributes == ["sex", "age_band"]
+    assert (federated.cutoffs.approve, federated.cutoffs.decline) == (620, 560)
+    baselines = metrics["fairness_baselines"]
+    assert set(baselines) == {"centralized", "label_party_only"}
+    # Lossless trees: the joined rows' model decides every held-out applicant alike.
+    assert Fairness.model_validate(baselines["centralized"]) == federated
+    own = Fairness.model_validate(baselines["label_party_only"])
+    assert own.attributes == federated.attributes and own != federated
+    n = sum(c.applicants for c in federated.groups["sex"].values())
+    assert n == metrics["federated"]["test-rows"]
