@@ -214,7 +214,7 @@ def _session(req: Request) -> Session:
                 "label party's latest applicants (docs/PRIVACY.md); a deployed label party takes "
                 f"it only with {protocol.ALLOW_TIME_SPLIT} = true in its node config"
             )
-        check_groups(rows.groups, schema)  # too many groups: refused before any work
+        check_groups(rows.groups, schema, settings)  # too many groups: refused before any work
         session = LabelSession(
             party, schema, frame, settings, trust, req.run_id, signer, created, rows.groups
         )

@@ -19,9 +19,11 @@ from jointcredit.federation.vertical_fairness import cutoffs
 from jointcredit.models.fairness import centralized, group_values
 
 
-def check_groups(groups: pd.DataFrame | None, schema: VerticalSchema) -> None:
+def check_groups(
+    groups: pd.DataFrame | None, schema: VerticalSchema, settings: VerticalSettings
+) -> None:
     """Refuse, before any work, an attribute with more groups than are measured."""
-    if groups is not None and schema.protected:
+    if groups is not None and schema.protected and settings.fairness:
         group_values(groups, schema.protected)  # ValueError naming the attribute
 
 

@@ -86,7 +86,7 @@ def simulate_vertical(
             )
         aligned_frames(data, settings)  # every aligned row at one time: refused here
     try:
-        check_groups(data.label_party.groups, data.schema)
+        check_groups(data.label_party.groups, data.schema, settings)
     except ValueError as exc:
         raise Refused(str(exc)) from exc
     staging = _staging(out, replace)
