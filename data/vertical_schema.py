@@ -25,8 +25,9 @@ Protected attributes (fairness across borrower groups) are the label party's onl
 table: `[parties.bank] protected = ["sex", "age_band"]`, columns of its file read as group
 labels, never features, never sent to another party, never in the model (as in a horizontal
 schema, `base.protected` lists them). Refused, naming the column: a schema-level `protected`
-(whose party would it be?), `protected` in a feature party's table, a protected column that
-is also a feature, the label, the id or the time column, or listed twice.
+(whose party would it be?) or `protected = true` in `[features]`, `protected` in a feature
+party's table, a protected column that is also a feature, the label, the id or the time
+column, or listed twice.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class PartySpec(BaseModel):
 
     label: bool = False
     features: tuple[str, ...]
-    protected: tuple[str, ...] = ()  # the label party's only (checked in `_check_parties`)
+    protected: tuple[str, ...] = ()  # the label party's only (checked in `_protected`)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,12 @@ def parse_vertical_schema(raw: dict[str, object], *, source: str = "<schema>") -
         {k: v for k, v in raw.items() if k != "parties"} | {"protected": list(protected)},
         source=source,
     )
+    if marked := [name for name in base.protected if name not in protected]:
+        # `name = { ..., protected = true }` in [features]: no party's table would hold it.
+        raise refuse(
+            f"features.{marked[0]}.protected: in a vertical schema the label party's table "
+            "lists protected attributes"
+        )
     _check_parties(parties, base, refuse)
     return VerticalSchema(base=base, parties=parties)
 

@@ -108,6 +108,14 @@ REFUSED = [
         SCHEMA.replace('id = "customer_id"\n', 'id = "customer_id"\nprotected = ["sex"]\n'),
         r"protected: in a vertical schema the label party's table lists them",
     ),
+    # marked in [features], as a horizontal schema may: no party's table holds it
+    (
+        SCHEMA.replace('protected = ["sex"]\n', "").replace(
+            'sector = "categorical"',
+            'sector = "categorical"\nsex = { type = "categorical", protected = true }',
+        ),
+        r"features\.sex\.protected: in a vertical schema the label party's table",
+    ),
     # also the label party's feature
     (
         SCHEMA.replace('protected = ["sex"]', 'protected = ["term"]'),
