@@ -114,6 +114,12 @@ def simulate_vertical(
                 name, *(f"{row[k]:.4f}" if k in row else "-" for k in ("auc", "ks", "brier"))
             )
     show_table(console, table, False)
+    if metrics.get("fairness"):  # the bank's protected attributes (its schema table)
+        from jointcredit.federation.fairness import Fairness
+        from jointcredit.simulations.report import fairness_table
+
+        figures = Fairness.model_validate(metrics["fairness"])
+        show_table(console, fairness_table(figures, "the bank's held-out aligned rows"), False)
     vert = metrics["vertical"]
     console.print(
         f"intersection {vert['intersection_size']} applicants; PSI {vert['psi_seconds']:.1f} s, "

@@ -44,6 +44,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from jointcredit.client import vertical_channel as channel
 from jointcredit.client.signing import signed_reply
+from jointcredit.client.vertical_fairness import check_groups
 from jointcredit.client.vertical_feature import LAST, FeatureSession
 from jointcredit.client.vertical_label import LabelSession
 from jointcredit.data.vertical import VerticalData, load_party
@@ -51,6 +52,7 @@ from jointcredit.data.vertical_datasets import load_vertical_dataset
 from jointcredit.data.vertical_schema import VerticalSchema, load_vertical_schema
 from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
+from jointcredit.federation import vertical_fairness as fairness_wire
 from jointcredit.federation.protocol import NodeConfig, ProtocolError
 from jointcredit.federation.session_socket import SOCKET_ENV
 from jointcredit.federation.vertical import VerticalSettings
@@ -195,10 +197,11 @@ def _session(req: Request) -> Session:
         own = Path(node.state_dir) / VERTICAL_RUNS / str(req.run_id)
         settings = settings.model_copy(update={"out_dir": str(own)})
         schema = _schema(settings, node)
-        frame = load_party(Path(node.data_file), schema, party).frame
+        rows = load_party(Path(node.data_file), schema, party)
     else:
         data = _dataset(settings)
-        schema, frame = data.schema, data.parties[party].frame
+        schema, rows = data.schema, data.parties[party]
+    frame = rows.frame
     # A deployed node checks relayed messages against its own kit's trust store.
     trust = _trust(settings, node)
     created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -211,7 +214,10 @@ def _session(req: Request) -> Session:
                 "label party's latest applicants (docs/PRIVACY.md); a deployed label party takes "
                 f"it only with {protocol.ALLOW_TIME_SPLIT} = true in its node config"
             )
-        session = LabelSession(party, schema, frame, settings, trust, req.run_id, signer, created)
+        check_groups(rows.groups, schema, settings)  # too many groups: refused before any work
+        session = LabelSession(
+            party, schema, frame, settings, trust, req.run_id, signer, created, rows.groups
+        )
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)
         session.pair_min_rows = node.pair_min_rows  # its own floor, not the coordinator's to set
@@ -393,8 +399,10 @@ def step(req: Request) -> RecordDict:
     kind, value = session.next_request(step)
     if kind == "done":
         _end(req.key)  # the thread has ended; nothing of the run stays in the process
-        metrics = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
-        return _reply(session, v.content(step, v.DONE, **metrics))
+        done: dict[str, float | str] = {f"{v.METRIC_PREFIX}{k}": float(x) for k, x in value.items()}
+        if session.fairness is not None:  # the figures only: no row, no row's group
+            done[v.FAIRNESS] = fairness_wire.encode(session.fairness)
+        return _reply(session, v.content(step, v.DONE, **done))
     party, wanted, arrays, values = value
     out = v.content(step, wanted, arrays, party=party, **values)
     return session.sent(party, _reply(session, out))

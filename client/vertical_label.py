@@ -31,10 +31,12 @@ import pandas as pd
 from flwr.app import RecordDict
 
 from jointcredit.client import vertical_wire as wire
+from jointcredit.client.vertical_fairness import held_out_fairness
 from jointcredit.client.vertical_scorecard import train_scorecard
 from jointcredit.data.frames import time_split
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation import vertical as v
+from jointcredit.federation.fairness import Fairness
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.spec import BinningSpec
@@ -134,6 +136,10 @@ class LabelSession:
     run_id: int
     signer: Any  # the label party's Ed25519 key (writes its part)
     created_at: str
+    # Its protected attributes, row for row with `frame`, kept apart from it (never a
+    # feature, never sent); `fairness`: their figures on the held-out rows, for `done`.
+    groups: pd.DataFrame | None = None
+    fairness: Fairness | None = None
     psi: dict[str, LabelPsi] = field(default_factory=dict)
     matches: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     aligned: np.ndarray | None = None  # own rows in the intersection, in a random order
@@ -250,6 +256,10 @@ class LabelSession:
         pd_ = ensemble.predict_pd(bins.codes(test_rows).astype(np.int64), sides)
         scores = risk_metrics(test_rows[label].to_numpy(), pd_)
         metrics = {k: float(x) for k, x in scores.model_dump().items() if x is not None}
+        self.fairness = held_out_fairness(
+            self.groups, self.aligned[self.test], pd_, test_rows[label].to_numpy(),
+            self.schema, s,
+        )  # fmt: skip
         entries = {}
         for link in links:
             digest = link.write_part()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jointcredit.client import vertical_scorecard_wire as sw
+from jointcredit.client.vertical_fairness import held_out_fairness
 from jointcredit.federation import vertical as v
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.models.binning.spec import BinningSpec
@@ -110,6 +111,10 @@ def train_scorecard(session: LabelSession, links: list[MessageLink]) -> dict[str
     logit = model.logit(model.own_codes(test_rows), coarse)
     pd_ = 1 / (1 + np.exp(-logit))
     scores = risk_metrics(test_rows[label].to_numpy(), pd_)
+    session.fairness = held_out_fairness(
+        session.groups, session.aligned[session.test], pd_, test_rows[label].to_numpy(),
+        session.schema, s,
+    )  # fmt: skip
     attributes = BinningSpec(features=[f.bins for f in model.own])
     score = model.points.scale.score(pd_)
     reference = held_out_reference(score, test_rows, attributes, session.party)

@@ -343,15 +343,19 @@ def _validate_rows(
     feats = typed_features(raw, schema.features, source)
     y = label_values(raw[schema.label], schema, source, labels)
     time = time_keys(raw[str(schema.time)], source) if with_time else None
-    groups = None
-    if with_groups:
-        groups = pd.DataFrame(
-            {
-                name: _categorical(raw[name]).fillna(MISSING_GROUP).reset_index(drop=True)
-                for name in schema.protected
-            }
-        )
+    groups = group_labels(raw, schema.protected) if with_groups else None
     return Split(x=pd.DataFrame(feats), y=y, time=time, groups=groups)
+
+
+def group_labels(raw: pd.DataFrame, protected: tuple[str, ...]) -> pd.DataFrame:
+    """The protected attributes' columns as group labels (text; missing: `MISSING_GROUP`),
+    indexed from 0."""
+    return pd.DataFrame(
+        {
+            name: _categorical(raw[name]).fillna(MISSING_GROUP).reset_index(drop=True)
+            for name in protected
+        }
+    )
 
 
 def time_keys(col: pd.Series, source: str) -> np.ndarray:

@@ -251,7 +251,7 @@ def synthetic_schema() -> Schema:
     )
 
 
-def _protected(rng: np.random.Generator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def protected_attributes(rng: np.random.Generator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`sex` independent of everything; `age_band` tied to creditworthiness (module doc)."""
     n = len(z)
     sex = np.where(rng.random(n) < 0.5, "female", "male")
@@ -368,7 +368,7 @@ def generate_institution(
         np.round(income, 0), np.round(dti, 3), extract.pop("income_missing")
     )
     month = extract.pop(bureau.TIME_COLUMN)
-    sex, age_band = _protected(np.random.default_rng([seed, index, 3]), z)
+    sex, age_band = protected_attributes(np.random.default_rng([seed, index, 3]), z)
 
     # Publish rounded values (as a lender's file would hold) and draw the labels from exactly
     # those, so the truth is a function of what a model sees.

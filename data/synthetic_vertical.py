@@ -23,6 +23,14 @@ where ``std`` standardises with the fixed centres and scales in `_SCALE` (the po
 a sample's), and categorical features enter through their own effects. The platform's share of
 the logit's variance is about a third, so a model on the joined columns beats the bank alone
 by a margin a benchmark can report.
+
+Protected attributes (the bank's, from its KYC; never features, never the platform's)
+    ``sex`` and ``age_band``, drawn exactly as for the horizontal synthetic institutions
+    (`jointcredit.data.synthetic.protected_attributes`, module doc there) from the bank's
+    latent ``z``: ``sex`` independent of everything (no disparity by construction),
+    ``age_band`` tied to creditworthiness (younger applicants default more, through the
+    features only; age enters no logit). They come from their own stream
+    (``[seed, 22, 3]``), so every other column is drawn as before.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from jointcredit.data.synthetic import PROTECTED, protected_attributes
 from jointcredit.data.vertical_schema import VerticalSchema, parse_vertical_schema
 
 LABEL = "defaulted"
@@ -89,7 +98,11 @@ def vertical_schema() -> VerticalSchema:
             "id": ID_COLUMN,
             "features": features,
             "parties": {
-                BANK: {"label": True, "features": list(BANK_FEATURES)},
+                BANK: {
+                    "label": True,
+                    "features": list(BANK_FEATURES),
+                    "protected": list(PROTECTED),
+                },
                 PLATFORM: {"features": list(PLATFORM_FEATURES)},
             },
         },
@@ -205,7 +218,10 @@ def generate(
     at_bank = np.arange(joined + n_bank)
     at_platform = np.r_[np.arange(joined), np.arange(joined + n_bank, n)]
     bank_rows, platform_rows = rng.permutation(at_bank), rng.permutation(at_platform)
-    bank_frame = bank.iloc[bank_rows].assign(**{LABEL: label[bank_rows]})
+    sex, age_band = protected_attributes(np.random.default_rng([seed, 22, 3]), z)
+    bank_frame = bank.iloc[bank_rows].assign(
+        **{LABEL: label[bank_rows], "sex": sex[bank_rows], "age_band": age_band[bank_rows]}
+    )
     platform_frame = platform.iloc[platform_rows]
     return {
         BANK: _with_id(bank_frame, ids[bank_rows]),

@@ -9,6 +9,9 @@ A party reads only its own directory (`load_party`); a simulation holding every 
 loads them all (`load_vertical`). Each party's frame is its id column (text) and its own typed
 features, plus the label (1 = default) at the label party only: a column of another party's
 in a party's file is ignored, never loaded. Identifiers must be present and unique in a file.
+The label party's protected attributes (its table's `protected`) are read beside its frame,
+as group labels (`PartyData.groups`), never into it: no feature, bin or message is made from
+them, only the fairness figures of its held-out rows.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from jointcredit.data.files import DEFAULT_MAX_FILE_MB, SUPPORTED_SUFFIXES, read
 from jointcredit.data.frames import (
     MISSING_TOKENS,
     check_unique_header,
+    group_labels,
     label_values,
     time_keys,
     typed_features,
@@ -44,6 +48,8 @@ class PartyData:
     frame: pd.DataFrame
     id_column: str
     label_column: str | None
+    # The label party's protected attributes, row for row with `frame` (None elsewhere).
+    groups: pd.DataFrame | None = None
 
     @property
     def ids(self) -> np.ndarray:
@@ -94,7 +100,9 @@ def validate_party(
     spec = schema.parties[party]
     features = schema.party_features(party)
     label = schema.base.label if spec.label else None
+    protected = spec.protected if spec.label else ()
     parts: list[pd.DataFrame] = []
+    group_parts: list[pd.DataFrame] = []
     seen_labels: set[str] = set()
     for raw in chunks:
         if not parts:
@@ -108,6 +116,8 @@ def validate_party(
             if (time := schema.base.time) is not None:  # only the label party splits by it
                 columns[time] = pd.Series(time_keys(raw[time], source), index=raw.index)
         parts.append(pd.DataFrame(columns).set_axis(raw.index))
+        if protected:
+            group_parts.append(group_labels(raw, protected))
     frame = pd.concat(parts) if parts else pd.DataFrame()
     if frame.empty:
         raise DataValidationError("file has no rows", source=source)
@@ -120,7 +130,8 @@ def validate_party(
             source=source,
             column=schema.id,
         )
-    return PartyData(party, frame.reset_index(drop=True), schema.id, label)
+    groups = pd.concat(group_parts, ignore_index=True) if protected else None
+    return PartyData(party, frame.reset_index(drop=True), schema.id, label, groups)
 
 
 def load_vertical(
@@ -157,6 +168,7 @@ def _check_header(columns: list[object], schema: VerticalSchema, party: str, sou
         wanted.append(schema.base.label)
         if schema.base.time is not None:
             wanted.append(schema.base.time)
+        wanted.extend(schema.parties[party].protected)
     missing = [c for c in wanted if c not in names]
     if missing:
         raise DataValidationError(

@@ -19,8 +19,15 @@ party (a bank), holds the label::
 Refused, naming the key: no `id`; fewer than two parties; no label party or two; a party with
 no features; a feature claimed by two parties, by none, or a party's feature that `[features]`
 does not type; a party id outside the institution id rule. `time = "column"` names a column
-of the label party's file (never a feature; `--split time` tests on the latest aligned rows);
-`protected` is not supported in a vertical schema yet.
+of the label party's file (never a feature; `--split time` tests on the latest aligned rows).
+
+Protected attributes (fairness across borrower groups) are the label party's only, in its
+table: `[parties.bank] protected = ["sex", "age_band"]`, columns of its file read as group
+labels, never features, never sent to another party, never in the model (as in a horizontal
+schema, `base.protected` lists them). Refused, naming the column: a schema-level `protected`
+(whose party would it be?) or `protected = true` in `[features]`, `protected` in a feature
+party's table, a protected column that is also a feature, the label, the id or the time
+column, or listed twice.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ class PartySpec(BaseModel):
 
     label: bool = False
     features: tuple[str, ...]
+    protected: tuple[str, ...] = ()  # the label party's only (checked in `_protected`)
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,22 @@ class VerticalSchema:
     def label_party(self) -> str:
         return next(name for name, spec in self.parties.items() if spec.label)
 
+    @property
+    def protected(self) -> tuple[str, ...]:
+        """The label party's protected attributes (its table's `protected`)."""
+        return self.base.protected
+
     def to_toml(self) -> str:
         """The hand-written TOML form (`load_vertical_schema` reads it back)."""
-        lines = [self.base.to_toml()]
+        # The protected attributes are written in the label party's table, not at the top.
+        lines = [self.base.model_copy(update={"protected": ()}).to_toml()]
         for name, spec in self.parties.items():
             lines.append(f"[parties.{name}]")
             if spec.label:
                 lines.append("label = true")
             lines.append(f"features = {json.dumps(list(spec.features))}")  # a TOML array too
+            if spec.protected:
+                lines.append(f"protected = {json.dumps(list(spec.protected))}")
             lines.append("")
         return "\n".join(lines)
 
@@ -91,10 +107,12 @@ def parse_vertical_schema(raw: dict[str, object], *, source: str = "<schema>") -
     if not isinstance(tables, dict) or not tables:
         raise refuse("parties: a vertical schema needs a [parties.<id>] table per party")
     if "protected" in raw:
-        raise refuse("protected: not supported in a vertical schema yet")
+        raise refuse(
+            "protected: in a vertical schema the label party's table lists them "
+            "([parties.<label party>] protected = [...]); feature parties hold none"
+        )
     if not raw.get("id"):
         raise refuse("id: required (the identifier column every party's file has)")
-    base = parse_schema({k: v for k, v in raw.items() if k != "parties"}, source=source)
     parties: dict[str, PartySpec] = {}
     for name, table in tables.items():
         if not is_institution_id(name):
@@ -107,8 +125,35 @@ def parse_vertical_schema(raw: dict[str, object], *, source: str = "<schema>") -
                 for err in exc.errors()
             )
             raise refuse(problems) from exc
+    protected = _protected(parties, refuse)
+    # The base schema's own rules refuse a protected column that is a feature, the label,
+    # the id or the time column, or one listed twice, naming it.
+    base = parse_schema(
+        {k: v for k, v in raw.items() if k != "parties"} | {"protected": list(protected)},
+        source=source,
+    )
+    if marked := [name for name in base.protected if name not in protected]:
+        # `name = { ..., protected = true }` in [features]: no party's table would hold it.
+        raise refuse(
+            f"features.{marked[0]}.protected: in a vertical schema the label party's table "
+            "lists protected attributes"
+        )
     _check_parties(parties, base, refuse)
     return VerticalSchema(base=base, parties=parties)
+
+
+def _protected(
+    parties: dict[str, PartySpec], refuse: Callable[[str], DataValidationError]
+) -> tuple[str, ...]:
+    """The label party's protected attributes; a feature party listing any is refused: the
+    bank measures fairness on its own rows, and no platform learns a borrower's group."""
+    for name, spec in parties.items():
+        if spec.protected and not spec.label:
+            raise refuse(
+                f"parties.{name}.protected: {', '.join(map(repr, spec.protected))} held by a "
+                "feature party; protected attributes are the label party's only"
+            )
+    return next((spec.protected for spec in parties.values() if spec.label), ())
 
 
 def _check_parties(

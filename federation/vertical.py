@@ -19,7 +19,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from jointcredit.federation import protocol
 from jointcredit.federation.settings import RunSettings, SettingsError, default_run_dir
@@ -127,8 +127,11 @@ CODES: Final = "codes"
 # with -1.
 MERGE: Final = "merge-maps"
 SIZE: Final = "size"
-# The label party's final reply: metrics of the federated model on the aligned test rows.
+# The label party's final reply: metrics of the federated model on the aligned test rows,
+# and, for a schema with protected attributes, the fairness figures of its held-out rows
+# (`federation.fairness.Fairness` as JSON, checked by `federation.vertical_fairness`).
 METRIC_PREFIX: Final = "metric/"
+FAIRNESS: Final = "fairness"
 
 
 class VerticalSettings(BaseModel):
@@ -159,12 +162,23 @@ class VerticalSettings(BaseModel):
     max_categories: int = Field(50, alias="max-categories", ge=2)
     min_category_count: int = Field(1, alias="min-category-count", ge=1)
     label_only_trees: int = Field(0, alias="label-only-trees", ge=0)
+    # Fairness across the label party's protected attributes, at the service policy's
+    # cut-offs, as a horizontal run (`RunSettings`' keys and defaults).
+    fairness: bool = True
+    fairness_approve: int = Field(680, alias="fairness-approve", ge=350, le=950)
+    fairness_decline: int = Field(600, alias="fairness-decline", ge=350, le=950)
     # Set by the simulation: where the parties write their parts, and their keys.
     out_dir: str = Field("", alias="out-dir")
     keys_dir: str = Field("", alias="keys-dir")
     trust_file: str = Field("", alias="trust-file")
     parties: int = Field(2, ge=2, le=64)  # nodes the coordinator waits for
     timeout: float = Field(600.0, gt=0)  # seconds a node may take for one step
+
+    @model_validator(mode="after")
+    def _cutoffs_ordered(self) -> VerticalSettings:
+        if self.fairness_decline > self.fairness_approve:
+            raise ValueError("fairness-decline must not be above fairness-approve")
+        return self
 
     def to_run_config(self) -> dict[str, int | float | str | bool]:
         return dict(self.model_dump(by_alias=True))

@@ -11,7 +11,8 @@ the label party takes only the feature party's signed answer to that very reques
 What passes through it is what the parties send each other (docs/PRIVACY.md, "Vertical runs:
 what the coordinator sees"): blinded curve points, Paillier ciphertexts and public key, which
 aligned rows are in which node (instance spaces), a split's local feature index and bin, which
-rows went left, sides of test rows, part digests and the federated model's test metrics; for
+rows went left, sides of test rows, part digests, the federated model's test metrics and, for
+protected attributes, the label party's fairness figures of them (per-group aggregates); for
 a scorecard of several platforms, one platform's coarse codes encrypted under the label
 party's key, which it relays to another platform and never to the label party (`cross`). It
 holds no label, no feature value and no secret key. It writes `OUT/vertical.json`: the run's
@@ -21,6 +22,7 @@ holds no label, no feature value and no secret key. It writes `OUT/vertical.json
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from jointcredit.federation import vertical as v
+from jointcredit.federation import vertical_fairness as fairness_wire
+from jointcredit.federation.fairness import Fairness
+from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.server.errors import FederationError
 from jointcredit.server.grid import push_and_pull, short_reason
@@ -45,6 +50,7 @@ RESULT = "vertical.json"
 METRICS = "metrics.json"
 # Paths and node counts are the run's own, not settings to report.
 RUN_ONLY = frozenset({"out-dir", "keys-dir", "trust-file", "parties", "timeout"})
+MAX_METRICS = 64  # a `done` reply's metrics (about 15 are sent)
 app = ServerApp()
 
 
@@ -166,11 +172,10 @@ def psi(
     return size, columns, steps
 
 
-def train(
-    relay: Relay, label: str, columns: dict[str, Message], steps: dict[str, int]
-) -> dict[str, float]:
+def train(relay: Relay, label: str, columns: dict[str, Message], steps: dict[str, int]) -> Message:
     """Relay the label party's requests until it is done; `columns`: each feature party's
-    reply to its aligned rows (its columns' layout), `steps`: the steps they answered."""
+    reply to its aligned rows (its columns' layout), `steps`: the steps they answered; its
+    verified `done` reply."""
     values: dict[str, object] = {}
     for party in columns:
         values[f"{v.RELAY_STEP}/{party}"] = steps[party]
@@ -188,11 +193,34 @@ def train(
         else:
             answer = relay.ask(party, v.SERVE, relay.forward(action, label, reply))
         reply = relay.ask(label, v.STEP, relay.forward(v.NEXT, party, answer, party=party))
-    return {
-        k.removeprefix(v.METRIC_PREFIX): float(x)  # type: ignore[arg-type]
-        for k, x in v.request(reply.content).items()
-        if k.startswith(v.METRIC_PREFIX)
-    }
+    return reply
+
+
+def done_figures(
+    reply: Message, settings: VerticalSettings
+) -> tuple[dict[str, float], Fairness | None]:
+    """The label party's `done`: its metrics and, for protected attributes, its fairness
+    figures; read as a hostile message (signed by the label party, still bounded and
+    type-checked before use); `FederationError` naming the problem."""
+    request = v.request(reply.content)
+    metrics: dict[str, float] = {}
+    for key, value in request.items():
+        if not key.startswith(v.METRIC_PREFIX):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FederationError(f"the label party's metric {key!r} is not a number")
+        if not math.isfinite(value) or len(metrics) >= MAX_METRICS:
+            raise FederationError(f"the label party's metric {key!r}: not finite, or too many")
+        metrics[key.removeprefix(v.METRIC_PREFIX)] = float(value)
+    figures = request.get(v.FAIRNESS)
+    if figures is None:
+        return metrics, None
+    if not settings.fairness:
+        raise FederationError("the label party sent fairness figures the run turned off")
+    try:
+        return metrics, fairness_wire.decode(figures, settings)
+    except ProtocolError as exc:
+        raise FederationError(f"the label party's fairness figures refused: {exc}") from exc
 
 
 def cross(relay: Relay, label: str, party: str, request: Message) -> Message:
@@ -255,12 +283,14 @@ def _run(grid: Grid, context: Context, settings: VerticalSettings) -> None:
         if size == 0:
             raise FederationError("the parties have no applicant in common")
         started = time.perf_counter()
-        federated = train(relay, label, columns, steps)
+        federated, fairness = done_figures(train(relay, label, columns, steps), settings)
     except BaseException:
         relay.abort(label)
         raise
-    result = {
+    result: dict[str, object] = {
         "federated": federated,
+        # The horizontal run's key and shape (`federation.fairness`), the label party's figures.
+        **({v.FAIRNESS: fairness.model_dump(mode="json")} if fairness is not None else {}),
         "vertical": {
             "label_party": label,
             "parties": [label, *features],

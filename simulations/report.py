@@ -62,13 +62,12 @@ def institution_table(metrics: RunMetrics) -> Table:
     return table
 
 
-def fairness_table(fairness: Fairness) -> Table:
+def fairness_table(fairness: Fairness, where: str = "the pooled test split") -> Table:
     """Per protected attribute and group: approval rate, adverse impact ratio (flagged below
     the 4/5 rule), approval among repaid applicants, AUC; the attribute's parity gaps."""
     c = fairness.cutoffs
     table = Table(
-        title=f"Fairness on the pooled test split (approved: score >= {c.approve}; "
-        f"AIR < 0.80 fails the 4/5 rule)"
+        title=f"Fairness on {where} (approved: score >= {c.approve}; AIR < 0.80 fails the 4/5 rule)"
     )
     for col in ("attribute", "group", "applicants", "approved", "AIR", "repaid approved", "AUC"):
         table.add_column(col, justify="left" if col in ("attribute", "group") else "right")

@@ -13,7 +13,9 @@ that handles its messages, and is never serialized to move between processes.
 Baselines, on the rows the parties align (the simulation holds every party's rows; the
 federation never does): `centralized` is the same learner on the joined rows with the same
 bins (each party's, from its own aligned training rows: equal to `federated`, the lossless
-property), `label_party_only` the same learner on the label party's own columns.
+property), `label_party_only` the same learner on the label party's own columns. For a schema
+with protected attributes, `fairness` is the label party's figures as its `done` reply sent
+them, and `fairness_baselines` the same figures of each baseline on the same held-out rows.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jointcredit.client.vertical_fairness import check_groups
 from jointcredit.client.vertical_label import held_out_rows, own_bins, tree_params
 from jointcredit.client.vertical_scorecard import classing as scorecard_classing
 from jointcredit.data.vertical import VerticalData
 from jointcredit.data.vertical_datasets import VERTICAL_DATASETS, load_vertical_dataset
 from jointcredit.federation.vertical import TREE_KEYS, VerticalSettings
+from jointcredit.federation.vertical_fairness import cutoffs
+from jointcredit.models.fairness import centralized
 from jointcredit.models.metrics import risk_metrics
 from jointcredit.models.trees import train as central_train
 from jointcredit.models.trees.bins import layout as bin_layout
@@ -80,6 +85,10 @@ def simulate_vertical(
                 f"party's file); {settings.dataset} has none"
             )
         aligned_frames(data, settings)  # every aligned row at one time: refused here
+    try:
+        check_groups(data.label_party.groups, data.schema, settings)
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
     staging = _staging(out, replace)
     try:
         run = settings.model_copy(
@@ -121,10 +130,18 @@ def simulate_vertical(
             "vertical": result["vertical"],
             "config": {k: x for k, x in settings.to_run_config().items() if k not in hidden},
         }
+        if "fairness" in result:  # the label party's figures, the horizontal run's key
+            metrics["fairness"] = result["fairness"]
         if with_baselines:
             t = time.monotonic()
-            learner = scorecard_baselines if settings.model == "scorecard" else baselines
-            metrics["centralized"], metrics["label_party_only"] = learner(data, settings)
+            learner = (
+                scorecard_baseline_figures
+                if settings.model == "scorecard"
+                else tree_baseline_figures
+            )
+            metrics["centralized"], metrics["label_party_only"], fair = learner(data, settings)
+            if fair is not None:
+                metrics["fairness_baselines"] = fair
             metrics["vertical"]["baselines_seconds"] = round(time.monotonic() - t, 3)
         metrics["vertical"]["total_seconds"] = round(time.monotonic() - started, 3)
         replace_file(staging / METRICS, json.dumps(metrics, indent=2).encode(), mode=0o644)
@@ -156,11 +173,45 @@ def aligned_frames(
     return frames, test
 
 
-def baselines(
-    data: VerticalData, settings: VerticalSettings
-) -> tuple[dict[str, float], dict[str, float]]:
+Figures = dict[str, float]
+# (`centralized`, `label_party_only`) metrics and, for protected attributes, their fairness.
+Baselines = tuple[Figures, Figures, dict[str, Any] | None]
+
+
+def baselines(data: VerticalData, settings: VerticalSettings) -> tuple[Figures, Figures]:
     """(`centralized`, `label_party_only`): the same learner on the joined aligned rows with
     every party's own bins, and on the label party's columns alone; on the same test rows."""
+    joined, own, _ = tree_baseline_figures(data, settings)
+    return joined, own
+
+
+def baseline_fairness(
+    data: VerticalData,
+    settings: VerticalSettings,
+    frames: dict[str, pd.DataFrame],
+    test: np.ndarray,
+    pds: dict[str, np.ndarray],
+) -> dict[str, Any] | None:
+    """The baselines' fairness figures on the same held-out rows as the label party's
+    (`models.fairness.centralized`, the federated figures' one computation), by baseline."""
+    schema, groups = data.schema, data.label_party.groups
+    if groups is None or not schema.protected or not settings.fairness:
+        return None
+    label = data.label_party.frame
+    # The aligned rows' positions in the label party's frame, in `frames`' order.
+    at = pd.Series(np.arange(len(label)), index=label[schema.id].to_numpy())
+    rows = at.loc[frames[schema.label_party][schema.id].to_numpy()].to_numpy()[test]
+    y = frames[schema.label_party][schema.base.label].to_numpy()[test]
+    cut = cutoffs(settings)
+    held = groups.iloc[rows].reset_index(drop=True)
+    return {
+        name: centralized(pd_, y, held, schema.protected, cut).model_dump(mode="json")
+        for name, pd_ in pds.items()
+    }
+
+
+def tree_baseline_figures(data: VerticalData, settings: VerticalSettings) -> Baselines:
+    """`baselines`, and their fairness figures (`baseline_fairness`)."""
     frames, test = aligned_frames(data, settings)
     schema, label = data.schema, data.schema.label_party
     order = [label, *[p for p in schema.parties if p != label]]
@@ -178,15 +229,24 @@ def baselines(
         s = risk_metrics(y[test], pd_)
         return {k: float(x) for k, x in s.model_dump().items() if x is not None}
 
-    return scores(joined.predict_pd(codes[test])), scores(own.predict_pd(codes[test, :n_own]))
+    pds = {
+        "centralized": joined.predict_pd(codes[test]),
+        "label_party_only": own.predict_pd(codes[test, :n_own]),
+    }
+    fair = baseline_fairness(data, settings, frames, test, pds)
+    return scores(pds["centralized"]), scores(pds["label_party_only"]), fair
 
 
-def scorecard_baselines(
-    data: VerticalData, settings: VerticalSettings
-) -> tuple[dict[str, float], dict[str, float]]:
+def scorecard_baselines(data: VerticalData, settings: VerticalSettings) -> tuple[Figures, Figures]:
     """The vertical scorecard's (`centralized`, `label_party_only`): its central equivalent on
     the joined aligned training rows with each party's own fine bins, and the same learner on
     the label party's columns alone; on the same test rows."""
+    joined, own, _ = scorecard_baseline_figures(data, settings)
+    return joined, own
+
+
+def scorecard_baseline_figures(data: VerticalData, settings: VerticalSettings) -> Baselines:
+    """`scorecard_baselines`, and their fairness figures (`baseline_fairness`)."""
     frames, test = aligned_frames(data, settings)
     schema, label = data.schema, data.schema.label_party
     others = [p for p in schema.parties if p != label]  # the feature parties' index order
@@ -211,13 +271,20 @@ def scorecard_baselines(
     coarse_te = coarse_codes(fine_te, [p.merge for p in joined.platform])  # as they answer
     no_platform = np.zeros((int(test.sum()), 0), dtype=np.int64)
 
-    def scores(logit: np.ndarray) -> dict[str, float]:
-        s = risk_metrics(y[test], 1 / (1 + np.exp(-logit)))
+    def pd_of(logit: np.ndarray) -> np.ndarray:
+        out: np.ndarray = 1 / (1 + np.exp(-logit))
+        return out
+
+    def scores(pd_: np.ndarray) -> dict[str, float]:
+        s = risk_metrics(y[test], pd_)
         return {k: float(x) for k, x in s.model_dump().items() if x is not None}
 
-    return scores(joined.logit(own_te, coarse_te)), scores(
-        alone.logit(alone.own_codes(bank[test]), no_platform)
-    )
+    pds = {
+        "centralized": pd_of(joined.logit(own_te, coarse_te)),
+        "label_party_only": pd_of(alone.logit(alone.own_codes(bank[test]), no_platform)),
+    }
+    fair = baseline_fairness(data, settings, frames, test, pds)
+    return scores(pds["centralized"]), scores(pds["label_party_only"]), fair
 
 
 class Refused(ValueError):

@@ -152,7 +152,7 @@ def test_data_check_vertical_exit_codes(tmp_path: Path) -> None:
 def test_the_label_partys_time_column_is_kept_as_sort_keys(tmp_path: Path) -> None:
     """`time = "column"` names a column of the label party's file: kept (as float64 sort keys,
     years or ISO dates) beside its features, required there, never a feature; a feature
-    party's file needs none; `protected` is still refused."""
+    party's file needs none; a schema-level `protected` is refused."""
     schema = edited('id = "customer_id"\n', 'id = "customer_id"\ntime = "applied"\n')
     root = write(tmp_path, schema)
     bank = root / "bank" / "loans.csv"
@@ -178,7 +178,8 @@ def test_the_label_partys_time_column_is_kept_as_sort_keys(tmp_path: Path) -> No
                 edited('id = "customer_id"\n', 'id = "customer_id"\ntime = "term"\n'),
             )
         )
-    with pytest.raises(DataValidationError, match="protected: not supported"):
+    # Protected attributes go in the label party's table (tests/test_vertical_fairness.py).
+    with pytest.raises(DataValidationError, match="protected: in a vertical schema the label"):
         load_vertical(
             write(
                 tmp_path / "p",

@@ -44,7 +44,11 @@ from jointcredit.data.vertical_datasets import load_vertical_dataset, write_vert
 from jointcredit.deploy import kits, link, node, processes
 from jointcredit.deploy.session_host import HOST_MODULE
 from jointcredit.federation.vertical import VerticalSettings
-from jointcredit.simulations.vertical import aligned_frames, baselines, scorecard_baselines
+from jointcredit.simulations.vertical import (
+    aligned_frames,
+    scorecard_baselines,
+    tree_baseline_figures,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTIES = ["bank", "platform"]  # the synthetic-vertical schema's parties: the kits' ids
@@ -332,9 +336,12 @@ def test_two_parties_run_psi_and_training_over_real_supernodes(deployed: Deploye
     joined = load_vertical_dataset(str(fed.data))
     frames, _ = aligned_frames(joined, same)
     assert vertical["intersection_size"] == len(frames["bank"])
-    centralized, _ = baselines(joined, same)
+    centralized, _, fairness = tree_baseline_figures(joined, same)
     assert metrics["federated"]["auc"] == pytest.approx(centralized["auc"], abs=1e-9)
     assert metrics["federated"]["brier"] == pytest.approx(centralized["brier"], abs=1e-9)
+    # The bank's protected attributes: its figures through the deployed reply path, the
+    # joined rows' exactly (tests/test_vertical_fairness_run.py: nothing of them elsewhere).
+    assert fairness is not None and metrics["fairness"] == fairness["centralized"]
     print(f"vertical deployed run: {seconds:.1f} s, {vertical}")
 
 
