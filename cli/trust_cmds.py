@@ -186,8 +186,8 @@ def verify(
     label_party: Annotated[
         str | None,
         typer.Option(
-            help="a vertical model: the institution that must be its label party (any member "
-            "of the trust store can sign a vertical model naming itself)"
+            help="a vertical model: the institution that must be its label party (the check "
+            "for feature parts written before they named the label party they trained for)"
         ),
     ] = None,
 ) -> None:
@@ -353,13 +353,14 @@ def _label_party_note(named: str, parts: dict[str, dict[str, Any]], expected: st
     """Who vouches for the label party: a feature part records, under its own party's
     signature, the label party it trained for (checked equal when the model loaded)."""
     vouching = [name for name, part in parts.items() if part["names_label_party"]]
+    silent = [name for name in parts if name not in vouching]
     if vouching:
         console.print(f"  {named} is the label party its feature parties trained for "
                       f"({', '.join(vouching)})", soft_wrap=True)  # fmt: skip
-    elif expected is None:
+    if silent and expected is None:
         console.print(
-            f"  [yellow]note[/yellow]: no feature part names its label party (parts written "
-            f"before they did): any member can sign a label part naming itself; pass "
-            f"--label-party to check it is {named}",
+            f"  [yellow]note[/yellow]: {', '.join(silent)}'s part names no label party "
+            f"(written before parts did): any member can sign a label part naming itself; "
+            f"pass --label-party to check it is {named}",
             soft_wrap=True,
         )

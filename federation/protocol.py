@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Self
+from typing import Annotated, Any, Final, Self
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
@@ -459,7 +459,8 @@ class NodeConfig(_Record):
     signing_key_passphrase_env: str | None = _key(SIGNING_KEY_PASSPHRASE_ENV)
     state_dir: str | None = _key(STATE_DIR)
     trust_store: str | None = _key(NODE_TRUST_STORE)
-    pair_min_rows: int | None = _key(PAIR_MIN_ROWS)
+    # Floored at 5 where it is used; the bound is the label party's (scorecard.checks).
+    pair_min_rows: Annotated[int | None, Field(ge=1, le=1_000_000)] = _key(PAIR_MIN_ROWS)
     allow_time_split: bool | None = _key(ALLOW_TIME_SPLIT)
 
     @property

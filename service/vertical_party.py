@@ -161,13 +161,14 @@ class FeaturePartyEndpoint:
         """(HTTP status, answer) for a verified query by `caller`. Consent is checked first,
         so that a caller without it does not learn whether the applicant is a customer."""
         base: dict[str, Any] = {"party": self.served.part.party, "model": self.served.model_id}
-        if request.model != self.served.model_id:
-            return 409, SidesAnswer(status="other_model", **base)
         # Another member of the federation (a second platform) is no label party of this model:
-        # its routing is the bank's alone, consent or not. Parts written before: not recorded.
+        # its routing is the bank's alone, consent or not, and so is the model id (checked
+        # after this). Parts written before: not recorded.
         label = self.served.part.label_party
         if label is not None and caller != label:
             return 403, SidesAnswer(status="not_label_party", **base)
+        if request.model != self.served.model_id:
+            return 409, SidesAnswer(status="other_model", **base)
         (problem,) = self.consents.problems(
             caller, [(request.consent_id, request.applicant_id)], "vertical"
         )

@@ -302,6 +302,27 @@ def test_verify_holds_a_vertical_model_to_its_expected_label_party(
     wrong = runner.invoke(app, [*base, "--label-party", "platform"])
     assert wrong.exit_code == 1
     assert "its label party is 'bank', not 'platform'" in wrong.output
+    vouched = runner.invoke(app, base)
+    assert "bank is the label party its feature parties trained for (platform)" in vouched.output
+    assert "names no label party" not in vouched.output
+    # A platform part written before parts named their label party: verify says so.
+    out = _copy(trained, tmp_path)
+    label = load_label_part(out, trained.trust)
+    part = replace(load_feature_part(out, "platform", trained.trust), label_party=None)
+    digest = write_feature_part(
+        out, part, created_at=CREATED, signer=trained.keys["platform"], trust=trained.trust
+    )
+    card = label.card
+    features = {n: card.data_schema.features[n] for n in card.features}  # in the bins' order
+    parties = {"platform": card.parties["platform"].model_copy(update={"part_sha256": digest})}
+    write_label_part(
+        out, ensemble=label.ensemble, bins=label.bins,
+        schema=card.data_schema.model_copy(update={"features": features}),
+        label_party="bank", parties=parties, training=card.training, metrics=card.metrics,
+        created_at=CREATED, signer=trained.keys["bank"], trust=trained.trust,
+    )  # fmt: skip
+    old = runner.invoke(app, ["verify", str(out), *base[2:]])
+    assert old.exit_code == 0 and "platform's part names no label party" in old.output
 
 
 def _with_reference(t: Trained, out: Path, **overrides: object) -> Path:

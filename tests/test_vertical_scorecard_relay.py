@@ -201,6 +201,8 @@ def test_a_deployed_platform_takes_its_pair_floor_from_its_node_config(tmp_path:
 
     with pytest.raises(ProtocolError, match="pair-min-rows"):
         vertical_app.handle(hello({**node, protocol.PAIR_MIN_ROWS: "many"}))
+    with pytest.raises(ProtocolError, match="pair-min-rows"):  # past any run's rows
+        vertical_app.handle(hello({**node, protocol.PAIR_MIN_ROWS: 10**7}))
     vertical_app.handle(hello({**node, protocol.PAIR_MIN_ROWS: 2}))
     try:
         (key,) = vertical_app.sessions()

@@ -62,9 +62,12 @@ from jointcredit.trust.store import load_store
 pytestmark = pytest.mark.integration
 
 
-def scorecard_federation(root: Path, rows: int = 1500, seed: int = 5) -> Federation:
+def scorecard_federation(
+    root: Path, rows: int = 1500, seed: int = 5, trained_for: str = "bank"
+) -> Federation:
     """Kits of a bank and a platform, and a vertical scorecard fitted on the rows both hold
-    (the in-process exchange), each party's part signed by its own key."""
+    (the in-process exchange), each party's part signed by its own key; the platform's part
+    names `trained_for` as its label party."""
     out = root / "kits"
     kits.provision("vertical-scorecard-test", ["bank", "platform"], "127.0.0.1:9092", out)
     for party in ("bank", "platform"):
@@ -90,7 +93,7 @@ def scorecard_federation(root: Path, rows: int = 1500, seed: int = 5) -> Federat
     model = root / "run" / "model"
     empty = SplitTable(bin_layout(bins["platform"]).missing)
     maps = tuple(p.merge for p in fitted.platform)
-    part = FeaturePart("platform", 1, empty, bins["platform"], "scorecard", maps, "bank")
+    part = FeaturePart("platform", 1, empty, bins["platform"], "scorecard", maps, trained_for)
     digest = write_feature_part(model, part, created_at=CREATED, signer=signer["platform"],
                                 trust=trust)  # fmt: skip
     artifact.write_label_part(
@@ -104,7 +107,7 @@ def scorecard_federation(root: Path, rows: int = 1500, seed: int = 5) -> Federat
     schema.write_text(vschema.to_toml(), encoding="utf-8")
     data = root / "platform.csv"
     platform.to_csv(data, index=False)
-    applicants = bank.drop(columns=[vschema.base.label])
+    applicants = bank.drop(columns=[vschema.base.label, *vschema.base.protected])
     return Federation(
         root, out, model, schema, data, applicants, frozenset(platform[ID_COLUMN].astype(str))
     )
@@ -323,3 +326,14 @@ def test_a_changed_or_impossible_code_is_not_scored(platform: Platform) -> None:
     assert _codes([0], (4, 3)) == ("unavailable", "1 codes for 2 features")
     assert _codes(None, (4,)) == ("unavailable", "0 codes for 1 features")
     assert _codes([3, 2], (4, 3)).tolist() == [3, 2]  # type: ignore[union-attr]
+
+
+def test_a_scorecard_whose_platform_part_names_another_label_party_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The bank's signed label part records the platform's real part, but that part was
+    trained for another label party (its own signature says so): the model does not load."""
+    fed = scorecard_federation(tmp_path, rows=600, trained_for="lender")
+    trust = load_store(fed.kit("bank") / "trust.json")
+    with pytest.raises(ArtifactError, match="trained for label party 'lender', not 'bank'"):
+        artifact.load_vertical_scorecard(fed.model, trust)

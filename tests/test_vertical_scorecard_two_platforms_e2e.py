@@ -118,7 +118,8 @@ def two_platforms(root: Path, rows: int = 1500, seed: int = 5) -> Two:
         held[p].to_csv(data[p], index=False)
     both = set(joined[ID_COLUMN].astype(str))
     known = [int(k) for k in np.flatnonzero(bank[ID_COLUMN].astype(str).isin(both))[:SCORED]]
-    return Two(out, model, schema, data, bank.drop(columns=[vschema.base.label]), known)
+    applicants = bank.drop(columns=[vschema.base.label, *vschema.base.protected])
+    return Two(out, model, schema, data, applicants, known)
 
 
 @pytest.fixture(scope="module")

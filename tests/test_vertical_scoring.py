@@ -9,6 +9,7 @@ answer is missing, late, unsigned, tampered or signed by another key."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -310,6 +311,21 @@ def test_a_missing_or_untrustworthy_answer_refers_naming_the_platform(
             first = got["reasons"][0]  # type: ignore[index]
             assert first["code"] == "VERTICAL_PARTY_UNAVAILABLE" and word in first["text"]
             assert first["feature"] == "party:platform"
+
+
+def test_a_platform_serving_another_label_party_gets_a_refer_saying_so(
+    platform: Platform, fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = platform.endpoint.served
+    other = dataclasses.replace(served, part=dataclasses.replace(served.part, label_party="lender"))
+    monkeypatch.setattr(platform.endpoint, "served", other)
+    client, token = _service(fed, httpx.ASGITransport(platform.client.app), "other-label")
+    with client:
+        got = _decide(client, token, fed, fed.known(1)[0])
+    assert got["decision"] == "refer" and got["score"] is None
+    first = got["reasons"][0]  # type: ignore[index]
+    assert first["code"] == "VERTICAL_PARTY_UNAVAILABLE"
+    assert "trained for another label party" in first["text"]
 
 
 def test_no_consent_and_no_data_refer_with_their_own_reasons(

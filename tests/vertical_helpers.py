@@ -135,7 +135,7 @@ def vertical_federation(
     schema.write_text(vschema.to_toml(), encoding="utf-8")
     data = root / "platform.csv"
     platform.to_csv(data, index=False)
-    applicants = bank.drop(columns=[vschema.base.label])
+    applicants = bank.drop(columns=[vschema.base.label, *vschema.base.protected])
     return Federation(
         root, out, model, schema, data, applicants, frozenset(platform[ID_COLUMN].astype(str))
     )

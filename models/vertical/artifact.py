@@ -59,7 +59,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jointcredit.data.schema import Schema
 from jointcredit.models.artifact import ArtifactError, weights_bytes
@@ -133,6 +133,14 @@ class FeaturePartCard(_Strict):
     # The party it trained for, under its own signature: a member signing a label part that
     # names itself cannot also make this part name it. Parts written before it: none.
     label_party: str | None = None
+
+    @model_validator(mode="after")
+    def _label_party(self) -> FeaturePartCard:
+        if self.label_party is not None:
+            check_institution_id(self.label_party)
+            if self.label_party == self.party:
+                raise ValueError(f"{self.party!r} cannot be its own label party")
+        return self
 
 
 @dataclass(frozen=True)
@@ -347,10 +355,6 @@ def write_feature_part(
         merge = [m.tolist() for m in maps]
     elif part.merge:
         raise ValueError("only a vertical scorecard's part holds merge maps")
-    if part.label_party is not None:
-        check_institution_id(part.label_party)
-        if part.label_party == part.party:
-            raise ValueError(f"{part.party!r} cannot be its own label party")
     card = FeaturePartCard(
         party=part.party,
         model=part.model,
