@@ -15,16 +15,19 @@ import pandas as pd
 from jointcredit.data.vertical_schema import VerticalSchema
 from jointcredit.federation.fairness import Fairness
 from jointcredit.federation.vertical import VerticalSettings
-from jointcredit.federation.vertical_fairness import cutoffs
+from jointcredit.federation.vertical_fairness import check_names, cutoffs
 from jointcredit.models.fairness import centralized, group_values
 
 
 def check_groups(
     groups: pd.DataFrame | None, schema: VerticalSchema, settings: VerticalSettings
 ) -> None:
-    """Refuse, before any work, an attribute with more groups than are measured."""
+    """Refuse, before any work, what the coordinator would refuse in the `done` reply: an
+    attribute with more groups than are measured, too many attributes, a name it cannot
+    print (a ValueError naming the problem)."""
     if groups is not None and schema.protected and settings.fairness:
-        group_values(groups, schema.protected)  # ValueError naming the attribute
+        values = group_values(groups, schema.protected)  # ValueError naming the attribute
+        check_names(list(schema.protected), values)
 
 
 def held_out_fairness(

@@ -12,19 +12,21 @@ add up, rates and AUCs in [0, 1], at the cut-offs of the run's own settings.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from jointcredit.federation.fairness import Cutoffs, Fairness, GroupCounts
+from jointcredit.federation.fairness import Calibration, Cutoffs, Fairness, GroupCounts
 from jointcredit.federation.protocol import ProtocolError
 from jointcredit.federation.vertical import VerticalSettings
 
-MAX_BYTES: Final = 512 * 1024  # about 5 KiB a group; 64 groups of 8 attributes fit
+MAX_BYTES: Final = 4 * 2**20  # about 2 KiB a group: 64 groups of each of 8 attributes fit
 MAX_ATTRIBUTES: Final = 8
 MAX_GROUPS: Final = 64  # models.fairness.MAX_GROUPS (kept equal by a test)
 MAX_NAME: Final = 128  # characters of an attribute's or a group's name
 MAX_BANDS: Final = 12  # 50-point bands of 350-950, the top score in the last
+SCORE_MIN, SCORE_MAX = 350, 950  # the score scale's (models.scorecard.ScoreScale)
 CUTOFFS_SOURCE: Final = (
     "run settings fairness-approve / fairness-decline (the service policy's cut-offs)"
 )
@@ -44,7 +46,7 @@ def decode(value: object, settings: VerticalSettings) -> Fairness:
     """The figures a `done` reply carries, checked; `ProtocolError` naming the problem."""
     if not isinstance(value, str):
         raise ProtocolError("fairness: not a JSON text")
-    if len(value.encode("utf-8", errors="replace")) > MAX_BYTES:
+    if len(value) > MAX_BYTES or len(value.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise ProtocolError(f"fairness: more than {MAX_BYTES} bytes")
     try:
         figures = Fairness.model_validate_json(value)
@@ -63,10 +65,7 @@ def check(f: Fairness, settings: VerticalSettings) -> None:
         raise ProtocolError(f"fairness: 1 to {MAX_ATTRIBUTES} distinct attributes expected")
     if f.secure_sum:
         raise ProtocolError("fairness: a vertical run has no secure sum")
-    if (f.cutoffs.approve, f.cutoffs.decline) != (
-        settings.fairness_approve,
-        settings.fairness_decline,
-    ):
+    if f.cutoffs != cutoffs(settings):
         raise ProtocolError("fairness: measured at other cut-offs than the run's")
     per_attribute: dict[str, dict[str, Any]] = {
         "groups": f.groups,
@@ -79,13 +78,9 @@ def check(f: Fairness, settings: VerticalSettings) -> None:
     for key, table in per_attribute.items():
         if list(table) != attrs:
             raise ProtocolError(f"fairness: {key} is not keyed by the attributes {attrs}")
+    check_names(attrs, {name: list(f.groups[name]) for name in attrs})
     for name in attrs:
         groups = f.groups[name]
-        if not 0 < len(groups) <= MAX_GROUPS:
-            raise ProtocolError(f"fairness: {name!r}: 1 to {MAX_GROUPS} groups expected")
-        for text in (name, *groups):
-            if not 0 < len(text) <= MAX_NAME or not text.isprintable():
-                raise ProtocolError(f"fairness: a name of 1 to {MAX_NAME} printable characters")
         for key in ("adverse_impact_ratio", "auc_by_group", "calibration_by_group"):
             if list(per_attribute[key][name]) != list(groups):
                 raise ProtocolError(f"fairness: {key}[{name!r}] is not keyed by its groups")
@@ -93,11 +88,41 @@ def check(f: Fairness, settings: VerticalSettings) -> None:
             _counts(counts, f"{name}/{group}")
             _unit(f.adverse_impact_ratio[name][group], f"adverse_impact_ratio {name}/{group}")
             _unit(f.auc_by_group[name][group], f"auc_by_group {name}/{group}")
-            calibration = f.calibration_by_group[name][group]
-            if calibration is not None and len(calibration.bands) > MAX_BANDS:
-                raise ProtocolError(f"fairness: more than {MAX_BANDS} calibration bands")
+            _calibration(f.calibration_by_group[name][group], f"{name}/{group}")
         _unit(f.demographic_parity_difference[name], f"demographic_parity_difference {name}")
         _unit(f.equal_opportunity_difference[name], f"equal_opportunity_difference {name}")
+
+
+def check_names(attributes: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None:
+    """The bounds the coordinator holds names and counts to: the bank checks them before
+    training, the coordinator on `done`."""
+    if not 0 < len(attributes) <= MAX_ATTRIBUTES or len(set(attributes)) != len(attributes):
+        raise ProtocolError(f"fairness: 1 to {MAX_ATTRIBUTES} distinct attributes expected")
+    for name in attributes:
+        if not 0 < len(groups[name]) <= MAX_GROUPS:
+            raise ProtocolError(f"fairness: {name!r}: 1 to {MAX_GROUPS} groups expected")
+        for text in (name, *groups[name]):
+            if not 0 < len(text) <= MAX_NAME or not text.isprintable():
+                raise ProtocolError(f"fairness: a name of 1 to {MAX_NAME} printable characters")
+
+
+def _calibration(c: Calibration | None, what: str) -> None:
+    """Finite rates in [0, 1] (metrics.json is strict JSON), bands within the score scale."""
+    if c is None:
+        return
+    if len(c.bands) > MAX_BANDS:
+        raise ProtocolError(f"fairness: more than {MAX_BANDS} calibration bands")
+    _unit(c.predicted_default_rate, f"calibration {what}")
+    _unit(c.observed_default_rate, f"calibration {what}")
+    ratio = c.observed_over_predicted
+    if ratio is not None and not (math.isfinite(ratio) and ratio >= 0):
+        raise ProtocolError(f"fairness: calibration {what}: a ratio that is not finite")
+    for band in c.bands:
+        low, high = band.scores
+        if band.applicants < 0 or not SCORE_MIN <= low <= high <= SCORE_MAX:
+            raise ProtocolError(f"fairness: calibration {what}: a band outside the score scale")
+        _unit(band.predicted_default_rate, f"calibration {what}")
+        _unit(band.observed_default_rate, f"calibration {what}")
 
 
 def _unit(value: float | None, what: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from jointcredit.federation.fairness import Fairness
 from jointcredit.federation.metrics import Privacy, RunMetrics
@@ -75,8 +76,8 @@ def fairness_table(fairness: Fairness, where: str = "the pooled test split") -> 
         for group, counts in fairness.groups[attribute].items():
             air = fairness.adverse_impact_ratio[attribute][group]
             table.add_row(
-                attribute,
-                group,
+                Text(attribute),  # names from data files: never read as markup
+                Text(group),
                 str(counts.applicants),
                 _f(counts.approval_rate),
                 _f(air) + (" !" if air is not None and air < FOUR_FIFTHS else ""),
@@ -84,7 +85,7 @@ def fairness_table(fairness: Fairness, where: str = "the pooled test split") -> 
                 _f(fairness.auc_by_group[attribute][group]),
             )
         table.add_row(
-            attribute,
+            Text(attribute),
             "gap",
             "",
             _f(fairness.demographic_parity_difference[attribute]),

@@ -160,6 +160,36 @@ def test_too_many_groups_are_refused_before_any_work(tmp_path: Path) -> None:
     check_groups(groups, schema, SETTINGS.model_copy(update={"fairness": False}))  # not measured
 
 
+def test_names_the_coordinator_would_refuse_are_refused_before_any_work(tmp_path: Path) -> None:
+    """A group name the coordinator cannot print (a tab, a no-break space) or too long would
+    end the run at `done`, after the whole training: the bank refuses it first."""
+    schema = load_vertical(write(tmp_path)).schema
+    for bad in ("female\t", "female\u00a0", "x" * (wire.MAX_NAME + 1)):
+        with pytest.raises(ValueError, match="printable characters"):
+            check_groups(pd.DataFrame({"sex": ["male", bad]}), schema, SETTINGS)
+    check_groups(pd.DataFrame({"sex": ["male", "female"]}), schema, SETTINGS)
+
+
+def test_group_names_are_printed_as_text_never_as_markup() -> None:
+    """Group labels come from data files: `[/]` must not break the report, `[link=...]` must
+    not become a terminal hyperlink."""
+    from rich.console import Console
+
+    from jointcredit.simulations.report import fairness_table
+
+    rng = np.random.default_rng(2)
+    names = np.array(["[/]", "[link=http://evil.example]x"])
+    groups = pd.DataFrame({"sex": rng.choice(names, 200)})
+    pd_ = rng.uniform(0.01, 0.6, 200)
+    y = (rng.random(200) < pd_).astype(int)
+    f = centralized(pd_, y, groups, ("sex",), wire.cutoffs(SETTINGS))
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(fairness_table(f))
+    text = console.export_text()
+    assert "[/]" in text and "[link=http://evil.example]x" in text
+    assert "\x1b]8;" not in console.export_text(styles=True)  # no OSC-8 hyperlink
+
+
 def test_the_synthetic_vertical_bank_holds_sex_and_age_band_the_platform_nothing() -> None:
     data = load_vertical_dataset("synthetic-vertical", rows=2_000)
     assert data.schema.protected == ("sex", "age_band")
@@ -239,13 +269,9 @@ def _negative_tp(raw: dict) -> None:  # type: ignore[type-arg]
     male.update(tp=-1, fp=male["fp"] + 1)  # the sums kept, one count negative
 
 
-def _escape_group(raw: dict) -> None:  # type: ignore[type-arg]
-    raw["groups"]["sex"]["\x1b[2J"] = raw["groups"]["sex"]["male"]  # a terminal escape
-
-
-def _negative_tp(raw: dict) -> None:  # type: ignore[type-arg]
-    male = raw["groups"]["sex"]["male"]
-    male.update(tp=-1, fp=male["fp"] + 1)  # the sums kept, one count negative
+def _infinite_calibration(raw: dict) -> None:  # type: ignore[type-arg]
+    band = raw["calibration_by_group"]["sex"]["male"]["bands"][0]
+    band["predicted_default_rate"] = float("inf")  # metrics.json would say Infinity
 
 
 def _escape_group(raw: dict) -> None:  # type: ignore[type-arg]
@@ -269,6 +295,8 @@ HOSTILE = [
     (_edited(lambda r: r["cutoffs"].update(approve=900)), "other cut-offs"),
     (_edited(lambda r: r.update(secure_sum=True)), "no secure sum"),
     (_edited(_escape_group), "printable"),
+    (_edited(_infinite_calibration), "calibration"),
+    (_edited(lambda r: r["cutoffs"].update(source="x")), "cut-offs"),
 ]
 
 
