@@ -182,12 +182,17 @@ def test_the_banks_groups_leave_only_as_figures_equal_to_the_joined_rows(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    "model",
+    [["--trees", "4", "--max-depth", "2"], ["--model", "scorecard"]],
+    ids=["trees", "scorecard"],
+)
 def test_simulate_writes_the_horizontal_runs_fairness_key_and_the_baselines(
-    tmp_path: Path,
+    tmp_path: Path, model: list[str]
 ) -> None:
     out = tmp_path / "out"
     args = ["simulate", "--layout", "vertical", "--dataset", "synthetic-vertical",
-            "--synthetic-rows", "1500", "--trees", "4", "--max-depth", "2",
+            "--synthetic-rows", "1500", *model,
             "--fairness-approve", "620", "--fairness-decline", "560",
             "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
@@ -199,7 +204,7 @@ def test_simulate_writes_the_horizontal_runs_fairness_key_and_the_baselines(
     assert (federated.cutoffs.approve, federated.cutoffs.decline) == (620, 560)
     baselines = metrics["fairness_baselines"]
     assert set(baselines) == {"centralized", "label_party_only"}
-    # Lossless trees: the joined rows' model decides every held-out applicant alike.
+    # Lossless (trees or scorecard): the joined rows' model decides every held-out applicant alike.
     assert Fairness.model_validate(baselines["centralized"]) == federated
     own = Fairness.model_validate(baselines["label_party_only"])
     assert own.attributes == federated.attributes and own != federated
