@@ -253,22 +253,34 @@ def node_start(
             "is above 0.5), and checks for its ClientApp's reply every 20 ms",
         ),
     ] = 0.5,
+    node_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node-config",
+            help="KEY=VALUE, repeatable: a setting this institution gives its own node, never "
+            "the coordinator's to set: pair-min-rows=N (a vertical platform's pair-table "
+            "floor), allow-time-split=true (a vertical bank takes split = time), "
+            "share-fairness=true (a vertical bank sends its fairness figures)",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="print the commands instead")] = False,
 ) -> None:
     """Run this institution's node until SIGTERM: its SuperNode (TLS to the federation's
     SuperLink, authenticated with the kit's node key, reading only --data) and the
     long-lived ClientApp worker that handles its messages, both supervised here."""
     try:
+        options = processes.node_options(node_config or [])
         if dry_run:
             secret = Path("PRIVATE-DIR") / node.SECRET_NAME  # made fresh at each start
             cmds = node.node_commands(kit, data, secret, schema=schema, port=port,
-                                      superlink=superlink, poll_interval=poll_interval)  # fmt: skip
+                                      superlink=superlink, poll_interval=poll_interval,
+                                      options=options)  # fmt: skip
             console.print(processes.shell_line(cmds.supernode), soft_wrap=True)
             console.print(processes.shell_line(cmds.clientapp), soft_wrap=True)
             return
         code = node.run_node(
             kit, data, processes.flower_env(), schema=schema, port=port, superlink=superlink,
-            poll_interval=poll_interval,
+            poll_interval=poll_interval, options=options,
         )  # fmt: skip
     except ValueError as exc:
         raise _fail(exc) from exc

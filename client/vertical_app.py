@@ -26,6 +26,7 @@ ends the run), or when idle longer than the run's step timeout (`expire`).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -59,6 +60,7 @@ from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust import keys, pins, store
 from jointcredit.trust.keyset import private_key_path
 
+log = logging.getLogger(__name__)
 Session = LabelSession | FeatureSession
 VERTICAL_RUNS = "vertical"  # a deployed party's parts: <state-dir>/vertical/<run id>/model/
 Arrays = dict[str, np.ndarray]
@@ -214,9 +216,16 @@ def _session(req: Request) -> Session:
                 "label party's latest applicants (docs/PRIVACY.md); a deployed label party takes "
                 f"it only with {protocol.ALLOW_TIME_SPLIT} = true in its node config"
             )
-        check_groups(rows.groups, schema, settings)  # too many groups: refused before any work
+        groups = rows.groups
+        if groups is not None and _deployed(node) and not node.share_fairness:
+            # The figures leave the bank only as it says, not as the coordinator asks.
+            if settings.fairness:
+                log.info("fairness figures withheld: %s is not true in this node's config",
+                         protocol.SHARE_FAIRNESS)  # fmt: skip
+            groups = None
+        check_groups(groups, schema, settings)  # too many groups: refused before any work
         session = LabelSession(
-            party, schema, frame, settings, trust, req.run_id, signer, created, rows.groups
+            party, schema, frame, settings, trust, req.run_id, signer, created, groups
         )
     else:
         session = FeatureSession(party, schema, frame, settings, trust, signer, created, req.run_id)

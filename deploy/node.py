@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +61,7 @@ def node_commands(
     superlink: str | None = None,
     max_retries: int | None = None,
     poll_interval: float = supernode.DEFAULT_POLL,
+    options: Mapping[str, bool | int] | None = None,
 ) -> NodeCommands:
     """The two processes of one institution's node (raises ValueError on a bad kit/data)."""
     node = supernode_command(
@@ -72,6 +73,7 @@ def node_commands(
         max_retries=max_retries,
         superexec_secret=secret,
         poll_interval=poll_interval,
+        options=options,
     )
     worker = [
         sys.executable,
@@ -256,12 +258,13 @@ def run_node(
     port: int = 9094,
     superlink: str | None = None,
     poll_interval: float = supernode.DEFAULT_POLL,
+    options: Mapping[str, bool | int] | None = None,
 ) -> int:
     """Run the node until SIGTERM/SIGINT or until the SuperNode exits; its exit code."""
     with private_secret() as secret:
         commands = node_commands(
             kit, data, secret, schema=schema, port=port, superlink=superlink,
-            poll_interval=poll_interval,
+            poll_interval=poll_interval, options=options,
         )  # fmt: skip
         return Supervisor(commands, env).run()
 
@@ -273,12 +276,15 @@ def node_start_command(
     schema: Path | None = None,
     port: int = 9094,
     poll_interval: float | None = None,
+    options: Sequence[str] = (),
 ) -> list[str]:
     """`jointcredit node start ...` as a command line (for demos, tests and scripts that run
-    a node as its own process, the way an institution does)."""
+    a node as its own process, the way an institution does); `options`: `KEY=VALUE` each."""
     cmd = [flower_bin("jointcredit"), "node", "start", "--kit", str(kit), "--data", str(data)]
     if schema is not None:
         cmd += ["--schema", str(schema)]
+    for option in options:
+        cmd += ["--node-config", option]
     if poll_interval is not None:
         cmd += ["--poll-interval", str(poll_interval)]
     return [*cmd, "--port", str(port)]

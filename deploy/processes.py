@@ -21,12 +21,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 from flwr.common.config import get_fused_config_from_dir
+from pydantic import ValidationError
 
 from jointcredit.deploy import supernode
 from jointcredit.deploy.fab import staged_app
@@ -39,7 +40,7 @@ from jointcredit.deploy.kits import (
     load_federation,
     load_node,
 )
-from jointcredit.federation.protocol import NodeConfig
+from jointcredit.federation.protocol import NODE_OPTIONS, NodeConfig
 from jointcredit.federation.settings import RunSettings
 from jointcredit.federation.vertical import VerticalSettings
 from jointcredit.trust.keyset import COORDINATOR, TRUST_FILE
@@ -124,8 +125,31 @@ def node_state_dir(kit: Path) -> Path:
     return (kit / "state").resolve()
 
 
-def node_config(kit: Path, data: Path, schema: Path | None) -> str:
-    """The node config string: who this node is, its one data file, its signing key."""
+def node_options(pairs: Sequence[str]) -> dict[str, bool | int]:
+    """`KEY=VALUE` settings an institution gives its own node (`protocol.NODE_OPTIONS`: the
+    pair floor, the time split, sharing fairness figures), typed and checked as the node
+    reads them; ValueError naming a key that is not one or a value it does not take."""
+    out: dict[str, bool | int] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or key not in NODE_OPTIONS:
+            raise ValueError(
+                f"--node-config {pair!r}: KEY=VALUE with KEY one of {', '.join(NODE_OPTIONS)}"
+            )
+        try:
+            parsed = NodeConfig.model_validate({key: value.strip()}).values()[key]
+        except ValidationError as exc:
+            raise ValueError(f"--node-config {key}: {exc.errors()[0]['msg']}") from exc
+        out[key] = parsed
+    return out
+
+
+def node_config(
+    kit: Path, data: Path, schema: Path | None, options: Mapping[str, bool | int] | None = None
+) -> str:
+    """The node config string: who this node is, its one data file, its signing key, and the
+    settings it gives itself (`node_options`)."""
     node = load_node(kit)
     values: dict[str, str] = NodeConfig(
         institution=node.institution,
@@ -140,7 +164,9 @@ def node_config(kit: Path, data: Path, schema: Path | None) -> str:
     for key, value in values.items():
         if "'" in value or '"' in value:
             raise ValueError(f"{key}: quotes are not allowed in paths here ({value})")
-    return " ".join(f"{k}='{v}'" for k, v in values.items())
+    own = [f"{k}={str(x).lower() if isinstance(x, bool) else int(x)}"
+           for k, x in (options or {}).items()]  # fmt: skip
+    return " ".join([*(f"{k}='{v}'" for k, v in values.items()), *own])
 
 
 def supernode_command(
@@ -153,6 +179,7 @@ def supernode_command(
     max_retries: int | None = None,
     superexec_secret: Path | None = None,
     poll_interval: float = supernode.DEFAULT_POLL,
+    options: Mapping[str, bool | int] | None = None,
 ) -> list[str]:
     """flower-supernode for one institution: TLS to the federation's SuperLink only (the
     kit's CA), authenticated with the kit's node key; it reads only `data`. Process
@@ -179,7 +206,7 @@ def supernode_command(
         "--auth-supernode-private-key",
         str(kit / NODE_AUTH_KEY),
         "--node-config",
-        node_config(kit, data, schema),
+        node_config(kit, data, schema, options),
         "--port",
         str(port),
         "--isolation",

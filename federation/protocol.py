@@ -128,6 +128,10 @@ NODE_TRUST_STORE: Final = "trust-store"  # the kit's trust store (vertical parti
 PAIR_MIN_ROWS: Final = "pair-min-rows"
 # A deployed label party takes `split = time` only when its own node config allows it.
 ALLOW_TIME_SPLIT: Final = "allow-time-split"
+# A deployed label party sends its fairness figures only when its own node config says so.
+SHARE_FAIRNESS: Final = "share-fairness"
+# The node-config keys an institution sets for itself (`jointcredit node start --node-config`).
+NODE_OPTIONS: Final = (PAIR_MIN_ROWS, ALLOW_TIME_SPLIT, SHARE_FAIRNESS)
 
 # -- what an institution keeps in its Flower node state between messages
 STATE_SCAFFOLD: Final = "scaffold-control"  # its own control variate c_i
@@ -462,6 +466,7 @@ class NodeConfig(_Record):
     # Floored at 5 where it is used; the bound is the label party's (scorecard.checks).
     pair_min_rows: Annotated[int | None, Field(ge=1, le=1_000_000)] = _key(PAIR_MIN_ROWS)
     allow_time_split: bool | None = _key(ALLOW_TIME_SPLIT)
+    share_fairness: bool | None = _key(SHARE_FAIRNESS)
 
     @property
     def simulated(self) -> bool:

@@ -149,9 +149,12 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         for party in PARTIES:
             # Each node is given only its own party's file.
             own = data / party / f"{party}.parquet"
+            # The bank's own say on its fairness figures (the coordinator's run config asks).
+            options = ["share-fairness=true"] if party == "bank" else []
             cmd = node.node_start_command(
-                provisioned.kit(party), own, schema=data / "schema.toml", port=processes.free_port()
-            )
+                provisioned.kit(party), own, schema=data / "schema.toml",
+                port=processes.free_port(), options=options,
+            )  # fmt: skip
             procs.start(party, cmd)
         sockets = {party: _session_socket(procs, party) for party in PARTIES}
         yield Deployed(procs, root, data, provisioned, sockets)

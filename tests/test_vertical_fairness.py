@@ -15,14 +15,18 @@ import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
 from typer.testing import CliRunner
+from vertical_helpers import deployed_node_config, hello_request
 
 from jointcredit.cli.main import app
+from jointcredit.client import vertical_app
 from jointcredit.client.vertical_fairness import check_groups, held_out_fairness
+from jointcredit.client.vertical_label import LabelSession
 from jointcredit.data.errors import DataValidationError
 from jointcredit.data.synthetic_vertical import generate, vertical_schema
 from jointcredit.data.vertical import load_vertical
 from jointcredit.data.vertical_datasets import load_vertical_dataset
 from jointcredit.data.vertical_schema import parse_vertical_schema
+from jointcredit.federation import protocol
 from jointcredit.federation import vertical as v
 from jointcredit.federation import vertical_fairness as wire
 from jointcredit.federation.protocol import ProtocolError
@@ -32,6 +36,7 @@ from jointcredit.models.fairness import centralized
 from jointcredit.models.vertical.party_bins import party_schema
 from jointcredit.server.errors import FederationError
 from jointcredit.server.vertical_app import done_figures
+from jointcredit.trust.keyset import create_key_set
 
 SCHEMA = """\
 label = "defaulted"
@@ -351,3 +356,40 @@ def test_simulate_refuses_an_attribute_with_too_many_groups_exit_2(tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "'sex' has 4 groups; at most 3" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_a_deployed_bank_sends_figures_only_when_its_node_config_says_so(tmp_path: Path) -> None:
+    """The coordinator's run config asks for fairness; a deployed bank keeps its groups (and
+    so sends figures) only with `share-fairness = true` in its own node config."""
+    root = write(tmp_path / "data")
+    kit = tmp_path / "kit"
+    create_key_set(kit, ["bank", "platform"], federation="share-fairness")
+    node = deployed_node_config(kit, "bank", root / "bank" / "loans.csv", root / "schema.toml")
+    run = {"layout": "vertical", "parties": 2, "model": "scorecard"}
+    for own, kept in ((None, False), (False, False), (True, True)):
+        config = node if own is None else {**node, protocol.SHARE_FAIRNESS: own}
+        vertical_app.handle(hello_request(8, 9, run, config))
+        try:
+            (key,) = vertical_app.sessions()
+            session = vertical_app._SESSIONS[key]
+            assert isinstance(session, LabelSession)
+            assert (session.groups is not None) == kept, own
+        finally:
+            vertical_app.drop((8, 9))
+
+
+def test_node_start_takes_the_institutions_own_settings_only() -> None:
+    from jointcredit.deploy.processes import node_options
+
+    assert node_options(["share-fairness=true", "pair-min-rows=7", "allow-time-split=false"]) == {
+        "share-fairness": True, "pair-min-rows": 7, "allow-time-split": False,
+    }  # fmt: skip
+    for bad, message in (
+        (["keys-dir=/tmp/evil"], "KEY one of"),  # the coordinator's, or nobody's
+        (["share-fairness"], "KEY one of"),
+        (["pair-min-rows=many"], "pair-min-rows"),
+        (["pair-min-rows=0"], "pair-min-rows"),
+        (["share-fairness=perhaps"], "share-fairness"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            node_options(bad)
