@@ -223,7 +223,7 @@ def _session(req: Request) -> Session:
                 log.info("fairness figures withheld: %s is not true in this node's config",
                          protocol.SHARE_FAIRNESS)  # fmt: skip
             groups = None
-        check_groups(groups, schema, settings)  # too many groups: refused before any work
+        check_groups(groups, schema, settings)  # what `done` could not carry: refused now
         session = LabelSession(
             party, schema, frame, settings, trust, req.run_id, signer, created, groups
         )

@@ -3,10 +3,11 @@
 The label party (the bank) holds the protected attributes and the held-out rows' labels; it
 computes the figures itself (`models.fairness`, as a horizontal run computes them from the
 federation's counts) and sends only them: per attribute and group, counts at the policy's
-cut-offs, rates, AUC and calibration in 50-point score bands; no row, no row's group, no
-score histogram. The coordinator reads them as a possibly hostile message: bounded in bytes,
-attributes, groups and names, every map keyed by the same attributes and groups, counts that
-add up, rates and AUCs in [0, 1], at the cut-offs of the run's own settings.
+cut-offs, rates, AUC and calibration in 50-point score bands (a coarse score histogram per
+group); no row, no row's group. The coordinator reads them as a possibly hostile message:
+bounded in bytes, attributes, groups and names, every map keyed by the same attributes and
+groups, counts that add up, rates, AUCs and calibration finite and in [0, 1], at the cut-offs
+of the run's own settings.
 """
 
 from __future__ import annotations
